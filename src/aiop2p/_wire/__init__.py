@@ -1,0 +1,1 @@
+"""Pure encoding helpers shared by the protocol machines (no state machines here)."""

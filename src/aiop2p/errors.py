@@ -1,0 +1,233 @@
+"""Every exception aiop2p raises, under one root.
+
+::
+
+    P2PError
+    ├── InvalidArgumentError (ValueError)       bad argument given by the caller
+    │   ├── InvalidMultiaddrError               a multiaddr that does not parse
+    │   ├── InvalidPeerIdError                  a peer id that does not parse
+    │   └── InvalidKeyError                     a key that does not parse or is unsupported
+    ├── InvalidStateError (RuntimeError)        API used in a state that does not allow it
+    ├── ProtocolError                           a protocol machine met invalid input
+    │   ├── LocalProtocolError                  we misused the protocol (a bug on our side)
+    │   └── RemoteProtocolError                 the peer violated the protocol
+    │       ├── MessageTooLargeError            a frame or message above its size limit
+    │       └── FlowControlError                the peer sent beyond its window
+    ├── NegotiationError                        multistream-select failed
+    │   └── ProtocolNotSupportedError           the peer supports none of the protocols offered
+    ├── HandshakeError                          the secure channel could not be established
+    │   ├── PeerIdMismatchError                 the peer is not the one we dialled
+    │   ├── InvalidSignatureError               the peer's identity signature does not verify
+    │   ├── DecryptionError                     a ciphertext failed authentication
+    │   └── HandshakeTimeoutError               the upgrade took longer than allowed
+    ├── ConnectionClosedError                   the connection is gone
+    │   └── ConnectionLostError                 the connection broke (reset, I/O error)
+    ├── DialError                               no address of the peer could be dialled
+    ├── ListenError                             an address could not be listened on
+    ├── StreamError                             a stream operation failed
+    │   ├── StreamResetError                    the stream was reset (by either side)
+    │   └── StreamClosedError                   writing after close, reading after reset
+    ├── RequestError                            an outbound request failed
+    │   ├── RequestTimeoutError                 no answer within the request timeout
+    │   ├── RequestDeniedError                  the remote firewall rejected the request
+    │   └── ResponseOmittedError                the remote dropped the request unanswered
+    ├── RelayError                              relay reservation or circuit failed
+    │   └── ReservationRefusedError             the relay refused, with its status code
+    └── LimitExceededError                      a configured count or size limit was hit
+
+Peer misbehaviour never raises out of a sans-IO machine's ``receive_data``: it is
+recorded and reported as a terminal event carrying one of these errors.  Foreign
+exceptions (``OSError``, ``InvalidTag``) are wrapped with ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+__all__ = [
+    "ConnectionClosedError",
+    "ConnectionLostError",
+    "DecryptionError",
+    "DialError",
+    "FlowControlError",
+    "HandshakeError",
+    "HandshakeTimeoutError",
+    "InvalidArgumentError",
+    "InvalidKeyError",
+    "InvalidMultiaddrError",
+    "InvalidPeerIdError",
+    "InvalidSignatureError",
+    "InvalidStateError",
+    "LimitExceededError",
+    "ListenError",
+    "LocalProtocolError",
+    "MessageTooLargeError",
+    "NegotiationError",
+    "P2PError",
+    "PeerIdMismatchError",
+    "ProtocolError",
+    "ProtocolNotSupportedError",
+    "RelayError",
+    "RemoteProtocolError",
+    "RequestDeniedError",
+    "RequestError",
+    "RequestTimeoutError",
+    "ReservationRefusedError",
+    "ResponseOmittedError",
+    "StreamClosedError",
+    "StreamError",
+    "StreamResetError",
+]
+
+
+class P2PError(Exception):
+    """Root of every aiop2p exception."""
+
+
+class InvalidArgumentError(P2PError, ValueError):
+    """The caller passed a value that cannot be used."""
+
+
+class InvalidMultiaddrError(InvalidArgumentError):
+    """A multiaddr (text or bytes) that does not parse; the message says what is wrong."""
+
+
+class InvalidPeerIdError(InvalidArgumentError):
+    """A peer id (text or bytes) that does not parse."""
+
+
+class InvalidKeyError(InvalidArgumentError):
+    """A key that does not parse, or of a type we cannot use."""
+
+
+class InvalidStateError(P2PError, RuntimeError):
+    """The API was used in a state that does not allow it (e.g. after close)."""
+
+
+class ProtocolError(P2PError):
+    """A protocol machine met input it cannot accept."""
+
+
+class LocalProtocolError(ProtocolError):
+    """We tried to do something the protocol forbids."""
+
+
+class RemoteProtocolError(ProtocolError):
+    """The peer violated the protocol."""
+
+
+class MessageTooLargeError(RemoteProtocolError):
+    """A frame or message larger than the configured limit."""
+
+    def __init__(self, size: int, limit: int, what: str = "message") -> None:
+        super().__init__(f"{what} of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class FlowControlError(RemoteProtocolError):
+    """The peer sent more data than its flow-control window allowed."""
+
+
+class NegotiationError(P2PError):
+    """multistream-select negotiation failed."""
+
+
+class ProtocolNotSupportedError(NegotiationError):
+    """The peer answered ``na`` to every protocol we offered."""
+
+    def __init__(self, protocols: tuple[str, ...] | list[str]) -> None:
+        self.protocols = tuple(protocols)
+        super().__init__(f"peer supports none of: {', '.join(self.protocols)}")
+
+
+class HandshakeError(P2PError):
+    """The Noise handshake (or the upgrade around it) failed."""
+
+
+class PeerIdMismatchError(HandshakeError):
+    """The remote proved an identity other than the one we dialled."""
+
+    def __init__(self, expected: object, actual: object) -> None:
+        super().__init__(f"expected peer {expected}, but the remote is {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidSignatureError(HandshakeError):
+    """The remote's signature over its Noise static key does not verify."""
+
+
+class DecryptionError(HandshakeError):
+    """A Noise ciphertext failed authentication."""
+
+
+class HandshakeTimeoutError(HandshakeError):
+    """The connection upgrade did not finish in time."""
+
+
+class ConnectionClosedError(P2PError):
+    """The connection was closed; pending operations on it fail with this."""
+
+
+class ConnectionLostError(ConnectionClosedError):
+    """The connection broke (reset, EOF mid-frame, I/O error)."""
+
+
+class DialError(P2PError):
+    """Dialling failed on every address; ``causes`` maps each address to its error."""
+
+    def __init__(self, message: str, causes: Mapping[str, BaseException] | None = None) -> None:
+        self.causes: dict[str, BaseException] = dict(causes or {})
+        if self.causes:
+            detail = "; ".join(f"{addr}: {exc}" for addr, exc in self.causes.items())
+            message = f"{message} ({detail})"
+        super().__init__(message)
+
+
+class ListenError(P2PError):
+    """An address could not be listened on."""
+
+
+class StreamError(P2PError):
+    """A stream operation failed."""
+
+
+class StreamResetError(StreamError):
+    """The stream was reset, by the remote or locally."""
+
+
+class StreamClosedError(StreamError):
+    """The stream is closed for the attempted direction."""
+
+
+class RequestError(P2PError):
+    """An outbound request failed."""
+
+
+class RequestTimeoutError(RequestError):
+    """No response arrived within the request timeout; the peer may still have processed it."""
+
+
+class RequestDeniedError(RequestError):
+    """The remote firewall rejected the request."""
+
+
+class ResponseOmittedError(RequestError):
+    """The remote accepted the request but dropped it without answering."""
+
+
+class RelayError(P2PError):
+    """A relay reservation or circuit failed."""
+
+
+class ReservationRefusedError(RelayError):
+    """The relay refused the reservation; ``status`` is its status code."""
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message or f"relay refused the reservation (status {status})")
+        self.status = status
+
+
+class LimitExceededError(P2PError):
+    """A configured count or size limit was reached."""

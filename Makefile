@@ -1,0 +1,48 @@
+# `make run` starts a peer; `make test` runs every check.  Both set up what they need.
+PYTHON ?= python3
+VENV := .venv
+PYLIBP2P_VENV := .venv-pylibp2p
+JS_PEER := tests/interop/js
+
+.PHONY: run test lint typecheck unit bench deps clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+$(JS_PEER)/node_modules/.installed: $(JS_PEER)/package.json $(JS_PEER)/package-lock.json
+	cd $(JS_PEER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(PYLIBP2P_VENV)/.installed: tests/interop/py/requirements.txt
+	$(PYTHON) -m venv $(PYLIBP2P_VENV)
+	$(PYLIBP2P_VENV)/bin/pip install -q -r tests/interop/py/requirements.txt
+	touch $@
+
+deps: $(VENV)/.installed $(JS_PEER)/node_modules/.installed $(PYLIBP2P_VENV)/.installed
+
+## run: a peer listening on all interfaces with the persisted identity, echo on /p2p/1.0.0
+run: $(VENV)/.installed
+	$(VENV)/bin/aiop2p serve --echo
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+typecheck: $(VENV)/.installed
+	$(VENV)/bin/mypy
+
+unit: $(VENV)/.installed
+	$(VENV)/bin/pytest -q
+
+## test: lint, type check, and every test (interop peers included)
+test: deps lint typecheck
+	$(VENV)/bin/pytest -q
+
+## bench: aiop2p vs js-libp2p side by side (prints ratios)
+bench: deps
+	$(VENV)/bin/python bench/run.py
+
+clean:
+	rm -rf $(VENV) $(PYLIBP2P_VENV) $(JS_PEER)/node_modules

@@ -1,0 +1,1 @@
+"""asyncio drivers: they move bytes between sockets and the sans-IO machines, nothing more."""

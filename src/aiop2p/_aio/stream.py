@@ -1,0 +1,358 @@
+"""``Stream``: one Yamux stream seen as an async byte pipe.
+
+Reads come from a per-stream buffer bounded by the Yamux receive window: the window is
+credited only when the application reads, so a slow reader throttles the sender instead
+of growing memory.  Writes wait for send window and for the socket to drain.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Self
+
+from .._wire.varint import decode_uvarint, encode_uvarint
+from ..errors import (
+    MessageTooLargeError,
+    P2PError,
+    RemoteProtocolError,
+    StreamClosedError,
+    StreamResetError,
+)
+from ..protocols.multistream import (
+    MultistreamDialer,
+    MultistreamListener,
+    NegotiationFailed,
+    ProtocolSelected,
+)
+from ..protocols.yamux import StreamId
+
+if TYPE_CHECKING:
+    from ..identity import PeerId
+    from .connection import Connection
+
+__all__ = ["Stream"]
+
+
+class Stream:
+    """A bidirectional, flow-controlled byte stream to one peer on one protocol."""
+
+    __slots__ = (
+        "_buffer",
+        "_buffered",
+        "_conn",
+        "_eof",
+        "_error",
+        "_negotiated",
+        "_negotiator",
+        "_read_waiter",
+        "_write_closed",
+        "_write_waiter",
+        "is_initiator",
+        "protocol",
+        "stream_id",
+    )
+
+    def __init__(
+        self,
+        conn: Connection,
+        stream_id: StreamId,
+        *,
+        is_initiator: bool,
+        negotiator: MultistreamDialer | MultistreamListener | None,
+    ) -> None:
+        self._conn = conn
+        self.stream_id = stream_id
+        self.is_initiator = is_initiator
+        self.protocol: str | None = None
+        self._negotiator = negotiator
+        self._negotiated: asyncio.Future[str] | None = None
+        self._buffer: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._error: P2PError | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+        self._write_closed = False
+
+    # -- public properties -------------------------------------------------------------
+
+    @property
+    def connection(self) -> Connection:
+        return self._conn
+
+    @property
+    def remote_peer(self) -> PeerId:
+        return self._conn.remote_peer
+
+    @property
+    def is_closed(self) -> bool:
+        """True once nothing more can be read or written."""
+        return self._error is not None or (self._eof and self._write_closed)
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.stream_id} {self.protocol!r} to {self._conn.remote_peer}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is not None:
+            self.reset()
+        else:
+            await self.close()
+
+    # -- negotiation --------------------------------------------------------------------
+
+    def _negotiation_future(self) -> asyncio.Future[str]:
+        if self._negotiated is None:
+            self._negotiated = self._conn.loop.create_future()
+            if self.protocol is not None:
+                self._negotiated.set_result(self.protocol)
+            elif self._error is not None:
+                self._negotiated.set_exception(self._error)
+                self._negotiated.exception()
+        return self._negotiated
+
+    async def wait_negotiated(self) -> str:
+        """Wait until multistream-select picked the protocol; return it."""
+        if self.protocol is not None:
+            return self.protocol
+        if self._error is not None:
+            raise self._error
+        return await self._negotiation_future()
+
+    def _feed_negotiation(self, data: bytes) -> None:
+        neg = self._negotiator
+        assert neg is not None
+        neg.receive_data(data)
+        self._after_negotiation_input()
+
+    def _after_negotiation_input(self) -> None:
+        neg = self._negotiator
+        assert neg is not None
+        out = neg.data_to_send()
+        if out:
+            self._conn._send_stream_data(self.stream_id, out)
+        for ev in neg.events_received():
+            if type(ev) is ProtocolSelected:
+                self._negotiator = None
+                self.protocol = ev.protocol
+                if self._negotiated is not None and not self._negotiated.done():
+                    self._negotiated.set_result(ev.protocol)
+                self._conn._on_stream_negotiated(self)
+                if ev.leftover:
+                    self._feed_data(ev.leftover)
+                return
+            if type(ev) is NegotiationFailed:
+                self._negotiator = None
+                self._fail(ev.error)
+                self._conn._reset_stream(self.stream_id)
+                return
+
+    # -- called by the connection -------------------------------------------------------
+
+    def _feed_data(self, data: bytes) -> None:
+        if self._negotiator is not None:
+            # Negotiation bytes are consumed at once: credit them to the window now.
+            self._conn._acknowledge(self.stream_id, len(data))
+            self._feed_negotiation(data)
+            return
+        self._buffer.append(data)
+        self._buffered += len(data)
+        waiter = self._read_waiter
+        if waiter is not None:
+            self._read_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _feed_eof(self) -> None:
+        if self._negotiator is not None:
+            self._negotiator.receive_eof()
+            self._after_negotiation_input()
+        self._eof = True
+        self._wake_reader()
+
+    def _fail(self, error: P2PError) -> None:
+        """Terminal: the stream was reset or its connection died."""
+        if self._error is not None:
+            return
+        self._error = error
+        if self._negotiated is not None and not self._negotiated.done():
+            self._negotiated.set_exception(error)
+            self._negotiated.exception()  # retrieved: nobody may be waiting
+        self._wake_reader()
+        self._wake_writer()
+        self._conn._forget_stream(self.stream_id)
+
+    def _wake_reader(self) -> None:
+        waiter = self._read_waiter
+        if waiter is not None:
+            self._read_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _wake_writer(self) -> None:
+        waiter = self._write_waiter
+        if waiter is not None:
+            self._write_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def _wait_readable(self) -> None:
+        if self._negotiator is not None and self.protocol is None:
+            await self.wait_negotiated()
+            if self._buffer or self._eof:
+                return
+        waiter = self._conn.loop.create_future()
+        self._read_waiter = waiter
+        try:
+            await waiter
+        finally:
+            if self._read_waiter is waiter:
+                self._read_waiter = None
+
+    def _take(self, n: int) -> bytes:
+        """Take up to ``n`` buffered bytes (all when n < 0) and credit the window."""
+        buf = self._buffer
+        if n < 0 or n >= self._buffered:
+            if len(buf) == 1:
+                data = buf.popleft()
+            else:
+                data = b"".join(buf)
+                buf.clear()
+        else:
+            first = buf[0]
+            if len(first) > n:
+                data = first[:n]
+                buf[0] = first[n:]
+            elif len(first) == n:
+                data = buf.popleft()
+            else:
+                parts = []
+                need = n
+                while need:
+                    chunk = buf.popleft()
+                    if len(chunk) > need:
+                        parts.append(chunk[:need])
+                        buf.appendleft(chunk[need:])
+                        break
+                    parts.append(chunk)
+                    need -= len(chunk)
+                data = b"".join(parts)
+        self._buffered -= len(data)
+        self._conn._acknowledge(self.stream_id, len(data))
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        """Read up to ``n`` bytes (whatever is available, at least one); ``b""`` at EOF.
+
+        With ``n < 0``, read until EOF.
+        """
+        if n < 0:
+            parts = []
+            while True:
+                chunk = await self.read(1 << 20)
+                if not chunk:
+                    return b"".join(parts)
+                parts.append(chunk)
+        while not self._buffered:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            await self._wait_readable()
+        return self._take(n)
+
+    async def readexactly(self, n: int) -> bytes:
+        """Read exactly ``n`` bytes or raise :class:`StreamClosedError` at an early EOF."""
+        while self._buffered < n:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                raise StreamClosedError(
+                    f"stream ended after {self._buffered} of {n} expected bytes"
+                )
+            await self._wait_readable()
+        return self._take(n) if n else b""
+
+    async def read_message(self, max_size: int) -> bytes:
+        """Read one unsigned-varint length-prefixed message of at most ``max_size`` bytes."""
+        header = bytearray()
+        while True:
+            while not self._buffered:
+                if self._error is not None:
+                    raise self._error
+                if self._eof:
+                    if header:
+                        raise StreamClosedError("stream ended inside a length prefix")
+                    raise StreamClosedError("stream ended before a message")
+                await self._wait_readable()
+            header += self._take(1)
+            try:
+                got = decode_uvarint(header)
+            except RemoteProtocolError:
+                self.reset()
+                raise
+            if got is not None:
+                length = got[0]
+                break
+        if length > max_size:
+            self.reset()
+            raise MessageTooLargeError(length, max_size)
+        return await self.readexactly(length)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._write_closed:
+            raise StreamClosedError("stream is closed for writing")
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send ``data``; waits for flow-control window and socket buffer space."""
+        self._check_writable()
+        conn = self._conn
+        if self._negotiator is not None and not getattr(self._negotiator, "optimistic", False):
+            await self.wait_negotiated()
+            self._check_writable()
+        view = memoryview(data)
+        while True:
+            sent = conn._send_stream_data(self.stream_id, view)
+            if sent == len(view):
+                break
+            view = view[sent:]
+            waiter = conn.loop.create_future()
+            self._write_waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._write_waiter is waiter:
+                    self._write_waiter = None
+            self._check_writable()
+        if conn._write_paused:
+            await conn._drain()
+            self._check_writable()
+
+    async def write_message(self, data: bytes) -> None:
+        """Write one unsigned-varint length-prefixed message."""
+        await self.write(encode_uvarint(len(data)) + data)
+
+    async def close(self) -> None:
+        """Half-close: no more writes; the remote reads EOF.  Reading stays possible."""
+        if self._write_closed or self._error is not None:
+            return
+        self._write_closed = True
+        self._conn._close_stream(self.stream_id)
+        if self._eof:
+            self._conn._forget_stream(self.stream_id)
+
+    def reset(self) -> None:
+        """Abort the stream in both directions; the remote sees a reset."""
+        if self._error is not None:
+            return
+        self._conn._reset_stream(self.stream_id)
+        self._fail(StreamResetError("stream reset locally"))

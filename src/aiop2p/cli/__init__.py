@@ -1,0 +1,5 @@
+"""The ``aiop2p`` command."""
+
+from .main import main
+
+__all__ = ["main"]

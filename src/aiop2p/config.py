@@ -1,0 +1,47 @@
+"""Frozen configuration for a :class:`~aiop2p.node.Node`.
+
+Every limit is a named field whose name carries its unit: ``*_timeout`` are seconds,
+``max_*_size`` are bytes, other ``max_*`` are counts.  Nothing is unbounded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ._version import __version__
+from .protocols.yamux import YamuxConfig
+
+__all__ = ["NodeConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """Connection-level settings of a node."""
+
+    handshake_timeout: float = 10.0
+    """Seconds from TCP connect until Noise and Yamux are both negotiated."""
+    dial_timeout: float = 10.0
+    """Seconds for one whole dial (TCP connect plus upgrade) to one address."""
+    negotiation_timeout: float = 10.0
+    """Seconds for multistream-select on a new stream."""
+    max_connections: int = 4096
+    """Established connections, all peers together; further inbound ones are closed."""
+    max_pending_connections: int = 256
+    """Connections still in their handshake; further inbound ones are closed at once."""
+    max_inbound_streams_per_connection: int = 1024
+    """Inbound streams that may be negotiating or open at once on one connection."""
+    max_negotiation_message_size: int = 1024
+    """Largest multistream-select message accepted, bytes."""
+    yamux: YamuxConfig = field(default_factory=YamuxConfig)
+    """Stream multiplexer limits (windows, stream counts, buffered bytes)."""
+    write_flush_size: int = 256 * 1024
+    """Bytes queued on a connection after which a stream write flushes at once."""
+    agent_version: str = f"aiop2p/{__version__}"
+    """What identify tells peers about us."""
+    enable_identify: bool = True
+    enable_ping: bool = True
+    enable_perf: bool = True
+    identify_timeout: float = 10.0
+    """Seconds to wait for a peer's identify answer."""
+    max_identify_message_size: int = 64 * 1024
+    """Largest identify message accepted, bytes."""

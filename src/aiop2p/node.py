@@ -1,0 +1,406 @@
+"""``Node``: the libp2p host — transports, connections, streams and protocol handlers.
+
+A node owns its identity, listens and dials through its transports, upgrades every
+connection (always Noise, never plaintext), routes inbound streams to the handler of
+the negotiated protocol, and runs the built-in services (identify, ping, perf).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from typing import Self
+
+from ._aio.connection import Connection, ConnectionHooks, Direction
+from ._aio.stream import Stream
+from .config import NodeConfig
+from .errors import (
+    ConnectionClosedError,
+    DialError,
+    InvalidArgumentError,
+    InvalidStateError,
+    LimitExceededError,
+    P2PError,
+    PeerIdMismatchError,
+)
+from .identity import KeyPair, PeerId
+from .multiaddr import Multiaddr
+from .services.identify import IdentifyService
+from .services.peerstore import PeerInfo, PeerStore
+from .services.perf import PerfResult, perf
+from .services.ping import ping
+from .transports._base import Listener, Transport
+from .transports.tcp import TcpTransport
+
+__all__ = ["ConnectionCallback", "Node", "StreamHandler"]
+
+log = logging.getLogger(__name__)
+
+StreamHandler = Callable[[Stream], Awaitable[None]]
+ConnectionCallback = Callable[[Connection, bool], None]
+"""Called with (connection, opened) when a connection is established (True) or closed."""
+
+
+class Node(ConnectionHooks):
+    """A libp2p host.  Use as ``async with Node() as node: ...``."""
+
+    def __init__(
+        self,
+        key: KeyPair | None = None,
+        *,
+        config: NodeConfig | None = None,
+        transports: Iterable[Transport] | None = None,
+    ) -> None:
+        self.key = key or KeyPair.generate()
+        self.peer_id: PeerId = self.key.peer_id
+        self.config = config or NodeConfig()
+        self.transports: list[Transport] = list(transports or [TcpTransport()])
+        self.peer_store = PeerStore()
+        self._handlers: dict[str, StreamHandler] = {}
+        self._listeners: list[Listener] = []
+        self._connections: dict[PeerId, list[Connection]] = {}
+        self._pending: set[Connection] = set()
+        self._dials: dict[PeerId, asyncio.Future[Connection]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._callbacks: list[ConnectionCallback] = []
+        self._listen_addr_callbacks: list[Callable[[], None]] = []
+        self._started = False
+        self._closing = False
+        self._established = 0
+        self.identify: IdentifyService | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        from .services.builtin import install_builtin_services
+
+        install_builtin_services(self)
+
+    async def close(self) -> None:
+        """Stop listening, close every connection, cancel every handler task."""
+        if self._closing:
+            return
+        self._closing = True
+        for listener in self._listeners:
+            await listener.close()
+        self._listeners.clear()
+        conns = [c for cs in self._connections.values() for c in cs] + list(self._pending)
+        for conn in conns:
+            conn.abort(ConnectionClosedError("node is shutting down"))
+        for fut in self._dials.values():
+            if not fut.done():
+                fut.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if conns:
+            await asyncio.wait([asyncio.ensure_future(c.wait_closed()) for c in conns], timeout=1)
+
+    def _check_open(self) -> None:
+        if self._closing:
+            raise InvalidStateError("node is closed")
+        if not self._started:
+            raise InvalidStateError("node is not started: use `async with Node()` or start()")
+
+    # -- tasks ---------------------------------------------------------------------------
+
+    def spawn(self, coro: Awaitable[None], *, name: str | None = None) -> asyncio.Task[None]:
+        """Run ``coro`` as a task owned by the node (cancelled at close, errors logged)."""
+
+        async def run() -> None:
+            await coro
+
+        task = asyncio.get_running_loop().create_task(run(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            if isinstance(exc, P2PError):
+                log.debug("task %s ended: %s", task.get_name(), exc)
+            else:
+                log.error("task %s failed", task.get_name(), exc_info=exc)
+
+    # -- handlers ------------------------------------------------------------------------
+
+    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
+        """Serve ``protocol``: each inbound stream that negotiates it runs ``handler``."""
+        if not protocol.startswith("/"):
+            raise InvalidArgumentError(f"protocol ids start with '/': {protocol!r}")
+        self._handlers[protocol] = handler
+        self._notify_change()
+
+    def remove_stream_handler(self, protocol: str) -> None:
+        if self._handlers.pop(protocol, None) is not None:
+            self._notify_change()
+
+    @property
+    def protocols(self) -> list[str]:
+        return list(self._handlers)
+
+    def on_connection(self, callback: ConnectionCallback) -> None:
+        """Register a synchronous callback for connections opening and closing."""
+        self._callbacks.append(callback)
+
+    def on_local_change(self, callback: Callable[[], None]) -> None:
+        """Register a callback for changes of our protocols or listen addresses."""
+        self._listen_addr_callbacks.append(callback)
+
+    def _notify_change(self) -> None:
+        for cb in self._listen_addr_callbacks:
+            cb()
+
+    # -- ConnectionHooks -----------------------------------------------------------------
+
+    def supported_protocols(self) -> Collection[str]:
+        return self._handlers.keys()
+
+    def inbound_stream(self, stream: Stream) -> None:
+        protocol = stream.protocol
+        handler = self._handlers.get(protocol) if protocol is not None else None
+        if handler is None:
+            stream.reset()
+            return
+        self.spawn(self._run_handler(handler, stream), name=f"handler {protocol}")
+
+    async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
+        try:
+            await handler(stream)
+        except P2PError as exc:
+            log.debug("handler for %s ended with %s", stream.protocol, exc)
+            stream.reset()
+        except BaseException:
+            stream.reset()
+            raise
+        else:
+            await stream.close()
+
+    def connection_ready(self, conn: Connection) -> None:
+        self._pending.discard(conn)
+        peer = conn.remote_peer
+        if self._closing:
+            conn.abort(ConnectionClosedError("node is shutting down"))
+            return
+        if self._established >= self.config.max_connections:
+            conn.abort(LimitExceededError("too many connections"))
+            return
+        self._established += 1
+        self._connections.setdefault(peer, []).append(conn)
+        if conn.direction is Direction.OUTBOUND and conn.remote_addr is not None:
+            self.peer_store.add_addrs(peer, [conn.remote_addr.without_peer_id()])
+        for cb in list(self._callbacks):
+            cb(conn, True)
+
+    def connection_closed(self, conn: Connection, *, was_established: bool) -> None:
+        self._pending.discard(conn)
+        if not was_established:
+            return
+        self._established -= 1
+        conns = self._connections.get(conn.remote_peer)
+        if conns is not None:
+            if conn in conns:
+                conns.remove(conn)
+            if not conns:
+                del self._connections[conn.remote_peer]
+        for cb in list(self._callbacks):
+            cb(conn, False)
+
+    # -- listening -----------------------------------------------------------------------
+
+    def _transport_for(self, addr: Multiaddr, *, listen: bool) -> Transport | None:
+        for transport in self.transports:
+            if transport.can_listen(addr) if listen else transport.can_dial(addr):
+                return transport
+        return None
+
+    def _make_factory(
+        self, direction: Direction, expected_peer: PeerId | None = None
+    ) -> Callable[[Multiaddr, Multiaddr], Connection]:
+        def factory(local: Multiaddr, remote: Multiaddr) -> Connection:
+            conn = Connection(
+                self,
+                identity=self.key,
+                direction=direction,
+                config=self.config,
+                expected_peer=expected_peer,
+                remote_addr=remote,
+            )
+            conn.local_addr = local
+            if direction is Direction.INBOUND and (
+                len(self._pending) >= self.config.max_pending_connections or self._closing
+            ):
+                # Refuse before spending any CPU on a handshake.
+                asyncio.get_running_loop().call_soon(
+                    conn.abort, LimitExceededError("too many pending connections")
+                )
+            self._pending.add(conn)
+            return conn
+
+        return factory
+
+    async def listen(self, addr: Multiaddr | str) -> list[Multiaddr]:
+        """Listen on ``addr`` (port 0 picks a free port); return the bound addresses."""
+        self._check_open()
+        addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        transport = self._transport_for(addr, listen=True)
+        if transport is None:
+            raise InvalidArgumentError(f"no transport can listen on {addr}")
+        listener = await transport.listen(addr, self._make_factory(Direction.INBOUND))
+        self._listeners.append(listener)
+        self._notify_change()
+        return listener.addrs
+
+    @property
+    def listen_addrs(self) -> list[Multiaddr]:
+        return [a for listener in self._listeners for a in listener.addrs]
+
+    async def stop_listening(self, addr: Multiaddr | str) -> bool:
+        addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        for listener in list(self._listeners):
+            if addr in listener.addrs:
+                self._listeners.remove(listener)
+                await listener.close()
+                self._notify_change()
+                return True
+        return False
+
+    # -- connections ---------------------------------------------------------------------
+
+    def connections_to(self, peer: PeerId) -> list[Connection]:
+        return [c for c in self._connections.get(peer, ()) if c.is_established]
+
+    @property
+    def connections(self) -> list[Connection]:
+        return [c for cs in self._connections.values() for c in cs]
+
+    @property
+    def connected_peers(self) -> list[PeerId]:
+        return list(self._connections)
+
+    def is_connected(self, peer: PeerId) -> bool:
+        return bool(self.connections_to(peer))
+
+    async def dial(self, addr: Multiaddr | str, *, force: bool = False) -> Connection:
+        """Connect to ``addr``; reuse an existing connection to its ``/p2p`` peer.
+
+        With ``force`` a new connection is opened even if one exists.
+        """
+        self._check_open()
+        addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        peer = addr.peer_id
+        if peer is not None and not force:
+            if peer == self.peer_id:
+                raise DialError(f"refusing to dial ourselves ({addr})")
+            existing = self.connections_to(peer)
+            if existing:
+                return existing[0]
+            pending = self._dials.get(peer)
+            if pending is not None:
+                return await asyncio.shield(pending)
+            fut: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+            self._dials[peer] = fut
+            try:
+                conn = await self._dial_addr(addr, peer)
+            except BaseException as exc:
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()
+                raise
+            else:
+                if not fut.done():
+                    fut.set_result(conn)
+                return conn
+            finally:
+                if self._dials.get(peer) is fut:
+                    del self._dials[peer]
+        return await self._dial_addr(addr, peer)
+
+    async def connect(self, peer: PeerId, addrs: Iterable[Multiaddr] | None = None) -> Connection:
+        """Connect to ``peer`` trying ``addrs`` (or the peer store's) in order."""
+        existing = self.connections_to(peer)
+        if existing:
+            return existing[0]
+        candidates = list(addrs) if addrs is not None else self.peer_store.addrs(peer)
+        if not candidates:
+            raise DialError(f"no known address for {peer}")
+        causes: dict[str, BaseException] = {}
+        for addr in candidates:
+            try:
+                return await self.dial(addr.with_peer_id(peer))
+            except P2PError as exc:
+                causes[str(addr)] = exc
+        raise DialError(f"could not reach {peer}", causes)
+
+    async def _dial_addr(self, addr: Multiaddr, peer: PeerId | None) -> Connection:
+        transport = self._transport_for(addr, listen=False)
+        if transport is None:
+            raise DialError(f"no transport can dial {addr}")
+        factory = self._make_factory(Direction.OUTBOUND, peer)
+        try:
+            async with asyncio.timeout(self.config.dial_timeout):
+                protocol = await transport.dial(addr, factory)
+                assert isinstance(protocol, Connection)
+                conn = protocol
+                conn.remote_addr = addr
+                try:
+                    return await conn.wait_ready()
+                except asyncio.CancelledError:
+                    conn.abort()
+                    raise
+        except TimeoutError as exc:
+            raise DialError(f"dial to {addr} timed out after {self.config.dial_timeout} s") from exc
+        except PeerIdMismatchError:
+            raise
+        except P2PError as exc:
+            raise DialError(f"dial to {addr} failed: {exc}") from exc
+        except OSError as exc:
+            raise DialError(f"dial to {addr} failed: {exc.strerror or exc}") from exc
+
+    async def new_stream(
+        self,
+        target: PeerId | Multiaddr | str | Connection,
+        protocols: str | list[str] | tuple[str, ...],
+    ) -> Stream:
+        """Open a stream to ``target`` negotiating one of ``protocols``."""
+        conn = await self._connection_for(target)
+        return await conn.new_stream(protocols)
+
+    async def _connection_for(self, target: PeerId | Multiaddr | str | Connection) -> Connection:
+        if isinstance(target, Connection):
+            return target
+        if isinstance(target, PeerId):
+            return await self.connect(target)
+        return await self.dial(target)
+
+    async def ping(
+        self, target: PeerId | Multiaddr | str | Connection, count: int = 1
+    ) -> list[float]:
+        """Ping with ``/ipfs/ping/1.0.0``; return each round-trip time in seconds."""
+        return await ping(self, await self._connection_for(target), count)
+
+    async def perf(
+        self, target: PeerId | Multiaddr | str | Connection, *, upload: int, download: int
+    ) -> PerfResult:
+        """Measure throughput with ``/perf/1.0.0``."""
+        return await perf(self, await self._connection_for(target), upload, download)
+
+    async def identify_peer(self, target: PeerId | Multiaddr | str | Connection) -> PeerInfo:
+        """What the peer told us via identify (waits for the exchange to finish)."""
+        if self.identify is None:
+            raise InvalidStateError("identify is disabled in this node's config")
+        return await self.identify.identify(await self._connection_for(target))

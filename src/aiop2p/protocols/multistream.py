@@ -1,0 +1,421 @@
+"""multistream-select 1.0.0 as two sans-IO machines: a dialer and a listener.
+
+Wire format (libp2p ``connections/README.md``, multiformats ``multistream-select``):
+every message is ``uvarint(len(text) + 1) + utf8(text) + b"\\n"``.  Both sides open with
+the header ``/multistream/1.0.0``; the dialer proposes protocol ids one at a time, the
+listener echoes the one it accepts or answers ``na``.  Whatever follows the echo in
+the byte stream already belongs to the selected protocol and is handed out as
+``leftover``.
+
+The dialer writes the header and its first proposal together (one packet, as the spec
+recommends); with ``optimistic=True`` the caller may write protocol data right behind
+them without waiting for the echo (one round trip saved, as js-libp2p does for a single
+protocol).
+
+``ls`` (optional in the spec) is answered with one message whose payload is a
+concatenation of embedded messages ``uvarint(len(p) + 1) + p + b"\\n"`` and a final
+``b"\\n"``.  When reading one we also accept entries whose length excludes the newline
+and a missing final newline (forms some implementations have written).  A message
+carrying several newline-separated lines is processed line by line, which tolerates
+peers that put the header and their answer into a single length prefix.
+
+Peer misbehaviour never raises: the machine emits :class:`NegotiationFailed` and then
+ignores its input.  Local misuse raises :class:`LocalProtocolError`,
+:class:`InvalidStateError` or :class:`InvalidArgumentError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from .._wire.varint import decode_uvarint, encode_uvarint
+from ..errors import (
+    InvalidArgumentError,
+    InvalidStateError,
+    LocalProtocolError,
+    MessageTooLargeError,
+    NegotiationError,
+    P2PError,
+    ProtocolNotSupportedError,
+    RemoteProtocolError,
+)
+
+__all__ = [
+    "MULTISTREAM_PROTOCOL_ID",
+    "MultistreamDialer",
+    "MultistreamEvent",
+    "MultistreamListener",
+    "NegotiationFailed",
+    "ProtocolSelected",
+    "ProtocolsListed",
+    "encode_message",
+]
+
+MULTISTREAM_PROTOCOL_ID = "/multistream/1.0.0"
+_NA = "na"
+_LS = "ls"
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSelected:
+    """Negotiation succeeded; ``leftover`` bytes already belong to ``protocol``."""
+
+    protocol: str
+    leftover: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolsListed:
+    """The listener's answer to our ``ls``."""
+
+    protocols: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiationFailed:
+    """Terminal: negotiation is over without a protocol; the channel should be closed."""
+
+    error: P2PError
+
+
+MultistreamEvent = ProtocolSelected | ProtocolsListed | NegotiationFailed
+
+
+def encode_message(text: str) -> bytes:
+    """One multistream message: ``uvarint(len) + text + "\\n"``."""
+    raw = text.encode() + b"\n"
+    return encode_uvarint(len(raw)) + raw
+
+
+_HEADER = encode_message(MULTISTREAM_PROTOCOL_ID)
+_NA_MESSAGE = encode_message(_NA)
+_LS_MESSAGE = encode_message(_LS)
+
+
+def _check_protocol_id(protocol: str, max_message_size: int) -> None:
+    if not protocol or "\n" in protocol or protocol in (_NA, _LS):
+        raise InvalidArgumentError(f"invalid protocol id {protocol!r}")
+    if len(protocol.encode()) + 1 > max_message_size:
+        raise InvalidArgumentError(
+            f"protocol id {protocol!r} does not fit in max_message_size={max_message_size}"
+        )
+
+
+def _check_limit(name: str, value: int) -> None:
+    if value < 1:
+        raise InvalidArgumentError(f"{name} must be positive, got {value}")
+
+
+def _lines(message: bytes) -> list[str]:
+    """The text lines of one message; raises :class:`RemoteProtocolError` if malformed."""
+    if not message.endswith(b"\n"):
+        raise RemoteProtocolError("multistream message does not end with a newline")
+    try:
+        text = message[:-1].decode()
+    except UnicodeDecodeError as exc:
+        raise RemoteProtocolError("multistream message is not valid UTF-8") from exc
+    return text.split("\n")
+
+
+def _parse_ls_response(payload: bytes) -> tuple[str, ...]:
+    """Decode the payload of an ``ls`` answer (see the module docstring for the forms)."""
+    protocols: list[str] = []
+    pos = 0
+    end = len(payload)
+    while pos < end:
+        if pos + 1 == end and payload[pos] == 0x0A:  # the final "\n"
+            break
+        got = decode_uvarint(payload, pos)
+        if got is None:
+            raise RemoteProtocolError("ls response: truncated entry length")
+        length, pos = got
+        stop = pos + length
+        if stop > end:
+            raise RemoteProtocolError("ls response: entry overruns the message")
+        entry = payload[pos:stop]
+        if entry.endswith(b"\n"):
+            entry = entry[:-1]
+            pos = stop
+        elif payload[stop : stop + 1] == b"\n":  # length excluded the newline
+            pos = stop + 1
+        else:
+            raise RemoteProtocolError("ls response: entry does not end with a newline")
+        try:
+            protocols.append(entry.decode())
+        except UnicodeDecodeError as exc:
+            raise RemoteProtocolError("ls response: entry is not valid UTF-8") from exc
+    return tuple(protocols)
+
+
+def _encode_ls_response(protocols: Sequence[str]) -> bytes:
+    payload = b"".join(map(encode_message, protocols)) + b"\n"
+    return encode_uvarint(len(payload)) + payload
+
+
+class _Machine:
+    """Shared buffering, message framing and the terminal states of both roles."""
+
+    __slots__ = ("_buffer", "_done", "_events", "_failed", "_out", "max_message_size")
+
+    def __init__(self, max_message_size: int) -> None:
+        _check_limit("max_message_size", max_message_size)
+        self.max_message_size = max_message_size
+        """Largest message accepted from the peer, bytes (length prefix excluded)."""
+        self._buffer = bytearray()
+        self._out = bytearray()
+        self._events: list[MultistreamEvent] = []
+        self._done = False
+        self._failed = False
+
+    @property
+    def done(self) -> bool:
+        """True once a terminal event was emitted; the machine takes no more input."""
+        return self._done
+
+    def data_to_send(self) -> bytes:
+        """Bytes to write to the peer (handed out and cleared)."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def events_received(self) -> list[MultistreamEvent]:
+        """Events since the last call (handed out and cleared)."""
+        events = self._events
+        self._events = []
+        return events
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; never raises for peer misbehaviour."""
+        if self._done:
+            if self._failed:
+                return
+            raise InvalidStateError(
+                "negotiation already succeeded: later bytes belong to the selected protocol"
+            )
+        if not data:
+            return
+        self._buffer += data
+        try:
+            self._process()
+        except P2PError as exc:  # RemoteProtocolError, MessageTooLargeError, NegotiationError
+            self._fail(exc)
+
+    def receive_eof(self) -> None:
+        """The peer closed its side; fails the negotiation unless it is already over."""
+        if not self._done:
+            self._fail(NegotiationError("connection closed during multistream negotiation"))
+
+    def _next_message(self, limit: int) -> bytes | None:
+        buffer = self._buffer
+        if not buffer:
+            return None
+        got = decode_uvarint(buffer, 0)
+        if got is None:
+            return None
+        length, start = got
+        if length > limit:
+            raise MessageTooLargeError(length, limit, "multistream message")
+        end = start + length
+        if len(buffer) < end:
+            return None
+        message = bytes(buffer[start:end])
+        del buffer[:end]
+        return message
+
+    def _select(self, protocol: str) -> None:
+        leftover = bytes(self._buffer)
+        self._buffer.clear()
+        self._done = True
+        self._events.append(ProtocolSelected(protocol, leftover))
+
+    def _fail(self, error: P2PError) -> None:
+        self._buffer.clear()
+        self._done = True
+        self._failed = True
+        self._events.append(NegotiationFailed(error))
+
+    def _process(self) -> None:  # pragma: no cover - overridden
+        raise NotImplementedError
+
+
+class MultistreamDialer(_Machine):
+    """Proposes protocols in order until the listener accepts one.
+
+    Construction queues the header and the first proposal (one write).  On ``na`` the
+    next protocol is proposed; when every one is refused the machine emits
+    ``NegotiationFailed(ProtocolNotSupportedError)``.  With ``protocols`` empty the
+    dialer only lists (call :meth:`list_protocols`) and is done after ``ProtocolsListed``.
+    """
+
+    __slots__ = (
+        "_header_received",
+        "_index",
+        "_ls_pending",
+        "_ls_requested",
+        "_optimistic",
+        "_protocols",
+        "_sent_any",
+        "max_ls_response_size",
+    )
+
+    def __init__(
+        self,
+        protocols: Sequence[str],
+        *,
+        optimistic: bool = False,
+        max_message_size: int = 1024,
+        max_ls_response_size: int = 64 * 1024,
+    ) -> None:
+        super().__init__(max_message_size)
+        _check_limit("max_ls_response_size", max_ls_response_size)
+        self._protocols = tuple(protocols)
+        for protocol in self._protocols:
+            _check_protocol_id(protocol, max_message_size)
+        if optimistic and len(self._protocols) != 1:
+            raise LocalProtocolError("optimistic negotiation needs exactly one protocol")
+        self._optimistic = optimistic
+        self.max_ls_response_size = max_ls_response_size
+        """Largest ``ls`` answer accepted, bytes."""
+        self._index = 0
+        self._header_received = False
+        self._ls_requested = False
+        self._ls_pending = False
+        self._sent_any = False
+        self._out += _HEADER
+        if self._protocols:
+            self._out += encode_message(self._protocols[0])
+
+    @property
+    def optimistic(self) -> bool:
+        """True if the caller may send protocol data before the listener's echo."""
+        return self._optimistic
+
+    def data_to_send(self) -> bytes:
+        out = super().data_to_send()
+        if out:
+            self._sent_any = True
+        return out
+
+    def list_protocols(self) -> None:
+        """Ask the listener for its protocols (answered by :class:`ProtocolsListed`).
+
+        Must be called before the first :meth:`data_to_send` when protocols were given:
+        the ``ls`` is then sent ahead of the first proposal, so its answer cannot be
+        mistaken for protocol data after an accepted proposal.
+        """
+        if self._done:
+            raise InvalidStateError("negotiation is over")
+        if self._ls_requested:
+            raise InvalidStateError("ls was already requested")
+        if self._protocols and self._sent_any:
+            raise InvalidStateError("ls must be requested before the first proposal is sent")
+        self._ls_requested = True
+        self._ls_pending = True
+        if self._protocols:
+            self._out = bytearray(_HEADER + _LS_MESSAGE + encode_message(self._protocols[0]))
+        else:
+            self._out += _LS_MESSAGE
+
+    def _process(self) -> None:
+        while not self._done:
+            if self._header_received and self._ls_pending:
+                message = self._next_message(self.max_ls_response_size)
+                if message is None:
+                    return
+                self._ls_pending = False
+                self._events.append(ProtocolsListed(_parse_ls_response(message)))
+                if not self._protocols:
+                    self._done = True
+                continue
+            message = self._next_message(self.max_message_size)
+            if message is None:
+                return
+            lines = _lines(message)
+            last = len(lines) - 1
+            for i, line in enumerate(lines):
+                if not self._header_received:
+                    if line != MULTISTREAM_PROTOCOL_ID:
+                        raise NegotiationError(f"expected {MULTISTREAM_PROTOCOL_ID}, got {line!r}")
+                    self._header_received = True
+                    if self._ls_pending and i != last:
+                        raise RemoteProtocolError("ls answer shares a message with the header")
+                    continue
+                if self._index >= len(self._protocols):
+                    raise RemoteProtocolError(f"unexpected multistream message {line!r}")
+                proposed = self._protocols[self._index]
+                if line == proposed:
+                    if i != last:
+                        raise RemoteProtocolError("data after the protocol echo in one message")
+                    self._select(proposed)
+                    return
+                if line != _NA:
+                    raise RemoteProtocolError(f"expected {proposed!r} or 'na', got {line!r}")
+                self._index += 1
+                if self._index == len(self._protocols):
+                    raise ProtocolNotSupportedError(self._protocols)
+                self._out += encode_message(self._protocols[self._index])
+
+
+class MultistreamListener(_Machine):
+    """Answers proposals: echoes a supported protocol, ``na`` otherwise.
+
+    ``supported`` is either a predicate or a collection of protocol ids; only a
+    collection can be listed in an ``ls`` answer (a predicate lists nothing).
+    Construction queues our header; the driver may hold it back until the answer to the
+    first proposal is queued too, so both leave in one packet.
+    """
+
+    __slots__ = ("_accepts", "_attempts", "_header_received", "_listed", "max_attempts")
+
+    def __init__(
+        self,
+        supported: Callable[[str], bool] | Collection[str],
+        *,
+        max_message_size: int = 1024,
+        max_attempts: int = 32,
+    ) -> None:
+        super().__init__(max_message_size)
+        _check_limit("max_attempts", max_attempts)
+        self.max_attempts = max_attempts
+        """Refused proposals plus ``ls`` requests tolerated before giving up, count."""
+        if isinstance(supported, str):  # a lone id, not a collection of characters
+            supported = (supported,)
+        if callable(supported):
+            self._accepts: Callable[[str], bool] = supported
+            self._listed: tuple[str, ...] = ()
+        else:
+            self._listed = tuple(supported)
+            self._accepts = frozenset(self._listed).__contains__
+        self._attempts = 0
+        self._header_received = False
+        self._out += _HEADER
+
+    def _process(self) -> None:
+        while not self._done:
+            message = self._next_message(self.max_message_size)
+            if message is None:
+                return
+            lines = _lines(message)
+            last = len(lines) - 1
+            for i, line in enumerate(lines):
+                if not self._header_received:
+                    if line != MULTISTREAM_PROTOCOL_ID:
+                        raise NegotiationError(f"expected {MULTISTREAM_PROTOCOL_ID}, got {line!r}")
+                    self._header_received = True
+                    continue
+                if line != _NA and line != _LS and self._accepts(line):
+                    if i != last:
+                        raise RemoteProtocolError("data after the protocol proposal in one message")
+                    self._out += encode_message(line)
+                    self._select(line)
+                    return
+                self._attempts += 1
+                if self._attempts > self.max_attempts:
+                    raise NegotiationError(
+                        f"peer made more than {self.max_attempts} negotiation attempts"
+                    )
+                if line == _LS:
+                    self._out += _encode_ls_response(self._listed)
+                else:
+                    self._out += _NA_MESSAGE

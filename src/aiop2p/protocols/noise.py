@@ -1,0 +1,536 @@
+"""noise-libp2p: the Noise ``XX`` handshake and the transport cipher, sans-IO.
+
+Follows libp2p ``noise/README.md`` and the Noise Protocol Framework revision 34 with the
+single suite libp2p allows, ``Noise_XX_25519_ChaChaPoly_SHA256``, and an empty prologue::
+
+    -> e
+    <- e, ee, s, es          + payload (responder's identity)
+    -> s, se                 + payload (initiator's identity)
+
+Every Noise message travels as ``uint16_be(len) + message``.  The payload is the
+``NoiseHandshakePayload`` protobuf: ``identity_key`` (1, a libp2p ``PublicKey``),
+``identity_sig`` (2, a signature over ``"noise-libp2p-static-key:" + static X25519
+public key``) and optional ``extensions`` (4), which we never send and parse only to
+reject a malformed one.  The signature binds the libp2p identity to the Noise static
+key, so the remote peer id we report is authenticated.
+
+:class:`NoiseHandshake` is a bytes-in/events-out machine; it ends with
+:class:`HandshakeCompleted`, which carries the :class:`NoiseTransport` cipher pair and
+any bytes that arrived after the last handshake message, or with
+:class:`HandshakeFailed`.  Keys are arguments (no randomness is drawn here).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, hmac
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+from .._wire.protobuf import decode_fields, encode_bytes_field
+from ..errors import (
+    DecryptionError,
+    HandshakeError,
+    InvalidKeyError,
+    InvalidSignatureError,
+    InvalidStateError,
+    LimitExceededError,
+    P2PError,
+    PeerIdMismatchError,
+    RemoteProtocolError,
+)
+from ..identity import KeyPair, PeerId, PublicKey
+
+__all__ = [
+    "MAX_NOISE_FRAME_SIZE",
+    "MAX_PLAINTEXT_SIZE",
+    "NOISE_PROTOCOL_ID",
+    "HandshakeCompleted",
+    "HandshakeFailed",
+    "NoiseEvent",
+    "NoiseHandshake",
+    "NoiseTransport",
+]
+
+NOISE_PROTOCOL_ID: Final = "/noise"
+MAX_NOISE_FRAME_SIZE: Final = 65535
+"""Largest Noise message, bytes (the 2-byte length prefix cannot say more)."""
+MAX_PLAINTEXT_SIZE: Final = MAX_NOISE_FRAME_SIZE - 16
+"""Largest plaintext per transport frame, bytes (the AEAD tag takes 16)."""
+
+PROTOCOL_NAME: Final = b"Noise_XX_25519_ChaChaPoly_SHA256"
+SIGNATURE_PREFIX: Final = b"noise-libp2p-static-key:"
+
+_DH_LEN: Final = 32
+_TAG_LEN: Final = 16
+_MAX_NONCE: Final = 2**64 - 1
+"""Noise reserves nonce 2**64 - 1; a cipher that reaches it is exhausted."""
+_SEND_NONCE_EXHAUSTED: Final = "noise send nonce exhausted: the connection must be closed"
+_SHA256: Final = hashes.SHA256()
+_pack_length = struct.Struct(">H").pack
+_unpack_length = struct.Struct(">H").unpack_from
+_pack_nonce = struct.Struct("<4xQ").pack  # 4 zero bytes + 64-bit little-endian counter
+
+
+# --- Noise primitives (revision 34, sections 4 and 5) -------------------------------------
+
+
+def _hash(data: bytes) -> bytes:
+    digest = hashes.Hash(_SHA256)
+    digest.update(data)
+    return digest.finalize()
+
+
+def _hmac(key: bytes, data: bytes) -> bytes:
+    mac = hmac.HMAC(key, _SHA256)
+    mac.update(data)
+    return mac.finalize()
+
+
+def _hkdf2(chaining_key: bytes, input_key_material: bytes) -> tuple[bytes, bytes]:
+    """Noise ``HKDF(ck, ikm, 2)``: HMAC-SHA256 extract then two expand blocks."""
+    temp_key = _hmac(chaining_key, input_key_material)
+    output1 = _hmac(temp_key, b"\x01")
+    output2 = _hmac(temp_key, output1 + b"\x02")
+    return output1, output2
+
+
+def _public_bytes(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes_raw()
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted:
+    """The remote proved ``remote_peer``; ``leftover`` is ciphertext for ``transport``."""
+
+    remote_peer: PeerId
+    remote_public_key: PublicKey
+    transport: NoiseTransport
+    leftover: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeFailed:
+    """Terminal: the secure channel could not be established; drop the connection."""
+
+    error: P2PError
+
+
+NoiseEvent = HandshakeCompleted | HandshakeFailed
+
+
+def encode_handshake_payload(identity_key: bytes, identity_sig: bytes) -> bytes:
+    """``NoiseHandshakePayload`` with fields 1 and 2 (no extensions)."""
+    return encode_bytes_field(1, identity_key) + encode_bytes_field(2, identity_sig)
+
+
+def decode_handshake_payload(payload: bytes) -> tuple[bytes, bytes]:
+    """``(identity_key, identity_sig)``; raises :class:`RemoteProtocolError` if malformed."""
+    identity_key: bytes | None = None
+    identity_sig: bytes | None = None
+    for number, value in decode_fields(payload):
+        if number not in (1, 2, 4):
+            continue  # unknown fields are skipped, as protobuf requires
+        if not isinstance(value, bytes):
+            raise RemoteProtocolError(f"handshake payload field {number} has the wrong type")
+        if number == 1:
+            identity_key = value
+        elif number == 2:
+            identity_sig = value
+        else:  # NoiseExtensions: 1 webtransport_certhashes, 2 stream_muxers (both repeated)
+            for ext_number, ext_value in decode_fields(value):
+                if ext_number in (1, 2) and not isinstance(ext_value, bytes):
+                    raise RemoteProtocolError("malformed noise extensions")
+    if identity_key is None or identity_sig is None:
+        raise RemoteProtocolError("handshake payload lacks identity_key or identity_sig")
+    return identity_key, identity_sig
+
+
+class NoiseHandshake:
+    """One side of the ``XX`` handshake with the libp2p identity payload.
+
+    ``static_key`` may be per session or shared by all sessions of a node;
+    ``ephemeral_key`` must be fresh for every handshake.  The initiator queues message 1
+    at construction.  ``expected_peer`` (normally given by the dialler) is checked
+    against the identity the remote proves.
+    """
+
+    __slots__ = (
+        "_buffer",
+        "_cipher",
+        "_ck",
+        "_done",
+        "_e",
+        "_events",
+        "_expected_peer",
+        "_failed",
+        "_h",
+        "_initiator",
+        "_n",
+        "_out",
+        "_payload",
+        "_re",
+        "_s",
+        "_s_public",
+        "_step",
+    )
+
+    def __init__(
+        self,
+        *,
+        initiator: bool,
+        identity: KeyPair,
+        static_key: X25519PrivateKey,
+        ephemeral_key: X25519PrivateKey,
+        expected_peer: PeerId | None = None,
+    ) -> None:
+        self._initiator = initiator
+        self._s = static_key
+        self._s_public = _public_bytes(static_key)
+        self._e = ephemeral_key
+        self._expected_peer = expected_peer
+        self._payload = encode_handshake_payload(
+            identity.public_key.to_protobuf(), identity.sign(SIGNATURE_PREFIX + self._s_public)
+        )
+        # InitializeSymmetric: the 32-byte protocol name is used as h directly.
+        self._h = PROTOCOL_NAME
+        self._ck = PROTOCOL_NAME
+        self._cipher: ChaCha20Poly1305 | None = None
+        self._n = 0
+        self._mix_hash(b"")  # empty prologue
+        self._re = b""
+        self._buffer = bytearray()
+        self._out = bytearray()
+        self._events: list[NoiseEvent] = []
+        self._done = False
+        self._failed = False
+        self._step = 0  # handshake messages processed (sent or received) so far
+        if initiator:
+            self._write_message1()
+
+    # --- SymmetricState ------------------------------------------------------------------
+
+    def _mix_hash(self, data: bytes) -> None:
+        self._h = _hash(self._h + data)
+
+    def _mix_key(self, input_key_material: bytes) -> None:
+        self._ck, key = _hkdf2(self._ck, input_key_material)
+        self._cipher = ChaCha20Poly1305(key)
+        self._n = 0
+
+    def _encrypt_and_hash(self, plaintext: bytes) -> bytes:
+        if self._cipher is None:
+            ciphertext = plaintext
+        else:
+            ciphertext = self._cipher.encrypt(_pack_nonce(self._n), plaintext, self._h)
+            self._n += 1
+        self._mix_hash(ciphertext)
+        return ciphertext
+
+    def _decrypt_and_hash(self, ciphertext: bytes) -> bytes:
+        if self._cipher is None:
+            plaintext = ciphertext
+        else:
+            try:
+                plaintext = self._cipher.decrypt(_pack_nonce(self._n), ciphertext, self._h)
+            except InvalidTag as exc:
+                raise DecryptionError("noise handshake message failed authentication") from exc
+            self._n += 1
+        self._mix_hash(ciphertext)
+        return plaintext
+
+    def _dh(self, private: X25519PrivateKey, public: bytes) -> bytes:
+        try:
+            return private.exchange(X25519PublicKey.from_public_bytes(public))
+        except ValueError as exc:  # a low-order point gives an all-zero secret
+            raise RemoteProtocolError("noise: invalid X25519 public key") from exc
+
+    def _split(self) -> NoiseTransport:
+        key1, key2 = _hkdf2(self._ck, b"")
+        if self._initiator:
+            return NoiseTransport(key1, key2, handshake_hash=self._h)
+        return NoiseTransport(key2, key1, handshake_hash=self._h)
+
+    # --- public surface ------------------------------------------------------------------
+
+    @property
+    def done(self) -> bool:
+        """True once :class:`HandshakeCompleted` or :class:`HandshakeFailed` was emitted."""
+        return self._done
+
+    def data_to_send(self) -> bytes:
+        """Framed handshake bytes to write (handed out and cleared)."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def events_received(self) -> list[NoiseEvent]:
+        """Events since the last call (handed out and cleared)."""
+        events = self._events
+        self._events = []
+        return events
+
+    def receive_data(self, data: bytes) -> None:
+        """Feed bytes from the peer; never raises for peer misbehaviour."""
+        if self._done:
+            if self._failed:
+                return
+            raise InvalidStateError("handshake complete: later bytes belong to the transport")
+        if not data:
+            return
+        self._buffer += data
+        try:
+            self._process()
+        except P2PError as exc:
+            self._fail(exc)
+
+    def receive_eof(self) -> None:
+        """The peer closed its side; fails the handshake unless it is already over."""
+        if not self._done:
+            self._fail(HandshakeError("connection closed during the noise handshake"))
+
+    # --- messages ------------------------------------------------------------------------
+
+    def _fail(self, error: P2PError) -> None:
+        self._buffer.clear()
+        self._out.clear()
+        self._done = True
+        self._failed = True
+        self._events.append(HandshakeFailed(error))
+
+    def _send(self, message: bytes) -> None:
+        self._out += _pack_length(len(message))
+        self._out += message
+        self._step += 1
+
+    def _process(self) -> None:
+        buffer = self._buffer
+        while not self._done and len(buffer) >= 2:
+            (length,) = _unpack_length(buffer)
+            end = 2 + length
+            if len(buffer) < end:
+                return
+            message = bytes(buffer[2:end])
+            del buffer[:end]
+            self._step += 1
+            if self._step == 1:  # responder reads message 1
+                self._read_message1(message)
+                self._write_message2()
+            elif self._step == 2:  # initiator reads message 2
+                remote = self._read_message2(message)
+                self._write_message3()
+                self._complete(remote)
+            else:  # responder reads message 3
+                self._complete(self._read_message3(message))
+
+    def _write_message1(self) -> None:
+        e_public = _public_bytes(self._e)
+        self._mix_hash(e_public)
+        self._send(e_public + self._encrypt_and_hash(b""))
+
+    def _read_message1(self, message: bytes) -> None:
+        if len(message) < _DH_LEN:
+            raise RemoteProtocolError("noise message 1 is too short")
+        self._re = message[:_DH_LEN]
+        self._mix_hash(self._re)
+        self._decrypt_and_hash(message[_DH_LEN:])  # empty from libp2p peers; ignored
+
+    def _write_message2(self) -> None:
+        e_public = _public_bytes(self._e)
+        self._mix_hash(e_public)
+        self._mix_key(self._dh(self._e, self._re))  # ee
+        encrypted_s = self._encrypt_and_hash(self._s_public)
+        self._mix_key(self._dh(self._s, self._re))  # es
+        self._send(e_public + encrypted_s + self._encrypt_and_hash(self._payload))
+
+    def _read_message2(self, message: bytes) -> tuple[PublicKey, PeerId]:
+        if len(message) < 2 * _DH_LEN + 2 * _TAG_LEN:
+            raise RemoteProtocolError("noise message 2 is too short")
+        self._re = message[:_DH_LEN]
+        self._mix_hash(self._re)
+        self._mix_key(self._dh(self._e, self._re))  # ee
+        remote_static = self._decrypt_and_hash(message[_DH_LEN : 2 * _DH_LEN + _TAG_LEN])
+        self._mix_key(self._dh(self._e, remote_static))  # es
+        payload = self._decrypt_and_hash(message[2 * _DH_LEN + _TAG_LEN :])
+        return self._verify(remote_static, payload)
+
+    def _write_message3(self) -> None:
+        encrypted_s = self._encrypt_and_hash(self._s_public)
+        self._mix_key(self._dh(self._s, self._re))  # se
+        self._send(encrypted_s + self._encrypt_and_hash(self._payload))
+
+    def _read_message3(self, message: bytes) -> tuple[PublicKey, PeerId]:
+        if len(message) < _DH_LEN + 2 * _TAG_LEN:
+            raise RemoteProtocolError("noise message 3 is too short")
+        remote_static = self._decrypt_and_hash(message[: _DH_LEN + _TAG_LEN])
+        self._mix_key(self._dh(self._e, remote_static))  # se
+        payload = self._decrypt_and_hash(message[_DH_LEN + _TAG_LEN :])
+        return self._verify(remote_static, payload)
+
+    def _verify(self, remote_static: bytes, payload: bytes) -> tuple[PublicKey, PeerId]:
+        identity_key, identity_sig = decode_handshake_payload(payload)
+        try:
+            public_key = PublicKey.from_protobuf(identity_key)
+        except InvalidKeyError as exc:
+            raise HandshakeError(f"unusable remote identity key: {exc}") from exc
+        if not public_key.verify(SIGNATURE_PREFIX + remote_static, identity_sig):
+            raise InvalidSignatureError("remote signature over its noise static key is invalid")
+        peer = PeerId.from_public_key(public_key)
+        if self._expected_peer is not None and peer != self._expected_peer:
+            raise PeerIdMismatchError(self._expected_peer, peer)
+        return public_key, peer
+
+    def _complete(self, remote: tuple[PublicKey, PeerId]) -> None:
+        public_key, peer = remote
+        transport = self._split()
+        leftover = bytes(self._buffer)
+        self._buffer.clear()
+        self._done = True
+        self._events.append(HandshakeCompleted(peer, public_key, transport, leftover))
+
+
+class NoiseTransport:
+    """The post-handshake cipher pair with noise-libp2p's 2-byte length framing.
+
+    Each direction has one ``ChaCha20Poly1305`` object and a 64-bit nonce counter that
+    refuses to reach the reserved value ``2**64 - 1``.  :meth:`decrypt` buffers at most
+    one incomplete frame (< 64 KiB); complete frames are decrypted straight from the
+    caller's buffer through memoryview slices.
+    """
+
+    __slots__ = (
+        "_broken",
+        "_buffer",
+        "_decrypt",
+        "_encrypt",
+        "_handshake_hash",
+        "_recv_nonce",
+        "_send_nonce",
+    )
+
+    def __init__(self, send_key: bytes, receive_key: bytes, *, handshake_hash: bytes) -> None:
+        self._encrypt = ChaCha20Poly1305(send_key).encrypt
+        self._decrypt = ChaCha20Poly1305(receive_key).decrypt
+        self._send_nonce = 0
+        self._recv_nonce = 0
+        self._buffer = bytearray()
+        self._broken = False
+        self._handshake_hash = handshake_hash
+
+    @property
+    def handshake_hash(self) -> bytes:
+        """Noise ``h`` at the end of the handshake: a transcript hash (channel binding)."""
+        return self._handshake_hash
+
+    @property
+    def buffered_size(self) -> int:
+        """Bytes of an incomplete received frame currently held."""
+        return len(self._buffer)
+
+    def encrypt_frames(self, plaintext: bytes | bytearray | memoryview) -> list[bytes]:
+        """Encrypt into frames of at most :data:`MAX_PLAINTEXT_SIZE` plaintext bytes each."""
+        view = memoryview(plaintext).cast("B")
+        total = len(view)
+        nonce = self._send_nonce
+        if nonce + (total + MAX_PLAINTEXT_SIZE - 1) // MAX_PLAINTEXT_SIZE > _MAX_NONCE:
+            raise LimitExceededError(_SEND_NONCE_EXHAUSTED)
+        encrypt = self._encrypt
+        frames = []
+        for start in range(0, total, MAX_PLAINTEXT_SIZE):
+            chunk = view[start : start + MAX_PLAINTEXT_SIZE]
+            frames.append(
+                _pack_length(len(chunk) + _TAG_LEN) + encrypt(_pack_nonce(nonce), chunk, None)
+            )
+            nonce += 1
+        self._send_nonce = nonce
+        return frames
+
+    def encrypt(self, plaintext: bytes | bytearray | memoryview) -> bytes:
+        """Encrypt and frame ``plaintext``; the frames concatenated (``b""`` for no data)."""
+        if type(plaintext) is memoryview:
+            plaintext = plaintext.cast("B")
+        if len(plaintext) <= MAX_PLAINTEXT_SIZE:
+            if not plaintext:
+                return b""
+            nonce = self._send_nonce
+            if nonce >= _MAX_NONCE:
+                raise LimitExceededError(
+                    "noise send nonce exhausted: the connection must be closed"
+                )
+            self._send_nonce = nonce + 1
+            return _pack_length(len(plaintext) + _TAG_LEN) + self._encrypt(
+                _pack_nonce(nonce), plaintext, None
+            )
+        return b"".join(self.encrypt_frames(plaintext))
+
+    def decrypt(self, data: bytes | bytearray | memoryview) -> list[bytes]:
+        """Plaintexts of every frame completed by ``data``; a partial frame is kept.
+
+        Raises :class:`DecryptionError` when a frame fails authentication; that is
+        terminal, and every later call raises it again.
+        """
+        if self._broken:
+            raise DecryptionError("noise transport already failed")
+        view = memoryview(data).cast("B")
+        end = len(view)
+        pos = 0
+        out: list[bytes] = []
+        buffer = self._buffer
+        if buffer:  # finish the frame we hold before reading from ``data`` directly
+            if len(buffer) == 1:
+                if not end:
+                    return out
+                buffer.append(view[0])
+                pos = 1
+            need = 2 + (buffer[0] << 8 | buffer[1]) - len(buffer)
+            if end - pos < need:
+                buffer += view[pos:]
+                return out
+            buffer += view[pos : pos + need]
+            pos += need
+            frame = memoryview(buffer)[2:]
+            try:
+                out.append(self._open(frame))
+            finally:
+                frame.release()  # the buffer cannot be resized while a view exists
+            buffer.clear()
+        decrypt = self._decrypt
+        nonce = self._recv_nonce
+        try:
+            while end - pos >= 2:
+                stop = pos + 2 + (view[pos] << 8 | view[pos + 1])
+                if stop > end:
+                    break
+                if nonce >= _MAX_NONCE:
+                    raise DecryptionError("noise receive nonce exhausted")
+                out.append(decrypt(_pack_nonce(nonce), view[pos + 2 : stop], None))
+                nonce += 1
+                pos = stop
+        except InvalidTag as exc:
+            self._broken = True
+            raise DecryptionError("noise frame failed authentication") from exc
+        except DecryptionError:
+            self._broken = True
+            raise
+        finally:
+            self._recv_nonce = nonce
+        if pos < end:
+            buffer += view[pos:]
+        return out
+
+    def _open(self, ciphertext: memoryview) -> bytes:
+        nonce = self._recv_nonce
+        if nonce >= _MAX_NONCE:
+            self._broken = True
+            raise DecryptionError("noise receive nonce exhausted")
+        try:
+            plaintext = self._decrypt(_pack_nonce(nonce), ciphertext, None)
+        except InvalidTag as exc:
+            self._broken = True
+            raise DecryptionError("noise frame failed authentication") from exc
+        self._recv_nonce = nonce + 1
+        return plaintext

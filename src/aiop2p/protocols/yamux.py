@@ -1,0 +1,819 @@
+"""Yamux (``/yamux/1.0.0``) stream multiplexer as a sans-IO machine.
+
+Wire format (libp2p ``yamux/README.md``, hashicorp ``spec.md``): every frame starts with a
+12-byte big-endian header ``version u8 | type u8 | flags u16 | stream id u32 | length u32``.
+Data frames carry ``length`` payload bytes; for window updates ``length`` is a window delta,
+for pings an opaque value and for GoAway an error code.  The dialer (client) opens odd
+stream ids, the listener even ones; id 0 is the session.  Each stream starts with a
+256 KiB window per direction; we raise our receive window to
+``YamuxConfig.receive_window_size`` with the SYN/ACK window update, and ACK every inbound
+stream at once (so the peer's ACK backlog drains without waiting for the application).
+
+Data payloads are handed up as they arrive, in slices of the input chunks: a 1 MiB frame that
+arrives in 64 KiB pieces yields several ``StreamDataReceived`` events and is never buffered
+whole here.  Only a partial 12-byte header is ever kept between calls.
+
+Rules where the spec is silent (each a deliberate choice):
+
+* Session-fatal (GoAway(protocol error) is queued, ``SessionTerminated`` carries the error,
+  later input is ignored): version != 0; unknown frame type; SYN on an id that is open, on
+  id 0 or on an id of our own parity; a data frame longer than
+  ``max_inbound_frame_size`` (``MessageTooLargeError``), longer than the stream's remaining
+  receive window, or, for an unknown stream, longer than ``receive_window_size`` (both
+  ``FlowControlError``); a window update that lifts the send window above ``2**32 - 1``
+  (``FlowControlError``).
+* Stream-level: data after the peer's FIN resets that stream (we send RST and emit
+  ``StreamReset``); a SYN beyond ``max_streams`` or after our GoAway is refused with RST.
+* Tolerated: frames (other than the above) for unknown or forgotten ids, a repeated FIN,
+  zero-length data frames, ACK on a stream already acknowledged, pings/GoAway on a
+  non-zero id, ping frames with neither SYN nor ACK.
+* A GoAway with a non-zero code from the peer ends the session at once
+  (``ConnectionClosedError``); a normal GoAway only forbids new outbound streams.  EOF is
+  clean (``SessionTerminated(None)``) after a normal GoAway in either direction, a
+  ``ConnectionLostError`` inside a frame, a ``ConnectionClosedError`` otherwise.
+
+A stream is forgotten once FIN went both ways or it was reset; bytes it still had
+unacknowledged stop counting towards ``max_buffered_bytes`` then (the driver's own
+per-stream buffer is bounded by the window).  ``max_buffered_bytes`` withholds new window
+credit (including the raise at open); the hard bound on received, unread data is therefore
+``max_streams * receive_window_size``.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Final, NamedTuple, NewType, NoReturn
+
+from aiop2p.errors import (
+    ConnectionClosedError,
+    ConnectionLostError,
+    FlowControlError,
+    InvalidArgumentError,
+    InvalidStateError,
+    LimitExceededError,
+    LocalProtocolError,
+    MessageTooLargeError,
+    P2PError,
+    RemoteProtocolError,
+    StreamClosedError,
+    StreamResetError,
+)
+
+__all__ = [
+    "FLAG_ACK",
+    "FLAG_FIN",
+    "FLAG_RST",
+    "FLAG_SYN",
+    "HEADER_SIZE",
+    "INITIAL_WINDOW_SIZE",
+    "MAX_WINDOW_SIZE",
+    "TYPE_DATA",
+    "TYPE_GO_AWAY",
+    "TYPE_PING",
+    "TYPE_WINDOW_UPDATE",
+    "YAMUX_PROTOCOL_ID",
+    "FrameHeader",
+    "GoAwayCode",
+    "GoAwayReceived",
+    "PongReceived",
+    "SessionTerminated",
+    "StreamDataReceived",
+    "StreamEnded",
+    "StreamId",
+    "StreamOpened",
+    "StreamReset",
+    "StreamWindowUpdated",
+    "YamuxConfig",
+    "YamuxEvent",
+    "YamuxSession",
+    "decode_frame_header",
+    "encode_frame_header",
+]
+
+YAMUX_PROTOCOL_ID: Final = "/yamux/1.0.0"
+
+StreamId = NewType("StreamId", int)
+
+HEADER_SIZE: Final = 12
+INITIAL_WINDOW_SIZE: Final = 256 * 1024
+MAX_WINDOW_SIZE: Final = 2**32 - 1
+_MAX_STREAM_ID: Final = 2**32 - 1
+
+TYPE_DATA: Final = 0
+TYPE_WINDOW_UPDATE: Final = 1
+TYPE_PING: Final = 2
+TYPE_GO_AWAY: Final = 3
+
+FLAG_SYN: Final = 0x1
+FLAG_ACK: Final = 0x2
+FLAG_FIN: Final = 0x4
+FLAG_RST: Final = 0x8
+
+
+class GoAwayCode(IntEnum):
+    """Error codes carried in the length field of a GoAway frame."""
+
+    NORMAL = 0
+    PROTOCOL_ERROR = 1
+    INTERNAL_ERROR = 2
+
+
+_HEADER: Final = struct.Struct(">BBHII")
+_pack = _HEADER.pack
+_unpack_from = _HEADER.unpack_from
+
+
+class FrameHeader(NamedTuple):
+    """A decoded 12-byte Yamux frame header."""
+
+    version: int
+    type: int
+    flags: int
+    stream_id: int
+    length: int
+
+
+def encode_frame_header(frame_type: int, flags: int, stream_id: int, length: int) -> bytes:
+    """Encode a version-0 header; raises ``InvalidArgumentError`` for out-of-range fields."""
+    try:
+        return _pack(0, frame_type, flags, stream_id, length)
+    except struct.error as exc:
+        raise InvalidArgumentError(f"yamux header field out of range: {exc}") from exc
+
+
+def decode_frame_header(data: bytes | bytearray | memoryview, offset: int = 0) -> FrameHeader:
+    """Decode the header at ``offset`` (no validation: the session checks version and type)."""
+    try:
+        return FrameHeader(*_unpack_from(data, offset))
+    except struct.error as exc:
+        raise InvalidArgumentError(f"need {HEADER_SIZE} bytes for a yamux header") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class YamuxConfig:
+    """Limits and window sizes of one session (sizes in bytes, counts as ``max_*``)."""
+
+    receive_window_size: int = 16 * 1024 * 1024
+    """Per-stream receive window we grant (>= 256 KiB); raised by a window update at open."""
+    max_streams: int = 1024
+    """Concurrently open streams, both directions; an inbound SYN beyond it is reset."""
+    max_frame_size: int = 1024 * 1024
+    """Largest data frame payload we send; larger writes are split."""
+    max_ack_backlog: int = 256
+    """Outbound streams not yet acknowledged by the peer (the spec's ACK backlog)."""
+    max_buffered_bytes: int = 64 * 1024 * 1024
+    """Received-but-unacknowledged bytes of the whole session; above it no credit is granted."""
+    max_inbound_frame_size: int = 16 * 1024 * 1024
+    """Largest data frame payload accepted; a longer one is a protocol error."""
+
+    def __post_init__(self) -> None:
+        if not INITIAL_WINDOW_SIZE <= self.receive_window_size <= MAX_WINDOW_SIZE:
+            raise InvalidArgumentError(
+                f"receive_window_size must be in [{INITIAL_WINDOW_SIZE}, {MAX_WINDOW_SIZE}]"
+            )
+        for name in (
+            "max_streams",
+            "max_frame_size",
+            "max_ack_backlog",
+            "max_buffered_bytes",
+            "max_inbound_frame_size",
+        ):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"{name} must be positive")
+
+
+_DEFAULT_CONFIG: Final = YamuxConfig()
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The peer opened a stream (SYN); we have already acknowledged it."""
+
+    stream_id: StreamId
+
+
+@dataclass(frozen=True, slots=True)
+class StreamDataReceived:
+    """Payload bytes for a stream; call ``acknowledge_received_data`` once consumed."""
+
+    stream_id: StreamId
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The peer half-closed the stream (FIN): no more data will arrive on it."""
+
+    stream_id: StreamId
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """The stream was reset by the peer (or by us because the peer broke its rules)."""
+
+    stream_id: StreamId
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWindowUpdated:
+    """Our send window on the stream grew: queued writes may continue."""
+
+    stream_id: StreamId
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """The peer answered one of our pings."""
+
+    opaque: int
+
+
+@dataclass(frozen=True, slots=True)
+class GoAwayReceived:
+    """The peer will accept no new streams; ``code`` is a ``GoAwayCode`` value."""
+
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionTerminated:
+    """Terminal event: ``error`` is None for a clean end, else why the session died."""
+
+    error: P2PError | None
+
+
+YamuxEvent = (
+    StreamOpened
+    | StreamDataReceived
+    | StreamEnded
+    | StreamReset
+    | StreamWindowUpdated
+    | PongReceived
+    | GoAwayReceived
+    | SessionTerminated
+)
+
+
+# -- per-stream state table -----------------------------------------------------------------
+#
+# States are small ints so that the hot path indexes a flat tuple (no tuple key allocation).
+
+_OPEN: Final = 0  # both directions open
+_LOCAL_CLOSED: Final = 1  # we sent FIN
+_REMOTE_CLOSED: Final = 2  # the peer sent FIN
+_CLOSED: Final = 3  # both FINs: the stream is forgotten
+
+_SEND_DATA: Final = 0
+_SEND_FIN: Final = 1
+_RECV_DATA: Final = 2
+_RECV_FIN: Final = 3
+_N_INPUTS: Final = 4
+_INVALID: Final = -1
+
+_TRANSITIONS: Final[dict[tuple[int, int], int]] = {
+    (_OPEN, _SEND_DATA): _OPEN,
+    (_OPEN, _SEND_FIN): _LOCAL_CLOSED,
+    (_OPEN, _RECV_DATA): _OPEN,
+    (_OPEN, _RECV_FIN): _REMOTE_CLOSED,
+    (_LOCAL_CLOSED, _SEND_FIN): _LOCAL_CLOSED,
+    (_LOCAL_CLOSED, _RECV_DATA): _LOCAL_CLOSED,
+    (_LOCAL_CLOSED, _RECV_FIN): _CLOSED,
+    (_REMOTE_CLOSED, _SEND_DATA): _REMOTE_CLOSED,
+    (_REMOTE_CLOSED, _SEND_FIN): _CLOSED,
+    (_REMOTE_CLOSED, _RECV_FIN): _REMOTE_CLOSED,
+}
+"""Missing pairs: sending data after our FIN (``StreamClosedError``) and data after the
+peer's FIN (the stream is reset).  RST is not an input: it always forgets the stream."""
+
+_TABLE: Final[tuple[int, ...]] = tuple(
+    _TRANSITIONS.get((state, event), _INVALID)
+    for state in range(_CLOSED + 1)
+    for event in range(_N_INPUTS)
+)
+
+
+class _Stream:
+    """Book-keeping of one live stream (flow-control counters are in bytes)."""
+
+    __slots__ = ("acked", "credit", "outbound", "recv_window", "send_window", "state", "unconsumed")
+
+    def __init__(self, outbound: bool) -> None:
+        self.state = _OPEN
+        self.outbound = outbound
+        self.acked = not outbound  # inbound streams are ACKed as soon as they are seen
+        self.send_window = INITIAL_WINDOW_SIZE  # bytes we may still send
+        self.recv_window = INITIAL_WINDOW_SIZE  # bytes the peer may still send
+        self.unconsumed = 0  # delivered to the driver, not yet acknowledged
+        self.credit = 0  # acknowledged, not yet returned to the peer in a window update
+
+
+class YamuxSession:
+    """One side of a Yamux session: feed bytes in, read events and bytes to send out.
+
+    Commands (``open_stream``, ``send_data``, ...) only queue frames; the driver flushes
+    ``data_to_send()`` after each call batch and dispatches ``events_received()``.
+    """
+
+    __slots__ = (
+        "_ack_backlog",
+        "_buffered",
+        "_config",
+        "_events",
+        "_header_buf",
+        "_is_client",
+        "_local_go_away",
+        "_max_buffered",
+        "_max_frame",
+        "_max_inbound",
+        "_next_id",
+        "_out",
+        "_payload_deliver",
+        "_payload_fin",
+        "_payload_remaining",
+        "_payload_sid",
+        "_remote_go_away",
+        "_remote_resets",
+        "_streams",
+        "_terminated",
+        "_update_threshold",
+        "_window_raise",
+        "_withheld",
+    )
+
+    def __init__(self, *, is_client: bool, config: YamuxConfig = _DEFAULT_CONFIG) -> None:
+        self._is_client = is_client
+        self._config = config
+        self._streams: dict[int, _Stream] = {}
+        self._next_id = 1 if is_client else 2
+        self._events: list[YamuxEvent] = []
+        self._out: list[bytes | memoryview] = []
+        self._ack_backlog = 0
+        self._buffered = 0
+        self._withheld: dict[int, None] = {}  # streams owed a window update (ordered set)
+        self._remote_resets: dict[int, None] = {}  # recent ids reset by the peer (bounded)
+        self._header_buf = bytearray()  # a header split across receive_data calls
+        self._payload_remaining = 0
+        self._payload_sid = 0
+        self._payload_deliver = False
+        self._payload_fin = False
+        self._terminated = False
+        self._local_go_away: int | None = None
+        self._remote_go_away: int | None = None
+        self._max_frame = config.max_frame_size
+        self._max_inbound = config.max_inbound_frame_size
+        self._max_buffered = config.max_buffered_bytes
+        self._window_raise = config.receive_window_size - INITIAL_WINDOW_SIZE
+        self._update_threshold = max(1, config.receive_window_size // 2)
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def is_client(self) -> bool:
+        """True on the dialer side (odd stream ids)."""
+        return self._is_client
+
+    @property
+    def config(self) -> YamuxConfig:
+        return self._config
+
+    @property
+    def open_stream_count(self) -> int:
+        """Streams not yet forgotten, both directions."""
+        return len(self._streams)
+
+    @property
+    def stream_ids(self) -> frozenset[StreamId]:
+        return frozenset(StreamId(sid) for sid in self._streams)
+
+    @property
+    def is_terminated(self) -> bool:
+        return self._terminated
+
+    @property
+    def ack_backlog(self) -> int:
+        """Outbound streams the peer has not acknowledged yet."""
+        return self._ack_backlog
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Received bytes of live streams that the application has not acknowledged."""
+        return self._buffered
+
+    @property
+    def go_away_sent(self) -> int | None:
+        return self._local_go_away
+
+    @property
+    def go_away_received(self) -> int | None:
+        return self._remote_go_away
+
+    def send_window(self, stream_id: StreamId) -> int:
+        """Bytes ``send_data`` would accept now on this stream."""
+        return self._live_stream(stream_id).send_window
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def open_stream(self) -> StreamId:
+        """Open an outbound stream (SYN on a window update that raises our window)."""
+        if self._terminated:
+            raise InvalidStateError("the yamux session is terminated")
+        if self._local_go_away is not None:
+            raise InvalidStateError("cannot open a stream after sending GoAway")
+        if self._remote_go_away is not None:
+            raise InvalidStateError("cannot open a stream after the peer sent GoAway")
+        if len(self._streams) >= self._config.max_streams:
+            raise LimitExceededError(f"max_streams ({self._config.max_streams}) reached")
+        if self._ack_backlog >= self._config.max_ack_backlog:
+            raise LimitExceededError(
+                f"max_ack_backlog ({self._config.max_ack_backlog}) streams await an ACK"
+            )
+        sid = self._next_id
+        if sid > _MAX_STREAM_ID:
+            raise LimitExceededError("yamux stream ids exhausted on this session")
+        self._next_id = sid + 2
+        stream = _Stream(outbound=True)
+        self._streams[sid] = stream
+        self._ack_backlog += 1
+        stream.credit = self._window_raise
+        self._send_credit(sid, stream, FLAG_SYN)
+        return StreamId(sid)
+
+    def send_data(self, stream_id: StreamId, data: bytes | memoryview) -> int:
+        """Queue as much of ``data`` as the send window allows; return the count queued.
+
+        Wait for ``StreamWindowUpdated`` before sending the rest.  ``bytes`` input is
+        referenced, not copied; other buffers are copied (the caller may reuse them).
+        """
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._raise_unusable(stream_id)
+        if _TABLE[stream.state * _N_INPUTS + _SEND_DATA] < 0:
+            raise StreamClosedError(f"yamux stream {stream_id} is closed for writing")
+        window = stream.send_window
+        if type(data) is bytes:
+            total = len(data)
+            if total <= window and total <= self._max_frame:
+                if total:
+                    self._out.append(_pack(0, TYPE_DATA, 0, stream_id, total))
+                    self._out.append(data)
+                    stream.send_window = window - total
+                return total
+            view = memoryview(data)
+        else:
+            view = memoryview(data).cast("B")
+            total = view.nbytes
+        count = total if total < window else window
+        if count == 0:
+            return 0
+        if not (view.readonly and isinstance(view.obj, bytes)):
+            view = memoryview(view[:count].tobytes())  # the caller may mutate its buffer
+        out = self._out
+        max_frame = self._max_frame
+        pos = 0
+        while pos < count:
+            size = count - pos
+            if size > max_frame:
+                size = max_frame
+            out.append(_pack(0, TYPE_DATA, 0, stream_id, size))
+            out.append(view[pos : pos + size])
+            pos += size
+        stream.send_window = window - count
+        return count
+
+    def close_stream(self, stream_id: StreamId) -> None:
+        """Half-close our direction (FIN); a no-op if already closed, reset or unknown."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state == _LOCAL_CLOSED:
+            return
+        self._out.append(_pack(0, TYPE_DATA, FLAG_FIN, stream_id, 0))
+        stream.state = _TABLE[stream.state * _N_INPUTS + _SEND_FIN]
+        if stream.state == _CLOSED:
+            self._forget(stream_id, stream)
+
+    def reset_stream(self, stream_id: StreamId) -> None:
+        """Abort the stream both ways (RST) and forget it; a no-op if unknown."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+        self._forget(stream_id, stream)
+
+    def acknowledge_received_data(self, stream_id: StreamId, size: int) -> None:
+        """The application consumed ``size`` bytes of the stream: return them as credit.
+
+        Credit goes out once it reaches half the receive window (keeps update frames rare),
+        and not while the session holds more than ``max_buffered_bytes`` unacknowledged.
+        """
+        if size < 0:
+            raise InvalidArgumentError("size must not be negative")
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # forgotten: its bytes were already taken off the session count
+        if size > stream.unconsumed:
+            raise LocalProtocolError(
+                f"acknowledging {size} bytes, but only {stream.unconsumed} are unacknowledged"
+            )
+        stream.unconsumed -= size
+        self._buffered -= size
+        if stream.state == _OPEN or stream.state == _LOCAL_CLOSED:
+            stream.credit += size
+            if stream.credit >= self._update_threshold:
+                self._send_credit(stream_id, stream, 0)
+        if self._withheld and self._buffered <= self._max_buffered:
+            self._release_withheld()
+
+    def ping(self, opaque: int) -> None:
+        """Send a ping; the answer arrives as ``PongReceived(opaque)``."""
+        if self._terminated:
+            raise InvalidStateError("the yamux session is terminated")
+        if not 0 <= opaque <= 0xFFFFFFFF:
+            raise InvalidArgumentError("ping opaque value must fit in 32 bits")
+        self._out.append(_pack(0, TYPE_PING, FLAG_SYN, 0, opaque))
+
+    def go_away(self, code: int = GoAwayCode.NORMAL) -> None:
+        """Tell the peer we accept no new streams; sent once, later calls are no-ops."""
+        if not 0 <= code <= 0xFFFFFFFF:
+            raise InvalidArgumentError("GoAway code must fit in 32 bits")
+        if self._terminated or self._local_go_away is not None:
+            return
+        self._local_go_away = code
+        self._out.append(_pack(0, TYPE_GO_AWAY, 0, 0, code))
+
+    # -- I/O --------------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Hand out (and forget) every byte queued for the peer."""
+        out = self._out
+        if not out:
+            return b""
+        self._out = []
+        if len(out) == 1:
+            return bytes(out[0])
+        return b"".join(out)
+
+    def events_received(self) -> list[YamuxEvent]:
+        """Hand out (and forget) the events produced so far."""
+        events = self._events
+        self._events = []
+        return events
+
+    def receive_eof(self) -> None:
+        """The peer closed the connection: end the session (``SessionTerminated``)."""
+        if self._terminated:
+            return
+        error: P2PError | None
+        if self._payload_remaining or self._header_buf:
+            error = ConnectionLostError("connection closed inside a yamux frame")
+        elif self._remote_go_away == GoAwayCode.NORMAL or self._local_go_away == 0:
+            error = None
+        else:
+            error = ConnectionClosedError("connection closed without a yamux GoAway")
+        self._terminate(error)
+
+    def receive_data(self, data: bytes) -> None:
+        """Parse bytes from the peer; never raises for anything the peer sends."""
+        if self._terminated:
+            return
+        if type(data) is not bytes:
+            data = bytes(data)
+        pos = 0
+        end = len(data)
+        streams = self._streams
+        while True:
+            remaining = self._payload_remaining
+            if remaining:
+                avail = end - pos
+                if not avail:
+                    return
+                take = remaining if remaining < avail else avail
+                chunk = data if take == end else data[pos : pos + take]
+                pos += take
+                remaining -= take
+                self._payload_remaining = remaining
+                if self._payload_deliver:
+                    sid = self._payload_sid
+                    stream = streams.get(sid)
+                    if stream is not None:
+                        stream.unconsumed += take
+                        self._buffered += take
+                        self._events.append(StreamDataReceived(StreamId(sid), chunk))
+                        if not remaining and self._payload_fin:
+                            self._on_fin(sid, stream)
+                continue
+            header_buf = self._header_buf
+            if header_buf:
+                need = HEADER_SIZE - len(header_buf)
+                header_buf += data[pos : pos + need]
+                pos += need
+                if len(header_buf) < HEADER_SIZE:
+                    return
+                version, ftype, flags, sid, length = _unpack_from(header_buf)
+                header_buf.clear()
+            elif end - pos >= HEADER_SIZE:
+                version, ftype, flags, sid, length = _unpack_from(data, pos)
+                pos += HEADER_SIZE
+            else:
+                if pos < end:
+                    header_buf += data[pos:]
+                return
+            if version != 0:
+                self._fail(RemoteProtocolError(f"unsupported yamux version {version}"))
+                return
+            if ftype == TYPE_DATA:
+                if length > self._max_inbound:
+                    self._fail(MessageTooLargeError(length, self._max_inbound, "yamux data frame"))
+                    return
+                stream = self._lookup(flags, sid) if flags else streams.get(sid)
+                if stream is None:
+                    if self._terminated:
+                        return
+                    if length > self._config.receive_window_size:
+                        self._fail(
+                            FlowControlError(f"{length}-byte data frame for unknown stream {sid}")
+                        )
+                        return
+                    self._payload_remaining = length
+                    self._payload_deliver = False
+                    continue
+                if length > stream.recv_window:
+                    self._fail(
+                        FlowControlError(
+                            f"{length}-byte data frame exceeds the {stream.recv_window}-byte "
+                            f"window of stream {sid}"
+                        )
+                    )
+                    return
+                stream.recv_window -= length
+                if length:
+                    if _TABLE[stream.state * _N_INPUTS + _RECV_DATA] < 0:
+                        self._reset_for_peer_error(sid, stream)
+                        self._payload_deliver = False
+                    else:
+                        self._payload_deliver = True
+                        self._payload_sid = sid
+                        self._payload_fin = bool(flags & FLAG_FIN)
+                    self._payload_remaining = length
+                elif flags & FLAG_FIN:
+                    self._on_fin(sid, stream)
+            elif ftype == TYPE_WINDOW_UPDATE:
+                self._on_window_update(flags, sid, length)
+                if self._terminated:
+                    return
+            elif ftype == TYPE_PING:
+                if flags & FLAG_SYN:
+                    self._out.append(_pack(0, TYPE_PING, FLAG_ACK, 0, length))
+                elif flags & FLAG_ACK:
+                    self._events.append(PongReceived(length))
+            elif ftype == TYPE_GO_AWAY:
+                self._remote_go_away = length
+                self._events.append(GoAwayReceived(length))
+                if length != GoAwayCode.NORMAL:
+                    self._terminate(
+                        ConnectionClosedError(f"the peer sent GoAway with error code {length}")
+                    )
+                    return
+            else:
+                self._fail(RemoteProtocolError(f"unknown yamux frame type {ftype}"))
+                return
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _lookup(self, flags: int, sid: int) -> _Stream | None:
+        """Apply RST / SYN / ACK of a stream frame; return the live stream, if any."""
+        if flags & FLAG_RST:
+            stream = self._streams.get(sid)
+            if stream is not None:
+                self._forget(sid, stream)
+                self._remember_remote_reset(sid)
+                self._events.append(StreamReset(StreamId(sid)))
+            return None
+        if flags & FLAG_SYN:
+            return self._accept(sid)
+        stream = self._streams.get(sid)
+        if stream is not None and flags & FLAG_ACK and not stream.acked:
+            stream.acked = True
+            self._ack_backlog -= 1
+        return stream
+
+    def _accept(self, sid: int) -> _Stream | None:
+        """Handle an inbound SYN: accept (ACK now), refuse (RST) or fail the session."""
+        if sid in self._streams:
+            self._fail(RemoteProtocolError(f"SYN for already open yamux stream {sid}"))
+            return None
+        if sid == 0 or (sid & 1) == self._is_client:
+            self._fail(RemoteProtocolError(f"SYN with stream id {sid} of the wrong parity"))
+            return None
+        if self._local_go_away is not None or len(self._streams) >= self._config.max_streams:
+            self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
+            return None
+        self._remote_resets.pop(sid, None)
+        stream = _Stream(outbound=False)
+        self._streams[sid] = stream
+        self._events.append(StreamOpened(StreamId(sid)))
+        stream.credit = self._window_raise
+        self._send_credit(sid, stream, FLAG_ACK)
+        return stream
+
+    def _on_window_update(self, flags: int, sid: int, delta: int) -> None:
+        stream = self._lookup(flags, sid) if flags else self._streams.get(sid)
+        if stream is None:
+            return
+        if delta:
+            window = stream.send_window + delta
+            if window > MAX_WINDOW_SIZE:
+                self._fail(FlowControlError(f"send window of stream {sid} overflows 2**32-1"))
+                return
+            stream.send_window = window
+            # Nobody waits on a stream that is only now opened (SYN): no event for it.
+            if (stream.state == _OPEN or stream.state == _REMOTE_CLOSED) and not flags & FLAG_SYN:
+                self._events.append(StreamWindowUpdated(StreamId(sid)))
+        if flags & FLAG_FIN:
+            self._on_fin(sid, stream)
+
+    def _on_fin(self, sid: int, stream: _Stream) -> None:
+        state = stream.state
+        if state == _REMOTE_CLOSED:
+            return  # a repeated FIN changes nothing
+        self._events.append(StreamEnded(StreamId(sid)))
+        stream.state = _TABLE[state * _N_INPUTS + _RECV_FIN]
+        stream.credit = 0  # the peer sends no more: no credit to return
+        self._withheld.pop(sid, None)
+        if stream.state == _CLOSED:
+            self._forget(sid, stream)
+
+    def _reset_for_peer_error(self, sid: int, stream: _Stream) -> None:
+        """Data after the peer's FIN: reset just this stream."""
+        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
+        self._forget(sid, stream)
+        self._remember_remote_reset(sid)
+        self._events.append(StreamReset(StreamId(sid)))
+
+    def _send_credit(self, sid: int, stream: _Stream, flags: int) -> None:
+        """Queue a window update returning ``stream.credit`` (withheld while over budget)."""
+        delta = stream.credit
+        if delta and self._buffered > self._max_buffered:
+            self._withheld[sid] = None
+            delta = 0
+        else:
+            stream.credit = 0
+            stream.recv_window += delta
+        if delta or flags:
+            self._out.append(_pack(0, TYPE_WINDOW_UPDATE, flags, sid, delta))
+
+    def _release_withheld(self) -> None:
+        withheld = self._withheld
+        self._withheld = {}
+        for sid in withheld:
+            stream = self._streams.get(sid)
+            if stream is not None and stream.credit:
+                self._send_credit(sid, stream, 0)
+
+    def _forget(self, sid: int, stream: _Stream) -> None:
+        del self._streams[sid]
+        stream.state = _CLOSED
+        self._buffered -= stream.unconsumed
+        stream.unconsumed = 0
+        self._withheld.pop(sid, None)
+        if not stream.acked:
+            self._ack_backlog -= 1
+        if self._withheld and self._buffered <= self._max_buffered:
+            self._release_withheld()
+
+    def _remember_remote_reset(self, sid: int) -> None:
+        resets = self._remote_resets
+        resets[sid] = None
+        if len(resets) > self._config.max_streams:
+            del resets[next(iter(resets))]
+
+    def _live_stream(self, stream_id: StreamId) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._raise_unusable(stream_id)
+        return stream
+
+    def _raise_unusable(self, stream_id: StreamId) -> NoReturn:
+        if self._terminated:
+            raise InvalidStateError("the yamux session is terminated")
+        if stream_id in self._remote_resets:
+            raise StreamResetError(f"yamux stream {stream_id} was reset by the peer")
+        raise StreamClosedError(f"yamux stream {stream_id} is closed or unknown")
+
+    def _fail(self, error: RemoteProtocolError) -> None:
+        """The peer broke the protocol: queue GoAway(protocol error) and terminate."""
+        self._out.append(_pack(0, TYPE_GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR))
+        self._terminate(error)
+
+    def _terminate(self, error: P2PError | None) -> None:
+        self._terminated = True
+        self._streams.clear()
+        self._withheld.clear()
+        self._ack_backlog = 0
+        self._buffered = 0
+        self._payload_remaining = 0
+        self._header_buf.clear()
+        self._events.append(SessionTerminated(error))

@@ -1,0 +1,1 @@
+"""Features on top of connections: identify, ping, perf, the peer store."""

@@ -1,0 +1,84 @@
+"""Perf service (``/perf/1.0.0``): measure upload and download throughput to a peer."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .._aio.connection import Connection
+from .._aio.stream import Stream
+from ..errors import RemoteProtocolError
+from ..protocols.perf import PERF_PROTOCOL_ID, decode_perf_header, encode_perf_header
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+__all__ = ["PerfResult", "perf", "serve_perf"]
+
+_CHUNK = 256 * 1024
+_ZEROS = bytes(_CHUNK)
+MAX_PERF_DOWNLOAD_SIZE = 1 << 40
+
+
+@dataclass(frozen=True, slots=True)
+class PerfResult:
+    upload_bytes: int
+    download_bytes: int
+    upload_seconds: float
+    download_seconds: float
+
+    @property
+    def upload_mib_s(self) -> float:
+        return self.upload_bytes / (1 << 20) / self.upload_seconds if self.upload_seconds else 0.0
+
+    @property
+    def download_mib_s(self) -> float:
+        if not self.download_seconds:
+            return 0.0
+        return self.download_bytes / (1 << 20) / self.download_seconds
+
+
+async def _send_zeros(stream: Stream, size: int) -> None:
+    view = memoryview(_ZEROS)
+    while size > 0:
+        n = min(size, _CHUNK)
+        await stream.write(view[:n])
+        size -= n
+
+
+async def serve_perf(stream: Stream) -> None:
+    """Count the upload to EOF, then send the requested number of bytes."""
+    wanted = decode_perf_header(await stream.readexactly(8))
+    if wanted > MAX_PERF_DOWNLOAD_SIZE:
+        raise RemoteProtocolError(f"perf: {wanted} bytes requested, above the limit")
+    while await stream.read(1 << 20):
+        pass
+    await _send_zeros(stream, wanted)
+    await stream.close()
+
+
+async def perf(node: Node, conn: Connection, upload: int, download: int) -> PerfResult:
+    """Upload ``upload`` bytes, then download ``download`` bytes, on one stream.
+
+    Upload time runs from the first byte until the server starts answering (it only
+    answers after reading our EOF); download time from there to the server's EOF.
+    """
+    stream = await node.new_stream(conn, PERF_PROTOCOL_ID)
+    started = time.perf_counter()
+    await stream.write(encode_perf_header(download))
+    await _send_zeros(stream, upload)
+    await stream.close()
+    received = 0
+    first = await stream.read(1 << 20)
+    upload_done = time.perf_counter()
+    received += len(first)
+    if first:
+        while chunk := await stream.read(1 << 20):
+            received += len(chunk)
+    finished = time.perf_counter()
+    if received != download:
+        raise RemoteProtocolError(f"perf: expected {download} bytes, received {received}")
+    if download == 0:
+        upload_done = finished
+    return PerfResult(upload, download, upload_done - started, finished - upload_done)

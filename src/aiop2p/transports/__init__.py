@@ -1,0 +1,1 @@
+"""Byte pipes: each transport dials and listens on the multiaddrs it understands."""

@@ -1,0 +1,134 @@
+"""TCP transport over asyncio (IPv4, IPv6, and /dns* names via the system resolver)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+
+from ..errors import InvalidMultiaddrError, ListenError
+from ..multiaddr import Multiaddr
+from ._base import ProtocolFactory
+
+__all__ = ["TcpListener", "TcpTransport", "sockaddr_to_multiaddr", "tcp_target"]
+
+_HOST_PROTOCOLS = {
+    "ip4": socket.AF_INET,
+    "ip6": socket.AF_INET6,
+    "dns": 0,
+    "dns4": socket.AF_INET,
+    "dns6": socket.AF_INET6,
+}
+
+
+def tcp_target(addr: Multiaddr) -> tuple[str, int, int] | None:
+    """``(host, port, family)`` if ``addr`` is plain TCP (optionally ending in /p2p)."""
+    parts = addr.components()
+    if len(parts) < 2:
+        return None
+    (host_proto, host), (tcp, port) = parts[0], parts[1]
+    if host_proto not in _HOST_PROTOCOLS or tcp != "tcp" or host is None or port is None:
+        return None
+    rest = parts[2:]
+    if rest and not (len(rest) == 1 and rest[0][0] == "p2p"):
+        return None
+    return host, int(port), _HOST_PROTOCOLS[host_proto]
+
+
+def sockaddr_to_multiaddr(sockaddr: tuple[str, int] | tuple[str, int, int, int]) -> Multiaddr:
+    host, port = sockaddr[0], sockaddr[1]
+    ip = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    proto = "ip4" if ip.version == 4 else "ip6"
+    return Multiaddr(f"/{proto}/{ip}/tcp/{port}")
+
+
+def _tune(sock: socket.socket | None) -> None:
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class TcpListener:
+    def __init__(self, server: asyncio.Server, addrs: list[Multiaddr]) -> None:
+        self._server = server
+        self._addrs = addrs
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        return list(self._addrs)
+
+    async def close(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()
+
+
+class TcpTransport:
+    """Dial and listen on ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>``."""
+
+    def can_dial(self, addr: Multiaddr) -> bool:
+        return tcp_target(addr) is not None
+
+    def can_listen(self, addr: Multiaddr) -> bool:
+        target = tcp_target(addr)
+        return target is not None and addr.protocol_names()[0] in ("ip4", "ip6")
+
+    async def dial(self, addr: Multiaddr, factory: ProtocolFactory) -> asyncio.Protocol:
+        target = tcp_target(addr)
+        if target is None:
+            raise InvalidMultiaddrError(f"not a TCP address: {addr}")
+        host, port, family = target
+        loop = asyncio.get_running_loop()
+        holder: list[asyncio.Protocol] = []
+
+        def build() -> asyncio.Protocol:
+            return _Deferred(factory, holder)
+
+        transport, _ = await loop.create_connection(build, host, port, family=family)
+        _tune(transport.get_extra_info("socket"))
+        return holder[0]
+
+    async def listen(self, addr: Multiaddr, factory: ProtocolFactory) -> TcpListener:
+        target = tcp_target(addr)
+        if target is None or not self.can_listen(addr):
+            raise InvalidMultiaddrError(
+                f"cannot listen on {addr}: expected /ip4|ip6/<ip>/tcp/<port>"
+            )
+        host, port, family = target
+        loop = asyncio.get_running_loop()
+
+        def build() -> asyncio.Protocol:
+            return _Deferred(factory, None)
+
+        try:
+            server = await loop.create_server(
+                build, host, port, family=family, reuse_address=True, backlog=1024
+            )
+        except OSError as exc:
+            raise ListenError(f"cannot listen on {addr}: {exc.strerror or exc}") from exc
+        addrs = [sockaddr_to_multiaddr(sock.getsockname()) for sock in server.sockets]
+        return TcpListener(server, addrs)
+
+
+class _Deferred(asyncio.Protocol):
+    """Builds the real protocol once the socket's addresses are known, then steps aside.
+
+    asyncio calls the factory before the transport exists; the connection driver wants
+    both addresses, so this shim creates it in ``connection_made`` and re-points the
+    transport at it (``set_protocol``), leaving no indirection on the data path.
+    """
+
+    def __init__(self, factory: ProtocolFactory, holder: list[asyncio.Protocol] | None) -> None:
+        self._factory = factory
+        self._holder = holder
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        sock = transport.get_extra_info("socket")
+        _tune(sock)
+        local = sockaddr_to_multiaddr(transport.get_extra_info("sockname"))
+        remote = sockaddr_to_multiaddr(transport.get_extra_info("peername"))
+        protocol = self._factory(local, remote)
+        if self._holder is not None:
+            self._holder.append(protocol)
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)

@@ -1,0 +1,226 @@
+"""Two real nodes over loopback TCP: upgrade, streams, identify, ping, perf, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from aiop2p._aio.stream import Stream
+from aiop2p.errors import (
+    DialError,
+    HandshakeTimeoutError,
+    MessageTooLargeError,
+    P2PError,
+    PeerIdMismatchError,
+    ProtocolNotSupportedError,
+    StreamClosedError,
+    StreamResetError,
+)
+from aiop2p.identity import KeyPair
+from aiop2p.multiaddr import Multiaddr
+from aiop2p.node import Node
+from aiop2p.config import NodeConfig
+
+from ..helpers import wait_for
+
+ECHO = "/test/echo/1.0.0"
+
+
+async def echo_handler(stream: Stream) -> None:
+    data = await stream.read_message(1 << 20)
+    await stream.write_message(data)
+
+
+def addr_of(node: Node) -> Multiaddr:
+    return node.listen_addrs[0].with_peer_id(node.peer_id)
+
+
+async def test_dial_establishes_secure_muxed_connection(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    conn = await a.dial(addr_of(b))
+    assert conn.remote_peer == b.peer_id
+    assert a.is_connected(b.peer_id)
+    await wait_for(lambda: b.is_connected(a.peer_id))
+    # A second dial reuses the connection.
+    assert await a.dial(addr_of(b)) is conn
+
+
+async def test_request_response_on_new_streams(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    b.set_stream_handler(ECHO, echo_handler)
+    for i in range(20):
+        stream = await a.new_stream(addr_of(b), ECHO)
+        payload = bytes([i]) * (i * 1000 + 1)
+        await stream.write_message(payload)
+        assert await stream.read_message(1 << 20) == payload
+        await stream.close()
+    # Concurrent requests on one connection.
+    async def one(i: int) -> bytes:
+        stream = await a.new_stream(b.peer_id, ECHO)
+        await stream.write_message(str(i).encode())
+        return await stream.read_message(100)
+
+    results = await asyncio.gather(*(one(i) for i in range(64)))
+    assert results == [str(i).encode() for i in range(64)]
+
+
+async def test_identify_both_ways(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    b.set_stream_handler(ECHO, echo_handler)
+    await a.listen("/ip4/127.0.0.1/tcp/0")
+    conn = await a.dial(addr_of(b))
+    info = await a.identify_peer(conn)
+    assert info.agent_version is not None and info.agent_version.startswith("aiop2p/")
+    assert ECHO in info.protocols and "/ipfs/ping/1.0.0" in info.protocols
+    assert info.addrs == b.listen_addrs
+    await wait_for(lambda: b.is_connected(a.peer_id))
+    back = await b.identify_peer(b.connections_to(a.peer_id)[0])
+    assert back.addrs == a.listen_addrs
+    assert info.observed_addr is not None
+
+
+async def test_identify_push_announces_new_protocol(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    conn = await a.dial(addr_of(b))
+    await a.identify_peer(conn)
+    b.set_stream_handler("/late/1.0.0", echo_handler)
+    await wait_for(lambda: "/late/1.0.0" in a.peer_store.info(b.peer_id).protocols)
+
+
+async def test_ping_and_perf(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    rtts = await a.ping(addr_of(b), count=3)
+    assert len(rtts) == 3 and all(r > 0 for r in rtts)
+    result = await a.perf(addr_of(b), upload=3 << 20, download=5 << 20)
+    assert result.upload_bytes == 3 << 20 and result.download_bytes == 5 << 20
+
+
+async def test_unknown_protocol_is_refused(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    stream = await a.new_stream(addr_of(b), "/nobody/1.0.0")
+    await stream.write(b"hello")
+    with pytest.raises(ProtocolNotSupportedError):
+        await stream.read()
+    with pytest.raises(ProtocolNotSupportedError):
+        await a.new_stream(addr_of(b), ["/nobody/1.0.0", "/nobody/2.0.0"])
+    # The connection still serves other streams.
+    assert len(await a.ping(b.peer_id)) == 1
+
+
+async def test_wrong_peer_id_is_rejected(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    other = KeyPair.generate().peer_id
+    with pytest.raises(PeerIdMismatchError):
+        await a.dial(b.listen_addrs[0].with_peer_id(other))
+    assert len(await a.ping(addr_of(b))) == 1
+
+
+async def test_unreachable_address_raises_dial_error(node_pair: tuple[Node, Node]) -> None:
+    a, _ = node_pair
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DialError):
+        await a.dial(f"/ip4/127.0.0.1/tcp/{port}")
+
+
+async def test_oversized_message_resets_stream(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    errors: list[BaseException] = []
+
+    async def strict(stream: Stream) -> None:
+        try:
+            await stream.read_message(16)
+        except P2PError as exc:
+            errors.append(exc)
+            raise
+
+    b.set_stream_handler("/strict/1.0.0", strict)
+    stream = await a.new_stream(addr_of(b), "/strict/1.0.0")
+    await stream.write_message(b"x" * 100)
+    with pytest.raises(StreamResetError):
+        await stream.read()
+    assert isinstance(errors[0], MessageTooLargeError)
+    assert len(await a.ping(b.peer_id)) == 1
+
+
+async def test_stalled_handshake_times_out_and_node_serves_others() -> None:
+    config = NodeConfig(handshake_timeout=0.3)
+    async with Node(config=config) as b, Node() as a:
+        await b.listen("/ip4/127.0.0.1/tcp/0")
+        target = b.listen_addrs[0]
+        host, port = target.value_for("ip4"), int(target.value_for("tcp") or 0)
+        reader, writer = await asyncio.open_connection(host, port)
+        # Send nothing: the listener must drop us after its handshake timeout.
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""
+        writer.close()
+        assert len(await a.ping(addr_of(b))) == 1
+
+
+async def test_handshake_timeout_on_dial() -> None:
+    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Node(config=NodeConfig(handshake_timeout=0.3)) as a:
+            with pytest.raises(DialError) as info:
+                await a.dial(f"/ip4/127.0.0.1/tcp/{port}")
+            assert isinstance(info.value.__cause__, HandshakeTimeoutError)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_garbage_instead_of_handshake(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    target = b.listen_addrs[0]
+    reader, writer = await asyncio.open_connection("127.0.0.1", int(target.value_for("tcp") or 0))
+    writer.write(b"\x13/multistream/1.0.0\n\x07/noise\n" + b"\xff" * 500)
+    async with asyncio.timeout(5):
+        while await reader.read(4096):
+            pass
+    writer.close()
+    assert len(await a.ping(addr_of(b))) == 1
+
+
+async def test_connection_reset_mid_stream(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    started = asyncio.Event()
+
+    async def slow(stream: Stream) -> None:
+        started.set()
+        await stream.read()
+
+    b.set_stream_handler("/slow/1.0.0", slow)
+    stream = await a.new_stream(addr_of(b), "/slow/1.0.0")
+    await stream.write(b"x")
+    await asyncio.wait_for(started.wait(), 5)
+    conn = stream.connection
+    conn.abort()
+    with pytest.raises(P2PError):
+        await stream.read()
+    await wait_for(lambda: not b.is_connected(a.peer_id))
+    assert len(await a.ping(addr_of(b))) == 1
+
+
+async def test_write_after_close_and_read_to_eof(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    b.set_stream_handler(ECHO, echo_handler)
+    stream = await a.new_stream(addr_of(b), ECHO)
+    await stream.write_message(b"abc")
+    await stream.close()
+    with pytest.raises(StreamClosedError):
+        await stream.write(b"more")
+    assert await stream.read_message(10) == b"abc"
+    assert await stream.read() == b""
+
+
+async def test_ipv6_loopback() -> None:
+    async with Node() as a, Node() as b:
+        try:
+            await b.listen("/ip6/::1/tcp/0")
+        except P2PError as exc:  # pragma: no cover - machine without IPv6
+            pytest.fail(f"IPv6 loopback unavailable: {exc}")
+        assert len(await a.ping(addr_of(b))) == 1

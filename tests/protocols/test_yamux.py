@@ -798,20 +798,19 @@ def test_random_interleaving_preserves_stream_data(data: st.DataObject) -> None:
         op = data.draw(st.sampled_from(["open", "send", "send", "close", "deliver", "ack"]))
         writable = [s for s in sent[side] if s not in closed[side] and s in session.stream_ids]
         if op == "open" and session.open_stream_count < 10:
-            sid = session.open_stream()
-            sent[side][sid] = bytearray()
+            sent[side][session.open_stream()] = bytearray()
         elif op == "send" and writable:
-            sid = data.draw(st.sampled_from(writable))
+            target = data.draw(st.sampled_from(writable))
             size = data.draw(st.integers(1, 200_000))
             counter += 1
-            payload = bytes([counter % 256]) * size
-            count = session.send_data(StreamId(sid), payload)
+            chunk = bytes([counter % 256]) * size
+            count = session.send_data(StreamId(target), chunk)
             assert 0 <= count <= size
-            sent[side][sid].extend(payload[:count])
+            sent[side][target].extend(chunk[:count])
         elif op == "close" and writable:
-            sid = data.draw(st.sampled_from(writable))
-            session.close_stream(StreamId(sid))
-            closed[side].add(sid)
+            target = data.draw(st.sampled_from(writable))
+            session.close_stream(StreamId(target))
+            closed[side].add(target)
         elif op == "deliver":
             pending[side] += sessions[1 - side].data_to_send()
             deliver(side, data.draw(st.none() | st.integers(0, 70_000)))
@@ -830,7 +829,43 @@ def test_random_interleaving_preserves_stream_data(data: st.DataObject) -> None:
     else:
         raise AssertionError("the sessions never went quiet")
     for side in (0, 1):
-        for sid, payload in sent[side].items():
-            assert received[1 - side].get(sid, bytearray()) == payload  # all of it, in order
-            if sid in closed[side]:
-                assert sid in ended[1 - side]
+        for target, queued in sent[side].items():
+            assert received[1 - side].get(target, bytearray()) == queued  # all, in order
+            if target in closed[side]:
+                assert target in ended[1 - side]
+
+
+# -- odds and ends --------------------------------------------------------------------------
+
+
+def test_queries_and_buffer_inputs() -> None:
+    config = YamuxConfig(max_streams=7)
+    client, server = pair(config)
+    assert client.config is config
+    sid = client.open_stream()
+    server.receive_data(bytearray(client.data_to_send()))  # any bytes-like input is accepted
+    assert server.events_received() == [StreamOpened(sid)]
+
+
+def test_stream_ids_exhausted() -> None:
+    client, _server = pair()
+    client._next_id = 2**32 + 1  # as if 2**31 streams had been opened
+    with pytest.raises(LimitExceededError):
+        client.open_stream()
+
+
+def test_remote_reset_memory_is_bounded() -> None:
+    client, server = pair(YamuxConfig(max_streams=1))
+    first = client.open_stream()
+    transfer(client, server)
+    server.reset_stream(first)
+    transfer(server, client)
+    second = client.open_stream()
+    transfer(client, server)
+    server.reset_stream(second)
+    assert transfer(server, client) == [StreamWindowUpdated(second), StreamReset(second)]
+    with pytest.raises(StreamResetError):
+        client.send_data(second, b"x")
+    with pytest.raises(StreamClosedError) as info:
+        client.send_data(first, b"x")  # forgotten: only the newest reset is remembered
+    assert not isinstance(info.value, StreamResetError)

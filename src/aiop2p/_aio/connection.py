@@ -146,6 +146,7 @@ class Connection(asyncio.Protocol):
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._handshake_timer: asyncio.TimerHandle | None = None
         self._flush_scheduled = False
+        self._unflushed = 0
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._error: P2PError | None = None
@@ -521,7 +522,8 @@ class Connection(asyncio.Protocol):
         yamux = self._require_established()
         sent = yamux.send_data(sid, data)
         if sent:
-            if yamux.pending_send_size >= self._config.write_flush_size:
+            self._unflushed += sent
+            if self._unflushed >= self._config.write_flush_size:
                 self._flush()
             else:
                 self._schedule_flush()
@@ -560,6 +562,7 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> None:
         self._flush_scheduled = False
+        self._unflushed = 0
         yamux = self._yamux
         transport = self._transport
         if yamux is None or transport is None or self._stage is not _Stage.ESTABLISHED:

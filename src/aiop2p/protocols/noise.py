@@ -49,11 +49,15 @@ __all__ = [
     "MAX_NOISE_FRAME_SIZE",
     "MAX_PLAINTEXT_SIZE",
     "NOISE_PROTOCOL_ID",
+    "PROTOCOL_NAME",
+    "SIGNATURE_PREFIX",
     "HandshakeCompleted",
     "HandshakeFailed",
     "NoiseEvent",
     "NoiseHandshake",
     "NoiseTransport",
+    "decode_handshake_payload",
+    "encode_handshake_payload",
 ]
 
 NOISE_PROTOCOL_ID: Final = "/noise"
@@ -69,10 +73,10 @@ _DH_LEN: Final = 32
 _TAG_LEN: Final = 16
 _MAX_NONCE: Final = 2**64 - 1
 """Noise reserves nonce 2**64 - 1; a cipher that reaches it is exhausted."""
-_SEND_NONCE_EXHAUSTED: Final = "noise send nonce exhausted: the connection must be closed"
 _SHA256: Final = hashes.SHA256()
 _pack_length = struct.Struct(">H").pack
 _unpack_length = struct.Struct(">H").unpack_from
+_pack_length_into = struct.Struct(">H").pack_into
 _pack_nonce = struct.Struct("<4xQ").pack  # 4 zero bytes + 64-bit little-endian counter
 
 
@@ -407,13 +411,16 @@ class NoiseTransport:
         "_buffer",
         "_decrypt",
         "_encrypt",
+        "_encrypt_into",
         "_handshake_hash",
         "_recv_nonce",
         "_send_nonce",
     )
 
     def __init__(self, send_key: bytes, receive_key: bytes, *, handshake_hash: bytes) -> None:
-        self._encrypt = ChaCha20Poly1305(send_key).encrypt
+        send_cipher = ChaCha20Poly1305(send_key)
+        self._encrypt = send_cipher.encrypt
+        self._encrypt_into = send_cipher.encrypt_into
         self._decrypt = ChaCha20Poly1305(receive_key).decrypt
         self._send_nonce = 0
         self._recv_nonce = 0
@@ -431,13 +438,19 @@ class NoiseTransport:
         """Bytes of an incomplete received frame currently held."""
         return len(self._buffer)
 
+    def _reserve_nonces(self, count: int) -> int:
+        """The first of ``count`` consecutive send nonces; refuses to reach ``2**64 - 1``."""
+        nonce = self._send_nonce
+        if nonce + count > _MAX_NONCE:
+            raise LimitExceededError("noise send nonce exhausted: the connection must be closed")
+        self._send_nonce = nonce + count
+        return nonce
+
     def encrypt_frames(self, plaintext: bytes | bytearray | memoryview) -> list[bytes]:
         """Encrypt into frames of at most :data:`MAX_PLAINTEXT_SIZE` plaintext bytes each."""
         view = memoryview(plaintext).cast("B")
         total = len(view)
-        nonce = self._send_nonce
-        if nonce + (total + MAX_PLAINTEXT_SIZE - 1) // MAX_PLAINTEXT_SIZE > _MAX_NONCE:
-            raise LimitExceededError(_SEND_NONCE_EXHAUSTED)
+        nonce = self._reserve_nonces(-(-total // MAX_PLAINTEXT_SIZE))
         encrypt = self._encrypt
         frames = []
         for start in range(0, total, MAX_PLAINTEXT_SIZE):
@@ -446,26 +459,35 @@ class NoiseTransport:
                 _pack_length(len(chunk) + _TAG_LEN) + encrypt(_pack_nonce(nonce), chunk, None)
             )
             nonce += 1
-        self._send_nonce = nonce
         return frames
 
     def encrypt(self, plaintext: bytes | bytearray | memoryview) -> bytes:
         """Encrypt and frame ``plaintext``; the frames concatenated (``b""`` for no data)."""
         if type(plaintext) is memoryview:
             plaintext = plaintext.cast("B")
-        if len(plaintext) <= MAX_PLAINTEXT_SIZE:
-            if not plaintext:
+        total = len(plaintext)
+        if total <= MAX_PLAINTEXT_SIZE:
+            if not total:
                 return b""
-            nonce = self._send_nonce
-            if nonce >= _MAX_NONCE:
-                raise LimitExceededError(
-                    "noise send nonce exhausted: the connection must be closed"
-                )
-            self._send_nonce = nonce + 1
-            return _pack_length(len(plaintext) + _TAG_LEN) + self._encrypt(
+            nonce = self._reserve_nonces(1)
+            return _pack_length(total + _TAG_LEN) + self._encrypt(
                 _pack_nonce(nonce), plaintext, None
             )
-        return b"".join(self.encrypt_frames(plaintext))
+        # Several frames: seal each straight into one buffer, then copy it out once.
+        count = -(-total // MAX_PLAINTEXT_SIZE)
+        nonce = self._reserve_nonces(count)
+        out = bytearray(total + count * (2 + _TAG_LEN))
+        encrypt_into = self._encrypt_into
+        pos = 0
+        with memoryview(plaintext) as view, memoryview(out) as target:
+            for start in range(0, total, MAX_PLAINTEXT_SIZE):
+                chunk = view[start : start + MAX_PLAINTEXT_SIZE]
+                sealed = len(chunk) + _TAG_LEN
+                _pack_length_into(out, pos, sealed)
+                encrypt_into(_pack_nonce(nonce), chunk, None, target[pos + 2 : pos + 2 + sealed])
+                nonce += 1
+                pos += 2 + sealed
+        return bytes(out)
 
     def decrypt(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Plaintexts of every frame completed by ``data``; a partial frame is kept.
@@ -475,7 +497,11 @@ class NoiseTransport:
         """
         if self._broken:
             raise DecryptionError("noise transport already failed")
-        view = memoryview(data).cast("B")
+        # Released on every exit, so the caller may reuse or resize its buffer at once.
+        with memoryview(data) as raw, raw.cast("B") as view:
+            return self._decrypt_view(view)
+
+    def _decrypt_view(self, view: memoryview) -> list[bytes]:
         end = len(view)
         pos = 0
         out: list[bytes] = []

@@ -406,14 +406,16 @@ class YamuxSession:
 
     @property
     def go_away_sent(self) -> int | None:
+        """The code of the GoAway we sent, or None."""
         return self._local_go_away
 
     @property
     def go_away_received(self) -> int | None:
+        """The code of the GoAway the peer sent, or None."""
         return self._remote_go_away
 
     def send_window(self, stream_id: StreamId) -> int:
-        """Bytes ``send_data`` would accept now on this stream."""
+        """Bytes ``send_data`` would accept now; raises like ``send_data`` for a dead stream."""
         return self._live_stream(stream_id).send_window
 
     # -- commands ---------------------------------------------------------------------------
@@ -575,7 +577,7 @@ class YamuxSession:
             error = ConnectionClosedError("connection closed without a yamux GoAway")
         self._terminate(error)
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Parse bytes from the peer; never raises for anything the peer sends."""
         if self._terminated:
             return

@@ -177,7 +177,8 @@ async def test_garbage_instead_of_handshake(node_pair: tuple[Node, Node]) -> Non
     a, b = node_pair
     target = b.listen_addrs[0]
     reader, writer = await asyncio.open_connection("127.0.0.1", int(target.value_for("tcp") or 0))
-    writer.write(b"\x13/multistream/1.0.0\n\x07/noise\n" + b"\xff" * 500)
+    # A Noise message 1 too short to hold an ephemeral key.
+    writer.write(b"\x13/multistream/1.0.0\n\x07/noise\n\x00\x05hello")
     async with asyncio.timeout(5):
         while await reader.read(4096):
             pass

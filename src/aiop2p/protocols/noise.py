@@ -35,10 +35,12 @@ from .._wire.protobuf import decode_fields, encode_bytes_field
 from ..errors import (
     DecryptionError,
     HandshakeError,
+    InvalidArgumentError,
     InvalidKeyError,
     InvalidSignatureError,
     InvalidStateError,
     LimitExceededError,
+    MessageTooLargeError,
     P2PError,
     PeerIdMismatchError,
     RemoteProtocolError,
@@ -159,7 +161,8 @@ class NoiseHandshake:
 
     ``static_key`` may be per session or shared by all sessions of a node;
     ``ephemeral_key`` must be fresh for every handshake.  The initiator queues message 1
-    at construction.  ``expected_peer`` (normally given by the dialler) is checked
+    at construction.  Message 1 carries no libp2p payload, so a responder refuses one
+    longer than ``max_first_message_size`` as soon as its length prefix arrives.  ``expected_peer`` (normally given by the dialler) is checked
     against the identity the remote proves.
     """
 
@@ -181,6 +184,7 @@ class NoiseHandshake:
         "_s",
         "_s_public",
         "_step",
+        "max_first_message_size",
     )
 
     def __init__(
@@ -191,7 +195,12 @@ class NoiseHandshake:
         static_key: X25519PrivateKey,
         ephemeral_key: X25519PrivateKey,
         expected_peer: PeerId | None = None,
+        max_first_message_size: int = 1024,
     ) -> None:
+        if max_first_message_size < _DH_LEN:
+            raise InvalidArgumentError("max_first_message_size must be at least 32 bytes")
+        self.max_first_message_size = max_first_message_size
+        """Largest message 1 a responder accepts, bytes (libp2p peers send exactly 32)."""
         self._initiator = initiator
         self._s = static_key
         self._s_public = _public_bytes(static_key)
@@ -315,6 +324,9 @@ class NoiseHandshake:
         buffer = self._buffer
         while not self._done and len(buffer) >= 2:
             (length,) = _unpack_length(buffer)
+            if self._step == 0 and length > self.max_first_message_size:
+                # Fail at once instead of waiting for up to 64 KiB of what is likely garbage.
+                raise MessageTooLargeError(length, self.max_first_message_size, "noise message 1")
             end = 2 + length
             if len(buffer) < end:
                 return

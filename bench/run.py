@@ -1,0 +1,615 @@
+"""aiop2p vs js-libp2p, side by side: dial, echo latency/throughput, perf, memory per connection.
+
+For each implementation a server peer and a client peer run as separate processes
+(``bench/aiop2p_peer.py`` and ``tests/interop/js/peer.mjs``, which speak the same JSON-lines
+command protocol); the client is told to measure against the server. Implementations are
+interleaved per figure so that machine noise hits both alike. See ``bench/README.md``.
+
+    .venv/bin/python bench/run.py [--quick] [--repeat N] [--only aiop2p|js] [--json|--markdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+AIOP2P_PEER = REPO / "bench" / "aiop2p_peer.py"
+JS_PEER = REPO / "tests" / "interop" / "js" / "peer.mjs"
+IMPLS = ("aiop2p", "js")
+MIB = 1024 * 1024
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+DEFAULT_COMMAND_TIMEOUT_S = 600.0
+MAX_REPLY_LINE_BYTES = 16 * MIB  # bench_dial replies carry every sample
+STDERR_TAIL_LINES = 20
+MAX_REPEAT = 50
+
+
+class BenchError(Exception):
+    """A command failed, timed out, or its peer died."""
+
+
+class PeerDiedError(BenchError):
+    pass
+
+
+# ---- peer processes -------------------------------------------------------------------------
+
+
+def peer_argv(impl: str) -> list[str]:
+    if impl == "aiop2p":
+        venv_python = REPO / ".venv" / "bin" / "python"
+        python = str(venv_python) if venv_python.exists() else sys.executable
+        return [python, str(AIOP2P_PEER)]
+    node = shutil.which("node")
+    if node is None:
+        raise BenchError("node is not on PATH (needed for the js-libp2p peer)")
+    return [node, str(JS_PEER)]
+
+
+class PeerProcess:
+    """One peer process; commands are matched to replies by id."""
+
+    def __init__(self, impl: str, role: str, log_dir: Path) -> None:
+        self.name = f"{impl} {role}"
+        self.impl = impl
+        self.log_path = log_dir / f"{impl}-{role}.stderr"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.peer_id = ""
+        self.addrs: list[str] = []
+        self._next_id = 0
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ready: asyncio.Future[dict[str, Any]] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._dead: PeerDiedError | None = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._ready = loop.create_future()
+        with open(self.log_path, "wb") as log_file:
+            self.proc = await asyncio.create_subprocess_exec(
+                *peer_argv(self.impl),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log_file,
+                cwd=REPO,
+                limit=MAX_REPLY_LINE_BYTES,
+            )
+        self._reader = asyncio.create_task(self._read_loop())
+        try:
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                ready = await asyncio.shield(self._ready)
+        except TimeoutError:
+            raise BenchError(f"{self.name}: not ready after {READY_TIMEOUT_S:.0f} s") from None
+        self.peer_id = ready["peerId"]
+        self.addrs = list(ready["addrs"])
+        if not self.addrs:
+            raise BenchError(f"{self.name}: ready without listen addresses")
+
+    def stderr_tail(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return "\n".join(lines[-STDERR_TAIL_LINES:])
+
+    async def _read_loop(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        stdout = self.proc.stdout
+        try:
+            while line := await stdout.readline():
+                try:
+                    msg = json.loads(line)
+                except ValueError:
+                    continue
+                if msg.get("event") == "ready":
+                    if self._ready is not None and not self._ready.done():
+                        self._ready.set_result(msg)
+                    continue
+                fut = self._pending.pop(msg.get("id", -1), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+        except (ValueError, OSError) as exc:  # an over-long line or a broken pipe
+            sys.stderr.write(f"{self.name}: stdout unreadable: {exc}\n")
+        code = await self.proc.wait()
+        tail = self.stderr_tail()
+        self._dead = PeerDiedError(
+            f"{self.name} (pid {self.proc.pid}) exited with code {code}"
+            + (f"; last stderr lines:\n{tail}" if tail else " (no stderr output)")
+        )
+        for fut in [self._ready, *self._pending.values()]:
+            if fut is not None and not fut.done():
+                fut.set_exception(self._dead)
+                fut.exception()
+        self._pending.clear()
+
+    @property
+    def alive(self) -> bool:
+        return self._dead is None and self.proc is not None and self.proc.returncode is None
+
+    async def call(self, cmd: str, timeout_s: float, **fields: Any) -> dict[str, Any]:
+        """Send one command; return its reply fields or raise :class:`BenchError`."""
+        if self._dead is not None:
+            raise self._dead
+        assert self.proc is not None and self.proc.stdin is not None
+        self._next_id += 1
+        cid = self._next_id
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[cid] = fut
+        try:
+            self.proc.stdin.write((json.dumps({"id": cid, "cmd": cmd, **fields}) + "\n").encode())
+            await self.proc.stdin.drain()
+            async with asyncio.timeout(timeout_s):
+                reply = await fut
+        except TimeoutError:
+            raise BenchError(f"{self.name}: {cmd} did not answer within {timeout_s:.0f} s") from None
+        except (BrokenPipeError, ConnectionResetError):
+            await asyncio.sleep(0)  # let the reader record the exit
+            raise self._dead or PeerDiedError(f"{self.name}: stdin closed") from None
+        finally:
+            self._pending.pop(cid, None)
+        if not reply.get("ok"):
+            raise BenchError(f"{self.name}: {cmd} failed: {reply.get('error')}")
+        return reply
+
+    async def stop(self) -> None:
+        """Ask the peer to quit; kill it if it does not exit in time."""
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            if proc.returncode is None and self._dead is None:
+                with contextlib.suppress(BenchError):
+                    await self.call("quit", STOP_TIMEOUT_S)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(STOP_TIMEOUT_S):
+                        await proc.wait()
+        finally:
+            self.kill()
+            if self._reader is not None:
+                with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                    async with asyncio.timeout(STOP_TIMEOUT_S):
+                        await self._reader
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+
+@dataclass
+class Pair:
+    impl: str
+    server: PeerProcess
+    client: PeerProcess
+
+    @property
+    def target(self) -> str:
+        return self.server.addrs[0]
+
+    @property
+    def alive(self) -> bool:
+        return self.server.alive and self.client.alive
+
+
+# ---- benchmarks -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    dial_count: int
+    dial_warmup: int
+    echo_count: int
+    echo_warmup: int
+    echo_size_bytes: int
+    echo_concurrency: int
+    perf_bytes: int
+    perf_warmup_bytes: int
+    conns_count: int
+    command_timeout_s: float
+
+
+FULL = Settings(50, 20, 1000, 2000, 64, 32, 256 * MIB, 128 * MIB, 1000, DEFAULT_COMMAND_TIMEOUT_S)
+QUICK = Settings(10, 5, 200, 200, 64, 32, 16 * MIB, 8 * MIB, 100, 120.0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    better: str  # "lower" or "higher"
+
+
+METRICS = [
+    Metric("dial_median_ms", "dial + handshake, median", "ms", "lower"),
+    Metric("dial_p90_ms", "dial + handshake, p90", "ms", "lower"),
+    Metric("echo1_req_per_s", "echo sequential", "req/s", "higher"),
+    Metric("echo1_p50_ms", "echo sequential p50", "ms", "lower"),
+    Metric("echo1_p99_ms", "echo sequential p99", "ms", "lower"),
+    Metric("echoN_req_per_s", "echo in flight", "req/s", "higher"),
+    Metric("echoN_p50_ms", "echo in flight p50", "ms", "lower"),
+    Metric("echoN_p99_ms", "echo in flight p99", "ms", "lower"),
+    Metric("upload_mib_s", "perf upload", "MiB/s", "higher"),
+    Metric("download_mib_s", "perf download", "MiB/s", "higher"),
+    Metric("client_bytes_per_conn", "memory per idle conn, client", "KiB", "lower"),
+    Metric("server_bytes_per_conn", "memory per idle conn, server", "KiB", "lower"),
+]
+METRIC_BY_KEY = {m.key: m for m in METRICS}
+
+
+@dataclass(frozen=True)
+class Target:
+    key: str
+    text: str
+    op: str  # "<=" or ">="
+    ratio: float
+
+
+TARGETS = [
+    Target("dial_median_ms", "dial time <= 0.5x js", "<=", 0.5),
+    Target("echo1_req_per_s", "sequential req/s >= 2x js", ">=", 2.0),
+    Target("echoN_req_per_s", "in-flight req/s >= 2x js", ">=", 2.0),
+    Target("upload_mib_s", "perf upload >= 1.0x js", ">=", 1.0),
+    Target("download_mib_s", "perf download >= 1.0x js", ">=", 1.0),
+]
+
+Figures = dict[str, float]
+
+
+async def bench_dial(pair: Pair, s: Settings) -> Figures:
+    r = await pair.client.call(
+        "bench_dial", s.command_timeout_s, addr=pair.target, count=s.dial_count,
+        warmup=s.dial_warmup,
+    )
+    if len(r["samples_ms"]) != s.dial_count:
+        raise BenchError(f"{pair.impl}: bench_dial returned {len(r['samples_ms'])} samples")
+    return {"dial_median_ms": r["median_ms"], "dial_p90_ms": r["p90_ms"]}
+
+
+async def _echo(pair: Pair, s: Settings, concurrency: int, prefix: str) -> Figures:
+    r = await pair.client.call(
+        "bench_echo", s.command_timeout_s, addr=pair.target, count=s.echo_count,
+        concurrency=concurrency, size=s.echo_size_bytes, warmup=s.echo_warmup,
+    )
+    return {
+        f"{prefix}_req_per_s": r["req_per_s"],
+        f"{prefix}_p50_ms": r["p50_ms"],
+        f"{prefix}_p99_ms": r["p99_ms"],
+    }
+
+
+async def bench_echo_sequential(pair: Pair, s: Settings) -> Figures:
+    return await _echo(pair, s, 1, "echo1")
+
+
+async def bench_echo_concurrent(pair: Pair, s: Settings) -> Figures:
+    return await _echo(pair, s, s.echo_concurrency, "echoN")
+
+
+async def _perf(pair: Pair, s: Settings, upload: int, download: int) -> dict[str, Any]:
+    r = await pair.client.call(
+        "perf", s.command_timeout_s, addr=pair.target, upload=upload, download=download,
+        warmup_bytes=s.perf_warmup_bytes,
+    )
+    if r["upload_bytes"] != upload or r["download_bytes"] != download:
+        raise BenchError(f"{pair.impl}: perf moved {r['upload_bytes']}/{r['download_bytes']} B")
+    return r
+
+
+async def bench_perf_upload(pair: Pair, s: Settings) -> Figures:
+    r = await _perf(pair, s, s.perf_bytes, 0)
+    return {"upload_mib_s": s.perf_bytes / MIB / r["upload_seconds"]}
+
+
+async def bench_perf_download(pair: Pair, s: Settings) -> Figures:
+    r = await _perf(pair, s, 0, s.perf_bytes)
+    return {"download_mib_s": s.perf_bytes / MIB / r["download_seconds"]}
+
+
+async def bench_conns(pair: Pair, s: Settings) -> Figures:
+    t = s.command_timeout_s
+    before = await pair.server.call("rss", t, gc=True)
+    try:
+        r = await pair.client.call("bench_conns", t, addr=pair.target, count=s.conns_count)
+        if r.get("error") or r["opened"] != s.conns_count:
+            raise BenchError(
+                f"{pair.impl}: bench_conns opened {r['opened']}/{s.conns_count}: {r.get('error')}"
+            )
+        after = await pair.server.call("rss", t, gc=True)
+        held = await pair.server.call("connections", t)
+        if held["connections"] < s.conns_count:
+            raise BenchError(
+                f"{pair.impl}: the server holds {held['connections']} connections, "
+                f"expected at least {s.conns_count}"
+            )
+    finally:
+        if pair.client.alive:
+            await pair.client.call("close_all", t)
+    return {
+        "client_bytes_per_conn": r["per_conn_bytes"],
+        "server_bytes_per_conn": (after["rss"] - before["rss"]) / s.conns_count,
+    }
+
+
+# Memory last: it leaves the processes' heaps grown.
+BENCHES: list[tuple[str, Callable[[Pair, Settings], Awaitable[Figures]]]] = [
+    ("dial", bench_dial),
+    ("echo sequential", bench_echo_sequential),
+    ("echo in flight", bench_echo_concurrent),
+    ("perf upload", bench_perf_upload),
+    ("perf download", bench_perf_download),
+    ("memory per connection", bench_conns),
+]
+
+
+# ---- running --------------------------------------------------------------------------------
+
+
+def progress(text: str) -> None:
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+async def start_pair(impl: str, log_dir: Path, started: list[PeerProcess]) -> Pair:
+    """Start a server and a client; both are added to ``started`` first, so they get stopped."""
+    server = PeerProcess(impl, "server", log_dir)
+    client = PeerProcess(impl, "client", log_dir)
+    started += [server, client]
+    await asyncio.gather(server.start(), client.start())
+    return Pair(impl, server, client)
+
+
+async def run_repeat(
+    rep: int, impls: list[str], s: Settings, log_dir: Path,
+    samples: dict[str, dict[str, list[float]]], errors: list[str],
+) -> None:
+    started: list[PeerProcess] = []
+    pairs: dict[str, Pair] = {}
+    try:
+        for impl in impls:
+            try:
+                pairs[impl] = await start_pair(impl, log_dir, started)
+            except BenchError as exc:
+                errors.append(f"repeat {rep + 1}: {impl}: start failed: {exc}")
+                progress(f"!! {errors[-1]}")
+        for name, bench in BENCHES:
+            for impl, pair in pairs.items():
+                if not pair.alive:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    figures = await bench(pair, s)
+                except BenchError as exc:
+                    errors.append(f"repeat {rep + 1}: {name}: {exc}")
+                    progress(f"!! {errors[-1]}")
+                    if "did not answer" in str(exc) or not pair.alive:
+                        # a stuck or dead pair is not trusted for the rest of this repeat
+                        pair.server.kill()
+                        pair.client.kill()
+                    continue
+                for key, value in figures.items():
+                    samples[impl][key].append(value)
+                shown = ", ".join(f"{k}={format_value(k, v)}" for k, v in figures.items())
+                progress(
+                    f"[{rep + 1}] {name:<22} {impl:<6} {shown} ({time.perf_counter() - t0:.1f} s)"
+                )
+    finally:
+        await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
+        for p in started:
+            p.kill()
+
+
+async def run_all(
+    impls: list[str], s: Settings, repeat: int
+) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
+    """Run every benchmark ``repeat`` times; return the samples per impl and metric, and errors.
+
+    Each repeat starts fresh processes (the memory figure needs unused heaps); within a
+    repeat the implementations alternate for every figure.
+    """
+    samples: dict[str, dict[str, list[float]]] = {i: {m.key: [] for m in METRICS} for i in impls}
+    errors: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="aiop2p-bench-") as tmp:
+        for rep in range(repeat):
+            await run_repeat(rep, impls, s, Path(tmp), samples, errors)
+    return samples, errors
+
+
+# ---- reporting ------------------------------------------------------------------------------
+
+
+def format_value(key: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    unit = METRIC_BY_KEY[key].unit
+    if unit == "KiB":
+        return f"{value / 1024:.1f}"
+    if unit == "ms":
+        return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+    return f"{value:.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def ratio_of(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b is not None and b > 0 else None
+
+
+def summarise(
+    impls: list[str], samples: dict[str, dict[str, list[float]]]
+) -> list[dict[str, Any]]:
+    rows = []
+    for m in METRICS:
+        medians = {i: median(samples[i][m.key]) for i in impls}
+        rows.append({
+            "key": m.key, "label": m.label, "unit": m.unit, "better": m.better,
+            "median": medians,
+            "ratio_aiop2p_js": ratio_of(medians.get("aiop2p"), medians.get("js")),
+        })
+    return rows
+
+
+def evaluate_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_key = {r["key"]: r for r in rows}
+    out = []
+    for t in TARGETS:
+        ratio = by_key[t.key]["ratio_aiop2p_js"]
+        met = None if ratio is None else (ratio <= t.ratio if t.op == "<=" else ratio >= t.ratio)
+        out.append({"key": t.key, "target": t.text, "ratio": ratio, "met": met})
+    return out
+
+
+def status_text(met: bool | None) -> str:
+    return "n/a" if met is None else ("met" if met else "MISSED")
+
+
+def environment() -> dict[str, Any]:
+    node_version = None
+    node = shutil.which("node")
+    if node is not None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            node_version = subprocess.run(
+                [node, "--version"], capture_output=True, text=True, timeout=10, check=False
+            ).stdout.strip()
+    return {
+        "python": platform.python_version(),
+        "node": node_version,
+        "cpus": os.cpu_count(),
+        "platform": platform.platform(),
+    }
+
+
+def settings_text(s: Settings, repeat: int) -> str:
+    return (
+        f"dial: median of {s.dial_count} fresh connections ({s.dial_warmup} warm-up); "
+        f"echo: {s.echo_count} x {s.echo_size_bytes} B requests, a new stream each "
+        f"({s.echo_warmup} warm-up), in flight = {s.echo_concurrency}; "
+        f"perf: {s.perf_bytes // MIB} MiB each way ({s.perf_warmup_bytes // MIB} MiB warm-up); "
+        f"memory: RSS delta over {s.conns_count} idle connections; "
+        f"median of {repeat} run(s)"
+    )
+
+
+def print_text(
+    impls: list[str], rows: list[dict[str, Any]], targets: list[dict[str, Any]],
+    s: Settings, repeat: int, env: dict[str, Any],
+) -> None:
+    both = len(impls) == 2
+    print(f"# {settings_text(s, repeat)}")
+    print(f"# python {env['python']}, node {env['node']}, {env['cpus']} CPUs, {env['platform']}")
+    header = f"{'figure':<30} {'unit':<6}" + "".join(f"{i:>10}" for i in impls)
+    if both:
+        header += f"{'aiop2p/js':>11}  better"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        line = f"{r['label']:<30} {r['unit']:<6}" + "".join(
+            f"{format_value(r['key'], r['median'][i]):>10}" for i in impls
+        )
+        if both:
+            ratio = r["ratio_aiop2p_js"]
+            line += f"{'-' if ratio is None else f'{ratio:.2f}x':>11}  {r['better']}"
+        print(line)
+    if both:
+        print("
+targets (aiop2p/js ratio)")
+        for t in targets:
+            ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+            print(f"  {t['target']:<30} {ratio:>8}  {status_text(t['met'])}")
+
+
+def print_markdown(
+    impls: list[str], rows: list[dict[str, Any]], targets: list[dict[str, Any]],
+    s: Settings, repeat: int, env: dict[str, Any],
+) -> None:
+    both = len(impls) == 2
+    print(f"{settings_text(s, repeat)}.
+")
+    print(f"Python {env['python']}, Node {env['node']}, {env['cpus']} CPUs, {env['platform']}.
+")
+    cols = ["figure", "unit", *impls] + (["aiop2p/js", "better"] if both else [])
+    print("| " + " | ".join(cols) + " |")
+    print("|" + "|".join("---" if c in ("figure", "unit", "better") else "---:" for c in cols) + "|")
+    for r in rows:
+        cells = [r["label"], r["unit"], *(format_value(r["key"], r["median"][i]) for i in impls)]
+        if both:
+            ratio = r["ratio_aiop2p_js"]
+            cells += ["-" if ratio is None else f"{ratio:.2f}x", r["better"]]
+        print("| " + " | ".join(cells) + " |")
+    if both:
+        print("
+| target | aiop2p/js | status |
+|---|---:|---|")
+        for t in targets:
+            ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
+            print(f"| {t['target']} | {ratio} | {status_text(t['met'])} |")
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="aiop2p vs js-libp2p benchmark")
+    parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument("--only", choices=IMPLS, help="run one implementation only")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run everything N times and report medians (default 1)")
+    out = parser.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--markdown", action="store_true", help="a table for bench/RESULTS.md")
+    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                        help="per-command timeout (default 600, 120 with --quick)")
+    args = parser.parse_args(argv)
+    if not 1 <= args.repeat <= MAX_REPEAT:
+        parser.error(f"--repeat must be in [1, {MAX_REPEAT}]")
+    if args.timeout is not None and args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    impls = [args.only] if args.only else list(IMPLS)
+    s = QUICK if args.quick else FULL
+    if args.timeout is not None:
+        s = Settings(**{**asdict(s), "command_timeout_s": args.timeout})
+    env = environment()
+    samples, errors = asyncio.run(run_all(impls, s, args.repeat))
+    rows = summarise(impls, samples)
+    targets = evaluate_targets(rows) if len(impls) == 2 else []
+    if args.json:
+        print(json.dumps({
+            "settings": asdict(s), "repeat": args.repeat, "implementations": impls,
+            "environment": env, "samples": samples, "figures": rows, "targets": targets,
+            "errors": errors,
+        }, indent=2))
+    elif args.markdown:
+        print_markdown(impls, rows, targets, s, args.repeat, env)
+    else:
+        print_text(impls, rows, targets, s, args.repeat, env)
+    if errors:
+        progress(f"\n{len(errors)} error(s):")
+        for e in errors:
+            progress(f"  {e}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

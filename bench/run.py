@@ -82,15 +82,18 @@ class PeerProcess:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
-        with open(self.log_path, "wb") as log_file:
+        log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
             self.proc = await asyncio.create_subprocess_exec(
                 *peer_argv(self.impl),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
-                stderr=log_file,
+                stderr=log_fd,
                 cwd=REPO,
                 limit=MAX_REPLY_LINE_BYTES,
             )
+        finally:
+            os.close(log_fd)
         self._reader = asyncio.create_task(self._read_loop())
         try:
             async with asyncio.timeout(READY_TIMEOUT_S):
@@ -158,7 +161,9 @@ class PeerProcess:
             async with asyncio.timeout(timeout_s):
                 reply = await fut
         except TimeoutError:
-            raise BenchError(f"{self.name}: {cmd} did not answer within {timeout_s:.0f} s") from None
+            raise BenchError(
+                f"{self.name}: {cmd} did not answer within {timeout_s:.0f} s"
+            ) from None
         except (BrokenPipeError, ConnectionResetError):
             await asyncio.sleep(0)  # let the reader record the exit
             raise self._dead or PeerDiedError(f"{self.name}: stdin closed") from None
@@ -222,11 +227,13 @@ class Settings:
     perf_bytes: int
     perf_warmup_bytes: int
     conns_count: int
+    conns_warmup: int
     command_timeout_s: float
 
 
-FULL = Settings(50, 20, 1000, 2000, 64, 32, 256 * MIB, 128 * MIB, 1000, DEFAULT_COMMAND_TIMEOUT_S)
-QUICK = Settings(10, 5, 200, 200, 64, 32, 16 * MIB, 8 * MIB, 100, 120.0)
+FULL = Settings(50, 20, 1000, 2000, 64, 32, 256 * MIB, 128 * MIB, 1000, 50,
+                DEFAULT_COMMAND_TIMEOUT_S)
+QUICK = Settings(10, 5, 200, 200, 64, 32, 16 * MIB, 8 * MIB, 100, 20, 120.0)
 
 
 @dataclass(frozen=True)
@@ -325,6 +332,10 @@ async def bench_perf_download(pair: Pair, s: Settings) -> Figures:
 
 async def bench_conns(pair: Pair, s: Settings) -> Figures:
     t = s.command_timeout_s
+    # A few dials first so that one-time costs (code loading, JIT, caches) stay out of the delta.
+    await pair.client.call(
+        "bench_dial", t, addr=pair.target, count=s.conns_warmup, warmup=0
+    )
     before = await pair.server.call("rss", t, gc=True)
     try:
         r = await pair.client.call("bench_conns", t, addr=pair.target, count=s.conns_count)
@@ -348,13 +359,19 @@ async def bench_conns(pair: Pair, s: Settings) -> Figures:
     }
 
 
-# Memory last: it leaves the processes' heaps grown.
-BENCHES: list[tuple[str, Callable[[Pair, Settings], Awaitable[Figures]]]] = [
+Bench = Callable[[Pair, Settings], Awaitable[Figures]]
+
+# Run on one pair of processes per implementation, interleaved per figure.
+SHARED_BENCHES: list[tuple[str, Bench]] = [
     ("dial", bench_dial),
     ("echo sequential", bench_echo_sequential),
     ("echo in flight", bench_echo_concurrent),
     ("perf upload", bench_perf_upload),
     ("perf download", bench_perf_download),
+]
+# Run on fresh processes: heap freed by earlier figures would absorb the new connections and
+# understate the RSS growth.
+FRESH_BENCHES: list[tuple[str, Bench]] = [
     ("memory per connection", bench_conns),
 ]
 
@@ -376,44 +393,58 @@ async def start_pair(impl: str, log_dir: Path, started: list[PeerProcess]) -> Pa
     return Pair(impl, server, client)
 
 
-async def run_repeat(
-    rep: int, impls: list[str], s: Settings, log_dir: Path,
-    samples: dict[str, dict[str, list[float]]], errors: list[str],
-) -> None:
-    started: list[PeerProcess] = []
-    pairs: dict[str, Pair] = {}
-    try:
-        for impl in impls:
-            try:
-                pairs[impl] = await start_pair(impl, log_dir, started)
-            except BenchError as exc:
-                errors.append(f"repeat {rep + 1}: {impl}: start failed: {exc}")
-                progress(f"!! {errors[-1]}")
-        for name, bench in BENCHES:
-            for impl, pair in pairs.items():
-                if not pair.alive:
-                    continue
-                t0 = time.perf_counter()
+class Runner:
+    """Collects samples and errors over all repeats."""
+
+    def __init__(self, impls: list[str], s: Settings, log_dir: Path) -> None:
+        self.impls = impls
+        self.s = s
+        self.log_dir = log_dir
+        self.samples: dict[str, dict[str, list[float]]] = {
+            i: {m.key: [] for m in METRICS} for i in impls
+        }
+        self.errors: list[str] = []
+
+    def error(self, text: str) -> None:
+        self.errors.append(text)
+        progress(f"!! {text}")
+
+    async def run_benches(self, rep: int, benches: list[tuple[str, Bench]]) -> None:
+        """Start a pair per implementation, run ``benches`` interleaved, stop every process."""
+        started: list[PeerProcess] = []
+        pairs: dict[str, Pair] = {}
+        try:
+            for impl in self.impls:
                 try:
-                    figures = await bench(pair, s)
+                    pairs[impl] = await start_pair(impl, self.log_dir, started)
                 except BenchError as exc:
-                    errors.append(f"repeat {rep + 1}: {name}: {exc}")
-                    progress(f"!! {errors[-1]}")
-                    if "did not answer" in str(exc) or not pair.alive:
-                        # a stuck or dead pair is not trusted for the rest of this repeat
-                        pair.server.kill()
-                        pair.client.kill()
-                    continue
-                for key, value in figures.items():
-                    samples[impl][key].append(value)
-                shown = ", ".join(f"{k}={format_value(k, v)}" for k, v in figures.items())
-                progress(
-                    f"[{rep + 1}] {name:<22} {impl:<6} {shown} ({time.perf_counter() - t0:.1f} s)"
-                )
-    finally:
-        await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
-        for p in started:
-            p.kill()
+                    self.error(f"repeat {rep + 1}: {impl}: start failed: {exc}")
+            for name, bench in benches:
+                for pair in pairs.values():
+                    if pair.alive:
+                        await self.run_one(rep, name, bench, pair)
+        finally:
+            await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
+            for p in started:
+                p.kill()
+
+    async def run_one(self, rep: int, name: str, bench: Bench, pair: Pair) -> None:
+        t0 = time.perf_counter()
+        try:
+            figures = await bench(pair, self.s)
+        except BenchError as exc:
+            self.error(f"repeat {rep + 1}: {name}: {exc}")
+            if "did not answer" in str(exc) or not pair.alive:
+                # a stuck or dead pair is not trusted for the rest of this repeat
+                pair.server.kill()
+                pair.client.kill()
+            return
+        for key, value in figures.items():
+            self.samples[pair.impl][key].append(value)
+        shown = ", ".join(f"{k}={format_value(k, v)}" for k, v in figures.items())
+        progress(
+            f"[{rep + 1}] {name:<22} {pair.impl:<6} {shown} ({time.perf_counter() - t0:.1f} s)"
+        )
 
 
 async def run_all(
@@ -421,15 +452,15 @@ async def run_all(
 ) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
     """Run every benchmark ``repeat`` times; return the samples per impl and metric, and errors.
 
-    Each repeat starts fresh processes (the memory figure needs unused heaps); within a
-    repeat the implementations alternate for every figure.
+    Each repeat starts fresh processes; within a repeat the implementations alternate for
+    every figure.
     """
-    samples: dict[str, dict[str, list[float]]] = {i: {m.key: [] for m in METRICS} for i in impls}
-    errors: list[str] = []
     with tempfile.TemporaryDirectory(prefix="aiop2p-bench-") as tmp:
+        runner = Runner(impls, s, Path(tmp))
         for rep in range(repeat):
-            await run_repeat(rep, impls, s, Path(tmp), samples, errors)
-    return samples, errors
+            await runner.run_benches(rep, SHARED_BENCHES)
+            await runner.run_benches(rep, FRESH_BENCHES)
+    return runner.samples, runner.errors
 
 
 # ---- reporting ------------------------------------------------------------------------------
@@ -504,7 +535,8 @@ def settings_text(s: Settings, repeat: int) -> str:
         f"echo: {s.echo_count} x {s.echo_size_bytes} B requests, a new stream each "
         f"({s.echo_warmup} warm-up), in flight = {s.echo_concurrency}; "
         f"perf: {s.perf_bytes // MIB} MiB each way ({s.perf_warmup_bytes // MIB} MiB warm-up); "
-        f"memory: RSS delta over {s.conns_count} idle connections; "
+        f"memory: RSS delta over {s.conns_count} idle connections "
+        f"(after {s.conns_warmup} warm-up dials, fresh processes); "
         f"median of {repeat} run(s)"
     )
 
@@ -530,8 +562,7 @@ def print_text(
             line += f"{'-' if ratio is None else f'{ratio:.2f}x':>11}  {r['better']}"
         print(line)
     if both:
-        print("
-targets (aiop2p/js ratio)")
+        print("\ntargets (aiop2p/js ratio)")
         for t in targets:
             ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
             print(f"  {t['target']:<30} {ratio:>8}  {status_text(t['met'])}")
@@ -542,13 +573,12 @@ def print_markdown(
     s: Settings, repeat: int, env: dict[str, Any],
 ) -> None:
     both = len(impls) == 2
-    print(f"{settings_text(s, repeat)}.
-")
-    print(f"Python {env['python']}, Node {env['node']}, {env['cpus']} CPUs, {env['platform']}.
-")
+    print(f"{settings_text(s, repeat)}.\n")
+    print(f"Python {env['python']}, Node {env['node']}, {env['cpus']} CPUs, {env['platform']}.\n")
     cols = ["figure", "unit", *impls] + (["aiop2p/js", "better"] if both else [])
     print("| " + " | ".join(cols) + " |")
-    print("|" + "|".join("---" if c in ("figure", "unit", "better") else "---:" for c in cols) + "|")
+    print("|" + "|".join("---" if c in ("figure", "unit", "better") else "---:" for c in cols)
+          + "|")
     for r in rows:
         cells = [r["label"], r["unit"], *(format_value(r["key"], r["median"][i]) for i in impls)]
         if both:
@@ -556,9 +586,7 @@ def print_markdown(
             cells += ["-" if ratio is None else f"{ratio:.2f}x", r["better"]]
         print("| " + " | ".join(cells) + " |")
     if both:
-        print("
-| target | aiop2p/js | status |
-|---|---:|---|")
+        print("\n| target | aiop2p/js | status |\n|---|---:|---|")
         for t in targets:
             ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
             print(f"| {t['target']} | {ratio} | {status_text(t['met'])} |")

@@ -6,8 +6,8 @@ import asyncio
 from collections.abc import Callable
 
 
-async def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+async def wait_for(predicate: Callable[[], bool], cap: float = 5.0) -> None:
     """Wait until ``predicate()`` is true, checking after each event-loop turn; cap at timeout."""
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.001)  # yields to the loop; the cap bounds the wait
+    async with asyncio.timeout(cap):
+        while not predicate():  # noqa: ASYNC110 - polls a predicate; the cap bounds it
+            await asyncio.sleep(0.001)

@@ -8,6 +8,7 @@ import socket
 import pytest
 
 from aiop2p._aio.stream import Stream
+from aiop2p.config import NodeConfig
 from aiop2p.errors import (
     DialError,
     HandshakeTimeoutError,
@@ -21,7 +22,6 @@ from aiop2p.errors import (
 from aiop2p.identity import KeyPair
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
-from aiop2p.config import NodeConfig
 
 from ..helpers import wait_for
 
@@ -56,6 +56,7 @@ async def test_request_response_on_new_streams(node_pair: tuple[Node, Node]) -> 
         await stream.write_message(payload)
         assert await stream.read_message(1 << 20) == payload
         await stream.close()
+
     # Concurrent requests on one connection.
     async def one(i: int) -> bytes:
         stream = await a.new_stream(b.peer_id, ECHO)

@@ -15,9 +15,11 @@ from aiop2p._wire.protobuf import encode_bytes_field, encode_varint_field
 from aiop2p.errors import (
     DecryptionError,
     HandshakeError,
+    InvalidArgumentError,
     InvalidSignatureError,
     InvalidStateError,
     LimitExceededError,
+    MessageTooLargeError,
     PeerIdMismatchError,
     RemoteProtocolError,
 )
@@ -557,3 +559,23 @@ def test_fuzz_transport(chunks: list[bytes]) -> None:
             with pytest.raises(DecryptionError):
                 b.decrypt(b"")
             return
+
+
+def test_oversized_first_message_fails_at_once() -> None:
+    _, responder = fixed_pair()
+    responder.receive_data(b"\xff\xff" + b"\xff" * 10)
+    error = failed(responder.events_received())
+    assert isinstance(error, MessageTooLargeError) and error.limit == 1024
+    with pytest.raises(InvalidArgumentError):
+        NoiseHandshake(
+            initiator=False,
+            identity=RESPONDER_ID,
+            static_key=x25519(3),
+            ephemeral_key=x25519(4),
+            max_first_message_size=31,
+        )
+    # a larger first message (with an ignored payload) is accepted up to the limit
+    initiator, responder = fixed_pair()
+    initiator.data_to_send()
+    responder.receive_data(b"\x00\x24" + x25519(2).public_key().public_bytes_raw() + b"junk")
+    assert not responder.done and responder.data_to_send()

@@ -150,7 +150,7 @@ class Connection(asyncio.Protocol):
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._error: P2PError | None = None
-        self._ping_waiters: dict[int, asyncio.Future[float]] = {}
+        self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self.user_data: dict[str, object] = {}
         """Per-connection storage for services (e.g. identify results)."""
 
@@ -219,7 +219,7 @@ class Connection(asyncio.Protocol):
         """Yamux-level ping; returns the round-trip time in seconds."""
         yamux = self._require_established()
         opaque = next(_connection_ids) & 0xFFFFFFFF
-        fut: asyncio.Future[float] = self.loop.create_future()
+        fut: asyncio.Future[None] = self.loop.create_future()
         self._ping_waiters[opaque] = fut
         started = self.loop.time()
         yamux.ping(opaque)
@@ -459,36 +459,35 @@ class Connection(asyncio.Protocol):
     def _dispatch(self, yamux: YamuxSession) -> None:
         streams = self._streams
         for ev in yamux.events_received():
-            kind = type(ev)
-            if kind is StreamDataReceived:
+            if isinstance(ev, StreamDataReceived):
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._feed_data(ev.data)
                 else:
                     yamux.acknowledge_received_data(ev.stream_id, len(ev.data))
-            elif kind is StreamWindowUpdated:
+            elif isinstance(ev, StreamWindowUpdated):
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._wake_writer()
-            elif kind is StreamOpened:
+            elif isinstance(ev, StreamOpened):
                 self._accept_stream(yamux, ev.stream_id)
-            elif kind is StreamEnded:
+            elif isinstance(ev, StreamEnded):
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._feed_eof()
                     if stream._write_closed:
                         self._forget_stream(ev.stream_id)
-            elif kind is StreamReset:
+            elif isinstance(ev, StreamReset):
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._fail(StreamResetError("stream reset by the remote"))
-            elif kind is PongReceived:
+            elif isinstance(ev, PongReceived):
                 waiter = self._ping_waiters.pop(ev.opaque, None)
                 if waiter is not None and not waiter.done():
-                    waiter.set_result(0.0)
-            elif kind is GoAwayReceived:
+                    waiter.set_result(None)
+            elif isinstance(ev, GoAwayReceived):
                 log.debug("%r: remote sent GoAway %d", self, ev.code)
-            elif kind is SessionTerminated:
+            elif isinstance(ev, SessionTerminated):
                 err = ev.error or ConnectionClosedError("connection closed by the remote")
                 self._terminate(err)
                 return

@@ -252,7 +252,7 @@ class Stream:
         With ``n < 0``, read until EOF.
         """
         if n < 0:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 chunk = await self.read(1 << 20)
                 if not chunk:

@@ -150,7 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     out = _Output(args.json)
     try:
-        return asyncio.run(args.run(args, out))
+        code: int = asyncio.run(args.run(args, out))
+        return code
     except KeyboardInterrupt:
         return 130
     except (P2PError, OSError) as exc:

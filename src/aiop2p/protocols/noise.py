@@ -161,9 +161,10 @@ class NoiseHandshake:
 
     ``static_key`` may be per session or shared by all sessions of a node;
     ``ephemeral_key`` must be fresh for every handshake.  The initiator queues message 1
-    at construction.  Message 1 carries no libp2p payload, so a responder refuses one
-    longer than ``max_first_message_size`` as soon as its length prefix arrives.  ``expected_peer`` (normally given by the dialler) is checked
-    against the identity the remote proves.
+    at construction.  ``expected_peer`` (normally given by the dialler) is checked
+    against the identity the remote proves.  Message 1 carries no libp2p payload, so a
+    responder refuses one longer than ``max_first_message_size`` as soon as its length
+    prefix arrives instead of waiting for up to 64 KiB of what is likely garbage.
     """
 
     __slots__ = (
@@ -325,7 +326,6 @@ class NoiseHandshake:
         while not self._done and len(buffer) >= 2:
             (length,) = _unpack_length(buffer)
             if self._step == 0 and length > self.max_first_message_size:
-                # Fail at once instead of waiting for up to 64 KiB of what is likely garbage.
                 raise MessageTooLargeError(length, self.max_first_message_size, "noise message 1")
             end = 2 + length
             if len(buffer) < end:

@@ -1,0 +1,135 @@
+"""Interop with a real js-libp2p peer (npm, pinned in js/package-lock.json), both directions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from aiop2p._aio.stream import Stream
+from aiop2p.cli.main import ECHO_PROTOCOL_ID
+from aiop2p.multiaddr import Multiaddr
+from aiop2p.node import Node
+
+from .peers import PeerCommandError, PeerProcess, js_command, start_peer
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
+
+PERF_SIZE = 64 << 20
+
+
+async def serve_echo(stream: Stream) -> None:
+    await stream.write_message(await stream.read_message(1 << 20))
+
+
+@pytest_asyncio.fixture
+async def js() -> AsyncIterator[PeerProcess]:
+    async with start_peer(js_command()) as peer:
+        yield peer
+
+
+@pytest_asyncio.fixture
+async def node() -> AsyncIterator[Node]:
+    async with Node() as node:
+        node.set_stream_handler(ECHO_PROTOCOL_ID, serve_echo)
+        await node.listen("/ip4/127.0.0.1/tcp/0")
+        yield node
+
+
+def our_addr(node: Node) -> str:
+    return str(node.listen_addrs[0].with_peer_id(node.peer_id))
+
+
+async def js_peer_info(js: PeerProcess, peer_id: str) -> dict[str, Any]:
+    """Ask js what it learned about us, retrying until identify has run (capped)."""
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                return await js.command("peer_info", peerId=peer_id)
+            except PeerCommandError:
+                await asyncio.sleep(0.05)  # polling a remote process; bounded by the cap
+
+
+async def test_aiop2p_pings_js(node: Node, js: PeerProcess) -> None:
+    rtts = await node.ping(js.addr, count=5)
+    assert len(rtts) == 5
+
+
+async def test_js_pings_aiop2p(node: Node, js: PeerProcess) -> None:
+    answer = await js.command("ping", addr=our_addr(node))
+    assert answer["rtt_ms"] >= 0
+
+
+async def test_aiop2p_identifies_js_and_js_identifies_aiop2p(node: Node, js: PeerProcess) -> None:
+    info = await node.identify_peer(js.addr)
+    assert str(Multiaddr(js.addr).without_peer_id()) in {str(a) for a in info.addrs}
+    assert {"/ipfs/ping/1.0.0", "/ipfs/id/1.0.0", ECHO_PROTOCOL_ID} <= set(info.protocols)
+    assert info.agent_version and "js" in info.agent_version
+    theirs = await js_peer_info(js, str(node.peer_id))
+    assert set(theirs["listenAddrs"]) == {str(a) for a in node.listen_addrs}
+    assert {"/ipfs/ping/1.0.0", "/ipfs/id/1.0.0", "/perf/1.0.0", ECHO_PROTOCOL_ID} <= set(
+        theirs["protocols"]
+    )
+    assert theirs["agentVersion"].startswith("aiop2p/")
+
+
+async def test_js_dials_and_identifies_aiop2p(node: Node, js: PeerProcess) -> None:
+    theirs = await js.command("identify", addr=our_addr(node))
+    assert theirs["peerId"] == str(node.peer_id)
+    assert set(theirs["listenAddrs"]) == {str(a) for a in node.listen_addrs}
+    assert ECHO_PROTOCOL_ID in theirs["protocols"]
+    # And we learned js's listen addresses over the connection it opened.
+    conns = node.connections
+    assert len(conns) == 1
+    info = await node.identify_peer(conns[0])
+    assert str(Multiaddr(js.addr).without_peer_id()) in {str(a) for a in info.addrs}
+
+
+async def test_aiop2p_echo_request_to_js(node: Node, js: PeerProcess) -> None:
+    for payload in (b"", b"hello", bytes(range(256)) * 1000):
+        stream = await node.new_stream(js.addr, ECHO_PROTOCOL_ID)
+        await stream.write_message(payload)
+        assert await stream.read_message(1 << 20) == payload
+        await stream.close()
+
+
+async def test_js_echo_request_to_aiop2p(node: Node, js: PeerProcess) -> None:
+    for payload in (b"x", b"hello js", bytes(range(256)) * 1000):
+        assert await js.echo(our_addr(node), payload) == payload
+
+
+async def test_concurrent_echo_both_ways(node: Node, js: PeerProcess) -> None:
+    async def ours(i: int) -> bytes:
+        stream = await node.new_stream(js.addr, ECHO_PROTOCOL_ID)
+        await stream.write_message(b"%d" % i)
+        return await stream.read_message(100)
+
+    theirs = [js.echo(our_addr(node), b"js%d" % i) for i in range(32)]
+    results = await asyncio.gather(*(ours(i) for i in range(32)), *theirs)
+    assert results[:32] == [b"%d" % i for i in range(32)]
+    assert results[32:] == [b"js%d" % i for i in range(32)]
+
+
+async def test_aiop2p_perf_against_js(node: Node, js: PeerProcess) -> None:
+    result = await node.perf(js.addr, upload=PERF_SIZE, download=PERF_SIZE)
+    assert (result.upload_bytes, result.download_bytes) == (PERF_SIZE, PERF_SIZE)
+
+
+async def test_js_perf_against_aiop2p(node: Node, js: PeerProcess) -> None:
+    answer = await js.command(
+        "perf", addr=our_addr(node), upload=PERF_SIZE, download=PERF_SIZE, warmup_bytes=0
+    )
+    assert answer["upload_bytes"] == PERF_SIZE and answer["download_bytes"] == PERF_SIZE
+
+
+async def test_js_refused_for_unknown_protocol_keeps_connection(
+    node: Node, js: PeerProcess
+) -> None:
+    stream = await node.new_stream(js.addr, "/nope/1.0.0")
+    await stream.write(b"x")
+    with pytest.raises(Exception):  # noqa: B017 - ProtocolNotSupportedError, checked below
+        await stream.read()
+    assert len(await node.ping(js.addr)) == 1

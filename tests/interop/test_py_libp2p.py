@@ -1,0 +1,67 @@
+"""Interop with a real py-libp2p 0.8.1 peer (PyPI, its own virtualenv), both directions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+
+from aiop2p._aio.stream import Stream
+from aiop2p.cli.main import ECHO_PROTOCOL_ID
+from aiop2p.node import Node
+
+from .peers import PeerProcess, py_command, start_peer
+
+pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
+
+
+async def serve_echo(stream: Stream) -> None:
+    await stream.write_message(await stream.read_message(1 << 20))
+
+
+@pytest_asyncio.fixture
+async def pypeer() -> AsyncIterator[PeerProcess]:
+    async with start_peer(py_command()) as peer:
+        yield peer
+
+
+@pytest_asyncio.fixture
+async def node() -> AsyncIterator[Node]:
+    async with Node() as node:
+        node.set_stream_handler(ECHO_PROTOCOL_ID, serve_echo)
+        await node.listen("/ip4/127.0.0.1/tcp/0")
+        yield node
+
+
+def our_addr(node: Node) -> str:
+    return str(node.listen_addrs[0].with_peer_id(node.peer_id))
+
+
+async def test_aiop2p_pings_py(node: Node, pypeer: PeerProcess) -> None:
+    assert len(await node.ping(pypeer.addr, count=3)) == 3
+
+
+async def test_py_pings_aiop2p(node: Node, pypeer: PeerProcess) -> None:
+    assert (await pypeer.command("ping", addr=our_addr(node)))["rtt_ms"] >= 0
+
+
+async def test_aiop2p_echo_to_py(node: Node, pypeer: PeerProcess) -> None:
+    for payload in (b"hello py", bytes(range(256)) * 400):
+        stream = await node.new_stream(pypeer.addr, ECHO_PROTOCOL_ID)
+        await stream.write_message(payload)
+        assert await stream.read_message(1 << 20) == payload
+        await stream.close()
+
+
+async def test_py_echo_to_aiop2p(node: Node, pypeer: PeerProcess) -> None:
+    for payload in (b"hello aiop2p", bytes(range(256)) * 400):
+        assert await pypeer.echo(our_addr(node), payload) == payload
+
+
+async def test_py_identify_sees_our_protocols(node: Node, pypeer: PeerProcess) -> None:
+    theirs = await pypeer.command("identify", addr=our_addr(node))
+    assert theirs["peerId"] == str(node.peer_id)
+    assert ECHO_PROTOCOL_ID in theirs["protocols"]
+    info = await node.identify_peer(pypeer.addr)
+    assert "/ipfs/ping/1.0.0" in info.protocols

@@ -272,7 +272,7 @@ class Node(ConnectionHooks):
     async def stop_listening(self, addr: Multiaddr | str) -> bool:
         addr = Multiaddr(addr) if isinstance(addr, str) else addr
         for listener in list(self._listeners):
-            if addr in listener.addrs:
+            if addr in listener.addrs or addr in listener.bound_addrs:
                 self._listeners.remove(listener)
                 await listener.close()
                 self._notify_change()

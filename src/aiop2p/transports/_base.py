@@ -21,7 +21,12 @@ ProtocolFactory = Callable[[Multiaddr, Multiaddr], asyncio.Protocol]
 class Listener(Protocol):
     @property
     def addrs(self) -> list[Multiaddr]:
-        """The addresses actually bound (port 0 resolved)."""
+        """Dialable addresses (port 0 resolved, wildcard IPs expanded)."""
+        ...
+
+    @property
+    def bound_addrs(self) -> list[Multiaddr]:
+        """The addresses as bound (port 0 resolved)."""
         ...
 
     async def close(self) -> None: ...

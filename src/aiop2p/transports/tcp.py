@@ -9,6 +9,7 @@ import socket
 from ..errors import InvalidMultiaddrError, ListenError
 from ..multiaddr import Multiaddr
 from ._base import ProtocolFactory
+from .interfaces import expand_wildcard
 
 __all__ = ["TcpListener", "TcpTransport", "sockaddr_to_multiaddr", "tcp_target"]
 
@@ -52,11 +53,18 @@ def _tune(sock: socket.socket | None) -> None:
 class TcpListener:
     def __init__(self, server: asyncio.Server, addrs: list[Multiaddr]) -> None:
         self._server = server
-        self._addrs = addrs
+        self._bound = addrs
+        self._addrs = [a for bound in addrs for a in expand_wildcard(bound)]
 
     @property
     def addrs(self) -> list[Multiaddr]:
+        """Dialable addresses: a wildcard bind is expanded to each interface address."""
         return list(self._addrs)
+
+    @property
+    def bound_addrs(self) -> list[Multiaddr]:
+        """The socket addresses as bound (may be 0.0.0.0 or ::)."""
+        return list(self._bound)
 
     async def close(self) -> None:
         self._server.close()

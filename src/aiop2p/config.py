@@ -28,6 +28,8 @@ class NodeConfig:
     """Established connections, all peers together; further inbound ones are closed."""
     max_pending_connections: int = 256
     """Connections still in their handshake; further inbound ones are closed at once."""
+    stream_linger_timeout: float = 10.0
+    """Seconds an inbound stream may stay half-open after its handler returned."""
     max_inbound_streams_per_connection: int = 1024
     """Inbound streams that may be negotiating or open at once on one connection."""
     max_negotiation_message_size: int = 1024

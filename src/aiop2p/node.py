@@ -189,6 +189,12 @@ class Node(ConnectionHooks):
             raise
         else:
             await stream.close()
+            if not stream.is_closed:
+                # The handler is done but the remote has not closed its side: reset the
+                # stream if it lingers, so a peer that never closes cannot pin it forever.
+                asyncio.get_running_loop().call_later(
+                    self.config.stream_linger_timeout, stream.reset
+                )
 
     def connection_ready(self, conn: Connection) -> None:
         self._pending.discard(conn)

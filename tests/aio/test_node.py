@@ -226,3 +226,17 @@ async def test_ipv6_loopback() -> None:
         except P2PError as exc:  # pragma: no cover - machine without IPv6
             pytest.fail(f"IPv6 loopback unavailable: {exc}")
         assert len(await a.ping(addr_of(b))) == 1
+
+
+async def test_half_open_inbound_stream_is_reset_after_linger() -> None:
+    async with Node(config=NodeConfig(stream_linger_timeout=0.2)) as b, Node() as a:
+        await b.listen("/ip4/127.0.0.1/tcp/0")
+        b.set_stream_handler(ECHO, echo_handler)
+        stream = await a.new_stream(addr_of(b), ECHO)
+        await stream.write_message(b"no close from me")
+        assert await stream.read_message(100) == b"no close from me"
+        server_conn = b.connections_to(a.peer_id)[0]
+        await wait_for(lambda: not server_conn.streams)
+        await wait_for(lambda: stream.is_closed)
+        with pytest.raises(StreamResetError):
+            await stream.write(b"late")

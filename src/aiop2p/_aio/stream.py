@@ -352,7 +352,7 @@ class Stream:
 
     def reset(self) -> None:
         """Abort the stream in both directions; the remote sees a reset."""
-        if self._error is not None:
+        if self._error is not None or (self._eof and self._write_closed):
             return
         self._conn._reset_stream(self.stream_id)
         self._fail(StreamResetError("stream reset locally"))

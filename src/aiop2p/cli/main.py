@@ -62,18 +62,25 @@ async def cmd_id(args: argparse.Namespace, out: _Output) -> int:
 async def cmd_serve(args: argparse.Namespace, out: _Output) -> int:
     key = _load_key(args.key)
     listen = args.listen or ["/ip4/0.0.0.0/tcp/0"]
-    async with Node(key) as node:
-        if args.echo:
-            node.set_stream_handler(ECHO_PROTOCOL_ID, _serve_echo)
-        for addr in listen:
-            for bound in await node.listen(addr):
-                full = bound.with_peer_id(node.peer_id)
-                out.emit(f"listening on {full}", address=str(full))
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+    addrs = [Multiaddr(a) for a in listen]  # a malformed one fails before any listening
+    # Handlers first, so a signal arriving while we start up still means a clean stop.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with Node(key) as node:
+            if args.echo:
+                node.set_stream_handler(ECHO_PROTOCOL_ID, _serve_echo)
+            for addr in addrs:
+                for bound in await node.listen(addr):
+                    full = bound.with_peer_id(node.peer_id)
+                    out.emit(f"listening on {full}", address=str(full))
+            await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
     return 0
 
 
@@ -114,6 +121,37 @@ async def cmd_perf(args: argparse.Namespace, out: _Output) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value
+
+
+def _byte_count(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 1 << 64:  # perf sends the download size as a u64
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2^64 - 1: {text}")
+    return value
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for the user: OS errors without the ``[Errno N]`` noise."""
+    if isinstance(exc, TimeoutError) and not str(exc):
+        return "timed out"
+    if isinstance(exc, OSError) and not isinstance(exc, P2PError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    message = " ".join(str(exc).split())  # exactly one line, whatever the message holds
+    return message or type(exc).__name__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiop2p", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -134,14 +172,14 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ping", parents=[common], help="ping a peer (/ipfs/ping/1.0.0)")
     p.add_argument("address", metavar="MULTIADDR")
-    p.add_argument("-n", "--count", type=int, default=1)
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per ping")
+    p.add_argument("-n", "--count", type=_positive_int, default=1, help="pings to send")
+    p.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds per ping")
     p.set_defaults(run=cmd_ping)
 
     p = sub.add_parser("perf", parents=[common], help="measure throughput (/perf/1.0.0)")
     p.add_argument("address", metavar="MULTIADDR")
-    p.add_argument("--upload", type=int, default=64 << 20, metavar="BYTES")
-    p.add_argument("--download", type=int, default=64 << 20, metavar="BYTES")
+    p.add_argument("--upload", type=_byte_count, default=64 << 20, metavar="BYTES")
+    p.add_argument("--download", type=_byte_count, default=64 << 20, metavar="BYTES")
     p.set_defaults(run=cmd_perf)
     return parser
 
@@ -155,7 +193,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (P2PError, OSError) as exc:
-        message = str(exc) or type(exc).__name__
+        message = _describe(exc)
         if args.json:
             print(json.dumps({"error": message, "type": type(exc).__name__}), flush=True)
         print(f"aiop2p {args.command}: {message}", file=sys.stderr)

@@ -418,6 +418,8 @@ async def read_lines(reader: asyncio.StreamReader, peer: Peer, stop: asyncio.Eve
         task = asyncio.create_task(peer.run_command(line, stop))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
+    if tasks and not stop.is_set():  # EOF: let commands already sent finish (bounded)
+        await asyncio.wait(tasks, timeout=STOP_TIMEOUT_SECONDS)
     stop.set()
 
 

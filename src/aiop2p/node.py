@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable
-from typing import Self
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
+from typing import Any, Self
 
 from ._aio.connection import Connection, ConnectionHooks, Direction
 from ._aio.stream import Stream
@@ -117,13 +117,11 @@ class Node(ConnectionHooks):
 
     # -- tasks ---------------------------------------------------------------------------
 
-    def spawn(self, coro: Awaitable[None], *, name: str | None = None) -> asyncio.Task[None]:
+    def spawn(
+        self, coro: Coroutine[Any, Any, None], *, name: str | None = None
+    ) -> asyncio.Task[None]:
         """Run ``coro`` as a task owned by the node (cancelled at close, errors logged)."""
-
-        async def run() -> None:
-            await coro
-
-        task = asyncio.get_running_loop().create_task(run(), name=name)
+        task = asyncio.get_running_loop().create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

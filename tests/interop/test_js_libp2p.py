@@ -133,3 +133,10 @@ async def test_js_refused_for_unknown_protocol_keeps_connection(
     with pytest.raises(Exception):  # noqa: B017 - ProtocolNotSupportedError, checked below
         await stream.read()
     assert len(await node.ping(js.addr)) == 1
+
+
+async def test_small_write_then_close_reaches_js(node: Node, js: PeerProcess) -> None:
+    """Proposal, payload and FIN sent back to back must not lose the payload."""
+    for upload in (0, 1, 100):
+        result = await node.perf(js.addr, upload=upload, download=10)
+        assert (result.upload_bytes, result.download_bytes) == (upload, 10)

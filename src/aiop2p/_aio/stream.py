@@ -204,7 +204,7 @@ class Stream:
     async def _wait_readable(self) -> None:
         if self._negotiator is not None and self.protocol is None:
             await self.wait_negotiated()
-            if self._buffer or self._eof:
+            if self._buffer or self._eof or self._error is not None:
                 return
         waiter = self._conn.loop.create_future()
         self._read_waiter = waiter
@@ -345,6 +345,15 @@ class Stream:
         """Half-close: no more writes; the remote reads EOF.  Reading stays possible."""
         if self._write_closed or self._error is not None:
             return
+        if self._negotiator is not None and self.protocol is None:
+            # Send FIN only once the protocol is confirmed: some listeners (js-libp2p)
+            # lose data that arrives together with the proposal and an immediate EOF.
+            try:
+                await self.wait_negotiated()
+            except P2PError:
+                return
+            if self._write_closed or self._error is not None:
+                return
         self._write_closed = True
         self._conn._close_stream(self.stream_id)
         if self._eof:

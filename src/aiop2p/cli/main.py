@@ -93,7 +93,8 @@ async def cmd_ping(args: argparse.Namespace, out: _Output) -> int:
             try:
                 (rtt,) = await asyncio.wait_for(node.ping(conn), args.timeout)
             except (P2PError, TimeoutError) as exc:
-                out.emit(f"ping {seq}: no answer ({exc or 'timeout'})", seq=seq, ok=False)
+                reason = _describe(exc)
+                out.emit(f"ping {seq}: no answer ({reason})", seq=seq, ok=False, error=reason)
                 continue
             answered += 1
             out.emit(
@@ -103,7 +104,10 @@ async def cmd_ping(args: argparse.Namespace, out: _Output) -> int:
                 rtt_ms=rtt * 1000,
                 peer_id=str(conn.remote_peer),
             )
-    return 0 if answered == args.count else 1
+    if answered < args.count:
+        print(f"aiop2p ping: {answered} of {args.count} pings answered", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def cmd_perf(args: argparse.Namespace, out: _Output) -> int:
@@ -146,7 +150,7 @@ def _describe(exc: BaseException) -> str:
     """One line for the user: OS errors without the ``[Errno N]`` noise."""
     if isinstance(exc, TimeoutError) and not str(exc):
         return "timed out"
-    if isinstance(exc, OSError) and not isinstance(exc, P2PError) and exc.strerror:
+    if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     message = " ".join(str(exc).split())  # exactly one line, whatever the message holds
     return message or type(exc).__name__

@@ -324,11 +324,12 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         assert transport is not None
         out: list[bytes] = []
-        try:
-            self._upgrade_step(data, out)
-        finally:
-            if out and self._stage is not _Stage.CLOSED:
-                transport.write(b"".join(out))
+        self._upgrade_step(data, out)
+        if out and self._stage is not _Stage.CLOSED:
+            transport.write(b"".join(out))
+        if self._stage is _Stage.ESTABLISHED and self._yamux is not None:
+            self._dispatch(self._yamux)
+            self._flush()
 
     def _upgrade_step(self, data: bytes, out: list[bytes]) -> None:
         while data and self._stage < _Stage.ESTABLISHED:
@@ -350,12 +351,6 @@ class Connection(asyncio.Protocol):
                         self._step_muxer_negotiation(plaintext, out)
                     elif self._stage is _Stage.ESTABLISHED and self._yamux is not None:
                         self._yamux.receive_data(plaintext)
-        if self._stage is _Stage.ESTABLISHED and self._yamux is not None:
-            self._dispatch(self._yamux)
-            pending = self._yamux.data_to_send()
-            if pending:
-                assert self._cipher is not None
-                out.append(self._cipher.encrypt(pending))
 
     def _step_security_negotiation(self, data: bytes, out: list[bytes]) -> bytes:
         negotiator = self._negotiator
@@ -488,6 +483,7 @@ class Connection(asyncio.Protocol):
             elif isinstance(ev, GoAwayReceived):
                 log.debug("%r: remote sent GoAway %d", self, ev.code)
             elif isinstance(ev, SessionTerminated):
+                self._flush()  # e.g. the GoAway carrying the error code
                 err = ev.error or ConnectionClosedError("connection closed by the remote")
                 self._terminate(err)
                 return

@@ -11,7 +11,19 @@ from dataclasses import dataclass, field
 from ._version import __version__
 from .protocols.yamux import YamuxConfig
 
-__all__ = ["NodeConfig"]
+__all__ = ["ConnectionLimits", "NodeConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """The seed's ``ConnectionLimits``: ``None`` means no limit (the default for each)."""
+
+    max_pending_incoming: int | None = None
+    max_pending_outgoing: int | None = None
+    max_established_incoming: int | None = None
+    max_established_outgoing: int | None = None
+    max_established_per_peer: int | None = None
+    max_established_total: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +36,10 @@ class NodeConfig:
     """Seconds for one whole dial (TCP connect plus upgrade) to one address."""
     negotiation_timeout: float = 10.0
     """Seconds for multistream-select on a new stream."""
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
+    """Configurable connection limits; exceeding one fails the dial or drops the connection."""
+    idle_connection_timeout: float | None = None
+    """Seconds a connection with no open stream stays up; ``None`` keeps it until closed."""
     max_connections: int = 4096
     """Established connections, all peers together; further inbound ones are closed."""
     max_pending_connections: int = 256

@@ -23,6 +23,8 @@
     ├── ConnectionClosedError                   the connection is gone
     │   └── ConnectionLostError                 the connection broke (reset, I/O error)
     ├── DialError                               no address of the peer could be dialled
+    │   ├── ConnectionLimitError                a configured connection limit was reached
+    │   └── BannedPeerError                     the peer is banned
     ├── ListenError                             an address could not be listened on
     ├── StreamError                             a stream operation failed
     │   ├── StreamResetError                    the stream was reset (by either side)
@@ -45,7 +47,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 __all__ = [
+    "BannedPeerError",
     "ConnectionClosedError",
+    "ConnectionLimitError",
     "ConnectionLostError",
     "DecryptionError",
     "DialError",
@@ -183,6 +187,23 @@ class DialError(P2PError):
             detail = "; ".join(f"{addr}: {exc}" for addr, exc in self.causes.items())
             message = f"{message} ({detail})"
         super().__init__(message)
+
+
+class ConnectionLimitError(DialError):
+    """A configured connection limit was reached (the seed's ``ConnectionLimit``)."""
+
+    def __init__(self, limit: int, current: int, what: str = "connections") -> None:
+        self.limit = limit
+        self.current = current
+        super().__init__(f"Connection limit: `{limit}`/`{current}` ({what}).")
+
+
+class BannedPeerError(DialError):
+    """The peer is banned (the seed's ``DialErr::Banned``)."""
+
+    def __init__(self, peer: object) -> None:
+        self.peer = peer
+        super().__init__(f"Peer is banned: {peer}")
 
 
 class ListenError(P2PError):

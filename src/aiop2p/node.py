@@ -17,10 +17,10 @@ from ._aio.stream import Stream
 from .config import NodeConfig
 from .errors import (
     ConnectionClosedError,
+    ConnectionLimitError,
     DialError,
     InvalidArgumentError,
     InvalidStateError,
-    LimitExceededError,
     P2PError,
     PeerIdMismatchError,
 )
@@ -58,6 +58,7 @@ class Node(ConnectionHooks):
         self.transports: list[Transport] = list(transports or [TcpTransport()])
         self.peer_store = PeerStore()
         self._handlers: dict[str, StreamHandler] = {}
+        self._offers: dict[str, Callable[[PeerId], bool]] = {}
         self._listeners: list[Listener] = []
         self._connections: dict[PeerId, list[Connection]] = {}
         self._pending: set[Connection] = set()
@@ -68,6 +69,11 @@ class Node(ConnectionHooks):
         self._started = False
         self._closing = False
         self._established = 0
+        self._established_in = 0
+        self._pending_outgoing = 0
+        self._incoming_error_callbacks: list[Callable[[Connection, P2PError], None]] = []
+        self.connection_gate: Callable[[Connection], P2PError | None] | None = None
+        """Vetoes a newly established connection by returning the error to close it with."""
         self.identify: IdentifyService | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -136,14 +142,29 @@ class Node(ConnectionHooks):
 
     # -- handlers ------------------------------------------------------------------------
 
-    def set_stream_handler(self, protocol: str, handler: StreamHandler) -> None:
-        """Serve ``protocol``: each inbound stream that negotiates it runs ``handler``."""
+    def set_stream_handler(
+        self,
+        protocol: str,
+        handler: StreamHandler,
+        *,
+        offer: Callable[[PeerId], bool] | None = None,
+    ) -> None:
+        """Serve ``protocol``: each inbound stream that negotiates it runs ``handler``.
+
+        ``offer`` decides per peer whether the protocol is offered at all (a peer for
+        which it returns False is answered ``na``, as if we did not support it).
+        """
         if not protocol.startswith("/"):
             raise InvalidArgumentError(f"protocol ids start with '/': {protocol!r}")
         self._handlers[protocol] = handler
+        if offer is None:
+            self._offers.pop(protocol, None)
+        else:
+            self._offers[protocol] = offer
         self._notify_change()
 
     def remove_stream_handler(self, protocol: str) -> None:
+        self._offers.pop(protocol, None)
         if self._handlers.pop(protocol, None) is not None:
             self._notify_change()
 
@@ -165,8 +186,12 @@ class Node(ConnectionHooks):
 
     # -- ConnectionHooks -----------------------------------------------------------------
 
-    def supported_protocols(self) -> Collection[str]:
-        return self._handlers.keys()
+    def supported_protocols(self, conn: Connection) -> Collection[str]:
+        if not self._offers:
+            return self._handlers.keys()
+        peer = conn.remote_peer
+        offers = self._offers
+        return tuple(p for p in self._handlers if p not in offers or offers[p](peer))
 
     def inbound_stream(self, stream: Stream) -> None:
         protocol = stream.protocol
@@ -194,16 +219,44 @@ class Node(ConnectionHooks):
                     self.config.stream_linger_timeout, stream.reset
                 )
 
+    def _limit_error(self, conn: Connection) -> P2PError | None:
+        """The first connection limit this established connection would exceed."""
+        if self._closing:
+            return ConnectionClosedError("node is shutting down")
+        if self._established >= self.config.max_connections:
+            return ConnectionLimitError(self.config.max_connections, self._established)
+        limits = self.config.limits
+        inbound = conn.direction is Direction.INBOUND
+        checks = (
+            (limits.max_established_total, self._established, "established"),
+            (
+                limits.max_established_incoming if inbound else limits.max_established_outgoing,
+                self._established_in if inbound else self._established - self._established_in,
+                "established incoming" if inbound else "established outgoing",
+            ),
+            (
+                limits.max_established_per_peer,
+                len(self._connections.get(conn.remote_peer, ())),
+                "established per peer",
+            ),
+        )
+        for limit, current, what in checks:
+            if limit is not None and current >= limit:
+                return ConnectionLimitError(limit, current, what)
+        if self.connection_gate is not None:
+            return self.connection_gate(conn)
+        return None
+
     def connection_ready(self, conn: Connection) -> None:
         self._pending.discard(conn)
+        error = self._limit_error(conn)
+        if error is not None:
+            conn.abort(error)
+            return
         peer = conn.remote_peer
-        if self._closing:
-            conn.abort(ConnectionClosedError("node is shutting down"))
-            return
-        if self._established >= self.config.max_connections:
-            conn.abort(LimitExceededError("too many connections"))
-            return
         self._established += 1
+        if conn.direction is Direction.INBOUND:
+            self._established_in += 1
         self._connections.setdefault(peer, []).append(conn)
         if conn.direction is Direction.OUTBOUND and conn.remote_addr is not None:
             self.peer_store.add_addrs(peer, [conn.remote_addr.without_peer_id()])
@@ -213,8 +266,13 @@ class Node(ConnectionHooks):
     def connection_closed(self, conn: Connection, *, was_established: bool) -> None:
         self._pending.discard(conn)
         if not was_established:
+            if conn.direction is Direction.INBOUND and conn.error is not None:
+                for error_cb in list(self._incoming_error_callbacks):
+                    error_cb(conn, conn.error)
             return
         self._established -= 1
+        if conn.direction is Direction.INBOUND:
+            self._established_in -= 1
         conns = self._connections.get(conn.remote_peer)
         if conns is not None:
             if conn in conns:
@@ -223,6 +281,10 @@ class Node(ConnectionHooks):
                 del self._connections[conn.remote_peer]
         for cb in list(self._callbacks):
             cb(conn, False)
+
+    def on_incoming_error(self, callback: Callable[[Connection, P2PError], None]) -> None:
+        """Register a callback for inbound connections that failed before being established."""
+        self._incoming_error_callbacks.append(callback)
 
     # -- listening -----------------------------------------------------------------------
 
@@ -245,17 +307,26 @@ class Node(ConnectionHooks):
                 remote_addr=remote,
             )
             conn.local_addr = local
-            if direction is Direction.INBOUND and (
-                len(self._pending) >= self.config.max_pending_connections or self._closing
-            ):
-                # Refuse before spending any CPU on a handshake.
-                asyncio.get_running_loop().call_soon(
-                    conn.abort, LimitExceededError("too many pending connections")
-                )
+            if direction is Direction.INBOUND:
+                error = self._pending_inbound_error()
+                if error is not None:
+                    # Refuse before spending any CPU on a handshake.
+                    asyncio.get_running_loop().call_soon(conn.abort, error)
             self._pending.add(conn)
             return conn
 
         return factory
+
+    def _pending_inbound_error(self) -> P2PError | None:
+        if self._closing:
+            return ConnectionClosedError("node is shutting down")
+        pending_in = sum(1 for c in self._pending if c.direction is Direction.INBOUND)
+        if pending_in >= self.config.max_pending_connections:
+            return ConnectionLimitError(self.config.max_pending_connections, pending_in, "pending")
+        limit = self.config.limits.max_pending_incoming
+        if limit is not None and pending_in >= limit:
+            return ConnectionLimitError(limit, pending_in, "pending incoming")
+        return None
 
     async def listen(self, addr: Multiaddr | str) -> list[Multiaddr]:
         """Listen on ``addr`` (port 0 picks a free port); return the bound addresses."""
@@ -354,7 +425,22 @@ class Node(ConnectionHooks):
         transport = self._transport_for(addr, listen=False)
         if transport is None:
             raise DialError(f"no transport can dial {addr}")
+        limit = self.config.limits.max_pending_outgoing
+        if limit is not None and self._pending_outgoing >= limit:
+            raise ConnectionLimitError(limit, self._pending_outgoing, "pending outgoing")
         factory = self._make_factory(Direction.OUTBOUND, peer)
+        self._pending_outgoing += 1
+        try:
+            return await self._upgrade_dial(transport, addr, factory)
+        finally:
+            self._pending_outgoing -= 1
+
+    async def _upgrade_dial(
+        self,
+        transport: Transport,
+        addr: Multiaddr,
+        factory: Callable[[Multiaddr, Multiaddr], Connection],
+    ) -> Connection:
         try:
             async with asyncio.timeout(self.config.dial_timeout):
                 protocol = await transport.dial(addr, factory)
@@ -368,7 +454,7 @@ class Node(ConnectionHooks):
                     raise
         except TimeoutError as exc:
             raise DialError(f"dial to {addr} timed out after {self.config.dial_timeout} s") from exc
-        except PeerIdMismatchError:
+        except (PeerIdMismatchError, DialError):
             raise
         except P2PError as exc:
             raise DialError(f"dial to {addr} failed: {exc}") from exc

@@ -101,7 +101,10 @@ class ConnectionHooks:
     def inbound_stream(self, stream: Stream) -> None:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def supported_protocols(self) -> Collection[str]:  # pragma: no cover - interface
+    def supported_protocols(  # pragma: no cover - interface
+        self, conn: Connection
+    ) -> Collection[str]:
+        """Protocols offered to this connection's peer on a new inbound stream."""
         raise NotImplementedError
 
 
@@ -151,6 +154,9 @@ class Connection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._error: P2PError | None = None
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.keep_alive = False
+        """Set by services that need the connection kept open while idle (e.g. relays)."""
         self.user_data: dict[str, object] = {}
         """Per-connection storage for services (e.g. identify results)."""
 
@@ -169,6 +175,11 @@ class Connection(asyncio.Protocol):
     @property
     def is_closed(self) -> bool:
         return self._stage is _Stage.CLOSED
+
+    @property
+    def error(self) -> P2PError | None:
+        """Why the connection closed (None while open)."""
+        return self._error
 
     @property
     def streams(self) -> list[Stream]:
@@ -210,6 +221,8 @@ class Connection(asyncio.Protocol):
         )
         stream = Stream(self, sid, is_initiator=True, negotiator=negotiator)
         self._streams[sid] = stream
+        if self._idle_timer is not None:
+            self._cancel_idle_timer()
         out = negotiator.data_to_send()
         yamux.send_data(sid, out)
         self._schedule_flush()
@@ -424,9 +437,11 @@ class Connection(asyncio.Protocol):
                     self._handshake_timer = None
                 if ev.leftover:
                     self._yamux.receive_data(ev.leftover)
-                if not self._ready.done():
-                    self._ready.set_result(self)
-                self._hooks.connection_ready(self)
+                self._hooks.connection_ready(self)  # may veto (abort) the connection
+                if self._stage is _Stage.ESTABLISHED:
+                    if not self._ready.done():
+                        self._ready.set_result(self)
+                    self._arm_idle_timer()
                 return
             if type(ev) is NegotiationFailed:
                 self._fail_handshake(ev.error)
@@ -494,11 +509,13 @@ class Connection(asyncio.Protocol):
             return
         self._inbound_streams += 1
         negotiator = MultistreamListener(
-            self._hooks.supported_protocols(),
+            self._hooks.supported_protocols(self),
             max_message_size=self._config.max_negotiation_message_size,
         )
         stream = Stream(self, sid, is_initiator=False, negotiator=negotiator)
         self._streams[sid] = stream
+        if self._idle_timer is not None:
+            self._cancel_idle_timer()
 
     def _on_stream_negotiated(self, stream: Stream) -> None:
         if not stream.is_initiator:
@@ -547,6 +564,31 @@ class Connection(asyncio.Protocol):
         stream = self._streams.pop(sid, None)
         if stream is not None and not stream.is_initiator:
             self._inbound_streams -= 1
+        if not self._streams:
+            self._arm_idle_timer()
+
+    def _arm_idle_timer(self) -> None:
+        timeout = self._config.idle_connection_timeout
+        if timeout is None or self._idle_timer is not None or self._stage is not _Stage.ESTABLISHED:
+            return
+        self._idle_timer = self.loop.call_later(timeout, self._on_idle_timeout)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    def _on_idle_timeout(self) -> None:
+        self._idle_timer = None
+        if self._streams or self._stage is not _Stage.ESTABLISHED:
+            return
+        if self.keep_alive:
+            self._arm_idle_timer()
+            return
+        if self._yamux is not None:
+            self._yamux.go_away(0)
+            self._flush()
+        self._terminate(ConnectionClosedError("connection closed after being idle"))
 
     # -- output --------------------------------------------------------------------------
 
@@ -592,6 +634,7 @@ class Connection(asyncio.Protocol):
         if self._handshake_timer is not None:
             self._handshake_timer.cancel()
             self._handshake_timer = None
+        self._cancel_idle_timer()
         if not self._ready.done():
             self._ready.set_exception(error)
             self._ready.exception()

@@ -23,12 +23,14 @@ LAYERS: dict[str, int] = {
     "multiaddr": 3,
     "protocols": 4,
     "config": 5,
+    "events": 5,
     "transports": 5,
     "_aio": 6,
     "services": 7,
     "node": 8,
-    "cli": 9,
-    "__init__": 10,
+    "network": 9,
+    "cli": 10,
+    "__init__": 11,
 }
 SANS_IO_FORBIDDEN = {"asyncio", "socket", "time", "random", "selectors", "threading", "os"}
 

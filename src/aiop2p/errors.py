@@ -29,10 +29,13 @@
     ├── StreamError                             a stream operation failed
     │   ├── StreamResetError                    the stream was reset (by either side)
     │   └── StreamClosedError                   writing after close, reading after reset
-    ├── RequestError                            an outbound request failed
+    ├── RequestError                            an outbound request failed (``kind``)
+    │   ├── RequestDialError                    dialling the peer failed
     │   ├── RequestTimeoutError                 no answer within the request timeout
-    │   ├── RequestDeniedError                  the remote firewall rejected the request
-    │   └── ResponseOmittedError                the remote dropped the request unanswered
+    │   ├── RequestConnectionClosedError        the connection closed first
+    │   │   └── ResponseOmittedError            the remote closed the stream unanswered
+    │   ├── UnsupportedProtocolsError           the remote offers none of our protocols
+    │   └── ShutdownError                       the local network was closed
     ├── RelayError                              relay reservation or circuit failed
     │   └── ReservationRefusedError             the relay refused, with its status code
     └── LimitExceededError                      a configured count or size limit was hit
@@ -44,6 +47,7 @@ exceptions (``OSError``, ``InvalidTag``) are wrapped with ``raise ... from exc``
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 
 __all__ = [
@@ -67,20 +71,24 @@ __all__ = [
     "LocalProtocolError",
     "MessageTooLargeError",
     "NegotiationError",
+    "OutboundFailure",
     "P2PError",
     "PeerIdMismatchError",
     "ProtocolError",
     "ProtocolNotSupportedError",
     "RelayError",
     "RemoteProtocolError",
-    "RequestDeniedError",
+    "RequestConnectionClosedError",
+    "RequestDialError",
     "RequestError",
     "RequestTimeoutError",
     "ReservationRefusedError",
     "ResponseOmittedError",
+    "ShutdownError",
     "StreamClosedError",
     "StreamError",
     "StreamResetError",
+    "UnsupportedProtocolsError",
 ]
 
 
@@ -222,20 +230,62 @@ class StreamClosedError(StreamError):
     """The stream is closed for the attempted direction."""
 
 
+class OutboundFailure(enum.Enum):
+    """Why an outbound request failed (the seed's ``OutboundFailure``, with its texts)."""
+
+    DIAL_FAILURE = "Failed to dial the requested peer"
+    TIMEOUT = "Timeout while waiting for a response"
+    CONNECTION_CLOSED = "Connection was closed before a response was received"
+    UNSUPPORTED_PROTOCOLS = "The remote supports none of the requested protocols"
+    SHUTDOWN = "The local peer was shut down before a response was received."
+
+
 class RequestError(P2PError):
-    """An outbound request failed."""
+    """An outbound request failed; ``kind`` says how (an :class:`OutboundFailure`)."""
+
+    kind: OutboundFailure = OutboundFailure.CONNECTION_CLOSED
+
+    def __init__(self, message: str | None = None, *, request_id: object = None) -> None:
+        self.request_id = request_id
+        super().__init__(message or self.kind.value)
+
+
+class RequestDialError(RequestError):
+    """The request needed a connection and dialling the peer failed (cause chained)."""
+
+    kind = OutboundFailure.DIAL_FAILURE
 
 
 class RequestTimeoutError(RequestError):
     """No response arrived within the request timeout; the peer may still have processed it."""
 
-
-class RequestDeniedError(RequestError):
-    """The remote firewall rejected the request."""
+    kind = OutboundFailure.TIMEOUT
 
 
-class ResponseOmittedError(RequestError):
-    """The remote accepted the request but dropped it without answering."""
+class RequestConnectionClosedError(RequestError):
+    """The connection or stream closed before a response arrived."""
+
+    kind = OutboundFailure.CONNECTION_CLOSED
+
+
+class ResponseOmittedError(RequestConnectionClosedError):
+    """The remote closed the request's stream without answering.
+
+    Its firewall rejected the request, or its application dropped it; the seed's wire
+    format cannot tell these apart.  Seen by the requester as ``CONNECTION_CLOSED``.
+    """
+
+
+class UnsupportedProtocolsError(RequestError):
+    """The remote offers none of the request protocols (or its firewall rejects all)."""
+
+    kind = OutboundFailure.UNSUPPORTED_PROTOCOLS
+
+
+class ShutdownError(RequestError):
+    """The local network was closed before the request finished."""
+
+    kind = OutboundFailure.SHUTDOWN
 
 
 class RelayError(P2PError):

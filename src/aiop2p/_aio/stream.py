@@ -278,6 +278,20 @@ class Stream:
             await self._wait_readable()
         return self._take(n) if n else b""
 
+    async def read_until_eof(self, max_size: int) -> bytes:
+        """Read everything until the remote closes; more than ``max_size`` bytes resets."""
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await self.read(1 << 20)
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > max_size:
+                self.reset()
+                raise MessageTooLargeError(size, max_size)
+            parts.append(chunk)
+
     async def read_message(self, max_size: int) -> bytes:
         """Read one unsigned-varint length-prefixed message of at most ``max_size`` bytes."""
         header = bytearray()

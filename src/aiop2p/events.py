@@ -1,0 +1,121 @@
+"""What a :class:`~aiop2p.network.Network` reports: the seed's ``NetworkEvent``s.
+
+Every event is a frozen dataclass named as a past-tense fact; ``NetworkEvent`` is
+their union, so ``match`` over it can be exhaustive.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import NewType
+
+from .errors import P2PError
+from .identity import PeerId
+from .multiaddr import Multiaddr
+
+__all__ = [
+    "ConnectedPoint",
+    "ConnectionClosed",
+    "ConnectionEstablished",
+    "ExpiredListenAddr",
+    "InboundFailure",
+    "InboundRequestFailed",
+    "IncomingConnectionError",
+    "ListenerClosed",
+    "ListenerError",
+    "NetworkEvent",
+    "NewListenAddr",
+    "RequestId",
+]
+
+RequestId = NewType("RequestId", int)
+"""Unique per network across both directions, starting at 1 (never the remote's id)."""
+
+
+class InboundFailure(enum.Enum):
+    """Why an inbound request failed (the seed's ``InboundFailure``, with its texts)."""
+
+    TIMEOUT = "Timeout while receiving request"
+    NOT_PERMITTED = "The firewall blocked the inbound request"
+    CONNECTION_CLOSED = "The connection closed directly after the request was received"
+    RESPONSE_OMISSION = "The request was dropped without a response"
+    INVALID_REQUEST = "The request could not be read or decoded"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectedPoint:
+    """How a connection was made: ``dialer`` is True when we dialled."""
+
+    dialer: bool
+    remote_addr: Multiaddr | None
+    local_addr: Multiaddr | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionEstablished:
+    peer: PeerId
+    endpoint: ConnectedPoint
+    num_established: int
+    """Connections to this peer now open, this one included."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed:
+    peer: PeerId
+    endpoint: ConnectedPoint
+    num_established: int
+    """Connections to this peer still open."""
+    cause: P2PError | None
+    """Set when the connection broke; None for a graceful or idle close."""
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingConnectionError:
+    """An inbound connection failed during its upgrade or hit a limit."""
+
+    local_addr: Multiaddr | None
+    send_back_addr: Multiaddr | None
+    error: P2PError
+
+
+@dataclass(frozen=True, slots=True)
+class NewListenAddr:
+    addr: Multiaddr
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredListenAddr:
+    addr: Multiaddr
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerClosed:
+    addresses: tuple[Multiaddr, ...]
+    cause: P2PError | None
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerError:
+    error: P2PError
+
+
+@dataclass(frozen=True, slots=True)
+class InboundRequestFailed:
+    """An inbound request ended without a response being sent (exactly once per request)."""
+
+    request_id: RequestId
+    peer: PeerId
+    failure: InboundFailure
+
+
+NetworkEvent = (
+    ConnectionEstablished
+    | ConnectionClosed
+    | IncomingConnectionError
+    | NewListenAddr
+    | ExpiredListenAddr
+    | ListenerClosed
+    | ListenerError
+    | InboundRequestFailed
+)

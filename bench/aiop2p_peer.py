@@ -36,6 +36,9 @@ from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 from aiop2p.protocols.perf import PERF_PROTOCOL_ID, encode_perf_header
 from aiop2p.services.peerstore import PeerInfo
+from aiop2p.transports._base import Transport
+from aiop2p.transports.tcp import TcpTransport
+from aiop2p.transports.websocket import WebSocketTransport
 
 # ---- limits and constants (units in the names) -----------------------------------------------
 ECHO_PROTOCOL = "/p2p/1.0.0"
@@ -431,7 +434,8 @@ async def main(argv: list[str]) -> int:
     reader = asyncio.StreamReader(limit=MAX_COMMAND_LINE_BYTES)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     stop = asyncio.Event()
-    async with Node(key, config=config) as node:
+    transports: list[Transport] = [TcpTransport(), WebSocketTransport()]  # --listen: /ws too
+    async with Node(key, config=config, transports=transports) as node:
         node.set_stream_handler(ECHO_PROTOCOL, handle_echo)
         for addr in args.listen:
             await node.listen(addr)

@@ -5,7 +5,10 @@ For each implementation a server peer and a client peer run as separate processe
 command protocol); the client is told to measure against the server. Implementations are
 interleaved per figure so that machine noise hits both alike. See ``bench/README.md``.
 
-    .venv/bin/python bench/run.py [--quick] [--repeat N] [--only aiop2p|js] [--json|--markdown]
+    .venv/bin/python bench/run.py [--quick] [--repeat N] [--only aiop2p|js]
+                                  [--only-figures tcp|ws] [--json|--markdown]
+
+The WebSocket figures run on separate server processes listening on ``/ws`` only.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ REPO = Path(__file__).resolve().parent.parent
 AIOP2P_PEER = REPO / "bench" / "aiop2p_peer.py"
 JS_PEER = REPO / "tests" / "interop" / "js" / "peer.mjs"
 IMPLS = ("aiop2p", "js")
+FIGURE_GROUPS = ("tcp", "ws")
+WS_LISTEN = "/ip4/127.0.0.1/tcp/0/ws"
 MIB = 1024 * 1024
 
 READY_TIMEOUT_S = 60.0
@@ -52,23 +57,27 @@ class PeerDiedError(BenchError):
 # ---- peer processes -------------------------------------------------------------------------
 
 
-def peer_argv(impl: str) -> list[str]:
+def peer_argv(impl: str, listen: tuple[str, ...] = ()) -> list[str]:
+    extra = [arg for addr in listen for arg in ("--listen", addr)]
     if impl == "aiop2p":
         venv_python = REPO / ".venv" / "bin" / "python"
         python = str(venv_python) if venv_python.exists() else sys.executable
-        return [python, str(AIOP2P_PEER)]
+        return [python, str(AIOP2P_PEER), *extra]
     node = shutil.which("node")
     if node is None:
         raise BenchError("node is not on PATH (needed for the js-libp2p peer)")
-    return [node, str(JS_PEER)]
+    return [node, str(JS_PEER), *extra]
 
 
 class PeerProcess:
     """One peer process; commands are matched to replies by id."""
 
-    def __init__(self, impl: str, role: str, log_dir: Path) -> None:
+    def __init__(
+        self, impl: str, role: str, log_dir: Path, listen: tuple[str, ...] = ()
+    ) -> None:
         self.name = f"{impl} {role}"
         self.impl = impl
+        self.listen = listen
         self.log_path = log_dir / f"{impl}-{role}.stderr"
         self.proc: asyncio.subprocess.Process | None = None
         self.peer_id = ""
@@ -85,7 +94,7 @@ class PeerProcess:
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *peer_argv(self.impl),
+                *peer_argv(self.impl, self.listen),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_fd,
@@ -255,6 +264,8 @@ METRICS = [
     Metric("echoN_p99_ms", "echo in flight p99", "ms", "lower"),
     Metric("upload_mib_s", "perf upload", "MiB/s", "higher"),
     Metric("download_mib_s", "perf download", "MiB/s", "higher"),
+    Metric("ws_upload_mib_s", "perf upload over WS", "MiB/s", "higher"),
+    Metric("ws_download_mib_s", "perf download over WS", "MiB/s", "higher"),
     Metric("client_bytes_per_conn", "memory per idle conn, client", "KiB", "lower"),
     Metric("server_bytes_per_conn", "memory per idle conn, server", "KiB", "lower"),
 ]
@@ -275,6 +286,8 @@ TARGETS = [
     Target("echoN_req_per_s", "in-flight req/s >= 2x js", ">=", 2.0),
     Target("upload_mib_s", "perf upload >= 1.0x js", ">=", 1.0),
     Target("download_mib_s", "perf download >= 1.0x js", ">=", 1.0),
+    Target("ws_upload_mib_s", "perf upload over WS >= 1.5x js", ">=", 1.5),
+    Target("ws_download_mib_s", "perf download over WS >= 1.5x js", ">=", 1.5),
 ]
 
 Figures = dict[str, float]
@@ -330,6 +343,16 @@ async def bench_perf_download(pair: Pair, s: Settings) -> Figures:
     return {"download_mib_s": s.perf_bytes / MIB / r["download_seconds"]}
 
 
+async def bench_ws_perf_upload(pair: Pair, s: Settings) -> Figures:
+    r = await _perf(pair, s, s.perf_bytes, 0)
+    return {"ws_upload_mib_s": s.perf_bytes / MIB / r["upload_seconds"]}
+
+
+async def bench_ws_perf_download(pair: Pair, s: Settings) -> Figures:
+    r = await _perf(pair, s, 0, s.perf_bytes)
+    return {"ws_download_mib_s": s.perf_bytes / MIB / r["download_seconds"]}
+
+
 async def bench_conns(pair: Pair, s: Settings) -> Figures:
     t = s.command_timeout_s
     # A few dials first so that one-time costs (code loading, JIT, caches) stay out of the delta.
@@ -374,6 +397,11 @@ SHARED_BENCHES: list[tuple[str, Bench]] = [
 FRESH_BENCHES: list[tuple[str, Bench]] = [
     ("memory per connection", bench_conns),
 ]
+# Run on a pair whose server listens on /ws only, so the client dials over WebSocket.
+WS_BENCHES: list[tuple[str, Bench]] = [
+    ("perf upload over WS", bench_ws_perf_upload),
+    ("perf download over WS", bench_ws_perf_download),
+]
 
 
 # ---- running --------------------------------------------------------------------------------
@@ -384,9 +412,14 @@ def progress(text: str) -> None:
     sys.stderr.flush()
 
 
-async def start_pair(impl: str, log_dir: Path, started: list[PeerProcess]) -> Pair:
-    """Start a server and a client; both are added to ``started`` first, so they get stopped."""
-    server = PeerProcess(impl, "server", log_dir)
+async def start_pair(
+    impl: str, log_dir: Path, started: list[PeerProcess], listen: tuple[str, ...] = ()
+) -> Pair:
+    """Start a server and a client; both are added to ``started`` first, so they get stopped.
+
+    ``listen`` are the server's listen addresses (the peer's default when empty).
+    """
+    server = PeerProcess(impl, "ws-server" if listen else "server", log_dir, listen)
     client = PeerProcess(impl, "client", log_dir)
     started += [server, client]
     await asyncio.gather(server.start(), client.start())
@@ -409,14 +442,16 @@ class Runner:
         self.errors.append(text)
         progress(f"!! {text}")
 
-    async def run_benches(self, rep: int, benches: list[tuple[str, Bench]]) -> None:
+    async def run_benches(
+        self, rep: int, benches: list[tuple[str, Bench]], listen: tuple[str, ...] = ()
+    ) -> None:
         """Start a pair per implementation, run ``benches`` interleaved, stop every process."""
         started: list[PeerProcess] = []
         pairs: dict[str, Pair] = {}
         try:
             for impl in self.impls:
                 try:
-                    pairs[impl] = await start_pair(impl, self.log_dir, started)
+                    pairs[impl] = await start_pair(impl, self.log_dir, started, listen)
                 except BenchError as exc:
                     self.error(f"repeat {rep + 1}: {impl}: start failed: {exc}")
             for name, bench in benches:
@@ -448,18 +483,21 @@ class Runner:
 
 
 async def run_all(
-    impls: list[str], s: Settings, repeat: int
+    impls: list[str], s: Settings, repeat: int, groups: tuple[str, ...] = FIGURE_GROUPS
 ) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
     """Run every benchmark ``repeat`` times; return the samples per impl and metric, and errors.
 
     Each repeat starts fresh processes; within a repeat the implementations alternate for
-    every figure.
+    every figure.  ``groups`` selects the TCP figures, the WebSocket figures, or both.
     """
     with tempfile.TemporaryDirectory(prefix="aiop2p-bench-") as tmp:
         runner = Runner(impls, s, Path(tmp))
         for rep in range(repeat):
-            await runner.run_benches(rep, SHARED_BENCHES)
-            await runner.run_benches(rep, FRESH_BENCHES)
+            if "tcp" in groups:
+                await runner.run_benches(rep, SHARED_BENCHES)
+                await runner.run_benches(rep, FRESH_BENCHES)
+            if "ws" in groups:
+                await runner.run_benches(rep, WS_BENCHES, (WS_LISTEN,))
     return runner.samples, runner.errors
 
 
@@ -491,6 +529,8 @@ def summarise(
     rows = []
     for m in METRICS:
         medians = {i: median(samples[i][m.key]) for i in impls}
+        if all(v is None for v in medians.values()):
+            continue  # a figure group that was not run
         rows.append({
             "key": m.key, "label": m.label, "unit": m.unit, "better": m.better,
             "median": medians,
@@ -503,6 +543,8 @@ def evaluate_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     by_key = {r["key"]: r for r in rows}
     out = []
     for t in TARGETS:
+        if t.key not in by_key:
+            continue
         ratio = by_key[t.key]["ratio_aiop2p_js"]
         met = None if ratio is None else (ratio <= t.ratio if t.op == "<=" else ratio >= t.ratio)
         out.append({"key": t.key, "target": t.text, "ratio": ratio, "met": met})
@@ -534,7 +576,8 @@ def settings_text(s: Settings, repeat: int) -> str:
         f"dial: median of {s.dial_count} fresh connections ({s.dial_warmup} warm-up); "
         f"echo: {s.echo_count} x {s.echo_size_bytes} B requests, a new stream each "
         f"({s.echo_warmup} warm-up), in flight = {s.echo_concurrency}; "
-        f"perf: {s.perf_bytes // MIB} MiB each way ({s.perf_warmup_bytes // MIB} MiB warm-up); "
+        f"perf (over TCP and over /ws): {s.perf_bytes // MIB} MiB each way "
+        f"({s.perf_warmup_bytes // MIB} MiB warm-up); "
         f"memory: RSS delta over {s.conns_count} idle connections "
         f"(after {s.conns_warmup} warm-up dials, fresh processes); "
         f"median of {repeat} run(s)"
@@ -565,7 +608,7 @@ def print_text(
         print("\ntargets (aiop2p/js ratio)")
         for t in targets:
             ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
-            print(f"  {t['target']:<30} {ratio:>8}  {status_text(t['met'])}")
+            print(f"  {t['target']:<34} {ratio:>8}  {status_text(t['met'])}")
 
 
 def print_markdown(
@@ -596,6 +639,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="aiop2p vs js-libp2p benchmark")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--only", choices=IMPLS, help="run one implementation only")
+    parser.add_argument("--only-figures", choices=FIGURE_GROUPS, default=None,
+                        help="run only the TCP figures or only the WebSocket (perf over /ws) ones")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run everything N times and report medians (default 1)")
     out = parser.add_mutually_exclusive_group()
@@ -618,7 +663,8 @@ def main(argv: list[str]) -> int:
     if args.timeout is not None:
         s = Settings(**{**asdict(s), "command_timeout_s": args.timeout})
     env = environment()
-    samples, errors = asyncio.run(run_all(impls, s, args.repeat))
+    groups = (args.only_figures,) if args.only_figures else FIGURE_GROUPS
+    samples, errors = asyncio.run(run_all(impls, s, args.repeat, groups))
     rows = summarise(impls, samples)
     targets = evaluate_targets(rows) if len(impls) == 2 else []
     if args.json:

@@ -31,7 +31,9 @@ from .services.peerstore import PeerInfo, PeerStore
 from .services.perf import PerfResult, perf
 from .services.ping import ping
 from .transports._base import Listener, Transport
+from .transports.dns import resolve as resolve_dns
 from .transports.tcp import TcpTransport
+from .transports.websocket import WebSocketTransport
 
 __all__ = ["ConnectionCallback", "Node", "StreamHandler"]
 
@@ -55,7 +57,9 @@ class Node(ConnectionHooks):
         self.key = key or KeyPair.generate()
         self.peer_id: PeerId = self.key.peer_id
         self.config = config or NodeConfig()
-        self.transports: list[Transport] = list(transports or [TcpTransport()])
+        self.transports: list[Transport] = list(
+            transports or [TcpTransport(), WebSocketTransport()]
+        )
         self.peer_store = PeerStore()
         self._handlers: dict[str, StreamHandler] = {}
         self._offers: dict[str, Callable[[PeerId], bool]] = {}
@@ -422,6 +426,15 @@ class Node(ConnectionHooks):
         raise DialError(f"could not reach {peer}", causes)
 
     async def _dial_addr(self, addr: Multiaddr, peer: PeerId | None) -> Connection:
+        if addr.protocol_names()[0] == "dnsaddr":
+            # TXT lookups give the real addresses; TCP and WS resolve /dns* themselves.
+            causes: dict[str, BaseException] = {}
+            for candidate in await resolve_dns(addr):
+                try:
+                    return await self._dial_addr(candidate, peer)
+                except P2PError as exc:
+                    causes[str(candidate)] = exc
+            raise DialError(f"could not dial {addr}", causes)
         transport = self._transport_for(addr, listen=False)
         if transport is None:
             raise DialError(f"no transport can dial {addr}")

@@ -16,12 +16,19 @@ if (typeof Promise.withResolvers !== 'function') {
   }
 }
 
+// Node 20 has no global WebSocket, which @libp2p/websockets dials with: take the `ws` package's.
+if (typeof globalThis.WebSocket !== 'function') {
+  const { WebSocket } = await import('ws')
+  globalThis.WebSocket = WebSocket
+}
+
 const { createInterface } = await import('node:readline')
 const { performance } = await import('node:perf_hooks')
 const v8 = await import('node:v8')
 const vm = await import('node:vm')
 const { createLibp2p } = await import('libp2p')
 const { tcp } = await import('@libp2p/tcp')
+const { webSockets } = await import('@libp2p/websockets')
 const { noise } = await import('@libp2p/noise')
 const { yamux } = await import('@libp2p/yamux')
 const { identify, identifyPush } = await import('@libp2p/identify')
@@ -144,7 +151,10 @@ const node = await createLibp2p({
   addresses: { listen: args.listen },
   nodeInfo: { userAgent: AGENT_VERSION },
   // 0 disables the 2-minute socket inactivity timeout: tests hold idle connections for longer.
-  transports: [tcp({ inboundSocketInactivityTimeout: 0, outboundSocketInactivityTimeout: 0 })],
+  transports: [
+    tcp({ inboundSocketInactivityTimeout: 0, outboundSocketInactivityTimeout: 0 }),
+    webSockets() // listens on and dials /ws
+  ],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux({ maxInboundStreams: MAX_YAMUX_STREAMS, maxOutboundStreams: MAX_YAMUX_STREAMS })],
   connectionManager: {

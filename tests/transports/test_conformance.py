@@ -1,0 +1,203 @@
+"""One suite every transport must pass, run through real nodes (Noise + Yamux on top).
+
+Parametrised by transport; memory and relay transports join by adding a ``Kind``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import socket
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+import pytest_asyncio
+
+from aiop2p._aio.stream import Stream
+from aiop2p.errors import DialError, P2PError
+from aiop2p.multiaddr import Multiaddr
+from aiop2p.node import Node
+from aiop2p.transports._base import Transport
+from aiop2p.transports.tcp import TcpTransport
+from aiop2p.transports.websocket import WebSocketTransport
+
+from ..helpers import wait_for
+
+ECHO = "/test/echo-to-eof/1.0.0"
+READ_CHUNK_BYTES = 1 << 20
+LARGE_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class Kind:
+    name: str
+    make: Callable[[], list[Transport]]
+    ip4: str
+    ip6: str
+    suffix: str
+
+
+KINDS = [
+    Kind("tcp", lambda: [TcpTransport()], "/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0", ""),
+    Kind(
+        "ws",
+        lambda: [TcpTransport(), WebSocketTransport()],
+        "/ip4/127.0.0.1/tcp/0/ws",
+        "/ip6/::1/tcp/0/ws",
+        "/ws",
+    ),
+]
+
+
+def ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+async def echo_to_eof(stream: Stream) -> None:
+    """Send back everything until the remote closes its side."""
+    while chunk := await stream.read(READ_CHUNK_BYTES):
+        await stream.write(chunk)
+
+
+async def read_to_eof(stream: Stream) -> bytes:
+    parts = []
+    while chunk := await stream.read(READ_CHUNK_BYTES):
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+@pytest.fixture(params=KINDS, ids=[k.name for k in KINDS])
+def kind(request: pytest.FixtureRequest) -> Kind:
+    kind: Kind = request.param
+    return kind
+
+
+@pytest_asyncio.fixture
+async def pair(kind: Kind) -> AsyncIterator[tuple[Node, Node, Multiaddr]]:
+    """(dialer, listener, the listener's address with its peer id)."""
+    async with Node(transports=kind.make()) as a, Node(transports=kind.make()) as b:
+        b.set_stream_handler(ECHO, echo_to_eof)
+        (addr,) = await b.listen(kind.ip4)
+        yield a, b, addr.with_peer_id(b.peer_id)
+    current = asyncio.current_task()
+    leftover = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    assert not leftover, f"tasks left behind: {leftover}"
+
+
+async def echo(node: Node, addr: Multiaddr, payload: bytes) -> bytes:
+    stream = await node.new_stream(addr, ECHO)
+    await stream.write(payload)
+    await stream.close()
+    return await read_to_eof(stream)
+
+
+async def test_listen_on_port_zero_reports_dialable_address(
+    kind: Kind, pair: tuple[Node, Node, Multiaddr]
+) -> None:
+    a, b, addr = pair
+    bare = addr.without_peer_id()
+    assert int(bare.value_for("tcp") or 0) != 0
+    assert str(bare).endswith(f"/tcp/{bare.value_for('tcp')}{kind.suffix}")
+    assert b.listen_addrs == [bare]
+    conn = await a.dial(addr)
+    assert conn.remote_peer == b.peer_id
+    await wait_for(lambda: b.is_connected(a.peer_id))
+    (inbound,) = b.connections
+    assert inbound.local_addr == bare
+    assert inbound.remote_addr is not None and str(inbound.remote_addr).endswith(kind.suffix)
+
+
+async def test_dial_and_ping(pair: tuple[Node, Node, Multiaddr]) -> None:
+    a, b, addr = pair
+    rtts = await a.ping(addr, count=3)
+    assert len(rtts) == 3 and all(r >= 0 for r in rtts)
+    assert len(await b.ping(a.peer_id, count=1)) == 1  # and back over the same connection
+
+
+@pytest.mark.parametrize(
+    "size", [0, 1, 2, 125, 126, 127, 65535, 65536, 65537, 262144, 262145, 1 << 20, 3 << 20]
+)
+async def test_echo_sizes(pair: tuple[Node, Node, Multiaddr], size: int) -> None:
+    a, _, addr = pair
+    payload = random.Random(size).randbytes(size)
+    assert await echo(a, addr, payload) == payload
+
+
+async def test_64_concurrent_streams(pair: tuple[Node, Node, Multiaddr]) -> None:
+    a, _, addr = pair
+    await a.dial(addr)
+    payloads = [random.Random(i).randbytes(i * 997) for i in range(64)]
+    results = await asyncio.gather(*(echo(a, addr, p) for p in payloads))
+    assert results == payloads
+    assert len(a.connections) == 1
+
+
+async def test_large_transfer_both_ways(pair: tuple[Node, Node, Multiaddr]) -> None:
+    a, b, addr = pair
+    up = random.Random(1).randbytes(LARGE_BYTES)
+    down = random.Random(2).randbytes(LARGE_BYTES)
+    received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+    async def exchange(stream: Stream) -> None:
+        writer = asyncio.ensure_future(stream.write(down))
+        received.set_result(await read_to_eof(stream))
+        await writer
+
+    b.set_stream_handler("/test/exchange/1.0.0", exchange)
+    stream = await a.new_stream(addr, "/test/exchange/1.0.0")
+
+    async def send() -> None:
+        await stream.write(up)
+        await stream.close()
+
+    got, _ = await asyncio.gather(read_to_eof(stream), send())
+    assert got == down
+    assert await received == up
+
+
+async def test_remote_close_is_seen(pair: tuple[Node, Node, Multiaddr]) -> None:
+    a, b, addr = pair
+    conn = await a.dial(addr)
+    await wait_for(lambda: b.is_connected(a.peer_id))
+    (theirs,) = b.connections
+    stream = await b.new_stream(a.peer_id, "/nothing/1.0.0")
+    await conn.close()
+    await asyncio.wait_for(theirs.wait_closed(), 5)
+    assert theirs.is_closed and not b.connections
+    with pytest.raises(P2PError):
+        await stream.read()
+
+
+async def test_remote_abort_is_seen(pair: tuple[Node, Node, Multiaddr]) -> None:
+    a, b, addr = pair
+    conn = await a.dial(addr)
+    await wait_for(lambda: b.is_connected(a.peer_id))
+    (theirs,) = b.connections
+    conn.abort()
+    await asyncio.wait_for(theirs.wait_closed(), 5)
+    assert not b.connections
+
+
+async def test_listener_close_refuses_new_dials(pair: tuple[Node, Node, Multiaddr]) -> None:
+    a, b, addr = pair
+    assert await b.stop_listening(addr.without_peer_id())
+    assert b.listen_addrs == []
+    with pytest.raises(DialError):
+        await a.dial(addr)
+
+
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
+async def test_ipv6_loopback(kind: Kind) -> None:
+    async with Node(transports=kind.make()) as a, Node(transports=kind.make()) as b:
+        b.set_stream_handler(ECHO, echo_to_eof)
+        (addr,) = await b.listen(kind.ip6)
+        assert addr.protocol_names()[0] == "ip6" and str(addr).endswith(f"{kind.suffix}")
+        addr = addr.with_peer_id(b.peer_id)
+        assert len(await a.ping(addr)) == 1
+        assert await echo(a, addr, b"over ipv6") == b"over ipv6"

@@ -26,6 +26,8 @@ __all__ = [
     "ListenerError",
     "NetworkEvent",
     "NewListenAddr",
+    "PeerDiscovered",
+    "PeerExpired",
     "RequestId",
 ]
 
@@ -109,6 +111,22 @@ class InboundRequestFailed:
     failure: InboundFailure
 
 
+@dataclass(frozen=True, slots=True)
+class PeerDiscovered:
+    """A peer announced itself on the LAN via mDNS (new, or with a new address)."""
+
+    peer_id: PeerId
+    addrs: tuple[Multiaddr, ...]
+    """All its currently known mDNS addresses, without ``/p2p``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerExpired:
+    """A peer discovered via mDNS expired or said goodbye."""
+
+    peer_id: PeerId
+
+
 NetworkEvent = (
     ConnectionEstablished
     | ConnectionClosed
@@ -118,4 +136,6 @@ NetworkEvent = (
     | ListenerClosed
     | ListenerError
     | InboundRequestFailed
+    | PeerDiscovered
+    | PeerExpired
 )

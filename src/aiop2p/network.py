@@ -72,6 +72,7 @@ from .services.firewall import (
     Rule,
     SupportChanged,
 )
+from .services.mdns import MdnsConfig, MdnsEvent, MdnsService
 from .services.request_response import (
     DEFAULT_MAX_REQUEST_SIZE,
     DEFAULT_MAX_RESPONSE_SIZE,
@@ -136,6 +137,8 @@ class NetworkConfig:
     firewall_channel_capacity: int = 16
     """Firewall questions waiting for the application; more wait for room (bounded by
     ``firewall_timeout``)."""
+    mdns: MdnsConfig | None = field(default_factory=MdnsConfig)
+    """LAN discovery (on by default, as in the seed); ``None`` turns it off."""
     address_book_path: Path | None = None
     """Persist the address book there (loaded at start, saved on change and at close)."""
     node: NodeConfig = field(default_factory=NodeConfig)
@@ -351,6 +354,7 @@ class Network(Generic[Rq, Rs]):
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
         self._save_handle: asyncio.TimerHandle | None = None
+        self._mdns: MdnsService | None = None
         self._started = False
         self._closed = False
 
@@ -381,6 +385,13 @@ class Network(Generic[Rq, Rs]):
                 protocol, self._serve_request, offer=self._engine.offers_protocol
             )
         await node.start()
+        if self.config.mdns is not None:
+            self._mdns = MdnsService(node, config=self.config.mdns)
+            self._mdns.on_event(self._on_mdns_event)
+            await self._mdns.start()
+
+    def _on_mdns_event(self, event: MdnsEvent) -> None:
+        self._emit(event)
 
     async def close(self) -> None:
         """Stop everything: pending calls fail with a shutdown error, channels end."""
@@ -398,6 +409,8 @@ class Network(Generic[Rq, Rs]):
             answer.answered = True
         self._rule_queries.clear()
         self._approvals.clear()
+        if self._mdns is not None:
+            await self._mdns.close()
         await self.node.close()
         if self._outbound_tasks:
             await asyncio.gather(*self._outbound_tasks, return_exceptions=True)
@@ -626,8 +639,13 @@ class Network(Generic[Rq, Rs]):
     # -- address book --------------------------------------------------------------------
 
     def get_addrs(self, peer: PeerId) -> list[Multiaddr]:
-        """Dial candidates for ``peer`` in order (seed-spec §8.4)."""
-        return self._addresses.get_addrs(peer)
+        """Dial candidates for ``peer`` in order (seed-spec §8.4): the address book
+        (known addresses, then relayed ones via the dialing relays), then addresses
+        discovered on the LAN."""
+        addrs = self._addresses.get_addrs(peer)
+        if self._mdns is not None:
+            addrs.extend(self._mdns.discovered_peers.get(peer, ()))
+        return addrs
 
     async def add_address(self, peer: PeerId, addr: Multiaddr | str) -> None:
         self._addresses.add_addrs(peer, Multiaddr(addr) if isinstance(addr, str) else addr)

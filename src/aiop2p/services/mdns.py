@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self, cast
 
 from ..errors import InvalidArgumentError, ListenError
+from ..events import PeerDiscovered, PeerExpired
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.mdns import (
@@ -134,22 +135,6 @@ class MdnsConfig:
             raise InvalidArgumentError(f"max_packet_size must be 512..{MAX_PACKET_SIZE}")
         if not (self.ipv4 or self.ipv6):
             raise InvalidArgumentError("mDNS needs IPv4 or IPv6")
-
-
-@dataclass(frozen=True, slots=True)
-class PeerDiscovered:
-    """A peer announced itself on the LAN (new, or with a new address)."""
-
-    peer_id: PeerId
-    addrs: tuple[Multiaddr, ...]
-    """All its currently known mDNS addresses, without ``/p2p``."""
-
-
-@dataclass(frozen=True, slots=True)
-class PeerExpired:
-    """A discovered peer's announcement expired or it said goodbye."""
-
-    peer_id: PeerId
 
 
 MdnsEvent = PeerDiscovered | PeerExpired

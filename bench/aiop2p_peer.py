@@ -33,8 +33,10 @@ from aiop2p.config import NodeConfig
 from aiop2p.errors import P2PError, RemoteProtocolError
 from aiop2p.identity import KeyPair, PeerId
 from aiop2p.multiaddr import Multiaddr
+from aiop2p.network import Network
 from aiop2p.node import Node
 from aiop2p.protocols.perf import PERF_PROTOCOL_ID, encode_perf_header
+from aiop2p.services.firewall import FirewallRules
 from aiop2p.services.peerstore import PeerInfo
 from aiop2p.transports._base import Transport
 from aiop2p.transports.tcp import TcpTransport
@@ -142,8 +144,10 @@ async def close_quietly(conn: Connection) -> None:
 class Peer:
     """The command interpreter around one :class:`Node`."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, network: Network[Any, Any] | None = None) -> None:
         self.node = node
+        self.network = network
+        """Set in ``--network`` mode: echo requests go through ``Network.send_request``."""
         self.held: list[Connection] = []  # bench_conns keeps these open until close_all
         self.commands: dict[str, Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]] = {
             "ping": self.ping,
@@ -281,6 +285,15 @@ class Peer:
         conn = await self.dial(cmd.get("addr"))
         latencies = [0.0] * count
         echo_once = self.echo_once
+        network = self.network
+        if network is not None:
+            # JSON codec: a string of ``size`` characters (``size + 2`` bytes on the wire).
+            text = "x" * size
+            target = conn.remote_peer
+
+            async def echo_once(conn: Connection, payload: bytes) -> bytes:
+                reply = await network.send_request(target, text)
+                return payload if reply == text else b""
         clock = time.perf_counter
 
         async def run(total: int, record: bool) -> None:
@@ -398,6 +411,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--listen", action="append", default=[], metavar="MULTIADDR")
     parser.add_argument("--seed", default=None, help="64 hex chars: a 32-byte Ed25519 seed")
+    parser.add_argument(
+        "--network",
+        action="store_true",
+        help="serve and send /p2p/1.0.0 through the Network API (JSON, firewall allow-all)",
+    )
     args = parser.parse_args(argv)
     if args.seed is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.seed):
         parser.error("--seed must be 64 hex characters (a 32-byte Ed25519 seed)")
@@ -435,8 +453,24 @@ async def main(argv: list[str]) -> int:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     stop = asyncio.Event()
     transports: list[Transport] = [TcpTransport(), WebSocketTransport()]  # --listen: /ws too
-    async with Node(key, config=config, transports=transports) as node:
-        node.set_stream_handler(ECHO_PROTOCOL, handle_echo)
+    network: Network[Any, Any] | None = None
+    responder: asyncio.Task[None] | None = None
+    if args.network:
+        network = Network(
+            key,
+            firewall=FirewallRules.allow_all(),
+            mdns=None,
+            node=config,
+            connection_timeout=3600.0,
+        )
+        await network.start()
+        node_cm: Any = contextlib.nullcontext(network.node)
+        responder = asyncio.create_task(answer_requests(network))
+    else:
+        node_cm = Node(key, config=config, transports=transports)
+    async with node_cm as node:
+        if network is None:
+            node.set_stream_handler(ECHO_PROTOCOL, handle_echo)
         for addr in args.listen:
             await node.listen(addr)
         emit({
@@ -444,18 +478,26 @@ async def main(argv: list[str]) -> int:
             "peerId": str(node.peer_id),
             "addrs": [str(a.with_peer_id(node.peer_id)) for a in node.listen_addrs],
         })
-        peer = Peer(node)
+        peer = Peer(node, network)
         lines = asyncio.create_task(read_lines(reader, peer, stop))
         await stop.wait()
         lines.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await lines
+        if responder is not None:
+            responder.cancel()
         try:
             async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
-                await node.close()
+                await (network.close() if network is not None else node.close())
         except TimeoutError:
             log.warning("node did not stop within %s s", STOP_TIMEOUT_SECONDS)
     return 0
+
+
+async def answer_requests(network: Network[Any, Any]) -> None:
+    """The Network-mode echo server: answer every approved request with its own value."""
+    async for request in network.requests():
+        request.respond_nowait(request.request)
 
 
 if __name__ == "__main__":

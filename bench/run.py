@@ -6,7 +6,7 @@ command protocol); the client is told to measure against the server. Implementat
 interleaved per figure so that machine noise hits both alike. See ``bench/README.md``.
 
     .venv/bin/python bench/run.py [--quick] [--repeat N] [--only aiop2p|js]
-                                  [--only-figures tcp|ws] [--json|--markdown]
+                                  [--only-figures tcp|ws|rr] [--json|--markdown]
 
 The WebSocket figures run on separate server processes listening on ``/ws`` only.
 """
@@ -34,7 +34,7 @@ REPO = Path(__file__).resolve().parent.parent
 AIOP2P_PEER = REPO / "bench" / "aiop2p_peer.py"
 JS_PEER = REPO / "tests" / "interop" / "js" / "peer.mjs"
 IMPLS = ("aiop2p", "js")
-FIGURE_GROUPS = ("tcp", "ws")
+FIGURE_GROUPS = ("tcp", "ws", "rr")
 WS_LISTEN = "/ip4/127.0.0.1/tcp/0/ws"
 MIB = 1024 * 1024
 
@@ -57,12 +57,12 @@ class PeerDiedError(BenchError):
 # ---- peer processes -------------------------------------------------------------------------
 
 
-def peer_argv(impl: str, listen: tuple[str, ...] = ()) -> list[str]:
+def peer_argv(impl: str, listen: tuple[str, ...] = (), network: bool = False) -> list[str]:
     extra = [arg for addr in listen for arg in ("--listen", addr)]
     if impl == "aiop2p":
         venv_python = REPO / ".venv" / "bin" / "python"
         python = str(venv_python) if venv_python.exists() else sys.executable
-        return [python, str(AIOP2P_PEER), *extra]
+        return [python, str(AIOP2P_PEER), *extra, *(["--network"] if network else [])]
     node = shutil.which("node")
     if node is None:
         raise BenchError("node is not on PATH (needed for the js-libp2p peer)")
@@ -73,11 +73,17 @@ class PeerProcess:
     """One peer process; commands are matched to replies by id."""
 
     def __init__(
-        self, impl: str, role: str, log_dir: Path, listen: tuple[str, ...] = ()
+        self,
+        impl: str,
+        role: str,
+        log_dir: Path,
+        listen: tuple[str, ...] = (),
+        network: bool = False,
     ) -> None:
         self.name = f"{impl} {role}"
         self.impl = impl
         self.listen = listen
+        self.network = network
         self.log_path = log_dir / f"{impl}-{role}.stderr"
         self.proc: asyncio.subprocess.Process | None = None
         self.peer_id = ""
@@ -94,7 +100,7 @@ class PeerProcess:
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *peer_argv(self.impl, self.listen),
+                *peer_argv(self.impl, self.listen, self.network),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_fd,
@@ -266,6 +272,12 @@ METRICS = [
     Metric("download_mib_s", "perf download", "MiB/s", "higher"),
     Metric("ws_upload_mib_s", "perf upload over WS", "MiB/s", "higher"),
     Metric("ws_download_mib_s", "perf download over WS", "MiB/s", "higher"),
+    Metric("rr1_req_per_s", "request-response sequential", "req/s", "higher"),
+    Metric("rr1_p50_ms", "request-response sequential p50", "ms", "lower"),
+    Metric("rr1_p99_ms", "request-response sequential p99", "ms", "lower"),
+    Metric("rrN_req_per_s", "request-response in flight", "req/s", "higher"),
+    Metric("rrN_p50_ms", "request-response in flight p50", "ms", "lower"),
+    Metric("rrN_p99_ms", "request-response in flight p99", "ms", "lower"),
     Metric("client_bytes_per_conn", "memory per idle conn, client", "KiB", "lower"),
     Metric("server_bytes_per_conn", "memory per idle conn, server", "KiB", "lower"),
 ]
@@ -286,6 +298,8 @@ TARGETS = [
     Target("echoN_req_per_s", "in-flight req/s >= 2x js", ">=", 2.0),
     Target("upload_mib_s", "perf upload >= 1.0x js", ">=", 1.0),
     Target("download_mib_s", "perf download >= 1.0x js", ">=", 1.0),
+    Target("rr1_req_per_s", "Network req/s sequential >= 3x js echo", ">=", 3.0),
+    Target("rrN_req_per_s", "Network req/s in flight >= 3x js echo", ">=", 3.0),
     Target("ws_upload_mib_s", "perf upload over WS >= 1.5x js", ">=", 1.5),
     Target("ws_download_mib_s", "perf download over WS >= 1.5x js", ">=", 1.5),
 ]
@@ -397,6 +411,11 @@ SHARED_BENCHES: list[tuple[str, Bench]] = [
 FRESH_BENCHES: list[tuple[str, Bench]] = [
     ("memory per connection", bench_conns),
 ]
+# aiop2p through the Network API (JSON codec, firewall allow-all) against js-libp2p echo.
+RR_BENCHES: list[tuple[str, Bench]] = [
+    ("request-response sequential", lambda pair, s: _echo(pair, s, 1, "rr1")),
+    ("request-response in flight", lambda pair, s: _echo(pair, s, s.echo_concurrency, "rrN")),
+]
 # Run on a pair whose server listens on /ws only, so the client dials over WebSocket.
 WS_BENCHES: list[tuple[str, Bench]] = [
     ("perf upload over WS", bench_ws_perf_upload),
@@ -413,14 +432,20 @@ def progress(text: str) -> None:
 
 
 async def start_pair(
-    impl: str, log_dir: Path, started: list[PeerProcess], listen: tuple[str, ...] = ()
+    impl: str,
+    log_dir: Path,
+    started: list[PeerProcess],
+    listen: tuple[str, ...] = (),
+    network: bool = False,
 ) -> Pair:
     """Start a server and a client; both are added to ``started`` first, so they get stopped.
 
-    ``listen`` are the server's listen addresses (the peer's default when empty).
+    ``listen`` are the server's listen addresses (the peer's default when empty);
+    ``network`` runs aiop2p peers on the ``Network`` API (request-response + firewall).
     """
-    server = PeerProcess(impl, "ws-server" if listen else "server", log_dir, listen)
-    client = PeerProcess(impl, "client", log_dir)
+    role = "ws-server" if listen else ("rr-server" if network else "server")
+    server = PeerProcess(impl, role, log_dir, listen, network)
+    client = PeerProcess(impl, "rr-client" if network else "client", log_dir, (), network)
     started += [server, client]
     await asyncio.gather(server.start(), client.start())
     return Pair(impl, server, client)
@@ -443,7 +468,11 @@ class Runner:
         progress(f"!! {text}")
 
     async def run_benches(
-        self, rep: int, benches: list[tuple[str, Bench]], listen: tuple[str, ...] = ()
+        self,
+        rep: int,
+        benches: list[tuple[str, Bench]],
+        listen: tuple[str, ...] = (),
+        network: bool = False,
     ) -> None:
         """Start a pair per implementation, run ``benches`` interleaved, stop every process."""
         started: list[PeerProcess] = []
@@ -451,7 +480,9 @@ class Runner:
         try:
             for impl in self.impls:
                 try:
-                    pairs[impl] = await start_pair(impl, self.log_dir, started, listen)
+                    pairs[impl] = await start_pair(
+                        impl, self.log_dir, started, listen, network
+                    )
                 except BenchError as exc:
                     self.error(f"repeat {rep + 1}: {impl}: start failed: {exc}")
             for name, bench in benches:
@@ -498,6 +529,8 @@ async def run_all(
                 await runner.run_benches(rep, FRESH_BENCHES)
             if "ws" in groups:
                 await runner.run_benches(rep, WS_BENCHES, (WS_LISTEN,))
+            if "rr" in groups:
+                await runner.run_benches(rep, RR_BENCHES, network=True)
     return runner.samples, runner.errors
 
 

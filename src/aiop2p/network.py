@@ -275,6 +275,13 @@ class InboundRequest(Generic[Rq, Rs]):
         self._response.set_result(data)
         await asyncio.shield(self._written)
 
+    def respond_nowait(self, value: Rs) -> None:
+        """Like :meth:`respond` without waiting for the write (for busy servers); a
+        failure to send is reported as an ``InboundRequestFailed`` event."""
+        if self._response.done():
+            raise InvalidStateError(f"request {self.request_id} already ended")
+        self._response.set_result(self._encode(value))
+
     def drop(self) -> None:
         """Do not answer: the requester sees its stream closed without a response."""
         if not self._response.done():

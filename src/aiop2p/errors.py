@@ -37,7 +37,10 @@
     │   ├── UnsupportedProtocolsError           the remote offers none of our protocols
     │   └── ShutdownError                       the local network was closed
     ├── RelayError                              relay reservation or circuit failed
-    │   └── ReservationRefusedError             the relay refused, with its status code
+    │   ├── ReservationRefusedError             the relay refused, with its status code
+    │   ├── CircuitRefusedError (DialError)     a relayed dial was refused, with its status
+    │   └── RelayLimitReachedError              the relay cut the circuit at its limit
+    │                                           (also a ConnectionClosedError)
     └── LimitExceededError                      a configured count or size limit was hit
 
 Peer misbehaviour never raises out of a sans-IO machine's ``receive_data``: it is
@@ -52,6 +55,7 @@ from collections.abc import Mapping
 
 __all__ = [
     "BannedPeerError",
+    "CircuitRefusedError",
     "ConnectionClosedError",
     "ConnectionLimitError",
     "ConnectionLostError",
@@ -77,6 +81,7 @@ __all__ = [
     "ProtocolError",
     "ProtocolNotSupportedError",
     "RelayError",
+    "RelayLimitReachedError",
     "RemoteProtocolError",
     "RequestConnectionClosedError",
     "RequestDialError",
@@ -298,6 +303,18 @@ class ReservationRefusedError(RelayError):
     def __init__(self, status: int, message: str = "") -> None:
         super().__init__(message or f"relay refused the reservation (status {status})")
         self.status = status
+
+
+class CircuitRefusedError(RelayError, DialError):
+    """The relay (or the target behind it) refused the circuit; ``status`` is the code."""
+
+    def __init__(self, status: int, message: str = "") -> None:
+        super().__init__(message or f"relay refused the circuit (status {status})")
+        self.status = status
+
+
+class RelayLimitReachedError(RelayError, ConnectionClosedError):
+    """The relay ended a relayed connection because its duration or data limit was reached."""
 
 
 class LimitExceededError(P2PError):

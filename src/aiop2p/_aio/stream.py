@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Protocol, Self
 
 from .._wire.varint import decode_uvarint, encode_uvarint
 from ..errors import (
@@ -31,7 +31,23 @@ if TYPE_CHECKING:
     from ..identity import PeerId
     from .connection import Connection
 
-__all__ = ["Stream"]
+__all__ = ["Stream", "StreamSink"]
+
+
+class StreamSink(Protocol):
+    """Takes a stream's input instead of its read buffer (see :meth:`Stream._set_sink`).
+
+    The sink credits the Yamux window itself (``Stream._consumed``) once it has used the
+    bytes, so a sink that stops consuming throttles the sender exactly as a slow reader.
+    """
+
+    def sink_data(self, data: bytes) -> None: ...
+
+    def sink_eof(self) -> None: ...
+
+    def sink_failed(self, error: P2PError) -> None: ...
+
+    def sink_writable(self) -> None: ...
 
 
 class Stream:
@@ -46,6 +62,7 @@ class Stream:
         "_negotiated",
         "_negotiator",
         "_read_waiter",
+        "_sink",
         "_write_closed",
         "_write_waiter",
         "is_initiator",
@@ -74,6 +91,7 @@ class Stream:
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_closed = False
+        self._sink: StreamSink | None = None
 
     # -- public properties -------------------------------------------------------------
 
@@ -158,6 +176,9 @@ class Stream:
             self._conn._acknowledge(self.stream_id, len(data))
             self._feed_negotiation(data)
             return
+        if self._sink is not None:
+            self._sink.sink_data(data)
+            return
         self._buffer.append(data)
         self._buffered += len(data)
         waiter = self._read_waiter
@@ -171,6 +192,8 @@ class Stream:
             self._negotiator.receive_eof()
             self._after_negotiation_input()
         self._eof = True
+        if self._sink is not None:
+            self._sink.sink_eof()
         self._wake_reader()
 
     def _fail(self, error: P2PError) -> None:
@@ -184,6 +207,8 @@ class Stream:
         self._wake_reader()
         self._wake_writer()
         self._conn._forget_stream(self.stream_id)
+        if self._sink is not None:
+            self._sink.sink_failed(error)
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter
@@ -193,11 +218,43 @@ class Stream:
                 waiter.set_result(None)
 
     def _wake_writer(self) -> None:
+        if self._sink is not None and self._error is None:
+            self._sink.sink_writable()
         waiter = self._write_waiter
         if waiter is not None:
             self._write_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _set_sink(self, sink: StreamSink) -> None:
+        """Hand all further input to ``sink`` (no read buffer, no reader task).
+
+        Used to run a connection over this stream (relayed connections): bytes already
+        buffered are passed on first, then EOF or failure if they already happened.
+        """
+        self._sink = sink
+        if self._buffered:
+            data = b"".join(self._buffer)
+            self._buffer.clear()
+            self._buffered = 0
+            sink.sink_data(data)
+        if self._error is not None:
+            sink.sink_failed(self._error)
+        elif self._eof:
+            sink.sink_eof()
+
+    def _consumed(self, size: int) -> None:
+        """A sink used ``size`` bytes: credit them to the receive window."""
+        self._conn._acknowledge(self.stream_id, size)
+
+    def _close_write(self) -> None:
+        """Synchronous half-close of a negotiated stream (FIN)."""
+        if self._write_closed or self._error is not None:
+            return
+        self._write_closed = True
+        self._conn._close_stream(self.stream_id)
+        if self._eof:
+            self._conn._forget_stream(self.stream_id)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -368,10 +425,7 @@ class Stream:
                 return
             if self._write_closed or self._error is not None:
                 return
-        self._write_closed = True
-        self._conn._close_stream(self.stream_id)
-        if self._eof:
-            self._conn._forget_stream(self.stream_id)
+        self._close_write()
 
     def reset(self) -> None:
         """Abort the stream in both directions; the remote sees a reset."""

@@ -26,6 +26,7 @@
     │   ├── ConnectionLimitError                a configured connection limit was reached
     │   └── BannedPeerError                     the peer is banned
     ├── ListenError                             an address could not be listened on
+    │   └── MultiaddrNotSupportedError          no transport for that address
     ├── StreamError                             a stream operation failed
     │   ├── StreamResetError                    the stream was reset (by either side)
     │   └── StreamClosedError                   writing after close, reading after reset
@@ -37,6 +38,7 @@
     │   ├── UnsupportedProtocolsError           the remote offers none of our protocols
     │   └── ShutdownError                       the local network was closed
     ├── RelayError                              relay reservation or circuit failed
+    │   ├── RelayNotSupportedError              relay support is disabled
     │   ├── ReservationRefusedError             the relay refused, with its status code
     │   ├── CircuitRefusedError (DialError)     a relayed dial was refused, with its status
     │   └── RelayLimitReachedError              the relay cut the circuit at its limit
@@ -74,6 +76,7 @@ __all__ = [
     "ListenError",
     "LocalProtocolError",
     "MessageTooLargeError",
+    "MultiaddrNotSupportedError",
     "NegotiationError",
     "OutboundFailure",
     "P2PError",
@@ -81,6 +84,7 @@ __all__ = [
     "ProtocolError",
     "ProtocolNotSupportedError",
     "RelayError",
+    "RelayNotSupportedError",
     "RelayLimitReachedError",
     "RemoteProtocolError",
     "RequestConnectionClosedError",
@@ -223,6 +227,14 @@ class ListenError(P2PError):
     """An address could not be listened on."""
 
 
+class MultiaddrNotSupportedError(ListenError):
+    """No transport can listen on this address (the seed's ``MultiaddrNotSupported``)."""
+
+    def __init__(self, addr: object) -> None:
+        self.addr = addr
+        super().__init__(f"Transport error: Multiaddress not supported: {addr}")
+
+
 class StreamError(P2PError):
     """A stream operation failed."""
 
@@ -295,6 +307,13 @@ class ShutdownError(RequestError):
 
 class RelayError(P2PError):
     """A relay reservation or circuit failed."""
+
+
+class RelayNotSupportedError(RelayError):
+    """Relay support is disabled in this network's configuration."""
+
+    def __init__(self, message: str = "Relay Protocol not enabled.") -> None:
+        super().__init__(message)
 
 
 class ReservationRefusedError(RelayError):

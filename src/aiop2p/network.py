@@ -33,7 +33,9 @@ from .errors import (
     DialError,
     InvalidArgumentError,
     InvalidStateError,
+    MultiaddrNotSupportedError,
     P2PError,
+    RelayNotSupportedError,
     RequestConnectionClosedError,
     RequestDialError,
     RequestTimeoutError,
@@ -48,6 +50,7 @@ from .events import (
     InboundRequestFailed,
     IncomingConnectionError,
     ListenerClosed,
+    ListenerError,
     NetworkEvent,
     NewListenAddr,
     RequestId,
@@ -73,6 +76,14 @@ from .services.firewall import (
     SupportChanged,
 )
 from .services.mdns import MdnsConfig, MdnsEvent, MdnsService
+from .services.relay import (
+    RelayClient,
+    RelayClientEvent,
+    RelayServer,
+    RelayServerConfig,
+    ReservationFailed,
+    is_circuit_addr,
+)
 from .services.request_response import (
     DEFAULT_MAX_REQUEST_SIZE,
     DEFAULT_MAX_RESPONSE_SIZE,
@@ -81,6 +92,7 @@ from .services.request_response import (
     send_request_on,
     write_response,
 )
+from .transports._base import Transport
 
 __all__ = [
     "ApprovalRequest",
@@ -137,6 +149,11 @@ class NetworkConfig:
     firewall_channel_capacity: int = 16
     """Firewall questions waiting for the application; more wait for room (bounded by
     ``firewall_timeout``)."""
+    relay_client: bool = True
+    """Listen and dial through circuit relays (on by default)."""
+    relay_server: RelayServerConfig | None = None
+    """Act as a relay for others with these limits (off by default: a node is never a
+    relay by accident)."""
     mdns: MdnsConfig | None = field(default_factory=MdnsConfig)
     """LAN discovery (on by default, as in the seed); ``None`` turns it off."""
     address_book_path: Path | None = None
@@ -233,6 +250,10 @@ class _Omitted(Exception):
     """The application dropped an inbound request without answering."""
 
 
+class _ConnectionGone(Exception):
+    """The connection of a delivered, unanswered inbound request closed."""
+
+
 class InboundRequest(Generic[Rq, Rs]):
     """A request the firewall approved; answer it exactly once with :meth:`respond`.
 
@@ -316,6 +337,7 @@ class Network(Generic[Rq, Rs]):
         firewall_view: Callable[[Rq], Any] | None = None,
         firewall_handler: Callable[[FirewallRequest], Awaitable[None]] | None = None,
         address_info: AddressInfo | None = None,
+        transports: Iterable[Transport] | None = None,
         **overrides: Any,
     ) -> None:
         config = config or NetworkConfig()
@@ -333,7 +355,7 @@ class Network(Generic[Rq, Rs]):
             limits=config.connection_limits,
             idle_connection_timeout=config.connection_timeout,
         )
-        self.node = Node(keys, config=node_config)
+        self.node = Node(keys, config=node_config, transports=transports)
         self._engine: FirewallEngine[Any] = FirewallEngine(firewall or FirewallRules.empty())
         path = config.address_book_path
         self._store = AddressBookStore(path) if path is not None else None
@@ -357,11 +379,24 @@ class Network(Generic[Rq, Rs]):
         self._banned: set[PeerId] = set()
         self._dials: dict[PeerId, asyncio.Future[Connection]] = {}
         self._decisions: dict[RequestId, asyncio.Future[RejectReason | None]] = {}
+        # Response slots of delivered, unanswered requests, per connection: failed at
+        # once when the connection closes (not only at the request timeout).
+        self._delivered: dict[ConnectionId, set[asyncio.Future[bytes]]] = {}
+        # Connections reported as established (a connection vetoed by a limit or the ban
+        # gate is closed without ever having been reported).
+        self._reported: set[ConnectionId] = set()
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
         self._save_handle: asyncio.TimerHandle | None = None
         self._mdns: MdnsService | None = None
+        self.relay_client: RelayClient | None = None
+        """Reservations and relayed dials (``None`` when ``relay_client`` is off)."""
+        self.relay_server: RelayServer | None = None
+        """The relay we run for others (only with ``relay_server`` configured)."""
+        if config.relay_client:
+            self.relay_client = RelayClient(self.node)
+            self.relay_client.on_event(self._on_relay_event)
         self._started = False
         self._closed = False
 
@@ -392,6 +427,9 @@ class Network(Generic[Rq, Rs]):
                 protocol, self._serve_request, offer=self._engine.offers_protocol
             )
         await node.start()
+        if self.config.relay_server is not None:
+            self.relay_server = RelayServer(node, config=self.config.relay_server)
+            self.relay_server.start()
         if self.config.mdns is not None:
             self._mdns = MdnsService(node, config=self.config.mdns)
             self._mdns.on_event(self._on_mdns_event)
@@ -418,6 +456,10 @@ class Network(Generic[Rq, Rs]):
         self._approvals.clear()
         if self._mdns is not None:
             await self._mdns.close()
+        if self.relay_client is not None:
+            await self.relay_client.close()
+        if self.relay_server is not None:
+            await self.relay_server.close()
         await self.node.close()
         if self._outbound_tasks:
             await asyncio.gather(*self._outbound_tasks, return_exceptions=True)
@@ -484,14 +526,114 @@ class Network(Generic[Rq, Rs]):
     # -- listening -----------------------------------------------------------------------
 
     async def start_listening(self, addr: Multiaddr | str) -> Multiaddr:
-        """Listen on ``addr``; return the first address the listener reports."""
+        """Listen on ``addr``; return the first address the listener reports.
+
+        Raises :class:`MultiaddrNotSupportedError` when no transport can listen there
+        (e.g. a relayed address with the relay client disabled).
+        """
         self._check_open()
-        addrs = await self.node.listen(addr)
+        addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        if is_circuit_addr(addr) and self.relay_client is None:
+            raise MultiaddrNotSupportedError(addr)
+        try:
+            addrs = await self.node.listen(addr)
+        except InvalidArgumentError as exc:
+            raise MultiaddrNotSupportedError(addr) from exc
         listener_id = next(self._listener_ids)
         self._listeners[listener_id] = Listener(list(addrs))
         for bound in addrs:
             self._emit(NewListenAddr(bound))
         return addrs[0]
+
+    async def start_relayed_listening(
+        self, relay: PeerId, relay_addr: Multiaddr | str | None = None
+    ) -> Multiaddr:
+        """Listen through ``relay`` (a circuit relay v2 reservation); return the address
+        peers dial us at: ``<relay-addr>/p2p/<relay>/p2p-circuit/p2p/<us>``.
+
+        ``relay_addr`` is remembered in the address book.  Raises
+        :class:`RelayNotSupportedError`, :class:`NoAddressesError`, a
+        :class:`DialError` when the relay cannot be reached, or
+        :class:`ReservationRefusedError` with the relay's status — it never hangs.
+        """
+        self._check_open()
+        client = self._require_relay()
+        if relay_addr is not None:
+            relay_addr = Multiaddr(relay_addr) if isinstance(relay_addr, str) else relay_addr
+            await self.add_address(relay, relay_addr.without_peer_id())
+        addr = relay_addr
+        if addr is None:
+            candidates = [a for a in self.get_addrs(relay) if not is_circuit_addr(a)]
+            if not candidates and not self.node.is_connected(relay):
+                raise NoAddressesError("No addresses known for peer.")
+            addr = candidates[0] if candidates else None
+        circuit = await client.listen(relay, addr.without_peer_id() if addr else None)
+        for listener in self._listeners.values():
+            if listener.uses_relay == relay:
+                if circuit not in listener.addrs:
+                    listener.addrs.append(circuit)
+                return circuit
+        self._listeners[next(self._listener_ids)] = Listener([circuit], uses_relay=relay)
+        self._emit(NewListenAddr(circuit))
+        return circuit
+
+    async def stop_listening_relay(self, relay: PeerId) -> bool:
+        """Stop every listener that uses ``relay``; True if there was one."""
+        found = False
+        for listener_id, listener in list(self._listeners.items()):
+            if listener.uses_relay == relay:
+                del self._listeners[listener_id]
+                self._emit(ListenerClosed(tuple(listener.addrs), None))
+                found = True
+        if self.relay_client is not None:
+            found = await self.relay_client.stop_listening(relay) or found
+        return found
+
+    def _on_relay_event(self, event: RelayClientEvent) -> None:
+        if isinstance(event, ReservationFailed) and event.final:
+            for listener_id, listener in list(self._listeners.items()):
+                if listener.uses_relay == event.relay:
+                    del self._listeners[listener_id]
+                    self._emit(ListenerClosed(tuple(listener.addrs), event.error))
+        elif isinstance(event, ReservationFailed):
+            self._emit(ListenerError(event.error))
+
+    def _require_relay(self) -> RelayClient:
+        if self.relay_client is None:
+            raise RelayNotSupportedError()
+        return self.relay_client
+
+    async def add_dialing_relay(
+        self, peer: PeerId, addr: Multiaddr | str | None = None
+    ) -> Multiaddr | None:
+        """Use ``peer`` as a fallback relay for dialling; return its address if known."""
+        self._require_relay()
+        addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        result = self._addresses.add_relay(peer, addr)
+        self._address_book_changed()
+        return result
+
+    async def remove_dialing_relay(self, peer: PeerId) -> bool:
+        removed = self._addresses.remove_relay(peer)
+        self._address_book_changed()
+        return removed
+
+    async def set_relay_fallback(self, peer: PeerId, use_relay_fallback: bool) -> None:
+        """Whether relayed addresses via the dialing relays are tried for ``peer``."""
+        self._require_relay()
+        self._addresses.set_relay_fallback(peer, use_relay_fallback)
+        self._address_book_changed()
+
+    async def use_specific_relay(
+        self, target: PeerId, relay: PeerId, is_exclusive: bool
+    ) -> Multiaddr | None:
+        """Try ``target`` through ``relay`` first (and, if exclusive, through no other
+        relay); return the target's relayed address, or None if the relay has no known
+        address."""
+        self._require_relay()
+        result = self._addresses.use_relay(target, relay, is_exclusive)
+        self._address_book_changed()
+        return result
 
     def listeners(self) -> list[Listener]:
         return [Listener(list(lst.addrs), lst.uses_relay) for lst in self._listeners.values()]
@@ -510,7 +652,9 @@ class Network(Generic[Rq, Rs]):
 
     async def _close_listener(self, listener_id: int) -> None:
         listener = self._listeners.pop(listener_id)
-        if listener.addrs:
+        if listener.uses_relay is not None and self.relay_client is not None:
+            await self.relay_client.stop_listening(listener.uses_relay)
+        elif listener.addrs:
             await self.node.stop_listening(listener.addrs[0])
         self._emit(ListenerClosed(tuple(listener.addrs), None))
 
@@ -601,6 +745,7 @@ class Network(Generic[Rq, Rs]):
         peer = conn.remote_peer
         num = len(self.node.connections_to(peer))
         if opened:
+            self._reported.add(conn.id)
             self._apply(
                 self._engine.on_connection_established(
                     peer, conn.id, inbound=conn.direction is Direction.INBOUND
@@ -609,8 +754,17 @@ class Network(Generic[Rq, Rs]):
             self._emit(ConnectionEstablished(peer, _endpoint(conn), num))
             if self.node.identify is not None:
                 self.node.spawn(self._learn_addresses(conn), name="learn addresses")
+        elif conn.id not in self._reported:
+            # Vetoed right after its handshake (connection limit, banned peer): for an
+            # inbound one that is an incoming connection error, never "closed".
+            if conn.direction is Direction.INBOUND and conn.error is not None:
+                self._on_incoming_error(conn, conn.error)
         else:
+            self._reported.discard(conn.id)
             self._apply(self._engine.on_connection_closed(peer, conn.id))
+            for response in self._delivered.pop(conn.id, ()):
+                if not response.done():
+                    response.set_exception(_ConnectionGone())
             error = conn.error
             cause = error if error is not None and not _graceful(error) else None
             self._emit(ConnectionClosed(peer, _endpoint(conn), num, cause))
@@ -853,7 +1007,14 @@ class Network(Generic[Rq, Rs]):
                 written.exception()
         if failure is not None:
             self._emit(InboundRequestFailed(request_id, peer, failure))
-            stream.reset() if failure is InboundFailure.INVALID_REQUEST else await _close(stream)
+            if (
+                failure is InboundFailure.INVALID_REQUEST
+                or self.config.framing is Framing.EOF_DELIMITED
+            ):
+                # With EOF framing a clean close reads as an empty response: reset.
+                stream.reset()
+            else:
+                await _close(stream)
 
     async def _handle_request(
         self,
@@ -884,16 +1045,28 @@ class Network(Generic[Rq, Rs]):
             return InboundFailure.NOT_PERMITTED
         if reason is not None:
             return InboundFailure.CONNECTION_CLOSED
+        if conn_id not in self._reported:
+            return InboundFailure.CONNECTION_CLOSED  # closed while the decision was queued
         inbound: InboundRequest[Rq, Rs] = InboundRequest(
             peer, request_id, value, response, written, self.codec.encode
         )
-        if not await self._requests.send(inbound):
-            inbound.drop()
-        del inbound  # the application holds the only reference now
+        delivered = self._delivered.get(conn_id)
+        if delivered is None:
+            delivered = self._delivered[conn_id] = set()
+        delivered.add(response)
         try:
+            if not await self._requests.send(inbound):
+                inbound.drop()
+            del inbound  # the application holds the only reference now
             data = await response
         except _Omitted:
             return InboundFailure.RESPONSE_OMISSION
+        except _ConnectionGone:
+            return InboundFailure.CONNECTION_CLOSED
+        finally:
+            delivered.discard(response)
+            if not delivered and self._delivered.get(conn_id) is delivered:
+                del self._delivered[conn_id]
         await write_response(stream, data, framing=config.framing)
         written.set_result(None)
         return None

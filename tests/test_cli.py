@@ -27,7 +27,8 @@ from aiop2p.node import Node
 from aiop2p.protocols.perf import PERF_PROTOCOL_ID
 from aiop2p.protocols.ping import PING_PROTOCOL_ID
 
-from .interop.peers import js_command, start_peer
+from .interop.peers import PeerCommandError, js_command, start_peer
+from .netns.topology import Topology, netns_unavailable_reason
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -100,6 +101,8 @@ async def run(env: dict[str, str], *args: str) -> Result:
 class Server:
     proc: asyncio.subprocess.Process
     addrs: list[str]
+    lines: list[dict[str, Any]]
+    """JSON lines printed before the addresses (the secure-default notice)."""
 
     @property
     def addr(self) -> str:
@@ -108,6 +111,27 @@ class Server:
     @property
     def port(self) -> int:
         return int(self.addr.split("/")[4])
+
+    async def next_line(self) -> dict[str, Any]:
+        """The next JSON line on stdout (a prompt, a request, an event)."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(RUN_TIMEOUT):
+            line = await self.proc.stdout.readline()
+        assert line, "serve exited"
+        obj: dict[str, Any] = json.loads(line)
+        return obj
+
+    async def wait_for(self, key: str) -> dict[str, Any]:
+        """Skip lines until one has ``key``."""
+        while True:
+            line = await self.next_line()
+            if key in line:
+                return line
+
+    async def answer(self, text: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode() + b"\n")
+        await self.proc.stdin.drain()
 
     async def stop(self, sig: signal.Signals = signal.SIGTERM) -> Result:
         self.proc.send_signal(sig)
@@ -118,14 +142,18 @@ class Server:
 
 
 @asynccontextmanager
-async def serve(env: dict[str, str], *args: str, addrs: int = 1) -> AsyncIterator[Server]:
-    """``aiop2p serve --json ARGS``, once it printed ``addrs`` addresses; killed at the end."""
+async def serve(
+    env: dict[str, str], *args: str, addrs: int = 1, stdin: int = asyncio.subprocess.DEVNULL
+) -> AsyncIterator[Server]:
+    """``aiop2p serve --json --no-mdns ARGS``, once it printed ``addrs`` addresses; killed
+    at the end.  mDNS stays off: tests must not multicast on the host's interfaces."""
     proc = await asyncio.create_subprocess_exec(
         *CLI,
         "serve",
         "--json",
+        "--no-mdns",
         *args,
-        stdin=asyncio.subprocess.DEVNULL,
+        stdin=stdin,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
@@ -133,14 +161,19 @@ async def serve(env: dict[str, str], *args: str, addrs: int = 1) -> AsyncIterato
     try:
         assert proc.stdout is not None and proc.stderr is not None
         printed: list[str] = []
+        before: list[dict[str, Any]] = []
         async with asyncio.timeout(RUN_TIMEOUT):
             while len(printed) < addrs:
                 line = await proc.stdout.readline()
                 if not line:
                     err = await proc.stderr.read()
                     pytest.fail(f"serve exited before listening: {err.decode()}")
-                printed.append(json.loads(line)["address"])
-        yield Server(proc, printed)
+                obj = json.loads(line)
+                if "address" in obj:
+                    printed.append(obj["address"])
+                else:
+                    before.append(obj)
+        yield Server(proc, printed, before)
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -166,7 +199,7 @@ async def test_entry_point_is_installed(env: dict[str, str]) -> None:
     assert ENTRY_POINT.exists(), "the console script `aiop2p` is missing from the venv"
     result = await run(env, "--help")
     result.assert_ok()
-    for command in ("id", "serve", "ping", "perf"):
+    for command in ("id", "serve", "send", "discover", "ping", "perf"):
         assert command in result.stdout
 
 
@@ -271,15 +304,25 @@ async def test_serve_uses_the_default_key_and_every_listen_address(
 
 async def test_serve_text_output(env: dict[str, str]) -> None:
     proc = await asyncio.create_subprocess_exec(
-        *CLI, "serve", "--listen", LOOPBACK, stdout=asyncio.subprocess.PIPE, env=env
+        *CLI,
+        "serve",
+        "--no-mdns",
+        "--listen",
+        LOOPBACK,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     try:
-        assert proc.stdout is not None
+        assert proc.stdout is not None and proc.stderr is not None
         async with asyncio.timeout(RUN_TIMEOUT):
             line = (await proc.stdout.readline()).decode()
             assert line.startswith("listening on /ip4/127.0.0.1/tcp/") and "/p2p/12D3KooW" in line
             proc.send_signal(signal.SIGTERM)
             assert await proc.wait() == 0
+            # Secure by default, said once on stderr, naming the flag that allows requests.
+            (notice,) = (await proc.stderr.read()).decode().splitlines()
+            assert "rejecting every request" in notice and "--default-rule allow" in notice
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -300,7 +343,7 @@ async def test_serve_stops_cleanly_on_signal(env: dict[str, str], sig: signal.Si
 async def test_js_peer_echoes_pings_and_identifies_served_peer(env: dict[str, str]) -> None:
     async with (
         start_peer(js_command()) as js,
-        serve(env, "--echo", "--listen", LOOPBACK) as server,
+        serve(env, "--echo", "--default-rule", "allow", "--listen", LOOPBACK) as server,
     ):
         for payload in (b"x", b"hello from js", bytes(range(256)) * 1000):
             assert await js.echo(server.addr, payload) == payload
@@ -315,11 +358,12 @@ async def test_js_peer_echoes_pings_and_identifies_served_peer(env: dict[str, st
 
 
 @pytest.mark.interop
-async def test_serve_without_echo_does_not_offer_it(env: dict[str, str]) -> None:
+async def test_serve_by_default_does_not_offer_requests(env: dict[str, str]) -> None:
     async with start_peer(js_command()) as js, serve(env, "--listen", LOOPBACK) as server:
         info = await js.command("identify", addr=server.addr)
         assert {PING_PROTOCOL_ID, "/ipfs/id/1.0.0", PERF_PROTOCOL_ID} <= set(info["protocols"])
-        assert ECHO_PROTOCOL_ID not in info["protocols"]
+        with pytest.raises(PeerCommandError):  # the firewall rejects all: not negotiated
+            await js.echo(server.addr, b"hello")
 
 
 @pytest.mark.interop
@@ -407,10 +451,14 @@ async def test_serve_listen_errors_are_one_line(env: dict[str, str], as_json: bo
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = await run(env, "serve", "--listen", f"/ip4/127.0.0.1/tcp/{port}", *flags)
+        result = await run(
+            env, "serve", "--no-mdns", "--default-rule", "allow", "--listen",
+            f"/ip4/127.0.0.1/tcp/{port}", *flags,
+        )  # fmt: skip
     assert str(port) in result.assert_one_line_error("serve", as_json=as_json)
     for bad in ("garbage", "/ip4/999.1.1.1/tcp/1", "/ip4/127.0.0.1/udp/1"):
-        result = await run(env, "serve", "--listen", bad, *flags)
+        result = await run(env, "serve", "--no-mdns", "--default-rule", "allow", "--listen", bad,
+                           *flags)  # fmt: skip
         result.assert_one_line_error("serve", as_json=as_json)
 
 
@@ -430,3 +478,300 @@ async def test_usage_errors_exit_2(env: dict[str, str], args: list[str]) -> None
     result = await run(env, *args)
     assert result.returncode == 2 and "usage: aiop2p" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- serve behind its firewall, send -----------------------------------------------------
+
+
+def key_of(tmp_path: Path, name: str) -> tuple[str, str]:
+    """A key file and its peer id."""
+    path = tmp_path / f"{name}.key"
+    return str(path), str(KeyPair.load_or_generate(path).peer_id)
+
+
+async def test_serve_rejects_every_request_by_default_and_says_so(env: dict[str, str]) -> None:
+    async with serve(env, "--echo", "--listen", LOOPBACK) as server:
+        (notice,) = server.lines
+        assert notice["default_rule"] == "reject"
+        assert notice["allow_with"] == "--default-rule allow"
+        line = (await run(env, "send", server.addr, '"hello"')).assert_one_line_error(
+            "send", as_json=False
+        )
+        assert "rejected" in line and "/p2p/1.0.0" in line
+        result = await run(env, "send", server.addr, '"hello"', "--json")
+        result.assert_one_line_error("send", as_json=True)
+        assert result.json_lines()[0]["type"] == "UnsupportedProtocolsError"
+        stopped = await server.stop()
+    stopped.assert_ok()
+    assert stopped.stdout == ""  # no request reached the application
+
+
+async def test_allow_and_echo_round_trip(env: dict[str, str]) -> None:
+    async with serve(env, "--default-rule", "allow", "--echo", "--listen", LOOPBACK) as server:
+        assert server.lines == []  # a firewall option given: no notice
+        text = await run(env, "send", server.addr, '{"op": "ping", "n": [1, 2]}')
+        text.assert_ok()
+        assert json.loads(text.stdout) == {"op": "ping", "n": [1, 2]}
+        as_json = await run(env, "send", server.addr, '"héllo"', "--json")
+        as_json.assert_ok()
+        peer_id = server.addr.rsplit("/", 1)[1]
+        assert as_json.json_lines() == [{"response": "héllo", "peer_id": peer_id}]
+        raw = await run(env, "send", server.addr.split("/p2p/")[0], "not json", "--raw")
+        raw.assert_ok()
+        assert raw.stdout == "not json\n"
+        seen = [await server.wait_for("request") for _ in range(3)]
+        assert [line["request"] for line in seen] == [
+            {"op": "ping", "n": [1, 2]},
+            "héllo",
+            {"bytes": 8},
+        ]
+        (await server.stop()).assert_ok()
+
+
+async def test_serve_without_echo_drops_approved_requests(env: dict[str, str]) -> None:
+    async with serve(env, "--default-rule", "allow", "--listen", LOOPBACK) as server:
+        line = (await run(env, "send", server.addr, "1")).assert_one_line_error(
+            "send", as_json=False
+        )
+        assert "rejected: the remote closed the stream without answering" in line
+        assert (await server.wait_for("request"))["request"] == 1
+
+
+async def test_reject_peer_and_allow_peer(env: dict[str, str], tmp_path: Path) -> None:
+    bad_key, bad_id = key_of(tmp_path, "bad")
+    good_key, good_id = key_of(tmp_path, "good")
+    args = ["--default-rule", "allow", "--echo", "--reject-peer", bad_id, "--listen", LOOPBACK]
+    async with serve(env, *args) as server:
+        result = await run(env, "send", server.addr, "1", "--key", bad_key)
+        assert "rejected" in result.assert_one_line_error("send", as_json=False)
+        (await run(env, "send", server.addr, "2", "--key", good_key)).assert_ok()
+    # Only one peer allowed; everyone else rejected (no notice: an option was given).
+    async with serve(env, "--echo", "--allow-peer", good_id, "--listen", LOOPBACK) as server:
+        assert server.lines == []
+        (await run(env, "send", server.addr, "3", "--key", good_key)).assert_ok()
+        result = await run(env, "send", server.addr, "4", "--key", bad_key)
+        result.assert_one_line_error("send", as_json=False)
+        (await run(env, "send", server.addr, "5")).assert_one_line_error("send", as_json=False)
+
+
+async def test_firewall_file(env: dict[str, str], tmp_path: Path) -> None:
+    good_key, good_id = key_of(tmp_path, "good")
+    ping_key, ping_id = key_of(tmp_path, "ping")
+    rules = tmp_path / "firewall.json"
+    rules.write_text(
+        json.dumps(
+            {"default": "reject", "peers": {good_id: "allow", ping_id: {"restricted": "ping"}}}
+        )
+    )
+    async with serve(env, "--echo", "--firewall", str(rules), "--listen", LOOPBACK) as server:
+        assert server.lines == []
+        (await run(env, "send", server.addr, '"x"', "--key", good_key)).assert_ok()
+        (await run(env, "send", server.addr, '"Ping"', "--key", ping_key)).assert_ok()
+        result = await run(env, "send", server.addr, '"x"', "--key", ping_key)
+        assert "closed the stream without answering" in result.assert_one_line_error(
+            "send", as_json=False
+        )
+        (await run(env, "send", server.addr, '"x"')).assert_one_line_error("send", as_json=False)
+    # The command line overrides the file.
+    args = ["--echo", "--firewall", str(rules), "--default-rule", "allow", "--listen", LOOPBACK]
+    async with serve(env, *args) as server:
+        (await run(env, "send", server.addr, '"x"')).assert_ok()
+    for bad in ('{"default": "maybe"}', "not json", json.dumps({"peers": {"nope": "allow"}})):
+        rules.write_text(bad)
+        result = await run(env, "serve", "--no-mdns", "--firewall", str(rules))
+        assert str(rules) in result.assert_one_line_error("serve", as_json=False)
+    result = await run(env, "serve", "--no-mdns", "--firewall", str(tmp_path / "missing"))
+    result.assert_one_line_error("serve", as_json=False)
+
+
+async def test_ask_mode_prompts_per_peer_then_per_request(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    key, peer_id = key_of(tmp_path, "asker")
+    args = ["--default-rule", "ask", "--echo", "--listen", LOOPBACK]
+    async with serve(env, *args, stdin=asyncio.subprocess.PIPE) as server:
+        sending = asyncio.ensure_future(run(env, "send", server.addr, '"first"', "--key", key))
+        prompt = await server.wait_for("prompt")
+        assert prompt == {
+            "prompt": "rule",
+            "peer_id": peer_id,
+            "choices": ["yes", "no", "ask", "ping"],
+        }
+        await server.answer("maybe")  # invalid: asked again
+        assert (await server.next_line())["prompt_result"] == "invalid"
+        await server.answer("ask")
+        assert (await server.wait_for("decision"))["rule"] == "ask"
+        prompt = await server.wait_for("prompt")
+        assert (prompt["prompt"], prompt["request"], prompt["peer_id"]) == (
+            "approve",
+            "first",
+            peer_id,
+        )
+        await server.answer("yes")
+        result = await sending
+        result.assert_ok()
+        assert result.stdout == '"first"\n'
+        # The rule "ask" is kept for the peer: the next request is approved one by one.
+        sending = asyncio.ensure_future(run(env, "send", server.addr, '"second"', "--key", key))
+        assert (await server.wait_for("prompt"))["request"] == "second"
+        await server.answer("no")
+        result = await sending
+        assert "rejected" in result.assert_one_line_error("send", as_json=False)
+        # Three bad answers reject.
+        sending = asyncio.ensure_future(run(env, "send", server.addr, '"third"', "--key", key))
+        await server.wait_for("prompt")
+        for _ in range(3):
+            await server.answer("what")
+        assert (await server.wait_for("prompt_result"))["prompt_result"] == "invalid"
+        assert (await server.wait_for("prompt_result"))["prompt_result"] == "invalid"
+        assert (await server.wait_for("prompt_result"))["prompt_result"] == "aborted"
+        (await sending).assert_one_line_error("send", as_json=False)
+
+
+async def test_ask_mode_with_closed_stdin_answers_no(env: dict[str, str]) -> None:
+    args = ["--default-rule", "ask", "--echo", "--listen", LOOPBACK]
+    async with serve(env, *args) as server:  # stdin is /dev/null
+        result = await run(env, "send", server.addr, '"x"')
+        assert "rejected" in result.assert_one_line_error("send", as_json=False)
+        assert (await server.wait_for("prompt_result"))["prompt_result"] == "eof"
+
+
+async def test_ask_mode_through_a_terminal(env: dict[str, str], tmp_path: Path) -> None:
+    """Text mode on a real pty: the prompt is printed for a person, who types "yes"."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        *CLI, "serve", "--no-mdns", "--default-rule", "ask", "--echo", "--listen", LOOPBACK,
+        stdin=terminal, stdout=asyncio.subprocess.PIPE, stderr=terminal, env=env,
+    )  # fmt: skip
+    os.close(terminal)
+    loop = asyncio.get_running_loop()
+    try:
+        assert proc.stdout is not None
+        async with asyncio.timeout(RUN_TIMEOUT):
+            addr = (await proc.stdout.readline()).decode().split()[-1]
+            sending = asyncio.ensure_future(run(env, "send", addr, '"hi"'))
+            seen = b""
+            while b"Allow requests from them?: (yes/no/ask/ping)" not in seen:
+                seen += await loop.run_in_executor(None, os.read, controller, 4096)
+            os.write(controller, b"yes\n")
+            result = await sending
+        result.assert_ok()
+        assert result.stdout == '"hi"\n'
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        os.close(controller)
+
+
+async def test_send_timeout_and_unreachable_are_one_line(env: dict[str, str]) -> None:
+    async def never_answer(stream: Stream) -> None:
+        await stream.read()  # blocks until the node closes
+
+    async with Node() as node:
+        node.set_stream_handler(ECHO_PROTOCOL_ID, never_answer)
+        (addr,) = await node.listen(LOOPBACK)
+        target = str(addr.with_peer_id(node.peer_id))
+        for flags in ([], ["--json"]):
+            result = await run(env, "send", target, "1", "--timeout", "0.3", *flags)
+            line = result.assert_one_line_error("send", as_json=bool(flags))
+            assert "timed out: no response within 0.3 s" in line
+    unreachable = f"/ip4/127.0.0.1/tcp/{free_port()}/p2p/{other_peer_id()}"
+    for target in (unreachable, unreachable.split("/p2p/")[0]):
+        line = (await run(env, "send", target, "1")).assert_one_line_error("send", as_json=False)
+        assert "unreachable" in line and "127.0.0.1" in line
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["send", "/ip4/127.0.0.1/tcp/1"],
+        ["send", "/ip4/127.0.0.1/tcp/1", "1", "--timeout", "0"],
+        ["serve", "--default-rule", "maybe"],
+        ["discover", "--seconds", "0"],
+    ],
+)
+async def test_new_commands_usage_errors_exit_2(env: dict[str, str], args: list[str]) -> None:
+    result = await run(env, *args)
+    assert result.returncode == 2 and "usage: aiop2p" in result.stderr
+
+
+async def test_send_rejects_a_request_that_is_not_json(env: dict[str, str]) -> None:
+    result = await run(env, "send", "/ip4/127.0.0.1/tcp/1", "{not json")
+    assert result.returncode == 2 and "use --raw" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+async def test_serve_persists_its_address_book(env: dict[str, str], tmp_path: Path) -> None:
+    default_book = tmp_path / "xdg" / "aiop2p" / "address-book.json"
+    async with serve(env, "--listen", LOOPBACK) as server:
+        (await server.stop()).assert_ok()
+    assert default_book.is_file()
+    assert stat.S_IMODE(default_book.stat().st_mode) == 0o600
+    json.loads(default_book.read_text())
+    default_book.unlink()
+    key, _ = key_of(tmp_path, "other")
+    async with serve(env, "--listen", LOOPBACK, "--key", key) as server:  # no book with --key
+        (await server.stop()).assert_ok()
+    assert not default_book.exists()
+    book = tmp_path / "book.json"
+    args = ["--listen", LOOPBACK, "--key", key, "--address-book", str(book)]
+    async with serve(env, *args) as server:
+        (await server.stop()).assert_ok()
+    assert book.is_file()
+    book.write_text("{corrupt")
+    result = await run(env, "serve", "--no-mdns", *args)
+    assert str(book) in result.assert_one_line_error("serve", as_json=False)
+
+
+# -- discover (mDNS: only inside network namespaces, never on the host) ------------------
+
+_NETNS = netns_unavailable_reason()
+
+
+@pytest.mark.skipif(_NETNS is not None, reason=_NETNS or "")
+async def test_discover_finds_a_served_peer_on_a_lan(env: dict[str, str]) -> None:
+    topo = Topology()
+    try:
+        topo.add_lan("a", "10.62.1")
+        server_host = topo.add_host("s", "a", 1)
+        client_host = topo.add_host("c", "a", 2)
+        proc = await asyncio.create_subprocess_exec(
+            *server_host.command(
+                *CLI, "serve", "--json", "--mdns", "--default-rule", "allow", "--echo",
+                "--listen", "/ip4/0.0.0.0/tcp/0",
+            ),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        )  # fmt: skip
+        try:
+            assert proc.stdout is not None
+            served = ""
+            async with asyncio.timeout(RUN_TIMEOUT):
+                while "/10.62.1.1/" not in served:  # 0.0.0.0 is expanded: lo, then eth0
+                    served = json.loads(await proc.stdout.readline())["address"]
+            peer_id = served.rsplit("/", 1)[1]
+            disc = await asyncio.create_subprocess_exec(
+                *client_host.command(*CLI, "discover", "--seconds", "1.5", "--json"),
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+            )  # fmt: skip
+            async with asyncio.timeout(RUN_TIMEOUT):
+                out, err = await disc.communicate()
+            assert (disc.returncode, err) == (0, b""), err
+            lines = [json.loads(line) for line in out.decode().splitlines()]
+            assert [line["peer_id"] for line in lines] == [peer_id]
+            assert served in lines[0]["addrs"]
+            sent = await asyncio.create_subprocess_exec(
+                *client_host.command(*CLI, "send", served, '"over the lan"'),
+                stdout=asyncio.subprocess.PIPE, env=env,
+            )  # fmt: skip
+            async with asyncio.timeout(RUN_TIMEOUT):
+                out, _ = await sent.communicate()
+            assert out == b'"over the lan"\n'
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+    finally:
+        topo.destroy()

@@ -56,7 +56,7 @@ class IdentifyService:
             public_key=node.key.public_key.to_protobuf(),
             listen_addrs=tuple(a.to_bytes() for a in self.advertised_addrs()),
             observed_addr=observed.to_bytes() if observed is not None else None,
-            protocols=tuple(node.protocols),
+            protocols=tuple(node.supported_protocols(conn)),
         )
 
     async def _answer(self, stream: Stream) -> None:

@@ -1,0 +1,130 @@
+"""``aiop2p send``: one request on ``/p2p/1.0.0``, its response printed.
+
+Failures end with exit status 1 and one line saying why, in the seed's terms: rejected
+(the remote closed the stream unanswered, or offers no request protocol to us — what its
+firewall does), timed out, or unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from typing import Any
+
+from ..config import NodeConfig
+from ..errors import (
+    P2PError,
+    RequestDialError,
+    RequestError,
+    RequestTimeoutError,
+    ResponseOmittedError,
+    UnsupportedProtocolsError,
+)
+from ..identity import KeyPair
+from ..multiaddr import Multiaddr
+from ..network import DEFAULT_PROTOCOL, Network
+from ..services.codecs import JsonCodec, RawCodec
+from ..services.firewall import FirewallRules
+from ._common import Output, describe, load_key
+
+__all__ = ["cmd_send"]
+
+
+def _reason(exc: RequestError, timeout: float) -> str:
+    if isinstance(exc, ResponseOmittedError):
+        return "rejected: the remote closed the stream without answering"
+    if isinstance(exc, UnsupportedProtocolsError):
+        return (
+            f"rejected: the remote does not offer {DEFAULT_PROTOCOL} to us"
+            " (its firewall rejects us, or it serves no requests)"
+        )
+    if isinstance(exc, RequestTimeoutError):
+        return f"timed out: no response within {timeout:g} s"
+    if isinstance(exc, RequestDialError):
+        cause = exc.__cause__
+        return f"unreachable: {describe(cause) if cause is not None else describe(exc)}"
+    return describe(exc)
+
+
+async def cmd_send(args: argparse.Namespace, out: Output) -> int:
+    target = Multiaddr(args.address)
+    if args.raw:
+        value: Any = args.request.encode()
+    else:
+        try:
+            value = json.loads(args.request)
+        except ValueError as exc:
+            message = f"the request is not JSON ({exc}); use --raw to send text"
+            out.error("send", message, "ValueError")
+            return 2
+    key = load_key(args.key) if args.key else KeyPair.generate()
+    timeout: float = args.timeout
+    net: Network[Any, Any] = Network(
+        key,
+        firewall=FirewallRules.allow_none(),  # we only ask; nothing may ask us
+        codec=RawCodec() if args.raw else JsonCodec(),
+        mdns=None,
+        request_timeout=timeout,
+        node=replace(NodeConfig(), dial_timeout=timeout, handshake_timeout=timeout),
+    )
+    async with net:
+        peer = target.peer_id
+        try:
+            if peer is None:  # any peer answering there: learn its id by dialling
+                peer = (await net.node.dial(target)).remote_peer
+            else:
+                await net.add_address(peer, target.without_peer_id())
+            response = await net.send_request(peer, value)
+        except RequestError as exc:
+            out.error("send", _reason(exc, timeout), type(exc).__name__)
+            return 1
+        except P2PError as exc:  # dialling without a peer id
+            out.error("send", f"unreachable: {describe(exc)}", type(exc).__name__)
+            return 1
+    _print_response(out, response, raw=args.raw, peer=str(peer))
+    return 0
+
+
+def _print_response(out: Output, response: Any, *, raw: bool, peer: str) -> None:
+    if not raw:
+        out.emit(json.dumps(response, ensure_ascii=False), response=response, peer_id=peer)
+        return
+    data: bytes = response
+    if out.as_json:
+        try:
+            out.emit("", response=data.decode(), peer_id=peer)
+        except UnicodeDecodeError:
+            out.emit("", response_hex=data.hex(), peer_id=peer)
+        return
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.write(b"\n")
+    sys.stdout.flush()
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser(
+        "send",
+        parents=[common],
+        help=f"send one request ({DEFAULT_PROTOCOL}) and print the response",
+        description="Send one request and print the response. Exit status 1 with a "
+        "one-line reason when rejected, timed out or unreachable.",
+    )
+    p.add_argument("address", metavar="MULTIADDR", help="where the peer is, /p2p/<id> optional")
+    p.add_argument("request", metavar="JSON", help="the request value (text with --raw)")
+    p.add_argument(
+        "--timeout", type=_positive_float, default=10.0, help="seconds for the whole exchange"
+    )
+    p.add_argument(
+        "--raw", action="store_true", help="send the text as bytes, print the response bytes"
+    )
+    p.add_argument("--key", help="key file to send as (default: a fresh identity)")
+    p.set_defaults(run=cmd_send)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return value

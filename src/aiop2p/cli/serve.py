@@ -1,0 +1,214 @@
+"""``aiop2p serve``: run a :class:`~aiop2p.network.Network` peer behind a firewall.
+
+Secure by default: without a firewall option every request is rejected (the request
+protocol is not even offered), and the command says once which flag would allow it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidStateError, P2PError
+from ..events import InboundRequestFailed
+from ..identity import PeerId
+from ..multiaddr import Multiaddr
+from ..network import DEFAULT_PROTOCOL, InboundRequest, Network
+from ..services.codecs import RawCodec
+from ..services.firewall import FirewallRules, InvalidFirewallConfigError, Rule
+from ..services.mdns import MdnsConfig
+from ._common import Output, default_address_book_path, load_key
+from .firewall_prompt import FirewallPrompter, is_ping
+
+__all__ = ["DEFAULT_RULES", "RequestView", "build_firewall", "cmd_serve", "request_view"]
+
+DEFAULT_RULES: dict[str, Rule[Any] | None] = {
+    "allow": Rule.allow_all(),
+    "reject": Rule.reject_all(),
+    "ask": None,  # no default: each new peer is asked for its rule
+}
+MAX_SHOWN_CHARS = 200
+"""A request shown in text longer than this is cut (the JSON output has it whole)."""
+
+
+class RequestView(dict[str, int]):
+    """The firewall view of a request that is not JSON: only its size."""
+
+
+def request_view(body: bytes) -> Any:
+    """What the firewall and the prompts see of a request: its JSON value if it is
+    JSON, else ``{"bytes": size}`` (serve echoes any bytes, JSON or not)."""
+    try:
+        return json.loads(body)
+    except ValueError:
+        return RequestView(bytes=len(body))
+
+
+def show(view: Any) -> str:
+    text = json.dumps(view, ensure_ascii=False)
+    if isinstance(view, RequestView):
+        text = f"<{view['bytes']} bytes, not JSON>"
+    return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
+
+
+def _peer(text: str) -> PeerId:
+    return PeerId.from_string(text)
+
+
+def build_firewall(args: argparse.Namespace) -> tuple[FirewallRules[Any], bool]:
+    """The rules from ``--firewall``, ``--default-rule``, ``--allow-peer``, ``--reject-peer``
+    (later ones override); the flag says that no option was given (reject all)."""
+    given = bool(args.firewall or args.default_rule or args.allow_peer or args.reject_peer)
+    rules: FirewallRules[Any] = FirewallRules.allow_none()
+    if args.firewall:
+        text = Path(args.firewall).read_text()
+        try:
+            rules = FirewallRules.from_json(text, restrictions={"ping": is_ping})
+        except InvalidFirewallConfigError as exc:
+            raise InvalidFirewallConfigError(f"{args.firewall}: {exc}") from None
+    if args.default_rule:
+        rules.set_default(DEFAULT_RULES[args.default_rule])
+    for text in args.allow_peer or ():
+        rules.set_rule(_peer(text), Rule.allow_all())
+    for text in args.reject_peer or ():
+        rules.set_rule(_peer(text), Rule.reject_all())
+    return rules, not given
+
+
+async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
+    key = load_key(args.key)
+    listen = args.listen or ["/ip4/0.0.0.0/tcp/0"]
+    addrs = [Multiaddr(a) for a in listen]  # a malformed one fails before any listening
+    rules, secure_default = build_firewall(args)
+    if args.address_book:
+        book: Path | None = Path(args.address_book)
+    else:
+        book = default_address_book_path() if args.key is None else None
+    net: Network[bytes, bytes] = Network(
+        key,
+        firewall=rules,
+        codec=RawCodec(),
+        firewall_view=request_view,
+        firewall_handler=FirewallPrompter(out, show=show),
+        mdns=MdnsConfig() if args.mdns else None,
+        address_book_path=book,
+    )
+    # Handlers first, so a signal arriving while we start up still means a clean stop.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with net:
+            if secure_default:
+                out.notice(
+                    "aiop2p serve: rejecting every request (no firewall rule given); "
+                    "--default-rule allow accepts them (see also --allow-peer, --firewall)",
+                    notice="rejecting every request (no firewall rule given)",
+                    default_rule="reject",
+                    allow_with="--default-rule allow",
+                )
+            for addr in addrs:
+                await net.start_listening(addr)
+                for bound in net.listeners()[-1].addrs:
+                    full = bound.with_peer_id(net.peer_id)
+                    out.emit(f"listening on {full}", address=str(full))
+            workers = [
+                loop.create_task(_serve_requests(net, out, echo=args.echo)),
+                loop.create_task(_report_events(net, out)),
+            ]
+            try:
+                await stop.wait()
+            finally:
+                for task in workers:
+                    task.cancel()
+                await asyncio.gather(*workers, return_exceptions=True)
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _serve_requests(net: Network[bytes, bytes], out: Output, *, echo: bool) -> None:
+    async for request in net.requests():
+        _print_request(out, request)
+        if not echo:
+            request.drop()
+            continue
+        try:
+            await request.respond(request.request)
+        except (InvalidStateError, P2PError) as exc:
+            out.emit(
+                f"request {int(request.request_id)}: answer failed ({exc})",
+                request_id=int(request.request_id),
+                answer_error=str(exc),
+            )
+
+
+def _print_request(out: Output, request: InboundRequest[bytes, bytes]) -> None:
+    view = request_view(request.request)
+    out.emit(
+        f"request {int(request.request_id)} from {request.peer}: {show(view)}",
+        request_id=int(request.request_id),
+        peer_id=str(request.peer),
+        request=view,
+        size=len(request.request),
+    )
+
+
+async def _report_events(net: Network[bytes, bytes], out: Output) -> None:
+    async for event in net.events():
+        if isinstance(event, InboundRequestFailed):
+            out.emit(
+                f"request {int(event.request_id)} from {event.peer} failed: "
+                f"{event.failure.value}",
+                request_id=int(event.request_id),
+                peer_id=str(event.peer),
+                failure=event.failure.name.lower(),
+            )
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None:
+    p = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="run a peer until SIGINT/SIGTERM",
+        description="Run a peer: ping, identify and perf for anyone; requests on "
+        f"{DEFAULT_PROTOCOL} only as the firewall allows (without a firewall option: none).",
+    )
+    p.add_argument("--listen", action="append", metavar="MULTIADDR", help="repeatable")
+    p.add_argument("--key", help=key_help)
+    p.add_argument(
+        "--echo", action="store_true", help="answer every approved request with the same value"
+    )
+    p.add_argument(
+        "--default-rule",
+        choices=sorted(DEFAULT_RULES),
+        help="for peers without a rule: allow, reject, or ask on the terminal per peer",
+    )
+    p.add_argument("--allow-peer", action="append", metavar="PEER_ID", help="repeatable")
+    p.add_argument("--reject-peer", action="append", metavar="PEER_ID", help="repeatable")
+    p.add_argument(
+        "--firewall",
+        metavar="FILE",
+        help='rules as JSON: {"default": "allow"|"reject"|"ask"|null, '
+        '"peers": {"<peer id>": "allow"|"reject"|"ask"|{"restricted": "ping"}}}',
+    )
+    p.add_argument(
+        "--address-book",
+        metavar="FILE",
+        help="persist known peer addresses there (default: next to the default key; "
+        "none with --key)",
+    )
+    p.add_argument(
+        "--mdns",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="announce and discover peers on the LAN with mDNS (default: on)",
+    )
+    p.set_defaults(run=cmd_serve)

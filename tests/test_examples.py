@@ -1,0 +1,176 @@
+"""The examples run as documented (seed-spec §11.F): ping-pong in process, the dynamic
+firewall as two processes typed at through stdin pipes.  mDNS stays off (no multicast on
+the host): ping-pong never turns it on, the dynamic firewall gets ``--no-mdns``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+LINE_CAP = 20.0
+"""Seconds to wait for one expected output line."""
+
+
+def load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_ping_pong(capsys: pytest.CaptureFixture[str]) -> None:
+    result = await load("ping_pong").main()
+    assert result is None  # Pong is JSON null
+    lines = capsys.readouterr().out.splitlines()
+    assert sorted(lines) == sorted(
+        [
+            "[Alice] Sending Ping to Bob.",
+            "[Alice] Result: Ok(Pong).",
+            "[Bob] Received Ping from Alice.",
+            "[Bob] Sending Pong back to Alice.",
+        ]
+    )
+    assert lines[0] == "[Alice] Sending Ping to Bob."
+    assert lines[-1] == "[Alice] Result: Ok(Pong)."
+    assert lines.index("[Bob] Received Ping from Alice.") < lines.index(
+        "[Bob] Sending Pong back to Alice."
+    )
+
+
+async def test_ping_pong_as_a_script() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / "ping_pong.py"), stdout=asyncio.subprocess.PIPE
+    )
+    async with asyncio.timeout(30):
+        out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert "[Alice] Result: Ok(Pong)." in out.decode().splitlines()
+
+
+class Terminal:
+    """One ``dynamic_firewall.py`` process: type lines, wait for printed ones."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.seen: list[str] = []
+
+    async def expect(self, predicate: str) -> str:
+        """The next line containing ``predicate`` (earlier lines are kept in ``seen``)."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(LINE_CAP):
+            while True:
+                raw = await self.proc.stdout.readline()
+                assert raw, f"exited; printed: {self.seen}"
+                line = raw.decode().rstrip("\n")
+                self.seen.append(line)
+                if predicate in line:
+                    return line
+
+    async def type(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line.encode() + b"\n")
+        await self.proc.stdin.drain()
+
+    async def quit(self) -> int:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        async with asyncio.timeout(LINE_CAP):
+            return await self.proc.wait()
+
+
+@asynccontextmanager
+async def terminal(*args: str) -> AsyncIterator[Terminal]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(EXAMPLES / "dynamic_firewall.py"), "--no-mdns",
+        "--listen", "/ip4/127.0.0.1/tcp/0", *args,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        yield Terminal(proc)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+
+
+async def two_terminals(stack: AsyncExitStack) -> tuple[Terminal, Terminal, str, str]:
+    """T2 started first; T1 told T2's address (no mDNS).  Returns T1, T2 and their ids."""
+    t2 = await stack.enter_async_context(terminal())
+    t2_id = (await t2.expect("Local Peer Id: ")).split(": ")[1]
+    t2_addr = (await t2.expect("Listening on ")).split(" ")[2]
+    t1 = await stack.enter_async_context(terminal("--connect", t2_addr))
+    t1_id = (await t1.expect("Local Peer Id: ")).split(": ")[1]
+    await t1.expect("Send a request:")
+    return t1, t2, t1_id, t2_id
+
+
+async def test_dynamic_firewall_ask_then_reply() -> None:
+    async with AsyncExitStack() as stack:
+        t1, t2, t1_id, t2_id = await two_terminals(stack)
+        await t1.type(f'-p {t2_id} -m "test message"')
+        await t2.expect(f"Peer {t1_id} connected. Allow requests from them?: (yes/no/ask/ping)")
+        await t2.type("sure")  # invalid: asked again
+        await t2.expect("Invalid input. Please enter one of the following: yes, no, ask, ping")
+        await t2.type("ask")
+        await t2.expect(f"Received Request with type Message from peer {t1_id}. Permit?: (yes/no)")
+        await t2.type("yes")
+        await t2.expect(f"Received Message from peer {t1_id}:")
+        assert await t2.expect('"test message".') == '"test message".'  # quotes kept (seed)
+        await t2.type("test response")
+        await t2.expect("Sent message back.")
+        assert await t1.expect("Response") == "Response: test response"
+
+        # The rule "ask" stays: a ping is approved on its own; "no" rejects it.
+        await t1.type(f"-p {t2_id}")
+        await t2.expect("Received Request with type Ping")
+        await t2.type("yes")
+        await t2.expect(f"Received Ping from peer {t1_id}.")
+        await t2.expect("Sent Pong back.")
+        assert await t1.expect("Pong") == "Pong"
+        await t1.type(f"-p {t2_id}")
+        await t2.expect("Received Request with type Ping")
+        await t2.type("no")
+        assert (await t1.expect("Request failed")).startswith("Request failed: ")
+
+        # Typing mistakes on T1.
+        await t1.type("-m hello")
+        await t1.expect('Please include a target via "-p <peer-id>"')
+        await t1.type("-p not-a-peer-id")
+        await t1.expect("Invalid Peer Id")
+        assert await t1.quit() == 0
+        assert await t2.quit() == 0
+
+
+async def test_dynamic_firewall_ping_rule_rejects_messages() -> None:
+    async with AsyncExitStack() as stack:
+        t1, t2, t1_id, t2_id = await two_terminals(stack)
+        await t1.type(f'-p {t2_id} -m "test message"')
+        await t2.expect(f"Peer {t1_id} connected.")
+        await t2.type("ping")
+        assert (await t1.expect("Request failed")).startswith("Request failed: ")
+        await t1.type(f"-p {t2_id}")  # a ping is allowed without asking
+        await t2.expect(f"Received Ping from peer {t1_id}.")
+        assert await t1.expect("Pong") == "Pong"
+        assert not any("Permit?" in line for line in t2.seen)
+
+
+async def test_dynamic_firewall_three_bad_answers_reject() -> None:
+    async with AsyncExitStack() as stack:
+        t1, t2, t1_id, t2_id = await two_terminals(stack)
+        await t1.type(f"-p {t2_id}")
+        await t2.expect(f"Peer {t1_id} connected.")
+        for answer in ("a", "b", "c"):
+            await t2.type(answer)
+        await t2.expect("Invalid input. Aborting.")
+        assert (await t1.expect("Request failed")).startswith("Request failed: ")

@@ -438,9 +438,7 @@ async def test_dial_errors_are_one_line(
         "bad-ip4": "/ip4/999.1.1.1/tcp/1",
         "garbage": "garbage",
     }[case]
-    line = (await run(env, command, target, *flags)).assert_one_line_error(
-        command, as_json=as_json
-    )
+    line = (await run(env, command, target, *flags)).assert_one_line_error(command, as_json=as_json)
     assert ("127.0.0.1" if case == "unreachable" else "multiaddr") in line
 
 
@@ -775,3 +773,47 @@ async def test_discover_finds_a_served_peer_on_a_lan(env: dict[str, str]) -> Non
                 await proc.wait()
     finally:
         topo.destroy()
+
+
+async def test_relay_daemon_and_serve_through_it(env: dict[str, str], tmp_path: Path) -> None:
+    """`aiop2p relay` relays; `serve --relay` listens through it; `send` reaches it there."""
+    relay = await asyncio.create_subprocess_exec(
+        *CLI,
+        "relay",
+        "--json",
+        "--listen",
+        LOOPBACK,
+        "--max-circuits",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert relay.stdout is not None
+        async with asyncio.timeout(RUN_TIMEOUT):
+            relay_addr = json.loads(await relay.stdout.readline())["address"]
+            limits = json.loads(await relay.stdout.readline())["limits"]
+        assert limits["max_circuits"] == 4
+        async with serve(
+            env,
+            "--default-rule",
+            "allow",
+            "--echo",
+            "--listen",
+            LOOPBACK,
+            "--relay",
+            relay_addr,
+            "--key",
+            str(tmp_path / "server.key"),
+            addrs=2,
+        ) as server:
+            circuit = server.addrs[1]
+            assert "/p2p-circuit/p2p/" in circuit and circuit.startswith(relay_addr)
+            sent = await run(env, "send", "--json", circuit, '{"via": "relay"}')
+            sent.assert_ok()
+            assert sent.json_lines()[0]["response"] == {"via": "relay"}
+    finally:
+        if relay.returncode is None:
+            relay.kill()
+            await relay.wait()

@@ -44,6 +44,10 @@ ConnectionCallback = Callable[[Connection, bool], None]
 """Called with (connection, opened) when a connection is established (True) or closed."""
 
 
+def _is_relayed(conn: Connection) -> bool:
+    return bool(conn.user_data.get("relayed"))
+
+
 class Node(ConnectionHooks):
     """A libp2p host.  Use as ``async with Node() as node: ...``."""
 
@@ -76,6 +80,7 @@ class Node(ConnectionHooks):
         self._established_in = 0
         self._pending_outgoing = 0
         self._incoming_error_callbacks: list[Callable[[Connection, P2PError], None]] = []
+        self._inbound_roles: dict[Multiaddr, Direction] = {}
         self.connection_gate: Callable[[Connection], P2PError | None] | None = None
         """Vetoes a newly established connection by returning the error to close it with."""
         self.identify: IdentifyService | None = None
@@ -269,6 +274,8 @@ class Node(ConnectionHooks):
 
     def connection_closed(self, conn: Connection, *, was_established: bool) -> None:
         self._pending.discard(conn)
+        if was_established and conn not in self._connections.get(conn.remote_peer, ()):
+            was_established = False  # vetoed in connection_ready: never counted
         if not was_established:
             if conn.direction is Direction.INBOUND and conn.error is not None:
                 for error_cb in list(self._incoming_error_callbacks):
@@ -299,9 +306,15 @@ class Node(ConnectionHooks):
         return None
 
     def _make_factory(
-        self, direction: Direction, expected_peer: PeerId | None = None
+        self,
+        direction: Direction,
+        expected_peer: PeerId | None = None,
+        role: Direction | None = None,
     ) -> Callable[[Multiaddr, Multiaddr], Connection]:
         def factory(local: Multiaddr, remote: Multiaddr) -> Connection:
+            conn_role = role
+            if direction is Direction.INBOUND and self._inbound_roles:
+                conn_role = self._inbound_roles.get(remote)
             conn = Connection(
                 self,
                 identity=self.key,
@@ -309,6 +322,7 @@ class Node(ConnectionHooks):
                 config=self.config,
                 expected_peer=expected_peer,
                 remote_addr=remote,
+                role=conn_role,
             )
             conn.local_addr = local
             if direction is Direction.INBOUND:
@@ -361,7 +375,20 @@ class Node(ConnectionHooks):
     # -- connections ---------------------------------------------------------------------
 
     def connections_to(self, peer: PeerId) -> list[Connection]:
-        return [c for c in self._connections.get(peer, ()) if c.is_established]
+        """Established connections to ``peer``, direct ones before relayed ones."""
+        conns = [c for c in self._connections.get(peer, ()) if c.is_established]
+        if len(conns) > 1:
+            conns.sort(key=_is_relayed)
+        return conns
+
+    def expect_inbound_role(self, remote: Multiaddr, role: Direction | None) -> None:
+        """Run inbound connections from ``remote`` (``/ip4/<ip>/tcp/<port>``) with ``role``
+        (None forgets it).  Hole punching: a peer's dial may land on our listener instead
+        of meeting ours in a simultaneous open, and the roles agreed for it must hold."""
+        if role is None:
+            self._inbound_roles.pop(remote, None)
+        else:
+            self._inbound_roles[remote] = role
 
     @property
     def connections(self) -> list[Connection]:
@@ -374,10 +401,13 @@ class Node(ConnectionHooks):
     def is_connected(self, peer: PeerId) -> bool:
         return bool(self.connections_to(peer))
 
-    async def dial(self, addr: Multiaddr | str, *, force: bool = False) -> Connection:
+    async def dial(
+        self, addr: Multiaddr | str, *, force: bool = False, role: Direction | None = None
+    ) -> Connection:
         """Connect to ``addr``; reuse an existing connection to its ``/p2p`` peer.
 
-        With ``force`` a new connection is opened even if one exists.
+        With ``force`` a new connection is opened even if one exists.  ``role`` overrides
+        who runs the upgrade as initiator on a new connection (see ``Connection.role``).
         """
         self._check_open()
         addr = Multiaddr(addr) if isinstance(addr, str) else addr
@@ -394,7 +424,7 @@ class Node(ConnectionHooks):
             fut: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
             self._dials[peer] = fut
             try:
-                conn = await self._dial_addr(addr, peer)
+                conn = await self._dial_addr(addr, peer, role)
             except BaseException as exc:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -407,7 +437,7 @@ class Node(ConnectionHooks):
             finally:
                 if self._dials.get(peer) is fut:
                     del self._dials[peer]
-        return await self._dial_addr(addr, peer)
+        return await self._dial_addr(addr, peer, role)
 
     async def connect(self, peer: PeerId, addrs: Iterable[Multiaddr] | None = None) -> Connection:
         """Connect to ``peer`` trying ``addrs`` (or the peer store's) in order."""
@@ -425,13 +455,15 @@ class Node(ConnectionHooks):
                 causes[str(addr)] = exc
         raise DialError(f"could not reach {peer}", causes)
 
-    async def _dial_addr(self, addr: Multiaddr, peer: PeerId | None) -> Connection:
+    async def _dial_addr(
+        self, addr: Multiaddr, peer: PeerId | None, role: Direction | None = None
+    ) -> Connection:
         if addr.protocol_names()[0] == "dnsaddr":
             # TXT lookups give the real addresses; TCP and WS resolve /dns* themselves.
             causes: dict[str, BaseException] = {}
             for candidate in await resolve_dns(addr):
                 try:
-                    return await self._dial_addr(candidate, peer)
+                    return await self._dial_addr(candidate, peer, role)
                 except P2PError as exc:
                     causes[str(candidate)] = exc
             raise DialError(f"could not dial {addr}", causes)
@@ -441,7 +473,7 @@ class Node(ConnectionHooks):
         limit = self.config.limits.max_pending_outgoing
         if limit is not None and self._pending_outgoing >= limit:
             raise ConnectionLimitError(limit, self._pending_outgoing, "pending outgoing")
-        factory = self._make_factory(Direction.OUTBOUND, peer)
+        factory = self._make_factory(Direction.OUTBOUND, peer, role)
         self._pending_outgoing += 1
         try:
             return await self._upgrade_dial(transport, addr, factory)

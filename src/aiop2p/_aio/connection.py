@@ -31,6 +31,7 @@ from ..errors import (
     InvalidStateError,
     NegotiationError,
     P2PError,
+    PeerIdMismatchError,
     StreamResetError,
 )
 from ..protocols.multistream import (
@@ -125,10 +126,16 @@ class Connection(asyncio.Protocol):
         expected_peer: PeerId | None = None,
         remote_addr: Multiaddr | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
+        role: Direction | None = None,
     ) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.id = ConnectionId(next(_connection_ids))
         self.direction = direction
+        """Who opened the transport connection (counts against the in/out limits)."""
+        self.role = role or direction
+        """Who runs the upgrade as the initiator (OUTBOUND: multistream dialer, Noise
+        initiator, Yamux client).  Normally ``direction``; hole punching (DCUtR) fixes
+        it per peer instead, because after a TCP simultaneous open both sides dialled."""
         self.remote_addr = remote_addr
         self.local_addr: Multiaddr | None = None
         self._hooks = hooks
@@ -264,7 +271,7 @@ class Connection(asyncio.Protocol):
         self._handshake_timer = self.loop.call_later(
             self._config.handshake_timeout, self._on_handshake_timeout
         )
-        if self.direction is Direction.OUTBOUND:
+        if self.role is Direction.OUTBOUND:
             negotiator = MultistreamDialer(
                 [NOISE_PROTOCOL_ID],
                 optimistic=True,
@@ -393,12 +400,18 @@ class Connection(asyncio.Protocol):
             out.append(reply)
         for ev in handshake.events_received():
             if type(ev) is HandshakeCompleted:
+                expected = self._expected_peer
+                if expected is not None and ev.remote_peer != expected:
+                    # Only the initiator's handshake checks it: a dial run as the
+                    # responder (role override) checks here.
+                    self._fail_handshake(PeerIdMismatchError(expected, ev.remote_peer))
+                    return b""
                 self._handshake = None
                 self._cipher = ev.transport
                 self._remote_peer = ev.remote_peer
                 self.remote_public_key = ev.remote_public_key
                 self._stage = _Stage.MUXER_NEGOTIATION
-                if self.direction is Direction.OUTBOUND:
+                if self.role is Direction.OUTBOUND:
                     negotiator: MultistreamDialer | MultistreamListener = MultistreamDialer(
                         [YAMUX_PROTOCOL_ID],
                         optimistic=True,
@@ -429,7 +442,7 @@ class Connection(asyncio.Protocol):
             if type(ev) is ProtocolSelected:
                 self._negotiator = None
                 self._yamux = YamuxSession(
-                    is_client=self.direction is Direction.OUTBOUND, config=self._config.yamux
+                    is_client=self.role is Direction.OUTBOUND, config=self._config.yamux
                 )
                 self._stage = _Stage.ESTABLISHED
                 if self._handshake_timer is not None:

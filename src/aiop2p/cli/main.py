@@ -16,7 +16,7 @@ from ..errors import P2PError
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL
 from ..node import Node
-from . import send, serve
+from . import relay, send, serve
 from ._common import Output, default_key_path, describe, load_key
 from .discover import discover
 
@@ -113,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_id)
 
     serve.add_parser(sub, common, key_help)
+    relay.add_parser(sub, common, key_help)
     send.add_parser(sub, common)
 
     p = sub.add_parser("discover", parents=[common], help="list peers found on the LAN (mDNS)")

@@ -13,7 +13,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidStateError, P2PError
+from ..errors import InvalidArgumentError, InvalidStateError, P2PError
 from ..events import InboundRequestFailed
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
@@ -83,6 +83,10 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     key = load_key(args.key)
     listen = args.listen or ["/ip4/0.0.0.0/tcp/0"]
     addrs = [Multiaddr(a) for a in listen]  # a malformed one fails before any listening
+    relays = [Multiaddr(a) for a in args.relay or []]
+    for relay_addr in relays:
+        if relay_addr.peer_id is None:
+            raise InvalidArgumentError(f"--relay needs the relay's /p2p/<id>: {relay_addr}")
     rules, secure_default = build_firewall(args)
     if args.address_book:
         book: Path | None = Path(args.address_book)
@@ -118,6 +122,11 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                 for bound in net.listeners()[-1].addrs:
                     full = bound.with_peer_id(net.peer_id)
                     out.emit(f"listening on {full}", address=str(full))
+            for relay_addr in relays:
+                relay_id = relay_addr.peer_id
+                assert relay_id is not None  # checked above
+                circuit = await net.start_relayed_listening(relay_id, relay_addr)
+                out.emit(f"listening via relay on {circuit}", address=str(circuit), relayed=True)
             workers = [
                 loop.create_task(_serve_requests(net, out, echo=args.echo)),
                 loop.create_task(_report_events(net, out)),
@@ -204,6 +213,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         metavar="FILE",
         help="persist known peer addresses there (default: next to the default key; "
         "none with --key)",
+    )
+    p.add_argument(
+        "--relay",
+        action="append",
+        metavar="MULTIADDR",
+        help="also listen through this circuit relay (its address with /p2p/<id>); repeatable",
     )
     p.add_argument(
         "--mdns",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import ipaddress
 import socket
+from collections.abc import Callable
 
 from ..errors import InvalidMultiaddrError, ListenError
 from ..multiaddr import Multiaddr
@@ -55,6 +58,7 @@ class TcpListener:
         self._server = server
         self._bound = addrs
         self._addrs = [a for bound in addrs for a in expand_wildcard(bound)]
+        self._on_close: Callable[[TcpListener], None] | None = None
 
     @property
     def addrs(self) -> list[Multiaddr]:
@@ -67,12 +71,39 @@ class TcpListener:
         return list(self._bound)
 
     async def close(self) -> None:
+        if self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            with contextlib.suppress(ValueError):
+                on_close(self)
         self._server.close()
         await self._server.wait_closed()
 
 
+_REUSE_FALLBACK_ERRNOS = frozenset(
+    {errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EINVAL, errno.EISCONN, errno.EALREADY}
+)
+
+
+def _reusable(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if hasattr(socket, "SO_REUSEPORT"):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
 class TcpTransport:
-    """Dial and listen on ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>``."""
+    """Dial and listen on ``/ip4|ip6|dns|dns4|dns6/<host>/tcp/<port>``.
+
+    ``port_reuse``: listeners set ``SO_REUSEPORT`` and dials to IP addresses leave from
+    a listen port (falling back to an ephemeral port if that fails).  A NAT then maps
+    our outgoing connections to the port we listen on, so the address peers observe
+    (identify) is one we can be reached at once the NAT has a matching mapping: what
+    hole punching (DCUtR) relies on.  Off by default; it only affects listeners made
+    after it is turned on.
+    """
+
+    def __init__(self, *, port_reuse: bool = False) -> None:
+        self.port_reuse = port_reuse
+        self._reuse_listeners: list[TcpListener] = []
 
     def can_dial(self, addr: Multiaddr) -> bool:
         return tcp_target(addr) is not None
@@ -92,7 +123,11 @@ class TcpTransport:
         def build() -> asyncio.Protocol:
             return _Deferred(factory, holder)
 
-        transport, _ = await loop.create_connection(build, host, port, family=family)
+        sock = await self._reuse_connect(host, port, family) if self.port_reuse else None
+        if sock is not None:
+            transport, _ = await loop.create_connection(build, sock=sock)
+        else:
+            transport, _ = await loop.create_connection(build, host, port, family=family)
         _tune(transport.get_extra_info("socket"))
         return holder[0]
 
@@ -108,14 +143,69 @@ class TcpTransport:
         def build() -> asyncio.Protocol:
             return _Deferred(factory, None)
 
+        reuse = self.port_reuse
         try:
             server = await loop.create_server(
-                build, host, port, family=family, reuse_address=True, backlog=1024
+                build,
+                host,
+                port,
+                family=family,
+                reuse_address=True,
+                reuse_port=reuse and hasattr(socket, "SO_REUSEPORT"),
+                backlog=1024,
             )
         except OSError as exc:
             raise ListenError(f"cannot listen on {addr}: {exc.strerror or exc}") from exc
         addrs = [sockaddr_to_multiaddr(sock.getsockname()) for sock in server.sockets]
-        return TcpListener(server, addrs)
+        listener = TcpListener(server, addrs)
+        if reuse:
+            self._reuse_listeners.append(listener)
+            listener._on_close = self._reuse_listeners.remove
+        return listener
+
+    def _reuse_source(self, host: str, family: int) -> tuple[str, int] | None:
+        """A listen (ip, port) to dial ``host`` from, or None."""
+        try:
+            target = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return None  # a name: resolved by the normal path
+        want = socket.AF_INET if target.version == 4 else socket.AF_INET6
+        if family and family != want:
+            return None
+        for listener in self._reuse_listeners:
+            for bound in listener._bound:
+                parts = bound.components()
+                proto, ip_text, port_text = parts[0][0], parts[0][1], parts[1][1]
+                assert ip_text is not None and port_text is not None
+                ip = ipaddress.ip_address(ip_text)
+                if (proto == "ip4") != (want == socket.AF_INET):
+                    continue
+                if ip.is_loopback and not target.is_loopback:
+                    continue
+                return ip_text, int(port_text)
+        return None
+
+    async def _reuse_connect(self, host: str, port: int, family: int) -> socket.socket | None:
+        """Connect from a listen port (``SO_REUSEPORT``); None to fall back to ephemeral."""
+        source = self._reuse_source(host, family)
+        if source is None:
+            return None
+        want = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(want, socket.SOCK_STREAM)
+        try:
+            _reusable(sock)
+            sock.setblocking(False)
+            sock.bind(source)
+            await asyncio.get_running_loop().sock_connect(sock, (host, port))
+        except OSError as exc:
+            sock.close()
+            if exc.errno in _REUSE_FALLBACK_ERRNOS:
+                return None  # e.g. this 4-tuple is taken by a connection we accepted
+            raise
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
 
 class _Deferred(asyncio.Protocol):

@@ -1,0 +1,84 @@
+"""``aiop2p relay``: a circuit relay v2 daemon with every limit on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+from typing import Any
+
+from ..network import Network
+from ..services.firewall import FirewallRules
+from ..services.relay import RelayServerConfig
+from ._common import Output, load_key
+
+__all__ = ["add_parser", "cmd_relay"]
+
+_LIMITS: tuple[tuple[str, type, str], ...] = (
+    ("max_reservations", int, "reservations held at once"),
+    ("max_reservations_per_ip", int, "reservations per source IP"),
+    ("reservation_duration_seconds", float, "lifetime of a reservation"),
+    ("max_circuits", int, "circuits open at once"),
+    ("max_circuits_per_peer", int, "circuits per source peer"),
+    ("circuit_duration_seconds", float, "lifetime of one circuit (0: unlimited)"),
+    ("circuit_data_bytes", int, "bytes per direction per circuit (0: unlimited)"),
+)
+
+
+async def cmd_relay(args: argparse.Namespace, out: Output) -> int:
+    defaults = RelayServerConfig()
+    limits: dict[str, Any] = {
+        name: getattr(args, name) if getattr(args, name) is not None else getattr(defaults, name)
+        for name, _, _ in _LIMITS
+    }
+    config = RelayServerConfig(**limits)
+    # A relay answers no requests of its own: reject all, and no LAN discovery.
+    net: Network[Any, Any] = Network(
+        load_key(args.key),
+        firewall=FirewallRules.allow_none(),
+        relay_server=config,
+        mdns=None,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with net:
+            for addr in args.listen or ["/ip4/0.0.0.0/tcp/4001"]:
+                await net.start_listening(addr)
+                for bound in net.listeners()[-1].addrs:
+                    full = bound.with_peer_id(net.peer_id)
+                    out.emit(f"relay listening on {full}", address=str(full))
+            out.emit(
+                "limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()),
+                limits=limits,
+            )
+            await stop.wait()
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)
+    return 0
+
+
+def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None:
+    p = sub.add_parser(
+        "relay",
+        parents=[common],
+        help="run a circuit relay v2 daemon until SIGINT/SIGTERM",
+        description="Relay end-to-end encrypted traffic for peers that hold a reservation.",
+    )
+    p.add_argument(
+        "--listen", action="append", metavar="MULTIADDR", help="repeatable (default tcp 4001)"
+    )
+    p.add_argument("--key", help=key_help)
+    defaults = RelayServerConfig()
+    for name, kind, text in _LIMITS:
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=kind,
+            default=None,
+            help=f"{text} (default {getattr(defaults, name)})",
+        )
+    p.set_defaults(run=cmd_relay)

@@ -520,7 +520,11 @@ class RelayClient:
         except P2PError as exc:
             raise DialError(f"reservation on relay {relay} failed: {exc}") from exc
         if isinstance(event, ReservationRefused):
-            raise ReservationRefusedError(int(event.status))
+            raise ReservationRefusedError(
+                int(event.status),
+                f"relay {relay} refused the reservation: "
+                f"{_status_name(event.status)} ({int(event.status)})",
+            )
         if not isinstance(event, ReservationAccepted):
             error = event.error if isinstance(event, RelayFailed) else None
             raise DialError(f"relay {relay} answered the reservation badly: {error or event}")

@@ -5,7 +5,8 @@ both implementations are measured by identical client logic (timers, warm-ups, q
 protocol is documented in ``tests/interop/js/README.md``; this file mirrors its semantics,
 including how ``perf`` splits upload and download time.
 
-    .venv/bin/python bench/aiop2p_peer.py [--listen MULTIADDR]... [--seed HEX64]
+    .venv/bin/python bench/aiop2p_peer.py [--listen MULTIADDR]... [--seed HEX64] [--network]
+                                          [--relay-server] [--via-relay RELAY_ADDR]
 
 stdout carries protocol lines only; logs go to stderr.
 """
@@ -38,6 +39,7 @@ from aiop2p.node import Node
 from aiop2p.protocols.perf import PERF_PROTOCOL_ID, encode_perf_header
 from aiop2p.services.firewall import FirewallRules
 from aiop2p.services.peerstore import PeerInfo
+from aiop2p.services.relay import RelayServer, RelayServerConfig
 from aiop2p.transports._base import Transport
 from aiop2p.transports.tcp import TcpTransport
 from aiop2p.transports.websocket import WebSocketTransport
@@ -59,6 +61,8 @@ RSS_SETTLE_SECONDS = 0.05
 STOP_TIMEOUT_SECONDS = 5.0
 MAX_COMMAND_LINE_BYTES = 1024 * 1024
 AGENT_VERSION = "aiop2p-bench/1"
+# --relay-server: no data limit and an hour per circuit, so no benchmark hits a relay limit.
+BENCH_RELAY_CONFIG = RelayServerConfig(circuit_duration_seconds=3600.0, circuit_data_bytes=0)
 
 log = logging.getLogger("aiop2p_peer")
 _PAGE_SIZE_BYTES = os.sysconf("SC_PAGE_SIZE")
@@ -325,12 +329,18 @@ class Peer:
         await run(count, True)
         total_s = clock() - start
         latencies.sort()
+        # Relayed only if every connection the requests could have taken goes through a relay
+        # (Network picks a direct connection to the peer over a relayed one).
+        relayed = all(
+            c.user_data.get("relayed") is True for c in self.node.connections_to(conn.remote_peer)
+        )
         return {
             "p50_ms": quantile(latencies, 0.5),
             "p99_ms": quantile(latencies, 0.99),
             "req_per_s": count / total_s,
             "total_s": total_s,
             "warmup": warmup,
+            "relayed": relayed,
         }
 
     async def bench_conns(self, cmd: dict[str, Any]) -> dict[str, Any]:
@@ -416,7 +426,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         action="store_true",
         help="serve and send /p2p/1.0.0 through the Network API (JSON, firewall allow-all)",
     )
+    parser.add_argument(
+        "--relay-server",
+        action="store_true",
+        help="also act as a circuit relay v2 server (no data limit, one hour per circuit)",
+    )
+    parser.add_argument(
+        "--via-relay",
+        default=None,
+        metavar="RELAY_ADDR",
+        help="with --network: listen through this relay (its address ending in /p2p/<id>); "
+        "the circuit address comes first in the ready line",
+    )
     args = parser.parse_args(argv)
+    if args.via_relay is not None:
+        if not args.network:
+            parser.error("--via-relay needs --network")
+        try:
+            relay_addr = Multiaddr(args.via_relay)
+        except ValueError as exc:
+            parser.error(f"--via-relay: {exc}")
+        if relay_addr.peer_id is None:
+            parser.error("--via-relay: the relay address must end in /p2p/<peer id>")
+        args.via_relay = relay_addr
     if args.seed is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", args.seed):
         parser.error("--seed must be 64 hex characters (a 32-byte Ed25519 seed)")
     if not args.listen:
@@ -462,22 +494,28 @@ async def main(argv: list[str]) -> int:
             mdns=None,
             node=config,
             connection_timeout=3600.0,
+            relay_server=BENCH_RELAY_CONFIG if args.relay_server else None,
         )
         await network.start()
         node_cm: Any = contextlib.nullcontext(network.node)
         responder = asyncio.create_task(answer_requests(network))
     else:
         node_cm = Node(key, config=config, transports=transports)
+    relay_server: RelayServer | None = None
     async with node_cm as node:
         if network is None:
             node.set_stream_handler(ECHO_PROTOCOL, handle_echo)
+            if args.relay_server:
+                relay_server = RelayServer(node, config=BENCH_RELAY_CONFIG)
+                relay_server.start()
         for addr in args.listen:
             await node.listen(addr)
-        emit({
-            "event": "ready",
-            "peerId": str(node.peer_id),
-            "addrs": [str(a.with_peer_id(node.peer_id)) for a in node.listen_addrs],
-        })
+        addrs = [str(a.with_peer_id(node.peer_id)) for a in node.listen_addrs]
+        if args.via_relay is not None:
+            assert network is not None and args.via_relay.peer_id is not None
+            circuit = await network.start_relayed_listening(args.via_relay.peer_id, args.via_relay)
+            addrs.insert(0, str(circuit))
+        emit({"event": "ready", "peerId": str(node.peer_id), "addrs": addrs})
         peer = Peer(node, network)
         lines = asyncio.create_task(read_lines(reader, peer, stop))
         await stop.wait()
@@ -486,6 +524,8 @@ async def main(argv: list[str]) -> int:
             await lines
         if responder is not None:
             responder.cancel()
+        if relay_server is not None:
+            await relay_server.close()
         try:
             async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
                 await (network.close() if network is not None else node.close())

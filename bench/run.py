@@ -6,9 +6,11 @@ command protocol); the client is told to measure against the server. Implementat
 interleaved per figure so that machine noise hits both alike. See ``bench/README.md``.
 
     .venv/bin/python bench/run.py [--quick] [--repeat N] [--only aiop2p|js]
-                                  [--only-figures tcp|ws|rr] [--json|--markdown]
+                                  [--only-figures tcp|ws|rr|relay] [--json|--markdown]
 
-The WebSocket figures run on separate server processes listening on ``/ws`` only.
+The WebSocket figures run on separate server processes listening on ``/ws`` only.  The relay
+figures run three processes per implementation: a circuit relay v2 server, a server listening
+through it, and a client that reaches the server at its circuit address.
 """
 
 from __future__ import annotations
@@ -33,8 +35,13 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 AIOP2P_PEER = REPO / "bench" / "aiop2p_peer.py"
 JS_PEER = REPO / "tests" / "interop" / "js" / "peer.mjs"
+JS_RELAY_PEER = REPO / "tests" / "interop" / "js" / "relay_peer.mjs"
 IMPLS = ("aiop2p", "js")
-FIGURE_GROUPS = ("tcp", "ws", "rr")
+FIGURE_GROUPS = ("tcp", "ws", "rr", "relay")
+# The js relay's per-circuit limits, raised far above what a run needs (its defaults, 128 KiB and
+# 2 minutes, end a relayed echo loop after ~220 requests).  js counts the duration in ms.
+JS_RELAY_DURATION_MS = 3_600_000
+JS_RELAY_DATA_BYTES = 1 << 40
 WS_LISTEN = "/ip4/127.0.0.1/tcp/0/ws"
 MIB = 1024 * 1024
 
@@ -57,16 +64,45 @@ class PeerDiedError(BenchError):
 # ---- peer processes -------------------------------------------------------------------------
 
 
-def peer_argv(impl: str, listen: tuple[str, ...] = (), network: bool = False) -> list[str]:
-    extra = [arg for addr in listen for arg in ("--listen", addr)]
-    if impl == "aiop2p":
-        venv_python = REPO / ".venv" / "bin" / "python"
-        python = str(venv_python) if venv_python.exists() else sys.executable
-        return [python, str(AIOP2P_PEER), *extra, *(["--network"] if network else [])]
+def aiop2p_argv(*args: str) -> list[str]:
+    venv_python = REPO / ".venv" / "bin" / "python"
+    python = str(venv_python) if venv_python.exists() else sys.executable
+    return [python, str(AIOP2P_PEER), *args]
+
+
+def node_argv(script: Path, *args: str) -> list[str]:
     node = shutil.which("node")
     if node is None:
         raise BenchError("node is not on PATH (needed for the js-libp2p peer)")
-    return [node, str(JS_PEER), *extra]
+    return [node, str(script), *args]
+
+
+def peer_argv(impl: str, listen: tuple[str, ...] = (), network: bool = False) -> list[str]:
+    extra = [arg for addr in listen for arg in ("--listen", addr)]
+    if impl == "aiop2p":
+        return aiop2p_argv(*extra, *(["--network"] if network else []))
+    return node_argv(JS_PEER, *extra)
+
+
+def relay_argvs(impl: str, relay_addr: str | None) -> list[str]:
+    """argv of a relay role: the relay itself (``relay_addr`` None) or a peer listening via
+    ``relay_addr``; the client role is :func:`relay_client_argv`."""
+    if impl == "aiop2p":
+        if relay_addr is None:
+            return aiop2p_argv("--relay-server")
+        return aiop2p_argv("--network", "--via-relay", relay_addr)
+    if relay_addr is None:
+        return node_argv(
+            JS_RELAY_PEER, "--relay", "--duration-ms", str(JS_RELAY_DURATION_MS),
+            "--data-bytes", str(JS_RELAY_DATA_BYTES),
+        )
+    return node_argv(JS_RELAY_PEER, "--echo-once", "--listen", f"{relay_addr}/p2p-circuit")
+
+
+def relay_client_argv(impl: str) -> list[str]:
+    """aiop2p: the Network client (like the rr figures); js: relay_peer.mjs, which can dial
+    circuit addresses (peer.mjs has no circuit relay transport)."""
+    return aiop2p_argv("--network") if impl == "aiop2p" else node_argv(JS_RELAY_PEER)
 
 
 class PeerProcess:
@@ -79,11 +115,14 @@ class PeerProcess:
         log_dir: Path,
         listen: tuple[str, ...] = (),
         network: bool = False,
+        argv: list[str] | None = None,
     ) -> None:
         self.name = f"{impl} {role}"
         self.impl = impl
         self.listen = listen
         self.network = network
+        self.argv = argv
+        """The command line, when not the default peer's (the relay roles)."""
         self.log_path = log_dir / f"{impl}-{role}.stderr"
         self.proc: asyncio.subprocess.Process | None = None
         self.peer_id = ""
@@ -100,7 +139,7 @@ class PeerProcess:
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *peer_argv(self.impl, self.listen, self.network),
+                *(self.argv or peer_argv(self.impl, self.listen, self.network)),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_fd,
@@ -218,14 +257,22 @@ class Pair:
     impl: str
     server: PeerProcess
     client: PeerProcess
+    relay: PeerProcess | None = None
+    """The circuit relay between them (relay figures only)."""
+    target_addr: str | None = None
+    """The address the client dials, when not the server's first one."""
 
     @property
     def target(self) -> str:
-        return self.server.addrs[0]
+        return self.target_addr or self.server.addrs[0]
+
+    @property
+    def processes(self) -> list[PeerProcess]:
+        return [self.server, self.client] + ([self.relay] if self.relay is not None else [])
 
     @property
     def alive(self) -> bool:
-        return self.server.alive and self.client.alive
+        return all(p.alive for p in self.processes)
 
 
 # ---- benchmarks -----------------------------------------------------------------------------
@@ -278,6 +325,12 @@ METRICS = [
     Metric("rrN_req_per_s", "request-response in flight", "req/s", "higher"),
     Metric("rrN_p50_ms", "request-response in flight p50", "ms", "lower"),
     Metric("rrN_p99_ms", "request-response in flight p99", "ms", "lower"),
+    Metric("relay1_req_per_s", "relayed req-resp sequential", "req/s", "higher"),
+    Metric("relay1_p50_ms", "relayed req-resp sequential p50", "ms", "lower"),
+    Metric("relay1_p99_ms", "relayed req-resp sequential p99", "ms", "lower"),
+    Metric("relayN_req_per_s", "relayed req-resp in flight", "req/s", "higher"),
+    Metric("relayN_p50_ms", "relayed req-resp in flight p50", "ms", "lower"),
+    Metric("relayN_p99_ms", "relayed req-resp in flight p99", "ms", "lower"),
     Metric("client_bytes_per_conn", "memory per idle conn, client", "KiB", "lower"),
     Metric("server_bytes_per_conn", "memory per idle conn, server", "KiB", "lower"),
 ]
@@ -302,6 +355,8 @@ TARGETS = [
     Target("rrN_req_per_s", "Network req/s in flight >= 3x js echo", ">=", 3.0),
     Target("ws_upload_mib_s", "perf upload over WS >= 1.5x js", ">=", 1.5),
     Target("ws_download_mib_s", "perf download over WS >= 1.5x js", ">=", 1.5),
+    Target("relay1_req_per_s", "relayed req/s sequential >= 3x js", ">=", 3.0),
+    Target("relayN_req_per_s", "relayed req/s in flight >= 3x js", ">=", 3.0),
 ]
 
 Figures = dict[str, float]
@@ -322,6 +377,8 @@ async def _echo(pair: Pair, s: Settings, concurrency: int, prefix: str) -> Figur
         "bench_echo", s.command_timeout_s, addr=pair.target, count=s.echo_count,
         concurrency=concurrency, size=s.echo_size_bytes, warmup=s.echo_warmup,
     )
+    if pair.relay is not None and r.get("relayed") is not True:
+        raise BenchError(f"{pair.impl}: the requests did not go through the relay")
     return {
         f"{prefix}_req_per_s": r["req_per_s"],
         f"{prefix}_p50_ms": r["p50_ms"],
@@ -416,6 +473,12 @@ RR_BENCHES: list[tuple[str, Bench]] = [
     ("request-response sequential", lambda pair, s: _echo(pair, s, 1, "rr1")),
     ("request-response in flight", lambda pair, s: _echo(pair, s, s.echo_concurrency, "rrN")),
 ]
+# aiop2p (Network client, as in RR_BENCHES) and js, each through its own circuit relay v2 server.
+RELAY_BENCHES: list[tuple[str, Bench]] = [
+    ("relayed req-resp sequential", lambda pair, s: _echo(pair, s, 1, "relay1")),
+    ("relayed req-resp in flight",
+     lambda pair, s: _echo(pair, s, s.echo_concurrency, "relayN")),
+]
 # Run on a pair whose server listens on /ws only, so the client dials over WebSocket.
 WS_BENCHES: list[tuple[str, Bench]] = [
     ("perf upload over WS", bench_ws_perf_upload),
@@ -451,6 +514,26 @@ async def start_pair(
     return Pair(impl, server, client)
 
 
+async def start_relayed_pair(impl: str, log_dir: Path, started: list[PeerProcess]) -> Pair:
+    """Start a relay, then a server listening through it and a client; all are added to
+    ``started`` first, so they get stopped.  The client's target is the circuit address."""
+    relay = PeerProcess(impl, "relay", log_dir, argv=relay_argvs(impl, None))
+    started.append(relay)
+    client = PeerProcess(impl, "relay-client", log_dir, argv=relay_client_argv(impl))
+    started.append(client)
+    await asyncio.gather(relay.start(), client.start())
+    relay_addr = next((a for a in relay.addrs if "/p2p/" in a), None)
+    if relay_addr is None:
+        raise BenchError(f"{relay.name}: no address with /p2p among {relay.addrs}")
+    server = PeerProcess(impl, "relayed-server", log_dir, argv=relay_argvs(impl, relay_addr))
+    started.append(server)
+    await server.start()
+    circuit = next((a for a in server.addrs if "/p2p-circuit/" in a), None)
+    if circuit is None:
+        raise BenchError(f"{server.name}: no circuit address among {server.addrs}")
+    return Pair(impl, server, client, relay, circuit)
+
+
 class Runner:
     """Collects samples and errors over all repeats."""
 
@@ -473,16 +556,22 @@ class Runner:
         benches: list[tuple[str, Bench]],
         listen: tuple[str, ...] = (),
         network: bool = False,
+        relayed: bool = False,
     ) -> None:
-        """Start a pair per implementation, run ``benches`` interleaved, stop every process."""
+        """Start a pair per implementation, run ``benches`` interleaved, stop every process.
+
+        ``relayed``: each pair talks through a circuit relay (:func:`start_relayed_pair`)."""
         started: list[PeerProcess] = []
         pairs: dict[str, Pair] = {}
         try:
             for impl in self.impls:
                 try:
-                    pairs[impl] = await start_pair(
-                        impl, self.log_dir, started, listen, network
-                    )
+                    if relayed:
+                        pairs[impl] = await start_relayed_pair(impl, self.log_dir, started)
+                    else:
+                        pairs[impl] = await start_pair(
+                            impl, self.log_dir, started, listen, network
+                        )
                 except BenchError as exc:
                     self.error(f"repeat {rep + 1}: {impl}: start failed: {exc}")
             for name, bench in benches:
@@ -502,14 +591,14 @@ class Runner:
             self.error(f"repeat {rep + 1}: {name}: {exc}")
             if "did not answer" in str(exc) or not pair.alive:
                 # a stuck or dead pair is not trusted for the rest of this repeat
-                pair.server.kill()
-                pair.client.kill()
+                for p in pair.processes:
+                    p.kill()
             return
         for key, value in figures.items():
             self.samples[pair.impl][key].append(value)
         shown = ", ".join(f"{k}={format_value(k, v)}" for k, v in figures.items())
         progress(
-            f"[{rep + 1}] {name:<22} {pair.impl:<6} {shown} ({time.perf_counter() - t0:.1f} s)"
+            f"[{rep + 1}] {name:<28} {pair.impl:<6} {shown} ({time.perf_counter() - t0:.1f} s)"
         )
 
 
@@ -519,7 +608,7 @@ async def run_all(
     """Run every benchmark ``repeat`` times; return the samples per impl and metric, and errors.
 
     Each repeat starts fresh processes; within a repeat the implementations alternate for
-    every figure.  ``groups`` selects the TCP figures, the WebSocket figures, or both.
+    every figure.  ``groups`` selects the figure groups (tcp, ws, rr, relay) to run.
     """
     with tempfile.TemporaryDirectory(prefix="aiop2p-bench-") as tmp:
         runner = Runner(impls, s, Path(tmp))
@@ -531,6 +620,8 @@ async def run_all(
                 await runner.run_benches(rep, WS_BENCHES, (WS_LISTEN,))
             if "rr" in groups:
                 await runner.run_benches(rep, RR_BENCHES, network=True)
+            if "relay" in groups:
+                await runner.run_benches(rep, RELAY_BENCHES, relayed=True)
     return runner.samples, runner.errors
 
 
@@ -609,6 +700,7 @@ def settings_text(s: Settings, repeat: int) -> str:
         f"dial: median of {s.dial_count} fresh connections ({s.dial_warmup} warm-up); "
         f"echo: {s.echo_count} x {s.echo_size_bytes} B requests, a new stream each "
         f"({s.echo_warmup} warm-up), in flight = {s.echo_concurrency}; "
+        f"request-response and relayed request-response: as echo; "
         f"perf (over TCP and over /ws): {s.perf_bytes // MIB} MiB each way "
         f"({s.perf_warmup_bytes // MIB} MiB warm-up); "
         f"memory: RSS delta over {s.conns_count} idle connections "
@@ -624,13 +716,13 @@ def print_text(
     both = len(impls) == 2
     print(f"# {settings_text(s, repeat)}")
     print(f"# python {env['python']}, node {env['node']}, {env['cpus']} CPUs, {env['platform']}")
-    header = f"{'figure':<30} {'unit':<6}" + "".join(f"{i:>10}" for i in impls)
+    header = f"{'figure':<34} {'unit':<6}" + "".join(f"{i:>10}" for i in impls)
     if both:
         header += f"{'aiop2p/js':>11}  better"
     print(header)
     print("-" * len(header))
     for r in rows:
-        line = f"{r['label']:<30} {r['unit']:<6}" + "".join(
+        line = f"{r['label']:<34} {r['unit']:<6}" + "".join(
             f"{format_value(r['key'], r['median'][i]):>10}" for i in impls
         )
         if both:
@@ -673,7 +765,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--only", choices=IMPLS, help="run one implementation only")
     parser.add_argument("--only-figures", choices=FIGURE_GROUPS, default=None,
-                        help="run only the TCP figures or only the WebSocket (perf over /ws) ones")
+                        help="run one figure group only: tcp, ws (perf over /ws), rr "
+                        "(Network request-response) or relay (request-response via a relay)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run everything N times and report medians (default 1)")
     out = parser.add_mutually_exclusive_group()

@@ -31,18 +31,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from .._wire.framing import encode_uvarint_frame, take_uvarint_frame
 from .._wire.protobuf import decode_fields, encode_bytes_field, encode_varint_field
-from .._wire.varint import decode_uvarint, encode_uvarint
 from ..errors import (
-    InvalidArgumentError,
     InvalidMultiaddrError,
     InvalidStateError,
-    LocalProtocolError,
-    MessageTooLargeError,
     P2PError,
     RemoteProtocolError,
 )
 from ..multiaddr import Multiaddr
+from ._base import SansIOMachine, check_positive
 
 __all__ = [
     "DCUTR_PROTOCOL_ID",
@@ -106,29 +104,12 @@ class HolePunch:
         return cls(punch_type, tuple(addrs))
 
 
+_WHAT: Final = "HolePunch message"  # names the message in the framing errors
+
+
 def encode_frame(message: HolePunch, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     """``uvarint(len) + message``; raises :class:`LocalProtocolError` above ``max_bytes``."""
-    payload = message.encode()
-    if len(payload) > max_bytes:
-        raise LocalProtocolError(
-            f"HolePunch message of {len(payload)} bytes exceeds the limit of {max_bytes} bytes"
-        )
-    return encode_uvarint(len(payload)) + payload
-
-
-def _take_frame(buffer: bytearray, max_bytes: int) -> bytes | None:
-    got = decode_uvarint(buffer, 0)
-    if got is None:
-        return None
-    length, start = got
-    if length > max_bytes:
-        raise MessageTooLargeError(length, max_bytes, "HolePunch message")
-    end = start + length
-    if len(buffer) < end:
-        return None
-    frame = bytes(buffer[start:end])
-    del buffer[:end]
-    return frame
+    return encode_uvarint_frame(message.encode(), max_bytes, _WHAT)
 
 
 def _addrs_to_dial(raws: tuple[bytes, ...]) -> tuple[Multiaddr, ...]:
@@ -179,40 +160,23 @@ def _addr_bytes(addrs: Sequence[Multiaddr | bytes]) -> tuple[bytes, ...]:
     return tuple(a.to_bytes() if isinstance(a, Multiaddr) else bytes(a) for a in addrs)
 
 
-class _Machine:
-    __slots__ = ("_buffer", "_done", "_events", "_obs_addrs", "_out", "max_message_bytes")
+class _Machine(SansIOMachine[DcutrEvent]):
+    """Framing, our addresses and the terminal states of both roles.
+
+    ``receive_data`` is each role's own (the initiator's takes the arrival time), so the
+    base's ``_feed``/``_process`` are not used.
+    """
+
+    __slots__ = ("_obs_addrs", "max_message_bytes")
 
     def __init__(self, obs_addrs: Sequence[Multiaddr | bytes], max_message_bytes: int) -> None:
-        if max_message_bytes < 1:
-            raise InvalidArgumentError(
-                f"max_message_bytes must be positive, got {max_message_bytes}"
-            )
+        check_positive("max_message_bytes", max_message_bytes)
         self.max_message_bytes = max_message_bytes
         """Largest message accepted or sent, bytes (length prefix excluded)."""
         self._obs_addrs = _addr_bytes(obs_addrs)
         # Fail now, not mid-protocol, if our own CONNECT cannot be sent.
         encode_frame(HolePunch(HolePunchType.CONNECT, self._obs_addrs), max_message_bytes)
-        self._buffer = bytearray()
-        self._out = bytearray()
-        self._events: list[DcutrEvent] = []
-        self._done = False
-
-    @property
-    def done(self) -> bool:
-        """True once :class:`DialNow` or :class:`DcutrFailed` was emitted."""
-        return self._done
-
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the peer (handed out and cleared)."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def events_received(self) -> list[DcutrEvent]:
-        """Events since the last call (handed out and cleared)."""
-        events = self._events
-        self._events = []
-        return events
+        super().__init__()
 
     def receive_eof(self) -> None:
         """The peer closed its side; fails the attempt unless it is already decided."""
@@ -227,13 +191,8 @@ class _Machine:
 
     def _next(self, data: bytes) -> HolePunch | None:
         self._buffer += data
-        frame = _take_frame(self._buffer, self.max_message_bytes)
+        frame = take_uvarint_frame(self._buffer, self.max_message_bytes, _WHAT)
         return None if frame is None else HolePunch.decode(frame)
-
-    def _finish(self, event: DcutrEvent) -> None:
-        self._buffer.clear()
-        self._done = True
-        self._events.append(event)
 
     def _fail(self, error: P2PError) -> None:
         self._finish(DcutrFailed(error))

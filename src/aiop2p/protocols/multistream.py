@@ -29,17 +29,18 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
+from .._wire.framing import take_uvarint_frame
 from .._wire.varint import decode_uvarint, encode_uvarint
 from ..errors import (
     InvalidArgumentError,
     InvalidStateError,
     LocalProtocolError,
-    MessageTooLargeError,
     NegotiationError,
     P2PError,
     ProtocolNotSupportedError,
     RemoteProtocolError,
 )
+from ._base import SansIOMachine, check_positive
 
 __all__ = [
     "MULTISTREAM_PROTOCOL_ID",
@@ -55,6 +56,7 @@ __all__ = [
 MULTISTREAM_PROTOCOL_ID = "/multistream/1.0.0"
 _NA = "na"
 _LS = "ls"
+_WHAT = "multistream message"  # names the message in MessageTooLargeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,11 +102,6 @@ def _check_protocol_id(protocol: str, max_message_size: int) -> None:
         raise InvalidArgumentError(
             f"protocol id {protocol!r} does not fit in max_message_size={max_message_size}"
         )
-
-
-def _check_limit(name: str, value: int) -> None:
-    if value < 1:
-        raise InvalidArgumentError(f"{name} must be positive, got {value}")
 
 
 def _lines(message: bytes) -> list[str]:
@@ -153,90 +150,33 @@ def _encode_ls_response(protocols: Sequence[str]) -> bytes:
     return encode_uvarint(len(payload)) + payload
 
 
-class _Machine:
+class _Machine(SansIOMachine[MultistreamEvent]):
     """Shared buffering, message framing and the terminal states of both roles."""
 
-    __slots__ = ("_buffer", "_done", "_events", "_failed", "_out", "max_message_size")
+    __slots__ = ("max_message_size",)
+
+    _HANDED_OVER = "negotiation already succeeded: later bytes belong to the selected protocol"
 
     def __init__(self, max_message_size: int) -> None:
-        _check_limit("max_message_size", max_message_size)
+        check_positive("max_message_size", max_message_size)
+        super().__init__()
         self.max_message_size = max_message_size
         """Largest message accepted from the peer, bytes (length prefix excluded)."""
-        self._buffer = bytearray()
-        self._out = bytearray()
-        self._events: list[MultistreamEvent] = []
-        self._done = False
-        self._failed = False
-
-    @property
-    def done(self) -> bool:
-        """True once a terminal event was emitted; the machine takes no more input."""
-        return self._done
-
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the peer (handed out and cleared)."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def events_received(self) -> list[MultistreamEvent]:
-        """Events since the last call (handed out and cleared)."""
-        events = self._events
-        self._events = []
-        return events
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer; never raises for peer misbehaviour."""
-        if self._done:
-            if self._failed:
-                return
-            raise InvalidStateError(
-                "negotiation already succeeded: later bytes belong to the selected protocol"
-            )
-        if not data:
-            return
-        self._buffer += data
-        try:
-            self._process()
-        except P2PError as exc:  # RemoteProtocolError, MessageTooLargeError, NegotiationError
-            self._fail(exc)
+        self._feed(data)  # RemoteProtocolError, MessageTooLargeError, NegotiationError: _fail
 
     def receive_eof(self) -> None:
         """The peer closed its side; fails the negotiation unless it is already over."""
         if not self._done:
             self._fail(NegotiationError("connection closed during multistream negotiation"))
 
-    def _next_message(self, limit: int) -> bytes | None:
-        buffer = self._buffer
-        if not buffer:
-            return None
-        got = decode_uvarint(buffer, 0)
-        if got is None:
-            return None
-        length, start = got
-        if length > limit:
-            raise MessageTooLargeError(length, limit, "multistream message")
-        end = start + length
-        if len(buffer) < end:
-            return None
-        message = bytes(buffer[start:end])
-        del buffer[:end]
-        return message
-
     def _select(self, protocol: str) -> None:
-        leftover = bytes(self._buffer)
-        self._buffer.clear()
-        self._done = True
-        self._events.append(ProtocolSelected(protocol, leftover))
+        self._finish(ProtocolSelected(protocol, bytes(self._buffer)), handed_over=True)
 
     def _fail(self, error: P2PError) -> None:
-        self._buffer.clear()
-        self._done = True
-        self._failed = True
-        self._events.append(NegotiationFailed(error))
-
-    def _process(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
+        self._finish(NegotiationFailed(error))
 
 
 class MultistreamDialer(_Machine):
@@ -268,7 +208,7 @@ class MultistreamDialer(_Machine):
         max_ls_response_size: int = 64 * 1024,
     ) -> None:
         super().__init__(max_message_size)
-        _check_limit("max_ls_response_size", max_ls_response_size)
+        check_positive("max_ls_response_size", max_ls_response_size)
         self._protocols = tuple(protocols)
         for protocol in self._protocols:
             _check_protocol_id(protocol, max_message_size)
@@ -320,15 +260,17 @@ class MultistreamDialer(_Machine):
     def _process(self) -> None:
         while not self._done:
             if self._header_received and self._ls_pending:
-                message = self._next_message(self.max_ls_response_size)
+                message = take_uvarint_frame(self._buffer, self.max_ls_response_size, _WHAT)
                 if message is None:
                     return
                 self._ls_pending = False
-                self._events.append(ProtocolsListed(_parse_ls_response(message)))
-                if not self._protocols:
-                    self._done = True
+                listed = ProtocolsListed(_parse_ls_response(message))
+                if self._protocols:
+                    self._events.append(listed)
+                else:  # a list-only dialer ends here; later bytes are a caller error
+                    self._finish(listed, handed_over=True)
                 continue
-            message = self._next_message(self.max_message_size)
+            message = take_uvarint_frame(self._buffer, self.max_message_size, _WHAT)
             if message is None:
                 return
             lines = _lines(message)
@@ -376,7 +318,7 @@ class MultistreamListener(_Machine):
         max_attempts: int = 32,
     ) -> None:
         super().__init__(max_message_size)
-        _check_limit("max_attempts", max_attempts)
+        check_positive("max_attempts", max_attempts)
         self.max_attempts = max_attempts
         """Refused proposals plus ``ls`` requests tolerated before giving up, count."""
         if isinstance(supported, str):  # a lone id, not a collection of characters
@@ -393,7 +335,7 @@ class MultistreamListener(_Machine):
 
     def _process(self) -> None:
         while not self._done:
-            message = self._next_message(self.max_message_size)
+            message = take_uvarint_frame(self._buffer, self.max_message_size, _WHAT)
             if message is None:
                 return
             lines = _lines(message)

@@ -38,7 +38,6 @@ from ..errors import (
     InvalidArgumentError,
     InvalidKeyError,
     InvalidSignatureError,
-    InvalidStateError,
     LimitExceededError,
     MessageTooLargeError,
     P2PError,
@@ -46,6 +45,7 @@ from ..errors import (
     RemoteProtocolError,
 )
 from ..identity import KeyPair, PeerId, PublicKey
+from ._base import SansIOMachine
 
 __all__ = [
     "MAX_NOISE_FRAME_SIZE",
@@ -156,7 +156,7 @@ def decode_handshake_payload(payload: bytes) -> tuple[bytes, bytes]:
     return identity_key, identity_sig
 
 
-class NoiseHandshake:
+class NoiseHandshake(SansIOMachine[NoiseEvent]):
     """One side of the ``XX`` handshake with the libp2p identity payload.
 
     ``static_key`` may be per session or shared by all sessions of a node;
@@ -168,18 +168,13 @@ class NoiseHandshake:
     """
 
     __slots__ = (
-        "_buffer",
         "_cipher",
         "_ck",
-        "_done",
         "_e",
-        "_events",
         "_expected_peer",
-        "_failed",
         "_h",
         "_initiator",
         "_n",
-        "_out",
         "_payload",
         "_re",
         "_s",
@@ -187,6 +182,8 @@ class NoiseHandshake:
         "_step",
         "max_first_message_size",
     )
+
+    _HANDED_OVER = "handshake complete: later bytes belong to the transport"
 
     def __init__(
         self,
@@ -200,6 +197,7 @@ class NoiseHandshake:
     ) -> None:
         if max_first_message_size < _DH_LEN:
             raise InvalidArgumentError("max_first_message_size must be at least 32 bytes")
+        super().__init__()
         self.max_first_message_size = max_first_message_size
         """Largest message 1 a responder accepts, bytes (libp2p peers send exactly 32)."""
         self._initiator = initiator
@@ -217,11 +215,6 @@ class NoiseHandshake:
         self._n = 0
         self._mix_hash(b"")  # empty prologue
         self._re = b""
-        self._buffer = bytearray()
-        self._out = bytearray()
-        self._events: list[NoiseEvent] = []
-        self._done = False
-        self._failed = False
         self._step = 0  # handshake messages processed (sent or received) so far
         if initiator:
             self._write_message1()
@@ -271,36 +264,9 @@ class NoiseHandshake:
 
     # --- public surface ------------------------------------------------------------------
 
-    @property
-    def done(self) -> bool:
-        """True once :class:`HandshakeCompleted` or :class:`HandshakeFailed` was emitted."""
-        return self._done
-
-    def data_to_send(self) -> bytes:
-        """Framed handshake bytes to write (handed out and cleared)."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def events_received(self) -> list[NoiseEvent]:
-        """Events since the last call (handed out and cleared)."""
-        events = self._events
-        self._events = []
-        return events
-
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer; never raises for peer misbehaviour."""
-        if self._done:
-            if self._failed:
-                return
-            raise InvalidStateError("handshake complete: later bytes belong to the transport")
-        if not data:
-            return
-        self._buffer += data
-        try:
-            self._process()
-        except P2PError as exc:
-            self._fail(exc)
+        self._feed(data)
 
     def receive_eof(self) -> None:
         """The peer closed its side; fails the handshake unless it is already over."""
@@ -310,11 +276,8 @@ class NoiseHandshake:
     # --- messages ------------------------------------------------------------------------
 
     def _fail(self, error: P2PError) -> None:
-        self._buffer.clear()
         self._out.clear()
-        self._done = True
-        self._failed = True
-        self._events.append(HandshakeFailed(error))
+        self._finish(HandshakeFailed(error))
 
     def _send(self, message: bytes) -> None:
         self._out += _pack_length(len(message))
@@ -404,9 +367,7 @@ class NoiseHandshake:
         public_key, peer = remote
         transport = self._split()
         leftover = bytes(self._buffer)
-        self._buffer.clear()
-        self._done = True
-        self._events.append(HandshakeCompleted(peer, public_key, transport, leftover))
+        self._finish(HandshakeCompleted(peer, public_key, transport, leftover), handed_over=True)
 
 
 class NoiseTransport:

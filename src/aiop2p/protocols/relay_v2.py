@@ -46,8 +46,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from .._wire.framing import encode_uvarint_frame, take_uvarint_frame
 from .._wire.protobuf import decode_fields, encode_bytes_field, encode_varint_field
-from .._wire.varint import decode_uvarint, encode_uvarint
 from ..errors import (
     InvalidArgumentError,
     InvalidMultiaddrError,
@@ -55,14 +55,13 @@ from ..errors import (
     InvalidSignatureError,
     InvalidStateError,
     LimitExceededError,
-    LocalProtocolError,
-    MessageTooLargeError,
     P2PError,
     RemoteProtocolError,
 )
 from ..identity import KeyPair, PeerId
 from ..multiaddr import Multiaddr
 from . import envelope
+from ._base import SansIOMachine, check_positive
 
 __all__ = [
     "HOP_PROTOCOL_ID",
@@ -383,30 +382,12 @@ class StopMessage:
         return cls(stop_type, peer, limit, status)
 
 
+_WHAT: Final = "relay message"  # names the message in the framing errors
+
+
 def encode_frame(message: HopMessage | StopMessage, max_bytes: int = MAX_MESSAGE_BYTES) -> bytes:
     """``uvarint(len) + message``; raises :class:`LocalProtocolError` above ``max_bytes``."""
-    payload = message.encode()
-    if len(payload) > max_bytes:
-        raise LocalProtocolError(
-            f"relay message of {len(payload)} bytes exceeds the limit of {max_bytes} bytes"
-        )
-    return encode_uvarint(len(payload)) + payload
-
-
-def _take_frame(buffer: bytearray, max_bytes: int) -> bytes | None:
-    """Remove and return one length-prefixed message from ``buffer``, None if incomplete."""
-    got = decode_uvarint(buffer, 0)
-    if got is None:
-        return None
-    length, start = got
-    if length > max_bytes:
-        raise MessageTooLargeError(length, max_bytes, "relay message")
-    end = start + length
-    if len(buffer) < end:
-        return None
-    frame = bytes(buffer[start:end])
-    del buffer[:end]
-    return frame
+    return encode_uvarint_frame(message.encode(), max_bytes, _WHAT)
 
 
 # --------------------------------------------------------------------------- vouchers
@@ -579,42 +560,18 @@ RelayEvent = (
 # --------------------------------------------------------------------------- machines
 
 
-def _check_limit(name: str, value: int) -> None:
-    if value < 1:
-        raise InvalidArgumentError(f"{name} must be positive, got {value}")
-
-
-class _Machine:
+class _Machine(SansIOMachine[RelayEvent]):
     """Buffering, framing and the terminal states shared by the four machines."""
 
-    __slots__ = ("_buffer", "_circuit", "_done", "_events", "_out", "max_message_bytes")
+    __slots__ = ("max_message_bytes",)
+
+    _HANDED_OVER = "the stream is a relayed connection now"
 
     def __init__(self, max_message_bytes: int) -> None:
-        _check_limit("max_message_bytes", max_message_bytes)
+        check_positive("max_message_bytes", max_message_bytes)
+        super().__init__()
         self.max_message_bytes = max_message_bytes
         """Largest message accepted or sent, bytes (length prefix excluded)."""
-        self._buffer = bytearray()
-        self._out = bytearray()
-        self._events: list[RelayEvent] = []
-        self._done = False
-        self._circuit = False
-
-    @property
-    def done(self) -> bool:
-        """True once a terminal event was emitted; the machine takes no more input."""
-        return self._done
-
-    def data_to_send(self) -> bytes:
-        """Bytes to write to the peer (handed out and cleared)."""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
-
-    def events_received(self) -> list[RelayEvent]:
-        """Events since the last call (handed out and cleared)."""
-        events = self._events
-        self._events = []
-        return events
 
     def receive_data(self, data: bytes) -> None:
         """Feed bytes from the peer; never raises for peer misbehaviour.
@@ -622,17 +579,7 @@ class _Machine:
         Raises :class:`InvalidStateError` once the stream carries a relayed connection
         (its bytes are not for this machine any more).
         """
-        if self._done:
-            if self._circuit:
-                raise InvalidStateError("the stream is a relayed connection now")
-            return
-        if not data:
-            return
-        self._buffer += data
-        try:
-            self._process()
-        except P2PError as exc:
-            self._fail(exc)
+        self._feed(data)
 
     def receive_eof(self) -> None:
         """The peer closed its side (see each machine for the consequence)."""
@@ -642,20 +589,14 @@ class _Machine:
     def _send(self, message: HopMessage | StopMessage) -> None:
         self._out += encode_frame(message, self.max_message_bytes)
 
-    def _finish(self, event: RelayEvent, *, circuit: bool = False) -> None:
-        self._buffer.clear()
-        self._done = True
-        self._circuit = circuit
-        self._events.append(event)
+    def _take_frame(self) -> bytes | None:
+        return take_uvarint_frame(self._buffer, self.max_message_bytes, _WHAT)
 
     def _fail(self, error: P2PError) -> None:
         self._finish(RelayFailed(error))
 
     def _on_eof(self) -> None:
         self._fail(RemoteProtocolError("stream closed before the exchange completed"))
-
-    def _process(self) -> None:  # pragma: no cover - overridden
-        raise NotImplementedError
 
 
 class _Client(_Machine):
@@ -678,7 +619,7 @@ class _Client(_Machine):
     def _process(self) -> None:
         if self._request is None:
             raise RemoteProtocolError("the peer sent data before our request")
-        frame = _take_frame(self._buffer, self.max_message_bytes)
+        frame = self._take_frame()
         if frame is not None:
             self._answer(frame)
 
@@ -725,7 +666,7 @@ class HopClient(_Client):
         elif status != Status.OK:
             self._finish(CircuitRefused(status))
         else:
-            self._finish(CircuitEstablished(msg.limit, bytes(self._buffer)), circuit=True)
+            self._finish(CircuitEstablished(msg.limit, bytes(self._buffer)), handed_over=True)
 
 
 class StopClient(_Client):
@@ -756,7 +697,7 @@ class StopClient(_Client):
         if status != Status.OK:
             self._finish(StopRefused(status))
         else:
-            self._finish(StopAccepted(bytes(self._buffer)), circuit=True)
+            self._finish(StopAccepted(bytes(self._buffer)), handed_over=True)
 
 
 _AWAIT: Final = 0
@@ -771,7 +712,7 @@ class _Server(_Machine):
 
     def __init__(self, max_message_bytes: int, max_early_data_bytes: int) -> None:
         super().__init__(max_message_bytes)
-        _check_limit("max_early_data_bytes", max_early_data_bytes)
+        check_positive("max_early_data_bytes", max_early_data_bytes)
         self.max_early_data_bytes = max_early_data_bytes
         """Circuit bytes buffered while a CONNECT awaits the driver's decision, bytes."""
         self._state = _AWAIT
@@ -803,7 +744,7 @@ class _Server(_Machine):
 
     def _process(self) -> None:
         if self._state == _AWAIT:
-            frame = _take_frame(self._buffer, self.max_message_bytes)
+            frame = self._take_frame()
             if frame is not None:
                 self._request(frame)
         if self._state == _PENDING_RESERVE:
@@ -829,8 +770,7 @@ class _Server(_Machine):
         if self._done or self._state == _AWAIT:
             raise InvalidStateError("no pending request to refuse")
         self._send(self._status_message(status))
-        self._buffer.clear()
-        self._done = True
+        self._finish()
 
 
 class HopServer(_Server):
@@ -891,7 +831,7 @@ class HopServer(_Server):
         self._check_pending(_PENDING_RESERVE, "accept a reservation for")
         rsvp = Reservation(int(expire), _addr_bytes(addrs), voucher)
         self._send(HopMessage(HopType.STATUS, reservation=rsvp, limit=limit, status=Status.OK))
-        self._done = True
+        self._finish()
 
     def accept_connect(self, limit: Limit | None = None) -> bytes:
         """Confirm the circuit (once the stop stream was accepted); return the circuit
@@ -899,9 +839,7 @@ class HopServer(_Server):
         self._check_pending(_PENDING_CONNECT, "accept a circuit for")
         self._send(self._status_message(Status.OK, limit))
         leftover = bytes(self._buffer)
-        self._buffer.clear()
-        self._done = True
-        self._circuit = True
+        self._finish(handed_over=True)
         return leftover
 
 
@@ -946,7 +884,5 @@ class StopServer(_Server):
         self._check_pending(_PENDING_CONNECT, "accept")
         self._send(self._status_message(Status.OK))
         leftover = bytes(self._buffer)
-        self._buffer.clear()
-        self._done = True
-        self._circuit = True
+        self._finish(handed_over=True)
         return leftover

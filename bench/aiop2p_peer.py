@@ -495,6 +495,7 @@ async def main(argv: list[str]) -> int:
             node=config,
             connection_timeout=3600.0,
             relay_server=BENCH_RELAY_CONFIG if args.relay_server else None,
+            dcutr=None,  # the relay figures measure the relayed path itself
         )
         await network.start()
         node_cm: Any = contextlib.nullcontext(network.node)

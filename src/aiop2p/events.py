@@ -18,7 +18,9 @@ __all__ = [
     "ConnectedPoint",
     "ConnectionClosed",
     "ConnectionEstablished",
+    "DirectConnectionUpgraded",
     "ExpiredListenAddr",
+    "HolePunchFailed",
     "InboundFailure",
     "InboundRequestFailed",
     "IncomingConnectionError",
@@ -127,6 +129,31 @@ class PeerExpired:
     peer_id: PeerId
 
 
+@dataclass(frozen=True, slots=True)
+class DirectConnectionUpgraded:
+    """A direct connection to ``peer`` replaced the relayed one; ``addr`` is its remote."""
+
+    peer: PeerId
+    addr: Multiaddr | None
+    attempts: int
+    """DCUtR exchanges it took, as counted by the initiating (inbound) side; 0 when the
+    unilateral dial succeeded, and always 0 on the answering side."""
+
+
+@dataclass(frozen=True, slots=True)
+class HolePunchFailed:
+    """Every attempt to reach ``peer`` directly failed (reported by the side that
+    initiates, the inbound side of the relayed connection); the relayed one stays."""
+
+    peer: PeerId
+    error: P2PError
+    attempts: int
+    local_addrs: tuple[Multiaddr, ...] = ()
+    """The observed addresses we offered."""
+    remote_addrs: tuple[Multiaddr, ...] = ()
+    """The addresses the peer offered (last attempt)."""
+
+
 NetworkEvent = (
     ConnectionEstablished
     | ConnectionClosed
@@ -138,4 +165,6 @@ NetworkEvent = (
     | InboundRequestFailed
     | PeerDiscovered
     | PeerExpired
+    | DirectConnectionUpgraded
+    | HolePunchFailed
 )

@@ -60,6 +60,7 @@ from .multiaddr import Multiaddr
 from .node import Node
 from .services.address_book import AddressBookStore, AddressInfo
 from .services.codecs import Codec, CodecError, JsonCodec
+from .services.dcutr import DcutrConfig, DcutrService, HolePunchEvent
 from .services.event_channel import ChannelSinkConfig, EventChannel
 from .services.firewall import (
     AskApproval,
@@ -154,6 +155,8 @@ class NetworkConfig:
     relay_server: RelayServerConfig | None = None
     """Act as a relay for others with these limits (off by default: a node is never a
     relay by accident)."""
+    dcutr: DcutrConfig | None = field(default_factory=DcutrConfig)
+    """Hole punching (DCUtR) over relayed connections; ``None`` turns it off."""
     mdns: MdnsConfig | None = field(default_factory=MdnsConfig)
     """LAN discovery (on by default, as in the seed); ``None`` turns it off."""
     address_book_path: Path | None = None
@@ -397,6 +400,11 @@ class Network(Generic[Rq, Rs]):
         if config.relay_client:
             self.relay_client = RelayClient(self.node)
             self.relay_client.on_event(self._on_relay_event)
+        self.dcutr: DcutrService | None = None
+        """Hole punching; created before any listener so TCP can reuse the listen port."""
+        if config.dcutr is not None:
+            self.dcutr = DcutrService(self.node, config=config.dcutr)
+            self.dcutr.on_event(self._on_dcutr_event)
         self._started = False
         self._closed = False
 
@@ -438,6 +446,9 @@ class Network(Generic[Rq, Rs]):
     def _on_mdns_event(self, event: MdnsEvent) -> None:
         self._emit(event)
 
+    def _on_dcutr_event(self, event: HolePunchEvent) -> None:
+        self._emit(event)
+
     async def close(self) -> None:
         """Stop everything: pending calls fail with a shutdown error, channels end."""
         if self._closed:
@@ -456,6 +467,8 @@ class Network(Generic[Rq, Rs]):
         self._approvals.clear()
         if self._mdns is not None:
             await self._mdns.close()
+        if self.dcutr is not None:
+            await self.dcutr.close()
         if self.relay_client is not None:
             await self.relay_client.close()
         if self.relay_server is not None:

@@ -655,8 +655,10 @@ async def test_address_book_methods_and_ordering() -> None:
 
 async def test_listen_addresses_learned_from_identify() -> None:
     """Fix Q-8: B records A's *listen* address (from identify), not the ephemeral port of
-    A's inbound connection."""
-    async with networks(ALLOW, ALLOW) as (a, b):
+    A's inbound connection.  Hole punching is off: with it, TCP dials reuse the listen
+    port, and the inbound remote address would equal the listen address."""
+    no_reuse = {**ALLOW, "dcutr": None}
+    async with networks(no_reuse, no_reuse) as (a, b):
         a_listen = await listen(a)
         await link(a, b)
         await a.connect_peer(b.peer_id)

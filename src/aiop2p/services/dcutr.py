@@ -1,0 +1,454 @@
+"""Hole punching (DCUtR, libp2p ``relay/DCUtR.md``): upgrade a relayed connection to a
+direct one.
+
+When a relayed connection opens, its **inbound** side (the peer that was reached through
+the relay) first tries the other peer's advertised addresses (a *unilateral* upgrade,
+optional), then opens ``/libp2p/dcutr`` and runs :class:`DcutrInitiator`; the outbound
+side answers with :class:`DcutrResponder`.  The two exchange the addresses their NATs
+gave them (what peers observed over *direct* connections, via identify), the initiator
+measures the relayed round trip, and both dial each other at about the same moment so
+that each NAT sees an outgoing connection before the other's packets arrive (a TCP
+simultaneous open).  The side that answered runs the upgrade as initiator (Noise
+initiator, Yamux client), the other as responder, whichever side TCP says dialled.
+
+For the NAT to map our dials to the port we listen on, the node's TCP transports dial
+from their listen port (:attr:`TcpTransport.port_reuse`, turned on here): create this
+service before the node listens.
+
+On success new streams use the direct connection (:meth:`Node.connections_to` puts
+direct connections first) and the relayed one is closed once its streams are done (or
+after :attr:`DcutrConfig.relay_close_grace_seconds`).  The initiator retries up to
+:attr:`DcutrConfig.max_attempts` times.  Outcomes reach :meth:`DcutrService.on_event`
+callbacks as :class:`DirectConnectionUpgraded` or :class:`HolePunchFailed`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import ipaddress
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from .._aio.connection import Connection, Direction
+from .._aio.stream import Stream
+from ..errors import DialError, InvalidArgumentError, P2PError, RemoteProtocolError
+from ..events import DirectConnectionUpgraded, HolePunchFailed
+from ..identity import PeerId
+from ..multiaddr import Multiaddr
+from ..protocols.dcutr import (
+    DCUTR_PROTOCOL_ID,
+    MAX_ATTEMPTS,
+    MAX_MESSAGE_BYTES,
+    DcutrFailed,
+    DcutrInitiator,
+    DcutrResponder,
+    DialNow,
+    DialScheduled,
+)
+from ..transports.tcp import TcpTransport
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+__all__ = [
+    "DcutrConfig",
+    "DcutrService",
+    "DirectConnectionUpgraded",
+    "HolePunchEvent",
+    "HolePunchFailed",
+]
+
+log = logging.getLogger(__name__)
+
+_READ_CHUNK_BYTES: Final = 8192
+_RETIRE_POLL_SECONDS: Final = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class DcutrConfig:
+    """Hole-punching settings (seconds, bytes and counts as the names say)."""
+
+    max_attempts: int = MAX_ATTEMPTS
+    """DCUtR exchanges (each followed by a simultaneous connect) before giving up."""
+    exchange_timeout_seconds: float = 10.0
+    """One CONNECT/SYNC exchange over the relayed connection."""
+    connect_timeout_seconds: float = 5.0
+    """One simultaneous connect: from the dial moment until a direct connection is up."""
+    unilateral_upgrade: bool = True
+    """First dial the peer's advertised (identify) addresses directly, as the spec says."""
+    unilateral_timeout_seconds: float = 3.0
+    identify_wait_seconds: float = 3.0
+    """How long to wait for identify results (our observed addresses, the peer's)."""
+    relay_close_grace_seconds: float = 5.0
+    """After an upgrade the relayed connection is closed once it has no stream left, or
+    after this long at most."""
+    close_relayed: bool = True
+    allow_private_addrs: bool = False
+    """Offer and dial private (RFC 1918, ULA, link-local) addresses; on for labs and
+    tests whose "public" network uses private ranges."""
+    allow_loopback_addrs: bool = False
+    max_addrs: int = 16
+    """Addresses offered in our CONNECT and dialled from the peer's, each."""
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    port_reuse: bool = True
+    """Turn on :attr:`TcpTransport.port_reuse` for the node's TCP transports."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise InvalidArgumentError("max_attempts must be at least 1")
+        if self.max_addrs < 1:
+            raise InvalidArgumentError("max_addrs must be at least 1")
+
+
+HolePunchEvent = DirectConnectionUpgraded | HolePunchFailed
+
+
+class DcutrService:
+    """DCUtR on ``node``: answers ``/libp2p/dcutr`` and upgrades relayed connections."""
+
+    def __init__(self, node: Node, *, config: DcutrConfig | None = None) -> None:
+        self.node = node
+        self.config = config or DcutrConfig()
+        self._callbacks: list[Callable[[HolePunchEvent], None]] = []
+        self._upgrading: dict[PeerId, asyncio.Task[None]] = {}
+        self._waiters: dict[PeerId, list[asyncio.Future[Connection]]] = {}
+        self._closed = False
+        if self.config.port_reuse:
+            for transport in node.transports:
+                if isinstance(transport, TcpTransport):
+                    transport.port_reuse = True
+        node.set_stream_handler(DCUTR_PROTOCOL_ID, self._on_stream)
+        node.on_connection(self._on_connection)
+
+    # -- public --------------------------------------------------------------------------
+
+    def on_event(self, callback: Callable[[HolePunchEvent], None]) -> None:
+        """Register a synchronous callback for upgrades and failures."""
+        self._callbacks.append(callback)
+
+    async def close(self) -> None:
+        """Stop answering and cancel running upgrades."""
+        self._closed = True
+        self.node.remove_stream_handler(DCUTR_PROTOCOL_ID)
+        tasks = list(self._upgrading.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def observed_addrs(self) -> list[Multiaddr]:
+        """Our addresses as peers on direct connections observed them (identify), filtered."""
+        node = self.node
+        direct = [c for c in node.connections if c.is_established and not _relayed(c)]
+        if node.identify is not None and direct:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.config.identify_wait_seconds):
+                    await asyncio.gather(
+                        *(node.identify.identify(c) for c in direct), return_exceptions=True
+                    )
+        out: list[Multiaddr] = []
+        for conn in direct:
+            if conn.is_closed:
+                continue
+            observed = node.peer_store.info(conn.remote_peer).observed_addr
+            if observed is not None and observed not in out and self._usable(observed):
+                out.append(observed)
+        return out[: self.config.max_addrs]
+
+    # -- address filter ------------------------------------------------------------------
+
+    def _usable(self, addr: Multiaddr) -> bool:
+        """A plain TCP address (``/ip4|ip6/../tcp/..``) the config lets us offer or dial."""
+        parts = addr.components()
+        if len(parts) < 2 or parts[0][0] not in ("ip4", "ip6") or parts[1][0] != "tcp":
+            return False
+        if any(name != "p2p" for name, _ in parts[2:]):
+            return False
+        assert parts[0][1] is not None
+        ip = ipaddress.ip_address(parts[0][1])
+        if ip.is_unspecified or ip.is_multicast:
+            return False
+        if ip.is_loopback:
+            return self.config.allow_loopback_addrs
+        if ip.is_private or ip.is_link_local:
+            return self.config.allow_private_addrs
+        return True
+
+    def _dialable(self, addrs: Sequence[Multiaddr]) -> list[Multiaddr]:
+        out: list[Multiaddr] = []
+        for addr in addrs:
+            plain = addr.without_peer_id()
+            if plain not in out and self._usable(plain):
+                out.append(plain)
+        return out[: self.config.max_addrs]
+
+    # -- events --------------------------------------------------------------------------
+
+    def _emit(self, event: HolePunchEvent) -> None:
+        for cb in list(self._callbacks):
+            try:
+                cb(event)
+            except Exception:
+                log.exception("hole punch event callback failed")
+
+    def _on_connection(self, conn: Connection, opened: bool) -> None:
+        if self._closed or not opened:
+            return
+        peer = conn.remote_peer
+        if not _relayed(conn):
+            for waiter in self._waiters.pop(peer, ()):
+                if not waiter.done():
+                    waiter.set_result(conn)
+            return
+        if conn.direction is not Direction.INBOUND or peer in self._upgrading:
+            return
+        if any(not _relayed(c) for c in self.node.connections_to(peer)):
+            return
+        task = self.node.spawn(self._upgrade(conn), name=f"dcutr {peer}")
+        self._upgrading[peer] = task
+        task.add_done_callback(lambda _t: self._upgrading.pop(peer, None))
+
+    # -- the inbound side: unilateral dial, then DCUtR as initiator ----------------------
+
+    async def _upgrade(self, relayed: Connection) -> None:
+        peer = relayed.remote_peer
+        config = self.config
+        causes: dict[str, BaseException] = {}
+        if config.unilateral_upgrade:
+            direct = await self._unilateral(relayed, causes)
+            if direct is not None:
+                self._succeeded(relayed, direct, 0)
+                return
+        ours: list[Multiaddr] = []
+        theirs: tuple[Multiaddr, ...] = ()
+        attempts = 0
+        for attempt in range(1, config.max_attempts + 1):
+            if relayed.is_closed or self._closed:
+                break
+            attempts = attempt
+            ours = await self.observed_addrs()
+            if not ours:
+                causes[f"attempt {attempt}"] = DialError(
+                    "no observed address to offer (identify over a direct connection, "
+                    "e.g. to the relay, tells us ours)"
+                )
+                break
+            try:
+                direct, theirs = await self._initiate(relayed, ours)
+            except P2PError as exc:
+                causes[f"attempt {attempt}"] = exc
+                log.debug("hole punch to %s, attempt %d failed: %s", peer, attempt, exc)
+                continue
+            self._succeeded(relayed, direct, attempt)
+            return
+        error = DialError(f"hole punching to {peer} failed after {attempts} attempt(s)", causes)
+        self._emit(HolePunchFailed(peer, error, attempts, tuple(ours), theirs))
+
+    async def _unilateral(
+        self, relayed: Connection, causes: dict[str, BaseException]
+    ) -> Connection | None:
+        node = self.node
+        peer = relayed.remote_peer
+        if node.identify is not None:
+            with contextlib.suppress(P2PError, TimeoutError):
+                async with asyncio.timeout(self.config.identify_wait_seconds):
+                    await node.identify.identify(relayed)
+        addrs = self._dialable(node.peer_store.addrs(peer))
+        if not addrs:
+            return None
+        try:
+            async with asyncio.timeout(self.config.unilateral_timeout_seconds):
+                return await self._first_connection(peer, addrs, None)
+        except (P2PError, TimeoutError) as exc:
+            causes["unilateral"] = exc
+            return None
+
+    async def _initiate(
+        self, relayed: Connection, ours: list[Multiaddr]
+    ) -> tuple[Connection, tuple[Multiaddr, ...]]:
+        loop = asyncio.get_running_loop()
+        machine = DcutrInitiator(ours, max_message_bytes=self.config.max_message_bytes)
+        stream = await relayed.new_stream(DCUTR_PROTOCOL_ID)
+        try:
+            async with asyncio.timeout(self.config.exchange_timeout_seconds):
+                machine.start(loop.time())
+                await stream.write(machine.data_to_send())
+                events = machine.events_received()
+                while not events:
+                    data = await stream.read(_READ_CHUNK_BYTES)
+                    if data:
+                        machine.receive_data(data, loop.time())
+                    else:
+                        machine.receive_eof()
+                    out = machine.data_to_send()
+                    if out:
+                        await stream.write(out)
+                    events = machine.events_received()
+                event = events[0]
+                if isinstance(event, DcutrFailed):
+                    raise event.error
+                assert isinstance(event, DialScheduled)
+                await asyncio.sleep(max(0.0, event.at - loop.time()))
+                machine.handle_timer(max(loop.time(), event.at))
+                dial = machine.events_received()[0]
+                assert isinstance(dial, DialNow)
+        except TimeoutError as exc:
+            stream.reset()
+            raise DialError("the DCUtR exchange timed out") from exc
+        except BaseException:
+            stream.reset()
+            raise
+        self.node.spawn(_close_quietly(stream), name="dcutr close")
+        addrs = self._dialable(dial.addrs)
+        if not addrs:
+            raise RemoteProtocolError(f"the peer offered no address we may dial: {dial.addrs}")
+        return await self._connect(relayed.remote_peer, addrs, dial), tuple(addrs)
+
+    # -- the outbound side: DCUtR as responder -------------------------------------------
+
+    async def _on_stream(self, stream: Stream) -> None:
+        relayed = stream.connection
+        if not _relayed(relayed):
+            stream.reset()  # nothing to upgrade on a direct connection
+            return
+        ours = await self.observed_addrs()
+        machine = DcutrResponder(ours, max_message_bytes=self.config.max_message_bytes)
+        try:
+            async with asyncio.timeout(self.config.exchange_timeout_seconds):
+                events = machine.events_received()
+                while not events:
+                    data = await stream.read(_READ_CHUNK_BYTES)
+                    if data:
+                        machine.receive_data(data)
+                    else:
+                        machine.receive_eof()
+                    out = machine.data_to_send()
+                    if out:
+                        await stream.write(out)
+                    events = machine.events_received()
+        except TimeoutError:
+            stream.reset()
+            return
+        event = events[0]
+        if isinstance(event, DcutrFailed):
+            log.debug("DCUtR exchange with %s failed: %s", stream.remote_peer, event.error)
+            stream.reset()
+            return
+        assert isinstance(event, DialNow)
+        addrs = self._dialable(event.addrs)
+        peer = relayed.remote_peer
+        if not addrs:
+            log.debug("hole punch to %s: no dialable address in %s", peer, event.addrs)
+            return
+        try:
+            direct = await self._connect(peer, addrs, event)
+        except P2PError as exc:
+            log.debug("hole punch to %s (responder) failed: %s", peer, exc)
+            return
+        self._succeeded(relayed, direct, 0, report=peer not in self._upgrading)
+
+    # -- simultaneous connect ------------------------------------------------------------
+
+    async def _connect(self, peer: PeerId, addrs: list[Multiaddr], dial: DialNow) -> Connection:
+        role = Direction.OUTBOUND if dial.upgrade_as_initiator else Direction.INBOUND
+        node = self.node
+        for addr in addrs:
+            node.expect_inbound_role(addr, role)
+        try:
+            async with asyncio.timeout(self.config.connect_timeout_seconds):
+                return await self._first_connection(peer, addrs, role)
+        except TimeoutError as exc:
+            raise DialError(
+                f"no direct connection to {peer} within {self.config.connect_timeout_seconds} s"
+            ) from exc
+        finally:
+            for addr in addrs:
+                node.expect_inbound_role(addr, None)
+
+    async def _first_connection(
+        self, peer: PeerId, addrs: list[Multiaddr], role: Direction | None
+    ) -> Connection:
+        """Dial every address at once; the first direct connection to ``peer`` wins, be
+        it one of our dials or the peer's dial landing on our listener."""
+        node = self.node
+        for conn in node.connections_to(peer):
+            if not _relayed(conn):
+                return conn
+        waiter: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(peer, []).append(waiter)
+        dials: list[asyncio.Future[Connection]] = [
+            asyncio.ensure_future(node.dial(a.with_peer_id(peer), force=True, role=role))
+            for a in addrs
+        ]
+        causes: dict[str, BaseException] = {}
+        pending: set[asyncio.Future[Connection]] = {waiter, *dials}
+        winner: Connection | None = None
+        try:
+            while winner is None:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for fut in done:
+                    exc = fut.exception()
+                    if exc is None:
+                        winner = fut.result()
+                        break
+                    causes[str(addrs[dials.index(fut)])] = exc
+                else:
+                    if pending == {waiter}:
+                        raise DialError(f"could not connect to {peer} directly", causes)
+            return winner
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+            waiters = self._waiters.get(peer)
+            if waiters is not None:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(waiter)
+                if not waiters:
+                    del self._waiters[peer]
+            # Dials still running are left to finish (cancelling one could abort the very
+            # connection that won, still on its way back); any other connection they
+            # make is closed: one direct connection is enough.
+            for fut in dials:
+                fut.add_done_callback(functools.partial(self._close_extra, keep=winner))
+
+    def _close_extra(self, fut: asyncio.Future[Connection], *, keep: Connection | None) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            return
+        conn = fut.result()
+        if keep is None:
+            keep = conn  # no winner (error path): keep what arrived late
+        if conn is not keep and not conn.is_closed:
+            self.node.spawn(conn.close(), name="dcutr extra close")
+
+    # -- after success -------------------------------------------------------------------
+
+    def _succeeded(
+        self, relayed: Connection, direct: Connection, attempts: int, *, report: bool = True
+    ) -> None:
+        peer = relayed.remote_peer
+        if report:
+            self._emit(DirectConnectionUpgraded(peer, direct.remote_addr, attempts))
+        if self.config.close_relayed and not relayed.is_closed:
+            self.node.spawn(self._retire(relayed), name=f"dcutr retire {peer}")
+
+    async def _retire(self, relayed: Connection) -> None:
+        """Close the relayed connection once its streams are done (bounded by the grace)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.relay_close_grace_seconds
+        # Bounded poll: a connection signals no "last stream gone" event.
+        while relayed.streams and not relayed.is_closed and loop.time() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(_RETIRE_POLL_SECONDS)
+        await relayed.close()
+
+
+def _relayed(conn: Connection) -> bool:
+    return bool(conn.user_data.get("relayed"))
+
+
+async def _close_quietly(stream: Stream) -> None:
+    with contextlib.suppress(P2PError):
+        await stream.close()

@@ -29,7 +29,8 @@ async def js() -> AsyncIterator[PeerProcess]:
 
 @pytest_asyncio.fixture
 async def net() -> AsyncIterator[Network[Any, Any]]:
-    async with Network(mdns=None, dcutr=None, firewall_timeout=0.5) as network:
+    network: Network[Any, Any] = Network(mdns=None, dcutr=None, firewall_timeout=0.5)
+    async with network:
         await network.start_listening("/ip4/127.0.0.1/tcp/0")
 
         async def answer() -> None:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Generic, Self, TypeVar
 
 from ._aio.connection import Connection, ConnectionId, Direction
+from ._aio.deadlines import DeadlineQueue
 from ._aio.stream import Stream
 from .config import ConnectionLimits, NodeConfig
 from .errors import (
@@ -391,6 +392,8 @@ class Network(Generic[Rq, Rs]):
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
+        self._deadlines = DeadlineQueue(config.request_timeout)
+        """``request_timeout`` for every exchange, both directions, on one timer."""
         self._save_handle: asyncio.TimerHandle | None = None
         self._mdns: MdnsService | None = None
         self.relay_client: RelayClient | None = None
@@ -474,6 +477,7 @@ class Network(Generic[Rq, Rs]):
         if self.relay_server is not None:
             await self.relay_server.close()
         await self.node.close()
+        self._deadlines.close()
         if self._outbound_tasks:
             await asyncio.gather(*self._outbound_tasks, return_exceptions=True)
         self._requests.close()
@@ -963,18 +967,23 @@ class Network(Generic[Rq, Rs]):
                 raise
             except P2PError as exc:
                 raise RequestDialError(f"Failed to dial the requested peer: {exc}") from exc
+            deadline = self._deadlines.start(task)
             try:
-                async with asyncio.timeout(self.config.request_timeout):
-                    body = await send_request_on(
-                        conn,
-                        self.config.protocols,
-                        payload,
-                        framing=self.config.framing,
-                        max_request_size=self.config.max_request_size,
-                        max_response_size=self.config.max_response_size,
-                    )
-            except TimeoutError as exc:
-                raise RequestTimeoutError(request_id=request_id) from exc
+                body = await send_request_on(
+                    conn,
+                    self.config.protocols,
+                    payload,
+                    framing=self.config.framing,
+                    max_request_size=self.config.max_request_size,
+                    max_response_size=self.config.max_response_size,
+                )
+            except asyncio.CancelledError:
+                if deadline.expired:
+                    task.uncancel()
+                    raise RequestTimeoutError(request_id=request_id) from None
+                raise
+            finally:
+                deadline.finish()
             try:
                 response: Rs = self.codec.decode(body)
             except CodecError as exc:
@@ -998,16 +1007,22 @@ class Network(Generic[Rq, Rs]):
         loop = asyncio.get_running_loop()
         response: asyncio.Future[bytes] = loop.create_future()
         written: asyncio.Future[None] = loop.create_future()
+        task = asyncio.current_task()
+        assert task is not None
+        deadline = self._deadlines.start(task)
         try:
-            async with asyncio.timeout(self.config.request_timeout):
-                failure = await self._handle_request(
-                    stream, request_id, conn.id, peer, response, written
-                )
-        except TimeoutError:
+            failure = await self._handle_request(
+                stream, request_id, conn.id, peer, response, written
+            )
+        except asyncio.CancelledError:
+            if not deadline.expired:
+                raise
+            task.uncancel()
             failure = InboundFailure.TIMEOUT
         except (StreamError, ConnectionClosedError):
             failure = InboundFailure.CONNECTION_CLOSED
         finally:
+            deadline.finish()
             self._decisions.pop(request_id, None)
             self._apply(self._engine.on_request_finished(request_id))
             # A late respond() must fail, not wait forever.

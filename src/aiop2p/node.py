@@ -224,9 +224,7 @@ class Node(ConnectionHooks):
             if not stream.is_closed:
                 # The handler is done but the remote has not closed its side: reset the
                 # stream if it lingers, so a peer that never closes cannot pin it forever.
-                asyncio.get_running_loop().call_later(
-                    self.config.stream_linger_timeout, stream.reset
-                )
+                stream.connection.linger(stream, self.config.stream_linger_timeout)
 
     def _limit_error(self, conn: Connection) -> P2PError | None:
         """The first connection limit this established connection would exceed."""

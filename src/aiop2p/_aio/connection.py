@@ -18,6 +18,7 @@ import asyncio
 import enum
 import itertools
 import logging
+from collections import deque
 from collections.abc import Collection
 from typing import TYPE_CHECKING, NewType
 
@@ -162,6 +163,9 @@ class Connection(asyncio.Protocol):
         self._error: P2PError | None = None
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self._idle_timer: asyncio.TimerHandle | None = None
+        self._idle_since = 0.0
+        self._lingering: deque[tuple[float, Stream]] = deque()
+        self._linger_timer: asyncio.TimerHandle | None = None
         self.keep_alive = False
         """Set by services that need the connection kept open while idle (e.g. relays)."""
         self.user_data: dict[str, object] = {}
@@ -228,8 +232,6 @@ class Connection(asyncio.Protocol):
         )
         stream = Stream(self, sid, is_initiator=True, negotiator=negotiator)
         self._streams[sid] = stream
-        if self._idle_timer is not None:
-            self._cancel_idle_timer()
         out = negotiator.data_to_send()
         yamux.send_data(sid, out)
         self._schedule_flush()
@@ -527,8 +529,6 @@ class Connection(asyncio.Protocol):
         )
         stream = Stream(self, sid, is_initiator=False, negotiator=negotiator)
         self._streams[sid] = stream
-        if self._idle_timer is not None:
-            self._cancel_idle_timer()
 
     def _on_stream_negotiated(self, stream: Stream) -> None:
         if not stream.is_initiator:
@@ -580,11 +580,40 @@ class Connection(asyncio.Protocol):
         if not self._streams:
             self._arm_idle_timer()
 
+    def linger(self, stream: Stream, timeout: float) -> None:
+        """Reset ``stream`` if it is still open ``timeout`` seconds from now.
+
+        All lingering streams of a connection share one timer (a deque ordered by
+        deadline), so a busy server does not pile up a timer per request.
+        """
+        deadline = self.loop.time() + timeout
+        self._lingering.append((deadline, stream))
+        if self._linger_timer is None:
+            self._linger_timer = self.loop.call_at(deadline, self._expire_lingering)
+
+    def _expire_lingering(self) -> None:
+        self._linger_timer = None
+        now = self.loop.time()
+        lingering = self._lingering
+        while lingering and lingering[0][0] <= now:
+            _, stream = lingering.popleft()
+            stream.reset()  # a no-op when it closed meanwhile
+        if lingering and self._stage is _Stage.ESTABLISHED:
+            self._linger_timer = self.loop.call_at(lingering[0][0], self._expire_lingering)
+
     def _arm_idle_timer(self) -> None:
+        """Note that the connection became idle now.
+
+        One timer at most: it is not cancelled when a stream opens (that would cost a
+        timer per request); when it fires it checks whether the connection has really
+        been idle for the whole timeout and re-arms itself otherwise.
+        """
         timeout = self._config.idle_connection_timeout
-        if timeout is None or self._idle_timer is not None or self._stage is not _Stage.ESTABLISHED:
+        if timeout is None or self._stage is not _Stage.ESTABLISHED:
             return
-        self._idle_timer = self.loop.call_later(timeout, self._on_idle_timeout)
+        self._idle_since = self.loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = self.loop.call_at(self._idle_since + timeout, self._on_idle_timeout)
 
     def _cancel_idle_timer(self) -> None:
         if self._idle_timer is not None:
@@ -593,10 +622,14 @@ class Connection(asyncio.Protocol):
 
     def _on_idle_timeout(self) -> None:
         self._idle_timer = None
-        if self._streams or self._stage is not _Stage.ESTABLISHED:
-            return
-        if self.keep_alive:
-            self._arm_idle_timer()
+        if self._stage is not _Stage.ESTABLISHED or self._streams:
+            return  # busy: the timer is armed again when the last stream goes
+        timeout = self._config.idle_connection_timeout
+        assert timeout is not None
+        deadline = self._idle_since + timeout
+        if self.keep_alive or deadline > self.loop.time():
+            base = self.loop.time() if self.keep_alive else self._idle_since
+            self._idle_timer = self.loop.call_at(base + timeout, self._on_idle_timeout)
             return
         if self._yamux is not None:
             self._yamux.go_away(0)
@@ -648,6 +681,10 @@ class Connection(asyncio.Protocol):
             self._handshake_timer.cancel()
             self._handshake_timer = None
         self._cancel_idle_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        self._lingering.clear()
         if not self._ready.done():
             self._ready.set_exception(error)
             self._ready.exception()

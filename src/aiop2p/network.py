@@ -889,7 +889,9 @@ class Network(Generic[Rq, Rs]):
                     approval[0].answered = True
                     approval[1].cancel()
             elif isinstance(action, SupportChanged):
-                pass  # the offer predicate is consulted on every new stream
+                # Negotiation consults the offer predicate on every new stream; identify
+                # push tells the peer its view of our protocols changed.
+                self.node.notify_local_change()
 
     def _ask_rule(self, peer: PeerId) -> None:
         loop = asyncio.get_running_loop()

@@ -170,12 +170,12 @@ class Node(ConnectionHooks):
             self._offers.pop(protocol, None)
         else:
             self._offers[protocol] = offer
-        self._notify_change()
+        self.notify_local_change()
 
     def remove_stream_handler(self, protocol: str) -> None:
         self._offers.pop(protocol, None)
         if self._handlers.pop(protocol, None) is not None:
-            self._notify_change()
+            self.notify_local_change()
 
     @property
     def protocols(self) -> list[str]:
@@ -189,7 +189,9 @@ class Node(ConnectionHooks):
         """Register a callback for changes of our protocols or listen addresses."""
         self._listen_addr_callbacks.append(callback)
 
-    def _notify_change(self) -> None:
+    def notify_local_change(self) -> None:
+        """Our protocols or addresses changed (as seen by some peers): tell the services
+        (identify pushes the news to connected peers)."""
         for cb in self._listen_addr_callbacks:
             cb()
 
@@ -353,7 +355,7 @@ class Node(ConnectionHooks):
             raise InvalidArgumentError(f"no transport can listen on {addr}")
         listener = await transport.listen(addr, self._make_factory(Direction.INBOUND))
         self._listeners.append(listener)
-        self._notify_change()
+        self.notify_local_change()
         return listener.addrs
 
     @property
@@ -366,7 +368,7 @@ class Node(ConnectionHooks):
             if addr in listener.addrs or addr in listener.bound_addrs:
                 self._listeners.remove(listener)
                 await listener.close()
-                self._notify_change()
+                self.notify_local_change()
                 return True
         return False
 

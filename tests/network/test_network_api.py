@@ -727,3 +727,22 @@ async def test_eof_delimited_omission_is_not_an_empty_response() -> None:
         await b.set_peer_rule(a.peer_id, Rule.restricted(lambda rq: rq == b"ok"))
         error = await outcome(a.send_request(b.peer_id, b"no"))
         assert isinstance(error, RequestConnectionClosedError), error
+
+
+async def test_identify_push_follows_firewall_support_changes() -> None:
+    """Reject-all hides the request protocol from that peer; identify push says so."""
+    async with networks(ALLOW, ALLOW) as (a, b):
+        await listen(a)
+        await link(b, a)
+        await b.connect_peer(a.peer_id)
+        protocol = a.config.protocols[0]
+
+        def b_sees() -> bool:
+            info = b.node.peer_store.get(a.peer_id)
+            return info is not None and protocol in info.protocols
+
+        await wait_for(b_sees, CAP)
+        await a.set_peer_rule(b.peer_id, Rule.reject_all())
+        await wait_for(lambda: not b_sees(), CAP)
+        await a.set_peer_rule(b.peer_id, Rule.allow_all())
+        await wait_for(b_sees, CAP)

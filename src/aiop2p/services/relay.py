@@ -560,7 +560,7 @@ class RelayClient:
         delay = max(left - self.config.refresh_margin_seconds, left / 2, 0.0)
         slot.timer = asyncio.get_running_loop().call_later(delay, self._start_refresh, slot)
         if slot.listener is not None and not had:
-            self.node._notify_change()
+            self.node.notify_local_change()
 
     def _start_refresh(self, slot: _Slot) -> None:
         slot.timer = None
@@ -579,7 +579,7 @@ class RelayClient:
                 lost_listener = slot.listener is not None and slot.reservation is not None
                 slot.reservation = None
                 if lost_listener:
-                    self.node._notify_change()
+                    self.node.notify_local_change()
             else:
                 delay = min(
                     self.config.refresh_backoff_initial_seconds * 2 ** (slot.attempt - 1),
@@ -619,7 +619,7 @@ class RelayClient:
         slot.reservation = None
         slot.cancel_timer()
         if slot.listener is not None:
-            self.node._notify_change()
+            self.node.notify_local_change()
         self._emit(ReservationLost(slot.relay, conn.error))
         if not self._closed and not self.node._closing:
             slot.attempt = 0

@@ -25,7 +25,7 @@ def test_codes_match_protocols_csv() -> None:
         "ip4": 4, "tcp": 6, "udp": 273, "dccp": 33, "ip6": 41, "dns": 53, "dns4": 54,
         "dns6": 55, "dnsaddr": 56, "p2p": 421, "ipfs": 421, "tls": 448, "sni": 449,
         "quic-v1": 461, "webtransport": 465, "certhash": 466, "ws": 477, "wss": 478,
-        "p2p-circuit": 290,
+        "p2p-circuit": 290, "memory": 777,
     }  # fmt: skip
     for name, code in expected.items():
         assert PROTOCOL_CODES[name] == code, name
@@ -44,6 +44,10 @@ def test_codes_match_protocols_csv() -> None:
         ("/dnsaddr/bootstrap.libp2p.io", "3813" + b"bootstrap.libp2p.io".hex()),
         ("/ip4/1.2.3.4/tcp/1/p2p/" + ED_ID, "0401020304060001" + "a50326" + ED_ID_MH),
         ("/p2p-circuit", "a202"),
+        # /memory: code 777, value a fixed 8-byte big-endian u64 (as rust-libp2p writes it)
+        ("/memory/1234", "8906" + "00000000000004d2"),
+        ("/memory/0", "8906" + "00" * 8),
+        ("/memory/18446744073709551615/p2p/" + ED_ID, "8906" + "ff" * 8 + "a50326" + ED_ID_MH),
         (
             "/ip4/1.2.3.4/udp/1/quic-v1/webtransport/certhash/" + CERTHASH,
             "0401020304" + "91020001" + "cd03" + "d103" + "d20322"
@@ -200,6 +204,11 @@ def test_peer_id_helpers() -> None:
         ("/ip4/1.2.3.4/tcp/1_0", "invalid /tcp value"),
         ("/ip4/1.2.3.4/tcp/\u0661", "invalid /tcp value"),
         ("/ip4/1.2.3.4/udp/x", "invalid /udp value"),
+        ("/memory", "/memory needs a value"),
+        ("/memory/18446744073709551616", "out of range"),
+        ("/memory/-1", "invalid /memory value"),
+        ("/memory/0x10", "invalid /memory value"),
+        ("/memory/" + "1" * 21, "invalid /memory value"),
         ("/ip4/1.2.3.4//tcp/1", "empty protocol name"),
         ("/ip4/1.2.3.4/tcp/1//", "empty protocol name"),
         ("/dns4//tcp/1", "invalid /dns4 value"),
@@ -234,6 +243,7 @@ def test_text_errors(text: str, match: str) -> None:
         ("3502c328", "invalid /dns value"),  # bad UTF-8
         ("d2030112", "invalid /certhash value"),
         ("9903", "unknown protocol code 409 at byte 0"),
+        ("890600000000000004", "/memory value at byte 2 needs 8 bytes, only 7 remain"),
         ("99", "truncated protocol code at 0"),
     ],
 )
@@ -273,6 +283,7 @@ _component = st.one_of(
     st.tuples(st.sampled_from(["tcp", "udp", "dccp", "sctp"]), _ports),
     st.tuples(st.sampled_from(["dns", "dns4", "dns6", "dnsaddr", "sni", "ip6zone"]), _names),
     st.tuples(st.just("ipcidr"), st.integers(0, 255).map(str)),
+    st.tuples(st.just("memory"), st.integers(0, (1 << 64) - 1).map(str)),
     st.tuples(st.just("p2p"), _peer_ids),
     st.tuples(st.just("certhash"), _certhashes),
     st.sampled_from(

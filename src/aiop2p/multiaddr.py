@@ -88,6 +88,24 @@ def _port_text(raw: bytes) -> str:
     return str(int.from_bytes(raw, "big"))
 
 
+_U64_MAX: Final = (1 << 64) - 1
+
+
+def _memory_bytes(text: str) -> bytes:
+    # protocols.csv lists /memory as variable-size, but rust-libp2p, go-multiaddr and the
+    # other deployed codecs write a fixed 8-byte big-endian u64; we follow the wire.
+    if not (text.isascii() and text.isdigit()) or len(text) > 20:
+        raise ValueError("memory port must be a decimal number 0-18446744073709551615")
+    port = int(text)
+    if port > _U64_MAX:
+        raise ValueError(f"memory port {port} out of range 0-{_U64_MAX}")
+    return port.to_bytes(8, "big")
+
+
+def _memory_text(raw: bytes) -> str:
+    return str(int.from_bytes(raw, "big"))
+
+
 def _name_bytes(text: str) -> bytes:
     if not text:
         raise ValueError("empty value")
@@ -171,6 +189,7 @@ _PROTOCOLS: Final = (
     _Proto(280, "webrtc-direct", 0),
     _Proto(281, "webrtc", 0),
     _Proto(290, "p2p-circuit", 0),
+    _Proto(777, "memory", 8, _memory_bytes, _memory_text),
 )
 _BY_NAME: Final[dict[str, _Proto]] = {p.name: p for p in _PROTOCOLS}
 _BY_NAME["ipfs"] = _BY_NAME["p2p"]  # input alias; always printed as /p2p

@@ -1,6 +1,6 @@
 """One suite every transport must pass, run through real nodes (Noise + Yamux on top).
 
-Parametrised by transport; memory and relay transports join by adding a ``Kind``.
+Parametrised by transport; a new transport (relay, ...) joins by adding a ``Kind``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from aiop2p.errors import DialError, P2PError
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 from aiop2p.transports._base import Transport
+from aiop2p.transports.memory import MemoryHub, MemoryTransport
 from aiop2p.transports.tcp import TcpTransport
 from aiop2p.transports.websocket import WebSocketTransport
 
@@ -34,9 +35,12 @@ class Kind:
     name: str
     make: Callable[[], list[Transport]]
     ip4: str
-    ip6: str
+    ip6: str | None  # None: the transport has no IPv6 form
     suffix: str
+    port_protocol: str = "tcp"  # the component whose value port 0 resolves
 
+
+MEMORY_HUB = MemoryHub()
 
 KINDS = [
     Kind("tcp", lambda: [TcpTransport()], "/ip4/127.0.0.1/tcp/0", "/ip6/::1/tcp/0", ""),
@@ -47,6 +51,7 @@ KINDS = [
         "/ip6/::1/tcp/0/ws",
         "/ws",
     ),
+    Kind("memory", lambda: [MemoryTransport(MEMORY_HUB)], "/memory/0", None, "", "memory"),
 ]
 
 
@@ -102,8 +107,9 @@ async def test_listen_on_port_zero_reports_dialable_address(
 ) -> None:
     a, b, addr = pair
     bare = addr.without_peer_id()
-    assert int(bare.value_for("tcp") or 0) != 0
-    assert str(bare).endswith(f"/tcp/{bare.value_for('tcp')}{kind.suffix}")
+    port = kind.port_protocol
+    assert int(bare.value_for(port) or 0) != 0
+    assert str(bare).endswith(f"/{port}/{bare.value_for(port)}{kind.suffix}")
     assert b.listen_addrs == [bare]
     conn = await a.dial(addr)
     assert conn.remote_peer == b.peer_id
@@ -192,8 +198,14 @@ async def test_listener_close_refuses_new_dials(pair: tuple[Node, Node, Multiadd
         await a.dial(addr)
 
 
+IP_KINDS = [k for k in KINDS if k.ip6 is not None]  # memory has no IPv6 form
+
+
 @pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
-async def test_ipv6_loopback(kind: Kind) -> None:
+@pytest.mark.parametrize("ip_kind", IP_KINDS, ids=[k.name for k in IP_KINDS])
+async def test_ipv6_loopback(ip_kind: Kind) -> None:
+    kind = ip_kind
+    assert kind.ip6 is not None
     async with Node(transports=kind.make()) as a, Node(transports=kind.make()) as b:
         b.set_stream_handler(ECHO, echo_to_eof)
         (addr,) = await b.listen(kind.ip6)

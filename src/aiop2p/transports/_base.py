@@ -1,4 +1,4 @@
-"""The interface every transport implements (TCP now; WebSocket, memory and relay later).
+"""The interface every transport implements (TCP, WebSocket, memory, relay circuits).
 
 A transport only moves bytes: it connects an :class:`asyncio.Protocol` (the connection
 driver) to a socket or another pipe.  Security and multiplexing live above it.

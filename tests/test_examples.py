@@ -174,3 +174,11 @@ async def test_dynamic_firewall_three_bad_answers_reject() -> None:
             await t2.type(answer)
         await t2.expect("Invalid input. Aborting.")
         assert (await t1.expect("Request failed")).startswith("Request failed: ")
+
+
+async def test_relay_example(capsys: pytest.CaptureFixture[str]) -> None:
+    assert await load("relay").main() == {"hello": "Bob"}
+    out = capsys.readouterr().out
+    assert "/p2p-circuit/p2p/" in out
+    assert "[Alice] Got {'hello': 'Alice'} through the relay." in out
+    assert "[Bob] Reply: {'hello': 'Bob'}" in out

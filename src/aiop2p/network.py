@@ -386,9 +386,6 @@ class Network(Generic[Rq, Rs]):
         # Response slots of delivered, unanswered requests, per connection: failed at
         # once when the connection closes (not only at the request timeout).
         self._delivered: dict[ConnectionId, set[asyncio.Future[bytes]]] = {}
-        # Connections reported as established (a connection vetoed by a limit or the ban
-        # gate is closed without ever having been reported).
-        self._reported: set[ConnectionId] = set()
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
@@ -762,7 +759,6 @@ class Network(Generic[Rq, Rs]):
         peer = conn.remote_peer
         num = len(self.node.connections_to(peer))
         if opened:
-            self._reported.add(conn.id)
             self._apply(
                 self._engine.on_connection_established(
                     peer, conn.id, inbound=conn.direction is Direction.INBOUND
@@ -771,13 +767,9 @@ class Network(Generic[Rq, Rs]):
             self._emit(ConnectionEstablished(peer, _endpoint(conn), num))
             if self.node.identify is not None:
                 self.node.spawn(self._learn_addresses(conn), name="learn addresses")
-        elif conn.id not in self._reported:
-            # Vetoed right after its handshake (connection limit, banned peer): for an
-            # inbound one that is an incoming connection error, never "closed".
-            if conn.direction is Direction.INBOUND and conn.error is not None:
-                self._on_incoming_error(conn, conn.error)
         else:
-            self._reported.discard(conn.id)
+            # (A connection vetoed right after its handshake — limit, ban — is never
+            # reported opened nor closed: the node reports it as an incoming error.)
             self._apply(self._engine.on_connection_closed(peer, conn.id))
             for response in self._delivered.pop(conn.id, ()):
                 if not response.done():
@@ -1075,7 +1067,7 @@ class Network(Generic[Rq, Rs]):
             return InboundFailure.NOT_PERMITTED
         if reason is not None:
             return InboundFailure.CONNECTION_CLOSED
-        if conn_id not in self._reported:
+        if not stream.connection.is_established:
             return InboundFailure.CONNECTION_CLOSED  # closed while the decision was queued
         inbound: InboundRequest[Rq, Rs] = InboundRequest(
             peer, request_id, value, response, written, self.codec.encode

@@ -335,6 +335,15 @@ class Node(ConnectionHooks):
 
         return factory
 
+    def inbound_factory(self) -> Callable[[Multiaddr, Multiaddr], Connection]:
+        """The factory for inbound connections arriving over a non-listener path (e.g. a
+        relayed circuit): limits, gates and handlers apply as for a listener's."""
+        return self._make_factory(Direction.INBOUND)
+
+    @property
+    def is_closing(self) -> bool:
+        return self._closing
+
     def _pending_inbound_error(self) -> P2PError | None:
         if self._closing:
             return ConnectionClosedError("node is shutting down")

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .._aio.connection import Connection, Direction
+from .._aio.connection import Connection
 from .._aio.stream import Stream
 from .._aio.stream_transport import StreamTransport
 from ..errors import (
@@ -621,7 +621,7 @@ class RelayClient:
         if slot.listener is not None:
             self.node.notify_local_change()
         self._emit(ReservationLost(slot.relay, conn.error))
-        if not self._closed and not self.node._closing:
+        if not self._closed and not self.node.is_closing:
             slot.attempt = 0
             slot.timer = asyncio.get_running_loop().call_later(
                 self.config.refresh_backoff_initial_seconds, self._start_refresh, slot
@@ -669,7 +669,7 @@ class RelayClient:
         if slot.listener is not None:
             factory = slot.listener.factory
         else:
-            factory = self.node._make_factory(Direction.INBOUND)
+            factory = self.node.inbound_factory()
         conn = _attach(
             self.node,
             stream,

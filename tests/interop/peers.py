@@ -12,10 +12,15 @@ import itertools
 import json
 import os
 import shutil
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
+
+from aiop2p._aio.stream import Stream
+from aiop2p.cli.main import ECHO_PROTOCOL_ID
+from aiop2p.node import Node
+from aiop2p.transports._base import Transport
 
 ROOT = Path(__file__).resolve().parents[2]
 JS_PEER = ROOT / "tests" / "interop" / "js" / "peer.mjs"
@@ -56,9 +61,7 @@ class PeerProcess:
             if not fut.done():
                 fut.set_exception(PeerCommandError("peer process exited"))
 
-    async def command(
-        self, cmd: str, cap: float = COMMAND_TIMEOUT, **args: Any
-    ) -> dict[str, Any]:
+    async def command(self, cmd: str, cap: float = COMMAND_TIMEOUT, **args: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
         ident = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -126,3 +129,52 @@ async def start_peer(command: list[str]) -> AsyncIterator[PeerProcess]:
         yield peer
     finally:
         await peer.stop()
+
+
+async def serve_echo(stream: Stream) -> None:
+    """The interop echo: one length-prefixed message back, as the foreign peers do."""
+    await stream.write_message(await stream.read_message(1 << 20))
+
+
+@asynccontextmanager
+async def echo_node(
+    listen: str = "/ip4/127.0.0.1/tcp/0", transports: list[Transport] | None = None
+) -> AsyncIterator[Node]:
+    """A started node serving the echo on ``/p2p/1.0.0`` and listening on ``listen``."""
+    async with Node(transports=transports) as node:
+        node.set_stream_handler(ECHO_PROTOCOL_ID, serve_echo)
+        await node.listen(listen)
+        yield node
+
+
+def our_addr(node: Node) -> str:
+    """The node's (single) listen address with its ``/p2p`` id, for the foreign peer."""
+    (addr,) = node.listen_addrs
+    return str(addr.with_peer_id(node.peer_id))
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], cap: float = 10.0) -> None:
+    """Poll a remote process until ``check()`` holds; the cap bounds the wait.
+
+    A foreign process cannot signal us, so this polls (every 50 ms) — the one place the
+    interop tests wait by polling.
+    """
+    async with asyncio.timeout(cap):
+        while not await check():  # noqa: ASYNC110 - remote state; bounded by the cap
+            await asyncio.sleep(0.05)
+
+
+async def retry_command(peer: PeerProcess, cmd: str, **args: Any) -> dict[str, Any]:
+    """Run ``cmd`` until the peer answers ``ok`` (e.g. once identify has run there)."""
+    answer: dict[str, Any] = {}
+
+    async def succeeded() -> bool:
+        nonlocal answer
+        try:
+            answer = await peer.command(cmd, **args)
+        except PeerCommandError:
+            return False
+        return True
+
+    await eventually(succeeded)
+    return answer

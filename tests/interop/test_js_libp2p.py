@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from aiop2p._aio.stream import Stream
 from aiop2p.cli.main import ECHO_PROTOCOL_ID
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 
-from .peers import PeerCommandError, PeerProcess, js_command, start_peer
+from .peers import PeerProcess, echo_node, js_command, our_addr, retry_command, start_peer
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
 PERF_SIZE = 64 << 20
-
-
-async def serve_echo(stream: Stream) -> None:
-    await stream.write_message(await stream.read_message(1 << 20))
 
 
 @pytest_asyncio.fixture
@@ -33,24 +27,8 @@ async def js() -> AsyncIterator[PeerProcess]:
 
 @pytest_asyncio.fixture
 async def node() -> AsyncIterator[Node]:
-    async with Node() as node:
-        node.set_stream_handler(ECHO_PROTOCOL_ID, serve_echo)
-        await node.listen("/ip4/127.0.0.1/tcp/0")
+    async with echo_node() as node:
         yield node
-
-
-def our_addr(node: Node) -> str:
-    return str(node.listen_addrs[0].with_peer_id(node.peer_id))
-
-
-async def js_peer_info(js: PeerProcess, peer_id: str) -> dict[str, Any]:
-    """Ask js what it learned about us, retrying until identify has run (capped)."""
-    async with asyncio.timeout(10):
-        while True:
-            try:
-                return await js.command("peer_info", peerId=peer_id)
-            except PeerCommandError:
-                await asyncio.sleep(0.05)  # polling a remote process; bounded by the cap
 
 
 async def test_aiop2p_pings_js(node: Node, js: PeerProcess) -> None:
@@ -68,7 +46,7 @@ async def test_aiop2p_identifies_js_and_js_identifies_aiop2p(node: Node, js: Pee
     assert str(Multiaddr(js.addr).without_peer_id()) in {str(a) for a in info.addrs}
     assert {"/ipfs/ping/1.0.0", "/ipfs/id/1.0.0", ECHO_PROTOCOL_ID} <= set(info.protocols)
     assert info.agent_version and "js" in info.agent_version
-    theirs = await js_peer_info(js, str(node.peer_id))
+    theirs = await retry_command(js, "peer_info", peerId=str(node.peer_id))
     assert set(theirs["listenAddrs"]) == {str(a) for a in node.listen_addrs}
     assert {"/ipfs/ping/1.0.0", "/ipfs/id/1.0.0", "/perf/1.0.0", ECHO_PROTOCOL_ID} <= set(
         theirs["protocols"]

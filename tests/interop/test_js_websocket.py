@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 import pytest_asyncio
 
-from aiop2p._aio.stream import Stream
 from aiop2p.cli.main import ECHO_PROTOCOL_ID
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 from aiop2p.transports.tcp import TcpTransport
 from aiop2p.transports.websocket import WebSocketTransport
 
-from .peers import PeerCommandError, PeerProcess, js_command, start_peer
+from .peers import (
+    PeerProcess,
+    echo_node,
+    eventually,
+    js_command,
+    our_addr,
+    retry_command,
+    start_peer,
+)
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
 PERF_SIZE = 64 << 20
 WS_LISTEN = "/ip4/127.0.0.1/tcp/0/ws"
-
-
-async def serve_echo(stream: Stream) -> None:
-    await stream.write_message(await stream.read_message(1 << 20))
 
 
 @pytest_asyncio.fixture
@@ -36,9 +37,8 @@ async def js() -> AsyncIterator[PeerProcess]:
 
 @pytest_asyncio.fixture
 async def node() -> AsyncIterator[Node]:
-    async with Node(transports=[TcpTransport(), WebSocketTransport()]) as node:
-        node.set_stream_handler(ECHO_PROTOCOL_ID, serve_echo)
-        await node.listen(WS_LISTEN)
+    async with echo_node(WS_LISTEN, [TcpTransport(), WebSocketTransport()]) as node:
+        assert str(node.listen_addrs[0]).endswith("/ws")
         yield node
 
 
@@ -47,26 +47,10 @@ def js_ws_addr(js: PeerProcess) -> str:
     return addr
 
 
-def our_addr(node: Node) -> str:
-    (addr,) = node.listen_addrs
-    assert str(addr).endswith("/ws")
-    return str(addr.with_peer_id(node.peer_id))
-
-
 def only_ws_connection(node: Node) -> None:
     conns = node.connections
     assert len(conns) == 1
     assert conns[0].remote_addr is not None and "/ws" in str(conns[0].remote_addr)
-
-
-async def js_peer_info(js: PeerProcess, peer_id: str) -> dict[str, Any]:
-    """Ask js what it learned about us, retrying until identify has run (capped)."""
-    async with asyncio.timeout(10):
-        while True:
-            try:
-                return await js.command("peer_info", peerId=peer_id)
-            except PeerCommandError:
-                await asyncio.sleep(0.05)  # polling a remote process; bounded by the cap
 
 
 async def test_aiop2p_pings_js_over_ws(node: Node, js: PeerProcess) -> None:
@@ -95,7 +79,7 @@ async def test_identify_each_sees_the_others_ws_address(node: Node, js: PeerProc
     info = await node.identify_peer(js_ws_addr(js))
     assert str(Multiaddr(js_ws_addr(js)).without_peer_id()) in {str(a) for a in info.addrs}
     assert info.agent_version and "js" in info.agent_version
-    theirs = await js_peer_info(js, str(node.peer_id))
+    theirs = await retry_command(js, "peer_info", peerId=str(node.peer_id))
     assert set(theirs["listenAddrs"]) == {str(a) for a in node.listen_addrs}
     assert all(a.endswith("/ws") for a in theirs["listenAddrs"])
 
@@ -127,6 +111,8 @@ async def test_connection_close_over_ws_is_seen_by_js(node: Node, js: PeerProces
     conn = await node.dial(js_ws_addr(js))
     assert (await js.command("connections"))["connections"] == 1
     await conn.close()
-    async with asyncio.timeout(10):
-        while (await js.command("connections"))["connections"]:  # noqa: ASYNC110 - remote
-            await asyncio.sleep(0.05)  # polling a remote process; bounded by the cap
+
+    async def js_has_none() -> bool:
+        return bool((await js.command("connections"))["connections"] == 0)
+
+    await eventually(js_has_none)

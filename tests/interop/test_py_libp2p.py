@@ -7,17 +7,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from aiop2p._aio.stream import Stream
 from aiop2p.cli.main import ECHO_PROTOCOL_ID
 from aiop2p.node import Node
 
-from .peers import PeerProcess, py_command, start_peer
+from .peers import PeerProcess, echo_node, our_addr, py_command, start_peer
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
-
-
-async def serve_echo(stream: Stream) -> None:
-    await stream.write_message(await stream.read_message(1 << 20))
 
 
 @pytest_asyncio.fixture
@@ -28,14 +23,8 @@ async def pypeer() -> AsyncIterator[PeerProcess]:
 
 @pytest_asyncio.fixture
 async def node() -> AsyncIterator[Node]:
-    async with Node() as node:
-        node.set_stream_handler(ECHO_PROTOCOL_ID, serve_echo)
-        await node.listen("/ip4/127.0.0.1/tcp/0")
+    async with echo_node() as node:
         yield node
-
-
-def our_addr(node: Node) -> str:
-    return str(node.listen_addrs[0].with_peer_id(node.peer_id))
 
 
 async def test_aiop2p_pings_py(node: Node, pypeer: PeerProcess) -> None:

@@ -49,6 +49,7 @@ def test_c_builder_defaults_follow_the_seed() -> None:
 C1_SCRIPT = """
 import asyncio, json
 from aiop2p.errors import P2PError
+from aiop2p.events import PeerDiscovered
 from aiop2p.network import Network
 from aiop2p.services.firewall import FirewallRules
 
@@ -64,9 +65,13 @@ async def main():
         for net in (c, d):
             await net.start_listening("/ip4/0.0.0.0/tcp/0")
         # Positive control: the two mDNS peers find each other on this LAN ...
+        async def discovers(net, peer):
+            async for event in net.events():
+                if isinstance(event, PeerDiscovered) and event.peer_id == peer:
+                    return
+
         async with asyncio.timeout(10):
-            while not (c.get_addrs(d.peer_id) and d.get_addrs(c.peer_id)):
-                await asyncio.sleep(0.01)
+            await asyncio.gather(discovers(c, d.peer_id), discovers(d, c.peer_id))
         result["c_sees_d"] = [str(x) for x in c.get_addrs(d.peer_id)]
         result["c_to_d"] = str(await c.connect_peer(d.peer_id))
         # ... while a peer without mDNS never learns their LAN addresses.

@@ -11,8 +11,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..multiaddr import Multiaddr
+from .interfaces import expand_wildcard
 
-__all__ = ["Listener", "ProtocolFactory", "Transport"]
+__all__ = ["Listener", "ProtocolFactory", "ServerListener", "Transport"]
 
 ProtocolFactory = Callable[[Multiaddr, Multiaddr], asyncio.Protocol]
 """Called with (local address, remote address) for every new raw connection."""
@@ -42,3 +43,26 @@ class Transport(Protocol):
         ...
 
     async def listen(self, addr: Multiaddr, factory: ProtocolFactory) -> Listener: ...
+
+
+class ServerListener:
+    """A listener backed by an :class:`asyncio.Server` (TCP and WebSocket)."""
+
+    def __init__(self, server: asyncio.Server, bound: list[Multiaddr]) -> None:
+        self._server = server
+        self._bound = bound
+        self._addrs = [a for addr in bound for a in expand_wildcard(addr)]
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        """Dialable addresses: a wildcard bind is expanded to each interface address."""
+        return list(self._addrs)
+
+    @property
+    def bound_addrs(self) -> list[Multiaddr]:
+        """The socket addresses as bound (may be 0.0.0.0 or ::)."""
+        return list(self._bound)
+
+    async def close(self) -> None:
+        self._server.close()
+        await self._server.wait_closed()

@@ -11,8 +11,7 @@ from collections.abc import Callable
 
 from ..errors import InvalidMultiaddrError, ListenError
 from ..multiaddr import Multiaddr
-from ._base import ProtocolFactory
-from .interfaces import expand_wildcard
+from ._base import ProtocolFactory, ServerListener
 
 __all__ = ["TcpListener", "TcpTransport", "sockaddr_to_multiaddr", "tcp_target"]
 
@@ -53,30 +52,17 @@ def _tune(sock: socket.socket | None) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-class TcpListener:
+class TcpListener(ServerListener):
     def __init__(self, server: asyncio.Server, addrs: list[Multiaddr]) -> None:
-        self._server = server
-        self._bound = addrs
-        self._addrs = [a for bound in addrs for a in expand_wildcard(bound)]
+        super().__init__(server, addrs)
         self._on_close: Callable[[TcpListener], None] | None = None
-
-    @property
-    def addrs(self) -> list[Multiaddr]:
-        """Dialable addresses: a wildcard bind is expanded to each interface address."""
-        return list(self._addrs)
-
-    @property
-    def bound_addrs(self) -> list[Multiaddr]:
-        """The socket addresses as bound (may be 0.0.0.0 or ::)."""
-        return list(self._bound)
 
     async def close(self) -> None:
         if self._on_close is not None:
             on_close, self._on_close = self._on_close, None
             with contextlib.suppress(ValueError):
                 on_close(self)
-        self._server.close()
-        await self._server.wait_closed()
+        await super().close()
 
 
 _REUSE_FALLBACK_ERRNOS = frozenset(

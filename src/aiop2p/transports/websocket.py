@@ -47,8 +47,7 @@ from ..errors import (
     RemoteProtocolError,
 )
 from ..multiaddr import Multiaddr
-from ._base import ProtocolFactory
-from .interfaces import expand_wildcard
+from ._base import ProtocolFactory, ServerListener
 from .tcp import sockaddr_to_multiaddr
 
 __all__ = [
@@ -477,23 +476,12 @@ class _WsPipe(asyncio.Protocol, asyncio.Transport):
         return self._upper
 
 
-class WebSocketListener:
+class WebSocketListener(ServerListener):
     def __init__(
         self, server: asyncio.Server, addrs: list[Multiaddr], pending: set[_WsPipe]
     ) -> None:
-        self._server = server
-        self._bound = addrs
-        self._addrs = [a for bound in addrs for a in expand_wildcard(bound)]
+        super().__init__(server, addrs)
         self._pending = pending
-
-    @property
-    def addrs(self) -> list[Multiaddr]:
-        """Dialable addresses: a wildcard bind is expanded to each interface address."""
-        return list(self._addrs)
-
-    @property
-    def bound_addrs(self) -> list[Multiaddr]:
-        return list(self._bound)
 
     async def close(self) -> None:
         """Stop accepting; drop sockets still in the HTTP upgrade (no node owns them yet)."""
@@ -501,7 +489,7 @@ class WebSocketListener:
         for pipe in list(self._pending):
             pipe.abort()
         self._pending.clear()
-        await self._server.wait_closed()
+        await super().close()
 
 
 class WebSocketTransport:

@@ -387,7 +387,10 @@ class Stream:
         """Send ``data``; waits for flow-control window and socket buffer space."""
         self._check_writable()
         conn = self._conn
-        if self._negotiator is not None and not getattr(self._negotiator, "optimistic", False):
+        negotiator = self._negotiator
+        if negotiator is not None and not (
+            isinstance(negotiator, MultistreamDialer) and negotiator.optimistic
+        ):
             await self.wait_negotiated()
             self._check_writable()
         view = memoryview(data)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ..identity import KeyPair
@@ -15,6 +19,7 @@ __all__ = [
     "default_key_path",
     "describe",
     "load_key",
+    "stop_on_signals",
 ]
 
 
@@ -75,3 +80,21 @@ def describe(exc: BaseException) -> str:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
     message = one_line(str(exc))  # exactly one line, whatever the message holds
     return message or type(exc).__name__
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (handlers removed after).
+
+    Install it before starting up, so a signal arriving meanwhile still means a clean stop.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        yield stop
+    finally:
+        for sig in signals:
+            loop.remove_signal_handler(sig)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import signal
 from typing import Any
 
 from ..network import Network
 from ..services.firewall import FirewallRules
 from ..services.relay import RelayServerConfig
-from ._common import Output, load_key
+from ._common import Output, load_key, stop_on_signals
 
 __all__ = ["add_parser", "cmd_relay"]
 
@@ -39,12 +37,7 @@ async def cmd_relay(args: argparse.Namespace, out: Output) -> int:
         relay_server=config,
         mdns=None,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_on_signals() as stop:
         async with net:
             for addr in args.listen or ["/ip4/0.0.0.0/tcp/4001"]:
                 await net.start_listening(addr)
@@ -56,9 +49,6 @@ async def cmd_relay(args: argparse.Namespace, out: Output) -> int:
                 limits=limits,
             )
             await stop.wait()
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from ..network import DEFAULT_PROTOCOL, InboundRequest, Network
 from ..services.codecs import RawCodec
 from ..services.firewall import FirewallRules, InvalidFirewallConfigError, Rule
 from ..services.mdns import MdnsConfig
-from ._common import Output, default_address_book_path, load_key
+from ._common import Output, default_address_book_path, load_key, stop_on_signals
 from .firewall_prompt import FirewallPrompter, is_ping
 
 __all__ = ["DEFAULT_RULES", "RequestView", "build_firewall", "cmd_serve", "request_view"]
@@ -101,13 +100,8 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         mdns=MdnsConfig() if args.mdns else None,
         address_book_path=book,
     )
-    # Handlers first, so a signal arriving while we start up still means a clean stop.
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    signals = (signal.SIGINT, signal.SIGTERM)
-    for sig in signals:
-        loop.add_signal_handler(sig, stop.set)
-    try:
+    with stop_on_signals() as stop:
         async with net:
             if secure_default:
                 out.notice(
@@ -137,9 +131,6 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                 for task in workers:
                     task.cancel()
                 await asyncio.gather(*workers, return_exceptions=True)
-    finally:
-        for sig in signals:
-            loop.remove_signal_handler(sig)
     return 0
 
 
@@ -174,8 +165,7 @@ async def _report_events(net: Network[bytes, bytes], out: Output) -> None:
     async for event in net.events():
         if isinstance(event, InboundRequestFailed):
             out.emit(
-                f"request {int(event.request_id)} from {event.peer} failed: "
-                f"{event.failure.value}",
+                f"request {int(event.request_id)} from {event.peer} failed: {event.failure.value}",
                 request_id=int(event.request_id),
                 peer_id=str(event.peer),
                 failure=event.failure.name.lower(),

@@ -140,13 +140,14 @@ class Stream:
             raise self._error
         return await self._negotiation_future()
 
-    def _feed_negotiation(self, data: bytes) -> None:
-        neg = self._negotiator
-        assert neg is not None
-        neg.receive_data(data)
-        self._after_negotiation_input()
+    def _after_negotiation_input(self, received: int = 0) -> None:
+        """Act on the negotiator's output after it was given ``received`` bytes.
 
-    def _after_negotiation_input(self) -> None:
+        The bytes multistream consumed are credited to the window at once; bytes that
+        already belong to the protocol (``leftover``: a lazy dialer's first data in the
+        same frame as its proposal) go to the read buffer and are credited when read,
+        exactly once.
+        """
         neg = self._negotiator
         assert neg is not None
         out = neg.data_to_send()
@@ -156,25 +157,30 @@ class Stream:
             if type(ev) is ProtocolSelected:
                 self._negotiator = None
                 self.protocol = ev.protocol
+                leftover = ev.leftover
+                if received > len(leftover):
+                    self._conn._acknowledge(self.stream_id, received - len(leftover))
                 if self._negotiated is not None and not self._negotiated.done():
                     self._negotiated.set_result(ev.protocol)
                 self._conn._on_stream_negotiated(self)
-                if ev.leftover:
-                    self._feed_data(ev.leftover)
+                if leftover and self._error is None:
+                    self._feed_data(leftover)
                 return
             if type(ev) is NegotiationFailed:
                 self._negotiator = None
                 self._fail(ev.error)
                 self._conn._reset_stream(self.stream_id)
                 return
+        if received:
+            self._conn._acknowledge(self.stream_id, received)  # all went to multistream
 
     # -- called by the connection -------------------------------------------------------
 
     def _feed_data(self, data: bytes) -> None:
-        if self._negotiator is not None:
-            # Negotiation bytes are consumed at once: credit them to the window now.
-            self._conn._acknowledge(self.stream_id, len(data))
-            self._feed_negotiation(data)
+        neg = self._negotiator
+        if neg is not None:
+            neg.receive_data(data)
+            self._after_negotiation_input(len(data))
             return
         if self._sink is not None:
             self._sink.sink_data(data)

@@ -25,7 +25,7 @@ from ..errors import (
 from ..identity import KeyPair
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL, Network
-from ..services.codecs import JsonCodec, RawCodec
+from ..services.codecs import CodecError, JsonCodec, RawCodec, json_loads
 from ..services.firewall import FirewallRules
 from ._common import Output, describe, load_key
 
@@ -54,10 +54,10 @@ async def cmd_send(args: argparse.Namespace, out: Output) -> int:
         value: Any = args.request.encode()
     else:
         try:
-            value = json.loads(args.request)
-        except ValueError as exc:
+            value = json_loads(args.request)
+        except CodecError as exc:
             message = f"the request is not JSON ({exc}); use --raw to send text"
-            out.error("send", message, "ValueError")
+            out.error("send", message, type(exc).__name__)
             return 2
     key = load_key(args.key) if args.key else KeyPair.generate()
     timeout: float = args.timeout

@@ -17,7 +17,7 @@ from ..events import InboundRequestFailed
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL, InboundRequest, Network
-from ..services.codecs import RawCodec
+from ..services.codecs import RawCodec, json_loads
 from ..services.firewall import FirewallRules, InvalidFirewallConfigError, Rule
 from ..services.mdns import MdnsConfig
 from ._common import Output, default_address_book_path, load_key, stop_on_signals
@@ -42,7 +42,7 @@ def request_view(body: bytes) -> Any:
     """What the firewall and the prompts see of a request: its JSON value if it is
     JSON, else ``{"bytes": size}`` (serve echoes any bytes, JSON or not)."""
     try:
-        return json.loads(body)
+        return json_loads(body)  # a CodecError (a ValueError) also for JSON nested too deeply
     except ValueError:
         return RequestView(bytes=len(body))
 

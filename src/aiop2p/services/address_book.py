@@ -31,6 +31,7 @@ from typing import Any
 from ..errors import InvalidArgumentError
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
+from .codecs import CodecError, json_loads
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -368,11 +369,9 @@ class AddressInfo:
     ) -> AddressInfo:
         """Parse :meth:`to_json` text; raises :class:`AddressBookError` on bad input."""
         try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+            data = json_loads(text)
+        except CodecError as exc:
             raise AddressBookError(f"address book is not valid JSON: {exc}") from None
-        except RecursionError:
-            raise AddressBookError("address book JSON is nested too deeply") from None
         return cls.from_dict(data, limits=limits)
 
 

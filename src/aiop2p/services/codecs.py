@@ -2,16 +2,80 @@
 
 The default is JSON (UTF-8, compact), as the seed's serde_json; ``RawCodec`` passes
 bytes through untouched; any object with ``encode``/``decode`` is a codec.
+
+JSON from a peer is hostile input: Python's decoder recurses once per nesting level, so
+``[[[[…`` would raise ``RecursionError`` (not a ``ValueError``) from deep inside it.
+:class:`JsonCodec` therefore measures the nesting with a linear scan first and refuses
+anything deeper than ``max_depth`` (serde_json's own default, 128) as a
+:class:`CodecError`; a value handed to the application is then shallow enough for any
+recursive code (``json.dumps``, ``repr``, rules) to walk.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any, Protocol, runtime_checkable
+import operator
+import re
+from itertools import accumulate
+from typing import Any, Final, Protocol, runtime_checkable
 
 from ..errors import InvalidArgumentError
 
-__all__ = ["Codec", "CodecError", "JsonCodec", "RawCodec"]
+__all__ = ["DEFAULT_MAX_JSON_DEPTH", "Codec", "CodecError", "JsonCodec", "RawCodec", "json_loads"]
+
+DEFAULT_MAX_JSON_DEPTH: Final = 128
+"""Deepest nesting of arrays/objects :class:`JsonCodec` accepts (serde_json's default)."""
+
+# A JSON string from its opening quote to its closing quote, or to the end of the input
+# when it is unterminated: matching always succeeds at a quote, so removing strings is
+# one linear pass (a pattern that can fail there would rescan the rest at every quote).
+_STRING: Final = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_OPENS: Final = bytes.maketrans(b"[]{}", b"\x01\x00\x01\x00")
+_CLOSES: Final = bytes.maketrans(b"[]{}", b"\x00\x01\x00\x01")
+
+
+def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
+    """Whether the JSON text ``data`` nests arrays/objects deeper than ``max_depth``.
+
+    Linear in ``len(data)`` and C-speed (regex, translate, accumulate); brackets inside
+    strings do not count.  Invalid JSON may get either answer: the parser rejects it.
+    """
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return False  # cannot nest deeper than it has openers
+    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    depths = map(
+        operator.sub,
+        accumulate(brackets.translate(_OPENS)),
+        accumulate(brackets.translate(_CLOSES)),
+    )
+    return max(depths, default=0) > max_depth
+
+
+def json_loads(data: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> Any:
+    """``json.loads`` for untrusted text: every failure is a :class:`CodecError`.
+
+    Bad UTF-8, bad JSON and nesting deeper than ``max_depth`` are all refused.
+    """
+    if isinstance(data, str):
+        raw = data.encode("utf-8", "surrogatepass")
+    else:
+        raw = data
+        encoding = json.detect_encoding(data)
+        if not encoding.startswith("utf-8"):  # UTF-16/32: scan its UTF-8 form
+            try:
+                data = data.decode(encoding, "surrogatepass")
+            except UnicodeDecodeError as exc:
+                raise CodecError(f"invalid JSON: {exc}") from exc
+            raw = data.encode("utf-8", "surrogatepass")
+    if json_depth_exceeds(raw, max_depth):
+        raise CodecError(f"invalid JSON: nested deeper than {max_depth} levels")
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CodecError(f"invalid JSON: {exc}") from exc
+    except RecursionError:  # only if max_depth is set above what the stack allows
+        raise CodecError("invalid JSON: nested too deeply for this process") from None
 
 
 class CodecError(InvalidArgumentError):
@@ -28,19 +92,28 @@ class Codec(Protocol):
 
 
 class JsonCodec:
-    """JSON, compact, UTF-8 — wire-compatible with the seed's serde_json values."""
+    """JSON, compact, UTF-8 — wire-compatible with the seed's serde_json values.
+
+    ``max_depth`` (a count, default :data:`DEFAULT_MAX_JSON_DEPTH`) bounds how deeply a
+    decoded value may nest; deeper input is a :class:`CodecError`, like serde_json's
+    ``RecursionLimitExceeded``.
+    """
+
+    def __init__(self, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> None:
+        if max_depth < 1:
+            raise InvalidArgumentError(f"max_depth must be at least 1, not {max_depth}")
+        self.max_depth = max_depth
 
     def encode(self, value: Any) -> bytes:
         try:
             return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
         except (TypeError, ValueError) as exc:
             raise CodecError(f"cannot encode as JSON: {exc}") from exc
+        except RecursionError:
+            raise CodecError("cannot encode as JSON: the value is nested too deeply") from None
 
     def decode(self, data: bytes) -> Any:
-        try:
-            return json.loads(data)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CodecError(f"invalid JSON: {exc}") from exc
+        return json_loads(data, max_depth=self.max_depth)
 
 
 class RawCodec:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeAlias, Type
 from ..errors import InvalidArgumentError, InvalidPeerIdError, InvalidStateError
 from ..events import RequestId
 from ..identity import PeerId
+from .codecs import CodecError, json_loads
 from .permissions import (
     MAX_PERMISSION_INDEX,
     FirewallPermission,
@@ -349,9 +350,9 @@ class FirewallRules(Generic[TRq]):
     ) -> FirewallRules[TRq]:
         """:meth:`from_dict` of JSON text; malformed JSON is an InvalidFirewallConfigError."""
         try:
-            data = json.loads(text)
-        except ValueError as exc:
-            raise InvalidFirewallConfigError(f"firewall config: invalid JSON: {exc}") from exc
+            data = json_loads(text)
+        except CodecError as exc:
+            raise InvalidFirewallConfigError(f"firewall config: {exc}") from exc
         rules: FirewallRules[TRq] = cls.from_dict(
             data, restrictions=restrictions, permission_names=permission_names
         )

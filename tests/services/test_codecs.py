@@ -1,0 +1,121 @@
+"""The JSON codec against hostile input: every failure is a ``CodecError`` (issue 8 item 6)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from aiop2p.errors import InvalidArgumentError, P2PError
+from aiop2p.services.address_book import AddressBookError, AddressInfo
+from aiop2p.services.codecs import (
+    DEFAULT_MAX_JSON_DEPTH,
+    CodecError,
+    JsonCodec,
+    json_depth_exceeds,
+    json_loads,
+)
+from aiop2p.services.firewall import FirewallRules, InvalidFirewallConfigError
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def test_codec_error_is_a_p2p_error() -> None:
+    assert issubclass(CodecError, P2PError)
+
+
+def test_depth_limit_is_serde_json_default_and_exact() -> None:
+    codec = JsonCodec()
+    assert codec.max_depth == DEFAULT_MAX_JSON_DEPTH == 128
+    assert codec.decode(nested(128)) is not None
+    with pytest.raises(CodecError, match="nested deeper than 128"):
+        codec.decode(nested(129))
+    objects = b'{"a":' * 129 + b"1" + b"}" * 129
+    with pytest.raises(CodecError, match="nested deeper"):
+        codec.decode(objects)
+    assert JsonCodec(max_depth=3).decode(b'[{"a":[1]}]') == [{"a": [1]}]
+    with pytest.raises(CodecError):
+        JsonCodec(max_depth=2).decode(b'[{"a":[1]}]')
+    with pytest.raises(InvalidArgumentError):
+        JsonCodec(max_depth=0)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"[" * 900_000,  # the reported input: RecursionError before the fix
+        b"[" * 900_000 + b"]" * 900_000,
+        b'{"a":' * 300_000,
+        b"[" * 500 + b"1" + b"]" * 499,  # deep and malformed
+    ],
+)
+def test_deep_input_is_a_codec_error(data: bytes) -> None:
+    with pytest.raises(CodecError, match="nested deeper than 128"):
+        JsonCodec().decode(data)
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    value = ["[" * 1000, {"k{": "]" * 5 + '"\\[' * 300}, "\\", '\\"[[[']
+    data = json.dumps(value).encode()
+    assert json_depth_exceeds(data, 2) is False
+    assert JsonCodec(max_depth=2).decode(data) == value
+
+
+def test_escaped_quote_does_not_end_a_string() -> None:
+    # If the scanner ended the string at \" it would count the brackets after it.
+    value = ['\\"' + "[" * 200]
+    assert JsonCodec().decode(json.dumps(value).encode()) == value
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'["' + b'\\"' * 400_000,  # an unterminated string full of escaped quotes
+        b'["\\' * 400_000,
+        b'"' * 800_000,
+        b'["' + b"[" * 400_000,  # brackets in an unterminated string: invalid, not deep
+    ],
+)
+def test_pathological_strings_are_rejected_in_linear_time(data: bytes) -> None:
+    # A scanner that re-scans from every quote would take minutes here (pytest-timeout).
+    with pytest.raises(CodecError):
+        JsonCodec().decode(data)
+
+
+def test_every_other_failure_is_a_codec_error_too() -> None:
+    codec = JsonCodec()
+    for data in (b"", b"\xff\xfe\xfa", b"[1,", b"nul", b'"\\ud800"x', b"\x00" * 3):
+        with pytest.raises(CodecError):
+            codec.decode(data)
+
+
+def test_utf16_input_is_measured_in_its_own_encoding() -> None:
+    value = ["\u2222\u5b5b" * 50, [[1]]]
+    assert JsonCodec(max_depth=3).decode(json.dumps(value).encode("utf-16")) == value
+    with pytest.raises(CodecError, match="nested deeper"):
+        JsonCodec().decode(nested(200).decode().encode("utf-16"))
+
+
+def test_json_loads_takes_text() -> None:
+    assert json_loads('{"a": [1]}') == {"a": [1]}
+    with pytest.raises(CodecError, match="nested deeper"):
+        json_loads("[" * 10_000)
+
+
+def test_encoding_a_value_too_deep_is_a_codec_error() -> None:
+    value: Any = 1
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(CodecError, match="nested too deeply"):
+        JsonCodec().encode(value)
+
+
+def test_firewall_and_address_book_json_refuse_deep_input() -> None:
+    for text in ("[" * 100_000, '{"rules":' * 200 + "1" + "}" * 200):
+        with pytest.raises(InvalidFirewallConfigError, match="nested deeper"):
+            FirewallRules.from_json(text)
+        with pytest.raises(AddressBookError, match="nested"):
+            AddressInfo.from_json(text)

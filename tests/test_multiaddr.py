@@ -10,7 +10,12 @@ from hypothesis import strategies as st
 
 from aiop2p.errors import InvalidMultiaddrError
 from aiop2p.identity import KeyPair, PeerId
-from aiop2p.multiaddr import MAX_MULTIADDR_BYTES, PROTOCOL_CODES, Multiaddr
+from aiop2p.multiaddr import (
+    MAX_MULTIADDR_BYTES,
+    MAX_MULTIADDR_TEXT_CHARS,
+    PROTOCOL_CODES,
+    Multiaddr,
+)
 
 ED_ID = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
 ED_ID_MH = "0024080112202ffa35a99d3a3cfbb17bb7c1dc5561b18a8dcca4df38dc613ea859c37eb1336b"
@@ -255,6 +260,73 @@ def test_binary_errors(hex_bytes: str, match: str) -> None:
 def test_binary_size_limit() -> None:
     with pytest.raises(InvalidMultiaddrError, match="longer than"):
         Multiaddr(b"\xdd\x03" * (MAX_MULTIADDR_BYTES // 2 + 1))
+
+
+# -- one size limit for both forms (issue 8 item 6) --------------------------------------
+
+WEBRTC_DIRECT = bytes.fromhex("9802")  # the valueless component with the longest name
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "/dns/" + "a" * (MAX_MULTIADDR_BYTES - 2),  # binary: 1 + 2 (length) + value
+        "/memory/0" * (MAX_MULTIADDR_BYTES // 10 + 1),  # 9 chars, 10 bytes each
+        "/ip4/1.2.3.4" + "/dns/" + "b" * 4000 + "/tcp/1" * 30,
+    ],
+)
+def test_text_whose_binary_form_is_too_long_is_rejected(text: str) -> None:
+    with pytest.raises(InvalidMultiaddrError, match=f"longer than {MAX_MULTIADDR_BYTES} bytes"):
+        Multiaddr(text)
+
+
+def test_text_and_binary_limits_agree_at_the_boundary() -> None:
+    at_limit = "/dns/" + "a" * (MAX_MULTIADDR_BYTES - 3)
+    assert len(Multiaddr(at_limit).to_bytes()) == MAX_MULTIADDR_BYTES
+    assert Multiaddr(Multiaddr(at_limit).to_bytes()) == Multiaddr(at_limit)
+    with pytest.raises(InvalidMultiaddrError):
+        Multiaddr(at_limit + "a")
+    with pytest.raises(InvalidMultiaddrError):
+        Multiaddr(Multiaddr(at_limit).to_bytes() + b"\x06\x00\x01")
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        WEBRTC_DIRECT * (MAX_MULTIADDR_BYTES // 2),  # 14 text characters per 2 bytes
+        Multiaddr("/ip4/255.255.255.255").to_bytes() * (MAX_MULTIADDR_BYTES // 5),
+        Multiaddr("/ipcidr/255").to_bytes() * (MAX_MULTIADDR_BYTES // 2),
+    ],
+)
+def test_every_binary_address_within_the_limit_has_text_that_parses(raw: bytes) -> None:
+    assert len(raw) <= MAX_MULTIADDR_BYTES
+    m = Multiaddr(raw)
+    assert Multiaddr(str(m)) == m
+    assert Multiaddr(str(m) + "/") == m
+
+
+def test_text_limit_covers_the_widest_text_per_byte() -> None:
+    # Text longer than MAX_MULTIADDR_TEXT_CHARS is refused unparsed: that must never refuse
+    # an address whose binary form fits, so the bound holds the widest text per byte.
+    widest_components = [
+        "/webrtc-direct", "/p2p-circuit", "/ip4/255.255.255.255", "/ipcidr/255",
+        "/tcp/65535", "/ip6/" + "ffff:" * 7 + "ffff", "/memory/18446744073709551615",
+        "/ip6zone/x", f"/ipfs/{QM_ID}", "/certhash/f0000", "/sni/x",
+    ]  # fmt: skip
+    widest = max(len(t) / len(Multiaddr(t).to_bytes()) for t in widest_components)
+    assert widest == 7  # /webrtc-direct
+    assert widest * MAX_MULTIADDR_BYTES + 1 <= MAX_MULTIADDR_TEXT_CHARS  # + a trailing '/'
+
+
+def test_encapsulating_beyond_the_limit_is_refused() -> None:
+    half = Multiaddr("/dns/" + "a" * (MAX_MULTIADDR_BYTES // 2))
+    with pytest.raises(InvalidMultiaddrError, match=f"longer than {MAX_MULTIADDR_BYTES} bytes"):
+        half.encapsulate(half)
+    with pytest.raises(InvalidMultiaddrError, match="longer than"):
+        _ = half / str(half)
+    near = Multiaddr("/dns/" + "a" * (MAX_MULTIADDR_BYTES - 20))
+    with pytest.raises(InvalidMultiaddrError, match="longer than"):
+        near.with_peer_id(ED_ID)
 
 
 def test_long_value_uses_multibyte_length() -> None:

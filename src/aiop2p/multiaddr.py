@@ -27,9 +27,16 @@ __all__ = [
 ]
 
 MAX_MULTIADDR_BYTES: Final = 4096
-"""Binary multiaddrs longer than this are rejected unparsed."""
-MAX_MULTIADDR_TEXT_CHARS: Final = 8192
-"""Text multiaddrs longer than this are rejected unparsed."""
+"""The one size limit of a multiaddr, in bytes of its binary form, whichever form it is
+parsed from (and whatever ``encapsulate`` builds): longer binary input is rejected
+unparsed, text whose binary form would be longer is rejected while it is parsed."""
+_MAX_TEXT_CHARS_PER_BYTE: Final = 8
+"""Upper bound of text characters per binary byte: ``/webrtc-direct`` is 14 characters
+for a 2-byte code, the widest of all (``tests/test_multiaddr.py`` checks)."""
+MAX_MULTIADDR_TEXT_CHARS: Final = _MAX_TEXT_CHARS_PER_BYTE * MAX_MULTIADDR_BYTES
+"""Text longer than this is rejected unparsed: derived from :data:`MAX_MULTIADDR_BYTES`
+so that it cannot encode to a binary form within that limit (a cheap early refusal,
+never a second, different limit)."""
 PARSE_CACHE_ENTRIES: Final = 4096
 """How many parsed text and binary forms are remembered (each)."""
 
@@ -208,11 +215,18 @@ def _short(text: str | bytes) -> str:
     return shown if len(shown) <= 100 else shown[:97] + "..."
 
 
+def _too_long(form: str) -> InvalidMultiaddrError:
+    return InvalidMultiaddrError(f"{form} longer than {MAX_MULTIADDR_BYTES} bytes")
+
+
 def _parse_text(text: str) -> tuple[_Component, ...]:
     if not text:
         raise InvalidMultiaddrError("empty multiaddr")
     if len(text) > MAX_MULTIADDR_TEXT_CHARS:
-        raise InvalidMultiaddrError(f"multiaddr longer than {MAX_MULTIADDR_TEXT_CHARS} characters")
+        raise InvalidMultiaddrError(
+            f"multiaddr longer than {MAX_MULTIADDR_TEXT_CHARS} characters"
+            f" (its binary form would be longer than {MAX_MULTIADDR_BYTES} bytes)"
+        )
     if text[0] != "/":
         raise InvalidMultiaddrError(f"multiaddr {_short(text)} must start with '/'")
     parts = text.split("/")
@@ -220,6 +234,7 @@ def _parse_text(text: str) -> tuple[_Component, ...]:
     if end > 2 and parts[-1] == "":
         end -= 1  # tolerate one trailing slash
     comps: list[_Component] = []
+    size = 0  # of the binary form so far
     i = 1
     if end == 2 and parts[1] == "":
         return ()  # "/" is the empty multiaddr
@@ -231,6 +246,9 @@ def _parse_text(text: str) -> tuple[_Component, ...]:
             raise InvalidMultiaddrError(f"multiaddr {_short(text)}: {what} at component {i}")
         i += 1
         if proto.size == 0:
+            size += len(proto.code_bytes)
+            if size > MAX_MULTIADDR_BYTES:
+                raise _too_long(f"multiaddr {_short(text)} in binary form is")
             comps.append((proto, None, proto.code_bytes))
             continue
         if i >= end:
@@ -253,6 +271,9 @@ def _parse_text(text: str) -> tuple[_Component, ...]:
             raw = proto.code_bytes + encode_uvarint(len(raw)) + raw
         else:
             raw = proto.code_bytes + raw
+        size += len(raw)
+        if size > MAX_MULTIADDR_BYTES:
+            raise _too_long(f"multiaddr {_short(text)} in binary form is")
         comps.append((proto, canonical, raw))
     return tuple(comps)
 
@@ -260,7 +281,7 @@ def _parse_text(text: str) -> tuple[_Component, ...]:
 def _parse_bytes(data: bytes) -> tuple[_Component, ...]:
     n = len(data)
     if n > MAX_MULTIADDR_BYTES:
-        raise InvalidMultiaddrError(f"binary multiaddr longer than {MAX_MULTIADDR_BYTES} bytes")
+        raise _too_long("binary multiaddr")
     comps: list[_Component] = []
     pos = 0
     try:
@@ -346,10 +367,13 @@ class Multiaddr:
 
     @classmethod
     def _make(cls, comps: tuple[_Component, ...]) -> Multiaddr:
+        raw = b"".join(c[2] for c in comps)
+        if len(raw) > MAX_MULTIADDR_BYTES:  # encapsulate, with_peer_id
+            raise _too_long(f"multiaddr of {len(comps)} components is")
         self = object.__new__(cls)
         osa = object.__setattr__
         osa(self, "_comps", comps)
-        osa(self, "_bytes", b"".join(c[2] for c in comps))
+        osa(self, "_bytes", raw)
         text = "".join(f"/{p.name}" if v is None else f"/{p.name}/{v}" for p, v, _ in comps)
         osa(self, "_str", text or "/")
         osa(self, "_peer_id", _UNSET)
@@ -408,7 +432,10 @@ class Multiaddr:
         return any(p is proto for p, _, _ in self._comps)
 
     def encapsulate(self, other: Multiaddr | str) -> Multiaddr:
-        """This address with ``other`` appended (``/ip4/…/tcp/1`` + ``/ws``)."""
+        """This address with ``other`` appended (``/ip4/…/tcp/1`` + ``/ws``).
+
+        Raises :class:`InvalidMultiaddrError` if the result would be longer than
+        :data:`MAX_MULTIADDR_BYTES`, the limit every parsed address obeys."""
         inner = Multiaddr(other)
         if not inner._comps:
             return self

@@ -42,7 +42,9 @@
     │   ├── ReservationRefusedError             the relay refused, with its status code
     │   ├── CircuitRefusedError (DialError)     a relayed dial was refused, with its status
     │   └── RelayLimitReachedError              the relay cut the circuit at its limit
-    │                                           (also a ConnectionClosedError)
+    │       │                                   (also a ConnectionClosedError)
+    │       └── RequestRelayLimitError          a request's circuit was cut at the limit
+    │                                           (also a RequestConnectionClosedError)
     └── LimitExceededError                      a configured count or size limit was hit
 
 Peer misbehaviour never raises out of a sans-IO machine's ``receive_data``: it is
@@ -90,6 +92,7 @@ __all__ = [
     "RequestConnectionClosedError",
     "RequestDialError",
     "RequestError",
+    "RequestRelayLimitError",
     "RequestTimeoutError",
     "ReservationRefusedError",
     "ResponseOmittedError",
@@ -333,7 +336,35 @@ class CircuitRefusedError(RelayError, DialError):
 
 
 class RelayLimitReachedError(RelayError, ConnectionClosedError):
-    """The relay ended a relayed connection because its duration or data limit was reached."""
+    """The relay ended a relayed connection because its duration or data limit was reached.
+
+    ``limit_name`` is ``"data"`` (``limit_value`` in bytes) or ``"duration"``
+    (``limit_value`` in seconds), as the relay announced them for the circuit.
+    """
+
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        limit_name: str | None = None,
+        limit_value: float | None = None,
+    ) -> None:
+        super().__init__(message or "the relay ended the circuit at its limit")
+        self.limit_name = limit_name
+        self.limit_value = limit_value
+
+
+class RequestRelayLimitError(RequestConnectionClosedError, RelayLimitReachedError):
+    """A request failed because the relay cut its connection at the circuit's limit.
+
+    Both a ``RequestError`` (kind ``CONNECTION_CLOSED``) and a
+    :class:`RelayLimitReachedError`, carrying the cause's ``limit_name``/``limit_value``.
+    """
+
+    def __init__(self, cause: RelayLimitReachedError, *, request_id: object = None) -> None:
+        super().__init__(str(cause), request_id=request_id)
+        self.limit_name = cause.limit_name
+        self.limit_value = cause.limit_value
 
 
 class LimitExceededError(P2PError):

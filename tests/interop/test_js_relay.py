@@ -5,20 +5,24 @@ from __future__ import annotations
 import asyncio
 import shutil
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from aiop2p._aio.connection import Connection
 from aiop2p._aio.stream import Stream
 from aiop2p.cli.main import ECHO_PROTOCOL_ID
-from aiop2p.errors import P2PError
+from aiop2p.errors import P2PError, RelayLimitReachedError, RequestConnectionClosedError
 from aiop2p.identity import PeerId
 from aiop2p.multiaddr import Multiaddr
+from aiop2p.network import Network
 from aiop2p.node import Node
 from aiop2p.protocols.relay_v2 import Limit
+from aiop2p.services.firewall import FirewallRules
 from aiop2p.services.relay import RelayClient, RelayServer, RelayServerConfig
 
-from .peers import ROOT, start_peer
+from .peers import ROOT, PeerProcess, start_peer
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
 
@@ -98,3 +102,78 @@ async def test_js_listens_via_aiop2p_relay_and_aiop2p_reaches_it(node: Node) -> 
             await stream.close()
         assert await dialer.ping(conn, 2)
         assert server.circuit_count == 1
+
+
+# -- a js relay cutting a circuit at its limits: the aiop2p requester's error names it ----
+
+LIMIT_DATA_BYTES = 64 * 1024
+LIMIT_DURATION_MS = 1500
+LIMIT_CAP = 15.0
+"""Seconds for a limit to cut a circuit (the duration limit is 1.5 s)."""
+SILENT = "/test/silent/1.0.0"
+
+
+async def serve_silently(stream: Stream) -> None:
+    """Read and never answer: only the relay's cut ends the requester's wait."""
+    try:
+        for _ in range(1000):  # bounded; the requester never closes its side
+            if not await stream.read(1 << 20):
+                return
+    except P2PError:
+        return
+
+
+async def through_js_relay(
+    relay: PeerProcess, listener: Node, dialer: Node
+) -> tuple[Connection, Limit]:
+    """``listener`` reserves on the js relay, ``dialer`` dials it through the circuit."""
+    relay_id = PeerId.from_string(relay.peer_id)
+    addr = await RelayClient(listener).listen(relay_id, Multiaddr(relay.addr))
+    RelayClient(dialer)
+    conn = await dialer.dial(addr)
+    limit = conn.user_data["relay_limit"]
+    assert isinstance(limit, Limit)
+    return conn, limit
+
+
+async def test_js_relay_data_limit_is_named_on_an_aiop2p_stream(node: Node) -> None:
+    relay_args = ("--relay", "--data-bytes", str(LIMIT_DATA_BYTES))
+    async with start_peer(relay_peer(*relay_args)) as relay, Node() as dialer:
+        conn, limit = await through_js_relay(relay, node, dialer)
+        assert limit.data_bytes == LIMIT_DATA_BYTES
+        stream = await conn.new_stream(ECHO_PROTOCOL_ID)
+        with pytest.raises(RelayLimitReachedError) as info:
+            async with asyncio.timeout(LIMIT_CAP):
+                await stream.write_message(b"x" * (2 * LIMIT_DATA_BYTES))
+                await stream.read_message(1 << 20)
+        assert (info.value.limit_name, info.value.limit_value) == ("data", LIMIT_DATA_BYTES)
+
+
+async def test_js_relay_duration_limit_is_named_on_an_aiop2p_stream(node: Node) -> None:
+    relay_args = ("--relay", "--duration-ms", str(LIMIT_DURATION_MS))
+    node.set_stream_handler(SILENT, serve_silently)
+    async with start_peer(relay_peer(*relay_args)) as relay, Node() as dialer:
+        conn, limit = await through_js_relay(relay, node, dialer)
+        assert limit.duration == LIMIT_DURATION_MS  # js's milliseconds, as received
+        stream = await conn.new_stream(SILENT)
+        await stream.write(b"question")
+        with pytest.raises(RelayLimitReachedError) as info:
+            async with asyncio.timeout(LIMIT_CAP):
+                await stream.read(100)
+        assert info.value.limit_name == "duration"
+        assert info.value.limit_value == LIMIT_DURATION_MS / 1000
+
+
+async def test_js_relay_data_limit_is_named_by_send_request() -> None:
+    relay_args = ("--relay", "--data-bytes", str(LIMIT_DATA_BYTES))
+    options: dict[str, Any] = {"firewall": FirewallRules.allow_all(), "mdns": None, "dcutr": None}
+    requester: Network[Any, Any] = Network(**options)
+    responder: Network[Any, Any] = Network(**options)
+    async with start_peer(relay_peer(*relay_args)) as relay, requester, responder:
+        addr = await responder.start_listening(f"{relay.addr}/p2p-circuit")
+        await requester.add_address(responder.peer_id, addr)
+        with pytest.raises(RelayLimitReachedError) as info:
+            async with asyncio.timeout(LIMIT_CAP):
+                await requester.send_request(responder.peer_id, "x" * (2 * LIMIT_DATA_BYTES))
+        assert isinstance(info.value, RequestConnectionClosedError)
+        assert info.value.limit_name == "data"

@@ -31,7 +31,9 @@ failing (flush ``data_to_send()`` before closing the stream).
 keeps the number as received (``duration``) and :attr:`Limit.duration_seconds`
 interprets it: values above :data:`MAX_PLAUSIBLE_DURATION_SECONDS` (a day) are taken as
 milliseconds.  The error is on the safe side: a spec relay announcing more than a day is
-read as a shorter limit, never a longer one.  It is never fatal.
+read as a shorter limit, never a longer one.  It is never fatal.  Where the relay's
+identify agent is known, :meth:`Limit.duration_seconds_from` reads a js relay's value in
+milliseconds whatever its size (a short js limit, e.g. 1500, would otherwise be seconds).
 
 Reservation vouchers are signed envelopes (:mod:`.envelope`), domain
 ``libp2p-relay-rsvp``, payload type ``0x03 0x02`` (the multicodec ``0x0302`` written as
@@ -97,6 +99,7 @@ __all__ = [
     "StopType",
     "Voucher",
     "encode_frame",
+    "is_js_libp2p_agent",
     "make_voucher",
     "verify_voucher",
 ]
@@ -212,6 +215,27 @@ class Peer:
         return cls(_peer_id(raw_id, "Peer.id"), tuple(addrs))
 
 
+_JS_PLATFORMS: Final = frozenset({"node", "browser", "deno", "bun", "electron", "react-native"})
+
+
+def is_js_libp2p_agent(agent_version: str | None) -> bool:
+    """Whether an identify agent version is js-libp2p's default one.
+
+    js-libp2p 1.x and later say ``libp2p/<version> <platform>/<version>`` (platform
+    ``node``, ``browser``, ...), older ones ``js-libp2p/<version> ...``.
+    """
+    if not agent_version:
+        return False
+    parts = agent_version.split()
+    if parts[0].startswith("js-libp2p/"):
+        return True
+    return (
+        parts[0].startswith("libp2p/")
+        and len(parts) > 1
+        and parts[1].split("/", 1)[0] in _JS_PLATFORMS
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Limit:
     """``Limit{duration=1 (uint32, seconds), data=2 (uint64, bytes)}``; 0 or absent = none.
@@ -232,6 +256,13 @@ class Limit:
         if d > MAX_PLAUSIBLE_DURATION_SECONDS:
             return d / 1000.0
         return float(d)
+
+    def duration_seconds_from(self, relay_agent: str | None) -> float | None:
+        """:attr:`duration_seconds`, but milliseconds whatever the size when the relay's
+        identify agent is js-libp2p's (a short js limit is otherwise read as seconds)."""
+        if self.duration and is_js_libp2p_agent(relay_agent):
+            return self.duration / 1000.0
+        return self.duration_seconds
 
     @property
     def data_bytes(self) -> int | None:

@@ -173,14 +173,20 @@ def _mark_relayed(conn: Connection, relay: PeerId, limit: Limit | None) -> None:
 
 
 def _loss_mapper(
-    limit: Limit | None, transport_ref: list[StreamTransport], started: float
+    limit: Limit | None,
+    transport_ref: list[StreamTransport],
+    started: float,
+    relay_agent: Callable[[], str | None],
 ) -> Callable[[P2PError | None], P2PError | None]:
     """Explain the end of a relayed connection when it looks like the relay's limit.
 
     The relay signals nothing: it just resets (or closes) the circuit.  The end is
     attributed to the data limit once the bytes through the circuit reach it (both
     directions together, which also covers relays counting the total, as js-libp2p
-    does), and to the duration limit once most of that time has passed.
+    does), and to the duration limit once most of that time has passed (read in
+    milliseconds when the relay's identify agent is js-libp2p's, which sends that unit).
+    The error names the limit (``limit_name``, ``limit_value``) so that a requester can
+    tell a relay's quota from a peer that went away.
     """
 
     def on_lost(error: P2PError | None) -> P2PError | None:
@@ -191,21 +197,30 @@ def _loss_mapper(
         moved = transport.bytes_received + transport.bytes_sent
         if data is not None and moved >= data:
             return RelayLimitReachedError(
-                f"relayed connection ended: the relay's data limit ({data} bytes) was reached"
+                f"relayed connection ended: the relay's data limit ({data} bytes) was reached",
+                limit_name="data",
+                limit_value=data,
             )
-        duration = limit.duration_seconds
+        duration = limit.duration_seconds_from(relay_agent())
         if duration is not None:
             elapsed = asyncio.get_running_loop().time() - started
             if elapsed >= duration * _LIMIT_DURATION_SLACK:
                 return RelayLimitReachedError(
                     f"relayed connection ended: the relay's duration limit ({duration:g} s) "
-                    "was reached"
+                    "was reached",
+                    limit_name="duration",
+                    limit_value=duration,
                 )
         if error is not None and isinstance(error, StreamResetError):
             return ConnectionClosedError(f"relayed connection ended: {error}")
         return None
 
     return on_lost
+
+
+def _agent_of(node: Node, peer: PeerId) -> str | None:
+    info = node.peer_store.get(peer)
+    return info.agent_version if info is not None else None
 
 
 def _attach(
@@ -231,7 +246,9 @@ def _attach(
         initial=initial,
         extra={"peername": remote, "sockname": local, "relay_peer": relay, "limit": limit},
         high_water_bytes=high_water_bytes,
-        on_lost=_loss_mapper(limit, ref, asyncio.get_running_loop().time()),
+        on_lost=_loss_mapper(
+            limit, ref, asyncio.get_running_loop().time(), lambda: _agent_of(node, relay)
+        ),
     )
     ref.append(transport)
     return protocol

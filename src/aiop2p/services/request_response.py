@@ -20,8 +20,11 @@ from ..errors import (
     ConnectionClosedError,
     LimitExceededError,
     MessageTooLargeError,
+    P2PError,
     ProtocolNotSupportedError,
+    RelayLimitReachedError,
     RequestConnectionClosedError,
+    RequestRelayLimitError,
     ResponseOmittedError,
     StreamClosedError,
     StreamError,
@@ -68,7 +71,7 @@ async def send_request_on(
     try:
         stream = conn.open_stream(protocols)
     except (ConnectionClosedError, StreamError) as exc:
-        raise RequestConnectionClosedError(str(exc)) from exc
+        raise _closed_error(exc, str(exc)) from exc
     try:
         try:
             if len(protocols) > 1:
@@ -95,7 +98,15 @@ async def send_request_on(
             " (the remote closed the stream without answering)"
         ) from exc
     except (StreamError, ConnectionClosedError) as exc:
-        raise RequestConnectionClosedError() from exc
+        raise _closed_error(exc) from exc
+
+
+def _closed_error(exc: P2PError, message: str | None = None) -> RequestConnectionClosedError:
+    """A relay's limit keeps its name (and ``limit_name``): the requester can tell a
+    relay quota from a peer that went away."""
+    if isinstance(exc, RelayLimitReachedError):
+        return RequestRelayLimitError(exc)
+    return RequestConnectionClosedError(message)
 
 
 async def read_request(stream: Stream, *, framing: Framing, max_request_size: int) -> bytes:

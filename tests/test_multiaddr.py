@@ -273,6 +273,8 @@ WEBRTC_DIRECT = bytes.fromhex("9802")  # the valueless component with the longes
         "/dns/" + "a" * (MAX_MULTIADDR_BYTES - 2),  # binary: 1 + 2 (length) + value
         "/memory/0" * (MAX_MULTIADDR_BYTES // 10 + 1),  # 9 chars, 10 bytes each
         "/ip4/1.2.3.4" + "/dns/" + "b" * 4000 + "/tcp/1" * 30,
+        "/certhash/z" + "2" * 20_000,  # refused before its (quadratic) base58 decoding
+        "/certhash/f" + "0" * (2 * MAX_MULTIADDR_BYTES + 1),
     ],
 )
 def test_text_whose_binary_form_is_too_long_is_rejected(text: str) -> None:

@@ -33,6 +33,8 @@ unparsed, text whose binary form would be longer is rejected while it is parsed.
 _MAX_TEXT_CHARS_PER_BYTE: Final = 8
 """Upper bound of text characters per binary byte: ``/webrtc-direct`` is 14 characters
 for a 2-byte code, the widest of all (``tests/test_multiaddr.py`` checks)."""
+_MAX_VALUE_TEXT_CHARS: Final = 2 * MAX_MULTIADDR_BYTES + 1
+"""Longest value text that can fit: base16 (``f`` + 2 digits per byte) is the widest."""
 MAX_MULTIADDR_TEXT_CHARS: Final = _MAX_TEXT_CHARS_PER_BYTE * MAX_MULTIADDR_BYTES
 """Text longer than this is rejected unparsed: derived from :data:`MAX_MULTIADDR_BYTES`
 so that it cannot encode to a binary form within that limit (a cheap early refusal,
@@ -255,6 +257,8 @@ def _parse_text(text: str) -> tuple[_Component, ...]:
             raise InvalidMultiaddrError(f"multiaddr {_short(text)}: /{name} needs a value")
         value = parts[i]
         i += 1
+        if len(value) > _MAX_VALUE_TEXT_CHARS:  # before decoding it (base58 is quadratic)
+            raise _too_long(f"multiaddr {_short(text)}: /{name} value in binary form is")
         try:
             if proto is _P2P:
                 pid = PeerId.from_string(value)

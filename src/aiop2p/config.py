@@ -43,7 +43,15 @@ class NodeConfig:
     max_connections: int = 4096
     """Established connections, all peers together; further inbound ones are closed."""
     max_pending_connections: int = 256
-    """Connections still in their handshake; further inbound ones are closed at once."""
+    """Inbound connections still in their handshake.  When full, a newcomer takes the
+    place of the oldest handshake of the busiest source if that source holds more than
+    the newcomer's would; otherwise the newcomer is closed at once."""
+    max_pending_connections_per_ip: int = 32
+    """Inbound connections still in their handshake from one IPv4 address or IPv6 /64;
+    further ones from there are closed at once.  A lawful host handshakes with us a few
+    times at once (go-libp2p allows 8 connections per IPv4 address in all); 32 leaves
+    room for busy NATs and multi-node hosts, while one address holds at most 1/8 of
+    ``max_pending_connections``.  Relayed circuits count per relay, uncapped."""
     stream_linger_timeout: float = 10.0
     """Seconds an inbound stream may stay half-open after its handler returned."""
     max_inbound_streams_per_connection: int = 1024

@@ -32,6 +32,7 @@ from .services.perf import PerfResult, perf
 from .services.ping import ping
 from .transports._base import Listener, Transport
 from .transports.dns import resolve as resolve_dns
+from .transports.pending import FairPending, pending_source
 from .transports.tcp import TcpTransport
 from .transports.websocket import WebSocketTransport
 
@@ -70,6 +71,9 @@ class Node(ConnectionHooks):
         self._listeners: list[Listener] = []
         self._connections: dict[PeerId, list[Connection]] = {}
         self._pending: set[Connection] = set()
+        self._pending_in = FairPending[Connection](
+            self.config.max_pending_connections, self.config.max_pending_connections_per_ip
+        )
         self._dials: dict[PeerId, asyncio.Future[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._callbacks: list[ConnectionCallback] = []
@@ -258,6 +262,7 @@ class Node(ConnectionHooks):
 
     def connection_ready(self, conn: Connection) -> None:
         self._pending.discard(conn)
+        self._pending_in.discard(conn)
         error = self._limit_error(conn)
         if error is not None:
             conn.abort(error)
@@ -274,6 +279,7 @@ class Node(ConnectionHooks):
 
     def connection_closed(self, conn: Connection, *, was_established: bool) -> None:
         self._pending.discard(conn)
+        self._pending_in.discard(conn)
         if was_established and conn not in self._connections.get(conn.remote_peer, ()):
             was_established = False  # vetoed in connection_ready: never counted
         if not was_established:
@@ -326,7 +332,7 @@ class Node(ConnectionHooks):
             )
             conn.local_addr = local
             if direction is Direction.INBOUND:
-                error = self._pending_inbound_error()
+                error = self._pending_inbound_error(conn)
                 if error is not None:
                     # Refuse before spending any CPU on a handshake.
                     asyncio.get_running_loop().call_soon(conn.abort, error)
@@ -344,16 +350,28 @@ class Node(ConnectionHooks):
     def is_closing(self) -> bool:
         return self._closing
 
-    def _pending_inbound_error(self) -> P2PError | None:
+    def _pending_inbound_error(self, conn: Connection) -> P2PError | None:
+        """Admit ``conn`` among the pending handshakes, or say why it is refused.
+
+        Bounded per source and globally (:class:`FairPending`); when full, the oldest
+        handshake of the busiest source may be evicted to make room.
+        """
         if self._closing:
             return ConnectionClosedError("node is shutting down")
-        pending_in = sum(1 for c in self._pending if c.direction is Direction.INBOUND)
-        if pending_in >= self.config.max_pending_connections:
-            return ConnectionLimitError(self.config.max_pending_connections, pending_in, "pending")
+        pending_in = len(self._pending_in)
         limit = self.config.limits.max_pending_incoming
         if limit is not None and pending_in >= limit:
             return ConnectionLimitError(limit, pending_in, "pending incoming")
-        return None
+        error, evicted = self._pending_in.admit(conn, pending_source(conn.remote_addr))
+        if evicted is not None:
+            evicted.abort(
+                ConnectionLimitError(
+                    self.config.max_pending_connections,
+                    pending_in,
+                    "pending handshakes: evicted to make room for a less busy source",
+                )
+            )
+        return error
 
     async def listen(self, addr: Multiaddr | str) -> list[Multiaddr]:
         """Listen on ``addr`` (port 0 picks a free port); return the bound addresses."""

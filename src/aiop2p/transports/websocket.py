@@ -48,6 +48,7 @@ from ..errors import (
 )
 from ..multiaddr import Multiaddr
 from ._base import ProtocolFactory, ServerListener
+from .pending import FairPending, Source, pending_source
 from .tcp import sockaddr_to_multiaddr
 
 __all__ = [
@@ -90,7 +91,12 @@ class WebSocketConfig:
     close_timeout_seconds: float = 5.0
     """Time the closing handshake may take before the socket is aborted."""
     max_pending_upgrades: int = 256
-    """Inbound sockets still in the HTTP upgrade, per listener; more are dropped."""
+    """Inbound sockets still in the HTTP upgrade, per listener.  When full, a newcomer
+    takes the place of the oldest socket of the busiest source if that is fairer
+    (:class:`~aiop2p.transports.pending.FairPending`), else it is dropped."""
+    max_pending_upgrades_per_ip: int = 32
+    """Inbound sockets still in the HTTP upgrade from one IPv4 address or IPv6 /64, per
+    listener; more from there are dropped (as ``NodeConfig.max_pending_connections_per_ip``)."""
 
     def __post_init__(self) -> None:
         if self.max_message_size_bytes < 1 << 20:
@@ -179,7 +185,7 @@ class _WsPipe(asyncio.Protocol, asyncio.Transport):
         factory: ProtocolFactory,
         suffix: str,
         config: WebSocketConfig,
-        pending: set[_WsPipe] | None = None,
+        pending: FairPending[_WsPipe] | None = None,
     ) -> None:
         super().__init__()
         self._ws = ws
@@ -210,10 +216,13 @@ class _WsPipe(asyncio.Protocol, asyncio.Transport):
             ws.send_request(ws.connect())
             self._send_pending()
         elif self._pending is not None:
-            if len(self._pending) >= self._config.max_pending_upgrades:
+            peer = transport.get_extra_info("peername")
+            source = pending_source(sockaddr_to_multiaddr(peer)) if peer else Source("?", False)
+            refused, evicted = self._pending.admit(self, source)
+            if evicted is not None:
+                evicted.abort()
+            if refused is not None:
                 transport.abort()
-                return
-            self._pending.add(self)
 
     def data_received(self, data: bytes) -> None:
         ws = self._ws
@@ -478,7 +487,7 @@ class _WsPipe(asyncio.Protocol, asyncio.Transport):
 
 class WebSocketListener(ServerListener):
     def __init__(
-        self, server: asyncio.Server, addrs: list[Multiaddr], pending: set[_WsPipe]
+        self, server: asyncio.Server, addrs: list[Multiaddr], pending: FairPending[_WsPipe]
     ) -> None:
         super().__init__(server, addrs)
         self._pending = pending
@@ -486,9 +495,9 @@ class WebSocketListener(ServerListener):
     async def close(self) -> None:
         """Stop accepting; drop sockets still in the HTTP upgrade (no node owns them yet)."""
         self._server.close()
-        for pipe in list(self._pending):
+        for pipe in self._pending.items():
+            self._pending.discard(pipe)
             pipe.abort()
-        self._pending.clear()
         await super().close()
 
 
@@ -556,8 +565,10 @@ class WebSocketTransport:
                 "(or /wss, /tls/ws with a server SSL context)"
             )
         loop = asyncio.get_running_loop()
-        pending: set[_WsPipe] = set()
         config = self.config
+        pending = FairPending[_WsPipe](
+            config.max_pending_upgrades, config.max_pending_upgrades_per_ip
+        )
 
         def build() -> asyncio.Protocol:
             ws = ServerProtocol(max_size=config.max_message_size_bytes, logger=log)

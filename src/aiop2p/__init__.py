@@ -1,14 +1,15 @@
 """aiop2p: asyncio-native libp2p with end-to-end encrypted request-response and a firewall.
 
-Re-exports only; see :mod:`aiop2p.network` (the seed's ``Network``) and
-:mod:`aiop2p.node` (the libp2p host).
+Re-exports only; see :mod:`aiop2p.network` (the seed's ``Network``), :mod:`aiop2p.node`
+(the libp2p host) and :mod:`aiop2p.errors` (every exception, all exported here).
 """
 
+from . import errors as _errors
 from ._aio.connection import Connection, ConnectionId, Direction
 from ._aio.stream import Stream
 from ._version import __version__
 from .config import ConnectionLimits, NodeConfig
-from .errors import OutboundFailure, P2PError
+from .errors import *  # noqa: F403 - every exception (errors.__all__) is API
 from .events import (
     ConnectedPoint,
     ConnectionClosed,
@@ -79,8 +80,6 @@ __all__ = [
     "NewListenAddr",
     "Node",
     "NodeConfig",
-    "OutboundFailure",
-    "P2PError",
     "PeerAddress",
     "PeerId",
     "PeerRuleQuery",
@@ -93,3 +92,4 @@ __all__ = [
     "__version__",
     "assemble_relayed_addr",
 ]
+__all__ += _errors.__all__

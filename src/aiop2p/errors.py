@@ -6,7 +6,10 @@
     ├── InvalidArgumentError (ValueError)       bad argument given by the caller
     │   ├── InvalidMultiaddrError               a multiaddr that does not parse
     │   ├── InvalidPeerIdError                  a peer id that does not parse
-    │   └── InvalidKeyError                     a key that does not parse or is unsupported
+    │   ├── InvalidKeyError                     a key that does not parse or is unsupported
+    │   ├── CodecError                          a value the codec cannot encode or decode
+    │   ├── InvalidFirewallConfigError          a declarative firewall file that is malformed
+    │   └── AddressBookError                    an address book that cannot be read
     ├── InvalidStateError (RuntimeError)        API used in a state that does not allow it
     ├── ProtocolError                           a protocol machine met invalid input
     │   ├── LocalProtocolError                  we misused the protocol (a bug on our side)
@@ -23,6 +26,7 @@
     ├── ConnectionClosedError                   the connection is gone
     │   └── ConnectionLostError                 the connection broke (reset, I/O error)
     ├── DialError                               no address of the peer could be dialled
+    │   ├── NoAddressesError                    no address is known for the peer
     │   ├── ConnectionLimitError                a configured connection limit was reached
     │   └── BannedPeerError                     the peer is banned
     ├── ListenError                             an address could not be listened on
@@ -34,7 +38,12 @@
     │   ├── RequestDialError                    dialling the peer failed
     │   ├── RequestTimeoutError                 no answer within the request timeout
     │   ├── RequestConnectionClosedError        the connection closed first
-    │   │   └── ResponseOmittedError            the remote closed the stream unanswered
+    │   │   ├── ResponseOmittedError            the remote closed the stream unanswered
+    │   │   ├── RequestRefusedError             the remote reset the stream unanswered
+    │   │   │                                   (overloaded, or cannot read the request)
+    │   │   └── ResponseTooLargeError           the response exceeded max_response_size
+    │   ├── RequestTooLargeError                the request exceeds max_request_size
+    │   │                                       (also a LimitExceededError)
     │   ├── UnsupportedProtocolsError           the remote offers none of our protocols
     │   └── ShutdownError                       the local network was closed
     ├── RelayError                              relay reservation or circuit failed
@@ -45,7 +54,8 @@
     │       │                                   (also a ConnectionClosedError)
     │       └── RequestRelayLimitError          a request's circuit was cut at the limit
     │                                           (also a RequestConnectionClosedError)
-    └── LimitExceededError                      a configured count or size limit was hit
+    ├── LimitExceededError                      a configured count or size limit was hit
+    └── ChannelClosedError                      an event channel is closed and drained
 
 Peer misbehaviour never raises out of a sans-IO machine's ``receive_data``: it is
 recorded and reported as a terminal event carrying one of these errors.  Foreign
@@ -58,8 +68,11 @@ import enum
 from collections.abc import Mapping
 
 __all__ = [
+    "AddressBookError",
     "BannedPeerError",
+    "ChannelClosedError",
     "CircuitRefusedError",
+    "CodecError",
     "ConnectionClosedError",
     "ConnectionLimitError",
     "ConnectionLostError",
@@ -69,6 +82,7 @@ __all__ = [
     "HandshakeError",
     "HandshakeTimeoutError",
     "InvalidArgumentError",
+    "InvalidFirewallConfigError",
     "InvalidKeyError",
     "InvalidMultiaddrError",
     "InvalidPeerIdError",
@@ -80,6 +94,7 @@ __all__ = [
     "MessageTooLargeError",
     "MultiaddrNotSupportedError",
     "NegotiationError",
+    "NoAddressesError",
     "OutboundFailure",
     "P2PError",
     "PeerIdMismatchError",
@@ -92,10 +107,13 @@ __all__ = [
     "RequestConnectionClosedError",
     "RequestDialError",
     "RequestError",
+    "RequestRefusedError",
     "RequestRelayLimitError",
     "RequestTimeoutError",
+    "RequestTooLargeError",
     "ReservationRefusedError",
     "ResponseOmittedError",
+    "ResponseTooLargeError",
     "ShutdownError",
     "StreamClosedError",
     "StreamError",
@@ -122,6 +140,18 @@ class InvalidPeerIdError(InvalidArgumentError):
 
 class InvalidKeyError(InvalidArgumentError):
     """A key that does not parse, or of a type we cannot use."""
+
+
+class CodecError(InvalidArgumentError):
+    """A value the codec cannot encode, or bytes it cannot decode (peer input included)."""
+
+
+class InvalidFirewallConfigError(InvalidArgumentError):
+    """A declarative firewall configuration that is malformed; the message says where."""
+
+
+class AddressBookError(InvalidArgumentError):
+    """An address book (JSON text, dict or file) that cannot be read; the message says why."""
 
 
 class InvalidStateError(P2PError, RuntimeError):
@@ -209,6 +239,10 @@ class DialError(P2PError):
         super().__init__(message)
 
 
+class NoAddressesError(DialError):
+    """No address is known for the peer (the seed's ``DialErr::NoAddresses``)."""
+
+
 class ConnectionLimitError(DialError):
     """A configured connection limit was reached (the seed's ``ConnectionLimit``)."""
 
@@ -250,6 +284,10 @@ class StreamClosedError(StreamError):
     """The stream is closed for the attempted direction."""
 
 
+class LimitExceededError(P2PError):
+    """A configured count or size limit was reached."""
+
+
 class OutboundFailure(enum.Enum):
     """Why an outbound request failed (the seed's ``OutboundFailure``, with its texts)."""
 
@@ -257,6 +295,7 @@ class OutboundFailure(enum.Enum):
     TIMEOUT = "Timeout while waiting for a response"
     CONNECTION_CLOSED = "Connection was closed before a response was received"
     UNSUPPORTED_PROTOCOLS = "The remote supports none of the requested protocols"
+    REQUEST_TOO_LARGE = "The request is larger than max_request_size; it was not sent"
     SHUTDOWN = "The local peer was shut down before a response was received."
 
 
@@ -294,6 +333,27 @@ class ResponseOmittedError(RequestConnectionClosedError):
     Its firewall rejected the request, or its application dropped it; the seed's wire
     format cannot tell these apart.  Seen by the requester as ``CONNECTION_CLOSED``.
     """
+
+
+class RequestRefusedError(RequestConnectionClosedError):
+    """The remote reset the request's stream without answering.
+
+    An aiop2p peer does this when it sheds load (too many inbound requests in flight on
+    the connection or the node: retry later) or cannot read the request (e.g. above its
+    size limit).  Not ``ResponseOmittedError`` (a deliberate close: firewall, dropped)
+    nor a timeout (a responder that gives up keeps the stream open until the requester's
+    own deadline, so a timeout on either side is a ``RequestTimeoutError``).
+    """
+
+
+class ResponseTooLargeError(RequestConnectionClosedError):
+    """The response exceeded ``max_response_size``; the stream was reset."""
+
+
+class RequestTooLargeError(RequestError, LimitExceededError):
+    """The request exceeds ``max_request_size``; nothing was sent."""
+
+    kind = OutboundFailure.REQUEST_TOO_LARGE
 
 
 class UnsupportedProtocolsError(RequestError):
@@ -367,5 +427,5 @@ class RequestRelayLimitError(RequestConnectionClosedError, RelayLimitReachedErro
         self.limit_value = cause.limit_value
 
 
-class LimitExceededError(P2PError):
-    """A configured count or size limit was reached."""
+class ChannelClosedError(P2PError):
+    """The channel is closed and drained: no item will ever arrive."""

@@ -38,13 +38,24 @@ RequestId = NewType("RequestId", int)
 
 
 class InboundFailure(enum.Enum):
-    """Why an inbound request failed (the seed's ``InboundFailure``, with its texts)."""
+    """Why an inbound request failed: the seed's ``InboundFailure`` (with its texts),
+    its ``Timeout`` split by phase so that each reason is exact, plus load shedding."""
 
     TIMEOUT = "Timeout while receiving request"
+    """The requester did not finish sending its request within ``request_timeout``."""
+    RESPONSE_TIMEOUT = "The request was not answered within the request timeout"
+    """The firewall decision or the application's answer took too long."""
+    SEND_TIMEOUT = "Timeout while sending the response (the requester does not read it)"
+    """The response write could not finish within ``request_timeout``; stream reset."""
     NOT_PERMITTED = "The firewall blocked the inbound request"
     CONNECTION_CLOSED = "The connection closed directly after the request was received"
+    CANCELLED = "The requester reset the stream before the response was sent"
+    """The requester gave up (cancelled, or its own timeout); the connection is fine."""
     RESPONSE_OMISSION = "The request was dropped without a response"
     INVALID_REQUEST = "The request could not be read or decoded"
+    OVERLOADED = "Refused: too many inbound requests in flight"
+    """``max_concurrent_inbound_requests`` (node) or ``…_per_connection`` was reached;
+    the stream was reset unread."""
 
 
 @dataclass(frozen=True, slots=True)

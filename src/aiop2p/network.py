@@ -17,6 +17,7 @@ queue), inbound work arrives through bounded channels, and firewall questions go
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -35,13 +36,14 @@ from .errors import (
     InvalidArgumentError,
     InvalidStateError,
     MultiaddrNotSupportedError,
+    NoAddressesError,
     P2PError,
     RelayNotSupportedError,
     RequestConnectionClosedError,
     RequestDialError,
     RequestTimeoutError,
     ShutdownError,
-    StreamError,
+    StreamResetError,
 )
 from .events import (
     ConnectedPoint,
@@ -116,10 +118,6 @@ Rs = TypeVar("Rs")
 DEFAULT_PROTOCOL = "/p2p/1.0.0"
 
 
-class NoAddressesError(DialError):
-    """No address is known for the peer (the seed's ``DialErr::NoAddresses``)."""
-
-
 @dataclass(frozen=True, slots=True)
 class ChannelConfig:
     """Size and overflow policy of one of the network's outgoing channels."""
@@ -151,6 +149,14 @@ class NetworkConfig:
     firewall_channel_capacity: int = 16
     """Firewall questions waiting for the application; more wait for room (bounded by
     ``firewall_timeout``)."""
+    max_concurrent_inbound_requests_per_connection: int = 128
+    """Inbound requests one connection may have in flight (arrived, not yet answered);
+    beyond it a new request's stream is reset unread (``InboundFailure.OVERLOADED``,
+    ``RequestRefusedError`` to the requester), so one peer cannot take the whole node."""
+    max_concurrent_inbound_requests: int = 32768
+    """Inbound requests in flight on the whole node; beyond it new ones are refused as
+    above instead of queueing until they time out.  Sized so that 1,000 peers with 32
+    requests in flight each fit."""
     relay_client: bool = True
     """Listen and dial through circuit relays (on by default)."""
     relay_server: RelayServerConfig | None = None
@@ -168,6 +174,12 @@ class NetworkConfig:
         for name in ("request_timeout", "connection_timeout", "firewall_timeout"):
             if getattr(self, name) <= 0:
                 raise InvalidArgumentError(f"{name} must be positive")
+        for name in (
+            "max_concurrent_inbound_requests_per_connection",
+            "max_concurrent_inbound_requests",
+        ):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"{name} must be at least 1")
         if not self.protocols:
             raise InvalidArgumentError("at least one request protocol is needed")
 
@@ -250,12 +262,12 @@ class ApprovalRequest(Generic[Rq]):
 FirewallRequest = PeerRuleQuery | ApprovalRequest[Any]
 
 
-class _Omitted(Exception):
-    """The application dropped an inbound request without answering."""
+class _Omitted(P2PError):
+    """The application dropped an inbound request without answering (internal)."""
 
 
-class _ConnectionGone(Exception):
-    """The connection of a delivered, unanswered inbound request closed."""
+class _ConnectionGone(P2PError):
+    """The connection of a delivered, unanswered inbound request closed (internal)."""
 
 
 class InboundRequest(Generic[Rq, Rs]):
@@ -386,6 +398,9 @@ class Network(Generic[Rq, Rs]):
         # Response slots of delivered, unanswered requests, per connection: failed at
         # once when the connection closes (not only at the request timeout).
         self._delivered: dict[ConnectionId, set[asyncio.Future[bytes]]] = {}
+        # Inbound requests in flight, per connection and in all (the load-shedding bounds).
+        self._inflight: dict[ConnectionId, int] = {}
+        self._inflight_total = 0
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
@@ -995,26 +1010,85 @@ class Network(Generic[Rq, Rs]):
 
     async def _serve_request(self, stream: Stream) -> None:
         request_id = self._next_id()
+        conn_id = stream.connection.id
+        config = self.config
+        count = self._inflight.get(conn_id, 0)
+        if (
+            count >= config.max_concurrent_inbound_requests_per_connection
+            or self._inflight_total >= config.max_concurrent_inbound_requests
+        ):
+            # Shed load before doing any work: the requester sees a reset at once
+            # (RequestRefusedError) instead of a timeout later.
+            stream.reset()
+            failure: InboundFailure | None = InboundFailure.OVERLOADED
+        else:
+            self._inflight[conn_id] = count + 1
+            self._inflight_total += 1
+            try:
+                failure = await self._serve_admitted(stream, request_id)
+            finally:
+                self._inflight_total -= 1
+                left = self._inflight[conn_id] - 1
+                if left:
+                    self._inflight[conn_id] = left
+                else:
+                    del self._inflight[conn_id]
+        if failure is None:
+            return
+        self._emit(InboundRequestFailed(request_id, stream.connection.remote_peer, failure))
+        if failure in _GAVE_UP and config.framing is Framing.LENGTH_PREFIXED:
+            await _linger_then_reset(stream, self.node.config.stream_linger_timeout)
+        elif failure in _CLOSE_UNANSWERED and config.framing is Framing.LENGTH_PREFIXED:
+            await _close(stream)
+        else:
+            # Reset: overload, unreadable request, stalled write; and every failure with
+            # EOF framing, where a clean close would read as an empty response.
+            stream.reset()
+
+    async def _serve_admitted(self, stream: Stream, request_id: RequestId) -> InboundFailure | None:
+        """Read, decide, deliver, answer; the failure, if any, exactly as it happened."""
         conn = stream.connection
         peer = conn.remote_peer
-        failure: InboundFailure | None = None
+        config = self.config
         loop = asyncio.get_running_loop()
         response: asyncio.Future[bytes] = loop.create_future()
         written: asyncio.Future[None] = loop.create_future()
         task = asyncio.current_task()
         assert task is not None
+        # What the deadline means if it strikes now: the phase of the exchange.
+        phase = InboundFailure.TIMEOUT
+        failure: InboundFailure | None = None
         deadline = self._deadlines.start(task)
         try:
-            failure = await self._handle_request(
-                stream, request_id, conn.id, peer, response, written
+            body = await read_request(
+                stream, framing=config.framing, max_request_size=config.max_request_size
             )
+            try:
+                value: Rq = self.codec.decode(body)
+                view = self._firewall_view(value)
+            except (P2PError, ValueError, TypeError) as exc:
+                log.debug("invalid request from %s: %s", peer, exc)
+                return InboundFailure.INVALID_REQUEST
+            phase = InboundFailure.RESPONSE_TIMEOUT
+            outcome = await self._answer(
+                stream, request_id, conn.id, peer, value, view, response, written
+            )
+            if isinstance(outcome, InboundFailure):
+                failure = outcome
+                return failure
+            phase = InboundFailure.SEND_TIMEOUT
+            await write_response(stream, outcome, framing=config.framing)
+            written.set_result(None)
+            return None
         except asyncio.CancelledError:
             if not deadline.expired:
                 raise
             task.uncancel()
-            failure = InboundFailure.TIMEOUT
-        except (StreamError, ConnectionClosedError):
-            failure = InboundFailure.CONNECTION_CLOSED
+            failure = phase
+            return failure
+        except P2PError as exc:
+            failure = _stream_failure(stream, exc, phase)
+            return failure
         finally:
             deadline.finish()
             self._decisions.pop(request_id, None)
@@ -1027,38 +1101,19 @@ class Network(Generic[Rq, Rs]):
                 ended = failure.value if failure is not None else "request ended"
                 written.set_exception(InvalidStateError(ended))
                 written.exception()
-        if failure is not None:
-            self._emit(InboundRequestFailed(request_id, peer, failure))
-            if (
-                failure is InboundFailure.INVALID_REQUEST
-                or self.config.framing is Framing.EOF_DELIMITED
-            ):
-                # With EOF framing a clean close reads as an empty response: reset.
-                stream.reset()
-            else:
-                await _close(stream)
 
-    async def _handle_request(
+    async def _answer(
         self,
         stream: Stream,
         request_id: RequestId,
         conn_id: ConnectionId,
         peer: PeerId,
+        value: Rq,
+        view: Any,
         response: asyncio.Future[bytes],
         written: asyncio.Future[None],
-    ) -> InboundFailure | None:
-        config = self.config
-        try:
-            body = await read_request(
-                stream, framing=config.framing, max_request_size=config.max_request_size
-            )
-            value: Rq = self.codec.decode(body)
-            view = self._firewall_view(value)
-        except (StreamError, ConnectionClosedError):
-            raise
-        except (P2PError, ValueError, TypeError) as exc:
-            log.debug("invalid request from %s: %s", peer, exc)
-            return InboundFailure.INVALID_REQUEST
+    ) -> bytes | InboundFailure:
+        """The firewall's decision, then the application's answer (or why there is none)."""
         decision: asyncio.Future[RejectReason | None] = asyncio.get_running_loop().create_future()
         self._decisions[request_id] = decision
         self._apply(self._engine.on_request(request_id, peer, conn_id, view))
@@ -1080,7 +1135,7 @@ class Network(Generic[Rq, Rs]):
             if not await self._requests.send(inbound):
                 inbound.drop()
             del inbound  # the application holds the only reference now
-            data = await response
+            return await response
         except _Omitted:
             return InboundFailure.RESPONSE_OMISSION
         except _ConnectionGone:
@@ -1089,9 +1144,42 @@ class Network(Generic[Rq, Rs]):
             delivered.discard(response)
             if not delivered and self._delivered.get(conn_id) is delivered:
                 del self._delivered[conn_id]
-        await write_response(stream, data, framing=config.framing)
-        written.set_result(None)
-        return None
+
+
+_GAVE_UP = frozenset({InboundFailure.TIMEOUT, InboundFailure.RESPONSE_TIMEOUT})
+"""We gave up waiting: keep the stream open so the requester meets its own deadline."""
+
+_CLOSE_UNANSWERED = frozenset(
+    {
+        InboundFailure.NOT_PERMITTED,
+        InboundFailure.RESPONSE_OMISSION,
+        InboundFailure.CONNECTION_CLOSED,
+        InboundFailure.CANCELLED,
+    }
+)
+"""Deliberate non-answers: a clean close (the requester's ``ResponseOmittedError``)."""
+
+
+def _stream_failure(stream: Stream, exc: P2PError, phase: InboundFailure) -> InboundFailure:
+    """Why a stream operation of an inbound request failed."""
+    if not stream.connection.is_established:
+        return InboundFailure.CONNECTION_CLOSED
+    if isinstance(exc, StreamResetError):
+        return InboundFailure.CANCELLED  # the requester reset its stream
+    if phase is InboundFailure.TIMEOUT:
+        return InboundFailure.INVALID_REQUEST  # early EOF, bad length prefix, too large
+    return InboundFailure.CONNECTION_CLOSED
+
+
+async def _linger_then_reset(stream: Stream, linger: float) -> None:
+    """After our deadline: no FIN (a clean close would read as "omitted"), but wait for
+    the requester to give up on its own deadline (it started first), at most
+    ``linger`` seconds, discarding what it sends; then reset."""
+    with contextlib.suppress(TimeoutError, P2PError):
+        async with asyncio.timeout(linger):
+            while await stream.read(1 << 16):
+                pass
+    stream.reset()
 
 
 def _endpoint(conn: Connection) -> ConnectedPoint:

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InvalidArgumentError
+from ..errors import AddressBookError, InvalidArgumentError
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from .codecs import CodecError, json_loads
@@ -47,10 +47,6 @@ __all__ = [
 
 MAX_ADDRESS_BOOK_FILE_BYTES = 64 * 1024 * 1024
 """Refuse to load address-book files larger than this (a corrupt or hostile file)."""
-
-
-class AddressBookError(InvalidArgumentError):
-    """An address book (JSON text, dict or file) that cannot be read; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)

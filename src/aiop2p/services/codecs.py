@@ -19,7 +19,7 @@ import re
 from itertools import accumulate
 from typing import Any, Final, Protocol, runtime_checkable
 
-from ..errors import InvalidArgumentError
+from ..errors import CodecError, InvalidArgumentError
 
 __all__ = ["DEFAULT_MAX_JSON_DEPTH", "Codec", "CodecError", "JsonCodec", "RawCodec", "json_loads"]
 
@@ -76,10 +76,6 @@ def json_loads(data: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) ->
         raise CodecError(f"invalid JSON: {exc}") from exc
     except RecursionError:  # only if max_depth is set above what the stack allows
         raise CodecError("invalid JSON: nested too deeply for this process") from None
-
-
-class CodecError(InvalidArgumentError):
-    """A value could not be encoded, or bytes could not be decoded."""
 
 
 @runtime_checkable

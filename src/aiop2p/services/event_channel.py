@@ -36,17 +36,13 @@ import logging
 from collections import deque
 from typing import Generic, TypeVar
 
-from ..errors import InvalidArgumentError, LimitExceededError, P2PError
+from ..errors import ChannelClosedError, InvalidArgumentError, LimitExceededError
 
 __all__ = ["ChannelClosedError", "ChannelSinkConfig", "EventChannel"]
 
 _log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-
-class ChannelClosedError(P2PError):
-    """The channel is closed and drained: no item will ever arrive."""
 
 
 class ChannelSinkConfig(enum.Enum):

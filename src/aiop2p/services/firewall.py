@@ -26,7 +26,12 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeAlias, TypeVar
 
-from ..errors import InvalidArgumentError, InvalidPeerIdError, InvalidStateError
+from ..errors import (
+    InvalidArgumentError,
+    InvalidFirewallConfigError,
+    InvalidPeerIdError,
+    InvalidStateError,
+)
 from ..events import RequestId
 from ..identity import PeerId
 from .codecs import CodecError, json_loads
@@ -69,10 +74,6 @@ log = logging.getLogger(__name__)
 
 TRq = TypeVar("TRq")
 TRq_contra = TypeVar("TRq_contra", contravariant=True)
-
-
-class InvalidFirewallConfigError(InvalidArgumentError):
-    """A declarative firewall configuration that is malformed; the message says where."""
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ Two framings:
 * ``EOF_DELIMITED`` (rust-libp2p ``request_response`` json/cbor codecs): the body is
   sent unframed and the writer half-closes; the reader reads to EOF.
 
-Errors are mapped to the seed's outbound failure kinds (see :mod:`aiop2p.errors`).
+Errors are mapped to the seed's outbound failure kinds (see :mod:`aiop2p.errors`); how
+the remote ended the stream tells the requester why: closed unanswered is
+``ResponseOmittedError`` (firewall, dropped), reset is ``RequestRefusedError`` (overload,
+unreadable request).
 """
 
 from __future__ import annotations
@@ -18,16 +21,20 @@ from .._aio.connection import Connection
 from .._aio.stream import Stream
 from ..errors import (
     ConnectionClosedError,
-    LimitExceededError,
     MessageTooLargeError,
     P2PError,
     ProtocolNotSupportedError,
     RelayLimitReachedError,
+    RemoteProtocolError,
     RequestConnectionClosedError,
+    RequestRefusedError,
     RequestRelayLimitError,
+    RequestTooLargeError,
     ResponseOmittedError,
+    ResponseTooLargeError,
     StreamClosedError,
     StreamError,
+    StreamResetError,
     UnsupportedProtocolsError,
 )
 
@@ -35,7 +42,7 @@ __all__ = [
     "DEFAULT_MAX_REQUEST_SIZE",
     "DEFAULT_MAX_RESPONSE_SIZE",
     "Framing",
-    "ResponseTooLargeError",
+    "ResponseTooLargeError",  # re-exported from aiop2p.errors, where it lives
     "read_request",
     "send_request_on",
     "write_response",
@@ -50,10 +57,6 @@ class Framing(enum.Enum):
     EOF_DELIMITED = "eof-delimited"
 
 
-class ResponseTooLargeError(RequestConnectionClosedError):
-    """The response exceeded ``max_response_size``; the stream was reset."""
-
-
 async def send_request_on(
     conn: Connection,
     protocols: tuple[str, ...],
@@ -65,7 +68,7 @@ async def send_request_on(
 ) -> bytes:
     """Send ``payload`` on a new stream of ``conn`` and return the response body."""
     if len(payload) > max_request_size:
-        raise LimitExceededError(
+        raise RequestTooLargeError(
             f"request of {len(payload)} bytes exceeds max_request_size ({max_request_size})"
         )
     try:
@@ -97,6 +100,13 @@ async def send_request_on(
             "Connection was closed before a response was received"
             " (the remote closed the stream without answering)"
         ) from exc
+    except StreamResetError as exc:
+        raise RequestRefusedError(
+            "Connection was closed before a response was received"
+            " (the remote reset the stream: it refused the request, e.g. overloaded)"
+        ) from exc
+    except RemoteProtocolError as exc:
+        raise RequestConnectionClosedError(f"invalid response: {exc}") from exc
     except (StreamError, ConnectionClosedError) as exc:
         raise _closed_error(exc) from exc
 

@@ -30,7 +30,8 @@
     │   ├── ConnectionLimitError                a configured connection limit was reached
     │   └── BannedPeerError                     the peer is banned
     ├── ListenError                             an address could not be listened on
-    │   └── MultiaddrNotSupportedError          no transport for that address
+    │   ├── MultiaddrNotSupportedError          no transport for that address
+    │   └── AddressInUseError                   another socket listens on that port
     ├── StreamError                             a stream operation failed
     │   ├── StreamResetError                    the stream was reset (by either side)
     │   └── StreamClosedError                   writing after close, reading after reset
@@ -69,6 +70,7 @@ from collections.abc import Mapping
 
 __all__ = [
     "AddressBookError",
+    "AddressInUseError",
     "BannedPeerError",
     "ChannelClosedError",
     "CircuitRefusedError",
@@ -262,6 +264,10 @@ class BannedPeerError(DialError):
 
 class ListenError(P2PError):
     """An address could not be listened on."""
+
+
+class AddressInUseError(ListenError):
+    """Another socket (of any process, or this one) already listens on that address."""
 
 
 class MultiaddrNotSupportedError(ListenError):

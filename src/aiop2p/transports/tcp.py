@@ -4,16 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import errno
 import ipaddress
+import os
 import socket
+import struct
+import sys
 from collections.abc import Callable
 
-from ..errors import InvalidMultiaddrError, ListenError
+from ..errors import AddressInUseError, InvalidMultiaddrError, ListenError
 from ..multiaddr import Multiaddr
 from ._base import ProtocolFactory, ServerListener
 
-__all__ = ["TcpListener", "TcpTransport", "sockaddr_to_multiaddr", "tcp_target"]
+__all__ = [
+    "TcpListener",
+    "TcpTransport",
+    "listen_error",
+    "listen_socket",
+    "sockaddr_to_multiaddr",
+    "tcp_target",
+]
+
+LISTEN_BACKLOG = 1024
 
 _HOST_PROTOCOLS = {
     "ip4": socket.AF_INET,
@@ -50,6 +63,81 @@ def sockaddr_to_multiaddr(sockaddr: tuple[str, int] | tuple[str, int, int, int])
 def _tune(sock: socket.socket | None) -> None:
     if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def listen_error(addr: Multiaddr, exc: OSError) -> ListenError:
+    """The :class:`ListenError` for a failed bind or listen on ``addr``."""
+    if exc.errno == errno.EADDRINUSE:
+        return AddressInUseError(f"cannot listen on {addr}: address already in use")
+    return ListenError(f"cannot listen on {addr}: {exc.strerror or exc}")
+
+
+def listen_socket(
+    addr: Multiaddr, host: str, port: int, family: int, *, reuse_port: bool = False
+) -> socket.socket:
+    """A listening socket on ``(host, port)`` that no other socket listens on.
+
+    Raises :class:`AddressInUseError` when one does, whatever process owns it.  Without
+    ``reuse_port`` the kernel enforces that.  With it (``SO_REUSEPORT``, so that our own
+    dials can leave from the listen port), Linux would let any socket of the same user
+    that also sets ``SO_REUSEPORT`` share the port and split inbound connections with
+    us, so the port is first probed with a bind *without* ``SO_REUSEPORT``, which
+    fails if anything listens there; ``SO_REUSEADDR`` on the probe lets TIME_WAIT
+    leftovers and our own outbound sockets (bound, never listening) pass.  Port 0 needs
+    no probe: the kernel only picks a port nothing is bound to.  Once listening, the
+    port's ``SO_REUSEPORT`` group is pinned to our socket (:func:`_pin_reuseport_group`)
+    so that a socket slipping in after the probe still gets no connection.
+    """
+    sockaddr = (host, port)
+    sock: socket.socket | None = None
+    try:
+        if reuse_port and port != 0:
+            _bind_probe(sockaddr, family)
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        _listen_options(sock, family)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+        sock.listen(LISTEN_BACKLOG)
+        if reuse_port:
+            _pin_reuseport_group(sock)
+        sock.setblocking(False)
+    except OSError as exc:
+        if sock is not None:
+            sock.close()
+        raise listen_error(addr, exc) from exc
+    return sock
+
+
+def _listen_options(sock: socket.socket, family: int) -> None:
+    if os.name == "posix":  # elsewhere SO_REUSEADDR would let others take the port
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:  # /ip6/:: is IPv6 only, as /ip4/0.0.0.0 is IPv4 only
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+def _bind_probe(sockaddr: tuple[str, int], family: int) -> None:
+    """Bind (never listen) a socket without ``SO_REUSEPORT``: OSError if a listener is there."""
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        _listen_options(probe, family)
+        probe.bind(sockaddr)
+
+
+_SO_ATTACH_REUSEPORT_CBPF = getattr(socket, "SO_ATTACH_REUSEPORT_CBPF", 51)
+_BPF_RET_K = 0x06  # BPF_RET | BPF_K: return a constant
+
+
+def _pin_reuseport_group(sock: socket.socket) -> None:
+    """Linux: attach a one-instruction classic BPF program to the port's ``SO_REUSEPORT``
+    group that picks index 0, the group's first socket (ours, since the probe found the
+    port free), for every new connection.  Best effort: elsewhere the probe alone guards.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    insn = ctypes.create_string_buffer(struct.pack("=HBBI", _BPF_RET_K, 0, 0, 0), 8)
+    fprog = struct.pack("@HP", 1, ctypes.addressof(insn))  # struct sock_fprog
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, _SO_ATTACH_REUSEPORT_CBPF, fprog)
 
 
 class TcpListener(ServerListener):
@@ -130,18 +218,14 @@ class TcpTransport:
             return _Deferred(factory, None)
 
         reuse = self.port_reuse
+        sock = listen_socket(
+            addr, host, port, family, reuse_port=reuse and hasattr(socket, "SO_REUSEPORT")
+        )
         try:
-            server = await loop.create_server(
-                build,
-                host,
-                port,
-                family=family,
-                reuse_address=True,
-                reuse_port=reuse and hasattr(socket, "SO_REUSEPORT"),
-                backlog=1024,
-            )
+            server = await loop.create_server(build, sock=sock, backlog=LISTEN_BACKLOG)
         except OSError as exc:
-            raise ListenError(f"cannot listen on {addr}: {exc.strerror or exc}") from exc
+            sock.close()
+            raise listen_error(addr, exc) from exc
         addrs = [sockaddr_to_multiaddr(sock.getsockname()) for sock in server.sockets]
         listener = TcpListener(server, addrs)
         if reuse:

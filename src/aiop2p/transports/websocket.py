@@ -43,13 +43,12 @@ from ..errors import (
     DialError,
     InvalidArgumentError,
     InvalidMultiaddrError,
-    ListenError,
     RemoteProtocolError,
 )
 from ..multiaddr import Multiaddr
 from ._base import ProtocolFactory, ServerListener
 from .pending import FairPending, Source, pending_source
-from .tcp import sockaddr_to_multiaddr
+from .tcp import LISTEN_BACKLOG, listen_error, listen_socket, sockaddr_to_multiaddr
 
 __all__ = [
     "WebSocketConfig",
@@ -574,18 +573,17 @@ class WebSocketTransport:
             ws = ServerProtocol(max_size=config.max_message_size_bytes, logger=log)
             return _WsPipe(ws, factory, target.suffix, config, pending)
 
+        sock = listen_socket(addr, target.host, target.port, target.family)
         try:
             server = await loop.create_server(
                 build,
-                target.host,
-                target.port,
-                family=target.family,
+                sock=sock,
                 ssl=self._server_ssl if target.secure else None,
-                reuse_address=True,
-                backlog=1024,
+                backlog=LISTEN_BACKLOG,
             )
         except OSError as exc:
-            raise ListenError(f"cannot listen on {addr}: {exc.strerror or exc}") from exc
+            sock.close()
+            raise listen_error(addr, exc) from exc
         addrs = [
             Multiaddr(f"{sockaddr_to_multiaddr(sock.getsockname())}{target.suffix}")
             for sock in server.sockets

@@ -18,7 +18,7 @@ from ..network import DEFAULT_PROTOCOL
 from ..node import Node
 from . import relay, send, serve
 from ._common import Output, default_key_path, describe, load_key
-from .discover import discover
+from .discover import add_mdns_interface_argument, discover, mdns_config
 
 __all__ = ["ECHO_PROTOCOL_ID", "default_key_path", "main"]
 
@@ -74,7 +74,8 @@ async def cmd_perf(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_discover(args: argparse.Namespace, out: Output) -> int:
-    for found in await discover(args.seconds):
+    config = mdns_config(args.mdns_interface, include_loopback=True)
+    for found in await discover(args.seconds, config=config):
         addrs = [str(a.with_peer_id(found.peer_id)) for a in found.addrs]
         out.emit(" ".join([str(found.peer_id), *addrs]), peer_id=str(found.peer_id), addrs=addrs)
     return 0
@@ -120,6 +121,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seconds", type=_positive_float, default=3.0, help="how long to listen (default 3)"
     )
+    add_mdns_interface_argument(p)
     p.set_defaults(run=cmd_discover)
 
     p = sub.add_parser("ping", parents=[common], help="ping a peer (/ipfs/ping/1.0.0)")

@@ -19,8 +19,8 @@ from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL, InboundRequest, Network
 from ..services.codecs import RawCodec, json_loads
 from ..services.firewall import FirewallRules, InvalidFirewallConfigError, Rule
-from ..services.mdns import MdnsConfig
 from ._common import Output, default_address_book_path, load_key, stop_on_signals
+from .discover import add_mdns_interface_argument, mdns_config
 from .firewall_prompt import FirewallPrompter, is_ping
 
 __all__ = ["DEFAULT_RULES", "RequestView", "build_firewall", "cmd_serve", "request_view"]
@@ -86,6 +86,8 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     for relay_addr in relays:
         if relay_addr.peer_id is None:
             raise InvalidArgumentError(f"--relay needs the relay's /p2p/<id>: {relay_addr}")
+    if args.mdns_interface and not args.mdns:
+        raise InvalidArgumentError("--mdns-interface needs mDNS (drop --no-mdns)")
     rules, secure_default = build_firewall(args)
     if args.address_book:
         book: Path | None = Path(args.address_book)
@@ -97,7 +99,7 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         codec=RawCodec(),
         firewall_view=request_view,
         firewall_handler=FirewallPrompter(out, show=show),
-        mdns=MdnsConfig() if args.mdns else None,
+        mdns=mdns_config(args.mdns_interface) if args.mdns else None,
         address_book_path=book,
     )
     loop = asyncio.get_running_loop()
@@ -216,4 +218,5 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         default=True,
         help="announce and discover peers on the LAN with mDNS (default: on)",
     )
+    add_mdns_interface_argument(p)
     p.set_defaults(run=cmd_serve)

@@ -14,15 +14,19 @@ records what others announce:
 - our own announcements (same peer id or peer name) are ignored.
 
 One UDP socket per interface and address family, bound to port 5353 with
-``SO_REUSEADDR``/``SO_REUSEPORT`` so several peers (and other mDNS responders) share a
+``SO_REUSEADDR`` (plus ``SO_REUSEPORT`` except on Linux, see
+:data:`_SHARE_WITH_REUSEPORT`) so several peers (and other mDNS responders) share a
 host, joined to 224.0.0.251 (and ff02::fb where the interface has IPv6), with multicast
 loopback on so peers on the same host see each other.  On Linux ``IP_MULTICAST_ALL`` is
 turned off so each socket receives only its own interface's traffic: answers go back on
 the interface the query came from, and loopback addresses are announced and accepted only
-on a loopback interface.
+on a loopback interface.  Loopback itself is used when it is multicast-capable and either
+no LAN interface is usable or the node listens on a loopback address (joined when such a
+listener appears), see :func:`select_interfaces`.
 
-Time comes from the event loop clock (``loop.time()``, ``call_at``): no task, no sleep,
-so tests drive it with a fake loop clock.  Responses are not delayed by RFC 6762's
+Time comes from the event loop clock (``loop.time()``, ``call_at``): no periodic task,
+no sleep, so tests drive it with a fake loop clock (a one-off task opens the loopback
+sockets when a loopback listener appears after start).  Responses are not delayed by RFC 6762's
 random 20-120 ms, but a response on an interface follows the previous one by at least
 ``min_response_interval`` seconds (later queries within that window share one deferred
 answer).  Legacy unicast queries (source port not 5353) are answered by multicast too.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import ipaddress
 import logging
@@ -87,6 +92,7 @@ _SIOCGIFFLAGS = 0x8913
 _SIOCGIFADDR = 0x8915
 _IFF_UP = 0x1
 _IFF_LOOPBACK = 0x8
+_IFF_RUNNING = 0x40
 _IFF_MULTICAST = 0x1000
 _IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux values
 _IPV6_MULTICAST_ALL = 29
@@ -105,9 +111,13 @@ class MdnsConfig:
     max_record_ttl: int = 4500
     """Cap, seconds, on the TTL we honour from others (75 minutes, the DNS-SD PTR TTL)."""
     interfaces: tuple[str, ...] = ()
-    """Interface names or IP addresses to use; empty: every interface that is up,
-    multicast-capable and not loopback (plus loopback ones if ``include_loopback``)."""
-    include_loopback: bool = False
+    """Interface names or IP addresses to use (``aiop2p serve/discover --mdns-interface``);
+    empty: every interface that is up, multicast-capable and not loopback, plus loopback
+    as ``include_loopback`` says."""
+    include_loopback: bool | None = None
+    """``None``: use loopback when it is multicast-capable and either no other interface
+    is usable (up, carrier, an address) or the node listens on a loopback address;
+    ``True``: always; ``False``: never."""
     ipv4: bool = True
     ipv6: bool = True
     """Also use ff02::fb on interfaces that have IPv6 (failures there are only logged)."""
@@ -155,6 +165,14 @@ class MdnsInterface:
     up: bool
     loopback: bool
     multicast: bool
+    running: bool = True
+    """Carrier present (``IFF_RUNNING``): an unplugged LAN does not make loopback idle."""
+
+    @property
+    def loopback_multicast(self) -> bool:
+        """A loopback that delivers multicast: with the ``MULTICAST`` flag, or on Linux,
+        whose ``lo`` loops multicast back without it (a fresh ``lo`` lacks the flag)."""
+        return self.loopback and self.up and (self.multicast or sys.platform == "linux")
 
 
 def list_interfaces() -> list[MdnsInterface]:
@@ -196,13 +214,26 @@ def list_interfaces() -> list[MdnsInterface]:
                     up=bool(flags & _IFF_UP),
                     loopback=bool(flags & _IFF_LOOPBACK),
                     multicast=bool(flags & _IFF_MULTICAST),
+                    running=bool(flags & _IFF_RUNNING),
                 )
             )
     return found
 
 
-def select_interfaces(config: MdnsConfig, available: list[MdnsInterface]) -> list[MdnsInterface]:
-    """The interfaces ``config`` asks for; unknown explicit names raise ``ListenError``."""
+def select_interfaces(
+    config: MdnsConfig,
+    available: list[MdnsInterface],
+    *,
+    listening_on_loopback: bool = False,
+) -> list[MdnsInterface]:
+    """The interfaces ``config`` asks for; unknown explicit names raise ``ListenError``.
+
+    Without explicit names: the LAN interfaces (up, multicast, not loopback), then
+    loopback per ``config.include_loopback``; automatic (``None``) takes a
+    multicast-capable loopback when no LAN interface is usable (up, carrier, an address
+    of an enabled family: the offline laptop) or when ``listening_on_loopback`` (peers
+    bound to 127.0.0.1 are only reachable there).
+    """
     if config.interfaces:
         chosen: list[MdnsInterface] = []
         for wanted in config.interfaces:
@@ -211,28 +242,68 @@ def select_interfaces(config: MdnsConfig, available: list[MdnsInterface]) -> lis
                 raise ListenError(f"no network interface named or addressed {wanted!r}")
             chosen.extend(i for i in match if i not in chosen)
         return chosen
-    return [
-        i
-        for i in available
-        if i.up and (i.multicast or i.loopback) and (config.include_loopback or not i.loopback)
-    ]
+    lan = [i for i in available if i.up and i.multicast and not i.loopback]
+    include = config.include_loopback
+    if include is None:
+        usable = [
+            i for i in lan if i.running and ((config.ipv4 and i.ipv4) or (config.ipv6 and i.ipv6))
+        ]
+        loops = [i for i in available if i.loopback_multicast]
+        if loops and (listening_on_loopback or not usable):
+            return lan + loops
+        return lan
+    if include:
+        return lan + [i for i in available if i.up and i.loopback]
+    return lan
+
+
+def _listens_on_loopback(addrs: list[Multiaddr]) -> bool:
+    return any(_is_loopback(a) and not a.has_protocol("p2p-circuit") for a in addrs)
 
 
 # -- sockets ----------------------------------------------------------------------------
+
+
+_SHARE_WITH_REUSEPORT = sys.platform != "linux"
+"""Share port 5353 with ``SO_REUSEPORT`` (BSD, macOS need it), not on Linux.
+
+On Linux ``SO_REUSEADDR`` alone lets any number of UDP sockets share the port and every
+member of the group gets the multicast.  With ``SO_REUSEPORT`` as well, a datagram from
+another host went to whichever socket of the reuse group the kernel hashed it to, ignoring
+the interface each had joined on: with a loopback socket next to eth0's, about half of the
+LAN's queries and answers landed on the loopback socket and were lost (measured: 7 to 12 of
+16, Linux 6.18)."""
 
 
 def _base_socket(family: socket.AddressFamily) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if hasattr(socket, "SO_REUSEPORT"):
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if _SHARE_WITH_REUSEPORT:
+            _set_reuseport(sock)
         sock.setblocking(False)
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _set_reuseport(sock: socket.socket) -> None:
+    if hasattr(socket, "SO_REUSEPORT"):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+
+
+def _bind(sock: socket.socket, addr: tuple[str, int]) -> None:
+    """Bind to the mDNS port; on Linux, if a responder holds it with ``SO_REUSEPORT``
+    only, join it that way (the only way to share the port with it)."""
+    try:
+        sock.bind(addr)
+    except OSError as exc:
+        if _SHARE_WITH_REUSEPORT or exc.errno != errno.EADDRINUSE:
+            raise
+        _set_reuseport(sock)
+        sock.bind(addr)
 
 
 def _ipv4_socket(iface: MdnsInterface, port: int) -> socket.socket:
@@ -241,7 +312,7 @@ def _ipv4_socket(iface: MdnsInterface, port: int) -> socket.socket:
     try:
         if sys.platform == "linux":
             sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
-        sock.bind(("", port))
+        _bind(sock, ("", port))
         local = socket.inet_aton(iface.ipv4)
         group = socket.inet_aton(MDNS_IPV4_GROUP)
         if sys.platform == "linux":  # ip_mreqn: by interface index, robust to shared addresses
@@ -267,7 +338,7 @@ def _ipv6_socket(iface: MdnsInterface, port: int) -> socket.socket:
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if sys.platform == "linux":
             sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL, 0)
-        sock.bind(("::", port))
+        _bind(sock, ("::", port))
         mreq = socket.inet_pton(socket.AF_INET6, MDNS_IPV6_GROUP) + struct.pack("@I", iface.index)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, mreq)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, iface.index)
@@ -360,6 +431,7 @@ class MdnsService:
         self._query_handle: asyncio.TimerHandle | None = None
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._announce_pending = False
+        self._loopback_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
         self._closed = False
@@ -389,43 +461,101 @@ class MdnsService:
         """Open the sockets, send the first query, and answer queries from now on.
 
         Raises ``ListenError`` if explicitly requested interfaces are unusable; with the
-        default selection, a host without a usable interface just logs a warning.
+        default selection, a host without a usable interface just logs a warning that
+        names the fix (``--mdns-interface`` / ``MdnsConfig.interfaces``).
         """
         if self._started:
             return
         self._started = True
-        loop = self._loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         config = self.config
         errors: list[str] = []
-        for iface in select_interfaces(config, list_interfaces()):
-            families: list[bool] = []
-            if config.ipv4 and iface.ipv4 is not None:
-                families.append(False)
-            if config.ipv6 and iface.ipv6:
-                families.append(True)
-            for ipv6 in families:
-                try:
-                    sock = (_ipv6_socket if ipv6 else _ipv4_socket)(iface, config.port)
-                except OSError as exc:
-                    (log.debug if ipv6 else log.warning)(
-                        "mDNS: cannot use %s (%s): %s", iface.name, "IPv6" if ipv6 else "IPv4", exc
-                    )
-                    errors.append(f"{iface.name}: {exc}")
-                    continue
-                endpoint = _Endpoint(self, iface, ipv6)
-                try:
-                    await loop.create_datagram_endpoint(lambda e=endpoint: e, sock=sock)  # type: ignore[misc]
-                except OSError as exc:
-                    sock.close()
-                    errors.append(f"{iface.name}: {exc}")
-                    continue
-                self._endpoints.append(endpoint)
+        chosen = select_interfaces(
+            config,
+            list_interfaces(),
+            listening_on_loopback=_listens_on_loopback(self.node.listen_addrs),
+        )
+        for iface in chosen:
+            await self._open(iface, errors)
         if not self._endpoints:
             if config.interfaces:
                 raise ListenError(f"mDNS could not use any interface: {'; '.join(errors)}")
-            log.warning("mDNS: no usable multicast interface, discovery is idle")
+            detail = f" ({'; '.join(errors)})" if errors else ""
+            log.warning(
+                "mDNS: no usable multicast interface%s, discovery is idle; choose one with "
+                "--mdns-interface NAME (aiop2p serve, aiop2p discover) or "
+                "MdnsConfig(interfaces=('NAME',)), e.g. lo for peers on this host "
+                "(`ip link set lo up multicast on` if it is down)",
+                detail,
+            )
+        else:
+            log.info("mDNS on %s", ", ".join(dict.fromkeys(i.name for i in self.interfaces)))
         self.node.on_local_change(self._local_change)
         self._send_query()
+
+    async def _open(self, iface: MdnsInterface, errors: list[str]) -> list[_Endpoint]:
+        """Sockets for ``iface`` (IPv4 and/or IPv6 as configured); failures go to ``errors``."""
+        config = self.config
+        assert self._loop is not None
+        families: list[bool] = []
+        if config.ipv4 and iface.ipv4 is not None:
+            families.append(False)
+        # On loopback, IPv4 alone carries every announcement (v6 addresses included).
+        if config.ipv6 and iface.ipv6 and not (iface.loopback and families):
+            families.append(True)
+        opened: list[_Endpoint] = []
+        for ipv6 in families:
+            try:
+                sock = (_ipv6_socket if ipv6 else _ipv4_socket)(iface, config.port)
+            except OSError as exc:
+                (log.debug if ipv6 else log.warning)(
+                    "mDNS: cannot use %s (%s): %s", iface.name, "IPv6" if ipv6 else "IPv4", exc
+                )
+                errors.append(f"{iface.name}: {exc}")
+                continue
+            endpoint = _Endpoint(self, iface, ipv6)
+            try:
+                await self._loop.create_datagram_endpoint(lambda e=endpoint: e, sock=sock)  # type: ignore[misc]
+            except OSError as exc:
+                sock.close()
+                errors.append(f"{iface.name}: {exc}")
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            self._endpoints.append(endpoint)
+            opened.append(endpoint)
+        return opened
+
+    def _loopback_wanted(self) -> bool:
+        """The node now listens on loopback, which automatic selection does not cover yet."""
+        config = self.config
+        return (
+            not config.interfaces
+            and config.include_loopback is None
+            and not any(e.iface.loopback for e in self._endpoints)
+            and _listens_on_loopback(self.node.listen_addrs)
+        )
+
+    async def _add_loopback(self) -> None:
+        """Join loopback after the node started listening there; query and announce on it."""
+        try:
+            errors: list[str] = []
+            opened: list[_Endpoint] = []
+            for iface in list_interfaces():
+                if iface.loopback_multicast and not self._closed:
+                    opened += await self._open(iface, errors)
+            if self._closed:
+                for endpoint in opened:
+                    endpoint.close()
+                return
+            if opened:
+                log.info("mDNS: listening on loopback, now also on %s", opened[0].iface.name)
+            for endpoint in opened:
+                endpoint.send(self._query_packet)
+                self._respond(endpoint)
+        finally:
+            self._loopback_task = None
 
     async def close(self) -> None:
         """Say goodbye (TTL 0), close the sockets, end :meth:`events` iterators."""
@@ -435,6 +565,10 @@ class MdnsService:
         for handle in (self._query_handle, self._expiry_handle):
             if handle is not None:
                 handle.cancel()
+        if self._loopback_task is not None:
+            self._loopback_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loopback_task
         if self.config.send_goodbye:
             for endpoint in self._endpoints:
                 for packet in self._responses(endpoint, ttl=0):
@@ -544,7 +678,11 @@ class MdnsService:
 
     def _local_change(self) -> None:
         """Our listen addresses changed: announce them (once per loop iteration)."""
-        if self._closed or self._announce_pending or self._loop is None:
+        if self._closed or self._loop is None:
+            return
+        if self._loopback_task is None and self._loopback_wanted():
+            self._loopback_task = self._loop.create_task(self._add_loopback())
+        if self._announce_pending:
             return
         self._announce_pending = True
 

@@ -177,7 +177,7 @@ async def serve(
     finally:
         if proc.returncode is None:
             proc.kill()
-            await proc.wait()
+            await proc.communicate()  # wait() alone hangs on a full, unread stdout pipe
 
 
 def free_port() -> int:
@@ -231,6 +231,7 @@ async def test_id_defaults_to_home_without_xdg_data_home(
 
 
 async def test_id_with_key_file(env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "keys").mkdir()  # only the file is created (a missing directory is an error)
     key_file = tmp_path / "keys" / "a.key"
     first = await run(env, "id", "--key", str(key_file))
     first.assert_ok()

@@ -1,26 +1,48 @@
-"""What every ``aiop2p`` command shares: output, key loading, one-line errors."""
+"""What every ``aiop2p`` command shares: output, key loading, dialing, one-line errors."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import queue
+import select
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, Final, TextIO
 
+from ..config import NodeConfig
+from ..errors import InvalidArgumentError
 from ..identity import KeyPair
+from ..network import Network
+from ..services.codecs import Codec, RawCodec
+from ..services.firewall import FirewallRules
 
 __all__ = [
+    "MAX_QUEUED_OUTPUT_BYTES",
+    "OUTPUT_DRAIN_TIMEOUT_SECONDS",
     "Output",
     "default_address_book_path",
     "default_key_path",
+    "default_relay_key_path",
     "describe",
+    "dialing_network",
     "load_key",
     "stop_on_signals",
 ]
+
+MAX_QUEUED_OUTPUT_BYTES: Final = 1 << 20
+"""Output waiting for a slow stdout/stderr (``serve``), bytes; further lines are dropped
+and counted, so output nobody reads never blocks the node (one longer line is let
+through when nothing else waits)."""
+OUTPUT_DRAIN_TIMEOUT_SECONDS: Final = 2.0
+"""At exit, how long the queued output lines may take to be written before they are
+given up (the reader may never come back)."""
 
 
 def default_key_path() -> Path:
@@ -29,13 +51,47 @@ def default_key_path() -> Path:
     return Path(base) / "aiop2p" / "identity.key"
 
 
+def default_relay_key_path() -> Path:
+    """``relay.key`` next to the default identity: a relay and a peer run on one machine
+    must not share a peer id (a peer cannot dial itself through itself)."""
+    return default_key_path().with_name("relay.key")
+
+
 def default_address_book_path() -> Path:
     """The address book of the persisted identity, next to its key file."""
     return default_key_path().with_name("address-book.json")
 
 
-def load_key(path: str | None) -> KeyPair:
-    return KeyPair.load_or_generate(Path(path) if path else default_key_path())
+def load_key(path: str | None, *, default: Path | None = None) -> KeyPair:
+    """The key at ``path``, created if missing — but only in an existing directory: a
+    mistyped ``--key`` is an error, not a new identity in new directories.  Without a
+    path, the key at ``default`` (``default_key_path()``), its directory created."""
+    if path is None:
+        return KeyPair.load_or_generate(default or default_key_path())
+    file = Path(path)
+    if not file.parent.exists():
+        raise InvalidArgumentError(f"key file {file}: directory {file.parent} does not exist")
+    return KeyPair.load_or_generate(file)
+
+
+def dialing_network(
+    key: KeyPair | None = None, *, codec: Codec | None = None, timeout: float | None = None
+) -> Network[Any, Any]:
+    """The network ``ping``, ``perf`` and ``send`` dial through, so each reaches every
+    address kind the library does (TCP, WebSocket, DNS, circuit addresses via the relay
+    client).  It only asks: nothing may send it requests, no mDNS.  ``timeout`` (seconds)
+    bounds each dial, handshake and request."""
+    overrides: dict[str, Any] = {}
+    if timeout is not None:
+        overrides["request_timeout"] = timeout
+        overrides["node"] = replace(NodeConfig(), dial_timeout=timeout, handshake_timeout=timeout)
+    return Network(
+        key,
+        firewall=FirewallRules.allow_none(),
+        codec=codec or RawCodec(),
+        mdns=None,
+        **overrides,
+    )
 
 
 class Output:
@@ -47,18 +103,56 @@ class Output:
 
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
+        self.dropped_lines = 0
+        """Lines dropped since the last "dropped" notice (see :meth:`nonblocking`)."""
+        self._writer: _LineWriter | None = None
 
     def emit(self, text: str, **fields: object) -> None:
-        if self.as_json:
-            print(json.dumps(fields), flush=True)
-        else:
-            print(text, flush=True)
+        self._write(sys.stdout, json.dumps(fields) if self.as_json else text)
 
     def notice(self, text: str, **fields: object) -> None:
         if self.as_json:
-            print(json.dumps(fields), flush=True)
+            self._write(sys.stdout, json.dumps(fields))
         else:
-            print(text, file=sys.stderr, flush=True)
+            self._write(sys.stderr, text)
+
+    @contextmanager
+    def nonblocking(self, max_queued_bytes: int = MAX_QUEUED_OUTPUT_BYTES) -> Iterator[None]:
+        """Within the block, lines go through a bounded queue to a writer thread, so a
+        stdout or stderr nobody reads never blocks the event loop.  Lines beyond
+        ``max_queued_bytes`` are dropped; once there is room again a notice says how many
+        (``{"dropped_lines": N}`` with ``--json``).  At the end the queue is drained for
+        at most ``OUTPUT_DRAIN_TIMEOUT_SECONDS``."""
+        writer = _LineWriter(max_queued_bytes)
+        self._writer = writer
+        try:
+            yield
+        finally:
+            if self.dropped_lines:
+                self._offer_dropped(writer)
+            self._writer = None
+            writer.close(OUTPUT_DRAIN_TIMEOUT_SECONDS)
+
+    def _write(self, stream: TextIO, line: str) -> None:
+        writer = self._writer
+        if writer is None:
+            print(line, file=stream, flush=True)
+            return
+        # The count goes out before the next line, so the reader sees where lines are missing.
+        behind = self.dropped_lines > 0 and not self._offer_dropped(writer)
+        if behind or not writer.offer(stream, line):
+            self.dropped_lines += 1
+
+    def _offer_dropped(self, writer: _LineWriter) -> bool:
+        count = self.dropped_lines
+        if self.as_json:
+            stream, line = sys.stdout, json.dumps({"dropped_lines": count})
+        else:
+            stream, line = sys.stderr, f"aiop2p: {count} output lines dropped (not read in time)"
+        if not writer.offer(stream, line):
+            return False
+        self.dropped_lines = 0
+        return True
 
     def error(self, command: str, message: str, type_name: str) -> None:
         """The one-line failure report: stderr always, plus a JSON line with ``--json``."""
@@ -66,6 +160,54 @@ class Output:
         if self.as_json:
             print(json.dumps({"error": message, "type": type_name}), flush=True)
         print(f"aiop2p {command}: {message}", file=sys.stderr, flush=True)
+
+
+class _LineWriter:
+    """Lines written to their file descriptors by a daemon thread, fed by a bounded queue.
+
+    Like :class:`~aiop2p.cli.firewall_prompt.LineReader` it uses ``os.write``: a thread
+    blocked there holds no lock that interpreter shutdown needs and never keeps the
+    process alive, and the descriptors stay blocking (a non-blocking flag would leak to
+    whoever shares the terminal or pipe).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._queued_bytes = 0
+        self._lock = threading.Lock()  # the writer thread gives the bytes back
+        self._queue: queue.SimpleQueue[tuple[int, bytes] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="aiop2p output", daemon=True)
+        self._thread.start()
+
+    def offer(self, stream: TextIO, line: str) -> bool:
+        """Queue ``line`` for ``stream``; False (nothing queued) when the queue is full."""
+        data = (line + "\n").encode(stream.encoding or "utf-8", errors="backslashreplace")
+        with self._lock:
+            if self._queued_bytes and self._queued_bytes + len(data) > self._max_bytes:
+                return False
+            self._queued_bytes += len(data)
+        self._queue.put((stream.fileno(), data))
+        return True
+
+    def _run(self) -> None:
+        broken: set[int] = set()  # a closed pipe: nobody will ever read the rest
+        while (item := self._queue.get()) is not None:
+            fd, data = item
+            view = memoryview(data)
+            while view and fd not in broken:
+                try:
+                    view = view[os.write(fd, view) :]
+                except BlockingIOError:  # someone sharing the descriptor made it non-blocking
+                    select.select([], [fd], [])
+                except OSError:
+                    broken.add(fd)
+            with self._lock:
+                self._queued_bytes -= len(data)
+
+    def close(self, timeout: float) -> None:
+        """Let the queued lines be written, waiting ``timeout`` seconds at most."""
+        self._queue.put(None)
+        self._thread.join(timeout)
 
 
 def one_line(text: str) -> str:

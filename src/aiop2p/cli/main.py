@@ -15,9 +15,15 @@ from collections.abc import Sequence
 from ..errors import P2PError
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL
-from ..node import Node
 from . import relay, send, serve
-from ._common import Output, default_key_path, describe, load_key
+from ._common import (
+    Output,
+    default_key_path,
+    default_relay_key_path,
+    describe,
+    dialing_network,
+    load_key,
+)
 from .discover import add_mdns_interface_argument, discover, mdns_config
 
 __all__ = ["ECHO_PROTOCOL_ID", "default_key_path", "main"]
@@ -34,7 +40,8 @@ async def cmd_id(args: argparse.Namespace, out: Output) -> int:
 
 async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
     target = Multiaddr(args.address)
-    async with Node() as node:
+    async with dialing_network() as net:
+        node = net.node
         conn = await node.dial(target)
         answered = 0
         for seq in range(args.count):
@@ -59,10 +66,9 @@ async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_perf(args: argparse.Namespace, out: Output) -> int:
-    async with Node() as node:
-        result = await node.perf(
-            Multiaddr(args.address), upload=args.upload, download=args.download
-        )
+    target = Multiaddr(args.address)
+    async with dialing_network() as net:
+        result = await net.node.perf(target, upload=args.upload, download=args.download)
     out.emit(
         f"upload {result.upload_mib_s:.1f} MiB/s, download {result.download_mib_s:.1f} MiB/s",
         upload_bytes=result.upload_bytes,
@@ -102,19 +108,23 @@ def _byte_count(text: str) -> int:
     return value
 
 
+def _key_help(default: object) -> str:
+    return f"key file (default {default}); created if missing, in an existing directory"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiop2p", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="one JSON object per line")
     sub = parser.add_subparsers(dest="command", required=True)
-    key_help = f"key file (default {default_key_path()}); created if missing"
+    key_help = _key_help(default_key_path())
 
     p = sub.add_parser("id", parents=[common], help="print our peer id")
     p.add_argument("--key", help=key_help)
     p.set_defaults(run=cmd_id)
 
     serve.add_parser(sub, common, key_help)
-    relay.add_parser(sub, common, key_help)
+    relay.add_parser(sub, common, _key_help(default_relay_key_path()))
     send.add_parser(sub, common)
 
     p = sub.add_parser("discover", parents=[common], help="list peers found on the LAN (mDNS)")

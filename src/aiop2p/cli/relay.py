@@ -8,7 +8,7 @@ from typing import Any
 from ..network import Network
 from ..services.firewall import FirewallRules
 from ..services.relay import RelayServerConfig
-from ._common import Output, load_key, stop_on_signals
+from ._common import Output, default_relay_key_path, load_key, stop_on_signals
 
 __all__ = ["add_parser", "cmd_relay"]
 
@@ -32,7 +32,7 @@ async def cmd_relay(args: argparse.Namespace, out: Output) -> int:
     config = RelayServerConfig(**limits)
     # A relay answers no requests of its own: reject all, and no LAN discovery.
     net: Network[Any, Any] = Network(
-        load_key(args.key),
+        load_key(args.key, default=default_relay_key_path()),  # not the peer's identity
         firewall=FirewallRules.allow_none(),
         relay_server=config,
         mdns=None,

@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import replace
 from typing import Any
 
-from ..config import NodeConfig
 from ..errors import (
     P2PError,
     RequestDialError,
@@ -24,10 +22,10 @@ from ..errors import (
 )
 from ..identity import KeyPair
 from ..multiaddr import Multiaddr
-from ..network import DEFAULT_PROTOCOL, Network
+from ..network import DEFAULT_PROTOCOL
 from ..services.codecs import CodecError, JsonCodec, RawCodec, json_loads
-from ..services.firewall import FirewallRules
-from ._common import Output, describe, load_key
+from ..services.relay import is_circuit_addr
+from ._common import Output, describe, dialing_network, load_key
 
 __all__ = ["cmd_send"]
 
@@ -61,18 +59,13 @@ async def cmd_send(args: argparse.Namespace, out: Output) -> int:
             return 2
     key = load_key(args.key) if args.key else KeyPair.generate()
     timeout: float = args.timeout
-    net: Network[Any, Any] = Network(
-        key,
-        firewall=FirewallRules.allow_none(),  # we only ask; nothing may ask us
-        codec=RawCodec() if args.raw else JsonCodec(),
-        mdns=None,
-        request_timeout=timeout,
-        node=replace(NodeConfig(), dial_timeout=timeout, handshake_timeout=timeout),
-    )
+    net = dialing_network(key, codec=RawCodec() if args.raw else JsonCodec(), timeout=timeout)
     async with net:
         peer = target.peer_id
         try:
-            if peer is None:  # any peer answering there: learn its id by dialling
+            # Any peer answering there: learn its id by dialling.  A circuit address is
+            # dialled as given too: without a target its last /p2p is the relay's.
+            if peer is None or is_circuit_addr(target):
                 peer = (await net.node.dial(target)).remote_peer
             else:
                 await net.add_address(peer, target.without_peer_id())

@@ -30,6 +30,9 @@ DEFAULT_RULES: dict[str, Rule[Any] | None] = {
     "reject": Rule.reject_all(),
     "ask": None,  # no default: each new peer is asked for its rule
 }
+DEFAULT_MAX_CONCURRENT_REQUESTS = 256
+"""``--max-concurrent-requests``: answers in progress at once (each may wait for a slow
+reader until the request timeout)."""
 MAX_SHOWN_CHARS = 200
 """A request shown in text longer than this is cut (the JSON output has it whole)."""
 
@@ -52,6 +55,13 @@ def show(view: Any) -> str:
     if isinstance(view, RequestView):
         text = f"<{view['bytes']} bytes, not JSON>"
     return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text}")
+    return value
 
 
 def _peer(text: str) -> PeerId:
@@ -103,7 +113,8 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         address_book_path=book,
     )
     loop = asyncio.get_running_loop()
-    with stop_on_signals() as stop:
+    # Output goes through a bounded queue: a stdout nobody reads never blocks the node.
+    with stop_on_signals() as stop, out.nonblocking():
         async with net:
             if secure_default:
                 out.notice(
@@ -124,7 +135,9 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                 circuit = await net.start_relayed_listening(relay_id, relay_addr)
                 out.emit(f"listening via relay on {circuit}", address=str(circuit), relayed=True)
             workers = [
-                loop.create_task(_serve_requests(net, out, echo=args.echo)),
+                loop.create_task(
+                    _serve_requests(net, out, echo=args.echo, limit=args.max_concurrent_requests)
+                ),
                 loop.create_task(_report_events(net, out)),
             ]
             try:
@@ -136,20 +149,43 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     return 0
 
 
-async def _serve_requests(net: Network[bytes, bytes], out: Output, *, echo: bool) -> None:
-    async for request in net.requests():
-        _print_request(out, request)
-        if not echo:
-            request.drop()
-            continue
-        try:
-            await request.respond(request.request)
-        except (InvalidStateError, P2PError) as exc:
-            out.emit(
-                f"request {int(request.request_id)}: answer failed ({exc})",
-                request_id=int(request.request_id),
-                answer_error=str(exc),
-            )
+async def _serve_requests(
+    net: Network[bytes, bytes], out: Output, *, echo: bool, limit: int
+) -> None:
+    """Answer up to ``limit`` requests at once, each in its own task: a peer that does not
+    read its responses holds only its own answers, never the requests of others.  At the
+    limit no further request is taken (the requests channel applies backpressure)."""
+    slots = asyncio.Semaphore(limit)
+    answering: set[asyncio.Task[None]] = set()
+    try:
+        async for request in net.requests():
+            _print_request(out, request)
+            if not echo:
+                request.drop()
+                continue
+            await slots.acquire()
+            task = asyncio.create_task(_answer(request, out, slots))
+            answering.add(task)
+            task.add_done_callback(answering.discard)
+    finally:
+        for task in answering:
+            task.cancel()
+        await asyncio.gather(*answering, return_exceptions=True)
+
+
+async def _answer(
+    request: InboundRequest[bytes, bytes], out: Output, slots: asyncio.Semaphore
+) -> None:
+    try:
+        await request.respond(request.request)
+    except (InvalidStateError, P2PError) as exc:
+        out.emit(
+            f"request {int(request.request_id)}: answer failed ({exc})",
+            request_id=int(request.request_id),
+            answer_error=str(exc),
+        )
+    finally:
+        slots.release()
 
 
 def _print_request(out: Output, request: InboundRequest[bytes, bytes]) -> None:
@@ -186,6 +222,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
     p.add_argument("--key", help=key_help)
     p.add_argument(
         "--echo", action="store_true", help="answer every approved request with the same value"
+    )
+    p.add_argument(
+        "--max-concurrent-requests",
+        type=_positive_int,
+        default=DEFAULT_MAX_CONCURRENT_REQUESTS,
+        metavar="N",
+        help="requests answered at once; more wait their turn "
+        f"(default {DEFAULT_MAX_CONCURRENT_REQUESTS})",
     )
     p.add_argument(
         "--default-rule",

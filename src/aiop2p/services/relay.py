@@ -707,9 +707,12 @@ class RelayClient:
     async def _dial(self, addr: Multiaddr, factory: ProtocolFactory) -> Connection:
         relay_part, relay, target = _split_circuit(addr)
         if target is None:
-            raise InvalidMultiaddrError(f"{addr}: a circuit dial needs /p2p/<target> at the end")
+            # The node's dial error names the address; the reason need not repeat it.
+            raise InvalidMultiaddrError("no peer to reach: /p2p-circuit needs a /p2p/<target>")
         if relay == self.node.peer_id or target == self.node.peer_id:
             raise DialError(f"{addr}: cannot relay through or to ourselves")
+        if target == relay:  # a dial of the relay that waits for itself to reach the relay
+            raise DialError(f"{addr}: the target is the relay itself; dial it directly")
         relay_addr = relay_part if _has_transport(relay_part) else None
         conn = await self._relay_connection(relay, relay_addr)
         if conn.user_data.get("relayed"):
@@ -760,10 +763,12 @@ class RelayTransport:
         self._client = client
 
     def can_dial(self, addr: Multiaddr) -> bool:
+        """Every circuit address: one without a target fails in ``dial`` saying so."""
         try:
-            return _split_circuit(addr)[2] is not None
+            _split_circuit(addr)
         except InvalidMultiaddrError:
             return False
+        return True
 
     def can_listen(self, addr: Multiaddr) -> bool:
         try:

@@ -52,7 +52,10 @@ from aiop2p.protocols.yamux import (
 
 KIB = 1024
 MIB = 1024 * 1024
-DEFAULT_RAISE = YamuxConfig().receive_window_size - INITIAL_WINDOW_SIZE
+_BUDGET = YamuxConfig().max_session_receive_bytes
+FIRST_RAISE = (_BUDGET - INITIAL_WINDOW_SIZE) // 4
+"""What the default config raises a session's first stream by (a quarter of the free budget)."""
+SECOND_RAISE = (_BUDGET - INITIAL_WINDOW_SIZE - FIRST_RAISE - INITIAL_WINDOW_SIZE) // 4
 GO_AWAY_PROTOCOL_ERROR = struct.pack(">BBHII", 0, TYPE_GO_AWAY, 0, 0, 1)
 
 
@@ -157,7 +160,7 @@ def test_header_round_trip(ftype: int, flags: int, sid: int, length: int, prefix
         {"max_streams": 0},
         {"max_frame_size": 0},
         {"max_ack_backlog": 0},
-        {"max_buffered_bytes": 0},
+        {"max_session_receive_bytes": 0},
         {"max_inbound_frame_size": 0},
     ],
 )
@@ -177,16 +180,16 @@ def test_open_raises_window_and_accept_acks() -> None:
     assert client.open_stream() == 3
     out = client.data_to_send()
     assert parse_frames(out) == [
-        (TYPE_WINDOW_UPDATE, FLAG_SYN, 1, DEFAULT_RAISE, b""),
-        (TYPE_WINDOW_UPDATE, FLAG_SYN, 3, DEFAULT_RAISE, b""),
+        (TYPE_WINDOW_UPDATE, FLAG_SYN, 1, FIRST_RAISE, b""),
+        (TYPE_WINDOW_UPDATE, FLAG_SYN, 3, SECOND_RAISE, b""),
     ]
     assert client.ack_backlog == 2
     server.receive_data(out)
     assert server.events_received() == [StreamOpened(StreamId(1)), StreamOpened(StreamId(3))]
     reply = server.data_to_send()
     assert parse_frames(reply) == [
-        (TYPE_WINDOW_UPDATE, FLAG_ACK, 1, DEFAULT_RAISE, b""),
-        (TYPE_WINDOW_UPDATE, FLAG_ACK, 3, DEFAULT_RAISE, b""),
+        (TYPE_WINDOW_UPDATE, FLAG_ACK, 1, FIRST_RAISE, b""),
+        (TYPE_WINDOW_UPDATE, FLAG_ACK, 3, SECOND_RAISE, b""),
     ]
     client.receive_data(reply)
     assert client.events_received() == [
@@ -194,7 +197,7 @@ def test_open_raises_window_and_accept_acks() -> None:
         StreamWindowUpdated(StreamId(3)),
     ]
     assert client.ack_backlog == 0
-    assert client.send_window(sid) == YamuxConfig().receive_window_size
+    assert client.send_window(sid) == INITIAL_WINDOW_SIZE + FIRST_RAISE
     assert server.open_stream() == 2
     assert server.stream_ids == {1, 2, 3}
     assert server.open_stream_count == 3
@@ -249,7 +252,7 @@ def test_syn_on_data_frame_with_fin() -> None:
     server.close_stream(StreamId(1))
     assert server.open_stream_count == 0
     frames = parse_frames(server.data_to_send())
-    assert frames[0] == (TYPE_WINDOW_UPDATE, FLAG_ACK, 1, DEFAULT_RAISE, b"")
+    assert frames[0] == (TYPE_WINDOW_UPDATE, FLAG_ACK, 1, FIRST_RAISE, b"")
     assert frames[1][4] == b"response"
     assert frames[2] == (TYPE_DATA, FLAG_FIN, 1, 0, b"")
 
@@ -302,7 +305,9 @@ def test_data_after_peer_fin_resets_stream() -> None:
     server.receive_data(data_frame(sid, b"", FLAG_FIN))
     server.events_received()
     server.receive_data(data_frame(sid, b"oops") + frame(TYPE_PING, FLAG_SYN, 0, 1))
-    assert server.events_received() == [StreamReset(sid)]
+    (event,) = server.events_received()
+    assert isinstance(event, StreamReset) and event.stream_id == sid
+    assert isinstance(event.error, RemoteProtocolError)
     assert parse_frames(server.data_to_send()) == [
         (TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0, b""),
         (TYPE_PING, FLAG_ACK, 0, 1, b""),
@@ -382,7 +387,7 @@ def test_window_exhaustion_before_and_after_raise() -> None:
     assert client.send_data(sid, b"x" * MIB) == 0
     assert transfer(server, client) == [StreamWindowUpdated(sid)]
     assert client.send_data(sid, b"y" * MIB) == MIB
-    assert client.send_window(sid) == DEFAULT_RAISE - MIB
+    assert client.send_window(sid) == FIRST_RAISE - MIB
     events = transfer(client, server)
     assert collect(events, sid) == b"x" * INITIAL_WINDOW_SIZE + b"y" * MIB
 
@@ -410,45 +415,110 @@ def test_window_update_after_half_consumed() -> None:
         server.acknowledge_received_data(sid, -1)
 
 
-def test_max_buffered_bytes_withholds_credit() -> None:
+def test_open_raise_is_a_quarter_of_the_free_budget() -> None:
     window = INITIAL_WINDOW_SIZE
-    server_config = YamuxConfig(receive_window_size=2 * window, max_buffered_bytes=window - 1)
+    server_config = YamuxConfig(
+        receive_window_size=4 * window, max_session_receive_bytes=17 * window
+    )
     client, server = pair(server_config=server_config)
-    a = client.open_stream()
-    transfer(client, server)
-    transfer(server, client)
-    assert client.send_data(a, b"a" * (2 * window)) == 2 * window
-    transfer(client, server)
-    assert server.buffered_bytes == 2 * window
-    # A new stream while over budget: ACK without the raise; the raise is withheld.
-    b = client.open_stream()
-    transfer(client, server)
-    assert parse_frames(server.data_to_send()) == [(TYPE_WINDOW_UPDATE, FLAG_ACK, b, 0, b"")]
-    server.acknowledge_received_data(a, window)  # half consumed, but over the budget
-    assert server.data_to_send() == b""
-    server.acknowledge_received_data(a, 1)  # back within budget: everything owed goes out
+    a, b, c = client.open_stream(), client.open_stream(), client.open_stream()
+    server.receive_data(client.data_to_send())
+    server.events_received()
+    # Free room after the first window: 16, then 12, then 8 windows; a quarter of it is
+    # raised, capped at the 4-window maximum.
     assert parse_frames(server.data_to_send()) == [
-        (TYPE_WINDOW_UPDATE, 0, a, window + 1, b""),
-        (TYPE_WINDOW_UPDATE, 0, b, window, b""),
+        (TYPE_WINDOW_UPDATE, FLAG_ACK, a, 3 * window, b""),
+        (TYPE_WINDOW_UPDATE, FLAG_ACK, b, 3 * window, b""),
+        (TYPE_WINDOW_UPDATE, FLAG_ACK, c, 2 * window, b""),
     ]
+    assert server.allotted_bytes == 11 * window
 
 
-def test_withheld_credit_released_when_stream_forgotten() -> None:
+def test_window_grows_as_the_app_reads_until_the_budget() -> None:
     window = INITIAL_WINDOW_SIZE
-    server_config = YamuxConfig(receive_window_size=2 * window, max_buffered_bytes=window - 1)
-    client, server = pair(server_config=server_config)
+    config = YamuxConfig(receive_window_size=16 * window, max_session_receive_bytes=9 * window)
+    client, server = pair(server_config=config)
+    sid = client.open_stream()  # 1 + 8 // 4 = 3 windows at open
+    transfer(client, server)
+    transfer(server, client)
+    windows = []
+    received = 0
+    for _ in range(4):
+        windows.append(client.send_window(sid))
+        assert client.send_data(sid, b"x" * (32 * MIB)) == windows[-1]
+        received += len(collect(transfer(client, server), sid))
+        server.acknowledge_received_data(sid, server.buffered_bytes)
+        transfer(server, client)
+    # Doubling (3 -> 6), then only what the budget has left (9), then credit alone.
+    assert windows == [3 * window, 6 * window, 9 * window, 9 * window]
+    assert received == sum(windows)
+    assert server.allotted_bytes == 9 * window
+
+
+def test_over_budget_allotments_shrink_back() -> None:
+    window = INITIAL_WINDOW_SIZE
+    config = YamuxConfig(receive_window_size=16 * window, max_session_receive_bytes=9 * window)
+    client, server = pair(server_config=config)
     a = client.open_stream()
     transfer(client, server)
     transfer(server, client)
+    for _ in range(2):  # a grows to the whole budget: 3 -> 6 -> 9 windows
+        client.send_data(a, b"a" * (32 * MIB))
+        transfer(client, server)
+        server.acknowledge_received_data(a, server.buffered_bytes)
+        transfer(server, client)
+    assert server.allotted_bytes == 9 * window
+    others = [client.open_stream() for _ in range(3)]  # each owed its first window
+    transfer(client, server)
+    transfer(server, client)
+    assert server.allotted_bytes == 12 * window
+    client.send_data(a, b"a" * (32 * MIB))
+    transfer(client, server)
+    server.acknowledge_received_data(a, server.buffered_bytes)
+    # 9 windows read, but the session is 3 over: a returns 6 and keeps a 6-window allotment.
+    assert parse_frames(server.data_to_send()) == [(TYPE_WINDOW_UPDATE, 0, a, 6 * window, b"")]
+    assert server.allotted_bytes == 9 * window
+    for sid in others:
+        client.reset_stream(sid)
+    transfer(client, server)
+    assert server.allotted_bytes == 6 * window
+
+
+def test_allotment_returned_when_stream_ends() -> None:
+    window = INITIAL_WINDOW_SIZE
+    server_config = YamuxConfig(
+        receive_window_size=4 * window, max_session_receive_bytes=13 * window
+    )
+    client, server = pair(server_config=server_config)
+    a = client.open_stream()  # 1 + 12 // 4 = 4 windows
+    transfer(client, server)
+    transfer(server, client)
+    assert server.allotted_bytes == 4 * window
     client.send_data(a, b"a" * window)
+    client.close_stream(a)
     transfer(client, server)
-    b = client.open_stream()
+    assert server.allotted_bytes == window  # only the unread bytes stay allotted
+    server.acknowledge_received_data(a, window)
+    assert server.allotted_bytes == 0
+
+
+def test_unread_bytes_above_the_budget_reset_the_stream() -> None:
+    window = INITIAL_WINDOW_SIZE
+    server_config = YamuxConfig(max_session_receive_bytes=window + window // 2)
+    client, server = pair(server_config=server_config)
+    a, b = client.open_stream(), client.open_stream()  # 1 + 1/8 window, then 1 window
     transfer(client, server)
-    server.data_to_send()
-    client.reset_stream(a)
+    transfer(server, client)
+    assert client.send_data(a, b"a" * (window + window // 2)) == window + window // 8
     transfer(client, server)
-    assert server.buffered_bytes == 0
-    assert parse_frames(server.data_to_send()) == [(TYPE_WINDOW_UPDATE, 0, b, window, b"")]
+    assert client.send_data(b, b"b" * window) == window  # lawful for b, too much for us
+    events = transfer(client, server)
+    assert collect(events, b) == b""
+    (reset,) = [e for e in events if isinstance(e, StreamReset)]
+    assert reset.stream_id == b and isinstance(reset.error, FlowControlError)
+    assert server.buffered_bytes == window + window // 8  # a's bytes stay; b's never held
+    assert parse_frames(server.data_to_send()) == [(TYPE_WINDOW_UPDATE, FLAG_RST, b, 0, b"")]
+    assert not server.is_terminated
 
 
 def test_ack_backlog_limit() -> None:
@@ -541,7 +611,7 @@ def test_go_away_with_error_terminates() -> None:
     assert isinstance(events[1].error, ConnectionClosedError)
     assert len(events) == 2
     assert client.is_terminated and client.open_stream_count == 0
-    assert client.data_to_send() == frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, DEFAULT_RAISE)
+    assert client.data_to_send() == frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, FIRST_RAISE)
     client.go_away()  # no-op after termination
     assert client.data_to_send() == b""
 
@@ -685,7 +755,9 @@ def test_state_table(state: str, action: str) -> None:
         client.receive_data(wire)
         events = client.events_received()
         if state == "remote_closed":
-            assert events == [StreamReset(sid)]
+            (reset,) = events
+            assert type(reset) is StreamReset and reset.stream_id == sid
+            assert isinstance(reset.error, RemoteProtocolError)
             assert sid not in client.stream_ids
         else:
             assert events == [StreamDataReceived(sid, b"x")]

@@ -505,7 +505,7 @@ class Connection(asyncio.Protocol):
             elif isinstance(ev, StreamReset):
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
-                    stream._fail(StreamResetError("stream reset by the remote"))
+                    stream._fail(ev.error or StreamResetError("stream reset by the remote"))
             elif isinstance(ev, PongReceived):
                 waiter = self._ping_waiters.pop(ev.opaque, None)
                 if waiter is not None and not waiter.done():

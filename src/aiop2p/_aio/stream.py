@@ -330,16 +330,28 @@ class Stream:
         return self._take(n)
 
     async def readexactly(self, n: int) -> bytes:
-        """Read exactly ``n`` bytes or raise :class:`StreamClosedError` at an early EOF."""
-        while self._buffered < n:
+        """Read exactly ``n`` bytes or raise :class:`StreamClosedError` at an early EOF.
+
+        Bytes are taken (and credited to the window) as they arrive, so ``n`` may exceed
+        the receive window: the sender is never left waiting for credit we hold back.
+        """
+        if self._buffered >= n:
+            return self._take(n) if n else b""
+        parts: list[bytes] = []
+        need = n
+        while True:
+            if self._buffered >= need:
+                parts.append(self._take(need))
+                return b"".join(parts)
+            if self._buffered:
+                chunk = self._take(-1)
+                parts.append(chunk)
+                need -= len(chunk)
             if self._error is not None:
                 raise self._error
             if self._eof:
-                raise StreamClosedError(
-                    f"stream ended after {self._buffered} of {n} expected bytes"
-                )
+                raise StreamClosedError(f"stream ended after {n - need} of {n} expected bytes")
             await self._wait_readable()
-        return self._take(n) if n else b""
 
     async def read_until_eof(self, max_size: int) -> bytes:
         """Read everything until the remote closes; more than ``max_size`` bytes resets."""

@@ -5,9 +5,8 @@ Wire format (libp2p ``yamux/README.md``, hashicorp ``spec.md``): every frame sta
 Data frames carry ``length`` payload bytes; for window updates ``length`` is a window delta,
 for pings an opaque value and for GoAway an error code.  The dialer (client) opens odd
 stream ids, the listener even ones; id 0 is the session.  Each stream starts with a
-256 KiB window per direction; we raise our receive window to
-``YamuxConfig.receive_window_size`` with the SYN/ACK window update, and ACK every inbound
-stream at once (so the peer's ACK backlog drains without waiting for the application).
+256 KiB window per direction, and we ACK every inbound stream at once (so the peer's ACK
+backlog drains without waiting for the application).
 
 Data payloads are handed up as they arrive, in slices of the input chunks: a 1 MiB frame that
 arrives in 64 KiB pieces yields several ``StreamDataReceived`` events and is never buffered
@@ -32,11 +31,22 @@ Rules where the spec is silent (each a deliberate choice):
   clean (``SessionTerminated(None)``) after a normal GoAway in either direction, a
   ``ConnectionLostError`` inside a frame, a ``ConnectionClosedError`` otherwise.
 
-A stream is forgotten once FIN went both ways or it was reset; bytes it still had
-unacknowledged stop counting towards ``max_buffered_bytes`` then (the driver's own
-per-stream buffer is bounded by the window).  ``max_buffered_bytes`` withholds new window
-credit (including the raise at open); the hard bound on received, unread data is therefore
-``max_streams * receive_window_size``.
+A stream is forgotten once FIN went both ways or it was reset.
+
+Receive memory is one budget per session, ``max_session_receive_bytes``.  A stream's
+*allotment* is what the peer may still send on it plus what it sent that the application
+has not consumed yet.  At open a stream is allotted the protocol's 256 KiB plus a quarter
+of the budget's free room, up to ``receive_window_size`` (the raise travels on the SYN/ACK
+window update).  Allotments then grow as the application reads: each window update (sent
+once half the allotment was consumed) doubles the allotment, up to ``receive_window_size``
+and only while the sum of all allotments stays within the budget.  So a single busy stream
+gets a large window, raises never over-allot the budget, and allotments above 256 KiB
+shrink back (credit not returned) while the session is over budget.  Allotments are given
+back when streams end.  Because every stream is owed its first 256 KiB, many streams can
+over-commit the budget: the bytes actually held are then capped by resetting a stream whose
+data frame would take the unconsumed total above the budget (``StreamReset`` with
+``FlowControlError``).  Received, unread data of a session is thus never more than
+``max_session_receive_bytes``.
 """
 
 from __future__ import annotations
@@ -163,8 +173,9 @@ class YamuxConfig:
     """Largest data frame payload we send; larger writes are split."""
     max_ack_backlog: int = 256
     """Outbound streams not yet acknowledged by the peer (the spec's ACK backlog)."""
-    max_buffered_bytes: int = 64 * 1024 * 1024
-    """Received-but-unacknowledged bytes of the whole session; above it no credit is granted."""
+    max_session_receive_bytes: int = 32 * 1024 * 1024
+    """Receive budget of the whole session, bytes: the sum of every stream's window and unread
+    data stays within it (see the module docstring); also the hard cap on unread bytes."""
     max_inbound_frame_size: int = 16 * 1024 * 1024
     """Largest data frame payload accepted; a longer one is a protocol error."""
 
@@ -177,7 +188,7 @@ class YamuxConfig:
             "max_streams",
             "max_frame_size",
             "max_ack_backlog",
-            "max_buffered_bytes",
+            "max_session_receive_bytes",
             "max_inbound_frame_size",
         ):
             if getattr(self, name) < 1:
@@ -214,9 +225,11 @@ class StreamEnded:
 
 @dataclass(frozen=True, slots=True)
 class StreamReset:
-    """The stream was reset by the peer (or by us because the peer broke its rules)."""
+    """The stream was reset by the peer (``error`` None) or by us because of what the peer
+    sent (``error`` says why: data after FIN, the session's receive budget exceeded)."""
 
     stream_id: StreamId
+    error: P2PError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +313,16 @@ _TABLE: Final[tuple[int, ...]] = tuple(
 class _Stream:
     """Book-keeping of one live stream (flow-control counters are in bytes)."""
 
-    __slots__ = ("acked", "credit", "outbound", "recv_window", "send_window", "state", "unconsumed")
+    __slots__ = (
+        "acked",
+        "allotment",
+        "credit",
+        "outbound",
+        "recv_window",
+        "send_window",
+        "state",
+        "unconsumed",
+    )
 
     def __init__(self, outbound: bool) -> None:
         self.state = _OPEN
@@ -310,6 +332,7 @@ class _Stream:
         self.recv_window = INITIAL_WINDOW_SIZE  # bytes the peer may still send
         self.unconsumed = 0  # delivered to the driver, not yet acknowledged
         self.credit = 0  # acknowledged, not yet returned to the peer in a window update
+        self.allotment = INITIAL_WINDOW_SIZE  # recv_window + unconsumed + credit
 
 
 class YamuxSession:
@@ -321,15 +344,17 @@ class YamuxSession:
 
     __slots__ = (
         "_ack_backlog",
+        "_allotted",
+        "_budget",
         "_buffered",
         "_config",
         "_events",
         "_header_buf",
         "_is_client",
         "_local_go_away",
-        "_max_buffered",
         "_max_frame",
         "_max_inbound",
+        "_max_window",
         "_next_id",
         "_out",
         "_payload_deliver",
@@ -340,9 +365,6 @@ class YamuxSession:
         "_remote_resets",
         "_streams",
         "_terminated",
-        "_update_threshold",
-        "_window_raise",
-        "_withheld",
     )
 
     def __init__(self, *, is_client: bool, config: YamuxConfig = _DEFAULT_CONFIG) -> None:
@@ -353,8 +375,8 @@ class YamuxSession:
         self._events: list[YamuxEvent] = []
         self._out: list[bytes | memoryview] = []
         self._ack_backlog = 0
-        self._buffered = 0
-        self._withheld: dict[int, None] = {}  # streams owed a window update (ordered set)
+        self._buffered = 0  # unconsumed bytes of live streams
+        self._allotted = 0  # sum of the allotments of live streams
         self._remote_resets: dict[int, None] = {}  # recent ids reset by the peer (bounded)
         self._header_buf = bytearray()  # a header split across receive_data calls
         self._payload_remaining = 0
@@ -366,9 +388,8 @@ class YamuxSession:
         self._remote_go_away: int | None = None
         self._max_frame = config.max_frame_size
         self._max_inbound = config.max_inbound_frame_size
-        self._max_buffered = config.max_buffered_bytes
-        self._window_raise = config.receive_window_size - INITIAL_WINDOW_SIZE
-        self._update_threshold = max(1, config.receive_window_size // 2)
+        self._budget = config.max_session_receive_bytes
+        self._max_window = config.receive_window_size
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -403,6 +424,15 @@ class YamuxSession:
     def buffered_bytes(self) -> int:
         """Received bytes of live streams that the application has not acknowledged."""
         return self._buffered
+
+    @property
+    def allotted_bytes(self) -> int:
+        """Sum over live streams of what the peer may still send plus what is unread."""
+        return self._allotted
+
+    def receive_window(self, stream_id: StreamId) -> int:
+        """Bytes the peer may still send on the stream before our next window update."""
+        return self._live_stream(stream_id).recv_window
 
     @property
     def go_away_sent(self) -> int | None:
@@ -441,8 +471,7 @@ class YamuxSession:
         stream = _Stream(outbound=True)
         self._streams[sid] = stream
         self._ack_backlog += 1
-        stream.credit = self._window_raise
-        self._send_credit(sid, stream, FLAG_SYN)
+        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, self._open_raise(stream)))
         return StreamId(sid)
 
     def send_data(self, stream_id: StreamId, data: bytes | memoryview) -> int:
@@ -508,8 +537,8 @@ class YamuxSession:
     def acknowledge_received_data(self, stream_id: StreamId, size: int) -> None:
         """The application consumed ``size`` bytes of the stream: return them as credit.
 
-        Credit goes out once it reaches half the receive window (keeps update frames rare),
-        and not while the session holds more than ``max_buffered_bytes`` unacknowledged.
+        Credit goes out once it reaches half the stream's allotment (keeps update frames
+        rare); the update also grows or shrinks the allotment (module docstring).
         """
         if size < 0:
             raise InvalidArgumentError("size must not be negative")
@@ -523,11 +552,13 @@ class YamuxSession:
         stream.unconsumed -= size
         self._buffered -= size
         if stream.state == _OPEN or stream.state == _LOCAL_CLOSED:
-            stream.credit += size
-            if stream.credit >= self._update_threshold:
-                self._send_credit(stream_id, stream, 0)
-        if self._withheld and self._buffered <= self._max_buffered:
-            self._release_withheld()
+            credit = stream.credit + size
+            stream.credit = credit
+            if credit >= stream.allotment >> 1:
+                self._send_credit(stream_id, stream)
+        else:  # the peer sends no more on it: the consumed bytes leave the allotment
+            stream.allotment -= size
+            self._allotted -= size
 
     def ping(self, opaque: int) -> None:
         """Send a ping; the answer arrives as ``PongReceived(opaque)``."""
@@ -653,7 +684,19 @@ class YamuxSession:
                 stream.recv_window -= length
                 if length:
                     if _TABLE[stream.state * _N_INPUTS + _RECV_DATA] < 0:
-                        self._reset_for_peer_error(sid, stream)
+                        self._reset_for_peer_error(
+                            sid, stream, RemoteProtocolError(f"data after FIN on stream {sid}")
+                        )
+                        self._payload_deliver = False
+                    elif self._buffered + length > self._budget:
+                        self._reset_for_peer_error(
+                            sid,
+                            stream,
+                            FlowControlError(
+                                f"stream {sid} reset: {self._buffered + length} unread bytes "
+                                f"would exceed the session's receive budget of {self._budget}"
+                            ),
+                        )
                         self._payload_deliver = False
                     else:
                         self._payload_deliver = True
@@ -717,8 +760,7 @@ class YamuxSession:
         stream = _Stream(outbound=False)
         self._streams[sid] = stream
         self._events.append(StreamOpened(StreamId(sid)))
-        stream.credit = self._window_raise
-        self._send_credit(sid, stream, FLAG_ACK)
+        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, self._open_raise(stream)))
         return stream
 
     def _on_window_update(self, flags: int, sid: int, delta: int) -> None:
@@ -743,48 +785,72 @@ class YamuxSession:
             return  # a repeated FIN changes nothing
         self._events.append(StreamEnded(StreamId(sid)))
         stream.state = _TABLE[state * _N_INPUTS + _RECV_FIN]
-        stream.credit = 0  # the peer sends no more: no credit to return
-        self._withheld.pop(sid, None)
+        # The peer sends no more: only its unread bytes stay allotted.
+        self._allotted -= stream.allotment - stream.unconsumed
+        stream.allotment = stream.unconsumed
+        stream.credit = 0
         if stream.state == _CLOSED:
             self._forget(sid, stream)
 
-    def _reset_for_peer_error(self, sid: int, stream: _Stream) -> None:
-        """Data after the peer's FIN: reset just this stream."""
+    def _reset_for_peer_error(self, sid: int, stream: _Stream, error: P2PError) -> None:
+        """Reset just this stream because of what the peer sent on it."""
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
         self._forget(sid, stream)
         self._remember_remote_reset(sid)
-        self._events.append(StreamReset(StreamId(sid)))
+        self._events.append(StreamReset(StreamId(sid), error))
 
-    def _send_credit(self, sid: int, stream: _Stream, flags: int) -> None:
-        """Queue a window update returning ``stream.credit`` (withheld while over budget)."""
-        delta = stream.credit
-        if delta and self._buffered > self._max_buffered:
-            self._withheld[sid] = None
-            delta = 0
-        else:
-            stream.credit = 0
-            stream.recv_window += delta
-        if delta or flags:
-            self._out.append(_pack(0, TYPE_WINDOW_UPDATE, flags, sid, delta))
+    def _open_raise(self, stream: _Stream) -> int:
+        """Allot a new stream its 256 KiB plus a quarter of the budget's free room.
 
-    def _release_withheld(self) -> None:
-        withheld = self._withheld
-        self._withheld = {}
-        for sid in withheld:
-            stream = self._streams.get(sid)
-            if stream is not None and stream.credit:
-                self._send_credit(sid, stream, 0)
+        A quarter, not all: short-lived streams (identify, ping) opened first must not leave
+        the next bulk stream at 256 KiB; streams opened while the budget is taken start at
+        256 KiB and grow as they are read.
+        """
+        room = self._budget - self._allotted - INITIAL_WINDOW_SIZE
+        raise_ = min(self._max_window - INITIAL_WINDOW_SIZE, room >> 2)
+        if raise_ < 0:
+            raise_ = 0
+        stream.allotment = INITIAL_WINDOW_SIZE + raise_
+        stream.recv_window = stream.allotment
+        self._allotted += stream.allotment
+        return raise_
+
+    def _send_credit(self, sid: int, stream: _Stream) -> None:
+        """Queue a window update returning ``stream.credit``, resized to fit the budget.
+
+        Within budget the allotment doubles (up to ``receive_window_size``); over budget an
+        allotment above 256 KiB gives up to the excess back by returning less credit.
+        """
+        credit = stream.credit
+        allotment = stream.allotment
+        room = self._budget - self._allotted
+        if room > 0:
+            grow = min(allotment, self._max_window - allotment, room)
+            if grow > 0:
+                credit += grow
+                allotment += grow
+                self._allotted += grow
+        elif room < 0:
+            shrink = min(-room, allotment - INITIAL_WINDOW_SIZE, credit)
+            if shrink > 0:
+                credit -= shrink
+                allotment -= shrink
+                self._allotted -= shrink
+        stream.allotment = allotment
+        stream.credit = 0
+        if credit:
+            stream.recv_window += credit
+            self._out.append(_pack(0, TYPE_WINDOW_UPDATE, 0, sid, credit))
 
     def _forget(self, sid: int, stream: _Stream) -> None:
         del self._streams[sid]
         stream.state = _CLOSED
         self._buffered -= stream.unconsumed
+        self._allotted -= stream.allotment
         stream.unconsumed = 0
-        self._withheld.pop(sid, None)
+        stream.allotment = 0
         if not stream.acked:
             self._ack_backlog -= 1
-        if self._withheld and self._buffered <= self._max_buffered:
-            self._release_withheld()
 
     def _remember_remote_reset(self, sid: int) -> None:
         resets = self._remote_resets
@@ -813,9 +879,9 @@ class YamuxSession:
     def _terminate(self, error: P2PError | None) -> None:
         self._terminated = True
         self._streams.clear()
-        self._withheld.clear()
         self._ack_backlog = 0
         self._buffered = 0
+        self._allotted = 0
         self._payload_remaining = 0
         self._header_buf.clear()
         self._events.append(SessionTerminated(error))

@@ -61,7 +61,12 @@ class NodeConfig:
     yamux: YamuxConfig = field(default_factory=YamuxConfig)
     """Stream multiplexer limits (windows, stream counts, buffered bytes)."""
     write_flush_size: int = 256 * 1024
-    """Bytes queued on a connection after which a stream write flushes at once."""
+    """Bytes queued on a connection after which a stream write flushes at once; also the
+    largest piece a stream write hands the socket while it is not paused."""
+    max_reply_backlog_bytes: int = 256 * 1024
+    """Bytes of answers to a peer's input (pongs, window updates, resets, negotiation
+    replies) queued while it does not read them (our socket paused); above it we stop
+    reading from that peer until it drains."""
     agent_version: str = f"aiop2p/{__version__}"
     """What identify tells peers about us."""
     enable_identify: bool = True

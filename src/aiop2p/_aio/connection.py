@@ -159,7 +159,10 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._unflushed = 0
         self._write_paused = False
+        self._write_piece_size = config.write_flush_size
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._reading_paused = False
+        self._replies_while_paused = 0  # bytes answered to input while the socket was paused
         self._error: P2PError | None = None
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -301,7 +304,9 @@ class Connection(asyncio.Protocol):
             for plaintext in plaintexts:
                 yamux.receive_data(plaintext)
             self._dispatch(yamux)
-            self._flush()
+            sent = self._flush()
+            if self._write_paused and sent:
+                self._replied_while_paused(sent)
         elif self._stage is not _Stage.CLOSED:
             self._upgrade(data)
 
@@ -324,8 +329,31 @@ class Connection(asyncio.Protocol):
     def pause_writing(self) -> None:
         self._write_paused = True
 
+    def _replied_while_paused(self, size: int) -> None:
+        """Stop reading from a peer that sends input but does not read our answers.
+
+        What ``data_received`` writes is the answer to the peer's own input (pongs, window
+        updates, resets, negotiation replies, synchronous responses); application writes
+        wait for the socket instead (``Stream.write``).  Once more than
+        ``NodeConfig.max_reply_backlog_bytes`` of answers were queued while the socket is
+        paused, reading stops until it drains: a ping flood cannot grow our memory.
+        """
+        self._replies_while_paused += size
+        if (
+            self._replies_while_paused > self._config.max_reply_backlog_bytes
+            and not self._reading_paused
+            and self._transport is not None
+        ):
+            self._reading_paused = True
+            self._transport.pause_reading()
+
     def resume_writing(self) -> None:
         self._write_paused = False
+        self._replies_while_paused = 0
+        if self._reading_paused:
+            self._reading_paused = False
+            if self._transport is not None and self._stage is not _Stage.CLOSED:
+                self._transport.resume_reading()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -643,17 +671,19 @@ class Connection(asyncio.Protocol):
             self._flush_scheduled = True
             self.loop.call_soon(self._flush)
 
-    def _flush(self) -> None:
+    def _flush(self) -> int:
+        """Write what the session queued; return the plaintext byte count."""
         self._flush_scheduled = False
         self._unflushed = 0
         yamux = self._yamux
         transport = self._transport
         if yamux is None or transport is None or self._stage is not _Stage.ESTABLISHED:
-            return
+            return 0
         data = yamux.data_to_send()
         if data:
             assert self._cipher is not None
             transport.write(self._cipher.encrypt(data))
+        return len(data)
 
     async def _drain(self) -> None:
         if not self._write_paused:

@@ -402,7 +402,12 @@ class Stream:
             raise StreamClosedError("stream is closed for writing")
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Send ``data``; waits for flow-control window and socket buffer space."""
+        """Send ``data``; waits for flow-control window and socket buffer space.
+
+        Large writes go out in pieces of ``NodeConfig.write_flush_size``, each only while the
+        socket is not paused, so however many streams write at once, a peer that does not
+        read holds at most about one piece per writer in our socket buffer.
+        """
         self._check_writable()
         conn = self._conn
         negotiator = self._negotiator
@@ -412,11 +417,19 @@ class Stream:
             await self.wait_negotiated()
             self._check_writable()
         view = memoryview(data)
+        piece_size = conn._write_piece_size
         while True:
-            sent = conn._send_stream_data(self.stream_id, view)
-            if sent == len(view):
+            if conn._write_paused:
+                await conn._drain()
+                self._check_writable()
+            size = len(view)
+            piece = view if size <= piece_size else view[:piece_size]
+            sent = conn._send_stream_data(self.stream_id, piece)
+            if sent == size:
                 break
             view = view[sent:]
+            if sent == len(piece):
+                continue  # the piece went out whole: the next one waits for the socket
             waiter = conn.loop.create_future()
             self._write_waiter = waiter
             try:

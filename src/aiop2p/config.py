@@ -35,7 +35,11 @@ class NodeConfig:
     dial_timeout: float = 10.0
     """Seconds for one whole dial (TCP connect plus upgrade) to one address."""
     negotiation_timeout: float = 10.0
-    """Seconds for multistream-select on a new stream."""
+    """Seconds for multistream-select on a new stream (either direction); a stream still
+    negotiating then is reset (``NegotiationTimeoutError``)."""
+    protocol_idle_timeout: float = 60.0
+    """Seconds the built-in ping and perf handlers wait for the peer's next bytes, or for it
+    to take ours, before resetting the stream (a ping stream may be reused between pings)."""
     limits: ConnectionLimits = field(default_factory=ConnectionLimits)
     """Configurable connection limits; exceeding one fails the dial or drops the connection."""
     idle_connection_timeout: float | None = None

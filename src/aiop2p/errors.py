@@ -17,7 +17,8 @@
     │       ├── MessageTooLargeError            a frame or message above its size limit
     │       └── FlowControlError                the peer sent beyond its window
     ├── NegotiationError                        multistream-select failed
-    │   └── ProtocolNotSupportedError           the peer supports none of the protocols offered
+    │   ├── ProtocolNotSupportedError           the peer supports none of the protocols offered
+    │   └── NegotiationTimeoutError             no protocol agreed within negotiation_timeout
     ├── HandshakeError                          the secure channel could not be established
     │   ├── PeerIdMismatchError                 the peer is not the one we dialled
     │   ├── InvalidSignatureError               the peer's identity signature does not verify
@@ -34,7 +35,8 @@
     │   └── AddressInUseError                   another socket listens on that port
     ├── StreamError                             a stream operation failed
     │   ├── StreamResetError                    the stream was reset (by either side)
-    │   └── StreamClosedError                   writing after close, reading after reset
+    │   ├── StreamClosedError                   writing after close, reading after reset
+    │   └── StreamTimeoutError                  the peer made no progress within a deadline
     ├── RequestError                            an outbound request failed (``kind``)
     │   ├── RequestDialError                    dialling the peer failed
     │   ├── RequestTimeoutError                 no answer within the request timeout
@@ -96,6 +98,7 @@ __all__ = [
     "MessageTooLargeError",
     "MultiaddrNotSupportedError",
     "NegotiationError",
+    "NegotiationTimeoutError",
     "NoAddressesError",
     "OutboundFailure",
     "P2PError",
@@ -120,6 +123,7 @@ __all__ = [
     "StreamClosedError",
     "StreamError",
     "StreamResetError",
+    "StreamTimeoutError",
     "UnsupportedProtocolsError",
 ]
 
@@ -195,6 +199,10 @@ class ProtocolNotSupportedError(NegotiationError):
     def __init__(self, protocols: tuple[str, ...] | list[str]) -> None:
         self.protocols = tuple(protocols)
         super().__init__(f"peer supports none of: {', '.join(self.protocols)}")
+
+
+class NegotiationTimeoutError(NegotiationError):
+    """multistream-select did not agree on a protocol within ``negotiation_timeout``."""
 
 
 class HandshakeError(P2PError):
@@ -288,6 +296,10 @@ class StreamResetError(StreamError):
 
 class StreamClosedError(StreamError):
     """The stream is closed for the attempted direction."""
+
+
+class StreamTimeoutError(StreamError):
+    """The peer neither sent nor accepted bytes on the stream within its deadline."""
 
 
 class LimitExceededError(P2PError):

@@ -70,3 +70,20 @@ async def test_ping_data_in_the_proposal_frame_is_echoed(node_pair: tuple[Node, 
         assert await stream.readexactly(32) == payload
         await stream.close()
     assert not conn.is_closed
+
+
+async def test_proposal_and_reset_in_one_batch_leave_the_connection_up(
+    node_pair: tuple[Node, Node],
+) -> None:
+    """The listener's echo for a stream the same input already reset is dropped quietly
+    (it used to raise out of ``data_received`` and kill the connection)."""
+    a, b = node_pair
+    b.set_stream_handler(ECHO, echo_handler)
+    conn = await a.dial(b.listen_addrs[0].with_peer_id(b.peer_id))
+    for _ in range(20):
+        stream = open_lazy_stream(conn, ECHO, b"", 0)
+        stream.reset()
+        conn._flush()
+    stream = open_lazy_stream(conn, ECHO, encode_uvarint(2) + b"ok", 0)
+    assert await stream.read_message(16) == b"ok"
+    assert not conn.is_closed

@@ -31,6 +31,7 @@ from ..errors import (
     HandshakeTimeoutError,
     InvalidStateError,
     NegotiationError,
+    NegotiationTimeoutError,
     P2PError,
     PeerIdMismatchError,
     StreamResetError,
@@ -163,6 +164,8 @@ class Connection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._replies_while_paused = 0  # bytes answered to input while the socket was paused
+        self._negotiating: dict[StreamId, float] = {}  # stream -> negotiation deadline
+        self._negotiation_timer: asyncio.TimerHandle | None = None
         self._error: P2PError | None = None
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self._idle_timer: asyncio.TimerHandle | None = None
@@ -235,6 +238,7 @@ class Connection(asyncio.Protocol):
         )
         stream = Stream(self, sid, is_initiator=True, negotiator=negotiator)
         self._streams[sid] = stream
+        self._watch_negotiation(sid)
         out = negotiator.data_to_send()
         yamux.send_data(sid, out)
         self._schedule_flush()
@@ -557,10 +561,42 @@ class Connection(asyncio.Protocol):
         )
         stream = Stream(self, sid, is_initiator=False, negotiator=negotiator)
         self._streams[sid] = stream
+        self._watch_negotiation(sid)
 
     def _on_stream_negotiated(self, stream: Stream) -> None:
+        self._negotiating.pop(stream.stream_id, None)
         if not stream.is_initiator:
             self._hooks.inbound_stream(stream)
+
+    def _watch_negotiation(self, sid: StreamId) -> None:
+        """Reset the stream if multistream has not picked its protocol in time.
+
+        One timer per connection: deadlines share one timeout, so the insertion order of
+        ``_negotiating`` is deadline order, and a stream that finishes leaves it in O(1).
+        """
+        deadline = self.loop.time() + self._config.negotiation_timeout
+        self._negotiating[sid] = deadline
+        if self._negotiation_timer is None:
+            self._negotiation_timer = self.loop.call_at(deadline, self._expire_negotiations)
+
+    def _expire_negotiations(self) -> None:
+        self._negotiation_timer = None
+        now = self.loop.time()
+        negotiating = self._negotiating
+        while negotiating:
+            sid, deadline = next(iter(negotiating.items()))
+            if deadline > now:
+                if self._stage is _Stage.ESTABLISHED:
+                    self._negotiation_timer = self.loop.call_at(deadline, self._expire_negotiations)
+                return
+            del negotiating[sid]
+            stream = self._streams.get(sid)
+            if stream is not None and stream.protocol is None:
+                stream._negotiation_failed(
+                    NegotiationTimeoutError(
+                        f"no protocol agreed within {self._config.negotiation_timeout} s"
+                    )
+                )
 
     # -- established: commands from streams ----------------------------------------------
 
@@ -602,6 +638,7 @@ class Connection(asyncio.Protocol):
         self._forget_stream(sid)
 
     def _forget_stream(self, sid: StreamId) -> None:
+        self._negotiating.pop(sid, None)
         stream = self._streams.pop(sid, None)
         if stream is not None and not stream.is_initiator:
             self._inbound_streams -= 1
@@ -714,6 +751,10 @@ class Connection(asyncio.Protocol):
         if self._linger_timer is not None:
             self._linger_timer.cancel()
             self._linger_timer = None
+        if self._negotiation_timer is not None:
+            self._negotiation_timer.cancel()
+            self._negotiation_timer = None
+        self._negotiating.clear()
         self._lingering.clear()
         if not self._ready.done():
             self._ready.set_exception(error)

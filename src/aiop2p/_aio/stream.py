@@ -152,7 +152,10 @@ class Stream:
         assert neg is not None
         out = neg.data_to_send()
         if out:
-            self._conn._send_stream_data(self.stream_id, out)
+            try:  # noqa: SIM105 - cheaper than contextlib.suppress on every stream
+                self._conn._send_stream_data(self.stream_id, out)
+            except P2PError:
+                pass  # reset in the same input batch: its StreamReset event follows
         for ev in neg.events_received():
             if type(ev) is ProtocolSelected:
                 self._negotiator = None
@@ -167,12 +170,16 @@ class Stream:
                     self._feed_data(leftover)
                 return
             if type(ev) is NegotiationFailed:
-                self._negotiator = None
-                self._fail(ev.error)
-                self._conn._reset_stream(self.stream_id)
+                self._negotiation_failed(ev.error)
                 return
         if received:
             self._conn._acknowledge(self.stream_id, received)  # all went to multistream
+
+    def _negotiation_failed(self, error: P2PError) -> None:
+        """Negotiation is over without a protocol (refused, malformed, or out of time)."""
+        self._negotiator = None
+        self._fail(error)
+        self._conn._reset_stream(self.stream_id)
 
     # -- called by the connection -------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING
 
 from ..protocols.perf import PERF_PROTOCOL_ID
@@ -21,6 +22,10 @@ def install_builtin_services(node: Node) -> None:
     if config.enable_identify:
         node.identify = IdentifyService(node)
     if config.enable_ping:
-        node.set_stream_handler(PING_PROTOCOL_ID, serve_ping)
+        node.set_stream_handler(
+            PING_PROTOCOL_ID, partial(serve_ping, idle_timeout=config.protocol_idle_timeout)
+        )
     if config.enable_perf:
-        node.set_stream_handler(PERF_PROTOCOL_ID, serve_perf)
+        node.set_stream_handler(
+            PERF_PROTOCOL_ID, partial(serve_perf, idle_timeout=config.protocol_idle_timeout)
+        )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._aio.connection import Connection
 from .._aio.stream import Stream
-from ..errors import RemoteProtocolError
+from ..errors import RemoteProtocolError, StreamTimeoutError
 from ..protocols.perf import PERF_PROTOCOL_ID, decode_perf_header, encode_perf_header
 
 if TYPE_CHECKING:
@@ -47,14 +48,30 @@ async def _send_zeros(stream: Stream, size: int) -> None:
         size -= n
 
 
-async def serve_perf(stream: Stream) -> None:
-    """Count the upload to EOF, then send the requested number of bytes."""
-    wanted = decode_perf_header(await stream.readexactly(8))
-    if wanted > MAX_PERF_DOWNLOAD_SIZE:
-        raise RemoteProtocolError(f"perf: {wanted} bytes requested, above the limit")
-    while await stream.read(1 << 20):
-        pass
-    await _send_zeros(stream, wanted)
+async def serve_perf(stream: Stream, idle_timeout: float = 60.0) -> None:
+    """Count the upload to EOF, then send the requested number of bytes.
+
+    Each step (a header, an upload chunk, a download chunk taken by the peer) must happen
+    within ``idle_timeout`` seconds, else the stream is reset: a stalled peer cannot pin
+    the handler.
+    """
+    try:
+        async with asyncio.timeout(idle_timeout):
+            wanted = decode_perf_header(await stream.readexactly(8))
+        if wanted > MAX_PERF_DOWNLOAD_SIZE:
+            raise RemoteProtocolError(f"perf: {wanted} bytes requested, above the limit")
+        while True:
+            async with asyncio.timeout(idle_timeout):
+                if not await stream.read(1 << 20):
+                    break
+        view = memoryview(_ZEROS)
+        while wanted > 0:
+            n = min(wanted, _CHUNK)
+            async with asyncio.timeout(idle_timeout):
+                await stream.write(view[:n])
+            wanted -= n
+    except TimeoutError as exc:
+        raise StreamTimeoutError(f"perf: no progress for {idle_timeout} s") from exc
     await stream.close()
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from typing import TYPE_CHECKING
 
 from .._aio.connection import Connection
 from .._aio.stream import Stream
-from ..errors import RemoteProtocolError, StreamClosedError
+from ..errors import RemoteProtocolError, StreamClosedError, StreamTimeoutError
 from ..protocols.ping import PING_PAYLOAD_SIZE, PING_PROTOCOL_ID
 
 if TYPE_CHECKING:
@@ -17,14 +18,22 @@ if TYPE_CHECKING:
 __all__ = ["ping", "serve_ping"]
 
 
-async def serve_ping(stream: Stream) -> None:
-    """Echo each 32-byte payload until the dialer closes the stream."""
+async def serve_ping(stream: Stream, idle_timeout: float = 60.0) -> None:
+    """Echo each 32-byte payload until the dialer closes the stream.
+
+    A dialer may keep one ping stream and ping on it now and then; one that sends no ping
+    (or does not take our echo) for ``idle_timeout`` seconds has its stream reset, so a
+    peer cannot pin handlers with streams it forgets.
+    """
     while True:
         try:
-            payload = await stream.readexactly(PING_PAYLOAD_SIZE)
+            async with asyncio.timeout(idle_timeout):
+                payload = await stream.readexactly(PING_PAYLOAD_SIZE)
+                await stream.write(payload)
         except StreamClosedError:
             return
-        await stream.write(payload)
+        except TimeoutError as exc:
+            raise StreamTimeoutError(f"ping: nothing from the peer for {idle_timeout} s") from exc
 
 
 async def ping(node: Node, conn: Connection, count: int = 1) -> list[float]:

@@ -132,8 +132,11 @@ class NetworkConfig:
 
     request_timeout: float = 10.0
     """Seconds for one whole exchange: negotiation, request, firewall, answer, response."""
-    connection_timeout: float = 10.0
-    """Seconds an idle connection (no stream open) is kept before it is closed."""
+    connection_timeout: float = 60.0
+    """Seconds an idle connection (no stream open, either direction) is kept before it is
+    closed.  The seed used 10 s; 60 s follows the field: js-libp2p closes no idle
+    connection and pings each peer every 10 s (so 10 s raced those pings), go-libp2p gives
+    new connections a one-minute grace period, rust-libp2p leaves it to the application."""
     firewall_timeout: float = 10.0
     """Seconds to wait for a rule or an approval from the application before rejecting."""
     connection_limits: ConnectionLimits = field(default_factory=ConnectionLimits)

@@ -119,12 +119,15 @@ function requireString (value, name) {
 function parseArgs (argv) {
   const listen = []
   let seed = null
+  let pingIntervalMs = null
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i]
     if (arg === '--listen' && i + 1 < argv.length) {
       listen.push(argv[++i])
     } else if (arg === '--seed' && i + 1 < argv.length) {
       seed = argv[++i]
+    } else if (arg === '--ping-interval-ms' && i + 1 < argv.length) {
+      pingIntervalMs = Number.parseInt(argv[++i], 10)
     } else {
       throw new Error(`unknown or incomplete argument: ${arg}`)
     }
@@ -132,7 +135,10 @@ function parseArgs (argv) {
   if (seed != null && !/^[0-9a-fA-F]{64}$/.test(seed)) {
     throw new Error('--seed must be 64 hex characters (a 32-byte Ed25519 seed)')
   }
-  return { listen: listen.length > 0 ? listen : ['/ip4/127.0.0.1/tcp/0'], seed }
+  if (pingIntervalMs != null && !(pingIntervalMs > 0)) {
+    throw new Error('--ping-interval-ms must be a positive integer')
+  }
+  return { listen: listen.length > 0 ? listen : ['/ip4/127.0.0.1/tcp/0'], seed, pingIntervalMs }
 }
 
 // ---- node ---------------------------------------------------------------------------------------
@@ -157,6 +163,8 @@ const node = await createLibp2p({
   ],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux({ maxInboundStreams: MAX_YAMUX_STREAMS, maxOutboundStreams: MAX_YAMUX_STREAMS })],
+  // The connection monitor pings every connected peer (js-libp2p's default: every 10 s).
+  connectionMonitor: args.pingIntervalMs != null ? { pingInterval: args.pingIntervalMs } : {},
   connectionManager: {
     maxConnections: MAX_CONNECTIONS,
     maxIncomingPendingConnections: MAX_CONNECTIONS,

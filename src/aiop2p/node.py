@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable
+from functools import partial
 from typing import Any, Self
 
 from ._aio.connection import Connection, ConnectionHooks, Direction
@@ -26,31 +27,34 @@ from .errors import (
 )
 from .identity import KeyPair, PeerId
 from .multiaddr import Multiaddr
+from .protocols.perf import PERF_PROTOCOL_ID
+from .protocols.ping import PING_PROTOCOL_ID
+from .services.host import ConnectionCallback, StreamHandler
 from .services.identify import IdentifyService
 from .services.peerstore import PeerInfo, PeerStore
-from .services.perf import PerfResult, perf
-from .services.ping import ping
+from .services.perf import PerfResult, perf, serve_perf
+from .services.ping import ping, serve_ping
 from .transports._base import Listener, Transport
 from .transports.dns import resolve as resolve_dns
 from .transports.pending import FairPending, pending_source
 from .transports.tcp import TcpTransport
 from .transports.websocket import WebSocketTransport
 
-__all__ = ["ConnectionCallback", "Node", "StreamHandler"]
+__all__ = ["Node"]
 
 log = logging.getLogger(__name__)
-
-StreamHandler = Callable[[Stream], Awaitable[None]]
-ConnectionCallback = Callable[[Connection, bool], None]
-"""Called with (connection, opened) when a connection is established (True) or closed."""
 
 
 def _is_relayed(conn: Connection) -> bool:
     return bool(conn.user_data.get("relayed"))
 
 
-class Node(ConnectionHooks):
-    """A libp2p host.  Use as ``async with Node() as node: ...``."""
+class Node:
+    """A libp2p host.  Use as ``async with Node() as node: ...``.
+
+    Implements :class:`~aiop2p.services.host.Host` for its services; what its
+    connections call back into lives in a private :class:`_Hooks` object.
+    """
 
     def __init__(
         self,
@@ -88,6 +92,7 @@ class Node(ConnectionHooks):
         self.connection_gate: Callable[[Connection], P2PError | None] | None = None
         """Vetoes a newly established connection by returning the error to close it with."""
         self.identify: IdentifyService | None = None
+        self._hooks = _Hooks(self)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -102,9 +107,17 @@ class Node(ConnectionHooks):
         if self._started:
             return
         self._started = True
-        from .services.builtin import install_builtin_services
-
-        install_builtin_services(self)
+        config = self.config
+        if config.enable_identify:
+            self.identify = IdentifyService(self)
+        if config.enable_ping:
+            self.set_stream_handler(
+                PING_PROTOCOL_ID, partial(serve_ping, idle_timeout=config.protocol_idle_timeout)
+            )
+        if config.enable_perf:
+            self.set_stream_handler(
+                PERF_PROTOCOL_ID, partial(serve_perf, idle_timeout=config.protocol_idle_timeout)
+            )
 
     async def close(self) -> None:
         """Stop listening, close every connection, cancel every handler task."""
@@ -199,105 +212,13 @@ class Node(ConnectionHooks):
         for cb in self._listen_addr_callbacks:
             cb()
 
-    # -- ConnectionHooks -----------------------------------------------------------------
-
     def supported_protocols(self, conn: Connection) -> Collection[str]:
+        """The protocols offered to ``conn``'s peer (see ``offer`` of set_stream_handler)."""
         if not self._offers:
             return self._handlers.keys()
         peer = conn.remote_peer
         offers = self._offers
         return tuple(p for p in self._handlers if p not in offers or offers[p](peer))
-
-    def inbound_stream(self, stream: Stream) -> None:
-        protocol = stream.protocol
-        handler = self._handlers.get(protocol) if protocol is not None else None
-        if handler is None:
-            stream.reset()
-            return
-        self.spawn(self._run_handler(handler, stream), name=f"handler {protocol}")
-
-    async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
-        try:
-            await handler(stream)
-        except P2PError as exc:
-            log.debug("handler for %s ended with %s", stream.protocol, exc)
-            stream.reset()
-        except BaseException:
-            stream.reset()
-            raise
-        else:
-            await stream.close()
-            if not stream.is_closed:
-                # The handler is done but the remote has not closed its side: reset the
-                # stream if it lingers, so a peer that never closes cannot pin it forever.
-                stream.connection.linger(stream, self.config.stream_linger_timeout)
-
-    def _limit_error(self, conn: Connection) -> P2PError | None:
-        """The first connection limit this established connection would exceed."""
-        if self._closing:
-            return ConnectionClosedError("node is shutting down")
-        if self._established >= self.config.max_connections:
-            return ConnectionLimitError(self.config.max_connections, self._established)
-        limits = self.config.limits
-        inbound = conn.direction is Direction.INBOUND
-        checks = (
-            (limits.max_established_total, self._established, "established"),
-            (
-                limits.max_established_incoming if inbound else limits.max_established_outgoing,
-                self._established_in if inbound else self._established - self._established_in,
-                "established incoming" if inbound else "established outgoing",
-            ),
-            (
-                limits.max_established_per_peer,
-                len(self._connections.get(conn.remote_peer, ())),
-                "established per peer",
-            ),
-        )
-        for limit, current, what in checks:
-            if limit is not None and current >= limit:
-                return ConnectionLimitError(limit, current, what)
-        if self.connection_gate is not None:
-            return self.connection_gate(conn)
-        return None
-
-    def connection_ready(self, conn: Connection) -> None:
-        self._pending.discard(conn)
-        self._pending_in.discard(conn)
-        error = self._limit_error(conn)
-        if error is not None:
-            conn.abort(error)
-            return
-        peer = conn.remote_peer
-        self._established += 1
-        if conn.direction is Direction.INBOUND:
-            self._established_in += 1
-        self._connections.setdefault(peer, []).append(conn)
-        if conn.direction is Direction.OUTBOUND and conn.remote_addr is not None:
-            self.peer_store.add_addrs(peer, [conn.remote_addr.without_peer_id()])
-        for cb in list(self._callbacks):
-            cb(conn, True)
-
-    def connection_closed(self, conn: Connection, *, was_established: bool) -> None:
-        self._pending.discard(conn)
-        self._pending_in.discard(conn)
-        if was_established and conn not in self._connections.get(conn.remote_peer, ()):
-            was_established = False  # vetoed in connection_ready: never counted
-        if not was_established:
-            if conn.direction is Direction.INBOUND and conn.error is not None:
-                for error_cb in list(self._incoming_error_callbacks):
-                    error_cb(conn, conn.error)
-            return
-        self._established -= 1
-        if conn.direction is Direction.INBOUND:
-            self._established_in -= 1
-        conns = self._connections.get(conn.remote_peer)
-        if conns is not None:
-            if conn in conns:
-                conns.remove(conn)
-            if not conns:
-                del self._connections[conn.remote_peer]
-        for cb in list(self._callbacks):
-            cb(conn, False)
 
     def on_incoming_error(self, callback: Callable[[Connection, P2PError], None]) -> None:
         """Register a callback for inbound connections that failed before being established."""
@@ -322,7 +243,7 @@ class Node(ConnectionHooks):
             if direction is Direction.INBOUND and self._inbound_roles:
                 conn_role = self._inbound_roles.get(remote)
             conn = Connection(
-                self,
+                self._hooks,
                 identity=self.key,
                 direction=direction,
                 config=self.config,
@@ -566,3 +487,115 @@ class Node(ConnectionHooks):
         if self.identify is None:
             raise InvalidStateError("identify is disabled in this node's config")
         return await self.identify.identify(await self._connection_for(target))
+
+
+class _Hooks(ConnectionHooks):
+    """What a node's connections call back into: admission against the limits, the
+    table of established connections, and inbound streams to their handlers.
+
+    Kept off :class:`Node` so that the user's object shows user methods only.
+    """
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    def supported_protocols(self, conn: Connection) -> Collection[str]:
+        return self._node.supported_protocols(conn)
+
+    def inbound_stream(self, stream: Stream) -> None:
+        node = self._node
+        protocol = stream.protocol
+        handler = node._handlers.get(protocol) if protocol is not None else None
+        if handler is None:
+            stream.reset()
+            return
+        node.spawn(self._run_handler(handler, stream), name=f"handler {protocol}")
+
+    async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
+        try:
+            await handler(stream)
+        except P2PError as exc:
+            log.debug("handler for %s ended with %s", stream.protocol, exc)
+            stream.reset()
+        except BaseException:
+            stream.reset()
+            raise
+        else:
+            await stream.close()
+            if not stream.is_closed:
+                # The handler is done but the remote has not closed its side: reset the
+                # stream if it lingers, so a peer that never closes cannot pin it forever.
+                stream.connection.linger(stream, self._node.config.stream_linger_timeout)
+
+    def _limit_error(self, conn: Connection) -> P2PError | None:
+        """The first connection limit this established connection would exceed."""
+        node = self._node
+        if node._closing:
+            return ConnectionClosedError("node is shutting down")
+        established = node._established
+        if established >= node.config.max_connections:
+            return ConnectionLimitError(node.config.max_connections, established)
+        limits = node.config.limits
+        inbound = conn.direction is Direction.INBOUND
+        checks = (
+            (limits.max_established_total, established, "established"),
+            (
+                limits.max_established_incoming if inbound else limits.max_established_outgoing,
+                node._established_in if inbound else established - node._established_in,
+                "established incoming" if inbound else "established outgoing",
+            ),
+            (
+                limits.max_established_per_peer,
+                len(node._connections.get(conn.remote_peer, ())),
+                "established per peer",
+            ),
+        )
+        for limit, current, what in checks:
+            if limit is not None and current >= limit:
+                return ConnectionLimitError(limit, current, what)
+        if node.connection_gate is not None:
+            return node.connection_gate(conn)
+        return None
+
+    def connection_ready(self, conn: Connection) -> None:
+        node = self._node
+        node._pending.discard(conn)
+        node._pending_in.discard(conn)
+        error = self._limit_error(conn)
+        if error is not None:
+            conn.abort(error)
+            return
+        peer = conn.remote_peer
+        node._established += 1
+        if conn.direction is Direction.INBOUND:
+            node._established_in += 1
+        node._connections.setdefault(peer, []).append(conn)
+        if conn.direction is Direction.OUTBOUND and conn.remote_addr is not None:
+            node.peer_store.add_addrs(peer, [conn.remote_addr.without_peer_id()])
+        for cb in list(node._callbacks):
+            cb(conn, True)
+
+    def connection_closed(self, conn: Connection, *, was_established: bool) -> None:
+        node = self._node
+        node._pending.discard(conn)
+        node._pending_in.discard(conn)
+        if was_established and conn not in node._connections.get(conn.remote_peer, ()):
+            was_established = False  # vetoed in connection_ready: never counted
+        if not was_established:
+            if conn.direction is Direction.INBOUND and conn.error is not None:
+                for error_cb in list(node._incoming_error_callbacks):
+                    error_cb(conn, conn.error)
+            return
+        node._established -= 1
+        if conn.direction is Direction.INBOUND:
+            node._established_in -= 1
+        conns = node._connections.get(conn.remote_peer)
+        if conns is not None:
+            if conn in conns:
+                conns.remove(conn)
+            if not conns:
+                del node._connections[conn.remote_peer]
+        for cb in list(node._callbacks):
+            cb(conn, False)

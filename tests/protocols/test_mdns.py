@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from aiop2p.errors import InvalidArgumentError
 from aiop2p.identity import KeyPair, PeerId
 from aiop2p.multiaddr import Multiaddr
-from aiop2p.node import Node
 from aiop2p.protocols.mdns import (
     MdnsPeerRecord,
     MdnsQuery,
@@ -32,6 +31,7 @@ from aiop2p.protocols.mdns import (
     parse_packet,
     peer_name_from_random,
 )
+from aiop2p.services.host import Host
 from aiop2p.services.mdns import (
     MdnsConfig,
     MdnsInterface,
@@ -316,7 +316,7 @@ async def clock() -> AsyncIterator[FakeClock]:
 def make_service(**config: int) -> tuple[MdnsService, RecordingEndpoint, FakeNode]:
     node = FakeNode(["/ip4/10.0.0.9/tcp/4001", "/ip4/127.0.0.1/tcp/4001"])
     mdns_config = MdnsConfig(**config)  # type: ignore[arg-type]
-    service = MdnsService(cast(Node, node), config=mdns_config, random_bytes=lambda n: b"\x01" * n)
+    service = MdnsService(cast(Host, node), config=mdns_config, random_bytes=lambda n: b"\x01" * n)
     service._loop = asyncio.get_running_loop()
     service._started = True
     endpoint = RecordingEndpoint(service)

@@ -52,7 +52,7 @@ from ..protocols.dcutr import (
 from ..transports.tcp import TcpTransport
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .host import Host
 
 __all__ = [
     "DcutrConfig",
@@ -110,7 +110,7 @@ HolePunchEvent = DirectConnectionUpgraded | HolePunchFailed
 class DcutrService:
     """DCUtR on ``node``: answers ``/libp2p/dcutr`` and upgrades relayed connections."""
 
-    def __init__(self, node: Node, *, config: DcutrConfig | None = None) -> None:
+    def __init__(self, node: Host, *, config: DcutrConfig | None = None) -> None:
         self.node = node
         self.config = config or DcutrConfig()
         self._callbacks: list[Callable[[HolePunchEvent], None]] = []

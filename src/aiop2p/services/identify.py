@@ -25,7 +25,7 @@ from ..protocols.identify import (
 from .peerstore import PeerInfo
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .host import Host
 
 __all__ = ["IdentifyService"]
 
@@ -34,7 +34,7 @@ _RESULT_KEY = "identify"
 
 
 class IdentifyService:
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Host) -> None:
         self.node = node
         self._push_scheduled = False
         node.set_stream_handler(IDENTIFY_PROTOCOL_ID, self._answer)

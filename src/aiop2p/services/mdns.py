@@ -71,7 +71,7 @@ from ..protocols.mdns import (
 from ..transports.interfaces import expand_wildcard
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .host import Host
 
 __all__ = [
     "MdnsConfig",
@@ -414,7 +414,7 @@ class MdnsService:
 
     def __init__(
         self,
-        node: Node,
+        node: Host,
         *,
         config: MdnsConfig | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,

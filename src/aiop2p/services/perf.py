@@ -13,7 +13,7 @@ from ..errors import RemoteProtocolError, StreamTimeoutError
 from ..protocols.perf import PERF_PROTOCOL_ID, decode_perf_header, encode_perf_header
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .host import Host
 
 __all__ = ["PerfResult", "perf", "serve_perf"]
 
@@ -75,7 +75,7 @@ async def serve_perf(stream: Stream, idle_timeout: float = 60.0) -> None:
     await stream.close()
 
 
-async def perf(node: Node, conn: Connection, upload: int, download: int) -> PerfResult:
+async def perf(node: Host, conn: Connection, upload: int, download: int) -> PerfResult:
     """Upload ``upload`` bytes, then download ``download`` bytes, on one stream.
 
     Upload time runs from the first byte until the server starts answering (it only

@@ -13,7 +13,7 @@ from ..errors import RemoteProtocolError, StreamClosedError, StreamTimeoutError
 from ..protocols.ping import PING_PAYLOAD_SIZE, PING_PROTOCOL_ID
 
 if TYPE_CHECKING:
-    from ..node import Node
+    from .host import Host
 
 __all__ = ["ping", "serve_ping"]
 
@@ -36,7 +36,7 @@ async def serve_ping(stream: Stream, idle_timeout: float = 60.0) -> None:
             raise StreamTimeoutError(f"ping: nothing from the peer for {idle_timeout} s") from exc
 
 
-async def ping(node: Node, conn: Connection, count: int = 1) -> list[float]:
+async def ping(node: Host, conn: Connection, count: int = 1) -> list[float]:
     """Send ``count`` pings on one stream; return each round-trip time in seconds."""
     rtts: list[float] = []
     stream = await node.new_stream(conn, PING_PROTOCOL_ID)

@@ -75,8 +75,8 @@ from ..protocols.relay_v2 import (
 )
 
 if TYPE_CHECKING:
-    from ..node import Node
     from ..transports._base import ProtocolFactory
+    from .host import Host
 
 __all__ = [
     "CircuitClosed",
@@ -218,13 +218,13 @@ def _loss_mapper(
     return on_lost
 
 
-def _agent_of(node: Node, peer: PeerId) -> str | None:
+def _agent_of(node: Host, peer: PeerId) -> str | None:
     info = node.peer_store.get(peer)
     return info.agent_version if info is not None else None
 
 
 def _attach(
-    node: Node,
+    node: Host,
     stream: Stream,
     factory: ProtocolFactory,
     local: Multiaddr,
@@ -391,7 +391,7 @@ class RelayClient:
     Creating it registers the stop handler and :class:`RelayTransport` on the node.
     """
 
-    def __init__(self, node: Node, *, config: RelayClientConfig | None = None) -> None:
+    def __init__(self, node: Host, *, config: RelayClientConfig | None = None) -> None:
         self.node = node
         self.config = config or RelayClientConfig()
         self._slots: dict[PeerId, _Slot] = {}
@@ -957,7 +957,7 @@ class RelayServer:
     ``on_circuit_closed`` callbacks get a :class:`CircuitClosed` per finished circuit.
     """
 
-    def __init__(self, node: Node, *, config: RelayServerConfig | None = None) -> None:
+    def __init__(self, node: Host, *, config: RelayServerConfig | None = None) -> None:
         self.node = node
         self.config = config or RelayServerConfig()
         self._reservations: dict[PeerId, _ServerReservation] = {}

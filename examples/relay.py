@@ -15,7 +15,7 @@ import asyncio
 from typing import Any
 
 from aiop2p import FirewallRules, Network, Rule
-from aiop2p.services.relay import RelayServerConfig
+from aiop2p.services.relay.server import RelayServerConfig
 
 
 async def main() -> Any:

@@ -80,14 +80,9 @@ from .services.firewall import (
     SupportChanged,
 )
 from .services.mdns import MdnsConfig, MdnsEvent, MdnsService
-from .services.relay import (
-    RelayClient,
-    RelayClientEvent,
-    RelayServer,
-    RelayServerConfig,
-    ReservationFailed,
-    is_circuit_addr,
-)
+from .services.relay.addrs import is_circuit_addr
+from .services.relay.client import RelayClient, RelayClientEvent, ReservationFailed
+from .services.relay.server import RelayServer, RelayServerConfig
 from .services.request_response import (
     DEFAULT_MAX_REQUEST_SIZE,
     DEFAULT_MAX_RESPONSE_SIZE,

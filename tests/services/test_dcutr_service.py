@@ -24,7 +24,8 @@ from aiop2p.services.dcutr import (
     HolePunchEvent,
     HolePunchFailed,
 )
-from aiop2p.services.relay import RelayClient, RelayServer
+from aiop2p.services.relay.client import RelayClient
+from aiop2p.services.relay.server import RelayServer
 from aiop2p.transports.tcp import TcpTransport
 
 from ..helpers import wait_for

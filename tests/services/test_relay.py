@@ -23,17 +23,15 @@ from aiop2p.identity import KeyPair
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 from aiop2p.protocols.relay_v2 import Limit, Status
-from aiop2p.services import relay as relay_mod
-from aiop2p.services.relay import (
-    CircuitClosed,
+from aiop2p.services.relay import splice
+from aiop2p.services.relay.client import (
     RelayClient,
     RelayClientEvent,
-    RelayServer,
-    RelayServerConfig,
     ReservationFailed,
     ReservationLost,
     ReservationRenewed,
 )
+from aiop2p.services.relay.server import CircuitClosed, RelayServer, RelayServerConfig
 
 from ..helpers import wait_for
 
@@ -95,13 +93,13 @@ async def echo(stream: Stream, payload: bytes) -> bytes:
 async def test_listen_dial_ping_echo_identify_end_to_end(make_trio) -> None:  # type: ignore[no-untyped-def]
     t: Trio = await make_trio()
     tapped = bytearray()
-    original = relay_mod._Circuit.forward
+    original = splice.Circuit.forward
 
-    def tap(self: relay_mod._Circuit, half: relay_mod._Half, data: bytes) -> None:
+    def tap(self: splice.Circuit, half: splice._Half, data: bytes) -> None:
         tapped.extend(data)
         original(self, half, data)
 
-    relay_mod._Circuit.forward = tap  # type: ignore[method-assign]
+    splice.Circuit.forward = tap  # type: ignore[method-assign]
     try:
         addr = await t.client_a.listen(t.r.peer_id, t.r_addr)
         assert str(addr) == f"{t.r.listen_addrs[0]}/p2p/{t.r.peer_id}/p2p-circuit/p2p/{t.a.peer_id}"
@@ -130,7 +128,7 @@ async def test_listen_dial_ping_echo_identify_end_to_end(make_trio) -> None:  # 
         assert tapped and secret not in bytes(tapped)
         assert t.server.circuit_count == 1
     finally:
-        relay_mod._Circuit.forward = original  # type: ignore[method-assign]
+        splice.Circuit.forward = original  # type: ignore[method-assign]
 
 
 async def test_reservation_refused(make_trio) -> None:  # type: ignore[no-untyped-def]
@@ -239,7 +237,7 @@ async def test_100_concurrent_circuits(make_trio) -> None:  # type: ignore[no-un
 
     def relay_objects() -> int:
         gc.collect()
-        kinds = (relay_mod._Circuit, relay_mod._Half)
+        kinds = (splice.Circuit, splice._Half)
         return sum(1 for o in gc.get_objects() if isinstance(o, kinds))
 
     # R's per-circuit state: one circuit and two halves each, nothing else growing.

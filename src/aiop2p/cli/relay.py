@@ -7,7 +7,7 @@ from typing import Any
 
 from ..network import Network
 from ..services.firewall import FirewallRules
-from ..services.relay import RelayServerConfig
+from ..services.relay.server import RelayServerConfig
 from ._common import Output, default_relay_key_path, load_key, stop_on_signals
 
 __all__ = ["add_parser", "cmd_relay"]

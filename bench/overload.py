@@ -33,7 +33,7 @@ from aiop2p.errors import P2PError
 from aiop2p.identity import PeerId
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network import Network
-from aiop2p.services.firewall import FirewallRules
+from aiop2p.network.firewall import FirewallRules
 
 MAX_CONNECTIONS = 5000
 MAX_REQUESTS_PER_CONNECTION = 10_000

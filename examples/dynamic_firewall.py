@@ -45,8 +45,8 @@ from aiop2p import (
     Rule,
 )
 from aiop2p.errors import InvalidPeerIdError, P2PError
+from aiop2p.network.permissions import PermissionEnum
 from aiop2p.services.mdns import MdnsConfig
-from aiop2p.services.permissions import PermissionEnum
 
 REQUEST_TIMEOUT: Final = 45.0
 FIREWALL_TIMEOUT: Final = 10.0

@@ -106,3 +106,34 @@ def test_imports_follow_layers(path: Path) -> None:
 def test_every_module_has_a_layer() -> None:
     for path in MODULES:
         assert _module_name(path).split(".")[0] in LAYERS, path
+
+
+# The network package's pure parts: rules, permissions, addresses, codecs, channels.  They
+# import only the value layers and each other (no connection driver, transport, service or
+# node), and only the event channel uses asyncio, so each can be read and tested alone.
+NETWORK_PURE = {"firewall", "permissions", "address_book", "codecs", "event_channel"}
+NETWORK_PURE_MAY_IMPORT = {"errors", "_wire", "identity", "multiaddr", "events"}
+
+
+@pytest.mark.parametrize("name", sorted(NETWORK_PURE))
+def test_pure_network_modules_stay_pure(name: str) -> None:
+    tree = ast.parse((PACKAGE / "network" / f"{name}.py").read_text())
+    for node in ast.walk(tree):  # every import, TYPE_CHECKING and function-local included
+        if isinstance(node, ast.Import):
+            tops = [alias.name.split(".")[0] for alias in node.names]
+            assert "aiop2p" not in tops, f"network.{name}: use relative imports"
+            if name != "event_channel":
+                assert "asyncio" not in tops, f"network.{name} imports asyncio"
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level == 1:  # a sibling in network/
+                siblings = [module] if module else [alias.name for alias in node.names]
+                for sibling in siblings:
+                    assert sibling in NETWORK_PURE, f"network.{name} imports network.{sibling}"
+            elif node.level == 2:
+                top = module.split(".")[0]
+                assert top in NETWORK_PURE_MAY_IMPORT, f"network.{name} imports aiop2p.{module}"
+            else:
+                assert node.level == 0 and module.split(".")[0] != "aiop2p", module
+                if name != "event_channel":
+                    assert module.split(".")[0] != "asyncio", f"network.{name} imports asyncio"

@@ -27,22 +27,29 @@ from .events import (
 from .identity import KeyPair, KeyType, PeerId, PublicKey
 from .multiaddr import Multiaddr
 from .network import (
+    AddressInfo,
     ApprovalRequest,
     ChannelConfig,
+    ChannelSinkConfig,
+    Codec,
+    EventChannel,
+    FirewallPermission,
     FirewallRequest,
+    FirewallRules,
+    Framing,
     InboundRequest,
+    JsonCodec,
     Listener,
     Network,
     NetworkConfig,
+    PeerAddress,
     PeerRuleQuery,
+    PermissionValue,
+    RawCodec,
+    Rule,
+    assemble_relayed_addr,
 )
 from .node import Node
-from .services.address_book import AddressInfo, PeerAddress, assemble_relayed_addr
-from .services.codecs import Codec, JsonCodec, RawCodec
-from .services.event_channel import ChannelSinkConfig, EventChannel
-from .services.firewall import FirewallRules, Rule
-from .services.permissions import FirewallPermission, PermissionValue
-from .services.request_response import Framing
 
 __all__ = [
     "AddressInfo",

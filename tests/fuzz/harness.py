@@ -40,9 +40,9 @@ from aiop2p._wire.varint import decode_uvarint, encode_uvarint
 from aiop2p.errors import P2PError
 from aiop2p.identity import KeyPair, KeyType, PeerId, PublicKey
 from aiop2p.multiaddr import Multiaddr
+from aiop2p.network.codecs import JsonCodec
 from aiop2p.protocols import dcutr, envelope, mdns, multistream, noise, relay_v2, yamux
 from aiop2p.protocols.identify import IdentifyMessage
-from aiop2p.services.codecs import JsonCodec
 
 __all__ = ["ERROR", "OK", "Stats", "Target", "build_targets", "format_table", "run_target"]
 

@@ -13,7 +13,7 @@ import pytest_asyncio
 from aiop2p.events import InboundFailure, InboundRequestFailed
 from aiop2p.identity import PeerId
 from aiop2p.network import ApprovalRequest, Network, PeerRuleQuery
-from aiop2p.services.firewall import Rule
+from aiop2p.network.firewall import Rule
 
 from .peers import PeerCommandError, PeerProcess, js_command, start_peer
 

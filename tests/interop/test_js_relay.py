@@ -17,11 +17,10 @@ from aiop2p.errors import P2PError, RelayLimitReachedError, RequestConnectionClo
 from aiop2p.identity import PeerId
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network import Network
+from aiop2p.network.firewall import FirewallRules
 from aiop2p.node import Node
 from aiop2p.protocols.relay_v2 import Limit
-from aiop2p.services.firewall import FirewallRules
-from aiop2p.services.relay.client import RelayClient
-from aiop2p.services.relay.server import RelayServer, RelayServerConfig
+from aiop2p.services.relay import RelayClient, RelayServer, RelayServerConfig
 
 from .peers import ROOT, PeerProcess, start_peer
 

@@ -30,10 +30,9 @@ from aiop2p.errors import P2PError
 from aiop2p.events import ListenerClosed, ListenerError, NewListenAddr
 from aiop2p.identity import PeerId
 from aiop2p.network import Network, NetworkConfig
+from aiop2p.network.firewall import FirewallRules, Rule
 from aiop2p.services.dcutr import DcutrConfig, DcutrService, HolePunchEvent, HolePunchFailed
-from aiop2p.services.firewall import FirewallRules, Rule
-from aiop2p.services.relay.client import RelayClientEvent
-from aiop2p.services.relay.server import RelayServerConfig
+from aiop2p.services.relay import RelayClientEvent, RelayServerConfig
 from aiop2p.transports.tcp import TcpTransport
 
 STARTED = time.monotonic()

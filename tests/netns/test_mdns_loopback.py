@@ -146,7 +146,7 @@ TWO_NETWORKS = """
 import asyncio, json
 from aiop2p.events import PeerDiscovered
 from aiop2p.network import Network
-from aiop2p.services.firewall import FirewallRules
+from aiop2p.network.firewall import FirewallRules
 
 async def main():
     def net():

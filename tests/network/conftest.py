@@ -23,7 +23,7 @@ from aiop2p.events import (
 )
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network import FirewallRequest, InboundRequest, Network
-from aiop2p.services.event_channel import ChannelClosedError
+from aiop2p.network.event_channel import ChannelClosedError
 
 CAP = 5.0
 """Seconds any single expected thing may take on loopback (it normally takes milliseconds)."""

@@ -26,7 +26,7 @@ from aiop2p.events import (
     NewListenAddr,
 )
 from aiop2p.network import Network
-from aiop2p.services.firewall import FirewallRules
+from aiop2p.network.firewall import FirewallRules
 
 from .conftest import CAP, drain_events, link, new_network, next_event, next_request, outcome
 

@@ -16,9 +16,8 @@ import pytest
 
 from aiop2p.config import ConnectionLimits
 from aiop2p.errors import InvalidArgumentError
-from aiop2p.network import DEFAULT_PROTOCOL, Network, NetworkConfig
-from aiop2p.services.firewall import FirewallRules
-from aiop2p.services.request_response import Framing
+from aiop2p.network import DEFAULT_PROTOCOL, Framing, Network, NetworkConfig
+from aiop2p.network.firewall import FirewallRules
 
 from ..netns.topology import Host, Topology, netns_unavailable_reason
 
@@ -49,7 +48,7 @@ import asyncio, json
 from aiop2p.errors import P2PError
 from aiop2p.events import PeerDiscovered
 from aiop2p.network import Network
-from aiop2p.services.firewall import FirewallRules
+from aiop2p.network.firewall import FirewallRules
 
 async def main():
     def peer(**kw):

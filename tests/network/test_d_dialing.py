@@ -41,11 +41,10 @@ from aiop2p.events import ConnectionClosed, ConnectionEstablished, ListenerClose
 from aiop2p.identity import PeerId
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network import Network, NoAddressesError
+from aiop2p.network.address_book import assemble_relayed_addr
+from aiop2p.network.firewall import FirewallRules
 from aiop2p.protocols.relay_v2 import Status
-from aiop2p.services.address_book import assemble_relayed_addr
-from aiop2p.services.firewall import FirewallRules
-from aiop2p.services.relay.addrs import is_circuit_addr
-from aiop2p.services.relay.server import RelayServerConfig
+from aiop2p.services.relay import RelayServerConfig, is_circuit_addr
 
 from .conftest import LOOPBACK, drain_events, new_network, next_event, outcome
 

@@ -29,8 +29,8 @@ from aiop2p.errors import (
 )
 from aiop2p.events import InboundFailure, InboundRequestFailed
 from aiop2p.network import ApprovalRequest, Network, PeerRuleQuery
-from aiop2p.services.firewall import FirewallRules, Rule
-from aiop2p.services.permissions import FirewallPermission, PermissionEnum
+from aiop2p.network.firewall import FirewallRules, Rule
+from aiop2p.network.permissions import FirewallPermission, PermissionEnum
 
 from .conftest import (
     CONNECTION_NOISE,

@@ -13,7 +13,7 @@ from aiop2p.errors import (
     RequestTooLargeError,
 )
 from aiop2p.events import InboundFailure, InboundRequestFailed
-from aiop2p.services.firewall import FirewallRules
+from aiop2p.network.firewall import FirewallRules
 
 from .conftest import CONNECTION_NOISE, drain_events, link, networks, next_event, outcome
 

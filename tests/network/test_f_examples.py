@@ -8,8 +8,8 @@ import asyncio
 import pytest
 
 from aiop2p.network import ChannelConfig
-from aiop2p.services.event_channel import ChannelSinkConfig
-from aiop2p.services.firewall import FirewallRules
+from aiop2p.network.event_channel import ChannelSinkConfig
+from aiop2p.network.firewall import FirewallRules
 
 from .conftest import networks
 

@@ -12,9 +12,9 @@ import pytest
 from aiop2p.errors import InvalidArgumentError, ListenError, RequestConnectionClosedError
 from aiop2p.events import InboundFailure, InboundRequestFailed
 from aiop2p.network import ChannelConfig, Network, NetworkConfig
-from aiop2p.services.event_channel import ChannelSinkConfig
-from aiop2p.services.firewall import FirewallRules, Rule
-from aiop2p.services.permissions import FirewallPermission, PermissionEnum
+from aiop2p.network.event_channel import ChannelSinkConfig
+from aiop2p.network.firewall import FirewallRules, Rule
+from aiop2p.network.permissions import FirewallPermission, PermissionEnum
 from aiop2p.transports.tcp import TcpTransport
 
 from .conftest import CONNECTION_NOISE, link, networks, next_event, outcome, serving

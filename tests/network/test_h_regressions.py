@@ -28,9 +28,9 @@ from aiop2p.events import (
 from aiop2p.identity import KeyPair
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network import PeerRuleQuery
-from aiop2p.services.address_book import AddressInfo, assemble_relayed_addr
-from aiop2p.services.firewall import FirewallRules, Rule
-from aiop2p.services.permissions import FirewallPermission, PermissionValue
+from aiop2p.network.address_book import AddressInfo, assemble_relayed_addr
+from aiop2p.network.firewall import FirewallRules, Rule
+from aiop2p.network.permissions import FirewallPermission, PermissionValue
 
 from .conftest import (
     CAP,

@@ -14,8 +14,8 @@ import pytest
 
 from aiop2p.errors import P2PError, RequestConnectionClosedError
 from aiop2p.events import InboundFailure, InboundRequestFailed
-from aiop2p.services.codecs import CodecError, RawCodec
-from aiop2p.services.firewall import FirewallRules
+from aiop2p.network.codecs import CodecError, RawCodec
+from aiop2p.network.firewall import FirewallRules
 
 from .conftest import CONNECTION_NOISE, link, networks, next_event, outcome, serving
 

@@ -24,6 +24,7 @@ from aiop2p.errors import (
     RequestDialError,
     RequestTimeoutError,
     ResponseOmittedError,
+    ResponseTooLargeError,
     ShutdownError,
     UnsupportedProtocolsError,
 )
@@ -39,11 +40,17 @@ from aiop2p.events import (
 )
 from aiop2p.identity import KeyPair
 from aiop2p.multiaddr import Multiaddr
-from aiop2p.network import ApprovalRequest, ChannelConfig, Network, NoAddressesError, PeerRuleQuery
-from aiop2p.services.codecs import CodecError, RawCodec
-from aiop2p.services.event_channel import ChannelSinkConfig
-from aiop2p.services.firewall import FirewallRules, Rule
-from aiop2p.services.request_response import Framing, ResponseTooLargeError
+from aiop2p.network import (
+    ApprovalRequest,
+    ChannelConfig,
+    Framing,
+    Network,
+    NoAddressesError,
+    PeerRuleQuery,
+)
+from aiop2p.network.codecs import CodecError, RawCodec
+from aiop2p.network.event_channel import ChannelSinkConfig
+from aiop2p.network.firewall import FirewallRules, Rule
 
 from ..helpers import wait_for
 from .conftest import (
@@ -589,7 +596,7 @@ async def test_rule_changes_resolve_parked_requests() -> None:
                 pending = asyncio.ensure_future(a.send_request(b.peer_id, 1))
                 query = await inbox.next()
                 assert isinstance(query, PeerRuleQuery)
-                await wait_for(lambda: b._engine.parked_count == 1, CAP)
+                await wait_for(lambda: b._firewall.engine.parked_count == 1, CAP)
                 await b.set_peer_rule(a.peer_id, Rule.allow_all())
                 assert await asyncio.wait_for(pending, CAP) == "ok"
                 assert not query.answer(Rule.reject_all())
@@ -601,7 +608,7 @@ async def test_rule_changes_resolve_parked_requests() -> None:
                 pending = asyncio.ensure_future(outcome(a.send_request(b.peer_id, 2)))
                 query = await inbox.next()
                 assert isinstance(query, PeerRuleQuery)
-                await wait_for(lambda: b._engine.parked_count == 1, CAP)
+                await wait_for(lambda: b._firewall.engine.parked_count == 1, CAP)
                 await b.set_firewall_default(Rule.reject_all())
                 assert isinstance(await pending, RequestConnectionClosedError)
                 failed = await next_event(b, InboundRequestFailed, skip=CONNECTION_NOISE)

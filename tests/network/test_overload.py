@@ -31,9 +31,9 @@ from aiop2p.errors import (
 )
 from aiop2p.events import InboundFailure, InboundRequestFailed
 from aiop2p.network import InboundRequest, Network, NetworkConfig
+from aiop2p.network.firewall import FirewallRules
 from aiop2p.node import Node
 from aiop2p.protocols.yamux import YamuxConfig
-from aiop2p.services.firewall import FirewallRules
 
 from ..helpers import wait_for
 from .conftest import (

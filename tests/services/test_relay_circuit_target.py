@@ -14,8 +14,8 @@ import pytest
 from aiop2p.config import NodeConfig
 from aiop2p.errors import DialError, RequestDialError
 from aiop2p.network import Network
-from aiop2p.services.firewall import FirewallRules
-from aiop2p.services.relay.server import RelayServerConfig
+from aiop2p.network.firewall import FirewallRules
+from aiop2p.services.relay import RelayServerConfig
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -20,8 +20,8 @@ from ..config import NodeConfig
 from ..errors import InvalidArgumentError
 from ..identity import KeyPair
 from ..network import Network
-from ..services.codecs import Codec, RawCodec
-from ..services.firewall import FirewallRules
+from ..network.codecs import Codec, RawCodec
+from ..network.firewall import FirewallRules
 
 __all__ = [
     "MAX_QUEUED_OUTPUT_BYTES",

@@ -15,7 +15,7 @@ import threading
 from typing import Any, Final
 
 from ..network import ApprovalRequest, FirewallRequest, PeerRuleQuery
-from ..services.firewall import Rule
+from ..network.firewall import Rule
 from ._common import Output
 
 __all__ = ["MAX_ATTEMPTS", "RULE_CHOICES", "FirewallPrompter", "LineReader", "is_ping"]

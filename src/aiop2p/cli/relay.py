@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from ..network import Network
-from ..services.firewall import FirewallRules
+from ..network.firewall import FirewallRules
 from ..services.relay.server import RelayServerConfig
 from ._common import Output, default_relay_key_path, load_key, stop_on_signals
 

@@ -23,7 +23,7 @@ from ..errors import (
 from ..identity import KeyPair
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL
-from ..services.codecs import CodecError, JsonCodec, RawCodec, json_loads
+from ..network.codecs import CodecError, JsonCodec, RawCodec, json_loads
 from ..services.relay.addrs import is_circuit_addr
 from ._common import Output, describe, dialing_network, load_key
 

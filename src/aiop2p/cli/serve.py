@@ -17,8 +17,8 @@ from ..events import InboundRequestFailed
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL, InboundRequest, Network
-from ..services.codecs import RawCodec, json_loads
-from ..services.firewall import FirewallRules, InvalidFirewallConfigError, Rule
+from ..network.codecs import RawCodec, json_loads
+from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule
 from ._common import Output, default_address_book_path, load_key, stop_on_signals
 from .discover import add_mdns_interface_argument, mdns_config
 from .firewall_prompt import FirewallPrompter, is_ping

@@ -22,9 +22,9 @@ from __future__ import annotations
 import enum
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Generic, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Generic, TypeAlias, TypeVar
 
 from ..errors import (
     InvalidArgumentError,
@@ -42,9 +42,6 @@ from .permissions import (
     VariantPermission,
     permission_bits,
 )
-
-if TYPE_CHECKING:
-    from .._aio.connection import ConnectionId
 
 __all__ = [
     "ALLOW_ALL",
@@ -67,6 +64,10 @@ __all__ = [
     "RuleKind",
     "SupportChanged",
 ]
+
+ConnectionKey: TypeAlias = Hashable
+"""A connection's id (``aiop2p.ConnectionId``); the engine only compares them, so it
+needs nothing from the connection layer."""
 
 log = logging.getLogger(__name__)
 
@@ -578,7 +579,9 @@ class _Stage(enum.Enum):
 class _Parked(Generic[TRq]):
     __slots__ = ("connection_id", "peer", "stage", "view")
 
-    def __init__(self, peer: PeerId, connection_id: ConnectionId, view: TRq, stage: _Stage) -> None:
+    def __init__(
+        self, peer: PeerId, connection_id: ConnectionKey, view: TRq, stage: _Stage
+    ) -> None:
         self.peer = peer
         self.connection_id = connection_id
         self.view = view
@@ -610,8 +613,8 @@ class FirewallEngine(Generic[TRq]):
     ) -> None:
         self._rules: FirewallRules[TRq] = rules.copy() if rules is not None else FirewallRules()
         self.limits = limits if limits is not None else FirewallLimits()
-        self._connections: dict[PeerId, set[ConnectionId]] = {}
-        self._conn_peer: dict[ConnectionId, PeerId] = {}
+        self._connections: dict[PeerId, set[ConnectionKey]] = {}
+        self._conn_peer: dict[ConnectionKey, PeerId] = {}
         self._offered: dict[PeerId, bool] = {}  # last support flag, per connected peer
         self._rule_queries: set[PeerId] = set()  # peers with an outstanding QueryRule
         self._parked: dict[RequestId, _Parked[TRq]] = {}
@@ -655,7 +658,7 @@ class FirewallEngine(Generic[TRq]):
     # -- connections ------------------------------------------------------------------------
 
     def on_connection_established(
-        self, peer: PeerId, connection_id: ConnectionId, *, inbound: bool
+        self, peer: PeerId, connection_id: ConnectionKey, *, inbound: bool
     ) -> list[FirewallAction[TRq]]:
         """Record a connection; an inbound one from a peer without a rule starts a query (§6.4).
 
@@ -680,7 +683,7 @@ class FirewallEngine(Generic[TRq]):
         return []
 
     def on_connection_closed(
-        self, peer: PeerId, connection_id: ConnectionId
+        self, peer: PeerId, connection_id: ConnectionKey
     ) -> list[FirewallAction[TRq]]:
         """Fail the connection's parked requests (CONNECTION_CLOSED, approvals cancelled);
         on the peer's last connection also cancel its rule query.  Unknown ids are ignored."""
@@ -710,7 +713,7 @@ class FirewallEngine(Generic[TRq]):
     # -- requests ---------------------------------------------------------------------------
 
     def on_request(
-        self, request_id: RequestId, peer: PeerId, connection_id: ConnectionId, view: TRq
+        self, request_id: RequestId, peer: PeerId, connection_id: ConnectionKey, view: TRq
     ) -> list[FirewallAction[TRq]]:
         """Evaluate an inbound request (§7.5); ``view`` is the firewall view of it (§7.3)."""
         if request_id in self._parked:
@@ -829,7 +832,7 @@ class FirewallEngine(Generic[TRq]):
         self,
         request_id: RequestId,
         peer: PeerId,
-        connection_id: ConnectionId,
+        connection_id: ConnectionKey,
         view: TRq,
         stage: _Stage,
     ) -> None:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from aiop2p.errors import InvalidArgumentError
 from aiop2p.identity import KeyPair, PeerId
 from aiop2p.multiaddr import Multiaddr
-from aiop2p.services.address_book import (
+from aiop2p.network.address_book import (
     AddressBookError,
     AddressBookLimits,
     AddressBookStore,

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from aiop2p.errors import InvalidArgumentError, LimitExceededError
-from aiop2p.services.event_channel import ChannelClosedError, ChannelSinkConfig, EventChannel
+from aiop2p.network.event_channel import ChannelClosedError, ChannelSinkConfig, EventChannel
 
 CAP = 5
 COUNT = 10
@@ -337,7 +337,7 @@ async def test_cancelled_receiver_passes_its_item_on() -> None:
 
 
 async def test_drops_are_logged_once_per_burst(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, logger="aiop2p.services.event_channel")
+    caplog.set_level(logging.DEBUG, logger="aiop2p.network.event_channel")
     ch: EventChannel[int] = EventChannel(1, DROP_LATEST, name="events")
     for i in range(10):
         ch.send_nowait(i)

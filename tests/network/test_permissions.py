@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiop2p.errors import InvalidArgumentError
-from aiop2p.services.firewall import Rule
-from aiop2p.services.permissions import (
+from aiop2p.network.firewall import Rule
+from aiop2p.network.permissions import (
     FirewallPermission,
     PermissionEnum,
     PermissionValue,

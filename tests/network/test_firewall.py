@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from aiop2p._aio.connection import ConnectionId
 from aiop2p.errors import InvalidArgumentError, InvalidStateError
 from aiop2p.identity import KeyPair, PeerId
-from aiop2p.services.firewall import (
+from aiop2p.network.firewall import (
     ALLOW_ALL,
     ASK,
     REJECT_ALL,
@@ -40,7 +40,7 @@ from aiop2p.services.firewall import (
     RuleKind,
     SupportChanged,
 )
-from aiop2p.services.permissions import FirewallPermission, PermissionEnum
+from aiop2p.network.permissions import FirewallPermission, PermissionEnum
 
 NP = RejectReason.NOT_PERMITTED
 CC = RejectReason.CONNECTION_CLOSED

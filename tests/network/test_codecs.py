@@ -8,15 +8,15 @@ from typing import Any
 import pytest
 
 from aiop2p.errors import InvalidArgumentError, P2PError
-from aiop2p.services.address_book import AddressBookError, AddressInfo
-from aiop2p.services.codecs import (
+from aiop2p.network.address_book import AddressBookError, AddressInfo
+from aiop2p.network.codecs import (
     DEFAULT_MAX_JSON_DEPTH,
     CodecError,
     JsonCodec,
     json_depth_exceeds,
     json_loads,
 )
-from aiop2p.services.firewall import FirewallRules, InvalidFirewallConfigError
+from aiop2p.network.firewall import FirewallRules, InvalidFirewallConfigError
 
 
 def nested(depth: int) -> bytes:

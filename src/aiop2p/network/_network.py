@@ -1,0 +1,614 @@
+"""``Network``: typed 1:1 request-response between peers, every inbound request
+approved or rejected by a firewall — the seed's surface (seed-spec §9.1), in Python.
+
+::
+
+    async with Network(firewall=FirewallRules.allow_all()) as net:
+        addr = await net.start_listening("/ip4/0.0.0.0/tcp/0")
+        reply = await net.send_request(peer_id, {"op": "ping"})
+        async for request in net.requests():
+            await request.respond({"op": "pong"})
+
+Everything runs on the caller's event loop: methods act directly (there is no command
+queue), inbound work arrives through bounded channels, and firewall questions go to
+:meth:`Network.firewall_requests` or to an async ``firewall_handler``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass, replace
+from typing import Any, Generic, Self, TypeVar
+
+from .._aio.connection import Connection, Direction
+from ..errors import (
+    BannedPeerError,
+    ConnectionClosedError,
+    DialError,
+    InvalidArgumentError,
+    InvalidStateError,
+    MultiaddrNotSupportedError,
+    NoAddressesError,
+    P2PError,
+    RelayNotSupportedError,
+    ShutdownError,
+)
+from ..events import (
+    ConnectedPoint,
+    ConnectionClosed,
+    ConnectionEstablished,
+    IncomingConnectionError,
+    ListenerClosed,
+    ListenerError,
+    NetworkEvent,
+    NewListenAddr,
+)
+from ..identity import KeyPair, PeerId
+from ..multiaddr import Multiaddr
+from ..node import Node
+from ..services.dcutr import DcutrService, HolePunchEvent
+from ..services.mdns import MdnsEvent, MdnsService
+from ..services.relay import (
+    RelayClient,
+    RelayClientEvent,
+    RelayServer,
+    ReservationFailed,
+    is_circuit_addr,
+)
+from ..transports._base import Transport
+from .address_book import AddressBookStore, AddressInfo
+from .codecs import Codec, JsonCodec
+from .config import NetworkConfig
+from .event_channel import EventChannel
+from .exchange import InboundRequest, RequestExchange
+from .firewall import FirewallRules, Rule
+from .gate import FirewallGate, FirewallRequest
+
+__all__ = ["Listener", "Network"]
+
+log = logging.getLogger(__name__)
+
+Rq = TypeVar("Rq")
+Rs = TypeVar("Rs")
+
+
+@dataclass(slots=True)
+class Listener:
+    """One listen call: its addresses and, for relayed listening, the relay used."""
+
+    addrs: list[Multiaddr]
+    uses_relay: PeerId | None = None
+
+
+class Network(Generic[Rq, Rs]):
+    """The seed's ``Network``: request-response with a firewall, connections, addresses."""
+
+    def __init__(
+        self,
+        keys: KeyPair | None = None,
+        *,
+        firewall: FirewallRules[Any] | None = None,
+        config: NetworkConfig | None = None,
+        codec: Codec | None = None,
+        firewall_view: Callable[[Rq], Any] | None = None,
+        firewall_handler: Callable[[FirewallRequest], Awaitable[None]] | None = None,
+        address_info: AddressInfo | None = None,
+        transports: Iterable[Transport] | None = None,
+        **overrides: Any,
+    ) -> None:
+        config = config or NetworkConfig()
+        if overrides:
+            try:
+                config = replace(config, **overrides)
+            except TypeError as exc:
+                raise InvalidArgumentError(f"unknown Network option: {exc}") from exc
+        self.config = config
+        self.codec: Codec = codec or JsonCodec()
+        node_config = replace(
+            config.node,
+            limits=config.connection_limits,
+            idle_connection_timeout=config.connection_timeout,
+        )
+        self.node = Node(keys, config=node_config, transports=transports)
+        self._firewall = FirewallGate(
+            firewall or FirewallRules.empty(),
+            timeout=config.firewall_timeout,
+            capacity=config.firewall_channel_capacity,
+            handler=firewall_handler,
+            spawn=self.node.spawn,
+            # Negotiation consults the offer predicate on every new stream; identify
+            # push tells the peer its view of our protocols changed.
+            support_changed=self.node.notify_local_change,
+        )
+        self._exchange: RequestExchange[Rq, Rs] = RequestExchange(
+            config,
+            self.codec,
+            firewall_view or (lambda value: value),
+            self._firewall,
+            emit=self._emit,
+            linger_timeout=node_config.stream_linger_timeout,
+        )
+        path = config.address_book_path
+        self._store = AddressBookStore(path) if path is not None else None
+        if address_info is not None:
+            self._addresses = address_info.copy()
+        elif self._store is not None:
+            self._addresses = self._store.load()
+        else:
+            self._addresses = AddressInfo()
+        self._events: EventChannel[NetworkEvent] = EventChannel(
+            config.events_channel.capacity, config.events_channel.policy, name="events"
+        )
+        self._listeners: dict[int, Listener] = {}
+        self._listener_ids = itertools.count(1)
+        self._banned: set[PeerId] = set()
+        self._dials: dict[PeerId, asyncio.Future[Connection]] = {}
+        self._save_handle: asyncio.TimerHandle | None = None
+        self._mdns: MdnsService | None = None
+        self.relay_client: RelayClient | None = None
+        """Reservations and relayed dials (``None`` when ``relay_client`` is off)."""
+        self.relay_server: RelayServer | None = None
+        """The relay we run for others (only with ``relay_server`` configured)."""
+        if config.relay_client:
+            self.relay_client = RelayClient(self.node)
+            self.relay_client.on_event(self._on_relay_event)
+        self.dcutr: DcutrService | None = None
+        """Hole punching; created before any listener so TCP can reuse the listen port."""
+        if config.dcutr is not None:
+            self.dcutr = DcutrService(self.node, config=config.dcutr)
+            self.dcutr.on_event(self._on_dcutr_event)
+        self._started = False
+        self._closed = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self.node.peer_id
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        node = self.node
+        node.connection_gate = self._refuse_banned
+        node.on_connection(self._on_connection)
+        node.on_incoming_error(self._on_incoming_error)
+        for protocol in self.config.protocols:
+            node.set_stream_handler(
+                protocol, self._exchange.serve, offer=self._firewall.offers_protocol
+            )
+        await node.start()
+        if self.config.relay_server is not None:
+            self.relay_server = RelayServer(node, config=self.config.relay_server)
+            self.relay_server.start()
+        if self.config.mdns is not None:
+            self._mdns = MdnsService(node, config=self.config.mdns)
+            self._mdns.on_event(self._on_mdns_event)
+            await self._mdns.start()
+
+    def _on_mdns_event(self, event: MdnsEvent) -> None:
+        self._emit(event)
+
+    def _on_dcutr_event(self, event: HolePunchEvent) -> None:
+        self._emit(event)
+
+    async def close(self) -> None:
+        """Stop everything: pending calls fail with a shutdown error, channels end."""
+        if self._closed:
+            return
+        self._closed = True
+        self._exchange.cancel_outbound()
+        for fut in self._dials.values():
+            if not fut.done():
+                fut.set_exception(ShutdownError("The network event-loop was shut down."))
+                fut.exception()
+        self._firewall.close()
+        if self._mdns is not None:
+            await self._mdns.close()
+        if self.dcutr is not None:
+            await self.dcutr.close()
+        if self.relay_client is not None:
+            await self.relay_client.close()
+        if self.relay_server is not None:
+            await self.relay_server.close()
+        await self.node.close()
+        await self._exchange.close()
+        self._events.close()
+        if self._save_handle is not None:
+            self._save_handle.cancel()
+        if self._store is not None:
+            self._store.save(self._addresses)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ShutdownError("The network event-loop was shut down.")
+        if not self._started:
+            raise InvalidStateError("network not started: use `async with Network(...)`")
+
+    # -- inbound work for the application ------------------------------------------------
+
+    def requests(self) -> EventChannel[InboundRequest[Rq, Rs]]:
+        """Approved inbound requests: ``async for request in network.requests()``."""
+        return self._exchange.requests
+
+    def events(self) -> EventChannel[NetworkEvent]:
+        """Network events: ``async for event in network.events()``."""
+        return self._events
+
+    async def firewall_requests(self) -> AsyncIterator[FirewallRequest]:
+        """Firewall questions (rule queries, approvals) to answer, as they come.
+
+        Without a ``firewall_handler`` and without anyone iterating here, questions
+        time out after ``firewall_timeout`` and their requests are rejected.
+        """
+        self._check_open()
+        while not self._closed:
+            yield await self._firewall.next_question()
+
+    def close_firewall_requests(self) -> None:
+        """Stop taking firewall questions: from now on each one is answered "no" at once
+        (the seed's dropped firewall receiver)."""
+        self._firewall.close_questions()
+
+    def _emit(self, event: NetworkEvent) -> None:
+        try:
+            self._events.send_nowait(event)
+        except P2PError:
+            # A BLOCK events channel that is full: deliver when there is room.
+            self.node.spawn(self._emit_waiting(event), name="event")
+
+    async def _emit_waiting(self, event: NetworkEvent) -> None:
+        await self._events.send(event)
+
+    # -- listening -----------------------------------------------------------------------
+
+    async def start_listening(self, addr: Multiaddr | str) -> Multiaddr:
+        """Listen on ``addr``; return the first address the listener reports.
+
+        Raises :class:`MultiaddrNotSupportedError` when no transport can listen there
+        (e.g. a relayed address with the relay client disabled).
+        """
+        self._check_open()
+        addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        if is_circuit_addr(addr) and self.relay_client is None:
+            raise MultiaddrNotSupportedError(addr)
+        try:
+            addrs = await self.node.listen(addr)
+        except InvalidArgumentError as exc:
+            raise MultiaddrNotSupportedError(addr) from exc
+        listener_id = next(self._listener_ids)
+        self._listeners[listener_id] = Listener(list(addrs))
+        for bound in addrs:
+            self._emit(NewListenAddr(bound))
+        return addrs[0]
+
+    async def start_relayed_listening(
+        self, relay: PeerId, relay_addr: Multiaddr | str | None = None
+    ) -> Multiaddr:
+        """Listen through ``relay`` (a circuit relay v2 reservation); return the address
+        peers dial us at: ``<relay-addr>/p2p/<relay>/p2p-circuit/p2p/<us>``.
+
+        ``relay_addr`` is remembered in the address book.  Raises
+        :class:`RelayNotSupportedError`, :class:`NoAddressesError`, a
+        :class:`DialError` when the relay cannot be reached, or
+        :class:`ReservationRefusedError` with the relay's status — it never hangs.
+        """
+        self._check_open()
+        client = self._require_relay()
+        if relay_addr is not None:
+            relay_addr = Multiaddr(relay_addr) if isinstance(relay_addr, str) else relay_addr
+            await self.add_address(relay, relay_addr.without_peer_id())
+        addr = relay_addr
+        if addr is None:
+            candidates = [a for a in self.get_addrs(relay) if not is_circuit_addr(a)]
+            if not candidates and not self.node.is_connected(relay):
+                raise NoAddressesError("No addresses known for peer.")
+            addr = candidates[0] if candidates else None
+        circuit = await client.listen(relay, addr.without_peer_id() if addr else None)
+        for listener in self._listeners.values():
+            if listener.uses_relay == relay:
+                if circuit not in listener.addrs:
+                    listener.addrs.append(circuit)
+                return circuit
+        self._listeners[next(self._listener_ids)] = Listener([circuit], uses_relay=relay)
+        self._emit(NewListenAddr(circuit))
+        return circuit
+
+    async def stop_listening_relay(self, relay: PeerId) -> bool:
+        """Stop every listener that uses ``relay``; True if there was one."""
+        found = False
+        for listener_id, listener in list(self._listeners.items()):
+            if listener.uses_relay == relay:
+                del self._listeners[listener_id]
+                self._emit(ListenerClosed(tuple(listener.addrs), None))
+                found = True
+        if self.relay_client is not None:
+            found = await self.relay_client.stop_listening(relay) or found
+        return found
+
+    def _on_relay_event(self, event: RelayClientEvent) -> None:
+        if isinstance(event, ReservationFailed) and event.final:
+            for listener_id, listener in list(self._listeners.items()):
+                if listener.uses_relay == event.relay:
+                    del self._listeners[listener_id]
+                    self._emit(ListenerClosed(tuple(listener.addrs), event.error))
+        elif isinstance(event, ReservationFailed):
+            self._emit(ListenerError(event.error))
+
+    def _require_relay(self) -> RelayClient:
+        if self.relay_client is None:
+            raise RelayNotSupportedError()
+        return self.relay_client
+
+    async def add_dialing_relay(
+        self, peer: PeerId, addr: Multiaddr | str | None = None
+    ) -> Multiaddr | None:
+        """Use ``peer`` as a fallback relay for dialling; return its address if known."""
+        self._require_relay()
+        addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        result = self._addresses.add_relay(peer, addr)
+        self._address_book_changed()
+        return result
+
+    async def remove_dialing_relay(self, peer: PeerId) -> bool:
+        removed = self._addresses.remove_relay(peer)
+        self._address_book_changed()
+        return removed
+
+    async def set_relay_fallback(self, peer: PeerId, use_relay_fallback: bool) -> None:
+        """Whether relayed addresses via the dialing relays are tried for ``peer``."""
+        self._require_relay()
+        self._addresses.set_relay_fallback(peer, use_relay_fallback)
+        self._address_book_changed()
+
+    async def use_specific_relay(
+        self, target: PeerId, relay: PeerId, is_exclusive: bool
+    ) -> Multiaddr | None:
+        """Try ``target`` through ``relay`` first (and, if exclusive, through no other
+        relay); return the target's relayed address, or None if the relay has no known
+        address."""
+        self._require_relay()
+        result = self._addresses.use_relay(target, relay, is_exclusive)
+        self._address_book_changed()
+        return result
+
+    def listeners(self) -> list[Listener]:
+        return [Listener(list(lst.addrs), lst.uses_relay) for lst in self._listeners.values()]
+
+    async def stop_listening(self) -> None:
+        """Remove every listener."""
+        for listener_id in list(self._listeners):
+            await self._close_listener(listener_id)
+
+    async def stop_listening_addr(self, addr: Multiaddr | str) -> None:
+        """Remove every listener that has ``addr`` among its addresses."""
+        addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        for listener_id, listener in list(self._listeners.items()):
+            if addr in listener.addrs:
+                await self._close_listener(listener_id)
+
+    async def _close_listener(self, listener_id: int) -> None:
+        listener = self._listeners.pop(listener_id)
+        if listener.uses_relay is not None and self.relay_client is not None:
+            await self.relay_client.stop_listening(listener.uses_relay)
+        elif listener.addrs:
+            await self.node.stop_listening(listener.addrs[0])
+        self._emit(ListenerClosed(tuple(listener.addrs), None))
+
+    # -- connections ---------------------------------------------------------------------
+
+    def is_connected(self, peer: PeerId) -> bool:
+        return self.node.is_connected(peer)
+
+    def established_connections(self) -> list[tuple[PeerId, list[ConnectedPoint]]]:
+        return [
+            (peer, [_endpoint(c) for c in self.node.connections_to(peer)])
+            for peer in self.node.connected_peers
+        ]
+
+    async def connect_peer(self, peer: PeerId) -> Multiaddr:
+        """Connect to ``peer`` (trying its known addresses in order); return the remote
+        address of the connection.  Already connected: the existing connection's."""
+        self._check_open()
+        conn = await self._connection(peer)
+        remote = conn.remote_addr
+        return remote if remote is not None else Multiaddr(f"/p2p/{peer}")
+
+    async def _connection(self, peer: PeerId) -> Connection:
+        if peer in self._banned:
+            raise BannedPeerError(peer)
+        existing = self.node.connections_to(peer)
+        if existing:
+            return existing[0]
+        pending = self._dials.get(peer)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._dials[peer] = pending
+            self.node.spawn(self._dial_peer(peer, pending), name=f"dial {peer}")
+        return await asyncio.shield(pending)
+
+    async def _dial_peer(self, peer: PeerId, result: asyncio.Future[Connection]) -> None:
+        try:
+            conn = await self._dial_candidates(peer)
+        except BaseException as exc:
+            if not result.done():
+                result.set_exception(
+                    exc if isinstance(exc, P2PError) else ShutdownError(str(exc) or "cancelled")
+                )
+                result.exception()
+            if not isinstance(exc, P2PError | asyncio.CancelledError):
+                raise
+        else:
+            if not result.done():
+                result.set_result(conn)
+        finally:
+            if self._dials.get(peer) is result:
+                del self._dials[peer]
+
+    async def _dial_candidates(self, peer: PeerId) -> Connection:
+        if peer == self.peer_id:
+            raise DialError("Tried to dial local peer id.")
+        own = set(self.node.listen_addrs)
+        candidates: list[Multiaddr] = []
+        for addr in self.get_addrs(peer):
+            if addr not in candidates and addr.without_peer_id() not in own:
+                candidates.append(addr)
+        if not candidates:
+            raise NoAddressesError("No addresses known for peer.")
+        causes: dict[str, BaseException] = {}
+        failed: list[Multiaddr] = []
+        for addr in candidates:
+            try:
+                conn = await self.node.dial(addr.with_peer_id(peer))
+            except P2PError as exc:
+                if isinstance(exc, BannedPeerError):
+                    raise
+                causes[str(addr)] = exc
+                failed.append(addr)
+                continue
+            for bad in failed:
+                self._addresses.deprioritize_addr(peer, bad)
+            self._addresses.prioritize_addr(peer, addr)
+            self._address_book_changed()
+            return conn
+        raise DialError(f"could not connect to {peer}", causes)
+
+    def _refuse_banned(self, conn: Connection) -> P2PError | None:
+        if conn.remote_peer in self._banned:
+            return BannedPeerError(conn.remote_peer)
+        return None
+
+    def _on_connection(self, conn: Connection, opened: bool) -> None:
+        peer = conn.remote_peer
+        num = len(self.node.connections_to(peer))
+        if opened:
+            self._firewall.connection_established(
+                peer, conn.id, inbound=conn.direction is Direction.INBOUND
+            )
+            self._emit(ConnectionEstablished(peer, _endpoint(conn), num))
+            if self.node.identify is not None:
+                self.node.spawn(self._learn_addresses(conn), name="learn addresses")
+        else:
+            # (A connection vetoed right after its handshake — limit, ban — is never
+            # reported opened nor closed: the node reports it as an incoming error.)
+            self._firewall.connection_closed(peer, conn.id)
+            self._exchange.connection_closed(conn.id)
+            error = conn.error
+            cause = error if error is not None and not _graceful(error) else None
+            self._emit(ConnectionClosed(peer, _endpoint(conn), num, cause))
+
+    def _on_incoming_error(self, conn: Connection, error: P2PError) -> None:
+        self._emit(IncomingConnectionError(conn.local_addr, conn.remote_addr, error))
+
+    async def _learn_addresses(self, conn: Connection) -> None:
+        """Record the peer's *listen* addresses from identify (not ephemeral ports)."""
+        identify = self.node.identify
+        assert identify is not None
+        try:
+            info = await identify.identify(conn)
+        except (P2PError, TimeoutError):
+            return
+        changed = False
+        for addr in info.addrs:
+            if addr not in self._addresses.get_addrs(conn.remote_peer):
+                self._addresses.add_addrs(conn.remote_peer, addr)
+                changed = True
+        if changed:
+            self._address_book_changed()
+
+    async def ban_peer(self, peer: PeerId) -> None:
+        """Refuse every connection with ``peer`` and close the existing ones."""
+        self._banned.add(peer)
+        for conn in self.node.connections_to(peer):
+            await conn.close()
+
+    async def unban_peer(self, peer: PeerId) -> None:
+        self._banned.discard(peer)
+
+    # -- address book --------------------------------------------------------------------
+
+    def get_addrs(self, peer: PeerId) -> list[Multiaddr]:
+        """Dial candidates for ``peer`` in order (seed-spec §8.4): the address book
+        (known addresses, then relayed ones via the dialing relays), then addresses
+        discovered on the LAN."""
+        addrs = self._addresses.get_addrs(peer)
+        if self._mdns is not None:
+            addrs.extend(self._mdns.discovered_peers.get(peer, ()))
+        return addrs
+
+    async def add_address(self, peer: PeerId, addr: Multiaddr | str) -> None:
+        self._addresses.add_addrs(peer, Multiaddr(addr) if isinstance(addr, str) else addr)
+        self._address_book_changed()
+
+    async def remove_address(self, peer: PeerId, addr: Multiaddr | str) -> None:
+        self._addresses.remove_address(peer, Multiaddr(addr) if isinstance(addr, str) else addr)
+        self._address_book_changed()
+
+    def export_address_info(self) -> AddressInfo:
+        return self._addresses.copy()
+
+    def _address_book_changed(self) -> None:
+        if self._store is None or self._save_handle is not None or self._closed:
+            return
+        self._save_handle = asyncio.get_running_loop().call_later(1.0, self._save_addresses)
+
+    def _save_addresses(self) -> None:
+        self._save_handle = None
+        if self._store is not None:
+            try:
+                self._store.save(self._addresses)
+            except OSError as exc:
+                log.warning("could not save the address book: %s", exc)
+
+    # -- firewall configuration ----------------------------------------------------------
+
+    async def set_firewall_default(self, rule: Rule[Any] | None) -> None:
+        self._firewall.set_default(rule)
+
+    async def remove_firewall_default(self) -> None:
+        self._firewall.remove_default()
+
+    async def get_firewall_config(self) -> FirewallRules[Any]:
+        return self._firewall.rules()
+
+    async def set_peer_rule(self, peer: PeerId, rule: Rule[Any]) -> None:
+        self._firewall.set_peer_rule(peer, rule)
+
+    async def remove_peer_rule(self, peer: PeerId) -> None:
+        self._firewall.remove_peer_rule(peer)
+
+    # -- requests ------------------------------------------------------------------------
+
+    async def send_request(self, peer: PeerId, request: Rq) -> Rs:
+        """Send ``request`` to ``peer`` and return its response.
+
+        Raises a :class:`~aiop2p.errors.RequestError` whose ``kind`` is the seed's
+        ``OutboundFailure``: dial failure, timeout, connection closed (also when the
+        remote closed the stream unanswered: ``ResponseOmittedError``), unsupported
+        protocols, shutdown.
+        """
+        self._check_open()
+        return await self._exchange.send(peer, request, self._connection)
+
+
+def _endpoint(conn: Connection) -> ConnectedPoint:
+    return ConnectedPoint(
+        dialer=conn.direction is Direction.OUTBOUND,
+        remote_addr=conn.remote_addr,
+        local_addr=conn.local_addr,
+    )
+
+
+def _graceful(error: P2PError) -> bool:
+    return type(error) is ConnectionClosedError

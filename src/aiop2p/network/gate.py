@@ -1,0 +1,283 @@
+"""``FirewallGate``: runs the :class:`~aiop2p.network.firewall.FirewallEngine`'s actions.
+
+The engine decides and stays free of I/O; the gate carries its actions out on the event
+loop: it resolves the decision a request waits for, puts firewall questions to the
+application (a ``firewall_handler`` or :meth:`FirewallGate.questions`), and owns the timer
+of each question, so an unanswered one ends as "no" after ``firewall_timeout``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Generic, Protocol, TypeVar
+
+from .._aio.connection import ConnectionId
+from ..events import RequestId
+from ..identity import PeerId
+from .firewall import (
+    AskApproval,
+    CancelApproval,
+    CancelRuleQuery,
+    Deliver,
+    FirewallAction,
+    FirewallEngine,
+    FirewallRules,
+    QueryRule,
+    Reject,
+    RejectReason,
+    Rule,
+    SupportChanged,
+)
+
+__all__ = ["ApprovalRequest", "FirewallGate", "FirewallRequest", "PeerRuleQuery"]
+
+Rq = TypeVar("Rq")
+
+
+class Spawn(Protocol):
+    """Runs a background task owned by the node (cancelled at its close)."""
+
+    def __call__(self, coro: Coroutine[Any, Any, None], *, name: str | None = None) -> object: ...
+
+
+class _Answer:
+    """A one-shot answer slot shared by a firewall question and the gate."""
+
+    __slots__ = ("_callback", "answered")
+
+    def __init__(self, callback: Callable[[object], None]) -> None:
+        self._callback = callback
+        self.answered = False
+
+    def give(self, value: object) -> bool:
+        if self.answered:
+            return False
+        self.answered = True
+        self._callback(value)
+        return True
+
+
+class PeerRuleQuery:
+    """The firewall has no rule for ``peer``: answer with a :class:`Rule` (kept as the
+    peer's rule) or ``None``/:meth:`drop` (its pending requests are rejected)."""
+
+    def __init__(self, peer: PeerId, answer: _Answer) -> None:
+        self.peer = peer
+        self._answer = answer
+
+    @property
+    def answered(self) -> bool:
+        return self._answer.answered
+
+    def answer(self, rule: Rule[Any] | None) -> bool:
+        """Give the rule; False if the query already ended (timeout, answered, closed)."""
+        return self._answer.give(rule)
+
+    def drop(self) -> None:
+        self._answer.give(None)
+
+    def __repr__(self) -> str:
+        return f"<PeerRuleQuery {self.peer}>"
+
+
+class ApprovalRequest(Generic[Rq]):
+    """The rule for ``peer`` is ``Rule.ask()``: approve or reject this one request."""
+
+    def __init__(self, peer: PeerId, request_id: RequestId, request: Rq, answer: _Answer) -> None:
+        self.peer = peer
+        self.request_id = request_id
+        self.request = request
+        """The firewall view of the request (``NetworkConfig``'s ``firewall_view``)."""
+        self._answer = answer
+
+    @property
+    def answered(self) -> bool:
+        return self._answer.answered
+
+    def approve(self, approved: bool = True) -> bool:
+        return self._answer.give(bool(approved))
+
+    def reject(self) -> bool:
+        return self._answer.give(False)
+
+    def drop(self) -> None:
+        self._answer.give(False)
+
+    def __repr__(self) -> str:
+        return f"<ApprovalRequest {self.request_id} from {self.peer}>"
+
+
+FirewallRequest = PeerRuleQuery | ApprovalRequest[Any]
+
+
+class FirewallGate:
+    """Carries out the firewall engine's actions and owns the timers of its questions.
+
+    ``spawn`` runs a background task owned by the node; ``support_changed`` is called
+    when whether the request protocol is offered to some peer changed, so the node can
+    tell its peers (identify push).
+    """
+
+    def __init__(
+        self,
+        rules: FirewallRules[Any],
+        *,
+        timeout: float,
+        capacity: int,
+        handler: Callable[[FirewallRequest], Awaitable[None]] | None,
+        spawn: Spawn,
+        support_changed: Callable[[], None],
+    ) -> None:
+        self.engine: FirewallEngine[Any] = FirewallEngine(rules)
+        self._timeout = timeout
+        self._handler = handler
+        self._spawn = spawn
+        self._support_changed = support_changed
+        self._queue: asyncio.Queue[FirewallRequest] = asyncio.Queue(capacity)
+        self._questions_closed = False
+        self._closed = False
+        self._decisions: dict[RequestId, asyncio.Future[RejectReason | None]] = {}
+        self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
+        self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
+
+    def offers_protocol(self, peer: PeerId) -> bool:
+        """Whether the request protocols are offered to ``peer`` (its rule is not reject-all)."""
+        return self.engine.offers_protocol(peer)
+
+    # -- configuration -------------------------------------------------------------------
+
+    def set_default(self, rule: Rule[Any] | None) -> None:
+        self._apply(self.engine.set_default(rule))
+
+    def remove_default(self) -> None:
+        self._apply(self.engine.remove_default())
+
+    def rules(self) -> FirewallRules[Any]:
+        return self.engine.get_rules()
+
+    def set_peer_rule(self, peer: PeerId, rule: Rule[Any]) -> None:
+        self._apply(self.engine.set_peer_rule(peer, rule))
+
+    def remove_peer_rule(self, peer: PeerId) -> None:
+        self._apply(self.engine.remove_peer_rule(peer))
+
+    # -- facts ---------------------------------------------------------------------------
+
+    def connection_established(self, peer: PeerId, conn_id: ConnectionId, *, inbound: bool) -> None:
+        self._apply(self.engine.on_connection_established(peer, conn_id, inbound=inbound))
+
+    def connection_closed(self, peer: PeerId, conn_id: ConnectionId) -> None:
+        self._apply(self.engine.on_connection_closed(peer, conn_id))
+
+    def decide(
+        self, request_id: RequestId, peer: PeerId, conn_id: ConnectionId, view: Any
+    ) -> asyncio.Future[RejectReason | None]:
+        """The firewall's verdict on a request: ``None`` (deliver) or why it is rejected."""
+        decision: asyncio.Future[RejectReason | None] = asyncio.get_running_loop().create_future()
+        self._decisions[request_id] = decision
+        self._apply(self.engine.on_request(request_id, peer, conn_id, view))
+        return decision
+
+    def request_finished(self, request_id: RequestId) -> None:
+        self._decisions.pop(request_id, None)
+        self._apply(self.engine.on_request_finished(request_id))
+
+    # -- questions for the application ---------------------------------------------------
+
+    async def next_question(self) -> FirewallRequest:
+        """The next question for the application (no ``firewall_handler`` given)."""
+        return await self._queue.get()
+
+    def close_questions(self) -> None:
+        """From now on every question is answered "no" at once; so are the queued ones."""
+        self._questions_closed = True
+        queue = self._queue
+        while not queue.empty():
+            queue.get_nowait().drop()
+
+    def close(self) -> None:
+        """End every open question without answering it (the network is closing)."""
+        self._closed = True
+        for answer, timer in [*self._rule_queries.values(), *self._approvals.values()]:
+            timer.cancel()
+            answer.answered = True
+        self._rule_queries.clear()
+        self._approvals.clear()
+
+    def _apply(self, actions: Iterable[FirewallAction[Any]]) -> None:
+        for action in actions:
+            if isinstance(action, Deliver | Reject):
+                decision = self._decisions.pop(action.request_id, None)
+                if decision is not None and not decision.done():
+                    decision.set_result(action.reason if isinstance(action, Reject) else None)
+            elif isinstance(action, QueryRule):
+                self._ask_rule(action.peer)
+            elif isinstance(action, AskApproval):
+                self._ask_approval(action.request_id, action.peer, action.view)
+            elif isinstance(action, CancelRuleQuery):
+                pending = self._rule_queries.pop(action.peer, None)
+                if pending is not None:
+                    pending[0].answered = True
+                    pending[1].cancel()
+            elif isinstance(action, CancelApproval):
+                approval = self._approvals.pop(action.request_id, None)
+                if approval is not None:
+                    approval[0].answered = True
+                    approval[1].cancel()
+            elif isinstance(action, SupportChanged):
+                # Negotiation consults the offer predicate on every new stream; identify
+                # push tells the peer its view of our protocols changed.
+                self._support_changed()
+
+    def _ask_rule(self, peer: PeerId) -> None:
+        loop = asyncio.get_running_loop()
+
+        def answered(value: object) -> None:
+            entry = self._rule_queries.pop(peer, None)
+            if entry is None:
+                return
+            entry[1].cancel()
+            rule = value if isinstance(value, Rule) else None
+            self._apply(self.engine.on_rule_answer(peer, rule))
+
+        answer = _Answer(answered)
+        timer = loop.call_later(self._timeout, answer.give, None)
+        self._rule_queries[peer] = (answer, timer)
+        self._put_question(PeerRuleQuery(peer, answer))
+
+    def _ask_approval(self, request_id: RequestId, peer: PeerId, view: Any) -> None:
+        loop = asyncio.get_running_loop()
+
+        def answered(value: object) -> None:
+            entry = self._approvals.pop(request_id, None)
+            if entry is None:
+                return
+            entry[1].cancel()
+            self._apply(self.engine.on_approval(request_id, value is True))
+
+        answer = _Answer(answered)
+        timer = loop.call_later(self._timeout, answer.give, False)
+        self._approvals[request_id] = (answer, timer)
+        self._put_question(ApprovalRequest(peer, request_id, view, answer))
+
+    def _put_question(self, request: FirewallRequest) -> None:
+        if self._questions_closed or self._closed:
+            asyncio.get_running_loop().call_soon(request.drop)
+            return
+        if self._handler is not None:
+            self._spawn(self._run_handler(request), name="firewall handler")
+            return
+        queue = self._queue
+        try:
+            queue.put_nowait(request)
+        except asyncio.QueueFull:
+            self._spawn(queue.put(request), name="firewall queue")
+
+    async def _run_handler(self, request: FirewallRequest) -> None:
+        assert self._handler is not None
+        try:
+            await self._handler(request)
+        finally:
+            if not request.answered:
+                request.drop()

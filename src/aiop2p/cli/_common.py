@@ -12,7 +12,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TextIO
 
@@ -26,6 +26,7 @@ from ..network.firewall import FirewallRules
 __all__ = [
     "MAX_QUEUED_OUTPUT_BYTES",
     "OUTPUT_DRAIN_TIMEOUT_SECONDS",
+    "CommandIO",
     "Output",
     "default_address_book_path",
     "default_key_path",
@@ -94,6 +95,20 @@ def dialing_network(
     )
 
 
+@dataclass(frozen=True)
+class CommandIO:
+    """What a command talks to: by default the process's stdin, stdout, stderr and its
+    SIGINT/SIGTERM.  Running a command in-process (the tests do) gives it other streams
+    and a ``stop`` event instead of signals."""
+
+    stdin: int = 0
+    """The file descriptor the firewall prompt reads answers from."""
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    stop: asyncio.Event | None = None
+    """Set to stop ``serve`` and ``relay``; ``None``: SIGINT and SIGTERM stop them."""
+
+
 class Output:
     """Human text on stdout, or one JSON object per line with ``--json``.
 
@@ -101,20 +116,21 @@ class Output:
     stays the command's result; with ``--json`` they are JSON lines on stdout too.
     """
 
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, io: CommandIO) -> None:
         self.as_json = as_json
+        self.io = io
         self.dropped_lines = 0
         """Lines dropped since the last "dropped" notice (see :meth:`nonblocking`)."""
         self._writer: _LineWriter | None = None
 
     def emit(self, text: str, **fields: object) -> None:
-        self._write(sys.stdout, json.dumps(fields) if self.as_json else text)
+        self._write(self.io.stdout, json.dumps(fields) if self.as_json else text)
 
     def notice(self, text: str, **fields: object) -> None:
         if self.as_json:
-            self._write(sys.stdout, json.dumps(fields))
+            self._write(self.io.stdout, json.dumps(fields))
         else:
-            self._write(sys.stderr, text)
+            self._write(self.io.stderr, text)
 
     @contextmanager
     def nonblocking(self, max_queued_bytes: int = MAX_QUEUED_OUTPUT_BYTES) -> Iterator[None]:
@@ -144,11 +160,11 @@ class Output:
             self.dropped_lines += 1
 
     def _offer_dropped(self, writer: _LineWriter) -> bool:
-        count = self.dropped_lines
+        count, io = self.dropped_lines, self.io
         if self.as_json:
-            stream, line = sys.stdout, json.dumps({"dropped_lines": count})
+            stream, line = io.stdout, json.dumps({"dropped_lines": count})
         else:
-            stream, line = sys.stderr, f"aiop2p: {count} output lines dropped (not read in time)"
+            stream, line = io.stderr, f"aiop2p: {count} output lines dropped (not read in time)"
         if not writer.offer(stream, line):
             return False
         self.dropped_lines = 0
@@ -157,9 +173,10 @@ class Output:
     def error(self, command: str, message: str, type_name: str) -> None:
         """The one-line failure report: stderr always, plus a JSON line with ``--json``."""
         message = one_line(message)
+        io = self.io
         if self.as_json:
-            print(json.dumps({"error": message, "type": type_name}), flush=True)
-        print(f"aiop2p {command}: {message}", file=sys.stderr, flush=True)
+            print(json.dumps({"error": message, "type": type_name}), file=io.stdout, flush=True)
+        print(f"aiop2p {command}: {message}", file=io.stderr, flush=True)
 
 
 class _LineWriter:
@@ -225,11 +242,15 @@ def describe(exc: BaseException) -> str:
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[asyncio.Event]:
-    """An event set by SIGINT or SIGTERM while the block runs (handlers removed after).
+def stop_on_signals(io: CommandIO) -> Iterator[asyncio.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs (handlers removed after);
+    in-process, ``io.stop`` instead (signal handlers belong to the process).
 
     Install it before starting up, so a signal arriving meanwhile still means a clean stop.
     """
+    if io.stop is not None:
+        yield io.stop
+        return
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     signals = (signal.SIGINT, signal.SIGTERM)

@@ -11,12 +11,14 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
 
 from ..errors import P2PError
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL
 from . import relay, send, serve
 from ._common import (
+    CommandIO,
     Output,
     default_key_path,
     default_relay_key_path,
@@ -26,7 +28,7 @@ from ._common import (
 )
 from .discover import add_mdns_interface_argument, discover, mdns_config
 
-__all__ = ["ECHO_PROTOCOL_ID", "default_key_path", "main"]
+__all__ = ["ECHO_PROTOCOL_ID", "CommandIO", "default_key_path", "main", "run"]
 
 ECHO_PROTOCOL_ID = DEFAULT_PROTOCOL
 """The request protocol; ``serve --echo`` answers each approved request on it."""
@@ -60,7 +62,7 @@ async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
                 peer_id=str(conn.remote_peer),
             )
     if answered < args.count:
-        print(f"aiop2p ping: {answered} of {args.count} pings answered", file=sys.stderr)
+        print(f"aiop2p ping: {answered} of {args.count} pings answered", file=out.io.stderr)
         return 1
     return 0
 
@@ -148,14 +150,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    out = Output(args.json)
+async def run(argv: Sequence[str], io: CommandIO) -> int:
+    """Run the command ``argv`` names in the running event loop, talking to ``io``; its
+    exit status.  ``main`` runs it for the process; tests run it in-process."""
+    parser = _parser()
     try:
-        code: int = asyncio.run(args.run(args, out))
+        # argparse prints usage and help to sys.stdout/sys.stderr only; parsing is
+        # synchronous, so nothing else writes while they point at ``io``.
+        with redirect_stdout(io.stdout), redirect_stderr(io.stderr):
+            args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return 0 if exc.code is None else int(exc.code)
+    out = Output(args.json, io)
+    try:
+        code: int = await args.run(args, out)
         return code
-    except KeyboardInterrupt:
-        return 130
     except (P2PError, OSError) as exc:
         out.error(args.command, describe(exc), type(exc).__name__)
         return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``aiop2p`` console script: ``argv`` defaults to the process's arguments."""
+    try:
+        return asyncio.run(run(sys.argv[1:] if argv is None else argv, CommandIO()))
+    except KeyboardInterrupt:
+        return 130

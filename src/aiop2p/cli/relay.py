@@ -37,7 +37,7 @@ async def cmd_relay(args: argparse.Namespace, out: Output) -> int:
         relay_server=config,
         mdns=None,
     )
-    with stop_on_signals() as stop:
+    with stop_on_signals(out.io) as stop:
         async with net:
             for addr in args.listen or ["/ip4/0.0.0.0/tcp/4001"]:
                 await net.start_listening(addr)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
 from ..errors import (
@@ -91,9 +90,10 @@ def _print_response(out: Output, response: Any, *, raw: bool, peer: str) -> None
         except UnicodeDecodeError:
             out.emit("", response_hex=data.hex(), peer_id=peer)
         return
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.write(b"\n")
-    sys.stdout.flush()
+    stdout = out.io.stdout
+    stdout.buffer.write(data)
+    stdout.buffer.write(b"\n")
+    stdout.flush()
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:

@@ -21,7 +21,7 @@ from ..network.codecs import RawCodec, json_loads
 from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule
 from ._common import Output, default_address_book_path, load_key, stop_on_signals
 from .discover import add_mdns_interface_argument, mdns_config
-from .firewall_prompt import FirewallPrompter, is_ping
+from .firewall_prompt import FirewallPrompter, LineReader, is_ping
 
 __all__ = ["DEFAULT_RULES", "RequestView", "build_firewall", "cmd_serve", "request_view"]
 
@@ -108,13 +108,13 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         firewall=rules,
         codec=RawCodec(),
         firewall_view=request_view,
-        firewall_handler=FirewallPrompter(out, show=show),
+        firewall_handler=FirewallPrompter(out, LineReader(out.io.stdin), show=show),
         mdns=mdns_config(args.mdns_interface) if args.mdns else None,
         address_book_path=book,
     )
     loop = asyncio.get_running_loop()
     # Output goes through a bounded queue: a stdout nobody reads never blocks the node.
-    with stop_on_signals() as stop, out.nonblocking():
+    with stop_on_signals(out.io) as stop, out.nonblocking():
         async with net:
             if secure_default:
                 out.notice(

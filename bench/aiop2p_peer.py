@@ -39,7 +39,7 @@ from aiop2p.network.firewall import FirewallRules
 from aiop2p.node import Node
 from aiop2p.protocols.perf import PERF_PROTOCOL_ID, encode_perf_header
 from aiop2p.services.peerstore import PeerInfo
-from aiop2p.services.relay import RelayServer, RelayServerConfig
+from aiop2p.services.relay.server import RelayServer, RelayServerConfig
 from aiop2p.transports._base import Transport
 from aiop2p.transports.tcp import TcpTransport
 from aiop2p.transports.websocket import WebSocketTransport

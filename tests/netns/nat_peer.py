@@ -32,7 +32,8 @@ from aiop2p.identity import PeerId
 from aiop2p.network import Network, NetworkConfig
 from aiop2p.network.firewall import FirewallRules, Rule
 from aiop2p.services.dcutr import DcutrConfig, DcutrService, HolePunchEvent, HolePunchFailed
-from aiop2p.services.relay import RelayClientEvent, RelayServerConfig
+from aiop2p.services.relay.client import RelayClientEvent
+from aiop2p.services.relay.server import RelayServerConfig
 from aiop2p.transports.tcp import TcpTransport
 
 STARTED = time.monotonic()

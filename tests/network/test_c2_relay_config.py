@@ -16,7 +16,7 @@ from aiop2p.errors import MultiaddrNotSupportedError, RelayNotSupportedError
 from aiop2p.identity import KeyPair
 from aiop2p.network.address_book import assemble_relayed_addr
 from aiop2p.network.firewall import FirewallRules
-from aiop2p.services.relay import RelayServerConfig
+from aiop2p.services.relay.server import RelayServerConfig
 
 from .conftest import LOOPBACK, listen, networks
 

@@ -44,7 +44,8 @@ from aiop2p.network import Network, NoAddressesError
 from aiop2p.network.address_book import assemble_relayed_addr
 from aiop2p.network.firewall import FirewallRules
 from aiop2p.protocols.relay_v2 import Status
-from aiop2p.services.relay import RelayServerConfig, is_circuit_addr
+from aiop2p.services.relay.addrs import is_circuit_addr
+from aiop2p.services.relay.server import RelayServerConfig
 
 from .conftest import LOOPBACK, drain_events, new_network, next_event, outcome
 

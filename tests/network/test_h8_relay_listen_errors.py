@@ -22,7 +22,7 @@ from aiop2p.multiaddr import Multiaddr
 from aiop2p.network import Network, NoAddressesError
 from aiop2p.network.firewall import FirewallRules
 from aiop2p.protocols.relay_v2 import HOP_PROTOCOL_ID, Status
-from aiop2p.services.relay import RelayServerConfig
+from aiop2p.services.relay.server import RelayServerConfig
 
 from .conftest import CAP, drain_events, listen, networks
 

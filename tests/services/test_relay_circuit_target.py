@@ -15,7 +15,7 @@ from aiop2p.config import NodeConfig
 from aiop2p.errors import DialError, RequestDialError
 from aiop2p.network import Network
 from aiop2p.network.firewall import FirewallRules
-from aiop2p.services.relay import RelayServerConfig
+from aiop2p.services.relay.server import RelayServerConfig
 
 pytestmark = pytest.mark.timeout(30)
 

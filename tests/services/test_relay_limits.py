@@ -28,7 +28,8 @@ from aiop2p.network import InboundRequest, Network
 from aiop2p.network.firewall import FirewallRules
 from aiop2p.node import Node
 from aiop2p.protocols.relay_v2 import Limit, is_js_libp2p_agent
-from aiop2p.services.relay import RelayClient, RelayServer, RelayServerConfig
+from aiop2p.services.relay.client import RelayClient
+from aiop2p.services.relay.server import RelayServer, RelayServerConfig
 
 from ..helpers import wait_for
 

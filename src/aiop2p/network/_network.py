@@ -51,13 +51,9 @@ from ..multiaddr import Multiaddr
 from ..node import Node
 from ..services.dcutr import DcutrService, HolePunchEvent
 from ..services.mdns import MdnsEvent, MdnsService
-from ..services.relay import (
-    RelayClient,
-    RelayClientEvent,
-    RelayServer,
-    ReservationFailed,
-    is_circuit_addr,
-)
+from ..services.relay.addrs import is_circuit_addr
+from ..services.relay.client import RelayClient, RelayClientEvent, ReservationFailed
+from ..services.relay.server import RelayServer
 from ..transports._base import Transport
 from .address_book import AddressBookStore, AddressInfo
 from .codecs import Codec, JsonCodec

@@ -10,7 +10,7 @@ from ..config import ConnectionLimits, NodeConfig
 from ..errors import InvalidArgumentError
 from ..services.dcutr import DcutrConfig
 from ..services.mdns import MdnsConfig
-from ..services.relay import RelayServerConfig
+from ..services.relay.server import RelayServerConfig
 from .event_channel import ChannelSinkConfig
 
 __all__ = [

@@ -381,7 +381,7 @@ def test_json_shape() -> None:
     assert str(T).startswith("12D3KooW")
 
 
-def test_h9_round_trip_gives_identical_get_addrs() -> None:
+def test_json_round_trip_gives_identical_get_addrs() -> None:
     info = sample_book()
     loaded = AddressInfo.from_json(info.to_json())
     assert loaded == info

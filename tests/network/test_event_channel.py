@@ -61,7 +61,7 @@ async def settle() -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-async def test_a1_drop_latest_channel(seed: int) -> None:
+async def test_drop_latest_channel_keeps_the_first_messages(seed: int) -> None:
     data = make_data(seed)
     ch: EventChannel[bytes] = EventChannel(CAP, DROP_LATEST)
     await send_all(ch, data, [])
@@ -71,7 +71,7 @@ async def test_a1_drop_latest_channel(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-async def test_a2_buffered_channel(seed: int) -> None:
+async def test_buffer_latest_channel_keeps_the_first_and_the_latest(seed: int) -> None:
     data = make_data(seed)
     ch: EventChannel[bytes] = EventChannel(CAP, BUFFER_LATEST)
     await send_all(ch, data, [])
@@ -82,7 +82,7 @@ async def test_a2_buffered_channel(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-async def test_a3_block_channel_with_backpressure(seed: int) -> None:
+async def test_block_channel_delivers_everything_when_read(seed: int) -> None:
     data = make_data(seed)
     ch: EventChannel[bytes] = EventChannel(CAP, BLOCK)
     received: list[bytes] = []
@@ -94,7 +94,7 @@ async def test_a3_block_channel_with_backpressure(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-async def test_a4_block_channel_without_backpressure(seed: int) -> None:
+async def test_block_channel_blocks_the_seventh_send_when_unread(seed: int) -> None:
     """The 7th send blocks.  Checked deterministically instead of waiting out the 2 s cap:
     once the loop is idle, send_all has completed exactly 6 sends and is still waiting."""
     data = make_data(seed)

@@ -699,7 +699,7 @@ _E1_RULES: list[tuple[str, Rule[Req]]] = [
 @pytest.mark.parametrize(("default_name", "default"), _E1_RULES)
 @pytest.mark.parametrize(("individual_name", "individual"), [*_E1_RULES, ("none", None)])
 @pytest.mark.parametrize("req", list(Req))
-def test_e1_firewall_permissions(
+def test_engine_permissions_every_combination(
     default_name: str,
     default: Rule[Req],
     individual_name: str,
@@ -723,7 +723,7 @@ def test_e1_firewall_permissions(
 
 @pytest.mark.parametrize("rule_answer", ["allow", "reject", "ask", "drop"])
 @pytest.mark.parametrize("approval", ["allow", "reject", "drop"])
-def test_e2_firewall_ask(rule_answer: str, approval: str) -> None:
+def test_engine_asks_for_a_rule_then_for_approval(rule_answer: str, approval: str) -> None:
     """The first firewall message for a new inbound peer is QueryRule, then one approval."""
     answers: dict[str, Rule[Req] | None] = {
         "allow": ALLOW_ALL,

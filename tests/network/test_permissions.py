@@ -166,7 +166,7 @@ def test_permission_bits_rejects_junk() -> None:
 # -- G1 ------------------------------------------------------------------------------------------
 
 
-def test_g1_restricted_rule_allowing_only_ping() -> None:
+def test_restricted_rule_allowing_only_ping() -> None:
     """The documented pattern: a Restricted rule over the enum's permissions."""
 
     def only_ping(rq: MessagePermission) -> bool:

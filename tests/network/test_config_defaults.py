@@ -24,7 +24,7 @@ from ..netns.topology import Host, Topology, netns_unavailable_reason
 pytestmark = pytest.mark.timeout(60)
 
 
-def test_c_builder_defaults_follow_the_seed() -> None:
+def test_config_defaults_follow_the_seed() -> None:
     config = NetworkConfig()
     assert (config.request_timeout, config.firewall_timeout) == (10.0, 10.0)
     # The seed's 10 s idle timeout raced js-libp2p's 10 s pings (issue 8): 60 s instead.
@@ -100,7 +100,9 @@ def lan_host() -> Iterator[Host]:
         topo.destroy()
 
 
-async def test_c1_mdns_config(lan_host: Host) -> None:
+async def test_mdns_peers_find_each_other_and_peers_without_mdns_learn_nothing(
+    lan_host: Host,
+) -> None:
     proc = await asyncio.create_subprocess_exec(
         *lan_host.command(sys.executable, "-c", C1_SCRIPT),
         stdout=asyncio.subprocess.PIPE,

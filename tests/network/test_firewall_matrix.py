@@ -108,7 +108,7 @@ def assert_quiet(b: Network[Any, Any]) -> None:
 
 
 @asynccontextmanager
-async def e1_peers() -> AsyncIterator[tuple[Network[str, str], Network[str, str]]]:
+async def permission_peers() -> AsyncIterator[tuple[Network[str, str], Network[str, str]]]:
     async with peer() as a, peer() as b:
         for side in (a, b):
             side.close_firewall_requests()  # A: every receiver dropped; B: firewall's
@@ -117,7 +117,7 @@ async def e1_peers() -> AsyncIterator[tuple[Network[str, str], Network[str, str]
         yield a, b
 
 
-async def e1_iteration(
+async def permission_iteration(
     a: Network[str, str], b: Network[str, str], default: str, individual: str | None, req: str
 ) -> None:
     if individual is not None:
@@ -149,16 +149,16 @@ async def e1_iteration(
     await a.remove_firewall_default()
 
 
-async def test_e1_firewall_permissions() -> None:
+async def test_firewall_permissions_random_matrix() -> None:
     seed = seed_of_run()
     rng = random.Random(seed)
-    async with e1_peers() as (a, b):
+    async with permission_peers() as (a, b):
         for i in range(ITERATIONS):
             default = list(RULES)[rng.randrange(256) % 4]
             individual = list(RULES)[rng.randrange(256) % 4] if rng.randrange(256) % 2 else None
             req = "Ping" if rng.randrange(256) % 2 else "Other"
             try:
-                await e1_iteration(a, b, default, individual, req)
+                await permission_iteration(a, b, default, individual, req)
             except (AssertionError, pytest.fail.Exception) as exc:
                 raise AssertionError(
                     f"seed={seed} iteration={i} default={default} individual={individual} "
@@ -166,11 +166,11 @@ async def test_e1_firewall_permissions() -> None:
                 ) from exc
 
 
-async def test_e1_firewall_permissions_every_combination() -> None:
-    async with e1_peers() as (a, b):
+async def test_firewall_permissions_every_combination() -> None:
+    async with permission_peers() as (a, b):
         for default, individual, req in itertools.product(RULES, [None, *RULES], ["Ping", "Other"]):
             try:
-                await e1_iteration(a, b, default, individual, req)
+                await permission_iteration(a, b, default, individual, req)
             except (AssertionError, pytest.fail.Exception) as exc:
                 raise AssertionError(f"{default=} {individual=} {req=}: {exc}") from exc
 
@@ -181,7 +181,7 @@ E2_RULES = {"allow": Rule.allow_all(), "reject": Rule.reject_all(), "ask": Rule.
 
 
 @asynccontextmanager
-async def e2_peers() -> AsyncIterator[tuple[Network[str, str], Network[str, str], FirewallInbox]]:
+async def ask_peers() -> AsyncIterator[tuple[Network[str, str], Network[str, str], FirewallInbox]]:
     async with peer() as a, peer() as b:
         a.close_firewall_requests()
         a.requests().close_receiver()
@@ -193,7 +193,7 @@ async def e2_peers() -> AsyncIterator[tuple[Network[str, str], Network[str, str]
             await inbox.aclose()
 
 
-async def e2_iteration(
+async def ask_iteration(
     a: Network[str, str], b: Network[str, str], inbox: FirewallInbox, rule: str, approval: str
 ) -> None:
     allowed = rule == "allow" or (rule == "ask" and approval == "allow")
@@ -251,15 +251,15 @@ async def e2_iteration(
     await b.remove_peer_rule(a.peer_id)
 
 
-async def test_e2_firewall_ask() -> None:
+async def test_firewall_ask_random_matrix() -> None:
     seed = seed_of_run()
     rng = random.Random(seed)
-    async with e2_peers() as (a, b, inbox):
+    async with ask_peers() as (a, b, inbox):
         for i in range(ITERATIONS):
             rule = ["allow", "allow", "reject", "ask", "ask", "drop"][rng.randrange(256) % 6]
             approval = ["allow", "allow", "reject", "drop"][rng.randrange(256) % 4]
             try:
-                await e2_iteration(a, b, inbox, rule, approval)
+                await ask_iteration(a, b, inbox, rule, approval)
             except (AssertionError, pytest.fail.Exception) as exc:
                 raise AssertionError(
                     f"seed={seed} iteration={i} rule={rule} approval={approval}: {exc}"
@@ -267,16 +267,16 @@ async def test_e2_firewall_ask() -> None:
 
 
 @pytest.mark.parametrize("rule", ["allow", "reject", "ask", "drop"])
-async def test_e2_firewall_ask_every_combination(rule: str) -> None:
-    async with e2_peers() as (a, b, inbox):
+async def test_firewall_ask_every_combination(rule: str) -> None:
+    async with ask_peers() as (a, b, inbox):
         for approval in ["allow", "reject", "drop"]:
             try:
-                await e2_iteration(a, b, inbox, rule, approval)
+                await ask_iteration(a, b, inbox, rule, approval)
             except (AssertionError, pytest.fail.Exception) as exc:
                 raise AssertionError(f"{rule=} {approval=}: {exc}") from exc
 
 
-async def test_e2_firewall_ask_via_firewall_handler() -> None:
+async def test_firewall_ask_answered_by_a_firewall_handler() -> None:
     """The same questions answered by an async ``firewall_handler=`` callback."""
     asked: list[object] = []
 
@@ -302,7 +302,7 @@ async def test_e2_firewall_ask_via_firewall_handler() -> None:
         assert (await b.get_firewall_config()).get_rule(a.peer_id) is Rule.ask()
 
 
-async def test_e_handler_that_does_not_answer_rejects() -> None:
+async def test_firewall_handler_that_does_not_answer_rejects() -> None:
     """A ``firewall_handler`` returning without answering counts as a dropped responder."""
 
     async def handler(question: PeerRuleQuery | ApprovalRequest[Any]) -> None:

@@ -41,7 +41,7 @@ def peer() -> Network[Any, Any]:
     return net
 
 
-async def test_b1_ping_protocol() -> None:
+async def test_hundred_pings_get_pongs_with_increasing_request_ids() -> None:
     async with peer() as peer1, peer() as peer2:
         peer1.close_firewall_requests()
         peer2.close_firewall_requests()
@@ -70,7 +70,7 @@ async def test_b1_ping_protocol() -> None:
         assert [type(e) for e in ev2] == [ConnectionEstablished], ev2
 
 
-async def test_b2_emits_inbound_connection_closed_failure() -> None:
+async def test_requester_shutdown_fails_the_inbound_request_as_connection_closed() -> None:
     async with peer() as peer1:
         peer1.close_firewall_requests()
         peer2 = peer()
@@ -97,7 +97,7 @@ async def test_b2_emits_inbound_connection_closed_failure() -> None:
         assert drain_events(peer1) == []
 
 
-async def test_b3_emits_inbound_connection_closed_if_channel_is_dropped() -> None:
+async def test_dropped_request_is_closed_for_the_requester_omitted_for_the_responder() -> None:
     async with peer() as peer1, peer() as peer2:
         peer1.close_firewall_requests()
         peer2.close_firewall_requests()

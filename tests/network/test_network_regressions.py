@@ -54,7 +54,7 @@ ALLOW: dict[str, Any] = {"firewall": FirewallRules.allow_all()}
 # -- address book and permissions (pure) -----------------------------------------------
 
 
-def test_h1_get_addrs_known_then_one_relayed_per_relay() -> None:
+def test_get_addrs_gives_known_then_one_relayed_per_relay() -> None:
     target, r1, r2, r3 = (KeyPair.generate().peer_id for _ in range(4))
     info = AddressInfo()
     direct = Multiaddr("/ip4/10.0.0.2/tcp/4001")
@@ -72,7 +72,7 @@ def test_h1_get_addrs_known_then_one_relayed_per_relay() -> None:
     assert info.get_addrs(target) == [direct]
 
 
-def test_h2_assemble_relayed_addr() -> None:
+def test_assemble_relayed_addr_adds_the_circuit_once() -> None:
     target, relay = KeyPair.generate().peer_id, KeyPair.generate().peer_id
     want = Multiaddr(f"/ip4/1.2.3.4/tcp/4001/p2p/{relay}/p2p-circuit/p2p/{target}")
     assert assemble_relayed_addr(target, relay, Multiaddr("/ip4/1.2.3.4/tcp/4001")) == want
@@ -80,7 +80,7 @@ def test_h2_assemble_relayed_addr() -> None:
     assert assemble_relayed_addr(target, relay, already) == want
 
 
-def test_h3_permission_values() -> None:
+def test_permission_values_are_single_bits_up_to_31() -> None:
     for i in range(32):
         assert PermissionValue.new(i) == 2**i
     assert PermissionValue.new(32) is None
@@ -93,7 +93,7 @@ def test_h3_permission_values() -> None:
     assert FirewallPermission.none().is_no_permissions()
 
 
-def test_h4_remove_dialing_relay_removes_only_that_relay() -> None:
+def test_remove_dialing_relay_removes_only_that_relay() -> None:
     r1, r2 = KeyPair.generate().peer_id, KeyPair.generate().peer_id
     info = AddressInfo()
     info.add_relay(r1)
@@ -106,7 +106,7 @@ def test_h4_remove_dialing_relay_removes_only_that_relay() -> None:
 # -- through the Network -----------------------------------------------------------------
 
 
-async def test_h5_firewall_timeout() -> None:
+async def test_unanswered_rule_query_rejects_after_the_firewall_timeout() -> None:
     """``firewall_timeout`` is its own setting (fix B-1): an unanswered rule query rejects
     the request after it, well before ``request_timeout``."""
     async with networks(ALLOW, {"firewall_timeout": 0.5, "request_timeout": 5.0}) as (a, b):
@@ -128,7 +128,7 @@ async def test_h5_firewall_timeout() -> None:
             await inbox.aclose()
 
 
-async def test_h6_remove_firewall_default_clears_it() -> None:
+async def test_remove_firewall_default_clears_it() -> None:
     async with networks(ALLOW, ALLOW) as (a, b):
         await link(a, b)
         inbox = FirewallInbox(b)
@@ -147,7 +147,7 @@ async def test_h6_remove_firewall_default_clears_it() -> None:
             await inbox.aclose()
 
 
-async def test_h7_connect_peer_on_connected_peer() -> None:
+async def test_connect_peer_on_a_connected_peer_returns_its_address() -> None:
     """Fix B-3 (and B-8): connecting to a connected peer returns its address."""
     async with networks(ALLOW, ALLOW) as (a, b):
         addr = await link(a, b)
@@ -162,7 +162,7 @@ async def test_h7_connect_peer_on_connected_peer() -> None:
             assert await a.send_request(b.peer_id, 41) == 42
 
 
-async def test_h9_address_info_export_import() -> None:
+async def test_address_info_export_then_import_restores_it() -> None:
     async with networks(ALLOW, ALLOW) as (a, b):
         addr = await link(a, b)
         other = KeyPair.generate().peer_id
@@ -177,7 +177,7 @@ async def test_h9_address_info_export_import() -> None:
                 assert await c.send_request(b.peer_id, "ping") == "pong"
 
 
-async def test_h10_reject_all_means_protocol_not_offered() -> None:
+async def test_reject_all_means_the_protocol_is_not_offered() -> None:
     async with networks(ALLOW, {"firewall": FirewallRules.allow_none()}) as (a, b):
         await link(a, b)
         result = await outcome(a.send_request(b.peer_id, "ping"))
@@ -189,7 +189,7 @@ async def test_h10_reject_all_means_protocol_not_offered() -> None:
         assert [e for e in drain_events(b) if not isinstance(e, CONNECTION_NOISE)] == []
 
 
-async def test_h11_ask_with_firewall_receiver_dropped() -> None:
+async def test_ask_with_the_firewall_receiver_dropped_rejects() -> None:
     async with networks(ALLOW, {"firewall": FirewallRules(Rule.ask())}) as (a, b):
         await link(a, b)
         b.close_firewall_requests()
@@ -199,7 +199,7 @@ async def test_h11_ask_with_firewall_receiver_dropped() -> None:
         assert event.failure is InboundFailure.NOT_PERMITTED
 
 
-async def test_h12_requests_receiver_dropped() -> None:
+async def test_requests_receiver_dropped_reports_an_omission() -> None:
     async with networks(ALLOW, ALLOW) as (a, b):
         await link(a, b)
         b.requests().close_receiver()
@@ -211,7 +211,7 @@ async def test_h12_requests_receiver_dropped() -> None:
         assert b.requests().dropped == 1
 
 
-async def test_h13_ban_and_unban() -> None:
+async def test_ban_closes_and_refuses_the_peer_and_unban_lets_it_back() -> None:
     async with networks(ALLOW, ALLOW) as (a, b):
         addr = await link(a, b)
         await a.connect_peer(b.peer_id)

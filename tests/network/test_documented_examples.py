@@ -40,7 +40,7 @@ def message_kind(message: Any) -> MessagePermission:
     return MessagePermission.OTHER
 
 
-async def test_g1_permissions_restrict_variants() -> None:
+async def test_restricted_permissions_admit_only_the_ping_variant() -> None:
     assert [m.permission() for m in MessagePermission] == [1, 2, 4]
     only_ping: Rule[MessagePermission] = Rule.restricted(
         lambda rq: (
@@ -99,7 +99,7 @@ def request_type(rq: dict[str, Any]) -> RequestType:
     return RequestType.READ if isinstance(decode(rq), Read) else RequestType.WRITE
 
 
-async def test_g2_firewall_view_maps_requests_to_kinds() -> None:
+async def test_firewall_view_maps_requests_to_kinds() -> None:
     assert request_type({"Read": {"key": "k"}}) is RequestType.READ
     assert request_type({"Write": {"key": "k", "data": "d"}}) is RequestType.WRITE
     b_config = {
@@ -117,7 +117,7 @@ async def test_g2_firewall_view_maps_requests_to_kinds() -> None:
 # -- G3: a Network with firewall, request and event channels ---------------------------------
 
 
-async def test_g3_network_with_all_channels() -> None:
+async def test_network_with_every_channel_configured_answers() -> None:
     config = NetworkConfig(
         requests_channel=ChannelConfig(10, ChannelSinkConfig.BLOCK),
         events_channel=ChannelConfig(10, ChannelSinkConfig.BUFFER_LATEST),
@@ -137,7 +137,7 @@ async def test_g3_network_with_all_channels() -> None:
 # -- G4: a custom transport (build_with_transport) ----------------------------------------
 
 
-async def test_g4_plain_tcp_transport() -> None:
+async def test_plain_tcp_transport_answers_and_refuses_websocket() -> None:
     def tcp_only() -> Network[str, str]:
         return Network(firewall=FirewallRules.allow_all(), transports=[TcpTransport()], mdns=None)
 

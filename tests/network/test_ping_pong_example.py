@@ -23,7 +23,7 @@ PEER = {
 }
 
 
-async def test_f1_ping_pong(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_ping_pong_example_answers_ping_with_pong(capsys: pytest.CaptureFixture[str]) -> None:
     # Ping and Pong are unit structs: JSON null on the wire.
     async with networks(PEER, PEER) as (alice, bob):
         for peer in (alice, bob):

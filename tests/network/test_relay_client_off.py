@@ -25,7 +25,7 @@ pytestmark = pytest.mark.timeout(30)
 ALLOW: dict[str, Any] = {"firewall": FirewallRules.allow_all()}
 
 
-async def test_c2_relay_config() -> None:
+async def test_relay_client_off_refuses_every_relay_call() -> None:
     p_config = {**ALLOW, "relay_client": False}
     r_config = {**ALLOW, "relay_server": RelayServerConfig()}
     async with networks(p_config, r_config) as (p, r):

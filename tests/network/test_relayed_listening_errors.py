@@ -68,7 +68,7 @@ async def assert_still_works(net: Network[Any, Any], relay: Network[Any, Any]) -
     assert [lst.uses_relay for lst in net.listeners()] == [relay.peer_id]
 
 
-async def test_h8_unreachable_relay_fails_with_dial_error() -> None:
+async def test_unreachable_relay_fails_with_dial_error() -> None:
     async with networks(ALLOW, RELAY) as (t, r):
         unreachable = closed_port_addr()
         error = await relayed_listen_error(t, r.peer_id, unreachable)
@@ -84,7 +84,7 @@ async def test_h8_unreachable_relay_fails_with_dial_error() -> None:
         await assert_still_works(t, r)
 
 
-async def test_h8_no_known_relay_address() -> None:
+async def test_relay_without_a_known_address_fails_with_no_addresses() -> None:
     """Seed §8.6 step 3: no address given and none known → ``DialRelay(NoAddresses)``."""
     async with networks(ALLOW) as (t,):
         error = await relayed_listen_error(t, KeyPair.generate().peer_id, None)
@@ -111,7 +111,7 @@ async def silent_server() -> AsyncIterator[Multiaddr]:
         await server.wait_closed()
 
 
-async def test_h8_silent_relay_fails_within_the_handshake_timeout() -> None:
+async def test_silent_relay_fails_within_the_handshake_timeout() -> None:
     """A relay that accepts TCP but never completes the handshake: bounded, a DialError."""
     t_config = {**ALLOW, "node": NodeConfig(handshake_timeout=0.2)}
     async with silent_server() as addr, networks(t_config, RELAY) as (t, r):
@@ -121,7 +121,7 @@ async def test_h8_silent_relay_fails_within_the_handshake_timeout() -> None:
         await assert_still_works(t, r)
 
 
-async def test_h8_relay_refusing_reservations() -> None:
+async def test_relay_refusing_reservations_fails_with_reservation_refused() -> None:
     refusing = {**ALLOW, "relay_server": RelayServerConfig(max_reservations=0)}
     async with networks(ALLOW, refusing, RELAY) as (t, r, good):
         relay_addr = await listen(r)
@@ -135,7 +135,7 @@ async def test_h8_relay_refusing_reservations() -> None:
         await assert_still_works(t, good)
 
 
-async def test_h8_peer_without_relay_server() -> None:
+async def test_peer_without_relay_server_fails_naming_the_hop_protocol() -> None:
     """A peer that is not a relay (relay server off, the default) does not offer the hop
     protocol: the reservation fails with a DialError naming the protocol."""
     async with networks(ALLOW, ALLOW, RELAY) as (t, plain, good):

@@ -318,12 +318,12 @@ def _check_failure(res: DialError, draw: Draw, t_relayed: Multiaddr) -> None:
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("draw", list(all_draws()), ids=str)
-async def test_d_dialing_table(relay: Relay, draw: Draw) -> None:
+async def test_dialing_every_combination(relay: Relay, draw: Draw) -> None:
     await run_iteration(relay, draw)
 
 
 @pytest.mark.timeout(90)
-async def test_d_dialing_random(relay: Relay) -> None:
+async def test_dialing_random_matrix(relay: Relay) -> None:
     seed_text = os.environ.get("AIOP2P_TEST_SEED")
     seed = int(seed_text) if seed_text else random.SystemRandom().randrange(2**32)
     print(f"D dialing seed: {seed} (AIOP2P_TEST_SEED={seed} replays it)")

@@ -1,15 +1,13 @@
-"""``Connection``: drives the upgrade pipeline and then Noise + Yamux for one transport.
+"""``Connection``: the asyncio driver of one transport connection.
 
 It is an :class:`asyncio.Protocol`, so bytes are pushed into the machines from the
 transport's callback: no reader task per connection and no per-stream tasks except
-the application's handlers.  The pipeline is a chain of sans-IO stages, each handing
-its leftover bytes to the next::
-
-    multistream(/noise) -> Noise XX -> multistream(/yamux/1.0.0) -> Yamux
-
-The dialer sends the ``/noise`` proposal and the first Noise message together
-(it offers only one protocol, so nothing is lost by not waiting for the echo), and
-likewise the ``/yamux/1.0.0`` proposal right behind the last handshake message.
+the application's handlers.  Until the connection is established it only moves bytes
+through :class:`~aiop2p.protocols.upgrade.UpgradeMachine` (multistream, Noise,
+multistream, Yamux); then it decrypts into the Yamux session it was handed and
+dispatches the session's events to streams.  It arms one timer: for the machine's
+handshake deadline, then for the deadlines :class:`~.deadlines.ConnectionDeadlines`
+keeps (stream negotiation, lingering streams, idleness).
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import asyncio
 import enum
 import itertools
 import logging
-from collections import deque
 from collections.abc import Collection
 from typing import TYPE_CHECKING, NewType
 
@@ -27,30 +24,15 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from ..errors import (
     ConnectionClosedError,
     ConnectionLostError,
-    HandshakeError,
-    HandshakeTimeoutError,
     InvalidStateError,
-    NegotiationError,
     NegotiationTimeoutError,
     P2PError,
-    PeerIdMismatchError,
     StreamResetError,
 )
-from ..protocols.multistream import (
-    MultistreamDialer,
-    MultistreamListener,
-    NegotiationFailed,
-    ProtocolSelected,
-)
-from ..protocols.noise import (
-    NOISE_PROTOCOL_ID,
-    HandshakeCompleted,
-    HandshakeFailed,
-    NoiseHandshake,
-    NoiseTransport,
-)
+from ..protocols.multistream import MultistreamDialer, MultistreamListener
+from ..protocols.noise import NoiseTransport
+from ..protocols.upgrade import UpgradeCompleted, UpgradeFailed, UpgradeMachine
 from ..protocols.yamux import (
-    YAMUX_PROTOCOL_ID,
     GoAwayReceived,
     PongReceived,
     SessionTerminated,
@@ -62,6 +44,7 @@ from ..protocols.yamux import (
     StreamWindowUpdated,
     YamuxSession,
 )
+from .deadlines import ConnectionDeadlines
 from .stream import Stream
 
 if TYPE_CHECKING:
@@ -82,12 +65,10 @@ class Direction(enum.Enum):
     OUTBOUND = "outbound"
 
 
-class _Stage(enum.IntEnum):
-    SECURITY_NEGOTIATION = 0
-    NOISE = 1
-    MUXER_NEGOTIATION = 2
-    ESTABLISHED = 3
-    CLOSED = 4
+class _Stage(enum.Enum):
+    UPGRADING = "upgrading"
+    ESTABLISHED = "established"
+    CLOSED = "closed"
 
 
 class ConnectionHooks:
@@ -147,16 +128,20 @@ class Connection(asyncio.Protocol):
         self._remote_peer: PeerId | None = None
         self.remote_public_key: PublicKey | None = None
         self._transport: asyncio.Transport | None = None
-        self._stage = _Stage.SECURITY_NEGOTIATION
-        self._negotiator: MultistreamDialer | MultistreamListener | None = None
-        self._handshake: NoiseHandshake | None = None
+        self._stage = _Stage.UPGRADING
+        self._upgrader: UpgradeMachine | None = None
         self._cipher: NoiseTransport | None = None
         self._yamux: YamuxSession | None = None
         self._streams: dict[StreamId, Stream] = {}
         self._inbound_streams = 0
         self._ready: asyncio.Future[Connection] = self.loop.create_future()
         self._closed: asyncio.Future[None] = self.loop.create_future()
-        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # the one timer, due at _timer_at
+        self._timer_at = 0.0
+        self._deadlines: ConnectionDeadlines[StreamId, Stream] = ConnectionDeadlines(
+            negotiation_timeout=config.negotiation_timeout,
+            idle_timeout=config.idle_connection_timeout,
+        )
         self._flush_scheduled = False
         self._unflushed = 0
         self._write_paused = False
@@ -164,14 +149,8 @@ class Connection(asyncio.Protocol):
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._replies_while_paused = 0  # bytes answered to input while the socket was paused
-        self._negotiating: dict[StreamId, float] = {}  # stream -> negotiation deadline
-        self._negotiation_timer: asyncio.TimerHandle | None = None
         self._error: P2PError | None = None
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
-        self._idle_timer: asyncio.TimerHandle | None = None
-        self._idle_since = 0.0
-        self._lingering: deque[tuple[float, Stream]] = deque()
-        self._linger_timer: asyncio.TimerHandle | None = None
         self.keep_alive = False
         """Set by services that need the connection kept open while idle (e.g. relays)."""
         self.user_data: dict[str, object] = {}
@@ -204,7 +183,8 @@ class Connection(asyncio.Protocol):
 
     def __repr__(self) -> str:
         peer = self._remote_peer or self._expected_peer
-        return f"<Connection {self.id} {self.direction.value} {peer} {self._stage.name}>"
+        stage = self._upgrader.stage if self._upgrader is not None else self._stage
+        return f"<Connection {self.id} {self.direction.value} {peer} {stage.name}>"
 
     async def wait_ready(self) -> Connection:
         """Wait until the handshake and muxer negotiation are done."""
@@ -277,23 +257,22 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._handshake_timer = self.loop.call_later(
-            self._config.handshake_timeout, self._on_handshake_timeout
+        config = self._config
+        upgrader = self._upgrader = UpgradeMachine(
+            initiator=self.role is Direction.OUTBOUND,
+            identity=self._identity,
+            static_key=X25519PrivateKey.generate(),
+            ephemeral_key=X25519PrivateKey.generate(),
+            now=self.loop.time(),
+            handshake_timeout=config.handshake_timeout,
+            expected_peer=self._expected_peer,
+            max_negotiation_message_size=config.max_negotiation_message_size,
+            yamux_config=config.yamux,
         )
-        if self.role is Direction.OUTBOUND:
-            negotiator = MultistreamDialer(
-                [NOISE_PROTOCOL_ID],
-                optimistic=True,
-                max_message_size=self._config.max_negotiation_message_size,
-            )
-            self._negotiator = negotiator
-            self._handshake = self._new_handshake(initiator=True)
-            transport.write(negotiator.data_to_send() + self._handshake.data_to_send())
-        else:
-            self._negotiator = MultistreamListener(
-                (NOISE_PROTOCOL_ID,),
-                max_message_size=self._config.max_negotiation_message_size,
-            )
+        self._arm_timer(upgrader.get_timer())
+        out = upgrader.data_to_send()
+        if out:
+            transport.write(out)
 
     def data_received(self, data: bytes) -> None:
         if self._stage is _Stage.ESTABLISHED:
@@ -311,15 +290,16 @@ class Connection(asyncio.Protocol):
             sent = self._flush()
             if self._write_paused and sent:
                 self._replied_while_paused(sent)
-        elif self._stage is not _Stage.CLOSED:
+        elif self._stage is _Stage.UPGRADING:
             self._upgrade(data)
 
     def eof_received(self) -> bool | None:
         if self._yamux is not None and self._stage is _Stage.ESTABLISHED:
             self._yamux.receive_eof()
             self._dispatch(self._yamux)
-        else:
-            self._terminate(ConnectionLostError("connection closed during the handshake"))
+        elif self._upgrader is not None and self._stage is _Stage.UPGRADING:
+            self._upgrader.receive_eof()
+            self._after_upgrade_input(self._upgrader, abort=False)
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -363,153 +343,108 @@ class Connection(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
 
-    # -- upgrade pipeline ----------------------------------------------------------------
-
-    def _new_handshake(self, *, initiator: bool) -> NoiseHandshake:
-        return NoiseHandshake(
-            initiator=initiator,
-            identity=self._identity,
-            static_key=X25519PrivateKey.generate(),
-            ephemeral_key=X25519PrivateKey.generate(),
-            expected_peer=self._expected_peer if initiator else None,
-        )
+    # -- upgrade ---------------------------------------------------------------------------
 
     def _upgrade(self, data: bytes) -> None:
+        upgrader = self._upgrader
+        assert upgrader is not None
+        upgrader.receive_data(data)
+        self._after_upgrade_input(upgrader, abort=True)
+
+    def _after_upgrade_input(self, upgrader: UpgradeMachine, *, abort: bool) -> None:
+        """Write what the machine queued and act on its end, if it came."""
+        if self._remote_peer is None:  # known once Noise is done, even if Yamux fails
+            self._remote_peer = upgrader.remote_peer
+            self.remote_public_key = upgrader.remote_public_key
+        out = upgrader.data_to_send()
+        for ev in upgrader.events_received():
+            if type(ev) is UpgradeCompleted:
+                self._established(ev, out)
+                return
+            if type(ev) is UpgradeFailed:
+                self._terminate(ev.error, abort=abort)
+                return
+        if out:
+            self._write(out)
+
+    def _write(self, data: bytes) -> None:
         transport = self._transport
         assert transport is not None
-        out: list[bytes] = []
-        self._upgrade_step(data, out)
-        if out and self._stage is not _Stage.CLOSED:
-            transport.write(b"".join(out))
-        if self._stage is _Stage.ESTABLISHED and self._yamux is not None:
-            self._dispatch(self._yamux)
+        transport.write(data)
+
+    def _established(self, ev: UpgradeCompleted, out: bytes) -> None:
+        """``out``, the machine's last bytes (the listener's muxer echo), is written only
+        if ``connection_ready`` keeps the connection: a vetoed peer never sees it agreed."""
+        self._upgrader = None
+        self._cancel_timer()
+        self._cipher = ev.transport
+        yamux = self._yamux = ev.session
+        self._stage = _Stage.ESTABLISHED
+        self._hooks.connection_ready(self)  # may veto (abort) the connection
+        if self._stage is _Stage.ESTABLISHED:
+            if out:
+                self._write(out)
+            if not self._ready.done():
+                self._ready.set_result(self)
+            self._became_idle()
+            self._dispatch(yamux)
             self._flush()
 
-    def _upgrade_step(self, data: bytes, out: list[bytes]) -> None:
-        while data and self._stage < _Stage.ESTABLISHED:
-            stage = self._stage
-            if stage is _Stage.SECURITY_NEGOTIATION:
-                data = self._step_security_negotiation(data, out)
-            elif stage is _Stage.NOISE:
-                data = self._step_noise(data, out)
-            else:
-                assert self._cipher is not None
-                try:
-                    plaintexts = self._cipher.decrypt(data)
-                except P2PError as exc:
-                    self._terminate(exc, abort=True)
-                    return
-                data = b""
-                for plaintext in plaintexts:
-                    if self._stage is _Stage.MUXER_NEGOTIATION:
-                        self._step_muxer_negotiation(plaintext, out)
-                    elif self._stage is _Stage.ESTABLISHED and self._yamux is not None:
-                        self._yamux.receive_data(plaintext)
+    # -- the one timer --------------------------------------------------------------------
 
-    def _step_security_negotiation(self, data: bytes, out: list[bytes]) -> bytes:
-        negotiator = self._negotiator
-        assert negotiator is not None
-        negotiator.receive_data(data)
-        reply = negotiator.data_to_send()
-        if reply:
-            out.append(reply)
-        for ev in negotiator.events_received():
-            if type(ev) is ProtocolSelected:
-                self._negotiator = None
-                self._stage = _Stage.NOISE
-                if self._handshake is None:
-                    self._handshake = self._new_handshake(initiator=False)
-                return ev.leftover
-            if type(ev) is NegotiationFailed:
-                self._fail_handshake(ev.error)
-                return b""
-        return b""
+    def _arm_timer(self, when: float | None) -> None:
+        """Make the connection's timer fire no later than ``when``.
 
-    def _step_noise(self, data: bytes, out: list[bytes]) -> bytes:
-        handshake = self._handshake
-        assert handshake is not None
-        handshake.receive_data(data)
-        reply = handshake.data_to_send()
-        if reply:
-            out.append(reply)
-        for ev in handshake.events_received():
-            if type(ev) is HandshakeCompleted:
-                expected = self._expected_peer
-                if expected is not None and ev.remote_peer != expected:
-                    # Only the initiator's handshake checks it: a dial run as the
-                    # responder (role override) checks here.
-                    self._fail_handshake(PeerIdMismatchError(expected, ev.remote_peer))
-                    return b""
-                self._handshake = None
-                self._cipher = ev.transport
-                self._remote_peer = ev.remote_peer
-                self.remote_public_key = ev.remote_public_key
-                self._stage = _Stage.MUXER_NEGOTIATION
-                if self.role is Direction.OUTBOUND:
-                    negotiator: MultistreamDialer | MultistreamListener = MultistreamDialer(
-                        [YAMUX_PROTOCOL_ID],
-                        optimistic=True,
-                        max_message_size=self._config.max_negotiation_message_size,
+        Never cancelled when a deadline goes away: firing early costs one call that finds
+        nothing due, while cancelling would cost a timer per request.
+        """
+        if when is None:
+            return
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= when:
+                return
+            timer.cancel()
+        self._timer_at = when
+        self._timer = self.loop.call_at(when, self._on_timer)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        # The loop may run a timer a clock tick early; never report a time before it.
+        now = max(self._timer_at, self.loop.time())
+        upgrader = self._upgrader
+        if upgrader is not None and self._stage is _Stage.UPGRADING:
+            upgrader.handle_timer(now)
+            self._after_upgrade_input(upgrader, abort=True)
+            if self._stage is _Stage.UPGRADING:
+                self._arm_timer(upgrader.get_timer())
+            return
+        if self._stage is not _Stage.ESTABLISHED:
+            return
+        deadlines = self._deadlines
+        expired = deadlines.handle_timer(now, busy=bool(self._streams), keep_alive=self.keep_alive)
+        for sid in expired.negotiations:
+            stream = self._streams.get(sid)
+            if stream is not None and stream.protocol is None:
+                stream._negotiation_failed(
+                    NegotiationTimeoutError(
+                        f"no protocol agreed within {deadlines.negotiation_timeout} s"
                     )
-                    out.append(ev.transport.encrypt(negotiator.data_to_send()))
-                else:
-                    negotiator = MultistreamListener(
-                        (YAMUX_PROTOCOL_ID,),
-                        max_message_size=self._config.max_negotiation_message_size,
-                    )
-                self._negotiator = negotiator
-                return ev.leftover
-            if type(ev) is HandshakeFailed:
-                self._fail_handshake(ev.error)
-                return b""
-        return b""
-
-    def _step_muxer_negotiation(self, plaintext: bytes, out: list[bytes]) -> None:
-        negotiator = self._negotiator
-        cipher = self._cipher
-        assert negotiator is not None and cipher is not None
-        negotiator.receive_data(plaintext)
-        reply = negotiator.data_to_send()
-        if reply:
-            out.append(cipher.encrypt(reply))
-        for ev in negotiator.events_received():
-            if type(ev) is ProtocolSelected:
-                self._negotiator = None
-                self._yamux = YamuxSession(
-                    is_client=self.role is Direction.OUTBOUND, config=self._config.yamux
                 )
-                self._stage = _Stage.ESTABLISHED
-                if self._handshake_timer is not None:
-                    self._handshake_timer.cancel()
-                    self._handshake_timer = None
-                if ev.leftover:
-                    self._yamux.receive_data(ev.leftover)
-                self._hooks.connection_ready(self)  # may veto (abort) the connection
-                if self._stage is _Stage.ESTABLISHED:
-                    if not self._ready.done():
-                        self._ready.set_result(self)
-                    self._arm_idle_timer()
-                return
-            if type(ev) is NegotiationFailed:
-                self._fail_handshake(ev.error)
-                return
-
-    def _fail_handshake(self, error: P2PError) -> None:
-        if not isinstance(error, HandshakeError | NegotiationError):
-            wrapped = HandshakeError(f"handshake failed: {error}")
-            wrapped.__cause__ = error
-            error = wrapped
-        self._terminate(error, abort=True)
-
-    def _on_handshake_timeout(self) -> None:
-        self._handshake_timer = None
-        if self._stage < _Stage.ESTABLISHED:
-            self._terminate(
-                HandshakeTimeoutError(
-                    f"handshake not finished within {self._config.handshake_timeout} s"
-                ),
-                abort=True,
-            )
+        for lingering in expired.lingering:
+            lingering.reset()  # a no-op when it closed meanwhile
+        if expired.idle:
+            if self._yamux is not None:
+                self._yamux.go_away(0)
+                self._flush()
+            self._terminate(ConnectionClosedError("connection closed after being idle"))
+        elif self._stage is _Stage.ESTABLISHED:
+            self._arm_timer(deadlines.get_timer())
 
     # -- established: events -------------------------------------------------------------
 
@@ -564,39 +499,13 @@ class Connection(asyncio.Protocol):
         self._watch_negotiation(sid)
 
     def _on_stream_negotiated(self, stream: Stream) -> None:
-        self._negotiating.pop(stream.stream_id, None)
+        self._deadlines.end_negotiation(stream.stream_id)
         if not stream.is_initiator:
             self._hooks.inbound_stream(stream)
 
     def _watch_negotiation(self, sid: StreamId) -> None:
-        """Reset the stream if multistream has not picked its protocol in time.
-
-        One timer per connection: deadlines share one timeout, so the insertion order of
-        ``_negotiating`` is deadline order, and a stream that finishes leaves it in O(1).
-        """
-        deadline = self.loop.time() + self._config.negotiation_timeout
-        self._negotiating[sid] = deadline
-        if self._negotiation_timer is None:
-            self._negotiation_timer = self.loop.call_at(deadline, self._expire_negotiations)
-
-    def _expire_negotiations(self) -> None:
-        self._negotiation_timer = None
-        now = self.loop.time()
-        negotiating = self._negotiating
-        while negotiating:
-            sid, deadline = next(iter(negotiating.items()))
-            if deadline > now:
-                if self._stage is _Stage.ESTABLISHED:
-                    self._negotiation_timer = self.loop.call_at(deadline, self._expire_negotiations)
-                return
-            del negotiating[sid]
-            stream = self._streams.get(sid)
-            if stream is not None and stream.protocol is None:
-                stream._negotiation_failed(
-                    NegotiationTimeoutError(
-                        f"no protocol agreed within {self._config.negotiation_timeout} s"
-                    )
-                )
+        """Reset the stream if multistream has not picked its protocol in time."""
+        self._arm_timer(self._deadlines.start_negotiation(sid, self.loop.time()))
 
     # -- established: commands from streams ----------------------------------------------
 
@@ -638,68 +547,30 @@ class Connection(asyncio.Protocol):
         self._forget_stream(sid)
 
     def _forget_stream(self, sid: StreamId) -> None:
-        self._negotiating.pop(sid, None)
+        self._deadlines.end_negotiation(sid)
         stream = self._streams.pop(sid, None)
         if stream is not None and not stream.is_initiator:
             self._inbound_streams -= 1
         if not self._streams:
-            self._arm_idle_timer()
+            self._became_idle()
 
     def linger(self, stream: Stream, timeout: float) -> None:
         """Reset ``stream`` if it is still open ``timeout`` seconds from now.
 
-        All lingering streams of a connection share one timer (a deque ordered by
-        deadline), so a busy server does not pile up a timer per request.
+        All lingering streams of a connection share its one timer, so a busy server does
+        not pile up a timer per request.
         """
-        deadline = self.loop.time() + timeout
-        self._lingering.append((deadline, stream))
-        if self._linger_timer is None:
-            self._linger_timer = self.loop.call_at(deadline, self._expire_lingering)
+        if self._stage is _Stage.ESTABLISHED:  # otherwise the stream has already failed
+            self._arm_timer(self._deadlines.linger(stream, self.loop.time() + timeout))
 
-    def _expire_lingering(self) -> None:
-        self._linger_timer = None
-        now = self.loop.time()
-        lingering = self._lingering
-        while lingering and lingering[0][0] <= now:
-            _, stream = lingering.popleft()
-            stream.reset()  # a no-op when it closed meanwhile
-        if lingering and self._stage is _Stage.ESTABLISHED:
-            self._linger_timer = self.loop.call_at(lingering[0][0], self._expire_lingering)
-
-    def _arm_idle_timer(self) -> None:
+    def _became_idle(self) -> None:
         """Note that the connection became idle now.
 
-        One timer at most: it is not cancelled when a stream opens (that would cost a
-        timer per request); when it fires it checks whether the connection has really
-        been idle for the whole timeout and re-arms itself otherwise.
+        Opening a stream does not touch the deadline (that would cost work per request);
+        when it comes, a busy connection is left alone until its last stream goes.
         """
-        timeout = self._config.idle_connection_timeout
-        if timeout is None or self._stage is not _Stage.ESTABLISHED:
-            return
-        self._idle_since = self.loop.time()
-        if self._idle_timer is None:
-            self._idle_timer = self.loop.call_at(self._idle_since + timeout, self._on_idle_timeout)
-
-    def _cancel_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
-
-    def _on_idle_timeout(self) -> None:
-        self._idle_timer = None
-        if self._stage is not _Stage.ESTABLISHED or self._streams:
-            return  # busy: the timer is armed again when the last stream goes
-        timeout = self._config.idle_connection_timeout
-        assert timeout is not None
-        deadline = self._idle_since + timeout
-        if self.keep_alive or deadline > self.loop.time():
-            base = self.loop.time() if self.keep_alive else self._idle_since
-            self._idle_timer = self.loop.call_at(base + timeout, self._on_idle_timeout)
-            return
-        if self._yamux is not None:
-            self._yamux.go_away(0)
-            self._flush()
-        self._terminate(ConnectionClosedError("connection closed after being idle"))
+        if self._stage is _Stage.ESTABLISHED and self._deadlines.idle_timeout is not None:
+            self._arm_timer(self._deadlines.became_idle(self.loop.time()))
 
     # -- output --------------------------------------------------------------------------
 
@@ -744,18 +615,9 @@ class Connection(asyncio.Protocol):
         was_established = self._stage is _Stage.ESTABLISHED
         self._stage = _Stage.CLOSED
         self._error = error
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
-        self._cancel_idle_timer()
-        if self._linger_timer is not None:
-            self._linger_timer.cancel()
-            self._linger_timer = None
-        if self._negotiation_timer is not None:
-            self._negotiation_timer.cancel()
-            self._negotiation_timer = None
-        self._negotiating.clear()
-        self._lingering.clear()
+        self._upgrader = None
+        self._cancel_timer()
+        self._deadlines.clear()
         if not self._ready.done():
             self._ready.set_exception(error)
             self._ready.exception()

@@ -1,0 +1,460 @@
+"""The connection upgrade (multistream, Noise, multistream, Yamux) driven without sockets."""
+
+from __future__ import annotations
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from aiop2p.errors import (
+    ConnectionLostError,
+    DecryptionError,
+    HandshakeError,
+    HandshakeTimeoutError,
+    InvalidStateError,
+    NegotiationError,
+    P2PError,
+    PeerIdMismatchError,
+    ProtocolNotSupportedError,
+)
+from aiop2p.identity import KeyPair, PeerId
+from aiop2p.protocols.multistream import (
+    MultistreamDialer,
+    MultistreamListener,
+    ProtocolSelected,
+    encode_message,
+)
+from aiop2p.protocols.noise import (
+    NOISE_PROTOCOL_ID,
+    HandshakeCompleted,
+    NoiseHandshake,
+    NoiseTransport,
+)
+from aiop2p.protocols.upgrade import (
+    UpgradeCompleted,
+    UpgradeEvent,
+    UpgradeFailed,
+    UpgradeMachine,
+    UpgradeStage,
+)
+from aiop2p.protocols.yamux import (
+    YAMUX_PROTOCOL_ID,
+    StreamDataReceived,
+    StreamOpened,
+    YamuxSession,
+)
+
+DIALER_ID = KeyPair.from_ed25519_seed(bytes(range(32)))
+LISTENER_ID = KeyPair.from_ed25519_seed(bytes(range(32, 64)))
+OTHER_ID = KeyPair.from_ed25519_seed(bytes(range(64, 96)))
+TIMEOUT = 10.0
+_HEADER = encode_message("/multistream/1.0.0")
+_TAG = 16
+
+
+def x25519(byte: int) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(bytes([byte]) * 32)
+
+
+def machine(
+    *,
+    initiator: bool,
+    identity: KeyPair,
+    expected_peer: PeerId | None = None,
+    now: float = 0.0,
+) -> UpgradeMachine:
+    base = 1 if initiator else 3
+    return UpgradeMachine(
+        initiator=initiator,
+        identity=identity,
+        static_key=x25519(base),
+        ephemeral_key=x25519(base + 1),
+        now=now,
+        handshake_timeout=TIMEOUT,
+        expected_peer=expected_peer,
+    )
+
+
+def pair(
+    *, expected_peer: PeerId | None = LISTENER_ID.peer_id
+) -> tuple[UpgradeMachine, UpgradeMachine]:
+    """A dialer (initiator) and a listener (responder) as a node builds them."""
+    return (
+        machine(initiator=True, identity=DIALER_ID, expected_peer=expected_peer),
+        machine(initiator=False, identity=LISTENER_ID),
+    )
+
+
+def flight(src: UpgradeMachine, dst: UpgradeMachine) -> bytes:
+    """Move what ``src`` queued into ``dst``; return the bytes moved."""
+    data = src.data_to_send()
+    if data:
+        dst.receive_data(data)
+    return data
+
+
+def run(a: UpgradeMachine, b: UpgradeMachine) -> tuple[list[UpgradeEvent], list[UpgradeEvent]]:
+    """Move bytes both ways until neither side has anything to send (bounded)."""
+    events_a: list[UpgradeEvent] = []
+    events_b: list[UpgradeEvent] = []
+    for _ in range(10):
+        moved = flight(a, b) + flight(b, a)
+        events_a += a.events_received()
+        events_b += b.events_received()
+        if not moved:
+            return events_a, events_b
+    raise AssertionError("the upgrade did not settle")
+
+
+def completed(events: list[UpgradeEvent]) -> UpgradeCompleted:
+    [event] = events
+    assert isinstance(event, UpgradeCompleted)
+    return event
+
+
+def failure(m: UpgradeMachine) -> P2PError:
+    [event] = m.events_received()
+    assert isinstance(event, UpgradeFailed)
+    assert m.stage is UpgradeStage.DONE and m.done
+    assert m.data_to_send() == b""
+    assert m.get_timer() is None
+    return event.error
+
+
+def exchange_stream(client: YamuxSession, server: YamuxSession) -> None:
+    sid = client.open_stream()
+    client.send_data(sid, b"hello")
+    server.receive_data(client.data_to_send())
+    events = server.events_received()
+    assert StreamOpened(sid) in events
+    assert StreamDataReceived(sid, b"hello") in events
+
+
+# -- success ----------------------------------------------------------------------------------
+
+
+def test_both_sides_complete_with_each_others_identity_and_a_working_channel() -> None:
+    dialer, listener = pair()
+    events_d, events_l = run(dialer, listener)
+    done_d, done_l = completed(events_d), completed(events_l)
+    assert done_d.remote_peer == LISTENER_ID.peer_id
+    assert done_l.remote_peer == DIALER_ID.peer_id
+    assert done_d.remote_public_key == LISTENER_ID.public_key
+    assert done_l.remote_public_key == DIALER_ID.public_key
+    assert done_d.session.is_client and not done_l.session.is_client
+    assert dialer.remote_peer == LISTENER_ID.peer_id
+    assert listener.remote_peer == DIALER_ID.peer_id
+    assert done_l.transport.decrypt(done_d.transport.encrypt(b"ping")) == [b"ping"]
+    assert done_d.transport.decrypt(done_l.transport.encrypt(b"pong")) == [b"pong"]
+    exchange_stream(done_d.session, done_l.session)
+    assert dialer.get_timer() is None and listener.get_timer() is None
+
+
+def test_dialer_saves_round_trips_four_flights_in_all() -> None:
+    dialer, listener = pair()
+    # 1: header, /noise proposal and Noise message 1 in one write, before any answer.
+    first = flight(dialer, listener)
+    noise1 = NoiseHandshake(
+        initiator=True, identity=DIALER_ID, static_key=x25519(1), ephemeral_key=x25519(2)
+    ).data_to_send()
+    assert first == _HEADER + encode_message(NOISE_PROTOCOL_ID) + noise1
+    assert listener.stage is UpgradeStage.NOISE
+    # 2: header, echo and Noise message 2.
+    second = flight(listener, dialer)
+    assert second.startswith(_HEADER + encode_message(NOISE_PROTOCOL_ID))
+    assert dialer.stage is UpgradeStage.MUXER_NEGOTIATION
+    # 3: Noise message 3 and, right behind it, the encrypted /yamux/1.0.0 proposal.
+    third = flight(dialer, listener)
+    proposal = _HEADER + encode_message(YAMUX_PROTOCOL_ID)
+    assert len(third) > 2 + len(proposal) + _TAG
+    completed(listener.events_received())
+    # 4: the encrypted echo.
+    flight(listener, dialer)
+    completed(dialer.events_received())
+    assert dialer.data_to_send() == b"" and listener.data_to_send() == b""
+
+
+def test_listener_holds_its_header_until_it_answers() -> None:
+    _, listener = pair()
+    assert listener.data_to_send() == b""
+
+
+def test_role_override_dial_run_as_responder_checks_the_peer() -> None:
+    # DCUtR after a TCP simultaneous open: the side that dialled may run as responder.
+    responder = machine(initiator=False, identity=DIALER_ID, expected_peer=LISTENER_ID.peer_id)
+    initiator = machine(initiator=True, identity=LISTENER_ID)
+    events_r, events_i = run(responder, initiator)
+    assert completed(events_r).remote_peer == LISTENER_ID.peer_id
+    assert not completed(events_r).session.is_client
+    assert completed(events_i).session.is_client
+
+
+def test_role_override_responder_refuses_the_wrong_peer() -> None:
+    responder = machine(initiator=False, identity=DIALER_ID, expected_peer=OTHER_ID.peer_id)
+    initiator = machine(initiator=True, identity=LISTENER_ID)
+    flight(initiator, responder)
+    flight(responder, initiator)
+    flight(initiator, responder)  # message 3 proves LISTENER_ID
+    error = failure(responder)
+    assert isinstance(error, PeerIdMismatchError)
+    assert error.expected == OTHER_ID.peer_id and error.actual == LISTENER_ID.peer_id
+
+
+def test_initiator_refuses_the_wrong_peer_before_sending_message_3() -> None:
+    dialer, listener = pair(expected_peer=OTHER_ID.peer_id)
+    flight(dialer, listener)
+    flight(listener, dialer)
+    assert isinstance(failure(dialer), PeerIdMismatchError)
+
+
+# -- refusals -----------------------------------------------------------------------------------
+
+
+def test_initiator_fails_when_noise_is_refused() -> None:
+    dialer, _ = pair()
+    refuser = MultistreamListener(("/tls/1.0.0",))
+    refuser.receive_data(dialer.data_to_send())
+    dialer.receive_data(refuser.data_to_send())
+    assert isinstance(failure(dialer), ProtocolNotSupportedError)
+
+
+def test_responder_answers_na_to_another_security_protocol_and_keeps_waiting() -> None:
+    _, listener = pair()
+    tls = MultistreamDialer(["/tls/1.0.0", NOISE_PROTOCOL_ID])
+    listener.receive_data(tls.data_to_send())
+    tls.receive_data(listener.data_to_send())  # na: the dialer proposes /noise next
+    assert tls.data_to_send() == encode_message(NOISE_PROTOCOL_ID)
+    assert listener.events_received() == []
+    assert listener.stage is UpgradeStage.SECURITY_NEGOTIATION
+
+
+def _noise_by_hand_as_responder(
+    dialer: UpgradeMachine,
+) -> tuple[NoiseTransport, bytes]:
+    """Answer ``dialer``'s first flights by hand; return the cipher and its muxer plaintext."""
+    security = MultistreamListener((NOISE_PROTOCOL_ID,))
+    security.receive_data(dialer.data_to_send())
+    [selected] = security.events_received()
+    assert isinstance(selected, ProtocolSelected)
+    handshake = NoiseHandshake(
+        initiator=False, identity=LISTENER_ID, static_key=x25519(3), ephemeral_key=x25519(4)
+    )
+    handshake.receive_data(selected.leftover)
+    dialer.receive_data(security.data_to_send() + handshake.data_to_send())
+    handshake.receive_data(dialer.data_to_send())
+    [done] = handshake.events_received()
+    assert isinstance(done, HandshakeCompleted)
+    return done.transport, b"".join(done.transport.decrypt(done.leftover))
+
+
+def _noise_by_hand_as_initiator(listener: UpgradeMachine) -> tuple[NoiseTransport, bytes]:
+    """Run ``listener``'s Noise handshake by hand; return the cipher and message 3."""
+    security = MultistreamDialer([NOISE_PROTOCOL_ID], optimistic=True)
+    handshake = NoiseHandshake(
+        initiator=True, identity=DIALER_ID, static_key=x25519(1), ephemeral_key=x25519(2)
+    )
+    listener.receive_data(security.data_to_send() + handshake.data_to_send())
+    security.receive_data(listener.data_to_send())
+    [selected] = security.events_received()
+    assert isinstance(selected, ProtocolSelected)
+    handshake.receive_data(selected.leftover)
+    [done] = handshake.events_received()
+    assert isinstance(done, HandshakeCompleted)
+    return done.transport, handshake.data_to_send()
+
+
+def test_initiator_fails_when_yamux_is_refused() -> None:
+    dialer, _ = pair()
+    cipher, proposal = _noise_by_hand_as_responder(dialer)
+    muxer = MultistreamListener(("/mplex/6.7.0",))
+    muxer.receive_data(proposal)
+    dialer.receive_data(cipher.encrypt(muxer.data_to_send()))
+    error = failure(dialer)
+    assert isinstance(error, ProtocolNotSupportedError)
+    assert dialer.remote_peer == LISTENER_ID.peer_id  # Noise had completed
+
+
+def test_responder_answers_na_to_another_muxer_and_keeps_waiting() -> None:
+    _, listener = pair()
+    cipher, message3 = _noise_by_hand_as_initiator(listener)
+    mplex = MultistreamDialer(["/mplex/6.7.0", YAMUX_PROTOCOL_ID])
+    listener.receive_data(message3 + cipher.encrypt(mplex.data_to_send()))
+    mplex.receive_data(b"".join(cipher.decrypt(listener.data_to_send())))
+    assert mplex.data_to_send() == encode_message(YAMUX_PROTOCOL_ID)
+    assert listener.events_received() == []
+    assert listener.stage is UpgradeStage.MUXER_NEGOTIATION
+
+
+# -- leftover bytes -----------------------------------------------------------------------------
+
+
+def test_yamux_frames_in_the_proposal_frame_reach_the_session() -> None:
+    _, listener = pair()
+    cipher, message3 = _noise_by_hand_as_initiator(listener)
+    client = YamuxSession(is_client=True)
+    sid = client.open_stream()
+    client.send_data(sid, b"early")
+    proposal = MultistreamDialer([YAMUX_PROTOCOL_ID], optimistic=True).data_to_send()
+    listener.receive_data(message3 + cipher.encrypt(proposal + client.data_to_send()))
+    session = completed(listener.events_received()).session
+    events = session.events_received()
+    assert StreamOpened(sid) in events and StreamDataReceived(sid, b"early") in events
+
+
+def test_yamux_frames_behind_the_echo_reach_the_session() -> None:
+    dialer, listener = pair()
+    flight(dialer, listener)
+    flight(listener, dialer)
+    flight(dialer, listener)
+    done_l = completed(listener.events_received())
+    sid = done_l.session.open_stream()
+    done_l.session.send_data(sid, b"first")
+    echo = listener.data_to_send()
+    # The echo and a later frame of yamux data arrive in one read.
+    dialer.receive_data(echo + done_l.transport.encrypt(done_l.session.data_to_send()))
+    events = completed(dialer.events_received()).session.events_received()
+    assert StreamOpened(sid) in events and StreamDataReceived(sid, b"first") in events
+
+
+def test_partial_frame_after_the_echo_stays_with_the_transport() -> None:
+    dialer, listener = pair()
+    flight(dialer, listener)
+    flight(listener, dialer)
+    flight(dialer, listener)
+    done_l = completed(listener.events_received())
+    later = done_l.transport.encrypt(b"x" * 10)
+    dialer.receive_data(listener.data_to_send() + later[:5])
+    done_d = completed(dialer.events_received())
+    assert done_d.transport.buffered_size == 5
+    assert done_d.transport.decrypt(later[5:]) == [b"x" * 10]
+
+
+def test_input_after_completion_is_a_caller_error() -> None:
+    dialer, listener = pair()
+    run(dialer, listener)
+    with pytest.raises(InvalidStateError):
+        dialer.receive_data(b"late")
+
+
+# -- garbage and EOF at each stage -------------------------------------------------------------
+
+
+def _at_stage(side: str, stage: UpgradeStage) -> UpgradeMachine:
+    """A machine of ``side`` waiting for input in ``stage`` (partial flights as needed)."""
+    dialer, listener = pair()
+    if side == "listener":
+        if stage is UpgradeStage.NOISE:
+            flight(dialer, listener)
+        elif stage is UpgradeStage.MUXER_NEGOTIATION:
+            flight(dialer, listener)
+            flight(listener, dialer)
+            third = dialer.data_to_send()
+            proposal = _HEADER + encode_message(YAMUX_PROTOCOL_ID)
+            listener.receive_data(third[: -(2 + len(proposal) + _TAG)])  # message 3 only
+        assert listener.stage is stage
+        listener.data_to_send()
+        return listener
+    if stage is UpgradeStage.NOISE:
+        flight(dialer, listener)
+        second = listener.data_to_send()
+        dialer.receive_data(second[: len(_HEADER + encode_message(NOISE_PROTOCOL_ID))])
+    elif stage is UpgradeStage.MUXER_NEGOTIATION:
+        flight(dialer, listener)
+        flight(listener, dialer)
+    assert dialer.stage is stage
+    dialer.data_to_send()
+    return dialer
+
+
+STAGES = [
+    (side, stage)
+    for side in ("dialer", "listener")
+    for stage in (
+        UpgradeStage.SECURITY_NEGOTIATION,
+        UpgradeStage.NOISE,
+        UpgradeStage.MUXER_NEGOTIATION,
+    )
+]
+GARBAGE = {
+    UpgradeStage.SECURITY_NEGOTIATION: b"\x13/not-multistream/1\n",
+    UpgradeStage.NOISE: b"\x00\x60" + bytes(range(0x60)),
+    UpgradeStage.MUXER_NEGOTIATION: b"\x00\x20" + bytes(0x20),
+}
+
+
+@pytest.mark.parametrize(("side", "stage"), STAGES)
+def test_garbage_fails_the_upgrade_at_each_stage(side: str, stage: UpgradeStage) -> None:
+    m = _at_stage(side, stage)
+    m.receive_data(GARBAGE[stage])
+    error = failure(m)
+    assert isinstance(error, HandshakeError | NegotiationError)
+    if stage is UpgradeStage.MUXER_NEGOTIATION:
+        assert isinstance(error, DecryptionError)
+    m.receive_data(b"more")  # ignored once failed
+    assert m.events_received() == []
+
+
+@pytest.mark.parametrize(("side", "stage"), STAGES)
+def test_eof_fails_the_upgrade_at_each_stage(side: str, stage: UpgradeStage) -> None:
+    m = _at_stage(side, stage)
+    m.receive_eof()
+    error = failure(m)
+    assert isinstance(error, ConnectionLostError)
+    assert str(error) == "connection closed during the handshake"
+    m.receive_eof()
+    assert m.events_received() == []
+
+
+def test_non_protocol_errors_are_reported_as_handshake_errors() -> None:
+    _, listener = pair()
+    listener.receive_data(b"\xff" * 12)  # a varint longer than any length
+    error = failure(listener)
+    assert type(error) is HandshakeError
+    assert isinstance(error.__cause__, P2PError)
+
+
+def test_eof_after_completion_is_ignored() -> None:
+    dialer, listener = pair()
+    run(dialer, listener)
+    dialer.receive_eof()
+    assert dialer.events_received() == []
+
+
+# -- the handshake deadline ---------------------------------------------------------------------
+
+
+def test_deadline_is_reported_and_fires_only_once_reached() -> None:
+    m = machine(initiator=False, identity=LISTENER_ID, now=100.0)
+    assert m.get_timer() == 100.0 + TIMEOUT
+    m.handle_timer(100.0 + TIMEOUT - 0.001)
+    assert m.events_received() == [] and not m.done
+    m.handle_timer(100.0 + TIMEOUT)
+    error = failure(m)
+    assert isinstance(error, HandshakeTimeoutError)
+    assert str(error) == f"handshake not finished within {TIMEOUT} s"
+
+
+def test_deadline_covers_the_whole_upgrade_not_one_stage() -> None:
+    dialer, listener = pair()
+    flight(dialer, listener)
+    flight(listener, dialer)
+    assert dialer.get_timer() == TIMEOUT  # progress does not move the deadline
+    dialer.handle_timer(TIMEOUT)
+    assert isinstance(failure(dialer), HandshakeTimeoutError)
+
+
+def test_no_timer_after_completion() -> None:
+    dialer, listener = pair()
+    run(dialer, listener)
+    dialer.handle_timer(TIMEOUT * 2)
+    assert dialer.get_timer() is None and dialer.events_received() == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=512), st.booleans())
+def test_arbitrary_bytes_never_raise(data: bytes, initiator: bool) -> None:
+    m = machine(initiator=initiator, identity=LISTENER_ID)
+    m.receive_data(data)
+    for event in m.events_received():
+        assert isinstance(event, UpgradeFailed)

@@ -112,7 +112,7 @@ async def run_clients(
         for _ in range(args.connections):
             net: Network[Any, Any] = Network(mdns=None, dcutr=None, relay_client=False, **overrides)
             clients.append(await stack.enter_async_context(net))
-            await net.add_address(server, addr)
+            net.add_address(server, addr)
         t0 = time.perf_counter()
         dial_failures = 0
         for i in range(0, len(clients), DIAL_BATCH):

@@ -321,7 +321,7 @@ async def main(argv: list[str] | None = None) -> None:
             addr = Multiaddr(text)
             if addr.peer_id is None:
                 parser.error(f"--connect needs /p2p/<peer id>: {text}")
-            await net.add_address(addr.peer_id, addr.without_peer_id())
+            net.add_address(addr.peer_id, addr.without_peer_id())
         await net.start_listening(args.listen)
         say(f"\nLocal Peer Id: {net.peer_id}")
         for listener in net.listeners():

@@ -36,7 +36,7 @@ async def main() -> object:
             net.close_firewall_requests()
         alice.requests().close_receiver()
         bob_addr = await bob.start_listening("/ip4/0.0.0.0/tcp/0")
-        await alice.add_address(bob.peer_id, bob_addr)
+        alice.add_address(bob.peer_id, bob_addr)
 
         async def alice_side() -> object:
             print("[Alice] Sending Ping to Bob.", flush=True)

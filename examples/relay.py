@@ -29,7 +29,7 @@ async def main() -> Any:
         relay_addr = await relay.start_listening("/ip4/127.0.0.1/tcp/0")
         circuit = await alice.start_relayed_listening(relay.peer_id, relay_addr)
         print(f"[Alice] Reachable at {circuit}")
-        await alice.set_peer_rule(bob.peer_id, Rule.allow_all())
+        alice.set_peer_rule(bob.peer_id, Rule.allow_all())
 
         async def answer() -> None:
             async for request in alice.requests():
@@ -37,7 +37,7 @@ async def main() -> Any:
                 await request.respond({"hello": "Bob"})
 
         answering = asyncio.create_task(answer())
-        await bob.add_address(alice.peer_id, circuit)
+        bob.add_address(alice.peer_id, circuit)
         reply = await bob.send_request(alice.peer_id, {"hello": "Alice"})
         print(f"[Bob] Reply: {reply!r}")
         answering.cancel()

@@ -310,7 +310,14 @@ class Node:
     def listen_addrs(self) -> list[Multiaddr]:
         return [a for listener in self._listeners for a in listener.addrs]
 
-    async def stop_listening(self, addr: Multiaddr | str) -> bool:
+    async def stop_listening(self) -> None:
+        """Close every listener (as :meth:`Network.stop_listening
+        <aiop2p.network.Network.stop_listening>` does)."""
+        for listener in list(self._listeners):
+            await self.stop_listening_addr(listener.addrs[0])
+
+    async def stop_listening_addr(self, addr: Multiaddr | str) -> bool:
+        """Close the listener that has ``addr`` among its addresses; True if there was one."""
         addr = Multiaddr(addr) if isinstance(addr, str) else addr
         for listener in list(self._listeners):
             if addr in listener.addrs or addr in listener.bound_addrs:

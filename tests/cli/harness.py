@@ -291,7 +291,7 @@ async def client_of(
         firewall=FirewallRules.allow_none(), codec=RawCodec(), mdns=None, **options
     )
     async with net:
-        await net.add_address(peer, target.without_peer_id())
+        net.add_address(peer, target.without_peer_id())
         yield net, peer
 
 

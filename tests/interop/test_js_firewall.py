@@ -63,18 +63,18 @@ async def failure_of(net: Network[Any, Any], peer: PeerId) -> InboundFailure:
 
 
 async def test_allowed_by_peer_rule(js: PeerProcess, net: Network[Any, Any]) -> None:
-    await net.set_peer_rule(PeerId.from_string(js.peer_id), Rule.allow_all())
+    net.set_peer_rule(PeerId.from_string(js.peer_id), Rule.allow_all())
     assert await js_request(js, net, {"op": "ping"}) == {"echo": {"op": "ping"}}
 
 
 async def test_rejected_by_rule(js: PeerProcess, net: Network[Any, Any]) -> None:
     peer = PeerId.from_string(js.peer_id)
     # Reject-all: the protocol is not even offered to this peer.
-    await net.set_peer_rule(peer, Rule.reject_all())
+    net.set_peer_rule(peer, Rule.reject_all())
     with pytest.raises(PeerCommandError):
         await js_request(js, net, "blocked")
     # A restriction that says no: the request reaches the firewall and is rejected.
-    await net.set_peer_rule(peer, Rule.restricted(lambda rq: rq == "allowed"))
+    net.set_peer_rule(peer, Rule.restricted(lambda rq: rq == "allowed"))
     assert await js_request(js, net, "allowed") == {"echo": "allowed"}
     with pytest.raises(PeerCommandError):
         await js_request(js, net, "other")

@@ -172,7 +172,7 @@ async def test_js_relay_data_limit_is_named_by_send_request() -> None:
     responder: Network[Any, Any] = Network(**options)
     async with start_peer(relay_peer(*relay_args)) as relay, requester, responder:
         addr = await responder.start_listening(f"{relay.addr}/p2p-circuit")
-        await requester.add_address(responder.peer_id, addr)
+        requester.add_address(responder.peer_id, addr)
         with pytest.raises(RelayLimitReachedError) as info:
             async with asyncio.timeout(LIMIT_CAP):
                 await requester.send_request(responder.peer_id, "x" * (2 * LIMIT_DATA_BYTES))

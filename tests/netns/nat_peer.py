@@ -108,7 +108,7 @@ async def handle(net: Network[Any, Any], dcutr: DcutrService | None, msg: dict[s
     if cmd == "request":
         peer = PeerId.from_string(msg["peerId"])
         for addr in msg.get("addrs", ()):
-            await net.add_address(peer, addr)
+            net.add_address(peer, addr)
         response = await net.send_request(peer, msg["data"])
         return {"response": response, "conns": [describe(c) for c in node.connections_to(peer)]}
     if cmd == "dial":
@@ -121,7 +121,7 @@ async def handle(net: Network[Any, Any], dcutr: DcutrService | None, msg: dict[s
     if cmd == "rule":
         peer = PeerId.from_string(msg["peerId"])
         rule = Rule.allow_all() if msg["rule"] == "allow" else Rule.reject_all()
-        await net.set_peer_rule(peer, rule)
+        net.set_peer_rule(peer, rule)
         return {}
     if cmd == "observed":
         return {"addrs": [str(a) for a in await dcutr.observed_addrs()] if dcutr else []}

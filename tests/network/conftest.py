@@ -55,7 +55,7 @@ async def listen(net: Network[Any, Any]) -> Multiaddr:
 async def link(dialer: Network[Any, Any], listener: Network[Any, Any]) -> Multiaddr:
     """``listener`` listens on loopback and ``dialer`` learns the address (no dial yet)."""
     addr = await listen(listener)
-    await dialer.add_address(listener.peer_id, addr)
+    dialer.add_address(listener.peer_id, addr)
     return addr
 
 

@@ -222,17 +222,17 @@ async def run_iteration(relay: Relay, draw: Draw) -> None:
             via_r = [lst for lst in listeners if lst.uses_relay == r]
             assert len(via_r) == 1 and t_rel in via_r[0].addrs
         if draw.kd:
-            await s.add_address(t.peer_id, t_addr if t_addr is not None else relay.unreachable)
+            s.add_address(t.peer_id, t_addr if t_addr is not None else relay.unreachable)
         if draw.kr:
-            await s.add_address(t.peer_id, t_relayed)
+            s.add_address(t.peer_id, t_relayed)
         if draw.ka:
-            await s.add_address(r, relay_addr)
-        known_relay_addr = await s.add_dialing_relay(r, None)
+            s.add_address(r, relay_addr)
+        known_relay_addr = s.add_dialing_relay(r, None)
         assert (known_relay_addr is not None) == draw.ka
         if draw.mode is Mode.NO_RELAY:
-            await s.set_relay_fallback(t.peer_id, False)
+            s.set_relay_fallback(t.peer_id, False)
         elif draw.mode is Mode.USE_SPECIFIC_RELAY:
-            specific = await s.use_specific_relay(t.peer_id, r, True)
+            specific = s.use_specific_relay(t.peer_id, r, True)
             assert specific == (t_relayed if draw.ka else None)
 
         # -- dial and verify -------------------------------------------------------------

@@ -121,8 +121,8 @@ async def permission_iteration(
     a: Network[str, str], b: Network[str, str], default: str, individual: str | None, req: str
 ) -> None:
     if individual is not None:
-        await b.set_peer_rule(a.peer_id, RULES[individual])
-    await b.set_firewall_default(RULES[default])
+        b.set_peer_rule(a.peer_id, RULES[individual])
+    b.set_firewall_default(RULES[default])
     effective = individual or default
     allowed = effective == "allow" or effective == req.lower()
     result_task = asyncio.ensure_future(outcome(a.send_request(b.peer_id, req)))
@@ -143,10 +143,10 @@ async def permission_iteration(
         assert isinstance(result, RequestTimeoutError | RequestConnectionClosedError), result
         await expect_b_reject(a, b)
     assert_quiet(b)
-    await b.remove_peer_rule(a.peer_id)
-    await b.remove_firewall_default()
-    await a.remove_peer_rule(b.peer_id)
-    await a.remove_firewall_default()
+    b.remove_peer_rule(a.peer_id)
+    b.remove_firewall_default()
+    a.remove_peer_rule(b.peer_id)
+    a.remove_firewall_default()
 
 
 async def test_firewall_permissions_random_matrix() -> None:
@@ -248,7 +248,7 @@ async def ask_iteration(
             assert rule == "reject"
     assert_quiet(b)
     # Answers became persistent peer rules; remove so that the next request asks again.
-    await b.remove_peer_rule(a.peer_id)
+    b.remove_peer_rule(a.peer_id)
 
 
 async def test_firewall_ask_random_matrix() -> None:
@@ -299,7 +299,7 @@ async def test_firewall_ask_answered_by_a_firewall_handler() -> None:
         assert isinstance(other, RequestConnectionClosedError), other
         await expect_b_reject(a, b)
         assert [type(q) for q in asked] == [PeerRuleQuery, ApprovalRequest, ApprovalRequest]
-        assert (await b.get_firewall_config()).get_rule(a.peer_id) is Rule.ask()
+        assert (b.get_firewall_config()).get_rule(a.peer_id) is Rule.ask()
 
 
 async def test_firewall_handler_that_does_not_answer_rejects() -> None:

@@ -132,14 +132,14 @@ async def test_listening_listeners_and_stop() -> None:
         closed = await next_event(b, ListenerClosed)
         assert closed.addresses == (first,) and closed.cause is None
         assert [lst.addrs for lst in b.listeners()] == [[second]]
-        await a.add_address(b.peer_id, first)
+        a.add_address(b.peer_id, first)
         error = await outcome(a.connect_peer(b.peer_id))
         assert isinstance(error, DialError), error
 
         await b.stop_listening()
         assert b.listeners() == []
         assert (await next_event(b, ListenerClosed)).addresses == (second,)
-        await a.add_address(b.peer_id, second)
+        a.add_address(b.peer_id, second)
         assert isinstance(await outcome(a.connect_peer(b.peer_id)), DialError)
 
 
@@ -216,7 +216,7 @@ async def test_connection_limit_total_incoming() -> None:
     limits = ConnectionLimits(max_established_total=1)
     async with networks(ALLOW, ALLOW, {**ALLOW, "connection_limits": limits}) as (a, c, b):
         addr = await link(a, b)
-        await c.add_address(b.peer_id, addr)
+        c.add_address(b.peer_id, addr)
         await a.connect_peer(b.peer_id)
         await next_event(b, ConnectionEstablished, skip=(NewListenAddr,))
         result = await outcome(c.send_request(b.peer_id, "ping"))
@@ -235,7 +235,7 @@ async def test_connection_limit_outgoing_and_pending() -> None:
         await a.connect_peer(b.peer_id)
         with pytest.raises(DialError, match="Connection limit"):
             await a.connect_peer(c.peer_id)
-        await p.add_address(b.peer_id, b.listeners()[0].addrs[0])
+        p.add_address(b.peer_id, b.listeners()[0].addrs[0])
         # Fix B-6: a dial refused by a limit fails the request instead of hanging.
         failed = await outcome(p.send_request(b.peer_id, "ping"))
         assert isinstance(failed, RequestDialError), failed
@@ -325,7 +325,7 @@ async def test_request_garbage_collected_is_response_omission() -> None:
 async def test_outbound_dial_failure() -> None:
     async with networks(ALLOW) as (a,):
         target = KeyPair.generate().peer_id
-        await a.add_address(target, closed_port_addr())
+        a.add_address(target, closed_port_addr())
         error = await outcome(a.send_request(target, "x"))
         assert isinstance(error, RequestDialError)
         assert error.kind is OutboundFailure.DIAL_FAILURE
@@ -401,7 +401,7 @@ async def test_request_and_response_size_limits() -> None:
         await link(a, b)
         with pytest.raises(LimitExceededError, match="max_request_size"):
             await a.send_request(b.peer_id, "x" * 200)
-        await b.add_address(a.peer_id, await listen(a))
+        b.add_address(a.peer_id, await listen(a))
         async with serving(b, lambda rq: "y" * 200 if rq == "big" else "ok"):
             error = await outcome(a.send_request(b.peer_id, "big"))
             assert isinstance(error, ResponseTooLargeError), error
@@ -551,7 +551,7 @@ async def test_firewall_view_is_what_rules_and_approvals_see() -> None:
             assert (await next_event(b, InboundRequestFailed, skip=CONNECTION_NOISE)).failure is (
                 InboundFailure.NOT_PERMITTED
             )
-            await b.set_peer_rule(a.peer_id, Rule.ask())
+            b.set_peer_rule(a.peer_id, Rule.ask())
             inbox = FirewallInbox(b)
             try:
                 pending = asyncio.ensure_future(
@@ -569,20 +569,20 @@ async def test_firewall_view_is_what_rules_and_approvals_see() -> None:
 async def test_firewall_configuration_methods() -> None:
     async with networks({"firewall": FirewallRules.empty()}) as (b,):
         peer = KeyPair.generate().peer_id
-        config = await b.get_firewall_config()
+        config = b.get_firewall_config()
         assert config.default is None and config.peer_rules == {}
-        await b.set_firewall_default(Rule.ask())
-        await b.set_peer_rule(peer, Rule.reject_all())
-        config = await b.get_firewall_config()
+        b.set_firewall_default(Rule.ask())
+        b.set_peer_rule(peer, Rule.reject_all())
+        config = b.get_firewall_config()
         assert config.default is Rule.ask()
         assert config.get_rule(peer) is Rule.reject_all()
         assert config.get_effective_rule(peer) is Rule.reject_all()
         config.set_default(None)  # a copy: changing it changes nothing
-        assert (await b.get_firewall_config()).default is Rule.ask()
-        await b.remove_peer_rule(peer)
-        assert (await b.get_firewall_config()).get_effective_rule(peer) is Rule.ask()
-        await b.remove_firewall_default()
-        assert (await b.get_firewall_config()) == FirewallRules.empty()
+        assert (b.get_firewall_config()).default is Rule.ask()
+        b.remove_peer_rule(peer)
+        assert (b.get_firewall_config()).get_effective_rule(peer) is Rule.ask()
+        b.remove_firewall_default()
+        assert (b.get_firewall_config()) == FirewallRules.empty()
 
 
 async def test_rule_changes_resolve_parked_requests() -> None:
@@ -597,19 +597,19 @@ async def test_rule_changes_resolve_parked_requests() -> None:
                 query = await inbox.next()
                 assert isinstance(query, PeerRuleQuery)
                 await wait_for(lambda: b._firewall.engine.parked_count == 1, CAP)
-                await b.set_peer_rule(a.peer_id, Rule.allow_all())
+                b.set_peer_rule(a.peer_id, Rule.allow_all())
                 assert await asyncio.wait_for(pending, CAP) == "ok"
                 assert not query.answer(Rule.reject_all())
-                assert (await b.get_firewall_config()).get_rule(a.peer_id) is Rule.allow_all()
+                assert (b.get_firewall_config()).get_rule(a.peer_id) is Rule.allow_all()
 
                 # Parked again (rule removed: a new query); a default set meanwhile
                 # decides the parked request at once.
-                await b.remove_peer_rule(a.peer_id)
+                b.remove_peer_rule(a.peer_id)
                 pending = asyncio.ensure_future(outcome(a.send_request(b.peer_id, 2)))
                 query = await inbox.next()
                 assert isinstance(query, PeerRuleQuery)
                 await wait_for(lambda: b._firewall.engine.parked_count == 1, CAP)
-                await b.set_firewall_default(Rule.reject_all())
+                b.set_firewall_default(Rule.reject_all())
                 assert isinstance(await pending, RequestConnectionClosedError)
                 failed = await next_event(b, InboundRequestFailed, skip=CONNECTION_NOISE)
                 assert failed.failure is InboundFailure.NOT_PERMITTED
@@ -623,7 +623,7 @@ async def test_rule_changes_resolve_parked_requests() -> None:
                 failed = await next_event(b, InboundRequestFailed, skip=CONNECTION_NOISE)
                 assert failed.failure is InboundFailure.NOT_PERMITTED
                 # Removing the default does not touch A's own rule.
-                await b.remove_firewall_default()
+                b.remove_firewall_default()
                 pending = asyncio.ensure_future(a.send_request(b.peer_id, 4))
                 approval = await inbox.next()
                 assert isinstance(approval, ApprovalRequest)
@@ -641,13 +641,13 @@ async def test_address_book_methods_and_ordering() -> None:
         good = await listen(b)
         bad1, bad2 = closed_port_addr(), Multiaddr("/ip4/127.0.0.1/tcp/1")
         for addr in (bad1, good, bad2):
-            await a.add_address(b.peer_id, addr)
-        await a.add_address(b.peer_id, str(good))  # no duplicate
+            a.add_address(b.peer_id, addr)
+        a.add_address(b.peer_id, str(good))  # no duplicate
         assert a.get_addrs(b.peer_id) == [bad1, good, bad2]
         await a.connect_peer(b.peer_id)
         # The address that worked goes to the front, the one that failed to the back.
         assert a.get_addrs(b.peer_id) == [good, bad2, bad1]
-        await a.remove_address(b.peer_id, bad2)
+        a.remove_address(b.peer_id, bad2)
         assert a.get_addrs(b.peer_id) == [good, bad1]
         info = a.export_address_info()
         assert list(info.peers[b.peer_id].known) == [good, bad1]
@@ -678,7 +678,7 @@ async def test_listen_addresses_learned_from_identify() -> None:
         assert ephemeral.without_peer_id() not in b.get_addrs(a.peer_id)
         # B can now reach A by itself.
         await a.ban_peer(b.peer_id)
-        await a.unban_peer(b.peer_id)
+        a.unban_peer(b.peer_id)
         await wait_for(lambda: not b.is_connected(a.peer_id), CAP)
         async with serving(a, lambda rq: "from a"):
             assert await b.send_request(a.peer_id, "hi") == "from a"
@@ -691,8 +691,8 @@ async def test_address_book_file_survives_restart(tmp_path: Any) -> None:
         addr = await listen(b)
         other = KeyPair.generate().peer_id
         async with new_network(key, address_book_path=path, **ALLOW) as a:
-            await a.add_address(b.peer_id, addr)
-            await a.add_address(other, "/ip4/10.1.2.3/tcp/4001")
+            a.add_address(b.peer_id, addr)
+            a.add_address(other, "/ip4/10.1.2.3/tcp/4001")
         assert path.exists()
         async with new_network(key, address_book_path=path, **ALLOW) as a2:
             assert a2.get_addrs(b.peer_id) == [addr]
@@ -710,7 +710,7 @@ async def test_ban_closes_and_refuses() -> None:
             await wait_for(lambda: not a.is_connected(b.peer_id), CAP)
             error = await outcome(a.send_request(b.peer_id, "x"))
             assert isinstance(error, RequestConnectionClosedError | RequestDialError), error
-            await b.unban_peer(a.peer_id)
+            b.unban_peer(a.peer_id)
             assert await a.send_request(b.peer_id, "x") == "ok"
 
 
@@ -732,7 +732,7 @@ async def test_eof_delimited_omission_is_not_an_empty_response() -> None:
         (await next_request(b)).drop()
         error = await pending
         assert isinstance(error, RequestConnectionClosedError), error
-        await b.set_peer_rule(a.peer_id, Rule.restricted(lambda rq: rq == b"ok"))
+        b.set_peer_rule(a.peer_id, Rule.restricted(lambda rq: rq == b"ok"))
         error = await outcome(a.send_request(b.peer_id, b"no"))
         assert isinstance(error, RequestConnectionClosedError), error
 
@@ -750,7 +750,7 @@ async def test_identify_push_follows_firewall_support_changes() -> None:
             return info is not None and protocol in info.protocols
 
         await wait_for(b_sees, CAP)
-        await a.set_peer_rule(b.peer_id, Rule.reject_all())
+        a.set_peer_rule(b.peer_id, Rule.reject_all())
         await wait_for(lambda: not b_sees(), CAP)
-        await a.set_peer_rule(b.peer_id, Rule.allow_all())
+        a.set_peer_rule(b.peer_id, Rule.allow_all())
         await wait_for(b_sees, CAP)

@@ -123,7 +123,7 @@ async def test_unanswered_rule_query_rejects_after_the_firewall_timeout() -> Non
             query = await inbox.next()
             assert isinstance(query, PeerRuleQuery)
             assert not query.answer(Rule.allow_all()), "a late answer is refused"
-            assert (await b.get_firewall_config()).get_rule(a.peer_id) is None
+            assert (b.get_firewall_config()).get_rule(a.peer_id) is None
         finally:
             await inbox.aclose()
 
@@ -136,8 +136,8 @@ async def test_remove_firewall_default_clears_it() -> None:
             async with serving(b, lambda rq: "pong"):
                 assert await a.send_request(b.peer_id, "ping") == "pong"
                 assert inbox.empty()
-                await b.remove_firewall_default()
-                assert (await b.get_firewall_config()).default is None
+                b.remove_firewall_default()
+                assert (b.get_firewall_config()).default is None
                 pending = asyncio.ensure_future(a.send_request(b.peer_id, "ping"))
                 query = await inbox.next()
                 assert isinstance(query, PeerRuleQuery) and query.peer == a.peer_id
@@ -166,8 +166,8 @@ async def test_address_info_export_then_import_restores_it() -> None:
     async with networks(ALLOW, ALLOW) as (a, b):
         addr = await link(a, b)
         other = KeyPair.generate().peer_id
-        await a.add_address(other, "/ip4/10.9.9.9/tcp/4001")
-        await a.add_address(other, "/ip4/10.9.9.8/tcp/4001")
+        a.add_address(other, "/ip4/10.9.9.9/tcp/4001")
+        a.add_address(other, "/ip4/10.9.9.8/tcp/4001")
         text = a.export_address_info().to_json()
         async with new_network(address_info=AddressInfo.from_json(text), **ALLOW) as c:
             for peer in (b.peer_id, other):
@@ -183,7 +183,7 @@ async def test_reject_all_means_the_protocol_is_not_offered() -> None:
         result = await outcome(a.send_request(b.peer_id, "ping"))
         assert isinstance(result, UnsupportedProtocolsError)
         assert str(result) == OutboundFailure.UNSUPPORTED_PROTOCOLS.value
-        await b.set_firewall_default(Rule.allow_all())
+        b.set_firewall_default(Rule.allow_all())
         async with serving(b, lambda rq: "pong"):
             assert await a.send_request(b.peer_id, "ping") == "pong"
         assert [e for e in drain_events(b) if not isinstance(e, CONNECTION_NOISE)] == []
@@ -228,14 +228,14 @@ async def test_ban_closes_and_refuses_the_peer_and_unban_lets_it_back() -> None:
         assert str(failed).startswith(OutboundFailure.DIAL_FAILURE.value)
         # An inbound connection from the banned peer is closed, never "established".
         a_addr = await listen(a)
-        await b.add_address(a.peer_id, a_addr)
+        b.add_address(a.peer_id, a_addr)
         inbound = await outcome(b.send_request(a.peer_id, "ping"))
         assert isinstance(inbound, RequestConnectionClosedError | RequestDialError), inbound
         refused = await next_event(a, IncomingConnectionError, skip=(NewListenAddr,))
         assert isinstance(refused.error, BannedPeerError)
         events: list[Any] = drain_events(a)
         assert not any(isinstance(e, ConnectionEstablished) for e in events), events
-        await a.unban_peer(b.peer_id)
+        a.unban_peer(b.peer_id)
         assert (await a.connect_peer(b.peer_id)).without_peer_id() == addr
         async with serving(b, lambda rq: "pong"):
             assert await a.send_request(b.peer_id, "ping") == "pong"

@@ -171,7 +171,7 @@ async def test_inbound_requests_per_node_are_bounded() -> None:
         two,
     ):
         await link(one, server)
-        await two.add_address(server.peer_id, server.listeners()[0].addrs[0])
+        two.add_address(server.peer_id, server.listeners()[0].addrs[0])
         first = [
             asyncio.ensure_future(outcome(one.send_request(server.peer_id, i))) for i in range(3)
         ]
@@ -266,7 +266,7 @@ async def test_many_connections_lose_nothing(in_flight: int) -> None:
             try:
                 for net in clients:
                     await net.start()
-                    await net.add_address(server.peer_id, addr)
+                    net.add_address(server.peer_id, addr)
                 for i in range(0, CONNECTIONS, DIAL_BATCH):
                     await asyncio.gather(
                         *(c.connect_peer(server.peer_id) for c in clients[i : i + DIAL_BATCH])

@@ -30,7 +30,7 @@ async def test_ping_pong_example_answers_ping_with_pong(capsys: pytest.CaptureFi
             peer.close_firewall_requests()  # the firewall receiver is dropped
         alice.requests().close_receiver()  # Alice's request receiver is dropped
         bob_addr = await bob.start_listening("/ip4/0.0.0.0/tcp/0")
-        await alice.add_address(bob.peer_id, bob_addr)
+        alice.add_address(bob.peer_id, bob_addr)
 
         async def alice_side() -> object:
             print("[Alice] Sending Ping to Bob.")

@@ -32,7 +32,7 @@ async def test_relay_client_off_refuses_every_relay_call() -> None:
         assert p.relay_client is None and p.relay_server is None
         assert r.relay_server is not None
         relay_addr = await listen(r)
-        await p.add_address(r.peer_id, relay_addr)
+        p.add_address(r.peer_id, relay_addr)
         relayed = assemble_relayed_addr(p.peer_id, r.peer_id, relay_addr)
 
         # 1. Plain listening works without the relay client.
@@ -59,13 +59,13 @@ async def test_relay_client_off_refuses_every_relay_call() -> None:
         # 4. Every relay configuration call is refused.
         random_peer = KeyPair.generate().peer_id
         with pytest.raises(RelayNotSupportedError):
-            await p.add_dialing_relay(r.peer_id, None)
+            p.add_dialing_relay(r.peer_id, None)
         with pytest.raises(RelayNotSupportedError):
-            await p.set_relay_fallback(random_peer, True)
+            p.set_relay_fallback(random_peer, True)
         with pytest.raises(RelayNotSupportedError):
-            await p.use_specific_relay(random_peer, r.peer_id, True)
+            p.use_specific_relay(random_peer, r.peer_id, True)
         # ... except removing a dialing relay, which the seed never checks (§8.6).
-        assert await p.remove_dialing_relay(r.peer_id) is False
+        assert p.remove_dialing_relay(r.peer_id) is False
 
         # Nothing of the refused calls reached the address book or the connections.
         assert p.export_address_info().relays == []

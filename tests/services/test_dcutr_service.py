@@ -174,7 +174,7 @@ async def test_every_attempt_fails_when_the_peer_cannot_be_reached(make_setup) -
     for peer in (s.a, s.b):
         for addr in list(peer.node.listen_addrs):
             if "p2p-circuit" not in str(addr):
-                await peer.node.stop_listening(addr)
+                await peer.node.stop_listening_addr(addr)
     # A fresh relayed connection starts a fresh upgrade.
     await relayed.close()
     s.a.events.clear()

@@ -48,7 +48,7 @@ async def test_circuit_without_target_fails_at_once() -> None:
         assert "the relay itself" in str(to_relay.value)
 
         # The address book path: the circuit address stored as the relay's own address.
-        await net.add_address(relay.peer_id, circuit)
+        net.add_address(relay.peer_id, circuit)
         with pytest.raises(RequestDialError) as sent:
             async with asyncio.timeout(CAP):
                 await net.send_request(relay.peer_id, "hello")

@@ -137,7 +137,7 @@ async def networks(
         nets.append(await stack.enter_async_context(net))
     b, a = nets
     addr = await a.start_listening(f"{relay_addr}/p2p-circuit")
-    await b.add_address(a.peer_id, addr)
+    b.add_address(a.peer_id, addr)
     return b, a
 
 

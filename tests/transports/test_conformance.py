@@ -192,7 +192,7 @@ async def test_remote_abort_is_seen(pair: tuple[Node, Node, Multiaddr]) -> None:
 
 async def test_listener_close_refuses_new_dials(pair: tuple[Node, Node, Multiaddr]) -> None:
     a, b, addr = pair
-    assert await b.stop_listening(addr.without_peer_id())
+    assert await b.stop_listening_addr(addr.without_peer_id())
     assert b.listen_addrs == []
     with pytest.raises(DialError):
         await a.dial(addr)

@@ -196,7 +196,7 @@ async def test_relisten_while_dials_from_the_port_are_open() -> None:
         addr = (await a.listen("/ip4/127.0.0.1/tcp/0"))[0]
         conn = await a.dial(b.listen_addrs[0].with_peer_id(b.peer_id))
         assert conn.local_addr == addr  # the dial left from the listen port
-        assert await a.stop_listening(addr)
+        assert await a.stop_listening_addr(addr)
         assert await a.listen(addr) == [addr]  # the connection from that port is still up
         assert not conn.is_closed
         other = await b.dial(addr.with_peer_id(a.peer_id), force=True)

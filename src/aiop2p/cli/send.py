@@ -67,7 +67,7 @@ async def cmd_send(args: argparse.Namespace, out: Output) -> int:
             if peer is None or is_circuit_addr(target):
                 peer = (await net.node.dial(target)).remote_peer
             else:
-                await net.add_address(peer, target.without_peer_id())
+                net.add_address(peer, target.without_peer_id())
             response = await net.send_request(peer, value)
         except RequestError as exc:
             out.error("send", _reason(exc, timeout), type(exc).__name__)

@@ -304,7 +304,7 @@ class Network(Generic[Rq, Rs]):
         client = self._require_relay()
         if relay_addr is not None:
             relay_addr = Multiaddr(relay_addr) if isinstance(relay_addr, str) else relay_addr
-            await self.add_address(relay, relay_addr.without_peer_id())
+            self.add_address(relay, relay_addr.without_peer_id())
         addr = relay_addr
         if addr is None:
             candidates = [a for a in self.get_addrs(relay) if not is_circuit_addr(a)]
@@ -347,7 +347,7 @@ class Network(Generic[Rq, Rs]):
             raise RelayNotSupportedError()
         return self.relay_client
 
-    async def add_dialing_relay(
+    def add_dialing_relay(
         self, peer: PeerId, addr: Multiaddr | str | None = None
     ) -> Multiaddr | None:
         """Use ``peer`` as a fallback relay for dialling; return its address if known."""
@@ -357,18 +357,18 @@ class Network(Generic[Rq, Rs]):
         self._address_book_changed()
         return result
 
-    async def remove_dialing_relay(self, peer: PeerId) -> bool:
+    def remove_dialing_relay(self, peer: PeerId) -> bool:
         removed = self._addresses.remove_relay(peer)
         self._address_book_changed()
         return removed
 
-    async def set_relay_fallback(self, peer: PeerId, use_relay_fallback: bool) -> None:
+    def set_relay_fallback(self, peer: PeerId, use_relay_fallback: bool) -> None:
         """Whether relayed addresses via the dialing relays are tried for ``peer``."""
         self._require_relay()
         self._addresses.set_relay_fallback(peer, use_relay_fallback)
         self._address_book_changed()
 
-    async def use_specific_relay(
+    def use_specific_relay(
         self, target: PeerId, relay: PeerId, is_exclusive: bool
     ) -> Multiaddr | None:
         """Try ``target`` through ``relay`` first (and, if exclusive, through no other
@@ -387,19 +387,23 @@ class Network(Generic[Rq, Rs]):
         for listener_id in list(self._listeners):
             await self._close_listener(listener_id)
 
-    async def stop_listening_addr(self, addr: Multiaddr | str) -> None:
-        """Remove every listener that has ``addr`` among its addresses."""
+    async def stop_listening_addr(self, addr: Multiaddr | str) -> bool:
+        """Remove every listener that has ``addr`` among its addresses; True if there was
+        one (:meth:`Node.stop_listening_addr <aiop2p.node.Node.stop_listening_addr>` too)."""
         addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        found = False
         for listener_id, listener in list(self._listeners.items()):
             if addr in listener.addrs:
                 await self._close_listener(listener_id)
+                found = True
+        return found
 
     async def _close_listener(self, listener_id: int) -> None:
         listener = self._listeners.pop(listener_id)
         if listener.uses_relay is not None and self.relay_client is not None:
             await self.relay_client.stop_listening(listener.uses_relay)
         elif listener.addrs:
-            await self.node.stop_listening(listener.addrs[0])
+            await self.node.stop_listening_addr(listener.addrs[0])
         self._emit(ListenerClosed(tuple(listener.addrs), None))
 
     # -- connections ---------------------------------------------------------------------
@@ -529,7 +533,7 @@ class Network(Generic[Rq, Rs]):
         for conn in self.node.connections_to(peer):
             await conn.close()
 
-    async def unban_peer(self, peer: PeerId) -> None:
+    def unban_peer(self, peer: PeerId) -> None:
         self._banned.discard(peer)
 
     # -- address book --------------------------------------------------------------------
@@ -543,11 +547,11 @@ class Network(Generic[Rq, Rs]):
             addrs.extend(self._mdns.discovered_peers.get(peer, ()))
         return addrs
 
-    async def add_address(self, peer: PeerId, addr: Multiaddr | str) -> None:
+    def add_address(self, peer: PeerId, addr: Multiaddr | str) -> None:
         self._addresses.add_addrs(peer, Multiaddr(addr) if isinstance(addr, str) else addr)
         self._address_book_changed()
 
-    async def remove_address(self, peer: PeerId, addr: Multiaddr | str) -> None:
+    def remove_address(self, peer: PeerId, addr: Multiaddr | str) -> None:
         self._addresses.remove_address(peer, Multiaddr(addr) if isinstance(addr, str) else addr)
         self._address_book_changed()
 
@@ -569,19 +573,19 @@ class Network(Generic[Rq, Rs]):
 
     # -- firewall configuration ----------------------------------------------------------
 
-    async def set_firewall_default(self, rule: Rule[Any] | None) -> None:
+    def set_firewall_default(self, rule: Rule[Any] | None) -> None:
         self._firewall.set_default(rule)
 
-    async def remove_firewall_default(self) -> None:
+    def remove_firewall_default(self) -> None:
         self._firewall.remove_default()
 
-    async def get_firewall_config(self) -> FirewallRules[Any]:
+    def get_firewall_config(self) -> FirewallRules[Any]:
         return self._firewall.rules()
 
-    async def set_peer_rule(self, peer: PeerId, rule: Rule[Any]) -> None:
+    def set_peer_rule(self, peer: PeerId, rule: Rule[Any]) -> None:
         self._firewall.set_peer_rule(peer, rule)
 
-    async def remove_peer_rule(self, peer: PeerId) -> None:
+    def remove_peer_rule(self, peer: PeerId) -> None:
         self._firewall.remove_peer_rule(peer)
 
     # -- requests ------------------------------------------------------------------------

@@ -265,7 +265,7 @@ class RelayClient:
         if slot.listener is not None:
             listener, slot.listener = slot.listener, None
             with contextlib.suppress(P2PError):
-                await self.node.stop_listening(listener.bound_addrs[0])
+                await self.node.stop_listening_addr(listener.bound_addrs[0])
         self._drop(slot)
         for conn in self._direct_connections(relay):
             conn.keep_alive = False

@@ -331,9 +331,7 @@ class Peer:
         latencies.sort()
         # Relayed only if every connection the requests could have taken goes through a relay
         # (Network picks a direct connection to the peer over a relayed one).
-        relayed = all(
-            c.user_data.get("relayed") is True for c in self.node.connections_to(conn.remote_peer)
-        )
+        relayed = all(c.is_relayed for c in self.node.connections_to(conn.remote_peer))
         return {
             "p50_ms": quantile(latencies, 0.5),
             "p99_ms": quantile(latencies, 0.99),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
+from aiop2p._aio.connection import RelayedVia
 from aiop2p._aio.stream import Stream
 from aiop2p.errors import (
     CircuitRefusedError,
@@ -108,15 +109,13 @@ async def test_listen_dial_ping_echo_identify_end_to_end(make_trio) -> None:  # 
 
         conn = await t.b.dial(addr)
         assert conn.remote_peer == t.a.peer_id
-        assert conn.user_data["relayed"] is True
-        assert conn.user_data["relay_peer"] == t.r.peer_id
-        assert conn.user_data["relay_limit"] == RelayServerConfig().limit
+        assert conn.relay == RelayedVia(t.r.peer_id, RelayServerConfig().limit)
         assert conn.remote_addr == addr
         # R holds one (direct) connection to each of A and B and none between them.
         assert {c.remote_peer for c in t.r.connections} == {t.a.peer_id, t.b.peer_id}
         await wait_for(lambda: t.a.is_connected(t.b.peer_id))
         inbound = t.a.connections_to(t.b.peer_id)[0]
-        assert inbound.user_data["relayed"] is True
+        assert inbound.is_relayed
         assert "p2p-circuit" in str(inbound.remote_addr)
 
         assert await t.b.ping(conn, 3)
@@ -178,7 +177,8 @@ async def test_duration_limit(make_trio) -> None:  # type: ignore[no-untyped-def
     t: Trio = await make_trio(RelayServerConfig(circuit_duration_seconds=1))
     addr = await t.client_a.listen(t.r.peer_id, t.r_addr)
     conn = await t.b.dial(addr)
-    limit = conn.user_data["relay_limit"]
+    assert conn.relay is not None
+    limit = conn.relay.limit
     assert isinstance(limit, Limit) and limit.duration == 1
     await asyncio.wait_for(conn.wait_closed(), 5)
     assert isinstance(conn.error, RelayLimitReachedError)

@@ -17,6 +17,7 @@ import enum
 import itertools
 import logging
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, NewType
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -51,8 +52,9 @@ if TYPE_CHECKING:
     from ..config import NodeConfig
     from ..identity import KeyPair, PeerId, PublicKey
     from ..multiaddr import Multiaddr
+    from ..protocols.relay_v2 import Limit
 
-__all__ = ["Connection", "ConnectionId", "Direction"]
+__all__ = ["Connection", "ConnectionId", "Direction", "RelayedVia"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,16 @@ _connection_ids = itertools.count(1)
 class Direction(enum.Enum):
     INBOUND = "inbound"
     OUTBOUND = "outbound"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedVia:
+    """How a relayed connection is carried: the relay's peer and the limit it set on the
+    circuit (None: unlimited), read to explain the connection's end and to prefer direct
+    connections."""
+
+    relay: PeerId
+    limit: Limit | None
 
 
 class _Stage(enum.Enum):
@@ -153,6 +165,8 @@ class Connection(asyncio.Protocol):
         self._ping_waiters: dict[int, asyncio.Future[None]] = {}
         self.keep_alive = False
         """Set by services that need the connection kept open while idle (e.g. relays)."""
+        self.relay: RelayedVia | None = None
+        """Set (once, before the handshake) when the connection runs over a relay circuit."""
         self.user_data: dict[str, object] = {}
         """Per-connection storage for services (e.g. identify results)."""
 
@@ -163,6 +177,10 @@ class Connection(asyncio.Protocol):
         if self._remote_peer is None:
             raise InvalidStateError("the handshake has not completed yet")
         return self._remote_peer
+
+    @property
+    def is_relayed(self) -> bool:
+        return self.relay is not None
 
     @property
     def is_established(self) -> bool:

@@ -143,7 +143,7 @@ class DcutrService:
     async def observed_addrs(self) -> list[Multiaddr]:
         """Our addresses as peers on direct connections observed them (identify), filtered."""
         node = self.node
-        direct = [c for c in node.connections if c.is_established and not _relayed(c)]
+        direct = [c for c in node.connections if c.is_established and not c.is_relayed]
         if node.identify is not None and direct:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.identify_wait_seconds):
@@ -199,14 +199,14 @@ class DcutrService:
         if self._closed or not opened:
             return
         peer = conn.remote_peer
-        if not _relayed(conn):
+        if not conn.is_relayed:
             for waiter in self._waiters.pop(peer, ()):
                 if not waiter.done():
                     waiter.set_result(conn)
             return
         if conn.direction is not Direction.INBOUND or peer in self._upgrading:
             return
-        if any(not _relayed(c) for c in self.node.connections_to(peer)):
+        if any(not c.is_relayed for c in self.node.connections_to(peer)):
             return
         task = self.node.spawn(self._upgrade(conn), name=f"dcutr {peer}")
         self._upgrading[peer] = task
@@ -312,7 +312,7 @@ class DcutrService:
 
     async def _on_stream(self, stream: Stream) -> None:
         relayed = stream.connection
-        if not _relayed(relayed):
+        if not relayed.is_relayed:
             stream.reset()  # nothing to upgrade on a direct connection
             return
         ours = await self.observed_addrs()
@@ -376,7 +376,7 @@ class DcutrService:
         it one of our dials or the peer's dial landing on our listener."""
         node = self.node
         for conn in node.connections_to(peer):
-            if not _relayed(conn):
+            if not conn.is_relayed:
                 return conn
         waiter: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(peer, []).append(waiter)
@@ -443,10 +443,6 @@ class DcutrService:
         while relayed.streams and not relayed.is_closed and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(_RETIRE_POLL_SECONDS)
         await relayed.close()
-
-
-def _relayed(conn: Connection) -> bool:
-    return bool(conn.user_data.get("relayed"))
 
 
 async def _close_quietly(stream: Stream) -> None:

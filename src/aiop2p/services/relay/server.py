@@ -175,11 +175,11 @@ class RelayServer:
             del self._reservations[peer]
 
     def _on_connection(self, conn: Connection, opened: bool) -> None:
-        if opened or conn.user_data.get("relayed"):
+        if opened or conn.is_relayed:
             return
         peer = conn.remote_peer
         if peer in self._reservations and not any(
-            not c.user_data.get("relayed") for c in self.node.connections_to(peer)
+            not c.is_relayed for c in self.node.connections_to(peer)
         ):
             # A reservation lives as long as the connection it was made on.
             del self._reservations[peer]
@@ -203,7 +203,7 @@ class RelayServer:
     def _reserve(self, machine: HopServer, conn: Connection) -> None:
         config = self.config
         peer = machine.remote_peer
-        if conn.user_data.get("relayed"):
+        if conn.is_relayed:
             machine.refuse(Status.PERMISSION_DENIED)
             return
         self._purge()
@@ -255,7 +255,7 @@ class RelayServer:
 
     def _connect_refusal(self, source: PeerId, target: PeerId, conn: Connection) -> Status | None:
         config = self.config
-        if conn.user_data.get("relayed"):
+        if conn.is_relayed:
             return Status.PERMISSION_DENIED
         self._purge()
         if target not in self._reservations:
@@ -322,7 +322,7 @@ class RelayServer:
                 per_peer.pop(source, None)
 
     async def _open_stop(self, source: PeerId, target: PeerId) -> tuple[Stream, bytes] | None:
-        conns = [c for c in self.node.connections_to(target) if not c.user_data.get("relayed")]
+        conns = [c for c in self.node.connections_to(target) if not c.is_relayed]
         if not conns:
             return None
         stream = await conns[0].new_stream(STOP_PROTOCOL_ID)

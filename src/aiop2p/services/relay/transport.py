@@ -2,9 +2,8 @@
 
 :class:`RelayTransport` gives the node's dialer and listeners the circuit addresses; the
 work is the relay client's (its dial and listen are passed in).  :func:`attach` runs a
-:class:`~aiop2p._aio.connection.Connection` over one relay stream: it carries in
-``conn.user_data``: ``"relayed"`` (True), ``"relay_peer"`` (the relay's PeerId),
-``"relay_limit"`` (the relay's :class:`~aiop2p.protocols.relay_v2.Limit` or None).
+:class:`~aiop2p._aio.connection.Connection` over one relay stream, its ``relay`` a
+:class:`~aiop2p._aio.connection.RelayedVia` (the relay's PeerId and its limit).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
-from ..._aio.connection import Connection
+from ..._aio.connection import Connection, RelayedVia
 from ..._aio.stream import Stream
 from ..._aio.stream_transport import StreamTransport
 from ...errors import (
@@ -38,12 +37,6 @@ __all__ = ["RelayTransport", "attach"]
 _LIMIT_DURATION_SLACK: Final = 0.9
 """A relayed connection ending after this share of the relay's duration limit is taken as
 cut by that limit."""
-
-
-def _mark_relayed(conn: Connection, relay: PeerId, limit: Limit | None) -> None:
-    conn.user_data["relayed"] = True
-    conn.user_data["relay_peer"] = relay
-    conn.user_data["relay_limit"] = limit
 
 
 def _loss_mapper(
@@ -112,7 +105,7 @@ def attach(
     if not isinstance(protocol, Connection):
         stream.reset()
         raise InvalidStateError("relay transport needs a Connection factory")
-    _mark_relayed(protocol, relay, limit)
+    protocol.relay = RelayedVia(relay, limit)
     ref: list[StreamTransport] = []
     transport = StreamTransport(
         stream,

@@ -45,10 +45,6 @@ __all__ = ["Node"]
 log = logging.getLogger(__name__)
 
 
-def _is_relayed(conn: Connection) -> bool:
-    return bool(conn.user_data.get("relayed"))
-
-
 class Node:
     """A libp2p host.  Use as ``async with Node() as node: ...``.
 
@@ -333,7 +329,7 @@ class Node:
         """Established connections to ``peer``, direct ones before relayed ones."""
         conns = [c for c in self._connections.get(peer, ()) if c.is_established]
         if len(conns) > 1:
-            conns.sort(key=_is_relayed)
+            conns.sort(key=lambda c: c.is_relayed)
         return conns
 
     def expect_inbound_role(self, remote: Multiaddr, role: Direction | None) -> None:

@@ -73,8 +73,9 @@ async def test_aiop2p_listens_via_js_relay_and_js_client_reaches_it(node: Node) 
         answer = await client.command("ping", addr=str(addr))
         assert answer["rtt_ms"] >= 0
         inbound = node.connections_to(PeerId.from_string(client.peer_id))
-        assert inbound and inbound[0].user_data["relayed"] is True
-        limit = inbound[0].user_data["relay_limit"]
+        assert inbound and inbound[0].is_relayed
+        assert inbound[0].relay is not None
+        limit = inbound[0].relay.limit
         assert isinstance(limit, Limit)
         # js writes its millisecond number where the spec wants seconds; kept as received
         # (below a day it cannot be told apart from seconds, see relay_v2.Limit).
@@ -94,7 +95,8 @@ async def test_js_listens_via_aiop2p_relay_and_aiop2p_reaches_it(node: Node) -> 
         target = f"{relay_addr}/p2p-circuit/p2p/{js.peer_id}"
         conn = await dialer.dial(target)
         assert str(conn.remote_peer) == js.peer_id
-        limit = conn.user_data["relay_limit"]
+        assert conn.relay is not None
+        limit = conn.relay.limit
         assert isinstance(limit, Limit) and limit.data_bytes == 1 << 20
         for i in range(5):
             stream = await conn.new_stream(ECHO_PROTOCOL_ID)
@@ -132,7 +134,8 @@ async def through_js_relay(
     addr = await RelayClient(listener).listen(relay_id, Multiaddr(relay.addr))
     RelayClient(dialer)
     conn = await dialer.dial(addr)
-    limit = conn.user_data["relay_limit"]
+    assert conn.relay is not None
+    limit = conn.relay.limit
     assert isinstance(limit, Limit)
     return conn, limit
 

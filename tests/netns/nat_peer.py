@@ -50,7 +50,7 @@ def stamp() -> float:
 
 def describe(conn: Connection) -> dict[str, Any]:
     return {
-        "relayed": bool(conn.user_data.get("relayed")),
+        "relayed": conn.is_relayed,
         "remote": str(conn.remote_addr),
         "local": str(conn.local_addr),
         "direction": conn.direction.value,

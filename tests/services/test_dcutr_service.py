@@ -108,7 +108,7 @@ async def test_hole_punch_upgrades_and_moves_streams(make_setup) -> None:  # typ
     assert observed == [b.node.listen_addrs[0]]
 
     relayed = await b.node.dial(s.circuit)
-    assert relayed.user_data["relayed"] is True
+    assert relayed.is_relayed
     await wait_for(lambda: bool(a.events) and bool(b.events), cap=15)
     assert isinstance(a.events[0], DirectConnectionUpgraded), a.events
     assert isinstance(b.events[0], DirectConnectionUpgraded), b.events
@@ -118,9 +118,9 @@ async def test_hole_punch_upgrades_and_moves_streams(make_setup) -> None:  # typ
     # New streams take the direct connection, on both sides.
     data, stream = await echo(b.node, a.node.peer_id, b"direct")
     assert data == b"direct"
-    assert not stream.connection.user_data.get("relayed")
+    assert not stream.connection.is_relayed
     data, stream = await echo(a.node, b.node.peer_id, b"back")
-    assert data == b"back" and not stream.connection.user_data.get("relayed")
+    assert data == b"back" and not stream.connection.is_relayed
     direct = stream.connection
     # A ran the upgrade as responder, B as initiator, whatever TCP said (DCUtR roles).
     assert a.node.connections_to(b.node.peer_id)[0].role is Direction.INBOUND
@@ -131,9 +131,7 @@ async def test_hole_punch_upgrades_and_moves_streams(make_setup) -> None:  # typ
 
     # The relayed connection is closed once its streams are done.
     await wait_for(lambda: relayed.is_closed, cap=10)
-    await wait_for(
-        lambda: all(not c.user_data.get("relayed") for c in a.node.connections_to(b.node.peer_id))
-    )
+    await wait_for(lambda: all(not c.is_relayed for c in a.node.connections_to(b.node.peer_id)))
     assert (await echo(b.node, a.node.peer_id, b"still"))[0] == b"still"
 
 
@@ -145,7 +143,7 @@ async def test_unilateral_upgrade_when_the_peer_is_reachable(make_setup) -> None
     event = s.a.events[0]
     assert isinstance(event, DirectConnectionUpgraded) and event.attempts == 0
     _, stream = await echo(s.b.node, s.a.node.peer_id, b"x")
-    assert not stream.connection.user_data.get("relayed")
+    assert not stream.connection.is_relayed
 
 
 async def test_failure_keeps_the_relayed_connection(make_setup) -> None:  # type: ignore[no-untyped-def]
@@ -158,7 +156,7 @@ async def test_failure_keeps_the_relayed_connection(make_setup) -> None:  # type
     assert isinstance(event.error, DialError) and "no observed address" in str(event.error)
     assert not relayed.is_closed
     data, stream = await echo(s.b.node, s.a.node.peer_id, b"relayed")
-    assert data == b"relayed" and stream.connection.user_data.get("relayed")
+    assert data == b"relayed" and stream.connection.is_relayed
 
 
 async def test_every_attempt_fails_when_the_peer_cannot_be_reached(make_setup) -> None:  # type: ignore[no-untyped-def]

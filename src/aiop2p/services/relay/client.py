@@ -310,7 +310,7 @@ class RelayClient:
     # -- reservations --------------------------------------------------------------------
 
     def _direct_connections(self, relay: PeerId) -> list[Connection]:
-        return [c for c in self.node.connections_to(relay) if not c.user_data.get("relayed")]
+        return [c for c in self.node.connections_to(relay) if not c.is_relayed]
 
     async def _relay_connection(self, relay: PeerId, relay_addr: Multiaddr | None) -> Connection:
         direct = self._direct_connections(relay)
@@ -438,7 +438,7 @@ class RelayClient:
                 log.exception("relay client event callback failed")
 
     def _on_connection(self, conn: Connection, opened: bool) -> None:
-        if opened or conn.user_data.get("relayed"):
+        if opened or conn.is_relayed:
             return
         slot = self._slots.get(conn.remote_peer)
         if slot is None or slot.reservation is None or self._direct_connections(slot.relay):
@@ -483,7 +483,7 @@ class RelayClient:
                 await stream.write(out)
             return
         slot = self._slots.get(relay)
-        if slot is None or slot.reservation is None or stream.connection.user_data.get("relayed"):
+        if slot is None or slot.reservation is None or stream.connection.is_relayed:
             machine.refuse(Status.PERMISSION_DENIED)
             await stream.write(machine.data_to_send())
             return
@@ -525,7 +525,7 @@ class RelayClient:
             raise DialError(f"{addr}: the target is the relay itself; dial it directly")
         relay_addr = relay_part if has_transport(relay_part) else None
         conn = await self._relay_connection(relay, relay_addr)
-        if conn.user_data.get("relayed"):
+        if conn.is_relayed:
             raise DialError(f"{addr}: refusing to relay over a relayed connection")
         stream = await conn.new_stream(HOP_PROTOCOL_ID)
         try:

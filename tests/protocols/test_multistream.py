@@ -27,22 +27,11 @@ from aiop2p.protocols.multistream import (
     encode_message,
 )
 
+from ._pair import settle
+
 Machine = MultistreamDialer | MultistreamListener
 
 HEADER = b"\x13/multistream/1.0.0\n"
-
-
-def transfer(src: Machine, dst: Machine) -> int:
-    """Move everything ``src`` wants to send into ``dst``; return the byte count."""
-    data = src.data_to_send()
-    if data and not dst.done:
-        dst.receive_data(data)
-    return len(data)
-
-
-def run(dialer: MultistreamDialer, listener: MultistreamListener) -> None:
-    while transfer(dialer, listener) + transfer(listener, dialer):
-        pass
 
 
 def failure(events: list[MultistreamEvent]) -> Exception:
@@ -78,7 +67,7 @@ def test_listener_queues_header_at_construction() -> None:
 def test_first_protocol_selected() -> None:
     dialer = MultistreamDialer(["/yamux/1.0.0"])
     listener = MultistreamListener(["/yamux/1.0.0"])
-    run(dialer, listener)
+    settle(dialer, listener)
     assert dialer.events_received() == [ProtocolSelected("/yamux/1.0.0", b"")]
     assert listener.events_received() == [ProtocolSelected("/yamux/1.0.0", b"")]
     assert dialer.done and listener.done
@@ -107,14 +96,14 @@ def test_na_moves_to_next_protocol() -> None:
 def test_predicate_listener() -> None:
     dialer = MultistreamDialer(["/x/1", "/echo/9"])
     listener = MultistreamListener(lambda p: p.startswith("/echo/"))
-    run(dialer, listener)
+    settle(dialer, listener)
     assert dialer.events_received() == [ProtocolSelected("/echo/9", b"")]
 
 
 def test_listener_given_a_single_string() -> None:
     dialer = MultistreamDialer(["/noise"])
     listener = MultistreamListener("/noise")
-    run(dialer, listener)
+    settle(dialer, listener)
     assert listener.events_received() == [ProtocolSelected("/noise", b"")]
 
 
@@ -211,7 +200,7 @@ def test_ls_before_selection() -> None:
     dialer = MultistreamDialer(["/yamux/1.0.0"])
     dialer.list_protocols()
     listener = MultistreamListener(["/mplex/6.7.0", "/yamux/1.0.0"])
-    run(dialer, listener)
+    settle(dialer, listener)
     assert dialer.events_received() == [
         ProtocolsListed(("/mplex/6.7.0", "/yamux/1.0.0")),
         ProtocolSelected("/yamux/1.0.0", b""),
@@ -289,7 +278,7 @@ def test_ls_misuse() -> None:
 def test_all_refused() -> None:
     dialer = MultistreamDialer(["/a", "/b"])
     listener = MultistreamListener(["/c"])
-    run(dialer, listener)
+    settle(dialer, listener)
     error = failure(dialer.events_received())
     assert isinstance(error, ProtocolNotSupportedError)
     assert error.protocols == ("/a", "/b")

@@ -38,12 +38,10 @@ from aiop2p.protocols.noise import (
     encode_handshake_payload,
 )
 
+from ._pair import settle, x25519
+
 INITIATOR_ID = KeyPair.from_ed25519_seed(bytes(range(32)))
 RESPONDER_ID = KeyPair.from_ed25519_seed(bytes(range(32, 64)))
-
-
-def x25519(byte: int) -> X25519PrivateKey:
-    return X25519PrivateKey.from_private_bytes(bytes([byte]) * 32)
 
 
 def fixed_pair(
@@ -84,18 +82,6 @@ def random_pair() -> tuple[NoiseHandshake, NoiseHandshake]:
     return initiator, responder
 
 
-def transfer(src: NoiseHandshake, dst: NoiseHandshake) -> int:
-    data = src.data_to_send()
-    if data and not dst.done:
-        dst.receive_data(data)
-    return len(data)
-
-
-def run(initiator: NoiseHandshake, responder: NoiseHandshake) -> None:
-    while transfer(initiator, responder) + transfer(responder, initiator):
-        pass
-
-
 def completed(events: list[NoiseEvent]) -> HandshakeCompleted:
     assert len(events) == 1, events
     event = events[0]
@@ -112,7 +98,7 @@ def failed(events: list[NoiseEvent]) -> Exception:
 
 def handshake() -> tuple[HandshakeCompleted, HandshakeCompleted]:
     initiator, responder = random_pair()
-    run(initiator, responder)
+    settle(initiator, responder)
     return completed(initiator.events_received()), completed(responder.events_received())
 
 
@@ -184,7 +170,7 @@ def test_leftover_after_message_2_belongs_to_transport() -> None:
     # Fixed keys make two runs identical, so the responder's first transport frame from
     # the first run can be glued to message 2 of the second run.
     initiator, responder = fixed_pair()
-    run(initiator, responder)
+    settle(initiator, responder)
     frame = completed(responder.events_received()).transport.encrypt(b"from responder")
 
     initiator, responder = fixed_pair()
@@ -206,7 +192,7 @@ def test_peer_id_mismatch() -> None:
     responder = NoiseHandshake(
         initiator=False, identity=RESPONDER_ID, static_key=x25519(3), ephemeral_key=x25519(4)
     )
-    run(initiator, responder)
+    settle(initiator, responder)
     error = failed(initiator.events_received())
     assert isinstance(error, PeerIdMismatchError)
     assert error.actual == RESPONDER_ID.peer_id
@@ -216,7 +202,7 @@ def test_peer_id_mismatch() -> None:
 
 def test_responder_without_expectation_accepts_anyone() -> None:
     initiator, responder = fixed_pair(expected=False)
-    run(initiator, responder)
+    settle(initiator, responder)
     assert completed(initiator.events_received()).remote_peer == RESPONDER_ID.peer_id
     assert completed(responder.events_received()).remote_peer == INITIATOR_ID.peer_id
 
@@ -228,7 +214,7 @@ def test_bad_signature(liar: str) -> None:
         initiator, responder = fixed_pair(initiator_identity=lying)
     else:
         initiator, responder = fixed_pair(responder_identity=lying)
-    run(initiator, responder)
+    settle(initiator, responder)
     victim = responder if liar == "initiator" else initiator
     assert isinstance(failed(victim.events_received()), InvalidSignatureError)
 
@@ -240,7 +226,7 @@ def test_bad_signature(liar: str) -> None:
 def test_unusable_identity_key(key_protobuf: bytes) -> None:
     lying = cast(KeyPair, LyingIdentity(RESPONDER_ID, key_protobuf))
     initiator, responder = fixed_pair(responder_identity=lying)
-    run(initiator, responder)
+    settle(initiator, responder)
     error = failed(initiator.events_received())
     assert isinstance(error, HandshakeError | RemoteProtocolError)
 
@@ -291,7 +277,7 @@ def test_known_answer_transcript() -> None:
     m1, m2, m3 = _messages()
     assert m1 == b"\x00\x20" + x25519(2).public_key().public_bytes_raw()
     initiator, responder = fixed_pair()
-    run(initiator, responder)
+    settle(initiator, responder)
     out = completed(initiator.events_received())
     inn = completed(responder.events_received())
     assert out.transport.handshake_hash == inn.transport.handshake_hash
@@ -341,7 +327,7 @@ def test_eof_and_input_after_the_end() -> None:
     assert initiator.events_received() == []
 
     initiator, responder = fixed_pair()
-    run(initiator, responder)
+    settle(initiator, responder)
     responder.receive_eof()
     assert len(responder.events_received()) == 1
     with pytest.raises(InvalidStateError):

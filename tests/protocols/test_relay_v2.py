@@ -60,6 +60,8 @@ from aiop2p.protocols.relay_v2 import (
     verify_voucher,
 )
 
+from ._pair import feed, transfer
+
 RELAY_KEY = KeyPair.from_ed25519_seed(b"R" * 32)
 A_KEY = KeyPair.from_ed25519_seed(b"A" * 32)
 B_KEY = KeyPair.from_ed25519_seed(b"B" * 32)
@@ -327,17 +329,6 @@ def test_voucher_expired_and_malformed() -> None:
 # --------------------------------------------------------------------------- machines
 
 Machine = HopClient | HopServer | StopClient | StopServer
-
-
-def feed(machine: Machine, data: bytes, *, split: bool = False) -> list[RelayEvent]:
-    if split:  # stop once done: what follows belongs to the circuit, not the machine
-        for i in range(len(data)):
-            if machine.done:
-                break
-            machine.receive_data(data[i : i + 1])
-    else:
-        machine.receive_data(data)
-    return machine.events_received()
 
 
 def reply(message: HopMessage | StopMessage, tail: bytes = b"") -> bytes:
@@ -736,11 +727,6 @@ def test_stop_server_eof() -> None:
 # --------------------------------------------------------------------------- full flow
 
 
-def pump(src: Machine, dst: Machine, *, split: bool) -> list[RelayEvent]:
-    data = src.data_to_send()
-    return feed(dst, data, split=split) if data else []
-
-
 @pytest.mark.parametrize("split", [False, True])
 def test_reservation_then_circuit_end_to_end(split: bool) -> None:
     now = 1_000.0
@@ -748,12 +734,12 @@ def test_reservation_then_circuit_end_to_end(split: bool) -> None:
     a_hop = HopClient()
     a_hop.reserve()
     r_hop = HopServer(A)
-    assert pump(a_hop, r_hop, split=split) == [ReserveRequested(A)]
+    assert transfer(a_hop, r_hop, split=split) == [ReserveRequested(A)]
     expire = int(now) + 3600
     r_hop.accept_reservation(
         expire, [RELAY_ADDR], Limit(120, 1 << 17), make_voucher(RELAY_KEY, A, expire)
     )
-    [accepted] = pump(r_hop, a_hop, split=split)
+    [accepted] = transfer(r_hop, a_hop, split=split)
     assert isinstance(accepted, ReservationAccepted)
     assert accepted.voucher is not None
     assert verify_voucher(accepted.voucher, R, A, now=now).expiration == expire
@@ -764,15 +750,15 @@ def test_reservation_then_circuit_end_to_end(split: bool) -> None:
     b_hop = HopClient()
     b_hop.connect(A)
     r_hop2 = HopServer(B)
-    assert pump(b_hop, r_hop2, split=split) == [ConnectRequested(B, A, ())]
+    assert transfer(b_hop, r_hop2, split=split) == [ConnectRequested(B, A, ())]
     r_stop = StopClient()
     r_stop.connect(B, Limit(120, 1 << 17))
     a_stop = StopServer()
-    assert pump(r_stop, a_stop, split=split) == [IncomingCircuit(B, Limit(120, 1 << 17))]
+    assert transfer(r_stop, a_stop, split=split) == [IncomingCircuit(B, Limit(120, 1 << 17))]
     assert a_stop.accept() == b""
-    assert pump(a_stop, r_stop, split=split) == [StopAccepted(b"")]
+    assert transfer(a_stop, r_stop, split=split) == [StopAccepted(b"")]
     assert r_hop2.accept_connect(Limit(120, 1 << 17)) == b""
-    assert pump(r_hop2, b_hop, split=split) == [CircuitEstablished(Limit(120, 1 << 17), b"")]
+    assert transfer(r_hop2, b_hop, split=split) == [CircuitEstablished(Limit(120, 1 << 17), b"")]
     assert all(m.done for m in (a_hop, r_hop, b_hop, r_hop2, r_stop, a_stop))
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,16 +44,14 @@ from aiop2p.protocols.yamux import (
     YamuxSession,
 )
 
+from ._pair import run, send, x25519
+
 DIALER_ID = KeyPair.from_ed25519_seed(bytes(range(32)))
 LISTENER_ID = KeyPair.from_ed25519_seed(bytes(range(32, 64)))
 OTHER_ID = KeyPair.from_ed25519_seed(bytes(range(64, 96)))
 TIMEOUT = 10.0
 _HEADER = encode_message("/multistream/1.0.0")
 _TAG = 16
-
-
-def x25519(byte: int) -> X25519PrivateKey:
-    return X25519PrivateKey.from_private_bytes(bytes([byte]) * 32)
 
 
 def machine(
@@ -84,27 +81,6 @@ def pair(
         machine(initiator=True, identity=DIALER_ID, expected_peer=expected_peer),
         machine(initiator=False, identity=LISTENER_ID),
     )
-
-
-def flight(src: UpgradeMachine, dst: UpgradeMachine) -> bytes:
-    """Move what ``src`` queued into ``dst``; return the bytes moved."""
-    data = src.data_to_send()
-    if data:
-        dst.receive_data(data)
-    return data
-
-
-def run(a: UpgradeMachine, b: UpgradeMachine) -> tuple[list[UpgradeEvent], list[UpgradeEvent]]:
-    """Move bytes both ways until neither side has anything to send (bounded)."""
-    events_a: list[UpgradeEvent] = []
-    events_b: list[UpgradeEvent] = []
-    for _ in range(10):
-        moved = flight(a, b) + flight(b, a)
-        events_a += a.events_received()
-        events_b += b.events_received()
-        if not moved:
-            return events_a, events_b
-    raise AssertionError("the upgrade did not settle")
 
 
 def completed(events: list[UpgradeEvent]) -> UpgradeCompleted:
@@ -154,23 +130,23 @@ def test_both_sides_complete_with_each_others_identity_and_a_working_channel() -
 def test_dialer_saves_round_trips_four_flights_in_all() -> None:
     dialer, listener = pair()
     # 1: header, /noise proposal and Noise message 1 in one write, before any answer.
-    first = flight(dialer, listener)
+    first = send(dialer, listener)
     noise1 = NoiseHandshake(
         initiator=True, identity=DIALER_ID, static_key=x25519(1), ephemeral_key=x25519(2)
     ).data_to_send()
     assert first == _HEADER + encode_message(NOISE_PROTOCOL_ID) + noise1
     assert listener.stage is UpgradeStage.NOISE
     # 2: header, echo and Noise message 2.
-    second = flight(listener, dialer)
+    second = send(listener, dialer)
     assert second.startswith(_HEADER + encode_message(NOISE_PROTOCOL_ID))
     assert dialer.stage is UpgradeStage.MUXER_NEGOTIATION
     # 3: Noise message 3 and, right behind it, the encrypted /yamux/1.0.0 proposal.
-    third = flight(dialer, listener)
+    third = send(dialer, listener)
     proposal = _HEADER + encode_message(YAMUX_PROTOCOL_ID)
     assert len(third) > 2 + len(proposal) + _TAG
     completed(listener.events_received())
     # 4: the encrypted echo.
-    flight(listener, dialer)
+    send(listener, dialer)
     completed(dialer.events_received())
     assert dialer.data_to_send() == b"" and listener.data_to_send() == b""
 
@@ -193,9 +169,9 @@ def test_role_override_dial_run_as_responder_checks_the_peer() -> None:
 def test_role_override_responder_refuses_the_wrong_peer() -> None:
     responder = machine(initiator=False, identity=DIALER_ID, expected_peer=OTHER_ID.peer_id)
     initiator = machine(initiator=True, identity=LISTENER_ID)
-    flight(initiator, responder)
-    flight(responder, initiator)
-    flight(initiator, responder)  # message 3 proves LISTENER_ID
+    send(initiator, responder)
+    send(responder, initiator)
+    send(initiator, responder)  # message 3 proves LISTENER_ID
     error = failure(responder)
     assert isinstance(error, PeerIdMismatchError)
     assert error.expected == OTHER_ID.peer_id and error.actual == LISTENER_ID.peer_id
@@ -203,8 +179,8 @@ def test_role_override_responder_refuses_the_wrong_peer() -> None:
 
 def test_initiator_refuses_the_wrong_peer_before_sending_message_3() -> None:
     dialer, listener = pair(expected_peer=OTHER_ID.peer_id)
-    flight(dialer, listener)
-    flight(listener, dialer)
+    send(dialer, listener)
+    send(listener, dialer)
     assert isinstance(failure(dialer), PeerIdMismatchError)
 
 
@@ -304,9 +280,9 @@ def test_yamux_frames_in_the_proposal_frame_reach_the_session() -> None:
 
 def test_yamux_frames_behind_the_echo_reach_the_session() -> None:
     dialer, listener = pair()
-    flight(dialer, listener)
-    flight(listener, dialer)
-    flight(dialer, listener)
+    send(dialer, listener)
+    send(listener, dialer)
+    send(dialer, listener)
     done_l = completed(listener.events_received())
     sid = done_l.session.open_stream()
     done_l.session.send_data(sid, b"first")
@@ -319,9 +295,9 @@ def test_yamux_frames_behind_the_echo_reach_the_session() -> None:
 
 def test_partial_frame_after_the_echo_stays_with_the_transport() -> None:
     dialer, listener = pair()
-    flight(dialer, listener)
-    flight(listener, dialer)
-    flight(dialer, listener)
+    send(dialer, listener)
+    send(listener, dialer)
+    send(dialer, listener)
     done_l = completed(listener.events_received())
     later = done_l.transport.encrypt(b"x" * 10)
     dialer.receive_data(listener.data_to_send() + later[:5])
@@ -345,10 +321,10 @@ def _at_stage(side: str, stage: UpgradeStage) -> UpgradeMachine:
     dialer, listener = pair()
     if side == "listener":
         if stage is UpgradeStage.NOISE:
-            flight(dialer, listener)
+            send(dialer, listener)
         elif stage is UpgradeStage.MUXER_NEGOTIATION:
-            flight(dialer, listener)
-            flight(listener, dialer)
+            send(dialer, listener)
+            send(listener, dialer)
             third = dialer.data_to_send()
             proposal = _HEADER + encode_message(YAMUX_PROTOCOL_ID)
             listener.receive_data(third[: -(2 + len(proposal) + _TAG)])  # message 3 only
@@ -356,12 +332,12 @@ def _at_stage(side: str, stage: UpgradeStage) -> UpgradeMachine:
         listener.data_to_send()
         return listener
     if stage is UpgradeStage.NOISE:
-        flight(dialer, listener)
+        send(dialer, listener)
         second = listener.data_to_send()
         dialer.receive_data(second[: len(_HEADER + encode_message(NOISE_PROTOCOL_ID))])
     elif stage is UpgradeStage.MUXER_NEGOTIATION:
-        flight(dialer, listener)
-        flight(listener, dialer)
+        send(dialer, listener)
+        send(listener, dialer)
     assert dialer.stage is stage
     dialer.data_to_send()
     return dialer
@@ -437,8 +413,8 @@ def test_deadline_is_reported_and_fires_only_once_reached() -> None:
 
 def test_deadline_covers_the_whole_upgrade_not_one_stage() -> None:
     dialer, listener = pair()
-    flight(dialer, listener)
-    flight(listener, dialer)
+    send(dialer, listener)
+    send(listener, dialer)
     assert dialer.get_timer() == TIMEOUT  # progress does not move the deadline
     dialer.handle_timer(TIMEOUT)
     assert isinstance(failure(dialer), HandshakeTimeoutError)

@@ -50,6 +50,8 @@ from aiop2p.protocols.yamux import (
     encode_frame_header,
 )
 
+from ._pair import transfer
+
 KIB = 1024
 MIB = 1024 * 1024
 _BUDGET = YamuxConfig().max_session_receive_bytes
@@ -89,14 +91,6 @@ def pair(
     client = YamuxSession(is_client=True, config=client_config or YamuxConfig())
     server = YamuxSession(is_client=False, config=server_config or YamuxConfig())
     return client, server
-
-
-def transfer(a: YamuxSession, b: YamuxSession) -> list[YamuxEvent]:
-    """Move everything ``a`` wants to send into ``b``; return ``b``'s events."""
-    data = a.data_to_send()
-    if data:
-        b.receive_data(data)
-    return b.events_received()
 
 
 def collect(events: list[YamuxEvent], sid: int) -> bytes:

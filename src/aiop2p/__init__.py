@@ -1,102 +1,33 @@
 """aiop2p: asyncio-native libp2p with end-to-end encrypted request-response and a firewall.
 
-Re-exports only; see :mod:`aiop2p.network` (the seed's ``Network``), :mod:`aiop2p.node`
-(the libp2p host) and :mod:`aiop2p.errors` (every exception, all exported here).
+Re-exports only: ``__all__`` is the union of the ``__all__`` of the public modules,
+:mod:`aiop2p.network` (typed request-response behind a firewall), :mod:`aiop2p.node`
+(the libp2p host and the types of its signatures), :mod:`aiop2p.config`,
+:mod:`aiop2p.events`, :mod:`aiop2p.identity`, :mod:`aiop2p.multiaddr` and
+:mod:`aiop2p.errors` (every exception).  ``tests/test_exports.py`` keeps it so.
 """
 
+from . import config as _config
 from . import errors as _errors
-from ._aio.connection import Connection, ConnectionId, Direction
-from ._aio.stream import Stream
+from . import events as _events
+from . import identity as _identity
+from . import multiaddr as _multiaddr
+from . import network as _network
+from . import node as _node
 from ._version import __version__
-from .config import ConnectionLimits, NodeConfig
-from .errors import *  # noqa: F403 - every exception (errors.__all__) is API
-from .events import (
-    ConnectedPoint,
-    ConnectionClosed,
-    ConnectionEstablished,
-    ExpiredListenAddr,
-    InboundFailure,
-    InboundRequestFailed,
-    IncomingConnectionError,
-    ListenerClosed,
-    ListenerError,
-    NetworkEvent,
-    NewListenAddr,
-    RequestId,
-)
-from .identity import KeyPair, KeyType, PeerId, PublicKey
-from .multiaddr import Multiaddr
-from .network import (
-    AddressInfo,
-    ApprovalRequest,
-    ChannelConfig,
-    ChannelSinkConfig,
-    Codec,
-    EventChannel,
-    FirewallPermission,
-    FirewallRequest,
-    FirewallRules,
-    Framing,
-    InboundRequest,
-    JsonCodec,
-    Listener,
-    Network,
-    NetworkConfig,
-    PeerAddress,
-    PeerRuleQuery,
-    PermissionValue,
-    RawCodec,
-    Rule,
-    assemble_relayed_addr,
-)
-from .node import Node
+from .config import *  # noqa: F403
+from .errors import *  # noqa: F403
+from .events import *  # noqa: F403
+from .identity import *  # noqa: F403
+from .multiaddr import *  # noqa: F403
+from .network import *  # noqa: F403
+from .node import *  # noqa: F403
 
-__all__ = [
-    "AddressInfo",
-    "ApprovalRequest",
-    "ChannelConfig",
-    "ChannelSinkConfig",
-    "Codec",
-    "ConnectedPoint",
-    "Connection",
-    "ConnectionClosed",
-    "ConnectionEstablished",
-    "ConnectionId",
-    "ConnectionLimits",
-    "Direction",
-    "EventChannel",
-    "ExpiredListenAddr",
-    "FirewallPermission",
-    "FirewallRequest",
-    "FirewallRules",
-    "Framing",
-    "InboundFailure",
-    "InboundRequest",
-    "InboundRequestFailed",
-    "IncomingConnectionError",
-    "JsonCodec",
-    "KeyPair",
-    "KeyType",
-    "Listener",
-    "ListenerClosed",
-    "ListenerError",
-    "Multiaddr",
-    "Network",
-    "NetworkConfig",
-    "NetworkEvent",
-    "NewListenAddr",
-    "Node",
-    "NodeConfig",
-    "PeerAddress",
-    "PeerId",
-    "PeerRuleQuery",
-    "PermissionValue",
-    "PublicKey",
-    "RawCodec",
-    "RequestId",
-    "Rule",
-    "Stream",
-    "__version__",
-    "assemble_relayed_addr",
-]
+__all__ = ["__version__"]
+__all__ += _config.__all__
 __all__ += _errors.__all__
+__all__ += _events.__all__
+__all__ += _identity.__all__
+__all__ += _multiaddr.__all__
+__all__ += _network.__all__
+__all__ += _node.__all__

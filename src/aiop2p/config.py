@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from ._version import __version__
 from .protocols.yamux import YamuxConfig
 
-__all__ = ["ConnectionLimits", "NodeConfig"]
+__all__ = ["ConnectionLimits", "NodeConfig", "YamuxConfig"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,8 @@
 """What a :class:`~aiop2p.network.Network` reports: the seed's ``NetworkEvent``s.
 
 Every event is a frozen dataclass named as a past-tense fact; ``NetworkEvent`` is
-their union, so ``match`` over it can be exhaustive.
+their union, so ``match`` over it can be exhaustive.  Fields share one spelling: the
+remote is ``peer``, addresses are ``addr`` (one) or ``addrs`` (several).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ __all__ = [
     "ConnectionClosed",
     "ConnectionEstablished",
     "DirectConnectionUpgraded",
-    "ExpiredListenAddr",
     "HolePunchFailed",
     "InboundFailure",
     "InboundRequestFailed",
@@ -100,13 +100,8 @@ class NewListenAddr:
 
 
 @dataclass(frozen=True, slots=True)
-class ExpiredListenAddr:
-    addr: Multiaddr
-
-
-@dataclass(frozen=True, slots=True)
 class ListenerClosed:
-    addresses: tuple[Multiaddr, ...]
+    addrs: tuple[Multiaddr, ...]
     cause: P2PError | None
 
 
@@ -128,7 +123,7 @@ class InboundRequestFailed:
 class PeerDiscovered:
     """A peer announced itself on the LAN via mDNS (new, or with a new address)."""
 
-    peer_id: PeerId
+    peer: PeerId
     addrs: tuple[Multiaddr, ...]
     """All its currently known mDNS addresses, without ``/p2p``."""
 
@@ -137,7 +132,7 @@ class PeerDiscovered:
 class PeerExpired:
     """A peer discovered via mDNS expired or said goodbye."""
 
-    peer_id: PeerId
+    peer: PeerId
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,7 +165,6 @@ NetworkEvent = (
     | ConnectionClosed
     | IncomingConnectionError
     | NewListenAddr
-    | ExpiredListenAddr
     | ListenerClosed
     | ListenerError
     | InboundRequestFailed

@@ -40,7 +40,16 @@ from .transports.pending import FairPending, pending_source
 from .transports.tcp import TcpTransport
 from .transports.websocket import WebSocketTransport
 
-__all__ = ["Node"]
+# The types of Node's public signatures are exported with it.
+__all__ = [
+    "Connection",
+    "Direction",
+    "Node",
+    "PeerInfo",
+    "PerfResult",
+    "Stream",
+    "Transport",
+]
 
 log = logging.getLogger(__name__)
 

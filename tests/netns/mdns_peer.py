@@ -79,9 +79,9 @@ async def main() -> None:
             t = round(time.monotonic() - started, 3)
             if isinstance(event, PeerDiscovered):
                 addrs = [str(a) for a in event.addrs]
-                emit({"event": "discovered", "peerId": str(event.peer_id), "addrs": addrs, "t": t})
+                emit({"event": "discovered", "peerId": str(event.peer), "addrs": addrs, "t": t})
             else:
-                emit({"event": "expired", "peerId": str(event.peer_id), "t": t})
+                emit({"event": "expired", "peerId": str(event.peer), "t": t})
 
         async with MdnsService(node, config=config) as mdns:
             mdns.on_event(on_event)

@@ -157,7 +157,7 @@ async def main():
             await n.start_listening("/ip4/127.0.0.1/tcp/0")
         async def discovers(n, peer):
             async for event in n.events():
-                if isinstance(event, PeerDiscovered) and event.peer_id == peer:
+                if isinstance(event, PeerDiscovered) and event.peer == peer:
                     return [str(x) for x in event.addrs]
         try:
             async with asyncio.timeout(%(cap)s):

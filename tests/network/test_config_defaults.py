@@ -64,7 +64,7 @@ async def main():
         # Positive control: the two mDNS peers find each other on this LAN ...
         async def discovers(net, peer):
             async for event in net.events():
-                if isinstance(event, PeerDiscovered) and event.peer_id == peer:
+                if isinstance(event, PeerDiscovered) and event.peer == peer:
                     return
 
         async with asyncio.timeout(10):

@@ -36,11 +36,11 @@ from typing import Any
 
 import pytest
 
-from aiop2p.errors import CircuitRefusedError, DialError
+from aiop2p.errors import CircuitRefusedError, DialError, NoAddressesError
 from aiop2p.events import ConnectionClosed, ConnectionEstablished, ListenerClosed, NewListenAddr
 from aiop2p.identity import PeerId
 from aiop2p.multiaddr import Multiaddr
-from aiop2p.network import Network, NoAddressesError
+from aiop2p.network import Network
 from aiop2p.network.address_book import assemble_relayed_addr
 from aiop2p.network.firewall import FirewallRules
 from aiop2p.protocols.relay_v2 import Status

@@ -19,6 +19,7 @@ from aiop2p.errors import (
     DialError,
     InvalidStateError,
     LimitExceededError,
+    NoAddressesError,
     OutboundFailure,
     RequestConnectionClosedError,
     RequestDialError,
@@ -45,7 +46,6 @@ from aiop2p.network import (
     ChannelConfig,
     Framing,
     Network,
-    NoAddressesError,
     PeerRuleQuery,
 )
 from aiop2p.network.codecs import CodecError, RawCodec
@@ -130,7 +130,7 @@ async def test_listening_listeners_and_stop() -> None:
 
         await b.stop_listening_addr(first)
         closed = await next_event(b, ListenerClosed)
-        assert closed.addresses == (first,) and closed.cause is None
+        assert closed.addrs == (first,) and closed.cause is None
         assert [lst.addrs for lst in b.listeners()] == [[second]]
         a.add_address(b.peer_id, first)
         error = await outcome(a.connect_peer(b.peer_id))
@@ -138,7 +138,7 @@ async def test_listening_listeners_and_stop() -> None:
 
         await b.stop_listening()
         assert b.listeners() == []
-        assert (await next_event(b, ListenerClosed)).addresses == (second,)
+        assert (await next_event(b, ListenerClosed)).addrs == (second,)
         a.add_address(b.peer_id, second)
         assert isinstance(await outcome(a.connect_peer(b.peer_id)), DialError)
 

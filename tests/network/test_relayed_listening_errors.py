@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 
 from aiop2p.config import NodeConfig
-from aiop2p.errors import DialError, P2PError, ReservationRefusedError
+from aiop2p.errors import DialError, NoAddressesError, P2PError, ReservationRefusedError
 from aiop2p.events import ListenerClosed, NewListenAddr
 from aiop2p.identity import KeyPair
 from aiop2p.multiaddr import Multiaddr
-from aiop2p.network import Network, NoAddressesError
+from aiop2p.network import Network
 from aiop2p.network.firewall import FirewallRules
 from aiop2p.protocols.relay_v2 import HOP_PROTOCOL_ID, Status
 from aiop2p.services.relay.server import RelayServerConfig

@@ -84,8 +84,9 @@ async def cmd_perf(args: argparse.Namespace, out: Output) -> int:
 async def cmd_discover(args: argparse.Namespace, out: Output) -> int:
     config = mdns_config(args.mdns_interface, include_loopback=True)
     for found in await discover(args.seconds, config=config):
-        addrs = [str(a.with_peer_id(found.peer_id)) for a in found.addrs]
-        out.emit(" ".join([str(found.peer_id), *addrs]), peer_id=str(found.peer_id), addrs=addrs)
+        addrs = [str(a.with_peer_id(found.peer)) for a in found.addrs]
+        # The JSON key stays ``peer_id`` (the CLI's output, as ``aiop2p id`` prints it).
+        out.emit(" ".join([str(found.peer), *addrs]), peer_id=str(found.peer), addrs=addrs)
     return 0
 
 

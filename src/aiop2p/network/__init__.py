@@ -4,27 +4,33 @@ Re-exports only.  The package is laid out by job: :mod:`._network` (the ``Networ
 façade: lifecycle, listeners, dialing, address book), :mod:`.exchange` (both directions
 of a request), :mod:`.gate` (running firewall decisions and their timers), :mod:`.config`,
 and the pure parts it builds on: :mod:`.firewall`, :mod:`.permissions`,
-:mod:`.address_book`, :mod:`.codecs`, :mod:`.event_channel`.
+:mod:`.address_book`, :mod:`.codecs`, :mod:`.event_channel`.  ``__all__`` also names the
+service configurations that are :class:`NetworkConfig` fields and the types of the
+firewall's and address book's public signatures.
 """
 
-from ..errors import NoAddressesError
+from ..services.dcutr import DcutrConfig
+from ..services.mdns import MdnsConfig
+from ..services.relay.server import RelayServerConfig
 from ._network import Listener, Network
-from .address_book import AddressInfo, PeerAddress, assemble_relayed_addr
+from .address_book import AddressBookLimits, AddressInfo, PeerAddress, assemble_relayed_addr
 from .codecs import Codec, JsonCodec, RawCodec
 from .config import DEFAULT_PROTOCOL, ChannelConfig, Framing, NetworkConfig
 from .event_channel import ChannelSinkConfig, EventChannel
 from .exchange import InboundRequest
-from .firewall import FirewallRules, Rule
+from .firewall import FirewallRules, Rule, RuleKind
 from .gate import ApprovalRequest, FirewallRequest, PeerRuleQuery
-from .permissions import FirewallPermission, PermissionValue
+from .permissions import FirewallPermission, PermissionEnum, PermissionValue, VariantPermission
 
 __all__ = [
     "DEFAULT_PROTOCOL",
+    "AddressBookLimits",
     "AddressInfo",
     "ApprovalRequest",
     "ChannelConfig",
     "ChannelSinkConfig",
     "Codec",
+    "DcutrConfig",
     "EventChannel",
     "FirewallPermission",
     "FirewallRequest",
@@ -33,13 +39,17 @@ __all__ = [
     "InboundRequest",
     "JsonCodec",
     "Listener",
+    "MdnsConfig",
     "Network",
     "NetworkConfig",
-    "NoAddressesError",
     "PeerAddress",
     "PeerRuleQuery",
+    "PermissionEnum",
     "PermissionValue",
     "RawCodec",
+    "RelayServerConfig",
     "Rule",
+    "RuleKind",
+    "VariantPermission",
     "assemble_relayed_addr",
 ]

@@ -30,7 +30,7 @@ from typing import Any
 
 from aiop2p._aio.connection import Connection
 from aiop2p._aio.stream import Stream
-from aiop2p.config import NodeConfig
+from aiop2p.config import ConnectionLimits, NodeConfig
 from aiop2p.errors import P2PError, RemoteProtocolError
 from aiop2p.identity import KeyPair, PeerId
 from aiop2p.multiaddr import Multiaddr
@@ -477,7 +477,10 @@ async def read_lines(reader: asyncio.StreamReader, peer: Peer, stop: asyncio.Eve
 async def main(argv: list[str]) -> int:
     args = parse_args(argv)
     key = KeyPair.from_ed25519_seed(bytes.fromhex(args.seed)) if args.seed else None
-    config = NodeConfig(agent_version=AGENT_VERSION, max_connections=MAX_HELD_CONNECTIONS)
+    config = NodeConfig(
+        agent_version=AGENT_VERSION,
+        limits=ConnectionLimits(max_established_total=MAX_HELD_CONNECTIONS),
+    )
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=MAX_COMMAND_LINE_BYTES)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

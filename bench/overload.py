@@ -39,7 +39,7 @@ MAX_CONNECTIONS = 5000
 MAX_REQUESTS_PER_CONNECTION = 10_000
 MAX_IN_FLIGHT = 1024
 DIAL_BATCH = 16
-"""Dials at once: below the server's ``max_pending_connections_per_ip`` (32)."""
+"""Dials at once: below the server's ``max_pending_incoming_per_ip`` (32)."""
 SERVER_START_TIMEOUT = 30.0
 FD_HEADROOM = 64
 SCRIPT = str(Path(__file__).resolve())

@@ -1,7 +1,8 @@
 """Frozen configuration for a :class:`~aiop2p.node.Node`.
 
 Every limit is a named field whose name carries its unit: ``*_timeout`` are seconds,
-``max_*_size`` are bytes, other ``max_*`` are counts.  Nothing is unbounded.
+``max_*_size`` are bytes, other ``max_*`` are counts.  Nothing is unbounded by default.
+Connection limits have one vocabulary, the seed's :class:`ConnectionLimits`.
 """
 
 from __future__ import annotations
@@ -16,14 +17,28 @@ __all__ = ["ConnectionLimits", "NodeConfig", "YamuxConfig"]
 
 @dataclass(frozen=True, slots=True)
 class ConnectionLimits:
-    """The seed's ``ConnectionLimits``: ``None`` means no limit (the default for each)."""
+    """The seed's ``ConnectionLimits`` (counts): ``None`` means no limit.
 
-    max_pending_incoming: int | None = None
+    The seed left every limit unset; here the two that bound memory against any peer have
+    defaults, so a node is never unbounded unless it asks to be.
+    """
+
+    max_pending_incoming: int | None = 256
+    """Inbound connections still in their handshake.  When full, a newcomer takes the
+    place of the oldest handshake of the busiest source if that source holds more than
+    the newcomer's would; otherwise the newcomer is closed at once."""
+    max_pending_incoming_per_ip: int = 32
+    """Inbound connections still in their handshake from one IPv4 address or IPv6 /64;
+    further ones from there are closed at once.  A lawful host handshakes with us a few
+    times at once (go-libp2p allows 8 connections per IPv4 address in all); 32 leaves
+    room for busy NATs and multi-node hosts, while one address holds at most 1/8 of
+    ``max_pending_incoming``.  Relayed circuits count per relay, uncapped."""
     max_pending_outgoing: int | None = None
     max_established_incoming: int | None = None
     max_established_outgoing: int | None = None
     max_established_per_peer: int | None = None
-    max_established_total: int | None = None
+    max_established_total: int | None = 4096
+    """Established connections, all peers together; further ones are closed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,18 +59,6 @@ class NodeConfig:
     """Configurable connection limits; exceeding one fails the dial or drops the connection."""
     idle_connection_timeout: float | None = None
     """Seconds a connection with no open stream stays up; ``None`` keeps it until closed."""
-    max_connections: int = 4096
-    """Established connections, all peers together; further inbound ones are closed."""
-    max_pending_connections: int = 256
-    """Inbound connections still in their handshake.  When full, a newcomer takes the
-    place of the oldest handshake of the busiest source if that source holds more than
-    the newcomer's would; otherwise the newcomer is closed at once."""
-    max_pending_connections_per_ip: int = 32
-    """Inbound connections still in their handshake from one IPv4 address or IPv6 /64;
-    further ones from there are closed at once.  A lawful host handshakes with us a few
-    times at once (go-libp2p allows 8 connections per IPv4 address in all); 32 leaves
-    room for busy NATs and multi-node hosts, while one address holds at most 1/8 of
-    ``max_pending_connections``.  Relayed circuits count per relay, uncapped."""
     stream_linger_timeout: float = 10.0
     """Seconds an inbound stream may stay half-open after its handler returned."""
     max_inbound_streams_per_connection: int = 1024

@@ -81,7 +81,7 @@ class Node:
         self._connections: dict[PeerId, list[Connection]] = {}
         self._pending: set[Connection] = set()
         self._pending_in = FairPending[Connection](
-            self.config.max_pending_connections, self.config.max_pending_connections_per_ip
+            self.config.limits.max_pending_incoming, self.config.limits.max_pending_incoming_per_ip
         )
         self._dials: dict[PeerId, asyncio.Future[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -285,14 +285,11 @@ class Node:
         if self._closing:
             return ConnectionClosedError("node is shutting down")
         pending_in = len(self._pending_in)
-        limit = self.config.limits.max_pending_incoming
-        if limit is not None and pending_in >= limit:
-            return ConnectionLimitError(limit, pending_in, "pending incoming")
         error, evicted = self._pending_in.admit(conn, pending_source(conn.remote_addr))
         if evicted is not None:
             evicted.abort(
                 ConnectionLimitError(
-                    self.config.max_pending_connections,
+                    pending_in,
                     pending_in,
                     "pending handshakes: evicted to make room for a less busy source",
                 )
@@ -547,8 +544,6 @@ class _Hooks(ConnectionHooks):
         if node._closing:
             return ConnectionClosedError("node is shutting down")
         established = node._established
-        if established >= node.config.max_connections:
-            return ConnectionLimitError(node.config.max_connections, established)
         limits = node.config.limits
         inbound = conn.direction is Direction.INBOUND
         checks = (

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiop2p._aio.connection import Connection
-from aiop2p.config import NodeConfig
+from aiop2p.config import ConnectionLimits, NodeConfig
 from aiop2p.errors import ConnectionLimitError, P2PError
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
@@ -98,8 +98,8 @@ async def test_flood_from_one_address_leaves_room_for_others() -> None:
                 rtts = await client.ping(target)
             assert len(rtts) == 1
             assert refusals["127.0.0.1"] == 0
-            assert admitted == config.max_pending_connections_per_ip
-            assert refusals["127.0.0.2"] == FLOOD - config.max_pending_connections_per_ip
+            assert admitted == config.limits.max_pending_incoming_per_ip
+            assert refusals["127.0.0.2"] == FLOOD - config.limits.max_pending_incoming_per_ip
 
 
 async def test_full_global_bound_evicts_from_the_busiest_source() -> None:
@@ -107,8 +107,7 @@ async def test_full_global_bound_evicts_from_the_busiest_source() -> None:
     fresh address still gets in, at the cost of the oldest handshake of the busiest one."""
     config = NodeConfig(
         handshake_timeout=HANDSHAKE_TIMEOUT,
-        max_pending_connections=8,
-        max_pending_connections_per_ip=5,
+        limits=ConnectionLimits(max_pending_incoming=8, max_pending_incoming_per_ip=5),
     )
     async with Node(config=config) as server, Node() as client:
         await server.listen("/ip4/127.0.0.1/tcp/0")

@@ -71,7 +71,7 @@ class FairPending(Generic[T]):
     Admission of a newcomer from source S (holding ``held``):
 
     1. S is capped and ``held >= max_per_source``: refused.
-    2. Fewer than ``max_total`` pending: admitted.
+    2. Fewer than ``max_total`` pending (or no ``max_total``): admitted.
     3. Otherwise the source holding the most loses its oldest handshake if it holds
        more than S will after admission (``held + 1``): every move makes the shares
        more equal, so a source with one handshake is never evicted for a newcomer
@@ -81,7 +81,7 @@ class FairPending(Generic[T]):
     or two: the longer one has been pending, the likelier it is stalled.
     """
 
-    def __init__(self, max_total: int, max_per_source: int) -> None:
+    def __init__(self, max_total: int | None, max_per_source: int) -> None:
         self.max_total = max_total
         self.max_per_source = max_per_source
         self._groups: dict[str, dict[T, None]] = {}  # insertion-ordered: oldest first
@@ -110,7 +110,7 @@ class FairPending(Generic[T]):
                 self.max_per_source, held, f"pending handshakes from {source.key}"
             ), None
         evicted: T | None = None
-        if len(self) >= self.max_total:
+        if self.max_total is not None and len(self) >= self.max_total:
             busiest = max(self._groups.values(), key=len, default=None)
             if busiest is None or len(busiest) <= held + 1:
                 return ConnectionLimitError(self.max_total, len(self), "pending handshakes"), None

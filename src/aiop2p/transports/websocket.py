@@ -95,7 +95,7 @@ class WebSocketConfig:
     (:class:`~aiop2p.transports.pending.FairPending`), else it is dropped."""
     max_pending_upgrades_per_ip: int = 32
     """Inbound sockets still in the HTTP upgrade from one IPv4 address or IPv6 /64, per
-    listener; more from there are dropped (as ``NodeConfig.max_pending_connections_per_ip``)."""
+    listener; more from there are dropped (as ``ConnectionLimits.max_pending_incoming_per_ip``)."""
 
     def __post_init__(self) -> None:
         if self.max_message_size_bytes < 1 << 20:

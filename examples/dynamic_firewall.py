@@ -7,13 +7,14 @@ Run it in two terminals::
     -p <peer id of terminal 1> -m "hello"                   # typed in terminal 2
 
 mDNS finds the other peer on the LAN; with ``--no-mdns`` give its address instead
-(``--connect /ip4/.../tcp/.../p2p/<id>``).  No rule is set at start (the seed's docs; its
-code set ``AllowAll`` by mistake, bug B-11), so the first connection from a peer asks for
+(``--connect /ip4/.../tcp/.../p2p/<id>``).  No rule is set at start (as the seed's docs say;
+its code set ``AllowAll`` by mistake: docs/compat.md, "compat: the dynamic firewall example
+asks"), so the first connection from a peer asks for
 its rule: ``yes`` (allow all), ``no`` (reject all), ``ask`` (approve each request) or
 ``ping`` (only pings).  Each question allows 3 attempts, then rejects.  Stdin may be a
 pipe: every prompt reads the next line, and end of input ends the program.
 
-Timing (B-11's other half): the original offered 20 s to type a reply while requests timed
+Timing (the same entry's other half): the original offered 20 s to type a reply while requests timed
 out after 10 s.  Here a request may take ``REQUEST_TIMEOUT`` (45 s), enough for a rule
 answer and an approval (``firewall_timeout``, 10 s each) and a reply (``REPLY_TIMEOUT``, 20 s).
 """
@@ -308,7 +309,7 @@ async def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     net: Network[Request, Response] = Network(
-        firewall=FirewallRules.empty(),  # no rule: every new peer is asked about (B-11 fixed)
+        firewall=FirewallRules.empty(),  # no rule: every new peer is asked about
         firewall_view=request_kind,
         firewall_channel_capacity=10,
         requests_channel=ChannelConfig(10, ChannelSinkConfig.BLOCK),

@@ -1,4 +1,4 @@
-"""The examples run as documented (seed-spec §11.F): ping-pong in process, the dynamic
+"""The examples run as documented (as the seed's did): ping-pong in process, the dynamic
 firewall as two processes typed at through stdin pipes.  mDNS stays off (no multicast on
 the host): ping-pong never turns it on, the dynamic firewall gets ``--no-mdns``."""
 

@@ -1,4 +1,4 @@
-"""Helpers for the seed scenarios through the ``Network`` API on loopback TCP.
+"""Helpers for the ``Network`` tests on loopback TCP.
 
 Every network made here has mDNS off (``mdns=None``) so nothing multicasts on the host's
 interfaces; tests that need mDNS run it inside a network namespace.  Waiting is always on
@@ -31,7 +31,7 @@ CAP = 5.0
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
 
 CONNECTION_NOISE: tuple[type, ...] = (ConnectionEstablished, ConnectionClosed, NewListenAddr)
-"""Events the seed's scenarios skip when looking for the next interesting one."""
+"""Events the tests skip when looking for the next interesting one."""
 
 
 def new_network(*args: Any, **kwargs: Any) -> Network[Any, Any]:

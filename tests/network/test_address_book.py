@@ -1,4 +1,5 @@
-"""AddressInfo (seed §8.2-§8.4, §8.7, H1/H2/H4/H9), its bounds, JSON form and file store."""
+"""AddressInfo (the seed's methods and ordering, docs/compat.md), its bounds, JSON form
+and file store."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def relayed(addr: Multiaddr, relay: PeerId, target: PeerId) -> Multiaddr:
     return Multiaddr(f"{addr}/p2p/{relay}/p2p-circuit/p2p/{target}")
 
 
-# -- §8.3 assemble_relayed_addr (H2) ----------------------------------------------------
+# -- assemble_relayed_addr ---------------------------------------------------------------
 
 
 def test_assemble_appends_circuit_and_target() -> None:
@@ -70,7 +71,7 @@ def test_assemble_edge_relay_addr_ending_with_relay_id() -> None:
     assert got.protocol_names()[-1] == "p2p" and got.peer_id == T
 
 
-# -- §8.2 rows -------------------------------------------------------------------------
+# -- the seed's methods ------------------------------------------------------------------
 
 
 def test_get_addrs_h1_known_then_one_relayed_per_relay() -> None:
@@ -353,7 +354,7 @@ def test_revision_grows_on_changes_only() -> None:
         assert info.revision > before
 
 
-# -- JSON (§8.7, H9) -------------------------------------------------------------------
+# -- JSON (the seed's serde form) --------------------------------------------------------
 
 
 def sample_book() -> AddressInfo:

@@ -1,8 +1,8 @@
-"""Seed scenario C1 (mDNS configuration, seed-spec §11.C) and the builder defaults.
+"""The seed's mDNS configuration test and the builder defaults.
 
-C1 needs real multicast, so it runs inside a throw-away network namespace (one host on a
+The mDNS test needs real multicast, so it runs inside a throw-away network namespace (one host on a
 virtual LAN, see ``tests/netns/topology.py``): nothing multicasts on this machine's own
-interfaces.  C2 (relay configuration) comes with the relay work.
+interfaces.  The relay configuration test is ``test_relay_client_off.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_config_defaults_follow_the_seed() -> None:
     assert config.protocols == (DEFAULT_PROTOCOL,) == ("/p2p/1.0.0",)
     assert config.framing is Framing.LENGTH_PREFIXED
     assert config.mdns is not None, "mDNS is on by default, as in the seed"
-    assert config.connection_limits == ConnectionLimits(), "no limits unless configured (B-7)"
+    assert config.connection_limits == ConnectionLimits(), "compat: no connection limits by default"
     # Keyword overrides of NetworkConfig fields; unknown ones are refused.
     net: Network[None, None] = Network(
         firewall=FirewallRules.allow_all(), mdns=None, firewall_timeout=1.0
@@ -91,7 +91,7 @@ _REASON = netns_unavailable_reason()
 @pytest.fixture(scope="module")
 def lan_host() -> Iterator[Host]:
     if _REASON is not None:
-        pytest.fail(f"C1 needs network namespaces: {_REASON}")
+        pytest.fail(f"the mDNS test needs network namespaces: {_REASON}")
     topo = Topology()
     try:
         topo.add_lan("c", "10.62.1")

@@ -1,10 +1,10 @@
-"""Seed scenario D (the dialing matrix, seed-spec §11.D) on circuit relay v2.
+"""The seed's dialing matrix on circuit relay v2.
 
-A source S dials a target T while a relay R (a relay *server* here: §12.1 turns relaying
-off by default) may carry the connection.  What T does (P: listens on TCP, L: listens
+A source S dials a target T while a relay R (a relay *server* here: compat: circuit relay v2
+turns relaying off by default) may carry the connection.  What T does (P: listens on TCP, L: listens
 through R) and what S knows (KD: a direct address of T, KR: T's relayed address, KA: R's
 address) and S's relay mode decide whether ``connect_peer`` succeeds — and, because S dials
-its candidates one after the other in address-book order (§8.4), in which order S and T
+its candidates one after the other in address-book order (docs/compat.md), in which order S and T
 see their connections established.
 
 The randomised run draws like the seed (``rb()`` = a fair coin, mode = a random byte

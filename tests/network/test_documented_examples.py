@@ -1,4 +1,4 @@
-"""Seed scenarios G1-G4: the documentation examples of the original crate, as behaviour
+"""The documentation examples of the seed (the original crate), as behaviour
 checks through the ``Network`` API."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from .conftest import CONNECTION_NOISE, link, networks, next_event, outcome, ser
 pytestmark = pytest.mark.timeout(20)
 
 
-# -- G1: permissions over request variants -----------------------------------------------
+# -- permissions over request variants ---------------------------------------------------
 
 
 class MessagePermission(PermissionEnum):
@@ -71,7 +71,7 @@ async def test_restricted_permissions_admit_only_the_ping_variant() -> None:
         assert net.peer_id
 
 
-# -- G2: the firewall view (FwRequest) ----------------------------------------------------
+# -- the firewall view (the seed's FwRequest) --------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ async def test_firewall_view_maps_requests_to_kinds() -> None:
             assert isinstance(await outcome(a.send_request(b.peer_id, write)), Exception)
 
 
-# -- G3: a Network with firewall, request and event channels ---------------------------------
+# -- a Network with firewall, request and event channels ---------------------------------
 
 
 async def test_network_with_every_channel_configured_answers() -> None:
@@ -134,7 +134,7 @@ async def test_network_with_every_channel_configured_answers() -> None:
             assert await a.send_request(b.peer_id, "Request") == {"Response": "Request"}
 
 
-# -- G4: a custom transport (build_with_transport) ----------------------------------------
+# -- a custom transport (the seed's build_with_transport) --------------------------------
 
 
 async def test_plain_tcp_transport_answers_and_refuses_websocket() -> None:

@@ -1,4 +1,5 @@
-"""EventChannel: the seed scenarios A1-A4 (§11.A), close/cancel semantics, and a model check."""
+"""EventChannel: the seed's channel tests (compat: channel capacities), close/cancel
+semantics, and a model check."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
-# -- seed scenarios A1-A4 ----------------------------------------------------------------
+# -- the seed's channel tests ------------------------------------------------------------
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

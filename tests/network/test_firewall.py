@@ -1,7 +1,8 @@
-"""Firewall rules, their declarative form and the decision engine (spec §6.4, §7, §10, E, H).
+"""Firewall rules, their declarative form and the decision engine.
 
 Everything is synchronous and socket-free: the engine is driven with facts and its actions
-are compared with what the spec says the Network must do.
+are compared with what the Network must do (docs/network.md; the fixes of the seed's
+firewall quirks are the "compat:" entries of docs/compat.md).
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ def test_from_dict_rejects_a_peer_listed_twice() -> None:
 
 
 # ================================================================================================
-# Engine: §7.5 evaluation
+# Engine: evaluating a request
 
 
 def test_no_rule_parks_and_queries_once() -> None:
@@ -335,7 +336,7 @@ def test_duplicate_request_id_is_a_bug() -> None:
 
 
 # ================================================================================================
-# Engine: connections (§6.4)
+# Engine: connections
 
 
 def test_inbound_connection_without_rule_queries_proactively() -> None:
@@ -370,7 +371,7 @@ def test_last_close_cancels_rule_query_and_fails_parked_requests() -> None:
     assert fw.on_connection_closed(A, C2) == [Reject(rid(2), CC), CancelRuleQuery(A)]
     assert not fw.is_rule_query_pending(A) and fw.parked_count == 0
     assert not fw.is_connected(A)
-    # A late answer is ignored (§7.9 "user answers after abort").
+    # A late answer (the user answers after the query was withdrawn) is ignored.
     assert fw.on_rule_answer(A, ALLOW_ALL) == []
     assert fw.get_rules().get_rule(A) is None
 
@@ -403,7 +404,7 @@ def test_request_on_closed_connection_q3() -> None:
 
 
 # ================================================================================================
-# Engine: rule query answers (§7.6)
+# Engine: rule query answers
 
 
 @pytest.mark.parametrize(
@@ -439,7 +440,7 @@ def test_rule_answer_without_requests_still_persists() -> None:
 
 
 def test_no_rule_answer_then_next_request_queries_again() -> None:
-    """§7.9: the user drops ``rule_tx`` -> no rule stored; a later request re-queries."""
+    """The user drops the rule query -> no rule stored; a later request re-queries."""
     fw = connected(inbound=True)
     fw.on_request(rid(1), A, C1, Req.PING)
     assert fw.on_rule_answer(A, None) == [Reject(rid(1), NP)]
@@ -454,7 +455,7 @@ def test_unsolicited_rule_answer_is_ignored() -> None:
 
 
 # ================================================================================================
-# Engine: approvals (§7.7)
+# Engine: approvals
 
 
 @pytest.mark.parametrize(
@@ -501,7 +502,7 @@ def test_finish_of_delivered_request_is_a_no_op() -> None:
 
 
 # ================================================================================================
-# Engine: rule changes (§7.8)
+# Engine: rule changes
 
 
 def test_set_default_affects_connected_peers_without_peer_rule() -> None:
@@ -560,7 +561,8 @@ def test_remove_peer_rule_without_default_then_requests_query() -> None:
     assert fw.on_request(rid(1), A, C1, Req.PING) == [QueryRule(A)]
 
 
-def test_remove_default_clears_it_b2_h6() -> None:
+def test_remove_default_clears_it() -> None:
+    """compat: removing the default clears it."""
     fw = connected(FirewallRules(ALLOW_ALL))
     assert fw.remove_default() == []
     assert fw.get_rules().default is None
@@ -614,10 +616,10 @@ def test_get_rules_is_a_copy() -> None:
 
 
 # ================================================================================================
-# §7.4 protocol support, H10
+# Protocol support: reject-all is not offered
 
 
-def test_offers_protocol_h10() -> None:
+def test_offers_protocol_unless_reject_all() -> None:
     assert engine().offers_protocol(A)  # no rule: offered (a query decides later)
     assert engine(FirewallRules(ALLOW_ALL)).offers_protocol(A)
     assert engine(FirewallRules(ASK)).offers_protocol(A)
@@ -627,20 +629,20 @@ def test_offers_protocol_h10() -> None:
 
 
 # ================================================================================================
-# §7.9 firewall channel conditions, expressed as the Network's reports
+# Firewall questions nobody answers, expressed as the Network's reports
 
 
-def test_channel_closed_rejects_rule_and_approval_queries_h11() -> None:
+def test_channel_closed_rejects_rule_and_approval_queries() -> None:
     """Receiver dropped: every query fails at once -> ``None`` rule / ``False`` approval."""
     fw = connected(inbound=True)
     fw.on_request(rid(1), A, C1, Req.PING)
     assert fw.on_rule_answer(A, None) == [Reject(rid(1), NP)]
     fw.set_peer_rule(A, ASK)
     assert fw.on_request(rid(2), A, C1, Req.PING) == [AskApproval(rid(2), A, Req.PING)]
-    assert fw.on_approval(rid(2), False) == [Reject(rid(2), NP)]  # H11
+    assert fw.on_approval(rid(2), False) == [Reject(rid(2), NP)]
 
 
-def test_unanswered_rule_query_times_out_h5() -> None:
+def test_unanswered_rule_query_times_out() -> None:
     """``firewall_timeout`` fires first: the Network reports ``None`` -> NotPermitted."""
     fw = connected(inbound=True)
     fw.on_request(rid(1), A, C1, Req.PING)
@@ -685,10 +687,10 @@ def test_limits_validation(bad: Any) -> None:
 
 
 # ================================================================================================
-# Acceptance scenarios E1 and E2 at engine level
+# The seed's firewall tests (every rule combination, asking) at engine level
 
 
-_E1_RULES: list[tuple[str, Rule[Req]]] = [
+_RULE_CHOICES: list[tuple[str, Rule[Req]]] = [
     ("allow", ALLOW_ALL),
     ("reject", REJECT_ALL),
     ("ping", restricted(Req.PING)),
@@ -696,8 +698,8 @@ _E1_RULES: list[tuple[str, Rule[Req]]] = [
 ]
 
 
-@pytest.mark.parametrize(("default_name", "default"), _E1_RULES)
-@pytest.mark.parametrize(("individual_name", "individual"), [*_E1_RULES, ("none", None)])
+@pytest.mark.parametrize(("default_name", "default"), _RULE_CHOICES)
+@pytest.mark.parametrize(("individual_name", "individual"), [*_RULE_CHOICES, ("none", None)])
 @pytest.mark.parametrize("req", list(Req))
 def test_engine_permissions_every_combination(
     default_name: str,
@@ -715,7 +717,7 @@ def test_engine_permissions_every_combination(
     assert fw.offers_protocol(A) == (effective_name != "reject")
     actions = fw.on_request(rid(1), A, C1, req)
     assert actions == [Deliver(rid(1)) if allowed else Reject(rid(1), NP)]
-    # Clean-up as in E1.
+    # Clean-up as in the seed's permissions test.
     fw.remove_peer_rule(A)
     fw.remove_default()
     assert fw.get_rules() == FirewallRules()

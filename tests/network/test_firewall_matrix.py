@@ -1,4 +1,4 @@
-"""Seed scenarios E1 (firewall permissions) and E2 (firewall ask), seed-spec §11.E.
+"""The seed's firewall tests: permissions (every rule combination) and asking.
 
 Each is run twice: as the seed's randomised matrix (100 seeded iterations; the seed is in
 every failure message, ``AIOP2P_TEST_SEED`` replays one) and as a deterministic matrix of
@@ -104,7 +104,7 @@ def assert_quiet(b: Network[Any, Any]) -> None:
     assert left == [], f"unexpected events on B: {left}"
 
 
-# -- E1 ---------------------------------------------------------------------------------
+# -- permissions: every rule combination ----------------------------------------------
 
 
 @asynccontextmanager
@@ -133,7 +133,7 @@ async def permission_iteration(
         await request.respond("Pong")
         assert await result_task == "Pong"
     elif effective == "reject":
-        # The protocol is not offered (H10): the seed accepts ConnectionClosed too, ours is
+        # The protocol is not offered: the seed accepts ConnectionClosed too, ours is
         # always UnsupportedProtocols, and B reports nothing.
         result = await result_task
         assert isinstance(result, UnsupportedProtocolsError), result
@@ -175,7 +175,7 @@ async def test_firewall_permissions_every_combination() -> None:
                 raise AssertionError(f"{default=} {individual=} {req=}: {exc}") from exc
 
 
-# -- E2 ---------------------------------------------------------------------------------
+# -- asking ---------------------------------------------------------------------------
 
 E2_RULES = {"allow": Rule.allow_all(), "reject": Rule.reject_all(), "ask": Rule.ask()}
 

@@ -1,4 +1,4 @@
-"""The ``Network`` API (seed-spec §9.1) end to end on loopback TCP: every method, the
+"""The ``Network`` API end to end on loopback TCP: every method, the
 request and event channels, outbound/inbound failures with the seed's kinds and texts,
 size limits, framings, codecs, channel policies, the firewall plumbing, connection
 management and the address book."""
@@ -236,7 +236,7 @@ async def test_connection_limit_outgoing_and_pending() -> None:
         with pytest.raises(DialError, match="Connection limit"):
             await a.connect_peer(c.peer_id)
         p.add_address(b.peer_id, b.listeners()[0].addrs[0])
-        # Fix B-6: a dial refused by a limit fails the request instead of hanging.
+        # compat: a refused dial fails the request (instead of hanging).
         failed = await outcome(p.send_request(b.peer_id, "ping"))
         assert isinstance(failed, RequestDialError), failed
         assert "Connection limit" in str(failed.__cause__)
@@ -592,7 +592,8 @@ async def test_rule_changes_resolve_parked_requests() -> None:
         try:
             async with serving(b, lambda rq: "ok"):
                 # Parked for a rule; the user sets a peer rule: the request is delivered,
-                # and the now-pointless query is withdrawn (fix Q-4).
+                # and the now-pointless query is withdrawn (compat: a user rule wins over a
+                # pending query).
                 pending = asyncio.ensure_future(a.send_request(b.peer_id, 1))
                 query = await inbox.next()
                 assert isinstance(query, PeerRuleQuery)
@@ -662,9 +663,9 @@ async def test_address_book_methods_and_ordering() -> None:
 
 
 async def test_listen_addresses_learned_from_identify() -> None:
-    """Fix Q-8: B records A's *listen* address (from identify), not the ephemeral port of
-    A's inbound connection.  Hole punching is off: with it, TCP dials reuse the listen
-    port, and the inbound remote address would equal the listen address."""
+    """compat: listen addresses from identify.  B records A's *listen* address, not the
+    ephemeral port of A's inbound connection.  Hole punching is off: with it, TCP dials
+    reuse the listen port, and the inbound remote address would equal the listen address."""
     no_reuse = {**ALLOW, "dcutr": None}
     async with networks(no_reuse, no_reuse) as (a, b):
         a_listen = await listen(a)

@@ -1,5 +1,5 @@
-"""Seed scenarios H1-H13 (derived regressions, seed-spec §11.H); H8 (relayed listening)
-belongs to the relay work and is not here."""
+"""Regressions for the seed's bugs and quirks that aiop2p fixes (the "compat:" entries of
+docs/compat.md); relayed listening failures are in ``test_relayed_listening_errors.py``."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_remove_dialing_relay_removes_only_that_relay() -> None:
 
 
 async def test_unanswered_rule_query_rejects_after_the_firewall_timeout() -> None:
-    """``firewall_timeout`` is its own setting (fix B-1): an unanswered rule query rejects
+    """compat: firewall timeout is its own setting.  An unanswered rule query rejects
     the request after it, well before ``request_timeout``."""
     async with networks(ALLOW, {"firewall_timeout": 0.5, "request_timeout": 5.0}) as (a, b):
         await link(a, b)
@@ -148,7 +148,7 @@ async def test_remove_firewall_default_clears_it() -> None:
 
 
 async def test_connect_peer_on_a_connected_peer_returns_its_address() -> None:
-    """Fix B-3 (and B-8): connecting to a connected peer returns its address."""
+    """compat: connecting to a connected peer returns its address."""
     async with networks(ALLOW, ALLOW) as (a, b):
         addr = await link(a, b)
         first, second = await asyncio.gather(a.connect_peer(b.peer_id), a.connect_peer(b.peer_id))

@@ -1,4 +1,4 @@
-"""Permission bit sets (spec §7.11; scenarios H3 and G1)."""
+"""Permission bit sets: single bits 0-31, and the documented restricted-rule pattern."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class Auto(PermissionEnum):
     C = enum.auto()
 
 
-# -- H3 ------------------------------------------------------------------------------------------
+# -- permission values -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("index", range(32))
@@ -163,7 +163,7 @@ def test_permission_bits_rejects_junk() -> None:
         permission_bits(True)  # a bool is not a bit set
 
 
-# -- G1 ------------------------------------------------------------------------------------------
+# -- the documented pattern ------------------------------------------------------------------------
 
 
 def test_restricted_rule_allowing_only_ping() -> None:

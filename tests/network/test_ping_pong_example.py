@@ -1,5 +1,5 @@
-"""Seed scenario F1 (``examples/ping-pong.rs``) as a test; F2's scripted, interactive
-acceptance belongs to the examples."""
+"""The seed's ping-pong example as a test; the interactive dynamic firewall example is
+run by ``tests/test_examples.py``."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Seed scenario C2 (relay configuration, seed-spec §11.C2) on circuit relay v2.
+"""The seed's relay configuration test on circuit relay v2.
 
-The seed's "relay off" becomes ``relay_client=False`` (§12.1 splits relay support into a
-client, on by default, and a server, off by default); R is a relay server.  Every relay
-call of P then fails with ``RelayNotSupportedError`` and listening on a relayed address
-with ``MultiaddrNotSupportedError`` naming that address.
+The seed's "relay off" becomes ``relay_client=False`` (compat: circuit relay v2 splits
+relay support into a client, on by default, and a server, off by default); R is a relay
+server.  Every relay call of P then fails with ``RelayNotSupportedError`` and listening
+on a relayed address with ``MultiaddrNotSupportedError`` naming that address.
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ async def test_relay_client_off_refuses_every_relay_call() -> None:
             p.set_relay_fallback(random_peer, True)
         with pytest.raises(RelayNotSupportedError):
             p.use_specific_relay(random_peer, r.peer_id, True)
-        # ... except removing a dialing relay, which the seed never checks (§8.6).
+        # ... except removing a dialing relay, which the seed never checks either.
         assert p.remove_dialing_relay(r.peer_id) is False
 
         # Nothing of the refused calls reached the address book or the connections.

@@ -1,4 +1,5 @@
-"""Seed scenarios B1-B3 (behaviour level, seed-spec §11.B) through the ``Network`` API.
+"""The seed's behaviour tests (a request answered, one dropped, one timed out) through the
+``Network`` API.
 
 Setup as in the seed's ``init_swarm``: ``allow_all`` rules, the firewall receiver dropped
 (``close_firewall_requests``), messages ``Ping(bytes)``/``Pong(bytes)`` as JSON byte arrays.
@@ -112,7 +113,7 @@ async def test_dropped_request_is_closed_for_the_requester_omitted_for_the_respo
         assert isinstance(result, RequestConnectionClosedError)
         assert result.kind is OutboundFailure.CONNECTION_CLOSED
         assert str(result).startswith(OutboundFailure.CONNECTION_CLOSED.value)
-        # Deliberate change (seed-spec §12.5): the responder reports the omission.
+        # compat: omitted responses are reported (by the responder).
         failed = await next_event(
             peer1, InboundRequestFailed, skip=(NewListenAddr, ConnectionEstablished)
         )

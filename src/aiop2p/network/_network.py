@@ -1,5 +1,5 @@
 """``Network``: typed 1:1 request-response between peers, every inbound request
-approved or rejected by a firewall — the seed's surface (seed-spec §9.1), in Python.
+approved or rejected by a firewall — the seed's surface (docs/compat.md), in Python.
 
 ::
 
@@ -539,9 +539,9 @@ class Network(Generic[Rq, Rs]):
     # -- address book --------------------------------------------------------------------
 
     def get_addrs(self, peer: PeerId) -> list[Multiaddr]:
-        """Dial candidates for ``peer`` in order (seed-spec §8.4): the address book
-        (known addresses, then relayed ones via the dialing relays), then addresses
-        discovered on the LAN."""
+        """Dial candidates for ``peer`` in the seed's order (docs/compat.md, "The
+        address-book ordering"): the address book (known addresses, then relayed ones via
+        the dialing relays), then addresses discovered on the LAN."""
         addrs = self._addresses.get_addrs(peer)
         if self._mdns is not None:
             addrs.extend(self._mdns.discovered_peers.get(peer, ()))

@@ -1,8 +1,9 @@
-"""The address book: where to dial each peer, and which relays to fall back on (seed §8).
+"""The address book: where to dial each peer, and which relays to fall back on.
 
-:class:`AddressInfo` is the seed's persisted address book, with the exact algorithms of
-seed §8.2 (including its quirks Q-9 and Q-11, which are observable) and bug B-4 fixed
-(``remove_relay`` removes only that relay).  It is plain data: no I/O, no clock.
+:class:`AddressInfo` is the seed's persisted address book, with its ordering and its two
+observable quirks (``docs/compat.md``: "compat: a known relay keeps its address", "compat:
+a specific relay goes first"), and "compat: removing one relay" (``remove_relay`` removes
+only that relay).  It is plain data: no I/O, no clock.
 
 Everything is bounded (:class:`AddressBookLimits`), with these eviction policies:
 
@@ -12,7 +13,7 @@ Everything is bounded (:class:`AddressBookLimits`), with these eviction policies
   ``add_addrs`` on a full list replaces the back-most address;
 * relays — the oldest registration is dropped.
 
-:class:`AddressBookStore` keeps one in a JSON file (seed §8.7 shape) so that a restarted
+:class:`AddressBookStore` keeps one in a JSON file (the seed's serde shape) so that a restarted
 peer remembers its peers.
 """
 
@@ -85,7 +86,7 @@ def _p2p_circuit_suffix(relay: PeerId) -> Multiaddr:
 
 
 def assemble_relayed_addr(target: PeerId, relay: PeerId, relay_addr: Multiaddr) -> Multiaddr:
-    """``<relay_addr>/p2p/<relay>/p2p-circuit/p2p/<target>`` (seed §8.3).
+    """``<relay_addr>/p2p/<relay>/p2p-circuit/p2p/<target>``.
 
     ``/p2p/<relay>/p2p-circuit`` is appended only if ``relay_addr`` does not already end
     with it (compared component by component).  A ``relay_addr`` ending with just
@@ -152,7 +153,7 @@ class AddressInfo:
         while len(known) > self.limits.max_addrs_per_peer:
             known.pop()
 
-    # -- the seed's §8.2 methods -----------------------------------------------------
+    # -- the seed's methods ----------------------------------------------------------
 
     def get_addrs(self, target: PeerId) -> list[Multiaddr]:
         """Known addresses, then one relayed address per dialing relay with a known address.
@@ -204,7 +205,8 @@ class AddressInfo:
         """Put the address of ``target`` via ``relay`` first; None (no change) if unusable.
 
         ``relay`` must be a registered relay with a known address.  The relayed address
-        is pushed to the front even if already present (seed quirk Q-11).  With
+        is pushed to the front even if already present (compat: a specific relay goes
+        first).  With
         ``is_exclusive`` the other relays are no longer used as fallback for ``target``.
         """
         relay_addr = self.get_relay_addr(relay)
@@ -256,7 +258,8 @@ class AddressInfo:
     def add_relay(self, peer: PeerId, addr: Multiaddr | None = None) -> Multiaddr | None:
         """Register ``peer`` as a dialing relay (at the end); return its address if known.
 
-        If it is already a relay, ``addr`` is ignored (seed quirk Q-9) and its current
+        If it is already a relay, ``addr`` is ignored (compat: a known relay keeps its
+        address) and its current
         address is returned.  A relay may be registered without any known address.
         """
         if peer in self.relays:
@@ -273,7 +276,7 @@ class AddressInfo:
         return entry.known[0] if entry is not None and entry.known else None
 
     def remove_relay(self, peer: PeerId) -> bool:
-        """Unregister ``peer`` as a relay; True if it was one (seed bug B-4 fixed).
+        """Unregister ``peer`` as a relay; True if it was one (compat: removing one relay).
 
         Relayed addresses already stored for targets are left alone.
         """

@@ -4,16 +4,17 @@ The library sends into it (requests, events); the application reads from it.  Th
 policies decide what happens when the reader falls behind (:class:`ChannelSinkConfig`):
 
 * ``BLOCK`` — the sender waits for room.  Strong delivery, but a slow reader stalls
-  whoever sends (in the ``Network``: the whole event loop, seed quirk Q-13).
+  whoever sends (in the ``Network``: the whole event loop; docs/compat.md, "compat: a
+  full Block channel waits").
 * ``DROP_LATEST`` — the new item is dropped.
 * ``BUFFER_LATEST`` — the newest ``capacity`` items are kept in a ring behind the
   head item; the oldest *buffered* item is evicted.
 
-Capacities reproduce the seed exactly (§9.4, quirk Q-14), because scenarios A1-A4 count
-on them: ``BLOCK``/``DROP_LATEST`` hold ``capacity + 1`` items; ``BUFFER_LATEST`` holds one
-head item plus a ring of ``capacity``.  With capacity 5 and items #1-#10 sent to an
-idle reader: ``DROP_LATEST`` keeps #1-#6, ``BUFFER_LATEST`` keeps #1 and #6-#10, ``BLOCK``
-accepts #1-#6 and waits on #7.
+Capacities reproduce the seed exactly (compat: channel capacities), because the seed's
+channel tests count on them: ``BLOCK``/``DROP_LATEST`` hold ``capacity + 1`` items;
+``BUFFER_LATEST`` holds one head item plus a ring of ``capacity``.  With capacity 5 and
+items #1-#10 sent to an idle reader: ``DROP_LATEST`` keeps #1-#6, ``BUFFER_LATEST`` keeps
+#1 and #6-#10, ``BLOCK`` accepts #1-#6 and waits on #7.
 
 The seed needs a driver task to pump the ring into its 1-slot channel; here the head
 slot and the ring are one deque (index 0 is the head, the rest the ring), so a receive

@@ -5,7 +5,8 @@
 * :class:`FirewallRules` — an optional default rule plus per-peer rules; the effective rule of
   a peer is its own rule, else the default, else none (which triggers a rule query).
   ``to_dict``/``from_dict`` (and JSON) give the declarative form used by configuration files.
-* :class:`FirewallEngine` — the decision logic of spec §6/§7 without I/O: the ``Network``
+* :class:`FirewallEngine` — the decision logic (``docs/compat.md``, "The firewall model")
+  without I/O: the ``Network``
   feeds it facts (connections, requests, answers, rule changes) and executes the
   :data:`FirewallAction` list each call returns, in order.  It holds no timers: the
   ``Network`` runs ``firewall_timeout`` itself and reports an expiry as a ``None`` rule answer
@@ -71,7 +72,7 @@ needs nothing from the connection layer."""
 
 log = logging.getLogger(__name__)
 
-#: Locally unique id of a request (inbound and outbound share one counter, spec §3.2).
+#: Locally unique id of a request (inbound and outbound share one counter, from 1).
 
 TRq = TypeVar("TRq")
 TRq_contra = TypeVar("TRq_contra", contravariant=True)
@@ -96,7 +97,7 @@ class Rule(Generic[TRq_contra]):
 
     ``Rule[object]`` (allow/reject/ask) is usable wherever any ``Rule[View]`` is expected:
     a rule is contravariant in the view type it inspects.  ``REJECT_ALL`` also withdraws the
-    request protocol from the peer's connections (spec §7.4).
+    request protocol from the peer's connections (it is not offered to the peer).
     """
 
     kind: RuleKind
@@ -140,7 +141,7 @@ class Rule(Generic[TRq_contra]):
     def permissions(
         allowed: FirewallPermission | int | Iterable[int | VariantPermission],
     ) -> Rule[object]:
-        """Approve a request whose kind is in ``allowed`` (spec §7.11).
+        """Approve a request whose kind is in ``allowed`` (a permission bit set).
 
         ``allowed`` is a bit set (int / :class:`FirewallPermission`) or an iterable of permission
         values / :class:`~.permissions.VariantPermission` objects.  The view is checked through
@@ -204,7 +205,7 @@ _SIMPLE_RULES: Final[dict[str, Rule[object]]] = {
 
 @dataclass(eq=True)
 class FirewallRules(Generic[TRq]):
-    """The rule set: an optional default and per-peer rules (spec §7.2). Mutable.
+    """The rule set: an optional default and per-peer rules. Mutable.
 
     The effective rule of a peer is its peer rule, else the default, else ``None``.
     """
@@ -589,21 +590,24 @@ class _Parked(Generic[TRq]):
 
 
 class FirewallEngine(Generic[TRq]):
-    """Firewall decisions and bookkeeping, without I/O (spec §6.1, §6.4, §7.4-7.9).
+    """Firewall decisions and bookkeeping (rule queries, approvals, protocol support,
+    rule changes), without I/O.
 
     Inputs are methods named ``on_*`` (facts) and rule setters (commands); each returns the
-    actions to execute, in order.  Fixes relative to the original (spec §10):
+    actions to execute, in order.  Fixes relative to the original (``docs/compat.md``):
 
-    * B-2: :meth:`remove_default` clears the default.
-    * Q-1/Q-2: a request ends exactly once; :meth:`on_request_finished` and connection close
-      withdraw it everywhere (its approval query is cancelled).
-    * Q-3: a request on a connection the engine does not know (already closed) is rejected
-      ``CONNECTION_CLOSED`` before any query is started.
-    * Q-4: setting a peer rule cancels that peer's pending rule query (``CancelRuleQuery``);
-      answers for queries that are not pending are ignored.
-    * Q-5: requests parked for a rule wait as long as their peer's rule query is pending; a rule
-      change that leaves the peer without an effective rule does not reject them, and there is
-      never a second concurrent query for a peer.
+    * "compat: removing the default clears it": :meth:`remove_default` clears the default.
+    * "compat: one outcome per request": a request ends exactly once;
+      :meth:`on_request_finished` and connection close withdraw it everywhere (its approval
+      query is cancelled).
+    * "compat: no question for a closed connection": a request on a connection the engine
+      does not know (already closed) is rejected ``CONNECTION_CLOSED`` before any query.
+    * "compat: a user rule wins over a pending query": setting a peer rule cancels that
+      peer's pending rule query (``CancelRuleQuery``); answers for queries that are not
+      pending are ignored.
+    * "compat: one rule query per peer": requests parked for a rule wait as long as their
+      peer's rule query is pending; a rule change that leaves the peer without an effective
+      rule does not reject them, and there is never a second concurrent query for a peer.
     """
 
     def __init__(
@@ -660,7 +664,7 @@ class FirewallEngine(Generic[TRq]):
     def on_connection_established(
         self, peer: PeerId, connection_id: ConnectionKey, *, inbound: bool
     ) -> list[FirewallAction[TRq]]:
-        """Record a connection; an inbound one from a peer without a rule starts a query (§6.4).
+        """Record a connection; an inbound one from a peer without a rule starts a query.
 
         The protocol support of the new connection is :meth:`offers_protocol` (no action).
         """
@@ -715,7 +719,7 @@ class FirewallEngine(Generic[TRq]):
     def on_request(
         self, request_id: RequestId, peer: PeerId, connection_id: ConnectionKey, view: TRq
     ) -> list[FirewallAction[TRq]]:
-        """Evaluate an inbound request (§7.5); ``view`` is the firewall view of it (§7.3)."""
+        """Evaluate an inbound request; ``view`` is the firewall view of it."""
         if request_id in self._parked:
             raise InvalidStateError(f"request {request_id} is already in the firewall")
         if self._conn_peer.get(connection_id) != peer:
@@ -756,8 +760,8 @@ class FirewallEngine(Generic[TRq]):
 
     def on_rule_answer(self, peer: PeerId, rule: Rule[TRq] | None) -> list[FirewallAction[TRq]]:
         """The outcome of ``QueryRule(peer)``: a rule, or ``None`` for a dropped responder,
-        timeout or closed firewall channel.  A rule becomes the peer's persistent rule
-        (§7.6.4); parked requests are then decided (``None`` rejects them).  Ignored if no
+        timeout or closed firewall channel.  A rule becomes the peer's persistent rule;
+        parked requests are then decided (``None`` rejects them).  Ignored if no
         query is pending for the peer (late answer after cancel)."""
         if peer not in self._rule_queries:
             return []
@@ -777,7 +781,7 @@ class FirewallEngine(Generic[TRq]):
             return [Deliver(request_id)]
         return [Reject(request_id, RejectReason.NOT_PERMITTED)]
 
-    # -- rule changes (§7.8) ----------------------------------------------------------------
+    # -- rule changes -------------------------------------------------------------------------
 
     def set_default(self, rule: Rule[TRq] | None) -> list[FirewallAction[TRq]]:
         """Set (or clear) the default; re-decide connected peers without a peer rule."""
@@ -789,11 +793,12 @@ class FirewallEngine(Generic[TRq]):
         return actions
 
     def remove_default(self) -> list[FirewallAction[TRq]]:
-        """Clear the default (fix of B-2): same as ``set_default(None)``."""
+        """Clear the default (compat: removing the default clears it): ``set_default(None)``."""
         return self.set_default(None)
 
     def set_peer_rule(self, peer: PeerId, rule: Rule[TRq]) -> list[FirewallAction[TRq]]:
-        """Set the peer's rule; cancels its pending rule query (Q-4), then re-decides."""
+        """Set the peer's rule; cancels its pending rule query (compat: a user rule wins over
+        a pending query), then re-decides."""
         self._rules.set_rule(peer, rule)
         actions: list[FirewallAction[TRq]] = []
         if peer in self._rule_queries:
@@ -860,7 +865,7 @@ class FirewallEngine(Generic[TRq]):
             return actions
         rule = self._rules.get_effective_rule(peer)
         if rule is None and peer in self._rule_queries:
-            return actions  # Q-5: keep waiting for the pending query
+            return actions  # compat: one rule query per peer; keep waiting for it
         for request_id in list(by_peer):
             parked = self._parked[request_id]
             if parked.stage is not _Stage.AWAITING_RULE:

@@ -15,7 +15,7 @@ def is_circuit_addr(addr: Multiaddr) -> bool:
 
 
 def circuit_addr(relay_addr: Multiaddr | None, relay: PeerId, target: PeerId | None) -> Multiaddr:
-    """``<relay-addr>/p2p/<relay>/p2p-circuit[/p2p/<target>]`` (seed spec §8.3)."""
+    """``<relay-addr>/p2p/<relay>/p2p-circuit[/p2p/<target>]``, the seed's relayed address."""
     suffix = f"/p2p/{relay}/p2p-circuit"
     if relay_addr is None:
         base = Multiaddr(suffix)

@@ -39,7 +39,8 @@ RequestId = NewType("RequestId", int)
 
 class InboundFailure(enum.Enum):
     """Why an inbound request failed: the seed's ``InboundFailure`` (with its texts),
-    its ``Timeout`` split by phase so that each reason is exact, plus load shedding."""
+    its ``Timeout`` split by phase so that each reason is exact, plus load shedding
+    (docs/compat.md, "compat: inbound failures by phase")."""
 
     TIMEOUT = "Timeout while receiving request"
     """The requester did not finish sending its request within ``request_timeout``."""

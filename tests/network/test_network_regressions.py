@@ -55,6 +55,7 @@ ALLOW: dict[str, Any] = {"firewall": FirewallRules.allow_all()}
 
 
 def test_get_addrs_gives_known_then_one_relayed_per_relay() -> None:
+    """The seed's address-book ordering (docs/compat.md), kept."""
     target, r1, r2, r3 = (KeyPair.generate().peer_id for _ in range(4))
     info = AddressInfo()
     direct = Multiaddr("/ip4/10.0.0.2/tcp/4001")
@@ -94,6 +95,7 @@ def test_permission_values_are_single_bits_up_to_31() -> None:
 
 
 def test_remove_dialing_relay_removes_only_that_relay() -> None:
+    """compat: removing one relay."""
     r1, r2 = KeyPair.generate().peer_id, KeyPair.generate().peer_id
     info = AddressInfo()
     info.add_relay(r1)
@@ -129,6 +131,7 @@ async def test_unanswered_rule_query_rejects_after_the_firewall_timeout() -> Non
 
 
 async def test_remove_firewall_default_clears_it() -> None:
+    """compat: removing the default clears it."""
     async with networks(ALLOW, ALLOW) as (a, b):
         await link(a, b)
         inbox = FirewallInbox(b)
@@ -148,7 +151,7 @@ async def test_remove_firewall_default_clears_it() -> None:
 
 
 async def test_connect_peer_on_a_connected_peer_returns_its_address() -> None:
-    """compat: connecting to a connected peer returns its address."""
+    """compat: connecting to a connected peer.  It returns the address of the connection."""
     async with networks(ALLOW, ALLOW) as (a, b):
         addr = await link(a, b)
         first, second = await asyncio.gather(a.connect_peer(b.peer_id), a.connect_peer(b.peer_id))
@@ -163,6 +166,7 @@ async def test_connect_peer_on_a_connected_peer_returns_its_address() -> None:
 
 
 async def test_address_info_export_then_import_restores_it() -> None:
+    """compat: the address book holds addresses only; they round-trip."""
     async with networks(ALLOW, ALLOW) as (a, b):
         addr = await link(a, b)
         other = KeyPair.generate().peer_id
@@ -205,7 +209,7 @@ async def test_requests_receiver_dropped_reports_an_omission() -> None:
         b.requests().close_receiver()
         result = await outcome(a.send_request(b.peer_id, "ping"))
         assert isinstance(result, RequestConnectionClosedError | RequestTimeoutError), result
-        # Not silent (deliberate change): the drop is reported as an omission.
+        # compat: omitted responses are reported (not silent, as in the seed).
         event = await next_event(b, InboundRequestFailed, skip=CONNECTION_NOISE)
         assert event.failure is InboundFailure.RESPONSE_OMISSION
         assert b.requests().dropped == 1

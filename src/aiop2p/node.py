@@ -14,6 +14,7 @@ from functools import partial
 from typing import Any, Self
 
 from ._aio.connection import Connection, ConnectionHooks, Direction
+from ._aio.emitter import Emitter
 from ._aio.stream import Stream
 from .config import NodeConfig
 from .errors import (
@@ -29,7 +30,7 @@ from .identity import KeyPair, PeerId
 from .multiaddr import Multiaddr
 from .protocols.perf import PERF_PROTOCOL_ID
 from .protocols.ping import PING_PROTOCOL_ID
-from .services.host import ConnectionCallback, StreamHandler
+from .services.host import StreamHandler
 from .services.identify import IdentifyService
 from .services.peerstore import PeerInfo, PeerStore
 from .services.perf import PerfResult, perf, serve_perf
@@ -85,14 +86,20 @@ class Node:
         )
         self._dials: dict[PeerId, asyncio.Future[Connection]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._callbacks: list[ConnectionCallback] = []
-        self._listen_addr_callbacks: list[Callable[[], None]] = []
+        self.connection_opened: Emitter[Connection] = Emitter("connection_opened")
+        """A connection was established (and passed ``connection_gate``)."""
+        self.connection_closed: Emitter[Connection] = Emitter("connection_closed")
+        """An established connection closed (``conn.error`` says why, None if by us)."""
+        self.incoming_failed: Emitter[Connection] = Emitter("incoming_failed")
+        """An inbound connection failed before being established (``conn.error`` is set)."""
+        self.local_changed: Emitter[None] = Emitter("local_changed")
+        """Our protocols or listen addresses changed, as seen by some peers (identify
+        pushes the news to connected peers)."""
         self._started = False
         self._closing = False
         self._established = 0
         self._established_in = 0
         self._pending_outgoing = 0
-        self._incoming_error_callbacks: list[Callable[[Connection, P2PError], None]] = []
         self._inbound_roles: dict[Multiaddr, Direction] = {}
         self.connection_gate: Callable[[Connection], P2PError | None] | None = None
         """Vetoes a newly established connection by returning the error to close it with."""
@@ -192,30 +199,16 @@ class Node:
             self._offers.pop(protocol, None)
         else:
             self._offers[protocol] = offer
-        self.notify_local_change()
+        self.local_changed.emit(None)
 
     def remove_stream_handler(self, protocol: str) -> None:
         self._offers.pop(protocol, None)
         if self._handlers.pop(protocol, None) is not None:
-            self.notify_local_change()
+            self.local_changed.emit(None)
 
     @property
     def protocols(self) -> list[str]:
         return list(self._handlers)
-
-    def on_connection(self, callback: ConnectionCallback) -> None:
-        """Register a synchronous callback for connections opening and closing."""
-        self._callbacks.append(callback)
-
-    def on_local_change(self, callback: Callable[[], None]) -> None:
-        """Register a callback for changes of our protocols or listen addresses."""
-        self._listen_addr_callbacks.append(callback)
-
-    def notify_local_change(self) -> None:
-        """Our protocols or addresses changed (as seen by some peers): tell the services
-        (identify pushes the news to connected peers)."""
-        for cb in self._listen_addr_callbacks:
-            cb()
 
     def supported_protocols(self, conn: Connection) -> Collection[str]:
         """The protocols offered to ``conn``'s peer (see ``offer`` of set_stream_handler)."""
@@ -224,10 +217,6 @@ class Node:
         peer = conn.remote_peer
         offers = self._offers
         return tuple(p for p in self._handlers if p not in offers or offers[p](peer))
-
-    def on_incoming_error(self, callback: Callable[[Connection, P2PError], None]) -> None:
-        """Register a callback for inbound connections that failed before being established."""
-        self._incoming_error_callbacks.append(callback)
 
     # -- listening -----------------------------------------------------------------------
 
@@ -305,7 +294,7 @@ class Node:
             raise InvalidArgumentError(f"no transport can listen on {addr}")
         listener = await transport.listen(addr, self._make_factory(Direction.INBOUND))
         self._listeners.append(listener)
-        self.notify_local_change()
+        self.local_changed.emit(None)
         return listener.addrs
 
     @property
@@ -325,7 +314,7 @@ class Node:
             if addr in listener.addrs or addr in listener.bound_addrs:
                 self._listeners.remove(listener)
                 await listener.close()
-                self.notify_local_change()
+                self.local_changed.emit(None)
                 return True
         return False
 
@@ -581,8 +570,7 @@ class _Hooks(ConnectionHooks):
         node._connections.setdefault(peer, []).append(conn)
         if conn.direction is Direction.OUTBOUND and conn.remote_addr is not None:
             node.peer_store.add_addrs(peer, [conn.remote_addr.without_peer_id()])
-        for cb in list(node._callbacks):
-            cb(conn, True)
+        node.connection_opened.emit(conn)
 
     def connection_closed(self, conn: Connection, *, was_established: bool) -> None:
         node = self._node
@@ -592,8 +580,7 @@ class _Hooks(ConnectionHooks):
             was_established = False  # vetoed in connection_ready: never counted
         if not was_established:
             if conn.direction is Direction.INBOUND and conn.error is not None:
-                for error_cb in list(node._incoming_error_callbacks):
-                    error_cb(conn, conn.error)
+                node.incoming_failed.emit(conn)
             return
         node._established -= 1
         if conn.direction is Direction.INBOUND:
@@ -604,5 +591,4 @@ class _Hooks(ConnectionHooks):
                 conns.remove(conn)
             if not conns:
                 del node._connections[conn.remote_peer]
-        for cb in list(node._callbacks):
-            cb(conn, False)
+        node.connection_closed.emit(conn)

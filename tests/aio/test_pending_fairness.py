@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 from aiop2p._aio.connection import Connection
 from aiop2p.config import ConnectionLimits, NodeConfig
-from aiop2p.errors import ConnectionLimitError, P2PError
+from aiop2p.errors import ConnectionLimitError
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 from aiop2p.transports._base import Transport
@@ -60,10 +60,10 @@ class Refusals:
 
     def __init__(self, node: Node) -> None:
         self.by_host: dict[str, int] = {}
-        node.on_incoming_error(self._on_error)
+        node.incoming_failed.subscribe(self._on_error)
 
-    def _on_error(self, conn: Connection, error: P2PError) -> None:
-        if isinstance(error, ConnectionLimitError) and conn.remote_addr is not None:
+    def _on_error(self, conn: Connection) -> None:
+        if isinstance(conn.error, ConnectionLimitError) and conn.remote_addr is not None:
             host = conn.remote_addr.components()[0][1] or ""
             self.by_host[host] = self.by_host.get(host, 0) + 1
 

@@ -84,7 +84,7 @@ async def main() -> None:
                 emit({"event": "expired", "peerId": str(event.peer), "t": t})
 
         async with MdnsService(node, config=config) as mdns:
-            mdns.on_event(on_event)
+            mdns.discovery.subscribe(on_event)
             emit(
                 {
                     "event": "ready",

@@ -178,17 +178,18 @@ async def main() -> None:
     )
     dcutr = net.dcutr
     if dcutr is not None:
-        dcutr.on_event(on_holepunch)
+        dcutr.events.subscribe(on_holepunch)
 
     def on_connection(conn: Connection, opened: bool) -> None:
         emit({"event": "conn", "opened": opened, "peerId": str(conn.remote_peer),
               **describe(conn), "t": stamp()})  # fmt: skip
 
-    net.node.on_connection(on_connection)
+    net.node.connection_opened.subscribe(lambda conn: on_connection(conn, True))
+    net.node.connection_closed.subscribe(lambda conn: on_connection(conn, False))
     async with net:
         net.close_firewall_requests()
         if net.relay_client is not None:
-            net.relay_client.on_event(on_relay)
+            net.relay_client.events.subscribe(on_relay)
         await net.start_listening(args.listen)
         server = loop.create_task(serve_requests(net))
 

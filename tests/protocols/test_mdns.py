@@ -18,6 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiop2p._aio.emitter import Emitter
 from aiop2p.errors import InvalidArgumentError
 from aiop2p.identity import KeyPair, PeerId
 from aiop2p.multiaddr import Multiaddr
@@ -267,10 +268,7 @@ class FakeNode:
         self.peer_id = KeyPair.generate().peer_id
         self.listen_addrs = [Multiaddr(a) for a in listen]
         self.peer_store = PeerStore()
-        self.changes: list[object] = []
-
-    def on_local_change(self, cb: object) -> None:
-        self.changes.append(cb)
+        self.local_changed: Emitter[None] = Emitter("local_changed")
 
 
 class RecordingEndpoint(_Endpoint):
@@ -279,7 +277,7 @@ class RecordingEndpoint(_Endpoint):
         super().__init__(service, iface, False)
         self.sent: list[bytes] = []
         self.poke = asyncio.Event()
-        service.on_event(lambda _: self.poke.set())
+        service.discovery.subscribe(lambda _: self.poke.set())
 
     def send(self, packet: bytes) -> None:
         self.sent.append(packet)
@@ -358,7 +356,7 @@ async def test_service_answers_queries_with_lan_addresses_once_per_interval() ->
 async def test_service_discovers_refreshes_and_expires_by_ttl(clock: FakeClock) -> None:
     service, endpoint, node = make_service()
     events: list[object] = []
-    service.on_event(events.append)
+    service.discovery.subscribe(events.append)
     endpoint.datagram_received(announce(node.peer_id), ("10.0.0.9", 5353))  # ourselves
     assert events == [] and service.discovered_peers == {}
     endpoint.datagram_received(announce(OTHER, ttl=100), ("10.0.0.2", 5353))

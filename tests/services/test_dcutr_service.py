@@ -80,7 +80,7 @@ async def make_setup() -> AsyncIterator[Callable[..., object]]:
             nodes.append(node)
             service = DcutrService(node, config=config)
             events: list[HolePunchEvent] = []
-            service.on_event(events.append)
+            service.events.subscribe(events.append)
             node.set_stream_handler(ECHO, echo_handler)
             await node.listen("/ip4/127.0.0.1/tcp/0")
             RelayClient(node)

@@ -78,7 +78,7 @@ async def make_trio() -> AsyncIterator[object]:
         client_a, client_b = RelayClient(a), RelayClient(b)
         a.set_stream_handler(ECHO, echo_handler)
         events: list[RelayClientEvent] = []
-        client_a.on_event(events.append)
+        client_a.events.subscribe(events.append)
         return Trio(a, b, r, server, client_a, client_b, events)
 
     yield make
@@ -157,7 +157,7 @@ async def test_circuit_refused_without_reservation(make_trio) -> None:  # type: 
 async def test_data_limit_gives_clear_error_and_relay_keeps_serving(make_trio) -> None:  # type: ignore[no-untyped-def]
     t: Trio = await make_trio(RelayServerConfig(circuit_data_bytes=64 * 1024))
     closed: list[CircuitClosed] = []
-    t.server.on_circuit_closed.append(closed.append)
+    t.server.circuit_closed.subscribe(closed.append)
     addr = await t.client_a.listen(t.r.peer_id, t.r_addr)
     conn = await t.b.dial(addr)
     stream = await conn.new_stream(ECHO)

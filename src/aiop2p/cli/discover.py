@@ -51,7 +51,7 @@ async def discover(
         config = mdns_config(None, include_loopback=True)
     async with Node(key) as node, MdnsService(node, config=config) as mdns:
         if on_event is not None:
-            mdns.on_event(on_event)
+            mdns.discovery.subscribe(on_event)
         try:
             async with asyncio.timeout(seconds):
                 async for _ in mdns.events():

@@ -117,7 +117,7 @@ class Network(Generic[Rq, Rs]):
             spawn=self.node.spawn,
             # Negotiation consults the offer predicate on every new stream; identify
             # push tells the peer its view of our protocols changed.
-            support_changed=self.node.notify_local_change,
+            support_changed=lambda: self.node.local_changed.emit(None),
         )
         self._exchange: RequestExchange[Rq, Rs] = RequestExchange(
             config,
@@ -150,12 +150,12 @@ class Network(Generic[Rq, Rs]):
         """The relay we run for others (only with ``relay_server`` configured)."""
         if config.relay_client:
             self.relay_client = RelayClient(self.node)
-            self.relay_client.on_event(self._on_relay_event)
+            self.relay_client.events.subscribe(self._on_relay_event)
         self.dcutr: DcutrService | None = None
         """Hole punching; created before any listener so TCP can reuse the listen port."""
         if config.dcutr is not None:
             self.dcutr = DcutrService(self.node, config=config.dcutr)
-            self.dcutr.on_event(self._on_dcutr_event)
+            self.dcutr.events.subscribe(self._on_dcutr_event)
         self._started = False
         self._closed = False
 
@@ -178,8 +178,9 @@ class Network(Generic[Rq, Rs]):
         self._started = True
         node = self.node
         node.connection_gate = self._refuse_banned
-        node.on_connection(self._on_connection)
-        node.on_incoming_error(self._on_incoming_error)
+        node.connection_opened.subscribe(self._on_connection_opened)
+        node.connection_closed.subscribe(self._on_connection_closed)
+        node.incoming_failed.subscribe(self._on_incoming_failed)
         for protocol in self.config.protocols:
             node.set_stream_handler(
                 protocol, self._exchange.serve, offer=self._firewall.offers_protocol
@@ -190,7 +191,7 @@ class Network(Generic[Rq, Rs]):
             self.relay_server.start()
         if self.config.mdns is not None:
             self._mdns = MdnsService(node, config=self.config.mdns)
-            self._mdns.on_event(self._on_mdns_event)
+            self._mdns.discovery.subscribe(self._on_mdns_event)
             await self._mdns.start()
 
     def _on_mdns_event(self, event: MdnsEvent) -> None:
@@ -489,27 +490,30 @@ class Network(Generic[Rq, Rs]):
             return BannedPeerError(conn.remote_peer)
         return None
 
-    def _on_connection(self, conn: Connection, opened: bool) -> None:
+    def _on_connection_opened(self, conn: Connection) -> None:
         peer = conn.remote_peer
         num = len(self.node.connections_to(peer))
-        if opened:
-            self._firewall.connection_established(
-                peer, conn.id, inbound=conn.direction is Direction.INBOUND
-            )
-            self._emit(ConnectionEstablished(peer, _endpoint(conn), num))
-            if self.node.identify is not None:
-                self.node.spawn(self._learn_addresses(conn), name="learn addresses")
-        else:
-            # (A connection vetoed right after its handshake — limit, ban — is never
-            # reported opened nor closed: the node reports it as an incoming error.)
-            self._firewall.connection_closed(peer, conn.id)
-            self._exchange.connection_closed(conn.id)
-            error = conn.error
-            cause = error if error is not None and not _graceful(error) else None
-            self._emit(ConnectionClosed(peer, _endpoint(conn), num, cause))
+        self._firewall.connection_established(
+            peer, conn.id, inbound=conn.direction is Direction.INBOUND
+        )
+        self._emit(ConnectionEstablished(peer, _endpoint(conn), num))
+        if self.node.identify is not None:
+            self.node.spawn(self._learn_addresses(conn), name="learn addresses")
 
-    def _on_incoming_error(self, conn: Connection, error: P2PError) -> None:
-        self._emit(IncomingConnectionError(conn.local_addr, conn.remote_addr, error))
+    def _on_connection_closed(self, conn: Connection) -> None:
+        # (A connection vetoed right after its handshake — limit, ban — is never
+        # reported opened nor closed: the node reports it as incoming_failed.)
+        peer = conn.remote_peer
+        num = len(self.node.connections_to(peer))
+        self._firewall.connection_closed(peer, conn.id)
+        self._exchange.connection_closed(conn.id)
+        error = conn.error
+        cause = error if error is not None and not _graceful(error) else None
+        self._emit(ConnectionClosed(peer, _endpoint(conn), num, cause))
+
+    def _on_incoming_failed(self, conn: Connection) -> None:
+        assert conn.error is not None
+        self._emit(IncomingConnectionError(conn.local_addr, conn.remote_addr, conn.error))
 
     async def _learn_addresses(self, conn: Connection) -> None:
         """Record the peer's *listen* addresses from identify (not ephemeral ports)."""

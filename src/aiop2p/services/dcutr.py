@@ -18,8 +18,8 @@ service before the node listens.
 On success new streams use the direct connection (:meth:`Node.connections_to` puts
 direct connections first) and the relayed one is closed once its streams are done (or
 after :attr:`DcutrConfig.relay_close_grace_seconds`).  The initiator retries up to
-:attr:`DcutrConfig.max_attempts` times.  Outcomes reach :meth:`DcutrService.on_event`
-callbacks as :class:`DirectConnectionUpgraded` or :class:`HolePunchFailed`.
+:attr:`DcutrConfig.max_attempts` times.  Outcomes are emitted on
+:attr:`DcutrService.events` as :class:`DirectConnectionUpgraded` or :class:`HolePunchFailed`.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ import contextlib
 import functools
 import ipaddress
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from .._aio.connection import Connection, Direction
+from .._aio.emitter import Emitter
 from .._aio.stream import Stream
 from ..errors import DialError, InvalidArgumentError, P2PError, RemoteProtocolError
 from ..events import DirectConnectionUpgraded, HolePunchFailed
@@ -113,7 +114,8 @@ class DcutrService:
     def __init__(self, node: Host, *, config: DcutrConfig | None = None) -> None:
         self.node = node
         self.config = config or DcutrConfig()
-        self._callbacks: list[Callable[[HolePunchEvent], None]] = []
+        self.events: Emitter[HolePunchEvent] = Emitter("hole punch events")
+        """Upgrades and failures."""
         self._upgrading: dict[PeerId, asyncio.Task[None]] = {}
         self._waiters: dict[PeerId, list[asyncio.Future[Connection]]] = {}
         self._closed = False
@@ -122,13 +124,9 @@ class DcutrService:
                 if isinstance(transport, TcpTransport):
                     transport.port_reuse = True
         node.set_stream_handler(DCUTR_PROTOCOL_ID, self._on_stream)
-        node.on_connection(self._on_connection)
+        node.connection_opened.subscribe(self._on_connection_opened)
 
     # -- public --------------------------------------------------------------------------
-
-    def on_event(self, callback: Callable[[HolePunchEvent], None]) -> None:
-        """Register a synchronous callback for upgrades and failures."""
-        self._callbacks.append(callback)
 
     async def close(self) -> None:
         """Stop answering and cancel running upgrades."""
@@ -188,15 +186,8 @@ class DcutrService:
 
     # -- events --------------------------------------------------------------------------
 
-    def _emit(self, event: HolePunchEvent) -> None:
-        for cb in list(self._callbacks):
-            try:
-                cb(event)
-            except Exception:
-                log.exception("hole punch event callback failed")
-
-    def _on_connection(self, conn: Connection, opened: bool) -> None:
-        if self._closed or not opened:
+    def _on_connection_opened(self, conn: Connection) -> None:
+        if self._closed:
             return
         peer = conn.remote_peer
         if not conn.is_relayed:
@@ -246,7 +237,7 @@ class DcutrService:
             self._succeeded(relayed, direct, attempt)
             return
         error = DialError(f"hole punching to {peer} failed after {attempts} attempt(s)", causes)
-        self._emit(HolePunchFailed(peer, error, attempts, tuple(ours), theirs))
+        self.events.emit(HolePunchFailed(peer, error, attempts, tuple(ours), theirs))
 
     async def _unilateral(
         self, relayed: Connection, causes: dict[str, BaseException]
@@ -431,7 +422,7 @@ class DcutrService:
     ) -> None:
         peer = relayed.remote_peer
         if report:
-            self._emit(DirectConnectionUpgraded(peer, direct.remote_addr, attempts))
+            self.events.emit(DirectConnectionUpgraded(peer, direct.remote_addr, attempts))
         if self.config.close_relayed and not relayed.is_closed:
             self.node.spawn(self._retire(relayed), name=f"dcutr retire {peer}")
 

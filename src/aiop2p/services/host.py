@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from typing import Any, Protocol
 
 from .._aio.connection import Connection, Direction
+from .._aio.emitter import Emitter
 from .._aio.stream import Stream
 from ..config import NodeConfig
 from ..identity import KeyPair, PeerId
@@ -20,11 +21,9 @@ from ..multiaddr import Multiaddr
 from ..transports._base import Transport
 from .peerstore import PeerInfo, PeerStore
 
-__all__ = ["ConnectionCallback", "Host", "Identifier", "StreamHandler"]
+__all__ = ["Host", "Identifier", "StreamHandler"]
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
-ConnectionCallback = Callable[[Connection, bool], None]
-"""Called with (connection, opened) when a connection is established (True) or closed."""
 
 
 class Identifier(Protocol):
@@ -77,11 +76,13 @@ class Host(Protocol):
         """The protocols offered to ``conn``'s peer (identify announces them)."""
         ...
 
-    def on_connection(self, callback: ConnectionCallback) -> None: ...
-    def on_local_change(self, callback: Callable[[], None]) -> None: ...
-    def notify_local_change(self) -> None:
-        """Our protocols or addresses changed: run the ``on_local_change`` callbacks."""
-        ...
+    @property
+    def connection_opened(self) -> Emitter[Connection]: ...
+    @property
+    def connection_closed(self) -> Emitter[Connection]: ...
+    @property
+    def local_changed(self) -> Emitter[None]:
+        """Emit when our protocols or addresses change (identify pushes them)."""
 
     def connections_to(self, peer: PeerId) -> list[Connection]: ...
     async def connect(

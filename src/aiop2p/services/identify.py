@@ -39,8 +39,8 @@ class IdentifyService:
         self._push_scheduled = False
         node.set_stream_handler(IDENTIFY_PROTOCOL_ID, self._answer)
         node.set_stream_handler(IDENTIFY_PUSH_PROTOCOL_ID, self._receive_push)
-        node.on_connection(self._on_connection)
-        node.on_local_change(self._on_local_change)
+        node.connection_opened.subscribe(self._on_connection_opened)
+        node.local_changed.subscribe(self._on_local_change)
 
     # -- our side ------------------------------------------------------------------------
 
@@ -62,7 +62,7 @@ class IdentifyService:
     async def _answer(self, stream: Stream) -> None:
         await stream.write_message(self._message_for(stream.connection).encode())
 
-    def _on_local_change(self) -> None:
+    def _on_local_change(self, _: None) -> None:
         if not self._push_scheduled and self.node.connections:
             self._push_scheduled = True
             asyncio.get_running_loop().call_soon(self._push_all)
@@ -84,11 +84,10 @@ class IdentifyService:
 
     # -- their side ----------------------------------------------------------------------
 
-    def _on_connection(self, conn: Connection, opened: bool) -> None:
-        if opened:
-            fut: asyncio.Future[PeerInfo] = asyncio.get_running_loop().create_future()
-            conn.user_data[_RESULT_KEY] = fut
-            self.node.spawn(self._ask(conn, fut), name="identify")
+    def _on_connection_opened(self, conn: Connection) -> None:
+        fut: asyncio.Future[PeerInfo] = asyncio.get_running_loop().create_future()
+        conn.user_data[_RESULT_KEY] = fut
+        self.node.spawn(self._ask(conn, fut), name="identify")
 
     async def identify(self, conn: Connection) -> PeerInfo:
         """Wait for (or run) identify on ``conn``; return what the peer told us."""

@@ -49,6 +49,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Self, cast
 
+from .._aio.emitter import Emitter
 from ..errors import InvalidArgumentError, ListenError
 from ..events import PeerDiscovered, PeerExpired
 from ..identity import PeerId
@@ -148,7 +149,6 @@ class MdnsConfig:
 
 
 MdnsEvent = PeerDiscovered | PeerExpired
-EventCallback = Callable[[MdnsEvent], None]
 
 
 # -- interfaces -------------------------------------------------------------------------
@@ -408,8 +408,8 @@ class MdnsService:
     """Announce a node on the LAN and discover other libp2p peers there.
 
     ``async with MdnsService(node, config=MdnsConfig()) as mdns: async for event in
-    mdns.events(): ...``.  Events are also delivered to callbacks registered with
-    :meth:`on_event` (synchronously, in the event loop).
+    mdns.events(): ...``.  Events are also emitted to the subscribers of
+    :attr:`discovery` (synchronously, in the event loop).
     """
 
     def __init__(
@@ -427,7 +427,8 @@ class MdnsService:
         self._names: dict[str, PeerId] = {}
         self._events: deque[MdnsEvent] = deque()
         self._events_ready = asyncio.Event()
-        self._callbacks: list[EventCallback] = []
+        self.discovery: Emitter[MdnsEvent] = Emitter("mDNS discovery")
+        """Every event, as it happens (:meth:`events` queues them for one consumer)."""
         self._query_handle: asyncio.TimerHandle | None = None
         self._expiry_handle: asyncio.TimerHandle | None = None
         self._announce_pending = False
@@ -490,7 +491,7 @@ class MdnsService:
             )
         else:
             log.info("mDNS on %s", ", ".join(dict.fromkeys(i.name for i in self.interfaces)))
-        self.node.on_local_change(self._local_change)
+        self.node.local_changed.subscribe(self._local_change)
         self._send_query()
 
     async def _open(self, iface: MdnsInterface, errors: list[str]) -> list[_Endpoint]:
@@ -580,10 +581,6 @@ class MdnsService:
 
     # -- events --------------------------------------------------------------------------
 
-    def on_event(self, callback: EventCallback) -> None:
-        """Call ``callback(event)`` for every event (exceptions are logged)."""
-        self._callbacks.append(callback)
-
     async def events(self) -> AsyncIterator[MdnsEvent]:
         """Discovery events until the service closes (meant for a single consumer).
 
@@ -610,11 +607,7 @@ class MdnsService:
             self.dropped_events += 1
         self._events.append(event)
         self._events_ready.set()
-        for cb in list(self._callbacks):
-            try:
-                cb(event)
-            except Exception:
-                log.exception("mDNS event callback failed")
+        self.discovery.emit(event)
 
     # -- sending -------------------------------------------------------------------------
 
@@ -676,7 +669,7 @@ class MdnsService:
         endpoint.deferred = None
         self._respond(endpoint)
 
-    def _local_change(self) -> None:
+    def _local_change(self, _: None) -> None:
         """Our listen addresses changed: announce them (once per loop iteration)."""
         if self._closed or self._loop is None:
             return

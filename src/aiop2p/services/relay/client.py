@@ -14,11 +14,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..._aio.connection import Connection
+from ..._aio.emitter import Emitter
 from ..._aio.stream import Stream
 from ...errors import (
     CircuitRefusedError,
@@ -207,18 +207,15 @@ class RelayClient:
         self.node = node
         self.config = config or RelayClientConfig()
         self._slots: dict[PeerId, _Slot] = {}
-        self._callbacks: list[Callable[[RelayClientEvent], None]] = []
+        self.events: Emitter[RelayClientEvent] = Emitter("relay client events")
+        """Reservation renewals, losses and failures."""
         self._closed = False
         self.transport = RelayTransport(self._dial, self._listen)
         node.transports.append(self.transport)
         node.set_stream_handler(STOP_PROTOCOL_ID, self._on_stop)
-        node.on_connection(self._on_connection)
+        node.connection_closed.subscribe(self._on_connection_closed)
 
     # -- public --------------------------------------------------------------------------
-
-    def on_event(self, callback: Callable[[RelayClientEvent], None]) -> None:
-        """Register a synchronous callback for reservation renewals, losses and failures."""
-        self._callbacks.append(callback)
 
     @property
     def reservations(self) -> dict[PeerId, Reservation]:
@@ -389,7 +386,7 @@ class RelayClient:
         delay = max(left - self.config.refresh_margin_seconds, left / 2, 0.0)
         slot.timer = asyncio.get_running_loop().call_later(delay, self._start_refresh, slot)
         if slot.listener is not None and not had:
-            self.node.notify_local_change()
+            self.node.local_changed.emit(None)
 
     def _start_refresh(self, slot: _Slot) -> None:
         slot.timer = None
@@ -408,19 +405,19 @@ class RelayClient:
                 lost_listener = slot.listener is not None and slot.reservation is not None
                 slot.reservation = None
                 if lost_listener:
-                    self.node.notify_local_change()
+                    self.node.local_changed.emit(None)
             else:
                 delay = min(
                     self.config.refresh_backoff_initial_seconds * 2 ** (slot.attempt - 1),
                     self.config.refresh_backoff_max_seconds,
                 )
                 slot.timer = asyncio.get_running_loop().call_later(delay, self._start_refresh, slot)
-            self._emit(ReservationFailed(slot.relay, exc, slot.attempt, final))
+            self.events.emit(ReservationFailed(slot.relay, exc, slot.attempt, final))
             return
         slot.task = None
         slot.attempt = 0
         self._accept(slot, rsvp)
-        self._emit(ReservationRenewed(slot.relay, rsvp))
+        self.events.emit(ReservationRenewed(slot.relay, rsvp))
 
     def _drop(self, slot: _Slot) -> None:
         slot.cancel_timer()
@@ -430,15 +427,8 @@ class RelayClient:
         if self._slots.get(slot.relay) is slot:
             del self._slots[slot.relay]
 
-    def _emit(self, event: RelayClientEvent) -> None:
-        for cb in list(self._callbacks):
-            try:
-                cb(event)
-            except Exception:
-                log.exception("relay client event callback failed")
-
-    def _on_connection(self, conn: Connection, opened: bool) -> None:
-        if opened or conn.is_relayed:
+    def _on_connection_closed(self, conn: Connection) -> None:
+        if conn.is_relayed:
             return
         slot = self._slots.get(conn.remote_peer)
         if slot is None or slot.reservation is None or self._direct_connections(slot.relay):
@@ -446,8 +436,8 @@ class RelayClient:
         slot.reservation = None
         slot.cancel_timer()
         if slot.listener is not None:
-            self.node.notify_local_change()
-        self._emit(ReservationLost(slot.relay, conn.error))
+            self.node.local_changed.emit(None)
+        self.events.emit(ReservationLost(slot.relay, conn.error))
         if not self._closed and not self.node.is_closing:
             slot.attempt = 0
             slot.timer = asyncio.get_running_loop().call_later(

@@ -11,11 +11,11 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..._aio.connection import Connection
+from ..._aio.emitter import Emitter
 from ..._aio.stream import Stream
 from ...errors import (
     InvalidArgumentError,
@@ -105,7 +105,7 @@ class _ServerReservation:
 
 @dataclass(frozen=True, slots=True)
 class CircuitClosed:
-    """Why and after how much a circuit ended (see :attr:`RelayServer.on_circuit_closed`)."""
+    """Why and after how much a circuit ended (see :attr:`RelayServer.circuit_closed`)."""
 
     source: PeerId
     target: PeerId
@@ -117,7 +117,7 @@ class CircuitClosed:
 class RelayServer:
     """Serve circuit relay v2 hop on ``node`` (off unless created).
 
-    ``on_circuit_closed`` callbacks get a :class:`CircuitClosed` per finished circuit.
+    :attr:`circuit_closed` emits a :class:`CircuitClosed` per finished circuit.
     """
 
     def __init__(self, node: Host, *, config: RelayServerConfig | None = None) -> None:
@@ -127,7 +127,7 @@ class RelayServer:
         self._circuits: set[Circuit] = set()
         self._circuits_per_peer: dict[PeerId, int] = {}
         self._pending_circuits = 0
-        self.on_circuit_closed: list[Callable[[CircuitClosed], None]] = []
+        self.circuit_closed: Emitter[CircuitClosed] = Emitter("relay circuit_closed")
         self._started = False
 
     async def __aenter__(self) -> RelayServer:
@@ -142,7 +142,7 @@ class RelayServer:
             return
         self._started = True
         self.node.set_stream_handler(HOP_PROTOCOL_ID, self._on_hop)
-        self.node.on_connection(self._on_connection)
+        self.node.connection_closed.subscribe(self._on_connection_closed)
 
     async def close(self) -> None:
         """Stop serving; open circuits are reset."""
@@ -174,8 +174,8 @@ class RelayServer:
         for peer in expired:
             del self._reservations[peer]
 
-    def _on_connection(self, conn: Connection, opened: bool) -> None:
-        if opened or conn.is_relayed:
+    def _on_connection_closed(self, conn: Connection) -> None:
+        if conn.is_relayed:
             return
         peer = conn.remote_peer
         if peer in self._reservations and not any(
@@ -353,8 +353,4 @@ class RelayServer:
             circuit.halves[1].received,
             reason,
         )
-        for cb in list(self.on_circuit_closed):
-            try:
-                cb(closed)
-            except Exception:
-                log.exception("circuit callback failed")
+        self.circuit_closed.emit(closed)

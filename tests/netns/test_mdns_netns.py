@@ -160,7 +160,7 @@ DISCOVER_SCRIPT = """
 import asyncio, json
 from aiop2p.cli.discover import discover
 found = asyncio.run(discover({seconds}))
-print(json.dumps({{str(p.peer_id): [str(a) for a in p.addrs] for p in found}}))
+print(json.dumps({{str(p.peer): [str(a) for a in p.addrs] for p in found}}))
 """
 
 

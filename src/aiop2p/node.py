@@ -18,13 +18,16 @@ from ._aio.emitter import Emitter
 from ._aio.stream import Stream
 from .config import NodeConfig
 from .errors import (
+    BannedPeerError,
     ConnectionClosedError,
     ConnectionLimitError,
     DialError,
     InvalidArgumentError,
     InvalidStateError,
+    NoAddressesError,
     P2PError,
     PeerIdMismatchError,
+    ShutdownError,
 )
 from .identity import KeyPair, PeerId
 from .multiaddr import Multiaddr
@@ -85,6 +88,12 @@ class Node:
             self.config.limits.max_pending_incoming, self.config.limits.max_pending_incoming_per_ip
         )
         self._dials: dict[PeerId, asyncio.Future[Connection]] = {}
+        self.dial_candidates: Callable[[PeerId], list[Multiaddr]] = self.peer_store.addrs
+        """Where :meth:`connect` finds a peer's addresses, in the order to try them (the
+        peer store; a Network points it at its address book)."""
+        self.dial_succeeded: Callable[[PeerId, Multiaddr, list[Multiaddr]], None] | None = None
+        """Told, when :meth:`connect` reached a peer, the address that worked and the ones
+        that failed before it (a Network reorders its address book by it)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self.connection_opened: Emitter[Connection] = Emitter("connection_opened")
         """A connection was established (and passed ``connection_gate``)."""
@@ -144,7 +153,8 @@ class Node:
             conn.abort(ConnectionClosedError("node is shutting down"))
         for fut in self._dials.values():
             if not fut.done():
-                fut.cancel()
+                fut.set_exception(ShutdownError("The network event-loop was shut down."))
+                fut.exception()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -359,60 +369,121 @@ class Node:
         addr = Multiaddr(addr) if isinstance(addr, str) else addr
         peer = addr.peer_id
         if peer is not None and not force:
-            if peer == self.peer_id:
-                raise DialError(f"refusing to dial ourselves ({addr})")
-            existing = self.connections_to(peer)
-            if existing:
-                return existing[0]
-            pending = self._dials.get(peer)
-            if pending is not None:
-                return await asyncio.shield(pending)
-            fut: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
-            self._dials[peer] = fut
-            try:
-                conn = await self._dial_addr(addr, peer, role)
-            except BaseException as exc:
-                if not fut.done():
-                    fut.set_exception(exc)
-                    fut.exception()
-                raise
-            else:
-                if not fut.done():
-                    fut.set_result(conn)
-                return conn
-            finally:
-                if self._dials.get(peer) is fut:
-                    del self._dials[peer]
+            return await self._connect(peer, [addr], role, bare=True)
         return await self._dial_addr(addr, peer, role)
 
     async def connect(self, peer: PeerId, addrs: Iterable[Multiaddr] | None = None) -> Connection:
-        """Connect to ``peer`` trying ``addrs`` (or the peer store's) in order."""
+        """Connect to ``peer``: its established connection if there is one, else a dial
+        trying ``addrs`` (default: :attr:`dial_candidates`, without our own listen
+        addresses) in order until one connects.
+
+        This is the node's one dialer: one dial per peer at a time (a caller arriving
+        while one runs joins it), run as a node task so that a caller giving up does not
+        cancel it for the others.
+        """
+        self._check_open()
+        return await self._connect(peer, None if addrs is None else list(addrs))
+
+    async def _connect(
+        self,
+        peer: PeerId,
+        addrs: list[Multiaddr] | None,
+        role: Direction | None = None,
+        *,
+        bare: bool = False,
+    ) -> Connection:
+        if peer == self.peer_id:
+            raise DialError("Tried to dial local peer id.")
         existing = self.connections_to(peer)
         if existing:
             return existing[0]
-        candidates = list(addrs) if addrs is not None else self.peer_store.addrs(peer)
-        if not candidates:
-            raise DialError(f"no known address for {peer}")
+        pending = self._dials.get(peer)
+        if pending is None:
+            if addrs is None:
+                own = set(self.listen_addrs)
+                addrs = []
+                for addr in self.dial_candidates(peer):
+                    if addr not in addrs and addr.without_peer_id() not in own:
+                        addrs.append(addr)
+            if not addrs:
+                raise NoAddressesError("No addresses known for peer.")
+            pending = asyncio.get_running_loop().create_future()
+            self._dials[peer] = pending
+            dialing = self._dial_peer(peer, addrs, role, pending, bare=bare)
+            self.spawn(dialing, name=f"dial {peer}")
+        return await asyncio.shield(pending)
+
+    async def _dial_peer(
+        self,
+        peer: PeerId,
+        addrs: list[Multiaddr],
+        role: Direction | None,
+        result: asyncio.Future[Connection],
+        *,
+        bare: bool,
+    ) -> None:
+        try:
+            conn, addr, failed = await self._first_reachable(
+                str(peer),
+                addrs,
+                # dial() names its address as given (a circuit address without a
+                # target names its relay, and the relay transport says so).
+                lambda a: self._dial_addr(a if bare else a.with_peer_id(peer), peer, role),
+                bare=bare,
+            )
+        except BaseException as exc:
+            if not result.done():
+                result.set_exception(
+                    exc if isinstance(exc, P2PError) else ShutdownError(str(exc) or "cancelled")
+                )
+                result.exception()
+            if not isinstance(exc, P2PError | asyncio.CancelledError):
+                raise
+        else:
+            if self.dial_succeeded is not None:
+                self.dial_succeeded(peer, addr, failed)
+            if not result.done():
+                result.set_result(conn)
+        finally:
+            if self._dials.get(peer) is result:
+                del self._dials[peer]
+
+    @staticmethod
+    async def _first_reachable(
+        what: str,
+        addrs: list[Multiaddr],
+        dial: Callable[[Multiaddr], Coroutine[Any, Any, Connection]],
+        *,
+        bare: bool = False,
+    ) -> tuple[Connection, Multiaddr, list[Multiaddr]]:
+        """Dial ``addrs`` in turn: the first connection, its address and the addresses
+        that failed before it; or a :class:`DialError` with each address's cause (with
+        ``bare``, the one address's own error).  A banned peer is banned at every
+        address: that error ends the loop."""
         causes: dict[str, BaseException] = {}
-        for addr in candidates:
+        failed: list[Multiaddr] = []
+        for addr in addrs:
             try:
-                return await self.dial(addr.with_peer_id(peer))
+                return await dial(addr), addr, failed
+            except BannedPeerError:
+                raise
             except P2PError as exc:
+                if bare:
+                    raise
                 causes[str(addr)] = exc
-        raise DialError(f"could not reach {peer}", causes)
+                failed.append(addr)
+        raise DialError(f"could not connect to {what}", causes)
 
     async def _dial_addr(
         self, addr: Multiaddr, peer: PeerId | None, role: Direction | None = None
     ) -> Connection:
         if addr.protocol_names()[0] == "dnsaddr":
             # TXT lookups give the real addresses; TCP and WS resolve /dns* themselves.
-            causes: dict[str, BaseException] = {}
-            for candidate in await resolve_dns(addr):
-                try:
-                    return await self._dial_addr(candidate, peer, role)
-                except P2PError as exc:
-                    causes[str(candidate)] = exc
-            raise DialError(f"could not dial {addr}", causes)
+            resolved = await resolve_dns(addr)
+            conn, _, _ = await self._first_reachable(
+                str(addr), resolved, lambda a: self._dial_addr(a, peer, role)
+            )
+            return conn
         transport = self._transport_for(addr, listen=False)
         if transport is None:
             raise DialError(f"no transport can dial {addr}")

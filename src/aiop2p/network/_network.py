@@ -27,7 +27,6 @@ from .._aio.connection import Connection, Direction
 from ..errors import (
     BannedPeerError,
     ConnectionClosedError,
-    DialError,
     InvalidArgumentError,
     InvalidStateError,
     MultiaddrNotSupportedError,
@@ -141,7 +140,6 @@ class Network(Generic[Rq, Rs]):
         self._listeners: dict[int, Listener] = {}
         self._listener_ids = itertools.count(1)
         self._banned: set[PeerId] = set()
-        self._dials: dict[PeerId, asyncio.Future[Connection]] = {}
         self._save_handle: asyncio.TimerHandle | None = None
         self._mdns: MdnsService | None = None
         self.relay_client: RelayClient | None = None
@@ -178,6 +176,8 @@ class Network(Generic[Rq, Rs]):
         self._started = True
         node = self.node
         node.connection_gate = self._refuse_banned
+        node.dial_candidates = self.get_addrs
+        node.dial_succeeded = self._dial_succeeded
         node.connection_opened.subscribe(self._on_connection_opened)
         node.connection_closed.subscribe(self._on_connection_closed)
         node.incoming_failed.subscribe(self._on_incoming_failed)
@@ -206,10 +206,6 @@ class Network(Generic[Rq, Rs]):
             return
         self._closed = True
         self._exchange.cancel_outbound()
-        for fut in self._dials.values():
-            if not fut.done():
-                fut.set_exception(ShutdownError("The network event-loop was shut down."))
-                fut.exception()
         self._firewall.close()
         if self._mdns is not None:
             await self._mdns.close()
@@ -429,61 +425,15 @@ class Network(Generic[Rq, Rs]):
     async def _connection(self, peer: PeerId) -> Connection:
         if peer in self._banned:
             raise BannedPeerError(peer)
-        existing = self.node.connections_to(peer)
-        if existing:
-            return existing[0]
-        pending = self._dials.get(peer)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._dials[peer] = pending
-            self.node.spawn(self._dial_peer(peer, pending), name=f"dial {peer}")
-        return await asyncio.shield(pending)
+        return await self.node.connect(peer)
 
-    async def _dial_peer(self, peer: PeerId, result: asyncio.Future[Connection]) -> None:
-        try:
-            conn = await self._dial_candidates(peer)
-        except BaseException as exc:
-            if not result.done():
-                result.set_exception(
-                    exc if isinstance(exc, P2PError) else ShutdownError(str(exc) or "cancelled")
-                )
-                result.exception()
-            if not isinstance(exc, P2PError | asyncio.CancelledError):
-                raise
-        else:
-            if not result.done():
-                result.set_result(conn)
-        finally:
-            if self._dials.get(peer) is result:
-                del self._dials[peer]
-
-    async def _dial_candidates(self, peer: PeerId) -> Connection:
-        if peer == self.peer_id:
-            raise DialError("Tried to dial local peer id.")
-        own = set(self.node.listen_addrs)
-        candidates: list[Multiaddr] = []
-        for addr in self.get_addrs(peer):
-            if addr not in candidates and addr.without_peer_id() not in own:
-                candidates.append(addr)
-        if not candidates:
-            raise NoAddressesError("No addresses known for peer.")
-        causes: dict[str, BaseException] = {}
-        failed: list[Multiaddr] = []
-        for addr in candidates:
-            try:
-                conn = await self.node.dial(addr.with_peer_id(peer))
-            except P2PError as exc:
-                if isinstance(exc, BannedPeerError):
-                    raise
-                causes[str(addr)] = exc
-                failed.append(addr)
-                continue
-            for bad in failed:
-                self._addresses.deprioritize_addr(peer, bad)
-            self._addresses.prioritize_addr(peer, addr)
-            self._address_book_changed()
-            return conn
-        raise DialError(f"could not connect to {peer}", causes)
+    def _dial_succeeded(self, peer: PeerId, addr: Multiaddr, failed: list[Multiaddr]) -> None:
+        """The node's dialer reached ``peer`` at ``addr``: that address goes first in the
+        address book and the ones that failed before it go last (the seed's ordering)."""
+        for bad in failed:
+            self._addresses.deprioritize_addr(peer, bad)
+        self._addresses.prioritize_addr(peer, addr)
+        self._address_book_changed()
 
     def _refuse_banned(self, conn: Connection) -> P2PError | None:
         if conn.remote_peer in self._banned:

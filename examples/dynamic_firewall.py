@@ -39,15 +39,16 @@ from aiop2p import (
     FirewallRequest,
     FirewallRules,
     InboundRequest,
+    InvalidPeerIdError,
+    MdnsConfig,
     Multiaddr,
     Network,
+    P2PError,
     PeerId,
     PeerRuleQuery,
+    PermissionEnum,
     Rule,
 )
-from aiop2p.errors import InvalidPeerIdError, P2PError
-from aiop2p.network.permissions import PermissionEnum
-from aiop2p.services.mdns import MdnsConfig
 
 REQUEST_TIMEOUT: Final = 45.0
 FIREWALL_TIMEOUT: Final = 10.0

@@ -14,8 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from aiop2p import FirewallRules, Network, Rule
-from aiop2p.services.relay.server import RelayServerConfig
+from aiop2p import FirewallRules, Network, RelayServerConfig, Rule
 
 
 async def main() -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import pickle
 
 import pytest
@@ -15,6 +16,7 @@ from aiop2p.multiaddr import (
     MAX_MULTIADDR_TEXT_CHARS,
     PROTOCOL_CODES,
     Multiaddr,
+    TcpHead,
 )
 
 ED_ID = "12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA"
@@ -418,3 +420,31 @@ def test_random_text_parse_or_raise(text: str) -> None:
 def test_random_text_fragments(parts: list[str]) -> None:
     text = "".join(parts) or "/"
     assert str(Multiaddr(text)) == text
+
+
+def test_ip_address_reads_a_leading_ip4_or_ip6_only() -> None:
+    assert Multiaddr("/ip4/10.0.0.1/tcp/1").ip_address == ipaddress.IPv4Address("10.0.0.1")
+    assert Multiaddr("/ip6/::1/udp/1").ip_address == ipaddress.IPv6Address("::1")
+    for text in ("/dns4/example.org/tcp/1", "/ip6zone/x/ip6/fe80::1", "/memory/1", "/"):
+        assert Multiaddr(text).ip_address is None
+
+
+def test_tcp_head_splits_host_port_and_the_rest() -> None:
+    head = Multiaddr("/dns4/example.org/tcp/443/tls/sni/example.org/ws").tcp_head()
+    assert head == TcpHead(
+        "dns4", "example.org", 443, (("tls", None), ("sni", "example.org"), ("ws", None))
+    )
+    assert head is not None and head.rest_names == ("tls", "sni", "ws")
+    assert Multiaddr("/ip6/::1/tcp/1").tcp_head() == TcpHead("ip6", "::1", 1, ())
+    for text in ("/ip4/1.2.3.4/udp/1", "/memory/1/tcp/2", "/ip4/1.2.3.4", "/"):
+        assert Multiaddr(text).tcp_head() is None
+
+
+def test_circuit_and_trailing_peer_id() -> None:
+    relay, target = KeyPair.generate().peer_id, KeyPair.generate().peer_id
+    circuit = Multiaddr(f"/ip4/1.2.3.4/tcp/1/p2p/{relay}/p2p-circuit")
+    assert circuit.is_circuit and not circuit.ends_with_peer_id
+    assert circuit.with_peer_id(target).ends_with_peer_id
+    plain = Multiaddr("/ip4/1.2.3.4/tcp/1")
+    assert not plain.is_circuit and not plain.ends_with_peer_id
+    assert plain.with_peer_id(relay).ends_with_peer_id

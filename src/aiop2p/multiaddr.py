@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final, final
 
 from ._wire import multibase
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_MULTIADDR_TEXT_CHARS",
     "PROTOCOL_CODES",
     "Multiaddr",
+    "TcpHead",
 ]
 
 MAX_MULTIADDR_BYTES: Final = 4096
@@ -204,6 +206,10 @@ _BY_NAME: Final[dict[str, _Proto]] = {p.name: p for p in _PROTOCOLS}
 _BY_NAME["ipfs"] = _BY_NAME["p2p"]  # input alias; always printed as /p2p
 _BY_CODE: Final[dict[int, _Proto]] = {p.code: p for p in _PROTOCOLS}
 _P2P: Final = _BY_NAME["p2p"]
+_IP4: Final = _BY_NAME["ip4"]
+_IP6: Final = _BY_NAME["ip6"]
+_TCP: Final = _BY_NAME["tcp"]
+_CIRCUIT: Final = _BY_NAME["p2p-circuit"]
 
 PROTOCOL_CODES: Final[dict[str, int]] = {name: p.code for name, p in _BY_NAME.items()}
 """Protocol name → multicodec code, for every protocol this module can parse."""
@@ -344,6 +350,26 @@ def _from_bytes_cached(data: bytes) -> Multiaddr:
 _UNSET: Any = object()
 
 
+_TCP_HOSTS: Final = frozenset({"ip4", "ip6", "dns", "dns4", "dns6"})
+
+
+@dataclass(frozen=True, slots=True)
+class TcpHead:
+    """``/<host protocol>/<host>/tcp/<port>`` at the start of an address, and what follows
+    it (the transports' shapes differ only in ``rest``: nothing, ``/ws``, ``/tls/ws``...)."""
+
+    host_protocol: str
+    """``ip4``, ``ip6``, ``dns``, ``dns4`` or ``dns6``."""
+    host: str
+    port: int
+    rest: tuple[tuple[str, str | None], ...]
+    """The components after the port, as :meth:`Multiaddr.components` gives them."""
+
+    @property
+    def rest_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.rest)
+
+
 @final
 class Multiaddr:
     """An immutable multiaddr; equal (and hashed) by its binary form.
@@ -469,6 +495,38 @@ class Multiaddr:
             if raws[i : i + k] == needle:
                 return Multiaddr._make(comps[:i])
         return self
+
+    @property
+    def ip_address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        """The address of a leading ``/ip4`` or ``/ip6`` component (None for any other)."""
+        if not self._comps:
+            return None
+        proto, _, raw = self._comps[0]
+        if proto is _IP4:
+            return ipaddress.IPv4Address(raw[-4:])
+        if proto is _IP6:
+            return ipaddress.IPv6Address(raw[-16:])
+        return None
+
+    def tcp_head(self) -> TcpHead | None:
+        """The leading ``/<ip4|ip6|dns|dns4|dns6>/<host>/tcp/<port>``, or None."""
+        comps = self._comps
+        if len(comps) < 2 or comps[0][0].name not in _TCP_HOSTS or comps[1][0] is not _TCP:
+            return None
+        host, port = comps[0][1], comps[1][1]
+        assert host is not None and port is not None
+        rest = tuple((p.name, v) for p, v, _ in comps[2:])
+        return TcpHead(comps[0][0].name, host, int(port), rest)
+
+    @property
+    def is_circuit(self) -> bool:
+        """True for a relayed address (one with a ``/p2p-circuit`` component)."""
+        return any(p is _CIRCUIT for p, _, _ in self._comps)
+
+    @property
+    def ends_with_peer_id(self) -> bool:
+        """True if the last component is ``/p2p/<id>`` (``…/p2p-circuit`` does not)."""
+        return bool(self._comps) and self._comps[-1][0] is _P2P
 
     @property
     def peer_id(self) -> PeerId | None:

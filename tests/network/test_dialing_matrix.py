@@ -44,7 +44,6 @@ from aiop2p.network import Network
 from aiop2p.network.address_book import assemble_relayed_addr
 from aiop2p.network.firewall import FirewallRules
 from aiop2p.protocols.relay_v2 import Status
-from aiop2p.services.relay.addrs import is_circuit_addr
 from aiop2p.services.relay.server import RelayServerConfig
 
 from .conftest import LOOPBACK, drain_events, new_network, next_event, outcome
@@ -286,7 +285,7 @@ async def run_iteration(relay: Relay, draw: Draw) -> None:
         else:
             assert isinstance(res, Multiaddr), f"connect_peer failed: {res!r}"
             # The address connect_peer reports is the path that worked.
-            assert is_circuit_addr(res) == (path == "relayed"), res
+            assert res.is_circuit == (path == "relayed"), res
             if path == "relayed":
                 assert res == t_relayed
             else:

@@ -23,7 +23,6 @@ from ..identity import KeyPair
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL
 from ..network.codecs import CodecError, JsonCodec, RawCodec, json_loads
-from ..services.relay.addrs import is_circuit_addr
 from ._common import Output, describe, dialing_network, load_key
 
 __all__ = ["cmd_send"]
@@ -64,7 +63,7 @@ async def cmd_send(args: argparse.Namespace, out: Output) -> int:
         try:
             # Any peer answering there: learn its id by dialling.  A circuit address is
             # dialled as given too: without a target its last /p2p is the relay's.
-            if peer is None or is_circuit_addr(target):
+            if peer is None or target.is_circuit:
                 peer = (await net.node.dial(target)).remote_peer
             else:
                 net.add_address(peer, target.without_peer_id())

@@ -50,7 +50,6 @@ from ..multiaddr import Multiaddr
 from ..node import Node
 from ..services.dcutr import DcutrService, HolePunchEvent
 from ..services.mdns import MdnsEvent, MdnsService
-from ..services.relay.addrs import is_circuit_addr
 from ..services.relay.client import RelayClient, RelayClientEvent, ReservationFailed
 from ..services.relay.server import RelayServer
 from ..transports._base import Transport
@@ -274,7 +273,7 @@ class Network(Generic[Rq, Rs]):
         """
         self._check_open()
         addr = Multiaddr(addr) if isinstance(addr, str) else addr
-        if is_circuit_addr(addr) and self.relay_client is None:
+        if addr.is_circuit and self.relay_client is None:
             raise MultiaddrNotSupportedError(addr)
         try:
             addrs = await self.node.listen(addr)
@@ -304,7 +303,7 @@ class Network(Generic[Rq, Rs]):
             self.add_address(relay, relay_addr.without_peer_id())
         addr = relay_addr
         if addr is None:
-            candidates = [a for a in self.get_addrs(relay) if not is_circuit_addr(a)]
+            candidates = [a for a in self.get_addrs(relay) if not a.is_circuit]
             if not candidates and not self.node.is_connected(relay):
                 raise NoAddressesError("No addresses known for peer.")
             addr = candidates[0] if candidates else None

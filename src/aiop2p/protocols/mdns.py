@@ -389,5 +389,4 @@ def _dnsaddr(raw: bytes) -> Multiaddr | None:
     except (P2PError, ValueError):
         return None
     # The peer id must close the address (``…/p2p-circuit`` after it would be a relay's).
-    names = addr.protocol_names()
-    return addr if names and names[-1] == "p2p" else None
+    return addr if addr.ends_with_peer_id else None

@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import ipaddress
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -161,13 +160,9 @@ class DcutrService:
 
     def _usable(self, addr: Multiaddr) -> bool:
         """A plain TCP address (``/ip4|ip6/../tcp/..``) the config lets us offer or dial."""
-        parts = addr.components()
-        if len(parts) < 2 or parts[0][0] not in ("ip4", "ip6") or parts[1][0] != "tcp":
+        ip, head = addr.ip_address, addr.tcp_head()
+        if ip is None or head is None or any(name != "p2p" for name in head.rest_names):
             return False
-        if any(name != "p2p" for name, _ in parts[2:]):
-            return False
-        assert parts[0][1] is not None
-        ip = ipaddress.ip_address(parts[0][1])
         if ip.is_unspecified or ip.is_multicast:
             return False
         if ip.is_loopback:

@@ -798,10 +798,5 @@ class MdnsService:
 
 
 def _is_loopback(addr: Multiaddr) -> bool:
-    comps = addr.components()
-    if not comps or comps[0][0] not in ("ip4", "ip6") or comps[0][1] is None:
-        return False
-    try:
-        return ipaddress.ip_address(comps[0][1]).is_loopback
-    except ValueError:
-        return False
+    ip = addr.ip_address
+    return ip is not None and ip.is_loopback

@@ -71,10 +71,10 @@ def local_ip_addresses() -> tuple[tuple[str, ...], tuple[str, ...]]:
 
 def expand_wildcard(addr: Multiaddr) -> list[Multiaddr]:
     """Replace an unspecified IP in ``addr`` by each interface address (else ``[addr]``)."""
-    parts = addr.components()
-    if not parts or parts[0][0] not in ("ip4", "ip6") or parts[0][1] not in ("0.0.0.0", "::"):
+    unspecified = addr.ip_address
+    if unspecified is None or not unspecified.is_unspecified:
         return [addr]
     v4, v6 = local_ip_addresses()
-    proto = parts[0][0]
-    rest = str(addr)[len(f"/{proto}/{parts[0][1]}") :]
+    proto = f"ip{unspecified.version}"
+    rest = str(addr)[len(f"/{proto}/{unspecified}") :]
     return [Multiaddr(f"/{proto}/{ip}{rest}") for ip in (v4 if proto == "ip4" else v6)]

@@ -47,22 +47,20 @@ def pending_source(remote: Multiaddr | None) -> Source:
     """
     if remote is None:
         return Source("other", capped=False)
-    parts = remote.components()
-    names = [name for name, _ in parts]
-    if "p2p-circuit" in names:
-        at = names.index("p2p-circuit")
-        relay = parts[at - 1][1] if at > 0 and names[at - 1] == "p2p" else None
+    if remote.is_circuit:
+        relay_part = remote.decapsulate("p2p-circuit")
+        relay = relay_part.peer_id if relay_part.ends_with_peer_id else None
         return Source(f"relay {relay}", capped=False)
-    proto, value = parts[0] if parts else ("", None)
-    if proto == "ip4" and value is not None:
-        return Source(value, capped=True)
-    if proto == "ip6" and value is not None:
-        ip = ipaddress.IPv6Address(value)
+    ip = remote.ip_address
+    if isinstance(ip, ipaddress.IPv4Address):
+        return Source(str(ip), capped=True)
+    if ip is not None:
         if ip.ipv4_mapped is not None:
             return Source(str(ip.ipv4_mapped), capped=True)
         net = ipaddress.IPv6Network((ip, IPV6_SOURCE_PREFIX), strict=False)
         return Source(str(net), capped=True)
-    return Source(proto or "other", capped=False)
+    names = remote.protocol_names()
+    return Source(names[0] if names else "other", capped=False)
 
 
 class FairPending(Generic[T]):

@@ -39,16 +39,10 @@ _HOST_PROTOCOLS = {
 
 def tcp_target(addr: Multiaddr) -> tuple[str, int, int] | None:
     """``(host, port, family)`` if ``addr`` is plain TCP (optionally ending in /p2p)."""
-    parts = addr.components()
-    if len(parts) < 2:
+    head = addr.tcp_head()
+    if head is None or head.rest_names not in ((), ("p2p",)):
         return None
-    (host_proto, host), (tcp, port) = parts[0], parts[1]
-    if host_proto not in _HOST_PROTOCOLS or tcp != "tcp" or host is None or port is None:
-        return None
-    rest = parts[2:]
-    if rest and not (len(rest) == 1 and rest[0][0] == "p2p"):
-        return None
-    return host, int(port), _HOST_PROTOCOLS[host_proto]
+    return head.host, head.port, _HOST_PROTOCOLS[head.host_protocol]
 
 
 def sockaddr_to_multiaddr(sockaddr: tuple[str, int] | tuple[str, int, int, int]) -> Multiaddr:
@@ -184,7 +178,7 @@ class TcpTransport:
 
     def can_listen(self, addr: Multiaddr) -> bool:
         target = tcp_target(addr)
-        return target is not None and addr.protocol_names()[0] in ("ip4", "ip6")
+        return target is not None and addr.ip_address is not None
 
     async def dial(self, addr: Multiaddr, factory: ProtocolFactory) -> asyncio.Protocol:
         target = tcp_target(addr)
@@ -244,15 +238,13 @@ class TcpTransport:
             return None
         for listener in self._reuse_listeners:
             for bound in listener._bound:
-                parts = bound.components()
-                proto, ip_text, port_text = parts[0][0], parts[0][1], parts[1][1]
-                assert ip_text is not None and port_text is not None
-                ip = ipaddress.ip_address(ip_text)
-                if (proto == "ip4") != (want == socket.AF_INET):
+                ip, head = bound.ip_address, bound.tcp_head()
+                assert ip is not None and head is not None
+                if (ip.version == 4) != (want == socket.AF_INET):
                     continue
                 if ip.is_loopback and not target.is_loopback:
                     continue
-                return ip_text, int(port_text)
+                return str(ip), head.port
         return None
 
     async def _reuse_connect(self, host: str, port: int, family: int) -> socket.socket | None:

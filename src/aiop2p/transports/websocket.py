@@ -131,13 +131,10 @@ class WsTarget:
 
 def ws_target(addr: Multiaddr) -> WsTarget | None:
     """Parse ``addr`` if it is a WebSocket address (optionally ending in ``/p2p``)."""
-    parts = addr.components()
-    if len(parts) < 3:
+    head = addr.tcp_head()
+    if head is None:
         return None
-    (host_proto, host), (tcp, port) = parts[0], parts[1]
-    if host_proto not in _HOST_PROTOCOLS or tcp != "tcp" or host is None or port is None:
-        return None
-    rest = parts[2:]
+    rest = head.rest
     if rest and rest[-1][0] == "p2p":
         rest = rest[:-1]
     names = tuple(name for name, _ in rest)
@@ -152,7 +149,7 @@ def ws_target(addr: Multiaddr) -> WsTarget | None:
     else:
         return None
     suffix = "".join(f"/{name}" if value is None else f"/{name}/{value}" for name, value in rest)
-    return WsTarget(host, int(port), _HOST_PROTOCOLS[host_proto], secure, sni, suffix)
+    return WsTarget(head.host, head.port, _HOST_PROTOCOLS[head.host_protocol], secure, sni, suffix)
 
 
 def _tune(transport: asyncio.BaseTransport) -> None:
@@ -521,7 +518,7 @@ class WebSocketTransport:
         target = ws_target(addr)
         return (
             target is not None
-            and addr.protocol_names()[0] in ("ip4", "ip6")
+            and addr.ip_address is not None
             and addr.peer_id is None
             and (not target.secure or self._server_ssl is not None)
         )

@@ -6,12 +6,7 @@ from ...errors import InvalidMultiaddrError
 from ...identity import PeerId
 from ...multiaddr import Multiaddr
 
-__all__ = ["circuit_addr", "has_transport", "is_circuit_addr", "split_circuit"]
-
-
-def is_circuit_addr(addr: Multiaddr) -> bool:
-    """True for ``.../p2p/<relay>/p2p-circuit[/p2p/<target>]``."""
-    return "p2p-circuit" in addr.protocol_names()
+__all__ = ["circuit_addr", "has_transport", "split_circuit"]
 
 
 def circuit_addr(relay_addr: Multiaddr | None, relay: PeerId, target: PeerId | None) -> Multiaddr:
@@ -29,11 +24,11 @@ def circuit_addr(relay_addr: Multiaddr | None, relay: PeerId, target: PeerId | N
 def split_circuit(addr: Multiaddr) -> tuple[Multiaddr, PeerId, PeerId | None]:
     """(``<relay-addr>/p2p/<relay>``, relay, target) of a circuit address."""
     names = addr.protocol_names()
-    if "p2p-circuit" not in names:
+    if not addr.is_circuit:
         raise InvalidMultiaddrError(f"not a circuit address: {addr}")
     relay_part = addr.decapsulate("p2p-circuit")
     relay = relay_part.peer_id
-    if relay is None or relay_part.protocol_names()[-1] != "p2p":
+    if relay is None or not relay_part.ends_with_peer_id:
         raise InvalidMultiaddrError(f"{addr}: /p2p-circuit must follow /p2p/<relay>")
     tail = names[len(relay_part.protocol_names()) + 1 :]
     if tail not in ((), ("p2p",)):

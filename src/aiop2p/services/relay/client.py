@@ -48,7 +48,7 @@ from ...protocols.relay_v2 import (
     StopServer,
     verify_voucher,
 )
-from .addrs import circuit_addr, has_transport, is_circuit_addr, split_circuit
+from .addrs import circuit_addr, has_transport, split_circuit
 from .exchange import exchange
 from .transport import RelayTransport, attach
 
@@ -370,7 +370,7 @@ class RelayClient:
             relay=relay,
             relay_addr=addr.without_peer_id() if addr is not None else None,
             expire=event.expire,
-            addrs=tuple(a for a in event.addrs if not is_circuit_addr(a)),
+            addrs=tuple(a for a in event.addrs if not a.is_circuit),
             limit=event.limit,
             voucher=event.voucher,
             voucher_valid=voucher_valid,

@@ -38,7 +38,6 @@ from ...protocols.relay_v2 import (
     StopRefused,
     make_voucher,
 )
-from .addrs import is_circuit_addr
 from .exchange import exchange
 from .splice import Circuit
 
@@ -186,19 +185,14 @@ class RelayServer:
 
     def _announce_addrs(self) -> list[Multiaddr]:
         addrs = list(self.config.announce_addrs) or [
-            a for a in self.node.listen_addrs if not is_circuit_addr(a)
+            a for a in self.node.listen_addrs if not a.is_circuit
         ]
         return [a.with_peer_id(self.node.peer_id) for a in addrs]
 
     @staticmethod
     def _ip_of(conn: Connection) -> str | None:
-        addr = conn.remote_addr
-        if addr is None:
-            return None
-        comps = addr.components()
-        if comps and comps[0][0] in ("ip4", "ip6"):
-            return comps[0][1]
-        return None
+        ip = conn.remote_addr.ip_address if conn.remote_addr is not None else None
+        return str(ip) if ip is not None else None
 
     def _reserve(self, machine: HopServer, conn: Connection) -> None:
         config = self.config

@@ -1,8 +1,10 @@
 """Frozen configuration for a :class:`~aiop2p.node.Node`.
 
-Every limit is a named field whose name carries its unit: ``*_timeout`` are seconds,
-``max_*_size`` are bytes, other ``max_*`` are counts.  Nothing is unbounded by default.
-Connection limits have one vocabulary, the seed's :class:`ConnectionLimits`.
+Every limit is a named field whose name carries its unit, here and in every config
+class of the package: ``*_timeout`` are seconds (other durations end in ``_seconds``),
+``*_bytes`` are bytes (``max_*_bytes`` for bounds), other ``max_*`` are counts.  Nothing
+is unbounded by default.  Connection limits have one vocabulary, the seed's
+:class:`ConnectionLimits`.
 """
 
 from __future__ import annotations
@@ -63,11 +65,11 @@ class NodeConfig:
     """Seconds an inbound stream may stay half-open after its handler returned."""
     max_inbound_streams_per_connection: int = 1024
     """Inbound streams that may be negotiating or open at once on one connection."""
-    max_negotiation_message_size: int = 1024
+    max_negotiation_message_bytes: int = 1024
     """Largest multistream-select message accepted, bytes."""
     yamux: YamuxConfig = field(default_factory=YamuxConfig)
     """Stream multiplexer limits (windows, stream counts, buffered bytes)."""
-    write_flush_size: int = 256 * 1024
+    write_flush_bytes: int = 256 * 1024
     """Bytes queued on a connection after which a stream write flushes at once; also the
     largest piece a stream write hands the socket while it is not paused."""
     max_reply_backlog_bytes: int = 256 * 1024
@@ -81,5 +83,5 @@ class NodeConfig:
     enable_perf: bool = True
     identify_timeout: float = 10.0
     """Seconds to wait for a peer's identify answer."""
-    max_identify_message_size: int = 64 * 1024
+    max_identify_message_bytes: int = 64 * 1024
     """Largest identify message accepted, bytes."""

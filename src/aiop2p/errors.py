@@ -44,8 +44,8 @@
     │   │   ├── ResponseOmittedError            the remote closed the stream unanswered
     │   │   ├── RequestRefusedError             the remote reset the stream unanswered
     │   │   │                                   (overloaded, or cannot read the request)
-    │   │   └── ResponseTooLargeError           the response exceeded max_response_size
-    │   ├── RequestTooLargeError                the request exceeds max_request_size
+    │   │   └── ResponseTooLargeError           the response exceeded max_response_bytes
+    │   ├── RequestTooLargeError                the request exceeds max_request_bytes
     │   │                                       (also a LimitExceededError)
     │   ├── UnsupportedProtocolsError           the remote offers none of our protocols
     │   └── ShutdownError                       the local network was closed
@@ -313,7 +313,7 @@ class OutboundFailure(enum.Enum):
     TIMEOUT = "Timeout while waiting for a response"
     CONNECTION_CLOSED = "Connection was closed before a response was received"
     UNSUPPORTED_PROTOCOLS = "The remote supports none of the requested protocols"
-    REQUEST_TOO_LARGE = "The request is larger than max_request_size; it was not sent"
+    REQUEST_TOO_LARGE = "The request is larger than max_request_bytes; it was not sent"
     SHUTDOWN = "The local peer was shut down before a response was received."
 
 
@@ -365,11 +365,11 @@ class RequestRefusedError(RequestConnectionClosedError):
 
 
 class ResponseTooLargeError(RequestConnectionClosedError):
-    """The response exceeded ``max_response_size``; the stream was reset."""
+    """The response exceeded ``max_response_bytes``; the stream was reset."""
 
 
 class RequestTooLargeError(RequestError, LimitExceededError):
-    """The request exceeds ``max_request_size``; nothing was sent."""
+    """The request exceeds ``max_request_bytes``; nothing was sent."""
 
     kind = OutboundFailure.REQUEST_TOO_LARGE
 

@@ -127,7 +127,7 @@ async def test_a_single_busy_stream_still_gets_a_large_window() -> None:
         (server_conn,) = server.connections_to(client.peer_id)
         server_yamux = server_conn._require_established()
         # The reader kept up, so the stream's window grew to the configured maximum.
-        await wait_for(lambda: server_yamux.allotted_bytes >= YamuxConfig().receive_window_size)
+        await wait_for(lambda: server_yamux.allotted_bytes >= YamuxConfig().receive_window_bytes)
         await stream.close()
         await asyncio.wait_for(received.wait(), 20)
         assert total == 64 * MIB

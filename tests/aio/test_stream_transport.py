@@ -184,7 +184,7 @@ async def test_pause_reading_holds_window(node_pair: tuple[Node, Node]) -> None:
 
     b.set_stream_handler(TUNNEL, serve)
     stream = await a.new_stream(b.listen_addrs[0].with_peer_id(b.peer_id), TUNNEL)
-    window = a.config.yamux.receive_window_size
+    window = a.config.yamux.receive_window_bytes
     writer = asyncio.ensure_future(stream.write(b"y" * (window + 4096)))
     writer.add_done_callback(lambda f: f.cancelled() or f.exception())
     await wait_for(lambda: sink.transport is not None)

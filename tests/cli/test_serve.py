@@ -222,7 +222,7 @@ async def test_a_peer_that_never_reads_does_not_stall_others() -> None:
                 seen.append(json.loads(line))
 
         reader = asyncio.create_task(read_stdout())
-        small = YamuxConfig(receive_window_size=256 * KIB)
+        small = YamuxConfig(receive_window_bytes=256 * KIB)
         try:
             async with Node(config=replace(NodeConfig(), yamux=small)) as hog:
                 streams: list[Stream] = []

@@ -58,7 +58,7 @@ async def handle(node: Node, msg: dict[str, Any]) -> dict[str, Any]:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--listen", default="/ip4/0.0.0.0/tcp/0")
-    parser.add_argument("--query-interval", type=float, default=300.0)
+    parser.add_argument("--query-interval-seconds", type=float, default=300.0)
     parser.add_argument("--ttl", type=int, default=360)
     parser.add_argument("--interface", action="append", default=[])
     args = parser.parse_args()
@@ -71,7 +71,9 @@ async def main() -> None:
         node.set_stream_handler(ECHO_PROTOCOL, echo_handler)
         await node.listen(args.listen)
         config = MdnsConfig(
-            query_interval=args.query_interval, ttl=args.ttl, interfaces=tuple(args.interface)
+            query_interval_seconds=args.query_interval_seconds,
+            ttl=args.ttl,
+            interfaces=tuple(args.interface),
         )
         started = time.monotonic()
 

@@ -396,10 +396,10 @@ async def test_outbound_shutdown_while_pending() -> None:
 
 
 async def test_request_and_response_size_limits() -> None:
-    small = {**ALLOW, "max_request_size": 100, "max_response_size": 100}
+    small = {**ALLOW, "max_request_bytes": 100, "max_response_bytes": 100}
     async with networks(small, small) as (a, b):
         await link(a, b)
-        with pytest.raises(LimitExceededError, match="max_request_size"):
+        with pytest.raises(LimitExceededError, match="max_request_bytes"):
             await a.send_request(b.peer_id, "x" * 200)
         b.add_address(a.peer_id, await listen(a))
         async with serving(b, lambda rq: "y" * 200 if rq == "big" else "ok"):
@@ -409,7 +409,7 @@ async def test_request_and_response_size_limits() -> None:
             assert "response too large" in str(error) and "100" in str(error)
             assert await a.send_request(b.peer_id, "small") == "ok"
     # The responder enforces its own request limit (the sender's is larger here).
-    async with networks(ALLOW, {**ALLOW, "max_request_size": 100}) as (a, b):
+    async with networks(ALLOW, {**ALLOW, "max_request_bytes": 100}) as (a, b):
         await link(a, b)
         error = await outcome(a.send_request(b.peer_id, "x" * 200))
         assert isinstance(error, RequestConnectionClosedError), error
@@ -418,7 +418,7 @@ async def test_request_and_response_size_limits() -> None:
 
 
 async def test_eof_delimited_framing_end_to_end() -> None:
-    eof = {**ALLOW, "framing": Framing.EOF_DELIMITED, "max_response_size": 100_000}
+    eof = {**ALLOW, "framing": Framing.EOF_DELIMITED, "max_response_bytes": 100_000}
     async with networks(eof, eof) as (a, b):
         await link(a, b)
         async with serving(b, lambda rq: {"echo": rq}) as seen:

@@ -205,7 +205,7 @@ async def test_unread_response_is_bounded_by_the_request_timeout_then_reset() ->
                 value = big if request.request == "big" else request.request
                 responding.append(asyncio.ensure_future(outcome(request.respond(value))))
 
-        config = NodeConfig(yamux=YamuxConfig(receive_window_size=window))
+        config = NodeConfig(yamux=YamuxConfig(receive_window_bytes=window))
         async with background(answer()), Node(config=config) as raw:
             conn = await raw.dial(addr.with_peer_id(server.peer_id))
             stream = await conn.new_stream(["/p2p/1.0.0"])

@@ -125,7 +125,7 @@ def test_response_round_trip() -> None:
 def test_response_round_trip_any(ids: list[int], ttl: int, seed: bytes) -> None:
     name = peer_name_from_random(seed)
     addrs = [addr(i) for i in ids]
-    packets = build_responses(name, addrs, ttl, max_packet_size=512)
+    packets = build_responses(name, addrs, ttl, max_packet_bytes=512)
     got: list[Multiaddr] = []
     for packet in packets:
         assert len(packet) <= 512
@@ -335,7 +335,7 @@ async def test_service_answers_queries_with_lan_addresses_once_per_interval() ->
     (record,) = parsed.peers
     assert record.peer_id == node.peer_id and record.ttl == 360
     assert record.addrs == (Multiaddr("/ip4/10.0.0.9/tcp/4001"),)  # loopback withheld
-    # Queries within min_response_interval share one deferred answer.
+    # Queries within min_response_interval_seconds share one deferred answer.
     endpoint.datagram_received(build_query(), ("10.0.0.3", 5353))
     endpoint.datagram_received(build_query(), ("10.0.0.4", 5353))
     assert len(endpoint.sent) == 1 and endpoint.deferred is not None

@@ -149,13 +149,13 @@ def test_header_round_trip(ftype: int, flags: int, sid: int, length: int, prefix
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"receive_window_size": INITIAL_WINDOW_SIZE - 1},
-        {"receive_window_size": 2**32},
+        {"receive_window_bytes": INITIAL_WINDOW_SIZE - 1},
+        {"receive_window_bytes": 2**32},
         {"max_streams": 0},
-        {"max_frame_size": 0},
+        {"max_frame_bytes": 0},
         {"max_ack_backlog": 0},
         {"max_session_receive_bytes": 0},
-        {"max_inbound_frame_size": 0},
+        {"max_inbound_frame_bytes": 0},
     ],
 )
 def test_config_validation(kwargs: dict[str, int]) -> None:
@@ -198,7 +198,7 @@ def test_open_raises_window_and_accept_acks() -> None:
 
 
 def test_no_raise_with_minimal_window() -> None:
-    config = YamuxConfig(receive_window_size=INITIAL_WINDOW_SIZE)
+    config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE)
     client, _server = pair(config, config)
     client.open_stream()
     assert parse_frames(client.data_to_send()) == [(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0, b"")]
@@ -353,7 +353,7 @@ def test_large_frame_delivered_incrementally() -> None:
 
 
 def test_send_splits_at_max_frame_size() -> None:
-    config = YamuxConfig(max_frame_size=1000)
+    config = YamuxConfig(max_frame_bytes=1000)
     client, _server = pair(config)
     sid = client.open_stream()
     client.data_to_send()
@@ -387,7 +387,7 @@ def test_window_exhaustion_before_and_after_raise() -> None:
 
 
 def test_window_update_after_half_consumed() -> None:
-    config = YamuxConfig(receive_window_size=INITIAL_WINDOW_SIZE)
+    config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE)
     client, server = pair(config, config)
     sid = client.open_stream()
     transfer(client, server)
@@ -412,7 +412,7 @@ def test_window_update_after_half_consumed() -> None:
 def test_open_raise_is_a_quarter_of_the_free_budget() -> None:
     window = INITIAL_WINDOW_SIZE
     server_config = YamuxConfig(
-        receive_window_size=4 * window, max_session_receive_bytes=17 * window
+        receive_window_bytes=4 * window, max_session_receive_bytes=17 * window
     )
     client, server = pair(server_config=server_config)
     a, b, c = client.open_stream(), client.open_stream(), client.open_stream()
@@ -430,7 +430,7 @@ def test_open_raise_is_a_quarter_of_the_free_budget() -> None:
 
 def test_window_grows_as_the_app_reads_until_the_budget() -> None:
     window = INITIAL_WINDOW_SIZE
-    config = YamuxConfig(receive_window_size=16 * window, max_session_receive_bytes=9 * window)
+    config = YamuxConfig(receive_window_bytes=16 * window, max_session_receive_bytes=9 * window)
     client, server = pair(server_config=config)
     sid = client.open_stream()  # 1 + 8 // 4 = 3 windows at open
     transfer(client, server)
@@ -451,7 +451,7 @@ def test_window_grows_as_the_app_reads_until_the_budget() -> None:
 
 def test_over_budget_allotments_shrink_back() -> None:
     window = INITIAL_WINDOW_SIZE
-    config = YamuxConfig(receive_window_size=16 * window, max_session_receive_bytes=9 * window)
+    config = YamuxConfig(receive_window_bytes=16 * window, max_session_receive_bytes=9 * window)
     client, server = pair(server_config=config)
     a = client.open_stream()
     transfer(client, server)
@@ -481,7 +481,7 @@ def test_over_budget_allotments_shrink_back() -> None:
 def test_allotment_returned_when_stream_ends() -> None:
     window = INITIAL_WINDOW_SIZE
     server_config = YamuxConfig(
-        receive_window_size=4 * window, max_session_receive_bytes=13 * window
+        receive_window_bytes=4 * window, max_session_receive_bytes=13 * window
     )
     client, server = pair(server_config=server_config)
     a = client.open_stream()  # 1 + 12 // 4 = 4 windows
@@ -686,7 +686,7 @@ def test_protocol_violation(violation: str) -> None:
 
 
 def test_flow_control_violations_below_frame_limit() -> None:
-    config = YamuxConfig(receive_window_size=INITIAL_WINDOW_SIZE)
+    config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE)
     for wire in (
         frame(TYPE_DATA, FLAG_SYN, 1, INITIAL_WINDOW_SIZE + 1),
         frame(TYPE_DATA, 0, 5, INITIAL_WINDOW_SIZE + 1),
@@ -700,7 +700,7 @@ def test_flow_control_violations_below_frame_limit() -> None:
 
 
 def test_cumulative_window_violation() -> None:
-    config = YamuxConfig(receive_window_size=INITIAL_WINDOW_SIZE)
+    config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE)
     server = YamuxSession(is_client=False, config=config)
     half = b"h" * (INITIAL_WINDOW_SIZE // 2)
     server.receive_data(data_frame(1, half, FLAG_SYN) + data_frame(1, half))
@@ -782,7 +782,7 @@ header_frames = st.builds(
     eof=st.booleans(),
 )
 def test_arbitrary_input_never_raises(is_client: bool, chunks: list[bytes], eof: bool) -> None:
-    config = YamuxConfig(receive_window_size=INITIAL_WINDOW_SIZE, max_streams=3)
+    config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE, max_streams=3)
     session = YamuxSession(is_client=is_client, config=config)
     session.open_stream()
     events: list[YamuxEvent] = []
@@ -819,7 +819,7 @@ def test_arbitrary_input_never_raises(is_client: bool, chunks: list[bytes], eof:
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_random_interleaving_preserves_stream_data(data: st.DataObject) -> None:
-    config = YamuxConfig(receive_window_size=INITIAL_WINDOW_SIZE, max_frame_size=50_000)
+    config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE, max_frame_bytes=50_000)
     sessions = (
         YamuxSession(is_client=True, config=config),
         YamuxSession(is_client=False, config=config),

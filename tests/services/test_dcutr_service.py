@@ -163,7 +163,7 @@ async def test_every_attempt_fails_when_the_peer_cannot_be_reached(make_setup) -
     # B advertises its real observed address, but A's dials cannot succeed: B's listener
     # refuses them (closed) and B's own dials land on a closed port.  Three attempts.
     fast = DcutrConfig(
-        allow_loopback_addrs=True, unilateral_upgrade=False, connect_timeout_seconds=1.0
+        allow_loopback_addrs=True, unilateral_upgrade=False, connect_timeout=1.0
     )
     s: Setup = await make_setup(fast, fast)
     relayed = await s.b.node.dial(s.circuit)

@@ -268,9 +268,9 @@ def test_can_listen_needs_ip_and_tls_context() -> None:
 
 def test_config_bounds() -> None:
     with pytest.raises(InvalidArgumentError):
-        WebSocketConfig(max_message_size_bytes=1000)
+        WebSocketConfig(max_message_bytes=1000)
     with pytest.raises(InvalidArgumentError):
-        WebSocketConfig(max_send_message_size_bytes=8 << 20)
+        WebSocketConfig(max_send_message_bytes=8 << 20)
 
 
 async def test_listen_rejects_non_ws_address() -> None:
@@ -365,7 +365,7 @@ async def test_pause_writing_reaches_the_upper_protocol() -> None:
 
 
 async def test_message_above_limit_fails_the_connection() -> None:
-    config = WebSocketConfig(max_message_size_bytes=1 << 20, max_send_message_size_bytes=1 << 20)
+    config = WebSocketConfig(max_message_bytes=1 << 20, max_send_message_bytes=1 << 20)
     listener, recorders = await listen(WebSocketTransport(config=config))
     raw = await RawClient.connect(listener.addrs[0])
     try:
@@ -425,7 +425,7 @@ async def test_plain_http_request_is_refused_without_a_connection() -> None:
 
 
 async def test_silent_socket_is_dropped_after_upgrade_timeout() -> None:
-    config = WebSocketConfig(upgrade_timeout_seconds=0.1)
+    config = WebSocketConfig(upgrade_timeout=0.1)
     listener, recorders = await listen(WebSocketTransport(config=config))
     target = ws_target(listener.addrs[0])
     assert target is not None

@@ -157,7 +157,7 @@ class Connection(asyncio.Protocol):
         self._flush_scheduled = False
         self._unflushed = 0
         self._write_paused = False
-        self._write_piece_size = config.write_flush_size
+        self._write_piece_size = config.write_flush_bytes
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._replies_while_paused = 0  # bytes answered to input while the socket was paused
@@ -232,7 +232,7 @@ class Connection(asyncio.Protocol):
         negotiator = MultistreamDialer(
             protocols,
             optimistic=len(protocols) == 1,
-            max_message_size=self._config.max_negotiation_message_size,
+            max_message_size=self._config.max_negotiation_message_bytes,
         )
         stream = Stream(self, sid, is_initiator=True, negotiator=negotiator)
         self._streams[sid] = stream
@@ -284,7 +284,7 @@ class Connection(asyncio.Protocol):
             now=self.loop.time(),
             handshake_timeout=config.handshake_timeout,
             expected_peer=self._expected_peer,
-            max_negotiation_message_size=config.max_negotiation_message_size,
+            max_negotiation_message_bytes=config.max_negotiation_message_bytes,
             yamux_config=config.yamux,
         )
         self._arm_timer(upgrader.get_timer())
@@ -510,7 +510,7 @@ class Connection(asyncio.Protocol):
         self._inbound_streams += 1
         negotiator = MultistreamListener(
             self._hooks.supported_protocols(self),
-            max_message_size=self._config.max_negotiation_message_size,
+            max_message_size=self._config.max_negotiation_message_bytes,
         )
         stream = Stream(self, sid, is_initiator=False, negotiator=negotiator)
         self._streams[sid] = stream
@@ -539,7 +539,7 @@ class Connection(asyncio.Protocol):
         sent = yamux.send_data(sid, data)
         if sent:
             self._unflushed += sent
-            if self._unflushed >= self._config.write_flush_size:
+            if self._unflushed >= self._config.write_flush_bytes:
                 self._flush()
             else:
                 self._schedule_flush()

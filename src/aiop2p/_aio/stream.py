@@ -411,7 +411,7 @@ class Stream:
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send ``data``; waits for flow-control window and socket buffer space.
 
-        Large writes go out in pieces of ``NodeConfig.write_flush_size``, each only while the
+        Large writes go out in pieces of ``NodeConfig.write_flush_bytes``, each only while the
         socket is not paused, so however many streams write at once, a peer that does not
         read holds at most about one piece per writer in our socket buffer.
         """

@@ -14,8 +14,8 @@ from ..services.relay.server import RelayServerConfig
 from .event_channel import ChannelSinkConfig
 
 __all__ = [
-    "DEFAULT_MAX_REQUEST_SIZE",
-    "DEFAULT_MAX_RESPONSE_SIZE",
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_PROTOCOL",
     "ChannelConfig",
     "Framing",
@@ -23,8 +23,8 @@ __all__ = [
 ]
 
 DEFAULT_PROTOCOL = "/p2p/1.0.0"
-DEFAULT_MAX_REQUEST_SIZE = 1 << 20
-DEFAULT_MAX_RESPONSE_SIZE = 10 << 20
+DEFAULT_MAX_REQUEST_BYTES = 1 << 20
+DEFAULT_MAX_RESPONSE_BYTES = 10 << 20
 
 
 class Framing(enum.Enum):
@@ -59,8 +59,8 @@ class NetworkConfig:
     protocols: tuple[str, ...] = (DEFAULT_PROTOCOL,)
     """Request-response protocol ids, in preference order."""
     framing: Framing = Framing.LENGTH_PREFIXED
-    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE
-    max_response_size: int = DEFAULT_MAX_RESPONSE_SIZE
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     requests_channel: ChannelConfig = field(default_factory=ChannelConfig)
     events_channel: ChannelConfig = field(
         default_factory=lambda: ChannelConfig(256, ChannelSinkConfig.BUFFER_LATEST)

@@ -79,13 +79,13 @@ async def send_request_on(
     payload: bytes,
     *,
     framing: Framing,
-    max_request_size: int,
-    max_response_size: int,
+    max_request_bytes: int,
+    max_response_bytes: int,
 ) -> bytes:
     """Send ``payload`` on a new stream of ``conn`` and return the response body."""
-    if len(payload) > max_request_size:
+    if len(payload) > max_request_bytes:
         raise RequestTooLargeError(
-            f"request of {len(payload)} bytes exceeds max_request_size ({max_request_size})"
+            f"request of {len(payload)} bytes exceeds max_request_bytes ({max_request_bytes})"
         )
     try:
         stream = conn.open_stream(protocols)
@@ -97,11 +97,11 @@ async def send_request_on(
                 await stream.wait_negotiated()
             if framing is Framing.LENGTH_PREFIXED:
                 await stream.write_message(payload)
-                response = await stream.read_message(max_response_size)
+                response = await stream.read_message(max_response_bytes)
             else:
                 await stream.write(payload)
                 await stream.close()
-                response = await stream.read_until_eof(max_response_size)
+                response = await stream.read_until_eof(max_response_bytes)
         except BaseException:
             stream.reset()  # no-op when already closed or reset
             raise
@@ -135,11 +135,11 @@ def _closed_error(exc: P2PError, message: str | None = None) -> RequestConnectio
     return RequestConnectionClosedError(message)
 
 
-async def read_request(stream: Stream, *, framing: Framing, max_request_size: int) -> bytes:
+async def read_request(stream: Stream, *, framing: Framing, max_request_bytes: int) -> bytes:
     """Read one request body from an inbound stream."""
     if framing is Framing.LENGTH_PREFIXED:
-        return await stream.read_message(max_request_size)
-    return await stream.read_until_eof(max_request_size)
+        return await stream.read_message(max_request_bytes)
+    return await stream.read_until_eof(max_request_bytes)
 
 
 async def write_response(stream: Stream, payload: bytes, *, framing: Framing) -> None:
@@ -315,8 +315,8 @@ class RequestExchange(Generic[Rq, Rs]):
                     self._config.protocols,
                     payload,
                     framing=self._config.framing,
-                    max_request_size=self._config.max_request_size,
-                    max_response_size=self._config.max_response_size,
+                    max_request_bytes=self._config.max_request_bytes,
+                    max_response_bytes=self._config.max_response_bytes,
                 )
             except asyncio.CancelledError:
                 if deadline.expired:
@@ -394,7 +394,7 @@ class RequestExchange(Generic[Rq, Rs]):
         deadline = self._deadlines.start(task)
         try:
             body = await read_request(
-                stream, framing=config.framing, max_request_size=config.max_request_size
+                stream, framing=config.framing, max_request_bytes=config.max_request_bytes
             )
             try:
                 value: Rq = self._codec.decode(body)

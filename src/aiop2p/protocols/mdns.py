@@ -125,10 +125,10 @@ def build_responses(
     ttl: int,
     *,
     service_name: str = SERVICE_NAME,
-    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE,
+    max_packet_bytes: int = DEFAULT_MAX_PACKET_SIZE,
 ) -> list[bytes]:
     """Our answer to a query: the PTR plus one TXT record per address (each ending in
-    ``/p2p/<id>``), split over as many packets as ``max_packet_size`` bytes require, each
+    ``/p2p/<id>``), split over as many packets as ``max_packet_bytes`` bytes require, each
     packet self-contained (PTR included).  ``ttl`` seconds; 0 announces our departure.
     Addresses whose ``dnsaddr=`` string exceeds 255 bytes are skipped; no address, no packet.
     """
@@ -154,7 +154,7 @@ def build_responses(
     size = base
     for text in strings:
         cost = (2 if chunk else first_name) + _RR_FIXED_SIZE + 1 + len(text)
-        if chunk and size + cost > max_packet_size:
+        if chunk and size + cost > max_packet_bytes:
             packets.append(_render(service, instance, ptr, ttl, chunk))
             chunk, size = [], base
             cost = first_name + _RR_FIXED_SIZE + 1 + len(text)

@@ -135,7 +135,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         now: float,
         handshake_timeout: float,
         expected_peer: PeerId | None = None,
-        max_negotiation_message_size: int = 1024,
+        max_negotiation_message_bytes: int = 1024,
         yamux_config: YamuxConfig | None = None,
     ) -> None:
         super().__init__()
@@ -144,7 +144,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         self._static_key = static_key
         self._ephemeral_key = ephemeral_key
         self._expected_peer = expected_peer
-        self._max_message_size = max_negotiation_message_size
+        self._max_message_size = max_negotiation_message_bytes
         self._yamux_config = yamux_config or YamuxConfig()
         self._handshake_timeout = handshake_timeout
         self._deadline = now + handshake_timeout

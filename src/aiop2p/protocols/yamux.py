@@ -17,8 +17,8 @@ Rules where the spec is silent (each a deliberate choice):
 * Session-fatal (GoAway(protocol error) is queued, ``SessionTerminated`` carries the error,
   later input is ignored): version != 0; unknown frame type; SYN on an id that is open, on
   id 0 or on an id of our own parity; a data frame longer than
-  ``max_inbound_frame_size`` (``MessageTooLargeError``), longer than the stream's remaining
-  receive window, or, for an unknown stream, longer than ``receive_window_size`` (both
+  ``max_inbound_frame_bytes`` (``MessageTooLargeError``), longer than the stream's remaining
+  receive window, or, for an unknown stream, longer than ``receive_window_bytes`` (both
   ``FlowControlError``); a window update that lifts the send window above ``2**32 - 1``
   (``FlowControlError``).
 * Stream-level: data after the peer's FIN resets that stream (we send RST and emit
@@ -36,9 +36,9 @@ A stream is forgotten once FIN went both ways or it was reset.
 Receive memory is one budget per session, ``max_session_receive_bytes``.  A stream's
 *allotment* is what the peer may still send on it plus what it sent that the application
 has not consumed yet.  At open a stream is allotted the protocol's 256 KiB plus a quarter
-of the budget's free room, up to ``receive_window_size`` (the raise travels on the SYN/ACK
+of the budget's free room, up to ``receive_window_bytes`` (the raise travels on the SYN/ACK
 window update).  Allotments then grow as the application reads: each window update (sent
-once half the allotment was consumed) doubles the allotment, up to ``receive_window_size``
+once half the allotment was consumed) doubles the allotment, up to ``receive_window_bytes``
 and only while the sum of all allotments stays within the budget.  So a single busy stream
 gets a large window, raises never over-allot the budget, and allotments above 256 KiB
 shrink back (credit not returned) while the session is over budget.  Allotments are given
@@ -165,31 +165,31 @@ def decode_frame_header(data: bytes | bytearray | memoryview, offset: int = 0) -
 class YamuxConfig:
     """Limits and window sizes of one session (sizes in bytes, counts as ``max_*``)."""
 
-    receive_window_size: int = 16 * 1024 * 1024
+    receive_window_bytes: int = 16 * 1024 * 1024
     """Per-stream receive window we grant (>= 256 KiB); raised by a window update at open."""
     max_streams: int = 1024
     """Concurrently open streams, both directions; an inbound SYN beyond it is reset."""
-    max_frame_size: int = 1024 * 1024
+    max_frame_bytes: int = 1024 * 1024
     """Largest data frame payload we send; larger writes are split."""
     max_ack_backlog: int = 256
     """Outbound streams not yet acknowledged by the peer (the spec's ACK backlog)."""
     max_session_receive_bytes: int = 32 * 1024 * 1024
     """Receive budget of the whole session, bytes: the sum of every stream's window and unread
     data stays within it (see the module docstring); also the hard cap on unread bytes."""
-    max_inbound_frame_size: int = 16 * 1024 * 1024
+    max_inbound_frame_bytes: int = 16 * 1024 * 1024
     """Largest data frame payload accepted; a longer one is a protocol error."""
 
     def __post_init__(self) -> None:
-        if not INITIAL_WINDOW_SIZE <= self.receive_window_size <= MAX_WINDOW_SIZE:
+        if not INITIAL_WINDOW_SIZE <= self.receive_window_bytes <= MAX_WINDOW_SIZE:
             raise InvalidArgumentError(
-                f"receive_window_size must be in [{INITIAL_WINDOW_SIZE}, {MAX_WINDOW_SIZE}]"
+                f"receive_window_bytes must be in [{INITIAL_WINDOW_SIZE}, {MAX_WINDOW_SIZE}]"
             )
         for name in (
             "max_streams",
-            "max_frame_size",
+            "max_frame_bytes",
             "max_ack_backlog",
             "max_session_receive_bytes",
-            "max_inbound_frame_size",
+            "max_inbound_frame_bytes",
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"{name} must be positive")
@@ -386,10 +386,10 @@ class YamuxSession:
         self._terminated = False
         self._local_go_away: int | None = None
         self._remote_go_away: int | None = None
-        self._max_frame = config.max_frame_size
-        self._max_inbound = config.max_inbound_frame_size
+        self._max_frame = config.max_frame_bytes
+        self._max_inbound = config.max_inbound_frame_bytes
         self._budget = config.max_session_receive_bytes
-        self._max_window = config.receive_window_size
+        self._max_window = config.receive_window_bytes
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -665,7 +665,7 @@ class YamuxSession:
                 if stream is None:
                     if self._terminated:
                         return
-                    if length > self._config.receive_window_size:
+                    if length > self._config.receive_window_bytes:
                         self._fail(
                             FlowControlError(f"{length}-byte data frame for unknown stream {sid}")
                         )
@@ -818,7 +818,7 @@ class YamuxSession:
     def _send_credit(self, sid: int, stream: _Stream) -> None:
         """Queue a window update returning ``stream.credit``, resized to fit the budget.
 
-        Within budget the allotment doubles (up to ``receive_window_size``); over budget an
+        Within budget the allotment doubles (up to ``receive_window_bytes``); over budget an
         allotment above 256 KiB gives up to the excess back by returning less credit.
         """
         credit = stream.credit

@@ -74,13 +74,13 @@ class DcutrConfig:
 
     max_attempts: int = MAX_ATTEMPTS
     """DCUtR exchanges (each followed by a simultaneous connect) before giving up."""
-    exchange_timeout_seconds: float = 10.0
+    exchange_timeout: float = 10.0
     """One CONNECT/SYNC exchange over the relayed connection."""
-    connect_timeout_seconds: float = 5.0
+    connect_timeout: float = 5.0
     """One simultaneous connect: from the dial moment until a direct connection is up."""
     unilateral_upgrade: bool = True
     """First dial the peer's advertised (identify) addresses directly, as the spec says."""
-    unilateral_timeout_seconds: float = 3.0
+    unilateral_timeout: float = 3.0
     identify_wait_seconds: float = 3.0
     """How long to wait for identify results (our observed addresses, the peer's)."""
     relay_close_grace_seconds: float = 5.0
@@ -247,7 +247,7 @@ class DcutrService:
         if not addrs:
             return None
         try:
-            async with asyncio.timeout(self.config.unilateral_timeout_seconds):
+            async with asyncio.timeout(self.config.unilateral_timeout):
                 return await self._first_connection(peer, addrs, None)
         except (P2PError, TimeoutError) as exc:
             causes["unilateral"] = exc
@@ -260,7 +260,7 @@ class DcutrService:
         machine = DcutrInitiator(ours, max_message_bytes=self.config.max_message_bytes)
         stream = await relayed.new_stream(DCUTR_PROTOCOL_ID)
         try:
-            async with asyncio.timeout(self.config.exchange_timeout_seconds):
+            async with asyncio.timeout(self.config.exchange_timeout):
                 machine.start(loop.time())
                 await stream.write(machine.data_to_send())
                 events = machine.events_received()
@@ -304,7 +304,7 @@ class DcutrService:
         ours = await self.observed_addrs()
         machine = DcutrResponder(ours, max_message_bytes=self.config.max_message_bytes)
         try:
-            async with asyncio.timeout(self.config.exchange_timeout_seconds):
+            async with asyncio.timeout(self.config.exchange_timeout):
                 events = machine.events_received()
                 while not events:
                     data = await stream.read(_READ_CHUNK_BYTES)
@@ -345,11 +345,11 @@ class DcutrService:
         for addr in addrs:
             node.expect_inbound_role(addr, role)
         try:
-            async with asyncio.timeout(self.config.connect_timeout_seconds):
+            async with asyncio.timeout(self.config.connect_timeout):
                 return await self._first_connection(peer, addrs, role)
         except TimeoutError as exc:
             raise DialError(
-                f"no direct connection to {peer} within {self.config.connect_timeout_seconds} s"
+                f"no direct connection to {peer} within {self.config.connect_timeout} s"
             ) from exc
         finally:
             for addr in addrs:

@@ -106,7 +106,7 @@ class IdentifyService:
                 stream = await conn.new_stream(IDENTIFY_PROTOCOL_ID)
                 async with stream:
                     await stream.close()
-                    data = await stream.read_message(self.node.config.max_identify_message_size)
+                    data = await stream.read_message(self.node.config.max_identify_message_bytes)
             info = self._apply(conn.remote_peer, IdentifyMessage.decode(data))
         except (P2PError, TimeoutError) as exc:
             if not fut.done():
@@ -118,7 +118,7 @@ class IdentifyService:
             fut.set_result(info)
 
     async def _receive_push(self, stream: Stream) -> None:
-        data = await stream.read_message(self.node.config.max_identify_message_size)
+        data = await stream.read_message(self.node.config.max_identify_message_bytes)
         self._apply(stream.remote_peer, IdentifyMessage.decode(data), push=True)
 
     def _apply(self, peer: PeerId, msg: IdentifyMessage, *, push: bool = False) -> PeerInfo:

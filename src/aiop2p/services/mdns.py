@@ -1,7 +1,7 @@
 """mDNS peer discovery on the local network (libp2p ``discovery/mdns.md``).
 
 The service multicasts a query (``_p2p._udp.local PTR``) on start and every
-``query_interval`` seconds, answers queries (its own included, as the spec asks, so that
+``query_interval_seconds`` seconds, answers queries (its own included, as the spec asks, so that
 peers already present learn about a newcomer) with the node's listen addresses, and
 records what others announce:
 
@@ -28,7 +28,7 @@ Time comes from the event loop clock (``loop.time()``, ``call_at``): no periodic
 no sleep, so tests drive it with a fake loop clock (a one-off task opens the loopback
 sockets when a loopback listener appears after start).  Responses are not delayed by RFC 6762's
 random 20-120 ms, but a response on an interface follows the previous one by at least
-``min_response_interval`` seconds (later queries within that window share one deferred
+``min_response_interval_seconds`` seconds (later queries within that window share one deferred
 answer).  Legacy unicast queries (source port not 5353) are answered by multicast too.
 """
 
@@ -105,7 +105,7 @@ class MdnsConfig:
 
     service_name: str = SERVICE_NAME
     """``_p2p._udp.local``; a private network uses ``_p2p-<fingerprint>._udp.local``."""
-    query_interval: float = 300.0
+    query_interval_seconds: float = 300.0
     """Seconds between our periodic queries (one is also sent at start)."""
     ttl: int = 360
     """Seconds others may keep our announcement (rust-libp2p's default, 6 minutes)."""
@@ -128,22 +128,22 @@ class MdnsConfig:
     max_addrs_per_peer: int = 32
     max_queued_events: int = 1024
     """Events buffered for :meth:`MdnsService.events`; the oldest is dropped beyond it."""
-    max_packet_size: int = DEFAULT_MAX_PACKET_SIZE
+    max_packet_bytes: int = DEFAULT_MAX_PACKET_SIZE
     """Bytes per response we send; more addresses are split over several packets."""
-    min_response_interval: float = 1.0
+    min_response_interval_seconds: float = 1.0
     """Seconds between two of our responses on one interface (RFC 6762 §6)."""
     send_goodbye: bool = True
     """Announce our departure (TTL 0) on close."""
 
     def __post_init__(self) -> None:
-        if self.query_interval <= 0 or self.min_response_interval < 0:
+        if self.query_interval_seconds <= 0 or self.min_response_interval_seconds < 0:
             raise InvalidArgumentError("mDNS intervals must be positive")
         if not 1 <= self.ttl <= 0x7FFFFFFF or self.max_record_ttl < 1:
             raise InvalidArgumentError(f"mDNS TTL out of range: {self.ttl}")
         if min(self.max_peers, self.max_addrs_per_peer, self.max_queued_events) < 1:
             raise InvalidArgumentError("mDNS limits must be at least 1")
-        if not 512 <= self.max_packet_size <= MAX_PACKET_SIZE:
-            raise InvalidArgumentError(f"max_packet_size must be 512..{MAX_PACKET_SIZE}")
+        if not 512 <= self.max_packet_bytes <= MAX_PACKET_SIZE:
+            raise InvalidArgumentError(f"max_packet_bytes must be 512..{MAX_PACKET_SIZE}")
         if not (self.ipv4 or self.ipv6):
             raise InvalidArgumentError("mDNS needs IPv4 or IPv6")
 
@@ -625,7 +625,7 @@ class MdnsService:
         if self._query_handle is not None:
             self._query_handle.cancel()
         self._query_handle = self._loop.call_at(
-            self._now() + self.config.query_interval, self._send_query
+            self._now() + self.config.query_interval_seconds, self._send_query
         )
 
     def _announce_addrs(self, endpoint: _Endpoint) -> list[Multiaddr]:
@@ -646,15 +646,16 @@ class MdnsService:
             self._announce_addrs(endpoint),
             ttl,
             service_name=self.config.service_name,
-            max_packet_size=self.config.max_packet_size,
+            max_packet_bytes=self.config.max_packet_bytes,
         )
 
     def _respond(self, endpoint: _Endpoint) -> None:
-        """Multicast our addresses on ``endpoint``, at most once per min_response_interval."""
+        """Multicast our addresses on ``endpoint``, at most once per minimum response
+        interval."""
         if self._closed or endpoint.deferred is not None:
             return
         now = self._now()
-        earliest = endpoint.last_response + self.config.min_response_interval
+        earliest = endpoint.last_response + self.config.min_response_interval_seconds
         if now < earliest:
             assert self._loop is not None
             endpoint.deferred = self._loop.call_at(earliest, self._deferred_respond, endpoint)

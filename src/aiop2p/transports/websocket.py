@@ -81,13 +81,13 @@ _JOIN_BELOW_BYTES = 16 * 1024  # smaller frames go out as one joined write (one 
 class WebSocketConfig:
     """Limits of the WebSocket transport (sizes in bytes, times in seconds)."""
 
-    max_message_size_bytes: int = 4 * 1024 * 1024
+    max_message_bytes: int = 4 * 1024 * 1024
     """Largest incoming message accepted; js-libp2p sends ~64 KiB, we send <= max_send."""
-    max_send_message_size_bytes: int = 256 * 1024
+    max_send_message_bytes: int = 256 * 1024
     """Writes above this are split into several messages (bounded receive buffers)."""
-    upgrade_timeout_seconds: float = 10.0
+    upgrade_timeout: float = 10.0
     """Time an inbound socket has to complete the HTTP upgrade (slow-loris guard)."""
-    close_timeout_seconds: float = 5.0
+    close_timeout: float = 5.0
     """Time the closing handshake may take before the socket is aborted."""
     max_pending_upgrades: int = 256
     """Inbound sockets still in the HTTP upgrade, per listener.  When full, a newcomer
@@ -98,11 +98,11 @@ class WebSocketConfig:
     listener; more from there are dropped (as ``ConnectionLimits.max_pending_incoming_per_ip``)."""
 
     def __post_init__(self) -> None:
-        if self.max_message_size_bytes < 1 << 20:
-            raise InvalidArgumentError("max_message_size_bytes must be at least 1 MiB")
-        if not 0 < self.max_send_message_size_bytes <= self.max_message_size_bytes:
+        if self.max_message_bytes < 1 << 20:
+            raise InvalidArgumentError("max_message_bytes must be at least 1 MiB")
+        if not 0 < self.max_send_message_bytes <= self.max_message_bytes:
             raise InvalidArgumentError(
-                "max_send_message_size_bytes must be in (0, max_message_size_bytes]"
+                "max_send_message_bytes must be in (0, max_message_bytes]"
             )
 
 
@@ -206,7 +206,7 @@ class _WsPipe(asyncio.Protocol, asyncio.Transport):
         self._sock = transport
         _tune(transport)
         loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._config.upgrade_timeout_seconds, self._upgrade_timeout)
+        self._timer = loop.call_later(self._config.upgrade_timeout, self._upgrade_timeout)
         ws = self._ws
         if isinstance(ws, ClientProtocol):
             ws.send_request(ws.connect())
@@ -266,7 +266,7 @@ class _WsPipe(asyncio.Protocol, asyncio.Transport):
         self._send_pending()
         if ws.close_expected() and self._timer is None and not self._lost:
             self._timer = asyncio.get_running_loop().call_later(
-                self._config.close_timeout_seconds, self._close_timeout
+                self._config.close_timeout, self._close_timeout
             )
 
     def eof_received(self) -> bool | None:
@@ -388,7 +388,7 @@ class _WsPipe(asyncio.Protocol, asyncio.Transport):
         if self._closing or sock is None or self._ws.state is not OPEN:
             return
         size = len(data)
-        limit = self._config.max_send_message_size_bytes
+        limit = self._config.max_send_message_bytes
         if size > limit:
             view = memoryview(data)
             for start in range(0, size, limit):
@@ -525,7 +525,7 @@ class WebSocketTransport:
 
     def _new_client(self, target: WsTarget) -> ClientProtocol:
         return ClientProtocol(
-            parse_uri(target.uri), max_size=self.config.max_message_size_bytes, logger=log
+            parse_uri(target.uri), max_size=self.config.max_message_bytes, logger=log
         )
 
     async def dial(self, addr: Multiaddr, factory: ProtocolFactory) -> asyncio.Protocol:
@@ -567,7 +567,7 @@ class WebSocketTransport:
         )
 
         def build() -> asyncio.Protocol:
-            ws = ServerProtocol(max_size=config.max_message_size_bytes, logger=log)
+            ws = ServerProtocol(max_size=config.max_message_bytes, logger=log)
             return _WsPipe(ws, factory, target.suffix, config, pending)
 
         sock = listen_socket(addr, target.host, target.port, target.family)

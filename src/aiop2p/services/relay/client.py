@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 class RelayClientConfig:
     """Relay client settings (seconds, bytes and counts as the names say)."""
 
-    reservation_timeout_seconds: float = 10.0
+    reservation_timeout: float = 10.0
     """Whole ``reserve``/``listen`` call: dialling the relay plus the hop exchange."""
     refresh_margin_seconds: float = 60.0
     """Refresh this long before expiry (or halfway through a shorter reservation)."""
@@ -81,7 +81,7 @@ class RelayClientConfig:
     """Consecutive failed refreshes (or reconnections) before a reservation is dropped."""
     refresh_backoff_initial_seconds: float = 0.5
     refresh_backoff_max_seconds: float = 30.0
-    circuit_timeout_seconds: float = 10.0
+    circuit_timeout: float = 10.0
     """Hop CONNECT answer (dialling) and stop CONNECT request (accepting), each."""
     max_reservations: int = 32
     """Relays we hold reservations with at once."""
@@ -228,7 +228,7 @@ class RelayClient:
         """Reserve a slot on ``relay`` (dialled at ``relay_addr`` or a known address).
 
         Raises :class:`ReservationRefusedError` (with the relay's status) or
-        :class:`DialError`; bounded by ``reservation_timeout_seconds``.
+        :class:`DialError`; bounded by ``reservation_timeout``.
         """
         if self._closed:
             raise InvalidStateError("relay client is closed")
@@ -324,7 +324,7 @@ class RelayClient:
         return await self.node.connect(relay)
 
     async def _reserve_once(self, slot: _Slot) -> Reservation:
-        timeout = self.config.reservation_timeout_seconds
+        timeout = self.config.reservation_timeout
         relay = slot.relay
         try:
             async with asyncio.timeout(timeout):
@@ -462,7 +462,7 @@ class RelayClient:
             max_early_data_bytes=self.config.max_early_data_bytes,
         )
         try:
-            async with asyncio.timeout(self.config.circuit_timeout_seconds):
+            async with asyncio.timeout(self.config.circuit_timeout):
                 event = await exchange(stream, machine)
         except TimeoutError:
             stream.reset()
@@ -521,7 +521,7 @@ class RelayClient:
         try:
             machine = HopClient(max_message_bytes=self.config.max_message_bytes)
             machine.connect(target)
-            async with asyncio.timeout(self.config.circuit_timeout_seconds):
+            async with asyncio.timeout(self.config.circuit_timeout):
                 event = await exchange(stream, machine)
         except BaseException:
             stream.reset()

@@ -68,7 +68,7 @@ class RelayServerConfig:
     """Bytes relayed in each direction of one relayed connection; 0 = unlimited."""
     max_message_bytes: int = MAX_MESSAGE_BYTES
     max_early_data_bytes: int = MAX_EARLY_DATA_BYTES
-    request_timeout_seconds: float = 10.0
+    request_timeout: float = 10.0
     """A hop request, and the stop exchange with the target, each."""
     splice_high_water_bytes: int = 256 * 1024
     """Bytes queued towards one side of a circuit before reading from the other pauses."""
@@ -231,7 +231,7 @@ class RelayServer:
             max_early_data_bytes=config.max_early_data_bytes,
         )
         try:
-            async with asyncio.timeout(config.request_timeout_seconds):
+            async with asyncio.timeout(config.request_timeout):
                 event = await exchange(stream, machine)
         except TimeoutError:
             stream.reset()
@@ -323,7 +323,7 @@ class RelayServer:
         machine = StopClient(max_message_bytes=self.config.max_message_bytes)
         machine.connect(source, self.config.limit)
         try:
-            async with asyncio.timeout(self.config.request_timeout_seconds):
+            async with asyncio.timeout(self.config.request_timeout):
                 event = await exchange(stream, machine)
         except (P2PError, TimeoutError) as exc:
             log.debug("stop exchange with %s failed: %s", target, exc)

@@ -66,8 +66,9 @@ _BUILT_BY_THE_LIBRARY = {"Connection", "Stream", "ApprovalRequest", "PeerRuleQue
 # Exported for annotating ``Node(transports=...)``; writing a transport (its methods'
 # types) is not public API yet.
 _OPAQUE = {"Transport"}
-# Members the library reads itself; their types are plumbing.
-_INTERNAL_MEMBERS = {("RelayServerConfig", "limit")}
+# Members the library reads or calls itself; their types are plumbing (a stream's sink
+# is how StreamTransport runs a connection over it).
+_INTERNAL_MEMBERS = {("RelayServerConfig", "limit"), ("Stream", "set_sink")}
 
 
 def _aiop2p_classes(tp: object, out: set[type]) -> None:

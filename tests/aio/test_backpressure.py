@@ -78,7 +78,7 @@ async def test_unread_responses_do_not_fill_our_write_buffer() -> None:
         assert conn._transport is not None
         conn._transport.pause_reading()  # ... and never reads an answer
         try:
-            await wait_for(lambda: server_conn._write_paused, cap=10)
+            await wait_for(lambda: server_conn.write_paused, cap=10)
             peak = 0
 
             def settled() -> bool:
@@ -86,7 +86,7 @@ async def test_unread_responses_do_not_fill_our_write_buffer() -> None:
                 size = write_buffer(server_conn)
                 peak = max(peak, size)
                 return size > 0 and all(
-                    s.is_closed or s._write_waiter is not None or server_conn._write_paused
+                    s.is_closed or s._write_waiter is not None or server_conn.write_paused
                     for s in server_conn.streams
                 )
 

@@ -188,7 +188,7 @@ async def test_pause_reading_holds_window(node_pair: tuple[Node, Node]) -> None:
     writer = asyncio.ensure_future(stream.write(b"y" * (window + 4096)))
     writer.add_done_callback(lambda f: f.cancelled() or f.exception())
     await wait_for(lambda: sink.transport is not None)
-    yamux = stream.connection._yamux
+    yamux = a.connections_to(b.peer_id)[0]._yamux
     assert yamux is not None
     # The whole window is in flight and nothing was credited back: the writer must wait.
     await wait_for(lambda: yamux.send_window(stream.stream_id) == 0)

@@ -17,7 +17,7 @@ from hypothesis import settings, target
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from aiop2p._aio.connection import ConnectionId
+from aiop2p._aio.stream import ConnectionId
 from aiop2p.errors import InvalidArgumentError, InvalidStateError
 from aiop2p.identity import KeyPair, PeerId
 from aiop2p.network.firewall import (

@@ -87,7 +87,7 @@ class StreamTransport(asyncio.Transport):
         if self._lost:
             return
         self._protocol.connection_made(self)
-        self._stream._set_sink(self)
+        self._stream.set_sink(self)
         if not self._reading_paused:
             self._deliver_pending()
 
@@ -135,7 +135,7 @@ class StreamTransport(asyncio.Transport):
             data = pending.popleft()
             self.bytes_received += len(data)
             protocol.data_received(data)
-            stream._consumed(len(data))
+            stream.consume(len(data))
         if self._eof_in and not pending and not self._reading_paused and not self._lost:
             self._deliver_eof()
 
@@ -150,7 +150,7 @@ class StreamTransport(asyncio.Transport):
         self.bytes_received += len(data)
         protocol = self._protocol
         protocol.data_received(data)
-        self._stream._consumed(len(data))
+        self._stream.consume(len(data))
 
     def sink_eof(self) -> None:
         if self._lost or self._eof_in:
@@ -201,7 +201,7 @@ class StreamTransport(asyncio.Transport):
             self._out_bytes += len(view)
         else:
             try:
-                sent = self._stream._conn._send_stream_data(self._stream.stream_id, data)
+                sent = self._stream.connection.send_stream_data(self._stream.stream_id, data)
             except P2PError as exc:
                 self._lose(exc)
                 return
@@ -218,11 +218,10 @@ class StreamTransport(asyncio.Transport):
 
     def _watch_connection(self) -> None:
         """Propagate the carrying connection's socket backpressure to our protocol."""
-        conn = self._stream._conn
-        if not conn._write_paused or self._conn_drain is not None:
+        conn = self._stream.connection
+        if not conn.write_paused or self._conn_drain is not None:
             return
-        fut: asyncio.Future[None] = self._loop.create_future()
-        conn._drain_waiters.append(fut)
+        fut = conn.drained()
         self._conn_drain = fut
         fut.add_done_callback(self._conn_drained)
         if not self._writing_paused:
@@ -247,12 +246,12 @@ class StreamTransport(asyncio.Transport):
 
     def _flush_out(self) -> None:
         out = self._out
-        conn = self._stream._conn
+        conn = self._stream.connection
         sid = self._stream.stream_id
         while out:
             view = out[0]
             try:
-                sent = conn._send_stream_data(sid, view)
+                sent = conn.send_stream_data(sid, view)
             except P2PError as exc:
                 self._lose(exc)
                 return
@@ -277,7 +276,7 @@ class StreamTransport(asyncio.Transport):
         if self._eof_out or self._lost:
             return
         self._eof_out = True
-        self._stream._close_write()
+        self._stream.close_write()
         if self._eof_in:
             self._lose(None)
 

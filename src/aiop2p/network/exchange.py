@@ -26,9 +26,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
-from .._aio.connection import Connection, ConnectionId
+from .._aio.connection import Connection
 from .._aio.deadlines import DeadlineQueue
-from .._aio.stream import Stream
+from .._aio.stream import ConnectionId, Stream
 from ..errors import (
     ConnectionClosedError,
     InvalidStateError,

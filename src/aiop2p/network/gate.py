@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
-from .._aio.connection import ConnectionId
+from .._aio.stream import ConnectionId
 from ..events import RequestId
 from ..identity import PeerId
 from .firewall import (

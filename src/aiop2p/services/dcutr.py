@@ -50,6 +50,7 @@ from ..protocols.dcutr import (
     DialScheduled,
 )
 from ..transports.tcp import TcpTransport
+from .host import connection_of
 
 if TYPE_CHECKING:
     from .host import Host
@@ -297,7 +298,7 @@ class DcutrService:
     # -- the outbound side: DCUtR as responder -------------------------------------------
 
     async def _on_stream(self, stream: Stream) -> None:
-        relayed = stream.connection
+        relayed = connection_of(self.node, stream)
         if not relayed.is_relayed:
             stream.reset()  # nothing to upgrade on a direct connection
             return

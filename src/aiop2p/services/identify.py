@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import TYPE_CHECKING
 
 from .._aio.connection import Connection
 from .._aio.stream import Stream
@@ -22,10 +21,8 @@ from ..protocols.identify import (
     IDENTIFY_PUSH_PROTOCOL_ID,
     IdentifyMessage,
 )
+from .host import Host, connection_of
 from .peerstore import PeerInfo
-
-if TYPE_CHECKING:
-    from .host import Host
 
 __all__ = ["IdentifyService"]
 
@@ -60,7 +57,7 @@ class IdentifyService:
         )
 
     async def _answer(self, stream: Stream) -> None:
-        await stream.write_message(self._message_for(stream.connection).encode())
+        await stream.write_message(self._message_for(connection_of(self.node, stream)).encode())
 
     def _on_local_change(self, _: None) -> None:
         if not self._push_scheduled and self.node.connections:

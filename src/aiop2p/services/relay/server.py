@@ -38,6 +38,7 @@ from ...protocols.relay_v2 import (
     StopRefused,
     make_voucher,
 )
+from ..host import connection_of
 from .exchange import exchange
 from .splice import Circuit
 
@@ -224,7 +225,7 @@ class RelayServer:
 
     async def _on_hop(self, stream: Stream) -> None:
         config = self.config
-        conn = stream.connection
+        conn = connection_of(self.node, stream)
         machine = HopServer(
             stream.remote_peer,
             max_message_bytes=config.max_message_bytes,
@@ -264,7 +265,7 @@ class RelayServer:
     async def _connect(self, hop: Stream, machine: HopServer, event: ConnectRequested) -> None:
         config = self.config
         source, target = event.source, event.target
-        refusal = self._connect_refusal(source, target, hop.connection)
+        refusal = self._connect_refusal(source, target, connection_of(self.node, hop))
         if refusal is not None:
             machine.refuse(refusal)
             await hop.write(machine.data_to_send())

@@ -499,7 +499,7 @@ async def main(argv: list[str]) -> int:
             dcutr=None,  # the relay figures measure the relayed path itself
         )
         await network.start()
-        node_cm: Any = contextlib.nullcontext(network.node)
+        node_cm: Any = contextlib.nullcontext(network._node)
         responder = asyncio.create_task(answer_requests(network))
     else:
         node_cm = Node(key, config=config, transports=transports)

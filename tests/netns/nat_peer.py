@@ -100,7 +100,7 @@ def on_relay(event: RelayClientEvent) -> None:
 
 async def handle(net: Network[Any, Any], dcutr: DcutrService | None, msg: dict[str, Any]) -> Any:
     cmd = msg.get("cmd")
-    node = net.node
+    node = net._node
     if cmd == "listen_relay":
         relay = PeerId.from_string(msg["relay"])
         addr = await net.start_relayed_listening(relay, msg.get("relayAddr"))
@@ -184,8 +184,8 @@ async def main() -> None:
         emit({"event": "conn", "opened": opened, "peerId": str(conn.remote_peer),
               **describe(conn), "t": stamp()})  # fmt: skip
 
-    net.node.connection_opened.subscribe(lambda conn: on_connection(conn, True))
-    net.node.connection_closed.subscribe(lambda conn: on_connection(conn, False))
+    net._node.connection_opened.subscribe(lambda conn: on_connection(conn, True))
+    net._node.connection_closed.subscribe(lambda conn: on_connection(conn, False))
     async with net:
         net.close_firewall_requests()
         if net.relay_client is not None:
@@ -210,7 +210,7 @@ async def main() -> None:
             {
                 "event": "ready",
                 "peerId": str(net.peer_id),
-                "addrs": [str(a) for a in net.node.listen_addrs],
+                "addrs": [str(a) for a in net._node.listen_addrs],
             }
         )
         tasks: set[asyncio.Task[None]] = set()

@@ -172,7 +172,7 @@ async def main():
         answer = await a.send_request(b.peer_id, "ping")
         server.cancel()
         print(json.dumps({"discovered": True, "a_sees_b": seen[0], "b_sees_a": seen[1],
-                          "b_addrs": [str(x) for x in b.node.listen_addrs], "answer": answer}))
+                          "b_addrs": [str(x) for x in b._node.listen_addrs], "answer": answer}))
 
 asyncio.run(main())
 """

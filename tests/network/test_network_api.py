@@ -203,7 +203,7 @@ async def test_connection_limit_per_peer() -> None:
         await a.connect_peer(b.peer_id)
         await next_event(b, ConnectionEstablished, skip=(NewListenAddr,))
         # A second connection (forced below the Network, which never opens one itself).
-        await outcome(a.node.dial(addr.with_peer_id(b.peer_id), force=True))
+        await outcome(a._node.dial(addr.with_peer_id(b.peer_id), force=True))
         refused = await next_event(b, IncomingConnectionError)
         assert isinstance(refused.error, ConnectionLimitError)
         assert "Connection limit: `1`/`1`" in str(refused.error)
@@ -747,7 +747,7 @@ async def test_identify_push_follows_firewall_support_changes() -> None:
         protocol = a.config.protocols[0]
 
         def b_sees() -> bool:
-            info = b.node.peer_store.get(a.peer_id)
+            info = b._node.peer_store.get(a.peer_id)
             return info is not None and protocol in info.protocols
 
         await wait_for(b_sees, CAP)

@@ -109,7 +109,7 @@ async def test_requester_cancel_is_not_connection_closed() -> None:
         sending = asyncio.ensure_future(client.send_request(server.peer_id, "x"))
         request = await next_request(server)
         sending.cancel()
-        conn = server.node.connections_to(client.peer_id)[0]
+        conn = server._node.connections_to(client.peer_id)[0]
         await wait_for(lambda: not conn.streams, CAP)  # the requester's reset arrived
         with pytest.raises(P2PError):
             await request.respond("too late")

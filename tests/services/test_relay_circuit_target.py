@@ -39,12 +39,12 @@ async def test_circuit_without_target_fails_at_once() -> None:
 
         with pytest.raises(DialError) as dialled:
             async with asyncio.timeout(CAP):
-                await net.node.dial(circuit)
+                await net._node.dial(circuit)
         assert "/p2p/<target>" in str(dialled.value)  # not "no transport can dial"
 
         with pytest.raises(DialError) as to_relay:
             async with asyncio.timeout(CAP):
-                await net.node.dial(circuit.with_peer_id(relay.peer_id))
+                await net._node.dial(circuit.with_peer_id(relay.peer_id))
         assert "the relay itself" in str(to_relay.value)
 
         # The address book path: the circuit address stored as the relay's own address.

@@ -43,7 +43,7 @@ async def cmd_id(args: argparse.Namespace, out: Output) -> int:
 async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
     target = Multiaddr(args.address)
     async with dialing_network() as net:
-        node = net.node
+        node = net._node
         conn = await node.dial(target)
         answered = 0
         for seq in range(args.count):
@@ -70,7 +70,7 @@ async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
 async def cmd_perf(args: argparse.Namespace, out: Output) -> int:
     target = Multiaddr(args.address)
     async with dialing_network() as net:
-        result = await net.node.perf(target, upload=args.upload, download=args.download)
+        result = await net._node.perf(target, upload=args.upload, download=args.download)
     out.emit(
         f"upload {result.upload_mib_s:.1f} MiB/s, download {result.download_mib_s:.1f} MiB/s",
         upload_bytes=result.upload_bytes,

@@ -64,7 +64,7 @@ async def cmd_send(args: argparse.Namespace, out: Output) -> int:
             # Any peer answering there: learn its id by dialling.  A circuit address is
             # dialled as given too: without a target its last /p2p is the relay's.
             if peer is None or target.is_circuit:
-                peer = (await net.node.dial(target)).remote_peer
+                peer = (await net._node.dial(target)).remote_peer
             else:
                 net.add_address(peer, target.without_peer_id())
             response = await net.send_request(peer, value)

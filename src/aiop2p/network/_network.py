@@ -106,16 +106,19 @@ class Network(Generic[Rq, Rs]):
             limits=config.connection_limits,
             idle_connection_timeout=config.connection_timeout,
         )
-        self.node = Node(keys, config=node_config, transports=transports)
+        self._node = Node(keys, config=node_config, transports=transports)
+        # Private: listening or dialling on it directly would bypass the listener
+        # bookkeeping, the NewListenAddr events and the address book.  Inside the
+        # project (CLI, bench, tests) it is reached as ``_node``.
         self._firewall = FirewallGate(
             firewall or FirewallRules.empty(),
             timeout=config.firewall_timeout,
             capacity=config.firewall_channel_capacity,
             handler=firewall_handler,
-            spawn=self.node.spawn,
+            spawn=self._node.spawn,
             # Negotiation consults the offer predicate on every new stream; identify
             # push tells the peer its view of our protocols changed.
-            support_changed=lambda: self.node.local_changed.emit(None),
+            support_changed=lambda: self._node.local_changed.emit(None),
         )
         self._exchange: RequestExchange[Rq, Rs] = RequestExchange(
             config,
@@ -146,12 +149,12 @@ class Network(Generic[Rq, Rs]):
         self.relay_server: RelayServer | None = None
         """The relay we run for others (only with ``relay_server`` configured)."""
         if config.relay_client:
-            self.relay_client = RelayClient(self.node)
+            self.relay_client = RelayClient(self._node)
             self.relay_client.events.subscribe(self._on_relay_event)
         self.dcutr: DcutrService | None = None
         """Hole punching; created before any listener so TCP can reuse the listen port."""
         if config.dcutr is not None:
-            self.dcutr = DcutrService(self.node, config=config.dcutr)
+            self.dcutr = DcutrService(self._node, config=config.dcutr)
             self.dcutr.events.subscribe(self._on_dcutr_event)
         self._started = False
         self._closed = False
@@ -160,7 +163,7 @@ class Network(Generic[Rq, Rs]):
 
     @property
     def peer_id(self) -> PeerId:
-        return self.node.peer_id
+        return self._node.peer_id
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -173,7 +176,7 @@ class Network(Generic[Rq, Rs]):
         if self._started:
             return
         self._started = True
-        node = self.node
+        node = self._node
         node.connection_gate = self._refuse_banned
         node.dial_candidates = self.get_addrs
         node.dial_succeeded = self._dial_succeeded
@@ -214,7 +217,7 @@ class Network(Generic[Rq, Rs]):
             await self.relay_client.close()
         if self.relay_server is not None:
             await self.relay_server.close()
-        await self.node.close()
+        await self._node.close()
         await self._exchange.close()
         self._events.close()
         if self._save_handle is not None:
@@ -258,7 +261,7 @@ class Network(Generic[Rq, Rs]):
             self._events.send_nowait(event)
         except P2PError:
             # A BLOCK events channel that is full: deliver when there is room.
-            self.node.spawn(self._emit_waiting(event), name="event")
+            self._node.spawn(self._emit_waiting(event), name="event")
 
     async def _emit_waiting(self, event: NetworkEvent) -> None:
         await self._events.send(event)
@@ -276,7 +279,7 @@ class Network(Generic[Rq, Rs]):
         if addr.is_circuit and self.relay_client is None:
             raise MultiaddrNotSupportedError(addr)
         try:
-            addrs = await self.node.listen(addr)
+            addrs = await self._node.listen(addr)
         except InvalidArgumentError as exc:
             raise MultiaddrNotSupportedError(addr) from exc
         listener_id = next(self._listener_ids)
@@ -304,7 +307,7 @@ class Network(Generic[Rq, Rs]):
         addr = relay_addr
         if addr is None:
             candidates = [a for a in self.get_addrs(relay) if not a.is_circuit]
-            if not candidates and not self.node.is_connected(relay):
+            if not candidates and not self._node.is_connected(relay):
                 raise NoAddressesError("No addresses known for peer.")
             addr = candidates[0] if candidates else None
         circuit = await client.listen(relay, addr.without_peer_id() if addr else None)
@@ -399,18 +402,18 @@ class Network(Generic[Rq, Rs]):
         if listener.uses_relay is not None and self.relay_client is not None:
             await self.relay_client.stop_listening(listener.uses_relay)
         elif listener.addrs:
-            await self.node.stop_listening_addr(listener.addrs[0])
+            await self._node.stop_listening_addr(listener.addrs[0])
         self._emit(ListenerClosed(tuple(listener.addrs), None))
 
     # -- connections ---------------------------------------------------------------------
 
     def is_connected(self, peer: PeerId) -> bool:
-        return self.node.is_connected(peer)
+        return self._node.is_connected(peer)
 
     def established_connections(self) -> list[tuple[PeerId, list[ConnectedPoint]]]:
         return [
-            (peer, [_endpoint(c) for c in self.node.connections_to(peer)])
-            for peer in self.node.connected_peers
+            (peer, [_endpoint(c) for c in self._node.connections_to(peer)])
+            for peer in self._node.connected_peers
         ]
 
     async def connect_peer(self, peer: PeerId) -> Multiaddr:
@@ -424,7 +427,7 @@ class Network(Generic[Rq, Rs]):
     async def _connection(self, peer: PeerId) -> Connection:
         if peer in self._banned:
             raise BannedPeerError(peer)
-        return await self.node.connect(peer)
+        return await self._node.connect(peer)
 
     def _dial_succeeded(self, peer: PeerId, addr: Multiaddr, failed: list[Multiaddr]) -> None:
         """The node's dialer reached ``peer`` at ``addr``: that address goes first in the
@@ -441,19 +444,19 @@ class Network(Generic[Rq, Rs]):
 
     def _on_connection_opened(self, conn: Connection) -> None:
         peer = conn.remote_peer
-        num = len(self.node.connections_to(peer))
+        num = len(self._node.connections_to(peer))
         self._firewall.connection_established(
             peer, conn.id, inbound=conn.direction is Direction.INBOUND
         )
         self._emit(ConnectionEstablished(peer, _endpoint(conn), num))
-        if self.node.identify is not None:
-            self.node.spawn(self._learn_addresses(conn), name="learn addresses")
+        if self._node.identify is not None:
+            self._node.spawn(self._learn_addresses(conn), name="learn addresses")
 
     def _on_connection_closed(self, conn: Connection) -> None:
         # (A connection vetoed right after its handshake — limit, ban — is never
         # reported opened nor closed: the node reports it as incoming_failed.)
         peer = conn.remote_peer
-        num = len(self.node.connections_to(peer))
+        num = len(self._node.connections_to(peer))
         self._firewall.connection_closed(peer, conn.id)
         self._exchange.connection_closed(conn.id)
         error = conn.error
@@ -466,7 +469,7 @@ class Network(Generic[Rq, Rs]):
 
     async def _learn_addresses(self, conn: Connection) -> None:
         """Record the peer's *listen* addresses from identify (not ephemeral ports)."""
-        identify = self.node.identify
+        identify = self._node.identify
         assert identify is not None
         try:
             info = await identify.identify(conn)
@@ -483,7 +486,7 @@ class Network(Generic[Rq, Rs]):
     async def ban_peer(self, peer: PeerId) -> None:
         """Refuse every connection with ``peer`` and close the existing ones."""
         self._banned.add(peer)
-        for conn in self.node.connections_to(peer):
+        for conn in self._node.connections_to(peer):
             await conn.close()
 
     def unban_peer(self, peer: PeerId) -> None:

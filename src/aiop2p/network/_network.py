@@ -497,10 +497,10 @@ class Network(Generic[Rq, Rs]):
     def get_addrs(self, peer: PeerId) -> list[Multiaddr]:
         """Dial candidates for ``peer`` in the seed's order (docs/compat.md, "The
         address-book ordering"): the address book (known addresses, then relayed ones via
-        the dialing relays), then addresses discovered on the LAN."""
+        the dialing relays), then the other addresses the node learned (the peer store:
+        mDNS on the LAN, identify, dials not made through the address book)."""
         addrs = self._addresses.get_addrs(peer)
-        if self._mdns is not None:
-            addrs.extend(self._mdns.discovered_peers.get(peer, ()))
+        addrs.extend(a for a in self._node.peer_store.addrs(peer) if a not in addrs)
         return addrs
 
     def add_address(self, peer: PeerId, addr: Multiaddr | str) -> None:

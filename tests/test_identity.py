@@ -14,8 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from aiop2p._wire import multibase
-from aiop2p._wire.base58 import b58decode, b58encode
-from aiop2p.errors import InvalidArgumentError, InvalidKeyError, InvalidPeerIdError
+from aiop2p.errors import InvalidKeyError, InvalidPeerIdError
 from aiop2p.identity import (
     MAX_KEY_FILE_BYTES,
     KeyPair,
@@ -541,36 +540,3 @@ def test_peer_id_from_random_bytes(data: bytes) -> None:
 def test_peer_id_from_random_text_never_crashes(text: str) -> None:
     with contextlib.suppress(InvalidPeerIdError):
         PeerId.from_string(text)
-
-
-# --- base58 / multibase --------------------------------------------------------------------------
-
-
-def test_base58_known_values() -> None:
-    assert b58encode(b"") == ""
-    assert b58encode(b"\0\0") == "11"
-    assert b58encode(b"hello world") == "StV1DL6CwTryKyV"
-    assert b58decode("StV1DL6CwTryKyV") == b"hello world"
-    assert b58decode("11StV1DL6CwTryKyV") == b"\0\0hello world"
-    with pytest.raises(InvalidArgumentError):
-        b58decode("0OIl")
-
-
-@given(st.binary(max_size=200))
-def test_base58_round_trip(data: bytes) -> None:
-    assert b58decode(b58encode(data)) == data
-
-
-@given(st.binary(max_size=100), st.sampled_from(sorted(multibase.PREFIXES)))
-def test_multibase_round_trip(data: bytes, prefix: str) -> None:
-    text = multibase.encode(prefix, data)
-    assert text[0] == prefix
-    assert multibase.decode(text) == data
-
-
-@pytest.mark.parametrize("text", ["", "q123", "bAA", "b=", "fzz", "m+/=", "u+", "b0", "Mabc", "zé"])
-def test_multibase_errors(text: str) -> None:
-    with pytest.raises(InvalidArgumentError):
-        multibase.decode(text)
-    with pytest.raises(InvalidArgumentError):
-        multibase.encode("q", b"")

@@ -1,4 +1,5 @@
-"""Two real nodes over loopback TCP: upgrade, streams, identify, ping, perf, faults."""
+"""Two real nodes over loopback TCP: upgrade, streams, faults (identify, ping and perf
+have their modules under tests/services)."""
 
 from __future__ import annotations
 
@@ -65,37 +66,6 @@ async def test_request_response_on_new_streams(node_pair: tuple[Node, Node]) -> 
 
     results = await asyncio.gather(*(one(i) for i in range(64)))
     assert results == [str(i).encode() for i in range(64)]
-
-
-async def test_identify_both_ways(node_pair: tuple[Node, Node]) -> None:
-    a, b = node_pair
-    b.set_stream_handler(ECHO, echo_handler)
-    await a.listen("/ip4/127.0.0.1/tcp/0")
-    conn = await a.dial(addr_of(b))
-    info = await a.identify_peer(conn)
-    assert info.agent_version is not None and info.agent_version.startswith("aiop2p/")
-    assert ECHO in info.protocols and "/ipfs/ping/1.0.0" in info.protocols
-    assert info.addrs == b.listen_addrs
-    await wait_for(lambda: b.is_connected(a.peer_id))
-    back = await b.identify_peer(b.connections_to(a.peer_id)[0])
-    assert back.addrs == a.listen_addrs
-    assert info.observed_addr is not None
-
-
-async def test_identify_push_announces_new_protocol(node_pair: tuple[Node, Node]) -> None:
-    a, b = node_pair
-    conn = await a.dial(addr_of(b))
-    await a.identify_peer(conn)
-    b.set_stream_handler("/late/1.0.0", echo_handler)
-    await wait_for(lambda: "/late/1.0.0" in a.peer_store.info(b.peer_id).protocols)
-
-
-async def test_ping_and_perf(node_pair: tuple[Node, Node]) -> None:
-    a, b = node_pair
-    rtts = await a.ping(addr_of(b), count=3)
-    assert len(rtts) == 3 and all(r > 0 for r in rtts)
-    result = await a.perf(addr_of(b), upload=3 << 20, download=5 << 20)
-    assert result.upload_bytes == 3 << 20 and result.download_bytes == 5 << 20
 
 
 async def test_unknown_protocol_is_refused(node_pair: tuple[Node, Node]) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from ._aio.connection import Connection, ConnectionHooks, Direction
 from ._aio.emitter import Emitter
-from ._aio.stream import Stream, StreamOwner
+from ._aio.stream import Stream
 from .config import NodeConfig
 from .errors import (
     BannedPeerError,
@@ -33,6 +33,7 @@ from .identity import KeyPair, PeerId
 from .multiaddr import Multiaddr
 from .protocols.perf import PERF_PROTOCOL_ID
 from .protocols.ping import PING_PROTOCOL_ID
+from .protocols.role import Role
 from .services.host import StreamHandler
 from .services.identify import IdentifyService
 from .services.peerstore import PeerInfo, PeerStore
@@ -51,8 +52,8 @@ __all__ = [
     "Node",
     "PeerInfo",
     "PerfResult",
+    "Role",
     "Stream",
-    "StreamOwner",
     "Transport",
 ]
 
@@ -110,7 +111,7 @@ class Node:
         self._established = 0
         self._established_in = 0
         self._pending_outgoing = 0
-        self._inbound_roles: dict[Multiaddr, Direction] = {}
+        self._inbound_roles: dict[Multiaddr, Role] = {}
         self.connection_gate: Callable[[Connection], P2PError | None] | None = None
         """Vetoes a newly established connection by returning the error to close it with."""
         self.identify: IdentifyService | None = None
@@ -241,7 +242,7 @@ class Node:
         self,
         direction: Direction,
         expected_peer: PeerId | None = None,
-        role: Direction | None = None,
+        role: Role | None = None,
     ) -> Callable[[Multiaddr, Multiaddr], Connection]:
         def factory(local: Multiaddr, remote: Multiaddr) -> Connection:
             conn_role = role
@@ -338,7 +339,7 @@ class Node:
             conns.sort(key=lambda c: c.is_relayed)
         return conns
 
-    def expect_inbound_role(self, remote: Multiaddr, role: Direction | None) -> None:
+    def expect_inbound_role(self, remote: Multiaddr, role: Role | None) -> None:
         """Run inbound connections from ``remote`` (``/ip4/<ip>/tcp/<port>``) with ``role``
         (None forgets it).  Hole punching: a peer's dial may land on our listener instead
         of meeting ours in a simultaneous open, and the roles agreed for it must hold."""
@@ -359,7 +360,7 @@ class Node:
         return bool(self.connections_to(peer))
 
     async def dial(
-        self, addr: Multiaddr | str, *, force: bool = False, role: Direction | None = None
+        self, addr: Multiaddr | str, *, force: bool = False, role: Role | None = None
     ) -> Connection:
         """Connect to ``addr``; reuse an existing connection to its ``/p2p`` peer.
 
@@ -389,7 +390,7 @@ class Node:
         self,
         peer: PeerId,
         addrs: list[Multiaddr] | None,
-        role: Direction | None = None,
+        role: Role | None = None,
         *,
         bare: bool = False,
     ) -> Connection:
@@ -418,7 +419,7 @@ class Node:
         self,
         peer: PeerId,
         addrs: list[Multiaddr],
-        role: Direction | None,
+        role: Role | None,
         result: asyncio.Future[Connection],
         *,
         bare: bool,
@@ -476,7 +477,7 @@ class Node:
         raise DialError(f"could not connect to {what}", causes)
 
     async def _dial_addr(
-        self, addr: Multiaddr, peer: PeerId | None, role: Direction | None = None
+        self, addr: Multiaddr, peer: PeerId | None, role: Role | None = None
     ) -> Connection:
         if addr.protocol_names()[0] == "dnsaddr":
             # TXT lookups give the real addresses; TCP and WS resolve /dns* themselves.

@@ -20,6 +20,7 @@ from aiop2p.protocols.noise import (
     NoiseHandshake,
     NoiseTransport,
 )
+from aiop2p.protocols.role import Role
 from aiop2p.protocols.yamux import GoAwayCode
 
 from ..helpers import wait_for
@@ -47,7 +48,7 @@ class RawPeer:
         """Run multistream + Noise as the initiator; None if the node hung up."""
         ms = MultistreamDialer(["/noise"], optimistic=True)
         hs = NoiseHandshake(
-            initiator=True,
+            role=Role.INITIATOR,
             identity=identity,  # type: ignore[arg-type]
             static_key=X25519PrivateKey.generate(),
             ephemeral_key=X25519PrivateKey.generate(),

@@ -17,6 +17,7 @@ from aiop2p._wire.varint import encode_uvarint
 from aiop2p.node import Node
 from aiop2p.protocols.multistream import MultistreamDialer
 from aiop2p.protocols.ping import PING_PROTOCOL_ID
+from aiop2p.protocols.role import Role
 
 ECHO = "/test/echo/1.0.0"
 
@@ -33,7 +34,7 @@ def open_lazy_stream(conn: Connection, protocol: str, payload: bytes, split: int
     yamux = conn._require_established()
     sid = yamux.open_stream()
     negotiator = MultistreamDialer([protocol], optimistic=True)
-    stream = Stream(conn, sid, is_initiator=True, negotiator=negotiator)
+    stream = Stream(conn, sid, role=Role.INITIATOR, negotiator=negotiator)
     conn._streams[sid] = stream
     wire = negotiator.data_to_send() + payload
     for part in (wire[:split], wire[split:]):

@@ -43,6 +43,7 @@ from aiop2p.multiaddr import Multiaddr
 from aiop2p.network.codecs import JsonCodec
 from aiop2p.protocols import dcutr, envelope, mdns, multistream, noise, relay_v2, yamux
 from aiop2p.protocols.identify import IdentifyMessage
+from aiop2p.protocols.role import Role
 
 __all__ = ["ERROR", "OK", "Stats", "Target", "build_targets", "format_table", "run_target"]
 
@@ -462,14 +463,14 @@ def _noise_handshake(
     initiator_identity: KeyPair = _ALICE, responder_payload: bytes | None = None
 ) -> tuple[noise.NoiseHandshake, noise.NoiseHandshake]:
     initiator = noise.NoiseHandshake(
-        initiator=True,
+        role=Role.INITIATOR,
         identity=initiator_identity,
         static_key=_ALICE_STATIC,
         ephemeral_key=_ALICE_EPHEMERAL,
         expected_peer=_BOB.peer_id,
     )
     responder = noise.NoiseHandshake(
-        initiator=False, identity=_BOB, static_key=_BOB_STATIC, ephemeral_key=_BOB_EPHEMERAL
+        role=Role.RESPONDER, identity=_BOB, static_key=_BOB_STATIC, ephemeral_key=_BOB_EPHEMERAL
     )
     if responder_payload is not None:
         responder._payload = responder_payload
@@ -568,7 +569,7 @@ def _yamux_target() -> Target:
     config = y.YamuxConfig(max_streams=16, max_ack_backlog=8)
 
     def run(data: bytes, rng: random.Random) -> str:
-        session = y.YamuxSession(is_client=rng.random() < 0.5, config=config)
+        session = y.YamuxSession(role=rng.choice(list(Role)), config=config)
         if rng.random() < 0.3:
             stream = session.open_stream()
             session.send_data(stream, b"ping")

@@ -31,6 +31,7 @@ from aiop2p.protocols.dcutr import (
     HolePunchType,
     encode_frame,
 )
+from aiop2p.protocols.role import Role
 
 A_ADDRS = (Multiaddr("/ip4/203.0.113.1/tcp/4001"), Multiaddr("/ip6/2001:db8::1/tcp/4001"))
 B_ADDRS = (Multiaddr("/ip4/198.51.100.7/tcp/5555"),)
@@ -126,14 +127,14 @@ def test_full_exchange_with_injected_time(split: bool) -> None:
     sync = b.data_to_send()
     assert sync == b"\x03\x08\xac\x02"
     deliver(a, sync, 10.3, split)
-    assert a.events_received() == [DialNow(B_ADDRS, upgrade_as_initiator=True)]
+    assert a.events_received() == [DialNow(B_ADDRS, upgrade_role=Role.INITIATOR)]
     assert a.done
     b.handle_timer(10.29)
     assert b.events_received() == [] and not b.done
     b.receive_eof()  # A may close once it has the SYNC
     assert b.events_received() == []
     b.handle_timer(10.3)
-    assert b.events_received() == [DialNow(A_ADDRS, upgrade_as_initiator=False)]
+    assert b.events_received() == [DialNow(A_ADDRS, upgrade_role=Role.RESPONDER)]
     assert b.done and b.deadline is None
     b.handle_timer(11.0)
     assert b.events_received() == []
@@ -147,7 +148,7 @@ def test_zero_rtt_and_clock_going_backwards() -> None:
     assert b.rtt == 0.0 and b.deadline == 4.0
     b.events_received()
     b.handle_timer(4.0)
-    assert b.events_received() == [DialNow(A_ADDRS[:1], upgrade_as_initiator=False)]
+    assert b.events_received() == [DialNow(A_ADDRS[:1], upgrade_role=Role.RESPONDER)]
 
 
 def test_unparseable_addresses_are_skipped() -> None:
@@ -156,7 +157,7 @@ def test_unparseable_addresses_are_skipped() -> None:
         frame(HolePunch(HolePunchType.CONNECT, (b"\xff\xff", B_ADDRS[0].to_bytes())).encode())
     )
     a.receive_data(frame(HolePunch(HolePunchType.SYNC).encode()))
-    assert a.events_received() == [DialNow(B_ADDRS, upgrade_as_initiator=True)]
+    assert a.events_received() == [DialNow(B_ADDRS, upgrade_role=Role.INITIATOR)]
 
 
 def test_responder_handles_connect_and_sync_in_one_chunk() -> None:
@@ -166,7 +167,7 @@ def test_responder_handles_connect_and_sync_in_one_chunk() -> None:
         + b"\x03\x08\xac\x02"
         + b"trailing"
     )
-    assert a.events_received() == [DialNow(B_ADDRS, upgrade_as_initiator=True)]
+    assert a.events_received() == [DialNow(B_ADDRS, upgrade_role=Role.INITIATOR)]
     assert (
         unframe(a.data_to_send())
         == HolePunch(HolePunchType.CONNECT, tuple(x.to_bytes() for x in A_ADDRS)).encode()

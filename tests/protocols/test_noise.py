@@ -37,6 +37,7 @@ from aiop2p.protocols.noise import (
     decode_handshake_payload,
     encode_handshake_payload,
 )
+from aiop2p.protocols.role import Role
 
 from ._pair import settle, x25519
 
@@ -52,14 +53,17 @@ def fixed_pair(
 ) -> tuple[NoiseHandshake, NoiseHandshake]:
     """A deterministic initiator/responder pair (fixed static and ephemeral keys)."""
     initiator = NoiseHandshake(
-        initiator=True,
+        role=Role.INITIATOR,
         identity=initiator_identity,
         static_key=x25519(1),
         ephemeral_key=x25519(2),
         expected_peer=RESPONDER_ID.peer_id if expected else None,
     )
     responder = NoiseHandshake(
-        initiator=False, identity=responder_identity, static_key=x25519(3), ephemeral_key=x25519(4)
+        role=Role.RESPONDER,
+        identity=responder_identity,
+        static_key=x25519(3),
+        ephemeral_key=x25519(4),
     )
     return initiator, responder
 
@@ -67,14 +71,14 @@ def fixed_pair(
 def random_pair() -> tuple[NoiseHandshake, NoiseHandshake]:
     a, b = KeyPair.generate(), KeyPair.generate()
     initiator = NoiseHandshake(
-        initiator=True,
+        role=Role.INITIATOR,
         identity=a,
         static_key=X25519PrivateKey.generate(),
         ephemeral_key=X25519PrivateKey.generate(),
         expected_peer=b.peer_id,
     )
     responder = NoiseHandshake(
-        initiator=False,
+        role=Role.RESPONDER,
         identity=b,
         static_key=X25519PrivateKey.generate(),
         ephemeral_key=X25519PrivateKey.generate(),
@@ -183,14 +187,14 @@ def test_leftover_after_message_2_belongs_to_transport() -> None:
 
 def test_peer_id_mismatch() -> None:
     initiator = NoiseHandshake(
-        initiator=True,
+        role=Role.INITIATOR,
         identity=INITIATOR_ID,
         static_key=x25519(1),
         ephemeral_key=x25519(2),
         expected_peer=KeyPair.generate().peer_id,
     )
     responder = NoiseHandshake(
-        initiator=False, identity=RESPONDER_ID, static_key=x25519(3), ephemeral_key=x25519(4)
+        role=Role.RESPONDER, identity=RESPONDER_ID, static_key=x25519(3), ephemeral_key=x25519(4)
     )
     settle(initiator, responder)
     error = failed(initiator.events_received())
@@ -554,7 +558,7 @@ def test_oversized_first_message_fails_at_once() -> None:
     assert isinstance(error, MessageTooLargeError) and error.limit == 1024
     with pytest.raises(InvalidArgumentError):
         NoiseHandshake(
-            initiator=False,
+            role=Role.RESPONDER,
             identity=RESPONDER_ID,
             static_key=x25519(3),
             ephemeral_key=x25519(4),

@@ -30,6 +30,7 @@ from aiop2p.protocols.noise import (
     NoiseHandshake,
     NoiseTransport,
 )
+from aiop2p.protocols.role import Role
 from aiop2p.protocols.upgrade import (
     UpgradeCompleted,
     UpgradeEvent,
@@ -56,14 +57,14 @@ _TAG = 16
 
 def machine(
     *,
-    initiator: bool,
+    role: Role,
     identity: KeyPair,
     expected_peer: PeerId | None = None,
     now: float = 0.0,
 ) -> UpgradeMachine:
-    base = 1 if initiator else 3
+    base = 1 if role is Role.INITIATOR else 3
     return UpgradeMachine(
-        initiator=initiator,
+        role=role,
         identity=identity,
         static_key=x25519(base),
         ephemeral_key=x25519(base + 1),
@@ -78,8 +79,8 @@ def pair(
 ) -> tuple[UpgradeMachine, UpgradeMachine]:
     """A dialer (initiator) and a listener (responder) as a node builds them."""
     return (
-        machine(initiator=True, identity=DIALER_ID, expected_peer=expected_peer),
-        machine(initiator=False, identity=LISTENER_ID),
+        machine(role=Role.INITIATOR, identity=DIALER_ID, expected_peer=expected_peer),
+        machine(role=Role.RESPONDER, identity=LISTENER_ID),
     )
 
 
@@ -118,7 +119,7 @@ def test_both_sides_complete_with_each_others_identity_and_a_working_channel() -
     assert done_l.remote_peer == DIALER_ID.peer_id
     assert done_d.remote_public_key == LISTENER_ID.public_key
     assert done_l.remote_public_key == DIALER_ID.public_key
-    assert done_d.session.is_client and not done_l.session.is_client
+    assert done_d.session.role is Role.INITIATOR and done_l.session.role is Role.RESPONDER
     assert dialer.remote_peer == LISTENER_ID.peer_id
     assert listener.remote_peer == DIALER_ID.peer_id
     assert done_l.transport.decrypt(done_d.transport.encrypt(b"ping")) == [b"ping"]
@@ -132,7 +133,7 @@ def test_dialer_saves_round_trips_four_flights_in_all() -> None:
     # 1: header, /noise proposal and Noise message 1 in one write, before any answer.
     first = send(dialer, listener)
     noise1 = NoiseHandshake(
-        initiator=True, identity=DIALER_ID, static_key=x25519(1), ephemeral_key=x25519(2)
+        role=Role.INITIATOR, identity=DIALER_ID, static_key=x25519(1), ephemeral_key=x25519(2)
     ).data_to_send()
     assert first == _HEADER + encode_message(NOISE_PROTOCOL_ID) + noise1
     assert listener.stage is UpgradeStage.NOISE
@@ -158,17 +159,17 @@ def test_listener_holds_its_header_until_it_answers() -> None:
 
 def test_role_override_dial_run_as_responder_checks_the_peer() -> None:
     # DCUtR after a TCP simultaneous open: the side that dialled may run as responder.
-    responder = machine(initiator=False, identity=DIALER_ID, expected_peer=LISTENER_ID.peer_id)
-    initiator = machine(initiator=True, identity=LISTENER_ID)
+    responder = machine(role=Role.RESPONDER, identity=DIALER_ID, expected_peer=LISTENER_ID.peer_id)
+    initiator = machine(role=Role.INITIATOR, identity=LISTENER_ID)
     events_r, events_i = run(responder, initiator)
     assert completed(events_r).remote_peer == LISTENER_ID.peer_id
-    assert not completed(events_r).session.is_client
-    assert completed(events_i).session.is_client
+    assert completed(events_r).session.role is Role.RESPONDER
+    assert completed(events_i).session.role is Role.INITIATOR
 
 
 def test_role_override_responder_refuses_the_wrong_peer() -> None:
-    responder = machine(initiator=False, identity=DIALER_ID, expected_peer=OTHER_ID.peer_id)
-    initiator = machine(initiator=True, identity=LISTENER_ID)
+    responder = machine(role=Role.RESPONDER, identity=DIALER_ID, expected_peer=OTHER_ID.peer_id)
+    initiator = machine(role=Role.INITIATOR, identity=LISTENER_ID)
     send(initiator, responder)
     send(responder, initiator)
     send(initiator, responder)  # message 3 proves LISTENER_ID
@@ -214,7 +215,7 @@ def _noise_by_hand_as_responder(
     [selected] = security.events_received()
     assert isinstance(selected, ProtocolSelected)
     handshake = NoiseHandshake(
-        initiator=False, identity=LISTENER_ID, static_key=x25519(3), ephemeral_key=x25519(4)
+        role=Role.RESPONDER, identity=LISTENER_ID, static_key=x25519(3), ephemeral_key=x25519(4)
     )
     handshake.receive_data(selected.leftover)
     dialer.receive_data(security.data_to_send() + handshake.data_to_send())
@@ -228,7 +229,7 @@ def _noise_by_hand_as_initiator(listener: UpgradeMachine) -> tuple[NoiseTranspor
     """Run ``listener``'s Noise handshake by hand; return the cipher and message 3."""
     security = MultistreamDialer([NOISE_PROTOCOL_ID], optimistic=True)
     handshake = NoiseHandshake(
-        initiator=True, identity=DIALER_ID, static_key=x25519(1), ephemeral_key=x25519(2)
+        role=Role.INITIATOR, identity=DIALER_ID, static_key=x25519(1), ephemeral_key=x25519(2)
     )
     listener.receive_data(security.data_to_send() + handshake.data_to_send())
     security.receive_data(listener.data_to_send())
@@ -268,7 +269,7 @@ def test_responder_answers_na_to_another_muxer_and_keeps_waiting() -> None:
 def test_yamux_frames_in_the_proposal_frame_reach_the_session() -> None:
     _, listener = pair()
     cipher, message3 = _noise_by_hand_as_initiator(listener)
-    client = YamuxSession(is_client=True)
+    client = YamuxSession(role=Role.INITIATOR)
     sid = client.open_stream()
     client.send_data(sid, b"early")
     proposal = MultistreamDialer([YAMUX_PROTOCOL_ID], optimistic=True).data_to_send()
@@ -401,7 +402,7 @@ def test_eof_after_completion_is_ignored() -> None:
 
 
 def test_deadline_is_reported_and_fires_only_once_reached() -> None:
-    m = machine(initiator=False, identity=LISTENER_ID, now=100.0)
+    m = machine(role=Role.RESPONDER, identity=LISTENER_ID, now=100.0)
     assert m.get_timer() == 100.0 + TIMEOUT
     m.handle_timer(100.0 + TIMEOUT - 0.001)
     assert m.events_received() == [] and not m.done
@@ -428,9 +429,9 @@ def test_no_timer_after_completion() -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(st.binary(max_size=512), st.booleans())
-def test_arbitrary_bytes_never_raise(data: bytes, initiator: bool) -> None:
-    m = machine(initiator=initiator, identity=LISTENER_ID)
+@given(st.binary(max_size=512), st.sampled_from(Role))
+def test_arbitrary_bytes_never_raise(data: bytes, role: Role) -> None:
+    m = machine(role=role, identity=LISTENER_ID)
     m.receive_data(data)
     for event in m.events_received():
         assert isinstance(event, UpgradeFailed)

@@ -22,6 +22,7 @@ from aiop2p.errors import (
     StreamResetError,
 )
 from aiop2p.protocols import yamux
+from aiop2p.protocols.role import Role
 from aiop2p.protocols.yamux import (
     FLAG_ACK,
     FLAG_FIN,
@@ -88,8 +89,8 @@ def parse_frames(data: bytes) -> list[tuple[int, int, int, int, bytes]]:
 def pair(
     client_config: YamuxConfig | None = None, server_config: YamuxConfig | None = None
 ) -> tuple[YamuxSession, YamuxSession]:
-    client = YamuxSession(is_client=True, config=client_config or YamuxConfig())
-    server = YamuxSession(is_client=False, config=server_config or YamuxConfig())
+    client = YamuxSession(role=Role.INITIATOR, config=client_config or YamuxConfig())
+    server = YamuxSession(role=Role.RESPONDER, config=server_config or YamuxConfig())
     return client, server
 
 
@@ -168,7 +169,7 @@ def test_config_validation(kwargs: dict[str, int]) -> None:
 
 def test_open_raises_window_and_accept_acks() -> None:
     client, server = pair()
-    assert client.is_client and not server.is_client
+    assert client.role is Role.INITIATOR and server.role is Role.RESPONDER
     sid = client.open_stream()
     assert sid == 1
     assert client.open_stream() == 3
@@ -647,7 +648,7 @@ def test_eof_inside_frame_is_lost_connection(partial: bytes) -> None:
 
 
 def _established_server() -> YamuxSession:
-    server = YamuxSession(is_client=False)
+    server = YamuxSession(role=Role.RESPONDER)
     server.receive_data(frame(TYPE_WINDOW_UPDATE, FLAG_SYN, 1, 0))
     server.events_received()
     server.data_to_send()
@@ -691,7 +692,7 @@ def test_flow_control_violations_below_frame_limit() -> None:
         frame(TYPE_DATA, FLAG_SYN, 1, INITIAL_WINDOW_SIZE + 1),
         frame(TYPE_DATA, 0, 5, INITIAL_WINDOW_SIZE + 1),
     ):
-        server = YamuxSession(is_client=False, config=config)
+        server = YamuxSession(role=Role.RESPONDER, config=config)
         server.receive_data(wire)
         events = server.events_received()
         assert isinstance(events[-1], SessionTerminated)
@@ -701,7 +702,7 @@ def test_flow_control_violations_below_frame_limit() -> None:
 
 def test_cumulative_window_violation() -> None:
     config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE)
-    server = YamuxSession(is_client=False, config=config)
+    server = YamuxSession(role=Role.RESPONDER, config=config)
     half = b"h" * (INITIAL_WINDOW_SIZE // 2)
     server.receive_data(data_frame(1, half, FLAG_SYN) + data_frame(1, half))
     assert not server.is_terminated
@@ -777,13 +778,13 @@ header_frames = st.builds(
 
 @settings(max_examples=300)
 @given(
-    is_client=st.booleans(),
+    role=st.sampled_from(Role),
     chunks=st.lists(header_frames | st.binary(max_size=40), max_size=12),
     eof=st.booleans(),
 )
-def test_arbitrary_input_never_raises(is_client: bool, chunks: list[bytes], eof: bool) -> None:
+def test_arbitrary_input_never_raises(role: Role, chunks: list[bytes], eof: bool) -> None:
     config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE, max_streams=3)
-    session = YamuxSession(is_client=is_client, config=config)
+    session = YamuxSession(role=role, config=config)
     session.open_stream()
     events: list[YamuxEvent] = []
     unacked: dict[int, int] = {}
@@ -821,8 +822,8 @@ def test_arbitrary_input_never_raises(is_client: bool, chunks: list[bytes], eof:
 def test_random_interleaving_preserves_stream_data(data: st.DataObject) -> None:
     config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE, max_frame_bytes=50_000)
     sessions = (
-        YamuxSession(is_client=True, config=config),
-        YamuxSession(is_client=False, config=config),
+        YamuxSession(role=Role.INITIATOR, config=config),
+        YamuxSession(role=Role.RESPONDER, config=config),
     )
     sent: list[dict[int, bytearray]] = [{}, {}]  # per side: what it queued on each stream
     received: list[dict[int, bytearray]] = [{}, {}]

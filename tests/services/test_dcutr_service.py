@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
-from aiop2p._aio.connection import Direction
 from aiop2p._aio.stream import Stream
 from aiop2p.config import NodeConfig
 from aiop2p.errors import DialError, P2PError
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
+from aiop2p.protocols.role import Role
 from aiop2p.services.dcutr import (
     DcutrConfig,
     DcutrService,
@@ -123,8 +123,8 @@ async def test_hole_punch_upgrades_and_moves_streams(make_setup) -> None:  # typ
     assert data == b"back" and not stream.connection.is_relayed
     direct = stream.connection
     # A ran the upgrade as responder, B as initiator, whatever TCP said (DCUtR roles).
-    assert a.node.connections_to(b.node.peer_id)[0].role is Direction.INBOUND
-    assert b.node.connections_to(a.node.peer_id)[0].role is Direction.OUTBOUND
+    assert a.node.connections_to(b.node.peer_id)[0].role is Role.RESPONDER
+    assert b.node.connections_to(a.node.peer_id)[0].role is Role.INITIATOR
     # The direct connection runs between the two listen ports.
     ports = {str(direct.local_addr), str(direct.remote_addr).split("/p2p/")[0]}
     assert ports == {str(a.node.listen_addrs[0]), str(b.node.listen_addrs[0])}
@@ -162,9 +162,7 @@ async def test_failure_keeps_the_relayed_connection(make_setup) -> None:  # type
 async def test_every_attempt_fails_when_the_peer_cannot_be_reached(make_setup) -> None:  # type: ignore[no-untyped-def]
     # B advertises its real observed address, but A's dials cannot succeed: B's listener
     # refuses them (closed) and B's own dials land on a closed port.  Three attempts.
-    fast = DcutrConfig(
-        allow_loopback_addrs=True, unilateral_upgrade=False, connect_timeout=1.0
-    )
+    fast = DcutrConfig(allow_loopback_addrs=True, unilateral_upgrade=False, connect_timeout=1.0)
     s: Setup = await make_setup(fast, fast)
     relayed = await s.b.node.dial(s.circuit)
     await wait_for(lambda: s.a.node.is_connected(s.b.node.peer_id))

@@ -18,7 +18,7 @@ import itertools
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NewType
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -32,6 +32,7 @@ from ..errors import (
 )
 from ..protocols.multistream import MultistreamDialer, MultistreamListener
 from ..protocols.noise import NoiseTransport
+from ..protocols.role import Role
 from ..protocols.upgrade import UpgradeCompleted, UpgradeFailed, UpgradeMachine
 from ..protocols.yamux import (
     GoAwayReceived,
@@ -46,7 +47,7 @@ from ..protocols.yamux import (
     YamuxSession,
 )
 from .deadlines import ConnectionDeadlines
-from .stream import ConnectionId, Stream
+from .stream import Stream
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
@@ -54,10 +55,11 @@ if TYPE_CHECKING:
     from ..multiaddr import Multiaddr
     from ..protocols.relay_v2 import Limit
 
-__all__ = ["Connection", "Direction", "RelayedVia"]
+__all__ = ["Connection", "ConnectionId", "Direction", "RelayedVia"]
 
 log = logging.getLogger(__name__)
 
+ConnectionId = NewType("ConnectionId", int)
 _connection_ids = itertools.count(1)
 
 
@@ -107,9 +109,7 @@ class Connection(asyncio.Protocol):
     """A secured, multiplexed connection to one peer.
 
     Open streams with :meth:`new_stream`; inbound streams go to the node's handlers.
-    The ``asyncio.Protocol`` callbacks are internal, and so are the methods of the
-    :class:`~.stream.StreamOwner` interface its streams call (``send_stream_data`` to
-    ``drained``).
+    The ``asyncio.Protocol`` callbacks are internal.
     """
 
     def __init__(
@@ -122,16 +122,16 @@ class Connection(asyncio.Protocol):
         expected_peer: PeerId | None = None,
         remote_addr: Multiaddr | None = None,
         loop: asyncio.AbstractEventLoop | None = None,
-        role: Direction | None = None,
+        role: Role | None = None,
     ) -> None:
         self.loop = loop or asyncio.get_running_loop()
         self.id = ConnectionId(next(_connection_ids))
         self.direction = direction
         """Who opened the transport connection (counts against the in/out limits)."""
-        self.role = role or direction
-        """Who runs the upgrade as the initiator (OUTBOUND: multistream dialer, Noise
-        initiator, Yamux client).  Normally ``direction``; hole punching (DCUtR) fixes
-        it per peer instead, because after a TCP simultaneous open both sides dialled."""
+        self.role = role or (Role.INITIATOR if direction is Direction.OUTBOUND else Role.RESPONDER)
+        """Our side in the upgrade (INITIATOR: multistream dialer, Noise initiator, Yamux
+        client).  Follows ``direction`` unless given; hole punching (DCUtR) fixes it per
+        peer instead, because after a TCP simultaneous open both sides dialled."""
         self.remote_addr = remote_addr
         self.local_addr: Multiaddr | None = None
         self._hooks = hooks
@@ -235,7 +235,7 @@ class Connection(asyncio.Protocol):
             optimistic=len(protocols) == 1,
             max_message_size=self._config.max_negotiation_message_bytes,
         )
-        stream = Stream(self, sid, is_initiator=True, negotiator=negotiator)
+        stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
         out = negotiator.data_to_send()
@@ -278,7 +278,7 @@ class Connection(asyncio.Protocol):
         self._transport = transport
         config = self._config
         upgrader = self._upgrader = UpgradeMachine(
-            initiator=self.role is Direction.OUTBOUND,
+            role=self.role,
             identity=self._identity,
             static_key=X25519PrivateKey.generate(),
             ephemeral_key=X25519PrivateKey.generate(),
@@ -487,7 +487,7 @@ class Connection(asyncio.Protocol):
                 if stream is not None:
                     stream._feed_eof()
                     if stream._write_closed:
-                        self.forget_stream(ev.stream_id)
+                        self._forget_stream(ev.stream_id)
             elif isinstance(ev, StreamReset):
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
@@ -513,13 +513,13 @@ class Connection(asyncio.Protocol):
             self._hooks.supported_protocols(self),
             max_message_size=self._config.max_negotiation_message_bytes,
         )
-        stream = Stream(self, sid, is_initiator=False, negotiator=negotiator)
+        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
 
-    def stream_negotiated(self, stream: Stream) -> None:
+    def _on_stream_negotiated(self, stream: Stream) -> None:
         self._deadlines.end_negotiation(stream.stream_id)
-        if not stream.is_initiator:
+        if stream.role is Role.RESPONDER:
             self._hooks.inbound_stream(stream)
 
     def _watch_negotiation(self, sid: StreamId) -> None:
@@ -535,7 +535,7 @@ class Connection(asyncio.Protocol):
             raise InvalidStateError("connection is not established")
         return self._yamux
 
-    def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
+    def _send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
         yamux = self._require_established()
         sent = yamux.send_data(sid, data)
         if sent:
@@ -546,29 +546,29 @@ class Connection(asyncio.Protocol):
                 self._schedule_flush()
         return sent
 
-    def acknowledge(self, sid: StreamId, size: int) -> None:
+    def _acknowledge(self, sid: StreamId, size: int) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.acknowledge_received_data(sid, size)
             self._schedule_flush()
 
-    def close_stream(self, sid: StreamId) -> None:
+    def _close_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.close_stream(sid)
             self._schedule_flush()
 
-    def reset_stream(self, sid: StreamId) -> None:
+    def _reset_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.reset_stream(sid)
             self._schedule_flush()
-        self.forget_stream(sid)
+        self._forget_stream(sid)
 
-    def forget_stream(self, sid: StreamId) -> None:
+    def _forget_stream(self, sid: StreamId) -> None:
         self._deadlines.end_negotiation(sid)
         stream = self._streams.pop(sid, None)
-        if stream is not None and not stream.is_initiator:
+        if stream is not None and stream.role is Role.RESPONDER:
             self._inbound_streams -= 1
         if not self._streams:
             self._became_idle()
@@ -612,24 +612,15 @@ class Connection(asyncio.Protocol):
             transport.write(self._cipher.encrypt(data))
         return len(data)
 
-    @property
-    def write_paused(self) -> bool:
-        return self._write_paused
-
-    @property
-    def write_piece_size(self) -> int:
-        return self._write_piece_size
-
-    def drained(self) -> asyncio.Future[None]:
-        waiter: asyncio.Future[None] = self.loop.create_future()
+    async def _drain(self) -> None:
         if not self._write_paused:
-            waiter.set_result(None)
-        elif self._stage is _Stage.CLOSED:
+            return
+        if self._stage is _Stage.CLOSED:
             assert self._error is not None
-            waiter.set_exception(self._error)
-        else:
-            self._drain_waiters.append(waiter)
-        return waiter
+            raise self._error
+        waiter: asyncio.Future[None] = self.loop.create_future()
+        self._drain_waiters.append(waiter)
+        await waiter
 
     # -- teardown ------------------------------------------------------------------------
 

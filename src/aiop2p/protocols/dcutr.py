@@ -12,7 +12,7 @@ stream and runs :class:`DcutrInitiator`; A answers with :class:`DcutrResponder`:
 
 Both dial at about the same moment, so that for TCP the SYNs cross (simultaneous
 open).  On the resulting connection A acts as the client and B as the server whatever
-the TCP roles turn out to be: :attr:`DialNow.upgrade_as_initiator` says which.  If every
+the TCP roles turn out to be: :attr:`DialNow.upgrade_role` says which.  If every
 attempt fails, B starts over on a new stream (:data:`MAX_ATTEMPTS` in total): each
 attempt re-measures the RTT.
 
@@ -41,6 +41,7 @@ from ..errors import (
 )
 from ..multiaddr import Multiaddr
 from ._base import SansIOMachine, check_positive
+from .role import Role
 
 __all__ = [
     "DCUTR_PROTOCOL_ID",
@@ -137,13 +138,13 @@ class DialScheduled:
 class DialNow:
     """Dial every address of ``addrs`` now (in parallel), then the machine is done.
 
-    ``upgrade_as_initiator``: run the security handshake (and multistream) as the
-    initiating side on the new connection, whichever side TCP says dialled: True for A
-    (the responder), False for B (the initiator).
+    ``upgrade_role``: the role to run the security handshake (and multistream) in on the
+    new connection, whichever side TCP says dialled: INITIATOR for A (the DCUtR
+    responder), RESPONDER for B (the DCUtR initiator).
     """
 
     addrs: tuple[Multiaddr, ...]
-    upgrade_as_initiator: bool
+    upgrade_role: Role
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +282,7 @@ class DcutrInitiator(_Machine):
             return
         assert self._deadline is not None
         if now >= self._deadline:
-            self._finish(DialNow(self._dial_addrs, upgrade_as_initiator=False))
+            self._finish(DialNow(self._dial_addrs, upgrade_role=Role.RESPONDER))
 
 
 class DcutrResponder(_Machine):
@@ -325,4 +326,4 @@ class DcutrResponder(_Machine):
         else:
             if message.type != HolePunchType.SYNC:
                 raise RemoteProtocolError(f"expected a HolePunch SYNC, got {message.type.name}")
-            self._finish(DialNow(self._dial_addrs, upgrade_as_initiator=True))
+            self._finish(DialNow(self._dial_addrs, upgrade_role=Role.INITIATOR))

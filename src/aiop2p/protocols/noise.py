@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..identity import KeyPair, PeerId, PublicKey
 from ._base import SansIOMachine
+from .role import Role
 
 __all__ = [
     "MAX_NOISE_FRAME_SIZE",
@@ -188,7 +189,7 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
     def __init__(
         self,
         *,
-        initiator: bool,
+        role: Role,
         identity: KeyPair,
         static_key: X25519PrivateKey,
         ephemeral_key: X25519PrivateKey,
@@ -200,7 +201,7 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         super().__init__()
         self.max_first_message_size = max_first_message_size
         """Largest message 1 a responder accepts, bytes (libp2p peers send exactly 32)."""
-        self._initiator = initiator
+        self._initiator = role is Role.INITIATOR
         self._s = static_key
         self._s_public = _public_bytes(static_key)
         self._e = ephemeral_key
@@ -216,7 +217,7 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         self._mix_hash(b"")  # empty prologue
         self._re = b""
         self._step = 0  # handshake messages processed (sent or received) so far
-        if initiator:
+        if self._initiator:
             self._write_message1()
 
     # --- SymmetricState ------------------------------------------------------------------

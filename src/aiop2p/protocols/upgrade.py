@@ -51,6 +51,7 @@ from .noise import (
     NoiseHandshake,
     NoiseTransport,
 )
+from .role import Role
 from .yamux import YAMUX_PROTOCOL_ID, YamuxConfig, YamuxSession
 
 __all__ = [
@@ -96,8 +97,8 @@ UpgradeEvent = UpgradeCompleted | UpgradeFailed
 
 
 class UpgradeMachine(SansIOMachine[UpgradeEvent]):
-    """One side of the upgrade; ``initiator`` runs the dialer, Noise initiator and Yamux
-    client roles.
+    """One side of the upgrade; :attr:`Role.INITIATOR` runs the dialer, Noise initiator
+    and Yamux client roles.
 
     The initiator queues its first flight at construction.  The responder builds its
     Noise machine (and signs its payload) only once ``/noise`` was agreed, so a peer that
@@ -113,9 +114,9 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         "_handshake",
         "_handshake_timeout",
         "_identity",
-        "_initiator",
         "_max_message_size",
         "_negotiator",
+        "_role",
         "_stage",
         "_static_key",
         "_yamux_config",
@@ -128,7 +129,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
     def __init__(
         self,
         *,
-        initiator: bool,
+        role: Role,
         identity: KeyPair,
         static_key: X25519PrivateKey,
         ephemeral_key: X25519PrivateKey,
@@ -139,7 +140,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         yamux_config: YamuxConfig | None = None,
     ) -> None:
         super().__init__()
-        self._initiator = initiator
+        self._role = role
         self._identity = identity
         self._static_key = static_key
         self._ephemeral_key = ephemeral_key
@@ -155,7 +156,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         """The authenticated remote, once the Noise handshake completed."""
         self.remote_public_key: PublicKey | None = None
         self._negotiator: MultistreamDialer | MultistreamListener
-        if initiator:
+        if role is Role.INITIATOR:
             dialer = MultistreamDialer(
                 [NOISE_PROTOCOL_ID], optimistic=True, max_message_size=self._max_message_size
             )
@@ -214,7 +215,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
 
     def _new_handshake(self) -> NoiseHandshake:
         return NoiseHandshake(
-            initiator=self._initiator,
+            role=self._role,
             identity=self._identity,
             static_key=self._static_key,
             ephemeral_key=self._ephemeral_key,
@@ -257,7 +258,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
                 self.remote_peer = ev.remote_peer
                 self.remote_public_key = ev.remote_public_key
                 self._stage = UpgradeStage.MUXER_NEGOTIATION
-                if self._initiator:
+                if self._role is Role.INITIATOR:
                     dialer = MultistreamDialer(
                         [YAMUX_PROTOCOL_ID],
                         optimistic=True,
@@ -294,7 +295,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
             if self._done:
                 return
             if selected is not None:
-                session = YamuxSession(is_client=self._initiator, config=self._yamux_config)
+                session = YamuxSession(role=self._role, config=self._yamux_config)
                 if selected.leftover:
                     session.receive_data(selected.leftover)
         if session is not None:

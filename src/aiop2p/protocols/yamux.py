@@ -71,6 +71,8 @@ from aiop2p.errors import (
     StreamResetError,
 )
 
+from .role import Role
+
 __all__ = [
     "FLAG_ACK",
     "FLAG_FIN",
@@ -317,17 +319,18 @@ class _Stream:
         "acked",
         "allotment",
         "credit",
-        "outbound",
         "recv_window",
+        "role",
         "send_window",
         "state",
         "unconsumed",
     )
 
-    def __init__(self, outbound: bool) -> None:
+    def __init__(self, role: Role) -> None:
         self.state = _OPEN
-        self.outbound = outbound
-        self.acked = not outbound  # inbound streams are ACKed as soon as they are seen
+        self.role = role
+        # Streams the peer opened are ACKed as soon as they are seen.
+        self.acked = role is Role.RESPONDER
         self.send_window = INITIAL_WINDOW_SIZE  # bytes we may still send
         self.recv_window = INITIAL_WINDOW_SIZE  # bytes the peer may still send
         self.unconsumed = 0  # delivered to the driver, not yet acknowledged
@@ -350,7 +353,6 @@ class YamuxSession:
         "_config",
         "_events",
         "_header_buf",
-        "_is_client",
         "_local_go_away",
         "_max_frame",
         "_max_inbound",
@@ -363,15 +365,16 @@ class YamuxSession:
         "_payload_sid",
         "_remote_go_away",
         "_remote_resets",
+        "_role",
         "_streams",
         "_terminated",
     )
 
-    def __init__(self, *, is_client: bool, config: YamuxConfig = _DEFAULT_CONFIG) -> None:
-        self._is_client = is_client
+    def __init__(self, *, role: Role, config: YamuxConfig = _DEFAULT_CONFIG) -> None:
+        self._role = role
         self._config = config
         self._streams: dict[int, _Stream] = {}
-        self._next_id = 1 if is_client else 2
+        self._next_id = 1 if role is Role.INITIATOR else 2
         self._events: list[YamuxEvent] = []
         self._out: list[bytes | memoryview] = []
         self._ack_backlog = 0
@@ -394,9 +397,9 @@ class YamuxSession:
     # -- queries ----------------------------------------------------------------------------
 
     @property
-    def is_client(self) -> bool:
-        """True on the dialer side (odd stream ids)."""
-        return self._is_client
+    def role(self) -> Role:
+        """INITIATOR: the client side (odd stream ids)."""
+        return self._role
 
     @property
     def config(self) -> YamuxConfig:
@@ -468,7 +471,7 @@ class YamuxSession:
         if sid > _MAX_STREAM_ID:
             raise LimitExceededError("yamux stream ids exhausted on this session")
         self._next_id = sid + 2
-        stream = _Stream(outbound=True)
+        stream = _Stream(Role.INITIATOR)
         self._streams[sid] = stream
         self._ack_backlog += 1
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, self._open_raise(stream)))
@@ -750,14 +753,14 @@ class YamuxSession:
         if sid in self._streams:
             self._fail(RemoteProtocolError(f"SYN for already open yamux stream {sid}"))
             return None
-        if sid == 0 or (sid & 1) == self._is_client:
+        if sid == 0 or (sid & 1) == (self._role is Role.INITIATOR):
             self._fail(RemoteProtocolError(f"SYN with stream id {sid} of the wrong parity"))
             return None
         if self._local_go_away is not None or len(self._streams) >= self._config.max_streams:
             self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
             return None
         self._remote_resets.pop(sid, None)
-        stream = _Stream(outbound=False)
+        stream = _Stream(Role.RESPONDER)
         self._streams[sid] = stream
         self._events.append(StreamOpened(StreamId(sid)))
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, self._open_raise(stream)))

@@ -49,8 +49,8 @@ from ..protocols.dcutr import (
     DialNow,
     DialScheduled,
 )
+from ..protocols.role import Role
 from ..transports.tcp import TcpTransport
-from .host import connection_of
 
 if TYPE_CHECKING:
     from .host import Host
@@ -298,7 +298,7 @@ class DcutrService:
     # -- the outbound side: DCUtR as responder -------------------------------------------
 
     async def _on_stream(self, stream: Stream) -> None:
-        relayed = connection_of(self.node, stream)
+        relayed = stream.connection
         if not relayed.is_relayed:
             stream.reset()  # nothing to upgrade on a direct connection
             return
@@ -341,7 +341,7 @@ class DcutrService:
     # -- simultaneous connect ------------------------------------------------------------
 
     async def _connect(self, peer: PeerId, addrs: list[Multiaddr], dial: DialNow) -> Connection:
-        role = Direction.OUTBOUND if dial.upgrade_as_initiator else Direction.INBOUND
+        role = dial.upgrade_role
         node = self.node
         for addr in addrs:
             node.expect_inbound_role(addr, role)
@@ -357,7 +357,7 @@ class DcutrService:
                 node.expect_inbound_role(addr, None)
 
     async def _first_connection(
-        self, peer: PeerId, addrs: list[Multiaddr], role: Direction | None
+        self, peer: PeerId, addrs: list[Multiaddr], role: Role | None
     ) -> Connection:
         """Dial every address at once; the first direct connection to ``peer`` wins, be
         it one of our dials or the peer's dial landing on our listener."""

@@ -12,17 +12,17 @@ import asyncio
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable
 from typing import Any, Protocol
 
-from .._aio.connection import Connection, Direction
+from .._aio.connection import Connection
 from .._aio.emitter import Emitter
 from .._aio.stream import Stream
 from ..config import NodeConfig
-from ..errors import ConnectionClosedError
 from ..identity import KeyPair, PeerId
 from ..multiaddr import Multiaddr
+from ..protocols.role import Role
 from ..transports._base import Transport
 from .peerstore import PeerInfo, PeerStore
 
-__all__ = ["Host", "Identifier", "StreamHandler", "connection_of"]
+__all__ = ["Host", "Identifier", "StreamHandler"]
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
 
@@ -90,7 +90,7 @@ class Host(Protocol):
         self, peer: PeerId, addrs: Iterable[Multiaddr] | None = None
     ) -> Connection: ...
     async def dial(
-        self, addr: Multiaddr | str, *, force: bool = False, role: Direction | None = None
+        self, addr: Multiaddr | str, *, force: bool = False, role: Role | None = None
     ) -> Connection: ...
     async def new_stream(
         self,
@@ -100,25 +100,10 @@ class Host(Protocol):
     async def listen(self, addr: Multiaddr | str) -> list[Multiaddr]: ...
     async def stop_listening_addr(self, addr: Multiaddr | str) -> bool: ...
 
-    def expect_inbound_role(self, remote: Multiaddr, role: Direction | None) -> None:
+    def expect_inbound_role(self, remote: Multiaddr, role: Role | None) -> None:
         """Run inbound connections from ``remote`` with ``role`` (hole punching)."""
         ...
 
     def inbound_factory(self) -> Callable[[Multiaddr, Multiaddr], Connection]:
         """Connections for inbound paths that are not listeners (relayed circuits)."""
         ...
-
-
-def connection_of(host: Host, stream: Stream) -> Connection:
-    """The connection of ``host`` that carries ``stream``.
-
-    ``Stream.connection`` is typed by what a stream and its handlers use
-    (:class:`~aiop2p._aio.stream.StreamOwner`), so that ``_aio.stream`` does not import
-    ``_aio.connection``; a service that hands the connection on as a ``Connection``
-    finds it here, among the connections to the stream's peer.
-    """
-    owner = stream.connection
-    for conn in host.connections_to(stream.remote_peer):
-        if conn is owner:
-            return conn
-    raise ConnectionClosedError("the stream's connection is closed")

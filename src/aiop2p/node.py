@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from ._aio.connection import Connection, ConnectionHooks, Direction
 from ._aio.emitter import Emitter
-from ._aio.stream import Stream
+from ._aio.stream import Stream, StreamOwner
 from .config import NodeConfig
 from .errors import (
     BannedPeerError,
@@ -54,6 +54,7 @@ __all__ = [
     "PerfResult",
     "Role",
     "Stream",
+    "StreamOwner",
     "Transport",
 ]
 

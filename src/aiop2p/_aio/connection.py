@@ -18,7 +18,7 @@ import itertools
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NewType
+from typing import TYPE_CHECKING
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -47,7 +47,7 @@ from ..protocols.yamux import (
     YamuxSession,
 )
 from .deadlines import ConnectionDeadlines
-from .stream import Stream
+from .stream import ConnectionId, Stream
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
@@ -55,11 +55,10 @@ if TYPE_CHECKING:
     from ..multiaddr import Multiaddr
     from ..protocols.relay_v2 import Limit
 
-__all__ = ["Connection", "ConnectionId", "Direction", "RelayedVia"]
+__all__ = ["Connection", "Direction", "RelayedVia"]
 
 log = logging.getLogger(__name__)
 
-ConnectionId = NewType("ConnectionId", int)
 _connection_ids = itertools.count(1)
 
 
@@ -109,7 +108,9 @@ class Connection(asyncio.Protocol):
     """A secured, multiplexed connection to one peer.
 
     Open streams with :meth:`new_stream`; inbound streams go to the node's handlers.
-    The ``asyncio.Protocol`` callbacks are internal.
+    The ``asyncio.Protocol`` callbacks are internal, and so are the methods of the
+    :class:`~.stream.StreamOwner` interface its streams call (``send_stream_data`` to
+    ``drained``).
     """
 
     def __init__(
@@ -487,7 +488,7 @@ class Connection(asyncio.Protocol):
                 if stream is not None:
                     stream._feed_eof()
                     if stream._write_closed:
-                        self._forget_stream(ev.stream_id)
+                        self.forget_stream(ev.stream_id)
             elif isinstance(ev, StreamReset):
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
@@ -517,7 +518,7 @@ class Connection(asyncio.Protocol):
         self._streams[sid] = stream
         self._watch_negotiation(sid)
 
-    def _on_stream_negotiated(self, stream: Stream) -> None:
+    def stream_negotiated(self, stream: Stream) -> None:
         self._deadlines.end_negotiation(stream.stream_id)
         if stream.role is Role.RESPONDER:
             self._hooks.inbound_stream(stream)
@@ -535,7 +536,7 @@ class Connection(asyncio.Protocol):
             raise InvalidStateError("connection is not established")
         return self._yamux
 
-    def _send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
+    def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
         yamux = self._require_established()
         sent = yamux.send_data(sid, data)
         if sent:
@@ -546,26 +547,26 @@ class Connection(asyncio.Protocol):
                 self._schedule_flush()
         return sent
 
-    def _acknowledge(self, sid: StreamId, size: int) -> None:
+    def acknowledge(self, sid: StreamId, size: int) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.acknowledge_received_data(sid, size)
             self._schedule_flush()
 
-    def _close_stream(self, sid: StreamId) -> None:
+    def close_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.close_stream(sid)
             self._schedule_flush()
 
-    def _reset_stream(self, sid: StreamId) -> None:
+    def reset_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.reset_stream(sid)
             self._schedule_flush()
-        self._forget_stream(sid)
+        self.forget_stream(sid)
 
-    def _forget_stream(self, sid: StreamId) -> None:
+    def forget_stream(self, sid: StreamId) -> None:
         self._deadlines.end_negotiation(sid)
         stream = self._streams.pop(sid, None)
         if stream is not None and stream.role is Role.RESPONDER:
@@ -612,15 +613,24 @@ class Connection(asyncio.Protocol):
             transport.write(self._cipher.encrypt(data))
         return len(data)
 
-    async def _drain(self) -> None:
-        if not self._write_paused:
-            return
-        if self._stage is _Stage.CLOSED:
-            assert self._error is not None
-            raise self._error
+    @property
+    def write_paused(self) -> bool:
+        return self._write_paused
+
+    @property
+    def write_piece_size(self) -> int:
+        return self._write_piece_size
+
+    def drained(self) -> asyncio.Future[None]:
         waiter: asyncio.Future[None] = self.loop.create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
+        if not self._write_paused:
+            waiter.set_result(None)
+        elif self._stage is _Stage.CLOSED:
+            assert self._error is not None
+            waiter.set_exception(self._error)
+        else:
+            self._drain_waiters.append(waiter)
+        return waiter
 
     # -- teardown ------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Protocol, Self
+from typing import TYPE_CHECKING, NewType, Protocol, Self
 
 from .._wire.varint import decode_uvarint, encode_uvarint
 from ..errors import (
@@ -30,15 +30,97 @@ from ..protocols.yamux import StreamId
 
 if TYPE_CHECKING:
     from ..identity import PeerId
-    from .connection import Connection
+    from ..multiaddr import Multiaddr
 
-__all__ = ["Stream", "StreamSink"]
+__all__ = ["ConnectionId", "Stream", "StreamOwner", "StreamSink"]
+
+ConnectionId = NewType("ConnectionId", int)
+"""A connection's id, unique in the process (``StreamOwner.id``)."""
+
+
+class StreamOwner(Protocol):
+    """The connection that carries a stream, as the stream and its users see it.
+
+    :class:`~aiop2p._aio.connection.Connection` implements it.  Declared here, next to
+    the stream, so that this module does not import the module that creates streams.
+    The first group is what :class:`Stream` and ``StreamTransport`` call to move a
+    stream's bytes through the connection's Yamux session; the second is what stream
+    handlers read from ``stream.connection``.
+    """
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop: ...
+
+    @property
+    def write_paused(self) -> bool:
+        """The socket asked us to stop writing; writers wait for :meth:`drained`."""
+        ...
+
+    @property
+    def write_piece_size(self) -> int:
+        """Most bytes a writer hands the session at once (``NodeConfig.write_flush_size``)."""
+        ...
+
+    def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
+        """Queue what the send window takes of ``data``; return how many bytes."""
+        ...
+
+    def acknowledge(self, sid: StreamId, size: int) -> None:
+        """Credit ``size`` consumed bytes to the stream's receive window."""
+        ...
+
+    def close_stream(self, sid: StreamId) -> None:
+        """Send FIN."""
+        ...
+
+    def reset_stream(self, sid: StreamId) -> None:
+        """Send RST and forget the stream."""
+        ...
+
+    def forget_stream(self, sid: StreamId) -> None:
+        """The stream is over in both directions (or failed): stop tracking it."""
+        ...
+
+    def stream_negotiated(self, stream: Stream) -> None:
+        """Multistream picked the stream's protocol."""
+        ...
+
+    def drained(self) -> asyncio.Future[None]:
+        """Done when the socket takes writes again; fails if the connection closes."""
+        ...
+
+    @property
+    def id(self) -> ConnectionId: ...
+
+    @property
+    def remote_peer(self) -> PeerId: ...
+
+    @property
+    def remote_addr(self) -> Multiaddr | None: ...
+
+    @property
+    def local_addr(self) -> Multiaddr | None: ...
+
+    @property
+    def is_established(self) -> bool: ...
+
+    @property
+    def is_relayed(self) -> bool: ...
+
+    keep_alive: bool
+    """Kept open while idle (set by services such as the relay server)."""
+
+    def linger(self, stream: Stream, timeout: float) -> None:
+        """Reset ``stream`` if it is still open ``timeout`` seconds from now."""
+        ...
+
+    def abort(self, error: P2PError | None = None) -> None: ...
 
 
 class StreamSink(Protocol):
-    """Takes a stream's input instead of its read buffer (see :meth:`Stream._set_sink`).
+    """Takes a stream's input instead of its read buffer (see :meth:`Stream.set_sink`).
 
-    The sink credits the Yamux window itself (``Stream._consumed``) once it has used the
+    The sink credits the Yamux window itself (``Stream.consume``) once it has used the
     bytes, so a sink that stops consuming throttles the sender exactly as a slow reader.
     """
 
@@ -73,7 +155,7 @@ class Stream:
 
     def __init__(
         self,
-        conn: Connection,
+        conn: StreamOwner,
         stream_id: StreamId,
         *,
         role: Role,
@@ -98,7 +180,8 @@ class Stream:
     # -- public properties -------------------------------------------------------------
 
     @property
-    def connection(self) -> Connection:
+    def connection(self) -> StreamOwner:
+        """The connection carrying this stream."""
         return self._conn
 
     @property
@@ -155,7 +238,7 @@ class Stream:
         out = neg.data_to_send()
         if out:
             try:  # noqa: SIM105 - cheaper than contextlib.suppress on every stream
-                self._conn._send_stream_data(self.stream_id, out)
+                self._conn.send_stream_data(self.stream_id, out)
             except P2PError:
                 pass  # reset in the same input batch: its StreamReset event follows
         for ev in neg.events_received():
@@ -164,10 +247,10 @@ class Stream:
                 self.protocol = ev.protocol
                 leftover = ev.leftover
                 if received > len(leftover):
-                    self._conn._acknowledge(self.stream_id, received - len(leftover))
+                    self._conn.acknowledge(self.stream_id, received - len(leftover))
                 if self._negotiated is not None and not self._negotiated.done():
                     self._negotiated.set_result(ev.protocol)
-                self._conn._on_stream_negotiated(self)
+                self._conn.stream_negotiated(self)
                 if leftover and self._error is None:
                     self._feed_data(leftover)
                 return
@@ -175,13 +258,13 @@ class Stream:
                 self._negotiation_failed(ev.error)
                 return
         if received:
-            self._conn._acknowledge(self.stream_id, received)  # all went to multistream
+            self._conn.acknowledge(self.stream_id, received)  # all went to multistream
 
     def _negotiation_failed(self, error: P2PError) -> None:
         """Negotiation is over without a protocol (refused, malformed, or out of time)."""
         self._negotiator = None
         self._fail(error)
-        self._conn._reset_stream(self.stream_id)
+        self._conn.reset_stream(self.stream_id)
 
     # -- called by the connection -------------------------------------------------------
 
@@ -221,7 +304,7 @@ class Stream:
             self._negotiated.exception()  # retrieved: nobody may be waiting
         self._wake_reader()
         self._wake_writer()
-        self._conn._forget_stream(self.stream_id)
+        self._conn.forget_stream(self.stream_id)
         if self._sink is not None:
             self._sink.sink_failed(error)
 
@@ -241,7 +324,9 @@ class Stream:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _set_sink(self, sink: StreamSink) -> None:
+    # -- sink mode: a transport over this stream (``StreamTransport``) --------------------
+
+    def set_sink(self, sink: StreamSink) -> None:
         """Hand all further input to ``sink`` (no read buffer, no reader task).
 
         Used to run a connection over this stream (relayed connections): bytes already
@@ -258,18 +343,18 @@ class Stream:
         elif self._eof:
             sink.sink_eof()
 
-    def _consumed(self, size: int) -> None:
+    def consume(self, size: int) -> None:
         """A sink used ``size`` bytes: credit them to the receive window."""
-        self._conn._acknowledge(self.stream_id, size)
+        self._conn.acknowledge(self.stream_id, size)
 
-    def _close_write(self) -> None:
+    def close_write(self) -> None:
         """Synchronous half-close of a negotiated stream (FIN)."""
         if self._write_closed or self._error is not None:
             return
         self._write_closed = True
-        self._conn._close_stream(self.stream_id)
+        self._conn.close_stream(self.stream_id)
         if self._eof:
-            self._conn._forget_stream(self.stream_id)
+            self._conn.forget_stream(self.stream_id)
 
     # -- reading ------------------------------------------------------------------------
 
@@ -315,7 +400,7 @@ class Stream:
                     need -= len(chunk)
                 data = b"".join(parts)
         self._buffered -= len(data)
-        self._conn._acknowledge(self.stream_id, len(data))
+        self._conn.acknowledge(self.stream_id, len(data))
         return data
 
     async def read(self, n: int = -1) -> bytes:
@@ -426,14 +511,14 @@ class Stream:
             await self.wait_negotiated()
             self._check_writable()
         view = memoryview(data)
-        piece_size = conn._write_piece_size
+        piece_size = conn.write_piece_size
         while True:
-            if conn._write_paused:
-                await conn._drain()
+            if conn.write_paused:
+                await conn.drained()
                 self._check_writable()
             size = len(view)
             piece = view if size <= piece_size else view[:piece_size]
-            sent = conn._send_stream_data(self.stream_id, piece)
+            sent = conn.send_stream_data(self.stream_id, piece)
             if sent == size:
                 break
             view = view[sent:]
@@ -447,8 +532,8 @@ class Stream:
                 if self._write_waiter is waiter:
                     self._write_waiter = None
             self._check_writable()
-        if conn._write_paused:
-            await conn._drain()
+        if conn.write_paused:
+            await conn.drained()
             self._check_writable()
 
     async def write_message(self, data: bytes) -> None:
@@ -468,11 +553,11 @@ class Stream:
                 return
             if self._write_closed or self._error is not None:
                 return
-        self._close_write()
+        self.close_write()
 
     def reset(self) -> None:
         """Abort the stream in both directions; the remote sees a reset."""
         if self._error is not None or (self._eof and self._write_closed):
             return
-        self._conn._reset_stream(self.stream_id)
+        self._conn.reset_stream(self.stream_id)
         self._fail(StreamResetError("stream reset locally"))

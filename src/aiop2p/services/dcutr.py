@@ -51,6 +51,7 @@ from ..protocols.dcutr import (
 )
 from ..protocols.role import Role
 from ..transports.tcp import TcpTransport
+from .host import connection_of
 
 if TYPE_CHECKING:
     from .host import Host
@@ -298,7 +299,7 @@ class DcutrService:
     # -- the outbound side: DCUtR as responder -------------------------------------------
 
     async def _on_stream(self, stream: Stream) -> None:
-        relayed = stream.connection
+        relayed = connection_of(self.node, stream)
         if not relayed.is_relayed:
             stream.reset()  # nothing to upgrade on a direct connection
             return

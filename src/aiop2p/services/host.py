@@ -16,13 +16,14 @@ from .._aio.connection import Connection
 from .._aio.emitter import Emitter
 from .._aio.stream import Stream
 from ..config import NodeConfig
+from ..errors import ConnectionClosedError
 from ..identity import KeyPair, PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.role import Role
 from ..transports._base import Transport
 from .peerstore import PeerInfo, PeerStore
 
-__all__ = ["Host", "Identifier", "StreamHandler"]
+__all__ = ["Host", "Identifier", "StreamHandler", "connection_of"]
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
 
@@ -107,3 +108,18 @@ class Host(Protocol):
     def inbound_factory(self) -> Callable[[Multiaddr, Multiaddr], Connection]:
         """Connections for inbound paths that are not listeners (relayed circuits)."""
         ...
+
+
+def connection_of(host: Host, stream: Stream) -> Connection:
+    """The connection of ``host`` that carries ``stream``.
+
+    ``Stream.connection`` is typed by what a stream and its handlers use
+    (:class:`~aiop2p._aio.stream.StreamOwner`), so that ``_aio.stream`` does not import
+    ``_aio.connection``; a service that hands the connection on as a ``Connection``
+    finds it here, among the connections to the stream's peer.
+    """
+    owner = stream.connection
+    for conn in host.connections_to(stream.remote_peer):
+        if conn is owner:
+            return conn
+    raise ConnectionClosedError("the stream's connection is closed")

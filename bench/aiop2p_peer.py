@@ -298,6 +298,7 @@ class Peer:
             async def echo_once(conn: Connection, payload: bytes) -> bytes:
                 reply = await network.send_request(target, text)
                 return payload if reply == text else b""
+
         clock = time.perf_counter
 
         async def run(total: int, record: bool) -> None:
@@ -543,8 +544,11 @@ async def answer_requests(network: Network[Any, Any]) -> None:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
-                        format=f"[aiop2p-peer {os.getpid()}] %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING,
+        stream=sys.stderr,
+        format=f"[aiop2p-peer {os.getpid()}] %(levelname)s %(message)s",
+    )
     try:
         sys.exit(asyncio.run(main(sys.argv[1:])))
     except (BrokenPipeError, KeyboardInterrupt):

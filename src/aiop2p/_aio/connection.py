@@ -148,7 +148,9 @@ class Connection(asyncio.Protocol):
         self._yamux: YamuxSession | None = None
         self._streams: dict[StreamId, Stream] = {}
         self._inbound_streams = 0
-        self._ready: asyncio.Future[Connection] = self.loop.create_future()
+        # Done when established; its result is not the connection itself, which would
+        # tie every connection into a reference cycle (freed only by a full collection).
+        self._ready: asyncio.Future[None] = self.loop.create_future()
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._timer: asyncio.TimerHandle | None = None  # the one timer, due at _timer_at
         self._timer_at = 0.0
@@ -208,7 +210,8 @@ class Connection(asyncio.Protocol):
 
     async def wait_ready(self) -> Connection:
         """Wait until the handshake and muxer negotiation are done."""
-        return await asyncio.shield(self._ready)
+        await asyncio.shield(self._ready)
+        return self
 
     async def wait_closed(self) -> None:
         await asyncio.shield(self._closed)
@@ -327,7 +330,9 @@ class Connection(asyncio.Protocol):
             error: P2PError = ConnectionClosedError("connection closed by the remote")
         else:
             error = ConnectionLostError(f"connection lost: {exc}")
-            error.__cause__ = exc
+            # Without its traceback: the transport's frames in it (our _flush among them)
+            # would make the connection, through its stored error, a reference cycle.
+            error.__cause__ = exc.with_traceback(None)
         self._terminate(error, transport_gone=True)
 
     def pause_writing(self) -> None:
@@ -405,7 +410,7 @@ class Connection(asyncio.Protocol):
             if out:
                 self._write(out)
             if not self._ready.done():
-                self._ready.set_result(self)
+                self._ready.set_result(None)
             self._became_idle()
             self._dispatch(yamux)
             self._flush()

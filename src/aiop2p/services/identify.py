@@ -106,6 +106,10 @@ class IdentifyService:
                     data = await stream.read_message(self.node.config.max_identify_message_bytes)
             info = self._apply(conn.remote_peer, IdentifyMessage.decode(data))
         except (P2PError, TimeoutError) as exc:
+            # The error stays stored (in ``fut``, and on the connection and its streams when
+            # they failed); the frames of its traceback reference them, so keeping it would
+            # make a reference cycle of every connection closed during identify.
+            exc.__traceback__ = None
             if not fut.done():
                 fut.set_exception(exc)
                 fut.exception()

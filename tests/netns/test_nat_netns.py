@@ -217,8 +217,8 @@ async def test_hole_punching_through_both_nats(lab: NatLab, peers: AsyncExitStac
     assert not answer["conns"][0]["relayed"], answer
     # DCUtR roles on the punched connection: B (it answered) is the Noise initiator and
     # Yamux client, A the responder, whichever side the TCP handshake made the dialler.
-    assert answer["conns"][0]["role"] == "inbound", answer
-    assert direct["role"] == "outbound", direct
+    assert answer["conns"][0]["role"] == "responder", answer
+    assert direct["role"] == "initiator", direct
     # Both sides dialled (through NATs that drop unsolicited SYNs, a SYN only gets in
     # once the other side's mapping exists): a TCP simultaneous open.
     assert answer["conns"][0]["direction"] == direct["direction"] == "outbound", answer

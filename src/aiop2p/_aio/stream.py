@@ -58,7 +58,7 @@ class StreamOwner(Protocol):
 
     @property
     def write_piece_size(self) -> int:
-        """Most bytes a writer hands the session at once (``NodeConfig.write_flush_size``)."""
+        """Most bytes a writer hands the session at once (``NodeConfig.write_flush_bytes``)."""
         ...
 
     def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:

@@ -34,3 +34,20 @@ async def test_a_connection_closed_by_the_peer_is_freed_at_once(
         await wait_for(lambda: ref() is None)
     finally:
         gc.enable()
+
+
+async def test_a_connection_we_close_is_freed_once_the_socket_is_gone(
+    node_pair: tuple[Node, Node],
+) -> None:
+    a, b = node_pair
+    conn = await a.dial(b.listen_addrs[0].with_peer_id(b.peer_id))
+    ref = weakref.ref(conn)
+    gc.disable()
+    try:
+        await conn.close()
+        await conn.wait_closed()
+        del conn
+        # Not held for the 5 s of the fallback that ends wait_closed() without a socket.
+        await wait_for(lambda: ref() is None, cap=2.0)
+    finally:
+        gc.enable()

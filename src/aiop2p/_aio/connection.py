@@ -643,8 +643,10 @@ class Connection(asyncio.Protocol):
         self, error: P2PError, *, abort: bool = False, transport_gone: bool = False
     ) -> None:
         if self._stage is _Stage.CLOSED:
-            if transport_gone and not self._closed.done():
-                self._closed.set_result(None)
+            if transport_gone:
+                self._cancel_timer()  # the fallback below: it would hold us for 5 s
+                if not self._closed.done():
+                    self._closed.set_result(None)
             return
         was_established = self._stage is _Stage.ESTABLISHED
         self._stage = _Stage.CLOSED
@@ -677,9 +679,10 @@ class Connection(asyncio.Protocol):
                 self._closed.set_result(None)
         else:
             # connection_lost will follow; do not leave close() waiting if it never does.
-            self.loop.call_later(5.0, self._mark_closed)
+            self._timer = self.loop.call_later(5.0, self._mark_closed)
         self._hooks.connection_closed(self, was_established=was_established)
 
     def _mark_closed(self) -> None:
+        self._timer = None
         if not self._closed.done():
             self._closed.set_result(None)

@@ -28,7 +28,7 @@ import socket
 import ssl
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
@@ -202,8 +202,7 @@ class _WsPipe(asyncio.Protocol, asyncio.Transport):
     # -- the socket side (asyncio.Protocol) ----------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._sock = transport
+        self._sock = transport = cast("asyncio.Transport", transport)  # uvloop's: not a subclass
         _tune(transport)
         loop = asyncio.get_running_loop()
         self._timer = loop.call_later(self._config.upgrade_timeout, self._upgrade_timeout)

@@ -158,7 +158,10 @@ class Connection(asyncio.Protocol):
             negotiation_timeout=config.negotiation_timeout,
             idle_timeout=config.idle_connection_timeout,
         )
-        self._flush_scheduled = False
+        # The pending flush (a call_soon); None when none is.  While input is dispatched
+        # (_flush_held) requests for one are only noted: see _flush_after_wakeups.
+        self._flush_handle: asyncio.Handle | None = None
+        self._flush_held = False
         self._unflushed = 0
         self._write_paused = False
         self._write_piece_size = config.write_flush_bytes
@@ -306,12 +309,13 @@ class Connection(asyncio.Protocol):
             except P2PError as exc:
                 self._terminate(exc, abort=True)
                 return
-            for plaintext in plaintexts:
-                yamux.receive_data(plaintext)
-            self._dispatch(yamux)
-            sent = self._flush()
-            if self._write_paused and sent:
-                self._replied_while_paused(sent)
+            self._flush_held = True
+            try:
+                for plaintext in plaintexts:
+                    yamux.receive_data(plaintext)
+                self._dispatch(yamux)
+            finally:
+                self._flush_after_wakeups()
         elif self._stage is _Stage.UPGRADING:
             self._upgrade(data)
 
@@ -340,8 +344,9 @@ class Connection(asyncio.Protocol):
     def _replied_while_paused(self, size: int) -> None:
         """Stop reading from a peer that sends input but does not read our answers.
 
-        What ``data_received`` writes is the answer to the peer's own input (pongs, window
-        updates, resets, negotiation replies, synchronous responses); application writes
+        What the flush after ``data_received`` writes is the answer to the peer's own input
+        (pongs, window updates, resets, negotiation replies, and the responses of handlers
+        that answer as soon as the input wakes them); application writes that come later
         wait for the socket instead (``Stream.write``).  Once more than
         ``NodeConfig.max_reply_backlog_bytes`` of answers were queued while the socket is
         paused, reading stops until it drains: a ping flood cannot grow our memory.
@@ -411,8 +416,11 @@ class Connection(asyncio.Protocol):
             if not self._ready.done():
                 self._ready.set_result(None)
             self._became_idle()
-            self._dispatch(yamux)
-            self._flush()
+            self._flush_held = True
+            try:
+                self._dispatch(yamux)  # bytes that came with the muxer negotiation
+            finally:
+                self._flush_after_wakeups()
 
     # -- the one timer --------------------------------------------------------------------
 
@@ -599,13 +607,45 @@ class Connection(asyncio.Protocol):
     # -- output --------------------------------------------------------------------------
 
     def _schedule_flush(self) -> None:
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+        """Flush at the next loop turn (writes of one turn leave in one frame)."""
+        if self._flush_handle is None and not self._flush_held:
+            self._flush_handle = self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self._flush_handle = None
+        self._flush()
+
+    def _flush_after_wakeups(self) -> None:
+        """End of dispatching input: flush once the tasks the input woke have run.
+
+        Dispatch answers at once (Yamux ACKs, pongs, window updates, the multistream
+        echo) and wakes tasks: new handlers, readers.  Their steps were scheduled with
+        ``call_soon`` during dispatch, so a flush scheduled now runs after them: what a
+        handler writes before it next waits (a response, its FIN) leaves in the same
+        Noise frame, and the same TCP segment, as the answers.  A flush that was already
+        pending is moved behind them.  Bulk is not delayed: large writes flush at once
+        (``send_stream_data``), and a reader's window update joins this flush.
+
+        What this flush writes answers the peer's input: it counts against
+        ``max_reply_backlog_bytes`` while the socket is paused (:meth:`_replied_while_paused`).
+        """
+        self._flush_held = False
+        pending = self._flush_handle
+        if pending is not None:
+            pending.cancel()
+        if self._stage is _Stage.ESTABLISHED:
+            self._flush_handle = self.loop.call_soon(self._flush_answers)
+        else:
+            self._flush_handle = None
+
+    def _flush_answers(self) -> None:
+        self._flush_handle = None
+        sent = self._flush()
+        if self._write_paused and sent:
+            self._replied_while_paused(sent)
 
     def _flush(self) -> int:
         """Write what the session queued; return the plaintext byte count."""
-        self._flush_scheduled = False
         self._unflushed = 0
         yamux = self._yamux
         transport = self._transport

@@ -2,7 +2,8 @@
 ping or measure any libp2p peer.
 
 Every command takes ``--json`` to print one JSON object per line.  Errors are one line
-on stderr (no traceback) and a non-zero exit status.
+on stderr (no traceback) and a non-zero exit status.  The command runs on uvloop when it
+is installed (``pip install aiop2p[uvloop]``), unless ``--no-uvloop`` comes before it.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 
 from ..errors import P2PError
@@ -28,7 +29,7 @@ from ._common import (
 )
 from .discover import add_mdns_interface_argument, discover, mdns_config
 
-__all__ = ["ECHO_PROTOCOL_ID", "CommandIO", "default_key_path", "main", "run"]
+__all__ = ["ECHO_PROTOCOL_ID", "CommandIO", "default_key_path", "loop_factory", "main", "run"]
 
 ECHO_PROTOCOL_ID = DEFAULT_PROTOCOL
 """The request protocol; ``serve --echo`` answers each approved request on it."""
@@ -117,6 +118,11 @@ def _key_help(default: object) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aiop2p", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--no-uvloop",
+        action="store_true",
+        help="run on asyncio's default event loop even if uvloop is installed",
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="one JSON object per line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,9 +177,30 @@ async def run(argv: Sequence[str], io: CommandIO) -> int:
         return 1
 
 
+def loop_factory(argv: Sequence[str]) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop ``main`` runs ``argv`` on: uvloop's when it is installed and no
+    ``--no-uvloop`` precedes the command; ``None``, asyncio's default, otherwise.
+
+    The options before the command are flags (``--help``, ``--no-uvloop``), so the
+    command is the first argument that does not start with ``-``.
+    """
+    for arg in argv:
+        if arg == "--no-uvloop":
+            return None
+        if not arg.startswith("-"):
+            break
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``aiop2p`` console script: ``argv`` defaults to the process's arguments."""
+    args = sys.argv[1:] if argv is None else argv
     try:
-        return asyncio.run(run(sys.argv[1:] if argv is None else argv, CommandIO()))
+        with asyncio.Runner(loop_factory=loop_factory(args)) as runner:
+            return runner.run(run(args, CommandIO()))
     except KeyboardInterrupt:
         return 130

@@ -6,7 +6,7 @@ protocol is documented in ``tests/interop/js/README.md``; this file mirrors its 
 including how ``perf`` splits upload and download time.
 
     .venv/bin/python bench/aiop2p_peer.py [--listen MULTIADDR]... [--seed HEX64] [--network]
-                                          [--relay-server] [--via-relay RELAY_ADDR]
+                                          [--relay-server] [--via-relay RELAY_ADDR] [--uvloop]
 
 stdout carries protocol lines only; logs go to stderr.
 """
@@ -439,6 +439,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="with --network: listen through this relay (its address ending in /p2p/<id>); "
         "the circuit address comes first in the ready line",
     )
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run on uvloop instead of asyncio's default loop"
+    )
     args = parser.parse_args(argv)
     if args.via_relay is not None:
         if not args.network:
@@ -477,8 +480,7 @@ async def read_lines(reader: asyncio.StreamReader, peer: Peer, stop: asyncio.Eve
     stop.set()
 
 
-async def main(argv: list[str]) -> int:
-    args = parse_args(argv)
+async def main(args: argparse.Namespace) -> int:
     key = KeyPair.from_ed25519_seed(bytes.fromhex(args.seed)) if args.seed else None
     config = NodeConfig(
         agent_version=AGENT_VERSION,
@@ -520,7 +522,9 @@ async def main(argv: list[str]) -> int:
             assert network is not None and args.via_relay.peer_id is not None
             circuit = await network.start_relayed_listening(args.via_relay.peer_id, args.via_relay)
             addrs.insert(0, str(circuit))
-        emit({"event": "ready", "peerId": str(node.peer_id), "addrs": addrs})
+        # "loop": the event loop's package, "asyncio" or "uvloop" (run.py checks it).
+        loop_name = type(loop).__module__.partition(".")[0]
+        emit({"event": "ready", "peerId": str(node.peer_id), "addrs": addrs, "loop": loop_name})
         peer = Peer(node, network)
         lines = asyncio.create_task(read_lines(reader, peer, stop))
         await stop.wait()
@@ -551,7 +555,14 @@ if __name__ == "__main__":
         stream=sys.stderr,
         format=f"[aiop2p-peer {os.getpid()}] %(levelname)s %(message)s",
     )
+    arguments = parse_args(sys.argv[1:])
+    loop_factory = None
+    if arguments.uvloop:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     try:
-        sys.exit(asyncio.run(main(sys.argv[1:])))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            sys.exit(runner.run(main(arguments)))
     except (BrokenPipeError, KeyboardInterrupt):
         sys.exit(0)

@@ -5,12 +5,15 @@ For each implementation a server peer and a client peer run as separate processe
 command protocol); the client is told to measure against the server. Implementations are
 interleaved per figure so that machine noise hits both alike. See ``bench/README.md``.
 
-    .venv/bin/python bench/run.py [--quick] [--repeat N] [--only aiop2p|js]
+    .venv/bin/python bench/run.py [--quick] [--repeat N] [--only aiop2p|js] [--uvloop]
                                   [--only-figures tcp|ws|rr|relay] [--json|--markdown]
 
 The WebSocket figures run on separate server processes listening on ``/ws`` only.  The relay
 figures run three processes per implementation: a circuit relay v2 server, a server listening
 through it, and a client that reaches the server at its circuit address.
+
+``--uvloop`` also runs the aiop2p peers on uvloop (``aiop2p-uvloop``, interleaved with the
+others) and adds a ``uvloop/default`` column: aiop2p on uvloop over aiop2p on asyncio's loop.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ AIOP2P_PEER = REPO / "bench" / "aiop2p_peer.py"
 JS_PEER = REPO / "tests" / "interop" / "js" / "peer.mjs"
 JS_RELAY_PEER = REPO / "tests" / "interop" / "js" / "relay_peer.mjs"
 IMPLS = ("aiop2p", "js")
+UVLOOP_IMPL = "aiop2p-uvloop"
+"""aiop2p's peers on uvloop (``--uvloop``); "aiop2p" runs on asyncio's default loop."""
 FIGURE_GROUPS = ("tcp", "ws", "rr", "relay")
 # The js relay's per-circuit limits, raised far above what a run needs (its defaults, 128 KiB and
 # 2 minutes, end a relayed echo loop after ~220 requests).  js counts the duration in ms.
@@ -64,10 +69,15 @@ class PeerDiedError(BenchError):
 # ---- peer processes -------------------------------------------------------------------------
 
 
-def aiop2p_argv(*args: str) -> list[str]:
+def is_aiop2p(impl: str) -> bool:
+    return impl in ("aiop2p", UVLOOP_IMPL)
+
+
+def aiop2p_argv(*args: str, impl: str = "aiop2p") -> list[str]:
     venv_python = REPO / ".venv" / "bin" / "python"
     python = str(venv_python) if venv_python.exists() else sys.executable
-    return [python, str(AIOP2P_PEER), *args]
+    loop = ["--uvloop"] if impl == UVLOOP_IMPL else []
+    return [python, str(AIOP2P_PEER), *args, *loop]
 
 
 def node_argv(script: Path, *args: str) -> list[str]:
@@ -79,18 +89,18 @@ def node_argv(script: Path, *args: str) -> list[str]:
 
 def peer_argv(impl: str, listen: tuple[str, ...] = (), network: bool = False) -> list[str]:
     extra = [arg for addr in listen for arg in ("--listen", addr)]
-    if impl == "aiop2p":
-        return aiop2p_argv(*extra, *(["--network"] if network else []))
+    if is_aiop2p(impl):
+        return aiop2p_argv(*extra, *(["--network"] if network else []), impl=impl)
     return node_argv(JS_PEER, *extra)
 
 
 def relay_argvs(impl: str, relay_addr: str | None) -> list[str]:
     """argv of a relay role: the relay itself (``relay_addr`` None) or a peer listening via
     ``relay_addr``; the client role is :func:`relay_client_argv`."""
-    if impl == "aiop2p":
+    if is_aiop2p(impl):
         if relay_addr is None:
-            return aiop2p_argv("--relay-server")
-        return aiop2p_argv("--network", "--via-relay", relay_addr)
+            return aiop2p_argv("--relay-server", impl=impl)
+        return aiop2p_argv("--network", "--via-relay", relay_addr, impl=impl)
     if relay_addr is None:
         return node_argv(
             JS_RELAY_PEER, "--relay", "--duration-ms", str(JS_RELAY_DURATION_MS),
@@ -102,7 +112,9 @@ def relay_argvs(impl: str, relay_addr: str | None) -> list[str]:
 def relay_client_argv(impl: str) -> list[str]:
     """aiop2p: the Network client (like the rr figures); js: relay_peer.mjs, which can dial
     circuit addresses (peer.mjs has no circuit relay transport)."""
-    return aiop2p_argv("--network") if impl == "aiop2p" else node_argv(JS_RELAY_PEER)
+    if is_aiop2p(impl):
+        return aiop2p_argv("--network", impl=impl)
+    return node_argv(JS_RELAY_PEER)
 
 
 class PeerProcess:
@@ -154,6 +166,8 @@ class PeerProcess:
                 ready = await asyncio.shield(self._ready)
         except TimeoutError:
             raise BenchError(f"{self.name}: not ready after {READY_TIMEOUT_S:.0f} s") from None
+        if self.impl == UVLOOP_IMPL and ready.get("loop") != "uvloop":
+            raise BenchError(f"{self.name}: runs on {ready.get('loop')!r}, not uvloop")
         self.peer_id = ready["peerId"]
         self.addrs = list(ready["addrs"])
         if not self.addrs:
@@ -357,6 +371,10 @@ TARGETS = [
     Target("ws_download_mib_s", "perf download over WS >= 1.5x js", ">=", 1.5),
     Target("relay1_req_per_s", "relayed req/s sequential >= 3x js", ">=", 3.0),
     Target("relayN_req_per_s", "relayed req/s in flight >= 3x js", ">=", 3.0),
+]
+
+UVLOOP_TARGETS = [
+    Target("echo1_req_per_s", "uvloop sequential req/s >= 1.15x default loop", ">=", 1.15),
 ]
 
 Figures = dict[str, float]
@@ -659,17 +677,21 @@ def summarise(
             "key": m.key, "label": m.label, "unit": m.unit, "better": m.better,
             "median": medians,
             "ratio_aiop2p_js": ratio_of(medians.get("aiop2p"), medians.get("js")),
+            "ratio_uvloop_default": ratio_of(medians.get(UVLOOP_IMPL), medians.get("aiop2p")),
         })
     return rows
 
 
-def evaluate_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def evaluate_targets(
+    rows: list[dict[str, Any]], targets: list[Target] = TARGETS, ratio_key: str = "ratio_aiop2p_js"
+) -> list[dict[str, Any]]:
+    """``targets`` met or not by each row's ``ratio_key`` (aiop2p/js by default)."""
     by_key = {r["key"]: r for r in rows}
     out = []
-    for t in TARGETS:
+    for t in targets:
         if t.key not in by_key:
             continue
-        ratio = by_key[t.key]["ratio_aiop2p_js"]
+        ratio = by_key[t.key][ratio_key]
         met = None if ratio is None else (ratio <= t.ratio if t.op == "<=" else ratio >= t.ratio)
         out.append({"key": t.key, "target": t.text, "ratio": ratio, "met": met})
     return out
@@ -713,57 +735,77 @@ def print_text(
     impls: list[str], rows: list[dict[str, Any]], targets: list[dict[str, Any]],
     s: Settings, repeat: int, env: dict[str, Any],
 ) -> None:
-    both = len(impls) == 2
+    ratios = ratio_columns(impls)
     print(f"# {settings_text(s, repeat)}")
     print(f"# python {env['python']}, node {env['node']}, {env['cpus']} CPUs, {env['platform']}")
-    header = f"{'figure':<34} {'unit':<6}" + "".join(f"{i:>10}" for i in impls)
-    if both:
-        header += f"{'aiop2p/js':>11}  better"
+    widths = {i: max(10, len(i) + 1) for i in impls}
+    header = f"{'figure':<34} {'unit':<6}" + "".join(f"{i:>{widths[i]}}" for i in impls)
+    header += "".join(f"{title:>16}" for title, _ in ratios)
+    if ratios:
+        header += "  better"
     print(header)
     print("-" * len(header))
     for r in rows:
         line = f"{r['label']:<34} {r['unit']:<6}" + "".join(
-            f"{format_value(r['key'], r['median'][i]):>10}" for i in impls
+            f"{format_value(r['key'], r['median'][i]):>{widths[i]}}" for i in impls
         )
-        if both:
-            ratio = r["ratio_aiop2p_js"]
-            line += f"{'-' if ratio is None else f'{ratio:.2f}x':>11}  {r['better']}"
+        for _, key in ratios:
+            ratio = r[key]
+            line += f"{'-' if ratio is None else f'{ratio:.2f}x':>16}"
+        if ratios:
+            line += f"  {r['better']}"
         print(line)
-    if both:
-        print("\ntargets (aiop2p/js ratio)")
+    if targets:
+        print("\ntargets (aiop2p/js ratio; uvloop/default for uvloop)")
         for t in targets:
             ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
-            print(f"  {t['target']:<34} {ratio:>8}  {status_text(t['met'])}")
+            print(f"  {t['target']:<46} {ratio:>8}  {status_text(t['met'])}")
 
 
 def print_markdown(
     impls: list[str], rows: list[dict[str, Any]], targets: list[dict[str, Any]],
     s: Settings, repeat: int, env: dict[str, Any],
 ) -> None:
-    both = len(impls) == 2
+    ratios = ratio_columns(impls)
     print(f"{settings_text(s, repeat)}.\n")
     print(f"Python {env['python']}, Node {env['node']}, {env['cpus']} CPUs, {env['platform']}.\n")
-    cols = ["figure", "unit", *impls] + (["aiop2p/js", "better"] if both else [])
+    cols = ["figure", "unit", *impls, *(title for title, _ in ratios)]
+    cols += ["better"] if ratios else []
     print("| " + " | ".join(cols) + " |")
     print("|" + "|".join("---" if c in ("figure", "unit", "better") else "---:" for c in cols)
           + "|")
     for r in rows:
         cells = [r["label"], r["unit"], *(format_value(r["key"], r["median"][i]) for i in impls)]
-        if both:
-            ratio = r["ratio_aiop2p_js"]
-            cells += ["-" if ratio is None else f"{ratio:.2f}x", r["better"]]
+        for _, key in ratios:
+            ratio = r[key]
+            cells.append("-" if ratio is None else f"{ratio:.2f}x")
+        if ratios:
+            cells.append(r["better"])
         print("| " + " | ".join(cells) + " |")
-    if both:
-        print("\n| target | aiop2p/js | status |\n|---|---:|---|")
+    if targets:
+        print("\n| target | ratio | status |\n|---|---:|---|")
         for t in targets:
             ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
             print(f"| {t['target']} | {ratio} | {status_text(t['met'])} |")
+
+
+def ratio_columns(impls: list[str]) -> list[tuple[str, str]]:
+    """The ratio columns the table shows: (title, row key), for the impls that ran."""
+    columns = []
+    if "aiop2p" in impls and "js" in impls:
+        columns.append(("aiop2p/js", "ratio_aiop2p_js"))
+    if "aiop2p" in impls and UVLOOP_IMPL in impls:
+        columns.append(("uvloop/default", "ratio_uvloop_default"))
+    return columns
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="aiop2p vs js-libp2p benchmark")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--only", choices=IMPLS, help="run one implementation only")
+    parser.add_argument("--uvloop", action="store_true",
+                        help=f"also run aiop2p on uvloop ({UVLOOP_IMPL}) and print the "
+                        "uvloop/default ratios")
     parser.add_argument("--only-figures", choices=FIGURE_GROUPS, default=None,
                         help="run one figure group only: tcp, ws (perf over /ws), rr "
                         "(Network request-response) or relay (request-response via a relay)")
@@ -779,12 +821,16 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--repeat must be in [1, {MAX_REPEAT}]")
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.uvloop and args.only == "js":
+        parser.error("--uvloop runs aiop2p on uvloop: not with --only js")
     return args
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     impls = [args.only] if args.only else list(IMPLS)
+    if args.uvloop:
+        impls.insert(impls.index("aiop2p") + 1, UVLOOP_IMPL)
     s = QUICK if args.quick else FULL
     if args.timeout is not None:
         s = Settings(**{**asdict(s), "command_timeout_s": args.timeout})
@@ -792,7 +838,9 @@ def main(argv: list[str]) -> int:
     groups = (args.only_figures,) if args.only_figures else FIGURE_GROUPS
     samples, errors = asyncio.run(run_all(impls, s, args.repeat, groups))
     rows = summarise(impls, samples)
-    targets = evaluate_targets(rows) if len(impls) == 2 else []
+    targets = evaluate_targets(rows) if "aiop2p" in impls and "js" in impls else []
+    if UVLOOP_IMPL in impls:
+        targets += evaluate_targets(rows, UVLOOP_TARGETS, "ratio_uvloop_default")
     if args.json:
         print(json.dumps({
             "settings": asdict(s), "repeat": args.repeat, "implementations": impls,

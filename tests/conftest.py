@@ -3,10 +3,10 @@
 Every asyncio test runs on the default asyncio loop. The modules in ``UVLOOP_MODULES``
 (a representative subset: the transport conformance suite over tcp, ws and memory, the
 WebSocket transport, connections and nodes, ping, perf, relay, the Network's
-request-response, the CLI's send and serve in-process) and any test marked ``uvloop`` run
-on uvloop as well: pytest-asyncio parametrises them with both loop factories, ids
-``[asyncio]`` and ``[uvloop]``. uvloop is in the ``dev`` extra; where it cannot be
-installed (Windows), they run on the default loop only.
+request-response, the CLI's send and serve in-process, js-libp2p interop over tcp and ws)
+and any test marked ``uvloop`` run on uvloop as well: pytest-asyncio parametrises them
+with both loop factories, ids ``[asyncio]`` and ``[uvloop]``. uvloop is in the ``dev``
+extra; where it cannot be installed (Windows), they run on the default loop only.
 """
 
 from __future__ import annotations
@@ -39,6 +39,8 @@ UVLOOP_MODULES = frozenset(
         "tests/cli/test_relay.py",
         "tests/cli/test_send.py",
         "tests/cli/test_serve.py",
+        "tests/interop/test_js_libp2p.py",
+        "tests/interop/test_js_websocket.py",
         "tests/network/test_network_api.py",
         "tests/network/test_ping_pong_example.py",
         "tests/network/test_request_lifecycle.py",

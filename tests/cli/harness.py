@@ -35,6 +35,8 @@ from aiop2p.cli.main import run as run_command
 from aiop2p.identity import KeyPair, PeerId
 from aiop2p.multiaddr import Multiaddr
 
+from ..helpers import run_capped
+
 ENTRY_POINT = Path(sys.executable).with_name("aiop2p")
 CLI = [str(ENTRY_POINT)] if ENTRY_POINT.exists() else [sys.executable, "-m", "aiop2p.cli"]
 LOOPBACK = "/ip4/127.0.0.1/tcp/0"
@@ -234,22 +236,7 @@ def relay(*args: str) -> AbstractAsyncContextManager[Daemon]:
 
 async def run_process(*args: str) -> Result:
     """``aiop2p ARGS`` as a process of the console script, stdin /dev/null."""
-    proc = await asyncio.create_subprocess_exec(
-        *CLI,
-        *args,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(RUN_TIMEOUT):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return Result(proc.returncode, out.decode(), err.decode())
+    return Result(*await run_capped([*CLI, *args], RUN_TIMEOUT))
 
 
 @asynccontextmanager

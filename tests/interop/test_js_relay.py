@@ -23,6 +23,7 @@ from aiop2p.protocols.relay_v2 import Limit
 from aiop2p.services.relay.client import RelayClient
 from aiop2p.services.relay.server import RelayServer, RelayServerConfig
 
+from ..helpers import serve_silently
 from .peers import ROOT, PeerProcess, start_peer
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
@@ -114,16 +115,6 @@ LIMIT_DURATION_MS = 1500
 LIMIT_CAP = 15.0
 """Seconds for a limit to cut a circuit (the duration limit is 1.5 s)."""
 SILENT = "/test/silent/1.0.0"
-
-
-async def serve_silently(stream: Stream) -> None:
-    """Read and never answer: only the relay's cut ends the requester's wait."""
-    try:
-        for _ in range(1000):  # bounded; the requester never closes its side
-            if not await stream.read(1 << 20):
-                return
-    except P2PError:
-        return
 
 
 async def through_js_relay(

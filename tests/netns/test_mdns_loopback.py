@@ -31,6 +31,7 @@ from aiop2p.node import Node
 from aiop2p.services import mdns as mdns_mod
 from aiop2p.services.mdns import MdnsConfig, MdnsInterface, MdnsService, select_interfaces
 
+from ..helpers import run_capped
 from .topology import IP, Host, Topology, netns_unavailable_reason
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,21 +181,7 @@ asyncio.run(main())
 
 async def run_in(host: Host, *argv: str) -> tuple[int, str, str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    proc = await asyncio.create_subprocess_exec(
-        *host.command(*argv),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
-    )
-    try:
-        async with asyncio.timeout(RUN_CAP):
-            out, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_capped(host.command(*argv), RUN_CAP, env=env, stdin=None)
 
 
 async def two_networks(host: Host, cap: float = 5.0) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from aiop2p.protocols.relay_v2 import Limit, is_js_libp2p_agent
 from aiop2p.services.relay.client import RelayClient
 from aiop2p.services.relay.server import RelayServer, RelayServerConfig
 
-from ..helpers import wait_for
+from ..helpers import serve_silently, wait_for
 
 ECHO = "/test/echo/1.0.0"
 DATA_LIMIT_BYTES = 64 * 1024
@@ -47,16 +47,6 @@ async def echo_handler(stream: Stream) -> None:
         except P2PError:
             return
         await stream.write_message(data)
-
-
-async def silent_handler(stream: Stream) -> None:
-    """Read and never answer: the circuit has to end for the requester to hear anything."""
-    try:
-        for _ in range(1000):  # bounded; the requester never closes its side
-            if not await stream.read(1 << 20):
-                return
-    except P2PError:
-        return
 
 
 @pytest.fixture
@@ -78,7 +68,7 @@ async def relayed_nodes(stack: AsyncExitStack, config: RelayServerConfig) -> tup
     a = await stack.enter_async_context(Node())
     b = await stack.enter_async_context(Node())
     a.set_stream_handler(ECHO, echo_handler)
-    a.set_stream_handler("/test/silent/1.0.0", silent_handler)
+    a.set_stream_handler("/test/silent/1.0.0", serve_silently)
     relay_id = relay_addr.peer_id
     assert relay_id is not None
     addr = await RelayClient(a).listen(relay_id, relay_addr)
@@ -180,7 +170,7 @@ async def test_a_reset_before_any_limit_is_not_called_a_limit(stack: AsyncExitSt
     relay_addr = r.listen_addrs[0].with_peer_id(r.peer_id)
     a = await stack.enter_async_context(Node())
     b = await stack.enter_async_context(Node())
-    a.set_stream_handler("/test/silent/1.0.0", silent_handler)
+    a.set_stream_handler("/test/silent/1.0.0", serve_silently)
     assert relay_addr.peer_id is not None
     addr = await RelayClient(a).listen(relay_addr.peer_id, relay_addr)
     RelayClient(b)

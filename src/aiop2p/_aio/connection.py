@@ -164,7 +164,6 @@ class Connection(asyncio.Protocol):
         self._flush_held = False
         self._unflushed = 0
         self._write_paused = False
-        self._write_piece_size = config.write_flush_bytes
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._replies_while_paused = 0  # bytes answered to input while the socket was paused
@@ -663,7 +662,7 @@ class Connection(asyncio.Protocol):
 
     @property
     def write_piece_size(self) -> int:
-        return self._write_piece_size
+        return self._config.write_flush_bytes
 
     def drained(self) -> asyncio.Future[None]:
         waiter: asyncio.Future[None] = self.loop.create_future()

@@ -37,7 +37,7 @@ from .protocols.role import Role
 from .services.host import StreamHandler
 from .services.identify import IdentifyService
 from .services.peerstore import PeerInfo, PeerStore
-from .services.perf import PerfResult, perf, serve_perf
+from .services.perf import PerfProgress, PerfResult, perf, serve_perf
 from .services.ping import ping, serve_ping
 from .transports._base import Listener, Transport
 from .transports.dns import resolve as resolve_dns
@@ -549,10 +549,16 @@ class Node:
         return await ping(self, await self._connection_for(target), count)
 
     async def perf(
-        self, target: PeerId | Multiaddr | str | Connection, *, upload: int, download: int
+        self,
+        target: PeerId | Multiaddr | str | Connection,
+        *,
+        upload: int,
+        download: int,
+        progress: PerfProgress | None = None,
     ) -> PerfResult:
-        """Measure throughput with ``/perf/1.0.0``."""
-        return await perf(self, await self._connection_for(target), upload, download)
+        """Measure throughput with ``/perf/1.0.0``; ``progress`` is told the bytes uploaded
+        and downloaded so far after each chunk."""
+        return await perf(self, await self._connection_for(target), upload, download, progress)
 
     async def identify_peer(self, target: PeerId | Multiaddr | str | Connection) -> PeerInfo:
         """What the peer told us via identify (waits for the exchange to finish)."""

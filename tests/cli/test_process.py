@@ -5,14 +5,17 @@ status.  Everything else runs in-process (see ``harness.py``)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import pty
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 
+from ..helpers import run_capped
 from .harness import (
     CLI,
     ENTRY_POINT,
@@ -35,6 +38,18 @@ async def test_entry_point_is_installed() -> None:
     result.assert_ok()
     for command in ("id", "serve", "send", "discover", "ping", "perf"):
         assert command in result.stdout
+
+
+async def test_version_from_the_console_script_and_python_m() -> None:
+    expected = f"aiop2p {importlib.metadata.version('aiop2p')}\n"
+    script = await run_process("--version")
+    script.assert_ok()
+    assert script.stdout == expected
+    module = Result(*await run_capped([sys.executable, "-m", "aiop2p", "--version"], RUN_TIMEOUT))
+    module.assert_ok()
+    assert module.stdout == expected
+    usage = Result(*await run_capped([sys.executable, "-m", "aiop2p"], RUN_TIMEOUT))
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: aiop2p")
 
 
 async def test_exit_status_is_the_commands(tmp_path: Path) -> None:

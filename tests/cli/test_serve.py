@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import socket
 import stat
 from contextlib import closing
@@ -42,16 +43,61 @@ async def test_serve_uses_the_default_key_and_every_listen_address() -> None:
         (await server.stop()).assert_ok()
 
 
-async def test_serve_text_output_is_addresses_on_stdout_and_the_notice_on_stderr() -> None:
+async def test_serve_text_output_is_addresses_on_stdout_and_the_notices_on_stderr(
+    tmp_path: Path,
+) -> None:
+    peer_id = (await run("id")).stdout.strip()
     async with daemon("serve", "--no-mdns", "--listen", LOOPBACK, addrs=0) as server:
         async with asyncio.timeout(RUN_TIMEOUT):
             line = (await server.stdout.readline()).decode()
         assert line.startswith("listening on /ip4/127.0.0.1/tcp/") and "/p2p/12D3KooW" in line
         stopped = await server.stop()
     assert (stopped.returncode, stopped.stdout) == (0, "")
-    # Secure by default, said once on stderr, naming the flag that allows requests.
-    (notice,) = stopped.stderr.splitlines()
+    address = line.split()[-1]
+    identity, notice, try_it, ping = stopped.stderr.splitlines()
+    key_file = tmp_path / "xdg" / "aiop2p" / "identity.key"
+    assert identity == f"aiop2p serve: identity {peer_id}, stored in {key_file}"
+    # Secure by default, said once, naming the flag that allows requests: no send to try.
     assert "rejecting every request" in notice and "--default-rule allow" in notice
+    assert try_it == "aiop2p serve: try it from another terminal:"
+    assert ping == f"  aiop2p ping {address}"
+
+
+@pytest.mark.parametrize("rule", ["allow", "ask"])
+async def test_serve_first_lines_give_commands_that_work(tmp_path: Path, rule: str) -> None:
+    """What ``make run`` shows first: the identity file, the addresses, and commands that
+    work as printed (the ``send`` one only when the firewall may let it through)."""
+    key, peer_id = key_of(tmp_path, "server")
+    args = ["serve", "--no-mdns", "--echo", "--default-rule", rule, "--key", key]
+    async with daemon(*args, "--listen", LOOPBACK, addrs=0) as server:
+        async with asyncio.timeout(RUN_TIMEOUT):
+            first = [(await server.stderr.readline()).decode() for _ in range(4)]
+        identity, try_it, ping, send = (line.rstrip("\n") for line in first)
+        assert identity == f"aiop2p serve: identity {peer_id}, stored in {key}"
+        assert try_it == "aiop2p serve: try it from another terminal:"
+        command = shlex.split(ping)
+        assert command[:2] == ["aiop2p", "ping"] and command[2].endswith(f"/p2p/{peer_id}")
+        (await run(*command[1:])).assert_ok()
+        hint = "   (answer the question here)"
+        assert send.endswith(hint) is (rule == "ask")
+        command = shlex.split(send.removesuffix(hint))
+        assert command[:2] == ["aiop2p", "send"] and command[2:] == [command[2], '"hello"']
+        if rule == "allow":
+            sent = await run(*command[1:])
+            sent.assert_ok()
+            assert sent.stdout == '"hello"\n'
+        stopped = await server.stop()
+    assert stopped.returncode == 0
+
+
+async def test_serve_json_says_its_identity_before_its_addresses(tmp_path: Path) -> None:
+    key, peer_id = key_of(tmp_path, "server")
+    async with serve("--default-rule", "allow", "--listen", LOOPBACK, "--key", key) as server:
+        assert server.identity == {"identity": key, "peer_id": peer_id}
+        assert server.lines == []
+        stopped = await server.stop()
+    stopped.assert_ok()
+    assert stopped.stdout == ""  # no commands to try: --json is read by programs
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])

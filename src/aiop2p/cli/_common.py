@@ -10,7 +10,8 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -26,8 +27,10 @@ from ..network.firewall import FirewallRules
 __all__ = [
     "MAX_QUEUED_OUTPUT_BYTES",
     "OUTPUT_DRAIN_TIMEOUT_SECONDS",
+    "PROGRESS_INTERVAL_SECONDS",
     "CommandIO",
     "Output",
+    "Progress",
     "default_address_book_path",
     "default_key_path",
     "default_relay_key_path",
@@ -44,6 +47,8 @@ through when nothing else waits)."""
 OUTPUT_DRAIN_TIMEOUT_SECONDS: Final = 2.0
 """At exit, how long the queued output lines may take to be written before they are
 given up (the reader may never come back)."""
+PROGRESS_INTERVAL_SECONDS: Final = 0.1
+"""A progress line is rewritten at most this often (a terminal need not redraw faster)."""
 
 
 def default_key_path() -> Path:
@@ -177,6 +182,59 @@ class Output:
         if self.as_json:
             print(json.dumps({"error": message, "type": type_name}), file=io.stdout, flush=True)
         print(f"aiop2p {command}: {message}", file=io.stderr, flush=True)
+
+
+class Progress:
+    """One status line on stderr, rewritten in place while a long command runs (``perf``,
+    ``discover``) and erased when it ends — only on a terminal: a pipe, a file or ``--json``
+    gets nothing, since their reader is a program that wants the results alone."""
+
+    def __init__(self, out: Output, command: str) -> None:
+        self._stream = out.io.stderr
+        self.enabled = not out.as_json and self._stream.isatty()
+        self._prefix = f"aiop2p {command}: "
+        self._shown_at: float | None = None
+
+    def show(self, text: str) -> None:
+        """Replace the line with ``text``, unless it was replaced a moment ago."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self._shown_at is not None and now - self._shown_at < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._shown_at = now
+        self._stream.write(f"\r\x1b[K{self._prefix}{text}")  # to the line start, clear it
+        self._stream.flush()
+
+    @contextmanager
+    def ticking(self, show: Callable[[], None], interval: float = 0.5) -> Iterator[None]:
+        """Call ``show`` now and every ``interval`` seconds while the block runs, so that a
+        countdown moves when nothing else happens."""
+        if not self.enabled:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def tick() -> None:
+            nonlocal handle
+            show()
+            handle = loop.call_later(interval, tick)
+
+        tick()
+        try:
+            yield
+        finally:
+            assert handle is not None
+            handle.cancel()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._shown_at is not None:
+            self._stream.write("\r\x1b[K")  # the results, or the error line, start clean
+            self._stream.flush()
 
 
 class _LineWriter:

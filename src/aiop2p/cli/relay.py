@@ -57,18 +57,23 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         "relay",
         parents=[common],
         help="run a circuit relay v2 daemon until SIGINT/SIGTERM",
-        description="Relay end-to-end encrypted traffic for peers that hold a reservation.",
+        description="Relay end-to-end encrypted traffic for peers that hold a reservation, "
+        "within the limits below, until SIGINT or SIGTERM.",
     )
     p.add_argument(
-        "--listen", action="append", metavar="MULTIADDR", help="repeatable (default tcp 4001)"
+        "--listen",
+        action="append",
+        metavar="MULTIADDR",
+        help="listen on this address; repeatable (default: /ip4/0.0.0.0/tcp/4001)",
     )
-    p.add_argument("--key", help=key_help)
+    p.add_argument("--key", metavar="FILE", help=key_help)
     defaults = RelayServerConfig()
     for name, kind, text in _LIMITS:
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=kind,
             default=None,
-            help=f"{text} (default {getattr(defaults, name)})",
+            metavar="N" if kind is int else "S",
+            help=f"{text} (default: {getattr(defaults, name)})",
         )
     p.set_defaults(run=cmd_relay)

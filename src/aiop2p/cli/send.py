@@ -106,12 +106,16 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("address", metavar="MULTIADDR", help="where the peer is, /p2p/<id> optional")
     p.add_argument("request", metavar="JSON", help="the request value (text with --raw)")
     p.add_argument(
-        "--timeout", type=_positive_float, default=10.0, help="seconds for the whole exchange"
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds for the whole exchange",
     )
     p.add_argument(
         "--raw", action="store_true", help="send the text as bytes, print the response bytes"
     )
-    p.add_argument("--key", help="key file to send as (default: a fresh identity)")
+    p.add_argument("--key", metavar="FILE", help="key file to send as (default: a fresh identity)")
     p.set_defaults(run=cmd_send)
 
 

@@ -8,6 +8,7 @@
     │   ├── InvalidPeerIdError                  a peer id that does not parse
     │   ├── InvalidKeyError                     a key that does not parse or is unsupported
     │   ├── CodecError                          a value the codec cannot encode or decode
+    │   │   └── InvalidMessageError             a value not of its declared type (TypedCodec)
     │   ├── InvalidFirewallConfigError          a declarative firewall file that is malformed
     │   └── AddressBookError                    an address book that cannot be read
     ├── InvalidStateError (RuntimeError)        API used in a state that does not allow it
@@ -88,6 +89,7 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidFirewallConfigError",
     "InvalidKeyError",
+    "InvalidMessageError",
     "InvalidMultiaddrError",
     "InvalidPeerIdError",
     "InvalidSignatureError",
@@ -150,6 +152,18 @@ class InvalidKeyError(InvalidArgumentError):
 
 class CodecError(InvalidArgumentError):
     """A value the codec cannot encode, or bytes it cannot decode (peer input included)."""
+
+
+class InvalidMessageError(CodecError):
+    """A request or response that is not of the type its codec declares
+    (:class:`~aiop2p.network.TypedCodec`); the message names the field."""
+
+    def __init__(self, message: str, *, kind: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        """``"request"`` or ``"response"``."""
+        self.path = path
+        """Where in the value it is wrong, as ``$.field[0]``; None if not one field."""
 
 
 class InvalidFirewallConfigError(InvalidArgumentError):

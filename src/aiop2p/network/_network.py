@@ -54,7 +54,7 @@ from ..services.relay.client import RelayClient, RelayClientEvent, ReservationFa
 from ..services.relay.server import RelayServer
 from ..transports._base import Transport
 from .address_book import AddressBookStore, AddressInfo
-from .codecs import Codec, JsonCodec
+from .codecs import Codec, JsonCodec, RequestResponseCodec
 from .config import NetworkConfig
 from .event_channel import EventChannel
 from .exchange import InboundRequest, RequestExchange
@@ -86,7 +86,7 @@ class Network(Generic[Rq, Rs]):
         *,
         firewall: FirewallRules[Any] | None = None,
         config: NetworkConfig | None = None,
-        codec: Codec | None = None,
+        codec: Codec | RequestResponseCodec | None = None,
         firewall_view: Callable[[Rq], Any] | None = None,
         firewall_handler: Callable[[FirewallRequest], Awaitable[None]] | None = None,
         address_info: AddressInfo | None = None,
@@ -100,7 +100,7 @@ class Network(Generic[Rq, Rs]):
             except TypeError as exc:
                 raise InvalidArgumentError(f"unknown Network option: {exc}") from exc
         self.config = config
-        self.codec: Codec = codec or JsonCodec()
+        self.codec: Codec | RequestResponseCodec = codec or JsonCodec()
         node_config = replace(
             config.node,
             limits=config.connection_limits,

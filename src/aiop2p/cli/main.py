@@ -196,9 +196,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run on asyncio's default event loop even if uvloop is installed",
     )
     common = ArgumentParser(add_help=False)
-    common.add_argument(
-        "--json", action="store_true", help="print one JSON object per line, no progress"
-    )
+    common.add_argument("--json", action="store_true", help="print one JSON object per line")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     key_help = _key_help(default_key_path())
 
@@ -217,9 +215,12 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="list peers found on the LAN (mDNS)",
         description="Ask the LAN for libp2p peers (mDNS) and list those that answered, one "
-        "per line with their addresses. A terminal shows the progress on stderr.",
+        "per line with their addresses. A terminal shows the progress on stderr (not with "
+        "--json).",
     )
-    p.add_argument("--seconds", type=_positive_float, default=3.0, help="how long to listen")
+    p.add_argument(
+        "--seconds", type=_positive_float, default=3.0, metavar="S", help="how long to listen"
+    )
     add_mdns_interface_argument(p)
     p.set_defaults(run=cmd_discover)
 
@@ -244,7 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         parents=[common],
         help="measure throughput (/perf/1.0.0)",
         description="Measure the throughput to any libp2p peer: upload, then download, "
-        "on one stream. A terminal shows the progress on stderr.",
+        "on one stream. A terminal shows the progress on stderr (not with --json).",
     )
     p.add_argument("address", metavar="MULTIADDR", help="where the peer is, /p2p/<id> optional")
     p.add_argument(

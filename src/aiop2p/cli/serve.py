@@ -254,7 +254,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         "--default-rule",
         choices=sorted(DEFAULT_RULES),
         help="for peers without a rule: allow, reject, or ask on the terminal per peer "
-        "(default: reject, and say so)",
+        "(default: reject; said once when no firewall option is given)",
     )
     p.add_argument(
         "--allow-peer",

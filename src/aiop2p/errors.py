@@ -15,7 +15,8 @@
     │   ├── LocalProtocolError                  we misused the protocol (a bug on our side)
     │   └── RemoteProtocolError                 the peer violated the protocol
     │       ├── MessageTooLargeError            a frame or message above its size limit
-    │       └── FlowControlError                the peer sent beyond its window
+    │       ├── FlowControlError                the peer sent beyond its window
+    │       └── KadError                        a Kademlia message malformed or out of bounds
     ├── NegotiationError                        multistream-select failed
     │   ├── ProtocolNotSupportedError           the peer supports none of the protocols offered
     │   └── NegotiationTimeoutError             no protocol agreed within negotiation_timeout
@@ -28,6 +29,7 @@
     │   └── ConnectionLostError                 the connection broke (reset, I/O error)
     ├── DialError                               no address of the peer could be dialled
     │   ├── NoAddressesError                    no address is known for the peer
+    │   │   └── PeerNotFoundError               a DHT lookup did not find the peer
     │   ├── ConnectionLimitError                a configured connection limit was reached
     │   └── BannedPeerError                     the peer is banned
     ├── ListenError                             an address could not be listened on
@@ -92,6 +94,7 @@ __all__ = [
     "InvalidPeerIdError",
     "InvalidSignatureError",
     "InvalidStateError",
+    "KadError",
     "LimitExceededError",
     "ListenError",
     "LocalProtocolError",
@@ -103,6 +106,7 @@ __all__ = [
     "OutboundFailure",
     "P2PError",
     "PeerIdMismatchError",
+    "PeerNotFoundError",
     "ProtocolError",
     "ProtocolNotSupportedError",
     "RelayError",
@@ -189,6 +193,11 @@ class FlowControlError(RemoteProtocolError):
     """The peer sent more data than its flow-control window allowed."""
 
 
+class KadError(RemoteProtocolError):
+    """A Kademlia DHT message that is malformed or beyond our bounds (peers, addresses,
+    key or message size)."""
+
+
 class NegotiationError(P2PError):
     """multistream-select negotiation failed."""
 
@@ -251,6 +260,10 @@ class DialError(P2PError):
 
 class NoAddressesError(DialError):
     """No address is known for the peer (the seed's ``DialErr::NoAddresses``)."""
+
+
+class PeerNotFoundError(NoAddressesError):
+    """A DHT lookup ended without finding the peer's addresses."""
 
 
 class ConnectionLimitError(DialError):

@@ -36,6 +36,7 @@ from .protocols.ping import PING_PROTOCOL_ID
 from .protocols.role import Role
 from .services.host import StreamHandler
 from .services.identify import IdentifyService
+from .services.kad import KadService
 from .services.peerstore import PeerInfo, PeerStore
 from .services.perf import PerfResult, perf, serve_perf
 from .services.ping import ping, serve_ping
@@ -116,6 +117,8 @@ class Node:
         self.connection_gate: Callable[[Connection], P2PError | None] | None = None
         """Vetoes a newly established connection by returning the error to close it with."""
         self.identify: IdentifyService | None = None
+        self.kad: KadService | None = None
+        """The Kademlia DHT, when ``config.kad`` is set (started with the node)."""
         self._hooks = _Hooks(self)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -142,6 +145,9 @@ class Node:
             self.set_stream_handler(
                 PERF_PROTOCOL_ID, partial(serve_perf, idle_timeout=config.protocol_idle_timeout)
             )
+        if config.kad is not None:
+            self.kad = KadService(self, config.kad)
+            self.kad.start()
 
     async def close(self) -> None:
         """Stop listening, close every connection, cancel every handler task."""

@@ -4,7 +4,7 @@ hops, client mode, and hostile DHT peers on both sides of a query."""
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 
 import pytest
@@ -119,7 +119,7 @@ async def test_client_mode_neither_serves_nor_enters_tables() -> None:
 # -- hostile peers -----------------------------------------------------------------------
 
 
-def hostile_server(answer: Callable[[KadMessage], bytes]) -> Callable[[Stream], object]:
+def hostile_server(answer: Callable[[KadMessage], bytes]) -> Callable[[Stream], Awaitable[None]]:
     async def serve(stream: Stream) -> None:
         request = KadMessage.decode(await stream.read_message(1 << 20))
         await stream.write_message(answer(request))
@@ -152,7 +152,7 @@ def bogus_peers(count: int, n_addrs: int = 1) -> tuple[KadPeer, ...]:
 async def test_lookup_survives_a_hostile_dht_peer(answer: Callable[[KadMessage], bytes]) -> None:
     async with kad_nodes(3) as (asker, honest, target), Node() as hostile:
         await hostile.listen(LOOPBACK)
-        hostile.set_stream_handler(KAD_PROTOCOL_ID, hostile_server(answer))  # type: ignore[arg-type]
+        hostile.set_stream_handler(KAD_PROTOCOL_ID, hostile_server(answer))
         kad(asker).table.add(hostile.peer_id, hostile.listen_addrs)
         kad(asker).table.add(honest.peer_id, honest.listen_addrs)
         kad(honest).table.add(target.peer_id, target.listen_addrs)

@@ -384,7 +384,9 @@ class Node:
     async def connect(self, peer: PeerId, addrs: Iterable[Multiaddr] | None = None) -> Connection:
         """Connect to ``peer``: its established connection if there is one, else a dial
         trying ``addrs`` (default: :attr:`dial_candidates`, without our own listen
-        addresses) in order until one connects.
+        addresses) in order until one connects.  With no address known and the DHT on
+        (``config.kad``), the addresses come from a DHT lookup, which also adds them to
+        the peer store.
 
         This is the node's one dialer: one dial per peer at a time (a caller arriving
         while one runs joins it), run as a node task so that a caller giving up does not
@@ -414,7 +416,7 @@ class Node:
                 for addr in self.dial_candidates(peer):
                     if addr not in addrs and addr.without_peer_id() not in own:
                         addrs.append(addr)
-            if not addrs:
+            if not addrs and self.kad is None:
                 raise NoAddressesError("No addresses known for peer.")
             pending = asyncio.get_running_loop().create_future()
             self._dials[peer] = pending
@@ -432,6 +434,10 @@ class Node:
         bare: bool,
     ) -> None:
         try:
+            if not addrs and self.kad is not None:
+                # Reach by id: no address known, ask the DHT (PeerNotFoundError, a
+                # NoAddressesError, if it does not know the peer either).
+                addrs = await self.kad.find_peer(peer)
             conn, addr, failed = await self._first_reachable(
                 str(peer),
                 addrs,

@@ -23,7 +23,13 @@ import os
 from .._aio.connection import Connection
 from .._aio.stream import Stream
 from ..config import KadConfig
-from ..errors import KadError, P2PError, PeerNotFoundError, StreamClosedError
+from ..errors import (
+    KadError,
+    NoAddressesError,
+    P2PError,
+    PeerNotFoundError,
+    StreamClosedError,
+)
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.kad import (
@@ -169,8 +175,7 @@ class KadService:
         addrs = list(entry.addrs) if entry is not None else []
         try:
             async with self._queries, asyncio.timeout(self.config.query_timeout):
-                conn = await self.host.connect(peer, addrs or None)
-                await ping(self.host, conn)
+                await ping(self.host, await self._connect(peer, addrs))
             alive = True
         except (P2PError, TimeoutError) as exc:
             log.debug("kad: %s did not answer a ping: %s", peer, exc)
@@ -230,7 +235,7 @@ class KadService:
         """One request on a new stream; the answer, decoded under our limits."""
         config = self.config
         async with self._queries, asyncio.timeout(config.query_timeout):
-            conn = await self.host.connect(peer, addrs or None)
+            conn = await self._connect(peer, addrs)
             stream = await conn.new_stream(config.protocol_id)
             async with stream:
                 await stream.write_message(msg.encode())
@@ -239,6 +244,17 @@ class KadService:
         if answer.type is not msg.type:
             raise KadError(f"kad: asked {msg.type.name}, answered {answer.type.name}")
         return answer
+
+    async def _connect(self, peer: PeerId, addrs: list[Multiaddr]) -> Connection:
+        """A connection to ``peer`` at addresses we know, never through a DHT lookup (the
+        node's dialer would start one for a peer without addresses)."""
+        existing = self.host.connections_to(peer)
+        if existing:
+            return existing[0]
+        addrs = addrs or self.host.peer_store.addrs(peer)
+        if not addrs:
+            raise NoAddressesError(f"kad: no address known for {peer}")
+        return await self.host.connect(peer, addrs)
 
     # -- serving -----------------------------------------------------------------------------
 
@@ -305,4 +321,3 @@ class KadService:
         if self.host.connections_to(peer):
             return ConnectionType.CONNECTED
         return ConnectionType.NOT_CONNECTED
-

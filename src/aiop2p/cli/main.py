@@ -14,18 +14,23 @@ import sys
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 
+from ..config import KadConfig
 from ..errors import P2PError
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL
 from . import relay, send, serve
 from ._common import (
+    TARGET_HELP,
     CommandIO,
     Output,
+    add_dht_arguments,
     default_key_path,
     default_relay_key_path,
     describe,
+    dht_config,
     dialing_network,
     load_key,
+    parse_target,
 )
 from .discover import add_mdns_interface_argument, discover, mdns_config
 
@@ -42,10 +47,13 @@ async def cmd_id(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
-    target = Multiaddr(args.address)
-    async with dialing_network() as net:
+    target = parse_target(args.address, args.bootstrap)
+    async with dialing_network(kad=_dht(args)) as net:
         node = net._node
-        conn = await node.dial(target)
+        if isinstance(target, Multiaddr):
+            conn = await node.dial(target)
+        else:
+            conn = await node.connect(target)
         answered = 0
         for seq in range(args.count):
             try:
@@ -69,8 +77,8 @@ async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_perf(args: argparse.Namespace, out: Output) -> int:
-    target = Multiaddr(args.address)
-    async with dialing_network() as net:
+    target = parse_target(args.address, args.bootstrap)
+    async with dialing_network(kad=_dht(args)) as net:
         result = await net._node.perf(target, upload=args.upload, download=args.download)
     out.emit(
         f"upload {result.upload_mib_s:.1f} MiB/s, download {result.download_mib_s:.1f} MiB/s",
@@ -89,6 +97,11 @@ async def cmd_discover(args: argparse.Namespace, out: Output) -> int:
         # The JSON key stays ``peer_id`` (the CLI's output, as ``aiop2p id`` prints it).
         out.emit(" ".join([str(found.peer), *addrs]), peer_id=str(found.peer), addrs=addrs)
     return 0
+
+
+def _dht(args: argparse.Namespace) -> KadConfig | None:
+    """A DHT client when ``--bootstrap`` is given (to reach a bare peer id)."""
+    return dht_config(args.bootstrap, None, default_mode="client")
 
 
 def _positive_int(text: str) -> int:
@@ -144,13 +157,15 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_discover)
 
     p = sub.add_parser("ping", parents=[common], help="ping a peer (/ipfs/ping/1.0.0)")
-    p.add_argument("address", metavar="MULTIADDR")
+    p.add_argument("address", metavar="TARGET", help=TARGET_HELP)
+    add_dht_arguments(p)
     p.add_argument("-n", "--count", type=_positive_int, default=1, help="pings to send")
     p.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds per ping")
     p.set_defaults(run=cmd_ping)
 
     p = sub.add_parser("perf", parents=[common], help="measure throughput (/perf/1.0.0)")
-    p.add_argument("address", metavar="MULTIADDR")
+    p.add_argument("address", metavar="TARGET", help=TARGET_HELP)
+    add_dht_arguments(p)
     p.add_argument("--upload", type=_byte_count, default=64 << 20, metavar="BYTES")
     p.add_argument("--download", type=_byte_count, default=64 << 20, metavar="BYTES")
     p.set_defaults(run=cmd_perf)

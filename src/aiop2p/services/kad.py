@@ -65,6 +65,8 @@ class KadService:
         self._queries = asyncio.Semaphore(self.config.max_queries_in_flight)
         self._inbound = 0
         self._task: asyncio.Task[None] | None = None
+        self._joined = asyncio.Event()
+        """Set once the first bootstrap after :meth:`start` ended (however it ended)."""
         self._closed = False
         if self.config.mode == "server":
             host.set_stream_handler(self.config.protocol_id, self._serve)
@@ -90,7 +92,10 @@ class KadService:
                 await self._task
 
     async def _run(self) -> None:
-        await self.bootstrap()
+        try:
+            await self.bootstrap()
+        finally:
+            self._joined.set()
         while True:
             await asyncio.sleep(self.config.refresh_interval_seconds)
             await self.refresh()
@@ -127,6 +132,7 @@ class KadService:
         entry = self.table.get(peer)
         if entry is not None and entry.addrs:
             return list(entry.addrs)
+        await self._wait_joined()
         lookup = await self._lookup(peer.to_bytes(), stop_when_found=True)
         if lookup.found is None:
             raise PeerNotFoundError(
@@ -139,7 +145,15 @@ class KadService:
 
     async def closest_peers(self, key: bytes) -> list[KadPeer]:
         """The (at most k) DHT servers closest to ``key`` that answered a full lookup."""
+        await self._wait_joined()
         return (await self._lookup(key)).closest()
+
+    async def _wait_joined(self) -> None:
+        """A lookup right after start waits for the bootstrap (bounded: each bootstrap
+        peer by ``query_timeout``, the lookup of our id by ``lookup_timeout``), or it
+        would start from an empty table."""
+        if self._task is not None and not self._task.done():
+            await self._joined.wait()
 
     # -- the routing table -------------------------------------------------------------------
 

@@ -240,3 +240,33 @@ async def test_inbound_streams_are_bounded() -> None:
         fourth = await attacker.new_stream(server.peer_id, KAD_PROTOCOL_ID)
         await fourth.write_message(ping)
         assert KadMessage.decode(await fourth.read_message(1 << 16)).type is MessageType.PING
+
+
+async def test_refresh_runs_periodically_and_stops_at_close(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with kad_nodes(1) as (seed,):
+        addr = seed.listen_addrs[0].with_peer_id(seed.peer_id)
+        config = kad_config(bootstrap=(addr,), refresh_interval_seconds=0.01)
+        async with Node(config=NodeConfig(kad=config)) as node:
+            service = kad(node)
+            refreshes = 0
+            original = service.refresh
+
+            async def counting(*, random_lookup: bool = True) -> None:
+                nonlocal refreshes
+                refreshes += 1
+                await original(random_lookup=random_lookup)
+
+            monkeypatch.setattr(service, "refresh", counting)
+            await wait_for(lambda: refreshes >= 3, cap=10)
+            assert seed.peer_id in service.table
+            task = service._task
+            assert task is not None and not task.done()
+            await service.close()
+            assert task.done()
+            assert KAD_PROTOCOL_ID not in node.protocols
+        closed = seed.kad
+        assert closed is not None
+        await closed.close()
+        await closed.close()  # twice: nothing left to do

@@ -385,8 +385,7 @@ class Node:
         """Connect to ``peer``: its established connection if there is one, else a dial
         trying ``addrs`` (default: :attr:`dial_candidates`, without our own listen
         addresses) in order until one connects.  With no address known and the DHT on
-        (``config.kad``), the addresses come from a DHT lookup, which also adds them to
-        the peer store.
+        (``config.kad``), the addresses come from a DHT lookup.
 
         This is the node's one dialer: one dial per peer at a time (a caller arriving
         while one runs joins it), run as a node task so that a caller giving up does not
@@ -433,12 +432,10 @@ class Node:
         *,
         bare: bool,
     ) -> None:
-        try:
-            if not addrs and self.kad is not None:
-                # Reach by id: no address known, ask the DHT (PeerNotFoundError, a
-                # NoAddressesError, if it does not know the peer either).
-                addrs = await self.kad.find_peer(peer)
-            conn, addr, failed = await self._first_reachable(
+        def first_reachable(
+            addrs: list[Multiaddr],
+        ) -> Coroutine[Any, Any, tuple[Connection, Multiaddr, list[Multiaddr]]]:
+            return self._first_reachable(
                 str(peer),
                 addrs,
                 # dial() names its address as given (a circuit address without a
@@ -446,6 +443,14 @@ class Node:
                 lambda a: self._dial_addr(a if bare else a.with_peer_id(peer), peer, role),
                 bare=bare,
             )
+
+        try:
+            if not addrs and self.kad is not None:
+                # Reach by id: no address known, ask the DHT (PeerNotFoundError, a
+                # NoAddressesError, if it does not know the peer either).
+                conn, addr, failed = await self.kad.reach(peer, first_reachable)
+            else:
+                conn, addr, failed = await first_reachable(addrs)
         except BaseException as exc:
             if not result.done():
                 result.set_exception(

@@ -40,7 +40,8 @@ async def test_send_request_to_a_bare_peer_id_through_the_dht() -> None:
             assert sender.get_addrs(target.peer_id) == []
             async with serving(target, lambda rq: {"echo": rq}):
                 assert await sender.send_request(target.peer_id, "hi") == {"echo": "hi"}
-            # The lookup's answer went to the peer store: the next dial needs no lookup.
+            # The address that answered went to the peer store: the next dial needs no
+            # lookup.
             assert node.peer_store.addrs(target.peer_id) == target._node.listen_addrs
 
 

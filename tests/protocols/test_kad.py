@@ -319,3 +319,28 @@ def test_lookup_ignores_answers_it_did_not_ask_for_and_bounds_candidates() -> No
 def test_lookup_with_no_seeds_is_done_at_once() -> None:
     lookup = Lookup(b"key", [], local=peer(0), deadline=1.0)
     assert lookup.done and lookup.next_queries(0.0) == [] and lookup.closest() == []
+
+
+def test_lookup_merges_the_targets_addresses_from_each_reporter_in_turn() -> None:
+    target = peer(42)
+    liar, honest = peer(1), peer(2)
+    bogus = [Multiaddr(f"/ip4/10.9.9.9/tcp/{port}") for port in range(1, 40)]
+    lookup = Lookup(
+        target.to_bytes(),
+        [(liar, [ADDR]), (honest, [ADDR])],
+        local=peer(-1),
+        deadline=1e9,
+        max_addrs_per_peer=4,
+        query_target=False,
+    )
+    assert set(lookup.next_queries(0.0)) == {liar, honest}
+    lookup.on_response(liar, [KadPeer(target, tuple(bogus))])
+    real = Multiaddr("/ip4/192.0.2.1/tcp/4001")
+    lookup.on_response(honest, [KadPeer(target, (real,))])
+    assert lookup.found is not None
+    assert lookup.found.addrs == (bogus[0], real, bogus[1], bogus[2])
+    # The target is a candidate but never queried: the lookup is done without it.
+    assert lookup.next_queries(1.0) == [] and lookup.done
+    assert [p.peer_id for p in lookup.closest()] == sorted(
+        [liar, honest], key=lambda p: kad_key(p.to_bytes()) ^ kad_key(target.to_bytes())
+    )

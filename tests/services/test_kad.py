@@ -81,7 +81,6 @@ async def test_find_peer_through_a_chain_of_servers(hops: int) -> None:
         assert not asker.is_connected(target.peer_id)
         addrs = await kad(asker).find_peer(target.peer_id)
         assert addrs == target.listen_addrs
-        assert asker.peer_store.addrs(target.peer_id) == target.listen_addrs
         for server in chain:
             assert asker.is_connected(server.peer_id)  # each was queried in turn
         assert await asker.ping(target.peer_id)
@@ -270,3 +269,26 @@ async def test_refresh_runs_periodically_and_stops_at_close(
         assert closed is not None
         await closed.close()
         await closed.close()  # twice: nothing left to do
+
+
+async def test_dial_by_id_retries_past_a_poisoned_first_answer() -> None:
+    """A hostile peer answers first with bogus addresses for the target: the dial to them
+    fails, and the dialer asks once more with a lookup that hears every peer."""
+    async with kad_nodes(3) as (asker, honest, target), Node() as hostile:
+        await hostile.listen(LOOPBACK)
+        lie = KadPeer(target.peer_id, (Multiaddr("/ip4/127.0.0.1/tcp/1"),))
+        honest_entry = KadPeer(honest.peer_id, tuple(honest.listen_addrs))
+        hostile.set_stream_handler(
+            KAD_PROTOCOL_ID,
+            hostile_server(
+                lambda req: KadMessage(
+                    MessageType.FIND_NODE, req.key, closer_peers=(lie, honest_entry)
+                ).encode()
+            ),
+        )
+        kad(asker).table.add(hostile.peer_id, hostile.listen_addrs)  # all the asker knows
+        kad(honest).table.add(target.peer_id, target.listen_addrs)
+        assert await kad(asker).find_peer(target.peer_id) == list(lie.addrs)  # poisoned
+        assert asker.peer_store.addrs(target.peer_id) == []  # nothing stored unverified
+        assert await asker.ping(target.peer_id)  # the retry found the real addresses
+        assert asker.peer_store.addrs(target.peer_id) == target.listen_addrs

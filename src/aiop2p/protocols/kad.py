@@ -410,6 +410,10 @@ class Lookup:
     that answered, closest first) and, for a peer lookup, :attr:`found` (the target's
     addresses as some peer reported them).
 
+    The target's addresses are merged from every peer that reported them, one from each
+    in turn.  Without ``query_target`` the target itself is never queried (a dialer that
+    looks a peer up to dial it must not dial it to ask).
+
     Bounded: candidates kept (the ``max_candidates`` closest), addresses per candidate,
     queries in flight (``alpha``), queries in all (``max_queries``) and time (``deadline``
     on the driver's clock).  A hostile peer can only waste queries that are bounded.
@@ -428,6 +432,7 @@ class Lookup:
         max_candidates: int | None = None,
         max_addrs_per_peer: int = 16,
         stop_when_found: bool = False,
+        query_target: bool = True,
     ) -> None:
         for name, value in (("k", k), ("alpha", alpha), ("max_queries", max_queries)):
             check_positive(name, value)
@@ -441,17 +446,20 @@ class Lookup:
         self.max_candidates = max_candidates if max_candidates is not None else 8 * k
         self.max_addrs_per_peer = max_addrs_per_peer
         self.stop_when_found = stop_when_found
+        self.query_target = query_target
         self.queries = 0
         """Queries handed out so far."""
         self.found: KadPeer | None = None
         self._timed_out = False
         self._candidates: dict[PeerId, _Candidate] = {}
+        self._reports: dict[PeerId, tuple[Multiaddr, ...]] = {}
+        """The target's addresses as each peer reported them (seeds: as ``local``)."""
         try:
             self._target_peer: PeerId | None = PeerId.from_bytes(target)
         except InvalidPeerIdError:
             self._target_peer = None
         for peer, addrs in seeds:
-            self._learn(peer, addrs)
+            self._learn(peer, addrs, local)
 
     # -- inputs --------------------------------------------------------------------------
 
@@ -467,6 +475,8 @@ class Lookup:
             if in_flight + len(out) >= self.alpha or self.queries >= self.max_queries:
                 break
             if cand.state is _State.WAITING:
+                if cand.peer_id == self._target_peer and not self.query_target:
+                    continue
                 cand.state = _State.IN_FLIGHT
                 self.queries += 1
                 out.append(cand.peer_id)
@@ -483,7 +493,7 @@ class Lookup:
             return  # not asked (or given up on): ignore
         cand.state = _State.ANSWERED
         for p in closer_peers:
-            self._learn(p.peer_id, p.addrs)
+            self._learn(p.peer_id, p.addrs, peer)
 
     def on_failure(self, peer: PeerId) -> None:
         cand = self._candidates.get(peer)
@@ -505,6 +515,8 @@ class Lookup:
         if self._timed_out or (self.stop_when_found and self.found is not None):
             return True
         live = [c for c in self._ordered() if c.state is not _State.FAILED][: self.k]
+        if not self.query_target:
+            live = [c for c in live if c.peer_id != self._target_peer]
         if all(c.state is _State.ANSWERED for c in live):
             return True  # the k closest answered (or nothing is left to ask)
         if self.queries >= self.max_queries:
@@ -516,21 +528,31 @@ class Lookup:
         answered = [c for c in self._ordered() if c.state is _State.ANSWERED]
         return [KadPeer(c.peer_id, tuple(c.addrs)) for c in answered[: self.k]]
 
+    def _merged_reports(self) -> tuple[Multiaddr, ...]:
+        """The target's addresses, one from each reporter in turn, so that a peer
+        reporting many bogus ones cannot crowd out what the others reported."""
+        merged: list[Multiaddr] = []
+        for rank in range(self.max_addrs_per_peer):
+            for addrs in self._reports.values():
+                if rank < len(addrs) and addrs[rank] not in merged:
+                    merged.append(addrs[rank])
+                    if len(merged) == self.max_addrs_per_peer:
+                        return tuple(merged)
+        return tuple(merged)
+
     # -- internals -----------------------------------------------------------------------
 
     def _ordered(self) -> list[_Candidate]:
         return sorted(self._candidates.values(), key=lambda c: c.distance)
 
-    def _learn(self, peer: PeerId, addrs: Iterable[Multiaddr]) -> None:
+    def _learn(self, peer: PeerId, addrs: Iterable[Multiaddr], reporter: PeerId) -> None:
         if peer == self.local:
             return
         if peer == self._target_peer:
-            known = list(self.found.addrs) if self.found is not None else []
-            for addr in addrs:
-                if addr not in known and len(known) < self.max_addrs_per_peer:
-                    known.append(addr)
-            if known:
-                self.found = KadPeer(peer, tuple(known))
+            addrs = tuple(addrs)
+            if addrs and reporter not in self._reports:
+                self._reports[reporter] = addrs[: self.max_addrs_per_peer]
+                self.found = KadPeer(peer, self._merged_reports())
         cand = self._candidates.get(peer)
         if cand is None:
             distance = kad_key(peer.to_bytes()) ^ self.target_key

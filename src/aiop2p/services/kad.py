@@ -19,11 +19,14 @@ import contextlib
 import hashlib
 import logging
 import os
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from .._aio.connection import Connection
 from .._aio.stream import Stream
 from ..config import KadConfig
 from ..errors import (
+    DialError,
     KadError,
     NoAddressesError,
     P2PError,
@@ -48,6 +51,7 @@ from .ping import ping
 __all__ = ["KadService"]
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 
 class KadService:
@@ -123,25 +127,49 @@ class KadService:
             random_id = PeerId(b"\x12\x20" + hashlib.sha256(os.urandom(32)).digest())
             await self._lookup(random_id.to_bytes())
 
-    async def find_peer(self, peer: PeerId) -> list[Multiaddr]:
-        """The addresses of ``peer``: from the routing table, else an iterative lookup.
+    async def find_peer(self, peer: PeerId, *, exhaustive: bool = False) -> list[Multiaddr]:
+        """The addresses of ``peer``: from the routing table, else an iterative lookup
+        that ends at the first report of them, or with ``exhaustive`` runs to its end and
+        merges every peer's report (the retry when the first report did not dial).
 
-        What a lookup finds is added to the host's peer store (the dialer's source);
-        :class:`PeerNotFoundError` if nobody knew the peer.
+        :class:`PeerNotFoundError` if nobody knew the peer.  The peer itself is never
+        asked (a dial to it may be what waits for this answer).  Nothing is stored: an
+        address reaches the peer store only once a dial to it succeeded (the node keeps
+        the addresses of its outbound connections), so bogus answers do not stick.
         """
         entry = self.table.get(peer)
-        if entry is not None and entry.addrs:
+        if entry is not None and entry.addrs and not exhaustive:
             return list(entry.addrs)
         await self._wait_joined()
-        lookup = await self._lookup(peer.to_bytes(), stop_when_found=True)
+        lookup = await self._lookup(
+            peer.to_bytes(), stop_when_found=not exhaustive, query_target=False
+        )
         if lookup.found is None:
             raise PeerNotFoundError(
                 f"the DHT lookup for {peer} ended without it ({lookup.queries} queries"
                 f"{', timed out' if lookup.timed_out else ''})"
             )
-        addrs = list(lookup.found.addrs)
-        self.host.peer_store.add_addrs(peer, addrs)
-        return addrs
+        return list(lookup.found.addrs)
+
+    async def reach(
+        self,
+        peer: PeerId,
+        dial: Callable[[list[Multiaddr]], Awaitable[_T]],
+    ) -> _T:
+        """``dial`` the addresses :meth:`find_peer` gives; if none answers (a DHT peer
+        may have reported bogus ones first), once more with the others an exhaustive
+        lookup finds.  The node's dialer runs this for a peer without known addresses."""
+        addrs = await self.find_peer(peer)
+        try:
+            return await dial(addrs)
+        except DialError as first:
+            try:
+                more = [a for a in await self.find_peer(peer, exhaustive=True) if a not in addrs]
+            except PeerNotFoundError:
+                more = []
+            if not more:
+                raise first from None
+            return await dial(more)
 
     async def closest_peers(self, key: bytes) -> list[KadPeer]:
         """The (at most k) DHT servers closest to ``key`` that answered a full lookup."""
@@ -197,7 +225,9 @@ class KadService:
 
     # -- lookups -----------------------------------------------------------------------------
 
-    async def _lookup(self, target: bytes, *, stop_when_found: bool = False) -> Lookup:
+    async def _lookup(
+        self, target: bytes, *, stop_when_found: bool = False, query_target: bool = True
+    ) -> Lookup:
         config = self.config
         loop = asyncio.get_running_loop()
         seeds = [(e.peer_id, e.addrs) for e in self.table.closest(kad_key(target))]
@@ -210,6 +240,7 @@ class KadService:
             alpha=config.alpha,
             max_queries=config.max_queries_per_lookup,
             stop_when_found=stop_when_found,
+            query_target=query_target,
         )
         request = KadMessage(MessageType.FIND_NODE, target)
         pending: dict[asyncio.Task[KadMessage], PeerId] = {}

@@ -19,7 +19,7 @@ from aiop2p.errors import (
     ProtocolNotSupportedError,
     StreamClosedError,
 )
-from aiop2p.identity import PeerId
+from aiop2p.identity import KeyPair, PeerId
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 from aiop2p.protocols.kad import KAD_PROTOCOL_ID, KadMessage, KadPeer, MessageType
@@ -292,3 +292,18 @@ async def test_dial_by_id_retries_past_a_poisoned_first_answer() -> None:
         assert asker.peer_store.addrs(target.peer_id) == []  # nothing stored unverified
         assert await asker.ping(target.peer_id)  # the retry found the real addresses
         assert asker.peer_store.addrs(target.peer_id) == target.listen_addrs
+
+
+async def test_a_node_alone_joins_again_once_its_bootstrap_peer_is_back() -> None:
+    key = KeyPair.generate()
+    async with Node(key, config=NodeConfig(kad=kad_config())) as seed:
+        addr = (await seed.listen(LOOPBACK))[0]
+    # The bootstrap peer is down: the node starts alone, and keeps trying on refresh.
+    config = kad_config(bootstrap=(addr.with_peer_id(key.peer_id),), refresh_interval_seconds=0.05)
+    async with Node(config=NodeConfig(kad=config)) as node:
+        service = kad(node)
+        await wait_for(lambda: service._joined.is_set(), cap=10)
+        assert len(service.table) == 0
+        async with Node(key, config=NodeConfig(kad=kad_config())) as back:
+            await back.listen(addr)
+            await wait_for(lambda: key.peer_id in service.table, cap=10)

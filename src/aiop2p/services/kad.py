@@ -59,7 +59,7 @@ class KadService:
 
     :meth:`start` joins through ``config.bootstrap`` and refreshes the routing table
     every ``refresh_interval_seconds`` in a host task (cancelled at :meth:`close` or when
-    the host closes).
+    the host closes); a table that emptied meanwhile joins through them again.
     """
 
     def __init__(self, host: Host, config: KadConfig | None = None) -> None:
@@ -75,10 +75,6 @@ class KadService:
         if self.config.mode == "server":
             host.set_stream_handler(self.config.protocol_id, self._serve)
         host.connection_opened.subscribe(self._on_connection)
-
-    @property
-    def protocol_id(self) -> str:
-        return self.config.protocol_id
 
     def start(self) -> None:
         """Bootstrap, then refresh periodically (a host task)."""
@@ -102,7 +98,10 @@ class KadService:
             self._joined.set()
         while True:
             await asyncio.sleep(self.config.refresh_interval_seconds)
-            await self.refresh()
+            if len(self.table):
+                await self.refresh()
+            else:  # everyone left (or the bootstrap peers were down): join again
+                await self.bootstrap()
 
     # -- operations ------------------------------------------------------------------------
 
@@ -263,7 +262,9 @@ class KadService:
                     if exc is None:
                         answer = task.result()
                         lookup.on_response(peer, answer.closer_peers)
-                        self._seen(peer, lookup.addrs_of(peer))
+                        # Addresses others reported for it are not proof: keep those
+                        # the node verified (the one dialled, identify's).
+                        self._seen(peer, self.host.peer_store.addrs(peer))
                     else:
                         if not isinstance(exc, P2PError | TimeoutError):
                             raise exc

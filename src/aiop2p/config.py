@@ -90,10 +90,14 @@ class KadConfig:
         for addr in self.bootstrap:
             if addr.peer_id is None:
                 raise InvalidArgumentError(f"a bootstrap address needs its /p2p/<id>: {addr}")
-        for name in ("k", "alpha", "max_queries_per_lookup", "max_queries_in_flight"):
-            if getattr(self, name) < 1:
-                raise InvalidArgumentError(f"kad {name} must be positive")
-        for name in ("max_inbound_streams", "max_requests_per_stream"):
+        for name in (
+            "k",
+            "alpha",
+            "max_queries_per_lookup",
+            "max_queries_in_flight",
+            "max_inbound_streams",
+            "max_requests_per_stream",
+        ):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"kad {name} must be positive")
 

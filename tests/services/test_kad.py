@@ -13,6 +13,7 @@ from aiop2p._aio.stream import Stream
 from aiop2p._wire.protobuf import encode_bytes_field, encode_varint_field
 from aiop2p.config import KadConfig, NodeConfig
 from aiop2p.errors import (
+    InvalidArgumentError,
     NoAddressesError,
     P2PError,
     PeerNotFoundError,
@@ -307,3 +308,17 @@ async def test_a_node_alone_joins_again_once_its_bootstrap_peer_is_back() -> Non
         async with Node(key, config=NodeConfig(kad=kad_config())) as back:
             await back.listen(addr)
             await wait_for(lambda: key.peer_id in service.table, cap=10)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"mode": "auto"},
+        {"bootstrap": (Multiaddr("/ip4/127.0.0.1/tcp/4001"),)},  # no /p2p/<id>
+        {"k": 0},
+        {"max_inbound_streams": 0},
+    ],
+)
+def test_kad_config_refuses_what_cannot_work(kw: dict[str, object]) -> None:
+    with pytest.raises(InvalidArgumentError):
+        KadConfig(**kw)  # type: ignore[arg-type]

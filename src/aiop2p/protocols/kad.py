@@ -81,9 +81,13 @@ class KadLimits:
     """The ``key`` of a message or record (a peer id is at most 44 bytes, a CID ~70)."""
 
     def __post_init__(self) -> None:
-        for name in ("max_message_bytes", "max_peers_per_message", "max_addrs_per_peer"):
+        for name in (
+            "max_message_bytes",
+            "max_peers_per_message",
+            "max_addrs_per_peer",
+            "max_key_bytes",
+        ):
             check_positive(name, getattr(self, name))
-        check_positive("max_key_bytes", self.max_key_bytes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,8 @@
     │   ├── LocalProtocolError                  we misused the protocol (a bug on our side)
     │   └── RemoteProtocolError                 the peer violated the protocol
     │       ├── MessageTooLargeError            a frame or message above its size limit
-    │       └── FlowControlError                the peer sent beyond its window
+    │       ├── FlowControlError                the peer sent beyond its window
+    │       └── KadError                        a Kademlia message malformed or out of bounds
     ├── NegotiationError                        multistream-select failed
     │   ├── ProtocolNotSupportedError           the peer supports none of the protocols offered
     │   └── NegotiationTimeoutError             no protocol agreed within negotiation_timeout
@@ -29,6 +30,7 @@
     │   └── ConnectionLostError                 the connection broke (reset, I/O error)
     ├── DialError                               no address of the peer could be dialled
     │   ├── NoAddressesError                    no address is known for the peer
+    │   │   └── PeerNotFoundError               a DHT lookup did not find the peer
     │   ├── ConnectionLimitError                a configured connection limit was reached
     │   └── BannedPeerError                     the peer is banned
     ├── ListenError                             an address could not be listened on
@@ -94,6 +96,7 @@ __all__ = [
     "InvalidPeerIdError",
     "InvalidSignatureError",
     "InvalidStateError",
+    "KadError",
     "LimitExceededError",
     "ListenError",
     "LocalProtocolError",
@@ -105,6 +108,7 @@ __all__ = [
     "OutboundFailure",
     "P2PError",
     "PeerIdMismatchError",
+    "PeerNotFoundError",
     "ProtocolError",
     "ProtocolNotSupportedError",
     "RelayError",
@@ -203,6 +207,11 @@ class FlowControlError(RemoteProtocolError):
     """The peer sent more data than its flow-control window allowed."""
 
 
+class KadError(RemoteProtocolError):
+    """A Kademlia DHT message that is malformed or beyond our bounds (peers, addresses,
+    key or message size)."""
+
+
 class NegotiationError(P2PError):
     """multistream-select negotiation failed."""
 
@@ -265,6 +274,10 @@ class DialError(P2PError):
 
 class NoAddressesError(DialError):
     """No address is known for the peer (the seed's ``DialErr::NoAddresses``)."""
+
+
+class PeerNotFoundError(NoAddressesError):
+    """A DHT lookup ended without finding the peer's addresses."""
 
 
 class ConnectionLimitError(DialError):

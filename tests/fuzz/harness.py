@@ -41,7 +41,7 @@ from aiop2p.errors import P2PError
 from aiop2p.identity import KeyPair, KeyType, PeerId, PublicKey
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network.codecs import JsonCodec
-from aiop2p.protocols import dcutr, envelope, mdns, multistream, noise, relay_v2, yamux
+from aiop2p.protocols import dcutr, envelope, kad, mdns, multistream, noise, relay_v2, yamux
 from aiop2p.protocols.identify import IdentifyMessage
 from aiop2p.protocols.role import Role
 
@@ -634,6 +634,25 @@ def _identify_target() -> Target:
     return Target("identify", [message.encode(), IdentifyMessage().encode()], run)
 
 
+def _kad_target() -> Target:
+    def run(data: bytes, rng: random.Random) -> str:
+        kad.KadMessage.decode(data, _KAD_LIMITS)
+        return OK
+
+    peers = (
+        kad.KadPeer(_ALICE.peer_id, (Multiaddr("/ip4/127.0.0.1/tcp/4001"),)),
+        kad.KadPeer(_BOB.peer_id, (), kad.ConnectionType.CONNECTED),
+    )
+    answer = kad.KadMessage(kad.MessageType.FIND_NODE, _RELAY.peer_id.to_bytes(), None, peers)
+    record = kad.KadMessage(
+        kad.MessageType.GET_VALUE, b"/pk/x", kad.KadRecord(b"/pk/x", b"value", "now")
+    )
+    return Target("kad", [answer.encode(), record.encode(), b"\x08\x05"], run)
+
+
+_KAD_LIMITS = kad.KadLimits(max_message_bytes=4096, max_peers_per_message=8, max_addrs_per_peer=8)
+
+
 def _relay_targets() -> list[Target]:
     r = relay_v2
     events = (
@@ -910,6 +929,7 @@ def build_targets() -> list[Target]:
         _noise_transport_target(),
         _yamux_target(),
         _identify_target(),
+        _kad_target(),
         *_relay_targets(),
         *_dcutr_targets(),
         _envelope_target(),

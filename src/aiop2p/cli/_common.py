@@ -17,9 +17,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from ..config import NodeConfig
-from ..errors import InvalidArgumentError
-from ..identity import KeyPair
+from ..config import KadConfig, NodeConfig
+from ..errors import InvalidArgumentError, InvalidMultiaddrError, InvalidPeerIdError
+from ..identity import KeyPair, PeerId
+from ..multiaddr import Multiaddr
 from ..network import Network
 from ..network.codecs import Codec, RawCodec
 from ..network.firewall import FirewallRules
@@ -28,15 +29,19 @@ __all__ = [
     "MAX_QUEUED_OUTPUT_BYTES",
     "OUTPUT_DRAIN_TIMEOUT_SECONDS",
     "PROGRESS_INTERVAL_SECONDS",
+    "TARGET_HELP",
     "CommandIO",
     "Output",
     "Progress",
+    "add_dht_arguments",
     "default_address_book_path",
     "default_key_path",
     "default_relay_key_path",
     "describe",
+    "dht_config",
     "dialing_network",
     "load_key",
+    "parse_target",
     "stop_on_signals",
 ]
 
@@ -81,23 +86,87 @@ def load_key(path: str | None, *, default: Path | None = None) -> KeyPair:
 
 
 def dialing_network(
-    key: KeyPair | None = None, *, codec: Codec | None = None, timeout: float | None = None
+    key: KeyPair | None = None,
+    *,
+    codec: Codec | None = None,
+    timeout: float | None = None,
+    kad: KadConfig | None = None,
 ) -> Network[Any, Any]:
     """The network ``ping``, ``perf`` and ``send`` dial through, so each reaches every
     address kind the library does (TCP, WebSocket, DNS, circuit addresses via the relay
-    client).  It only asks: nothing may send it requests, no mDNS.  ``timeout`` (seconds)
-    bounds each dial, handshake and request."""
+    client), and peers by id alone with ``kad`` (the DHT).  It only asks: nothing may
+    send it requests, no mDNS.  ``timeout`` (seconds) bounds each dial, handshake and
+    request."""
     overrides: dict[str, Any] = {}
+    node = NodeConfig(kad=kad)
     if timeout is not None:
         overrides["request_timeout"] = timeout
-        overrides["node"] = replace(NodeConfig(), dial_timeout=timeout, handshake_timeout=timeout)
+        node = replace(node, dial_timeout=timeout, handshake_timeout=timeout)
     return Network(
         key,
         firewall=FirewallRules.allow_none(),
         codec=codec or RawCodec(),
         mdns=None,
+        node=node,
         **overrides,
     )
+
+
+def add_dht_arguments(parser: Any, *, mode_default: str | None = None) -> None:
+    """``--bootstrap`` (repeatable) and, with ``mode_default``, ``--dht-mode``."""
+    parser.add_argument(
+        "--bootstrap",
+        action="append",
+        metavar="MULTIADDR",
+        help="join the Kademlia DHT through this peer (its address with /p2p/<id>); repeatable",
+    )
+    if mode_default is not None:
+        parser.add_argument(
+            "--dht-mode",
+            choices=("client", "server"),
+            default=None,
+            help="server answers DHT queries and is findable by its id from the DHT alone "
+            "(public or private deployments: a LAN, loopback); client only asks "
+            f"(default: {mode_default} when the DHT is on)",
+        )
+
+
+def dht_config(
+    bootstrap: list[str] | None, mode: str | None, *, default_mode: str, always: bool = False
+) -> KadConfig | None:
+    """The DHT settings the flags ask for; None when neither flag is given (and not
+    ``always``)."""
+    if not bootstrap and mode is None and not always:
+        return None
+    addrs = tuple(Multiaddr(a) for a in bootstrap or ())
+    for addr in addrs:
+        if addr.peer_id is None:
+            raise InvalidArgumentError(f"--bootstrap needs the peer's /p2p/<id>: {addr}")
+    chosen = mode or default_mode
+    if chosen not in ("client", "server"):
+        raise InvalidArgumentError(f"--dht-mode must be client or server: {chosen}")
+    return KadConfig(mode="server" if chosen == "server" else "client", bootstrap=addrs)
+
+
+TARGET_HELP: Final = "a multiaddr, or a bare peer id with --bootstrap (found through the DHT)"
+
+
+def parse_target(text: str, bootstrap: list[str] | None) -> Multiaddr | PeerId:
+    """A multiaddr, or a bare peer id (found through the DHT, so ``--bootstrap`` is
+    required)."""
+    if text.startswith("/"):
+        return Multiaddr(text)
+    try:
+        peer = PeerId.from_string(text)
+    except InvalidPeerIdError as exc:
+        raise InvalidMultiaddrError(
+            f"{text!r} is neither a multiaddr nor a peer id ({exc})"
+        ) from None
+    if not bootstrap:
+        raise InvalidArgumentError(
+            f"{text} is a bare peer id: give --bootstrap MULTIADDR to find it through the DHT"
+        )
+    return peer
 
 
 @dataclass(frozen=True)

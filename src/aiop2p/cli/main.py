@@ -16,6 +16,7 @@ from contextlib import redirect_stderr, redirect_stdout
 from typing import Any, Final
 
 from .._version import __version__
+from ..config import KadConfig
 from ..errors import P2PError
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
@@ -23,14 +24,18 @@ from ..network import DEFAULT_PROTOCOL
 from ..services.mdns import MdnsEvent, PeerDiscovered
 from . import relay, send, serve
 from ._common import (
+    TARGET_HELP,
     CommandIO,
     Output,
     Progress,
+    add_dht_arguments,
     default_key_path,
     default_relay_key_path,
     describe,
+    dht_config,
     dialing_network,
     load_key,
+    parse_target,
 )
 from .discover import add_mdns_interface_argument, discover, mdns_config
 
@@ -58,10 +63,13 @@ async def cmd_id(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
-    target = Multiaddr(args.address)
-    async with dialing_network() as net:
+    target = parse_target(args.address, args.bootstrap)
+    async with dialing_network(kad=_dht(args)) as net:
         node = net._node
-        conn = await node.dial(target)
+        if isinstance(target, Multiaddr):
+            conn = await node.dial(target)
+        else:
+            conn = await node.connect(target)
         answered = 0
         for seq in range(args.count):
             try:
@@ -85,7 +93,7 @@ async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_perf(args: argparse.Namespace, out: Output) -> int:
-    target = Multiaddr(args.address)
+    target = parse_target(args.address, args.bootstrap)
     upload, download = args.upload / MIB, args.download / MIB
     with Progress(out, "perf") as progress:
 
@@ -96,7 +104,7 @@ async def cmd_perf(args: argparse.Namespace, out: Output) -> int:
             )
 
         progress.show("dialling")
-        async with dialing_network() as net:
+        async with dialing_network(kad=_dht(args)) as net:
             result = await net._node.perf(
                 target, upload=args.upload, download=args.download, progress=show
             )
@@ -131,6 +139,11 @@ async def cmd_discover(args: argparse.Namespace, out: Output) -> int:
         # The JSON key stays ``peer_id`` (the CLI's output, as ``aiop2p id`` prints it).
         out.emit(" ".join([str(found.peer), *addrs]), peer_id=str(found.peer), addrs=addrs)
     return 0
+
+
+def _dht(args: argparse.Namespace) -> KadConfig | None:
+    """A DHT client when ``--bootstrap`` is given (to reach a bare peer id)."""
+    return dht_config(args.bootstrap, None, default_mode="client")
 
 
 def _positive_int(text: str) -> int:
@@ -231,7 +244,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Ping any libp2p peer and print each round trip. Exit status 0 only "
         "if every ping was answered.",
     )
-    p.add_argument("address", metavar="MULTIADDR", help="where the peer is, /p2p/<id> optional")
+    p.add_argument("address", metavar="TARGET", help=TARGET_HELP)
+    add_dht_arguments(p)
     p.add_argument(
         "-n", "--count", type=_positive_int, default=1, metavar="N", help="pings to send"
     )
@@ -247,7 +261,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Measure the throughput to any libp2p peer: upload, then download, "
         "on one stream. A terminal shows the progress on stderr (not with --json).",
     )
-    p.add_argument("address", metavar="MULTIADDR", help="where the peer is, /p2p/<id> optional")
+    p.add_argument("address", metavar="TARGET", help=TARGET_HELP)
+    add_dht_arguments(p)
     p.add_argument(
         "--upload", type=_byte_count, default=64 << 20, metavar="BYTES", help="bytes to send"
     )

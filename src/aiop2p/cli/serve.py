@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..config import NodeConfig
 from ..errors import InvalidArgumentError, InvalidStateError, P2PError
 from ..events import InboundRequestFailed
 from ..identity import PeerId
@@ -21,8 +22,10 @@ from ..network.codecs import RawCodec, json_loads
 from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule
 from ._common import (
     Output,
+    add_dht_arguments,
     default_address_book_path,
     default_key_path,
+    dht_config,
     load_key,
     stop_on_signals,
 )
@@ -107,6 +110,7 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
             raise InvalidArgumentError(f"--relay needs the relay's /p2p/<id>: {relay_addr}")
     if args.mdns_interface and not args.mdns:
         raise InvalidArgumentError("--mdns-interface needs mDNS (drop --no-mdns)")
+    kad = dht_config(args.bootstrap, args.dht_mode, default_mode="client")
     rules, secure_default = build_firewall(args)
     if args.address_book:
         book: Path | None = Path(args.address_book)
@@ -120,6 +124,7 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         firewall_handler=FirewallPrompter(out, LineReader(out.io.stdin), show=show),
         mdns=mdns_config(args.mdns_interface) if args.mdns else None,
         address_book_path=book,
+        node=NodeConfig(kad=kad),
     )
     loop = asyncio.get_running_loop()
     # Output goes through a bounded queue: a stdout nobody reads never blocks the node.
@@ -146,6 +151,12 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                 circuit = await net.start_relayed_listening(relay_id, relay_addr)
                 out.emit(f"listening via relay on {circuit}", address=str(circuit), relayed=True)
                 listening.append(circuit)
+            if kad is not None:
+                out.emit(
+                    f"dht: {kad.mode} mode, joining through {len(kad.bootstrap)} peers",
+                    dht_mode=kad.mode,
+                    bootstrap=[str(a) for a in kad.bootstrap],
+                )
             suggest_commands(out, listening, rules, echo=args.echo)
             workers = [
                 loop.create_task(
@@ -294,4 +305,5 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         help="announce and discover peers on the LAN with mDNS (default: on)",
     )
     add_mdns_interface_argument(p)
+    add_dht_arguments(p, mode_default="client")
     p.set_defaults(run=cmd_serve)

@@ -98,8 +98,9 @@ class RelayClientConfig:
     """Cap of the retry delay: at most one attempt per this long and relay, once capped,
     and a restarted relay is reserved on again within about this long."""
     refresh_backoff_jitter: float = 0.2
-    """Each retry delay is multiplied by a random factor in ``1 ± jitter`` (then capped),
-    so that the peers of a restarted relay do not all come back at the same moment."""
+    """Each retry delay is multiplied by a random factor in ``1 ± jitter`` (then capped:
+    at the cap, between ``(1 - jitter) * max`` and the max), so that the peers of a
+    restarted relay do not all come back at the same moment."""
     circuit_timeout: float = 10.0
     """Hop CONNECT answer (dialling) and stop CONNECT request (accepting), each."""
     max_reservations: int = 32
@@ -124,9 +125,12 @@ class RelayClientConfig:
 
 def backoff_delay(config: RelayClientConfig, attempt: int, factor: float) -> float:
     """The retry delay after ``attempt`` consecutive failures (1, 2, …), seconds: doubling
-    from the initial delay, times ``factor`` (the jitter draw), capped at the maximum."""
+    from the initial delay up to the maximum, times ``factor`` (the jitter draw), and never
+    above the maximum (so at the cap the jitter only shortens)."""
     base: float = config.refresh_backoff_initial_seconds * 2.0 ** min(max(attempt - 1, 0), 32)
-    return min(base * factor, config.refresh_backoff_max_seconds)
+    return min(
+        min(base, config.refresh_backoff_max_seconds) * factor, config.refresh_backoff_max_seconds
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ import pytest
 import pytest_asyncio
 
 from aiop2p._aio.stream import Stream
-from aiop2p.errors import InvalidArgumentError, P2PError
+from aiop2p.errors import DialError, InvalidArgumentError, P2PError
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 from aiop2p.protocols.relay_v2 import (
@@ -179,6 +179,22 @@ async def test_hostile_relay_meanwhile_backoff_continues(  # type: ignore[no-unt
     await wait_for(lambda: s.count(ReservationRestored) == 1, cap=10)
     conn = await s.b.dial(circuit_of(s))
     assert await echo(await conn.new_stream(ECHO), b"restored") == b"restored"
+
+
+async def test_listen_again_during_the_outage_keeps_retrying(setup) -> None:  # type: ignore[no-untyped-def]
+    """Listening again while the relay is down fails at once, and the automatic retries
+    go on: the listener comes back when the relay does."""
+    s: Setup = await setup()
+    relay, addr = s.r.peer_id, s.r.listen_addrs[0]
+    await s.client_a.listen(relay, addr.with_peer_id(relay))
+    await s.r.close()
+    await wait_for(lambda: s.count(ReservationLost) == 1, cap=5)
+    with pytest.raises(DialError):
+        await s.client_a.listen(relay, addr.with_peer_id(relay))
+    await s.restart_relay(addr)
+    await wait_for(lambda: s.count(ReservationRestored) == 1, cap=10)
+    conn = await s.b.dial(circuit_of(s))
+    assert await echo(await conn.new_stream(ECHO), b"again") == b"again"
 
 
 async def test_stop_listening_cancels_re_reserving(setup) -> None:  # type: ignore[no-untyped-def]

@@ -308,6 +308,11 @@ class RelayClient:
         except BaseException:
             if slot.reservation is None and slot.listener is None and slot.task is None:
                 self._drop(slot)
+            elif slot.listener is not None and slot.timer is None and slot.task is None:
+                # A listener's retries go on (``listen`` stopped them to try at once).
+                slot.attempt += 1
+                if not self._closed:
+                    self._schedule(slot, self._retry_delay(slot.attempt))
             raise
         attempts, slot.attempt = slot.attempt + 1, 0
         restored = slot.listener is not None and slot.reservation is None

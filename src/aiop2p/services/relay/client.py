@@ -253,6 +253,7 @@ class RelayClient:
     """The relay client of ``node``: reservations, relayed listening and dialling.
 
     Creating it registers the stop handler and :class:`RelayTransport` on the node.
+    ``rng`` draws the retry jitter (a seeded one makes the delays reproducible).
     """
 
     def __init__(

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import shlex
 import socket
@@ -16,8 +17,21 @@ from typing import Any
 import pytest
 
 from aiop2p._aio.stream import Stream
+from aiop2p.cli._common import CommandIO, Output
 from aiop2p.cli.main import ECHO_PROTOCOL_ID
+from aiop2p.cli.serve import _report_connectivity
 from aiop2p.config import NodeConfig
+from aiop2p.errors import DialError
+from aiop2p.events import (
+    DirectConnectionUpgraded,
+    HolePunchFailed,
+    HolePunchStarted,
+    NetworkEvent,
+    RelayReservationLost,
+    RelayReservationRestored,
+)
+from aiop2p.identity import KeyPair
+from aiop2p.multiaddr import Multiaddr
 from aiop2p.network import DEFAULT_PROTOCOL
 from aiop2p.node import Node
 from aiop2p.protocols.perf import PERF_PROTOCOL_ID
@@ -316,3 +330,33 @@ async def test_serve_by_default_does_not_offer_requests() -> None:
         assert {PING_PROTOCOL_ID, "/ipfs/id/1.0.0", PERF_PROTOCOL_ID} <= set(info["protocols"])
         with pytest.raises(PeerCommandError):  # the firewall rejects all: not negotiated
             await js.echo(server.addr, b"hello")
+
+
+def test_relay_and_hole_punch_events_are_logged() -> None:
+    """`serve` prints one line per reservation loss/restore and per hole-punch attempt and
+    outcome, on either side, in text and in JSON."""
+    peer, relay = KeyPair.generate().peer_id, KeyPair.generate().peer_id
+    events: list[NetworkEvent] = [
+        RelayReservationLost(relay, DialError("connection closed")),
+        RelayReservationRestored(relay, 3),
+        HolePunchStarted(peer, 1, initiator=False),
+        HolePunchFailed(peer, DialError("refused"), 1, initiator=False),
+        DirectConnectionUpgraded(peer, Multiaddr("/ip4/192.0.2.1/tcp/1"), 2),
+    ]
+    texts, jsons = io.StringIO(), io.StringIO()
+    for stream, as_json in ((texts, False), (jsons, True)):
+        out = Output(as_json, CommandIO(stdout=stream, stderr=stream))
+        for event in events:
+            _report_connectivity(out, event)
+    lines = texts.getvalue().splitlines()
+    assert len(lines) == 5
+    assert "reservation lost" in lines[0] and str(relay) in lines[0]
+    assert "restored (attempt 3)" in lines[1]
+    assert "attempt 1 (responder)" in lines[2]
+    assert "failed (attempt 1)" in lines[3] and "staying relayed" in lines[3]
+    assert "direct connection via /ip4/192.0.2.1/tcp/1" in lines[4]
+    objs = [json.loads(line) for line in jsons.getvalue().splitlines()]
+    assert [o.get("reservation") or o.get("hole_punch") for o in objs] == [
+        "lost", "restored", "started", "failed", "succeeded",
+    ]  # fmt: skip
+    assert objs[1]["attempts"] == 3 and objs[3]["initiator"] is False

@@ -41,7 +41,17 @@ from aiop2p.errors import P2PError
 from aiop2p.identity import KeyPair, KeyType, PeerId, PublicKey
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network.codecs import JsonCodec
-from aiop2p.protocols import dcutr, envelope, kad, mdns, multistream, noise, relay_v2, yamux
+from aiop2p.protocols import (
+    dcutr,
+    envelope,
+    kad,
+    mdns,
+    multistream,
+    noise,
+    peer_record,
+    relay_v2,
+    yamux,
+)
 from aiop2p.protocols.identify import IdentifyMessage
 from aiop2p.protocols.role import Role
 
@@ -790,6 +800,10 @@ def _envelope_target() -> Target:
     record_domain, record_type = "libp2p-peer-record", b"\x03\x01"
     record = envelope.seal(_ALICE, record_domain, record_type, b"\x0a\x02hi").encode()
     voucher = relay_v2.make_voucher(_RELAY, _ALICE.peer_id, 2_000_000_000)
+    addrs = (Multiaddr("/ip4/192.0.2.1/tcp/4001"), Multiaddr("/dns4/example.com/tcp/443/wss"))
+    signed = peer_record.seal_peer_record(
+        _ALICE, peer_record.PeerRecord(_ALICE.peer_id, 1_700_000_000_000_000_000, addrs)
+    )
 
     def run(data: bytes, rng: random.Random) -> str:
         return _each(
@@ -797,9 +811,11 @@ def _envelope_target() -> Target:
             envelope.SignedEnvelope.decode,
             lambda raw: envelope.open(raw, record_domain, record_type),
             lambda raw: relay_v2.verify_voucher(raw, _RELAY.peer_id, _ALICE.peer_id, now=1.0),
+            peer_record.open_peer_record,
+            peer_record.PeerRecord.decode,
         )
 
-    return Target("signed-envelope", [record, voucher], run)
+    return Target("signed-envelope", [record, voucher, signed], run)
 
 
 def _mdns_target() -> Target:

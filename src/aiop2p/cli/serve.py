@@ -14,7 +14,16 @@ from typing import Any
 
 from ..config import NodeConfig
 from ..errors import InvalidArgumentError, InvalidStateError, P2PError
-from ..events import InboundRequestFailed
+from ..events import (
+    DirectConnectionUpgraded,
+    HolePunchFailed,
+    HolePunchStarted,
+    InboundRequestFailed,
+    ListenerError,
+    NetworkEvent,
+    RelayReservationLost,
+    RelayReservationRestored,
+)
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL, InboundRequest, Network
@@ -232,6 +241,57 @@ async def _report_events(net: Network[bytes, bytes], out: Output) -> None:
                 peer_id=str(event.peer),
                 failure=event.failure.name.lower(),
             )
+        else:
+            _report_connectivity(out, event)
+
+
+def _report_connectivity(out: Output, event: NetworkEvent) -> None:
+    """Relay reservations and hole punches, as they happen (one line each)."""
+    if isinstance(event, RelayReservationLost):
+        reason = f": {event.error}" if event.error is not None else ""
+        out.emit(
+            f"relay {event.relay}: reservation lost{reason}; re-reserving",
+            relay=str(event.relay),
+            reservation="lost",
+            error=str(event.error) if event.error is not None else None,
+        )
+    elif isinstance(event, RelayReservationRestored):
+        out.emit(
+            f"relay {event.relay}: reservation restored (attempt {event.attempts})",
+            relay=str(event.relay),
+            reservation="restored",
+            attempts=event.attempts,
+        )
+    elif isinstance(event, ListenerError):
+        out.emit(f"listener error: {event.error}", listener_error=str(event.error))
+    elif isinstance(event, HolePunchStarted):
+        side = "initiator" if event.initiator else "responder"
+        out.emit(
+            f"hole punch with {event.peer}: attempt {event.attempt} ({side})",
+            peer_id=str(event.peer),
+            hole_punch="started",
+            attempt=event.attempt,
+            initiator=event.initiator,
+        )
+    elif isinstance(event, DirectConnectionUpgraded):
+        out.emit(
+            f"hole punch with {event.peer}: direct connection via {event.addr}",
+            peer_id=str(event.peer),
+            hole_punch="succeeded",
+            addr=str(event.addr) if event.addr is not None else None,
+            attempts=event.attempts,
+            initiator=event.initiator,
+        )
+    elif isinstance(event, HolePunchFailed):
+        out.emit(
+            f"hole punch with {event.peer} failed (attempt {event.attempts}): {event.error}; "
+            "staying relayed",
+            peer_id=str(event.peer),
+            hole_punch="failed",
+            attempts=event.attempts,
+            initiator=event.initiator,
+            error=str(event.error),
+        )
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None:

@@ -12,6 +12,7 @@ firewall's and address book's public signatures.
 
 from ..services.dcutr import DcutrConfig
 from ..services.mdns import MdnsConfig
+from ..services.relay.client import RelayClientConfig
 from ..services.relay.server import RelayServerConfig
 from ._network import Listener, Network
 from .address_book import AddressBookLimits, AddressInfo, PeerAddress, assemble_relayed_addr
@@ -49,6 +50,7 @@ __all__ = [
     "PermissionEnum",
     "PermissionValue",
     "RawCodec",
+    "RelayClientConfig",
     "RelayServerConfig",
     "RequestResponseCodec",
     "Rule",

@@ -184,8 +184,8 @@ class Network(Generic[Rq, Rs]):
         node.connection_closed.subscribe(self._on_connection_closed)
         node.incoming_failed.subscribe(self._on_incoming_failed)
         for protocol in self.config.protocols:
-            node.set_stream_handler(
-                protocol, self._exchange.serve, offer=self._firewall.offers_protocol
+            node.set_inline_stream_handler(
+                protocol, self._exchange.accept, offer=self._firewall.offers_protocol
             )
         await node.start()
         if self.config.relay_server is not None:
@@ -458,7 +458,6 @@ class Network(Generic[Rq, Rs]):
         peer = conn.remote_peer
         num = len(self._node.connections_to(peer))
         self._firewall.connection_closed(peer, conn.id)
-        self._exchange.connection_closed(conn.id)
         error = conn.error
         cause = error if error is not None and not _graceful(error) else None
         self._emit(ConnectionClosed(peer, _endpoint(conn), num, cause))

@@ -137,7 +137,7 @@ class FirewallGate:
         self._queue: asyncio.Queue[FirewallRequest] = asyncio.Queue(capacity)
         self._questions_closed = False
         self._closed = False
-        self._decisions: dict[RequestId, asyncio.Future[RejectReason | None]] = {}
+        self._decisions: dict[RequestId, Callable[[RejectReason | None], None]] = {}
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
 
@@ -171,13 +171,18 @@ class FirewallGate:
         self._apply(self.engine.on_connection_closed(peer, conn_id))
 
     def decide(
-        self, request_id: RequestId, peer: PeerId, conn_id: ConnectionId, view: Any
-    ) -> asyncio.Future[RejectReason | None]:
-        """The firewall's verdict on a request: ``None`` (deliver) or why it is rejected."""
-        decision: asyncio.Future[RejectReason | None] = asyncio.get_running_loop().create_future()
-        self._decisions[request_id] = decision
+        self,
+        request_id: RequestId,
+        peer: PeerId,
+        conn_id: ConnectionId,
+        view: Any,
+        decided: Callable[[RejectReason | None], None],
+    ) -> None:
+        """Ask for the firewall's verdict on a request: ``decided`` is called with ``None``
+        (deliver) or why it is rejected — before this returns when a rule answers, later
+        when a question must be asked.  Not called after :meth:`request_finished`."""
+        self._decisions[request_id] = decided
         self._apply(self.engine.on_request(request_id, peer, conn_id, view))
-        return decision
 
     def request_finished(self, request_id: RequestId) -> None:
         self._decisions.pop(request_id, None)
@@ -208,9 +213,9 @@ class FirewallGate:
     def _apply(self, actions: Iterable[FirewallAction[Any]]) -> None:
         for action in actions:
             if isinstance(action, Deliver | Reject):
-                decision = self._decisions.pop(action.request_id, None)
-                if decision is not None and not decision.done():
-                    decision.set_result(action.reason if isinstance(action, Reject) else None)
+                decided = self._decisions.pop(action.request_id, None)
+                if decided is not None:
+                    decided(action.reason if isinstance(action, Reject) else None)
             elif isinstance(action, QueryRule):
                 self._ask_rule(action.peer)
             elif isinstance(action, AskApproval):

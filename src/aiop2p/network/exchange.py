@@ -33,6 +33,8 @@ from .._aio.deadlines import Deadline, DeadlineQueue
 from .._aio.stream import ConnectionId, Stream
 from ..errors import (
     ConnectionClosedError,
+    InvalidArgumentError,
+    InvalidStateError,
     LimitExceededError,
     MessageTooLargeError,
     P2PError,
@@ -60,6 +62,7 @@ from .config import Framing, NetworkConfig
 from .event_channel import EventChannel
 from .gate import FirewallGate
 from .inbound import InboundExchange, InboundRequest
+from .server import RequestServer
 
 __all__ = [
     "InboundRequest",
@@ -173,15 +176,29 @@ class RequestExchange(Generic[Rq, Rs]):
         self._inflight: dict[ConnectionId, int] = {}
         self._inflight_total = 0
         self._closing = False
+        self._server: RequestServer[Rq, Rs] | None = None
+
+    def start_serving(self, server: RequestServer[Rq, Rs]) -> None:
+        """From now on approved requests go to ``server`` instead of ``requests``."""
+        if self._server is not None:
+            raise InvalidStateError("already serving: one serve() per protocol at a time")
+        self._server = server
+
+    def stop_serving(self, server: RequestServer[Rq, Rs]) -> None:
+        if self._server is server:
+            self._server = None
 
     def _next_id(self) -> RequestId:
         return RequestId(next(self._ids))
 
-    def cancel_outbound(self) -> None:
-        """The network is closing: every pending ``send`` fails with ``ShutdownError``."""
+    def closing(self) -> None:
+        """The network is closing: every pending ``send`` fails with ``ShutdownError``,
+        ``serve`` returns."""
         self._closing = True
         for task in list(self._outbound_tasks):
             task.cancel()
+        if self._server is not None:
+            self._server.stop()
 
     async def close(self) -> None:
         """Once the node is closed: stop the deadlines, wait for the sends, end ``requests``."""
@@ -193,9 +210,22 @@ class RequestExchange(Generic[Rq, Rs]):
     # -- outbound requests ---------------------------------------------------------------
 
     async def send(
-        self, peer: PeerId, request: Rq, connect: Callable[[PeerId], Awaitable[Connection]]
+        self,
+        peer: PeerId,
+        request: Rq,
+        connect: Callable[[PeerId], Awaitable[Connection]],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - replaces the shared deadline queue's
     ) -> Rs:
-        """Send ``request`` to ``peer`` on a connection from ``connect``; its response."""
+        """Send ``request`` to ``peer`` on a connection from ``connect``; its response.
+
+        ``timeout`` replaces ``request_timeout`` for this call."""
+        if timeout is not None and (
+            not isinstance(timeout, int | float)
+            or isinstance(timeout, bool)
+            or not 0 < timeout < float("inf")
+        ):
+            raise InvalidArgumentError(f"timeout must be a positive number, not {timeout!r}")
         payload = self.codec.encode(request)
         request_id = self._next_id()
         task = asyncio.current_task()
@@ -208,7 +238,9 @@ class RequestExchange(Generic[Rq, Rs]):
                 raise
             except P2PError as exc:
                 raise RequestDialError(f"Failed to dial the requested peer: {exc}") from exc
-            deadline = self._deadlines.start(task)
+            deadline: Deadline | _CallDeadline = (
+                self._deadlines.start(task) if timeout is None else _CallDeadline(task, timeout)
+            )
             try:
                 body = await send_request_on(
                     conn,
@@ -281,6 +313,10 @@ class RequestExchange(Generic[Rq, Rs]):
         inbound: InboundRequest[Rq, Rs] = InboundRequest(
             exchange.peer, exchange.request_id, value, exchange, self.codec.encode
         )
+        server = self._server
+        if server is not None:
+            server.take(exchange, inbound)
+            return
         try:
             accepted = self.requests.send_nowait(inbound)
         except LimitExceededError:  # a full BLOCK channel: wait for room, in order
@@ -309,3 +345,21 @@ class RequestExchange(Generic[Rq, Rs]):
 
     def failed(self, exchange: InboundExchange, failure: InboundFailure) -> None:
         self._emit(InboundRequestFailed(exchange.request_id, exchange.peer, failure))
+
+
+class _CallDeadline:
+    """A deadline of its own, for a call with its own ``timeout``."""
+
+    __slots__ = ("_handle", "_task", "expired")
+
+    def __init__(self, task: asyncio.Task[Any], timeout: float) -> None:
+        self._task = task
+        self.expired = False
+        self._handle = task.get_loop().call_later(timeout, self._expire)
+
+    def _expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
+
+    def finish(self) -> None:
+        self._handle.cancel()

@@ -9,6 +9,7 @@ of each question, so an unanswered one ends as "no" after ``firewall_timeout``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -33,6 +34,8 @@ from .firewall import (
 __all__ = ["ApprovalRequest", "FirewallGate", "FirewallRequest", "PeerRuleQuery"]
 
 Rq = TypeVar("Rq")
+
+log = logging.getLogger(__name__)
 
 
 class Spawn(Protocol):
@@ -136,6 +139,9 @@ class FirewallGate:
         self._support_changed = support_changed
         self._queue: asyncio.Queue[FirewallRequest] = asyncio.Queue(capacity)
         self._questions_closed = False
+        self.listeners = 0
+        """How many ``firewall_requests()`` iterators are open (see :meth:`_put_question`)."""
+        self._warned_unanswered = False
         self._closed = False
         self._decisions: dict[RequestId, Callable[[RejectReason | None], None]] = {}
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
@@ -273,11 +279,30 @@ class FirewallGate:
         if self._handler is not None:
             self._spawn(self._run_handler(request), name="firewall handler")
             return
+        if not self.listeners:
+            # Nobody would answer: reject now rather than after firewall_timeout.
+            self._warn_unanswered(request)
+            asyncio.get_running_loop().call_soon(request.drop)
+            return
         queue = self._queue
         try:
             queue.put_nowait(request)
         except asyncio.QueueFull:
             self._spawn(queue.put(request), name="firewall queue")
+
+    def _warn_unanswered(self, request: FirewallRequest) -> None:
+        if self._warned_unanswered:
+            log.debug("firewall: nobody answers; rejected at once: %r", request)
+            return
+        self._warned_unanswered = True
+        log.warning(
+            "firewall: rejected a request from %s at once: no firewall rule applies to it "
+            "and nobody answers firewall questions (no firewall_handler, nobody iterating "
+            "firewall_requests()). Give the Network a firewall= (for example "
+            "FirewallRules.allow_all()), a firewall_handler=, or iterate "
+            "firewall_requests(). (Logged once.)",
+            request.peer,
+        )
 
     async def _run_handler(self, request: FirewallRequest) -> None:
         assert self._handler is not None

@@ -62,6 +62,7 @@ _CLOSE_UNANSWERED = frozenset(
         InboundFailure.RESPONSE_OMISSION,
         InboundFailure.CONNECTION_CLOSED,
         InboundFailure.CANCELLED,
+        InboundFailure.HANDLER_ERROR,
     }
 )
 """Deliberate non-answers: a clean close (the requester's ``ResponseOmittedError``)."""

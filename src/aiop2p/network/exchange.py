@@ -303,7 +303,7 @@ class RequestExchange(Generic[Rq, Rs]):
         self._gate.decide(
             exchange.request_id,
             exchange.peer,
-            exchange.stream.connection.id,
+            exchange.conn_id,
             view,
             lambda reason: exchange.decided(reason, value),
         )
@@ -329,13 +329,13 @@ class RequestExchange(Generic[Rq, Rs]):
         self, exchange: InboundExchange, inbound: InboundRequest[Rq, Rs]
     ) -> None:
         accepted = await self.requests.send(inbound)
-        exchange.wait_in(None)
+        exchange.done_waiting(asyncio.current_task())
         if not accepted:
             inbound.drop()
 
     def request_ended(self, exchange: InboundExchange) -> None:
         self._gate.request_finished(exchange.request_id)
-        conn_id = exchange.stream.connection.id
+        conn_id = exchange.conn_id
         self._inflight_total -= 1
         left = self._inflight[conn_id] - 1
         if left:

@@ -184,6 +184,7 @@ class InboundExchange:
         "_stream_failed",
         "_waiter",
         "_written",
+        "conn_id",
         "loop",
         "peer",
         "request_id",
@@ -193,7 +194,11 @@ class InboundExchange:
 
     def __init__(self, owner: ExchangeOwner, stream: Stream, request_id: RequestId) -> None:
         self._owner = owner
-        self.stream = stream
+        self.stream: Stream | None = stream
+        """Dropped once the request is over: the stream holds this sink, and keeping the
+        stream here too would be a reference cycle per request (freed only by the
+        cyclic garbage collector)."""
+        self.conn_id = stream.connection.id
         self.peer = stream.connection.remote_peer
         self.request_id = request_id
         self.loop = stream.connection.loop
@@ -214,7 +219,7 @@ class InboundExchange:
         state = self.state
         if state is _READING:
             self._read(data)
-        elif state is _LINGERING:
+        elif state is _LINGERING and self.stream is not None:
             self.stream.consume(len(data))  # discarded; the requester may keep sending
         # Otherwise: bytes after the request are neither read nor credited, so a requester
         # that keeps sending stalls on its window.
@@ -229,15 +234,21 @@ class InboundExchange:
                 self.end(InboundFailure.INVALID_REQUEST)  # EOF before the whole request
         elif state is _LINGERING:
             self.state = _ENDED
-            self.stream.reset()
+            stream = self.stream
+            self.stream = None
+            if stream is not None:
+                stream.reset()
 
     def sink_failed(self, error: P2PError) -> None:
         state = self.state
         if state >= _LINGERING:
             self.state = _ENDED
+            self.stream = None
             return
         self._stream_failed = True
-        if not self.stream.connection.is_established:
+        stream = self.stream
+        assert stream is not None
+        if not stream.connection.is_established:
             # Reported after the network's ConnectionClosed event, as the seed orders them.
             self.loop.call_soon(self.end, InboundFailure.CONNECTION_CLOSED)
             return
@@ -257,6 +268,7 @@ class InboundExchange:
     def _read(self, data: bytes) -> None:
         owner = self._owner
         stream = self.stream
+        assert stream is not None
         if owner.framing is Framing.EOF_DELIMITED:
             self._received += len(data)
             if self._received > owner.max_request_bytes:
@@ -333,15 +345,20 @@ class InboundExchange:
             return
         if reason is RejectReason.NOT_PERMITTED:
             self.end(InboundFailure.NOT_PERMITTED)
-        elif reason is not None or not self.stream.connection.is_established:
+        elif reason is not None or self.stream is None or not self.stream.connection.is_established:
             self.end(InboundFailure.CONNECTION_CLOSED)
         else:
             self.state = _DELIVERED
             self._owner.deliver(self, value)
 
-    def wait_in(self, task: asyncio.Task[None] | None) -> None:
+    def wait_in(self, task: asyncio.Task[None]) -> None:
         """``task`` waits on the request's behalf; it is cancelled when the request ends."""
         self._waiter = task
+
+    def done_waiting(self, task: asyncio.Task[Any] | None) -> None:
+        """``task`` no longer waits for the request (it must not be cancelled by its end)."""
+        if self._waiter is task:
+            self._waiter = None
 
     def answer(self, payload: bytes) -> asyncio.Future[None] | None:
         """Write the encoded response and the FIN: ``None`` when that is done already,
@@ -351,6 +368,7 @@ class InboundExchange:
         if self._owner.framing is Framing.LENGTH_PREFIXED:
             payload = encode_uvarint(len(payload)) + payload
         stream = self.stream
+        assert stream is not None
         conn = stream.connection
         if len(payload) <= conn.write_piece_size and not conn.write_paused:
             try:
@@ -367,8 +385,10 @@ class InboundExchange:
         return written
 
     async def _write_rest(self, payload: bytes) -> None:
+        stream = self.stream
+        assert stream is not None
         try:
-            await self.stream.write(payload)
+            await stream.write(payload)
         except asyncio.CancelledError:
             return  # ended meanwhile (deadline, reset, connection closed)
         except P2PError:
@@ -412,18 +432,23 @@ class InboundExchange:
                 written.set_result(None)
             else:
                 written.set_exception(InvalidStateError(failure.value))
+                written.exception()  # retrieved: the responder may not be waiting
         stream = self.stream
+        assert stream is not None
         if failure is None:
+            self.stream = None
             stream.close_write()
         else:
             owner.failed(self, failure)
             if self._stream_failed:
+                self.stream = None
                 return
             length_prefixed = owner.framing is Framing.LENGTH_PREFIXED
             if failure in _GAVE_UP and length_prefixed and not self._eof:
-                self.state = _LINGERING
+                self.state = _LINGERING  # keeps the stream until EOF, reset or linger
                 stream.connection.linger(stream, owner.linger_timeout)
                 return
+            self.stream = None
             if failure in _CLOSE_UNANSWERED and length_prefixed:
                 stream.close_write()
             else:

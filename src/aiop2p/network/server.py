@@ -84,15 +84,16 @@ class RequestServer(Generic[Rq, Rs]):
                 self._start(exchange, request)
 
     async def _run(self, exchange: InboundExchange, request: InboundRequest[Rq, Rs]) -> None:
+        me = asyncio.current_task()
         try:
             response = await self._handler(request)
         except asyncio.CancelledError:
             if not request.answered:  # serve() itself was cancelled, or the network closed
-                exchange.wait_in(None)
+                exchange.done_waiting(me)
                 request.drop()
             raise
         except Exception:
-            exchange.wait_in(None)
+            exchange.done_waiting(me)
             if not request.answered:
                 log.exception(
                     "request handler failed on request %s from %s",
@@ -101,7 +102,7 @@ class RequestServer(Generic[Rq, Rs]):
                 )
                 exchange.end(InboundFailure.HANDLER_ERROR)
             return
-        exchange.wait_in(None)
+        exchange.done_waiting(me)
         if request.answered:
             return  # it answered itself with respond(), or the request ended meanwhile
         try:

@@ -172,4 +172,3 @@ async def test_request_blocked_in_a_full_channel_times_out() -> None:
         held = await next_request(server)  # the one that was queued; it has ended
         assert held.request == "held" and held.answered
         assert len(server.requests()) == 0  # the waiting one was never delivered
-

@@ -57,9 +57,10 @@ from .address_book import AddressBookStore, AddressInfo
 from .codecs import Codec, JsonCodec
 from .config import NetworkConfig
 from .event_channel import EventChannel
-from .exchange import InboundRequest, RequestExchange
+from .exchange import RequestExchange
 from .firewall import FirewallRules, Rule
 from .gate import FirewallGate, FirewallRequest
+from .inbound import InboundRequest
 from .server import DEFAULT_MAX_CONCURRENCY, RequestHandler, RequestServer
 
 __all__ = ["Listener", "Network"]

@@ -65,7 +65,6 @@ from .inbound import InboundExchange, InboundRequest
 from .server import RequestServer
 
 __all__ = [
-    "InboundRequest",
     "RequestExchange",
     "send_request_on",
 ]

@@ -117,7 +117,7 @@ class InboundRequest(Generic[Rq, Rs]):
     @property
     def answered(self) -> bool:
         """True once answered, dropped, or ended (timed out, connection closed, reset)."""
-        return self._exchange.state is not _DELIVERED
+        return self._exchange.state != _DELIVERED
 
     async def respond(self, value: Rs) -> None:
         """Send ``value`` as the response and wait until it is written.
@@ -127,7 +127,7 @@ class InboundRequest(Generic[Rq, Rs]):
         if ``value`` cannot be encoded.
         """
         exchange = self._exchange
-        if exchange.state is not _DELIVERED:
+        if exchange.state != _DELIVERED:
             raise InvalidStateError(f"request {self.request_id} already ended")
         written = exchange.answer(self._encode(value))
         if written is not None:
@@ -137,7 +137,7 @@ class InboundRequest(Generic[Rq, Rs]):
         """Like :meth:`respond` without waiting for the write (for busy servers); a
         failure to send is reported as an ``InboundRequestFailed`` event."""
         exchange = self._exchange
-        if exchange.state is not _DELIVERED:
+        if exchange.state != _DELIVERED:
             raise InvalidStateError(f"request {self.request_id} already ended")
         written = exchange.answer(self._encode(value))
         if written is not None:
@@ -146,12 +146,12 @@ class InboundRequest(Generic[Rq, Rs]):
     def drop(self) -> None:
         """Do not answer: the requester sees its stream closed without a response."""
         exchange = self._exchange
-        if exchange.state is _DELIVERED:
+        if exchange.state == _DELIVERED:
             exchange.end(InboundFailure.RESPONSE_OMISSION)
 
     def __del__(self) -> None:
         exchange = self._exchange
-        if exchange.state is _DELIVERED:
+        if exchange.state == _DELIVERED:
             loop = exchange.loop
             if not loop.is_closed():
                 loop.call_soon_threadsafe(exchange.omitted)
@@ -217,9 +217,9 @@ class InboundExchange:
 
     def sink_data(self, data: bytes) -> None:
         state = self.state
-        if state is _READING:
+        if state == _READING:
             self._read(data)
-        elif state is _LINGERING and self.stream is not None:
+        elif state == _LINGERING and self.stream is not None:
             self.stream.consume(len(data))  # discarded; the requester may keep sending
         # Otherwise: bytes after the request are neither read nor credited, so a requester
         # that keeps sending stalls on its window.
@@ -227,12 +227,12 @@ class InboundExchange:
     def sink_eof(self) -> None:
         self._eof = True
         state = self.state
-        if state is _READING:
+        if state == _READING:
             if self._owner.framing is Framing.EOF_DELIMITED:
                 self._got_request(bytes(self._body))
             else:
                 self.end(InboundFailure.INVALID_REQUEST)  # EOF before the whole request
-        elif state is _LINGERING:
+        elif state == _LINGERING:
             self.state = _ENDED
             stream = self.stream
             self.stream = None
@@ -254,7 +254,7 @@ class InboundExchange:
             return
         if isinstance(error, StreamResetError):
             failure = InboundFailure.CANCELLED  # the requester reset its stream
-        elif state is _READING:
+        elif state == _READING:
             failure = InboundFailure.INVALID_REQUEST
         else:
             failure = InboundFailure.CONNECTION_CLOSED
@@ -341,7 +341,7 @@ class InboundExchange:
 
     def decided(self, reason: RejectReason | None, value: Any) -> None:
         """The firewall's verdict (``None``: deliver ``value``)."""
-        if self.state is not _DECIDING:
+        if self.state != _DECIDING:
             return
         if reason is RejectReason.NOT_PERMITTED:
             self.end(InboundFailure.NOT_PERMITTED)
@@ -363,7 +363,7 @@ class InboundExchange:
     def answer(self, payload: bytes) -> asyncio.Future[None] | None:
         """Write the encoded response and the FIN: ``None`` when that is done already,
         otherwise a future done when it is (failed if the write does not complete)."""
-        assert self.state is _DELIVERED
+        assert self.state == _DELIVERED
         self.state = _WRITING
         if self._owner.framing is Framing.LENGTH_PREFIXED:
             payload = encode_uvarint(len(payload)) + payload
@@ -392,17 +392,17 @@ class InboundExchange:
         except asyncio.CancelledError:
             return  # ended meanwhile (deadline, reset, connection closed)
         except P2PError:
-            if self.state is _WRITING:
+            if self.state == _WRITING:
                 self._waiter = None
                 self.end(InboundFailure.CONNECTION_CLOSED)
             return
-        if self.state is _WRITING:
+        if self.state == _WRITING:
             self._waiter = None
             self.end(None)
 
     def omitted(self) -> None:
         """The application lost the request unanswered."""
-        if self.state is _DELIVERED:
+        if self.state == _DELIVERED:
             self.end(InboundFailure.RESPONSE_OMISSION)
 
     def cancel(self) -> None:

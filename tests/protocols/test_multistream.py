@@ -510,9 +510,26 @@ def test_proposal_falls_back_to_the_full_dialer(answer: bytes) -> None:
     assert dialer.done == reference.done
 
 
+def test_proposal_follows_a_header_sent_alone() -> None:
+    proposal = single_proposal("/a/1", 1024)
+    after = proposal.match_header(HEADER)
+    assert after is not None and after is proposal.after_header
+    assert after.match_header(HEADER) is None  # a second header: the machine refuses it
+    assert after.match_echo(encode_message("/a/1") + b"reply") == b"reply"
+    assert after.match_echo(HEADER + encode_message("/a/1")) is None
+    assert proposal.match_header(HEADER + encode_message("/a/1")[:2]) is None
+    assert proposal.match_header(HEADER[:-1]) is None
+    dialer = after.dialer()  # the full machine that has seen the header
+    assert dialer.data_to_send() == b""
+    dialer.receive_data(encode_message("na"))
+    error = failure(dialer.events_received())
+    assert isinstance(error, ProtocolNotSupportedError)
+
+
 def test_proposal_below_the_header_size_never_matches() -> None:
     proposal = single_proposal("/a", 8)  # the full dialer refuses the 19-byte header echo
     assert proposal.match_echo(proposal.wire) is None
+    assert proposal.match_header(HEADER) is None
     dialer = proposal.dialer()
     dialer.receive_data(proposal.wire)
     assert isinstance(failure(dialer.events_received()), MessageTooLargeError)
@@ -614,26 +631,33 @@ def run_listener(
 def run_dialer(
     chunks: list[bytes], eof: bool, protocol: str, max_size: int, fast: bool
 ) -> tuple[bytes, list[object]]:
-    proposal = Proposal(protocol, max_size)
+    state: Proposal | None = Proposal(protocol, max_size)
     out = b""
     events: list[MultistreamEvent] = []
     machine: MultistreamDialer | None = None
     if not fast:
         machine = MultistreamDialer([protocol], optimistic=True, max_message_size=max_size)
-        assert machine.data_to_send() == proposal.wire
+        assert state is not None and machine.data_to_send() == state.wire
+        state = None
     selected: ProtocolSelected | None = None
-    for i, chunk in enumerate(chunks):
+    for chunk in chunks:
         if selected is not None:
             selected = ProtocolSelected(selected.protocol, selected.leftover + chunk)
             continue
         if machine is not None and machine.done:
             break
-        leftover = proposal.match_echo(chunk) if machine is None and i == 0 else None
-        if leftover is not None:
-            selected = ProtocolSelected(protocol, leftover)
-            continue
-        if machine is None:
-            machine = proposal.dialer()
+        if state is not None:
+            leftover = state.match_echo(chunk)
+            if leftover is not None:
+                selected = ProtocolSelected(protocol, leftover)
+                continue
+            after_header = state.match_header(chunk)
+            if after_header is not None:
+                state = after_header
+                continue
+            machine = state.dialer()
+            state = None
+        assert machine is not None
         machine.receive_data(chunk)
         out += machine.data_to_send()
         for event in machine.events_received():
@@ -643,7 +667,8 @@ def run_dialer(
                 events.append(event)
     if eof and selected is None and (machine is None or not machine.done):
         if machine is None:
-            machine = proposal.dialer()
+            assert state is not None
+            machine = state.dialer()
         machine.receive_eof()
         out += machine.data_to_send()
         events += machine.events_received()
@@ -679,6 +704,7 @@ _first = st.sampled_from(
         HEADER + encode_message("ls"),
         HEADER + encode_uvarint(6) + b"/a\n/b\n",
         HEADER,
+        b"",
     ]
 )
 # "/a\n/b" cannot be offered (a message with two lines is two messages): never selected.
@@ -687,34 +713,46 @@ _OFFERED = ["/a", "/b", "/a\n/b"]
 
 @settings(max_examples=500, deadline=None)
 @given(
-    common=st.booleans(),
     first=_first,
+    alone=st.booleans(),
     rest=_stream_input,
     cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=4),
     eof=st.booleans(),
     max_size=st.sampled_from([2, 18, 19, 64]),
 )
 def test_fast_listener_is_the_full_listener(
-    common: bool, first: bytes, rest: bytes, cuts: list[int], eof: bool, max_size: int
+    first: bytes, alone: bool, rest: bytes, cuts: list[int], eof: bool, max_size: int
 ) -> None:
-    data = (first if common else b"") + rest
-    chunks = split(data, cuts)
+    # ``alone``: ``first`` is a frame of its own, the rest split anywhere
+    chunks = [first, *split(rest, cuts)] if alone else split(first + rest, cuts)
     args = (chunks, eof, _OFFERED, max_size)
     assert run_listener(*args, fast=True) == run_listener(*args, fast=False)
 
 
+_answer_first = st.sampled_from(
+    [
+        b"",
+        HEADER + encode_message("/a"),
+        HEADER,  # the header in a frame of its own (js-libp2p, py-libp2p)
+        HEADER + encode_message("/a")[:2],
+        HEADER + encode_message("na"),
+    ]
+)
+
+
 @settings(max_examples=500, deadline=None)
 @given(
-    common=st.booleans(),
+    first=_answer_first,
+    alone=st.booleans(),
     rest=_stream_input,
     cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=4),
     eof=st.booleans(),
     max_size=st.sampled_from([3, 18, 19, 64]),  # "/a" needs 3
 )
 def test_fast_dialer_is_the_full_dialer(
-    common: bool, rest: bytes, cuts: list[int], eof: bool, max_size: int
+    first: bytes, alone: bool, rest: bytes, cuts: list[int], eof: bool, max_size: int
 ) -> None:
-    data = (HEADER + encode_message("/a") if common else b"") + rest
-    chunks = split(data, cuts)
+    # ``alone``: ``first`` is a frame of its own, the rest split anywhere
+    chunks = [first, *split(rest, cuts)] if alone else split(first + rest, cuts)
     args = (chunks, eof, "/a", max_size)
     assert run_dialer(*args, fast=True) == run_dialer(*args, fast=False)

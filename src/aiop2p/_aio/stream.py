@@ -43,8 +43,8 @@ ConnectionId = NewType("ConnectionId", int)
 Negotiation = MultistreamDialer | MultistreamListener | Proposal | Collection[str]
 """What picks a new stream's protocol.  The fast path: a :class:`Proposal` (an outbound
 stream offering one protocol, sent) or the protocols offered to the peer (an inbound
-stream); the stream builds the full machine only when the peer's first input is not the
-common case (see ``protocols/multistream.py``)."""
+stream); the stream builds the full machine only when the peer's input leaves the common
+case (see ``protocols/multistream.py``)."""
 
 
 class StreamOwner(Protocol):
@@ -241,13 +241,18 @@ class Stream:
         return await self._negotiation_future()
 
     def _negotiate(self, data: bytes) -> None:
-        """Feed the peer's negotiation bytes: the fast path on the first input, else the
-        full machine (built now if the fast path does not match)."""
+        """Feed the peer's negotiation bytes to the fast path while they match it, else to
+        the full machine (built now, in the state the fast path reached)."""
         neg = self._negotiator
         if isinstance(neg, Proposal):
             leftover = neg.match_echo(data)
             if leftover is not None:
                 self._selected(neg.protocol, leftover, len(data))
+                return
+            after_header = neg.match_header(data)
+            if after_header is not None:
+                self._negotiator = after_header
+                self._conn.acknowledge(self.stream_id, len(data))  # all went to multistream
                 return
         elif not isinstance(neg, MultistreamDialer | MultistreamListener) and neg is not None:
             match = match_proposal(data, neg, self._conn.max_negotiation_message_bytes)

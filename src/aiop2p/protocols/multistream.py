@@ -376,10 +376,13 @@ class MultistreamListener(_Machine):
 #
 # A stream that offers one protocol which the peer accepts sees fixed bytes: the dialer
 # writes header + proposal, the listener answers header + echo, i.e. the same bytes.  The
-# drivers build no machine for it; on any other first input they build the full machine
-# and feed it that input, so everything else (a header split from its proposal, ``ls``,
-# ``na``, several proposals, an unknown protocol, malformed or oversized messages) behaves
-# exactly as without the fast path.
+# drivers build no machine for it.  On input that does not match they build the full
+# machine in the state the fast path reached and feed it that input, so everything else
+# (a header split from its proposal, ``ls``, ``na``, several proposals, an unknown
+# protocol, malformed or oversized messages) behaves exactly as without the fast path.
+# The listener's fast path takes only a first input holding header and proposal (what
+# aiop2p, js-libp2p and the lazy dialers send); the dialer's also takes the header alone
+# and then the echo (what js-libp2p and py-libp2p answer).
 
 _HEADER_SIZE = len(_HEADER)
 _HEADER_PAYLOAD_SIZE = _HEADER_SIZE - 1  # its one-byte length prefix excluded
@@ -389,34 +392,54 @@ class Proposal:
     """A dialer's single optimistic proposal of ``protocol``, shared by its streams.
 
     ``wire`` (header + proposal) is what the dialer sends first; a listener that accepts
-    answers with the same bytes.  Get one from :func:`single_proposal`.
+    answers with the same bytes, in one frame or, as js-libp2p and py-libp2p do, the
+    header in a frame of its own: then the stream moves on to :attr:`after_header`, the
+    same proposal waiting for the echo alone.  Get one from :func:`single_proposal`.
     """
 
-    __slots__ = ("_fast", "max_message_size", "protocol", "wire")
+    __slots__ = ("_echo", "_header_seen", "after_header", "max_message_size", "protocol", "wire")
 
-    def __init__(self, protocol: str, max_message_size: int) -> None:
+    def __init__(self, protocol: str, max_message_size: int, *, header_seen: bool = False) -> None:
         check_positive("max_message_size", max_message_size)
         _check_protocol_id(protocol, max_message_size)
         self.protocol = protocol
         self.max_message_size = max_message_size
         self.wire = _HEADER + encode_message(protocol)
+        self._header_seen = header_seen
         # Below the header's size the full dialer refuses the header echo itself.
-        self._fast = max_message_size >= _HEADER_PAYLOAD_SIZE
+        fast = max_message_size >= _HEADER_PAYLOAD_SIZE
+        self._echo = (self.wire[_HEADER_SIZE:] if header_seen else self.wire) if fast else None
+        self.after_header: Proposal | None = (
+            Proposal(protocol, max_message_size, header_seen=True)
+            if fast and not header_seen
+            else None
+        )
+        """The state after the listener's header came alone (None once it was seen)."""
 
     def match_echo(self, data: bytes) -> bytes | None:
-        """The leftover if ``data`` (the first input) starts with the listener's header and
-        echo, else None: then feed ``data`` to :meth:`dialer`."""
-        wire = self.wire
-        if self._fast and data.startswith(wire):
-            return data[len(wire) :]
+        """The leftover if ``data`` starts with the rest of the listener's answer (header
+        and echo, or the echo after :attr:`after_header`), else None: then see
+        :meth:`match_header` or feed ``data`` to :meth:`dialer`."""
+        echo = self._echo
+        if echo is not None and data.startswith(echo):
+            return data[len(echo) :]
+        return None
+
+    def match_header(self, data: bytes) -> Proposal | None:
+        """:attr:`after_header` if ``data`` is exactly the listener's header, else None."""
+        if self.after_header is not None and data == _HEADER:
+            return self.after_header
         return None
 
     def dialer(self) -> MultistreamDialer:
-        """The full machine in the state after sending :attr:`wire`: the fallback."""
+        """The full machine in this state (``wire`` sent, the header seen if it was): the
+        fallback for any other input."""
         dialer = MultistreamDialer(
             (self.protocol,), optimistic=True, max_message_size=self.max_message_size
         )
         dialer.data_to_send()  # that is ``wire``, already sent
+        if self._header_seen:
+            dialer.receive_data(_HEADER)
         return dialer
 
 

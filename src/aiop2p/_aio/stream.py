@@ -419,10 +419,8 @@ class Stream:
     # -- reading ------------------------------------------------------------------------
 
     async def _wait_readable(self) -> None:
-        if self._negotiator is not None and self.protocol is None:
-            await self.wait_negotiated()
-            if self._buffer or self._eof or self._error is not None:
-                return
+        # While negotiating too: the selection's leftover, a failure (``_fail``) and EOF
+        # wake the reader as later data does, so there is no negotiation to wait for.
         waiter = self._conn.loop.create_future()
         self._read_waiter = waiter
         try:

@@ -30,7 +30,7 @@ from ..errors import (
     P2PError,
     StreamResetError,
 )
-from ..protocols.multistream import MultistreamDialer, MultistreamListener
+from ..protocols.multistream import MultistreamDialer, Proposal, single_proposal
 from ..protocols.noise import NoiseTransport
 from ..protocols.role import Role
 from ..protocols.upgrade import UpgradeCompleted, UpgradeFailed, UpgradeMachine
@@ -235,16 +235,19 @@ class Connection(asyncio.Protocol):
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
         """Synchronous part of :meth:`new_stream`: open and send the proposal."""
         yamux = self._require_established()
+        negotiator: Proposal | MultistreamDialer
+        if len(protocols) == 1:  # the fast path: bytes built once per protocol id
+            negotiator = single_proposal(protocols[0], self._config.max_negotiation_message_bytes)
+            out = negotiator.wire
+        else:
+            negotiator = MultistreamDialer(
+                protocols, max_message_size=self._config.max_negotiation_message_bytes
+            )
+            out = negotiator.data_to_send()
         sid = yamux.open_stream()
-        negotiator = MultistreamDialer(
-            protocols,
-            optimistic=len(protocols) == 1,
-            max_message_size=self._config.max_negotiation_message_bytes,
-        )
         stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
-        out = negotiator.data_to_send()
         yamux.send_data(sid, out)
         self._schedule_flush()
         return stream
@@ -521,11 +524,9 @@ class Connection(asyncio.Protocol):
             yamux.reset_stream(sid)
             return
         self._inbound_streams += 1
-        negotiator = MultistreamListener(
-            self._hooks.supported_protocols(self),
-            max_message_size=self._config.max_negotiation_message_bytes,
-        )
-        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=negotiator)
+        # No machine yet: the stream matches the peer's first input against the offer.
+        offered = self._hooks.supported_protocols(self)
+        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=offered)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
 
@@ -533,6 +534,10 @@ class Connection(asyncio.Protocol):
         self._deadlines.end_negotiation(stream.stream_id)
         if stream.role is Role.RESPONDER:
             self._hooks.inbound_stream(stream)
+
+    @property
+    def max_negotiation_message_bytes(self) -> int:
+        return self._config.max_negotiation_message_bytes
 
     def _watch_negotiation(self, sid: StreamId) -> None:
         """Reset the stream if multistream has not picked its protocol in time."""

@@ -357,6 +357,16 @@ class Settings:
 FULL = Settings(50, 20, 1000, 2000, 64, 32, 256 * MIB, 128 * MIB, 1000, 50,
                 DEFAULT_COMMAND_TIMEOUT_S)
 QUICK = Settings(10, 5, 200, 200, 64, 32, 16 * MIB, 8 * MIB, 100, 20, 120.0)
+PY_CAPS = Settings(20, 5, 200, 50, 64, 32, 32 * MIB, 8 * MIB, 0, 0, DEFAULT_COMMAND_TIMEOUT_S)
+"""py-libp2p runs with at most these counts (its echo does ~40 req/s here, so the full
+counts would take minutes per figure); its figures are rates and medians all the same."""
+
+
+def settings_for(impl: str, s: Settings) -> Settings:
+    if impl != PY_IMPL:
+        return s
+    capped = {k: min(v, getattr(PY_CAPS, k)) for k, v in asdict(s).items()}
+    return Settings(**{**capped, "command_timeout_s": s.command_timeout_s})
 
 
 @dataclass(frozen=True)
@@ -717,7 +727,7 @@ class Runner:
     async def run_one(self, rep: int, name: str, bench: Bench, pair: Pair) -> None:
         t0 = time.perf_counter()
         try:
-            figures = await bench(pair, self.s)
+            figures = await bench(pair, settings_for(pair.impl, self.s))
         except BenchError as exc:
             self.error(f"repeat {rep + 1}: {name}: {exc}")
             if "did not answer" in str(exc) or not pair.alive:
@@ -873,7 +883,9 @@ def settings_text(s: Settings, repeat: int) -> str:
         f"({s.perf_warmup_bytes // MIB} MiB warm-up); "
         f"memory: RSS delta over {s.conns_count} idle connections "
         f"(after {s.conns_warmup} warm-up dials, fresh processes); "
-        f"median of {repeat} run(s)"
+        f"median of {repeat} run(s); py-libp2p with at most {PY_CAPS.dial_count} dials, "
+        f"{PY_CAPS.echo_count} requests ({PY_CAPS.echo_warmup} warm-up) and "
+        f"{PY_CAPS.perf_bytes // MIB} MiB ({PY_CAPS.perf_warmup_bytes // MIB} MiB warm-up)"
     )
 
 

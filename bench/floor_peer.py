@@ -594,6 +594,28 @@ async def run_command(line: bytes, stop: asyncio.Event) -> None:
         emit({"id": cid, "ok": True, **result})
 
 
+async def read_lines(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
+    """Run each command line as a task until ``quit`` or EOF."""
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        while True:
+            try:
+                line = await reader.readline()
+            except ValueError:
+                emit({"id": None, "ok": False, "error": "command line too long"})
+                continue
+            if not line:
+                break
+            if line.strip():
+                task = asyncio.create_task(run_command(line, stop))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+    finally:
+        for task in tasks:
+            task.cancel()
+        stop.set()
+
+
 async def main(listen: str) -> int:
     loop = asyncio.get_running_loop()
     host, port = host_port(listen)
@@ -611,21 +633,11 @@ async def main(listen: str) -> int:
         }
     )
     stop = asyncio.Event()
-    tasks: set[asyncio.Task[None]] = set()
-    while not stop.is_set():
-        try:
-            line = await reader.readline()
-        except ValueError:
-            emit({"id": None, "ok": False, "error": "command line too long"})
-            continue
-        if not line:
-            break
-        if line.strip():
-            task = asyncio.create_task(run_command(line, stop))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-    for task in tasks:
-        task.cancel()
+    lines = asyncio.create_task(read_lines(reader, stop))
+    await stop.wait()
+    lines.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await lines
     server.close()
     return 0
 

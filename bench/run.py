@@ -177,10 +177,12 @@ class PeerProcess:
         role: str,
         log_dir: Path,
         launch: Launch,
+        ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         self.name = f"{impl} {role}"
         self.impl = impl
         self.launch = launch
+        self.ready_timeout_s = ready_timeout_s
         self.log_path = log_dir / f"{impl}-{role}.stderr"
         self.proc: asyncio.subprocess.Process | None = None
         self.peer_id = ""
@@ -209,10 +211,12 @@ class PeerProcess:
             os.close(log_fd)
         self._reader = asyncio.create_task(self._read_loop())
         try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
+            async with asyncio.timeout(self.ready_timeout_s):
                 ready = await asyncio.shield(self._ready)
         except TimeoutError:
-            raise BenchError(f"{self.name}: not ready after {READY_TIMEOUT_S:.0f} s") from None
+            raise BenchError(
+                f"{self.name}: not ready after {self.ready_timeout_s:.0f} s"
+            ) from None
         if self.impl == UVLOOP_IMPL and ready.get("loop") != "uvloop":
             raise BenchError(f"{self.name}: runs on {ready.get('loop')!r}, not uvloop")
         self.peer_id = ready["peerId"]

@@ -36,8 +36,9 @@ from .protocols.ping import PING_PROTOCOL_ID
 from .protocols.role import Role
 from .services.host import StreamHandler
 from .services.identify import IdentifyService
+from .services.kad import KadService
 from .services.peerstore import PeerInfo, PeerStore
-from .services.perf import PerfResult, perf, serve_perf
+from .services.perf import PerfProgress, PerfResult, perf, serve_perf
 from .services.ping import ping, serve_ping
 from .transports._base import Listener, Transport
 from .transports.dns import resolve as resolve_dns
@@ -116,6 +117,8 @@ class Node:
         self.connection_gate: Callable[[Connection], P2PError | None] | None = None
         """Vetoes a newly established connection by returning the error to close it with."""
         self.identify: IdentifyService | None = None
+        self.kad: KadService | None = None
+        """The Kademlia DHT, when ``config.kad`` is set (started with the node)."""
         self._hooks = _Hooks(self)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -142,6 +145,9 @@ class Node:
             self.set_stream_handler(
                 PERF_PROTOCOL_ID, partial(serve_perf, idle_timeout=config.protocol_idle_timeout)
             )
+        if config.kad is not None:
+            self.kad = KadService(self, config.kad)
+            self.kad.start()
 
     async def close(self) -> None:
         """Stop listening, close every connection, cancel every handler task."""
@@ -378,7 +384,8 @@ class Node:
     async def connect(self, peer: PeerId, addrs: Iterable[Multiaddr] | None = None) -> Connection:
         """Connect to ``peer``: its established connection if there is one, else a dial
         trying ``addrs`` (default: :attr:`dial_candidates`, without our own listen
-        addresses) in order until one connects.
+        addresses) in order until one connects.  With no address known and the DHT on
+        (``config.kad``), the addresses come from a DHT lookup.
 
         This is the node's one dialer: one dial per peer at a time (a caller arriving
         while one runs joins it), run as a node task so that a caller giving up does not
@@ -408,7 +415,7 @@ class Node:
                 for addr in self.dial_candidates(peer):
                     if addr not in addrs and addr.without_peer_id() not in own:
                         addrs.append(addr)
-            if not addrs:
+            if not addrs and self.kad is None:
                 raise NoAddressesError("No addresses known for peer.")
             pending = asyncio.get_running_loop().create_future()
             self._dials[peer] = pending
@@ -425,8 +432,10 @@ class Node:
         *,
         bare: bool,
     ) -> None:
-        try:
-            conn, addr, failed = await self._first_reachable(
+        def first_reachable(
+            addrs: list[Multiaddr],
+        ) -> Coroutine[Any, Any, tuple[Connection, Multiaddr, list[Multiaddr]]]:
+            return self._first_reachable(
                 str(peer),
                 addrs,
                 # dial() names its address as given (a circuit address without a
@@ -434,6 +443,14 @@ class Node:
                 lambda a: self._dial_addr(a if bare else a.with_peer_id(peer), peer, role),
                 bare=bare,
             )
+
+        try:
+            if not addrs and self.kad is not None:
+                # Reach by id: no address known, ask the DHT (PeerNotFoundError, a
+                # NoAddressesError, if it does not know the peer either).
+                conn, addr, failed = await self.kad.reach(peer, first_reachable)
+            else:
+                conn, addr, failed = await first_reachable(addrs)
         except BaseException as exc:
             if not result.done():
                 result.set_exception(
@@ -549,10 +566,16 @@ class Node:
         return await ping(self, await self._connection_for(target), count)
 
     async def perf(
-        self, target: PeerId | Multiaddr | str | Connection, *, upload: int, download: int
+        self,
+        target: PeerId | Multiaddr | str | Connection,
+        *,
+        upload: int,
+        download: int,
+        progress: PerfProgress | None = None,
     ) -> PerfResult:
-        """Measure throughput with ``/perf/1.0.0``."""
-        return await perf(self, await self._connection_for(target), upload, download)
+        """Measure throughput with ``/perf/1.0.0``; ``progress`` is told the bytes uploaded
+        and downloaded so far after each chunk."""
+        return await perf(self, await self._connection_for(target), upload, download, progress)
 
     async def identify_peer(self, target: PeerId | Multiaddr | str | Connection) -> PeerInfo:
         """What the peer told us via identify (waits for the exchange to finish)."""

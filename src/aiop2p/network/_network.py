@@ -44,17 +44,26 @@ from ..events import (
     ListenerError,
     NetworkEvent,
     NewListenAddr,
+    RelayReservationLost,
+    RelayReservationRestored,
 )
 from ..identity import KeyPair, PeerId
 from ..multiaddr import Multiaddr
 from ..node import Node
 from ..services.dcutr import DcutrService, HolePunchEvent
 from ..services.mdns import MdnsEvent, MdnsService
-from ..services.relay.client import RelayClient, RelayClientEvent, ReservationFailed
+from ..services.relay.client import (
+    RelayClient,
+    RelayClientConfig,
+    RelayClientEvent,
+    ReservationFailed,
+    ReservationLost,
+    ReservationRestored,
+)
 from ..services.relay.server import RelayServer
 from ..transports._base import Transport
 from .address_book import AddressBookStore, AddressInfo
-from .codecs import Codec, JsonCodec
+from .codecs import Codec, JsonCodec, RequestResponseCodec
 from .config import NetworkConfig
 from .event_channel import EventChannel
 from .exchange import InboundRequest, RequestExchange
@@ -86,7 +95,7 @@ class Network(Generic[Rq, Rs]):
         *,
         firewall: FirewallRules[Any] | None = None,
         config: NetworkConfig | None = None,
-        codec: Codec | None = None,
+        codec: Codec | RequestResponseCodec | None = None,
         firewall_view: Callable[[Rq], Any] | None = None,
         firewall_handler: Callable[[FirewallRequest], Awaitable[None]] | None = None,
         address_info: AddressInfo | None = None,
@@ -100,7 +109,7 @@ class Network(Generic[Rq, Rs]):
             except TypeError as exc:
                 raise InvalidArgumentError(f"unknown Network option: {exc}") from exc
         self.config = config
-        self.codec: Codec = codec or JsonCodec()
+        self.codec: Codec | RequestResponseCodec = codec or JsonCodec()
         node_config = replace(
             config.node,
             limits=config.connection_limits,
@@ -149,7 +158,11 @@ class Network(Generic[Rq, Rs]):
         self.relay_server: RelayServer | None = None
         """The relay we run for others (only with ``relay_server`` configured)."""
         if config.relay_client:
-            self.relay_client = RelayClient(self._node)
+            client_config = config.relay_client
+            self.relay_client = RelayClient(
+                self._node,
+                config=client_config if isinstance(client_config, RelayClientConfig) else None,
+            )
             self.relay_client.events.subscribe(self._on_relay_event)
         self.dcutr: DcutrService | None = None
         """Hole punching; created before any listener so TCP can reuse the listen port."""
@@ -340,6 +353,10 @@ class Network(Generic[Rq, Rs]):
                     self._emit(ListenerClosed(tuple(listener.addrs), event.error))
         elif isinstance(event, ReservationFailed):
             self._emit(ListenerError(event.error))
+        elif isinstance(event, ReservationLost):
+            self._emit(RelayReservationLost(event.relay, event.error))
+        elif isinstance(event, ReservationRestored):
+            self._emit(RelayReservationRestored(event.relay, event.attempts))
 
     def _require_relay(self) -> RelayClient:
         if self.relay_client is None:

@@ -53,7 +53,7 @@ from ..errors import (
 )
 from ..events import InboundFailure, InboundRequestFailed, NetworkEvent, RequestId
 from ..identity import PeerId
-from .codecs import Codec, CodecError
+from .codecs import Codec, CodecError, RequestResponseCodec, codec_functions
 from .config import Framing, NetworkConfig
 from .event_channel import EventChannel
 from .firewall import RejectReason
@@ -239,7 +239,7 @@ class RequestExchange(Generic[Rq, Rs]):
     def __init__(
         self,
         config: NetworkConfig,
-        codec: Codec,
+        codec: Codec | RequestResponseCodec,
         firewall_view: Callable[[Rq], Any],
         gate: FirewallGate,
         *,
@@ -247,7 +247,7 @@ class RequestExchange(Generic[Rq, Rs]):
         linger_timeout: float,
     ) -> None:
         self._config = config
-        self._codec = codec
+        self._codec = codec_functions(codec)
         self._firewall_view = firewall_view
         self._gate = gate
         self._emit = emit
@@ -296,7 +296,7 @@ class RequestExchange(Generic[Rq, Rs]):
         self, peer: PeerId, request: Rq, connect: Callable[[PeerId], Awaitable[Connection]]
     ) -> Rs:
         """Send ``request`` to ``peer`` on a connection from ``connect``; its response."""
-        payload = self._codec.encode(request)
+        payload = self._codec.encode_request(request)
         request_id = self._next_id()
         task = asyncio.current_task()
         assert task is not None
@@ -326,7 +326,7 @@ class RequestExchange(Generic[Rq, Rs]):
             finally:
                 deadline.finish()
             try:
-                response: Rs = self._codec.decode(body)
+                response: Rs = self._codec.decode_response(body)
             except CodecError as exc:
                 raise RequestConnectionClosedError(f"invalid response: {exc}") from exc
             return response
@@ -397,7 +397,7 @@ class RequestExchange(Generic[Rq, Rs]):
                 stream, framing=config.framing, max_request_bytes=config.max_request_bytes
             )
             try:
-                value: Rq = self._codec.decode(body)
+                value: Rq = self._codec.decode_request(body)
                 view = self._firewall_view(value)
             except (P2PError, ValueError, TypeError) as exc:
                 log.debug("invalid request from %s: %s", peer, exc)
@@ -454,7 +454,7 @@ class RequestExchange(Generic[Rq, Rs]):
         if not stream.connection.is_established:
             return InboundFailure.CONNECTION_CLOSED  # closed while the decision was queued
         inbound: InboundRequest[Rq, Rs] = InboundRequest(
-            peer, request_id, value, response, written, self._codec.encode
+            peer, request_id, value, response, written, self._codec.encode_response
         )
         delivered = self._delivered.get(conn_id)
         if delivered is None:

@@ -96,9 +96,11 @@ def _write_sealed(
     if out is None or len(out) < needed:
         out = bytearray(needed)
     written = cipher.encrypt_into(pieces, out)
+    # Compared, not fixed: how many references the interpreter counts for a local varies
+    # between Python versions; a view the transport kept counts one more.
+    references = sys.getrefcount(out)
     transport.write(memoryview(out)[:written])
-    # Two references: ``out`` and getrefcount's argument; a view held elsewhere adds one.
-    if sys.getrefcount(out) == 2 and len(out) <= _MAX_KEPT_OUTPUT_BYTES:
+    if sys.getrefcount(out) == references and len(out) <= _MAX_KEPT_OUTPUT_BYTES:
         _output.buffer = out
 
 

@@ -16,6 +16,8 @@ import asyncio
 import enum
 import itertools
 import logging
+import sys
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -31,7 +33,7 @@ from ..errors import (
     StreamResetError,
 )
 from ..protocols.multistream import MultistreamDialer, Proposal, single_proposal
-from ..protocols.noise import NoiseTransport
+from ..protocols.noise import MAX_PLAINTEXT_SIZE, NoiseTransport
 from ..protocols.role import Role
 from ..protocols.upgrade import UpgradeCompleted, UpgradeFailed, UpgradeMachine
 from ..protocols.yamux import (
@@ -60,6 +62,46 @@ __all__ = ["Connection", "Direction", "RelayedVia"]
 log = logging.getLogger(__name__)
 
 _connection_ids = itertools.count(1)
+
+
+_MAX_KEPT_OUTPUT_BYTES = 2 * 1024 * 1024
+"""Largest sealed-output buffer a thread keeps for reuse (see :func:`_write_sealed`)."""
+
+
+class _Output(threading.local):
+    buffer: bytearray | None = None
+
+
+_output = _Output()
+
+
+def _write_sealed(
+    transport: asyncio.WriteTransport,
+    cipher: NoiseTransport,
+    pieces: list[bytes | memoryview],
+    size: int,
+) -> None:
+    """Encrypt a large flush into a buffer that the thread reuses, and write it.
+
+    Joining the pieces and copying the sealed frames out, once per flush, cost more than
+    the encryption: every fresh buffer of this size is new memory to the process (page
+    faults).  The buffer goes back for reuse only when nothing else refers to it once
+    ``write`` returned: asyncio's selector transport on Python 3.11, the memory and
+    stream transports copy what they keep, while others (uvloop, later selector
+    transports) keep a view of what the socket did not take, and then keep the buffer.
+    """
+    needed = cipher.sealed_size(size)
+    out = _output.buffer
+    _output.buffer = None  # a flush that runs inside ``write`` (a relayed carrier) takes another
+    if out is None or len(out) < needed:
+        out = bytearray(needed)
+    written = cipher.encrypt_into(pieces, out)
+    # Compared, not fixed: how many references the interpreter counts for a local varies
+    # between Python versions; a view the transport kept counts one more.
+    references = sys.getrefcount(out)
+    transport.write(memoryview(out)[:written])
+    if sys.getrefcount(out) == references and len(out) <= _MAX_KEPT_OUTPUT_BYTES:
+        _output.buffer = out
 
 
 class Direction(enum.Enum):
@@ -655,11 +697,17 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if yamux is None or transport is None or self._stage is not _Stage.ESTABLISHED:
             return 0
-        data = yamux.data_to_send()
-        if data:
-            assert self._cipher is not None
-            transport.write(self._cipher.encrypt(data))
-        return len(data)
+        pieces = yamux.buffers_to_send()
+        if not pieces:
+            return 0
+        cipher = self._cipher
+        assert cipher is not None
+        size = sum(map(len, pieces))
+        if size <= MAX_PLAINTEXT_SIZE:  # one frame: small, one allocation
+            transport.write(cipher.encrypt(pieces[0] if len(pieces) == 1 else b"".join(pieces)))
+        else:
+            _write_sealed(transport, cipher, pieces, size)
+        return size
 
     @property
     def write_paused(self) -> bool:

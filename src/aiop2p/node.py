@@ -13,6 +13,8 @@ from collections.abc import Callable, Collection, Coroutine, Iterable
 from functools import partial
 from typing import Any, Self
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from ._aio.connection import Connection, ConnectionHooks, Direction
 from ._aio.emitter import Emitter
 from ._aio.stream import Stream, StreamOwner
@@ -31,9 +33,11 @@ from .errors import (
 )
 from .identity import KeyPair, PeerId
 from .multiaddr import Multiaddr
+from .protocols.noise import NoiseCredentials
 from .protocols.perf import PERF_PROTOCOL_ID
 from .protocols.ping import PING_PROTOCOL_ID
 from .protocols.role import Role
+from .protocols.yamux import YAMUX_PROTOCOL_ID
 from .services.host import StreamHandler
 from .services.identify import IdentifyService
 from .services.peerstore import PeerInfo, PeerStore
@@ -78,6 +82,13 @@ class Node:
         self.key = key or KeyPair.generate()
         self.peer_id: PeerId = self.key.peer_id
         self.config = config or NodeConfig()
+        # One Noise static key per node, signed once (noise spec: "a single static keypair
+        # may be generated when noise-libp2p is initialized and used for all sessions").
+        self._noise_credentials = NoiseCredentials.create(
+            self.key,
+            X25519PrivateKey.generate(),
+            stream_muxers=(YAMUX_PROTOCOL_ID,) if self.config.early_muxer_negotiation else (),
+        )
         self.transports: list[Transport] = list(
             transports or [TcpTransport(), WebSocketTransport()]
         )
@@ -251,7 +262,7 @@ class Node:
                 conn_role = self._inbound_roles.get(remote)
             conn = Connection(
                 self._hooks,
-                identity=self.key,
+                credentials=self._noise_credentials,
                 direction=direction,
                 config=self.config,
                 expected_peer=expected_peer,

@@ -27,10 +27,13 @@ from aiop2p.identity import KeyPair
 from aiop2p.protocols.noise import (
     MAX_NOISE_FRAME_SIZE,
     MAX_PLAINTEXT_SIZE,
+    MAX_STREAM_MUXERS,
     NOISE_PROTOCOL_ID,
     SIGNATURE_PREFIX,
     HandshakeCompleted,
     HandshakeFailed,
+    HandshakePayload,
+    NoiseCredentials,
     NoiseEvent,
     NoiseHandshake,
     NoiseTransport,
@@ -39,7 +42,7 @@ from aiop2p.protocols.noise import (
 )
 from aiop2p.protocols.role import Role
 
-from ._pair import settle, x25519
+from ._pair import run, settle, x25519
 
 INITIATOR_ID = KeyPair.from_ed25519_seed(bytes(range(32)))
 RESPONDER_ID = KeyPair.from_ed25519_seed(bytes(range(32, 64)))
@@ -54,15 +57,13 @@ def fixed_pair(
     """A deterministic initiator/responder pair (fixed static and ephemeral keys)."""
     initiator = NoiseHandshake(
         role=Role.INITIATOR,
-        identity=initiator_identity,
-        static_key=x25519(1),
+        credentials=NoiseCredentials.create(initiator_identity, x25519(1)),
         ephemeral_key=x25519(2),
         expected_peer=RESPONDER_ID.peer_id if expected else None,
     )
     responder = NoiseHandshake(
         role=Role.RESPONDER,
-        identity=responder_identity,
-        static_key=x25519(3),
+        credentials=NoiseCredentials.create(responder_identity, x25519(3)),
         ephemeral_key=x25519(4),
     )
     return initiator, responder
@@ -72,15 +73,13 @@ def random_pair() -> tuple[NoiseHandshake, NoiseHandshake]:
     a, b = KeyPair.generate(), KeyPair.generate()
     initiator = NoiseHandshake(
         role=Role.INITIATOR,
-        identity=a,
-        static_key=X25519PrivateKey.generate(),
+        credentials=NoiseCredentials.create(a, X25519PrivateKey.generate()),
         ephemeral_key=X25519PrivateKey.generate(),
         expected_peer=b.peer_id,
     )
     responder = NoiseHandshake(
         role=Role.RESPONDER,
-        identity=b,
-        static_key=X25519PrivateKey.generate(),
+        credentials=NoiseCredentials.create(b, X25519PrivateKey.generate()),
         ephemeral_key=X25519PrivateKey.generate(),
     )
     return initiator, responder
@@ -188,13 +187,14 @@ def test_leftover_after_message_2_belongs_to_transport() -> None:
 def test_peer_id_mismatch() -> None:
     initiator = NoiseHandshake(
         role=Role.INITIATOR,
-        identity=INITIATOR_ID,
-        static_key=x25519(1),
+        credentials=NoiseCredentials.create(INITIATOR_ID, x25519(1)),
         ephemeral_key=x25519(2),
         expected_peer=KeyPair.generate().peer_id,
     )
     responder = NoiseHandshake(
-        role=Role.RESPONDER, identity=RESPONDER_ID, static_key=x25519(3), ephemeral_key=x25519(4)
+        role=Role.RESPONDER,
+        credentials=NoiseCredentials.create(RESPONDER_ID, x25519(3)),
+        ephemeral_key=x25519(4),
     )
     settle(initiator, responder)
     error = failed(initiator.events_received())
@@ -373,10 +373,105 @@ def test_split_at_every_byte_boundary() -> None:
 
 def test_payload_codec() -> None:
     payload = encode_handshake_payload(b"key", b"sig")
-    assert decode_handshake_payload(payload) == (b"key", b"sig")
+    assert decode_handshake_payload(payload) == HandshakePayload(b"key", b"sig", ())
     extensions = encode_bytes_field(1, b"certhash") + encode_bytes_field(2, "/yamux/1.0.0")
     with_extensions = payload + encode_bytes_field(4, extensions) + encode_varint_field(9, 1)
-    assert decode_handshake_payload(with_extensions) == (b"key", b"sig")
+    assert decode_handshake_payload(with_extensions) == HandshakePayload(
+        b"key", b"sig", ("/yamux/1.0.0",)
+    )
+    muxers = ("/yamux/1.0.0", "/mplex/6.7.0")
+    encoded = encode_handshake_payload(b"key", b"sig", muxers)
+    assert decode_handshake_payload(encoded) == HandshakePayload(b"key", b"sig", muxers)
+
+
+def _with_extensions(*extensions: bytes) -> bytes:
+    payload = encode_handshake_payload(b"key", b"sig")
+    return payload + b"".join(encode_bytes_field(4, ext) for ext in extensions)
+
+
+def test_repeated_extensions_merge_and_unknown_extension_fields_are_skipped() -> None:
+    first = encode_bytes_field(2, "/a") + encode_varint_field(7, 3) + encode_bytes_field(9, b"x")
+    second = encode_bytes_field(2, "/b")
+    assert decode_handshake_payload(_with_extensions(first, second)).stream_muxers == ("/a", "/b")
+
+
+def test_a_long_muxer_list_is_read_only_up_to_the_bound() -> None:
+    # A peer's list is bounded by the 64 KiB frame, not by us: past the bound nothing is
+    # read, not even a malformed tail.
+    many = b"".join(encode_bytes_field(2, f"/m/{i}") for i in range(5000)) + b"\x0a"
+    decoded = decode_handshake_payload(_with_extensions(many))
+    assert decoded.stream_muxers == tuple(f"/m/{i}" for i in range(MAX_STREAM_MUXERS))
+    certhashes = encode_bytes_field(1, bytes(32)) * MAX_STREAM_MUXERS
+    late = encode_bytes_field(2, "/yamux/1.0.0")
+    assert decode_handshake_payload(_with_extensions(certhashes, late)).stream_muxers == ()
+
+
+@pytest.mark.parametrize(
+    ("extensions", "message"),
+    [
+        (encode_bytes_field(2, b"\xff\xfe"), "not UTF-8"),
+        (encode_varint_field(2, 1), "wrong type"),
+        (encode_varint_field(1, 1), "wrong type"),
+        (b"\x12\x10/yamux", "overruns"),
+        (b"\x12", "truncated"),
+        (b"\x00\x01", "field number 0"),
+    ],
+)
+def test_garbage_extensions_are_a_clear_error(extensions: bytes, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=message):
+        decode_handshake_payload(_with_extensions(extensions))
+
+
+def test_credentials_sign_the_static_key_once_and_carry_the_muxers() -> None:
+    static = x25519(9)
+    plain = NoiseCredentials.create(RESPONDER_ID, static)
+    early = NoiseCredentials.create(RESPONDER_ID, static, stream_muxers=("/yamux/1.0.0",))
+    public = static.public_key().public_bytes_raw()
+    for credentials in (plain, early):
+        decoded = decode_handshake_payload(credentials.payload)
+        assert decoded.identity_key == RESPONDER_ID.public_key.to_protobuf()
+        assert RESPONDER_ID.public_key.verify(SIGNATURE_PREFIX + public, decoded.identity_sig)
+        assert credentials.static_public == public
+    assert decode_handshake_payload(plain.payload).stream_muxers == ()
+    assert decode_handshake_payload(early.payload).stream_muxers == ("/yamux/1.0.0",)
+
+
+@pytest.mark.parametrize("initiator_muxers", [(), ("/yamux/1.0.0",)])
+@pytest.mark.parametrize("responder_muxers", [(), ("/mplex/6.7.0", "/yamux/1.0.0")])
+def test_each_side_learns_the_muxers_the_other_listed(
+    initiator_muxers: tuple[str, ...], responder_muxers: tuple[str, ...]
+) -> None:
+    initiator = NoiseHandshake(
+        role=Role.INITIATOR,
+        credentials=NoiseCredentials.create(
+            INITIATOR_ID, x25519(1), stream_muxers=initiator_muxers
+        ),
+        ephemeral_key=x25519(2),
+    )
+    responder = NoiseHandshake(
+        role=Role.RESPONDER,
+        credentials=NoiseCredentials.create(
+            RESPONDER_ID, x25519(3), stream_muxers=responder_muxers
+        ),
+        ephemeral_key=x25519(4),
+    )
+    events_i, events_r = run(initiator, responder)
+    [done_i], [done_r] = events_i, events_r
+    assert isinstance(done_i, HandshakeCompleted) and isinstance(done_r, HandshakeCompleted)
+    assert done_i.remote_stream_muxers == responder_muxers
+    assert done_r.remote_stream_muxers == initiator_muxers
+
+
+def test_the_initiator_sends_no_payload_in_message_1() -> None:
+    """The spec: extensions only where the handshake guarantees secrecy (messages 2, 3)."""
+    initiator = NoiseHandshake(
+        role=Role.INITIATOR,
+        credentials=NoiseCredentials.create(
+            INITIATOR_ID, x25519(1), stream_muxers=("/yamux/1.0.0",)
+        ),
+        ephemeral_key=x25519(2),
+    )
+    assert initiator.data_to_send() == b"\x00\x20" + x25519(2).public_key().public_bytes_raw()
 
 
 @pytest.mark.parametrize(
@@ -559,8 +654,7 @@ def test_oversized_first_message_fails_at_once() -> None:
     with pytest.raises(InvalidArgumentError):
         NoiseHandshake(
             role=Role.RESPONDER,
-            identity=RESPONDER_ID,
-            static_key=x25519(3),
+            credentials=NoiseCredentials.create(RESPONDER_ID, x25519(3)),
             ephemeral_key=x25519(4),
             max_first_message_size=31,
         )

@@ -31,7 +31,7 @@ from ..errors import (
     StreamResetError,
 )
 from ..protocols.multistream import MultistreamDialer, MultistreamListener
-from ..protocols.noise import NoiseTransport
+from ..protocols.noise import NoiseCredentials, NoiseTransport
 from ..protocols.role import Role
 from ..protocols.upgrade import UpgradeCompleted, UpgradeFailed, UpgradeMachine
 from ..protocols.yamux import (
@@ -51,7 +51,7 @@ from .stream import ConnectionId, Stream
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
-    from ..identity import KeyPair, PeerId, PublicKey
+    from ..identity import PeerId, PublicKey
     from ..multiaddr import Multiaddr
     from ..protocols.relay_v2 import Limit
 
@@ -108,6 +108,8 @@ class Connection(asyncio.Protocol):
     """A secured, multiplexed connection to one peer.
 
     Open streams with :meth:`new_stream`; inbound streams go to the node's handlers.
+    ``credentials`` are the node's Noise static key and signed payload (made once per
+    node); only the ephemeral key is drawn per connection.
     The ``asyncio.Protocol`` callbacks are internal, and so are the methods of the
     :class:`~.stream.StreamOwner` interface its streams call (``send_stream_data`` to
     ``drained``).
@@ -117,7 +119,7 @@ class Connection(asyncio.Protocol):
         self,
         hooks: ConnectionHooks,
         *,
-        identity: KeyPair,
+        credentials: NoiseCredentials,
         direction: Direction,
         config: NodeConfig,
         expected_peer: PeerId | None = None,
@@ -136,7 +138,7 @@ class Connection(asyncio.Protocol):
         self.remote_addr = remote_addr
         self.local_addr: Multiaddr | None = None
         self._hooks = hooks
-        self._identity = identity
+        self._credentials = credentials
         self._config = config
         self._expected_peer = expected_peer
         self._remote_peer: PeerId | None = None
@@ -146,6 +148,7 @@ class Connection(asyncio.Protocol):
         self._upgrader: UpgradeMachine | None = None
         self._cipher: NoiseTransport | None = None
         self._yamux: YamuxSession | None = None
+        self._muxer_negotiated_early = False
         self._streams: dict[StreamId, Stream] = {}
         self._inbound_streams = 0
         # Done when established; its result is not the connection itself, which would
@@ -187,6 +190,11 @@ class Connection(asyncio.Protocol):
     @property
     def is_relayed(self) -> bool:
         return self.relay is not None
+
+    @property
+    def muxer_negotiated_early(self) -> bool:
+        """Yamux was agreed in the Noise handshake payloads (no multistream round)."""
+        return self._muxer_negotiated_early
 
     @property
     def is_established(self) -> bool:
@@ -284,8 +292,7 @@ class Connection(asyncio.Protocol):
         config = self._config
         upgrader = self._upgrader = UpgradeMachine(
             role=self.role,
-            identity=self._identity,
-            static_key=X25519PrivateKey.generate(),
+            credentials=self._credentials,
             ephemeral_key=X25519PrivateKey.generate(),
             now=self.loop.time(),
             handshake_timeout=config.handshake_timeout,
@@ -406,6 +413,7 @@ class Connection(asyncio.Protocol):
         self._upgrader = None
         self._cancel_timer()
         self._cipher = ev.transport
+        self._muxer_negotiated_early = ev.muxer_negotiated_early
         yamux = self._yamux = ev.session
         self._stage = _Stage.ESTABLISHED
         self._hooks.connection_ready(self)  # may veto (abort) the connection

@@ -273,8 +273,7 @@ class Node:
             if direction is Direction.INBOUND:
                 error = self._pending_inbound_error(conn)
                 if error is not None:
-                    # Refuse before spending any CPU on a handshake.
-                    asyncio.get_running_loop().call_soon(conn.abort, error)
+                    conn.refuse(error)  # before spending any CPU on a handshake
             self._pending.add(conn)
             return conn
 

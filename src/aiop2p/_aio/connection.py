@@ -149,6 +149,10 @@ class Connection(asyncio.Protocol):
         self._cipher: NoiseTransport | None = None
         self._yamux: YamuxSession | None = None
         self._muxer_negotiated_early = False
+        # The upgrade's last bytes (Noise message 3, or the listener's muxer echo), held
+        # for the first flush so that they and the first Yamux frames leave in one write.
+        self._handshake_tail = b""
+        self._refused: P2PError | None = None
         self._streams: dict[StreamId, Stream] = {}
         self._inbound_streams = 0
         # Done when established; its result is not the connection itself, which would
@@ -285,10 +289,21 @@ class Connection(asyncio.Protocol):
         """Drop the connection at once."""
         self._terminate(error or ConnectionClosedError("connection aborted locally"), abort=True)
 
+    def refuse(self, error: P2PError) -> None:
+        """Abort with ``error`` as soon as the transport is attached, before any byte is
+        read or written.  For a connection refused in its protocol factory: an event loop
+        may deliver the peer's first bytes before a ``call_soon`` runs (uvloop does), and
+        with early muxer negotiation a listener that answered Noise message 1 has already
+        let the dialer consider itself connected."""
+        self._refused = error
+
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast("asyncio.Transport", transport)  # uvloop: not a subclass
+        if self._refused is not None:
+            self.abort(self._refused)
+            return
         config = self._config
         upgrader = self._upgrader = UpgradeMachine(
             role=self.role,
@@ -408,8 +423,11 @@ class Connection(asyncio.Protocol):
         transport.write(data)
 
     def _established(self, ev: UpgradeCompleted, out: bytes) -> None:
-        """``out``, the machine's last bytes (the listener's muxer echo), is written only
-        if ``connection_ready`` keeps the connection: a vetoed peer never sees it agreed."""
+        """``out``, the machine's last bytes (Noise message 3 of an early negotiation, or
+        the listener's muxer echo), is written only if ``connection_ready`` keeps the
+        connection: a vetoed peer never sees it agreed.  It leads the first flush, which
+        runs once the tasks started here (identify) have queued their first frames: one
+        write, one segment, instead of two."""
         self._upgrader = None
         self._cancel_timer()
         self._cipher = ev.transport
@@ -418,8 +436,7 @@ class Connection(asyncio.Protocol):
         self._stage = _Stage.ESTABLISHED
         self._hooks.connection_ready(self)  # may veto (abort) the connection
         if self._stage is _Stage.ESTABLISHED:
-            if out:
-                self._write(out)
+            self._handshake_tail = out
             if not self._ready.done():
                 self._ready.set_result(None)
             self._became_idle()
@@ -659,7 +676,11 @@ class Connection(asyncio.Protocol):
         if yamux is None or transport is None or self._stage is not _Stage.ESTABLISHED:
             return 0
         data = yamux.data_to_send()
-        if data:
+        if self._handshake_tail:  # it must precede every encrypted frame
+            tail, self._handshake_tail = self._handshake_tail, b""
+            assert self._cipher is not None
+            transport.write(tail + self._cipher.encrypt(data) if data else tail)
+        elif data:
             assert self._cipher is not None
             transport.write(self._cipher.encrypt(data))
         return len(data)

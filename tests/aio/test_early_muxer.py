@@ -1,66 +1,28 @@
 """Early muxer negotiation between two nodes: the muxer's multistream round is gone.
 
 Every ``transport.write`` and every ``data_received`` of both connections is recorded,
-with whether the connection was established at that moment.  The dialer's inbound reads
-before it is established are the round trips of its dial (on loopback each flight of the
-listener arrives as one read): two with the multistream round for the muxer, one without.
+with whether the connection was established at that moment.  The dialer's round trips
+before it is established (reads that follow a write) are two with the multistream round
+for the muxer, one without.
 """
 
 from __future__ import annotations
 
-import asyncio
 import struct
-from dataclasses import dataclass, field
 
 import pytest
 
-from aiop2p._aio.connection import Connection
+from aiop2p._aio.connection import MAX_STREAMS_BEFORE_ANSWER, Connection
+from aiop2p._aio.stream import Stream
 from aiop2p.config import NodeConfig
 from aiop2p.node import Node
 
-from ..helpers import wait_for
-
-
-@dataclass
-class Wire:
-    """What each connection wrote and read, and whether it was established then."""
-
-    writes: dict[int, list[tuple[bool, bytes]]] = field(default_factory=dict)
-    reads: dict[int, list[bool]] = field(default_factory=dict)
-
-    def writes_before_established(self, conn: Connection) -> int:
-        return sum(1 for established, _ in self.writes[id(conn)] if not established)
-
-    def reads_before_established(self, conn: Connection) -> int:
-        return sum(1 for established in self.reads[id(conn)] if not established)
-
-    def first_write_once_established(self, conn: Connection) -> bytes:
-        return next(data for established, data in self.writes[id(conn)] if established)
+from ..helpers import Wire, record_wire, wait_for
 
 
 @pytest.fixture
 def wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
-    recorded = Wire()
-    made, received = Connection.connection_made, Connection.data_received
-
-    def connection_made(self: Connection, transport: asyncio.BaseTransport) -> None:
-        writes = recorded.writes.setdefault(id(self), [])
-        write = transport.write  # type: ignore[attr-defined]
-
-        def counted(data: bytes) -> None:
-            writes.append((self.is_established, bytes(data)))
-            write(data)
-
-        transport.write = counted  # type: ignore[attr-defined]
-        made(self, transport)
-
-    def data_received(self: Connection, data: bytes) -> None:
-        recorded.reads.setdefault(id(self), []).append(self.is_established)
-        received(self, data)
-
-    monkeypatch.setattr(Connection, "connection_made", connection_made)
-    monkeypatch.setattr(Connection, "data_received", data_received)
-    return recorded
+    return record_wire(monkeypatch)
 
 
 def noise_frames(data: bytes) -> int:
@@ -96,7 +58,7 @@ async def test_both_sides_early_one_round_trip_and_message_3_leads_the_first_fra
     assert conn.muxer_negotiated_early and inbound.muxer_negotiated_early
     # The dialer: one flight out (header, /noise, message 1), one flight in (message 2).
     assert wire.writes_before_established(conn) == 1
-    assert wire.reads_before_established(conn) == 1
+    assert wire.round_trips_before_established(conn) == 1
     # Message 3 and identify's first Yamux frames leave in one write.
     assert noise_frames(wire.first_write_once_established(conn)) >= 2
     # The listener never answers a muxer proposal: one flight out before it is done.
@@ -113,6 +75,33 @@ async def test_without_early_negotiation_on_either_side_the_muxer_round_stays(
     assert not conn.muxer_negotiated_early and not inbound.muxer_negotiated_early
     # Flight 1, then message 3 with the /yamux/1.0.0 proposal; the echo is the second read.
     assert wire.writes_before_established(conn) == 2
-    assert wire.reads_before_established(conn) == 2
+    assert wire.round_trips_before_established(conn) == 2
     # The listener's muxer echo leads its first Yamux frames.
     assert noise_frames(wire.first_write_once_established(inbound)) >= 2
+
+
+ECHO = "/test/echo/1.0.0"
+
+
+async def echo(stream: Stream) -> None:
+    await stream.write_message(await stream.read_message(100))
+    await stream.close()
+
+
+@pytest.mark.parametrize("identify", [True, False])
+async def test_a_burst_of_streams_right_after_an_early_dial_completes(identify: bool) -> None:
+    """Streams beyond MAX_STREAMS_BEFORE_ANSWER wait for the listener's first bytes; with
+    nothing on the wire yet (no identify stream), the burst goes at once, so the listener
+    always has something to answer and nothing waits forever."""
+    config = NodeConfig(enable_identify=identify)
+    async with Node(config=config) as dialer, Node(config=config) as listener:
+        listener.set_stream_handler(ECHO, echo)
+        (addr,) = await listener.listen("/ip4/127.0.0.1/tcp/0")
+        conn = await dialer.dial(addr.with_peer_id(listener.peer_id))
+        assert conn.muxer_negotiated_early
+        streams = [conn.open_stream([ECHO]) for _ in range(3 * MAX_STREAMS_BEFORE_ANSWER)]
+        for i, stream in enumerate(streams):
+            await stream.write_message(b"%d" % i)
+        assert [await s.read_message(100) for s in streams] == [
+            b"%d" % i for i in range(len(streams))
+        ]

@@ -18,7 +18,7 @@ import itertools
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -60,6 +60,12 @@ __all__ = ["Connection", "Direction", "RelayedVia"]
 log = logging.getLogger(__name__)
 
 _connection_ids = itertools.count(1)
+
+MAX_STREAMS_BEFORE_ANSWER: Final = 8
+"""Streams a dialer that agreed its muxer in the Noise handshake puts on the wire before
+the listener's first bytes arrive; further output waits for them.  The listener may not
+have finished setting the connection up: js-libp2p aborts one on which more than 10
+streams arrive before then (its muxer's ``maxEarlyStreams``)."""
 
 
 class Direction(enum.Enum):
@@ -153,6 +159,10 @@ class Connection(asyncio.Protocol):
         # for the first flush so that they and the first Yamux frames leave in one write.
         self._handshake_tail = b""
         self._refused: P2PError | None = None
+        # Early muxer negotiation, dialer side, until the listener's first bytes: streams
+        # opened, and how many of them were written (see MAX_STREAMS_BEFORE_ANSWER).
+        self._early_streams: int | None = None
+        self._early_streams_sent = 0
         self._streams: dict[StreamId, Stream] = {}
         self._inbound_streams = 0
         # Done when established; its result is not the connection itself, which would
@@ -248,6 +258,8 @@ class Connection(asyncio.Protocol):
         """Synchronous part of :meth:`new_stream`: open and send the proposal."""
         yamux = self._require_established()
         sid = yamux.open_stream()
+        if self._early_streams is not None:
+            self._early_streams += 1
         negotiator = MultistreamDialer(
             protocols,
             optimistic=len(protocols) == 1,
@@ -281,6 +293,7 @@ class Connection(asyncio.Protocol):
         if self._stage is not _Stage.CLOSED:
             if self._yamux is not None and not self._yamux.is_terminated:
                 self._yamux.go_away(0)
+                self._early_streams = None  # nothing is held back any more
                 self._flush()
             self._terminate(ConnectionClosedError("connection closed locally"))
         await asyncio.shield(self._closed)
@@ -325,6 +338,7 @@ class Connection(asyncio.Protocol):
             cipher = self._cipher
             yamux = self._yamux
             assert cipher is not None and yamux is not None
+            self._early_streams = None  # the listener answered: it is set up
             try:
                 plaintexts = cipher.decrypt(data)
             except P2PError as exc:
@@ -432,6 +446,8 @@ class Connection(asyncio.Protocol):
         self._cancel_timer()
         self._cipher = ev.transport
         self._muxer_negotiated_early = ev.muxer_negotiated_early
+        if ev.muxer_negotiated_early and self.role is Role.INITIATOR:
+            self._early_streams = 0
         yamux = self._yamux = ev.session
         self._stage = _Stage.ESTABLISHED
         self._hooks.connection_ready(self)  # may veto (abort) the connection
@@ -675,6 +691,11 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if yamux is None or transport is None or self._stage is not _Stage.ESTABLISHED:
             return 0
+        early = self._early_streams
+        if early is not None:
+            if early > MAX_STREAMS_BEFORE_ANSWER and self._early_streams_sent:
+                return 0  # held until the listener answers (data_received flushes)
+            self._early_streams_sent = early
         data = yamux.data_to_send()
         if self._handshake_tail:  # it must precede every encrypted frame
             tail, self._handshake_tail = self._handshake_tail, b""

@@ -33,7 +33,7 @@ from .errors import (
 )
 from .identity import KeyPair, PeerId
 from .multiaddr import Multiaddr
-from .protocols.noise import NoiseCredentials
+from .protocols.noise import NoiseCredentials, VerifiedIdentities
 from .protocols.perf import PERF_PROTOCOL_ID
 from .protocols.ping import PING_PROTOCOL_ID
 from .protocols.role import Role
@@ -89,6 +89,7 @@ class Node:
             X25519PrivateKey.generate(),
             stream_muxers=(YAMUX_PROTOCOL_ID,) if self.config.early_muxer_negotiation else (),
         )
+        self._verified_identities = VerifiedIdentities()
         self.transports: list[Transport] = list(
             transports or [TcpTransport(), WebSocketTransport()]
         )
@@ -263,6 +264,7 @@ class Node:
             conn = Connection(
                 self._hooks,
                 credentials=self._noise_credentials,
+                verified=self._verified_identities,
                 direction=direction,
                 config=self.config,
                 expected_peer=expected_peer,

@@ -23,7 +23,7 @@ from aiop2p.errors import (
     PeerIdMismatchError,
     RemoteProtocolError,
 )
-from aiop2p.identity import KeyPair
+from aiop2p.identity import KeyPair, PublicKey
 from aiop2p.protocols.noise import (
     MAX_NOISE_FRAME_SIZE,
     MAX_PLAINTEXT_SIZE,
@@ -37,6 +37,7 @@ from aiop2p.protocols.noise import (
     NoiseEvent,
     NoiseHandshake,
     NoiseTransport,
+    VerifiedIdentities,
     decode_handshake_payload,
     encode_handshake_payload,
 )
@@ -663,3 +664,93 @@ def test_oversized_first_message_fails_at_once() -> None:
     initiator.data_to_send()
     responder.receive_data(b"\x00\x24" + x25519(2).public_key().public_bytes_raw() + b"junk")
     assert not responder.done and responder.data_to_send()
+
+
+# --- verified identities (a reused static key is verified once) --------------------------
+
+
+def _handshake_with(
+    initiator: NoiseCredentials,
+    verified: VerifiedIdentities,
+    *,
+    expected: KeyPair | None = None,
+) -> NoiseEvent:
+    """Run ``initiator`` against a responder keeping ``verified``; the responder's event."""
+    dialer = NoiseHandshake(role=Role.INITIATOR, credentials=initiator, ephemeral_key=x25519(2))
+    listener = NoiseHandshake(
+        role=Role.RESPONDER,
+        credentials=NoiseCredentials.create(RESPONDER_ID, x25519(3)),
+        ephemeral_key=x25519(4),
+        expected_peer=expected.peer_id if expected is not None else None,
+        verified=verified,
+    )
+    settle(dialer, listener)
+    [event] = listener.events_received()
+    return event
+
+
+def test_a_payload_verified_once_is_not_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    verified = VerifiedIdentities()
+    credentials = NoiseCredentials.create(INITIATOR_ID, x25519(1))
+    first = _handshake_with(credentials, verified)
+    assert isinstance(first, HandshakeCompleted) and len(verified) == 1
+    calls = []
+    real_verify = PublicKey.verify
+
+    def counting(self: PublicKey, data: bytes, signature: bytes) -> bool:
+        calls.append(data)
+        return real_verify(self, data, signature)
+
+    monkeypatch.setattr(PublicKey, "verify", counting)
+    again = _handshake_with(credentials, verified)
+    assert isinstance(again, HandshakeCompleted) and again.remote_peer == INITIATOR_ID.peer_id
+    assert again.remote_public_key == INITIATOR_ID.public_key
+    # The dialer still verifies the listener (it keeps no cache here); nobody verified
+    # the dialer's static key again.
+    checked = [data.removeprefix(SIGNATURE_PREFIX) for data in calls]
+    assert credentials.static_public not in checked and len(verified) == 1
+    # Another static key under the same identity is verified in full.
+    other_credentials = NoiseCredentials.create(INITIATOR_ID, x25519(7))
+    other = _handshake_with(other_credentials, verified)
+    checked = [data.removeprefix(SIGNATURE_PREFIX) for data in calls]
+    assert isinstance(other, HandshakeCompleted) and other_credentials.static_public in checked
+    assert len(verified) == 2
+
+
+def test_a_cached_identity_is_still_checked_against_the_expected_peer() -> None:
+    verified = VerifiedIdentities()
+    credentials = NoiseCredentials.create(INITIATOR_ID, x25519(1))
+    assert isinstance(_handshake_with(credentials, verified), HandshakeCompleted)
+    event = _handshake_with(credentials, verified, expected=RESPONDER_ID)
+    assert isinstance(event, HandshakeFailed)
+    assert isinstance(event.error, PeerIdMismatchError)
+
+
+def test_a_forged_signature_next_to_a_verified_one_is_refused() -> None:
+    """Same identity key and static key as a verified payload, another signature: the
+    cache key differs, so it is verified, and refused."""
+    verified = VerifiedIdentities()
+    honest = NoiseCredentials.create(INITIATOR_ID, x25519(1))
+    assert isinstance(_handshake_with(honest, verified), HandshakeCompleted)
+    forged = NoiseCredentials.create(cast(KeyPair, LyingIdentity(INITIATOR_ID)), x25519(1))
+    event = _handshake_with(forged, verified)
+    assert isinstance(event, HandshakeFailed)
+    assert isinstance(event.error, InvalidSignatureError)
+    assert len(verified) == 1
+
+
+def test_verified_identities_are_bounded_least_recently_used_first() -> None:
+    verified = VerifiedIdentities(max_entries=2)
+    a, b, c = (NoiseCredentials.create(INITIATOR_ID, x25519(n)) for n in (11, 12, 13))
+    for credentials in (a, b, a, c):  # a used again: b is the least recently used
+        assert isinstance(_handshake_with(credentials, verified), HandshakeCompleted)
+    assert len(verified) == 2
+    identity_key = INITIATOR_ID.public_key.to_protobuf()
+
+    def known(credentials: NoiseCredentials) -> bool:
+        sig = decode_handshake_payload(credentials.payload).identity_sig
+        return verified.get((identity_key, credentials.static_public, sig)) is not None
+
+    assert known(a) and known(c) and not known(b)
+    with pytest.raises(InvalidArgumentError):
+        VerifiedIdentities(max_entries=0)

@@ -31,7 +31,7 @@ from ..errors import (
     StreamResetError,
 )
 from ..protocols.multistream import MultistreamDialer, MultistreamListener
-from ..protocols.noise import NoiseCredentials, NoiseTransport
+from ..protocols.noise import NoiseCredentials, NoiseTransport, VerifiedIdentities
 from ..protocols.role import Role
 from ..protocols.upgrade import UpgradeCompleted, UpgradeFailed, UpgradeMachine
 from ..protocols.yamux import (
@@ -115,7 +115,8 @@ class Connection(asyncio.Protocol):
 
     Open streams with :meth:`new_stream`; inbound streams go to the node's handlers.
     ``credentials`` are the node's Noise static key and signed payload (made once per
-    node); only the ephemeral key is drawn per connection.
+    node), ``verified`` the remote identities it has verified; only the ephemeral key is
+    drawn per connection.
     The ``asyncio.Protocol`` callbacks are internal, and so are the methods of the
     :class:`~.stream.StreamOwner` interface its streams call (``send_stream_data`` to
     ``drained``).
@@ -126,6 +127,7 @@ class Connection(asyncio.Protocol):
         hooks: ConnectionHooks,
         *,
         credentials: NoiseCredentials,
+        verified: VerifiedIdentities,
         direction: Direction,
         config: NodeConfig,
         expected_peer: PeerId | None = None,
@@ -145,6 +147,7 @@ class Connection(asyncio.Protocol):
         self.local_addr: Multiaddr | None = None
         self._hooks = hooks
         self._credentials = credentials
+        self._verified = verified
         self._config = config
         self._expected_peer = expected_peer
         self._remote_peer: PeerId | None = None
@@ -321,6 +324,7 @@ class Connection(asyncio.Protocol):
         upgrader = self._upgrader = UpgradeMachine(
             role=self.role,
             credentials=self._credentials,
+            verified=self._verified,
             ephemeral_key=X25519PrivateKey.generate(),
             now=self.loop.time(),
             handshake_timeout=config.handshake_timeout,

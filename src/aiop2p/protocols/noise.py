@@ -67,6 +67,7 @@ __all__ = [
     "NoiseEvent",
     "NoiseHandshake",
     "NoiseTransport",
+    "VerifiedIdentities",
     "decode_handshake_payload",
     "encode_handshake_payload",
 ]
@@ -216,6 +217,43 @@ def _decode_extensions(data: bytes, muxers: list[str], entries: int) -> int:
     return entries
 
 
+class VerifiedIdentities:
+    """Remote identities whose signature over their Noise static key already verified.
+
+    A peer that reuses its static key (as we do, and js-libp2p does) sends the same
+    identity key, static key and signature on every connection; verifying them again
+    gives the same answer, so a node keeps the last ``max_entries`` it verified and skips
+    the signature check (the costliest step of a handshake) and the key decoding for
+    them.  Keyed by all three byte strings, so any other payload is verified in full; a
+    peer filling it with its own keys only costs others a verification.
+    """
+
+    __slots__ = ("_entries", "max_entries")
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        if max_entries < 1:
+            raise InvalidArgumentError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._entries: dict[tuple[bytes, bytes, bytes], tuple[PublicKey, PeerId]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[bytes, bytes, bytes]) -> tuple[PublicKey, PeerId] | None:
+        """The verified identity for ``(identity_key, static_key, signature)``, if known."""
+        entries = self._entries
+        found = entries.pop(key, None)
+        if found is not None:
+            entries[key] = found  # most recently used last
+        return found
+
+    def add(self, key: tuple[bytes, bytes, bytes], identity: tuple[PublicKey, PeerId]) -> None:
+        entries = self._entries
+        entries[key] = identity
+        if len(entries) > self.max_entries:
+            del entries[next(iter(entries))]  # the least recently used
+
+
 @dataclass(frozen=True, slots=True)
 class NoiseCredentials:
     """A node's Noise static key and the handshake payload signed for it, made once.
@@ -253,7 +291,8 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
     ``credentials`` (static key and signed payload) may be per session or shared by all
     sessions of a node; ``ephemeral_key`` must be fresh for every handshake.  The
     initiator queues message 1 at construction.  ``expected_peer`` (normally given by
-    the dialler) is checked against the identity the remote proves.  Message 1 carries
+    the dialler) is checked against the identity the remote proves; ``verified`` (the
+    node's) skips verifying a payload verified before.  Message 1 carries
     no libp2p payload, so a responder refuses one longer than ``max_first_message_size``
     as soon as its length
     prefix arrives instead of waiting for up to 64 KiB of what is likely garbage.
@@ -272,6 +311,7 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         "_s",
         "_s_public",
         "_step",
+        "_verified",
         "max_first_message_size",
     )
 
@@ -285,6 +325,7 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         ephemeral_key: X25519PrivateKey,
         expected_peer: PeerId | None = None,
         max_first_message_size: int = 1024,
+        verified: VerifiedIdentities | None = None,
     ) -> None:
         if max_first_message_size < _DH_LEN:
             raise InvalidArgumentError("max_first_message_size must be at least 32 bytes")
@@ -296,6 +337,7 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         self._s_public = credentials.static_public
         self._e = ephemeral_key
         self._expected_peer = expected_peer
+        self._verified = verified
         self._payload = credentials.payload
         # InitializeSymmetric: the 32-byte protocol name is used as h directly.
         self._h = PROTOCOL_NAME
@@ -441,13 +483,21 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
 
     def _verify(self, remote_static: bytes, payload: bytes) -> _Remote:
         decoded = decode_handshake_payload(payload)
-        try:
-            public_key = PublicKey.from_protobuf(decoded.identity_key)
-        except InvalidKeyError as exc:
-            raise HandshakeError(f"unusable remote identity key: {exc}") from exc
-        if not public_key.verify(SIGNATURE_PREFIX + remote_static, decoded.identity_sig):
-            raise InvalidSignatureError("remote signature over its noise static key is invalid")
-        peer = PeerId.from_public_key(public_key)
+        verified = self._verified
+        key = (decoded.identity_key, remote_static, decoded.identity_sig)
+        known = verified.get(key) if verified is not None else None
+        if known is not None:
+            public_key, peer = known
+        else:
+            try:
+                public_key = PublicKey.from_protobuf(decoded.identity_key)
+            except InvalidKeyError as exc:
+                raise HandshakeError(f"unusable remote identity key: {exc}") from exc
+            if not public_key.verify(SIGNATURE_PREFIX + remote_static, decoded.identity_sig):
+                raise InvalidSignatureError("remote signature over its noise static key is invalid")
+            peer = PeerId.from_public_key(public_key)
+            if verified is not None:
+                verified.add(key, (public_key, peer))
         if self._expected_peer is not None and peer != self._expected_peer:
             raise PeerIdMismatchError(self._expected_peer, peer)
         return public_key, peer, decoded.stream_muxers

@@ -60,6 +60,7 @@ from .noise import (
     NoiseCredentials,
     NoiseHandshake,
     NoiseTransport,
+    VerifiedIdentities,
 )
 from .role import Role
 from .yamux import YAMUX_PROTOCOL_ID, YamuxConfig, YamuxSession
@@ -115,8 +116,10 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
 
     The initiator queues its first flight at construction.  The responder builds its
     Noise machine only once ``/noise`` was agreed.  ``credentials`` are the node's static
-    key and signed payload (made once per node); their ``stream_muxers`` may list only
-    ``/yamux/1.0.0`` (early negotiation) or nothing (always the multistream round).
+    key and signed payload (made once per node), ``verified`` the remote identities it has
+    verified (see :class:`VerifiedIdentities`); the ``stream_muxers`` of the credentials
+    may list only ``/yamux/1.0.0`` (early negotiation) or nothing (always the multistream
+    round).
     ``now`` and ``handshake_timeout`` (seconds) set the deadline :meth:`get_timer` reports.
     """
 
@@ -132,6 +135,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         "_negotiator",
         "_role",
         "_stage",
+        "_verified",
         "_yamux_config",
         "muxer_negotiated_early",
         "remote_peer",
@@ -151,6 +155,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         expected_peer: PeerId | None = None,
         max_negotiation_message_bytes: int = 1024,
         yamux_config: YamuxConfig | None = None,
+        verified: VerifiedIdentities | None = None,
     ) -> None:
         if credentials.stream_muxers not in ((), (YAMUX_PROTOCOL_ID,)):
             raise InvalidArgumentError(
@@ -160,6 +165,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         super().__init__()
         self._role = role
         self._credentials = credentials
+        self._verified = verified
         self._ephemeral_key = ephemeral_key
         self._expected_peer = expected_peer
         self._max_message_size = max_negotiation_message_bytes
@@ -238,6 +244,7 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
             credentials=self._credentials,
             ephemeral_key=self._ephemeral_key,
             expected_peer=self._expected_peer,
+            verified=self._verified,
         )
 
     def _negotiate(

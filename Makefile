@@ -23,9 +23,10 @@ $(PYLIBP2P_VENV)/.installed: tests/interop/py/requirements.txt
 
 deps: $(VENV)/.installed $(JS_PEER)/node_modules/.installed $(PYLIBP2P_VENV)/.installed
 
-## run: a peer listening on all interfaces with the persisted identity, echo on /p2p/1.0.0
+## run: a peer on every interface with the persisted identity: ping for anyone; on
+## /p2p/1.0.0 it asks on this terminal whether to allow each new peer, then echoes its requests
 run: $(VENV)/.installed
-	$(VENV)/bin/aiop2p serve --echo
+	$(VENV)/bin/aiop2p serve --echo --default-rule ask
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -25,6 +25,9 @@ def load(name: str) -> ModuleType:
     spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
+    # Registered as a script is (as __main__): msgspec resolves a Struct's string
+    # annotations in the module its class names.
+    sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -182,3 +185,20 @@ async def test_relay_example(capsys: pytest.CaptureFixture[str]) -> None:
     assert "/p2p-circuit/p2p/" in out
     assert "[Alice] Got {'hello': 'Alice'} through the relay." in out
     assert "[Bob] Reply: {'hello': 'Bob'}" in out
+
+
+async def test_typed_kv_example(capsys: pytest.CaptureFixture[str]) -> None:
+    module = load("typed_kv")
+    replies = await module.main()
+    assert replies == [
+        module.Reply(True),
+        module.Reply(True),
+        module.Reply(True, 5),
+        module.Reply(True, keys=["fruit:apple", "fruit:fig"]),
+    ]
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "Get(key='fruit:fig') -> Reply(ok=True, value=5, keys=[])"
+    assert lines[-2:] == [
+        "wrong shape -> refused",
+        "server: The request could not be read or decoded",
+    ]

@@ -32,6 +32,7 @@ LAYERS: dict[str, int] = {
     "network": 9,
     "cli": 10,
     "__init__": 11,
+    "__main__": 11,  # python -m aiop2p: the CLI
 }
 SANS_IO_FORBIDDEN = {"asyncio", "socket", "time", "random", "selectors", "threading", "os"}
 

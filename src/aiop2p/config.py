@@ -10,11 +10,15 @@ is unbounded by default.  Connection limits have one vocabulary, the seed's
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ._version import __version__
+from .errors import InvalidArgumentError
+from .multiaddr import Multiaddr
+from .protocols.kad import KAD_PROTOCOL_ID, KadLimits
 from .protocols.yamux import YamuxConfig
 
-__all__ = ["ConnectionLimits", "NodeConfig", "YamuxConfig"]
+__all__ = ["ConnectionLimits", "KadConfig", "KadLimits", "NodeConfig", "YamuxConfig"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +45,61 @@ class ConnectionLimits:
     max_established_per_peer: int | None = None
     max_established_total: int | None = 4096
     """Established connections, all peers together; further ones are closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class KadConfig:
+    """The Kademlia DHT (peer routing), ``NodeConfig.kad``.
+
+    A ``server`` answers ``FIND_NODE`` and is announced by identify, so other peers put
+    it in their routing tables: for publicly reachable nodes, or private deployments (a
+    LAN, a test on loopback).  A ``client`` only asks (the spec's mode for peers behind
+    NATs).
+    """
+
+    mode: Literal["client", "server"] = "client"
+    protocol_id: str = KAD_PROTOCOL_ID
+    """Another id makes a private DHT that does not mix with the public one."""
+    bootstrap: tuple[Multiaddr, ...] = ()
+    """Peers to join through, each with its ``/p2p/<id>``."""
+    k: int = 20
+    """Bucket size and the number of closest peers a lookup looks for (the spec's k)."""
+    alpha: int = 3
+    """Queries in flight per lookup."""
+    max_queries_per_lookup: int = 100
+    lookup_timeout: float = 30.0
+    """Seconds a whole lookup may take (it ends with what it has then)."""
+    query_timeout: float = 10.0
+    """Seconds for one query: connecting to the peer, its answer included."""
+    max_queries_in_flight: int = 32
+    """Outbound queries at once, all lookups and pings together."""
+    refresh_interval_seconds: float = 600.0
+    """Seconds between routing-table refreshes (a lookup of our own id and a random one)."""
+    max_inbound_streams: int = 64
+    """Inbound DHT streams served at once; further ones are reset."""
+    max_requests_per_stream: int = 16
+    """Requests answered on one inbound stream (the spec lets a peer reuse a stream)."""
+    stream_idle_timeout: float = 10.0
+    """Seconds an inbound stream may wait for its next request."""
+    limits: KadLimits = field(default_factory=KadLimits)
+    """Bounds on each message a peer sends (bytes, peers, addresses, key size)."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("client", "server"):
+            raise InvalidArgumentError(f"kad mode must be 'client' or 'server': {self.mode!r}")
+        for addr in self.bootstrap:
+            if addr.peer_id is None:
+                raise InvalidArgumentError(f"a bootstrap address needs its /p2p/<id>: {addr}")
+        for name in (
+            "k",
+            "alpha",
+            "max_queries_per_lookup",
+            "max_queries_in_flight",
+            "max_inbound_streams",
+            "max_requests_per_stream",
+        ):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"kad {name} must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,3 +148,5 @@ class NodeConfig:
     """Seconds to wait for a peer's identify answer."""
     max_identify_message_bytes: int = 64 * 1024
     """Largest identify message accepted, bytes."""
+    kad: KadConfig | None = None
+    """The Kademlia DHT service (``Node.kad``); None runs none."""

@@ -8,6 +8,7 @@
     │   ├── InvalidPeerIdError                  a peer id that does not parse
     │   ├── InvalidKeyError                     a key that does not parse or is unsupported
     │   ├── CodecError                          a value the codec cannot encode or decode
+    │   │   └── InvalidMessageError             a value not of its declared type (TypedCodec)
     │   ├── InvalidFirewallConfigError          a declarative firewall file that is malformed
     │   └── AddressBookError                    an address book that cannot be read
     ├── InvalidStateError (RuntimeError)        API used in a state that does not allow it
@@ -15,7 +16,8 @@
     │   ├── LocalProtocolError                  we misused the protocol (a bug on our side)
     │   └── RemoteProtocolError                 the peer violated the protocol
     │       ├── MessageTooLargeError            a frame or message above its size limit
-    │       └── FlowControlError                the peer sent beyond its window
+    │       ├── FlowControlError                the peer sent beyond its window
+    │       └── KadError                        a Kademlia message malformed or out of bounds
     ├── NegotiationError                        multistream-select failed
     │   ├── ProtocolNotSupportedError           the peer supports none of the protocols offered
     │   └── NegotiationTimeoutError             no protocol agreed within negotiation_timeout
@@ -28,6 +30,7 @@
     │   └── ConnectionLostError                 the connection broke (reset, I/O error)
     ├── DialError                               no address of the peer could be dialled
     │   ├── NoAddressesError                    no address is known for the peer
+    │   │   └── PeerNotFoundError               a DHT lookup did not find the peer
     │   ├── ConnectionLimitError                a configured connection limit was reached
     │   └── BannedPeerError                     the peer is banned
     ├── ListenError                             an address could not be listened on
@@ -88,10 +91,12 @@ __all__ = [
     "InvalidArgumentError",
     "InvalidFirewallConfigError",
     "InvalidKeyError",
+    "InvalidMessageError",
     "InvalidMultiaddrError",
     "InvalidPeerIdError",
     "InvalidSignatureError",
     "InvalidStateError",
+    "KadError",
     "LimitExceededError",
     "ListenError",
     "LocalProtocolError",
@@ -103,6 +108,7 @@ __all__ = [
     "OutboundFailure",
     "P2PError",
     "PeerIdMismatchError",
+    "PeerNotFoundError",
     "ProtocolError",
     "ProtocolNotSupportedError",
     "RelayError",
@@ -152,6 +158,18 @@ class CodecError(InvalidArgumentError):
     """A value the codec cannot encode, or bytes it cannot decode (peer input included)."""
 
 
+class InvalidMessageError(CodecError):
+    """A request or response that is not of the type its codec declares
+    (:class:`~aiop2p.network.TypedCodec`); the message names the field."""
+
+    def __init__(self, message: str, *, kind: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        """``"request"`` or ``"response"``."""
+        self.path = path
+        """Where in the value it is wrong, as ``$.field[0]``; None if not one field."""
+
+
 class InvalidFirewallConfigError(InvalidArgumentError):
     """A declarative firewall configuration that is malformed; the message says where."""
 
@@ -187,6 +205,11 @@ class MessageTooLargeError(RemoteProtocolError):
 
 class FlowControlError(RemoteProtocolError):
     """The peer sent more data than its flow-control window allowed."""
+
+
+class KadError(RemoteProtocolError):
+    """A Kademlia DHT message that is malformed or beyond our bounds (peers, addresses,
+    key or message size)."""
 
 
 class NegotiationError(P2PError):
@@ -251,6 +274,10 @@ class DialError(P2PError):
 
 class NoAddressesError(DialError):
     """No address is known for the peer (the seed's ``DialErr::NoAddresses``)."""
+
+
+class PeerNotFoundError(NoAddressesError):
+    """A DHT lookup ended without finding the peer's addresses."""
 
 
 class ConnectionLimitError(DialError):

@@ -21,6 +21,7 @@ __all__ = [
     "ConnectionEstablished",
     "DirectConnectionUpgraded",
     "HolePunchFailed",
+    "HolePunchStarted",
     "InboundFailure",
     "InboundRequestFailed",
     "IncomingConnectionError",
@@ -30,6 +31,8 @@ __all__ = [
     "NewListenAddr",
     "PeerDiscovered",
     "PeerExpired",
+    "RelayReservationLost",
+    "RelayReservationRestored",
     "RequestId",
 ]
 
@@ -54,6 +57,9 @@ class InboundFailure(enum.Enum):
     """The requester gave up (cancelled, or its own timeout); the connection is fine."""
     RESPONSE_OMISSION = "The request was dropped without a response"
     INVALID_REQUEST = "The request could not be read or decoded"
+    HANDLER_ERROR = "The request handler raised an exception"
+    """``Network.serve``'s handler raised (logged with its traceback); the stream was
+    closed without a response (compat: handler errors are named)."""
     OVERLOADED = "Refused: too many inbound requests in flight"
     """``max_concurrent_inbound_requests`` (node) or ``…_per_connection`` was reached;
     the stream was reset unread."""
@@ -137,20 +143,38 @@ class PeerExpired:
 
 
 @dataclass(frozen=True, slots=True)
+class HolePunchStarted:
+    """A DCUtR exchange with ``peer`` began over the relayed connection.
+
+    ``initiator`` is True on the side that sends CONNECT (the inbound side of the
+    relayed connection), False on the side that answers; ``attempt`` counts the
+    exchanges on that relayed connection, from 1."""
+
+    peer: PeerId
+    attempt: int
+    initiator: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class DirectConnectionUpgraded:
     """A direct connection to ``peer`` replaced the relayed one; ``addr`` is its remote."""
 
     peer: PeerId
     addr: Multiaddr | None
     attempts: int
-    """DCUtR exchanges it took, as counted by the initiating (inbound) side; 0 when the
-    unilateral dial succeeded, and always 0 on the answering side."""
+    """DCUtR exchanges it took on this side; 0 when the initiator's unilateral dial of the
+    peer's advertised addresses succeeded."""
+    initiator: bool = True
+    """As in :class:`HolePunchStarted`."""
 
 
 @dataclass(frozen=True, slots=True)
 class HolePunchFailed:
-    """Every attempt to reach ``peer`` directly failed (reported by the side that
-    initiates, the inbound side of the relayed connection); the relayed one stays."""
+    """Reaching ``peer`` directly failed; the relayed connection stays and keeps working.
+
+    The initiator reports once, when its last attempt failed.  The answering side
+    (``initiator=False``) reports each exchange it answered that failed (it cannot know
+    whether the initiator retries); ``attempts`` is that exchange's number."""
 
     peer: PeerId
     error: P2PError
@@ -159,6 +183,27 @@ class HolePunchFailed:
     """The observed addresses we offered."""
     remote_addrs: tuple[Multiaddr, ...] = ()
     """The addresses the peer offered (last attempt)."""
+    initiator: bool = True
+    """As in :class:`HolePunchStarted`."""
+
+
+@dataclass(frozen=True, slots=True)
+class RelayReservationLost:
+    """Relayed listening through ``relay`` lost its reservation (the relay connection
+    closed, or refreshes failed until it expired): unreachable there until
+    :class:`RelayReservationRestored`; re-reserving continues with capped backoff."""
+
+    relay: PeerId
+    error: P2PError | None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayReservationRestored:
+    """Relayed listening through ``relay`` holds a reservation again; ``attempts`` is the
+    number of tries it took since the loss."""
+
+    relay: PeerId
+    attempts: int
 
 
 NetworkEvent = (
@@ -171,6 +216,9 @@ NetworkEvent = (
     | InboundRequestFailed
     | PeerDiscovered
     | PeerExpired
+    | HolePunchStarted
     | DirectConnectionUpgraded
     | HolePunchFailed
+    | RelayReservationLost
+    | RelayReservationRestored
 )

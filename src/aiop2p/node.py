@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Coroutine, Iterable
 from functools import partial
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -38,10 +38,11 @@ from .protocols.perf import PERF_PROTOCOL_ID
 from .protocols.ping import PING_PROTOCOL_ID
 from .protocols.role import Role
 from .protocols.yamux import YAMUX_PROTOCOL_ID
-from .services.host import StreamHandler
+from .services.host import InlineStreamHandler, StreamHandler
 from .services.identify import IdentifyService
+from .services.kad import KadService
 from .services.peerstore import PeerInfo, PeerStore
-from .services.perf import PerfResult, perf, serve_perf
+from .services.perf import PerfProgress, PerfResult, perf, serve_perf
 from .services.ping import ping, serve_ping
 from .transports._base import Listener, Transport
 from .transports.dns import resolve as resolve_dns
@@ -94,7 +95,8 @@ class Node:
             transports or [TcpTransport(), WebSocketTransport()]
         )
         self.peer_store = PeerStore()
-        self._handlers: dict[str, StreamHandler] = {}
+        self._handlers: dict[str, StreamHandler | InlineStreamHandler] = {}
+        self._inline: set[str] = set()  # protocols whose handler is an InlineStreamHandler
         self._offers: dict[str, Callable[[PeerId], bool]] = {}
         self._listeners: list[Listener] = []
         self._connections: dict[PeerId, list[Connection]] = {}
@@ -128,6 +130,8 @@ class Node:
         self.connection_gate: Callable[[Connection], P2PError | None] | None = None
         """Vetoes a newly established connection by returning the error to close it with."""
         self.identify: IdentifyService | None = None
+        self.kad: KadService | None = None
+        """The Kademlia DHT, when ``config.kad`` is set (started with the node)."""
         self._hooks = _Hooks(self)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -154,6 +158,9 @@ class Node:
             self.set_stream_handler(
                 PERF_PROTOCOL_ID, partial(serve_perf, idle_timeout=config.protocol_idle_timeout)
             )
+        if config.kad is not None:
+            self.kad = KadService(self, config.kad)
+            self.kad.start()
 
     async def close(self) -> None:
         """Stop listening, close every connection, cancel every handler task."""
@@ -217,9 +224,39 @@ class Node:
         ``offer`` decides per peer whether the protocol is offered at all (a peer for
         which it returns False is answered ``na``, as if we did not support it).
         """
+        self._register(protocol, handler, offer, inline=False)
+
+    def set_inline_stream_handler(
+        self,
+        protocol: str,
+        handler: InlineStreamHandler,
+        *,
+        offer: Callable[[PeerId], bool] | None = None,
+    ) -> None:
+        """Like :meth:`set_stream_handler`, but ``handler`` is a plain function called
+        the moment multistream picks ``protocol``, inside the connection's input
+        dispatch, with no task per stream.  It must not block: it reads through
+        :meth:`Stream.set_sink` and starts a task only when it has to wait.  What it
+        writes before returning leaves in the flush that answers the input.  It owns the
+        stream (closing, resetting, lingering); an exception it raises resets the stream.
+        """
+        self._register(protocol, handler, offer, inline=True)
+
+    def _register(
+        self,
+        protocol: str,
+        handler: StreamHandler | InlineStreamHandler,
+        offer: Callable[[PeerId], bool] | None,
+        *,
+        inline: bool,
+    ) -> None:
         if not protocol.startswith("/"):
             raise InvalidArgumentError(f"protocol ids start with '/': {protocol!r}")
         self._handlers[protocol] = handler
+        if inline:
+            self._inline.add(protocol)
+        else:
+            self._inline.discard(protocol)
         if offer is None:
             self._offers.pop(protocol, None)
         else:
@@ -228,6 +265,7 @@ class Node:
 
     def remove_stream_handler(self, protocol: str) -> None:
         self._offers.pop(protocol, None)
+        self._inline.discard(protocol)
         if self._handlers.pop(protocol, None) is not None:
             self.local_changed.emit(None)
 
@@ -390,7 +428,8 @@ class Node:
     async def connect(self, peer: PeerId, addrs: Iterable[Multiaddr] | None = None) -> Connection:
         """Connect to ``peer``: its established connection if there is one, else a dial
         trying ``addrs`` (default: :attr:`dial_candidates`, without our own listen
-        addresses) in order until one connects.
+        addresses) in order until one connects.  With no address known and the DHT on
+        (``config.kad``), the addresses come from a DHT lookup.
 
         This is the node's one dialer: one dial per peer at a time (a caller arriving
         while one runs joins it), run as a node task so that a caller giving up does not
@@ -420,7 +459,7 @@ class Node:
                 for addr in self.dial_candidates(peer):
                     if addr not in addrs and addr.without_peer_id() not in own:
                         addrs.append(addr)
-            if not addrs:
+            if not addrs and self.kad is None:
                 raise NoAddressesError("No addresses known for peer.")
             pending = asyncio.get_running_loop().create_future()
             self._dials[peer] = pending
@@ -437,8 +476,10 @@ class Node:
         *,
         bare: bool,
     ) -> None:
-        try:
-            conn, addr, failed = await self._first_reachable(
+        def first_reachable(
+            addrs: list[Multiaddr],
+        ) -> Coroutine[Any, Any, tuple[Connection, Multiaddr, list[Multiaddr]]]:
+            return self._first_reachable(
                 str(peer),
                 addrs,
                 # dial() names its address as given (a circuit address without a
@@ -446,6 +487,14 @@ class Node:
                 lambda a: self._dial_addr(a if bare else a.with_peer_id(peer), peer, role),
                 bare=bare,
             )
+
+        try:
+            if not addrs and self.kad is not None:
+                # Reach by id: no address known, ask the DHT (PeerNotFoundError, a
+                # NoAddressesError, if it does not know the peer either).
+                conn, addr, failed = await self.kad.reach(peer, first_reachable)
+            else:
+                conn, addr, failed = await first_reachable(addrs)
         except BaseException as exc:
             if not result.done():
                 result.set_exception(
@@ -561,10 +610,16 @@ class Node:
         return await ping(self, await self._connection_for(target), count)
 
     async def perf(
-        self, target: PeerId | Multiaddr | str | Connection, *, upload: int, download: int
+        self,
+        target: PeerId | Multiaddr | str | Connection,
+        *,
+        upload: int,
+        download: int,
+        progress: PerfProgress | None = None,
     ) -> PerfResult:
-        """Measure throughput with ``/perf/1.0.0``."""
-        return await perf(self, await self._connection_for(target), upload, download)
+        """Measure throughput with ``/perf/1.0.0``; ``progress`` is told the bytes uploaded
+        and downloaded so far after each chunk."""
+        return await perf(self, await self._connection_for(target), upload, download, progress)
 
     async def identify_peer(self, target: PeerId | Multiaddr | str | Connection) -> PeerInfo:
         """What the peer told us via identify (waits for the exchange to finish)."""
@@ -595,7 +650,16 @@ class _Hooks(ConnectionHooks):
         if handler is None:
             stream.reset()
             return
-        node.spawn(self._run_handler(handler, stream), name=f"handler {protocol}")
+        if protocol in node._inline:
+            try:
+                cast(InlineStreamHandler, handler)(stream)
+            except Exception:
+                log.exception("inline handler for %s failed", protocol)
+                stream.reset()
+            return
+        node.spawn(
+            self._run_handler(cast(StreamHandler, handler), stream), name=f"handler {protocol}"
+        )
 
     async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
         try:

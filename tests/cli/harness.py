@@ -85,11 +85,17 @@ def devnull_fd() -> int:
     return os.open(os.devnull, os.O_RDONLY)
 
 
-class _Capture:
-    """A text stream whose bytes (``send --raw`` writes bytes) are kept in memory."""
+class _TerminalBytes(io.BytesIO):
+    def isatty(self) -> bool:
+        return True
 
-    def __init__(self) -> None:
-        self.bytes = io.BytesIO()
+
+class _Capture:
+    """A text stream whose bytes (``send --raw`` writes bytes) are kept in memory; with
+    ``terminal``, it says it is a terminal (``isatty()``), as a user's stderr does."""
+
+    def __init__(self, *, terminal: bool = False) -> None:
+        self.bytes = _TerminalBytes() if terminal else io.BytesIO()
         self.stream = io.TextIOWrapper(self.bytes, encoding="utf-8", write_through=True)
 
     def text(self) -> str:
@@ -97,10 +103,11 @@ class _Capture:
         return self.bytes.getvalue().decode()
 
 
-async def run(*args: str) -> Result:
+async def run(*args: str, terminal: bool = False) -> Result:
     """``aiop2p ARGS`` in-process; its exit status and output.  A ``serve`` or ``relay``
-    that starts stops at once (its stop event is already set)."""
-    stdout, stderr = _Capture(), _Capture()
+    that starts stops at once (its stop event is already set).  With ``terminal``, its
+    stderr says it is a terminal (progress lines are written there)."""
+    stdout, stderr = _Capture(), _Capture(terminal=terminal)
     stop = asyncio.Event()
     stop.set()
     command_io = CommandIO(devnull_fd(), stdout.stream, stderr.stream, stop)
@@ -121,7 +128,10 @@ class Daemon:
     """The write end of its stdin pipe (``interactive=True``)."""
     addrs: list[str]
     lines: list[dict[str, Any]]
-    """JSON lines printed before the addresses (the secure-default notice)."""
+    """JSON lines printed before the addresses (the secure-default notice), but for the
+    identity line."""
+    identity: dict[str, Any] | None = None
+    """The line where ``serve`` names its identity (keys ``identity``, ``peer_id``)."""
 
     @property
     def addr(self) -> str:
@@ -200,6 +210,8 @@ async def daemon(*args: str, addrs: int = 1, interactive: bool = False) -> Async
                 obj = json.loads(line)
                 if "address" in obj:
                     running.addrs.append(obj["address"])
+                elif "identity" in obj:
+                    running.identity = obj
                 else:
                     running.lines.append(obj)
         yield running

@@ -258,7 +258,8 @@ async def test_discover_finds_a_served_peer_on_a_lan() -> None:
             served = ""
             async with asyncio.timeout(RUN_TIMEOUT):
                 while "/10.62.1.1/" not in served:  # 0.0.0.0 is expanded: lo, then eth0
-                    served = json.loads(await proc.stdout.readline())["address"]
+                    # (after the line that names the identity)
+                    served = json.loads(await proc.stdout.readline()).get("address", "")
             peer_id = served.rsplit("/", 1)[1]
             disc = await asyncio.create_subprocess_exec(
                 *client_host.command(*CLI, "discover", "--seconds", "1.5", "--json"),

@@ -5,24 +5,29 @@ status.  Everything else runs in-process (see ``harness.py``)."""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
 import os
 import pty
 import signal
+import sys
 from pathlib import Path
 
 import pytest
 
+from ..helpers import run_capped
 from .harness import (
     CLI,
     ENTRY_POINT,
     KIB,
     LOOPBACK,
+    MIB,
     RUN_TIMEOUT,
     Result,
     client_of,
     run,
     run_process,
+    serve,
     serve_process,
 )
 
@@ -35,6 +40,18 @@ async def test_entry_point_is_installed() -> None:
     result.assert_ok()
     for command in ("id", "serve", "send", "discover", "ping", "perf"):
         assert command in result.stdout
+
+
+async def test_version_from_the_console_script_and_python_m() -> None:
+    expected = f"aiop2p {importlib.metadata.version('aiop2p')}\n"
+    script = await run_process("--version")
+    script.assert_ok()
+    assert script.stdout == expected
+    module = Result(*await run_capped([sys.executable, "-m", "aiop2p", "--version"], RUN_TIMEOUT))
+    module.assert_ok()
+    assert module.stdout == expected
+    usage = Result(*await run_capped([sys.executable, "-m", "aiop2p"], RUN_TIMEOUT))
+    assert usage.returncode == 2 and usage.stderr.startswith("usage: aiop2p")
 
 
 async def test_exit_status_is_the_commands(tmp_path: Path) -> None:
@@ -86,6 +103,34 @@ async def test_ask_mode_through_a_terminal() -> None:
             proc.kill()
             await proc.wait()
         os.close(controller)
+
+
+async def test_perf_progress_on_a_real_terminal() -> None:
+    """stderr on a pty: the progress line is drawn there and erased; stdout (a pipe) gets
+    the result alone."""
+    async with serve("--listen", LOOPBACK) as server:
+        controller, terminal = pty.openpty()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *CLI, "perf", server.addr, "--upload", str(MIB), "--download", str(MIB),
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=terminal,
+            )  # fmt: skip
+            os.close(terminal)
+            async with asyncio.timeout(RUN_TIMEOUT):
+                out, _ = await proc.communicate()
+            drawn = b""
+            for _ in range(1000):  # bounded: the process is gone, only its output is left
+                try:
+                    chunk = os.read(controller, 4096)
+                except OSError:  # EIO: every writer closed, all read
+                    break
+                if not chunk:
+                    break
+                drawn += chunk
+        finally:
+            os.close(controller)
+    assert proc.returncode == 0 and out.startswith(b"upload ") and b"\x1b" not in out
+    assert drawn.startswith(b"\r\x1b[Kaiop2p perf: dialling") and drawn.endswith(b"\r\x1b[K")
 
 
 async def test_serve_never_blocks_on_an_unread_stdout() -> None:

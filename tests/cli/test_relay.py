@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import KIB, LOOPBACK, relay, run, serve
+from .harness import KIB, LOOPBACK, daemon, free_port, relay, run, serve
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -26,6 +26,35 @@ async def test_relay_daemon_and_serve_through_it(tmp_path: Path) -> None:
             sent = await run("send", "--json", circuit, '{"via": "relay"}')
             sent.assert_ok()
             assert sent.json_lines()[0]["response"] == {"via": "relay"}
+
+
+async def test_serve_is_reachable_again_after_the_relay_restarts(tmp_path: Path) -> None:
+    """The relay stops and a new one starts with its key on its address: `serve --relay`
+    says it lost the reservation, re-reserves by itself, says so, and `send` reaches it
+    through the circuit again (no restart of serve)."""
+    relay_args = (
+        "relay", "--json", "--key", str(tmp_path / "relay.key"),
+        "--listen", f"/ip4/127.0.0.1/tcp/{free_port()}",
+    )  # fmt: skip
+    async with daemon(*relay_args) as first:
+        relay_addr = first.addr
+        async with serve(
+            "--default-rule", "allow", "--echo", "--listen", LOOPBACK,
+            "--relay", relay_addr, "--key", str(tmp_path / "server.key"), addrs=2,
+        ) as server:  # fmt: skip
+            circuit = server.addrs[1]
+            (await run("send", "--json", circuit, '"before"')).assert_ok()
+            (await first.stop()).assert_ok()
+            lost = await server.wait_for("reservation")
+            assert lost["reservation"] == "lost" and relay_addr.endswith(lost["relay"])
+            async with daemon(*relay_args) as second:
+                assert second.addr == relay_addr
+                restored = await server.wait_for("reservation")
+                assert restored["reservation"] == "restored", restored
+                assert restored["attempts"] >= 1
+                sent = await run("send", "--json", circuit, '"after"')
+                sent.assert_ok()
+                assert sent.json_lines()[0]["response"] == "after"
 
 
 async def test_ping_and_perf_dial_a_circuit_address(tmp_path: Path) -> None:

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import shlex
 import socket
 import stat
 from contextlib import closing
@@ -15,8 +17,21 @@ from typing import Any
 import pytest
 
 from aiop2p._aio.stream import Stream
+from aiop2p.cli._common import CommandIO, Output
 from aiop2p.cli.main import ECHO_PROTOCOL_ID
+from aiop2p.cli.serve import _report_connectivity
 from aiop2p.config import NodeConfig
+from aiop2p.errors import DialError
+from aiop2p.events import (
+    DirectConnectionUpgraded,
+    HolePunchFailed,
+    HolePunchStarted,
+    NetworkEvent,
+    RelayReservationLost,
+    RelayReservationRestored,
+)
+from aiop2p.identity import KeyPair
+from aiop2p.multiaddr import Multiaddr
 from aiop2p.network import DEFAULT_PROTOCOL
 from aiop2p.node import Node
 from aiop2p.protocols.perf import PERF_PROTOCOL_ID
@@ -42,16 +57,61 @@ async def test_serve_uses_the_default_key_and_every_listen_address() -> None:
         (await server.stop()).assert_ok()
 
 
-async def test_serve_text_output_is_addresses_on_stdout_and_the_notice_on_stderr() -> None:
+async def test_serve_text_output_is_addresses_on_stdout_and_the_notices_on_stderr(
+    tmp_path: Path,
+) -> None:
+    peer_id = (await run("id")).stdout.strip()
     async with daemon("serve", "--no-mdns", "--listen", LOOPBACK, addrs=0) as server:
         async with asyncio.timeout(RUN_TIMEOUT):
             line = (await server.stdout.readline()).decode()
         assert line.startswith("listening on /ip4/127.0.0.1/tcp/") and "/p2p/12D3KooW" in line
         stopped = await server.stop()
     assert (stopped.returncode, stopped.stdout) == (0, "")
-    # Secure by default, said once on stderr, naming the flag that allows requests.
-    (notice,) = stopped.stderr.splitlines()
+    address = line.split()[-1]
+    identity, notice, try_it, ping = stopped.stderr.splitlines()
+    key_file = tmp_path / "xdg" / "aiop2p" / "identity.key"
+    assert identity == f"aiop2p serve: identity {peer_id}, stored in {key_file}"
+    # Secure by default, said once, naming the flag that allows requests: no send to try.
     assert "rejecting every request" in notice and "--default-rule allow" in notice
+    assert try_it == "aiop2p serve: try it from another terminal:"
+    assert ping == f"  aiop2p ping {address}"
+
+
+@pytest.mark.parametrize("rule", ["allow", "ask"])
+async def test_serve_first_lines_give_commands_that_work(tmp_path: Path, rule: str) -> None:
+    """What ``make run`` shows first: the identity file, the addresses, and commands that
+    work as printed (the ``send`` one only when the firewall may let it through)."""
+    key, peer_id = key_of(tmp_path, "server")
+    args = ["serve", "--no-mdns", "--echo", "--default-rule", rule, "--key", key]
+    async with daemon(*args, "--listen", LOOPBACK, addrs=0) as server:
+        async with asyncio.timeout(RUN_TIMEOUT):
+            first = [(await server.stderr.readline()).decode() for _ in range(4)]
+        identity, try_it, ping, send = (line.rstrip("\n") for line in first)
+        assert identity == f"aiop2p serve: identity {peer_id}, stored in {key}"
+        assert try_it == "aiop2p serve: try it from another terminal:"
+        command = shlex.split(ping)
+        assert command[:2] == ["aiop2p", "ping"] and command[2].endswith(f"/p2p/{peer_id}")
+        (await run(*command[1:])).assert_ok()
+        hint = "   (answer the question here)"
+        assert send.endswith(hint) is (rule == "ask")
+        command = shlex.split(send.removesuffix(hint))
+        assert command[:2] == ["aiop2p", "send"] and command[2:] == [command[2], '"hello"']
+        if rule == "allow":
+            sent = await run(*command[1:])
+            sent.assert_ok()
+            assert sent.stdout == '"hello"\n'
+        stopped = await server.stop()
+    assert stopped.returncode == 0
+
+
+async def test_serve_json_says_its_identity_before_its_addresses(tmp_path: Path) -> None:
+    key, peer_id = key_of(tmp_path, "server")
+    async with serve("--default-rule", "allow", "--listen", LOOPBACK, "--key", key) as server:
+        assert server.identity == {"identity": key, "peer_id": peer_id}
+        assert server.lines == []
+        stopped = await server.stop()
+    stopped.assert_ok()
+    assert stopped.stdout == ""  # no commands to try: --json is read by programs
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
@@ -270,3 +330,33 @@ async def test_serve_by_default_does_not_offer_requests() -> None:
         assert {PING_PROTOCOL_ID, "/ipfs/id/1.0.0", PERF_PROTOCOL_ID} <= set(info["protocols"])
         with pytest.raises(PeerCommandError):  # the firewall rejects all: not negotiated
             await js.echo(server.addr, b"hello")
+
+
+def test_relay_and_hole_punch_events_are_logged() -> None:
+    """`serve` prints one line per reservation loss/restore and per hole-punch attempt and
+    outcome, on either side, in text and in JSON."""
+    peer, relay = KeyPair.generate().peer_id, KeyPair.generate().peer_id
+    events: list[NetworkEvent] = [
+        RelayReservationLost(relay, DialError("connection closed")),
+        RelayReservationRestored(relay, 3),
+        HolePunchStarted(peer, 1, initiator=False),
+        HolePunchFailed(peer, DialError("refused"), 1, initiator=False),
+        DirectConnectionUpgraded(peer, Multiaddr("/ip4/192.0.2.1/tcp/1"), 2),
+    ]
+    texts, jsons = io.StringIO(), io.StringIO()
+    for stream, as_json in ((texts, False), (jsons, True)):
+        out = Output(as_json, CommandIO(stdout=stream, stderr=stream))
+        for event in events:
+            _report_connectivity(out, event)
+    lines = texts.getvalue().splitlines()
+    assert len(lines) == 5
+    assert "reservation lost" in lines[0] and str(relay) in lines[0]
+    assert "restored (attempt 3)" in lines[1]
+    assert "attempt 1 (responder)" in lines[2]
+    assert "failed (attempt 1)" in lines[3] and "staying relayed" in lines[3]
+    assert "direct connection via /ip4/192.0.2.1/tcp/1" in lines[4]
+    objs = [json.loads(line) for line in jsons.getvalue().splitlines()]
+    assert [o.get("reservation") or o.get("hole_punch") for o in objs] == [
+        "lost", "restored", "started", "failed", "succeeded",
+    ]  # fmt: skip
+    assert objs[1]["attempts"] == 3 and objs[3]["initiator"] is False

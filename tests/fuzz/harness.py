@@ -41,7 +41,17 @@ from aiop2p.errors import P2PError
 from aiop2p.identity import KeyPair, KeyType, PeerId, PublicKey
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network.codecs import JsonCodec
-from aiop2p.protocols import dcutr, envelope, mdns, multistream, noise, relay_v2, yamux
+from aiop2p.protocols import (
+    dcutr,
+    envelope,
+    kad,
+    mdns,
+    multistream,
+    noise,
+    peer_record,
+    relay_v2,
+    yamux,
+)
 from aiop2p.protocols.identify import IdentifyMessage
 from aiop2p.protocols.role import Role
 
@@ -635,6 +645,25 @@ def _identify_target() -> Target:
     return Target("identify", [message.encode(), IdentifyMessage().encode()], run)
 
 
+def _kad_target() -> Target:
+    def run(data: bytes, rng: random.Random) -> str:
+        kad.KadMessage.decode(data, _KAD_LIMITS)
+        return OK
+
+    peers = (
+        kad.KadPeer(_ALICE.peer_id, (Multiaddr("/ip4/127.0.0.1/tcp/4001"),)),
+        kad.KadPeer(_BOB.peer_id, (), kad.ConnectionType.CONNECTED),
+    )
+    answer = kad.KadMessage(kad.MessageType.FIND_NODE, _RELAY.peer_id.to_bytes(), None, peers)
+    record = kad.KadMessage(
+        kad.MessageType.GET_VALUE, b"/pk/x", kad.KadRecord(b"/pk/x", b"value", "now")
+    )
+    return Target("kad", [answer.encode(), record.encode(), b"\x08\x05"], run)
+
+
+_KAD_LIMITS = kad.KadLimits(max_message_bytes=4096, max_peers_per_message=8, max_addrs_per_peer=8)
+
+
 def _relay_targets() -> list[Target]:
     r = relay_v2
     events = (
@@ -772,6 +801,10 @@ def _envelope_target() -> Target:
     record_domain, record_type = "libp2p-peer-record", b"\x03\x01"
     record = envelope.seal(_ALICE, record_domain, record_type, b"\x0a\x02hi").encode()
     voucher = relay_v2.make_voucher(_RELAY, _ALICE.peer_id, 2_000_000_000)
+    addrs = (Multiaddr("/ip4/192.0.2.1/tcp/4001"), Multiaddr("/dns4/example.com/tcp/443/wss"))
+    signed = peer_record.seal_peer_record(
+        _ALICE, peer_record.PeerRecord(_ALICE.peer_id, 1_700_000_000_000_000_000, addrs)
+    )
 
     def run(data: bytes, rng: random.Random) -> str:
         return _each(
@@ -779,9 +812,11 @@ def _envelope_target() -> Target:
             envelope.SignedEnvelope.decode,
             lambda raw: envelope.open(raw, record_domain, record_type),
             lambda raw: relay_v2.verify_voucher(raw, _RELAY.peer_id, _ALICE.peer_id, now=1.0),
+            peer_record.open_peer_record,
+            peer_record.PeerRecord.decode,
         )
 
-    return Target("signed-envelope", [record, voucher], run)
+    return Target("signed-envelope", [record, voucher, signed], run)
 
 
 def _mdns_target() -> Target:
@@ -911,6 +946,7 @@ def build_targets() -> list[Target]:
         _noise_transport_target(),
         _yamux_target(),
         _identify_target(),
+        _kad_target(),
         *_relay_targets(),
         *_dcutr_targets(),
         _envelope_target(),

@@ -40,7 +40,7 @@ def test_every_wire_parser_has_a_target() -> None:
     for wanted in (
         "varint", "varint-framing", "protobuf", "multistream-listener", "multistream-dialer",
         "noise-responder", "noise-initiator", "noise-payload", "noise-transport", "yamux",
-        "identify", "relay-hop-server", "relay-stop-server", "relay-hop-client",
+        "identify", "kad", "relay-hop-server", "relay-stop-server", "relay-hop-client",
         "relay-stop-client", "relay-messages", "dcutr-responder", "dcutr-initiator",
         "dcutr-messages", "signed-envelope", "mdns", "multiaddr-binary", "multiaddr-text",
         "peer-id-bytes", "peer-id-text", "public-key", "private-key", "multibase-base58",

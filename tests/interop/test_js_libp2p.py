@@ -56,6 +56,19 @@ async def test_aiop2p_identifies_js_and_js_identifies_aiop2p(node: Node, js: Pee
     assert theirs["agentVersion"].startswith("aiop2p/")
 
 
+async def test_signed_peer_records_verify_both_ways(node: Node, js: PeerProcess) -> None:
+    """js verifies the record we send in identify (it stores our addresses as certified),
+    and we verify js's (its addresses are certified in our peer store)."""
+    info = await node.identify_peer(js.addr)
+    assert info.peer_record is not None and info.peer_record_seq
+    assert str(Multiaddr(js.addr).without_peer_id()) in {str(a) for a in info.certified_addrs}
+    assert info.addrs == info.certified_addrs
+    assert node.identify is not None and node.identify.ignored_peer_records == 0
+    theirs = await retry_command(js, "peer_info", peerId=str(node.peer_id))
+    assert theirs["hasPeerRecord"], theirs
+    assert set(theirs["certifiedAddrs"]) == {str(a) for a in node.listen_addrs}, theirs
+
+
 async def test_js_dials_and_identifies_aiop2p(node: Node, js: PeerProcess) -> None:
     theirs = await js.command("identify", addr=our_addr(node))
     assert theirs["peerId"] == str(node.peer_id)

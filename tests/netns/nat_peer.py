@@ -31,7 +31,13 @@ from aiop2p.events import ListenerClosed, ListenerError, NewListenAddr
 from aiop2p.identity import PeerId
 from aiop2p.network import Network, NetworkConfig
 from aiop2p.network.firewall import FirewallRules, Rule
-from aiop2p.services.dcutr import DcutrConfig, DcutrService, HolePunchEvent, HolePunchFailed
+from aiop2p.services.dcutr import (
+    DcutrConfig,
+    DcutrService,
+    HolePunchEvent,
+    HolePunchFailed,
+    HolePunchStarted,
+)
 from aiop2p.services.relay.client import RelayClientEvent
 from aiop2p.services.relay.server import RelayServerConfig
 from aiop2p.transports.tcp import TcpTransport
@@ -59,7 +65,17 @@ def describe(conn: Connection) -> dict[str, Any]:
 
 
 def on_holepunch(event: HolePunchEvent) -> None:
-    if isinstance(event, HolePunchFailed):
+    if isinstance(event, HolePunchStarted):
+        emit(
+            {
+                "event": "holepunch_started",
+                "peerId": str(event.peer),
+                "attempt": event.attempt,
+                "initiator": event.initiator,
+                "t": stamp(),
+            }
+        )
+    elif isinstance(event, HolePunchFailed):
         causes = getattr(event.error, "causes", {}) or {}
         emit(
             {
@@ -68,6 +84,7 @@ def on_holepunch(event: HolePunchEvent) -> None:
                 "error": str(event.error),
                 "causes": {k: f"{type(v).__name__}: {v}" for k, v in causes.items()},
                 "attempts": event.attempts,
+                "initiator": event.initiator,
                 "local": [str(a) for a in event.local_addrs],
                 "remote": [str(a) for a in event.remote_addrs],
                 "t": stamp(),
@@ -80,6 +97,7 @@ def on_holepunch(event: HolePunchEvent) -> None:
                 "peerId": str(event.peer),
                 "addr": str(event.addr),
                 "attempts": event.attempts,
+                "initiator": event.initiator,
                 "t": stamp(),
             }
         )

@@ -93,6 +93,15 @@ class NatLab:
         )
         return done.stdout if done.returncode == 0 else done.stderr
 
+    def symmetric(self, router: Host, on: bool) -> None:
+        """Make ``router`` a symmetric NAT (``masquerade random``: each connection leaves
+        from a random port, so the port peers observed is not the one a hole-punch dial
+        uses and no punch can work), or a port-preserving one again."""
+        assert NFT is not None
+        run_in(router, NFT, "flush", "chain", "ip", "nat", "postrouting")
+        rule = ["oifname", "eth1", "masquerade", *(["random"] if on else [])]
+        run_in(router, NFT, "add", "rule", "ip", "nat", "postrouting", *rule)
+
     def destroy(self) -> None:
         self.topology.destroy()
 

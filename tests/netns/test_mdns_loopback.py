@@ -226,8 +226,10 @@ async def serve_json(host: Host, *args: str) -> tuple[asyncio.subprocess.Process
     assert proc.stdout is not None
     try:
         async with asyncio.timeout(RUN_CAP):
-            line = await proc.stdout.readline()
-        address: str = json.loads(line)["address"]
+            obj = json.loads(await proc.stdout.readline())
+            if "identity" in obj:  # serve names its identity first
+                obj = json.loads(await proc.stdout.readline())
+        address: str = obj["address"]
     except BaseException:
         proc.kill()
         await proc.wait()

@@ -143,7 +143,8 @@ async def test_refused_reservation_and_relay_restart(lab: NatLab, peers: AsyncEx
     assert refused["errorType"] == "ReservationRefusedError", refused
     assert "RESERVATION_REFUSED" in refused["error"] or "200" in refused["error"], refused
 
-    # A relay that restarts (same identity, same port): A notices, then listens again.
+    # A relay that restarts (same identity, same port): A notices, and re-reserves by
+    # itself (capped backoff) once it is back: B reaches A through it again.
     seed = ["--seed", "7"]
     relay, relay_addr = await start_relay(peers, lab, RELAY_PORT + 2, *seed)
     b = await start(peers, lab.b)
@@ -158,8 +159,9 @@ async def test_refused_reservation_and_relay_restart(lab: NatLab, peers: AsyncEx
 
     relay2, relay_addr2 = await start_relay(peers, lab, RELAY_PORT + 2, *seed)
     assert relay2.peer_id == relay.peer_id and relay_addr2 == relay_addr
-    again = await ok(a, {"cmd": "listen_relay", "relay": relay.peer_id, "relayAddr": relay_addr})
-    assert again["addr"] == circuit
+    await a.wait_for(
+        lambda: any(e["kind"] == "ReservationRestored" for e in events(a, "relay")), 20
+    )
     answer = await ok(
         b, {"cmd": "request", "peerId": a.peer_id, "data": "after", "addrs": [circuit]}
     )
@@ -233,3 +235,46 @@ async def test_hole_punching_through_both_nats(lab: NatLab, peers: AsyncExitStac
     await b.wait_for(lambda: relayed_closed(b, a), 15)
     conns = (await ok(a, {"cmd": "conns", "peerId": b.peer_id}))["conns"]
     assert conns and not any(c["relayed"] for c in conns), conns
+
+
+@pytest.mark.timeout(120)
+async def test_failed_punch_behind_a_symmetric_nat_is_reported_and_stays_relayed(
+    lab: NatLab, peers: AsyncExitStack
+) -> None:
+    """B's NAT randomises ports: every punch fails.  Both sides say so (events with the
+    attempt numbers, initiator and responder), and the relay keeps carrying requests."""
+    lab.symmetric(lab.router_b, True)
+    try:
+        relay, relay_addr = await start_relay(peers, lab, RELAY_PORT + 4)
+        a = await start(peers, lab.a, "--dcutr")
+        b = await start(peers, lab.b, "--dcutr")
+        circuit = (
+            await ok(a, {"cmd": "listen_relay", "relay": relay.peer_id, "relayAddr": relay_addr})
+        )["addr"]
+        await ok(b, {"cmd": "dial", "addr": relay_addr})
+        first = await ok(
+            b, {"cmd": "request", "peerId": a.peer_id, "data": "via relay", "addrs": [circuit]}
+        )
+        assert first["response"]["echo"] == "via relay"
+        await a.wait_for(lambda: bool(events(a, "holepunch_failed") or events(a, "upgraded")), 60)
+        assert not events(a, "upgraded"), events(a, "upgraded")
+        (failed_a,) = events(a, "holepunch_failed")
+        assert failed_a["initiator"] and failed_a["attempts"] == 3, failed_a
+        assert [e["attempt"] for e in events(a, "holepunch_started")] == [1, 2, 3]
+        await b.wait_for(lambda: len(events(b, "holepunch_failed")) == 3, 30)
+        assert not events(b, "upgraded"), events(b, "upgraded")
+        failed_b = events(b, "holepunch_failed")
+        assert [(e["initiator"], e["attempts"]) for e in failed_b] == [
+            (False, 1), (False, 2), (False, 3),
+        ], failed_b  # fmt: skip
+        started_b = events(b, "holepunch_started")
+        assert [(e["initiator"], e["attempt"]) for e in started_b] == [
+            (False, 1), (False, 2), (False, 3),
+        ], started_b  # fmt: skip
+        # The relayed connection was never touched: requests still go through it.
+        for data in ("still relayed", "and again"):
+            answer = await ok(b, {"cmd": "request", "peerId": a.peer_id, "data": data})
+            assert answer["response"]["echo"] == data
+            assert all(c["relayed"] for c in answer["conns"]), answer
+    finally:
+        lab.symmetric(lab.router_b, False)

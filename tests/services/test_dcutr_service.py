@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
+from aiop2p._aio.connection import Connection
 from aiop2p._aio.stream import Stream
 from aiop2p.config import NodeConfig
 from aiop2p.errors import DialError, P2PError
@@ -23,6 +24,7 @@ from aiop2p.services.dcutr import (
     DirectConnectionUpgraded,
     HolePunchEvent,
     HolePunchFailed,
+    HolePunchStarted,
 )
 from aiop2p.services.relay.client import RelayClient
 from aiop2p.services.relay.server import RelayServer
@@ -51,7 +53,12 @@ async def echo(node: Node, target: object, payload: bytes) -> tuple[bytes, Strea
 class Peer:
     node: Node
     dcutr: DcutrService
-    events: list[HolePunchEvent]
+    all_events: list[HolePunchEvent]
+
+    @property
+    def events(self) -> list[HolePunchEvent]:
+        """Outcomes only (upgrades and failures), without the attempts started."""
+        return [e for e in self.all_events if not isinstance(e, HolePunchStarted)]
 
 
 @dataclass
@@ -159,11 +166,12 @@ async def test_failure_keeps_the_relayed_connection(make_setup) -> None:  # type
     assert data == b"relayed" and stream.connection.is_relayed
 
 
-async def test_every_attempt_fails_when_the_peer_cannot_be_reached(make_setup) -> None:  # type: ignore[no-untyped-def]
-    # B advertises its real observed address, but A's dials cannot succeed: B's listener
-    # refuses them (closed) and B's own dials land on a closed port.  Three attempts.
-    fast = DcutrConfig(allow_loopback_addrs=True, unilateral_upgrade=False, connect_timeout=1.0)
-    s: Setup = await make_setup(fast, fast)
+FAST_FAIL = DcutrConfig(allow_loopback_addrs=True, unilateral_upgrade=False, connect_timeout=1.0)
+
+
+async def relayed_to_closed_ports(s: Setup) -> Connection:
+    """B's relayed connection to A once both closed their TCP listeners: each offers its
+    observed address (its listen port, now closed on loopback), so every punch fails."""
     relayed = await s.b.node.dial(s.circuit)
     await wait_for(lambda: s.a.node.is_connected(s.b.node.peer_id))
     # Both close their TCP listeners: every direct dial is refused from now on.
@@ -173,9 +181,17 @@ async def test_every_attempt_fails_when_the_peer_cannot_be_reached(make_setup) -
                 await peer.node.stop_listening_addr(addr)
     # A fresh relayed connection starts a fresh upgrade.
     await relayed.close()
-    s.a.events.clear()
+    for peer in (s.a, s.b):
+        peer.all_events.clear()
     await wait_for(lambda: not s.a.node.is_connected(s.b.node.peer_id))
-    relayed = await s.b.node.dial(s.circuit)
+    return await s.b.node.dial(s.circuit)
+
+
+async def test_every_attempt_fails_when_the_peer_cannot_be_reached(make_setup) -> None:  # type: ignore[no-untyped-def]
+    # B advertises its real observed address, but A's dials cannot succeed: B's listener
+    # refuses them (closed) and B's own dials land on a closed port.  Three attempts.
+    s: Setup = await make_setup(FAST_FAIL, FAST_FAIL)
+    relayed = await relayed_to_closed_ports(s)
     await wait_for(lambda: bool(s.a.events), cap=20)
     event = s.a.events[-1]
     if isinstance(event, DirectConnectionUpgraded):
@@ -183,6 +199,57 @@ async def test_every_attempt_fails_when_the_peer_cannot_be_reached(make_setup) -
     assert isinstance(event, HolePunchFailed)
     assert event.attempts == 3
     assert set(event.error.causes) == {"attempt 1", "attempt 2", "attempt 3"}  # type: ignore[attr-defined]
+    assert not relayed.is_closed
+
+
+async def test_failed_punch_is_reported_on_both_sides_and_relayed_requests_work(  # type: ignore[no-untyped-def]
+    make_setup,
+) -> None:
+    s: Setup = await make_setup(FAST_FAIL, FAST_FAIL)
+    relayed = await relayed_to_closed_ports(s)
+    a_id, b_id = s.a.node.peer_id, s.b.node.peer_id
+    await wait_for(lambda: bool(s.a.events) and len(s.b.events) == 3, cap=20)
+    # The initiator (A, reached through the relay): three attempts, one final failure.
+    started_a = [e for e in s.a.all_events if isinstance(e, HolePunchStarted)]
+    assert started_a == [HolePunchStarted(b_id, n, initiator=True) for n in (1, 2, 3)]
+    (failed_a,) = s.a.events
+    assert isinstance(failed_a, HolePunchFailed)
+    assert (failed_a.peer, failed_a.attempts, failed_a.initiator) == (b_id, 3, True)
+    # The responder (B): each exchange it answered started and failed, numbered.
+    started_b = [e for e in s.b.all_events if isinstance(e, HolePunchStarted)]
+    assert started_b == [HolePunchStarted(a_id, n, initiator=False) for n in (1, 2, 3)]
+    for n, event in enumerate(s.b.events, start=1):
+        assert isinstance(event, HolePunchFailed), event
+        assert (event.peer, event.attempts, event.initiator) == (a_id, n, False)
+        assert isinstance(event.error, P2PError) and event.remote_addrs
+    # The relayed connection still carries requests, both ways.
+    assert not relayed.is_closed
+    data, stream = await echo(s.b.node, a_id, b"relayed")
+    assert data == b"relayed" and stream.connection is relayed
+    data, stream = await echo(s.a.node, b_id, b"back")
+    assert data == b"back" and stream.connection.is_relayed
+
+
+@pytest.mark.parametrize("garbage", [b"\x04\xff\xff\xff\xff", b"\xff" * 12, b""])
+async def test_hostile_initiator_is_reported_by_the_responder(  # type: ignore[no-untyped-def]
+    make_setup, garbage
+) -> None:
+    """A peer opens DCUtR and sends garbage (or nothing, then EOF): the answering side
+    reports a failed punch, no traceback, and the relayed connection keeps working."""
+    # A offers nothing (loopback filtered out), so it never starts a DCUtR exchange itself.
+    s: Setup = await make_setup(DcutrConfig(unilateral_upgrade=False), LOOPBACK)
+    relayed = await s.b.node.dial(s.circuit)
+    await wait_for(lambda: bool(s.a.events), cap=10)
+    inbound = next(c for c in s.a.node.connections_to(s.b.node.peer_id) if c.is_relayed)
+    stream = await inbound.new_stream("/libp2p/dcutr")
+    await stream.write(garbage)
+    await stream.close()
+    await wait_for(lambda: bool(s.b.events), cap=15)
+    (failed,) = s.b.events
+    assert isinstance(failed, HolePunchFailed) and not failed.initiator
+    assert failed.attempts == 1 and isinstance(failed.error, P2PError)
+    assert s.b.all_events[0] == HolePunchStarted(s.a.node.peer_id, 1, initiator=False)
+    assert (await echo(s.b.node, s.a.node.peer_id, b"fine"))[0] == b"fine"
     assert not relayed.is_closed
 
 

@@ -19,6 +19,16 @@ async def test_perf_moves_the_requested_bytes(node_pair: tuple[Node, Node]) -> N
     assert result.upload_mib_s > 0 and result.download_mib_s > 0
 
 
+async def test_progress_is_told_the_bytes_moved_so_far(node_pair: tuple[Node, Node]) -> None:
+    a, b = node_pair
+    seen: list[tuple[int, int]] = []
+    target = b.listen_addrs[0].with_peer_id(b.peer_id)
+    await a.perf(target, upload=1 << 20, download=3 << 19, progress=lambda *n: seen.append(n))
+    assert seen == sorted(seen) and len(seen) >= 4  # 256 KiB chunks: 4 uploaded, more read
+    assert seen[3] == (1 << 20, 0)  # the upload first, whole
+    assert seen[-1] == (1 << 20, 3 << 19)
+
+
 async def test_upload_only_counts_all_time_as_upload(node_pair: tuple[Node, Node]) -> None:
     a, b = node_pair
     result = await a.perf(b.listen_addrs[0].with_peer_id(b.peer_id), upload=1 << 20, download=0)

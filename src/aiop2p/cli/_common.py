@@ -10,15 +10,17 @@ import select
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from ..config import NodeConfig
-from ..errors import InvalidArgumentError
-from ..identity import KeyPair
+from ..config import KadConfig, NodeConfig
+from ..errors import InvalidArgumentError, InvalidMultiaddrError, InvalidPeerIdError
+from ..identity import KeyPair, PeerId
+from ..multiaddr import Multiaddr
 from ..network import Network
 from ..network.codecs import Codec, RawCodec
 from ..network.firewall import FirewallRules
@@ -26,14 +28,20 @@ from ..network.firewall import FirewallRules
 __all__ = [
     "MAX_QUEUED_OUTPUT_BYTES",
     "OUTPUT_DRAIN_TIMEOUT_SECONDS",
+    "PROGRESS_INTERVAL_SECONDS",
+    "TARGET_HELP",
     "CommandIO",
     "Output",
+    "Progress",
+    "add_dht_arguments",
     "default_address_book_path",
     "default_key_path",
     "default_relay_key_path",
     "describe",
+    "dht_config",
     "dialing_network",
     "load_key",
+    "parse_target",
     "stop_on_signals",
 ]
 
@@ -44,6 +52,8 @@ through when nothing else waits)."""
 OUTPUT_DRAIN_TIMEOUT_SECONDS: Final = 2.0
 """At exit, how long the queued output lines may take to be written before they are
 given up (the reader may never come back)."""
+PROGRESS_INTERVAL_SECONDS: Final = 0.1
+"""A progress line is rewritten at most this often (a terminal need not redraw faster)."""
 
 
 def default_key_path() -> Path:
@@ -76,23 +86,87 @@ def load_key(path: str | None, *, default: Path | None = None) -> KeyPair:
 
 
 def dialing_network(
-    key: KeyPair | None = None, *, codec: Codec | None = None, timeout: float | None = None
+    key: KeyPair | None = None,
+    *,
+    codec: Codec | None = None,
+    timeout: float | None = None,
+    kad: KadConfig | None = None,
 ) -> Network[Any, Any]:
     """The network ``ping``, ``perf`` and ``send`` dial through, so each reaches every
     address kind the library does (TCP, WebSocket, DNS, circuit addresses via the relay
-    client).  It only asks: nothing may send it requests, no mDNS.  ``timeout`` (seconds)
-    bounds each dial, handshake and request."""
+    client), and peers by id alone with ``kad`` (the DHT).  It only asks: nothing may
+    send it requests, no mDNS.  ``timeout`` (seconds) bounds each dial, handshake and
+    request."""
     overrides: dict[str, Any] = {}
+    node = NodeConfig(kad=kad)
     if timeout is not None:
         overrides["request_timeout"] = timeout
-        overrides["node"] = replace(NodeConfig(), dial_timeout=timeout, handshake_timeout=timeout)
+        node = replace(node, dial_timeout=timeout, handshake_timeout=timeout)
     return Network(
         key,
         firewall=FirewallRules.allow_none(),
         codec=codec or RawCodec(),
         mdns=None,
+        node=node,
         **overrides,
     )
+
+
+def add_dht_arguments(parser: Any, *, mode_default: str | None = None) -> None:
+    """``--bootstrap`` (repeatable) and, with ``mode_default``, ``--dht-mode``."""
+    parser.add_argument(
+        "--bootstrap",
+        action="append",
+        metavar="MULTIADDR",
+        help="join the Kademlia DHT through this peer (its address with /p2p/<id>); repeatable",
+    )
+    if mode_default is not None:
+        parser.add_argument(
+            "--dht-mode",
+            choices=("client", "server"),
+            default=None,
+            help="server answers DHT queries and is findable by its id from the DHT alone "
+            "(public or private deployments: a LAN, loopback); client only asks "
+            f"(default: {mode_default} when the DHT is on)",
+        )
+
+
+def dht_config(
+    bootstrap: list[str] | None, mode: str | None, *, default_mode: str, always: bool = False
+) -> KadConfig | None:
+    """The DHT settings the flags ask for; None when neither flag is given (and not
+    ``always``)."""
+    if not bootstrap and mode is None and not always:
+        return None
+    addrs = tuple(Multiaddr(a) for a in bootstrap or ())
+    for addr in addrs:
+        if addr.peer_id is None:
+            raise InvalidArgumentError(f"--bootstrap needs the peer's /p2p/<id>: {addr}")
+    chosen = mode or default_mode
+    if chosen not in ("client", "server"):
+        raise InvalidArgumentError(f"--dht-mode must be client or server: {chosen}")
+    return KadConfig(mode="server" if chosen == "server" else "client", bootstrap=addrs)
+
+
+TARGET_HELP: Final = "a multiaddr, or a bare peer id with --bootstrap (found through the DHT)"
+
+
+def parse_target(text: str, bootstrap: list[str] | None) -> Multiaddr | PeerId:
+    """A multiaddr, or a bare peer id (found through the DHT, so ``--bootstrap`` is
+    required)."""
+    if text.startswith("/"):
+        return Multiaddr(text)
+    try:
+        peer = PeerId.from_string(text)
+    except InvalidPeerIdError as exc:
+        raise InvalidMultiaddrError(
+            f"{text!r} is neither a multiaddr nor a peer id ({exc})"
+        ) from None
+    if not bootstrap:
+        raise InvalidArgumentError(
+            f"{text} is a bare peer id: give --bootstrap MULTIADDR to find it through the DHT"
+        )
+    return peer
 
 
 @dataclass(frozen=True)
@@ -177,6 +251,59 @@ class Output:
         if self.as_json:
             print(json.dumps({"error": message, "type": type_name}), file=io.stdout, flush=True)
         print(f"aiop2p {command}: {message}", file=io.stderr, flush=True)
+
+
+class Progress:
+    """One status line on stderr, rewritten in place while a long command runs (``perf``,
+    ``discover``) and erased when it ends — only on a terminal: a pipe, a file or ``--json``
+    gets nothing, since their reader is a program that wants the results alone."""
+
+    def __init__(self, out: Output, command: str) -> None:
+        self._stream = out.io.stderr
+        self.enabled = not out.as_json and self._stream.isatty()
+        self._prefix = f"aiop2p {command}: "
+        self._shown_at: float | None = None
+
+    def show(self, text: str) -> None:
+        """Replace the line with ``text``, unless it was replaced a moment ago."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self._shown_at is not None and now - self._shown_at < PROGRESS_INTERVAL_SECONDS:
+            return
+        self._shown_at = now
+        self._stream.write(f"\r\x1b[K{self._prefix}{text}")  # to the line start, clear it
+        self._stream.flush()
+
+    @contextmanager
+    def ticking(self, show: Callable[[], None], interval: float = 0.5) -> Iterator[None]:
+        """Call ``show`` now and every ``interval`` seconds while the block runs, so that a
+        countdown moves when nothing else happens."""
+        if not self.enabled:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        handle: asyncio.TimerHandle | None = None
+
+        def tick() -> None:
+            nonlocal handle
+            show()
+            handle = loop.call_later(interval, tick)
+
+        tick()
+        try:
+            yield
+        finally:
+            assert handle is not None
+            handle.cancel()
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._shown_at is not None:
+            self._stream.write("\r\x1b[K")  # the results, or the error line, start clean
+            self._stream.flush()
 
 
 class _LineWriter:

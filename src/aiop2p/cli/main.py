@@ -13,23 +13,44 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from contextlib import redirect_stderr, redirect_stdout
+from typing import Any, Final
 
+from .._version import __version__
+from ..config import KadConfig
 from ..errors import P2PError
+from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL
+from ..services.mdns import MdnsEvent, PeerDiscovered
 from . import relay, send, serve
 from ._common import (
+    TARGET_HELP,
     CommandIO,
     Output,
+    Progress,
+    add_dht_arguments,
     default_key_path,
     default_relay_key_path,
     describe,
+    dht_config,
     dialing_network,
     load_key,
+    parse_target,
 )
 from .discover import add_mdns_interface_argument, discover, mdns_config
 
-__all__ = ["ECHO_PROTOCOL_ID", "CommandIO", "default_key_path", "loop_factory", "main", "run"]
+__all__ = [
+    "ECHO_PROTOCOL_ID",
+    "ArgumentParser",
+    "CommandIO",
+    "HelpFormatter",
+    "default_key_path",
+    "loop_factory",
+    "main",
+    "run",
+]
+
+MIB: Final = 1 << 20
 
 ECHO_PROTOCOL_ID = DEFAULT_PROTOCOL
 """The request protocol; ``serve --echo`` answers each approved request on it."""
@@ -42,10 +63,13 @@ async def cmd_id(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
-    target = Multiaddr(args.address)
-    async with dialing_network() as net:
+    target = parse_target(args.address, args.bootstrap)
+    async with dialing_network(kad=_dht(args)) as net:
         node = net._node
-        conn = await node.dial(target)
+        if isinstance(target, Multiaddr):
+            conn = await node.dial(target)
+        else:
+            conn = await node.connect(target)
         answered = 0
         for seq in range(args.count):
             try:
@@ -69,9 +93,21 @@ async def cmd_ping(args: argparse.Namespace, out: Output) -> int:
 
 
 async def cmd_perf(args: argparse.Namespace, out: Output) -> int:
-    target = Multiaddr(args.address)
-    async with dialing_network() as net:
-        result = await net._node.perf(target, upload=args.upload, download=args.download)
+    target = parse_target(args.address, args.bootstrap)
+    upload, download = args.upload / MIB, args.download / MIB
+    with Progress(out, "perf") as progress:
+
+        def show(sent: int, received: int) -> None:
+            progress.show(
+                f"uploaded {sent / MIB:.1f} of {upload:.1f} MiB, "
+                f"downloaded {received / MIB:.1f} of {download:.1f} MiB"
+            )
+
+        progress.show("dialling")
+        async with dialing_network(kad=_dht(args)) as net:
+            result = await net._node.perf(
+                target, upload=args.upload, download=args.download, progress=show
+            )
     out.emit(
         f"upload {result.upload_mib_s:.1f} MiB/s, download {result.download_mib_s:.1f} MiB/s",
         upload_bytes=result.upload_bytes,
@@ -84,11 +120,30 @@ async def cmd_perf(args: argparse.Namespace, out: Output) -> int:
 
 async def cmd_discover(args: argparse.Namespace, out: Output) -> int:
     config = mdns_config(args.mdns_interface, include_loopback=True)
-    for found in await discover(args.seconds, config=config):
+    seconds: float = args.seconds
+    with Progress(out, "discover") as progress:
+        peers: set[PeerId] = set()
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+
+        def show(event: MdnsEvent | None = None) -> None:
+            if isinstance(event, PeerDiscovered):
+                peers.add(event.peer)
+            found = f"{len(peers)} peer{'' if len(peers) == 1 else 's'} found"
+            progress.show(f"{found}, {max(0.0, end - loop.time()):.0f} s left")
+
+        with progress.ticking(show):
+            results = await discover(seconds, config=config, on_event=show)
+    for found in results:
         addrs = [str(a.with_peer_id(found.peer)) for a in found.addrs]
         # The JSON key stays ``peer_id`` (the CLI's output, as ``aiop2p id`` prints it).
         out.emit(" ".join([str(found.peer), *addrs]), peer_id=str(found.peer), addrs=addrs)
     return 0
+
+
+def _dht(args: argparse.Namespace) -> KadConfig | None:
+    """A DHT client when ``--bootstrap`` is given (to reach a bare peer id)."""
+    return dht_config(args.bootstrap, None, default_mode="client")
 
 
 def _positive_int(text: str) -> int:
@@ -113,46 +168,107 @@ def _byte_count(text: str) -> int:
 
 
 def _key_help(default: object) -> str:
-    return f"key file (default {default}); created if missing, in an existing directory"
+    return f"key file, created if missing, in an existing directory (default: {default})"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Every default in the help: ``(default: X)`` after an option's text unless the text
+    already says its default or there is none to say (no value, a flag that is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help
+        default = action.default
+        if text is None or "default" in text or default in (None, False, argparse.SUPPRESS):
+            return text
+        if not action.option_strings and action.nargs not in ("?", "*"):
+            return text  # a positional argument that must be given
+        return f"{text} (default: %(default)s)"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The parser of ``aiop2p`` and of each of its commands: help by :class:`HelpFormatter`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+
+DESCRIPTION = (
+    "Run a peer behind a firewall, send it requests, find peers on the LAN, and ping or "
+    "measure any libp2p peer. Every command takes --json to print one JSON object per line; "
+    "errors are one line on stderr and a non-zero exit status."
+)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aiop2p", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="aiop2p", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"aiop2p {__version__}")
     parser.add_argument(
         "--no-uvloop",
         action="store_true",
         help="run on asyncio's default event loop even if uvloop is installed",
     )
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="one JSON object per line")
-    sub = parser.add_subparsers(dest="command", required=True)
+    common = ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print one JSON object per line")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
     key_help = _key_help(default_key_path())
 
-    p = sub.add_parser("id", parents=[common], help="print our peer id")
-    p.add_argument("--key", help=key_help)
+    p = sub.add_parser(
+        "id", parents=[common], help="print our peer id", description="Print our peer id."
+    )
+    p.add_argument("--key", metavar="FILE", help=key_help)
     p.set_defaults(run=cmd_id)
 
     serve.add_parser(sub, common, key_help)
     relay.add_parser(sub, common, _key_help(default_relay_key_path()))
     send.add_parser(sub, common)
 
-    p = sub.add_parser("discover", parents=[common], help="list peers found on the LAN (mDNS)")
+    p = sub.add_parser(
+        "discover",
+        parents=[common],
+        help="list peers found on the LAN (mDNS)",
+        description="Ask the LAN for libp2p peers (mDNS) and list those that answered, one "
+        "per line with their addresses. A terminal shows the progress on stderr (not with "
+        "--json).",
+    )
     p.add_argument(
-        "--seconds", type=_positive_float, default=3.0, help="how long to listen (default 3)"
+        "--seconds", type=_positive_float, default=3.0, metavar="S", help="how long to listen"
     )
     add_mdns_interface_argument(p)
     p.set_defaults(run=cmd_discover)
 
-    p = sub.add_parser("ping", parents=[common], help="ping a peer (/ipfs/ping/1.0.0)")
-    p.add_argument("address", metavar="MULTIADDR")
-    p.add_argument("-n", "--count", type=_positive_int, default=1, help="pings to send")
-    p.add_argument("--timeout", type=_positive_float, default=10.0, help="seconds per ping")
+    p = sub.add_parser(
+        "ping",
+        parents=[common],
+        help="ping a peer (/ipfs/ping/1.0.0)",
+        description="Ping any libp2p peer and print each round trip. Exit status 0 only "
+        "if every ping was answered.",
+    )
+    p.add_argument("address", metavar="TARGET", help=TARGET_HELP)
+    add_dht_arguments(p)
+    p.add_argument(
+        "-n", "--count", type=_positive_int, default=1, metavar="N", help="pings to send"
+    )
+    p.add_argument(
+        "--timeout", type=_positive_float, default=10.0, metavar="S", help="seconds per ping"
+    )
     p.set_defaults(run=cmd_ping)
 
-    p = sub.add_parser("perf", parents=[common], help="measure throughput (/perf/1.0.0)")
-    p.add_argument("address", metavar="MULTIADDR")
-    p.add_argument("--upload", type=_byte_count, default=64 << 20, metavar="BYTES")
-    p.add_argument("--download", type=_byte_count, default=64 << 20, metavar="BYTES")
+    p = sub.add_parser(
+        "perf",
+        parents=[common],
+        help="measure throughput (/perf/1.0.0)",
+        description="Measure the throughput to any libp2p peer: upload, then download, "
+        "on one stream. A terminal shows the progress on stderr (not with --json).",
+    )
+    p.add_argument("address", metavar="TARGET", help=TARGET_HELP)
+    add_dht_arguments(p)
+    p.add_argument(
+        "--upload", type=_byte_count, default=64 << 20, metavar="BYTES", help="bytes to send"
+    )
+    p.add_argument(
+        "--download", type=_byte_count, default=64 << 20, metavar="BYTES", help="bytes to receive"
+    )
     p.set_defaults(run=cmd_perf)
     return parser
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..config import NodeConfig
 from ..network import Network
 from ..network.firewall import FirewallRules
 from ..services.relay.server import RelayServerConfig
-from ._common import Output, default_relay_key_path, load_key, stop_on_signals
+from ._common import (
+    Output,
+    add_dht_arguments,
+    default_relay_key_path,
+    dht_config,
+    load_key,
+    stop_on_signals,
+)
 
 __all__ = ["add_parser", "cmd_relay"]
 
@@ -30,12 +38,16 @@ async def cmd_relay(args: argparse.Namespace, out: Output) -> int:
         for name, _, _ in _LIMITS
     }
     config = RelayServerConfig(**limits)
+    # A relay is also a DHT server (its peers find each other by id through it), unless
+    # --no-dht.
+    kad = dht_config(args.bootstrap, "server", default_mode="server") if args.dht else None
     # A relay answers no requests of its own: reject all, and no LAN discovery.
     net: Network[Any, Any] = Network(
         load_key(args.key, default=default_relay_key_path()),  # not the peer's identity
         firewall=FirewallRules.allow_none(),
         relay_server=config,
         mdns=None,
+        node=NodeConfig(kad=kad),
     )
     with stop_on_signals(out.io) as stop:
         async with net:
@@ -48,6 +60,12 @@ async def cmd_relay(args: argparse.Namespace, out: Output) -> int:
                 "limits: " + ", ".join(f"{k}={v}" for k, v in limits.items()),
                 limits=limits,
             )
+            if kad is not None:
+                out.emit(
+                    f"dht: server mode, joining through {len(kad.bootstrap)} peers",
+                    dht_mode=kad.mode,
+                    bootstrap=[str(a) for a in kad.bootstrap],
+                )
             await stop.wait()
     return 0
 
@@ -57,18 +75,30 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         "relay",
         parents=[common],
         help="run a circuit relay v2 daemon until SIGINT/SIGTERM",
-        description="Relay end-to-end encrypted traffic for peers that hold a reservation.",
+        description="Relay end-to-end encrypted traffic for peers that hold a reservation, "
+        "within the limits below, until SIGINT or SIGTERM.",
     )
     p.add_argument(
-        "--listen", action="append", metavar="MULTIADDR", help="repeatable (default tcp 4001)"
+        "--listen",
+        action="append",
+        metavar="MULTIADDR",
+        help="listen on this address; repeatable (default: /ip4/0.0.0.0/tcp/4001)",
     )
-    p.add_argument("--key", help=key_help)
+    p.add_argument("--key", metavar="FILE", help=key_help)
+    p.add_argument(
+        "--dht",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve the Kademlia DHT (server mode) so peers find each other by id (default: on)",
+    )
+    add_dht_arguments(p)
     defaults = RelayServerConfig()
     for name, kind, text in _LIMITS:
         p.add_argument(
             "--" + name.replace("_", "-"),
             type=kind,
             default=None,
-            help=f"{text} (default {getattr(defaults, name)})",
+            metavar="N" if kind is int else "S",
+            help=f"{text} (default: {getattr(defaults, name)})",
         )
     p.set_defaults(run=cmd_relay)

@@ -19,11 +19,19 @@ from ..errors import (
     ResponseOmittedError,
     UnsupportedProtocolsError,
 )
-from ..identity import KeyPair
+from ..identity import KeyPair, PeerId
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL
 from ..network.codecs import CodecError, JsonCodec, RawCodec, json_loads
-from ._common import Output, describe, dialing_network, load_key
+from ._common import (
+    Output,
+    add_dht_arguments,
+    describe,
+    dht_config,
+    dialing_network,
+    load_key,
+    parse_target,
+)
 
 __all__ = ["cmd_send"]
 
@@ -45,7 +53,7 @@ def _reason(exc: RequestError, timeout: float) -> str:
 
 
 async def cmd_send(args: argparse.Namespace, out: Output) -> int:
-    target = Multiaddr(args.address)
+    target = parse_target(args.address, args.bootstrap)
     if args.raw:
         value: Any = args.request.encode()
     else:
@@ -57,16 +65,21 @@ async def cmd_send(args: argparse.Namespace, out: Output) -> int:
             return 2
     key = load_key(args.key) if args.key else KeyPair.generate()
     timeout: float = args.timeout
-    net = dialing_network(key, codec=RawCodec() if args.raw else JsonCodec(), timeout=timeout)
+    kad = dht_config(args.bootstrap, None, default_mode="client")
+    codec = RawCodec() if args.raw else JsonCodec()
+    net = dialing_network(key, codec=codec, timeout=timeout, kad=kad)
     async with net:
-        peer = target.peer_id
+        peer = target if isinstance(target, PeerId) else target.peer_id
         try:
             # Any peer answering there: learn its id by dialling.  A circuit address is
-            # dialled as given too: without a target its last /p2p is the relay's.
-            if peer is None or target.is_circuit:
-                peer = (await net._node.dial(target)).remote_peer
-            else:
-                net.add_address(peer, target.without_peer_id())
+            # dialled as given too: without a target its last /p2p is the relay's.  A
+            # bare peer id is found through the DHT by the dialer.
+            if isinstance(target, Multiaddr):
+                if peer is None or target.is_circuit:
+                    peer = (await net._node.dial(target)).remote_peer
+                else:
+                    net.add_address(peer, target.without_peer_id())
+            assert peer is not None
             response = await net.send_request(peer, value)
         except RequestError as exc:
             out.error("send", _reason(exc, timeout), type(exc).__name__)
@@ -103,15 +116,25 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Send one request and print the response. Exit status 1 with a "
         "one-line reason when rejected, timed out or unreachable.",
     )
-    p.add_argument("address", metavar="MULTIADDR", help="where the peer is, /p2p/<id> optional")
+    p.add_argument(
+        "address",
+        metavar="TARGET",
+        help="where the peer is (a multiaddr, /p2p/<id> optional), or a bare peer id with "
+        "--bootstrap (found through the DHT)",
+    )
+    add_dht_arguments(p)
     p.add_argument("request", metavar="JSON", help="the request value (text with --raw)")
     p.add_argument(
-        "--timeout", type=_positive_float, default=10.0, help="seconds for the whole exchange"
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds for the whole exchange",
     )
     p.add_argument(
         "--raw", action="store_true", help="send the text as bytes, print the response bytes"
     )
-    p.add_argument("--key", help="key file to send as (default: a fresh identity)")
+    p.add_argument("--key", metavar="FILE", help="key file to send as (default: a fresh identity)")
     p.set_defaults(run=cmd_send)
 
 

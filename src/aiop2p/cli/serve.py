@@ -12,16 +12,35 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..config import NodeConfig
 from ..errors import InvalidArgumentError, InvalidStateError, P2PError
-from ..events import InboundRequestFailed
+from ..events import (
+    DirectConnectionUpgraded,
+    HolePunchFailed,
+    HolePunchStarted,
+    InboundRequestFailed,
+    ListenerError,
+    NetworkEvent,
+    RelayReservationLost,
+    RelayReservationRestored,
+)
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..network import DEFAULT_PROTOCOL, InboundRequest, Network
 from ..network.codecs import RawCodec, json_loads
 from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule
-from ._common import Output, default_address_book_path, load_key, stop_on_signals
+from ._common import (
+    Output,
+    add_dht_arguments,
+    default_address_book_path,
+    default_key_path,
+    dht_config,
+    load_key,
+    stop_on_signals,
+)
 from .discover import add_mdns_interface_argument, mdns_config
 from .firewall_prompt import FirewallPrompter, LineReader, is_ping
+from .startup import announce_identity, suggest_commands
 
 __all__ = ["DEFAULT_RULES", "RequestView", "build_firewall", "cmd_serve", "request_view"]
 
@@ -30,6 +49,8 @@ DEFAULT_RULES: dict[str, Rule[Any] | None] = {
     "reject": Rule.reject_all(),
     "ask": None,  # no default: each new peer is asked for its rule
 }
+DEFAULT_LISTEN = "/ip4/0.0.0.0/tcp/0"
+"""``--listen``: every interface, a port the system picks."""
 DEFAULT_MAX_CONCURRENT_REQUESTS = 256
 """``--max-concurrent-requests``: answers in progress at once (each may wait for a slow
 reader until the request timeout)."""
@@ -90,7 +111,7 @@ def build_firewall(args: argparse.Namespace) -> tuple[FirewallRules[Any], bool]:
 
 async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     key = load_key(args.key)
-    listen = args.listen or ["/ip4/0.0.0.0/tcp/0"]
+    listen = args.listen or [DEFAULT_LISTEN]
     addrs = [Multiaddr(a) for a in listen]  # a malformed one fails before any listening
     relays = [Multiaddr(a) for a in args.relay or []]
     for relay_addr in relays:
@@ -98,6 +119,7 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
             raise InvalidArgumentError(f"--relay needs the relay's /p2p/<id>: {relay_addr}")
     if args.mdns_interface and not args.mdns:
         raise InvalidArgumentError("--mdns-interface needs mDNS (drop --no-mdns)")
+    kad = dht_config(args.bootstrap, args.dht_mode, default_mode="client")
     rules, secure_default = build_firewall(args)
     if args.address_book:
         book: Path | None = Path(args.address_book)
@@ -111,11 +133,17 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         firewall_handler=FirewallPrompter(out, LineReader(out.io.stdin), show=show),
         mdns=mdns_config(args.mdns_interface) if args.mdns else None,
         address_book_path=book,
+        node=NodeConfig(kad=kad),
     )
     loop = asyncio.get_running_loop()
     # Output goes through a bounded queue: a stdout nobody reads never blocks the node.
     with stop_on_signals(out.io) as stop, out.nonblocking():
         async with net:
+            listening: list[Multiaddr] = []  # printed once all listen (or one error alone)
+            for addr in addrs:
+                await net.start_listening(addr)
+                listening += (b.with_peer_id(net.peer_id) for b in net.listeners()[-1].addrs)
+            announce_identity(out, Path(args.key) if args.key else default_key_path(), net.peer_id)
             if secure_default:
                 out.notice(
                     "aiop2p serve: rejecting every request (no firewall rule given); "
@@ -124,16 +152,21 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                     default_rule="reject",
                     allow_with="--default-rule allow",
                 )
-            for addr in addrs:
-                await net.start_listening(addr)
-                for bound in net.listeners()[-1].addrs:
-                    full = bound.with_peer_id(net.peer_id)
-                    out.emit(f"listening on {full}", address=str(full))
+            for full in listening:
+                out.emit(f"listening on {full}", address=str(full))
             for relay_addr in relays:
                 relay_id = relay_addr.peer_id
                 assert relay_id is not None  # checked above
                 circuit = await net.start_relayed_listening(relay_id, relay_addr)
                 out.emit(f"listening via relay on {circuit}", address=str(circuit), relayed=True)
+                listening.append(circuit)
+            if kad is not None:
+                out.emit(
+                    f"dht: {kad.mode} mode, joining through {len(kad.bootstrap)} peers",
+                    dht_mode=kad.mode,
+                    bootstrap=[str(a) for a in kad.bootstrap],
+                )
+            suggest_commands(out, listening, rules, echo=args.echo)
             workers = [
                 loop.create_task(
                     _serve_requests(net, out, echo=args.echo, limit=args.max_concurrent_requests)
@@ -208,6 +241,57 @@ async def _report_events(net: Network[bytes, bytes], out: Output) -> None:
                 peer_id=str(event.peer),
                 failure=event.failure.name.lower(),
             )
+        else:
+            _report_connectivity(out, event)
+
+
+def _report_connectivity(out: Output, event: NetworkEvent) -> None:
+    """Relay reservations and hole punches, as they happen (one line each)."""
+    if isinstance(event, RelayReservationLost):
+        reason = f": {event.error}" if event.error is not None else ""
+        out.emit(
+            f"relay {event.relay}: reservation lost{reason}; re-reserving",
+            relay=str(event.relay),
+            reservation="lost",
+            error=str(event.error) if event.error is not None else None,
+        )
+    elif isinstance(event, RelayReservationRestored):
+        out.emit(
+            f"relay {event.relay}: reservation restored (attempt {event.attempts})",
+            relay=str(event.relay),
+            reservation="restored",
+            attempts=event.attempts,
+        )
+    elif isinstance(event, ListenerError):
+        out.emit(f"listener error: {event.error}", listener_error=str(event.error))
+    elif isinstance(event, HolePunchStarted):
+        side = "initiator" if event.initiator else "responder"
+        out.emit(
+            f"hole punch with {event.peer}: attempt {event.attempt} ({side})",
+            peer_id=str(event.peer),
+            hole_punch="started",
+            attempt=event.attempt,
+            initiator=event.initiator,
+        )
+    elif isinstance(event, DirectConnectionUpgraded):
+        out.emit(
+            f"hole punch with {event.peer}: direct connection via {event.addr}",
+            peer_id=str(event.peer),
+            hole_punch="succeeded",
+            addr=str(event.addr) if event.addr is not None else None,
+            attempts=event.attempts,
+            initiator=event.initiator,
+        )
+    elif isinstance(event, HolePunchFailed):
+        out.emit(
+            f"hole punch with {event.peer} failed (attempt {event.attempts}): {event.error}; "
+            "staying relayed",
+            peer_id=str(event.peer),
+            hole_punch="failed",
+            attempts=event.attempts,
+            initiator=event.initiator,
+            error=str(event.error),
+        )
 
 
 def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None:
@@ -215,11 +299,18 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         "serve",
         parents=[common],
         help="run a peer until SIGINT/SIGTERM",
-        description="Run a peer: ping, identify and perf for anyone; requests on "
-        f"{DEFAULT_PROTOCOL} only as the firewall allows (without a firewall option: none).",
+        description="Run a peer until SIGINT or SIGTERM: ping, identify and perf for anyone; "
+        f"requests on {DEFAULT_PROTOCOL} only as the firewall allows (without a firewall "
+        "option: none). It first prints its identity file, its addresses and a command to "
+        "try against it.",
     )
-    p.add_argument("--listen", action="append", metavar="MULTIADDR", help="repeatable")
-    p.add_argument("--key", help=key_help)
+    p.add_argument(
+        "--listen",
+        action="append",
+        metavar="MULTIADDR",
+        help=f"listen on this address; repeatable (default: {DEFAULT_LISTEN})",
+    )
+    p.add_argument("--key", metavar="FILE", help=key_help)
     p.add_argument(
         "--echo", action="store_true", help="answer every approved request with the same value"
     )
@@ -228,21 +319,32 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         type=_positive_int,
         default=DEFAULT_MAX_CONCURRENT_REQUESTS,
         metavar="N",
-        help="requests answered at once; more wait their turn "
-        f"(default {DEFAULT_MAX_CONCURRENT_REQUESTS})",
+        help="requests answered at once; more wait their turn",
     )
     p.add_argument(
         "--default-rule",
         choices=sorted(DEFAULT_RULES),
-        help="for peers without a rule: allow, reject, or ask on the terminal per peer",
+        help="for peers without a rule: allow, reject, or ask on the terminal per peer "
+        "(default: reject; said once when no firewall option is given)",
     )
-    p.add_argument("--allow-peer", action="append", metavar="PEER_ID", help="repeatable")
-    p.add_argument("--reject-peer", action="append", metavar="PEER_ID", help="repeatable")
+    p.add_argument(
+        "--allow-peer",
+        action="append",
+        metavar="PEER_ID",
+        help="accept every request of this peer; repeatable",
+    )
+    p.add_argument(
+        "--reject-peer",
+        action="append",
+        metavar="PEER_ID",
+        help="reject every request of this peer; repeatable",
+    )
     p.add_argument(
         "--firewall",
         metavar="FILE",
         help='rules as JSON: {"default": "allow"|"reject"|"ask"|null, '
-        '"peers": {"<peer id>": "allow"|"reject"|"ask"|{"restricted": "ping"}}}',
+        '"peers": {"<peer id>": "allow"|"reject"|"ask"|{"restricted": "ping"}}}; '
+        "the options above override it",
     )
     p.add_argument(
         "--address-book",
@@ -263,4 +365,5 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         help="announce and discover peers on the LAN with mDNS (default: on)",
     )
     add_mdns_interface_argument(p)
+    add_dht_arguments(p, mode_default="client")
     p.set_defaults(run=cmd_serve)

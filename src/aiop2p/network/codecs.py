@@ -1,7 +1,10 @@
 """How request and response values become bytes on the wire.
 
 The default is JSON (UTF-8, compact), as the seed's serde_json; ``RawCodec`` passes
-bytes through untouched; any object with ``encode``/``decode`` is a codec.
+bytes through untouched; any object with ``encode``/``decode`` is a codec.  A codec whose
+requests and responses differ (:class:`~aiop2p.network.TypedCodec`, with a type for each)
+has ``encode_request``/``decode_request``/``encode_response``/``decode_response`` instead:
+a :class:`RequestResponseCodec`.
 
 JSON from a peer is hostile input: Python's decoder recurses once per nesting level, so
 ``[[[[…`` would raise ``RecursionError`` (not a ``ValueError``) from deep inside it.
@@ -16,12 +19,23 @@ from __future__ import annotations
 import json
 import operator
 import re
+from collections.abc import Callable
 from itertools import accumulate
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Any, Final, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import CodecError, InvalidArgumentError
 
-__all__ = ["DEFAULT_MAX_JSON_DEPTH", "Codec", "CodecError", "JsonCodec", "RawCodec", "json_loads"]
+__all__ = [
+    "DEFAULT_MAX_JSON_DEPTH",
+    "Codec",
+    "CodecError",
+    "CodecFunctions",
+    "JsonCodec",
+    "RawCodec",
+    "RequestResponseCodec",
+    "codec_functions",
+    "json_loads",
+]
 
 DEFAULT_MAX_JSON_DEPTH: Final = 128
 """Deepest nesting of arrays/objects :class:`JsonCodec` accepts (serde_json's default)."""
@@ -85,6 +99,39 @@ class Codec(Protocol):
     def encode(self, value: Any) -> bytes: ...
 
     def decode(self, data: bytes) -> Any: ...
+
+
+@runtime_checkable
+class RequestResponseCodec(Protocol):
+    """A codec with one type for requests and another for responses; raise
+    :class:`CodecError` on bad input."""
+
+    def encode_request(self, value: Any) -> bytes: ...
+
+    def decode_request(self, data: bytes) -> Any: ...
+
+    def encode_response(self, value: Any) -> bytes: ...
+
+    def decode_response(self, data: bytes) -> Any: ...
+
+
+class CodecFunctions(NamedTuple):
+    """The four conversions of a request exchange."""
+
+    encode_request: Callable[[Any], bytes]
+    decode_request: Callable[[bytes], Any]
+    encode_response: Callable[[Any], bytes]
+    decode_response: Callable[[bytes], Any]
+
+
+def codec_functions(codec: Codec | RequestResponseCodec) -> CodecFunctions:
+    """The conversions ``codec`` does, its bound methods themselves (no wrapper per call):
+    ``encode``/``decode`` both ways for a :class:`Codec`."""
+    if isinstance(codec, RequestResponseCodec):
+        return CodecFunctions(
+            codec.encode_request, codec.decode_request, codec.encode_response, codec.decode_response
+        )
+    return CodecFunctions(codec.encode, codec.decode, codec.encode, codec.decode)
 
 
 class JsonCodec:

@@ -10,6 +10,7 @@ from ..config import ConnectionLimits, NodeConfig
 from ..errors import InvalidArgumentError
 from ..services.dcutr import DcutrConfig
 from ..services.mdns import MdnsConfig
+from ..services.relay.client import RelayClientConfig
 from ..services.relay.server import RelayServerConfig
 from .event_channel import ChannelSinkConfig
 
@@ -76,8 +77,10 @@ class NetworkConfig:
     """Inbound requests in flight on the whole node; beyond it new ones are refused as
     above instead of queueing until they time out.  Sized so that 1,000 peers with 32
     requests in flight each fit."""
-    relay_client: bool = True
-    """Listen and dial through circuit relays (on by default)."""
+    relay_client: bool | RelayClientConfig = True
+    """Listen and dial through circuit relays (on by default; a
+    :class:`~aiop2p.services.relay.client.RelayClientConfig` tunes reservation timeouts
+    and the re-reservation backoff)."""
     relay_server: RelayServerConfig | None = None
     """Act as a relay for others with these limits (off by default: a node is never a
     relay by accident)."""

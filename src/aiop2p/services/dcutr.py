@@ -18,8 +18,10 @@ service before the node listens.
 On success new streams use the direct connection (:meth:`Node.connections_to` puts
 direct connections first) and the relayed one is closed once its streams are done (or
 after :attr:`DcutrConfig.relay_close_grace_seconds`).  The initiator retries up to
-:attr:`DcutrConfig.max_attempts` times.  Outcomes are emitted on
-:attr:`DcutrService.events` as :class:`DirectConnectionUpgraded` or :class:`HolePunchFailed`.
+:attr:`DcutrConfig.max_attempts` times.  Both sides report on
+:attr:`DcutrService.events`: each exchange as :class:`HolePunchStarted`, and its outcome as
+:class:`DirectConnectionUpgraded` or :class:`HolePunchFailed` (``initiator`` tells the
+sides apart).  A failed punch never touches the relayed connection.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from .._aio.connection import Connection, Direction
 from .._aio.emitter import Emitter
 from .._aio.stream import Stream
 from ..errors import DialError, InvalidArgumentError, P2PError, RemoteProtocolError
-from ..events import DirectConnectionUpgraded, HolePunchFailed
+from ..events import DirectConnectionUpgraded, HolePunchFailed, HolePunchStarted
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.dcutr import (
@@ -62,12 +64,15 @@ __all__ = [
     "DirectConnectionUpgraded",
     "HolePunchEvent",
     "HolePunchFailed",
+    "HolePunchStarted",
 ]
 
 log = logging.getLogger(__name__)
 
 _READ_CHUNK_BYTES: Final = 8192
 _RETIRE_POLL_SECONDS: Final = 0.05
+_ANSWERED_KEY: Final = "dcutr answered"
+"""Per relayed connection (its ``user_data``): DCUtR exchanges we answered on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +111,7 @@ class DcutrConfig:
             raise InvalidArgumentError("max_addrs must be at least 1")
 
 
-HolePunchEvent = DirectConnectionUpgraded | HolePunchFailed
+HolePunchEvent = HolePunchStarted | DirectConnectionUpgraded | HolePunchFailed
 
 
 class DcutrService:
@@ -116,7 +121,7 @@ class DcutrService:
         self.node = node
         self.config = config or DcutrConfig()
         self.events: Emitter[HolePunchEvent] = Emitter("hole punch events")
-        """Upgrades and failures."""
+        """Attempts, upgrades and failures, on both sides."""
         self._upgrading: dict[PeerId, asyncio.Task[None]] = {}
         self._waiters: dict[PeerId, list[asyncio.Future[Connection]]] = {}
         self._closed = False
@@ -218,6 +223,7 @@ class DcutrService:
             if relayed.is_closed or self._closed:
                 break
             attempts = attempt
+            self.events.emit(HolePunchStarted(peer, attempt, initiator=True))
             ours = await self.observed_addrs()
             if not ours:
                 causes[f"attempt {attempt}"] = DialError(
@@ -234,6 +240,7 @@ class DcutrService:
             self._succeeded(relayed, direct, attempt)
             return
         error = DialError(f"hole punching to {peer} failed after {attempts} attempt(s)", causes)
+        log.info("hole punch to %s (initiator) failed: %s; staying relayed", peer, error)
         self.events.emit(HolePunchFailed(peer, error, attempts, tuple(ours), theirs))
 
     async def _unilateral(
@@ -303,7 +310,31 @@ class DcutrService:
         if not relayed.is_relayed:
             stream.reset()  # nothing to upgrade on a direct connection
             return
-        ours = await self.observed_addrs()
+        peer = relayed.remote_peer
+        answered = relayed.user_data.get(_ANSWERED_KEY, 0)
+        attempt = (answered if isinstance(answered, int) else 0) + 1
+        relayed.user_data[_ANSWERED_KEY] = attempt
+        self.events.emit(HolePunchStarted(peer, attempt, initiator=False))
+        ours: list[Multiaddr] = []
+        theirs: tuple[Multiaddr, ...] = ()
+        try:
+            ours = await self.observed_addrs()
+            dial = await self._answer(stream, ours)
+            addrs = self._dialable(dial.addrs)
+            theirs = tuple(addrs)
+            if not addrs:
+                raise RemoteProtocolError(f"the peer offered no address we may dial: {dial.addrs}")
+            direct = await self._connect(peer, addrs, dial)
+        except P2PError as exc:
+            log.info("hole punch with %s (responder), attempt %d failed: %s", peer, attempt, exc)
+            self.events.emit(
+                HolePunchFailed(peer, exc, attempt, tuple(ours), theirs, initiator=False)
+            )
+            return
+        self._succeeded(relayed, direct, attempt, initiator=False)
+
+    async def _answer(self, stream: Stream, ours: list[Multiaddr]) -> DialNow:
+        """Answer the peer's CONNECT and SYNC; the moment to dial (raises on failure)."""
         machine = DcutrResponder(ours, max_message_bytes=self.config.max_message_bytes)
         try:
             async with asyncio.timeout(self.config.exchange_timeout):
@@ -318,26 +349,18 @@ class DcutrService:
                     if out:
                         await stream.write(out)
                     events = machine.events_received()
-        except TimeoutError:
+        except TimeoutError as exc:
             stream.reset()
-            return
+            raise DialError("the DCUtR exchange timed out") from exc
+        except BaseException:
+            stream.reset()
+            raise
         event = events[0]
         if isinstance(event, DcutrFailed):
-            log.debug("DCUtR exchange with %s failed: %s", stream.remote_peer, event.error)
             stream.reset()
-            return
+            raise event.error
         assert isinstance(event, DialNow)
-        addrs = self._dialable(event.addrs)
-        peer = relayed.remote_peer
-        if not addrs:
-            log.debug("hole punch to %s: no dialable address in %s", peer, event.addrs)
-            return
-        try:
-            direct = await self._connect(peer, addrs, event)
-        except P2PError as exc:
-            log.debug("hole punch to %s (responder) failed: %s", peer, exc)
-            return
-        self._succeeded(relayed, direct, 0, report=peer not in self._upgrading)
+        return event
 
     # -- simultaneous connect ------------------------------------------------------------
 
@@ -415,11 +438,15 @@ class DcutrService:
     # -- after success -------------------------------------------------------------------
 
     def _succeeded(
-        self, relayed: Connection, direct: Connection, attempts: int, *, report: bool = True
+        self, relayed: Connection, direct: Connection, attempts: int, *, initiator: bool = True
     ) -> None:
         peer = relayed.remote_peer
-        if report:
-            self.events.emit(DirectConnectionUpgraded(peer, direct.remote_addr, attempts))
+        # Answering while our own upgrade to the peer runs: that upgrade reports.
+        if initiator or peer not in self._upgrading:
+            log.info("hole punch with %s: direct connection via %s", peer, direct.remote_addr)
+            self.events.emit(
+                DirectConnectionUpgraded(peer, direct.remote_addr, attempts, initiator)
+            )
         if self.config.close_relayed and not relayed.is_closed:
             self.node.spawn(self._retire(relayed), name=f"dcutr retire {peer}")
 

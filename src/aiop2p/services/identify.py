@@ -2,6 +2,15 @@
 
 What a peer tells us goes to the peer store (its listen addresses, protocols, agent)
 and each connection keeps its result, awaitable with :meth:`IdentifyService.identify`.
+
+Every message carries our signed peer record (:mod:`aiop2p.protocols.peer_record`,
+field ``signedPeerRecord``), re-signed with a higher ``seq`` whenever our addresses
+change.  A peer's record is verified (signature, domain, payload type, signer = the
+peer of the connection, no older than the last one); when it holds, its addresses
+replace the unsigned ones and are marked certified in the peer store.  A record that
+does not hold is ignored (debug log, :attr:`IdentifyService.ignored_peer_records`) and
+the unsigned addresses are used as if none had been sent: identify itself never fails
+because of it.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 
 from .._aio.connection import Connection
 from .._aio.stream import Stream
@@ -20,6 +30,12 @@ from ..protocols.identify import (
     IDENTIFY_PROTOCOL_VERSION,
     IDENTIFY_PUSH_PROTOCOL_ID,
     IdentifyMessage,
+)
+from ..protocols.peer_record import (
+    MAX_PEER_RECORD_ADDRS,
+    PeerRecord,
+    open_peer_record,
+    seal_peer_record,
 )
 from .host import Host, connection_of
 from .peerstore import PeerInfo
@@ -34,6 +50,11 @@ class IdentifyService:
     def __init__(self, node: Host) -> None:
         self.node = node
         self._push_scheduled = False
+        self._record: tuple[tuple[Multiaddr, ...], bytes] | None = None
+        self.peer_record_seq = 0
+        """The ``seq`` of our current signed peer record (0 before the first one)."""
+        self.ignored_peer_records = 0
+        """Peer records received that did not verify or were older than one we had."""
         node.set_stream_handler(IDENTIFY_PROTOCOL_ID, self._answer)
         node.set_stream_handler(IDENTIFY_PUSH_PROTOCOL_ID, self._receive_push)
         node.connection_opened.subscribe(self._on_connection_opened)
@@ -43,6 +64,18 @@ class IdentifyService:
 
     def advertised_addrs(self) -> list[Multiaddr]:
         return self.node.listen_addrs
+
+    def signed_peer_record(self) -> bytes:
+        """Our signed peer record (an encoded envelope) for the advertised addresses;
+        signed anew, with a higher ``seq``, when they changed since the last one."""
+        addrs = tuple(self.advertised_addrs()[:MAX_PEER_RECORD_ADDRS])
+        if self._record is None or self._record[0] != addrs:
+            # Unix time in nanoseconds: grows across restarts without stored state.
+            seq = max(time.time_ns(), self.peer_record_seq + 1)
+            record = PeerRecord(self.node.peer_id, seq, addrs)
+            self._record = (addrs, seal_peer_record(self.node.key, record))
+            self.peer_record_seq = seq
+        return self._record[1]
 
     def _message_for(self, conn: Connection) -> IdentifyMessage:
         node = self.node
@@ -54,6 +87,7 @@ class IdentifyService:
             listen_addrs=tuple(a.to_bytes() for a in self.advertised_addrs()),
             observed_addr=observed.to_bytes() if observed is not None else None,
             protocols=tuple(node.supported_protocols(conn)),
+            signed_peer_record=self.signed_peer_record(),
         )
 
     async def _answer(self, stream: Stream) -> None:
@@ -136,15 +170,40 @@ class IdentifyService:
             info.protocol_version = msg.protocol_version
         if msg.protocols or not push:
             info.protocols = list(msg.protocols)
+        record = None
+        if msg.signed_peer_record is not None:
+            record = self._verified_record(peer, msg.signed_peer_record, info.peer_record_seq)
         addrs = []
         for raw in msg.listen_addrs:
             try:
                 addrs.append(Multiaddr.from_bytes(raw))
             except InvalidArgumentError:
                 continue
-        if addrs or not push:
+        if record is not None:
+            assert msg.signed_peer_record is not None
+            self.node.peer_store.set_certified(
+                peer, record.addrs, record.seq, msg.signed_peer_record
+            )
+        elif addrs or not push:
             self.node.peer_store.set_addrs(peer, addrs)
         if msg.observed_addr is not None:
             with contextlib.suppress(InvalidArgumentError):
                 info.observed_addr = Multiaddr.from_bytes(msg.observed_addr)
         return info
+
+    def _verified_record(
+        self, peer: PeerId, data: bytes, known_seq: int | None
+    ) -> PeerRecord | None:
+        """``peer``'s record in ``data`` if it verifies and is not older than the one we
+        hold; else None (logged and counted)."""
+        try:
+            record = open_peer_record(data)
+            if record.peer != peer:
+                raise RemoteProtocolError(f"the record is signed by {record.peer}")
+            if known_seq is not None and record.seq < known_seq:
+                raise RemoteProtocolError(f"seq {record.seq} is older than {known_seq}")
+        except P2PError as exc:
+            self.ignored_peer_records += 1
+            log.debug("identify: ignoring the signed peer record from %s: %s", peer, exc)
+            return None
+        return record

@@ -22,6 +22,16 @@ class PeerInfo:
     public_key: PublicKey | None = None
     observed_addr: Multiaddr | None = None
     """Our address as this peer saw it (from its identify message)."""
+    certified_addrs: list[Multiaddr] = field(default_factory=list)
+    """The addresses of the latest signed peer record the peer sent (verified): the
+    peer itself vouches for them, where other addresses may come from anyone."""
+    peer_record_seq: int | None = None
+    """The ``seq`` of that record; an older record is refused (RFC 0003)."""
+    peer_record: bytes | None = None
+    """That record's signed envelope, as received (to pass on with its signature)."""
+
+    def is_certified(self, addr: Multiaddr) -> bool:
+        return addr.without_peer_id() in self.certified_addrs
 
 
 class PeerStore:
@@ -69,6 +79,17 @@ class PeerStore:
         info = self.info(peer)
         info.addrs = []
         self.add_addrs(peer, addrs)
+
+    def set_certified(
+        self, peer: PeerId, addrs: Iterable[Multiaddr], seq: int, record: bytes
+    ) -> None:
+        """Take a verified peer record: its addresses become the peer's (certified ones
+        are preferred over any the peer or others sent unsigned)."""
+        self.set_addrs(peer, addrs)
+        info = self.info(peer)
+        info.certified_addrs = list(info.addrs)
+        info.peer_record_seq = seq
+        info.peer_record = record
 
     def remove(self, peer: PeerId) -> None:
         self._peers.pop(peer, None)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -15,7 +16,10 @@ from ..protocols.perf import PERF_PROTOCOL_ID, decode_perf_header, encode_perf_h
 if TYPE_CHECKING:
     from .host import Host
 
-__all__ = ["PerfResult", "perf", "serve_perf"]
+__all__ = ["PerfProgress", "PerfResult", "perf", "serve_perf"]
+
+PerfProgress = Callable[[int, int], None]
+"""Told the bytes uploaded and downloaded so far, after each chunk of a :func:`perf` run."""
 
 _CHUNK = 256 * 1024
 _ZEROS = bytes(_CHUNK)
@@ -40,12 +44,15 @@ class PerfResult:
         return self.download_bytes / (1 << 20) / self.download_seconds
 
 
-async def _send_zeros(stream: Stream, size: int) -> None:
+async def _send_zeros(stream: Stream, size: int, progress: PerfProgress | None = None) -> None:
     view = memoryview(_ZEROS)
-    while size > 0:
-        n = min(size, _CHUNK)
+    sent = 0
+    while sent < size:
+        n = min(size - sent, _CHUNK)
         await stream.write(view[:n])
-        size -= n
+        sent += n
+        if progress is not None:
+            progress(sent, 0)
 
 
 async def serve_perf(stream: Stream, idle_timeout: float = 60.0) -> None:
@@ -75,24 +82,35 @@ async def serve_perf(stream: Stream, idle_timeout: float = 60.0) -> None:
     await stream.close()
 
 
-async def perf(node: Host, conn: Connection, upload: int, download: int) -> PerfResult:
+async def perf(
+    node: Host,
+    conn: Connection,
+    upload: int,
+    download: int,
+    progress: PerfProgress | None = None,
+) -> PerfResult:
     """Upload ``upload`` bytes, then download ``download`` bytes, on one stream.
 
     Upload time runs from the first byte until the server starts answering (it only
     answers after reading our EOF); download time from there to the server's EOF.
+    ``progress``, if given, is told the bytes moved so far after each chunk.
     """
     stream = await node.new_stream(conn, PERF_PROTOCOL_ID)
     started = time.perf_counter()
     await stream.write(encode_perf_header(download))
-    await _send_zeros(stream, upload)
+    await _send_zeros(stream, upload, progress)
     await stream.close()
     received = 0
     first = await stream.read(1 << 20)
     upload_done = time.perf_counter()
     received += len(first)
     if first:
+        if progress is not None:
+            progress(upload, received)
         while chunk := await stream.read(1 << 20):
             received += len(chunk)
+            if progress is not None:
+                progress(upload, received)
     finished = time.perf_counter()
     if received != download:
         raise RemoteProtocolError(f"perf: expected {download} bytes, received {received}")

@@ -452,7 +452,10 @@ const commands = {
         : learned.listenAddrs,
       agentVersion: text('AgentVersion') ?? learned.agentVersion,
       protocolVersion: text('ProtocolVersion') ?? learned.protocolVersion,
-      observedAddr: learned.observedAddr
+      observedAddr: learned.observedAddr,
+      // the addresses js took from a signed peer record it verified, and that record's seq
+      certifiedAddrs: peer.addresses.filter(a => a.isCertified).map(a => a.multiaddr.toString()),
+      hasPeerRecord: peer.peerRecordEnvelope != null
     }
   },
 

@@ -6,6 +6,11 @@ CONNECT) as inbound connections of the node; and registers
 :class:`~.transport.RelayTransport`, which dials
 ``<relay-addr>/p2p/<relay>/p2p-circuit/p2p/<target>`` (hop CONNECT) and listens on
 ``<relay-addr>/p2p/<relay>/p2p-circuit`` (a reservation).
+
+A reservation that backs a listener survives relay outages: when the relay connection
+drops, or a refresh fails until the reservation expires, it is reported lost and
+re-reserved with capped exponential backoff (jittered here, in the driver) until it is
+restored or the listener stops (:attr:`RelayClientConfig.max_listen_attempts`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +29,7 @@ from ..._aio.stream import Stream
 from ...errors import (
     CircuitRefusedError,
     DialError,
+    InvalidArgumentError,
     InvalidMultiaddrError,
     InvalidStateError,
     P2PError,
@@ -64,6 +71,8 @@ __all__ = [
     "ReservationFailed",
     "ReservationLost",
     "ReservationRenewed",
+    "ReservationRestored",
+    "backoff_delay",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,9 +87,20 @@ class RelayClientConfig:
     refresh_margin_seconds: float = 60.0
     """Refresh this long before expiry (or halfway through a shorter reservation)."""
     max_refresh_attempts: int = 5
-    """Consecutive failed refreshes (or reconnections) before a reservation is dropped."""
+    """Consecutive failed refreshes (or reconnections) before a reservation that backs no
+    listener (a bare :meth:`RelayClient.reserve`) is dropped."""
+    max_listen_attempts: int | None = None
+    """The same for a reservation that backs a listener: ``None`` keeps re-reserving until
+    the listener stops, so relayed listening outlives relay restarts."""
     refresh_backoff_initial_seconds: float = 0.5
-    refresh_backoff_max_seconds: float = 30.0
+    """Delay before the first retry; doubled per failed attempt up to the maximum."""
+    refresh_backoff_max_seconds: float = 10.0
+    """Cap of the retry delay: at most one attempt per this long and relay, once capped,
+    and a restarted relay is reserved on again within about this long."""
+    refresh_backoff_jitter: float = 0.2
+    """Each retry delay is multiplied by a random factor in ``1 ± jitter`` (then capped:
+    at the cap, between ``(1 - jitter) * max`` and the max), so that the peers of a
+    restarted relay do not all come back at the same moment."""
     circuit_timeout: float = 10.0
     """Hop CONNECT answer (dialling) and stop CONNECT request (accepting), each."""
     max_reservations: int = 32
@@ -89,6 +109,28 @@ class RelayClientConfig:
     max_early_data_bytes: int = MAX_EARLY_DATA_BYTES
     write_high_water_bytes: int = 1024 * 1024
     """Relayed-connection output waiting for the stream's send window before pausing."""
+
+    def __post_init__(self) -> None:
+        if self.max_refresh_attempts < 1:
+            raise InvalidArgumentError("max_refresh_attempts must be at least 1")
+        if self.max_listen_attempts is not None and self.max_listen_attempts < 1:
+            raise InvalidArgumentError("max_listen_attempts must be at least 1 (or None)")
+        if not 0 < self.refresh_backoff_initial_seconds <= self.refresh_backoff_max_seconds:
+            raise InvalidArgumentError(
+                "need 0 < refresh_backoff_initial_seconds <= refresh_backoff_max_seconds"
+            )
+        if not 0 <= self.refresh_backoff_jitter < 1:
+            raise InvalidArgumentError("refresh_backoff_jitter must be in [0, 1)")
+
+
+def backoff_delay(config: RelayClientConfig, attempt: int, factor: float) -> float:
+    """The retry delay after ``attempt`` consecutive failures (1, 2, …), seconds: doubling
+    from the initial delay up to the maximum, times ``factor`` (the jitter draw), and never
+    above the maximum (so at the cap the jitter only shortens)."""
+    base: float = config.refresh_backoff_initial_seconds * 2.0 ** min(max(attempt - 1, 0), 32)
+    return min(
+        min(base, config.refresh_backoff_max_seconds) * factor, config.refresh_backoff_max_seconds
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,15 +152,25 @@ class Reservation:
 
 @dataclass(frozen=True, slots=True)
 class ReservationRenewed:
-    """A refresh (or a reconnection after the relay connection was lost) succeeded."""
+    """A refresh of a reservation still held succeeded."""
 
     relay: PeerId
     reservation: Reservation
 
 
 @dataclass(frozen=True, slots=True)
+class ReservationRestored:
+    """A reservation reported lost was reserved again, at the ``attempts``-th try."""
+
+    relay: PeerId
+    reservation: Reservation
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class ReservationLost:
-    """The relay connection closed: the reservation is gone until a refresh succeeds."""
+    """The relay connection closed, or the reservation expired while refreshes failed:
+    it is gone until a retry succeeds (:class:`ReservationRestored`)."""
 
     relay: PeerId
     error: P2PError | None
@@ -134,7 +186,7 @@ class ReservationFailed:
     final: bool
 
 
-RelayClientEvent = ReservationRenewed | ReservationLost | ReservationFailed
+RelayClientEvent = ReservationRenewed | ReservationRestored | ReservationLost | ReservationFailed
 
 
 class _Slot:
@@ -201,11 +253,19 @@ class RelayClient:
     """The relay client of ``node``: reservations, relayed listening and dialling.
 
     Creating it registers the stop handler and :class:`RelayTransport` on the node.
+    ``rng`` draws the retry jitter (a seeded one makes the delays reproducible).
     """
 
-    def __init__(self, node: Host, *, config: RelayClientConfig | None = None) -> None:
+    def __init__(
+        self,
+        node: Host,
+        *,
+        config: RelayClientConfig | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.node = node
         self.config = config or RelayClientConfig()
+        self._rng = rng or random.Random()
         self._slots: dict[PeerId, _Slot] = {}
         self.events: Emitter[RelayClientEvent] = Emitter("relay client events")
         """Reservation renewals, losses and failures."""
@@ -249,9 +309,17 @@ class RelayClient:
         except BaseException:
             if slot.reservation is None and slot.listener is None and slot.task is None:
                 self._drop(slot)
+            elif slot.listener is not None and slot.timer is None and slot.task is None:
+                # A listener's retries go on (``listen`` stopped them to try at once).
+                slot.attempt += 1
+                if not self._closed:
+                    self._schedule(slot, self._retry_delay(slot.attempt))
             raise
-        slot.attempt = 0
+        attempts, slot.attempt = slot.attempt + 1, 0
+        restored = slot.listener is not None and slot.reservation is None
         self._accept(slot, rsvp)
+        if restored:
+            self.events.emit(ReservationRestored(relay, rsvp, attempts))
         return rsvp
 
     async def cancel(self, relay: PeerId) -> bool:
@@ -381,12 +449,18 @@ class RelayClient:
         slot.reservation = rsvp
         if slot.relay_addr is None or not has_transport(slot.relay_addr):
             slot.relay_addr = rsvp.relay_addr
-        slot.cancel_timer()
         left = rsvp.expire - time.time()
-        delay = max(left - self.config.refresh_margin_seconds, left / 2, 0.0)
-        slot.timer = asyncio.get_running_loop().call_later(delay, self._start_refresh, slot)
+        self._schedule(slot, max(left - self.config.refresh_margin_seconds, left / 2, 0.0))
         if slot.listener is not None and not had:
             self.node.local_changed.emit(None)
+
+    def _schedule(self, slot: _Slot, delay: float) -> None:
+        slot.cancel_timer()
+        slot.timer = asyncio.get_running_loop().call_later(delay, self._start_refresh, slot)
+
+    def _retry_delay(self, attempt: int) -> float:
+        jitter = self.config.refresh_backoff_jitter
+        return backoff_delay(self.config, attempt, self._rng.uniform(1 - jitter, 1 + jitter))
 
     def _start_refresh(self, slot: _Slot) -> None:
         slot.timer = None
@@ -400,24 +474,31 @@ class RelayClient:
         except P2PError as exc:
             slot.task = None
             slot.attempt += 1
-            final = slot.attempt >= self.config.max_refresh_attempts
-            if final:
-                lost_listener = slot.listener is not None and slot.reservation is not None
+            limit = (
+                self.config.max_listen_attempts
+                if slot.listener is not None
+                else self.config.max_refresh_attempts
+            )
+            final = limit is not None and slot.attempt >= limit
+            held = slot.reservation
+            if held is not None and (final or held.expire <= time.time()):
                 slot.reservation = None
-                if lost_listener:
+                if slot.listener is not None:
                     self.node.local_changed.emit(None)
-            else:
-                delay = min(
-                    self.config.refresh_backoff_initial_seconds * 2 ** (slot.attempt - 1),
-                    self.config.refresh_backoff_max_seconds,
-                )
-                slot.timer = asyncio.get_running_loop().call_later(delay, self._start_refresh, slot)
+                self.events.emit(ReservationLost(slot.relay, exc))
+            if not final:
+                self._schedule(slot, self._retry_delay(slot.attempt))
+            log.debug("relay %s: reservation attempt %d failed: %s", slot.relay, slot.attempt, exc)
             self.events.emit(ReservationFailed(slot.relay, exc, slot.attempt, final))
             return
         slot.task = None
-        slot.attempt = 0
+        attempts, slot.attempt = slot.attempt + 1, 0
+        restored = slot.reservation is None
         self._accept(slot, rsvp)
-        self.events.emit(ReservationRenewed(slot.relay, rsvp))
+        if restored:
+            self.events.emit(ReservationRestored(slot.relay, rsvp, attempts))
+        else:
+            self.events.emit(ReservationRenewed(slot.relay, rsvp))
 
     def _drop(self, slot: _Slot) -> None:
         slot.cancel_timer()
@@ -438,11 +519,9 @@ class RelayClient:
         if slot.listener is not None:
             self.node.local_changed.emit(None)
         self.events.emit(ReservationLost(slot.relay, conn.error))
-        if not self._closed and not self.node.is_closing:
+        if not self._closed and not self.node.is_closing and slot.task is None:
             slot.attempt = 0
-            slot.timer = asyncio.get_running_loop().call_later(
-                self.config.refresh_backoff_initial_seconds, self._start_refresh, slot
-            )
+            self._schedule(slot, self._retry_delay(1))
 
     # -- listening / incoming circuits ---------------------------------------------------
 

@@ -1,11 +1,17 @@
 """Test helpers: waiting on predicates with a cap (never sleeping as synchronisation), a
-capped subprocess run, and a handler that never answers."""
+capped subprocess run, a handler that never answers, and a recorder of what connections
+write and read (flights of a dial)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
+import pytest
+
+from aiop2p._aio.connection import Connection
 from aiop2p._aio.stream import Stream
 from aiop2p.errors import P2PError
 
@@ -52,3 +58,60 @@ async def serve_silently(stream: Stream) -> None:
                 return
     except P2PError:
         return
+
+
+@dataclass
+class Wire:
+    """What each connection wrote (``w``) and read (``r``), in order, and whether it was
+    established at that moment."""
+
+    events: dict[int, list[tuple[str, bool, bytes]]] = field(default_factory=dict)
+
+    def _before(self, conn: Connection) -> list[tuple[str, bool, bytes]]:
+        return [e for e in self.events[id(conn)] if not e[1]]
+
+    def round_trips_before_established(self, conn: Connection) -> int:
+        """Times the connection waited for an answer to what it wrote: reads that follow
+        a write (a flight split over several reads counts once)."""
+        kinds = [kind for kind, _, _ in self._before(conn)]
+        return sum(1 for pair in itertools.pairwise(kinds) if pair == ("w", "r"))
+
+    def writes_before_established(self, conn: Connection) -> int:
+        return sum(1 for kind, _, _ in self._before(conn) if kind == "w")
+
+    def first_write_once_established(self, conn: Connection) -> bytes:
+        return next(data for kind, ok, data in self.events[id(conn)] if kind == "w" and ok)
+
+
+class _RecordedTransport:
+    """Forwards to the transport; records writes (uvloop's transports take no new
+    attributes, so ``write`` cannot be replaced on them)."""
+
+    def __init__(self, transport: asyncio.BaseTransport, conn: Connection, wire: Wire) -> None:
+        self._transport = transport
+        self._conn = conn
+        self._events = wire.events.setdefault(id(conn), [])
+
+    def write(self, data: bytes) -> None:
+        self._events.append(("w", self._conn.is_established, bytes(data)))
+        self._transport.write(data)  # type: ignore[attr-defined]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._transport, name)
+
+
+def record_wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
+    """Record every connection's writes and reads (undone with ``monkeypatch``)."""
+    recorded = Wire()
+    made, received = Connection.connection_made, Connection.data_received
+
+    def connection_made(self: Connection, transport: asyncio.BaseTransport) -> None:
+        made(self, _RecordedTransport(transport, self, recorded))  # type: ignore[arg-type]
+
+    def data_received(self: Connection, data: bytes) -> None:
+        recorded.events.setdefault(id(self), []).append(("r", self.is_established, data))
+        received(self, data)
+
+    monkeypatch.setattr(Connection, "connection_made", connection_made)
+    monkeypatch.setattr(Connection, "data_received", data_received)
+    return recorded

@@ -126,6 +126,10 @@ class NodeConfig:
     """Inbound streams that may be negotiating or open at once on one connection."""
     max_negotiation_message_bytes: int = 1024
     """Largest multistream-select message accepted, bytes."""
+    early_muxer_negotiation: bool = True
+    """Offer Yamux in the Noise handshake payload (``stream_muxers``): with a peer that
+    offers it too, the multistream round for the muxer is skipped (one round trip less
+    per dial).  Off, the muxer is always negotiated with multistream."""
     yamux: YamuxConfig = field(default_factory=YamuxConfig)
     """Stream multiplexer limits (windows, stream counts, buffered bytes)."""
     write_flush_bytes: int = 256 * 1024

@@ -13,6 +13,8 @@ from collections.abc import Callable, Collection, Coroutine, Iterable
 from functools import partial
 from typing import Any, Self, cast
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
 from ._aio.connection import Connection, ConnectionHooks, Direction
 from ._aio.emitter import Emitter
 from ._aio.stream import Stream, StreamOwner
@@ -31,9 +33,11 @@ from .errors import (
 )
 from .identity import KeyPair, PeerId
 from .multiaddr import Multiaddr
+from .protocols.noise import NoiseCredentials, VerifiedIdentities
 from .protocols.perf import PERF_PROTOCOL_ID
 from .protocols.ping import PING_PROTOCOL_ID
 from .protocols.role import Role
+from .protocols.yamux import YAMUX_PROTOCOL_ID
 from .services.host import InlineStreamHandler, StreamHandler
 from .services.identify import IdentifyService
 from .services.kad import KadService
@@ -79,6 +83,14 @@ class Node:
         self.key = key or KeyPair.generate()
         self.peer_id: PeerId = self.key.peer_id
         self.config = config or NodeConfig()
+        # One Noise static key per node, signed once (noise spec: "a single static keypair
+        # may be generated when noise-libp2p is initialized and used for all sessions").
+        self._noise_credentials = NoiseCredentials.create(
+            self.key,
+            X25519PrivateKey.generate(),
+            stream_muxers=(YAMUX_PROTOCOL_ID,) if self.config.early_muxer_negotiation else (),
+        )
+        self._verified_identities = VerifiedIdentities()
         self.transports: list[Transport] = list(
             transports or [TcpTransport(), WebSocketTransport()]
         )
@@ -289,7 +301,8 @@ class Node:
                 conn_role = self._inbound_roles.get(remote)
             conn = Connection(
                 self._hooks,
-                identity=self.key,
+                credentials=self._noise_credentials,
+                verified=self._verified_identities,
                 direction=direction,
                 config=self.config,
                 expected_peer=expected_peer,
@@ -300,8 +313,7 @@ class Node:
             if direction is Direction.INBOUND:
                 error = self._pending_inbound_error(conn)
                 if error is not None:
-                    # Refuse before spending any CPU on a handshake.
-                    asyncio.get_running_loop().call_soon(conn.abort, error)
+                    conn.refuse(error)  # before spending any CPU on a handshake
             self._pending.add(conn)
             return conn
 

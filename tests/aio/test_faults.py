@@ -17,6 +17,7 @@ from aiop2p.protocols.multistream import MultistreamDialer, ProtocolSelected
 from aiop2p.protocols.noise import (
     SIGNATURE_PREFIX,
     HandshakeCompleted,
+    NoiseCredentials,
     NoiseHandshake,
     NoiseTransport,
 )
@@ -49,8 +50,10 @@ class RawPeer:
         ms = MultistreamDialer(["/noise"], optimistic=True)
         hs = NoiseHandshake(
             role=Role.INITIATOR,
-            identity=identity,  # type: ignore[arg-type]
-            static_key=X25519PrivateKey.generate(),
+            credentials=NoiseCredentials.create(
+                identity,  # type: ignore[arg-type]
+                X25519PrivateKey.generate(),
+            ),
             ephemeral_key=X25519PrivateKey.generate(),
             expected_peer=expected,
         )

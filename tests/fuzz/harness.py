@@ -585,13 +585,14 @@ def _noise_handshake(
 ) -> tuple[noise.NoiseHandshake, noise.NoiseHandshake]:
     initiator = noise.NoiseHandshake(
         role=Role.INITIATOR,
-        identity=initiator_identity,
-        static_key=_ALICE_STATIC,
+        credentials=noise.NoiseCredentials.create(initiator_identity, _ALICE_STATIC),
         ephemeral_key=_ALICE_EPHEMERAL,
         expected_peer=_BOB.peer_id,
     )
     responder = noise.NoiseHandshake(
-        role=Role.RESPONDER, identity=_BOB, static_key=_BOB_STATIC, ephemeral_key=_BOB_EPHEMERAL
+        role=Role.RESPONDER,
+        credentials=noise.NoiseCredentials.create(_BOB, _BOB_STATIC),
+        ephemeral_key=_BOB_EPHEMERAL,
     )
     if responder_payload is not None:
         responder._payload = responder_payload

@@ -8,10 +8,12 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
+from aiop2p._aio.connection import MAX_STREAMS_BEFORE_ANSWER
 from aiop2p.cli.main import ECHO_PROTOCOL_ID
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 
+from ..helpers import record_wire
 from .peers import PeerProcess, echo_node, js_command, our_addr, retry_command, start_peer
 
 pytestmark = [pytest.mark.interop, pytest.mark.timeout(120)]
@@ -131,3 +133,47 @@ async def test_small_write_then_close_reaches_js(node: Node, js: PeerProcess) ->
     for upload in (0, 1, 100):
         result = await node.perf(js.addr, upload=upload, download=10)
         assert (result.upload_bytes, result.download_bytes) == (upload, 10)
+
+
+# -- early muxer negotiation (@libp2p/noise 17 lists /yamux/1.0.0 in its handshake payload) --
+
+
+async def test_aiop2p_dials_js_with_the_muxer_agreed_in_the_noise_handshake(
+    monkeypatch: pytest.MonkeyPatch, node: Node, js: PeerProcess
+) -> None:
+    wire = record_wire(monkeypatch)
+    conn = await node.dial(js.addr)
+    assert conn.muxer_negotiated_early
+    # One round trip: we wrote flight 1 and were done once js's answer (its /noise echo
+    # and message 2) had come; the multistream round for the muxer was a second one.
+    assert wire.writes_before_established(conn) == 1
+    assert wire.round_trips_before_established(conn) == 1
+    assert len(await node.ping(conn)) == 1
+    info = await node.identify_peer(conn)  # js saw our Yamux frames right behind message 3
+    assert "/ipfs/id/1.0.0" in info.protocols
+
+
+async def test_js_dials_aiop2p_with_the_muxer_agreed_in_the_noise_handshake(
+    node: Node, js: PeerProcess
+) -> None:
+    assert await js.echo(our_addr(node), b"early") == b"early"
+    (conn,) = node.connections
+    # js listed /yamux/1.0.0 in message 3, so we took the bytes behind it as Yamux and sent
+    # no muxer echo: had js sent a multistream proposal there, our session would have
+    # failed on it; had it waited for an echo, the echo request would have timed out.
+    assert conn.muxer_negotiated_early
+
+
+async def test_a_burst_of_streams_right_after_an_early_dial_is_not_aborted_by_js(
+    node: Node, js: PeerProcess
+) -> None:
+    """js aborts a connection on which more than 10 streams arrive before it is set up;
+    our dialer holds streams beyond MAX_STREAMS_BEFORE_ANSWER until js's first bytes."""
+    conn = await node.dial(js.addr)
+    assert conn.muxer_negotiated_early
+    count = 3 * MAX_STREAMS_BEFORE_ANSWER
+    streams = [conn.open_stream([ECHO_PROTOCOL_ID]) for _ in range(count)]
+    for i, stream in enumerate(streams):
+        await stream.write_message(b"%d" % i)
+    answers = [await stream.read_message(100) for stream in streams]
+    assert answers == [b"%d" % i for i in range(count)]

@@ -54,3 +54,16 @@ async def test_py_identify_sees_our_protocols(node: Node, pypeer: PeerProcess) -
     assert ECHO_PROTOCOL_ID in theirs["protocols"]
     info = await node.identify_peer(pypeer.addr)
     assert "/ipfs/ping/1.0.0" in info.protocols
+
+
+async def test_py_lists_no_muxer_in_noise_so_yamux_is_negotiated_by_multistream(
+    node: Node, pypeer: PeerProcess
+) -> None:
+    """We list /yamux/1.0.0 in our Noise payload; py-libp2p 0.8.1 lists nothing, so both
+    directions fall back to the multistream round for the muxer, and work."""
+    assert await pypeer.echo(our_addr(node), b"fallback") == b"fallback"
+    (inbound,) = node.connections
+    assert not inbound.muxer_negotiated_early
+    conn = await node.dial(pypeer.addr, force=True)
+    assert conn is not inbound and not conn.muxer_negotiated_early
+    assert len(await node.ping(conn)) == 1

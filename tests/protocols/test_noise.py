@@ -24,23 +24,27 @@ from aiop2p.errors import (
     PeerIdMismatchError,
     RemoteProtocolError,
 )
-from aiop2p.identity import KeyPair
+from aiop2p.identity import KeyPair, PublicKey
 from aiop2p.protocols.noise import (
     MAX_NOISE_FRAME_SIZE,
     MAX_PLAINTEXT_SIZE,
+    MAX_STREAM_MUXERS,
     NOISE_PROTOCOL_ID,
     SIGNATURE_PREFIX,
     HandshakeCompleted,
     HandshakeFailed,
+    HandshakePayload,
+    NoiseCredentials,
     NoiseEvent,
     NoiseHandshake,
     NoiseTransport,
+    VerifiedIdentities,
     decode_handshake_payload,
     encode_handshake_payload,
 )
 from aiop2p.protocols.role import Role
 
-from ._pair import settle, x25519
+from ._pair import run, settle, x25519
 
 INITIATOR_ID = KeyPair.from_ed25519_seed(bytes(range(32)))
 RESPONDER_ID = KeyPair.from_ed25519_seed(bytes(range(32, 64)))
@@ -55,15 +59,13 @@ def fixed_pair(
     """A deterministic initiator/responder pair (fixed static and ephemeral keys)."""
     initiator = NoiseHandshake(
         role=Role.INITIATOR,
-        identity=initiator_identity,
-        static_key=x25519(1),
+        credentials=NoiseCredentials.create(initiator_identity, x25519(1)),
         ephemeral_key=x25519(2),
         expected_peer=RESPONDER_ID.peer_id if expected else None,
     )
     responder = NoiseHandshake(
         role=Role.RESPONDER,
-        identity=responder_identity,
-        static_key=x25519(3),
+        credentials=NoiseCredentials.create(responder_identity, x25519(3)),
         ephemeral_key=x25519(4),
     )
     return initiator, responder
@@ -73,15 +75,13 @@ def random_pair() -> tuple[NoiseHandshake, NoiseHandshake]:
     a, b = KeyPair.generate(), KeyPair.generate()
     initiator = NoiseHandshake(
         role=Role.INITIATOR,
-        identity=a,
-        static_key=X25519PrivateKey.generate(),
+        credentials=NoiseCredentials.create(a, X25519PrivateKey.generate()),
         ephemeral_key=X25519PrivateKey.generate(),
         expected_peer=b.peer_id,
     )
     responder = NoiseHandshake(
         role=Role.RESPONDER,
-        identity=b,
-        static_key=X25519PrivateKey.generate(),
+        credentials=NoiseCredentials.create(b, X25519PrivateKey.generate()),
         ephemeral_key=X25519PrivateKey.generate(),
     )
     return initiator, responder
@@ -189,13 +189,14 @@ def test_leftover_after_message_2_belongs_to_transport() -> None:
 def test_peer_id_mismatch() -> None:
     initiator = NoiseHandshake(
         role=Role.INITIATOR,
-        identity=INITIATOR_ID,
-        static_key=x25519(1),
+        credentials=NoiseCredentials.create(INITIATOR_ID, x25519(1)),
         ephemeral_key=x25519(2),
         expected_peer=KeyPair.generate().peer_id,
     )
     responder = NoiseHandshake(
-        role=Role.RESPONDER, identity=RESPONDER_ID, static_key=x25519(3), ephemeral_key=x25519(4)
+        role=Role.RESPONDER,
+        credentials=NoiseCredentials.create(RESPONDER_ID, x25519(3)),
+        ephemeral_key=x25519(4),
     )
     settle(initiator, responder)
     error = failed(initiator.events_received())
@@ -374,10 +375,105 @@ def test_split_at_every_byte_boundary() -> None:
 
 def test_payload_codec() -> None:
     payload = encode_handshake_payload(b"key", b"sig")
-    assert decode_handshake_payload(payload) == (b"key", b"sig")
+    assert decode_handshake_payload(payload) == HandshakePayload(b"key", b"sig", ())
     extensions = encode_bytes_field(1, b"certhash") + encode_bytes_field(2, "/yamux/1.0.0")
     with_extensions = payload + encode_bytes_field(4, extensions) + encode_varint_field(9, 1)
-    assert decode_handshake_payload(with_extensions) == (b"key", b"sig")
+    assert decode_handshake_payload(with_extensions) == HandshakePayload(
+        b"key", b"sig", ("/yamux/1.0.0",)
+    )
+    muxers = ("/yamux/1.0.0", "/mplex/6.7.0")
+    encoded = encode_handshake_payload(b"key", b"sig", muxers)
+    assert decode_handshake_payload(encoded) == HandshakePayload(b"key", b"sig", muxers)
+
+
+def _with_extensions(*extensions: bytes) -> bytes:
+    payload = encode_handshake_payload(b"key", b"sig")
+    return payload + b"".join(encode_bytes_field(4, ext) for ext in extensions)
+
+
+def test_repeated_extensions_merge_and_unknown_extension_fields_are_skipped() -> None:
+    first = encode_bytes_field(2, "/a") + encode_varint_field(7, 3) + encode_bytes_field(9, b"x")
+    second = encode_bytes_field(2, "/b")
+    assert decode_handshake_payload(_with_extensions(first, second)).stream_muxers == ("/a", "/b")
+
+
+def test_a_long_muxer_list_is_read_only_up_to_the_bound() -> None:
+    # A peer's list is bounded by the 64 KiB frame, not by us: past the bound nothing is
+    # read, not even a malformed tail.
+    many = b"".join(encode_bytes_field(2, f"/m/{i}") for i in range(5000)) + b"\x0a"
+    decoded = decode_handshake_payload(_with_extensions(many))
+    assert decoded.stream_muxers == tuple(f"/m/{i}" for i in range(MAX_STREAM_MUXERS))
+    certhashes = encode_bytes_field(1, bytes(32)) * MAX_STREAM_MUXERS
+    late = encode_bytes_field(2, "/yamux/1.0.0")
+    assert decode_handshake_payload(_with_extensions(certhashes, late)).stream_muxers == ()
+
+
+@pytest.mark.parametrize(
+    ("extensions", "message"),
+    [
+        (encode_bytes_field(2, b"\xff\xfe"), "not UTF-8"),
+        (encode_varint_field(2, 1), "wrong type"),
+        (encode_varint_field(1, 1), "wrong type"),
+        (b"\x12\x10/yamux", "overruns"),
+        (b"\x12", "truncated"),
+        (b"\x00\x01", "field number 0"),
+    ],
+)
+def test_garbage_extensions_are_a_clear_error(extensions: bytes, message: str) -> None:
+    with pytest.raises(RemoteProtocolError, match=message):
+        decode_handshake_payload(_with_extensions(extensions))
+
+
+def test_credentials_sign_the_static_key_once_and_carry_the_muxers() -> None:
+    static = x25519(9)
+    plain = NoiseCredentials.create(RESPONDER_ID, static)
+    early = NoiseCredentials.create(RESPONDER_ID, static, stream_muxers=("/yamux/1.0.0",))
+    public = static.public_key().public_bytes_raw()
+    for credentials in (plain, early):
+        decoded = decode_handshake_payload(credentials.payload)
+        assert decoded.identity_key == RESPONDER_ID.public_key.to_protobuf()
+        assert RESPONDER_ID.public_key.verify(SIGNATURE_PREFIX + public, decoded.identity_sig)
+        assert credentials.static_public == public
+    assert decode_handshake_payload(plain.payload).stream_muxers == ()
+    assert decode_handshake_payload(early.payload).stream_muxers == ("/yamux/1.0.0",)
+
+
+@pytest.mark.parametrize("initiator_muxers", [(), ("/yamux/1.0.0",)])
+@pytest.mark.parametrize("responder_muxers", [(), ("/mplex/6.7.0", "/yamux/1.0.0")])
+def test_each_side_learns_the_muxers_the_other_listed(
+    initiator_muxers: tuple[str, ...], responder_muxers: tuple[str, ...]
+) -> None:
+    initiator = NoiseHandshake(
+        role=Role.INITIATOR,
+        credentials=NoiseCredentials.create(
+            INITIATOR_ID, x25519(1), stream_muxers=initiator_muxers
+        ),
+        ephemeral_key=x25519(2),
+    )
+    responder = NoiseHandshake(
+        role=Role.RESPONDER,
+        credentials=NoiseCredentials.create(
+            RESPONDER_ID, x25519(3), stream_muxers=responder_muxers
+        ),
+        ephemeral_key=x25519(4),
+    )
+    events_i, events_r = run(initiator, responder)
+    [done_i], [done_r] = events_i, events_r
+    assert isinstance(done_i, HandshakeCompleted) and isinstance(done_r, HandshakeCompleted)
+    assert done_i.remote_stream_muxers == responder_muxers
+    assert done_r.remote_stream_muxers == initiator_muxers
+
+
+def test_the_initiator_sends_no_payload_in_message_1() -> None:
+    """The spec: extensions only where the handshake guarantees secrecy (messages 2, 3)."""
+    initiator = NoiseHandshake(
+        role=Role.INITIATOR,
+        credentials=NoiseCredentials.create(
+            INITIATOR_ID, x25519(1), stream_muxers=("/yamux/1.0.0",)
+        ),
+        ephemeral_key=x25519(2),
+    )
+    assert initiator.data_to_send() == b"\x00\x20" + x25519(2).public_key().public_bytes_raw()
 
 
 @pytest.mark.parametrize(
@@ -618,8 +714,7 @@ def test_oversized_first_message_fails_at_once() -> None:
     with pytest.raises(InvalidArgumentError):
         NoiseHandshake(
             role=Role.RESPONDER,
-            identity=RESPONDER_ID,
-            static_key=x25519(3),
+            credentials=NoiseCredentials.create(RESPONDER_ID, x25519(3)),
             ephemeral_key=x25519(4),
             max_first_message_size=31,
         )
@@ -628,3 +723,93 @@ def test_oversized_first_message_fails_at_once() -> None:
     initiator.data_to_send()
     responder.receive_data(b"\x00\x24" + x25519(2).public_key().public_bytes_raw() + b"junk")
     assert not responder.done and responder.data_to_send()
+
+
+# --- verified identities (a reused static key is verified once) --------------------------
+
+
+def _handshake_with(
+    initiator: NoiseCredentials,
+    verified: VerifiedIdentities,
+    *,
+    expected: KeyPair | None = None,
+) -> NoiseEvent:
+    """Run ``initiator`` against a responder keeping ``verified``; the responder's event."""
+    dialer = NoiseHandshake(role=Role.INITIATOR, credentials=initiator, ephemeral_key=x25519(2))
+    listener = NoiseHandshake(
+        role=Role.RESPONDER,
+        credentials=NoiseCredentials.create(RESPONDER_ID, x25519(3)),
+        ephemeral_key=x25519(4),
+        expected_peer=expected.peer_id if expected is not None else None,
+        verified=verified,
+    )
+    settle(dialer, listener)
+    [event] = listener.events_received()
+    return event
+
+
+def test_a_payload_verified_once_is_not_verified_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    verified = VerifiedIdentities()
+    credentials = NoiseCredentials.create(INITIATOR_ID, x25519(1))
+    first = _handshake_with(credentials, verified)
+    assert isinstance(first, HandshakeCompleted) and len(verified) == 1
+    calls = []
+    real_verify = PublicKey.verify
+
+    def counting(self: PublicKey, data: bytes, signature: bytes) -> bool:
+        calls.append(data)
+        return real_verify(self, data, signature)
+
+    monkeypatch.setattr(PublicKey, "verify", counting)
+    again = _handshake_with(credentials, verified)
+    assert isinstance(again, HandshakeCompleted) and again.remote_peer == INITIATOR_ID.peer_id
+    assert again.remote_public_key == INITIATOR_ID.public_key
+    # The dialer still verifies the listener (it keeps no cache here); nobody verified
+    # the dialer's static key again.
+    checked = [data.removeprefix(SIGNATURE_PREFIX) for data in calls]
+    assert credentials.static_public not in checked and len(verified) == 1
+    # Another static key under the same identity is verified in full.
+    other_credentials = NoiseCredentials.create(INITIATOR_ID, x25519(7))
+    other = _handshake_with(other_credentials, verified)
+    checked = [data.removeprefix(SIGNATURE_PREFIX) for data in calls]
+    assert isinstance(other, HandshakeCompleted) and other_credentials.static_public in checked
+    assert len(verified) == 2
+
+
+def test_a_cached_identity_is_still_checked_against_the_expected_peer() -> None:
+    verified = VerifiedIdentities()
+    credentials = NoiseCredentials.create(INITIATOR_ID, x25519(1))
+    assert isinstance(_handshake_with(credentials, verified), HandshakeCompleted)
+    event = _handshake_with(credentials, verified, expected=RESPONDER_ID)
+    assert isinstance(event, HandshakeFailed)
+    assert isinstance(event.error, PeerIdMismatchError)
+
+
+def test_a_forged_signature_next_to_a_verified_one_is_refused() -> None:
+    """Same identity key and static key as a verified payload, another signature: the
+    cache key differs, so it is verified, and refused."""
+    verified = VerifiedIdentities()
+    honest = NoiseCredentials.create(INITIATOR_ID, x25519(1))
+    assert isinstance(_handshake_with(honest, verified), HandshakeCompleted)
+    forged = NoiseCredentials.create(cast(KeyPair, LyingIdentity(INITIATOR_ID)), x25519(1))
+    event = _handshake_with(forged, verified)
+    assert isinstance(event, HandshakeFailed)
+    assert isinstance(event.error, InvalidSignatureError)
+    assert len(verified) == 1
+
+
+def test_verified_identities_are_bounded_least_recently_used_first() -> None:
+    verified = VerifiedIdentities(max_entries=2)
+    a, b, c = (NoiseCredentials.create(INITIATOR_ID, x25519(n)) for n in (11, 12, 13))
+    for credentials in (a, b, a, c):  # a used again: b is the least recently used
+        assert isinstance(_handshake_with(credentials, verified), HandshakeCompleted)
+    assert len(verified) == 2
+    identity_key = INITIATOR_ID.public_key.to_protobuf()
+
+    def known(credentials: NoiseCredentials) -> bool:
+        sig = decode_handshake_payload(credentials.payload).identity_sig
+        return verified.get((identity_key, credentials.static_public, sig)) is not None
+
+    assert known(a) and known(c) and not known(b)
+    with pytest.raises(InvalidArgumentError):
+        VerifiedIdentities(max_entries=0)

@@ -6,11 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiop2p._wire.protobuf import encode_bytes_field, encode_varint_field
 from aiop2p.errors import (
     ConnectionLostError,
     DecryptionError,
     HandshakeError,
     HandshakeTimeoutError,
+    InvalidArgumentError,
     InvalidStateError,
     NegotiationError,
     P2PError,
@@ -27,6 +29,7 @@ from aiop2p.protocols.multistream import (
 from aiop2p.protocols.noise import (
     NOISE_PROTOCOL_ID,
     HandshakeCompleted,
+    NoiseCredentials,
     NoiseHandshake,
     NoiseTransport,
 )
@@ -61,12 +64,14 @@ def machine(
     identity: KeyPair,
     expected_peer: PeerId | None = None,
     now: float = 0.0,
+    early: bool = False,
 ) -> UpgradeMachine:
+    """``early``: our payload lists Yamux (early muxer negotiation), as a node's does."""
     base = 1 if role is Role.INITIATOR else 3
+    muxers = (YAMUX_PROTOCOL_ID,) if early else ()
     return UpgradeMachine(
         role=role,
-        identity=identity,
-        static_key=x25519(base),
+        credentials=NoiseCredentials.create(identity, x25519(base), stream_muxers=muxers),
         ephemeral_key=x25519(base + 1),
         now=now,
         handshake_timeout=TIMEOUT,
@@ -75,12 +80,21 @@ def machine(
 
 
 def pair(
-    *, expected_peer: PeerId | None = LISTENER_ID.peer_id
+    *,
+    expected_peer: PeerId | None = LISTENER_ID.peer_id,
+    dialer_early: bool = False,
+    listener_early: bool = False,
 ) -> tuple[UpgradeMachine, UpgradeMachine]:
-    """A dialer (initiator) and a listener (responder) as a node builds them."""
+    """A dialer (initiator) and a listener (responder); the ``*_early`` ones list Yamux in
+    their Noise payload, as a node does by default."""
     return (
-        machine(role=Role.INITIATOR, identity=DIALER_ID, expected_peer=expected_peer),
-        machine(role=Role.RESPONDER, identity=LISTENER_ID),
+        machine(
+            role=Role.INITIATOR,
+            identity=DIALER_ID,
+            expected_peer=expected_peer,
+            early=dialer_early,
+        ),
+        machine(role=Role.RESPONDER, identity=LISTENER_ID, early=listener_early),
     )
 
 
@@ -133,7 +147,9 @@ def test_dialer_saves_round_trips_four_flights_in_all() -> None:
     # 1: header, /noise proposal and Noise message 1 in one write, before any answer.
     first = send(dialer, listener)
     noise1 = NoiseHandshake(
-        role=Role.INITIATOR, identity=DIALER_ID, static_key=x25519(1), ephemeral_key=x25519(2)
+        role=Role.INITIATOR,
+        credentials=NoiseCredentials.create(DIALER_ID, x25519(1)),
+        ephemeral_key=x25519(2),
     ).data_to_send()
     assert first == _HEADER + encode_message(NOISE_PROTOCOL_ID) + noise1
     assert listener.stage is UpgradeStage.NOISE
@@ -206,30 +222,42 @@ def test_responder_answers_na_to_another_security_protocol_and_keeps_waiting() -
     assert listener.stage is UpgradeStage.SECURITY_NEGOTIATION
 
 
-def _noise_by_hand_as_responder(
-    dialer: UpgradeMachine,
-) -> tuple[NoiseTransport, bytes]:
-    """Answer ``dialer``'s first flights by hand; return the cipher and its muxer plaintext."""
+def _answer_message_1(
+    dialer: UpgradeMachine, credentials: NoiseCredentials | None = None
+) -> NoiseHandshake:
+    """Answer ``dialer``'s first flight by hand (message 2); return our Noise machine."""
     security = MultistreamListener((NOISE_PROTOCOL_ID,))
     security.receive_data(dialer.data_to_send())
     [selected] = security.events_received()
     assert isinstance(selected, ProtocolSelected)
     handshake = NoiseHandshake(
-        role=Role.RESPONDER, identity=LISTENER_ID, static_key=x25519(3), ephemeral_key=x25519(4)
+        role=Role.RESPONDER,
+        credentials=credentials or NoiseCredentials.create(LISTENER_ID, x25519(3)),
+        ephemeral_key=x25519(4),
     )
     handshake.receive_data(selected.leftover)
     dialer.receive_data(security.data_to_send() + handshake.data_to_send())
+    return handshake
+
+
+def _noise_by_hand_as_responder(dialer: UpgradeMachine) -> tuple[NoiseTransport, bytes]:
+    """Answer ``dialer``'s first flights by hand; return the cipher and its muxer plaintext."""
+    handshake = _answer_message_1(dialer)
     handshake.receive_data(dialer.data_to_send())
     [done] = handshake.events_received()
     assert isinstance(done, HandshakeCompleted)
     return done.transport, b"".join(done.transport.decrypt(done.leftover))
 
 
-def _noise_by_hand_as_initiator(listener: UpgradeMachine) -> tuple[NoiseTransport, bytes]:
+def _noise_by_hand_as_initiator(
+    listener: UpgradeMachine, credentials: NoiseCredentials | None = None
+) -> tuple[NoiseTransport, bytes]:
     """Run ``listener``'s Noise handshake by hand; return the cipher and message 3."""
     security = MultistreamDialer([NOISE_PROTOCOL_ID], optimistic=True)
     handshake = NoiseHandshake(
-        role=Role.INITIATOR, identity=DIALER_ID, static_key=x25519(1), ephemeral_key=x25519(2)
+        role=Role.INITIATOR,
+        credentials=credentials or NoiseCredentials.create(DIALER_ID, x25519(1)),
+        ephemeral_key=x25519(2),
     )
     listener.receive_data(security.data_to_send() + handshake.data_to_send())
     security.receive_data(listener.data_to_send())
@@ -435,3 +463,151 @@ def test_arbitrary_bytes_never_raise(data: bytes, role: Role) -> None:
     m.receive_data(data)
     for event in m.events_received():
         assert isinstance(event, UpgradeFailed)
+
+
+# -- early muxer negotiation (Yamux agreed in the Noise payloads) ---------------------------
+
+
+def test_early_negotiation_saves_the_muxer_round_three_flights_in_all() -> None:
+    dialer, listener = pair(dialer_early=True, listener_early=True)
+    send(dialer, listener)  # 1: header, /noise, message 1
+    send(listener, dialer)  # 2: header, echo, message 2 listing /yamux/1.0.0
+    # The dialer is done before anything else comes back: message 3 is its last flight.
+    done_d = completed(dialer.events_received())
+    assert done_d.muxer_negotiated_early and dialer.muxer_negotiated_early
+    third = dialer.data_to_send()
+    assert dialer.data_to_send() == b""
+    listener.receive_data(third)  # 3: message 3 listing /yamux/1.0.0, and no proposal
+    done_l = completed(listener.events_received())
+    assert done_l.muxer_negotiated_early and listener.muxer_negotiated_early
+    assert listener.data_to_send() == b""  # no echo: flight 4 is gone
+    assert done_l.remote_peer == DIALER_ID.peer_id and done_d.remote_peer == LISTENER_ID.peer_id
+    exchange_stream(done_d.session, done_l.session)
+    assert done_d.session.role is Role.INITIATOR and done_l.session.role is Role.RESPONDER
+
+
+def test_early_negotiation_yamux_frames_ride_behind_message_3() -> None:
+    dialer, listener = pair(dialer_early=True, listener_early=True)
+    send(dialer, listener)
+    send(listener, dialer)
+    done_d = completed(dialer.events_received())
+    sid = done_d.session.open_stream()
+    done_d.session.send_data(sid, b"early")
+    listener.receive_data(
+        dialer.data_to_send() + done_d.transport.encrypt(done_d.session.data_to_send())
+    )
+    events = completed(listener.events_received()).session.events_received()
+    assert StreamOpened(sid) in events and StreamDataReceived(sid, b"early") in events
+
+
+@pytest.mark.parametrize(("dialer_early", "listener_early"), [(True, False), (False, True)])
+def test_a_side_without_early_negotiation_gets_the_multistream_round(
+    dialer_early: bool, listener_early: bool
+) -> None:
+    dialer, listener = pair(dialer_early=dialer_early, listener_early=listener_early)
+    send(dialer, listener)
+    send(listener, dialer)
+    assert dialer.stage is UpgradeStage.MUXER_NEGOTIATION  # waits for the muxer echo
+    events_d, events_l = run(dialer, listener)
+    done_d, done_l = completed(events_d), completed(events_l)
+    assert not done_d.muxer_negotiated_early and not done_l.muxer_negotiated_early
+    exchange_stream(done_d.session, done_l.session)
+
+
+def test_credentials_may_offer_only_yamux() -> None:
+    with pytest.raises(InvalidArgumentError):
+        UpgradeMachine(
+            role=Role.INITIATOR,
+            credentials=NoiseCredentials.create(
+                DIALER_ID, x25519(1), stream_muxers=("/mplex/6.7.0",)
+            ),
+            ephemeral_key=x25519(2),
+            now=0.0,
+            handshake_timeout=TIMEOUT,
+        )
+
+
+_MPLEX_ONLY = ("/mplex/6.7.0",)
+
+
+def test_initiator_fails_when_the_responder_lists_no_common_muxer() -> None:
+    """The spec: both listed muxers but none in common, the handshake fails."""
+    dialer, _ = pair(dialer_early=True)
+    peer = NoiseCredentials.create(LISTENER_ID, x25519(3), stream_muxers=_MPLEX_ONLY)
+    _answer_message_1(dialer, peer)
+    error = failure(dialer)  # before it sends message 3
+    assert isinstance(error, ProtocolNotSupportedError)
+    assert error.protocols == (YAMUX_PROTOCOL_ID,)
+
+
+def test_responder_fails_when_the_initiator_lists_no_common_muxer() -> None:
+    _, listener = pair(listener_early=True)
+    peer = NoiseCredentials.create(DIALER_ID, x25519(1), stream_muxers=("/mplex/6.7.0", "/x"))
+    _, message3 = _noise_by_hand_as_initiator(listener, peer)
+    listener.receive_data(message3)
+    assert isinstance(failure(listener), ProtocolNotSupportedError)
+
+
+def test_the_initiators_order_decides_and_later_entries_are_ignored() -> None:
+    _, listener = pair(listener_early=True)
+    muxers = ("/mplex/6.7.0", YAMUX_PROTOCOL_ID, YAMUX_PROTOCOL_ID, "/other")
+    peer = NoiseCredentials.create(DIALER_ID, x25519(1), stream_muxers=muxers)
+    _, message3 = _noise_by_hand_as_initiator(listener, peer)
+    listener.receive_data(message3)
+    assert completed(listener.events_received()).muxer_negotiated_early
+
+
+def _hostile(identity: KeyPair, static: int, extensions: bytes) -> NoiseCredentials:
+    """Credentials whose payload carries ``extensions`` verbatim (a correct signature)."""
+    honest = NoiseCredentials.create(identity, x25519(static))
+    payload = honest.payload + encode_bytes_field(4, extensions)
+    return NoiseCredentials(honest.static_key, honest.static_public, payload, ())
+
+
+_GARBAGE_EXTENSIONS = [
+    encode_bytes_field(2, b"\xff/yamux"),  # not UTF-8
+    encode_varint_field(2, 7),  # a number where a string belongs
+    b"\x12\x7f/yamux/1.0.0",  # overruns its message
+    b"\x12",  # truncated
+]
+
+
+@pytest.mark.parametrize("extensions", _GARBAGE_EXTENSIONS)
+def test_garbage_extensions_from_a_responder_fail_the_dialer_cleanly(extensions: bytes) -> None:
+    dialer, _ = pair(dialer_early=True)
+    _answer_message_1(dialer, _hostile(LISTENER_ID, 3, extensions))
+    error = failure(dialer)
+    assert isinstance(error, HandshakeError)
+    assert "noise extensions" in str(error)
+
+
+@pytest.mark.parametrize("extensions", _GARBAGE_EXTENSIONS)
+def test_garbage_extensions_from_an_initiator_fail_the_listener_cleanly(
+    extensions: bytes,
+) -> None:
+    _, listener = pair(listener_early=True)
+    _, message3 = _noise_by_hand_as_initiator(listener, _hostile(DIALER_ID, 1, extensions))
+    listener.receive_data(message3)
+    error = failure(listener)
+    assert isinstance(error, HandshakeError)
+    assert "noise extensions" in str(error)
+
+
+def test_a_huge_muxer_list_with_yamux_late_falls_back_to_the_bounded_prefix() -> None:
+    """Only the first MAX_STREAM_MUXERS entries count: Yamux past them is not seen, so the
+    peer is treated as listing no common muxer (it asked for a 5000-entry walk)."""
+    _, listener = pair(listener_early=True)
+    junk = b"".join(encode_bytes_field(2, f"/junk/{i}") for i in range(5000))
+    peer = _hostile(DIALER_ID, 1, junk + encode_bytes_field(2, YAMUX_PROTOCOL_ID))
+    _, message3 = _noise_by_hand_as_initiator(listener, peer)
+    listener.receive_data(message3)
+    assert isinstance(failure(listener), ProtocolNotSupportedError)
+
+
+def test_garbage_ciphertext_behind_message_3_fails_the_early_listener() -> None:
+    dialer, listener = pair(dialer_early=True, listener_early=True)
+    send(dialer, listener)
+    send(listener, dialer)
+    completed(dialer.events_received())
+    listener.receive_data(dialer.data_to_send() + b"\x00\x20" + bytes(32))
+    assert isinstance(failure(listener), DecryptionError)

@@ -20,7 +20,7 @@ import sys
 import threading
 from collections.abc import Collection
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -33,7 +33,12 @@ from ..errors import (
     StreamResetError,
 )
 from ..protocols.multistream import MultistreamDialer, Proposal, single_proposal
-from ..protocols.noise import MAX_PLAINTEXT_SIZE, NoiseTransport
+from ..protocols.noise import (
+    MAX_PLAINTEXT_SIZE,
+    NoiseCredentials,
+    NoiseTransport,
+    VerifiedIdentities,
+)
 from ..protocols.role import Role
 from ..protocols.upgrade import UpgradeCompleted, UpgradeFailed, UpgradeMachine
 from ..protocols.yamux import (
@@ -53,7 +58,7 @@ from .stream import ConnectionId, Stream
 
 if TYPE_CHECKING:
     from ..config import NodeConfig
-    from ..identity import KeyPair, PeerId, PublicKey
+    from ..identity import PeerId, PublicKey
     from ..multiaddr import Multiaddr
     from ..protocols.relay_v2 import Limit
 
@@ -62,6 +67,12 @@ __all__ = ["Connection", "Direction", "RelayedVia"]
 log = logging.getLogger(__name__)
 
 _connection_ids = itertools.count(1)
+
+MAX_STREAMS_BEFORE_ANSWER: Final = 8
+"""Streams a dialer that agreed its muxer in the Noise handshake puts on the wire before
+the listener's first bytes arrive; further output waits for them.  The listener may not
+have finished setting the connection up: js-libp2p aborts one on which more than 10
+streams arrive before then (its muxer's ``maxEarlyStreams``)."""
 
 
 _MAX_KEPT_OUTPUT_BYTES = 2 * 1024 * 1024
@@ -150,6 +161,9 @@ class Connection(asyncio.Protocol):
     """A secured, multiplexed connection to one peer.
 
     Open streams with :meth:`new_stream`; inbound streams go to the node's handlers.
+    ``credentials`` are the node's Noise static key and signed payload (made once per
+    node), ``verified`` the remote identities it has verified; only the ephemeral key is
+    drawn per connection.
     The ``asyncio.Protocol`` callbacks are internal, and so are the methods of the
     :class:`~.stream.StreamOwner` interface its streams call (``send_stream_data`` to
     ``drained``).
@@ -159,7 +173,8 @@ class Connection(asyncio.Protocol):
         self,
         hooks: ConnectionHooks,
         *,
-        identity: KeyPair,
+        credentials: NoiseCredentials,
+        verified: VerifiedIdentities,
         direction: Direction,
         config: NodeConfig,
         expected_peer: PeerId | None = None,
@@ -178,7 +193,8 @@ class Connection(asyncio.Protocol):
         self.remote_addr = remote_addr
         self.local_addr: Multiaddr | None = None
         self._hooks = hooks
-        self._identity = identity
+        self._credentials = credentials
+        self._verified = verified
         self._config = config
         self._expected_peer = expected_peer
         self._remote_peer: PeerId | None = None
@@ -188,6 +204,15 @@ class Connection(asyncio.Protocol):
         self._upgrader: UpgradeMachine | None = None
         self._cipher: NoiseTransport | None = None
         self._yamux: YamuxSession | None = None
+        self._muxer_negotiated_early = False
+        # The upgrade's last bytes (Noise message 3, or the listener's muxer echo), held
+        # for the first flush so that they and the first Yamux frames leave in one write.
+        self._handshake_tail = b""
+        self._refused: P2PError | None = None
+        # Early muxer negotiation, dialer side, until the listener's first bytes: streams
+        # opened, and how many of them were written (see MAX_STREAMS_BEFORE_ANSWER).
+        self._early_streams: int | None = None
+        self._early_streams_sent = 0
         self._streams: dict[StreamId, Stream] = {}
         self._inbound_streams = 0
         # Done when established; its result is not the connection itself, which would
@@ -229,6 +254,11 @@ class Connection(asyncio.Protocol):
     @property
     def is_relayed(self) -> bool:
         return self.relay is not None
+
+    @property
+    def muxer_negotiated_early(self) -> bool:
+        """Yamux was agreed in the Noise handshake payloads (no multistream round)."""
+        return self._muxer_negotiated_early
 
     @property
     def is_established(self) -> bool:
@@ -287,6 +317,8 @@ class Connection(asyncio.Protocol):
             )
             out = negotiator.data_to_send()
         sid = yamux.open_stream()
+        if self._early_streams is not None:
+            self._early_streams += 1
         stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
@@ -314,6 +346,7 @@ class Connection(asyncio.Protocol):
         if self._stage is not _Stage.CLOSED:
             if self._yamux is not None and not self._yamux.is_terminated:
                 self._yamux.go_away(0)
+                self._early_streams = None  # nothing is held back any more
                 self._flush()
             self._terminate(ConnectionClosedError("connection closed locally"))
         await asyncio.shield(self._closed)
@@ -322,15 +355,26 @@ class Connection(asyncio.Protocol):
         """Drop the connection at once."""
         self._terminate(error or ConnectionClosedError("connection aborted locally"), abort=True)
 
+    def refuse(self, error: P2PError) -> None:
+        """Abort with ``error`` as soon as the transport is attached, before any byte is
+        read or written.  For a connection refused in its protocol factory: an event loop
+        may deliver the peer's first bytes before a ``call_soon`` runs (uvloop does), and
+        with early muxer negotiation a listener that answered Noise message 1 has already
+        let the dialer consider itself connected."""
+        self._refused = error
+
     # -- asyncio.Protocol ----------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast("asyncio.Transport", transport)  # uvloop: not a subclass
+        if self._refused is not None:
+            self.abort(self._refused)
+            return
         config = self._config
         upgrader = self._upgrader = UpgradeMachine(
             role=self.role,
-            identity=self._identity,
-            static_key=X25519PrivateKey.generate(),
+            credentials=self._credentials,
+            verified=self._verified,
             ephemeral_key=X25519PrivateKey.generate(),
             now=self.loop.time(),
             handshake_timeout=config.handshake_timeout,
@@ -348,6 +392,7 @@ class Connection(asyncio.Protocol):
             cipher = self._cipher
             yamux = self._yamux
             assert cipher is not None and yamux is not None
+            self._early_streams = None  # the listener answered: it is set up
             try:
                 plaintexts = cipher.decrypt(data)
             except P2PError as exc:
@@ -446,17 +491,22 @@ class Connection(asyncio.Protocol):
         transport.write(data)
 
     def _established(self, ev: UpgradeCompleted, out: bytes) -> None:
-        """``out``, the machine's last bytes (the listener's muxer echo), is written only
-        if ``connection_ready`` keeps the connection: a vetoed peer never sees it agreed."""
+        """``out``, the machine's last bytes (Noise message 3 of an early negotiation, or
+        the listener's muxer echo), is written only if ``connection_ready`` keeps the
+        connection: a vetoed peer never sees it agreed.  It leads the first flush, which
+        runs once the tasks started here (identify) have queued their first frames: one
+        write, one segment, instead of two."""
         self._upgrader = None
         self._cancel_timer()
         self._cipher = ev.transport
+        self._muxer_negotiated_early = ev.muxer_negotiated_early
+        if ev.muxer_negotiated_early and self.role is Role.INITIATOR:
+            self._early_streams = 0
         yamux = self._yamux = ev.session
         self._stage = _Stage.ESTABLISHED
         self._hooks.connection_ready(self)  # may veto (abort) the connection
         if self._stage is _Stage.ESTABLISHED:
-            if out:
-                self._write(out)
+            self._handshake_tail = out
             if not self._ready.done():
                 self._ready.set_result(None)
             self._became_idle()
@@ -697,15 +747,28 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if yamux is None or transport is None or self._stage is not _Stage.ESTABLISHED:
             return 0
+        early = self._early_streams
+        if early is not None:
+            if early > MAX_STREAMS_BEFORE_ANSWER and self._early_streams_sent:
+                return 0  # held until the listener answers (data_received flushes)
+            self._early_streams_sent = early
         pieces = yamux.buffers_to_send()
+        tail = self._handshake_tail  # it must precede every encrypted frame
+        if tail:
+            self._handshake_tail = b""
         if not pieces:
+            if tail:
+                transport.write(tail)
             return 0
         cipher = self._cipher
         assert cipher is not None
         size = sum(map(len, pieces))
         if size <= MAX_PLAINTEXT_SIZE:  # one frame: small, one allocation
-            transport.write(cipher.encrypt(pieces[0] if len(pieces) == 1 else b"".join(pieces)))
+            sealed = cipher.encrypt(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            transport.write(tail + sealed if tail else sealed)
         else:
+            if tail:
+                transport.write(tail)
             _write_sealed(transport, cipher, pieces, size)
         return size
 

@@ -10,9 +10,14 @@ single suite libp2p allows, ``Noise_XX_25519_ChaChaPoly_SHA256``, and an empty p
 Every Noise message travels as ``uint16_be(len) + message``.  The payload is the
 ``NoiseHandshakePayload`` protobuf: ``identity_key`` (1, a libp2p ``PublicKey``),
 ``identity_sig`` (2, a signature over ``"noise-libp2p-static-key:" + static X25519
-public key``) and optional ``extensions`` (4), which we never send and parse only to
-reject a malformed one.  The signature binds the libp2p identity to the Noise static
-key, so the remote peer id we report is authenticated.
+public key``) and optional ``extensions`` (4, ``NoiseExtensions``: ``stream_muxers`` (2)
+for early muxer negotiation; ``webtransport_certhashes`` (1) is checked and ignored).
+The signature binds the libp2p identity to the Noise static key, so the remote peer id
+we report is authenticated.
+
+The static key and the payload signed for it are a node's :class:`NoiseCredentials`,
+computed once and reused by every handshake (the spec allows a static key shared by all
+sessions); the ephemeral key is fresh per handshake.
 
 :class:`NoiseHandshake` is a bytes-in/events-out machine; it ends with
 :class:`HandshakeCompleted`, which carries the :class:`NoiseTransport` cipher pair and
@@ -52,14 +57,18 @@ from .role import Role
 __all__ = [
     "MAX_NOISE_FRAME_SIZE",
     "MAX_PLAINTEXT_SIZE",
+    "MAX_STREAM_MUXERS",
     "NOISE_PROTOCOL_ID",
     "PROTOCOL_NAME",
     "SIGNATURE_PREFIX",
     "HandshakeCompleted",
     "HandshakeFailed",
+    "HandshakePayload",
+    "NoiseCredentials",
     "NoiseEvent",
     "NoiseHandshake",
     "NoiseTransport",
+    "VerifiedIdentities",
     "decode_handshake_payload",
     "encode_handshake_payload",
 ]
@@ -70,6 +79,8 @@ MAX_NOISE_FRAME_SIZE: Final = 65535
 MAX_PLAINTEXT_SIZE: Final = MAX_NOISE_FRAME_SIZE - 16
 """Largest plaintext per transport frame, bytes (the AEAD tag takes 16)."""
 
+MAX_STREAM_MUXERS: Final = 16
+"""Entries of a peer's ``NoiseExtensions`` read at most; the rest are ignored unread."""
 PROTOCOL_NAME: Final = b"Noise_XX_25519_ChaChaPoly_SHA256"
 SIGNATURE_PREFIX: Final = b"noise-libp2p-static-key:"
 
@@ -82,6 +93,8 @@ _pack_length = struct.Struct(">H").pack
 _unpack_length = struct.Struct(">H").unpack_from
 _pack_length_into = struct.Struct(">H").pack_into
 _pack_nonce = struct.Struct("<4xQ").pack  # 4 zero bytes + 64-bit little-endian counter
+_Remote = tuple[PublicKey, PeerId, tuple[str, ...]]
+"""What a verified handshake payload yields: identity key, peer id, stream muxers."""
 
 
 # --- Noise primitives (revision 34, sections 4 and 5) -------------------------------------
@@ -113,12 +126,17 @@ def _public_bytes(key: X25519PrivateKey) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class HandshakeCompleted:
-    """The remote proved ``remote_peer``; ``leftover`` is ciphertext for ``transport``."""
+    """The remote proved ``remote_peer``; ``leftover`` is ciphertext for ``transport``.
+
+    ``remote_stream_muxers``: the muxers its payload listed (early muxer negotiation),
+    empty when it listed none.
+    """
 
     remote_peer: PeerId
     remote_public_key: PublicKey
     transport: NoiseTransport
     leftover: bytes
+    remote_stream_muxers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,15 +149,38 @@ class HandshakeFailed:
 NoiseEvent = HandshakeCompleted | HandshakeFailed
 
 
-def encode_handshake_payload(identity_key: bytes, identity_sig: bytes) -> bytes:
-    """``NoiseHandshakePayload`` with fields 1 and 2 (no extensions)."""
-    return encode_bytes_field(1, identity_key) + encode_bytes_field(2, identity_sig)
+@dataclass(frozen=True, slots=True)
+class HandshakePayload:
+    """A decoded ``NoiseHandshakePayload`` (``stream_muxers`` empty if absent)."""
+
+    identity_key: bytes
+    identity_sig: bytes
+    stream_muxers: tuple[str, ...] = ()
 
 
-def decode_handshake_payload(payload: bytes) -> tuple[bytes, bytes]:
-    """``(identity_key, identity_sig)``; raises :class:`RemoteProtocolError` if malformed."""
+def encode_handshake_payload(
+    identity_key: bytes, identity_sig: bytes, stream_muxers: tuple[str, ...] = ()
+) -> bytes:
+    """``NoiseHandshakePayload``; ``extensions`` only when ``stream_muxers`` is not empty."""
+    payload = encode_bytes_field(1, identity_key) + encode_bytes_field(2, identity_sig)
+    if stream_muxers:
+        extensions = b"".join(encode_bytes_field(2, muxer) for muxer in stream_muxers)
+        payload += encode_bytes_field(4, extensions)
+    return payload
+
+
+def decode_handshake_payload(payload: bytes) -> HandshakePayload:
+    """Decode a peer's payload; raises :class:`RemoteProtocolError` if malformed.
+
+    Protobuf rules: unknown fields are skipped, a repeated ``identity_key`` or
+    ``identity_sig`` keeps the last value, and repeated ``extensions`` merge (their
+    lists concatenate).  Only the first :data:`MAX_STREAM_MUXERS` extension entries are
+    read, so a peer cannot make us walk a 64 KiB list.
+    """
     identity_key: bytes | None = None
     identity_sig: bytes | None = None
+    muxers: list[str] = []
+    entries = 0
     for number, value in decode_fields(payload):
         if number not in (1, 2, 4):
             continue  # unknown fields are skipped, as protobuf requires
@@ -149,23 +190,112 @@ def decode_handshake_payload(payload: bytes) -> tuple[bytes, bytes]:
             identity_key = value
         elif number == 2:
             identity_sig = value
-        else:  # NoiseExtensions: 1 webtransport_certhashes, 2 stream_muxers (both repeated)
-            for ext_number, ext_value in decode_fields(value):
-                if ext_number in (1, 2) and not isinstance(ext_value, bytes):
-                    raise RemoteProtocolError("malformed noise extensions")
+        elif entries < MAX_STREAM_MUXERS:
+            entries = _decode_extensions(value, muxers, entries)
     if identity_key is None or identity_sig is None:
         raise RemoteProtocolError("handshake payload lacks identity_key or identity_sig")
-    return identity_key, identity_sig
+    return HandshakePayload(identity_key, identity_sig, tuple(muxers))
+
+
+def _decode_extensions(data: bytes, muxers: list[str], entries: int) -> int:
+    """Append ``stream_muxers`` of one ``NoiseExtensions`` to ``muxers``; entries read."""
+    try:
+        for number, value in decode_fields(data):
+            if number not in (1, 2):
+                continue
+            if not isinstance(value, bytes):
+                raise RemoteProtocolError("a field has the wrong type")
+            if number == 2:
+                try:
+                    muxers.append(value.decode())
+                except UnicodeDecodeError:
+                    raise RemoteProtocolError("a stream muxer is not UTF-8") from None
+            entries += 1
+            if entries >= MAX_STREAM_MUXERS:
+                break
+    except RemoteProtocolError as exc:
+        raise RemoteProtocolError(f"malformed noise extensions: {exc}") from None
+    return entries
+
+
+class VerifiedIdentities:
+    """Remote identities whose signature over their Noise static key already verified.
+
+    A peer that reuses its static key (as we do, and js-libp2p does) sends the same
+    identity key, static key and signature on every connection; verifying them again
+    gives the same answer, so a node keeps the last ``max_entries`` it verified and skips
+    the signature check (the costliest step of a handshake) and the key decoding for
+    them.  Keyed by all three byte strings, so any other payload is verified in full; a
+    peer filling it with its own keys only costs others a verification.
+    """
+
+    __slots__ = ("_entries", "max_entries")
+
+    def __init__(self, max_entries: int = 1024) -> None:
+        if max_entries < 1:
+            raise InvalidArgumentError("max_entries must be at least 1")
+        self.max_entries = max_entries
+        self._entries: dict[tuple[bytes, bytes, bytes], tuple[PublicKey, PeerId]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple[bytes, bytes, bytes]) -> tuple[PublicKey, PeerId] | None:
+        """The verified identity for ``(identity_key, static_key, signature)``, if known."""
+        entries = self._entries
+        found = entries.pop(key, None)
+        if found is not None:
+            entries[key] = found  # most recently used last
+        return found
+
+    def add(self, key: tuple[bytes, bytes, bytes], identity: tuple[PublicKey, PeerId]) -> None:
+        entries = self._entries
+        entries[key] = identity
+        if len(entries) > self.max_entries:
+            del entries[next(iter(entries))]  # the least recently used
+
+
+@dataclass(frozen=True, slots=True)
+class NoiseCredentials:
+    """A node's Noise static key and the handshake payload signed for it, made once.
+
+    The signature covers only ``"noise-libp2p-static-key:" + static public key``; the
+    payload adds the identity key and, when ``stream_muxers`` is given, the extensions
+    (the muxers we offer for early negotiation, in our preference order).  Both roles
+    send the same payload: the responder in message 2, the initiator in message 3.
+    """
+
+    static_key: X25519PrivateKey
+    static_public: bytes
+    payload: bytes
+    stream_muxers: tuple[str, ...]
+
+    @classmethod
+    def create(
+        cls,
+        identity: KeyPair,
+        static_key: X25519PrivateKey,
+        *,
+        stream_muxers: tuple[str, ...] = (),
+    ) -> NoiseCredentials:
+        static_public = _public_bytes(static_key)
+        signature = identity.sign(SIGNATURE_PREFIX + static_public)
+        payload = encode_handshake_payload(
+            identity.public_key.to_protobuf(), signature, stream_muxers
+        )
+        return cls(static_key, static_public, payload, stream_muxers)
 
 
 class NoiseHandshake(SansIOMachine[NoiseEvent]):
     """One side of the ``XX`` handshake with the libp2p identity payload.
 
-    ``static_key`` may be per session or shared by all sessions of a node;
-    ``ephemeral_key`` must be fresh for every handshake.  The initiator queues message 1
-    at construction.  ``expected_peer`` (normally given by the dialler) is checked
-    against the identity the remote proves.  Message 1 carries no libp2p payload, so a
-    responder refuses one longer than ``max_first_message_size`` as soon as its length
+    ``credentials`` (static key and signed payload) may be per session or shared by all
+    sessions of a node; ``ephemeral_key`` must be fresh for every handshake.  The
+    initiator queues message 1 at construction.  ``expected_peer`` (normally given by
+    the dialler) is checked against the identity the remote proves; ``verified`` (the
+    node's) skips verifying a payload verified before.  Message 1 carries
+    no libp2p payload, so a responder refuses one longer than ``max_first_message_size``
+    as soon as its length
     prefix arrives instead of waiting for up to 64 KiB of what is likely garbage.
     """
 
@@ -182,6 +312,7 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         "_s",
         "_s_public",
         "_step",
+        "_verified",
         "max_first_message_size",
     )
 
@@ -191,11 +322,11 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         self,
         *,
         role: Role,
-        identity: KeyPair,
-        static_key: X25519PrivateKey,
+        credentials: NoiseCredentials,
         ephemeral_key: X25519PrivateKey,
         expected_peer: PeerId | None = None,
         max_first_message_size: int = 1024,
+        verified: VerifiedIdentities | None = None,
     ) -> None:
         if max_first_message_size < _DH_LEN:
             raise InvalidArgumentError("max_first_message_size must be at least 32 bytes")
@@ -203,13 +334,12 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         self.max_first_message_size = max_first_message_size
         """Largest message 1 a responder accepts, bytes (libp2p peers send exactly 32)."""
         self._initiator = role is Role.INITIATOR
-        self._s = static_key
-        self._s_public = _public_bytes(static_key)
+        self._s = credentials.static_key
+        self._s_public = credentials.static_public
         self._e = ephemeral_key
         self._expected_peer = expected_peer
-        self._payload = encode_handshake_payload(
-            identity.public_key.to_protobuf(), identity.sign(SIGNATURE_PREFIX + self._s_public)
-        )
+        self._verified = verified
+        self._payload = credentials.payload
         # InitializeSymmetric: the 32-byte protocol name is used as h directly.
         self._h = PROTOCOL_NAME
         self._ck = PROTOCOL_NAME
@@ -328,7 +458,7 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         self._mix_key(self._dh(self._s, self._re))  # es
         self._send(e_public + encrypted_s + self._encrypt_and_hash(self._payload))
 
-    def _read_message2(self, message: bytes) -> tuple[PublicKey, PeerId]:
+    def _read_message2(self, message: bytes) -> _Remote:
         if len(message) < 2 * _DH_LEN + 2 * _TAG_LEN:
             raise RemoteProtocolError("noise message 2 is too short")
         self._re = message[:_DH_LEN]
@@ -344,7 +474,7 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         self._mix_key(self._dh(self._s, self._re))  # se
         self._send(encrypted_s + self._encrypt_and_hash(self._payload))
 
-    def _read_message3(self, message: bytes) -> tuple[PublicKey, PeerId]:
+    def _read_message3(self, message: bytes) -> _Remote:
         if len(message) < _DH_LEN + 2 * _TAG_LEN:
             raise RemoteProtocolError("noise message 3 is too short")
         remote_static = self._decrypt_and_hash(message[: _DH_LEN + _TAG_LEN])
@@ -352,24 +482,34 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
         payload = self._decrypt_and_hash(message[_DH_LEN + _TAG_LEN :])
         return self._verify(remote_static, payload)
 
-    def _verify(self, remote_static: bytes, payload: bytes) -> tuple[PublicKey, PeerId]:
-        identity_key, identity_sig = decode_handshake_payload(payload)
-        try:
-            public_key = PublicKey.from_protobuf(identity_key)
-        except InvalidKeyError as exc:
-            raise HandshakeError(f"unusable remote identity key: {exc}") from exc
-        if not public_key.verify(SIGNATURE_PREFIX + remote_static, identity_sig):
-            raise InvalidSignatureError("remote signature over its noise static key is invalid")
-        peer = PeerId.from_public_key(public_key)
+    def _verify(self, remote_static: bytes, payload: bytes) -> _Remote:
+        decoded = decode_handshake_payload(payload)
+        verified = self._verified
+        key = (decoded.identity_key, remote_static, decoded.identity_sig)
+        known = verified.get(key) if verified is not None else None
+        if known is not None:
+            public_key, peer = known
+        else:
+            try:
+                public_key = PublicKey.from_protobuf(decoded.identity_key)
+            except InvalidKeyError as exc:
+                raise HandshakeError(f"unusable remote identity key: {exc}") from exc
+            if not public_key.verify(SIGNATURE_PREFIX + remote_static, decoded.identity_sig):
+                raise InvalidSignatureError("remote signature over its noise static key is invalid")
+            peer = PeerId.from_public_key(public_key)
+            if verified is not None:
+                verified.add(key, (public_key, peer))
         if self._expected_peer is not None and peer != self._expected_peer:
             raise PeerIdMismatchError(self._expected_peer, peer)
-        return public_key, peer
+        return public_key, peer, decoded.stream_muxers
 
-    def _complete(self, remote: tuple[PublicKey, PeerId]) -> None:
-        public_key, peer = remote
+    def _complete(self, remote: _Remote) -> None:
+        public_key, peer, muxers = remote
         transport = self._split()
         leftover = bytes(self._buffer)
-        self._finish(HandshakeCompleted(peer, public_key, transport, leftover), handed_over=True)
+        self._finish(
+            HandshakeCompleted(peer, public_key, transport, leftover, muxers), handed_over=True
+        )
 
 
 class NoiseTransport:

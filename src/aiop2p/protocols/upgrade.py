@@ -17,6 +17,13 @@ multistream allows when only one protocol is offered: the ``/noise`` proposal an
 Noise message 1 leave together, and the ``/yamux/1.0.0`` proposal travels right
 behind Noise message 3.
 
+Early muxer negotiation (``connections/inlined-muxer-negotiation.md``): when our
+:class:`NoiseCredentials` list stream muxers and the peer's handshake payload lists
+some too, the muxer is the first of the initiator's list that both support, and the
+multistream round for it is skipped: the initiator is done as soon as it has queued
+message 3, the responder as soon as it has read it.  No common muxer fails the
+upgrade, as the spec requires; a peer that lists none gets the multistream round.
+
 ``expected_peer`` is checked by the Noise machine whatever the role, so a dial run as
 the responder (DCUtR's TCP simultaneous open fixes the role per peer) is checked too.
 """
@@ -32,11 +39,13 @@ from ..errors import (
     ConnectionLostError,
     HandshakeError,
     HandshakeTimeoutError,
+    InvalidArgumentError,
     InvalidStateError,
     NegotiationError,
     P2PError,
+    ProtocolNotSupportedError,
 )
-from ..identity import KeyPair, PeerId, PublicKey
+from ..identity import PeerId, PublicKey
 from ._base import SansIOMachine
 from .multistream import (
     MultistreamDialer,
@@ -48,8 +57,10 @@ from .noise import (
     NOISE_PROTOCOL_ID,
     HandshakeCompleted,
     HandshakeFailed,
+    NoiseCredentials,
     NoiseHandshake,
     NoiseTransport,
+    VerifiedIdentities,
 )
 from .role import Role
 from .yamux import YAMUX_PROTOCOL_ID, YamuxConfig, YamuxSession
@@ -78,12 +89,15 @@ class UpgradeCompleted:
 
     ``session`` has already received the plaintext that followed the muxer echo (its
     events are pending); later ciphertext goes through ``transport.decrypt`` into it.
+    ``muxer_negotiated_early``: Yamux was agreed in the Noise handshake payloads, with no
+    multistream round.
     """
 
     remote_peer: PeerId
     remote_public_key: PublicKey
     transport: NoiseTransport
     session: YamuxSession
+    muxer_negotiated_early: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,25 +115,29 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
     and Yamux client roles.
 
     The initiator queues its first flight at construction.  The responder builds its
-    Noise machine (and signs its payload) only once ``/noise`` was agreed, so a peer that
-    sends garbage costs no signature.  ``now`` and ``handshake_timeout`` (seconds) set the
-    deadline :meth:`get_timer` reports.
+    Noise machine only once ``/noise`` was agreed.  ``credentials`` are the node's static
+    key and signed payload (made once per node), ``verified`` the remote identities it has
+    verified (see :class:`VerifiedIdentities`); the ``stream_muxers`` of the credentials
+    may list only ``/yamux/1.0.0`` (early negotiation) or nothing (always the multistream
+    round).
+    ``now`` and ``handshake_timeout`` (seconds) set the deadline :meth:`get_timer` reports.
     """
 
     __slots__ = (
         "_cipher",
+        "_credentials",
         "_deadline",
         "_ephemeral_key",
         "_expected_peer",
         "_handshake",
         "_handshake_timeout",
-        "_identity",
         "_max_message_size",
         "_negotiator",
         "_role",
         "_stage",
-        "_static_key",
+        "_verified",
         "_yamux_config",
+        "muxer_negotiated_early",
         "remote_peer",
         "remote_public_key",
     )
@@ -130,19 +148,24 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         self,
         *,
         role: Role,
-        identity: KeyPair,
-        static_key: X25519PrivateKey,
+        credentials: NoiseCredentials,
         ephemeral_key: X25519PrivateKey,
         now: float,
         handshake_timeout: float,
         expected_peer: PeerId | None = None,
         max_negotiation_message_bytes: int = 1024,
         yamux_config: YamuxConfig | None = None,
+        verified: VerifiedIdentities | None = None,
     ) -> None:
+        if credentials.stream_muxers not in ((), (YAMUX_PROTOCOL_ID,)):
+            raise InvalidArgumentError(
+                f"early negotiation can offer only {YAMUX_PROTOCOL_ID}, "
+                f"not {credentials.stream_muxers}"
+            )
         super().__init__()
         self._role = role
-        self._identity = identity
-        self._static_key = static_key
+        self._credentials = credentials
+        self._verified = verified
         self._ephemeral_key = ephemeral_key
         self._expected_peer = expected_peer
         self._max_message_size = max_negotiation_message_bytes
@@ -155,6 +178,8 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
         self.remote_peer: PeerId | None = None
         """The authenticated remote, once the Noise handshake completed."""
         self.remote_public_key: PublicKey | None = None
+        self.muxer_negotiated_early = False
+        """Yamux was agreed through the Noise extensions (no multistream round)."""
         self._negotiator: MultistreamDialer | MultistreamListener
         if role is Role.INITIATOR:
             dialer = MultistreamDialer(
@@ -216,10 +241,10 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
     def _new_handshake(self) -> NoiseHandshake:
         return NoiseHandshake(
             role=self._role,
-            identity=self._identity,
-            static_key=self._static_key,
+            credentials=self._credentials,
             ephemeral_key=self._ephemeral_key,
             expected_peer=self._expected_peer,
+            verified=self._verified,
         )
 
     def _negotiate(
@@ -258,6 +283,9 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
                 self.remote_peer = ev.remote_peer
                 self.remote_public_key = ev.remote_public_key
                 self._stage = UpgradeStage.MUXER_NEGOTIATION
+                if self._credentials.stream_muxers and ev.remote_stream_muxers:
+                    self._complete_early(ev.remote_stream_muxers, ev.transport, ev.leftover)
+                    return b""
                 if self._role is Role.INITIATOR:
                     dialer = MultistreamDialer(
                         [YAMUX_PROTOCOL_ID],
@@ -275,6 +303,35 @@ class UpgradeMachine(SansIOMachine[UpgradeEvent]):
                 self._fail(ev.error)
                 return b""
         return b""
+
+    def _complete_early(
+        self, remote_muxers: tuple[str, ...], cipher: NoiseTransport, leftover: bytes
+    ) -> None:
+        """Both payloads listed muxers: pick the initiator's first common one, or fail."""
+        ours = self._credentials.stream_muxers
+        if self._role is Role.INITIATOR:
+            common = [m for m in ours if m in remote_muxers]
+        else:
+            common = [m for m in remote_muxers if m in ours]
+        if not common:  # the spec: no overlap fails the handshake
+            self._fail(ProtocolNotSupportedError(ours))
+            return
+        # common[0] is Yamux: the only muxer credentials may list (checked at construction).
+        try:
+            plaintexts = cipher.decrypt(leftover)
+        except P2PError as exc:
+            self._fail(exc, wrap=False)
+            return
+        session = YamuxSession(role=self._role, config=self._yamux_config)
+        for plaintext in plaintexts:
+            session.receive_data(plaintext)
+        self.muxer_negotiated_early = True
+        self._stage = UpgradeStage.DONE
+        assert self.remote_peer is not None and self.remote_public_key is not None
+        self._finish(
+            UpgradeCompleted(self.remote_peer, self.remote_public_key, cipher, session, True),
+            handed_over=True,
+        )
 
     def _muxer_negotiation(self, data: bytes) -> None:
         cipher = self._cipher

@@ -448,12 +448,28 @@ class DcutrService:
                 DirectConnectionUpgraded(peer, direct.remote_addr, attempts, initiator)
             )
         if self.config.close_relayed and not relayed.is_closed:
-            self.node.spawn(self._retire(relayed), name=f"dcutr retire {peer}")
+            self.node.spawn(self._retire(relayed, direct), name=f"dcutr retire {peer}")
 
-    async def _retire(self, relayed: Connection) -> None:
-        """Close the relayed connection once its streams are done (bounded by the grace)."""
+    async def _retire(self, relayed: Connection, direct: Connection) -> None:
+        """Close the relayed connection once the peer answered on the direct one and the
+        relayed streams are done (bounded by the grace).
+
+        A dialer's connection is ready before the listener has processed the last
+        handshake message (early muxer negotiation): closed at once, the relayed
+        connection would fail the streams the peer opens on it meanwhile.  A Yamux ping
+        answered on the direct connection shows the peer has it, and its new streams
+        take it.  A direct connection that does not answer leaves the relayed one open.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.relay_close_grace_seconds
+        try:
+            async with asyncio.timeout(self.config.relay_close_grace_seconds):
+                await direct.ping()
+        except (P2PError, TimeoutError):
+            log.info(
+                "direct connection to %s does not answer: relayed one kept", direct.remote_peer
+            )
+            return
         # Bounded poll: a connection signals no "last stream gone" event.
         while relayed.streams and not relayed.is_closed and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(_RETIRE_POLL_SECONDS)

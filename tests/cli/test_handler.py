@@ -11,6 +11,7 @@ import itertools
 import json
 import sys
 from pathlib import Path
+
 import pytest
 
 from aiop2p import FirewallRules, KeyPair, Network, RawCodec
@@ -20,13 +21,13 @@ from aiop2p.errors import RequestError
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network.config import DEFAULT_MAX_REQUEST_BYTES
 
-from .harness import LOOPBACK, Result, run, serve
+from .harness import LOOPBACK, Result, daemon, run, serve
 
 pytestmark = pytest.mark.timeout(60)
 
 _names = itertools.count()
 
-HANDLERS = '''
+HANDLERS = """
 import aiop2p
 
 async def handle(request):
@@ -46,7 +47,7 @@ class Handlers:
     @staticmethod
     async def nested(request):
         return ["nested", request.request]
-'''
+"""
 
 
 @pytest.fixture
@@ -107,7 +108,6 @@ async def test_a_handler_that_raises_is_logged_and_serving_goes_on(app: str) -> 
 
 
 async def test_a_handler_error_in_text_mode_shows_its_traceback_on_stderr(app: str) -> None:
-    from .harness import daemon
 
     args = ["serve", "--no-mdns", *allow("--handler", f"{app}:handle")]
     async with daemon(*args, addrs=0) as server:

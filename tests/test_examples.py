@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -214,9 +215,9 @@ AIOP2P = Path(sys.executable).with_name("aiop2p")
 
 
 @asynccontextmanager
-async def process(*args: str) -> AsyncIterator[asyncio.subprocess.Process]:
+async def process(*args: str, cwd: Path | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
     proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=cwd
     )
     try:
         yield proc
@@ -253,8 +254,8 @@ async def test_kv_store_tutorial(tmp_path: Path) -> None:
     clients, each a process as the tutorial runs them, on loopback."""
     writer_key = tmp_path / "writer.key"
     writer = KeyPair.load_or_generate(writer_key).peer_id
-    relay_cmd = [str(AIOP2P)] if AIOP2P.exists() else [sys.executable, "-m", "aiop2p"]
-    relay_cmd += ["relay", "--json", "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0"]
+    cli = [str(AIOP2P)] if AIOP2P.exists() else [sys.executable, "-m", "aiop2p"]
+    relay_cmd = [*cli, "relay", "--json", "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0"]
     async with process(*relay_cmd, "--key", str(tmp_path / "relay.key")) as relay:
         relay_addr = json.loads(await first_line(relay, '"address"'))["address"]
         server_cmd = [sys.executable, str(KV / "server.py"), relay_addr, "--writer", str(writer)]
@@ -277,7 +278,39 @@ async def test_kv_store_tutorial(tmp_path: Path) -> None:
                                      "fruit")  # fmt: skip
             assert reader[0] == '{"ok":true,"value":"apple","error":null}'
             assert all(line.startswith("refused: ") for line in reader[1:]), reader
-            # Another reader still sees the writer's value, untouched by the first.
-            assert await kv_client(circuit, "get", "fruit") == [
-                '{"ok":true,"value":"apple","error":null}'
-            ]
+            # Another reader, the CLI: the typed request is plain JSON on the wire.
+            get = json.dumps({"type": "Get", "key": "fruit"})
+            async with process(*cli, "send", circuit, get, "--protocol", "/kv/1.0.0") as send:
+                async with asyncio.timeout(LINE_CAP):
+                    out, err = await send.communicate()
+            assert send.returncode == 0, err.decode()
+            assert json.loads(out) == {"ok": True, "value": "apple", "error": None}
+
+        # The same store as a handler served by the command line (docs/tutorial.md).
+        serve_cmd = [*cli, "serve", "--json", "--no-mdns", "--handler", "kv_json:handle"]
+        serve_cmd += ["--protocol", "/kv/1.0.0", "--relay", relay_addr, "--allow-peer"]
+        serve_cmd += [str(writer), "--listen", "/ip4/127.0.0.1/tcp/0"]
+        serve_cmd += ["--key", str(tmp_path / "cli-server.key")]
+        async with process(*serve_cmd, cwd=KV) as served:
+            circuit = json.loads(await first_line(served, '"relayed"'))["address"]
+            for request, expected in (
+                ({"type": "Put", "key": "fruit", "value": "fig"}, {"ok": True}),
+                ({"type": "Get", "key": "fruit"}, {"ok": True, "value": "fig"}),
+            ):
+                args = [circuit, json.dumps(request), "--protocol", "/kv/1.0.0"]
+                async with process(*cli, "send", *args, "--key", str(writer_key)) as send:
+                    async with asyncio.timeout(LINE_CAP):
+                        out, err = await send.communicate()
+                assert send.returncode == 0, err.decode()
+                assert json.loads(out) == expected
+
+
+def test_tutorial_excerpts_are_the_examples() -> None:
+    """Each code block of docs/tutorial.md introduced by ``<!-- FILE -->`` is a verbatim
+    part of that file, so the tutorial shows the code the test above runs."""
+    root = EXAMPLES.parent
+    text = (root / "docs" / "tutorial.md").read_text()
+    blocks = re.findall(r"<!-- (\S+) -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) >= 6
+    for path, block in blocks:
+        assert block in (root / path).read_text(), f"{path}:\n{block}"

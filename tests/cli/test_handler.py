@@ -162,6 +162,8 @@ async def test_bad_handler_specs_are_usage_errors(app: str, tmp_path: Path) -> N
                 assert obj["type"] == "InvalidArgumentError"
     both = await run("serve", "--no-mdns", "--handler", f"{app}:handle", "--echo")
     assert both.returncode == 2 and "exclude each other" in both.stderr
+    raw = await run("serve", "--no-mdns", "--raw", "--echo")
+    assert raw.returncode == 2 and "--raw needs --handler" in raw.stderr
 
 
 async def test_refusals_are_logged_rate_limited(tmp_path: Path) -> None:

@@ -189,6 +189,9 @@ def _user_handler(args: argparse.Namespace, out: Output) -> RequestHandler[Any, 
     if args.handler is not None and args.echo:
         out.error("serve", "--handler and --echo exclude each other", "InvalidArgumentError")
         return None
+    if args.raw and args.handler is None:
+        out.error("serve", "--raw needs --handler (--echo echoes bytes)", "InvalidArgumentError")
+        return None
     if args.handler is None:
         answer: RequestHandler[Any, Any] = _echo if args.echo else _drop
         raw = True

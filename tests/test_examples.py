@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -13,6 +15,8 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from aiop2p import KeyPair
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -202,3 +206,111 @@ async def test_typed_kv_example(capsys: pytest.CaptureFixture[str]) -> None:
         "wrong shape -> refused",
         "server: The request could not be read or decoded",
     ]
+
+
+# -- the tutorial: a key-value store behind a relay (docs/tutorial.md) ---------------------
+
+KV = EXAMPLES / "kv_store"
+AIOP2P = Path(sys.executable).with_name("aiop2p")
+
+
+@asynccontextmanager
+async def process(*args: str, cwd: Path | None = None) -> AsyncIterator[asyncio.subprocess.Process]:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=cwd
+    )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.communicate()
+
+
+async def first_line(proc: asyncio.subprocess.Process, predicate: str) -> str:
+    assert proc.stdout is not None and proc.stderr is not None
+    async with asyncio.timeout(LINE_CAP):
+        while True:
+            line = (await proc.stdout.readline()).decode()
+            if not line:
+                pytest.fail(f"exited: {(await proc.stderr.read()).decode()}")
+            if predicate in line:
+                return line.strip()
+
+
+async def kv_client(server: str, *words: str, key: Path | None = None) -> list[str]:
+    args = [sys.executable, str(KV / "client.py"), server]
+    args += ["--key", str(key)] if key is not None else []
+    async with process(*args, *words) as proc:
+        async with asyncio.timeout(LINE_CAP):
+            out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    return out.decode().splitlines()
+
+
+@pytest.mark.timeout(120)
+async def test_kv_store_tutorial(tmp_path: Path) -> None:
+    """The relay (``aiop2p relay``), the server reachable only through it, and three
+    clients, each a process as the tutorial runs them, on loopback."""
+    writer_key = tmp_path / "writer.key"
+    writer = KeyPair.load_or_generate(writer_key).peer_id
+    cli = [str(AIOP2P)] if AIOP2P.exists() else [sys.executable, "-m", "aiop2p"]
+    relay_cmd = [*cli, "relay", "--json", "--no-dht", "--listen", "/ip4/127.0.0.1/tcp/0"]
+    async with process(*relay_cmd, "--key", str(tmp_path / "relay.key")) as relay:
+        relay_addr = json.loads(await first_line(relay, '"address"'))["address"]
+        server_cmd = [sys.executable, str(KV / "server.py"), relay_addr, "--writer", str(writer)]
+        async with process(*server_cmd) as server:
+            circuit = (await first_line(server, "serving at ")).split()[-1]
+            assert circuit.startswith(relay_addr + "/p2p-circuit/p2p/")  # only via the relay
+
+            ops = ["put", "fruit", "apple", "put", "veg", "leek", "get", "fruit"]
+            ops += ["delete", "veg", "get", "veg", "delete", "veg"]
+            assert await kv_client(circuit, *ops, key=writer_key) == [
+                '{"ok":true,"value":null,"error":null}',
+                '{"ok":true,"value":null,"error":null}',
+                '{"ok":true,"value":"apple","error":null}',
+                '{"ok":true,"value":null,"error":null}',
+                '{"ok":false,"value":null,"error":null}',
+                '{"ok":false,"value":null,"error":null}',
+            ]
+            # A reader: the server's firewall answer lets it get, not put or delete.
+            reader = await kv_client(circuit, "get", "fruit", "put", "fruit", "pear", "delete",
+                                     "fruit")  # fmt: skip
+            assert reader[0] == '{"ok":true,"value":"apple","error":null}'
+            assert all(line.startswith("refused: ") for line in reader[1:]), reader
+            # Another reader, the CLI: the typed request is plain JSON on the wire.
+            get = json.dumps({"type": "Get", "key": "fruit"})
+            async with process(*cli, "send", circuit, get, "--protocol", "/kv/1.0.0") as send:
+                async with asyncio.timeout(LINE_CAP):
+                    out, err = await send.communicate()
+            assert send.returncode == 0, err.decode()
+            assert json.loads(out) == {"ok": True, "value": "apple", "error": None}
+
+        # The same store as a handler served by the command line (docs/tutorial.md).
+        serve_cmd = [*cli, "serve", "--json", "--no-mdns", "--handler", "kv_json:handle"]
+        serve_cmd += ["--protocol", "/kv/1.0.0", "--relay", relay_addr, "--allow-peer"]
+        serve_cmd += [str(writer), "--listen", "/ip4/127.0.0.1/tcp/0"]
+        serve_cmd += ["--key", str(tmp_path / "cli-server.key")]
+        async with process(*serve_cmd, cwd=KV) as served:
+            circuit = json.loads(await first_line(served, '"relayed"'))["address"]
+            for request, expected in (
+                ({"type": "Put", "key": "fruit", "value": "fig"}, {"ok": True}),
+                ({"type": "Get", "key": "fruit"}, {"ok": True, "value": "fig"}),
+            ):
+                args = [circuit, json.dumps(request), "--protocol", "/kv/1.0.0"]
+                async with process(*cli, "send", *args, "--key", str(writer_key)) as send:
+                    async with asyncio.timeout(LINE_CAP):
+                        out, err = await send.communicate()
+                assert send.returncode == 0, err.decode()
+                assert json.loads(out) == expected
+
+
+def test_tutorial_excerpts_are_the_examples() -> None:
+    """Each code block of docs/tutorial.md introduced by ``<!-- FILE -->`` is a verbatim
+    part of that file, so the tutorial shows the code the test above runs."""
+    root = EXAMPLES.parent
+    text = (root / "docs" / "tutorial.md").read_text()
+    blocks = re.findall(r"<!-- (\S+) -->\n```python\n(.*?)```", text, re.DOTALL)
+    assert len(blocks) >= 6
+    for path, block in blocks:
+        assert block in (root / path).read_text(), f"{path}:\n{block}"

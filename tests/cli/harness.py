@@ -103,17 +103,38 @@ class _Capture:
         return self.bytes.getvalue().decode()
 
 
-async def run(*args: str, terminal: bool = False) -> Result:
+async def run(*args: str, terminal: bool = False, stdin: bytes | None = None) -> Result:
     """``aiop2p ARGS`` in-process; its exit status and output.  A ``serve`` or ``relay``
     that starts stops at once (its stop event is already set).  With ``terminal``, its
-    stderr says it is a terminal (progress lines are written there)."""
+    stderr says it is a terminal (progress lines are written there).  ``stdin``: the
+    bytes its stdin holds (a pipe, written by a thread, then closed), else /dev/null."""
     stdout, stderr = _Capture(), _Capture(terminal=terminal)
     stop = asyncio.Event()
     stop.set()
-    command_io = CommandIO(devnull_fd(), stdout.stream, stderr.stream, stop)
-    async with asyncio.timeout(RUN_TIMEOUT):
-        code = await run_command(list(args), command_io)
+    if stdin is None:
+        command_io = CommandIO(devnull_fd(), stdout.stream, stderr.stream, stop)
+        async with asyncio.timeout(RUN_TIMEOUT):
+            code = await run_command(list(args), command_io)
+        return Result(code, stdout.text(), stderr.text())
+    read_fd, write_fd = os.pipe()
+    writer = threading.Thread(target=_write_all, args=(write_fd, stdin), daemon=True)
+    writer.start()
+    try:
+        command_io = CommandIO(read_fd, stdout.stream, stderr.stream, stop)
+        async with asyncio.timeout(RUN_TIMEOUT):
+            code = await run_command(list(args), command_io)
+    finally:
+        os.close(read_fd)  # a writer still blocked sees a broken pipe
+        writer.join(RUN_TIMEOUT)
     return Result(code, stdout.text(), stderr.text())
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    try:
+        with open(fd, "wb") as pipe:
+            pipe.write(data)
+    except BrokenPipeError:
+        pass  # the command read only what it needed
 
 
 @dataclass
@@ -155,6 +176,20 @@ class Daemon:
             line = await self.next_line()
             if key in line:
                 return line
+
+    async def next_log(self) -> dict[str, Any]:
+        """The next JSON log line on stderr (refusals, handler errors)."""
+        async with asyncio.timeout(RUN_TIMEOUT):
+            line = await self.stderr.readline()
+        assert line, "the command exited"
+        obj: dict[str, Any] = json.loads(line)
+        return obj
+
+    async def wait_for_log(self, key: str) -> dict[str, Any]:
+        """Skip stderr's JSON log lines until one has ``key``."""
+        while True:
+            if key in (obj := await self.next_log()):
+                return obj
 
     def answer(self, text: str) -> None:
         """Type ``text`` and a newline on its stdin."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -21,7 +22,7 @@ from ..config import KadConfig, NodeConfig
 from ..errors import InvalidArgumentError, InvalidMultiaddrError, InvalidPeerIdError
 from ..identity import KeyPair, PeerId
 from ..multiaddr import Multiaddr
-from ..network import Network
+from ..network import DEFAULT_PROTOCOL, Network
 from ..network.codecs import Codec, RawCodec
 from ..network.firewall import FirewallRules
 
@@ -34,6 +35,7 @@ __all__ = [
     "Output",
     "Progress",
     "add_dht_arguments",
+    "add_protocol_argument",
     "default_address_book_path",
     "default_key_path",
     "default_relay_key_path",
@@ -91,13 +93,14 @@ def dialing_network(
     codec: Codec | None = None,
     timeout: float | None = None,
     kad: KadConfig | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> Network[Any, Any]:
     """The network ``ping``, ``perf`` and ``send`` dial through, so each reaches every
     address kind the library does (TCP, WebSocket, DNS, circuit addresses via the relay
     client), and peers by id alone with ``kad`` (the DHT).  It only asks: nothing may
     send it requests, no mDNS.  ``timeout`` (seconds) bounds each dial, handshake and
-    request."""
-    overrides: dict[str, Any] = {}
+    request; ``protocol`` is the request protocol."""
+    overrides: dict[str, Any] = {"protocols": (protocol,)}
     node = NodeConfig(kad=kad)
     if timeout is not None:
         overrides["request_timeout"] = timeout
@@ -129,6 +132,32 @@ def add_dht_arguments(parser: Any, *, mode_default: str | None = None) -> None:
             "(public or private deployments: a LAN, loopback); client only asks "
             f"(default: {mode_default} when the DHT is on)",
         )
+
+
+MAX_PROTOCOL_ID_CHARS: Final = 256
+
+
+def protocol_id(text: str) -> str:
+    """A request protocol id as ``--protocol`` takes it: ``/`` first, no whitespace."""
+    if not text.startswith("/") or len(text) > MAX_PROTOCOL_ID_CHARS or not text.isprintable():
+        raise argparse.ArgumentTypeError(
+            f"a protocol id starts with / and has at most {MAX_PROTOCOL_ID_CHARS} "
+            f"printable characters: {text!r}"
+        )
+    if any(c.isspace() for c in text):
+        raise argparse.ArgumentTypeError(f"a protocol id has no spaces: {text!r}")
+    return text
+
+
+def add_protocol_argument(parser: Any) -> None:
+    """``--protocol``: the request protocol id, ``/p2p/1.0.0`` by default."""
+    parser.add_argument(
+        "--protocol",
+        type=protocol_id,
+        default=DEFAULT_PROTOCOL,
+        metavar="ID",
+        help="the request-response protocol id",
+    )
 
 
 def dht_config(
@@ -205,6 +234,11 @@ class Output:
             self._write(self.io.stdout, json.dumps(fields))
         else:
             self._write(self.io.stderr, text)
+
+    def log(self, text: str, **fields: object) -> None:
+        """A log line (refusals, handler errors): stderr always, a JSON object with
+        ``--json`` — stdout stays the command's results."""
+        self._write(self.io.stderr, json.dumps(fields) if self.as_json else text)
 
     @contextmanager
     def nonblocking(self, max_queued_bytes: int = MAX_QUEUED_OUTPUT_BYTES) -> Iterator[None]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import NodeConfig
-from ..errors import InvalidArgumentError, InvalidStateError, P2PError
+from ..errors import InvalidArgumentError
 from ..events import (
     DirectConnectionUpgraded,
     HolePunchFailed,
@@ -26,12 +26,14 @@ from ..events import (
 )
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
-from ..network import DEFAULT_PROTOCOL, InboundRequest, Network
-from ..network.codecs import RawCodec, json_loads
+from ..network import InboundRequest, Network
+from ..network.codecs import JsonCodec, RawCodec, json_loads
 from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule
+from ..network.server import RequestHandler
 from ._common import (
     Output,
     add_dht_arguments,
+    add_protocol_argument,
     default_address_book_path,
     default_key_path,
     dht_config,
@@ -40,6 +42,8 @@ from ._common import (
 )
 from .discover import add_mdns_interface_argument, mdns_config
 from .firewall_prompt import FirewallPrompter, LineReader, is_ping
+from .handler import load_handler
+from .log_limit import MAX_LOG_LINES_PER_SECOND, RateLimitedLog, routed_logging
 from .startup import announce_identity, suggest_commands
 
 __all__ = ["DEFAULT_RULES", "RequestView", "build_firewall", "cmd_serve", "request_view"]
@@ -125,17 +129,21 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         book: Path | None = Path(args.address_book)
     else:
         book = default_address_book_path() if args.key is None else None
-    net: Network[bytes, bytes] = Network(
+    handler = _user_handler(args, out)
+    if handler is None:
+        return 2
+    raw = args.echo or args.raw or args.handler is None
+    net: Network[Any, Any] = Network(
         key,
         firewall=rules,
-        codec=RawCodec(),
-        firewall_view=request_view,
+        codec=RawCodec() if raw else JsonCodec(),
+        firewall_view=request_view if raw else None,
         firewall_handler=FirewallPrompter(out, LineReader(out.io.stdin), show=show),
         mdns=mdns_config(args.mdns_interface) if args.mdns else None,
         address_book_path=book,
         node=NodeConfig(kad=kad),
+        protocols=(args.protocol,),
     )
-    loop = asyncio.get_running_loop()
     # Output goes through a bounded queue: a stdout nobody reads never blocks the node.
     with stop_on_signals(out.io) as stop, out.nonblocking():
         async with net:
@@ -166,77 +174,93 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                     dht_mode=kad.mode,
                     bootstrap=[str(a) for a in kad.bootstrap],
                 )
-            suggest_commands(out, listening, rules, echo=args.echo)
-            workers = [
-                loop.create_task(
-                    _serve_requests(net, out, echo=args.echo, limit=args.max_concurrent_requests)
-                ),
-                loop.create_task(_report_events(net, out)),
-            ]
-            try:
-                await stop.wait()
-            finally:
-                for task in workers:
-                    task.cancel()
-                await asyncio.gather(*workers, return_exceptions=True)
+            suggest_commands(out, listening, rules, echo=args.echo, protocol=args.protocol)
+            log = RateLimitedLog(out)
+            with routed_logging(log, out.as_json):
+                await _serve_until(stop, net, out, log, handler, args.max_concurrent_requests)
+            log.close()
     return 0
 
 
-async def _serve_requests(
-    net: Network[bytes, bytes], out: Output, *, echo: bool, limit: int
+def _user_handler(args: argparse.Namespace, out: Output) -> RequestHandler[Any, Any] | None:
+    """What answers each approved request: ``--handler``'s function, the echo, or a drop
+    (no answer) — each preceded by the request's line on stdout.  ``None`` (after one
+    error line) when ``--handler`` cannot be used."""
+    if args.handler is not None and args.echo:
+        out.error("serve", "--handler and --echo exclude each other", "InvalidArgumentError")
+        return None
+    if args.raw and args.handler is None:
+        out.error("serve", "--raw needs --handler (--echo echoes bytes)", "InvalidArgumentError")
+        return None
+    if args.handler is None:
+        answer: RequestHandler[Any, Any] = _echo if args.echo else _drop
+        raw = True
+    else:
+        try:
+            answer = load_handler(args.handler)
+        except InvalidArgumentError as exc:
+            out.error("serve", str(exc), type(exc).__name__)
+            return None
+        raw = args.raw
+
+    async def handle(request: InboundRequest[Any, Any]) -> Any:
+        _print_request(out, request, raw=raw)
+        return await answer(request)
+
+    return handle
+
+
+async def _echo(request: InboundRequest[bytes, bytes]) -> bytes:
+    return request.request
+
+
+async def _drop(request: InboundRequest[bytes, bytes]) -> None:
+    request.drop()
+
+
+async def _serve_until(
+    stop: asyncio.Event,
+    net: Network[Any, Any],
+    out: Output,
+    log: RateLimitedLog,
+    handler: RequestHandler[Any, Any],
+    max_concurrency: int,
 ) -> None:
-    """Answer up to ``limit`` requests at once, each in its own task: a peer that does not
-    read its responses holds only its own answers, never the requests of others.  At the
-    limit no further request is taken (the requests channel applies backpressure)."""
-    slots = asyncio.Semaphore(limit)
-    answering: set[asyncio.Task[None]] = set()
+    """``net.serve(handler)`` and the event report, until ``stop``: each request in its
+    own task, at most ``max_concurrency`` at once, so a peer that does not read its
+    responses holds only its own answers, never the requests of others."""
+    loop = asyncio.get_running_loop()
+    workers = [
+        loop.create_task(net.serve(handler, max_concurrency=max_concurrency)),
+        loop.create_task(_report_events(net, out, log)),
+    ]
     try:
-        async for request in net.requests():
-            _print_request(out, request)
-            if not echo:
-                request.drop()
-                continue
-            await slots.acquire()
-            task = asyncio.create_task(_answer(request, out, slots))
-            answering.add(task)
-            task.add_done_callback(answering.discard)
+        await stop.wait()
     finally:
-        for task in answering:
+        for task in workers:
             task.cancel()
-        await asyncio.gather(*answering, return_exceptions=True)
+        await asyncio.gather(*workers, return_exceptions=True)
 
 
-async def _answer(
-    request: InboundRequest[bytes, bytes], out: Output, slots: asyncio.Semaphore
-) -> None:
-    try:
-        await request.respond(request.request)
-    except (InvalidStateError, P2PError) as exc:
-        out.emit(
-            f"request {int(request.request_id)}: answer failed ({exc})",
-            request_id=int(request.request_id),
-            answer_error=str(exc),
-        )
-    finally:
-        slots.release()
-
-
-def _print_request(out: Output, request: InboundRequest[bytes, bytes]) -> None:
-    view = request_view(request.request)
+def _print_request(out: Output, request: InboundRequest[Any, Any], *, raw: bool) -> None:
+    body = request.request
+    view = request_view(body) if raw else body
+    size = {"size": len(body)} if raw else {}
     out.emit(
         f"request {int(request.request_id)} from {request.peer}: {show(view)}",
         request_id=int(request.request_id),
         peer_id=str(request.peer),
         request=view,
-        size=len(request.request),
+        **size,
     )
 
 
-async def _report_events(net: Network[bytes, bytes], out: Output) -> None:
+async def _report_events(net: Network[Any, Any], out: Output, log: RateLimitedLog) -> None:
     async for event in net.events():
         if isinstance(event, InboundRequestFailed):
-            out.emit(
-                f"request {int(event.request_id)} from {event.peer} failed: {event.failure.value}",
+            log.write(
+                f"aiop2p serve: request {int(event.request_id)} from {event.peer} "
+                f"failed: {event.failure.value}",
                 request_id=int(event.request_id),
                 peer_id=str(event.peer),
                 failure=event.failure.name.lower(),
@@ -300,9 +324,11 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         parents=[common],
         help="run a peer until SIGINT/SIGTERM",
         description="Run a peer until SIGINT or SIGTERM: ping, identify and perf for anyone; "
-        f"requests on {DEFAULT_PROTOCOL} only as the firewall allows (without a firewall "
-        "option: none). It first prints its identity file, its addresses and a command to "
-        "try against it.",
+        "requests (on --protocol) only as the firewall allows (without a firewall "
+        "option: none), answered by --handler's function, echoed with --echo, else left "
+        "unanswered. It first prints its identity file, its addresses and a command to "
+        "try against it. Refused and failed requests are logged on stderr, at most "
+        f"{MAX_LOG_LINES_PER_SECOND} lines a second.",
     )
     p.add_argument(
         "--listen",
@@ -312,8 +338,21 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
     )
     p.add_argument("--key", metavar="FILE", help=key_help)
     p.add_argument(
+        "--handler",
+        metavar="MODULE:FUNCTION",
+        help="answer each approved request with this async function, handler(request) -> "
+        "response, imported as uvicorn does (the current directory first on sys.path); it "
+        "gets and returns JSON values (bytes with --raw)",
+    )
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="--handler gets the request bytes and returns the response bytes",
+    )
+    p.add_argument(
         "--echo", action="store_true", help="answer every approved request with the same value"
     )
+    add_protocol_argument(p)
     p.add_argument(
         "--max-concurrent-requests",
         type=_positive_int,

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
+from ..network import DEFAULT_PROTOCOL
 from ..network.firewall import FirewallRules, RuleKind
 from ._common import Output
 
@@ -57,7 +58,12 @@ def try_address(addrs: Sequence[Multiaddr]) -> Multiaddr | None:
 
 
 def suggest_commands(
-    out: Output, addrs: Sequence[Multiaddr], rules: FirewallRules[Any], *, echo: bool
+    out: Output,
+    addrs: Sequence[Multiaddr],
+    rules: FirewallRules[Any],
+    *,
+    echo: bool,
+    protocol: str = DEFAULT_PROTOCOL,
 ) -> None:
     """In text mode, on stderr: ``ping`` (always answered) and, when the firewall may let
     a fresh identity's request through to an echo, ``send``.  Nothing with ``--json``:
@@ -71,5 +77,7 @@ def suggest_commands(
     kind = RuleKind.ASK if default is None else default.kind
     if echo and kind in (RuleKind.ALLOW_ALL, RuleKind.ASK):
         send = f"  {command} send {target} {shlex.quote(EXAMPLE_REQUEST)}"
+        if protocol != DEFAULT_PROTOCOL:
+            send += f" --protocol {shlex.quote(protocol)}"
         lines.append(send + ("   (answer the question here)" if kind is RuleKind.ASK else ""))
     out.notice("\n".join(["aiop2p serve: try it from another terminal:", *lines]))

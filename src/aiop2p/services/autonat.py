@@ -259,6 +259,8 @@ class AutonatService:
                 return msg
             if not isinstance(msg, DialDataRequest) or paid:
                 raise AutonatError(f"autonat: unexpected {type(msg).__name__} from the server")
+            if msg.addr_idx >= len(request.addrs):
+                raise AutonatError(f"autonat: dial data asked for address #{msg.addr_idx}")
             if msg.num_bytes > config.max_dial_data_bytes:
                 stream.reset()
                 raise AutonatError(

@@ -19,6 +19,7 @@ from aiop2p.protocols.autonat_v2 import (
     DIAL_BACK_PROTOCOL_ID,
     DIAL_REQUEST_PROTOCOL_ID,
     DialDataRequest,
+    DialDataResponse,
     DialRequest,
     DialResponse,
     DialStatus,
@@ -231,3 +232,15 @@ async def test_dht_auto_mode_becomes_server_once_reachable() -> None:
         await c.connect(s.peer_id, s.listen_addrs)
         await wait_for(lambda: c.kad is not None and c.kad.mode == "server", cap=10)
         assert "/ipfs/kad/1.0.0" in c.protocols
+
+
+async def test_dial_data_in_crumbs_is_bounded() -> None:
+    server = config(client=False, dial_data_bytes=1000, max_dial_data_messages=5)
+    async with pair(server=server, client_listen="/ip4/127.0.0.2/tcp/0") as (s, c):
+        stream = await c.new_stream(s.peer_id, DIAL_REQUEST_PROTOCOL_ID)
+        await stream.write_message(encode_message(DialRequest.of([c.listen_addrs[0]], 5)))
+        assert decode_message(await stream.read_message(8192)) == DialDataRequest(0, 1000)
+        for _ in range(5):
+            await stream.write_message(encode_message(DialDataResponse(b"x")))
+        with pytest.raises(P2PError):
+            await stream.read_message(8192)  # reset after 5 messages brought 5 bytes

@@ -160,21 +160,24 @@ class AutonatService:
         address that lacks a verdict from enough servers."""
         loop = asyncio.get_running_loop()
         now = loop.time()
+        recheck = self.config.recheck_interval_seconds
+        self._asked = {k: t for k, t in self._asked.items() if now - t < recheck}
         servers = await self.servers()
         candidates = self.candidate_addrs()
-        probes = []
+        self._forget_stale(set(candidates))
+        plan: dict[PeerId, list[Multiaddr]] = {}
         for addr in candidates:
-            fresh = [
-                s
-                for s in servers
-                if now - self._asked.get((addr, s), -1e18) >= self.config.recheck_interval_seconds
-            ]
+            fresh = [s for s in servers if (addr, s) not in self._asked]
             for server in fresh[: self.config.confidence]:
                 self._asked[(addr, server)] = now
-                probes.append(self._probe_and_record(server, addr))
-        self._forget_stale(set(candidates))
-        if probes:
-            await asyncio.gather(*probes)
+                plan.setdefault(server, []).append(addr)
+        if plan:
+            # Servers in parallel, each asked one question at a time.
+            await asyncio.gather(*(self._ask_in_turn(s, addrs) for s, addrs in plan.items()))
+
+    async def _ask_in_turn(self, server: PeerId, addrs: list[Multiaddr]) -> None:
+        for addr in addrs:
+            await self._probe_and_record(server, addr)
 
     async def servers(self) -> list[PeerId]:
         """Connected peers (direct connections) that serve AutoNAT v2, per identify."""
@@ -295,7 +298,8 @@ class AutonatService:
         self.events.emit(ReachabilityChanged(addr, verdict, len(self.tally.servers(addr))))
 
     def _forget_stale(self, candidates: set[Multiaddr]) -> None:
-        """Drop what concerns addresses we no longer have (bounded state)."""
+        """Drop what concerns addresses we no longer have (bounded state; questions asked
+        are also forgotten after ``recheck_interval_seconds``)."""
         for addr in [a for a in self._verdicts if a not in candidates]:
             self.tally.forget(addr)
             self._set_verdict(addr, None)

@@ -162,6 +162,8 @@ class AutoRelay:
                 await self._drop(relay, None)
             return
         now = asyncio.get_running_loop().time()
+        wait = self.config.retry_after_seconds
+        self._passed_over = {p: t for p, t in self._passed_over.items() if now - t < wait}
         for relay, addr in list(self._candidates.items()):
             if len(self._relays) >= self.config.max_relays:
                 return

@@ -62,7 +62,13 @@ def test_no_private_or_unlisted_public_names() -> None:
 # -- every type in a public signature is exported ---------------------------------------
 
 # Classes the library constructs and hands out: their __init__ is not for users.
-_BUILT_BY_THE_LIBRARY = {"Connection", "Stream", "ApprovalRequest", "PeerRuleQuery"}
+_BUILT_BY_THE_LIBRARY = {
+    "Connection",
+    "Stream",
+    "ApprovalRequest",
+    "PeerRuleQuery",
+    "InboundRequest",
+}
 # Exported for annotating ``Node(transports=...)``; writing a transport (its methods'
 # types) is not public API yet.
 _OPAQUE = {"Transport"}

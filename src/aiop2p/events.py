@@ -57,6 +57,9 @@ class InboundFailure(enum.Enum):
     """The requester gave up (cancelled, or its own timeout); the connection is fine."""
     RESPONSE_OMISSION = "The request was dropped without a response"
     INVALID_REQUEST = "The request could not be read or decoded"
+    HANDLER_ERROR = "The request handler raised an exception"
+    """``Network.serve``'s handler raised (logged with its traceback); the stream was
+    closed without a response (compat: handler errors are named)."""
     OVERLOADED = "Refused: too many inbound requests in flight"
     """``max_concurrent_inbound_requests`` (node) or ``…_per_connection`` was reached;
     the stream was reset unread."""

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Coroutine, Iterable
 from functools import partial
-from typing import Any, Self
+from typing import Any, Self, cast
 
 from ._aio.connection import Connection, ConnectionHooks, Direction
 from ._aio.emitter import Emitter
@@ -35,7 +35,7 @@ from .protocols.perf import PERF_PROTOCOL_ID
 from .protocols.ping import PING_PROTOCOL_ID
 from .protocols.role import Role
 from .services.autonat import AutonatService, ReachabilityChanged
-from .services.host import StreamHandler
+from .services.host import InlineStreamHandler, StreamHandler
 from .services.identify import IdentifyService
 from .services.kad import KadService
 from .services.peerstore import PeerInfo, PeerStore
@@ -84,7 +84,8 @@ class Node:
             transports or [TcpTransport(), WebSocketTransport()]
         )
         self.peer_store = PeerStore()
-        self._handlers: dict[str, StreamHandler] = {}
+        self._handlers: dict[str, StreamHandler | InlineStreamHandler] = {}
+        self._inline: set[str] = set()  # protocols whose handler is an InlineStreamHandler
         self._offers: dict[str, Callable[[PeerId], bool]] = {}
         self._listeners: list[Listener] = []
         self._connections: dict[PeerId, list[Connection]] = {}
@@ -224,9 +225,39 @@ class Node:
         ``offer`` decides per peer whether the protocol is offered at all (a peer for
         which it returns False is answered ``na``, as if we did not support it).
         """
+        self._register(protocol, handler, offer, inline=False)
+
+    def set_inline_stream_handler(
+        self,
+        protocol: str,
+        handler: InlineStreamHandler,
+        *,
+        offer: Callable[[PeerId], bool] | None = None,
+    ) -> None:
+        """Like :meth:`set_stream_handler`, but ``handler`` is a plain function called
+        the moment multistream picks ``protocol``, inside the connection's input
+        dispatch, with no task per stream.  It must not block: it reads through
+        :meth:`Stream.set_sink` and starts a task only when it has to wait.  What it
+        writes before returning leaves in the flush that answers the input.  It owns the
+        stream (closing, resetting, lingering); an exception it raises resets the stream.
+        """
+        self._register(protocol, handler, offer, inline=True)
+
+    def _register(
+        self,
+        protocol: str,
+        handler: StreamHandler | InlineStreamHandler,
+        offer: Callable[[PeerId], bool] | None,
+        *,
+        inline: bool,
+    ) -> None:
         if not protocol.startswith("/"):
             raise InvalidArgumentError(f"protocol ids start with '/': {protocol!r}")
         self._handlers[protocol] = handler
+        if inline:
+            self._inline.add(protocol)
+        else:
+            self._inline.discard(protocol)
         if offer is None:
             self._offers.pop(protocol, None)
         else:
@@ -235,6 +266,7 @@ class Node:
 
     def remove_stream_handler(self, protocol: str) -> None:
         self._offers.pop(protocol, None)
+        self._inline.discard(protocol)
         if self._handlers.pop(protocol, None) is not None:
             self.local_changed.emit(None)
 
@@ -619,7 +651,16 @@ class _Hooks(ConnectionHooks):
         if handler is None:
             stream.reset()
             return
-        node.spawn(self._run_handler(handler, stream), name=f"handler {protocol}")
+        if protocol in node._inline:
+            try:
+                cast(InlineStreamHandler, handler)(stream)
+            except Exception:
+                log.exception("inline handler for %s failed", protocol)
+                stream.reset()
+            return
+        node.spawn(
+            self._run_handler(cast(StreamHandler, handler), stream), name=f"handler {protocol}"
+        )
 
     async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
         try:

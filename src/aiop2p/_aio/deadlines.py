@@ -18,12 +18,18 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-__all__ = ["ConnectionDeadlines", "Deadline", "DeadlineQueue", "Expired"]
+__all__ = ["Cancellable", "ConnectionDeadlines", "Deadline", "DeadlineQueue", "Expired"]
 
 K = TypeVar("K")
 T = TypeVar("T")
+
+
+class Cancellable(Protocol):
+    """What a deadline cancels: a task, or a callback-driven exchange that has none."""
+
+    def cancel(self) -> object: ...
 
 
 class Deadline:
@@ -31,9 +37,9 @@ class Deadline:
 
     __slots__ = ("active", "at", "expired", "task")
 
-    def __init__(self, at: float, task: asyncio.Task[object]) -> None:
+    def __init__(self, at: float, task: Cancellable) -> None:
         self.at = at
-        self.task: asyncio.Task[object] | None = task
+        self.task: Cancellable | None = task
         self.active = True
         self.expired = False
 
@@ -56,7 +62,7 @@ class DeadlineQueue:
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def start(self, task: asyncio.Task[object]) -> Deadline:
+    def start(self, task: Cancellable) -> Deadline:
         loop = self._loop or asyncio.get_running_loop()
         self._loop = loop
         entries = self._entries

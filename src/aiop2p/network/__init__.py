@@ -2,8 +2,10 @@
 
 Re-exports only.  The package is laid out by job: :mod:`._network` (the ``Network``
 façade: lifecycle, listeners, dialing, address book), :mod:`.exchange` (both directions
-of a request), :mod:`.gate` (running firewall decisions and their timers), :mod:`.config`,
-and the pure parts it builds on: :mod:`.firewall`, :mod:`.permissions`,
+of a request), :mod:`.inbound` (one inbound request, served without a task),
+:mod:`.server` (``Network.serve``'s bounded handler tasks), :mod:`.gate` (running
+firewall decisions and their timers), :mod:`.config`, and the pure parts it builds on:
+:mod:`.firewall`, :mod:`.permissions`,
 :mod:`.address_book`, :mod:`.codecs` (and :mod:`.typed_codec`, on msgspec),
 :mod:`.event_channel`.  ``__all__`` also names the
 service configurations that are :class:`NetworkConfig` fields and the types of the
@@ -19,9 +21,9 @@ from .address_book import AddressBookLimits, AddressInfo, PeerAddress, assemble_
 from .codecs import Codec, JsonCodec, RawCodec, RequestResponseCodec
 from .config import DEFAULT_PROTOCOL, ChannelConfig, Framing, NetworkConfig
 from .event_channel import ChannelSinkConfig, EventChannel
-from .exchange import InboundRequest
 from .firewall import FirewallRules, Rule, RuleKind
 from .gate import ApprovalRequest, FirewallRequest, PeerRuleQuery
+from .inbound import InboundRequest
 from .permissions import FirewallPermission, PermissionEnum, PermissionValue, VariantPermission
 from .typed_codec import TypedCodec
 

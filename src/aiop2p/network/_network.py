@@ -66,9 +66,11 @@ from .address_book import AddressBookStore, AddressInfo
 from .codecs import Codec, JsonCodec, RequestResponseCodec
 from .config import NetworkConfig
 from .event_channel import EventChannel
-from .exchange import InboundRequest, RequestExchange
+from .exchange import RequestExchange
 from .firewall import FirewallRules, Rule
 from .gate import FirewallGate, FirewallRequest
+from .inbound import InboundRequest
+from .server import DEFAULT_MAX_CONCURRENCY, RequestHandler, RequestServer
 
 __all__ = ["Listener", "Network"]
 
@@ -197,8 +199,8 @@ class Network(Generic[Rq, Rs]):
         node.connection_closed.subscribe(self._on_connection_closed)
         node.incoming_failed.subscribe(self._on_incoming_failed)
         for protocol in self.config.protocols:
-            node.set_stream_handler(
-                protocol, self._exchange.serve, offer=self._firewall.offers_protocol
+            node.set_inline_stream_handler(
+                protocol, self._exchange.accept, offer=self._firewall.offers_protocol
             )
         await node.start()
         if self.config.relay_server is not None:
@@ -220,7 +222,7 @@ class Network(Generic[Rq, Rs]):
         if self._closed:
             return
         self._closed = True
-        self._exchange.cancel_outbound()
+        self._exchange.closing()
         self._firewall.close()
         if self._mdns is not None:
             await self._mdns.close()
@@ -247,8 +249,37 @@ class Network(Generic[Rq, Rs]):
     # -- inbound work for the application ------------------------------------------------
 
     def requests(self) -> EventChannel[InboundRequest[Rq, Rs]]:
-        """Approved inbound requests: ``async for request in network.requests()``."""
+        """Approved inbound requests: ``async for request in network.requests()``
+        (while :meth:`serve` runs, requests go to its handler instead)."""
         return self._exchange.requests
+
+    async def serve(
+        self,
+        handler: RequestHandler[Rq, Rs],
+        *,
+        max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
+    ) -> None:
+        """Answer every approved request with ``await handler(request)`` until the network
+        closes or this call is cancelled.
+
+        ``handler`` gets the :class:`InboundRequest` (``peer``, ``request_id``,
+        ``request``) and returns the response value.  Each request runs in a task of its
+        own, at most ``max_concurrency`` at once (later ones wait their turn, under their
+        deadline).  A handler that raises is logged with its traceback and reported as
+        ``InboundFailure.HANDLER_ERROR`` (the requester sees its stream closed without a
+        response); serving goes on.  When the requester resets the stream, the request's
+        deadline (``request_timeout``) passes or the connection closes, the handler is
+        cancelled.  Cancelling ``serve`` cancels the running handlers.  One ``serve`` at
+        a time (:class:`InvalidStateError` otherwise).
+        """
+        self._check_open()
+        server: RequestServer[Rq, Rs] = RequestServer(handler, max_concurrency)
+        self._exchange.start_serving(server)
+        try:
+            await server.wait_stopped()
+        finally:
+            self._exchange.stop_serving(server)
+            await server.close()
 
     def events(self) -> EventChannel[NetworkEvent]:
         """Network events: ``async for event in network.events()``."""
@@ -257,12 +288,19 @@ class Network(Generic[Rq, Rs]):
     async def firewall_requests(self) -> AsyncIterator[FirewallRequest]:
         """Firewall questions (rule queries, approvals) to answer, as they come.
 
-        Without a ``firewall_handler`` and without anyone iterating here, questions
-        time out after ``firewall_timeout`` and their requests are rejected.
+        Questions not answered within ``firewall_timeout`` are answered "no".  Without
+        a ``firewall_handler`` and with nobody iterating here, nobody would answer: the
+        request is rejected at once and a warning names the fix (docs/compat.md,
+        "compat: nobody answers the firewall").
         """
         self._check_open()
-        while not self._closed:
-            yield await self._firewall.next_question()
+        gate = self._firewall
+        gate.listeners += 1
+        try:
+            while not self._closed:
+                yield await gate.next_question()
+        finally:
+            gate.listeners -= 1
 
     def close_firewall_requests(self) -> None:
         """Stop taking firewall questions: from now on each one is answered "no" at once
@@ -475,7 +513,6 @@ class Network(Generic[Rq, Rs]):
         peer = conn.remote_peer
         num = len(self._node.connections_to(peer))
         self._firewall.connection_closed(peer, conn.id)
-        self._exchange.connection_closed(conn.id)
         error = conn.error
         cause = error if error is not None and not _graceful(error) else None
         self._emit(ConnectionClosed(peer, _endpoint(conn), num, cause))
@@ -563,16 +600,64 @@ class Network(Generic[Rq, Rs]):
 
     # -- requests ------------------------------------------------------------------------
 
-    async def send_request(self, peer: PeerId, request: Rq) -> Rs:
-        """Send ``request`` to ``peer`` and return its response.
+    async def send_request(
+        self,
+        target: PeerId | Multiaddr | str,
+        request: Rq,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - replaces request_timeout (issue 11)
+    ) -> Rs:
+        """Send ``request`` to ``target`` and return its response.
 
-        Raises a :class:`~aiop2p.errors.RequestError` whose ``kind`` is the seed's
+        ``target`` is a :class:`PeerId`, its text, or a multiaddr (text or
+        :class:`Multiaddr`) ending in ``/p2p/<id>``, whose address goes into the address
+        book.  ``timeout`` (seconds) replaces ``request_timeout`` for this call: it
+        bounds the exchange once connected, as ``request_timeout`` does.
+
+        Raises :class:`InvalidArgumentError` for a target that is none of these, and a
+        :class:`~aiop2p.errors.RequestError` whose ``kind`` is the seed's
         ``OutboundFailure``: dial failure, timeout, connection closed (also when the
         remote closed the stream unanswered: ``ResponseOmittedError``), unsupported
         protocols, shutdown.
         """
         self._check_open()
-        return await self._exchange.send(peer, request, self._connection)
+        peer = self._target(target)
+        return await self._exchange.send(peer, request, self._connection, timeout=timeout)
+
+    async def ping(self, target: PeerId | Multiaddr | str, count: int = 1) -> list[float]:
+        """Ping ``target`` (as in :meth:`send_request`) with ``/ipfs/ping/1.0.0``; return
+        each round-trip time in seconds."""
+        self._check_open()
+        return await self._node.ping(await self._connection(self._target(target)), count)
+
+    def _target(self, target: PeerId | Multiaddr | str) -> PeerId:
+        """The peer ``target`` names; a multiaddr's address is added to the address book."""
+        if isinstance(target, PeerId):
+            return target
+        if isinstance(target, str) and not target.startswith("/"):
+            try:
+                return PeerId.from_string(target)
+            except P2PError as exc:
+                raise InvalidArgumentError(
+                    f"target {target!r} is neither a peer id nor a multiaddr "
+                    f"ending in /p2p/<id>: {exc}"
+                ) from exc
+        if isinstance(target, str):
+            try:
+                target = Multiaddr(target)
+            except P2PError as exc:
+                raise InvalidArgumentError(f"target {target!r}: {exc}") from exc
+        if not isinstance(target, Multiaddr):
+            raise InvalidArgumentError(
+                f"target must be a PeerId, its text or a Multiaddr, not {type(target).__name__}"
+            )
+        peer = target.peer_id
+        if peer is None or not target.ends_with_peer_id:
+            raise InvalidArgumentError(f"target {target} does not end in /p2p/<peer id>")
+        addr = target.without_peer_id()
+        if addr.components() and addr not in self._addresses.get_addrs(peer):
+            self.add_address(peer, addr)
+        return peer
 
 
 def _endpoint(conn: Connection) -> ConnectedPoint:

@@ -1,8 +1,11 @@
 """The request exchange, both directions: one stream per request, one message each way.
 
-:class:`RequestExchange` sends requests (``send``) and serves inbound ones (``serve``:
-read, ask the firewall gate, deliver an :class:`InboundRequest` to the application,
-write its answer), with the load-shedding bounds and one deadline queue for both.
+:class:`RequestExchange` sends requests (``send``) and serves inbound ones (``accept``,
+an inline stream handler: each admitted stream is served by an
+:class:`~aiop2p.network.inbound.InboundExchange`, which reads the request, asks the
+firewall gate, delivers an :class:`InboundRequest` to the application and writes its
+answer without a task of its own), with the load-shedding bounds and one deadline
+queue for both.
 
 Two framings:
 
@@ -20,18 +23,19 @@ unreadable request).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 from .._aio.connection import Connection
-from .._aio.deadlines import DeadlineQueue
+from .._aio.deadlines import Deadline, DeadlineQueue
 from .._aio.stream import ConnectionId, Stream
 from ..errors import (
     ConnectionClosedError,
+    InvalidArgumentError,
     InvalidStateError,
+    LimitExceededError,
     MessageTooLargeError,
     P2PError,
     ProtocolNotSupportedError,
@@ -56,15 +60,13 @@ from ..identity import PeerId
 from .codecs import Codec, CodecError, RequestResponseCodec, codec_functions
 from .config import Framing, NetworkConfig
 from .event_channel import EventChannel
-from .firewall import RejectReason
 from .gate import FirewallGate
+from .inbound import InboundExchange, InboundRequest
+from .server import RequestServer
 
 __all__ = [
-    "InboundRequest",
     "RequestExchange",
-    "read_request",
     "send_request_on",
-    "write_response",
 ]
 
 log = logging.getLogger(__name__)
@@ -135,105 +137,12 @@ def _closed_error(exc: P2PError, message: str | None = None) -> RequestConnectio
     return RequestConnectionClosedError(message)
 
 
-async def read_request(stream: Stream, *, framing: Framing, max_request_bytes: int) -> bytes:
-    """Read one request body from an inbound stream."""
-    if framing is Framing.LENGTH_PREFIXED:
-        return await stream.read_message(max_request_bytes)
-    return await stream.read_until_eof(max_request_bytes)
-
-
-async def write_response(stream: Stream, payload: bytes, *, framing: Framing) -> None:
-    """Write the response body and close our side."""
-    if framing is Framing.LENGTH_PREFIXED:
-        await stream.write_message(payload)
-    else:
-        await stream.write(payload)
-    await stream.close()
-
-
-class _Omitted(P2PError):
-    """The application dropped an inbound request without answering (internal)."""
-
-
-class _ConnectionGone(P2PError):
-    """The connection of a delivered, unanswered inbound request closed (internal)."""
-
-
-class InboundRequest(Generic[Rq, Rs]):
-    """A request the firewall approved; answer it exactly once with :meth:`respond`.
-
-    Dropping it unanswered (:meth:`drop`, or losing every reference) closes the stream
-    without a response and is reported as ``InboundFailure.RESPONSE_OMISSION``.
-    """
-
-    __slots__ = ("__weakref__", "_encode", "_response", "_written", "peer", "request", "request_id")
-
-    def __init__(
-        self,
-        peer: PeerId,
-        request_id: RequestId,
-        request: Rq,
-        response: asyncio.Future[bytes],
-        written: asyncio.Future[None],
-        encode: Callable[[Rs], bytes],
-    ) -> None:
-        self.peer = peer
-        self.request_id = request_id
-        self.request = request
-        self._response = response
-        self._written = written
-        self._encode = encode
-
-    @property
-    def answered(self) -> bool:
-        return self._response.done()
-
-    async def respond(self, value: Rs) -> None:
-        """Send ``value`` as the response and wait until it is written.
-
-        Raises :class:`InvalidStateError` if the request already ended (timed out, its
-        connection closed, already answered), :class:`CodecError` if ``value`` cannot
-        be encoded.
-        """
-        if self._response.done():
-            raise InvalidStateError(f"request {self.request_id} already ended")
-        data = self._encode(value)
-        self._response.set_result(data)
-        await asyncio.shield(self._written)
-
-    def respond_nowait(self, value: Rs) -> None:
-        """Like :meth:`respond` without waiting for the write (for busy servers); a
-        failure to send is reported as an ``InboundRequestFailed`` event."""
-        if self._response.done():
-            raise InvalidStateError(f"request {self.request_id} already ended")
-        self._response.set_result(self._encode(value))
-
-    def drop(self) -> None:
-        """Do not answer: the requester sees its stream closed without a response."""
-        if not self._response.done():
-            self._response.set_exception(_Omitted())
-
-    def __del__(self) -> None:
-        response = self._response
-        if not response.done():
-            loop = response.get_loop()
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(self._drop_if_pending, response)
-
-    @staticmethod
-    def _drop_if_pending(response: asyncio.Future[bytes]) -> None:
-        if not response.done():
-            response.set_exception(_Omitted())
-
-    def __repr__(self) -> str:
-        return f"<InboundRequest {self.request_id} from {self.peer}: {self.request!r}>"
-
-
 class RequestExchange(Generic[Rq, Rs]):
     """Both directions of the request exchange for one network.
 
     ``emit`` reports a failed inbound request; ``linger_timeout`` bounds how long a
-    stream we gave up on is kept open for its requester (see :func:`_linger_then_reset`).
+    stream we gave up on (or answered) is kept open for its requester.  The public
+    attributes are what :class:`~aiop2p.network.inbound.InboundExchange` reads.
     """
 
     def __init__(
@@ -247,11 +156,13 @@ class RequestExchange(Generic[Rq, Rs]):
         linger_timeout: float,
     ) -> None:
         self._config = config
-        self._codec = codec_functions(codec)
-        self._firewall_view = firewall_view
+        self.codec = codec_functions(codec)
+        self.firewall_view = firewall_view
+        self.framing = config.framing
+        self.max_request_bytes = config.max_request_bytes
         self._gate = gate
         self._emit = emit
-        self._linger_timeout = linger_timeout
+        self.linger_timeout = linger_timeout
         self.requests: EventChannel[InboundRequest[Rq, Rs]] = EventChannel(
             config.requests_channel.capacity, config.requests_channel.policy, name="requests"
         )
@@ -260,28 +171,33 @@ class RequestExchange(Generic[Rq, Rs]):
         self._deadlines = DeadlineQueue(config.request_timeout)
         """``request_timeout`` for every exchange, both directions, on one timer."""
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
-        # Response slots of delivered, unanswered requests, per connection: failed at
-        # once when the connection closes (not only at the request timeout).
-        self._delivered: dict[ConnectionId, set[asyncio.Future[bytes]]] = {}
         # Inbound requests in flight, per connection and in all (the load-shedding bounds).
         self._inflight: dict[ConnectionId, int] = {}
         self._inflight_total = 0
         self._closing = False
+        self._server: RequestServer[Rq, Rs] | None = None
+
+    def start_serving(self, server: RequestServer[Rq, Rs]) -> None:
+        """From now on approved requests go to ``server`` instead of ``requests``."""
+        if self._server is not None:
+            raise InvalidStateError("already serving: one serve() per protocol at a time")
+        self._server = server
+
+    def stop_serving(self, server: RequestServer[Rq, Rs]) -> None:
+        if self._server is server:
+            self._server = None
 
     def _next_id(self) -> RequestId:
         return RequestId(next(self._ids))
 
-    def connection_closed(self, conn_id: ConnectionId) -> None:
-        """Fail the delivered, unanswered requests of a closed connection at once."""
-        for response in self._delivered.pop(conn_id, ()):
-            if not response.done():
-                response.set_exception(_ConnectionGone())
-
-    def cancel_outbound(self) -> None:
-        """The network is closing: every pending ``send`` fails with ``ShutdownError``."""
+    def closing(self) -> None:
+        """The network is closing: every pending ``send`` fails with ``ShutdownError``,
+        ``serve`` returns."""
         self._closing = True
         for task in list(self._outbound_tasks):
             task.cancel()
+        if self._server is not None:
+            self._server.stop()
 
     async def close(self) -> None:
         """Once the node is closed: stop the deadlines, wait for the sends, end ``requests``."""
@@ -293,10 +209,23 @@ class RequestExchange(Generic[Rq, Rs]):
     # -- outbound requests ---------------------------------------------------------------
 
     async def send(
-        self, peer: PeerId, request: Rq, connect: Callable[[PeerId], Awaitable[Connection]]
+        self,
+        peer: PeerId,
+        request: Rq,
+        connect: Callable[[PeerId], Awaitable[Connection]],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - replaces the shared deadline queue's
     ) -> Rs:
-        """Send ``request`` to ``peer`` on a connection from ``connect``; its response."""
-        payload = self._codec.encode_request(request)
+        """Send ``request`` to ``peer`` on a connection from ``connect``; its response.
+
+        ``timeout`` replaces ``request_timeout`` for this call."""
+        if timeout is not None and (
+            not isinstance(timeout, int | float)
+            or isinstance(timeout, bool)
+            or not 0 < timeout < float("inf")
+        ):
+            raise InvalidArgumentError(f"timeout must be a positive number, not {timeout!r}")
+        payload = self.codec.encode_request(request)
         request_id = self._next_id()
         task = asyncio.current_task()
         assert task is not None
@@ -308,7 +237,9 @@ class RequestExchange(Generic[Rq, Rs]):
                 raise
             except P2PError as exc:
                 raise RequestDialError(f"Failed to dial the requested peer: {exc}") from exc
-            deadline = self._deadlines.start(task)
+            deadline: Deadline | _CallDeadline = (
+                self._deadlines.start(task) if timeout is None else _CallDeadline(task, timeout)
+            )
             try:
                 body = await send_request_on(
                     conn,
@@ -326,7 +257,7 @@ class RequestExchange(Generic[Rq, Rs]):
             finally:
                 deadline.finish()
             try:
-                response: Rs = self._codec.decode_response(body)
+                response: Rs = self.codec.decode_response(body)
             except CodecError as exc:
                 raise RequestConnectionClosedError(f"invalid response: {exc}") from exc
             return response
@@ -340,8 +271,8 @@ class RequestExchange(Generic[Rq, Rs]):
 
     # -- inbound requests ----------------------------------------------------------------
 
-    async def serve(self, stream: Stream) -> None:
-        """The stream handler of the request protocols."""
+    def accept(self, stream: Stream) -> None:
+        """The inline stream handler of the request protocols (no task per stream)."""
         request_id = self._next_id()
         conn_id = stream.connection.id
         config = self._config
@@ -353,166 +284,81 @@ class RequestExchange(Generic[Rq, Rs]):
             # Shed load before doing any work: the requester sees a reset at once
             # (RequestRefusedError) instead of a timeout later.
             stream.reset()
-            failure: InboundFailure | None = InboundFailure.OVERLOADED
-        else:
-            self._inflight[conn_id] = count + 1
-            self._inflight_total += 1
-            try:
-                failure = await self._serve_admitted(stream, request_id)
-            finally:
-                self._inflight_total -= 1
-                left = self._inflight[conn_id] - 1
-                if left:
-                    self._inflight[conn_id] = left
-                else:
-                    del self._inflight[conn_id]
-        if failure is None:
+            self._emit(
+                InboundRequestFailed(
+                    request_id, stream.connection.remote_peer, InboundFailure.OVERLOADED
+                )
+            )
             return
-        self._emit(InboundRequestFailed(request_id, stream.connection.remote_peer, failure))
-        if failure in _GAVE_UP and config.framing is Framing.LENGTH_PREFIXED:
-            await _linger_then_reset(stream, self._linger_timeout)
-        elif failure in _CLOSE_UNANSWERED and config.framing is Framing.LENGTH_PREFIXED:
-            await _close(stream)
-        else:
-            # Reset: overload, unreadable request, stalled write; and every failure with
-            # EOF framing, where a clean close would read as an empty response.
-            stream.reset()
+        self._inflight[conn_id] = count + 1
+        self._inflight_total += 1
+        stream.set_sink(InboundExchange(self, stream, request_id))
 
-    async def _serve_admitted(self, stream: Stream, request_id: RequestId) -> InboundFailure | None:
-        """Read, decide, deliver, answer; the failure, if any, exactly as it happened."""
-        conn = stream.connection
-        peer = conn.remote_peer
-        config = self._config
-        loop = asyncio.get_running_loop()
-        response: asyncio.Future[bytes] = loop.create_future()
-        written: asyncio.Future[None] = loop.create_future()
-        task = asyncio.current_task()
-        assert task is not None
-        # What the deadline means if it strikes now: the phase of the exchange.
-        phase = InboundFailure.TIMEOUT
-        failure: InboundFailure | None = None
-        deadline = self._deadlines.start(task)
-        try:
-            body = await read_request(
-                stream, framing=config.framing, max_request_bytes=config.max_request_bytes
-            )
-            try:
-                value: Rq = self._codec.decode_request(body)
-                view = self._firewall_view(value)
-            except (P2PError, ValueError, TypeError) as exc:
-                log.debug("invalid request from %s: %s", peer, exc)
-                return InboundFailure.INVALID_REQUEST
-            phase = InboundFailure.RESPONSE_TIMEOUT
-            outcome = await self._answer(
-                stream, request_id, conn.id, peer, value, view, response, written
-            )
-            if isinstance(outcome, InboundFailure):
-                failure = outcome
-                return failure
-            phase = InboundFailure.SEND_TIMEOUT
-            await write_response(stream, outcome, framing=config.framing)
-            written.set_result(None)
-            return None
-        except asyncio.CancelledError:
-            if not deadline.expired:
-                raise
-            task.uncancel()
-            failure = phase
-            return failure
-        except P2PError as exc:
-            failure = _stream_failure(stream, exc, phase)
-            return failure
-        finally:
-            deadline.finish()
-            self._gate.request_finished(request_id)
-            # A late respond() must fail, not wait forever.
-            if not response.done():
-                response.set_exception(_Omitted())
-                response.exception()
-            if not written.done():
-                ended = failure.value if failure is not None else "request ended"
-                written.set_exception(InvalidStateError(ended))
-                written.exception()
+    def start_deadline(self, exchange: InboundExchange) -> Deadline:
+        return self._deadlines.start(exchange)
 
-    async def _answer(
-        self,
-        stream: Stream,
-        request_id: RequestId,
-        conn_id: ConnectionId,
-        peer: PeerId,
-        value: Rq,
-        view: Any,
-        response: asyncio.Future[bytes],
-        written: asyncio.Future[None],
-    ) -> bytes | InboundFailure:
-        """The firewall's decision, then the application's answer (or why there is none)."""
-        reason = await self._gate.decide(request_id, peer, conn_id, view)
-        if reason is RejectReason.NOT_PERMITTED:
-            return InboundFailure.NOT_PERMITTED
-        if reason is not None:
-            return InboundFailure.CONNECTION_CLOSED
-        if not stream.connection.is_established:
-            return InboundFailure.CONNECTION_CLOSED  # closed while the decision was queued
-        inbound: InboundRequest[Rq, Rs] = InboundRequest(
-            peer, request_id, value, response, written, self._codec.encode_response
+    def decide(self, exchange: InboundExchange, value: Any, view: Any) -> None:
+        """Ask the firewall about an inbound request; its verdict goes to ``exchange``."""
+        self._gate.decide(
+            exchange.request_id,
+            exchange.peer,
+            exchange.conn_id,
+            view,
+            lambda reason: exchange.decided(reason, value),
         )
-        delivered = self._delivered.get(conn_id)
-        if delivered is None:
-            delivered = self._delivered[conn_id] = set()
-        delivered.add(response)
+
+    def deliver(self, exchange: InboundExchange, value: Rq) -> None:
+        """Hand an approved request to the application."""
+        inbound: InboundRequest[Rq, Rs] = InboundRequest(
+            exchange.peer, exchange.request_id, value, exchange, self.codec.encode_response
+        )
+        server = self._server
+        if server is not None:
+            server.take(exchange, inbound)
+            return
         try:
-            if not await self.requests.send(inbound):
-                inbound.drop()
-            del inbound  # the application holds the only reference now
-            return await response
-        except _Omitted:
-            return InboundFailure.RESPONSE_OMISSION
-        except _ConnectionGone:
-            return InboundFailure.CONNECTION_CLOSED
-        finally:
-            delivered.discard(response)
-            if not delivered and self._delivered.get(conn_id) is delivered:
-                del self._delivered[conn_id]
+            accepted = self.requests.send_nowait(inbound)
+        except LimitExceededError:  # a full BLOCK channel: wait for room, in order
+            exchange.wait_in(exchange.loop.create_task(self._deliver_later(exchange, inbound)))
+            return
+        if not accepted:
+            inbound.drop()
+
+    async def _deliver_later(
+        self, exchange: InboundExchange, inbound: InboundRequest[Rq, Rs]
+    ) -> None:
+        accepted = await self.requests.send(inbound)
+        exchange.done_waiting(asyncio.current_task())
+        if not accepted:
+            inbound.drop()
+
+    def request_ended(self, exchange: InboundExchange) -> None:
+        self._gate.request_finished(exchange.request_id)
+        conn_id = exchange.conn_id
+        self._inflight_total -= 1
+        left = self._inflight[conn_id] - 1
+        if left:
+            self._inflight[conn_id] = left
+        else:
+            del self._inflight[conn_id]
+
+    def failed(self, exchange: InboundExchange, failure: InboundFailure) -> None:
+        self._emit(InboundRequestFailed(exchange.request_id, exchange.peer, failure))
 
 
-_GAVE_UP = frozenset({InboundFailure.TIMEOUT, InboundFailure.RESPONSE_TIMEOUT})
-"""We gave up waiting: keep the stream open so the requester meets its own deadline."""
+class _CallDeadline:
+    """A deadline of its own, for a call with its own ``timeout``."""
 
-_CLOSE_UNANSWERED = frozenset(
-    {
-        InboundFailure.NOT_PERMITTED,
-        InboundFailure.RESPONSE_OMISSION,
-        InboundFailure.CONNECTION_CLOSED,
-        InboundFailure.CANCELLED,
-    }
-)
-"""Deliberate non-answers: a clean close (the requester's ``ResponseOmittedError``)."""
+    __slots__ = ("_handle", "_task", "expired")
 
+    def __init__(self, task: asyncio.Task[Any], timeout: float) -> None:
+        self._task = task
+        self.expired = False
+        self._handle = task.get_loop().call_later(timeout, self._expire)
 
-def _stream_failure(stream: Stream, exc: P2PError, phase: InboundFailure) -> InboundFailure:
-    """Why a stream operation of an inbound request failed."""
-    if not stream.connection.is_established:
-        return InboundFailure.CONNECTION_CLOSED
-    if isinstance(exc, StreamResetError):
-        return InboundFailure.CANCELLED  # the requester reset its stream
-    if phase is InboundFailure.TIMEOUT:
-        return InboundFailure.INVALID_REQUEST  # early EOF, bad length prefix, too large
-    return InboundFailure.CONNECTION_CLOSED
+    def _expire(self) -> None:
+        self.expired = True
+        self._task.cancel()
 
-
-async def _linger_then_reset(stream: Stream, linger: float) -> None:
-    """After our deadline: no FIN (a clean close would read as "omitted"), but wait for
-    the requester to give up on its own deadline (it started first), at most
-    ``linger`` seconds, discarding what it sends; then reset."""
-    with contextlib.suppress(TimeoutError, P2PError):
-        async with asyncio.timeout(linger):
-            while await stream.read(1 << 16):
-                pass
-    stream.reset()
-
-
-async def _close(stream: Stream) -> None:
-    try:
-        await stream.close()
-    except P2PError:
-        stream.reset()
+    def finish(self) -> None:
+        self._handle.cancel()

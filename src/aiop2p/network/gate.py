@@ -9,6 +9,7 @@ of each question, so an unanswered one ends as "no" after ``firewall_timeout``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -33,6 +34,8 @@ from .firewall import (
 __all__ = ["ApprovalRequest", "FirewallGate", "FirewallRequest", "PeerRuleQuery"]
 
 Rq = TypeVar("Rq")
+
+log = logging.getLogger(__name__)
 
 
 class Spawn(Protocol):
@@ -136,8 +139,11 @@ class FirewallGate:
         self._support_changed = support_changed
         self._queue: asyncio.Queue[FirewallRequest] = asyncio.Queue(capacity)
         self._questions_closed = False
+        self.listeners = 0
+        """How many ``firewall_requests()`` iterators are open (see :meth:`_put_question`)."""
+        self._warned_unanswered = False
         self._closed = False
-        self._decisions: dict[RequestId, asyncio.Future[RejectReason | None]] = {}
+        self._decisions: dict[RequestId, Callable[[RejectReason | None], None]] = {}
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
 
@@ -171,13 +177,18 @@ class FirewallGate:
         self._apply(self.engine.on_connection_closed(peer, conn_id))
 
     def decide(
-        self, request_id: RequestId, peer: PeerId, conn_id: ConnectionId, view: Any
-    ) -> asyncio.Future[RejectReason | None]:
-        """The firewall's verdict on a request: ``None`` (deliver) or why it is rejected."""
-        decision: asyncio.Future[RejectReason | None] = asyncio.get_running_loop().create_future()
-        self._decisions[request_id] = decision
+        self,
+        request_id: RequestId,
+        peer: PeerId,
+        conn_id: ConnectionId,
+        view: Any,
+        decided: Callable[[RejectReason | None], None],
+    ) -> None:
+        """Ask for the firewall's verdict on a request: ``decided`` is called with ``None``
+        (deliver) or why it is rejected — before this returns when a rule answers, later
+        when a question must be asked.  Not called after :meth:`request_finished`."""
+        self._decisions[request_id] = decided
         self._apply(self.engine.on_request(request_id, peer, conn_id, view))
-        return decision
 
     def request_finished(self, request_id: RequestId) -> None:
         self._decisions.pop(request_id, None)
@@ -208,9 +219,9 @@ class FirewallGate:
     def _apply(self, actions: Iterable[FirewallAction[Any]]) -> None:
         for action in actions:
             if isinstance(action, Deliver | Reject):
-                decision = self._decisions.pop(action.request_id, None)
-                if decision is not None and not decision.done():
-                    decision.set_result(action.reason if isinstance(action, Reject) else None)
+                decided = self._decisions.pop(action.request_id, None)
+                if decided is not None:
+                    decided(action.reason if isinstance(action, Reject) else None)
             elif isinstance(action, QueryRule):
                 self._ask_rule(action.peer)
             elif isinstance(action, AskApproval):
@@ -268,11 +279,30 @@ class FirewallGate:
         if self._handler is not None:
             self._spawn(self._run_handler(request), name="firewall handler")
             return
+        if not self.listeners:
+            # Nobody would answer: reject now rather than after firewall_timeout.
+            self._warn_unanswered(request)
+            asyncio.get_running_loop().call_soon(request.drop)
+            return
         queue = self._queue
         try:
             queue.put_nowait(request)
         except asyncio.QueueFull:
             self._spawn(queue.put(request), name="firewall queue")
+
+    def _warn_unanswered(self, request: FirewallRequest) -> None:
+        if self._warned_unanswered:
+            log.debug("firewall: nobody answers; rejected at once: %r", request)
+            return
+        self._warned_unanswered = True
+        log.warning(
+            "firewall: rejected a request from %s at once: no firewall rule applies to it "
+            "and nobody answers firewall questions (no firewall_handler, nobody iterating "
+            "firewall_requests()). Give the Network a firewall= (for example "
+            "FirewallRules.allow_all()), a firewall_handler=, or iterate "
+            "firewall_requests(). (Logged once.)",
+            request.peer,
+        )
 
     async def _run_handler(self, request: FirewallRequest) -> None:
         assert self._handler is not None

@@ -23,9 +23,11 @@ from ..protocols.role import Role
 from ..transports._base import Transport
 from .peerstore import PeerInfo, PeerStore
 
-__all__ = ["Host", "Identifier", "StreamHandler", "connection_of"]
+__all__ = ["Host", "Identifier", "InlineStreamHandler", "StreamHandler", "connection_of"]
 
 StreamHandler = Callable[[Stream], Awaitable[None]]
+InlineStreamHandler = Callable[[Stream], None]
+"""Called in the connection's input dispatch (``Node.set_inline_stream_handler``)."""
 
 
 class Identifier(Protocol):

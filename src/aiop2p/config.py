@@ -15,10 +15,19 @@ from typing import Literal
 from ._version import __version__
 from .errors import InvalidArgumentError
 from .multiaddr import Multiaddr
+from .protocols.autonat_v2 import AutonatLimits
 from .protocols.kad import KAD_PROTOCOL_ID, KadLimits
 from .protocols.yamux import YamuxConfig
 
-__all__ = ["ConnectionLimits", "KadConfig", "KadLimits", "NodeConfig", "YamuxConfig"]
+__all__ = [
+    "AutonatConfig",
+    "AutonatLimits",
+    "ConnectionLimits",
+    "KadConfig",
+    "KadLimits",
+    "NodeConfig",
+    "YamuxConfig",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +66,9 @@ class KadConfig:
     NATs).
     """
 
-    mode: Literal["client", "server"] = "client"
+    mode: Literal["client", "server", "auto"] = "client"
+    """``auto`` starts as a client and follows AutoNAT (``NodeConfig.autonat``): a
+    server while some address of ours is confirmed publicly reachable."""
     protocol_id: str = KAD_PROTOCOL_ID
     """Another id makes a private DHT that does not mix with the public one."""
     bootstrap: tuple[Multiaddr, ...] = ()
@@ -85,8 +96,10 @@ class KadConfig:
     """Bounds on each message a peer sends (bytes, peers, addresses, key size)."""
 
     def __post_init__(self) -> None:
-        if self.mode not in ("client", "server"):
-            raise InvalidArgumentError(f"kad mode must be 'client' or 'server': {self.mode!r}")
+        if self.mode not in ("client", "server", "auto"):
+            raise InvalidArgumentError(
+                f"kad mode must be 'client', 'server' or 'auto': {self.mode!r}"
+            )
         for addr in self.bootstrap:
             if addr.peer_id is None:
                 raise InvalidArgumentError(f"a bootstrap address needs its /p2p/<id>: {addr}")
@@ -100,6 +113,68 @@ class KadConfig:
         ):
             if getattr(self, name) < 1:
                 raise InvalidArgumentError(f"kad {name} must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class AutonatConfig:
+    """AutoNAT v2, ``NodeConfig.autonat``: learn which of our addresses are publicly
+    reachable (client) and answer others' dial requests (server)."""
+
+    client: bool = True
+    """Ask peers that serve AutoNAT about our addresses (and accept their dial-backs)."""
+    server: bool = True
+    """Dial back the addresses other peers ask about."""
+    confidence: int = 3
+    """Agreeing servers needed for a verdict on an address (the spec suggests 3)."""
+    check_interval_seconds: float = 60.0
+    """Seconds between rounds of questions about addresses without a verdict (a new
+    connection to an AutoNAT server starts one sooner)."""
+    recheck_interval_seconds: float = 900.0
+    """Seconds before the same server is asked about the same address again."""
+    request_timeout: float = 30.0
+    """One question, client side: the server's dial-back and dial data included."""
+    max_dial_data_bytes: int = 100_000
+    """Most dial data the client sends when a server asks (the spec: 30k to 100k)."""
+    max_candidate_addrs: int = 8
+    """Our addresses checked (listen addresses, then observed ones)."""
+    min_observers: int = 2
+    """Peers that must report the same observed address before it is checked."""
+    dial_back_timeout: float = 10.0
+    """Server: the dial-back connection and its nonce exchange."""
+    server_timeout: float = 30.0
+    """Server: a whole request (dial data and dial-back included)."""
+    dial_data_bytes: int = 30_000
+    """Dial data the server asks for before dialling an IP other than the requester's."""
+    max_dial_data_messages: int = 1000
+    """DialDataResponse messages the server reads for one request."""
+    max_requests_per_peer: int = 12
+    """Requests served per peer per ``rate_window_seconds`` (more are rejected)."""
+    max_requests: int = 60
+    """Requests served in all per ``rate_window_seconds``."""
+    max_concurrent_requests: int = 8
+    """Requests served at once."""
+    rate_window_seconds: float = 60.0
+    allow_private_addrs: bool = False
+    """Check and dial private (RFC 1918, ULA, link-local) addresses: for labs and private
+    deployments.  The spec asks servers never to dial them on the public network."""
+    allow_loopback_addrs: bool = False
+    """Check and dial loopback addresses (tests)."""
+    limits: AutonatLimits = field(default_factory=AutonatLimits)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "confidence",
+            "max_dial_data_bytes",
+            "max_candidate_addrs",
+            "min_observers",
+            "dial_data_bytes",
+            "max_dial_data_messages",
+            "max_requests_per_peer",
+            "max_requests",
+            "max_concurrent_requests",
+        ):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"autonat {name} must be positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,3 +225,5 @@ class NodeConfig:
     """Largest identify message accepted, bytes."""
     kad: KadConfig | None = None
     """The Kademlia DHT service (``Node.kad``); None runs none."""
+    autonat: AutonatConfig | None = None
+    """AutoNAT v2 (``Node.autonat``); None runs none."""

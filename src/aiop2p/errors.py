@@ -17,7 +17,8 @@
     │   └── RemoteProtocolError                 the peer violated the protocol
     │       ├── MessageTooLargeError            a frame or message above its size limit
     │       ├── FlowControlError                the peer sent beyond its window
-    │       └── KadError                        a Kademlia message malformed or out of bounds
+    │       ├── KadError                        a Kademlia message malformed or out of bounds
+    │       └── AutonatError                    an AutoNAT message malformed or out of bounds
     ├── NegotiationError                        multistream-select failed
     │   ├── ProtocolNotSupportedError           the peer supports none of the protocols offered
     │   └── NegotiationTimeoutError             no protocol agreed within negotiation_timeout
@@ -76,6 +77,7 @@ from collections.abc import Mapping
 __all__ = [
     "AddressBookError",
     "AddressInUseError",
+    "AutonatError",
     "BannedPeerError",
     "ChannelClosedError",
     "CircuitRefusedError",
@@ -210,6 +212,10 @@ class FlowControlError(RemoteProtocolError):
 class KadError(RemoteProtocolError):
     """A Kademlia DHT message that is malformed or beyond our bounds (peers, addresses,
     key or message size)."""
+
+
+class AutonatError(RemoteProtocolError):
+    """An AutoNAT v2 message that is malformed, unexpected or beyond our bounds."""
 
 
 class NegotiationError(P2PError):

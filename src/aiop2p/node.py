@@ -38,6 +38,7 @@ from .protocols.perf import PERF_PROTOCOL_ID
 from .protocols.ping import PING_PROTOCOL_ID
 from .protocols.role import Role
 from .protocols.yamux import YAMUX_PROTOCOL_ID
+from .services.autonat import AutonatService, ReachabilityChanged
 from .services.host import InlineStreamHandler, StreamHandler
 from .services.identify import IdentifyService
 from .services.kad import KadService
@@ -132,6 +133,8 @@ class Node:
         self.identify: IdentifyService | None = None
         self.kad: KadService | None = None
         """The Kademlia DHT, when ``config.kad`` is set (started with the node)."""
+        self.autonat: AutonatService | None = None
+        """AutoNAT v2, when ``config.autonat`` is set (started with the node)."""
         self._hooks = _Hooks(self)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -161,6 +164,16 @@ class Node:
         if config.kad is not None:
             self.kad = KadService(self, config.kad)
             self.kad.start()
+        if config.autonat is not None:
+            self.autonat = AutonatService(self, config.autonat)
+            if self.kad is not None and config.kad is not None and config.kad.mode == "auto":
+                self.autonat.events.subscribe(self._follow_reachability)
+            self.autonat.start()
+
+    def _follow_reachability(self, event: ReachabilityChanged) -> None:
+        """``KadConfig.mode == "auto"``: a DHT server while AutoNAT confirms an address."""
+        if self.kad is not None and self.autonat is not None:
+            self.kad.set_mode("server" if self.autonat.reachable else "client")
 
     async def close(self) -> None:
         """Stop listening, close every connection, cancel every handler task."""

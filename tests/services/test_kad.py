@@ -313,7 +313,7 @@ async def test_a_node_alone_joins_again_once_its_bootstrap_peer_is_back() -> Non
 @pytest.mark.parametrize(
     "kw",
     [
-        {"mode": "auto"},
+        {"mode": "sometimes"},
         {"bootstrap": (Multiaddr("/ip4/127.0.0.1/tcp/4001"),)},  # no /p2p/<id>
         {"k": 0},
         {"max_inbound_streams": 0},

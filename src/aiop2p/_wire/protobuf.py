@@ -9,11 +9,20 @@ skipping of 64-bit (1) and 32-bit (5) fields.  Unknown fields are skipped.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from ..errors import RemoteProtocolError
 from .varint import decode_uvarint, encode_uvarint
 
-__all__ = ["Field", "decode_fields", "encode_bytes_field", "encode_varint_field", "fields_dict"]
+__all__ = [
+    "Field",
+    "decode_fields",
+    "decode_fixed64_fields",
+    "encode_bytes_field",
+    "encode_fixed64_field",
+    "encode_varint_field",
+    "fields_dict",
+]
 
 VARINT = 0
 FIXED64 = 1
@@ -33,8 +42,25 @@ def encode_bytes_field(number: int, value: bytes | str) -> bytes:
     return encode_uvarint(number << 3 | LENGTH) + encode_uvarint(len(raw)) + raw
 
 
+def encode_fixed64_field(number: int, value: int) -> bytes:
+    return encode_uvarint(number << 3 | FIXED64) + value.to_bytes(8, "little")
+
+
 def decode_fields(data: bytes) -> Iterator[Field]:
-    """Yield each field of a message; raise :class:`RemoteProtocolError` if malformed."""
+    """Yield each field of a message; raise :class:`RemoteProtocolError` if malformed.
+
+    64-bit fields are skipped (see :func:`decode_fixed64_fields`)."""
+    return _decode(data, False)
+
+
+def decode_fixed64_fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """Yield ``(number, wire type, value)`` of each field, 64-bit ones included (as an
+    unsigned int): for messages with ``fixed64`` fields, where the wire type tells a
+    fixed64 from a varint of the same number."""
+    return _decode(data, True)
+
+
+def _decode(data: bytes, fixed64: bool) -> Iterator[Any]:
     pos = 0
     end = len(data)
     while pos < end:
@@ -50,7 +76,7 @@ def decode_fields(data: bytes) -> Iterator[Field]:
             if got is None:
                 raise RemoteProtocolError("protobuf: truncated varint")
             value, pos = got
-            yield number, value
+            yield (number, VARINT, value) if fixed64 else (number, value)
         elif wire_type == LENGTH:
             got = decode_uvarint(data, pos)
             if got is None:
@@ -58,9 +84,12 @@ def decode_fields(data: bytes) -> Iterator[Field]:
             length, pos = got
             if pos + length > end:
                 raise RemoteProtocolError("protobuf: length-delimited field overruns message")
-            yield number, data[pos : pos + length]
+            chunk = data[pos : pos + length]
+            yield (number, LENGTH, chunk) if fixed64 else (number, chunk)
             pos += length
         elif wire_type == FIXED64:
+            if fixed64 and pos + 8 <= end:
+                yield number, FIXED64, int.from_bytes(data[pos : pos + 8], "little")
             pos += 8
         elif wire_type == FIXED32:
             pos += 4

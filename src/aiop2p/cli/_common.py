@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from ..config import KadConfig, NodeConfig
+from ..config import AutonatConfig, KadConfig, NodeConfig
 from ..errors import InvalidArgumentError, InvalidMultiaddrError, InvalidPeerIdError
 from ..identity import KeyPair, PeerId
 from ..multiaddr import Multiaddr
@@ -34,8 +34,10 @@ __all__ = [
     "CommandIO",
     "Output",
     "Progress",
+    "add_autonat_private_argument",
     "add_dht_arguments",
     "add_protocol_argument",
+    "autonat_config",
     "default_address_book_path",
     "default_key_path",
     "default_relay_key_path",
@@ -126,12 +128,40 @@ def add_dht_arguments(parser: Any, *, mode_default: str | None = None) -> None:
     if mode_default is not None:
         parser.add_argument(
             "--dht-mode",
-            choices=("client", "server"),
+            choices=("auto", "client", "server"),
             default=None,
             help="server answers DHT queries and is findable by its id from the DHT alone "
-            "(public or private deployments: a LAN, loopback); client only asks "
+            "(public or private deployments: a LAN, loopback); client only asks; auto is a "
+            "client until AutoNAT confirms an address of ours publicly reachable "
             f"(default: {mode_default} when the DHT is on)",
         )
+
+
+def add_autonat_private_argument(parser: Any) -> None:
+    parser.add_argument(
+        "--autonat-private-addrs",
+        action="store_true",
+        help="AutoNAT checks and dials private and loopback addresses too (labs and "
+        "private deployments; on the Internet only public addresses are checked)",
+    )
+    parser.add_argument(
+        "--autonat-confidence",
+        type=int,
+        default=AutonatConfig().confidence,
+        metavar="N",
+        help="agreeing AutoNAT servers needed for a verdict on an address (default: "
+        f"{AutonatConfig().confidence}; 1 for a private deployment with one public node)",
+    )
+
+
+def autonat_config(args: Any, *, client: bool = True) -> AutonatConfig:
+    private = bool(args.autonat_private_addrs)
+    return AutonatConfig(
+        client=client,
+        allow_private_addrs=private,
+        allow_loopback_addrs=private,
+        confidence=args.autonat_confidence,
+    )
 
 
 MAX_PROTOCOL_ID_CHARS: Final = 256
@@ -172,9 +202,9 @@ def dht_config(
         if addr.peer_id is None:
             raise InvalidArgumentError(f"--bootstrap needs the peer's /p2p/<id>: {addr}")
     chosen = mode or default_mode
-    if chosen not in ("client", "server"):
-        raise InvalidArgumentError(f"--dht-mode must be client or server: {chosen}")
-    return KadConfig(mode="server" if chosen == "server" else "client", bootstrap=addrs)
+    if chosen not in ("client", "server", "auto"):
+        raise InvalidArgumentError(f"--dht-mode must be auto, client or server: {chosen}")
+    return KadConfig(mode=chosen, bootstrap=addrs)  # type: ignore[arg-type]
 
 
 TARGET_HELP: Final = "a multiaddr, or a bare peer id with --bootstrap (found through the DHT)"

@@ -11,7 +11,9 @@ from ..network.firewall import FirewallRules
 from ..services.relay.server import RelayServerConfig
 from ._common import (
     Output,
+    add_autonat_private_argument,
     add_dht_arguments,
+    autonat_config,
     default_relay_key_path,
     dht_config,
     load_key,
@@ -47,7 +49,8 @@ async def cmd_relay(args: argparse.Namespace, out: Output) -> int:
         firewall=FirewallRules.allow_none(),
         relay_server=config,
         mdns=None,
-        node=NodeConfig(kad=kad),
+        # A public node answers AutoNAT dial requests (it needs no verdict of its own).
+        node=NodeConfig(kad=kad, autonat=autonat_config(args, client=False)),
     )
     with stop_on_signals(out.io) as stop:
         async with net:
@@ -92,6 +95,7 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         help="serve the Kademlia DHT (server mode) so peers find each other by id (default: on)",
     )
     add_dht_arguments(p)
+    add_autonat_private_argument(p)
     defaults = RelayServerConfig()
     for name, kind, text in _LIMITS:
         p.add_argument(

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..config import NodeConfig
+from ..config import KadConfig, NodeConfig
 from ..errors import InvalidArgumentError
 from ..events import (
     DirectConnectionUpgraded,
@@ -30,10 +30,15 @@ from ..network import InboundRequest, Network
 from ..network.codecs import JsonCodec, RawCodec, json_loads
 from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule
 from ..network.server import RequestHandler
+from ..node import Node
+from ..services.autonat import ReachabilityChanged
+from ..services.relay.auto import AutoRelay, AutoRelayConfig, AutoRelayEvent, RelayAdded
 from ._common import (
     Output,
+    add_autonat_private_argument,
     add_dht_arguments,
     add_protocol_argument,
+    autonat_config,
     default_address_book_path,
     default_key_path,
     dht_config,
@@ -124,6 +129,14 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
     if args.mdns_interface and not args.mdns:
         raise InvalidArgumentError("--mdns-interface needs mDNS (drop --no-mdns)")
     kad = dht_config(args.bootstrap, args.dht_mode, default_mode="client")
+    # AutoNAT runs with the DHT unless told otherwise: what it learns drives the DHT mode
+    # (--dht-mode auto) and the automatic relays.
+    autonat = args.autonat if args.autonat is not None else kad is not None
+    auto_relay = args.auto_relay or ("auto" if kad is not None and kad.bootstrap else "off")
+    if auto_relay == "auto" and not autonat:
+        raise InvalidArgumentError("--auto-relay auto follows AutoNAT: drop --no-autonat")
+    if kad is not None and kad.mode == "auto" and not autonat:
+        raise InvalidArgumentError("--dht-mode auto follows AutoNAT: drop --no-autonat")
     rules, secure_default = build_firewall(args)
     if args.address_book:
         book: Path | None = Path(args.address_book)
@@ -141,7 +154,7 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         firewall_handler=FirewallPrompter(out, LineReader(out.io.stdin), show=show),
         mdns=mdns_config(args.mdns_interface) if args.mdns else None,
         address_book_path=book,
-        node=NodeConfig(kad=kad),
+        node=NodeConfig(kad=kad, autonat=autonat_config(args) if autonat else None),
         protocols=(args.protocol,),
     )
     # Output goes through a bounded queue: a stdout nobody reads never blocks the node.
@@ -174,10 +187,15 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                     dht_mode=kad.mode,
                     bootstrap=[str(a) for a in kad.bootstrap],
                 )
+            auto_relays = _start_auto_relay(net, out, auto_relay, kad, args.max_relays)
             suggest_commands(out, listening, rules, echo=args.echo, protocol=args.protocol)
             log = RateLimitedLog(out)
-            with routed_logging(log, out.as_json):
-                await _serve_until(stop, net, out, log, handler, args.max_concurrent_requests)
+            try:
+                with routed_logging(log, out.as_json):
+                    await _serve_until(stop, net, out, log, handler, args.max_concurrent_requests)
+            finally:
+                if auto_relays is not None:
+                    await auto_relays.close()
             log.close()
     return 0
 
@@ -216,6 +234,64 @@ async def _echo(request: InboundRequest[bytes, bytes]) -> bytes:
 
 async def _drop(request: InboundRequest[bytes, bytes]) -> None:
     request.drop()
+
+
+def _start_auto_relay(
+    net: Network[Any, Any],
+    out: Output,
+    mode: str,
+    kad: KadConfig | None,
+    max_relays: int,
+) -> AutoRelay | None:
+    """Report AutoNAT's verdicts, and start the automatic relays unless ``mode`` is off."""
+    node = net._node
+    if node.autonat is not None:
+        node.autonat.events.subscribe(lambda e: _report_reachability(out, node, e))
+    if mode == "off" or net.relay_client is None:
+        return None
+    config = AutoRelayConfig(
+        mode="always" if mode == "always" else "auto",
+        relays=kad.bootstrap if kad is not None else (),
+        max_relays=max_relays,
+    )
+    relays = AutoRelay(node, net.relay_client, config, autonat=node.autonat)
+    relays.events.subscribe(lambda e: _report_auto_relay(out, e))
+    relays.start()
+    out.emit(
+        f"auto relay: {mode} (up to {max_relays} relays)", auto_relay=mode, max_relays=max_relays
+    )
+    return relays
+
+
+def _report_reachability(out: Output, node: Node, event: ReachabilityChanged) -> None:
+    word = {True: "publicly reachable", False: "not reachable", None: "unknown"}
+    dht = f"; dht: {node.kad.mode} mode" if node.kad is not None else ""
+    out.emit(
+        f"autonat: {event.addr} is {word[event.reachable]} ({event.servers} servers){dht}",
+        addr=str(event.addr),
+        reachable=event.reachable,
+        servers=event.servers,
+        dht_mode=node.kad.mode if node.kad is not None else None,
+    )
+
+
+def _report_auto_relay(out: Output, event: AutoRelayEvent) -> None:
+    if isinstance(event, RelayAdded):
+        out.emit(
+            f"auto relay: listening via {event.relay} on {event.addr}",
+            relay=str(event.relay),
+            auto_relay="added",
+            address=str(event.addr),
+            relayed=True,
+        )
+    else:
+        reason = f": {event.error}" if event.error is not None else " (not needed)"
+        out.emit(
+            f"auto relay: stopped listening via {event.relay}{reason}",
+            relay=str(event.relay),
+            auto_relay="removed",
+            error=str(event.error) if event.error is not None else None,
+        )
 
 
 async def _serve_until(
@@ -405,4 +481,27 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
     )
     add_mdns_interface_argument(p)
     add_dht_arguments(p, mode_default="client")
+    p.add_argument(
+        "--autonat",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="learn with AutoNAT v2 which of our addresses are publicly reachable, and "
+        "answer other peers' checks (default: on with the DHT)",
+    )
+    add_autonat_private_argument(p)
+    p.add_argument(
+        "--auto-relay",
+        choices=("auto", "always", "off"),
+        default=None,
+        help="listen through relays picked from the --bootstrap peers and from peers that "
+        "offer the relay protocol: auto while AutoNAT finds us not publicly reachable, "
+        "always, or off (default: auto with --bootstrap, else off)",
+    )
+    p.add_argument(
+        "--max-relays",
+        type=_positive_int,
+        default=2,
+        metavar="N",
+        help="relays the automatic relays listen through at once (default: 2)",
+    )
     p.set_defaults(run=cmd_serve)

@@ -72,9 +72,22 @@ class KadService:
         self._joined = asyncio.Event()
         """Set once the first bootstrap after :meth:`start` ended (however it ended)."""
         self._closed = False
-        if self.config.mode == "server":
-            host.set_stream_handler(self.config.protocol_id, self._serve)
+        self.mode = "client"
+        """``server`` or ``client`` now (``auto`` starts as a client)."""
+        self.set_mode("server" if self.config.mode == "server" else "client")
         host.connection_opened.subscribe(self._on_connection)
+
+    def set_mode(self, mode: str) -> None:
+        """Serve the DHT (``server``) or only ask (``client``); the host's identify
+        pushes the changed protocol list to connected peers."""
+        if mode == self.mode or self._closed:
+            return
+        if mode == "server":
+            self.host.set_stream_handler(self.config.protocol_id, self._serve)
+        else:
+            self.host.remove_stream_handler(self.config.protocol_id)
+        self.mode = mode
+        log.info("kad: %s mode", mode)
 
     def start(self) -> None:
         """Bootstrap, then refresh periodically (a host task)."""
@@ -84,7 +97,7 @@ class KadService:
     async def close(self) -> None:
         self._closed = True
         self.host.connection_opened.unsubscribe(self._on_connection)
-        if self.config.mode == "server":
+        if self.mode == "server":
             self.host.remove_stream_handler(self.config.protocol_id)
         if self._task is not None:
             self._task.cancel()

@@ -6,6 +6,8 @@
 // Loopback needs two DHT options: `clientMode: false` (otherwise the node stays a client until it
 // sees a public address of its own) and `peerInfoMapper: passthroughMapper` (the default mapper
 // drops loopback addresses, and a peer left without addresses never enters the routing table).
+// With `--autonat` it also runs @libp2p/autonat-v2, and `--listen ADDR` replaces the loopback
+// listen address (tests/interop/test_js_autonat.py runs it in a network namespace).
 
 if (typeof Promise.withResolvers !== 'function') {
   Promise.withResolvers = function withResolvers () {
@@ -26,6 +28,7 @@ const { ping } = await import('@libp2p/ping')
 const { kadDHT, passthroughMapper } = await import('@libp2p/kad-dht')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { peerIdFromString } = await import('@libp2p/peer-id')
+const { autoNATv2 } = await import('@libp2p/autonat-v2')
 
 const STOP_TIMEOUT_MS = 5_000
 const FIND_PEER_TIMEOUT_MS = 30_000
@@ -52,20 +55,26 @@ function requireString (value, name) {
 
 function parseArgs (argv) {
   let protocol = '/ipfs/kad/1.0.0'
+  let autonat = false
+  let listen = '/ip4/127.0.0.1/tcp/0'
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--protocol' && i + 1 < argv.length) {
       protocol = argv[++i]
+    } else if (argv[i] === '--listen' && i + 1 < argv.length) {
+      listen = argv[++i]
+    } else if (argv[i] === '--autonat') {
+      autonat = true
     } else {
       throw new Error(`unknown or incomplete argument: ${argv[i]}`)
     }
   }
-  return { protocol }
+  return { protocol, autonat, listen }
 }
 
 const args = parseArgs(process.argv.slice(2))
 
 const node = await createLibp2p({
-  addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+  addresses: { listen: [args.listen] },
   nodeInfo: { userAgent: 'aiop2p-interop-js-kad/1' },
   transports: [tcp()],
   connectionEncrypters: [noise()],
@@ -80,7 +89,8 @@ const node = await createLibp2p({
       clientMode: false,
       peerInfoMapper: passthroughMapper,
       allowQueryWithZeroPeers: true
-    })
+    }),
+    ...(args.autonat ? { autoNAT: autoNATv2() } : {})
   }
 })
 
@@ -100,6 +110,12 @@ const commands = {
     const peer = peerIdFromString(requireString(cmd.peerId, 'peerId'))
     const info = await node.peerRouting.findPeer(peer, { signal: AbortSignal.timeout(FIND_PEER_TIMEOUT_MS) })
     return { peerId: info.id.toString(), addrs: info.multiaddrs.map(ma => ma.toString()) }
+  },
+
+  async addresses () {
+    // What AutoNAT concluded about our own addresses (`verified`).
+    const addrs = node.components.addressManager.getAddressesWithMetadata()
+    return { addrs: addrs.map(a => ({ addr: a.multiaddr.toString(), verified: a.verified, type: a.type })) }
   },
 
   async ping (cmd) {
@@ -160,10 +176,15 @@ process.on('SIGTERM', () => { void shutdown(0) })
 process.on('SIGINT', () => { void shutdown(0) })
 
 await node.start()
+// js announces a public address only once AutoNAT verified it: before that, name the
+// bound listen addresses.
+const announced = node.getMultiaddrs().map(ma => ma.toString())
+const bound = node.components.addressManager.getAddressesWithMetadata()
+  .map(a => `${a.multiaddr.toString()}/p2p/${node.peerId.toString()}`)
 emit({
   event: 'ready',
   peerId: node.peerId.toString(),
-  addrs: node.getMultiaddrs().map(ma => ma.toString())
+  addrs: announced.length > 0 ? announced : bound
 })
 
 const input = createInterface({ input: process.stdin, crlfDelay: Infinity })

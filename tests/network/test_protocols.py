@@ -25,6 +25,7 @@ from aiop2p.errors import (
     ResponseOmittedError,
     ResponseTooLargeError,
     ResultCode,
+    ShutdownError,
 )
 from aiop2p.events import InboundFailure, InboundRequestFailed
 from aiop2p.network import (
@@ -364,3 +365,34 @@ async def test_endless_chunks_stop_at_max_response_chunks() -> None:
             async for _ in kv_client.request_stream(server.peer_id, b"q"):
                 got += 1
         assert got == 10
+
+
+async def test_a_generator_handler_on_a_length_prefixed_protocol_is_a_handler_error() -> None:
+    async with networks(ALLOW, CLIENT) as (server, client):
+        await link(client, server)
+        async with background(server.serve(count_to)):
+            with pytest.raises(ResponseOmittedError):
+                await client.send_request(server.peer_id, 3)
+            event = await next_event(server, InboundRequestFailed, skip=CONNECTION_NOISE)
+            assert event.failure is InboundFailure.HANDLER_ERROR
+
+
+async def test_closing_the_network_ends_a_stream_being_read() -> None:
+    async with networks(ALLOW, CLIENT) as (server, client):
+        await link(client, server)
+        kv = server.add_protocol(KV, framing=Framing.CHUNKED)
+        kv_client = client.add_protocol(KV, framing=Framing.CHUNKED)
+        hold = asyncio.Event()
+
+        async def one_then_wait(request: InboundRequest[Any, Any]) -> AsyncIterator[int]:
+            yield 1
+            await hold.wait()  # never set
+            yield 2
+
+        async with background(kv.serve(one_then_wait)):
+            stream = kv_client.request_stream(server.peer_id, None)
+            assert await asyncio.wait_for(anext(stream), CAP) == 1
+            pending = asyncio.ensure_future(anext(stream))
+            await client.close()
+            with pytest.raises(ShutdownError):
+                await asyncio.wait_for(pending, CAP)

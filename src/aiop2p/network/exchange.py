@@ -494,6 +494,7 @@ class ResponseStream(Generic[Rs]):
         "_max_chunks",
         "_opening",
         "_owner",
+        "_shut_down",
         "_stream",
         "_timeout",
         "request_id",
@@ -519,6 +520,7 @@ class ResponseStream(Generic[Rs]):
         self._timeout = timeout
         self._count = 0
         self._done = False
+        self._shut_down = False
         self.request_id = request_id
         owner._streams.add(self)
 
@@ -533,6 +535,8 @@ class ResponseStream(Generic[Rs]):
 
     async def __anext__(self) -> Rs:
         if self._done:
+            if self._shut_down:
+                raise ShutdownError(request_id=self.request_id)
             raise StopAsyncIteration
         owner = self._owner
         try:
@@ -588,7 +592,8 @@ class ResponseStream(Generic[Rs]):
                 stream.reset()  # no-op once both sides are closed
 
     def shut_down(self) -> None:
-        """The network is closing: end the stream."""
+        """The network is closing: end the stream (its reader gets ``ShutdownError``)."""
+        self._shut_down = True
         self._finish()
 
     async def aclose(self) -> None:

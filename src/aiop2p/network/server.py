@@ -118,7 +118,10 @@ class RequestServer(Generic[Rq, Rs]):
             raise
         except RemoteError as exc:  # the handler's own answer: this code, this message
             exchange.done_waiting(me)
-            exchange.fail(ResultCode(exc.code), exc.message, InboundFailure.HANDLER_ERROR)
+            code = exc.code
+            if not isinstance(code, ResultCode) or code is ResultCode.SUCCESS:
+                code = ResultCode.SERVER_ERROR  # not a code the wire format defines
+            exchange.fail(code, exc.message, InboundFailure.HANDLER_ERROR)
             return
         except Exception as exc:
             exchange.done_waiting(me)

@@ -41,9 +41,16 @@ unit: $(VENV)/.installed
 test: deps lint typecheck
 	$(VENV)/bin/pytest -q
 
-## bench: aiop2p vs js-libp2p side by side (prints ratios)
-bench: deps
-	$(VENV)/bin/python bench/run.py
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	touch $@
+
+## bench: aiop2p, its floor, js-libp2p and py-libp2p side by side (ratios, bench/RESULTS.png);
+##        BASE=PATH also runs the aiop2p checkout at PATH, BENCH_ARGS overrides --repeat 3
+BENCH_ARGS ?= --repeat 3
+bench: deps $(VENV)/.bench-installed
+	$(VENV)/bin/python bench/run.py $(BENCH_ARGS) $(if $(BASE),--base $(BASE)) \
+		--chart bench/RESULTS.png
 
 clean:
 	rm -rf $(VENV) $(PYLIBP2P_VENV) $(JS_PEER)/node_modules

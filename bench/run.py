@@ -31,18 +31,34 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-AIOP2P_PEER = REPO / "bench" / "aiop2p_peer.py"
+FLOOR_PEER = REPO / "bench" / "floor_peer.py"
+PY_PEER = REPO / "bench" / "py_peer.py"
+PY_PYTHON = REPO / ".venv-pylibp2p" / "bin" / "python"
 JS_PEER = REPO / "tests" / "interop" / "js" / "peer.mjs"
 JS_RELAY_PEER = REPO / "tests" / "interop" / "js" / "relay_peer.mjs"
-IMPLS = ("aiop2p", "js")
 UVLOOP_IMPL = "aiop2p-uvloop"
 """aiop2p's peers on uvloop (``--uvloop``); "aiop2p" runs on asyncio's default loop."""
+BASE_IMPL = "base"
+"""aiop2p from another checkout (``--base PATH``), on its own peer script and ``src``."""
+FLOOR_IMPL = "floor"
+"""``bench/floor_peer.py``: the same wire work in plain asyncio (echo and bulk only)."""
+PY_IMPL = "py"
+"""py-libp2p 0.8.1 (``bench/py_peer.py`` in ``.venv-pylibp2p``)."""
+IMPLS = ("aiop2p", FLOOR_IMPL, "js", PY_IMPL)
+"""What ``--only`` may pick; all four run by default."""
+ORDER = ("aiop2p", UVLOOP_IMPL, BASE_IMPL, FLOOR_IMPL, "js", PY_IMPL)
+"""Column order, and the order in which the implementations take turns for each figure."""
 FIGURE_GROUPS = ("tcp", "ws", "rr", "relay")
+PY_FIGURES = frozenset({
+    "dial", "echo sequential", "echo in flight", "perf upload", "perf download",
+    "request-response sequential", "request-response in flight",
+})
+"""The figures ``bench/py_peer.py`` can do (py-libp2p: no relay server here, see README)."""
 # The js relay's per-circuit limits, raised far above what a run needs (its defaults, 128 KiB and
 # 2 minutes, end a relayed echo loop after ~220 requests).  js counts the duration in ms.
 JS_RELAY_DURATION_MS = 3_600_000
@@ -69,15 +85,42 @@ class PeerDiedError(BenchError):
 # ---- peer processes -------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Setup:
+    """Where the implementations' peers come from."""
+
+    base: Path | None = None
+    """Another checkout (``--base``): its own ``bench/aiop2p_peer.py`` on its own ``src``."""
+    py_python: Path = PY_PYTHON
+
+
+@dataclass(frozen=True)
+class Launch:
+    argv: list[str]
+    env: dict[str, str] | None = None
+    cwd: Path = REPO
+
+
 def is_aiop2p(impl: str) -> bool:
-    return impl in ("aiop2p", UVLOOP_IMPL)
+    """A peer running aiop2p code: this checkout (either loop) or the ``--base`` one."""
+    return impl in ("aiop2p", UVLOOP_IMPL, BASE_IMPL)
 
 
-def aiop2p_argv(*args: str, impl: str = "aiop2p") -> list[str]:
-    venv_python = REPO / ".venv" / "bin" / "python"
-    python = str(venv_python) if venv_python.exists() else sys.executable
+def venv_python() -> str:
+    python = REPO / ".venv" / "bin" / "python"
+    return str(python) if python.exists() else sys.executable
+
+
+def aiop2p_launch(*args: str, impl: str = "aiop2p", setup: Setup = Setup()) -> Launch:
+    """This checkout's peer on this checkout's ``src``, or the base's peer on the base's
+    ``src`` (PYTHONPATH wins over the venv's editable install)."""
+    root = REPO
     loop = ["--uvloop"] if impl == UVLOOP_IMPL else []
-    return [python, str(AIOP2P_PEER), *args, *loop]
+    if impl == BASE_IMPL:
+        assert setup.base is not None
+        root = setup.base
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    return Launch([venv_python(), str(root / "bench" / "aiop2p_peer.py"), *args, *loop], env, root)
 
 
 def node_argv(script: Path, *args: str) -> list[str]:
@@ -87,34 +130,42 @@ def node_argv(script: Path, *args: str) -> list[str]:
     return [node, str(script), *args]
 
 
-def peer_argv(impl: str, listen: tuple[str, ...] = (), network: bool = False) -> list[str]:
+def peer_launch(
+    impl: str, setup: Setup, listen: tuple[str, ...] = (), network: bool = False
+) -> Launch:
     extra = [arg for addr in listen for arg in ("--listen", addr)]
     if is_aiop2p(impl):
-        return aiop2p_argv(*extra, *(["--network"] if network else []), impl=impl)
-    return node_argv(JS_PEER, *extra)
+        return aiop2p_launch(*extra, *(["--network"] if network else []), impl=impl, setup=setup)
+    if impl == FLOOR_IMPL:
+        return Launch([venv_python(), str(FLOOR_PEER), *extra])
+    if impl == PY_IMPL:
+        return Launch([str(setup.py_python), str(PY_PEER), *extra])
+    return Launch(node_argv(JS_PEER, *extra))
 
 
-def relay_argvs(impl: str, relay_addr: str | None) -> list[str]:
-    """argv of a relay role: the relay itself (``relay_addr`` None) or a peer listening via
-    ``relay_addr``; the client role is :func:`relay_client_argv`."""
+def relay_launch(impl: str, setup: Setup, relay_addr: str | None) -> Launch:
+    """A relay role: the relay itself (``relay_addr`` None) or a peer listening via
+    ``relay_addr``; the client role is :func:`relay_client_launch`."""
     if is_aiop2p(impl):
         if relay_addr is None:
-            return aiop2p_argv("--relay-server", impl=impl)
-        return aiop2p_argv("--network", "--via-relay", relay_addr, impl=impl)
+            return aiop2p_launch("--relay-server", impl=impl, setup=setup)
+        return aiop2p_launch("--network", "--via-relay", relay_addr, impl=impl, setup=setup)
     if relay_addr is None:
-        return node_argv(
+        return Launch(node_argv(
             JS_RELAY_PEER, "--relay", "--duration-ms", str(JS_RELAY_DURATION_MS),
             "--data-bytes", str(JS_RELAY_DATA_BYTES),
-        )
-    return node_argv(JS_RELAY_PEER, "--echo-once", "--listen", f"{relay_addr}/p2p-circuit")
+        ))
+    return Launch(
+        node_argv(JS_RELAY_PEER, "--echo-once", "--listen", f"{relay_addr}/p2p-circuit")
+    )
 
 
-def relay_client_argv(impl: str) -> list[str]:
+def relay_client_launch(impl: str, setup: Setup) -> Launch:
     """aiop2p: the Network client (like the rr figures); js: relay_peer.mjs, which can dial
     circuit addresses (peer.mjs has no circuit relay transport)."""
     if is_aiop2p(impl):
-        return aiop2p_argv("--network", impl=impl)
-    return node_argv(JS_RELAY_PEER)
+        return aiop2p_launch("--network", impl=impl, setup=setup)
+    return Launch(node_argv(JS_RELAY_PEER))
 
 
 class PeerProcess:
@@ -125,16 +176,13 @@ class PeerProcess:
         impl: str,
         role: str,
         log_dir: Path,
-        listen: tuple[str, ...] = (),
-        network: bool = False,
-        argv: list[str] | None = None,
+        launch: Launch,
+        ready_timeout_s: float = READY_TIMEOUT_S,
     ) -> None:
         self.name = f"{impl} {role}"
         self.impl = impl
-        self.listen = listen
-        self.network = network
-        self.argv = argv
-        """The command line, when not the default peer's (the relay roles)."""
+        self.launch = launch
+        self.ready_timeout_s = ready_timeout_s
         self.log_path = log_dir / f"{impl}-{role}.stderr"
         self.proc: asyncio.subprocess.Process | None = None
         self.peer_id = ""
@@ -151,21 +199,24 @@ class PeerProcess:
         log_fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
             self.proc = await asyncio.create_subprocess_exec(
-                *(self.argv or peer_argv(self.impl, self.listen, self.network)),
+                *self.launch.argv,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log_fd,
-                cwd=REPO,
+                cwd=self.launch.cwd,
+                env=self.launch.env,
                 limit=MAX_REPLY_LINE_BYTES,
             )
         finally:
             os.close(log_fd)
         self._reader = asyncio.create_task(self._read_loop())
         try:
-            async with asyncio.timeout(READY_TIMEOUT_S):
+            async with asyncio.timeout(self.ready_timeout_s):
                 ready = await asyncio.shield(self._ready)
         except TimeoutError:
-            raise BenchError(f"{self.name}: not ready after {READY_TIMEOUT_S:.0f} s") from None
+            raise BenchError(
+                f"{self.name}: not ready after {self.ready_timeout_s:.0f} s"
+            ) from None
         if self.impl == UVLOOP_IMPL and ready.get("loop") != "uvloop":
             raise BenchError(f"{self.name}: runs on {ready.get('loop')!r}, not uvloop")
         self.peer_id = ready["peerId"]
@@ -312,6 +363,22 @@ FULL = Settings(50, 20, 1000, 2000, 64, 32, 256 * MIB, 128 * MIB, 1000, 50,
 QUICK = Settings(10, 5, 200, 200, 64, 32, 16 * MIB, 8 * MIB, 100, 20, 120.0)
 
 
+def settings_for(impl: str, s: Settings) -> Settings:
+    """py-libp2p runs with smaller counts (its echo does ~40 req/s here, so the full counts
+    would take minutes per figure); its figures are rates and medians all the same."""
+    if impl != PY_IMPL:
+        return s
+    return replace(
+        s,
+        dial_count=max(5, s.dial_count // 2),
+        dial_warmup=min(s.dial_warmup, 5),
+        echo_count=max(20, s.echo_count // 5),
+        echo_warmup=max(5, s.echo_warmup // 40),
+        perf_bytes=max(MIB, s.perf_bytes // 8),
+        perf_warmup_bytes=s.perf_warmup_bytes // 16,
+    )
+
+
 @dataclass(frozen=True)
 class Metric:
     key: str
@@ -331,6 +398,7 @@ METRICS = [
     Metric("echoN_p99_ms", "echo in flight p99", "ms", "lower"),
     Metric("upload_mib_s", "perf upload", "MiB/s", "higher"),
     Metric("download_mib_s", "perf download", "MiB/s", "higher"),
+    Metric("bulk_mib_s", "bulk, receiver-bound (floor)", "MiB/s", "higher"),
     Metric("ws_upload_mib_s", "perf upload over WS", "MiB/s", "higher"),
     Metric("ws_download_mib_s", "perf download over WS", "MiB/s", "higher"),
     Metric("rr1_req_per_s", "request-response sequential", "req/s", "higher"),
@@ -350,6 +418,19 @@ METRICS = [
 ]
 METRIC_BY_KEY = {m.key: m for m in METRICS}
 
+FLOOR_REF = {
+    "echo1_req_per_s": "echo1_req_per_s",
+    "echo1_p50_ms": "echo1_p50_ms",
+    "echoN_req_per_s": "echoN_req_per_s",
+    "echoN_p50_ms": "echoN_p50_ms",
+    "upload_mib_s": "bulk_mib_s",
+    "download_mib_s": "bulk_mib_s",
+    "rr1_req_per_s": "echo1_req_per_s",
+    "rrN_req_per_s": "echoN_req_per_s",
+}
+"""The floor's figure each aiop2p figure is read against (the floor has one bulk figure, and
+no Network layer: request-response is read against the raw echo floor)."""
+
 
 @dataclass(frozen=True)
 class Target:
@@ -357,6 +438,8 @@ class Target:
     text: str
     op: str  # "<=" or ">="
     ratio: float
+    ratio_key: str = "ratio_aiop2p_js"
+    """The row's ratio the target is about: aiop2p/js, pct_floor, aiop2p/base, ..."""
 
 
 TARGETS = [
@@ -374,7 +457,25 @@ TARGETS = [
 ]
 
 UVLOOP_TARGETS = [
-    Target("echo1_req_per_s", "uvloop sequential req/s >= 1.15x default loop", ">=", 1.15),
+    Target("echo1_req_per_s", "uvloop sequential req/s >= 1.15x default loop", ">=", 1.15,
+           "ratio_uvloop_default"),
+]
+
+# Issue 10's targets: against the floor, and against "today's main" run as --base.
+ISSUE10_TARGETS = [
+    Target("echo1_req_per_s", "sequential echo >= 65% of the floor", ">=", 0.65, "pct_floor"),
+    Target("echo1_req_per_s", "sequential echo >= 1.4x base", ">=", 1.4, "ratio_aiop2p_base"),
+    Target("echoN_req_per_s", "32-in-flight echo >= 1.3x base", ">=", 1.3, "ratio_aiop2p_base"),
+    Target("rr1_req_per_s", "Network req/s sequential >= 1.4x base", ">=", 1.4,
+           "ratio_aiop2p_base"),
+    Target("rrN_req_per_s", "Network req/s in flight >= 1.4x base", ">=", 1.4,
+           "ratio_aiop2p_base"),
+    Target("dial_median_ms", "dial time <= 0.7x base", "<=", 0.7, "ratio_aiop2p_base"),
+    Target("upload_mib_s", "perf upload >= 80% of the receiver-bound floor", ">=", 0.8,
+           "pct_floor"),
+    Target("download_mib_s", "perf download >= 80% of the receiver-bound floor", ">=", 0.8,
+           "pct_floor"),
+    *UVLOOP_TARGETS,
 ]
 
 Figures = dict[str, float]
@@ -481,6 +582,17 @@ SHARED_BENCHES: list[tuple[str, Bench]] = [
     ("perf upload", bench_perf_upload),
     ("perf download", bench_perf_download),
 ]
+async def bench_floor_bulk(pair: Pair, s: Settings) -> Figures:
+    r = await _perf(pair, s, s.perf_bytes, 0)
+    return {"bulk_mib_s": s.perf_bytes / MIB / r["upload_seconds"]}
+
+
+# The floor's figures: echo as aiop2p's, and its bulk figure in the slot of perf upload.
+FLOOR_BENCHES: dict[str, Bench] = {
+    "echo sequential": bench_echo_sequential,
+    "echo in flight": bench_echo_concurrent,
+    "perf upload": bench_floor_bulk,
+}
 # Run on fresh processes: heap freed by earlier figures would absorb the new connections and
 # understate the RSS growth.
 FRESH_BENCHES: list[tuple[str, Bench]] = [
@@ -514,6 +626,7 @@ def progress(text: str) -> None:
 
 async def start_pair(
     impl: str,
+    setup: Setup,
     log_dir: Path,
     started: list[PeerProcess],
     listen: tuple[str, ...] = (),
@@ -525,25 +638,29 @@ async def start_pair(
     ``network`` runs aiop2p peers on the ``Network`` API (request-response + firewall).
     """
     role = "ws-server" if listen else ("rr-server" if network else "server")
-    server = PeerProcess(impl, role, log_dir, listen, network)
-    client = PeerProcess(impl, "rr-client" if network else "client", log_dir, (), network)
+    server = PeerProcess(impl, role, log_dir, peer_launch(impl, setup, listen, network))
+    client = PeerProcess(
+        impl, "rr-client" if network else "client", log_dir, peer_launch(impl, setup, (), network)
+    )
     started += [server, client]
     await asyncio.gather(server.start(), client.start())
     return Pair(impl, server, client)
 
 
-async def start_relayed_pair(impl: str, log_dir: Path, started: list[PeerProcess]) -> Pair:
+async def start_relayed_pair(
+    impl: str, setup: Setup, log_dir: Path, started: list[PeerProcess]
+) -> Pair:
     """Start a relay, then a server listening through it and a client; all are added to
     ``started`` first, so they get stopped.  The client's target is the circuit address."""
-    relay = PeerProcess(impl, "relay", log_dir, argv=relay_argvs(impl, None))
+    relay = PeerProcess(impl, "relay", log_dir, relay_launch(impl, setup, None))
     started.append(relay)
-    client = PeerProcess(impl, "relay-client", log_dir, argv=relay_client_argv(impl))
+    client = PeerProcess(impl, "relay-client", log_dir, relay_client_launch(impl, setup))
     started.append(client)
     await asyncio.gather(relay.start(), client.start())
     relay_addr = next((a for a in relay.addrs if "/p2p/" in a), None)
     if relay_addr is None:
         raise BenchError(f"{relay.name}: no address with /p2p among {relay.addrs}")
-    server = PeerProcess(impl, "relayed-server", log_dir, argv=relay_argvs(impl, relay_addr))
+    server = PeerProcess(impl, "relayed-server", log_dir, relay_launch(impl, setup, relay_addr))
     started.append(server)
     await server.start()
     circuit = next((a for a in server.addrs if "/p2p-circuit/" in a), None)
@@ -552,12 +669,23 @@ async def start_relayed_pair(impl: str, log_dir: Path, started: list[PeerProcess
     return Pair(impl, server, client, relay, circuit)
 
 
+def bench_for(impl: str, name: str, bench: Bench) -> Bench | None:
+    """What ``impl`` runs for the figure ``name``: the bench itself, the floor's own version
+    of it, or None where the implementation has no such figure."""
+    if impl == FLOOR_IMPL:
+        return FLOOR_BENCHES.get(name)
+    if impl == PY_IMPL:
+        return bench if name in PY_FIGURES else None
+    return bench
+
+
 class Runner:
     """Collects samples and errors over all repeats."""
 
-    def __init__(self, impls: list[str], s: Settings, log_dir: Path) -> None:
+    def __init__(self, impls: list[str], s: Settings, log_dir: Path, setup: Setup) -> None:
         self.impls = impls
         self.s = s
+        self.setup = setup
         self.log_dir = log_dir
         self.samples: dict[str, dict[str, list[float]]] = {
             i: {m.key: [] for m in METRICS} for i in impls
@@ -583,19 +711,24 @@ class Runner:
         pairs: dict[str, Pair] = {}
         try:
             for impl in self.impls:
+                if not any(bench_for(impl, name, bench) for name, bench in benches):
+                    continue  # no figure of this group for this implementation
                 try:
                     if relayed:
-                        pairs[impl] = await start_relayed_pair(impl, self.log_dir, started)
+                        pairs[impl] = await start_relayed_pair(
+                            impl, self.setup, self.log_dir, started
+                        )
                     else:
                         pairs[impl] = await start_pair(
-                            impl, self.log_dir, started, listen, network
+                            impl, self.setup, self.log_dir, started, listen, network
                         )
                 except BenchError as exc:
                     self.error(f"repeat {rep + 1}: {impl}: start failed: {exc}")
             for name, bench in benches:
                 for pair in pairs.values():
-                    if pair.alive:
-                        await self.run_one(rep, name, bench, pair)
+                    own = bench_for(pair.impl, name, bench)
+                    if own is not None and pair.alive:
+                        await self.run_one(rep, name, own, pair)
         finally:
             await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
             for p in started:
@@ -604,7 +737,7 @@ class Runner:
     async def run_one(self, rep: int, name: str, bench: Bench, pair: Pair) -> None:
         t0 = time.perf_counter()
         try:
-            figures = await bench(pair, self.s)
+            figures = await bench(pair, settings_for(pair.impl, self.s))
         except BenchError as exc:
             self.error(f"repeat {rep + 1}: {name}: {exc}")
             if "did not answer" in str(exc) or not pair.alive:
@@ -621,7 +754,11 @@ class Runner:
 
 
 async def run_all(
-    impls: list[str], s: Settings, repeat: int, groups: tuple[str, ...] = FIGURE_GROUPS
+    impls: list[str],
+    s: Settings,
+    repeat: int,
+    groups: tuple[str, ...] = FIGURE_GROUPS,
+    setup: Setup = Setup(),
 ) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
     """Run every benchmark ``repeat`` times; return the samples per impl and metric, and errors.
 
@@ -629,7 +766,7 @@ async def run_all(
     every figure.  ``groups`` selects the figure groups (tcp, ws, rr, relay) to run.
     """
     with tempfile.TemporaryDirectory(prefix="aiop2p-bench-") as tmp:
-        runner = Runner(impls, s, Path(tmp))
+        runner = Runner(impls, s, Path(tmp), setup)
         for rep in range(repeat):
             if "tcp" in groups:
                 await runner.run_benches(rep, SHARED_BENCHES)
@@ -665,36 +802,65 @@ def ratio_of(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b is not None and b > 0 else None
 
 
+def pct_of_floor(key: str, medians: dict[str, float | None]) -> float | None:
+    """aiop2p's speed as a fraction of the floor's on the floor's matching figure: rates
+    divide, times divide the other way round."""
+    ref = FLOOR_REF.get(key)
+    if ref is None:
+        return None
+    ours, floor = medians.get("aiop2p"), medians.get(f"{FLOOR_IMPL}:{ref}")
+    if METRIC_BY_KEY[key].better == "lower":
+        return ratio_of(floor, ours)
+    return ratio_of(ours, floor)
+
+
 def summarise(
     impls: list[str], samples: dict[str, dict[str, list[float]]]
 ) -> list[dict[str, Any]]:
+    floor_medians = {
+        f"{FLOOR_IMPL}:{m.key}": median(samples[FLOOR_IMPL][m.key])
+        for m in METRICS if FLOOR_IMPL in samples
+    }
     rows = []
     for m in METRICS:
         medians = {i: median(samples[i][m.key]) for i in impls}
         if all(v is None for v in medians.values()):
             continue  # a figure group that was not run
+        ours = medians.get("aiop2p")
         rows.append({
             "key": m.key, "label": m.label, "unit": m.unit, "better": m.better,
             "median": medians,
-            "ratio_aiop2p_js": ratio_of(medians.get("aiop2p"), medians.get("js")),
-            "ratio_uvloop_default": ratio_of(medians.get(UVLOOP_IMPL), medians.get("aiop2p")),
+            "pct_floor": pct_of_floor(m.key, {"aiop2p": ours, **floor_medians}),
+            "ratio_aiop2p_base": ratio_of(ours, medians.get(BASE_IMPL)),
+            "ratio_aiop2p_js": ratio_of(ours, medians.get("js")),
+            "ratio_aiop2p_py": ratio_of(ours, medians.get(PY_IMPL)),
+            "ratio_uvloop_default": ratio_of(medians.get(UVLOOP_IMPL), ours),
         })
     return rows
 
 
 def evaluate_targets(
-    rows: list[dict[str, Any]], targets: list[Target] = TARGETS, ratio_key: str = "ratio_aiop2p_js"
+    rows: list[dict[str, Any]], targets: list[Target], impls: list[str]
 ) -> list[dict[str, Any]]:
-    """``targets`` met or not by each row's ``ratio_key`` (aiop2p/js by default)."""
+    """``targets`` met or not, for those whose ratio column ran (see :func:`ratio_columns`)."""
+    shown = {key for _, key in ratio_columns(impls)}
     by_key = {r["key"]: r for r in rows}
     out = []
     for t in targets:
-        if t.key not in by_key:
+        if t.key not in by_key or t.ratio_key not in shown:
             continue
-        ratio = by_key[t.key][ratio_key]
+        ratio = by_key[t.key][t.ratio_key]
         met = None if ratio is None else (ratio <= t.ratio if t.op == "<=" else ratio >= t.ratio)
-        out.append({"key": t.key, "target": t.text, "ratio": ratio, "met": met})
+        out.append({
+            "key": t.key, "target": t.text, "ratio_key": t.ratio_key, "ratio": ratio, "met": met,
+        })
     return out
+
+
+def ratio_text(key: str, ratio: float | None) -> str:
+    if ratio is None:
+        return "-"
+    return f"{ratio * 100:.0f}%" if key == "pct_floor" else f"{ratio:.2f}x"
 
 
 def status_text(met: bool | None) -> str:
@@ -718,6 +884,7 @@ def environment() -> dict[str, Any]:
 
 
 def settings_text(s: Settings, repeat: int) -> str:
+    py = settings_for(PY_IMPL, s)
     return (
         f"dial: median of {s.dial_count} fresh connections ({s.dial_warmup} warm-up); "
         f"echo: {s.echo_count} x {s.echo_size_bytes} B requests, a new stream each "
@@ -727,7 +894,9 @@ def settings_text(s: Settings, repeat: int) -> str:
         f"({s.perf_warmup_bytes // MIB} MiB warm-up); "
         f"memory: RSS delta over {s.conns_count} idle connections "
         f"(after {s.conns_warmup} warm-up dials, fresh processes); "
-        f"median of {repeat} run(s)"
+        f"median of {repeat} run(s); py-libp2p with {py.dial_count} dials, "
+        f"{py.echo_count} requests ({py.echo_warmup} warm-up) and "
+        f"{py.perf_bytes / MIB:g} MiB ({py.perf_warmup_bytes / MIB:g} MiB warm-up)"
     )
 
 
@@ -738,9 +907,11 @@ def print_text(
     ratios = ratio_columns(impls)
     print(f"# {settings_text(s, repeat)}")
     print(f"# python {env['python']}, node {env['node']}, {env['cpus']} CPUs, {env['platform']}")
-    widths = {i: max(10, len(i) + 1) for i in impls}
+    if env.get("base"):
+        print(f"# base: {env['base']}")
+    widths = {i: max(9, len(i) + 1) for i in impls}
     header = f"{'figure':<34} {'unit':<6}" + "".join(f"{i:>{widths[i]}}" for i in impls)
-    header += "".join(f"{title:>16}" for title, _ in ratios)
+    header += "".join(f"{title:>15}" for title, _ in ratios)
     if ratios:
         header += "  better"
     print(header)
@@ -750,16 +921,17 @@ def print_text(
             f"{format_value(r['key'], r['median'][i]):>{widths[i]}}" for i in impls
         )
         for _, key in ratios:
-            ratio = r[key]
-            line += f"{'-' if ratio is None else f'{ratio:.2f}x':>16}"
+            line += f"{ratio_text(key, r[key]):>15}"
         if ratios:
             line += f"  {r['better']}"
         print(line)
     if targets:
-        print("\ntargets (aiop2p/js ratio; uvloop/default for uvloop)")
+        print("\ntargets")
         for t in targets:
-            ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
-            print(f"  {t['target']:<46} {ratio:>8}  {status_text(t['met'])}")
+            print(
+                f"  {t['target']:<52} {ratio_text(t['ratio_key'], t['ratio']):>8}  "
+                f"{status_text(t['met'])}"
+            )
 
 
 def print_markdown(
@@ -769,6 +941,8 @@ def print_markdown(
     ratios = ratio_columns(impls)
     print(f"{settings_text(s, repeat)}.\n")
     print(f"Python {env['python']}, Node {env['node']}, {env['cpus']} CPUs, {env['platform']}.\n")
+    if env.get("base"):
+        print(f"Base: {env['base']}.\n")
     cols = ["figure", "unit", *impls, *(title for title, _ in ratios)]
     cols += ["better"] if ratios else []
     print("| " + " | ".join(cols) + " |")
@@ -776,36 +950,46 @@ def print_markdown(
           + "|")
     for r in rows:
         cells = [r["label"], r["unit"], *(format_value(r["key"], r["median"][i]) for i in impls)]
-        for _, key in ratios:
-            ratio = r[key]
-            cells.append("-" if ratio is None else f"{ratio:.2f}x")
+        cells += [ratio_text(key, r[key]) for _, key in ratios]
         if ratios:
             cells.append(r["better"])
         print("| " + " | ".join(cells) + " |")
     if targets:
         print("\n| target | ratio | status |\n|---|---:|---|")
         for t in targets:
-            ratio = "-" if t["ratio"] is None else f"{t['ratio']:.2f}x"
-            print(f"| {t['target']} | {ratio} | {status_text(t['met'])} |")
+            print(
+                f"| {t['target']} | {ratio_text(t['ratio_key'], t['ratio'])} | "
+                f"{status_text(t['met'])} |"
+            )
 
 
 def ratio_columns(impls: list[str]) -> list[tuple[str, str]]:
     """The ratio columns the table shows: (title, row key), for the impls that ran."""
-    columns = []
-    if "aiop2p" in impls and "js" in impls:
-        columns.append(("aiop2p/js", "ratio_aiop2p_js"))
-    if "aiop2p" in impls and UVLOOP_IMPL in impls:
-        columns.append(("uvloop/default", "ratio_uvloop_default"))
-    return columns
+    if "aiop2p" not in impls:
+        return []
+    columns = [
+        ("% of floor", "pct_floor", FLOOR_IMPL),
+        ("aiop2p/base", "ratio_aiop2p_base", BASE_IMPL),
+        ("aiop2p/js", "ratio_aiop2p_js", "js"),
+        ("aiop2p/py", "ratio_aiop2p_py", PY_IMPL),
+        ("uvloop/default", "ratio_uvloop_default", UVLOOP_IMPL),
+    ]
+    return [(title, key) for title, key, other in columns if other in impls]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="aiop2p vs js-libp2p benchmark")
+    parser = argparse.ArgumentParser(description="aiop2p against its floor, js-libp2p, "
+                                     "py-libp2p and another checkout")
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--only", choices=IMPLS, help="run one implementation only")
+    parser.add_argument("--skip", choices=[i for i in IMPLS if i != "aiop2p"], action="append",
+                        default=[], help="leave an implementation out (repeatable)")
     parser.add_argument("--uvloop", action="store_true",
                         help=f"also run aiop2p on uvloop ({UVLOOP_IMPL}) and print the "
                         "uvloop/default ratios")
+    parser.add_argument("--base", type=Path, default=None, metavar="PATH",
+                        help="also run the aiop2p checkout at PATH (its own bench/aiop2p_peer.py "
+                        "on its own src), interleaved, and print aiop2p/base ratios")
     parser.add_argument("--only-figures", choices=FIGURE_GROUPS, default=None,
                         help="run one figure group only: tcp, ws (perf over /ws), rr "
                         "(Network request-response) or relay (request-response via a relay)")
@@ -814,6 +998,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="machine-readable output")
     out.add_argument("--markdown", action="store_true", help="a table for bench/RESULTS.md")
+    parser.add_argument("--chart", type=Path, default=None, metavar="PATH.png",
+                        help="also draw the figures as a grouped bar chart (needs the bench "
+                        "extra: pip install '.[bench]')")
     parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                         help="per-command timeout (default 600, 120 with --quick)")
     args = parser.parse_args(argv)
@@ -821,26 +1008,61 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--repeat must be in [1, {MAX_REPEAT}]")
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be positive")
-    if args.uvloop and args.only == "js":
-        parser.error("--uvloop runs aiop2p on uvloop: not with --only js")
+    if args.uvloop and args.only not in (None, "aiop2p"):
+        parser.error("--uvloop runs aiop2p on uvloop: not with --only " + args.only)
+    if args.base is not None:
+        args.base = args.base.resolve()
+        if not (args.base / "bench" / "aiop2p_peer.py").is_file():
+            parser.error(f"--base: no bench/aiop2p_peer.py in {args.base}")
+        if args.only not in (None, "aiop2p"):
+            parser.error("--base compares with aiop2p: not with --only " + args.only)
+    if args.chart is not None and args.chart.suffix.lower() != ".png":
+        parser.error("--chart writes a PNG: give a path ending in .png")
     return args
+
+
+def chosen_impls(args: argparse.Namespace) -> list[str]:
+    chosen = {args.only} if args.only else set(IMPLS) - set(args.skip)
+    if args.uvloop:
+        chosen.add(UVLOOP_IMPL)
+    if args.base is not None:
+        chosen.add(BASE_IMPL)
+    if PY_IMPL in chosen and not PY_PYTHON.exists():
+        progress(f"py-libp2p left out: no {PY_PYTHON.relative_to(REPO)} (make deps creates it)")
+        chosen.discard(PY_IMPL)
+    return [i for i in ORDER if i in chosen]
+
+
+def describe_base(base: Path) -> str:
+    """The base checkout's path and commit (read-only git)."""
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(
+            ["git", "-C", str(base), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()
+        if commit:
+            return f"{base} at {commit}"
+    return str(base)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    impls = [args.only] if args.only else list(IMPLS)
-    if args.uvloop:
-        impls.insert(impls.index("aiop2p") + 1, UVLOOP_IMPL)
+    impls = chosen_impls(args)
     s = QUICK if args.quick else FULL
     if args.timeout is not None:
         s = Settings(**{**asdict(s), "command_timeout_s": args.timeout})
     env = environment()
+    if args.base is not None:
+        env["base"] = describe_base(args.base)
+    if args.chart is not None:
+        import chart  # the optional plotting extra is checked before the run, not after
+
+        chart.require_matplotlib()
     groups = (args.only_figures,) if args.only_figures else FIGURE_GROUPS
-    samples, errors = asyncio.run(run_all(impls, s, args.repeat, groups))
+    setup = Setup(base=args.base)
+    samples, errors = asyncio.run(run_all(impls, s, args.repeat, groups, setup))
     rows = summarise(impls, samples)
-    targets = evaluate_targets(rows) if "aiop2p" in impls and "js" in impls else []
-    if UVLOOP_IMPL in impls:
-        targets += evaluate_targets(rows, UVLOOP_TARGETS, "ratio_uvloop_default")
+    targets = evaluate_targets(rows, [*TARGETS, *ISSUE10_TARGETS], impls)
     if args.json:
         print(json.dumps({
             "settings": asdict(s), "repeat": args.repeat, "implementations": impls,
@@ -851,6 +1073,11 @@ def main(argv: list[str]) -> int:
         print_markdown(impls, rows, targets, s, args.repeat, env)
     else:
         print_text(impls, rows, targets, s, args.repeat, env)
+    if args.chart is not None:
+        title = f"aiop2p, its floor, js-libp2p and py-libp2p: median of {args.repeat} run(s)"
+        chart.draw(args.chart, impls, rows, FLOOR_REF, title=title,
+                   base=env.get("base", "").rpartition(" at ")[2] or None)
+        progress(f"chart written to {args.chart}")
     if errors:
         progress(f"\n{len(errors)} error(s):")
         for e in errors:

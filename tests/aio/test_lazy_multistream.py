@@ -4,7 +4,8 @@ rust-libp2p's ``V1Lazy`` and go-libp2p's lazy client write their first protocol 
 behind the proposal, often in the same Yamux data frame.  Every split of
 ``header + proposal + data`` into two frames must reach the handler intact, with each byte
 credited to the receive window exactly once (a double credit raised
-``LocalProtocolError`` and reset the stream).
+``LocalProtocolError`` and reset the stream).  The listener takes its fast path when the
+first frame holds the whole proposal and falls back to the full machine otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from aiop2p._aio.connection import Connection
 from aiop2p._aio.stream import Stream
 from aiop2p._wire.varint import encode_uvarint
 from aiop2p.node import Node
-from aiop2p.protocols.multistream import MultistreamDialer
+from aiop2p.protocols.multistream import single_proposal
 from aiop2p.protocols.ping import PING_PROTOCOL_ID
 from aiop2p.protocols.role import Role
 
@@ -33,10 +34,10 @@ def open_lazy_stream(conn: Connection, protocol: str, payload: bytes, split: int
     """
     yamux = conn._require_established()
     sid = yamux.open_stream()
-    negotiator = MultistreamDialer([protocol], optimistic=True)
+    negotiator = single_proposal(protocol, conn.max_negotiation_message_bytes)
     stream = Stream(conn, sid, role=Role.INITIATOR, negotiator=negotiator)
     conn._streams[sid] = stream
-    wire = negotiator.data_to_send() + payload
+    wire = negotiator.wire + payload
     for part in (wire[:split], wire[split:]):
         if part:
             assert yamux.send_data(sid, part) == len(part)  # one data frame each
@@ -52,7 +53,7 @@ async def test_every_split_of_proposal_and_request_is_served(
     conn = await a.dial(b.listen_addrs[0].with_peer_id(b.peer_id))
     message = b"lazy request"
     payload = encode_uvarint(len(message)) + message
-    total = len(MultistreamDialer([ECHO], optimistic=True).data_to_send() + payload)
+    total = len(single_proposal(ECHO, 1024).wire + payload)
     for split in range(total + 1):
         stream = open_lazy_stream(conn, ECHO, payload, split)
         assert await stream.read_message(1 << 16) == message, f"split at {split}"
@@ -66,7 +67,7 @@ async def test_ping_data_in_the_proposal_frame_is_echoed(node_pair: tuple[Node, 
     conn = await a.dial(b.listen_addrs[0].with_peer_id(b.peer_id))
     for round_ in range(32):
         payload = os.urandom(32)
-        total = len(MultistreamDialer([PING_PROTOCOL_ID], optimistic=True).data_to_send())
+        total = len(single_proposal(PING_PROTOCOL_ID, 1024).wire)
         stream = open_lazy_stream(conn, PING_PROTOCOL_ID, payload, total + 32 - round_ % 3)
         assert await stream.readexactly(32) == payload
         await stream.close()

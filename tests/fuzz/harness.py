@@ -428,6 +428,101 @@ def _protobuf_target() -> Target:
     return Target("protobuf", seeds, run)
 
 
+class _FastNegotiator:
+    """multistream as ``_aio/stream.py`` drives it, seen as a machine: the fast path
+    (:func:`match_proposal` for a listener offering ``offered``, :class:`Proposal` for a
+    dialer proposing ``proposal``) and the full machine it falls back to; ``fast=False``
+    is the full machine alone.  ``log`` collects the bytes sent and the events."""
+
+    def __init__(
+        self, *, fast: bool, offered: tuple[str, ...] = (), proposal: str | None = None
+    ) -> None:
+        self._offered = offered
+        self._proposal = None if proposal is None else multistream.single_proposal(proposal, 1024)
+        self._machine: multistream.MultistreamDialer | multistream.MultistreamListener | None = None
+        self._selected = False
+        self._out = b""
+        self._events: list[object] = []
+        self.log: list[object] = []
+        if not fast:
+            self._build()
+
+    def _build(self) -> multistream.MultistreamDialer | multistream.MultistreamListener:
+        if self._machine is None:
+            if self._proposal is not None:
+                self._machine = self._proposal.dialer()
+            else:
+                self._machine = multistream.MultistreamListener(self._offered)
+        return self._machine
+
+    @property
+    def done(self) -> bool:
+        return self._selected or (self._machine is not None and self._machine.done)
+
+    def receive_data(self, data: bytes) -> None:
+        if self._machine is None and self._proposal is not None:
+            leftover = self._proposal.match_echo(data)
+            if leftover is not None:
+                self._select(self._proposal.protocol, leftover)
+                return
+            after_header = self._proposal.match_header(data)
+            if after_header is not None:
+                self._proposal = after_header
+                return
+        elif self._machine is None:
+            match = multistream.match_proposal(data, self._offered, 1024)
+            if match is not None:
+                self._out += data[: match[1]]
+                self._select(match[0], data[match[1] :])
+                return
+        self._build().receive_data(data)
+
+    def _select(self, protocol: str, leftover: bytes) -> None:
+        self._selected = True
+        self._events.append(multistream.ProtocolSelected(protocol, leftover))
+
+    def receive_eof(self) -> None:
+        if not self._selected:
+            self._build().receive_eof()
+
+    def data_to_send(self) -> bytes:
+        out, self._out = self._out, b""
+        if self._machine is not None:
+            out += self._machine.data_to_send()
+        if out:
+            self.log.append(out)
+        return out
+
+    def events_received(self) -> list[object]:
+        events, self._events = self._events, []
+        if self._machine is not None:
+            events += self._machine.events_received()
+        for event in events:
+            error = getattr(event, "error", None)
+            self.log.append(event if error is None else (type(error), str(error)))
+        return events
+
+
+def _differential(
+    make: Callable[[bool], _FastNegotiator],
+    data: bytes,
+    rng: random.Random,
+    allowed: tuple[type, ...],
+    failures: tuple[type, ...],
+) -> str:
+    """Drive the fast path and the full machine on the same chunks: any difference in the
+    bytes sent or the events is a crash."""
+    full_rng = random.Random()
+    full_rng.setstate(rng.getstate())
+    fast = make(True)
+    outcome = _drive(fast, data, rng, allowed, failures)
+    full = make(False)
+    _drive(full, data, full_rng, allowed, failures)
+    if fast.log != full.log:
+        raise Crash(f"the fast path differs from the machine: {fast.log!r} != {full.log!r}")
+    return outcome
+
+
 def _multistream_targets() -> list[Target]:
     ms = multistream
     events = (ms.ProtocolSelected, ms.ProtocolsListed, ms.NegotiationFailed)
@@ -463,9 +558,25 @@ def _multistream_targets() -> list[Target]:
         header + ms.encode_message("na") + ping,
         header + encode_uvarint(len(listing) + 1) + listing + b"\n",
     ]
+    offered = ("/ipfs/ping/1.0.0", "/p2p/1.0.0")
+
+    def fast_listener(data: bytes, rng: random.Random) -> str:
+        def make(fast: bool) -> _FastNegotiator:
+            return _FastNegotiator(offered=offered, fast=fast)
+
+        return _differential(make, data, rng, events, failures)
+
+    def fast_dialer(data: bytes, rng: random.Random) -> str:
+        def make(fast: bool) -> _FastNegotiator:
+            return _FastNegotiator(proposal="/ipfs/ping/1.0.0", fast=fast)
+
+        return _differential(make, data, rng, events, failures)
+
     return [
         Target("multistream-listener", listener_seeds, listener),
         Target("multistream-dialer", dialer_seeds, dialer),
+        Target("multistream-fast-listener", listener_seeds, fast_listener),
+        Target("multistream-fast-dialer", dialer_seeds, fast_dialer),
     ]
 
 

@@ -39,6 +39,7 @@ def test_every_wire_parser_has_a_target() -> None:
     names = {t.name for t in TARGETS}
     for wanted in (
         "varint", "varint-framing", "protobuf", "multistream-listener", "multistream-dialer",
+        "multistream-fast-listener", "multistream-fast-dialer",
         "noise-responder", "noise-initiator", "noise-payload", "noise-transport", "yamux",
         "identify", "kad", "relay-hop-server", "relay-stop-server", "relay-hop-client",
         "relay-stop-client", "relay-messages", "dcutr-responder", "dcutr-initiator",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -22,9 +24,12 @@ from aiop2p.protocols.multistream import (
     MultistreamEvent,
     MultistreamListener,
     NegotiationFailed,
+    Proposal,
     ProtocolSelected,
     ProtocolsListed,
     encode_message,
+    match_proposal,
+    single_proposal,
 )
 
 from ._pair import settle
@@ -444,3 +449,310 @@ def test_fuzz_listener(chunks: list[bytes], eof: bool, listed: bool) -> None:
     assert listener.done == bool(events)
     for event in events:
         assert isinstance(event, ProtocolSelected | NegotiationFailed)
+
+
+# --- the fast path -----------------------------------------------------------------------
+
+
+def comparable(events: list[MultistreamEvent]) -> list[object]:
+    """Events with errors as (type, text): exceptions do not compare equal."""
+    return [
+        (type(e.error), str(e.error)) if isinstance(e, NegotiationFailed) else e for e in events
+    ]
+
+
+def test_single_proposal_is_built_once_and_is_the_dialers_first_write() -> None:
+    proposal = single_proposal("/a/1", 1024)
+    assert single_proposal("/a/1", 1024) is proposal
+    assert proposal.wire == MultistreamDialer(["/a/1"], optimistic=True).data_to_send()
+    assert proposal.wire == HEADER + encode_message("/a/1")
+    for bad in ["", "na", "ls", "/a\n/b", "/" + "x" * 1024]:
+        with pytest.raises(InvalidArgumentError):
+            single_proposal(bad, 1024)
+    with pytest.raises(InvalidArgumentError):
+        single_proposal("/a/1", 0)
+
+
+def test_proposal_matches_the_listeners_echo() -> None:
+    proposal = single_proposal("/a/1", 1024)
+    listener = MultistreamListener(["/a/1"])
+    listener.receive_data(proposal.wire)
+    echo = listener.data_to_send()
+    assert echo == proposal.wire  # the listener answers with the dialer's bytes
+    assert proposal.match_echo(echo) == b""
+    assert proposal.match_echo(echo + b"reply") == b"reply"
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        HEADER,  # the header alone: the echo comes in a later frame
+        HEADER[:5],
+        HEADER + encode_message("/a/1")[:3],
+        HEADER + encode_message("na"),
+        HEADER + encode_message("/b/1"),
+        encode_message("/a/1") + HEADER,
+        b"\x00garbage",
+        b"",
+    ],
+)
+def test_proposal_falls_back_to_the_full_dialer(answer: bytes) -> None:
+    proposal = single_proposal("/a/1", 1024)
+    assert proposal.match_echo(answer) is None
+    dialer = proposal.dialer()
+    assert dialer.optimistic
+    assert dialer.data_to_send() == b""  # its first write is the proposal, already sent
+    reference = MultistreamDialer(["/a/1"], optimistic=True)
+    reference.data_to_send()
+    dialer.receive_data(answer)
+    reference.receive_data(answer)
+    assert comparable(dialer.events_received()) == comparable(reference.events_received())
+    assert dialer.done == reference.done
+
+
+def test_proposal_follows_a_header_sent_alone() -> None:
+    proposal = single_proposal("/a/1", 1024)
+    after = proposal.match_header(HEADER)
+    assert after is not None and after is proposal.after_header
+    assert after.match_header(HEADER) is None  # a second header: the machine refuses it
+    assert after.match_echo(encode_message("/a/1") + b"reply") == b"reply"
+    assert after.match_echo(HEADER + encode_message("/a/1")) is None
+    assert proposal.match_header(HEADER + encode_message("/a/1")[:2]) is None
+    assert proposal.match_header(HEADER[:-1]) is None
+    dialer = after.dialer()  # the full machine that has seen the header
+    assert dialer.data_to_send() == b""
+    dialer.receive_data(encode_message("na"))
+    error = failure(dialer.events_received())
+    assert isinstance(error, ProtocolNotSupportedError)
+
+
+def test_proposal_below_the_header_size_never_matches() -> None:
+    proposal = single_proposal("/a", 8)  # the full dialer refuses the 19-byte header echo
+    assert proposal.match_echo(proposal.wire) is None
+    assert proposal.match_header(HEADER) is None
+    dialer = proposal.dialer()
+    dialer.receive_data(proposal.wire)
+    assert isinstance(failure(dialer.events_received()), MessageTooLargeError)
+
+
+def test_match_proposal_accepts_the_common_case() -> None:
+    first = HEADER + encode_message("/a/1")
+    assert match_proposal(first, ["/a/1", "/b/1"], 1024) == ("/a/1", len(first))
+    assert match_proposal(first + b"request", {"/a/1"}, 1024) == ("/a/1", len(first))
+    assert match_proposal(first, {"/a/1": None}.keys(), 1024) == ("/a/1", len(first))
+    assert match_proposal(first, "/a/1", 1024) == ("/a/1", len(first))  # a lone id
+    assert match_proposal(first, "/a/1/x", 1024) is None  # not a substring test
+    # The answer the full listener gives is the matched prefix.
+    listener = MultistreamListener(["/a/1"])
+    listener.receive_data(first + b"request")
+    assert listener.data_to_send() == first
+    assert listener.events_received() == [ProtocolSelected("/a/1", b"request")]
+
+
+@pytest.mark.parametrize(
+    ("first", "max_message_size"),
+    [
+        (HEADER, 1024),  # split header/proposal
+        (HEADER[:7], 1024),  # split header
+        (HEADER + encode_message("/a/1")[:4], 1024),  # split proposal
+        (HEADER + encode_message("ls") + encode_message("/a/1"), 1024),
+        (HEADER + encode_message("na") + encode_message("/a/1"), 1024),
+        (HEADER + encode_message("/z/9") + encode_message("/a/1"), 1024),  # na, then accept
+        (HEADER + encode_message("/z/9"), 1024),  # unsupported
+        (HEADER + encode_message("/a/1"), 3),  # the proposal is above the limit
+        (HEADER + encode_message("/a/1"), 18),  # the header is above the limit
+        (HEADER + encode_uvarint(1025), 1024),  # oversize length prefix
+        (HEADER + encode_uvarint(6) + b"/a/1\nx\n", 1024),  # two lines in one message
+        (HEADER + b"\x06/a/\xff1\n", 1024),  # not UTF-8
+        (HEADER + b"\x05/a/1x", 1024),  # no newline
+        (HEADER + b"\x00", 1024),  # empty message
+        (encode_message("/multistream/2.0.0") + encode_message("/a/1"), 1024),
+        (b"\xff" * 30, 1024),  # garbage
+        (b"", 1024),
+    ],
+)
+def test_match_proposal_falls_back(first: bytes, max_message_size: int) -> None:
+    assert match_proposal(first, ["/a/1"], max_message_size) is None
+
+
+def test_long_protocol_ids_take_the_full_machine() -> None:
+    long_id = "/" + "x" * 200  # a two-byte length prefix: not on the fast path
+    first = HEADER + encode_message(long_id)
+    assert match_proposal(first, [long_id], 1024) is None
+    listener = MultistreamListener([long_id])
+    listener.receive_data(first)
+    assert listener.events_received() == [ProtocolSelected(long_id, b"")]
+    proposal = single_proposal(long_id, 1024)
+    assert proposal.match_echo(listener.data_to_send()) == b""  # echoes compare whole
+
+
+# The drivers' use of the fast path (``_aio/stream.py``): the first input goes through it;
+# if it does not match, the full machine takes that input and everything after.  Bytes
+# arriving after the selection belong to the protocol: folded into the leftover here.
+
+
+def run_listener(
+    chunks: list[bytes], eof: bool, supported: list[str], max_size: int, fast: bool
+) -> tuple[bytes, list[object]]:
+    out = b""
+    events: list[MultistreamEvent] = []
+    machine: MultistreamListener | None = None
+    selected: ProtocolSelected | None = None
+    for i, chunk in enumerate(chunks):
+        if selected is not None:
+            selected = ProtocolSelected(selected.protocol, selected.leftover + chunk)
+            continue
+        if machine is not None and machine.done:
+            break
+        match = match_proposal(chunk, supported, max_size) if fast and i == 0 else None
+        if match is not None:
+            protocol, end = match
+            out += chunk[:end]
+            selected = ProtocolSelected(protocol, chunk[end:])
+            continue
+        if machine is None:
+            machine = MultistreamListener(supported, max_message_size=max_size, max_attempts=4)
+        machine.receive_data(chunk)
+        out += machine.data_to_send()
+        for event in machine.events_received():
+            if isinstance(event, ProtocolSelected):
+                selected = event
+            else:
+                events.append(event)
+    if eof and selected is None and (machine is None or not machine.done):
+        if machine is None:
+            machine = MultistreamListener(supported, max_message_size=max_size, max_attempts=4)
+        machine.receive_eof()
+        out += machine.data_to_send()
+        events += machine.events_received()
+    return out, comparable(events + ([selected] if selected is not None else []))
+
+
+def run_dialer(
+    chunks: list[bytes], eof: bool, protocol: str, max_size: int, fast: bool
+) -> tuple[bytes, list[object]]:
+    state: Proposal | None = Proposal(protocol, max_size)
+    out = b""
+    events: list[MultistreamEvent] = []
+    machine: MultistreamDialer | None = None
+    if not fast:
+        machine = MultistreamDialer([protocol], optimistic=True, max_message_size=max_size)
+        assert state is not None and machine.data_to_send() == state.wire
+        state = None
+    selected: ProtocolSelected | None = None
+    for chunk in chunks:
+        if selected is not None:
+            selected = ProtocolSelected(selected.protocol, selected.leftover + chunk)
+            continue
+        if machine is not None and machine.done:
+            break
+        if state is not None:
+            leftover = state.match_echo(chunk)
+            if leftover is not None:
+                selected = ProtocolSelected(protocol, leftover)
+                continue
+            after_header = state.match_header(chunk)
+            if after_header is not None:
+                state = after_header
+                continue
+            machine = state.dialer()
+            state = None
+        assert machine is not None
+        machine.receive_data(chunk)
+        out += machine.data_to_send()
+        for event in machine.events_received():
+            if isinstance(event, ProtocolSelected):
+                selected = event
+            else:
+                events.append(event)
+    if eof and selected is None and (machine is None or not machine.done):
+        if machine is None:
+            assert state is not None
+            machine = state.dialer()
+        machine.receive_eof()
+        out += machine.data_to_send()
+        events += machine.events_received()
+    return out, comparable(events + ([selected] if selected is not None else []))
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    bounds = [0, *points, len(data)]
+    return [data[a:b] for a, b in pairwise(bounds)]
+
+
+_pieces = st.sampled_from(
+    [
+        HEADER,
+        encode_message("/a"),
+        encode_message("/b"),
+        encode_message("/zz"),
+        encode_message("na"),
+        encode_message("ls"),
+        encode_uvarint(6) + b"/a\n/b\n",
+        encode_message("/multistream/2.0.0"),
+        b"\x03\xff\xfe\n",
+        encode_uvarint(300),
+    ]
+)
+_stream_input = st.lists(st.one_of(_pieces, st.binary(max_size=12)), max_size=6).map(b"".join)
+_first = st.sampled_from(
+    [
+        HEADER + encode_message("/a"),
+        HEADER + encode_message("/b"),
+        HEADER + encode_message("/zz"),
+        HEADER + encode_message("ls"),
+        HEADER + encode_uvarint(6) + b"/a\n/b\n",
+        HEADER,
+        b"",
+    ]
+)
+# "/a\n/b" cannot be offered (a message with two lines is two messages): never selected.
+_OFFERED = ["/a", "/b", "/a\n/b"]
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    first=_first,
+    alone=st.booleans(),
+    rest=_stream_input,
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=4),
+    eof=st.booleans(),
+    max_size=st.sampled_from([2, 18, 19, 64]),
+)
+def test_fast_listener_is_the_full_listener(
+    first: bytes, alone: bool, rest: bytes, cuts: list[int], eof: bool, max_size: int
+) -> None:
+    # ``alone``: ``first`` is a frame of its own, the rest split anywhere
+    chunks = [first, *split(rest, cuts)] if alone else split(first + rest, cuts)
+    args = (chunks, eof, _OFFERED, max_size)
+    assert run_listener(*args, fast=True) == run_listener(*args, fast=False)
+
+
+_answer_first = st.sampled_from(
+    [
+        b"",
+        HEADER + encode_message("/a"),
+        HEADER,  # the header in a frame of its own (js-libp2p, py-libp2p)
+        HEADER + encode_message("/a")[:2],
+        HEADER + encode_message("na"),
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    first=_answer_first,
+    alone=st.booleans(),
+    rest=_stream_input,
+    cuts=st.lists(st.integers(min_value=0, max_value=200), max_size=4),
+    eof=st.booleans(),
+    max_size=st.sampled_from([3, 18, 19, 64]),  # "/a" needs 3
+)
+def test_fast_dialer_is_the_full_dialer(
+    first: bytes, alone: bool, rest: bytes, cuts: list[int], eof: bool, max_size: int
+) -> None:
+    # ``alone``: ``first`` is a frame of its own, the rest split anywhere
+    chunks = [first, *split(rest, cuts)] if alone else split(first + rest, cuts)
+    args = (chunks, eof, "/a", max_size)
+    assert run_dialer(*args, fast=True) == run_dialer(*args, fast=False)

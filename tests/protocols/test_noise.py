@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import hashlib
+import itertools
 from typing import cast
 
 import pytest
@@ -424,6 +425,64 @@ def test_transport_round_trip(size: int) -> None:
     assert all(len(frame) <= 2 + MAX_NOISE_FRAME_SIZE for frame in split)
     assert b"".join(split) == c.encrypt(memoryview(data))
     assert b"".join(b.decrypt(b"".join(split))) == data
+
+
+def _pieces_at(data: bytes, cuts: list[int]) -> list[bytes | memoryview]:
+    """``data`` cut at ``cuts``; odd pieces as read-only views, as Yamux hands them out."""
+    bounds = [0, *sorted(cuts), len(data)]
+    pieces: list[bytes | memoryview] = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(bounds)):
+        pieces.append(memoryview(data)[lo:hi] if i % 2 else data[lo:hi])
+    return pieces
+
+
+ENCRYPT_INTO_CUTS = [
+    [],
+    [12],  # a Yamux header, then its payload
+    [0, 0, 12, 12],  # empty pieces anywhere
+    [MAX_PLAINTEXT_SIZE - 1],
+    [MAX_PLAINTEXT_SIZE],
+    [MAX_PLAINTEXT_SIZE + 1],
+    [1, 2, 3, MAX_PLAINTEXT_SIZE + 5, 2 * MAX_PLAINTEXT_SIZE],  # frames span several pieces
+    [12, 12 + 262144, 24 + 262144],  # two header + payload pairs
+    list(range(0, 200000, 4999)),  # many pieces per frame
+]
+
+
+@pytest.mark.parametrize("cuts", ENCRYPT_INTO_CUTS)
+@pytest.mark.parametrize("size", [1, MAX_PLAINTEXT_SIZE, MAX_PLAINTEXT_SIZE + 1, 262180 + 24])
+def test_encrypt_into_frames_pieces_as_encrypt_frames_them_joined(
+    cuts: list[int], size: int
+) -> None:
+    data = hashlib.shake_256(b"bulk").digest(size)
+    pieces = _pieces_at(data, [cut for cut in cuts if cut <= size])
+    a, b = transport_pair()
+    reference, _ = transport_pair()
+    sealed = NoiseTransport.sealed_size(size)
+    out = bytearray(sealed + 7)  # a larger buffer is fine; the tail is left alone
+    assert a.encrypt_into(pieces, out) == sealed
+    assert out[:sealed] == reference.encrypt(data)
+    assert out[sealed:] == bytes(7)
+    assert b"".join(b.decrypt(out[:sealed])) == data
+    # the nonces moved on as for encrypt: the next frames still authenticate
+    assert b.decrypt(a.encrypt(b"next")) == [b"next"]
+
+
+def test_encrypt_into_refuses_a_short_buffer_and_writes_nothing_for_no_data() -> None:
+    a, b = transport_pair()
+    data = bytes(MAX_PLAINTEXT_SIZE + 1)
+    with pytest.raises(InvalidArgumentError):
+        a.encrypt_into([data], bytearray(NoiseTransport.sealed_size(len(data)) - 1))
+    assert a.encrypt_into([b"", memoryview(b"")], bytearray()) == 0
+    assert b.decrypt(a.encrypt(b"first")) == [b"first"]  # no nonce was spent above
+
+
+def test_encrypt_into_a_memoryview_of_a_larger_buffer() -> None:
+    a, b = transport_pair()
+    data = bytes(range(256)) * 1000
+    out = bytearray(NoiseTransport.sealed_size(len(data)) + 10)
+    written = a.encrypt_into([data[:100], data[100:]], memoryview(out)[10:])
+    assert b"".join(b.decrypt(out[10 : 10 + written])) == data
 
 
 def test_encrypt_non_byte_memoryview() -> None:

@@ -369,6 +369,25 @@ def test_send_splits_at_max_frame_size() -> None:
     assert client.data_to_send() == b""
 
 
+def test_buffers_to_send_hands_out_the_frames_unjoined_and_uncopied() -> None:
+    config = YamuxConfig(max_frame_bytes=1000)
+    client, server = pair(config)
+    sid = client.open_stream()
+    payload = bytes(range(256)) * 10
+    assert client.send_data(sid, payload) == 2560
+    client.ping(7)
+    pieces = client.buffers_to_send()
+    assert client.buffers_to_send() == [] and client.data_to_send() == b""
+    # SYN, then header + payload view per frame of at most 1000 bytes, then the ping
+    assert [len(p) for p in pieces] == [12, 12, 1000, 12, 1000, 12, 560, 12]
+    views = [p for p in pieces if isinstance(p, memoryview)]
+    assert views and all(v.readonly and v.obj is payload for v in views)  # not copied
+    server.receive_data(b"".join(pieces))
+    events = server.events_received()
+    assert collect(events, sid) == payload
+    assert parse_frames(server.data_to_send())[-1][:2] == (TYPE_PING, FLAG_ACK)
+
+
 # -- flow control ---------------------------------------------------------------------------
 
 

@@ -16,6 +16,8 @@ import asyncio
 import enum
 import itertools
 import logging
+import sys
+import threading
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
@@ -30,8 +32,8 @@ from ..errors import (
     P2PError,
     StreamResetError,
 )
-from ..protocols.multistream import MultistreamDialer, MultistreamListener
-from ..protocols.noise import NoiseTransport
+from ..protocols.multistream import MultistreamDialer, Proposal, single_proposal
+from ..protocols.noise import MAX_PLAINTEXT_SIZE, NoiseTransport
 from ..protocols.role import Role
 from ..protocols.upgrade import UpgradeCompleted, UpgradeFailed, UpgradeMachine
 from ..protocols.yamux import (
@@ -60,6 +62,46 @@ __all__ = ["Connection", "Direction", "RelayedVia"]
 log = logging.getLogger(__name__)
 
 _connection_ids = itertools.count(1)
+
+
+_MAX_KEPT_OUTPUT_BYTES = 2 * 1024 * 1024
+"""Largest sealed-output buffer a thread keeps for reuse (see :func:`_write_sealed`)."""
+
+
+class _Output(threading.local):
+    buffer: bytearray | None = None
+
+
+_output = _Output()
+
+
+def _write_sealed(
+    transport: asyncio.WriteTransport,
+    cipher: NoiseTransport,
+    pieces: list[bytes | memoryview],
+    size: int,
+) -> None:
+    """Encrypt a large flush into a buffer that the thread reuses, and write it.
+
+    Joining the pieces and copying the sealed frames out, once per flush, cost more than
+    the encryption: every fresh buffer of this size is new memory to the process (page
+    faults).  The buffer goes back for reuse only when nothing else refers to it once
+    ``write`` returned: asyncio's selector transport on Python 3.11, the memory and
+    stream transports copy what they keep, while others (uvloop, later selector
+    transports) keep a view of what the socket did not take, and then keep the buffer.
+    """
+    needed = cipher.sealed_size(size)
+    out = _output.buffer
+    _output.buffer = None  # a flush that runs inside ``write`` (a relayed carrier) takes another
+    if out is None or len(out) < needed:
+        out = bytearray(needed)
+    written = cipher.encrypt_into(pieces, out)
+    # Compared, not fixed: how many references the interpreter counts for a local varies
+    # between Python versions; a view the transport kept counts one more.
+    references = sys.getrefcount(out)
+    transport.write(memoryview(out)[:written])
+    if sys.getrefcount(out) == references and len(out) <= _MAX_KEPT_OUTPUT_BYTES:
+        _output.buffer = out
 
 
 class Direction(enum.Enum):
@@ -235,16 +277,19 @@ class Connection(asyncio.Protocol):
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
         """Synchronous part of :meth:`new_stream`: open and send the proposal."""
         yamux = self._require_established()
+        negotiator: Proposal | MultistreamDialer
+        if len(protocols) == 1:  # the fast path: bytes built once per protocol id
+            negotiator = single_proposal(protocols[0], self._config.max_negotiation_message_bytes)
+            out = negotiator.wire
+        else:
+            negotiator = MultistreamDialer(
+                protocols, max_message_size=self._config.max_negotiation_message_bytes
+            )
+            out = negotiator.data_to_send()
         sid = yamux.open_stream()
-        negotiator = MultistreamDialer(
-            protocols,
-            optimistic=len(protocols) == 1,
-            max_message_size=self._config.max_negotiation_message_bytes,
-        )
         stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
-        out = negotiator.data_to_send()
         yamux.send_data(sid, out)
         self._schedule_flush()
         return stream
@@ -521,11 +566,9 @@ class Connection(asyncio.Protocol):
             yamux.reset_stream(sid)
             return
         self._inbound_streams += 1
-        negotiator = MultistreamListener(
-            self._hooks.supported_protocols(self),
-            max_message_size=self._config.max_negotiation_message_bytes,
-        )
-        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=negotiator)
+        # No machine yet: the stream matches the peer's first input against the offer.
+        offered = self._hooks.supported_protocols(self)
+        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=offered)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
 
@@ -533,6 +576,10 @@ class Connection(asyncio.Protocol):
         self._deadlines.end_negotiation(stream.stream_id)
         if stream.role is Role.RESPONDER:
             self._hooks.inbound_stream(stream)
+
+    @property
+    def max_negotiation_message_bytes(self) -> int:
+        return self._config.max_negotiation_message_bytes
 
     def _watch_negotiation(self, sid: StreamId) -> None:
         """Reset the stream if multistream has not picked its protocol in time."""
@@ -650,11 +697,17 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if yamux is None or transport is None or self._stage is not _Stage.ESTABLISHED:
             return 0
-        data = yamux.data_to_send()
-        if data:
-            assert self._cipher is not None
-            transport.write(self._cipher.encrypt(data))
-        return len(data)
+        pieces = yamux.buffers_to_send()
+        if not pieces:
+            return 0
+        cipher = self._cipher
+        assert cipher is not None
+        size = sum(map(len, pieces))
+        if size <= MAX_PLAINTEXT_SIZE:  # one frame: small, one allocation
+            transport.write(cipher.encrypt(pieces[0] if len(pieces) == 1 else b"".join(pieces)))
+        else:
+            _write_sealed(transport, cipher, pieces, size)
+        return size
 
     @property
     def write_paused(self) -> bool:

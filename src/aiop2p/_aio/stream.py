@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Collection
 from typing import TYPE_CHECKING, NewType, Protocol, Self
 
 from .._wire.varint import decode_uvarint, encode_uvarint
@@ -23,7 +24,9 @@ from ..protocols.multistream import (
     MultistreamDialer,
     MultistreamListener,
     NegotiationFailed,
+    Proposal,
     ProtocolSelected,
+    match_proposal,
 )
 from ..protocols.role import Role
 from ..protocols.yamux import StreamId
@@ -32,10 +35,16 @@ if TYPE_CHECKING:
     from ..identity import PeerId
     from ..multiaddr import Multiaddr
 
-__all__ = ["ConnectionId", "Stream", "StreamOwner", "StreamSink"]
+__all__ = ["ConnectionId", "Negotiation", "Stream", "StreamOwner", "StreamSink"]
 
 ConnectionId = NewType("ConnectionId", int)
 """A connection's id, unique in the process (``StreamOwner.id``)."""
+
+Negotiation = MultistreamDialer | MultistreamListener | Proposal | Collection[str]
+"""What picks a new stream's protocol.  The fast path: a :class:`Proposal` (an outbound
+stream offering one protocol, sent) or the protocols offered to the peer (an inbound
+stream); the stream builds the full machine only when the peer's input leaves the common
+case (see ``protocols/multistream.py``)."""
 
 
 class StreamOwner(Protocol):
@@ -59,6 +68,11 @@ class StreamOwner(Protocol):
     @property
     def write_piece_size(self) -> int:
         """Most bytes a writer hands the session at once (``NodeConfig.write_flush_bytes``)."""
+        ...
+
+    @property
+    def max_negotiation_message_bytes(self) -> int:
+        """Largest multistream message taken from the peer (``NodeConfig``'s field)."""
         ...
 
     def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
@@ -159,7 +173,7 @@ class Stream:
         stream_id: StreamId,
         *,
         role: Role,
-        negotiator: MultistreamDialer | MultistreamListener | None,
+        negotiator: Negotiation | None,
     ) -> None:
         self._conn = conn
         self.stream_id = stream_id
@@ -167,6 +181,7 @@ class Stream:
         """INITIATOR if we opened the stream."""
         self.protocol: str | None = None
         self._negotiator = negotiator
+        """Until the protocol is picked (see :data:`Negotiation`); None after."""
         self._negotiated: asyncio.Future[str] | None = None
         self._buffer: deque[bytes] = deque()
         self._buffered = 0
@@ -225,40 +240,86 @@ class Stream:
             raise self._error
         return await self._negotiation_future()
 
-    def _after_negotiation_input(self, received: int = 0) -> None:
-        """Act on the negotiator's output after it was given ``received`` bytes.
-
-        The bytes multistream consumed are credited to the window at once; bytes that
-        already belong to the protocol (``leftover``: a lazy dialer's first data in the
-        same frame as its proposal) go to the read buffer and are credited when read,
-        exactly once.
-        """
+    def _negotiate(self, data: bytes) -> None:
+        """Feed the peer's negotiation bytes to the fast path while they match it, else to
+        the full machine (built now, in the state the fast path reached)."""
         neg = self._negotiator
+        if isinstance(neg, Proposal):
+            leftover = neg.match_echo(data)
+            if leftover is not None:
+                self._selected(neg.protocol, leftover, len(data))
+                return
+            after_header = neg.match_header(data)
+            if after_header is not None:
+                self._negotiator = after_header
+                self._conn.acknowledge(self.stream_id, len(data))  # all went to multistream
+                return
+        elif not isinstance(neg, MultistreamDialer | MultistreamListener) and neg is not None:
+            match = match_proposal(data, neg, self._conn.max_negotiation_message_bytes)
+            if match is not None:
+                protocol, end = match
+                self._send_negotiation(data[:end])  # our header and the echo
+                self._selected(protocol, data[end:], len(data))
+                return
+        machine = self._machine()
+        machine.receive_data(data)
+        self._after_negotiation_input(machine, len(data))
+
+    def _machine(self) -> MultistreamDialer | MultistreamListener:
+        """The full machine, built from the fast path's state if there is none yet."""
+        neg = self._negotiator
+        if isinstance(neg, MultistreamDialer | MultistreamListener):
+            return neg
         assert neg is not None
+        if isinstance(neg, Proposal):
+            machine: MultistreamDialer | MultistreamListener = neg.dialer()
+        else:
+            machine = MultistreamListener(
+                neg, max_message_size=self._conn.max_negotiation_message_bytes
+            )
+        self._negotiator = machine
+        return machine
+
+    def _send_negotiation(self, out: bytes) -> None:
+        try:  # noqa: SIM105 - cheaper than contextlib.suppress on every stream
+            self._conn.send_stream_data(self.stream_id, out)
+        except P2PError:
+            pass  # reset in the same input batch: its StreamReset event follows
+
+    def _after_negotiation_input(
+        self, neg: MultistreamDialer | MultistreamListener, received: int = 0
+    ) -> None:
+        """Act on the machine's output after it was given ``received`` bytes."""
         out = neg.data_to_send()
         if out:
-            try:  # noqa: SIM105 - cheaper than contextlib.suppress on every stream
-                self._conn.send_stream_data(self.stream_id, out)
-            except P2PError:
-                pass  # reset in the same input batch: its StreamReset event follows
+            self._send_negotiation(out)
         for ev in neg.events_received():
             if type(ev) is ProtocolSelected:
-                self._negotiator = None
-                self.protocol = ev.protocol
-                leftover = ev.leftover
-                if received > len(leftover):
-                    self._conn.acknowledge(self.stream_id, received - len(leftover))
-                if self._negotiated is not None and not self._negotiated.done():
-                    self._negotiated.set_result(ev.protocol)
-                self._conn.stream_negotiated(self)
-                if leftover and self._error is None:
-                    self._feed_data(leftover)
+                self._selected(ev.protocol, ev.leftover, received)
                 return
             if type(ev) is NegotiationFailed:
                 self._negotiation_failed(ev.error)
                 return
         if received:
             self._conn.acknowledge(self.stream_id, received)  # all went to multistream
+
+    def _selected(self, protocol: str, leftover: bytes, received: int) -> None:
+        """Multistream picked ``protocol`` on input of ``received`` bytes.
+
+        The bytes multistream consumed are credited to the window at once; bytes that
+        already belong to the protocol (``leftover``: a lazy dialer's first data in the
+        same frame as its proposal) go to the read buffer and are credited when read,
+        exactly once.
+        """
+        self._negotiator = None
+        self.protocol = protocol
+        if received > len(leftover):
+            self._conn.acknowledge(self.stream_id, received - len(leftover))
+        if self._negotiated is not None and not self._negotiated.done():
+            self._negotiated.set_result(protocol)
+        self._conn.stream_negotiated(self)
+        if leftover and self._error is None:
+            self._feed_data(leftover)
 
     def _negotiation_failed(self, error: P2PError) -> None:
         """Negotiation is over without a protocol (refused, malformed, or out of time)."""
@@ -269,10 +330,8 @@ class Stream:
     # -- called by the connection -------------------------------------------------------
 
     def _feed_data(self, data: bytes) -> None:
-        neg = self._negotiator
-        if neg is not None:
-            neg.receive_data(data)
-            self._after_negotiation_input(len(data))
+        if self._negotiator is not None:
+            self._negotiate(data)
             return
         if self._sink is not None:
             self._sink.sink_data(data)
@@ -287,8 +346,9 @@ class Stream:
 
     def _feed_eof(self) -> None:
         if self._negotiator is not None:
-            self._negotiator.receive_eof()
-            self._after_negotiation_input()
+            machine = self._machine()
+            machine.receive_eof()
+            self._after_negotiation_input(machine)
         self._eof = True
         if self._sink is not None:
             self._sink.sink_eof()
@@ -359,10 +419,8 @@ class Stream:
     # -- reading ------------------------------------------------------------------------
 
     async def _wait_readable(self) -> None:
-        if self._negotiator is not None and self.protocol is None:
-            await self.wait_negotiated()
-            if self._buffer or self._eof or self._error is not None:
-                return
+        # While negotiating too: the selection's leftover, a failure (``_fail``) and EOF
+        # wake the reader as later data does, so there is no negotiation to wait for.
         waiter = self._conn.loop.create_future()
         self._read_waiter = waiter
         try:
@@ -506,7 +564,8 @@ class Stream:
         conn = self._conn
         negotiator = self._negotiator
         if negotiator is not None and not (
-            isinstance(negotiator, MultistreamDialer) and negotiator.optimistic
+            type(negotiator) is Proposal
+            or (type(negotiator) is MultistreamDialer and negotiator.optimistic)
         ):
             await self.wait_negotiated()
             self._check_writable()

@@ -19,6 +19,11 @@ and a missing final newline (forms some implementations have written).  A messag
 carrying several newline-separated lines is processed line by line, which tolerates
 peers that put the header and their answer into a single length prefix.
 
+The common case has fixed bytes, so it has a fast path without machines (see "The fast
+path" below): :class:`Proposal` (a dialer's single proposal, built once per protocol id)
+and :func:`match_proposal` (a listener's first input).  Anything else falls back to the
+full machines, fed what the fast path saw, so the bytes and events are the same.
+
 Peer misbehaviour never raises: the machine emits :class:`NegotiationFailed` and then
 ignores its input.  Local misuse raises :class:`LocalProtocolError`,
 :class:`InvalidStateError` or :class:`InvalidArgumentError`.
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from .._wire.framing import take_uvarint_frame
 from .._wire.varint import decode_uvarint, encode_uvarint
@@ -48,9 +54,12 @@ __all__ = [
     "MultistreamEvent",
     "MultistreamListener",
     "NegotiationFailed",
+    "Proposal",
     "ProtocolSelected",
     "ProtocolsListed",
     "encode_message",
+    "match_proposal",
+    "single_proposal",
 ]
 
 MULTISTREAM_PROTOCOL_ID = "/multistream/1.0.0"
@@ -361,3 +370,120 @@ class MultistreamListener(_Machine):
                     self._out += _encode_ls_response(self._listed)
                 else:
                     self._out += _NA_MESSAGE
+
+
+# --- the fast path -------------------------------------------------------------------------
+#
+# A stream that offers one protocol which the peer accepts sees fixed bytes: the dialer
+# writes header + proposal, the listener answers header + echo, i.e. the same bytes.  The
+# drivers build no machine for it.  On input that does not match they build the full
+# machine in the state the fast path reached and feed it that input, so everything else
+# (a header split from its proposal, ``ls``, ``na``, several proposals, an unknown
+# protocol, malformed or oversized messages) behaves exactly as without the fast path.
+# The listener's fast path takes only a first input holding header and proposal (what
+# aiop2p, js-libp2p and the lazy dialers send); the dialer's also takes the header alone
+# and then the echo (what js-libp2p and py-libp2p answer).
+
+_HEADER_SIZE = len(_HEADER)
+_HEADER_PAYLOAD_SIZE = _HEADER_SIZE - 1  # its one-byte length prefix excluded
+
+
+class Proposal:
+    """A dialer's single optimistic proposal of ``protocol``, shared by its streams.
+
+    ``wire`` (header + proposal) is what the dialer sends first; a listener that accepts
+    answers with the same bytes, in one frame or, as js-libp2p and py-libp2p do, the
+    header in a frame of its own: then the stream moves on to :attr:`after_header`, the
+    same proposal waiting for the echo alone.  Get one from :func:`single_proposal`.
+    """
+
+    __slots__ = ("_echo", "_header_seen", "after_header", "max_message_size", "protocol", "wire")
+
+    def __init__(self, protocol: str, max_message_size: int, *, header_seen: bool = False) -> None:
+        check_positive("max_message_size", max_message_size)
+        _check_protocol_id(protocol, max_message_size)
+        self.protocol = protocol
+        self.max_message_size = max_message_size
+        self.wire = _HEADER + encode_message(protocol)
+        self._header_seen = header_seen
+        # Below the header's size the full dialer refuses the header echo itself.
+        fast = max_message_size >= _HEADER_PAYLOAD_SIZE
+        self._echo = (self.wire[_HEADER_SIZE:] if header_seen else self.wire) if fast else None
+        self.after_header: Proposal | None = (
+            Proposal(protocol, max_message_size, header_seen=True)
+            if fast and not header_seen
+            else None
+        )
+        """The state after the listener's header came alone (None once it was seen)."""
+
+    def match_echo(self, data: bytes) -> bytes | None:
+        """The leftover if ``data`` starts with the rest of the listener's answer (header
+        and echo, or the echo after :attr:`after_header`), else None: then see
+        :meth:`match_header` or feed ``data`` to :meth:`dialer`."""
+        echo = self._echo
+        if echo is not None and data.startswith(echo):
+            return data[len(echo) :]
+        return None
+
+    def match_header(self, data: bytes) -> Proposal | None:
+        """:attr:`after_header` if ``data`` is exactly the listener's header, else None."""
+        if self.after_header is not None and data == _HEADER:
+            return self.after_header
+        return None
+
+    def dialer(self) -> MultistreamDialer:
+        """The full machine in this state (``wire`` sent, the header seen if it was): the
+        fallback for any other input."""
+        dialer = MultistreamDialer(
+            (self.protocol,), optimistic=True, max_message_size=self.max_message_size
+        )
+        dialer.data_to_send()  # that is ``wire``, already sent
+        if self._header_seen:
+            dialer.receive_data(_HEADER)
+        return dialer
+
+
+@lru_cache(maxsize=256)
+def single_proposal(protocol: str, max_message_size: int) -> Proposal:
+    """The shared :class:`Proposal` of ``protocol`` (our own protocol ids: few, cached).
+
+    Raises :class:`InvalidArgumentError` for an id :class:`MultistreamDialer` refuses.
+    """
+    return Proposal(protocol, max_message_size)
+
+
+def match_proposal(
+    data: bytes, supported: Collection[str], max_message_size: int
+) -> tuple[str, int] | None:
+    """A listener's fast path: ``(protocol, end)`` if its first input ``data`` is the header
+    and one proposal of a ``supported`` protocol, each a message of its own.
+
+    The answer is then ``data[:end]`` (header + echo: the same bytes) and ``data[end:]``
+    already belongs to ``protocol``.  None means anything else (incomplete, ``ls``, ``na``,
+    unsupported, malformed, oversized, a proposal of 127 bytes or more): feed ``data`` to
+    a :class:`MultistreamListener` built with the same arguments.
+    """
+    if not data.startswith(_HEADER) or len(data) <= _HEADER_SIZE:
+        return None
+    size = data[_HEADER_SIZE]  # a one-byte length: always minimal
+    end = _HEADER_SIZE + 1 + size
+    if (
+        size >= 0x80
+        or len(data) < end
+        or data[end - 1] != 0x0A
+        or size > max_message_size
+        or max_message_size < _HEADER_PAYLOAD_SIZE
+    ):
+        return None
+    payload = data[_HEADER_SIZE + 1 : end - 1]
+    if b"\n" in payload:  # several lines: the machine decides
+        return None
+    try:
+        protocol = payload.decode()
+    except UnicodeDecodeError:
+        return None
+    if isinstance(supported, str):  # a lone id, as MultistreamListener takes it
+        supported = (supported,)
+    if protocol in (_NA, _LS) or protocol not in supported:
+        return None
+    return protocol, end

@@ -23,6 +23,7 @@ any bytes that arrived after the last handshake message, or with
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -447,21 +448,75 @@ class NoiseTransport:
             return _pack_length(total + _TAG_LEN) + self._encrypt(
                 _pack_nonce(nonce), plaintext, None
             )
-        # Several frames: seal each straight into one buffer, then copy it out once.
-        count = -(-total // MAX_PLAINTEXT_SIZE)
-        nonce = self._reserve_nonces(count)
-        out = bytearray(total + count * (2 + _TAG_LEN))
+        out = bytearray(self.sealed_size(total))
+        self.encrypt_into([plaintext], out)
+        return bytes(out)
+
+    @staticmethod
+    def sealed_size(plaintext_size: int) -> int:
+        """Bytes that ``plaintext_size`` plaintext bytes take once framed and sealed."""
+        frames = -(-plaintext_size // MAX_PLAINTEXT_SIZE)
+        return plaintext_size + frames * (2 + _TAG_LEN)
+
+    def encrypt_into(
+        self,
+        pieces: Sequence[bytes | bytearray | memoryview],
+        out: bytearray | memoryview,
+    ) -> int:
+        """Encrypt the concatenation of ``pieces`` into ``out``; return the bytes written.
+
+        The frames are those :meth:`encrypt` makes of the joined pieces, but nothing is
+        joined: a frame whose plaintext lies within one piece is sealed straight from it,
+        and only a frame that spans pieces (a Yamux header and the start of its payload) is
+        gathered first, into a buffer of one frame.  ``out`` must hold
+        :meth:`sealed_size` of the total; a caller that writes large data through a reused
+        ``out`` thus copies nothing but that one frame before the cipher reads it.
+        """
+        views = [memoryview(piece).cast("B") for piece in pieces]
+        total = sum(map(len, views))
+        if not total:
+            return 0
+        size = self.sealed_size(total)
+        if len(out) < size:
+            raise InvalidArgumentError(f"encrypt_into needs {size} bytes of output")
+        nonce = self._reserve_nonces(-(-total // MAX_PLAINTEXT_SIZE))
         encrypt_into = self._encrypt_into
+        gather: memoryview | None = None
+        index = 0  # the piece the next plaintext byte comes from, and where in it
+        offset = 0
         pos = 0
-        with memoryview(plaintext) as view, memoryview(out) as target:
-            for start in range(0, total, MAX_PLAINTEXT_SIZE):
-                chunk = view[start : start + MAX_PLAINTEXT_SIZE]
-                sealed = len(chunk) + _TAG_LEN
-                _pack_length_into(out, pos, sealed)
+        with memoryview(out) as target:
+            while total:
+                length = total if total < MAX_PLAINTEXT_SIZE else MAX_PLAINTEXT_SIZE
+                total -= length
+                view = views[index]
+                while len(view) == offset:  # step over exhausted and empty pieces
+                    index += 1
+                    offset = 0
+                    view = views[index]
+                if len(view) - offset >= length:
+                    chunk = view[offset : offset + length]
+                    offset += length
+                else:
+                    if gather is None:
+                        gather = memoryview(bytearray(MAX_PLAINTEXT_SIZE))
+                    filled = 0
+                    while filled < length:
+                        view = views[index]
+                        take = min(len(view) - offset, length - filled)
+                        gather[filled : filled + take] = view[offset : offset + take]
+                        filled += take
+                        offset += take
+                        if offset == len(view):
+                            index += 1
+                            offset = 0
+                    chunk = gather[:length]
+                sealed = length + _TAG_LEN
+                _pack_length_into(target, pos, sealed)
                 encrypt_into(_pack_nonce(nonce), chunk, None, target[pos + 2 : pos + 2 + sealed])
                 nonce += 1
                 pos += 2 + sealed
-        return bytes(out)
+        return pos
 
     def decrypt(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Plaintexts of every frame completed by ``data``; a partial frame is kept.

@@ -584,13 +584,20 @@ class YamuxSession:
 
     def data_to_send(self) -> bytes:
         """Hand out (and forget) every byte queued for the peer."""
-        out = self._out
-        if not out:
-            return b""
-        self._out = []
+        out = self.buffers_to_send()
         if len(out) == 1:
             return bytes(out[0])
         return b"".join(out)
+
+    def buffers_to_send(self) -> list[bytes | memoryview]:
+        """:meth:`data_to_send` unjoined: the queued frame headers and payloads, in order.
+
+        Payloads are the ``bytes`` given to ``send_data`` or read-only views of them, so a
+        driver can encrypt large writes without first copying them into one buffer.
+        """
+        out = self._out
+        self._out = []
+        return out
 
     def events_received(self) -> list[YamuxEvent]:
         """Hand out (and forget) the events produced so far."""

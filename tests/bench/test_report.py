@@ -1,0 +1,110 @@
+"""``bench/run.py``'s report: percent of the floor, ratios against base, js and py, issue 10's
+targets, and the chart's bars, computed from given samples (no processes, no timing)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "bench" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+run = _load("run")
+chart = _load("chart")
+IMPLS = ["aiop2p", "base", "floor", "js", "py"]
+
+
+def _samples(values: dict[str, dict[str, float]]) -> dict[str, dict[str, list[float]]]:
+    return {
+        i: {m.key: [values[i][m.key]] if m.key in values.get(i, {}) else [] for m in run.METRICS}
+        for i in IMPLS
+    }
+
+
+SAMPLES = _samples(
+    {
+        "aiop2p": {
+            "echo1_req_per_s": 6500,
+            "echo1_p50_ms": 0.2,
+            "upload_mib_s": 1200,
+            "download_mib_s": 700,
+            "dial_median_ms": 1.0,
+            "rr1_req_per_s": 5000,
+        },
+        "base": {
+            "echo1_req_per_s": 4000,
+            "echo1_p50_ms": 0.25,
+            "upload_mib_s": 1000,
+            "download_mib_s": 1000,
+            "dial_median_ms": 2.0,
+            "rr1_req_per_s": 4000,
+        },
+        "floor": {"echo1_req_per_s": 10000, "echo1_p50_ms": 0.1, "bulk_mib_s": 1500},
+        "js": {"echo1_req_per_s": 1000, "echo1_p50_ms": 0.8, "dial_median_ms": 8.0},
+        "py": {"echo1_req_per_s": 40, "dial_median_ms": 40.0},
+    }
+)
+
+
+def _row(rows: list[dict[str, object]], key: str) -> dict[str, object]:
+    return next(r for r in rows if r["key"] == key)
+
+
+def test_percent_of_floor_reads_each_figure_against_its_floor_figure() -> None:
+    rows = run.summarise(IMPLS, SAMPLES)
+    assert _row(rows, "echo1_req_per_s")["pct_floor"] == pytest.approx(0.65)
+    assert _row(rows, "echo1_p50_ms")["pct_floor"] == pytest.approx(0.5)  # a time: inverted
+    assert _row(rows, "upload_mib_s")["pct_floor"] == pytest.approx(0.8)  # the bulk floor
+    assert _row(rows, "rr1_req_per_s")["pct_floor"] == pytest.approx(0.5)  # the raw echo floor
+    assert _row(rows, "dial_median_ms")["pct_floor"] is None  # the floor does not dial
+    echo = _row(rows, "echo1_req_per_s")
+    assert echo["ratio_aiop2p_base"] == pytest.approx(1.625)
+    assert echo["ratio_aiop2p_js"] == pytest.approx(6.5)
+    assert echo["ratio_aiop2p_py"] == pytest.approx(162.5)
+
+
+def test_issue_10_targets_are_judged_on_their_own_ratio() -> None:
+    rows = run.summarise(IMPLS, SAMPLES)
+    judged = {t["target"]: t["met"] for t in run.evaluate_targets(rows, run.ISSUE10_TARGETS, IMPLS)}
+    assert judged["sequential echo >= 65% of the floor"] is True
+    assert judged["sequential echo >= 1.4x base"] is True
+    assert judged["dial time <= 0.7x base"] is True  # 0.5x
+    assert judged["perf upload >= 80% of the receiver-bound floor"] is True
+    assert judged["perf download >= 80% of the receiver-bound floor"] is False  # 47 %
+    assert judged["Network req/s sequential >= 1.4x base"] is False  # 1.25x
+    assert not any("uvloop" in t for t in judged)  # aiop2p-uvloop did not run
+
+
+def test_targets_need_the_implementation_they_compare_with() -> None:
+    impls = ["aiop2p", "js"]
+    rows = run.summarise(impls, SAMPLES)
+    targets = run.evaluate_targets(rows, [*run.TARGETS, *run.ISSUE10_TARGETS], impls)
+    assert {t["ratio_key"] for t in targets} == {"ratio_aiop2p_js"}
+    assert [title for title, _ in run.ratio_columns(impls)] == ["aiop2p/js"]
+
+
+def test_chart_bars_are_relative_to_aiop2p_and_taller_is_better() -> None:
+    rows = run.summarise(IMPLS, SAMPLES)
+    labels, bars = chart.bars(IMPLS, rows, run.FLOOR_REF)
+    dial = labels.index(chart.SHORT_LABELS["dial_median_ms"])
+    echo = labels.index(chart.SHORT_LABELS["echo1_req_per_s"])
+    upload = labels.index(chart.SHORT_LABELS["upload_mib_s"])
+    assert bars["aiop2p"][echo] == 1.0
+    assert bars["floor"][echo] == pytest.approx(10000 / 6500)
+    assert bars["floor"][upload] == pytest.approx(1500 / 1200)  # the floor's bulk figure
+    assert bars["js"][dial] == pytest.approx(1.0 / 8.0)  # 8x slower dial: an 1/8 bar
+    assert math.isnan(bars["floor"][dial])  # no floor dial: no bar

@@ -396,3 +396,47 @@ async def test_closing_the_network_ends_a_stream_being_read() -> None:
             await client.close()
             with pytest.raises(ShutdownError):
                 await asyncio.wait_for(pending, CAP)
+
+
+async def test_a_requester_that_never_reads_is_cut_at_the_deadline() -> None:
+    fast = {**ALLOW, "request_timeout": 0.5}
+    window = 256 * 1024
+    small = {**CLIENT, "node": NodeConfig(yamux=YamuxConfig(receive_window_bytes=window))}
+    async with networks(fast, small) as (server, client):
+        await link(client, server)
+        kv = server.add_protocol(KV, framing=Framing.CHUNKED, codec=RawCodec())
+        closed = asyncio.Event()
+        produced = 0
+
+        async def endless(request: InboundRequest[Any, Any]) -> AsyncIterator[bytes]:
+            nonlocal produced
+            try:
+                for _ in range(10**6):
+                    produced += 1
+                    yield b"y" * 65536
+            finally:
+                closed.set()
+
+        async with background(kv.serve(endless)):
+            conn = await client._node.connect(server.peer_id)
+            stream = conn.open_stream((KV,))
+            await stream.write_message(b"go")
+            await stream.close()  # and never reads
+            await asyncio.wait_for(closed.wait(), CAP)
+            event = await next_event(server, InboundRequestFailed, skip=CONNECTION_NOISE)
+            assert event.failure is InboundFailure.SEND_TIMEOUT
+        assert produced <= window // 65536 + 2
+
+
+async def test_an_undecodable_request_gets_an_invalid_request_chunk() -> None:
+    async with networks(ALLOW, CLIENT) as (server, client):
+        await link(client, server)
+        kv = server.add_protocol(KV, framing=Framing.CHUNKED)
+        async with background(kv.serve(lambda rq: _value(rq.request))):
+            conn = await client._node.connect(server.peer_id)
+            stream = conn.open_stream((KV,))
+            await stream.write_message(b"\xff{not json")
+            await stream.close()
+            reply = await asyncio.wait_for(stream.read_until_eof(1024), CAP)
+        assert reply[0] == ResultCode.INVALID_REQUEST
+        assert b"invalid JSON" in reply[2:]

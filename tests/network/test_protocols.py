@@ -440,3 +440,19 @@ async def test_an_undecodable_request_gets_an_invalid_request_chunk() -> None:
             reply = await asyncio.wait_for(stream.read_until_eof(1024), CAP)
         assert reply[0] == ResultCode.INVALID_REQUEST
         assert b"invalid JSON" in reply[2:]
+
+
+@pytest.mark.parametrize("framing", [Framing.LENGTH_PREFIXED, Framing.CHUNKED])
+async def test_a_handler_failing_after_answering_leaves_the_answer_whole(framing: Framing) -> None:
+    big = b"z" * (4 << 20)  # written by a task: more than a piece and the first window
+    async with networks(ALLOW, CLIENT) as (server, client):
+        await link(client, server)
+        kv = server.add_protocol(KV, framing=framing, codec=RawCodec())
+        kv_client = client.add_protocol(KV, framing=framing, codec=RawCodec())
+
+        async def answer_then_fail(request: InboundRequest[Any, Any]) -> bytes:
+            request.respond_nowait(big)
+            raise RuntimeError("after the answer")
+
+        async with background(kv.serve(answer_then_fail)):
+            assert await kv_client.send_request(server.peer_id, b"q") == big

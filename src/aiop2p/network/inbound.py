@@ -207,6 +207,7 @@ class InboundExchange:
         "_size",
         "_start",
         "_stream_failed",
+        "_streaming",
         "_waiter",
         "_written",
         "conn_id",
@@ -232,6 +233,7 @@ class InboundExchange:
         self.state = _READING
         self._error_sent = False
         self._mid_chunk = False  # a streamed chunk is being written (no error chunk now)
+        self._streaming = False  # the response is a stream (stream_responses)
         self._body = bytearray()
         self._received = 0  # bytes of the request taken so far (length prefix included)
         self._size = -1  # the request's full size once known (length prefix included)
@@ -440,15 +442,24 @@ class InboundExchange:
     def ended(self) -> bool:
         return self.state >= _LINGERING
 
+    @property
+    def failable(self) -> bool:
+        """Not answered yet, or its responses are still being streamed: :meth:`fail`
+        ends it (a single response being written is left to finish)."""
+        state = self.state
+        return state < _WRITING or (state == _WRITING and self._streaming)
+
     def fail(self, code: ResultCode, message: str, failure: InboundFailure) -> None:
-        """End with ``failure``; with the chunked framing, first tell the requester
-        ``code`` and ``message`` in an error chunk (when the stream takes it at once)."""
+        """End with ``failure`` unless it is not :attr:`failable`; with the chunked
+        framing, first tell the requester ``code`` and ``message`` in an error chunk (when
+        the stream takes it at once)."""
+        if not self.failable:
+            return
         stream = self.stream
         if (
             self._owner.framing is Framing.CHUNKED
             and stream is not None
             and not self._stream_failed
-            and self.state < _LINGERING
             and not self._mid_chunk
         ):
             self._error_sent = _send_now(stream, error_chunk(code, message))
@@ -466,6 +477,7 @@ class InboundExchange:
         ``items``."""
         assert self.state == _DELIVERED
         self.state = _WRITING
+        self._streaming = True
         stream = self.stream
         assert stream is not None
         owner = self._owner

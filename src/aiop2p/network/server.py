@@ -125,7 +125,7 @@ class RequestServer(Generic[Rq, Rs]):
             return
         except Exception as exc:
             exchange.done_waiting(me)
-            if not exchange.ended:
+            if exchange.failable:
                 log.exception(
                     "request handler failed on request %s from %s",
                     request.request_id,

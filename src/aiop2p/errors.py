@@ -51,6 +51,8 @@
     │   │   └── ResponseTooLargeError           the response exceeded max_response_bytes
     │   ├── RequestTooLargeError                the request exceeds max_request_bytes
     │   │                                       (also a LimitExceededError)
+    │   ├── RemoteError                         the remote answered with an error result
+    │   │                                       code (chunked framing): ``code``, ``message``
     │   ├── UnsupportedProtocolsError           the remote offers none of our protocols
     │   └── ShutdownError                       the local network was closed
     ├── RelayError                              relay reservation or circuit failed
@@ -116,6 +118,7 @@ __all__ = [
     "RelayError",
     "RelayLimitReachedError",
     "RelayNotSupportedError",
+    "RemoteError",
     "RemoteProtocolError",
     "RequestConnectionClosedError",
     "RequestDialError",
@@ -127,6 +130,7 @@ __all__ = [
     "ReservationRefusedError",
     "ResponseOmittedError",
     "ResponseTooLargeError",
+    "ResultCode",
     "ShutdownError",
     "StreamClosedError",
     "StreamError",
@@ -411,6 +415,37 @@ class UnsupportedProtocolsError(RequestError):
     """The remote offers none of the request protocols (or its firewall rejects all)."""
 
     kind = OutboundFailure.UNSUPPORTED_PROTOCOLS
+
+
+class ResultCode(enum.IntEnum):
+    """The result byte of a response chunk in the chunked framing (docs/network.md,
+    "Chunked framing"), the values of the Ethereum consensus req/resp."""
+
+    SUCCESS = 0
+    INVALID_REQUEST = 1
+    SERVER_ERROR = 2
+    RESOURCE_UNAVAILABLE = 3
+
+
+class RemoteError(RequestError):
+    """The remote answered with an error chunk (chunked framing): ``code`` is its
+    :class:`ResultCode` (``INVALID_REQUEST``, ``SERVER_ERROR``, ``RESOURCE_UNAVAILABLE``)
+    and ``message`` its text.  Not a firewall rejection (that is ``ResponseOmittedError``).
+
+    A handler raises it to answer with that code and message; any other exception of a
+    handler reaches the requester as ``SERVER_ERROR`` naming only the exception's type.
+    """
+
+    def __init__(
+        self, code: ResultCode | int, message: str = "", *, request_id: object = None
+    ) -> None:
+        self.code: ResultCode | int = (
+            ResultCode(code) if code in ResultCode._value2member_map_ else code
+        )
+        code = self.code
+        self.message = message
+        name = code.name if isinstance(code, ResultCode) else str(code)
+        super().__init__(f"remote error {int(code)} ({name}): {message}", request_id=request_id)
 
 
 class ShutdownError(RequestError):

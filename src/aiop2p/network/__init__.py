@@ -3,7 +3,8 @@
 Re-exports only.  The package is laid out by job: :mod:`._network` (the ``Network``
 façade: lifecycle, listeners, dialing, address book), :mod:`.exchange` (both directions
 of a request), :mod:`.inbound` (one inbound request, served without a task),
-:mod:`.server` (``Network.serve``'s bounded handler tasks), :mod:`.gate` (running
+:mod:`.server` (``Network.serve``'s bounded handler tasks), :mod:`.protocol` (one
+request protocol, ``Network.add_protocol``), :mod:`.gate` (running
 firewall decisions and their timers), :mod:`.config`, and the pure parts it builds on:
 :mod:`.firewall`, :mod:`.permissions`,
 :mod:`.address_book`, :mod:`.codecs` (and :mod:`.typed_codec`, on msgspec),
@@ -19,12 +20,14 @@ from ..services.relay.server import RelayServerConfig
 from ._network import Listener, Network
 from .address_book import AddressBookLimits, AddressInfo, PeerAddress, assemble_relayed_addr
 from .codecs import Codec, JsonCodec, RawCodec, RequestResponseCodec
-from .config import DEFAULT_PROTOCOL, ChannelConfig, Framing, NetworkConfig
+from .config import DEFAULT_PROTOCOL, ChannelConfig, Framing, NetworkConfig, ProtocolConfig
 from .event_channel import ChannelSinkConfig, EventChannel
+from .exchange import ResponseStream
 from .firewall import FirewallRules, Rule, RuleKind
 from .gate import ApprovalRequest, FirewallRequest, PeerRuleQuery
 from .inbound import InboundRequest
 from .permissions import FirewallPermission, PermissionEnum, PermissionValue, VariantPermission
+from .protocol import RequestProtocol
 from .typed_codec import TypedCodec
 
 __all__ = [
@@ -51,10 +54,13 @@ __all__ = [
     "PeerRuleQuery",
     "PermissionEnum",
     "PermissionValue",
+    "ProtocolConfig",
     "RawCodec",
     "RelayClientConfig",
     "RelayServerConfig",
+    "RequestProtocol",
     "RequestResponseCodec",
+    "ResponseStream",
     "Rule",
     "RuleKind",
     "TypedCodec",

@@ -64,13 +64,21 @@ from ..services.relay.server import RelayServer
 from ..transports._base import Transport
 from .address_book import AddressBookStore, AddressInfo
 from .codecs import Codec, JsonCodec, RequestResponseCodec
-from .config import NetworkConfig
+from .config import (
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_MAX_RESPONSE_CHUNKS,
+    Framing,
+    NetworkConfig,
+    ProtocolConfig,
+)
 from .event_channel import EventChannel
-from .exchange import RequestExchange
+from .exchange import ExchangeBudget, RequestExchange
 from .firewall import FirewallRules, Rule
 from .gate import FirewallGate, FirewallRequest
 from .inbound import InboundRequest
-from .server import DEFAULT_MAX_CONCURRENCY, RequestHandler, RequestServer
+from .protocol import RequestProtocol
+from .server import DEFAULT_MAX_CONCURRENCY, RequestHandler
 
 __all__ = ["Listener", "Network"]
 
@@ -131,14 +139,15 @@ class Network(Generic[Rq, Rs]):
             # push tells the peer its view of our protocols changed.
             support_changed=lambda: self._node.local_changed.emit(None),
         )
-        self._exchange: RequestExchange[Rq, Rs] = RequestExchange(
-            config,
-            self.codec,
-            firewall_view or (lambda value: value),
-            self._firewall,
-            emit=self._emit,
-            linger_timeout=node_config.stream_linger_timeout,
+        self._firewall_view: Callable[[Any], Any] = firewall_view or (lambda value: value)
+        self._budget = ExchangeBudget(config)
+        self._linger_timeout = node_config.stream_linger_timeout
+        self._protocols: dict[str, RequestProtocol[Any, Any]] = {}
+        """Every request protocol by each of its ids, the default one included."""
+        self._default: RequestProtocol[Rq, Rs] = self._new_protocol(
+            config.default_protocol(), self.codec, self._firewall_view
         )
+        self._exchange: RequestExchange[Rq, Rs] = self._default._exchange
         path = config.address_book_path
         self._store = AddressBookStore(path) if path is not None else None
         if address_info is not None:
@@ -198,10 +207,8 @@ class Network(Generic[Rq, Rs]):
         node.connection_opened.subscribe(self._on_connection_opened)
         node.connection_closed.subscribe(self._on_connection_closed)
         node.incoming_failed.subscribe(self._on_incoming_failed)
-        for protocol in self.config.protocols:
-            node.set_inline_stream_handler(
-                protocol, self._exchange.accept, offer=self._firewall.offers_protocol
-            )
+        for protocol_id, protocol in self._protocols.items():
+            self._register(protocol_id, protocol)
         await node.start()
         if self.config.relay_server is not None:
             self.relay_server = RelayServer(node, config=self.config.relay_server)
@@ -222,7 +229,9 @@ class Network(Generic[Rq, Rs]):
         if self._closed:
             return
         self._closed = True
-        self._exchange.closing()
+        exchanges = {id(p._exchange): p._exchange for p in self._protocols.values()}
+        for exchange in exchanges.values():
+            exchange.closing()
         self._firewall.close()
         if self._mdns is not None:
             await self._mdns.close()
@@ -233,7 +242,8 @@ class Network(Generic[Rq, Rs]):
         if self.relay_server is not None:
             await self.relay_server.close()
         await self._node.close()
-        await self._exchange.close()
+        for exchange in exchanges.values():
+            await exchange.close()
         self._events.close()
         if self._save_handle is not None:
             self._save_handle.cancel()
@@ -249,9 +259,10 @@ class Network(Generic[Rq, Rs]):
     # -- inbound work for the application ------------------------------------------------
 
     def requests(self) -> EventChannel[InboundRequest[Rq, Rs]]:
-        """Approved inbound requests: ``async for request in network.requests()``
-        (while :meth:`serve` runs, requests go to its handler instead)."""
-        return self._exchange.requests
+        """Approved inbound requests on the default protocol: ``async for request in
+        network.requests()`` (while :meth:`serve` runs, requests go to its handler
+        instead)."""
+        return self._default.requests()
 
     async def serve(
         self,
@@ -259,27 +270,102 @@ class Network(Generic[Rq, Rs]):
         *,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
     ) -> None:
-        """Answer every approved request with ``await handler(request)`` until the network
-        closes or this call is cancelled.
+        """Answer every approved request on the default protocol with ``await
+        handler(request)`` until the network closes or this call is cancelled.
 
         ``handler`` gets the :class:`InboundRequest` (``peer``, ``request_id``,
         ``request``) and returns the response value.  Each request runs in a task of its
         own, at most ``max_concurrency`` at once (later ones wait their turn, under their
         deadline).  A handler that raises is logged with its traceback and reported as
         ``InboundFailure.HANDLER_ERROR`` (the requester sees its stream closed without a
-        response); serving goes on.  When the requester resets the stream, the request's
-        deadline (``request_timeout``) passes or the connection closes, the handler is
-        cancelled.  Cancelling ``serve`` cancels the running handlers.  One ``serve`` at
-        a time (:class:`InvalidStateError` otherwise).
+        response, or, with the chunked framing, a :class:`~aiop2p.errors.RemoteError`);
+        serving goes on.  On a chunked protocol a handler may be an async generator: its
+        items are streamed (:meth:`RequestProtocol.request_stream`).  When the requester
+        resets the stream, the request's deadline (``request_timeout``) passes or the
+        connection closes, the handler is cancelled.  Cancelling ``serve`` cancels the
+        running handlers.  One ``serve`` per protocol at a time
+        (:class:`InvalidStateError` otherwise).
         """
-        self._check_open()
-        server: RequestServer[Rq, Rs] = RequestServer(handler, max_concurrency)
-        self._exchange.start_serving(server)
-        try:
-            await server.wait_stopped()
-        finally:
-            self._exchange.stop_serving(server)
-            await server.close()
+        await self._default.serve(handler, max_concurrency=max_concurrency)
+
+    # -- request protocols ---------------------------------------------------------------
+
+    @property
+    def default_protocol(self) -> RequestProtocol[Rq, Rs]:
+        """The protocol of :meth:`send_request`, :meth:`serve` and :meth:`requests`
+        (``NetworkConfig.protocols``, ``/p2p/1.0.0`` by default)."""
+        return self._default
+
+    def add_protocol(
+        self,
+        protocol_id: str | tuple[str, ...],
+        *,
+        codec: Codec | RequestResponseCodec | None = None,
+        framing: Framing = Framing.LENGTH_PREFIXED,
+        max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_response_chunks: int = DEFAULT_MAX_RESPONSE_CHUNKS,
+        firewall_view: Callable[[Any], Any] | None = None,
+    ) -> RequestProtocol[Any, Any]:
+        """Serve and send requests on one more protocol; returns its
+        :class:`RequestProtocol` (``send_request``, ``serve``, ``requests``,
+        ``request_stream``).
+
+        ``protocol_id`` is one id or several in preference order; ``codec`` is JSON by
+        default; ``framing`` one of :class:`Framing` (``CHUNKED`` for result codes and
+        streamed responses; then ``max_response_bytes`` bounds each chunk and
+        ``max_response_chunks`` their number).  The firewall applies as to the default
+        protocol: rules see the request through ``firewall_view`` (the Network's by
+        default), an :class:`ApprovalRequest` names its ``protocol``, and identify
+        advertises the protocol to exactly the peers the firewall lets use it.  Can be
+        called before or after start; an id already served raises
+        :class:`InvalidArgumentError`.
+        """
+        ids = (protocol_id,) if isinstance(protocol_id, str) else tuple(protocol_id)
+        spec = ProtocolConfig(
+            ids, framing, max_request_bytes, max_response_bytes, max_response_chunks
+        )
+        taken = [p for p in ids if p in self._protocols or p in self._node.protocols]
+        if taken:
+            raise InvalidArgumentError(f"protocol already served: {', '.join(taken)}")
+        if self._closed:
+            raise ShutdownError("The network event-loop was shut down.")
+        protocol: RequestProtocol[Any, Any] = self._new_protocol(
+            spec, codec or JsonCodec(), firewall_view or self._firewall_view
+        )
+        if self._started:
+            for pid in ids:
+                self._register(pid, protocol)
+            self._node.local_changed.emit(None)  # identify push: one more protocol
+        return protocol
+
+    def _new_protocol(
+        self,
+        spec: ProtocolConfig,
+        codec: Codec | RequestResponseCodec,
+        firewall_view: Callable[[Any], Any],
+    ) -> RequestProtocol[Any, Any]:
+        exchange: RequestExchange[Any, Any] = RequestExchange(
+            self.config,
+            codec,
+            firewall_view,
+            self._firewall,
+            emit=self._emit,
+            linger_timeout=self._linger_timeout,
+            spec=spec,
+            budget=self._budget,
+        )
+        protocol: RequestProtocol[Any, Any] = RequestProtocol(
+            exchange, check_open=self._check_open, target=self._target, connect=self._connection
+        )
+        for pid in spec.protocols:
+            self._protocols[pid] = protocol
+        return protocol
+
+    def _register(self, protocol_id: str, protocol: RequestProtocol[Any, Any]) -> None:
+        self._node.set_inline_stream_handler(
+            protocol_id, protocol._exchange.accept, offer=self._firewall.offers_protocol
+        )
 
     def events(self) -> EventChannel[NetworkEvent]:
         """Network events: ``async for event in network.events()``."""
@@ -620,9 +706,7 @@ class Network(Generic[Rq, Rs]):
         remote closed the stream unanswered: ``ResponseOmittedError``), unsupported
         protocols, shutdown.
         """
-        self._check_open()
-        peer = self._target(target)
-        return await self._exchange.send(peer, request, self._connection, timeout=timeout)
+        return await self._default.send_request(target, request, timeout=timeout)
 
     async def ping(self, target: PeerId | Multiaddr | str, count: int = 1) -> list[float]:
         """Ping ``target`` (as in :meth:`send_request`) with ``/ipfs/ping/1.0.0``; return

@@ -17,15 +17,22 @@ from .event_channel import ChannelSinkConfig
 __all__ = [
     "DEFAULT_MAX_REQUEST_BYTES",
     "DEFAULT_MAX_RESPONSE_BYTES",
+    "DEFAULT_MAX_RESPONSE_CHUNKS",
     "DEFAULT_PROTOCOL",
+    "MAX_ERROR_MESSAGE_BYTES",
     "ChannelConfig",
     "Framing",
     "NetworkConfig",
+    "ProtocolConfig",
 ]
 
 DEFAULT_PROTOCOL = "/p2p/1.0.0"
 DEFAULT_MAX_REQUEST_BYTES = 1 << 20
 DEFAULT_MAX_RESPONSE_BYTES = 10 << 20
+DEFAULT_MAX_RESPONSE_CHUNKS = 1024
+MAX_ERROR_MESSAGE_BYTES = 256
+"""Longest error message of an error chunk (chunked framing), as the Ethereum req/resp's
+``ErrorMessage``; a longer one from a peer is refused, ours are cut to it."""
 
 
 class Framing(enum.Enum):
@@ -33,6 +40,35 @@ class Framing(enum.Enum):
 
     LENGTH_PREFIXED = "length-prefixed"
     EOF_DELIMITED = "eof-delimited"
+    CHUNKED = "chunked"
+    """Length-prefixed request; the response is chunks, each a result byte then a
+    length-prefixed payload, ended by the stream's FIN (docs/network.md)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolConfig:
+    """One request protocol of a Network: its ids (preference order), framing and sizes.
+
+    With ``CHUNKED``, ``max_response_bytes`` bounds each chunk and
+    ``max_response_chunks`` their number (so a stream is bounded by their product)."""
+
+    protocols: tuple[str, ...] = (DEFAULT_PROTOCOL,)
+    framing: Framing = Framing.LENGTH_PREFIXED
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_response_chunks: int = DEFAULT_MAX_RESPONSE_CHUNKS
+
+    def __post_init__(self) -> None:
+        if not self.protocols or not all(isinstance(p, str) and p for p in self.protocols):
+            raise InvalidArgumentError(
+                f"protocol ids must be one or more non-empty strings: {self.protocols!r}"
+            )
+        if not isinstance(self.framing, Framing):
+            raise InvalidArgumentError(f"framing must be a Framing, not {self.framing!r}")
+        for name in ("max_request_bytes", "max_response_bytes", "max_response_chunks"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InvalidArgumentError(f"{name} must be an int >= 1, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +98,8 @@ class NetworkConfig:
     framing: Framing = Framing.LENGTH_PREFIXED
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    max_response_chunks: int = DEFAULT_MAX_RESPONSE_CHUNKS
+    """Response chunks a ``CHUNKED`` stream may carry (``max_response_bytes`` each)."""
     requests_channel: ChannelConfig = field(default_factory=ChannelConfig)
     events_channel: ChannelConfig = field(
         default_factory=lambda: ChannelConfig(256, ChannelSinkConfig.BUFFER_LATEST)
@@ -104,3 +142,13 @@ class NetworkConfig:
                 raise InvalidArgumentError(f"{name} must be at least 1")
         if not self.protocols:
             raise InvalidArgumentError("at least one request protocol is needed")
+
+    def default_protocol(self) -> ProtocolConfig:
+        """The Network's default request protocol (``protocols``, ``framing``, sizes)."""
+        return ProtocolConfig(
+            self.protocols,
+            self.framing,
+            self.max_request_bytes,
+            self.max_response_bytes,
+            self.max_response_chunks,
+        )

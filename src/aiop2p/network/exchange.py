@@ -13,6 +13,11 @@ Two framings:
   requester keeps its write side open until it has read the response.
 * ``EOF_DELIMITED`` (rust-libp2p ``request_response`` json/cbor codecs): the body is
   sent unframed and the writer half-closes; the reader reads to EOF.
+* ``CHUNKED`` (in the style of the Ethereum consensus req/resp): a length-prefixed
+  request, the requester half-closes; the response is chunks of one result byte
+  (:class:`~aiop2p.errors.ResultCode`) and a length-prefixed payload (the value, or an
+  error message), ended by the responder's FIN.  ``send_request`` takes the first chunk,
+  :class:`ResponseStream` reads them all (docs/network.md, "Chunked framing").
 
 Errors are mapped to the seed's outbound failure kinds (see :mod:`aiop2p.errors`); how
 the remote ended the stream tells the requester why: closed unanswered is
@@ -23,10 +28,12 @@ unreadable request).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, Generic, Self, TypeVar
 
 from .._aio.connection import Connection
 from .._aio.deadlines import Deadline, DeadlineQueue
@@ -40,6 +47,7 @@ from ..errors import (
     P2PError,
     ProtocolNotSupportedError,
     RelayLimitReachedError,
+    RemoteError,
     RemoteProtocolError,
     RequestConnectionClosedError,
     RequestDialError,
@@ -49,6 +57,7 @@ from ..errors import (
     RequestTooLargeError,
     ResponseOmittedError,
     ResponseTooLargeError,
+    ResultCode,
     ShutdownError,
     StreamClosedError,
     StreamError,
@@ -58,14 +67,16 @@ from ..errors import (
 from ..events import InboundFailure, InboundRequestFailed, NetworkEvent, RequestId
 from ..identity import PeerId
 from .codecs import Codec, CodecError, RequestResponseCodec, codec_functions
-from .config import Framing, NetworkConfig
+from .config import MAX_ERROR_MESSAGE_BYTES, Framing, NetworkConfig, ProtocolConfig
 from .event_channel import EventChannel
 from .gate import FirewallGate
 from .inbound import InboundExchange, InboundRequest
 from .server import RequestServer
 
 __all__ = [
+    "ExchangeBudget",
     "RequestExchange",
+    "ResponseStream",
     "send_request_on",
 ]
 
@@ -85,21 +96,21 @@ async def send_request_on(
     max_response_bytes: int,
 ) -> bytes:
     """Send ``payload`` on a new stream of ``conn`` and return the response body."""
-    if len(payload) > max_request_bytes:
-        raise RequestTooLargeError(
-            f"request of {len(payload)} bytes exceeds max_request_bytes ({max_request_bytes})"
-        )
-    try:
-        stream = conn.open_stream(protocols)
-    except (ConnectionClosedError, StreamError) as exc:
-        raise _closed_error(exc, str(exc)) from exc
-    try:
+    with _request_errors():
+        stream = _open(conn, protocols, payload, max_request_bytes)
         try:
             if len(protocols) > 1:
                 await stream.wait_negotiated()
             if framing is Framing.LENGTH_PREFIXED:
                 await stream.write_message(payload)
                 response = await stream.read_message(max_response_bytes)
+            elif framing is Framing.CHUNKED:
+                await stream.write_message(payload)
+                await stream.close()
+                chunk = await read_chunk(stream, max_response_bytes)
+                if chunk is None:
+                    raise StreamClosedError("stream ended before a response")
+                response = chunk
             else:
                 await stream.write(payload)
                 await stream.close()
@@ -109,6 +120,24 @@ async def send_request_on(
             raise
         await stream.close()
         return response
+
+
+def _open(conn: Connection, protocols: tuple[str, ...], payload: bytes, limit: int) -> Stream:
+    if len(payload) > limit:
+        raise RequestTooLargeError(
+            f"request of {len(payload)} bytes exceeds max_request_bytes ({limit})"
+        )
+    try:
+        return conn.open_stream(protocols)
+    except (ConnectionClosedError, StreamError) as exc:
+        raise _closed_error(exc, str(exc)) from exc
+
+
+@contextlib.contextmanager
+def _request_errors() -> Iterator[None]:
+    """Stream and negotiation errors as the requester's :class:`RequestError` kinds."""
+    try:
+        yield
     except ProtocolNotSupportedError as exc:
         raise UnsupportedProtocolsError() from exc
     except MessageTooLargeError as exc:
@@ -129,6 +158,24 @@ async def send_request_on(
         raise _closed_error(exc) from exc
 
 
+async def read_chunk(stream: Stream, max_bytes: int) -> bytes | None:
+    """One response chunk of the chunked framing: its payload, ``None`` at the clean end
+    of the response; an error chunk raises :class:`RemoteError`, an unknown result code
+    or a chunk above ``max_bytes`` resets the stream and raises."""
+    code = await stream.read(1)
+    if not code:
+        return None
+    result = code[0]
+    if result == ResultCode.SUCCESS:
+        return await stream.read_message(max_bytes)
+    if result > ResultCode.RESOURCE_UNAVAILABLE:
+        stream.reset()
+        raise RemoteProtocolError(f"unknown result code {result}")
+    message = await stream.read_message(MAX_ERROR_MESSAGE_BYTES)
+    stream.reset()  # an error chunk ends the response; nothing after it is read
+    raise RemoteError(result, message.decode("utf-8", "replace"))
+
+
 def _closed_error(exc: P2PError, message: str | None = None) -> RequestConnectionClosedError:
     """A relay's limit keeps its name (and ``limit_name``): the requester can tell a
     relay quota from a peer that went away."""
@@ -137,12 +184,26 @@ def _closed_error(exc: P2PError, message: str | None = None) -> RequestConnectio
     return RequestConnectionClosedError(message)
 
 
-class RequestExchange(Generic[Rq, Rs]):
-    """Both directions of the request exchange for one network.
+class ExchangeBudget:
+    """What every request protocol of a Network shares: the request ids (one sequence,
+    so the firewall never sees two requests with one id), the load-shedding counts
+    (``max_concurrent_inbound_requests`` bounds the node, not each protocol) and the
+    one deadline queue (``request_timeout``)."""
 
-    ``emit`` reports a failed inbound request; ``linger_timeout`` bounds how long a
-    stream we gave up on (or answered) is kept open for its requester.  The public
-    attributes are what :class:`~aiop2p.network.inbound.InboundExchange` reads.
+    def __init__(self, config: NetworkConfig) -> None:
+        self.ids = itertools.count(1)
+        self.deadlines = DeadlineQueue(config.request_timeout)
+        self.inflight: dict[ConnectionId, int] = {}
+        self.inflight_total = 0
+
+
+class RequestExchange(Generic[Rq, Rs]):
+    """Both directions of the request exchange for one request protocol of a network.
+
+    ``spec`` is the protocol (ids, framing, sizes); ``budget`` what the network's
+    protocols share; ``emit`` reports a failed inbound request; ``linger_timeout`` bounds
+    how long a stream we gave up on (or answered) is kept open for its requester.  The
+    public attributes are what :class:`~aiop2p.network.inbound.InboundExchange` reads.
     """
 
     def __init__(
@@ -154,12 +215,16 @@ class RequestExchange(Generic[Rq, Rs]):
         *,
         emit: Callable[[NetworkEvent], None],
         linger_timeout: float,
+        spec: ProtocolConfig | None = None,
+        budget: ExchangeBudget | None = None,
     ) -> None:
         self._config = config
+        self.spec = spec = spec or config.default_protocol()
+        self._budget = budget or ExchangeBudget(config)
         self.codec = codec_functions(codec)
         self.firewall_view = firewall_view
-        self.framing = config.framing
-        self.max_request_bytes = config.max_request_bytes
+        self.framing = spec.framing
+        self.max_request_bytes = spec.max_request_bytes
         self._gate = gate
         self._emit = emit
         self.linger_timeout = linger_timeout
@@ -167,15 +232,16 @@ class RequestExchange(Generic[Rq, Rs]):
             config.requests_channel.capacity, config.requests_channel.policy, name="requests"
         )
         """Approved inbound requests, for the application."""
-        self._ids = itertools.count(1)
-        self._deadlines = DeadlineQueue(config.request_timeout)
-        """``request_timeout`` for every exchange, both directions, on one timer."""
+        self._deadlines = self._budget.deadlines
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
-        # Inbound requests in flight, per connection and in all (the load-shedding bounds).
-        self._inflight: dict[ConnectionId, int] = {}
-        self._inflight_total = 0
+        self._streams: weakref.WeakSet[ResponseStream[Any]] = weakref.WeakSet()
+        """Open response streams (weak: a stream the requester drops resets at once)."""
         self._closing = False
         self._server: RequestServer[Rq, Rs] | None = None
+
+    @property
+    def _inflight_total(self) -> int:
+        return self._budget.inflight_total
 
     def start_serving(self, server: RequestServer[Rq, Rs]) -> None:
         """From now on approved requests go to ``server`` instead of ``requests``."""
@@ -188,7 +254,7 @@ class RequestExchange(Generic[Rq, Rs]):
             self._server = None
 
     def _next_id(self) -> RequestId:
-        return RequestId(next(self._ids))
+        return RequestId(next(self._budget.ids))
 
     def closing(self) -> None:
         """The network is closing: every pending ``send`` fails with ``ShutdownError``,
@@ -196,12 +262,14 @@ class RequestExchange(Generic[Rq, Rs]):
         self._closing = True
         for task in list(self._outbound_tasks):
             task.cancel()
+        for response in list(self._streams):
+            response.shut_down()
         if self._server is not None:
             self._server.stop()
 
     async def close(self) -> None:
         """Once the node is closed: stop the deadlines, wait for the sends, end ``requests``."""
-        self._deadlines.close()
+        self._deadlines.close()  # shared: closing it again (another protocol) is harmless
         if self._outbound_tasks:
             await asyncio.gather(*self._outbound_tasks, return_exceptions=True)
         self.requests.close()
@@ -219,12 +287,7 @@ class RequestExchange(Generic[Rq, Rs]):
         """Send ``request`` to ``peer`` on a connection from ``connect``; its response.
 
         ``timeout`` replaces ``request_timeout`` for this call."""
-        if timeout is not None and (
-            not isinstance(timeout, int | float)
-            or isinstance(timeout, bool)
-            or not 0 < timeout < float("inf")
-        ):
-            raise InvalidArgumentError(f"timeout must be a positive number, not {timeout!r}")
+        _check_timeout(timeout)
         payload = self.codec.encode_request(request)
         request_id = self._next_id()
         task = asyncio.current_task()
@@ -243,11 +306,11 @@ class RequestExchange(Generic[Rq, Rs]):
             try:
                 body = await send_request_on(
                     conn,
-                    self._config.protocols,
+                    self.spec.protocols,
                     payload,
-                    framing=self._config.framing,
-                    max_request_bytes=self._config.max_request_bytes,
-                    max_response_bytes=self._config.max_response_bytes,
+                    framing=self.spec.framing,
+                    max_request_bytes=self.spec.max_request_bytes,
+                    max_response_bytes=self.spec.max_response_bytes,
                 )
             except asyncio.CancelledError:
                 if deadline.expired:
@@ -269,6 +332,55 @@ class RequestExchange(Generic[Rq, Rs]):
         finally:
             self._outbound_tasks.discard(task)
 
+    def request_stream(
+        self,
+        peer: PeerId,
+        request: Rq,
+        connect: Callable[[PeerId], Awaitable[Connection]],
+        *,
+        timeout: float | None = None,
+    ) -> ResponseStream[Rs]:
+        """The responses of ``request`` as they come (``CHUNKED`` framing only)."""
+        spec = self.spec
+        if spec.framing is not Framing.CHUNKED:
+            raise InvalidArgumentError(
+                f"request_stream needs the chunked framing; {spec.protocols[0]} is "
+                f"{spec.framing.value}"
+            )
+        _check_timeout(timeout)
+        payload = self.codec.encode_request(request)
+        if len(payload) > spec.max_request_bytes:
+            raise RequestTooLargeError(
+                f"request of {len(payload)} bytes exceeds max_request_bytes "
+                f"({spec.max_request_bytes})"
+            )
+
+        async def open_stream() -> Stream:
+            try:
+                conn = await connect(peer)
+            except ShutdownError:
+                raise
+            except P2PError as exc:
+                raise RequestDialError(f"Failed to dial the requested peer: {exc}") from exc
+            stream = _open(conn, spec.protocols, payload, spec.max_request_bytes)
+            try:
+                await stream.write_message(payload)
+                await stream.close()
+            except BaseException:
+                stream.reset()
+                raise
+            return stream
+
+        return ResponseStream(
+            self,
+            open_stream(),
+            self.codec.decode_response,
+            max_chunk_bytes=spec.max_response_bytes,
+            max_chunks=spec.max_response_chunks,
+            timeout=timeout if timeout is not None else self._config.request_timeout,
+            request_id=self._next_id(),
+        )
+
     # -- inbound requests ----------------------------------------------------------------
 
     def accept(self, stream: Stream) -> None:
@@ -276,10 +388,11 @@ class RequestExchange(Generic[Rq, Rs]):
         request_id = self._next_id()
         conn_id = stream.connection.id
         config = self._config
-        count = self._inflight.get(conn_id, 0)
+        budget = self._budget
+        count = budget.inflight.get(conn_id, 0)
         if (
             count >= config.max_concurrent_inbound_requests_per_connection
-            or self._inflight_total >= config.max_concurrent_inbound_requests
+            or budget.inflight_total >= config.max_concurrent_inbound_requests
         ):
             # Shed load before doing any work: the requester sees a reset at once
             # (RequestRefusedError) instead of a timeout later.
@@ -290,8 +403,8 @@ class RequestExchange(Generic[Rq, Rs]):
                 )
             )
             return
-        self._inflight[conn_id] = count + 1
-        self._inflight_total += 1
+        budget.inflight[conn_id] = count + 1
+        budget.inflight_total += 1
         stream.set_sink(InboundExchange(self, stream, request_id))
 
     def start_deadline(self, exchange: InboundExchange) -> Deadline:
@@ -305,6 +418,7 @@ class RequestExchange(Generic[Rq, Rs]):
             exchange.conn_id,
             view,
             lambda reason: exchange.decided(reason, value),
+            exchange.protocol,
         )
 
     def deliver(self, exchange: InboundExchange, value: Rq) -> None:
@@ -335,15 +449,164 @@ class RequestExchange(Generic[Rq, Rs]):
     def request_ended(self, exchange: InboundExchange) -> None:
         self._gate.request_finished(exchange.request_id)
         conn_id = exchange.conn_id
-        self._inflight_total -= 1
-        left = self._inflight[conn_id] - 1
+        budget = self._budget
+        budget.inflight_total -= 1
+        left = budget.inflight[conn_id] - 1
         if left:
-            self._inflight[conn_id] = left
+            budget.inflight[conn_id] = left
         else:
-            del self._inflight[conn_id]
+            del budget.inflight[conn_id]
 
     def failed(self, exchange: InboundExchange, failure: InboundFailure) -> None:
         self._emit(InboundRequestFailed(exchange.request_id, exchange.peer, failure))
+
+
+def _check_timeout(timeout: object) -> None:
+    if timeout is not None and (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not 0 < timeout < float("inf")
+    ):
+        raise InvalidArgumentError(f"timeout must be a positive number, not {timeout!r}")
+
+
+class ResponseStream(Generic[Rs]):
+    """The responses to one request on a ``CHUNKED`` protocol, read as they come:
+    ``async for item in proto.request_stream(peer, request)``.
+
+    Flow-controlled end to end: a chunk is read (and its bytes credited to the Yamux
+    window) only when the loop asks for the next item, so a requester that stops reading
+    stops the responder's writes, and with them its generator.  Each item waits at most
+    ``timeout`` seconds (``request_timeout`` by default) for its chunk
+    (:class:`RequestTimeoutError`).  An error chunk raises :class:`RemoteError`; more than
+    ``max_chunks`` chunks or a chunk above ``max_chunk_bytes`` resets the stream and
+    raises :class:`ResponseTooLargeError`.  Leaving the loop early (``break``, an
+    exception, :meth:`aclose`, or losing the object) resets the stream at once, which
+    closes the responder's generator.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_count",
+        "_decode",
+        "_done",
+        "_max_bytes",
+        "_max_chunks",
+        "_opening",
+        "_owner",
+        "_shut_down",
+        "_stream",
+        "_timeout",
+        "request_id",
+    )
+
+    def __init__(
+        self,
+        owner: RequestExchange[Any, Rs],
+        opening: Coroutine[Any, Any, Stream],
+        decode: Callable[[bytes], Rs],
+        *,
+        max_chunk_bytes: int,
+        max_chunks: int,
+        timeout: float,
+        request_id: RequestId,
+    ) -> None:
+        self._owner = owner
+        self._opening: Coroutine[Any, Any, Stream] | None = opening
+        self._stream: Stream | None = None
+        self._decode = decode
+        self._max_bytes = max_chunk_bytes
+        self._max_chunks = max_chunks
+        self._timeout = timeout
+        self._count = 0
+        self._done = False
+        self._shut_down = False
+        self.request_id = request_id
+        owner._streams.add(self)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: object, exc: object, tb: object) -> None:
+        await self.aclose()
+
+    async def __anext__(self) -> Rs:
+        if self._done:
+            if self._shut_down:
+                raise ShutdownError(request_id=self.request_id)
+            raise StopAsyncIteration
+        owner = self._owner
+        try:
+            with _request_errors():
+                async with asyncio.timeout(self._timeout):
+                    stream = self._stream
+                    if stream is None:
+                        opening = self._opening
+                        assert opening is not None
+                        self._opening = None
+                        stream = self._stream = await opening
+                    body = await read_chunk(stream, self._max_bytes)
+                    if body is None:
+                        self._finish(reset=False)
+                        raise StopAsyncIteration
+                    self._count += 1
+                    if self._count > self._max_chunks:
+                        raise ResponseTooLargeError(
+                            f"more than max_response_chunks ({self._max_chunks}) responses"
+                        )
+        except StopAsyncIteration:
+            raise
+        except TimeoutError:
+            self._finish()
+            raise RequestTimeoutError(request_id=self.request_id) from None
+        except asyncio.CancelledError:
+            self._finish()
+            if owner._closing:
+                raise ShutdownError(request_id=self.request_id) from None
+            raise
+        except BaseException:
+            self._finish()
+            if owner._closing:
+                raise ShutdownError(request_id=self.request_id) from None
+            raise
+        try:
+            return self._decode(body)
+        except CodecError as exc:
+            self._finish()
+            raise RequestConnectionClosedError(f"invalid response: {exc}") from exc
+
+    def _finish(self, *, reset: bool = True) -> None:
+        self._done = True
+        self._owner._streams.discard(self)
+        opening = self._opening
+        if opening is not None:
+            self._opening = None
+            opening.close()
+        stream = self._stream
+        if stream is not None:
+            self._stream = None
+            if reset:
+                stream.reset()  # no-op once both sides are closed
+
+    def shut_down(self) -> None:
+        """The network is closing: end the stream (its reader gets ``ShutdownError``)."""
+        self._shut_down = True
+        self._finish()
+
+    async def aclose(self) -> None:
+        """Stop reading: the stream is reset, the responder's generator closed."""
+        self._finish()
+
+    def __del__(self) -> None:
+        if self._done:
+            return
+        stream = self._stream
+        if stream is not None and stream.connection.loop.is_closed():
+            self._stream = None
+        self._finish()
 
 
 class _CallDeadline:

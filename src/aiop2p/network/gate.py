@@ -16,6 +16,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from .._aio.stream import ConnectionId
 from ..events import RequestId
 from ..identity import PeerId
+from .config import DEFAULT_PROTOCOL
 from .firewall import (
     AskApproval,
     CancelApproval,
@@ -87,11 +88,20 @@ class PeerRuleQuery:
 class ApprovalRequest(Generic[Rq]):
     """The rule for ``peer`` is ``Rule.ask()``: approve or reject this one request."""
 
-    def __init__(self, peer: PeerId, request_id: RequestId, request: Rq, answer: _Answer) -> None:
+    def __init__(
+        self,
+        peer: PeerId,
+        request_id: RequestId,
+        request: Rq,
+        answer: _Answer,
+        protocol: str = DEFAULT_PROTOCOL,
+    ) -> None:
         self.peer = peer
         self.request_id = request_id
         self.request = request
-        """The firewall view of the request (``NetworkConfig``'s ``firewall_view``)."""
+        """The firewall view of the request (the protocol's ``firewall_view``)."""
+        self.protocol = protocol
+        """The protocol id the request came on (``Network.add_protocol``)."""
         self._answer = answer
 
     @property
@@ -108,7 +118,7 @@ class ApprovalRequest(Generic[Rq]):
         self._answer.give(False)
 
     def __repr__(self) -> str:
-        return f"<ApprovalRequest {self.request_id} from {self.peer}>"
+        return f"<ApprovalRequest {self.request_id} on {self.protocol} from {self.peer}>"
 
 
 FirewallRequest = PeerRuleQuery | ApprovalRequest[Any]
@@ -144,6 +154,8 @@ class FirewallGate:
         self._warned_unanswered = False
         self._closed = False
         self._decisions: dict[RequestId, Callable[[RejectReason | None], None]] = {}
+        self._protocols: dict[RequestId, str] = {}
+        """The protocol each request in decision came on (for its ``ApprovalRequest``)."""
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
 
@@ -183,15 +195,18 @@ class FirewallGate:
         conn_id: ConnectionId,
         view: Any,
         decided: Callable[[RejectReason | None], None],
+        protocol: str = DEFAULT_PROTOCOL,
     ) -> None:
         """Ask for the firewall's verdict on a request: ``decided`` is called with ``None``
         (deliver) or why it is rejected — before this returns when a rule answers, later
         when a question must be asked.  Not called after :meth:`request_finished`."""
         self._decisions[request_id] = decided
+        self._protocols[request_id] = protocol
         self._apply(self.engine.on_request(request_id, peer, conn_id, view))
 
     def request_finished(self, request_id: RequestId) -> None:
         self._decisions.pop(request_id, None)
+        self._protocols.pop(request_id, None)
         self._apply(self.engine.on_request_finished(request_id))
 
     # -- questions for the application ---------------------------------------------------
@@ -270,7 +285,8 @@ class FirewallGate:
         answer = _Answer(answered)
         timer = loop.call_later(self._timeout, answer.give, False)
         self._approvals[request_id] = (answer, timer)
-        self._put_question(ApprovalRequest(peer, request_id, view, answer))
+        protocol = self._protocols.get(request_id, DEFAULT_PROTOCOL)
+        self._put_question(ApprovalRequest(peer, request_id, view, answer, protocol))
 
     def _put_question(self, request: FirewallRequest) -> None:
         if self._questions_closed or self._closed:

@@ -24,11 +24,11 @@ from typing import Any, Generic, Protocol, TypeVar
 from .._aio.deadlines import Deadline
 from .._aio.stream import Stream
 from .._wire.varint import decode_uvarint, encode_uvarint
-from ..errors import InvalidStateError, P2PError, StreamResetError
+from ..errors import InvalidStateError, P2PError, ResultCode, StreamResetError
 from ..events import InboundFailure, RequestId
 from ..identity import PeerId
 from .codecs import CodecFunctions
-from .config import Framing
+from .config import MAX_ERROR_MESSAGE_BYTES, Framing
 from .firewall import RejectReason
 
 __all__ = ["ExchangeOwner", "InboundExchange", "InboundRequest"]
@@ -115,6 +115,11 @@ class InboundRequest(Generic[Rq, Rs]):
         self._encode = encode
 
     @property
+    def encode(self) -> Callable[[Rs], bytes]:
+        """The protocol codec's response encoder."""
+        return self._encode
+
+    @property
     def answered(self) -> bool:
         """True once answered, dropped, or ended (timed out, connection closed, reset)."""
         return self._exchange.state != _DELIVERED
@@ -160,6 +165,24 @@ class InboundRequest(Generic[Rq, Rs]):
         return f"<InboundRequest {self.request_id} from {self.peer}: {self.request!r}>"
 
 
+def error_chunk(code: ResultCode, message: str) -> bytes:
+    """An error chunk of the chunked framing; the message is cut to
+    ``MAX_ERROR_MESSAGE_BYTES`` (at a character boundary)."""
+    data = message.encode("utf-8")[:MAX_ERROR_MESSAGE_BYTES].decode("utf-8", "ignore").encode()
+    return bytes((code,)) + encode_uvarint(len(data)) + data
+
+
+def _send_now(stream: Stream, data: bytes) -> bool:
+    """Write ``data`` into the stream if it takes it whole at once (True)."""
+    conn = stream.connection
+    if len(data) > conn.write_piece_size or conn.write_paused:
+        return False
+    try:
+        return conn.send_stream_data(stream.stream_id, data) == len(data)
+    except P2PError:
+        return False
+
+
 def _retrieve(future: asyncio.Future[None]) -> None:
     if not future.cancelled():
         future.exception()
@@ -177,16 +200,20 @@ class InboundExchange:
         "_body",
         "_deadline",
         "_eof",
+        "_error_sent",
+        "_mid_chunk",
         "_owner",
         "_received",
         "_size",
         "_start",
         "_stream_failed",
+        "_streaming",
         "_waiter",
         "_written",
         "conn_id",
         "loop",
         "peer",
+        "protocol",
         "request_id",
         "state",
         "stream",
@@ -201,8 +228,12 @@ class InboundExchange:
         self.conn_id = stream.connection.id
         self.peer = stream.connection.remote_peer
         self.request_id = request_id
+        self.protocol = stream.protocol or ""
         self.loop = stream.connection.loop
         self.state = _READING
+        self._error_sent = False
+        self._mid_chunk = False  # a streamed chunk is being written (no error chunk now)
+        self._streaming = False  # the response is a stream (stream_responses)
         self._body = bytearray()
         self._received = 0  # bytes of the request taken so far (length prefix included)
         self._size = -1  # the request's full size once known (length prefix included)
@@ -328,7 +359,7 @@ class InboundExchange:
             view = owner.firewall_view(value)
         except (P2PError, ValueError, TypeError) as exc:
             log.debug("invalid request from %s: %s", self.peer, exc)
-            self.end(InboundFailure.INVALID_REQUEST)
+            self.fail(ResultCode.INVALID_REQUEST, str(exc), InboundFailure.INVALID_REQUEST)
             return
         except Exception:
             log.exception("firewall_view failed on a request from %s", self.peer)
@@ -365,8 +396,11 @@ class InboundExchange:
         otherwise a future done when it is (failed if the write does not complete)."""
         assert self.state == _DELIVERED
         self.state = _WRITING
-        if self._owner.framing is Framing.LENGTH_PREFIXED:
+        framing = self._owner.framing
+        if framing is Framing.LENGTH_PREFIXED:
             payload = encode_uvarint(len(payload)) + payload
+        elif framing is Framing.CHUNKED:
+            payload = b"\x00" + encode_uvarint(len(payload)) + payload
         stream = self.stream
         assert stream is not None
         conn = stream.connection
@@ -398,6 +432,75 @@ class InboundExchange:
             return
         if self.state == _WRITING:
             self._waiter = None
+            self.end(None)
+
+    @property
+    def framing(self) -> Framing:
+        return self._owner.framing
+
+    @property
+    def ended(self) -> bool:
+        return self.state >= _LINGERING
+
+    @property
+    def failable(self) -> bool:
+        """Not answered yet, or its responses are still being streamed: :meth:`fail`
+        ends it (a single response being written is left to finish)."""
+        state = self.state
+        return state < _WRITING or (state == _WRITING and self._streaming)
+
+    def fail(self, code: ResultCode, message: str, failure: InboundFailure) -> None:
+        """End with ``failure`` unless it is not :attr:`failable`; with the chunked
+        framing, first tell the requester ``code`` and ``message`` in an error chunk (when
+        the stream takes it at once)."""
+        if not self.failable:
+            return
+        stream = self.stream
+        if (
+            self._owner.framing is Framing.CHUNKED
+            and stream is not None
+            and not self._stream_failed
+            and not self._mid_chunk
+        ):
+            self._error_sent = _send_now(stream, error_chunk(code, message))
+        self.end(failure)
+
+    async def stream_responses(self, items: Any, encode: Callable[[Any], bytes]) -> None:
+        """Write each item of the async iterator ``items`` as a success chunk, then the
+        FIN (chunked framing; the caller's task is this request's waiter).
+
+        The next item is asked for only once the previous chunk is written whole, so a
+        requester that does not read stalls ``items`` on the send window: the server
+        holds at most one chunk per stream.  The deadline restarts with every chunk (so
+        ``request_timeout`` bounds each one).  The request's end (a reset by the
+        requester, the deadline, the connection) cancels the caller, which closes
+        ``items``."""
+        assert self.state == _DELIVERED
+        self.state = _WRITING
+        self._streaming = True
+        stream = self.stream
+        assert stream is not None
+        owner = self._owner
+        try:
+            async for item in items:
+                payload = encode(item)  # a codec error goes to the caller, as the handler's
+                self._mid_chunk = True
+                try:
+                    await stream.write(b"\x00" + encode_uvarint(len(payload)) + payload)
+                    self._mid_chunk = False
+                except P2PError as exc:
+                    log.debug("response stream %s ended: %s", self.request_id, exc)
+                    self.end(InboundFailure.CONNECTION_CLOSED)  # no-op if it ended already
+                    return
+                if self.state != _WRITING:
+                    return
+                self._deadline.finish()
+                self._deadline = owner.start_deadline(self)
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+        if self.state == _WRITING:
             self.end(None)
 
     def omitted(self) -> None:
@@ -443,7 +546,13 @@ class InboundExchange:
             if self._stream_failed:
                 self.stream = None
                 return
-            length_prefixed = owner.framing is Framing.LENGTH_PREFIXED
+            length_prefixed = owner.framing is not Framing.EOF_DELIMITED
+            if self._error_sent:
+                self.stream = None
+                stream.close_write()  # after the error chunk
+                if not stream.is_closed:
+                    stream.connection.linger(stream, owner.linger_timeout)
+                return
             if failure in _GAVE_UP and length_prefixed and not self._eof:
                 self.state = _LINGERING  # keeps the stream until EOF, reset or linger
                 stream.connection.linger(stream, owner.linger_timeout)

@@ -8,9 +8,13 @@ number is bounded by the inbound bounds, ``max_concurrent_inbound_requests`` and
 ``…_per_connection``), each still under its deadline.
 
 A handler's exception is logged once with its traceback and reported as
-``InboundFailure.HANDLER_ERROR``; serving goes on.  When a request ends before its
-handler does (the requester reset the stream, the deadline passed, the connection
-closed), the handler task is cancelled.
+``InboundFailure.HANDLER_ERROR``; serving goes on.  With the chunked framing the
+requester learns it too, as an error chunk (``RemoteError``): the handler's own
+``RemoteError`` code and message, or ``SERVER_ERROR`` naming the exception's type only
+(its text may hold what the peer should not see).  A handler that is an async generator
+streams its items (chunked framing only; :meth:`InboundExchange.stream_responses`).
+When a request ends before its handler does (the requester reset the stream, the
+deadline passed, the connection closed), the handler task is cancelled.
 """
 
 from __future__ import annotations
@@ -18,11 +22,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Generic, TypeVar
 
-from ..errors import InvalidArgumentError
+from ..errors import InvalidArgumentError, InvalidStateError, RemoteError, ResultCode
 from ..events import InboundFailure
+from .config import Framing
 from .inbound import InboundExchange, InboundRequest
 
 __all__ = ["DEFAULT_MAX_CONCURRENCY", "RequestHandler", "RequestServer"]
@@ -32,8 +37,9 @@ log = logging.getLogger(__name__)
 Rq = TypeVar("Rq")
 Rs = TypeVar("Rs")
 
-RequestHandler = Callable[[InboundRequest[Rq, Rs]], Awaitable[Rs]]
-"""``async def handler(request) -> response`` (see :meth:`Network.serve`)."""
+RequestHandler = Callable[[InboundRequest[Rq, Rs]], Awaitable[Rs] | AsyncIterator[Rs]]
+"""``async def handler(request) -> response`` (see :meth:`Network.serve`), or, on a
+chunked protocol, an async generator that yields the responses one by one."""
 
 DEFAULT_MAX_CONCURRENCY = 256
 """Handlers running at once by default (each is one task)."""
@@ -86,34 +92,67 @@ class RequestServer(Generic[Rq, Rs]):
     async def _run(self, exchange: InboundExchange, request: InboundRequest[Rq, Rs]) -> None:
         me = asyncio.current_task()
         try:
-            response = await self._handler(request)
-        except asyncio.CancelledError:
-            if not request.answered:  # serve() itself was cancelled, or the network closed
+            result = self._handler(request)
+            if isinstance(result, AsyncIterator):
+                if exchange.framing is not Framing.CHUNKED:
+                    close = getattr(result, "aclose", None)
+                    if close is not None:
+                        await close()
+                    raise InvalidStateError(
+                        f"the handler streams responses, but {exchange.protocol} is "
+                        f"{exchange.framing.value}: only the chunked framing streams"
+                    )
+                await exchange.stream_responses(result, request.encode)
                 exchange.done_waiting(me)
-                request.drop()
-            raise
-        except Exception:
+                return
+            response = await result
+        except asyncio.CancelledError:
             exchange.done_waiting(me)
-            if not request.answered:
+            # serve() itself was cancelled, or the network closed (a request that ended
+            # first, e.g. reset by its requester, is already over: no-op)
+            exchange.fail(
+                ResultCode.SERVER_ERROR,
+                "the server stopped serving the request",
+                InboundFailure.RESPONSE_OMISSION,
+            )
+            raise
+        except RemoteError as exc:  # the handler's own answer: this code, this message
+            exchange.done_waiting(me)
+            code = exc.code
+            if not isinstance(code, ResultCode) or code is ResultCode.SUCCESS:
+                code = ResultCode.SERVER_ERROR  # not a code the wire format defines
+            exchange.fail(code, exc.message, InboundFailure.HANDLER_ERROR)
+            return
+        except Exception as exc:
+            exchange.done_waiting(me)
+            if exchange.failable:
                 log.exception(
                     "request handler failed on request %s from %s",
                     request.request_id,
                     request.peer,
                 )
-                exchange.end(InboundFailure.HANDLER_ERROR)
+                exchange.fail(
+                    ResultCode.SERVER_ERROR,
+                    f"the request handler failed ({type(exc).__name__})",
+                    InboundFailure.HANDLER_ERROR,
+                )
             return
         exchange.done_waiting(me)
         if request.answered:
             return  # it answered itself with respond(), or the request ended meanwhile
         try:
             request.respond_nowait(response)
-        except Exception:
+        except Exception as exc:
             log.exception(
                 "request handler's response to request %s from %s could not be sent",
                 request.request_id,
                 request.peer,
             )
-            exchange.end(InboundFailure.HANDLER_ERROR)
+            exchange.fail(
+                ResultCode.SERVER_ERROR,
+                f"the response could not be encoded ({type(exc).__name__})",
+                InboundFailure.HANDLER_ERROR,
+            )
 
     async def wait_stopped(self) -> None:
         """Until :meth:`stop` (the network closes)."""

@@ -34,7 +34,7 @@ const { yamux } = await import('@libp2p/yamux')
 const { identify, identifyPush } = await import('@libp2p/identify')
 const { ping } = await import('@libp2p/ping')
 const { generateKeyPair, generateKeyPairFromSeed } = await import('@libp2p/crypto/keys')
-const { lpStream } = await import('@libp2p/utils')
+const { byteStream, lpStream } = await import('@libp2p/utils')
 const { multiaddr } = await import('@multiformats/multiaddr')
 const { peerIdFromString } = await import('@libp2p/peer-id')
 
@@ -42,6 +42,12 @@ const { peerIdFromString } = await import('@libp2p/peer-id')
 const AGENT_VERSION = 'aiop2p-interop-js/1'
 const ECHO_PROTOCOL = '/p2p/1.0.0'
 const PERF_PROTOCOL = '/perf/1.0.0'
+// aiop2p's chunked framing (docs/network.md, "Chunked framing"): a length-prefixed request;
+// response chunks of one result byte + a length-prefixed payload, ended by the FIN
+const CHUNKED_PROTOCOL = '/aiop2p/chunked/1.0.0'
+const MAX_CHUNK_BYTES = 64 * 1024
+const MAX_CHUNKS = 10_000
+const MAX_ERROR_MESSAGE_BYTES = 256
 const MAX_STREAMS_PER_PROTOCOL = 4096 // per connection, inbound and outbound, every protocol
 const MAX_YAMUX_STREAMS = 8192 // per connection, whole muxer
 const MAX_CONNECTIONS = 10_000 // connection manager limit (bench_conns opens thousands)
@@ -259,6 +265,78 @@ async function handleEcho (stream) {
   }
 }
 
+// ---- chunked framing: one result byte, then an unsigned varint length and the payload ----------
+function encodeUvarint (n) {
+  const out = []
+  while (n >= 0x80) {
+    out.push((n & 0x7f) | 0x80)
+    n = Math.floor(n / 128)
+  }
+  out.push(n)
+  return Uint8Array.from(out)
+}
+
+async function readUvarint (bytes) {
+  let value = 0
+  let scale = 1
+  for (let i = 0; i < 9; i++) {
+    const buf = await bytes.read({ bytes: 1 })
+    if (buf == null) throw new Error('chunked: stream ended inside a length')
+    const b = buf.get(0)
+    value += (b & 0x7f) * scale
+    if ((b & 0x80) === 0) return value
+    scale *= 128
+  }
+  throw new Error('chunked: length prefix too long')
+}
+
+async function writeChunk (bytes, code, payload) {
+  await bytes.write(Uint8Array.from([code, ...encodeUvarint(payload.byteLength)]))
+  await bytes.write(payload)
+}
+
+// The next chunk ({ code, data }), or null at the response's clean end (FIN).
+async function readChunk (bytes) {
+  let head
+  try {
+    head = await bytes.read({ bytes: 1 })
+  } catch (err) {
+    // a sized read reports the FIN as an error even before any byte: that is the clean end
+    if (err.name === 'UnexpectedEOFError' && / 0\/1 bytes/.test(err.message)) return null
+    throw err
+  }
+  if (head == null) return null
+  const code = head.get(0)
+  if (code > 3) throw new Error(`chunked: unknown result code ${code}`)
+  const length = await readUvarint(bytes)
+  const limit = code === 0 ? MAX_CHUNK_BYTES : MAX_ERROR_MESSAGE_BYTES
+  if (length > limit) throw new Error(`chunked: chunk of ${length} bytes above ${limit}`)
+  const data = length === 0 ? new Uint8Array(0) : (await bytes.read({ bytes: length })).subarray()
+  return { code, data }
+}
+
+// Request (JSON): { "count": n, "error": [code, message] | null }; the response is the JSON
+// numbers 0..n-1, one chunk each, then the error chunk if asked for.
+async function handleChunked (stream) {
+  try {
+    const bytes = byteStream(stream)
+    const length = await readUvarint(bytes)
+    if (length > MAX_CHUNK_BYTES) throw new Error(`chunked: request of ${length} bytes`)
+    const request = JSON.parse(Buffer.from((await bytes.read({ bytes: length })).subarray()).toString('utf8'))
+    const count = toInt(request.count ?? 0, 'count', 0, MAX_CHUNKS)
+    for (let i = 0; i < count; i++) {
+      await writeChunk(bytes, 0, Buffer.from(JSON.stringify(i)))
+    }
+    if (Array.isArray(request.error)) {
+      await writeChunk(bytes, toInt(request.error[0], 'code', 1, 3), Buffer.from(String(request.error[1])))
+    }
+    await stream.close()
+  } catch (err) {
+    log('chunked handler:', errorMessage(err))
+    stream.abort(err)
+  }
+}
+
 const SEND_BUFFER = new Uint8Array(PERF_CHUNK_BYTES) // content is irrelevant to perf; reused
 
 async function sendZeros (stream, total) {
@@ -344,6 +422,7 @@ async function handlePerf (stream) {
 
 await node.handle(ECHO_PROTOCOL, handleEcho, streamLimits)
 await node.handle(PERF_PROTOCOL, handlePerf, streamLimits)
+await node.handle(CHUNKED_PROTOCOL, handleChunked, streamLimits)
 
 // ---- client operations --------------------------------------------------------------------------
 async function dial (addr, options = {}) {
@@ -423,6 +502,28 @@ const commands = {
     const connection = await dial(cmd.addr)
     const response = await echoOnce(connection, payload)
     return { data_b64: Buffer.from(response.subarray()).toString('base64') }
+  },
+
+  // Send cmd.request (JSON) on the chunked protocol; return every chunk until the FIN.
+  async chunked (cmd) {
+    const connection = await dial(cmd.addr)
+    const stream = await connection.newStream(CHUNKED_PROTOCOL, streamLimits)
+    try {
+      const bytes = byteStream(stream)
+      const payload = Buffer.from(JSON.stringify(cmd.request ?? null))
+      await bytes.write(Uint8Array.from([...encodeUvarint(payload.byteLength), ...payload]))
+      await stream.close() // the requester half-closes after its request
+      const chunks = []
+      for (let i = 0; i <= MAX_CHUNKS; i++) {
+        const chunk = await readChunk(bytes)
+        if (chunk == null) return { chunks }
+        chunks.push({ code: chunk.code, text: Buffer.from(chunk.data).toString('utf8') })
+      }
+      throw new Error('chunked: too many chunks')
+    } catch (err) {
+      stream.abort(err)
+      throw err
+    }
   },
 
   async identify (cmd) {

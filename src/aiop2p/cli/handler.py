@@ -14,15 +14,19 @@ import importlib
 import inspect
 import os
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..errors import InvalidArgumentError
-from ..network.server import RequestHandler
+from ..network import InboundRequest
 
-__all__ = ["load_handler"]
+__all__ = ["AsyncHandler", "load_handler"]
+
+AsyncHandler = Callable[[InboundRequest[Any, Any]], Awaitable[Any]]
+"""What ``--handler`` names: ``async def handler(request) -> response``."""
 
 
-def load_handler(spec: str) -> RequestHandler[Any, Any]:
+def load_handler(spec: str) -> AsyncHandler:
     """The async function ``spec`` (``module:attribute``, the attribute possibly dotted)
     names; see the module docstring for the errors."""
     module_name, sep, attr_path = spec.partition(":")
@@ -64,7 +68,7 @@ def load_handler(spec: str) -> RequestHandler[Any, Any]:
             f"--handler {spec!r}: {attr_path} is not an async function; "
             "define it with 'async def handler(request)'"
         )
-    handler: RequestHandler[Any, Any] = target
+    handler: AsyncHandler = target
     return handler
 
 

@@ -47,7 +47,7 @@ from ._common import (
 )
 from .discover import add_mdns_interface_argument, mdns_config
 from .firewall_prompt import FirewallPrompter, LineReader, is_ping
-from .handler import load_handler
+from .handler import AsyncHandler, load_handler
 from .log_limit import MAX_LOG_LINES_PER_SECOND, RateLimitedLog, routed_logging
 from .startup import announce_identity, suggest_commands
 
@@ -211,7 +211,7 @@ def _user_handler(args: argparse.Namespace, out: Output) -> RequestHandler[Any, 
         out.error("serve", "--raw needs --handler (--echo echoes bytes)", "InvalidArgumentError")
         return None
     if args.handler is None:
-        answer: RequestHandler[Any, Any] = _echo if args.echo else _drop
+        answer: AsyncHandler = _echo if args.echo else _drop
         raw = True
     else:
         try:

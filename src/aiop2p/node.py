@@ -79,9 +79,7 @@ class Node:
         self.key = key or KeyPair.generate()
         self.peer_id: PeerId = self.key.peer_id
         self.config = config or NodeConfig()
-        self.transports: list[Transport] = list(
-            transports or [TcpTransport(), WebSocketTransport()]
-        )
+        self.transports: list[Transport] = list(transports) if transports else _default_transports()
         self.peer_store = PeerStore()
         self._handlers: dict[str, StreamHandler] = {}
         self._offers: dict[str, Callable[[PeerId], bool]] = {}
@@ -251,11 +249,15 @@ class Node:
         expected_peer: PeerId | None = None,
         role: Role | None = None,
     ) -> Callable[[Multiaddr, Multiaddr], Connection]:
-        def factory(local: Multiaddr, remote: Multiaddr) -> Connection:
+        def factory(
+            local: Multiaddr, remote: Multiaddr, connection_class: type[Connection] = Connection
+        ) -> Connection:
+            """``connection_class``: a transport with its own security and streams (QUIC)
+            asks for its ``Connection`` subclass."""
             conn_role = role
             if direction is Direction.INBOUND and self._inbound_roles:
                 conn_role = self._inbound_roles.get(remote)
-            conn = Connection(
+            conn = connection_class(
                 self._hooks,
                 identity=self.key,
                 direction=direction,
@@ -582,6 +584,17 @@ class Node:
         if self.identify is None:
             raise InvalidStateError("identify is disabled in this node's config")
         return await self.identify.identify(await self._connection_for(target))
+
+
+def _default_transports() -> list[Transport]:
+    """TCP and WebSocket, and QUIC when aioquic (the ``quic`` extra) is installed."""
+    transports: list[Transport] = [TcpTransport(), WebSocketTransport()]
+    try:
+        from ._aio.quic_transport import QuicTransport
+    except ImportError:
+        return transports
+    transports.append(QuicTransport())
+    return transports
 
 
 class _Hooks(ConnectionHooks):

@@ -52,6 +52,7 @@ class LibP2PQuic(_AioquicConnection):
         self._consumed: dict[int, int] = {}
         self._consumed_total = 0
         self._written: dict[int, int] = {}
+        self._unsent_streams: set[int] = set()
 
     # -- TLS --------------------------------------------------------------------------
 
@@ -73,14 +74,29 @@ class LibP2PQuic(_AioquicConnection):
 
     # -- receive credit ---------------------------------------------------------------
 
-    def consumed(self, stream_id: int, size: int) -> None:
-        """The application read ``size`` bytes of the stream: they may be re-credited."""
-        self._consumed[stream_id] = self._consumed.get(stream_id, 0) + size
+    def consumed(self, stream_id: int, size: int) -> bool:
+        """The application read ``size`` bytes of the stream: they may be re-credited.
+
+        True when that makes a credit update due (a quarter of a window was read).
+        """
+        total = self._consumed[stream_id] = self._consumed.get(stream_id, 0) + size
         self._consumed_total += size
+        stream = self._streams.get(stream_id)
+        quarter = self._stream_window // 4
+        if (
+            stream is not None
+            and total + self._stream_window - stream.max_stream_data_local >= quarter
+        ):
+            return True
+        max_data = self._local_max_data
+        return self._consumed_total + self._connection_window - max_data.value >= (
+            self._connection_window // 4
+        )
 
     def forget(self, stream_id: int) -> None:
         self._consumed.pop(stream_id, None)
         self._written.pop(stream_id, None)
+        self._unsent_streams.discard(stream_id)
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         if stream.max_stream_data_local:
@@ -111,6 +127,16 @@ class LibP2PQuic(_AioquicConnection):
     def write(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         self.send_stream_data(stream_id, data, end_stream)
         self._written[stream_id] = self._written.get(stream_id, 0) + len(data)
+        if data:
+            self._unsent_streams.add(stream_id)
+
+    def has_unsent(self) -> bool:
+        """Whether some stream holds data never sent (an ACK or credit may free it)."""
+        if self._unsent_streams:
+            for sid in list(self._unsent_streams):
+                if self.unsent_bytes(sid) <= 0:
+                    self._unsent_streams.discard(sid)
+        return bool(self._unsent_streams)
 
     def unsent_bytes(self, stream_id: int) -> int:
         """Bytes written to the stream that have not been sent once yet."""

@@ -45,6 +45,7 @@ from ..errors import (
     ConnectionClosedError,
     HandshakeError,
     HandshakeTimeoutError,
+    InvalidArgumentError,
     InvalidStateError,
     P2PError,
     PeerIdMismatchError,
@@ -71,6 +72,8 @@ log = logging.getLogger(__name__)
 
 ALPN: Final = "libp2p"
 SockAddr = tuple[str, int] | tuple[str, int, int, int]
+MIN_DATAGRAM_BYTES: Final = 1200  # RFC 9000 14: every QUIC path carries this much
+MAX_DATAGRAM_BYTES: Final = 16384  # aioquic fails to parse its own larger packets
 _CERT_VALID_SECONDS: Final = 10 * 24 * 3600
 _CERT_RENEW_SECONDS: Final = 24 * 3600
 _CRYPTO_ERROR_BAD_CERTIFICATE: Final = 0x100 + 42  # TLS alert bad_certificate (RFC 9001 4.8)
@@ -94,10 +97,33 @@ class QuicConfig:
     """Handshakes in progress per UDP endpoint; Initial packets beyond it are dropped."""
     max_datagram_bytes: int = 1452
     """Largest UDP payload we send: 1500-byte Ethernet MTU minus IPv6 and UDP headers.
-    aioquic does no path MTU discovery, so a larger value is only for known paths
-    (loopback benchmarks)."""
+    aioquic does no path MTU discovery, so larger values are for known paths only."""
+    loopback_datagram_bytes: int = 16384
+    """Largest UDP payload to a loopback address (its MTU is 64 KiB).  aioquic's work
+    is per packet, so this is what lets bulk transfer between local processes run at
+    several times the ``max_datagram_bytes`` rate (docs/transports.md)."""
     congestion_control: str = "reno"
     """aioquic's congestion controller: ``reno`` or ``cubic``."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_datagram_bytes", "loopback_datagram_bytes"):
+            value = getattr(self, name)
+            if not MIN_DATAGRAM_BYTES <= value <= MAX_DATAGRAM_BYTES:
+                raise InvalidArgumentError(
+                    f"{name}={value}: QUIC datagrams here are "
+                    f"{MIN_DATAGRAM_BYTES}..{MAX_DATAGRAM_BYTES} bytes"
+                )
+        for name in (
+            "max_streams",
+            "stream_window_bytes",
+            "connection_window_bytes",
+            "send_buffer_bytes",
+            "max_pending_handshakes",
+        ):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"{name} must be positive")
+        if self.congestion_control not in ("reno", "cubic"):
+            raise InvalidArgumentError(f"unknown congestion control {self.congestion_control!r}")
 
 
 class QuicEndpointLike(Protocol):
@@ -133,7 +159,9 @@ def _certificate_for(identity: KeyPair) -> tuple[x509.Certificate, ec.EllipticCu
     return cert, key
 
 
-def _configuration(identity: KeyPair, quic: QuicConfig, *, is_client: bool) -> QuicConfiguration:
+def _configuration(
+    identity: KeyPair, quic: QuicConfig, *, is_client: bool, loopback: bool
+) -> QuicConfiguration:
     cert, key = _certificate_for(identity)
     return QuicConfiguration(
         alpn_protocols=[ALPN],
@@ -144,7 +172,7 @@ def _configuration(identity: KeyPair, quic: QuicConfig, *, is_client: bool) -> Q
         idle_timeout=quic.idle_timeout,
         max_data=quic.connection_window_bytes,
         max_stream_data=quic.stream_window_bytes,
-        max_datagram_size=quic.max_datagram_bytes,
+        max_datagram_size=quic.loopback_datagram_bytes if loopback else quic.max_datagram_bytes,
         congestion_control_algorithm=quic.congestion_control,
     )
 
@@ -189,6 +217,8 @@ class QuicConnection(Connection):
         self._quic_timer: asyncio.TimerHandle | None = None
         self._quic_timer_at = 0.0
         self._transmit_handle: asyncio.Handle | None = None
+        self._hold_transmit = False
+        self._transmit_wanted = False
         self._blocked_writers: set[StreamId] = set()
         self._next_remote_sid = 0
         self._skipped_remote: set[int] = set()
@@ -214,7 +244,12 @@ class QuicConnection(Connection):
         self._endpoint = endpoint
         self._peer_sockaddr = peer
         quic = self._quic = LibP2PQuic(
-            configuration=_configuration(self._identity, quic_config, is_client=is_client),
+            configuration=_configuration(
+                self._identity,
+                quic_config,
+                is_client=is_client,
+                loopback=ipaddress.ip_address(sockaddr_of(peer)[0]).is_loopback,
+            ),
             original_destination_connection_id=original_destination_cid,
             stream_window_bytes=quic_config.stream_window_bytes,
             connection_window_bytes=quic_config.connection_window_bytes,
@@ -243,9 +278,25 @@ class QuicConnection(Connection):
         if quic is None or self._stage is _Stage.CLOSED:
             return
         quic.receive_datagram(data, addr, now=self.loop.time())
-        self._process_events(quic)
-        if not self.is_closed:
-            self._transmit()
+        self._hold_transmit = True  # see below
+        try:
+            self._process_events(quic)
+        finally:
+            self._hold_transmit = False
+        if self.is_closed:
+            return
+        # Output that input causes: handshake messages, answers (a multistream echo),
+        # and data an ACK or credit let go.  It leaves in one transmit scheduled now,
+        # behind the tasks this input woke, so what a handler writes before it next
+        # waits leaves in the same datagram.  Anything else (ACKs, control frames)
+        # leaves on aioquic's timer, at most its 1 ms ACK delay later.
+        if self._transmit_wanted or self._stage is _Stage.UPGRADING or quic.has_unsent():
+            self._transmit_wanted = False
+            if self._transmit_handle is not None:
+                self._transmit_handle.cancel()  # moved behind the wakeups
+            self._transmit_handle = self.loop.call_soon(self._scheduled_transmit)
+        else:
+            self._arm_quic_timer(quic)
 
     def _process_events(self, quic: LibP2PQuic) -> None:
         streams = self._streams
@@ -408,7 +459,9 @@ class QuicConnection(Connection):
     # -- output ---------------------------------------------------------------------------
 
     def _schedule_flush(self) -> None:
-        if self._transmit_handle is None:
+        if self._hold_transmit:
+            self._transmit_wanted = True
+        elif self._transmit_handle is None:
             self._transmit_handle = self.loop.call_soon(self._scheduled_transmit)
 
     def _scheduled_transmit(self) -> None:
@@ -491,13 +544,15 @@ class QuicConnection(Connection):
             quic.write(sid, bytes(data))
         except (ValueError, AssertionError) as exc:  # the stream's sending part ended
             raise StreamResetError(f"stream cannot send: {exc}") from None
-        self._transmit()
+        if size >= self._config.write_flush_bytes:
+            self._transmit()  # bulk: start sending now
+        else:
+            self._schedule_flush()  # writes of one loop turn leave together
         return size
 
     def acknowledge(self, sid: StreamId, size: int) -> None:
         quic = self._quic
-        if quic is not None and self._stage is _Stage.ESTABLISHED:
-            quic.consumed(sid, size)
+        if quic is not None and self._stage is _Stage.ESTABLISHED and quic.consumed(sid, size):
             self._schedule_flush()
 
     def close_stream(self, sid: StreamId) -> None:

@@ -287,3 +287,36 @@ def test_quic_target() -> None:
     assert quic_target(Multiaddr("/ip4/1.2.3.4/udp/5/quic")) is None  # draft-29: not offered
     assert quic_target(Multiaddr("/ip4/1.2.3.4/tcp/5")) is None
     assert quic_target(Multiaddr("/ip4/1.2.3.4/udp/5/quic-v1/webtransport")) is None
+
+
+async def test_quic_ping_and_inbound_stream_limit() -> None:
+    """``Connection.ping`` is a QUIC PING; streams beyond
+    ``max_inbound_streams_per_connection`` are reset, the connection stays."""
+    from aiop2p.config import NodeConfig
+    from aiop2p.errors import StreamResetError
+
+    release = asyncio.Event()
+    holding: list[Stream] = []
+
+    async def hold(stream: Stream) -> None:
+        holding.append(stream)
+        await release.wait()
+
+    async with (
+        Node(transports=[QuicTransport()]) as a,
+        Node(
+            transports=[QuicTransport()], config=NodeConfig(max_inbound_streams_per_connection=2)
+        ) as b,
+    ):
+        b.set_stream_handler("/test/hold/1.0.0", hold)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        assert await conn.ping() >= 0
+        streams = [await conn.new_stream("/test/hold/1.0.0") for _ in range(3)]
+        for stream in streams:
+            await stream.write(b"x")
+        await wait_for(lambda: len(holding) == 2)
+        with pytest.raises(StreamResetError):
+            await streams[2].read()
+        assert conn.is_established and await conn.ping() >= 0
+        release.set()

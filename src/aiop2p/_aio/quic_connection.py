@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import logging
 import os
 import ssl
@@ -138,6 +139,7 @@ class QuicEndpointLike(Protocol):
     def connection_gone(self, conn: QuicConnection) -> None: ...
 
 
+_ping_ids = itertools.count(1)
 _certificates: dict[PeerId, tuple[float, x509.Certificate, ec.EllipticCurvePrivateKey]] = {}
 _MAX_CACHED_CERTIFICATES: Final = 16
 
@@ -517,7 +519,7 @@ class QuicConnection(Connection):
     async def ping(self) -> float:
         """A QUIC PING acknowledged: the round-trip time in seconds."""
         quic = self._require_quic()
-        uid = id(object()) & 0xFFFFFFFF
+        uid = next(_ping_ids)
         fut: asyncio.Future[None] = self.loop.create_future()
         self._ping_waiters[uid] = fut
         started = self.loop.time()

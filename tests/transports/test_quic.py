@@ -283,7 +283,7 @@ async def test_dial_to_nothing_fails() -> None:
 
 def test_quic_target() -> None:
     assert quic_target(Multiaddr("/ip4/1.2.3.4/udp/5/quic-v1")) == ("1.2.3.4", 5, socket.AF_INET)
-    assert quic_target(Multiaddr("/ip6/::1/udp/5/quic-v1"))[:2] == ("::1", 5)  # type: ignore[index]
+    assert quic_target(Multiaddr("/ip6/::1/udp/5/quic-v1")) == ("::1", 5, socket.AF_INET6)
     assert quic_target(Multiaddr("/ip4/1.2.3.4/udp/5/quic")) is None  # draft-29: not offered
     assert quic_target(Multiaddr("/ip4/1.2.3.4/tcp/5")) is None
     assert quic_target(Multiaddr("/ip4/1.2.3.4/udp/5/quic-v1/webtransport")) is None
@@ -320,3 +320,25 @@ async def test_quic_ping_and_inbound_stream_limit() -> None:
             await streams[2].read()
         assert conn.is_established and await conn.ping() >= 0
         release.set()
+
+
+async def test_finished_streams_leave_no_state() -> None:
+    """A long-lived connection does not accumulate per-stream bookkeeping."""
+    async with (
+        Node(transports=[QuicTransport()]) as a,
+        Node(transports=[QuicTransport()]) as b,
+    ):
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        for i in range(40):
+            stream = await conn.new_stream(ECHO)
+            await stream.write(b"%d" % i)
+            await stream.close()
+            assert await stream.read() == b"%d" % i
+        (theirs,) = b.connections
+        machines = []
+        for side in (conn, theirs):
+            assert isinstance(side, QuicConnection) and side._quic is not None
+            machines.append(side._quic)
+        await wait_for(lambda: all(len(q._consumed) + len(q._written) <= 4 for q in machines))

@@ -586,6 +586,8 @@ class QuicConnection(Connection):
 
     def forget_stream(self, sid: StreamId) -> None:
         self._blocked_writers.discard(sid)
+        if self._quic is not None:
+            self._quic.forget(sid)  # its credit and send counts
         super().forget_stream(sid)
 
     # -- teardown -------------------------------------------------------------------------

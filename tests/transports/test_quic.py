@@ -124,7 +124,7 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     assert hasattr(server.tls, "_peer_certificate_chain")
     sid = server.get_next_available_stream_id()
     server.write(sid, b"x" * 100)
-    assert server.unsent_bytes(sid) == 100
+    assert server.unsent_bytes(sid) == 100 and server.sends_pending(sid)
     assert server._streams[sid].sender.highest_offset == 0
 
 

@@ -17,7 +17,7 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
 - how many streams the peer may open: ``_local_max_streams_bidi`` (aioquic fixes 128)
   and ``_local_max_streams_uni`` (0: libp2p has no use for them);
 - how much of a stream's written data has not left yet (send backpressure):
-  ``_streams[sid].sender.highest_offset``.
+  ``_streams[sid].sender.highest_offset`` and ``.buffer_is_empty``.
 """
 
 from __future__ import annotations
@@ -137,6 +137,12 @@ class LibP2PQuic(_AioquicConnection):
                 if self.unsent_bytes(sid) <= 0:
                     self._unsent_streams.discard(sid)
         return bool(self._unsent_streams)
+
+    def sends_pending(self, stream_id: int) -> bool:
+        """Whether the stream holds written data that has not been sent once yet (also
+        after :meth:`forget`)."""
+        stream = self._streams.get(stream_id)
+        return stream is not None and not stream.sender.buffer_is_empty
 
     def unsent_bytes(self, stream_id: int) -> int:
         """Bytes written to the stream that have not been sent once yet."""

@@ -569,7 +569,7 @@ class QuicConnection(Connection):
     def reset_stream(self, sid: StreamId) -> None:
         quic = self._quic
         if quic is not None and self._stage is _Stage.ESTABLISHED:
-            if quic.unsent_bytes(sid) > 0:
+            if quic.sends_pending(sid):
                 # What was written before the reset leaves first (a multistream "na"),
                 # as on Yamux: RESET_STREAM abandons data that has not been sent.
                 self._transmit()

@@ -17,7 +17,8 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
 - how many streams the peer may open: ``_local_max_streams_bidi`` (aioquic fixes 128)
   and ``_local_max_streams_uni`` (0: libp2p has no use for them);
 - how much of a stream's written data has not left yet (send backpressure):
-  ``_streams[sid].sender.highest_offset`` and ``.buffer_is_empty``.
+  ``_streams``, and of each stream ``sender.highest_offset``, ``.buffer_is_empty`` and
+  ``.reset_pending``.
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ class LibP2PQuic(_AioquicConnection):
         self._consumed: dict[int, int] = {}
         self._consumed_total = 0
         self._written: dict[int, int] = {}
-        self._unsent_streams: set[int] = set()
 
     # -- TLS --------------------------------------------------------------------------
 
@@ -96,7 +96,6 @@ class LibP2PQuic(_AioquicConnection):
     def forget(self, stream_id: int) -> None:
         self._consumed.pop(stream_id, None)
         self._written.pop(stream_id, None)
-        self._unsent_streams.discard(stream_id)
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         if stream.max_stream_data_local:
@@ -127,16 +126,15 @@ class LibP2PQuic(_AioquicConnection):
     def write(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
         self.send_stream_data(stream_id, data, end_stream)
         self._written[stream_id] = self._written.get(stream_id, 0) + len(data)
-        if data:
-            self._unsent_streams.add(stream_id)
 
     def has_unsent(self) -> bool:
-        """Whether some stream holds data never sent (an ACK or credit may free it)."""
-        if self._unsent_streams:
-            for sid in list(self._unsent_streams):
-                if self.unsent_bytes(sid) <= 0:
-                    self._unsent_streams.discard(sid)
-        return bool(self._unsent_streams)
+        """Whether some stream holds data, a FIN or a reset not sent yet, which an ACK
+        or new credit may let go (lost data counts again once declared lost)."""
+        for stream in self._streams.values():
+            sender = stream.sender
+            if not sender.buffer_is_empty or sender.reset_pending:
+                return True
+        return False
 
     def sends_pending(self, stream_id: int) -> bool:
         """Whether the stream holds written data that has not been sent once yet (also

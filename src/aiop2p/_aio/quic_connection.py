@@ -544,7 +544,7 @@ class QuicConnection(Connection):
             self._blocked_writers.add(sid)
         try:
             quic.write(sid, bytes(data))
-        except (ValueError, AssertionError) as exc:  # the stream's sending part ended
+        except (ValueError, AssertionError, RuntimeError) as exc:  # the stream's sending part ended
             raise StreamResetError(f"stream cannot send: {exc}") from None
         if size >= self._config.write_flush_bytes:
             self._transmit()  # bulk: start sending now
@@ -562,7 +562,7 @@ class QuicConnection(Connection):
         if quic is not None and self._stage is _Stage.ESTABLISHED:
             try:
                 quic.write(sid, b"", end_stream=True)
-            except (ValueError, AssertionError):
+            except (ValueError, AssertionError, RuntimeError):
                 return  # already reset
             self._schedule_flush()
 
@@ -579,9 +579,9 @@ class QuicConnection(Connection):
 
     @staticmethod
     def _quic_reset(quic: LibP2PQuic, sid: int) -> None:
-        with contextlib.suppress(ValueError, AssertionError):
+        with contextlib.suppress(ValueError, AssertionError, RuntimeError):
             quic.reset_stream(sid, 0)
-        with contextlib.suppress(ValueError, AssertionError):
+        with contextlib.suppress(ValueError, AssertionError, RuntimeError):
             quic.stop_stream(sid, 0)
 
     def forget_stream(self, sid: StreamId) -> None:

@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiop2p._aio.connection import Connection
+from aiop2p._aio.quic_transport import QuicTransport
 from aiop2p._aio.stream import Stream
 from aiop2p.config import ConnectionLimits, NodeConfig
 from aiop2p.errors import P2PError, RemoteProtocolError
@@ -490,7 +491,8 @@ async def main(args: argparse.Namespace) -> int:
     reader = asyncio.StreamReader(limit=MAX_COMMAND_LINE_BYTES)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     stop = asyncio.Event()
-    transports: list[Transport] = [TcpTransport(), WebSocketTransport()]  # --listen: /ws too
+    # --listen: /ws and /udp/N/quic-v1 too
+    transports: list[Transport] = [TcpTransport(), WebSocketTransport(), QuicTransport()]
     network: Network[Any, Any] | None = None
     responder: asyncio.Task[None] | None = None
     if args.network:

@@ -92,9 +92,7 @@ class Node:
             stream_muxers=(YAMUX_PROTOCOL_ID,) if self.config.early_muxer_negotiation else (),
         )
         self._verified_identities = VerifiedIdentities()
-        self.transports: list[Transport] = list(
-            transports or [TcpTransport(), WebSocketTransport()]
-        )
+        self.transports: list[Transport] = list(transports) if transports else _default_transports()
         self.peer_store = PeerStore()
         self._handlers: dict[str, StreamHandler | InlineStreamHandler] = {}
         self._inline: set[str] = set()  # protocols whose handler is an InlineStreamHandler
@@ -308,11 +306,15 @@ class Node:
         expected_peer: PeerId | None = None,
         role: Role | None = None,
     ) -> Callable[[Multiaddr, Multiaddr], Connection]:
-        def factory(local: Multiaddr, remote: Multiaddr) -> Connection:
+        def factory(
+            local: Multiaddr, remote: Multiaddr, connection_class: type[Connection] = Connection
+        ) -> Connection:
+            """``connection_class``: a transport with its own security and streams (QUIC)
+            asks for its ``Connection`` subclass."""
             conn_role = role
             if direction is Direction.INBOUND and self._inbound_roles:
                 conn_role = self._inbound_roles.get(remote)
-            conn = Connection(
+            conn = connection_class(
                 self._hooks,
                 credentials=self._noise_credentials,
                 verified=self._verified_identities,
@@ -639,6 +641,17 @@ class Node:
         if self.identify is None:
             raise InvalidStateError("identify is disabled in this node's config")
         return await self.identify.identify(await self._connection_for(target))
+
+
+def _default_transports() -> list[Transport]:
+    """TCP and WebSocket, and QUIC when aioquic (the ``quic`` extra) is installed."""
+    transports: list[Transport] = [TcpTransport(), WebSocketTransport()]
+    try:
+        from ._aio.quic_transport import QuicTransport
+    except ImportError:
+        return transports
+    transports.append(QuicTransport())
+    return transports
 
 
 class _Hooks(ConnectionHooks):

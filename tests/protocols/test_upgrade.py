@@ -561,7 +561,7 @@ def _hostile(identity: KeyPair, static: int, extensions: bytes) -> NoiseCredenti
     """Credentials whose payload carries ``extensions`` verbatim (a correct signature)."""
     honest = NoiseCredentials.create(identity, x25519(static))
     payload = honest.payload + encode_bytes_field(4, extensions)
-    return NoiseCredentials(honest.static_key, honest.static_public, payload, ())
+    return NoiseCredentials(honest.static_key, honest.static_public, payload, (), identity)
 
 
 _GARBAGE_EXTENSIONS = [

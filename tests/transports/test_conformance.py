@@ -1,4 +1,5 @@
-"""One suite every transport must pass, run through real nodes (Noise + Yamux on top).
+"""One suite every transport must pass, run through real nodes (Noise + Yamux on top;
+QUIC brings its own security and streams).
 
 Parametrised by transport; a new transport (relay, ...) joins by adding a ``Kind``.
 """
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 import pytest
 import pytest_asyncio
 
+from aiop2p._aio.quic_transport import QuicTransport
 from aiop2p._aio.stream import Stream
 from aiop2p.errors import DialError, P2PError
 from aiop2p.multiaddr import Multiaddr
@@ -52,6 +54,14 @@ KINDS = [
         "/ws",
     ),
     Kind("memory", lambda: [MemoryTransport(MEMORY_HUB)], "/memory/0", None, "", "memory"),
+    Kind(
+        "quic",
+        lambda: [QuicTransport()],
+        "/ip4/127.0.0.1/udp/0/quic-v1",
+        "/ip6/::1/udp/0/quic-v1",
+        "/quic-v1",
+        "udp",
+    ),
 ]
 
 

@@ -269,6 +269,8 @@ class NoiseCredentials:
     static_public: bytes
     payload: bytes
     stream_muxers: tuple[str, ...]
+    identity: KeyPair
+    """The identity that signed ``payload`` (a QUIC connection's TLS certificate uses it)."""
 
     @classmethod
     def create(
@@ -283,7 +285,7 @@ class NoiseCredentials:
         payload = encode_handshake_payload(
             identity.public_key.to_protobuf(), signature, stream_muxers
         )
-        return cls(static_key, static_public, payload, stream_muxers)
+        return cls(static_key, static_public, payload, stream_muxers, identity)
 
 
 class NoiseHandshake(SansIOMachine[NoiseEvent]):

@@ -29,6 +29,7 @@ const vm = await import('node:vm')
 const { createLibp2p } = await import('libp2p')
 const { tcp } = await import('@libp2p/tcp')
 const { webSockets } = await import('@libp2p/websockets')
+const { quic } = await import('@chainsafe/libp2p-quic')
 const { noise } = await import('@libp2p/noise')
 const { yamux } = await import('@libp2p/yamux')
 const { identify, identifyPush } = await import('@libp2p/identify')
@@ -165,7 +166,8 @@ const node = await createLibp2p({
   // 0 disables the 2-minute socket inactivity timeout: tests hold idle connections for longer.
   transports: [
     tcp({ inboundSocketInactivityTimeout: 0, outboundSocketInactivityTimeout: 0 }),
-    webSockets() // listens on and dials /ws
+    webSockets(), // listens on and dials /ws
+    quic() // listens on and dials /udp/N/quic-v1 (its own TLS and streams: no Noise, no Yamux)
   ],
   connectionEncrypters: [noise()],
   streamMuxers: [yamux({ maxInboundStreams: MAX_YAMUX_STREAMS, maxOutboundStreams: MAX_YAMUX_STREAMS })],

@@ -1,0 +1,630 @@
+"""``QuicConnection``: a :class:`~.connection.Connection` carried by one QUIC connection.
+
+QUIC brings its own security (TLS 1.3 with the libp2p certificate, ``tls_cert``) and its
+own streams, so there is no Noise, no Yamux and no multistream round for either: each
+QUIC bidirectional stream is an aiop2p :class:`~.stream.Stream` and negotiates its
+protocol with multistream-select, exactly as a Yamux stream does.  The class keeps the
+``Connection`` surface (node, services and ``Network`` see no difference) and its
+deadlines (stream negotiation, lingering, idleness); what changes is underneath: the
+bytes of every stream go through aioquic's sans-IO machine (:class:`LibP2PQuic`), whose
+datagrams leave through the UDP endpoint shared by the transport's listeners and dials.
+
+Bounds: aioquic caps the streams a peer may open (``QuicConfig.max_streams``); receive
+credit is granted as the application reads (``stream_window_bytes`` per stream,
+``connection_window_bytes`` in all); a writer waits while ``send_buffer_bytes`` of its
+stream have not left yet; the handshake has ``NodeConfig.handshake_timeout`` and an
+idle connection QUIC's idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import itertools
+import logging
+import os
+import ssl
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
+
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import (
+    ConnectionIdIssued,
+    ConnectionIdRetired,
+    ConnectionTerminated,
+    HandshakeCompleted,
+    PingAcknowledged,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamReset,
+)
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ..errors import (
+    ConnectionClosedError,
+    HandshakeError,
+    HandshakeTimeoutError,
+    InvalidArgumentError,
+    InvalidStateError,
+    P2PError,
+    PeerIdMismatchError,
+    StreamResetError,
+)
+from ..identity import KeyPair, PeerId
+from ..protocols.multistream import MultistreamDialer, MultistreamListener
+from ..protocols.noise import NoiseCredentials, VerifiedIdentities
+from ..protocols.role import Role
+from ..protocols.tls_cert import make_certificate, verify_certificate
+from ..protocols.yamux import StreamId
+from .connection import Connection, ConnectionHooks, Direction, _Stage
+from .quic_adapter import LibP2PQuic
+from .stream import Stream
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from ..config import NodeConfig
+    from ..multiaddr import Multiaddr
+
+__all__ = ["ALPN", "QuicConfig", "QuicConnection", "QuicEndpointLike", "SockAddr"]
+
+log = logging.getLogger(__name__)
+
+ALPN: Final = "libp2p"
+SockAddr = tuple[str, int] | tuple[str, int, int, int]
+MIN_DATAGRAM_BYTES: Final = 1200  # RFC 9000 14: every QUIC path carries this much
+MAX_DATAGRAM_BYTES: Final = 16384  # aioquic fails to parse its own larger packets
+_CERT_VALID_SECONDS: Final = 10 * 24 * 3600
+_CERT_RENEW_SECONDS: Final = 24 * 3600
+_CRYPTO_ERROR_BAD_CERTIFICATE: Final = 0x100 + 42  # TLS alert bad_certificate (RFC 9001 4.8)
+
+
+@dataclass(frozen=True, slots=True)
+class QuicConfig:
+    """Bounds and tuning of the QUIC transport (one per :class:`QuicTransport`)."""
+
+    max_streams: int = 256
+    """Bidirectional streams a peer may have open at once (QUIC ``max_streams``)."""
+    stream_window_bytes: int = 8 * 1024 * 1024
+    """Receive credit per stream beyond what the application has read."""
+    connection_window_bytes: int = 32 * 1024 * 1024
+    """Receive credit per connection beyond what the application has read."""
+    send_buffer_bytes: int = 1024 * 1024
+    """A stream's writer waits while this much of its data has not been sent yet."""
+    idle_timeout: float = 30.0
+    """QUIC's idle timeout (the smaller of both peers' applies)."""
+    max_pending_handshakes: int = 256
+    """Handshakes in progress per UDP endpoint; Initial packets beyond it are dropped."""
+    max_datagram_bytes: int = 1452
+    """Largest UDP payload we send: 1500-byte Ethernet MTU minus IPv6 and UDP headers.
+    aioquic does no path MTU discovery, so larger values are for known paths only."""
+    loopback_datagram_bytes: int = 16384
+    """Largest UDP payload to a loopback address (its MTU is 64 KiB).  aioquic's work
+    is per packet, so this is what lets bulk transfer between local processes run at
+    several times the ``max_datagram_bytes`` rate (docs/transports.md)."""
+    congestion_control: str = "reno"
+    """aioquic's congestion controller: ``reno`` or ``cubic``."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_datagram_bytes", "loopback_datagram_bytes"):
+            value = getattr(self, name)
+            if not MIN_DATAGRAM_BYTES <= value <= MAX_DATAGRAM_BYTES:
+                raise InvalidArgumentError(
+                    f"{name}={value}: QUIC datagrams here are "
+                    f"{MIN_DATAGRAM_BYTES}..{MAX_DATAGRAM_BYTES} bytes"
+                )
+        for name in (
+            "max_streams",
+            "stream_window_bytes",
+            "connection_window_bytes",
+            "send_buffer_bytes",
+            "max_pending_handshakes",
+        ):
+            if getattr(self, name) < 1:
+                raise InvalidArgumentError(f"{name} must be positive")
+        if self.congestion_control not in ("reno", "cubic"):
+            raise InvalidArgumentError(f"unknown congestion control {self.congestion_control!r}")
+
+
+class QuicEndpointLike(Protocol):
+    """What a connection needs from the UDP endpoint that carries it."""
+
+    def sendto(self, data: bytes, addr: SockAddr) -> None: ...
+
+    def add_cid(self, cid: bytes, conn: QuicConnection) -> None: ...
+
+    def remove_cid(self, cid: bytes) -> None: ...
+
+    def connection_gone(self, conn: QuicConnection) -> None: ...
+
+
+_ping_ids = itertools.count(1)
+_certificates: dict[PeerId, tuple[float, x509.Certificate, ec.EllipticCurvePrivateKey]] = {}
+_MAX_CACHED_CERTIFICATES: Final = 16
+
+
+def _certificate_for(identity: KeyPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """Our certificate for ``identity``: made once a day, valid ten days (cached)."""
+    now = time.time()
+    cached = _certificates.get(identity.peer_id)
+    if cached is not None and now - cached[0] < _CERT_RENEW_SECONDS:
+        return cached[1], cached[2]
+    key = ec.generate_private_key(ec.SECP256R1())
+    serial = int.from_bytes(os.urandom(8), "big") >> 1
+    cert = make_certificate(
+        identity, key, now=now, valid_seconds=_CERT_VALID_SECONDS, serial_number=serial
+    )
+    if len(_certificates) >= _MAX_CACHED_CERTIFICATES:
+        _certificates.clear()
+    _certificates[identity.peer_id] = (now, cert, key)
+    return cert, key
+
+
+def _configuration(
+    identity: KeyPair, quic: QuicConfig, *, is_client: bool, loopback: bool
+) -> QuicConfiguration:
+    cert, key = _certificate_for(identity)
+    return QuicConfiguration(
+        alpn_protocols=[ALPN],
+        is_client=is_client,
+        certificate=cert,
+        private_key=key,
+        verify_mode=ssl.CERT_NONE,  # we verify the libp2p certificate ourselves
+        idle_timeout=quic.idle_timeout,
+        max_data=quic.connection_window_bytes,
+        max_stream_data=quic.stream_window_bytes,
+        max_datagram_size=quic.loopback_datagram_bytes if loopback else quic.max_datagram_bytes,
+        congestion_control_algorithm=quic.congestion_control,
+    )
+
+
+def sockaddr_of(addr: SockAddr) -> tuple[str, int]:
+    host = addr[0].split("%", 1)[0]
+    ip = ipaddress.ip_address(host)
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped), addr[1]
+    return str(ip), addr[1]
+
+
+class QuicConnection(Connection):
+    """A libp2p connection over QUIC-v1 (see the module docstring)."""
+
+    def __init__(
+        self,
+        hooks: ConnectionHooks,
+        *,
+        credentials: NoiseCredentials,
+        verified: VerifiedIdentities,
+        direction: Direction,
+        config: NodeConfig,
+        expected_peer: PeerId | None = None,
+        remote_addr: Multiaddr | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        role: Role | None = None,
+    ) -> None:
+        super().__init__(
+            hooks,
+            credentials=credentials,
+            verified=verified,
+            direction=direction,
+            config=config,
+            expected_peer=expected_peer,
+            remote_addr=remote_addr,
+            loop=loop,
+            role=role,
+        )
+        self._quic: LibP2PQuic | None = None
+        self._quic_config = QuicConfig()
+        self._endpoint: QuicEndpointLike | None = None
+        self._peer_sockaddr: SockAddr | None = None
+        self._quic_timer: asyncio.TimerHandle | None = None
+        self._quic_timer_at = 0.0
+        self._transmit_handle: asyncio.Handle | None = None
+        self._hold_transmit = False
+        self._transmit_wanted = False
+        self._blocked_writers: set[StreamId] = set()
+        self._next_remote_sid = 0
+        self._skipped_remote: set[int] = set()
+        self._cids: set[bytes] = set()
+
+    def __repr__(self) -> str:
+        peer = self._remote_peer or self._expected_peer
+        return f"<QuicConnection {self.id} {self.direction.value} {peer} {self._stage.name}>"
+
+    # -- start (called by the transport) ------------------------------------------------
+
+    def start(
+        self,
+        endpoint: QuicEndpointLike,
+        quic_config: QuicConfig,
+        peer: SockAddr,
+        *,
+        original_destination_cid: bytes | None = None,
+    ) -> LibP2PQuic:
+        """Create the QUIC machine; a client sends its Initial at once."""
+        is_client = original_destination_cid is None
+        self._quic_config = quic_config
+        self._endpoint = endpoint
+        self._peer_sockaddr = peer
+        quic = self._quic = LibP2PQuic(
+            configuration=_configuration(
+                self._credentials.identity,
+                quic_config,
+                is_client=is_client,
+                loopback=ipaddress.ip_address(sockaddr_of(peer)[0]).is_loopback,
+            ),
+            original_destination_connection_id=original_destination_cid,
+            stream_window_bytes=quic_config.stream_window_bytes,
+            connection_window_bytes=quic_config.connection_window_bytes,
+            max_streams=quic_config.max_streams,
+        )
+        # Remote bidirectional streams: ids 1, 5, ... when we are the client.
+        self._next_remote_sid = 1 if is_client else 0
+        self._add_cid(quic.host_cid)
+        if original_destination_cid is not None:
+            self._add_cid(original_destination_cid)
+        self._arm_timer(self.loop.time() + self._config.handshake_timeout)
+        if is_client:
+            quic.connect(peer, now=self.loop.time())
+            self._transmit()
+        return quic
+
+    def _add_cid(self, cid: bytes) -> None:
+        assert self._endpoint is not None
+        self._cids.add(cid)
+        self._endpoint.add_cid(cid, self)
+
+    # -- input --------------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: SockAddr) -> None:
+        quic = self._quic
+        if quic is None or self._stage is _Stage.CLOSED:
+            return
+        quic.receive_datagram(data, addr, now=self.loop.time())
+        self._hold_transmit = True  # see below
+        try:
+            self._process_events(quic)
+        finally:
+            self._hold_transmit = False
+        if self.is_closed:
+            return
+        # Output that input causes: handshake messages, answers (a multistream echo),
+        # and data an ACK or credit let go.  It leaves in one transmit scheduled now,
+        # behind the tasks this input woke, so what a handler writes before it next
+        # waits leaves in the same datagram.  Anything else (ACKs, control frames)
+        # leaves on aioquic's timer, at most its 1 ms ACK delay later.
+        if self._transmit_wanted or self._stage is _Stage.UPGRADING or quic.has_unsent():
+            self._transmit_wanted = False
+            if self._transmit_handle is not None:
+                self._transmit_handle.cancel()  # moved behind the wakeups
+            self._transmit_handle = self.loop.call_soon(self._scheduled_transmit)
+        else:
+            self._arm_quic_timer(quic)
+
+    def _process_events(self, quic: LibP2PQuic) -> None:
+        streams = self._streams
+        while (ev := quic.next_event()) is not None:
+            kind = type(ev)
+            if kind is StreamDataReceived:
+                assert isinstance(ev, StreamDataReceived)
+                sid = StreamId(ev.stream_id)
+                stream = streams.get(sid)
+                if stream is None:
+                    stream = self._remote_stream(quic, sid)
+                    if stream is None:
+                        quic.consumed(sid, len(ev.data))
+                        continue
+                if ev.data:
+                    stream._feed_data(ev.data)
+                if ev.end_stream:
+                    stream._feed_eof()
+                    if stream._write_closed:
+                        self.forget_stream(sid)
+            elif kind is StreamReset or kind is StopSendingReceived:
+                assert isinstance(ev, StreamReset | StopSendingReceived)
+                stream = streams.get(StreamId(ev.stream_id))
+                if stream is not None:
+                    stream._fail(StreamResetError("stream reset by the remote"))
+                    self.reset_stream(StreamId(ev.stream_id))
+            elif kind is HandshakeCompleted:
+                assert isinstance(ev, HandshakeCompleted)
+                refused = self._verify_peer(quic, ev)
+                if refused is not None:
+                    self._terminate(refused, abort=True, close_code=_CRYPTO_ERROR_BAD_CERTIFICATE)
+                    return
+                self._established_quic()
+                if not self.is_established:
+                    return
+            elif kind is PingAcknowledged:
+                assert isinstance(ev, PingAcknowledged)
+                waiter = self._ping_waiters.pop(ev.uid, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+            elif kind is ConnectionIdIssued:
+                assert isinstance(ev, ConnectionIdIssued)
+                self._add_cid(ev.connection_id)
+            elif kind is ConnectionIdRetired:
+                assert isinstance(ev, ConnectionIdRetired)
+                self._cids.discard(ev.connection_id)
+                if self._endpoint is not None:
+                    self._endpoint.remove_cid(ev.connection_id)
+            elif kind is ConnectionTerminated:
+                assert isinstance(ev, ConnectionTerminated)
+                if ev.error_code == 0:
+                    error: P2PError = ConnectionClosedError("connection closed by the remote")
+                elif self._stage is _Stage.UPGRADING:
+                    error = HandshakeError(
+                        f"QUIC handshake failed: {ev.reason_phrase or 'error'} "
+                        f"(code {ev.error_code:#x})"
+                    )
+                else:
+                    error = ConnectionClosedError(
+                        f"QUIC connection closed: {ev.reason_phrase or 'error'} "
+                        f"(code {ev.error_code:#x})"
+                    )
+                self._terminate(error, transport_gone=True)
+                return
+
+    def _verify_peer(self, quic: LibP2PQuic, ev: HandshakeCompleted) -> P2PError | None:
+        if ev.alpn_protocol != ALPN:
+            return HandshakeError(f"ALPN {ev.alpn_protocol!r} agreed, libp2p needs {ALPN!r}")
+        certs = quic.peer_certificates()
+        if len(certs) != 1:
+            return HandshakeError(
+                f"the peer presented {len(certs)} certificates; libp2p needs exactly one"
+            )
+        try:
+            key = verify_certificate(certs[0], now=time.time())
+        except HandshakeError as exc:
+            return exc
+        peer = PeerId.from_public_key(key)
+        if self._expected_peer is not None and peer != self._expected_peer:
+            return PeerIdMismatchError(self._expected_peer, peer)
+        self._remote_peer = peer
+        self.remote_public_key = key
+        return None
+
+    def _established_quic(self) -> None:
+        self._stage = _Stage.ESTABLISHED
+        self._cancel_timer()  # the handshake deadline
+        self._hooks.connection_ready(self)  # may veto (abort) the connection
+        if self._stage is _Stage.ESTABLISHED:
+            if not self._ready.done():
+                self._ready.set_result(None)
+            self._became_idle()
+
+    def _remote_stream(self, quic: LibP2PQuic, sid: StreamId) -> Stream | None:
+        """The stream for data on a stream we do not track: a new one the peer opened,
+        or None (our own stream we already forgot, one it re-uses, a unidirectional one)."""
+        if self._stage is not _Stage.ESTABLISHED or sid & 2 or sid % 2 != self._next_remote_sid % 2:
+            return None
+        if sid >= self._next_remote_sid:
+            # Streams open in order; the ones skipped may still come (reordering).
+            for skipped in range(self._next_remote_sid, sid, 4):
+                self._skipped_remote.add(skipped)
+            self._next_remote_sid = sid + 4
+        elif sid in self._skipped_remote:
+            self._skipped_remote.discard(sid)
+        else:
+            return None
+        if self._inbound_streams >= self._config.max_inbound_streams_per_connection:
+            self._quic_reset(quic, sid)
+            return None
+        self._inbound_streams += 1
+        negotiator = MultistreamListener(
+            self._hooks.supported_protocols(self),
+            max_message_size=self._config.max_negotiation_message_bytes,
+        )
+        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=negotiator)
+        self._streams[sid] = stream
+        self._watch_negotiation(sid)
+        return stream
+
+    # -- timers ---------------------------------------------------------------------------
+
+    def _arm_quic_timer(self, quic: LibP2PQuic) -> None:
+        when = quic.get_timer()
+        timer = self._quic_timer
+        if when is None:
+            if timer is not None:
+                timer.cancel()
+                self._quic_timer = None
+            return
+        if timer is not None:
+            if self._quic_timer_at == when:
+                return
+            timer.cancel()
+        self._quic_timer_at = when
+        self._quic_timer = self.loop.call_at(when, self._on_quic_timer)
+
+    def _on_quic_timer(self) -> None:
+        self._quic_timer = None
+        quic = self._quic
+        if quic is None or self._stage is _Stage.CLOSED:
+            return
+        quic.handle_timer(now=max(self._quic_timer_at, self.loop.time()))
+        self._process_events(quic)
+        if not self.is_closed:
+            self._transmit()
+
+    def _on_timer(self) -> None:
+        if self._stage is _Stage.UPGRADING:
+            self._timer = None
+            self._terminate(
+                HandshakeTimeoutError(
+                    f"QUIC handshake not done within {self._config.handshake_timeout} s"
+                ),
+                abort=True,
+            )
+            return
+        super()._on_timer()
+
+    # -- output ---------------------------------------------------------------------------
+
+    def _schedule_flush(self) -> None:
+        if self._hold_transmit:
+            self._transmit_wanted = True
+        elif self._transmit_handle is None:
+            self._transmit_handle = self.loop.call_soon(self._scheduled_transmit)
+
+    def _scheduled_transmit(self) -> None:
+        self._transmit_handle = None
+        if self._stage is not _Stage.CLOSED:
+            self._transmit()
+
+    def _flush(self) -> int:
+        self._transmit()
+        return 0
+
+    def _transmit(self) -> None:
+        quic = self._quic
+        endpoint = self._endpoint
+        if quic is None or endpoint is None:
+            return
+        for data, addr in quic.datagrams_to_send(now=self.loop.time()):
+            endpoint.sendto(data, addr)
+        self._arm_quic_timer(quic)
+        if self._blocked_writers:
+            limit = self._quic_config.send_buffer_bytes // 2
+            for sid in list(self._blocked_writers):
+                if quic.unsent_bytes(sid) <= limit:
+                    self._blocked_writers.discard(sid)
+                    stream = self._streams.get(sid)
+                    if stream is not None:
+                        stream._wake_writer()
+
+    # -- streams --------------------------------------------------------------------------
+
+    def _require_quic(self) -> LibP2PQuic:
+        if self._stage is not _Stage.ESTABLISHED or self._quic is None:
+            if self._error is not None:
+                raise self._error
+            raise InvalidStateError("connection is not established")
+        return self._quic
+
+    def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
+        quic = self._require_quic()
+        sid = StreamId(quic.get_next_available_stream_id())
+        negotiator = MultistreamDialer(
+            protocols,
+            optimistic=len(protocols) == 1,
+            max_message_size=self._config.max_negotiation_message_bytes,
+        )
+        stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
+        self._streams[sid] = stream
+        self._watch_negotiation(sid)
+        quic.write(sid, negotiator.data_to_send())
+        self._schedule_flush()
+        return stream
+
+    async def ping(self) -> float:
+        """A QUIC PING acknowledged: the round-trip time in seconds."""
+        quic = self._require_quic()
+        uid = next(_ping_ids)
+        fut: asyncio.Future[None] = self.loop.create_future()
+        self._ping_waiters[uid] = fut
+        started = self.loop.time()
+        quic.send_ping(uid)
+        self._schedule_flush()
+        try:
+            await fut
+        finally:
+            self._ping_waiters.pop(uid, None)
+        return self.loop.time() - started
+
+    def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
+        quic = self._require_quic()
+        room = self._quic_config.send_buffer_bytes - quic.unsent_bytes(sid)
+        size = len(data)
+        if room <= 0:
+            self._blocked_writers.add(sid)
+            return 0
+        if size > room:
+            data = data[:room]
+            size = room
+            self._blocked_writers.add(sid)
+        try:
+            quic.write(sid, bytes(data))
+        except (ValueError, AssertionError, RuntimeError) as exc:  # the stream's sending part ended
+            raise StreamResetError(f"stream cannot send: {exc}") from None
+        if size >= self._config.write_flush_bytes:
+            self._transmit()  # bulk: start sending now
+        else:
+            self._schedule_flush()  # writes of one loop turn leave together
+        return size
+
+    def acknowledge(self, sid: StreamId, size: int) -> None:
+        quic = self._quic
+        if quic is not None and self._stage is _Stage.ESTABLISHED and quic.consumed(sid, size):
+            self._schedule_flush()
+
+    def close_stream(self, sid: StreamId) -> None:
+        quic = self._quic
+        if quic is not None and self._stage is _Stage.ESTABLISHED:
+            try:
+                quic.write(sid, b"", end_stream=True)
+            except (ValueError, AssertionError, RuntimeError):
+                return  # already reset
+            self._schedule_flush()
+
+    def reset_stream(self, sid: StreamId) -> None:
+        quic = self._quic
+        if quic is not None and self._stage is _Stage.ESTABLISHED:
+            if quic.sends_pending(sid):
+                # What was written before the reset leaves first (a multistream "na"),
+                # as on Yamux: RESET_STREAM abandons data that has not been sent.
+                self._transmit()
+            self._quic_reset(quic, sid)
+            self._schedule_flush()
+        self.forget_stream(sid)
+
+    @staticmethod
+    def _quic_reset(quic: LibP2PQuic, sid: int) -> None:
+        with contextlib.suppress(ValueError, AssertionError, RuntimeError):
+            quic.reset_stream(sid, 0)
+        with contextlib.suppress(ValueError, AssertionError, RuntimeError):
+            quic.stop_stream(sid, 0)
+
+    def forget_stream(self, sid: StreamId) -> None:
+        self._blocked_writers.discard(sid)
+        if self._quic is not None:
+            self._quic.forget(sid)  # its credit and send counts
+        super().forget_stream(sid)
+
+    # -- teardown -------------------------------------------------------------------------
+
+    def _terminate(
+        self,
+        error: P2PError,
+        *,
+        abort: bool = False,
+        transport_gone: bool = False,
+        close_code: int = 0,
+    ) -> None:
+        if self._stage is _Stage.CLOSED:
+            return
+        quic = self._quic
+        if quic is not None and not transport_gone:
+            # CONNECTION_CLOSE leaves once; a peer that misses it times out idle.
+            reason = str(error)[:200]
+            if close_code:
+                quic.close(error_code=close_code, frame_type=0x06, reason_phrase=reason)
+            else:
+                quic.close(error_code=0, reason_phrase="" if not abort else reason)
+            self._transmit()
+        if self._quic_timer is not None:
+            self._quic_timer.cancel()
+            self._quic_timer = None
+        if self._transmit_handle is not None:
+            self._transmit_handle.cancel()
+            self._transmit_handle = None
+        endpoint = self._endpoint
+        if endpoint is not None:
+            for cid in self._cids:
+                endpoint.remove_cid(cid)
+            self._cids.clear()
+            endpoint.connection_gone(self)
+        self._blocked_writers.clear()
+        super()._terminate(error, abort=abort, transport_gone=True)

@@ -1,0 +1,344 @@
+"""QUIC specifics beyond the conformance suite: hostile peers, bounds, aioquic's internals.
+
+Hostile peers are plain aioquic clients (``aioquic.asyncio.connect``) or raw UDP sockets,
+so they can do what a libp2p peer would not: present no certificate, a certificate
+without the libp2p extension, garbage datagrams, too many streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import socket
+import ssl
+from collections.abc import AsyncIterator
+
+import pytest
+import pytest_asyncio
+from aioquic.asyncio.client import connect
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection as AioquicConnection
+from aioquic.quic.packet import QuicProtocolVersion
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from aiop2p._aio.connection import Connection
+from aiop2p._aio.quic_adapter import LibP2PQuic
+from aiop2p._aio.quic_connection import ALPN, QuicConfig, QuicConnection, _certificate_for
+from aiop2p._aio.quic_transport import QuicTransport, quic_target
+from aiop2p._aio.stream import Stream
+from aiop2p.errors import DialError, HandshakeError, InvalidArgumentError, PeerIdMismatchError
+from aiop2p.identity import KeyPair
+from aiop2p.multiaddr import Multiaddr
+from aiop2p.node import Node
+
+from ..helpers import wait_for
+
+ECHO = "/test/echo/1.0.0"
+
+
+async def echo(stream: Stream) -> None:
+    while chunk := await stream.read(1 << 20):
+        await stream.write(chunk)
+
+
+@pytest_asyncio.fixture
+async def listener() -> AsyncIterator[tuple[Node, Multiaddr, list[Connection]]]:
+    """A QUIC node listening on loopback, its address, and its failed inbound connections."""
+    async with Node(transports=[QuicTransport()]) as node:
+        node.set_stream_handler(ECHO, echo)
+        (addr,) = await node.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        failed: list[Connection] = []
+        node.incoming_failed.subscribe(failed.append)
+        yield node, addr, failed
+
+
+async def still_serves(node: Node, addr: Multiaddr) -> None:
+    async with Node(transports=[QuicTransport()]) as good:
+        stream = await good.new_stream(addr.with_peer_id(node.peer_id), ECHO)
+        await stream.write(b"still here")
+        await stream.close()
+        assert await stream.read() == b"still here"
+
+
+def _port(addr: Multiaddr) -> int:
+    target = quic_target(addr)
+    assert target is not None
+    return target[1]
+
+
+def _plain_certificate() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "not libp2p")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def _client_config(
+    cert: x509.Certificate | None = None, key: ec.EllipticCurvePrivateKey | None = None
+) -> QuicConfiguration:
+    return QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[ALPN],
+        verify_mode=ssl.CERT_NONE,
+        certificate=cert,
+        private_key=key,
+        idle_timeout=5,
+    )
+
+
+# -- the aioquic internals the adapter relies on ------------------------------------------
+
+
+def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
+    """Fails loudly if an aioquic upgrade moves what ``quic_adapter`` touches."""
+    cert, key = _certificate_for(KeyPair.generate())
+    server = LibP2PQuic(
+        configuration=QuicConfiguration(
+            is_client=False, alpn_protocols=[ALPN], certificate=cert, private_key=key
+        ),
+        original_destination_connection_id=b"\x01" * 8,
+        stream_window_bytes=1 << 20,
+        connection_window_bytes=4 << 20,
+        max_streams=7,
+    )
+    server._version = QuicProtocolVersion.VERSION_1  # as receive_datagram sets it
+    server._initialize(b"\x02" * 8)
+    assert server.requests_client_certificate
+    assert server.peer_certificates() == []
+    assert server._local_max_streams_bidi.value == 7 == server._local_max_streams_bidi.sent
+    assert server._local_max_streams_uni.value == 0
+    for name in ("_write_stream_limits", "_write_connection_limits", "_initialize"):
+        assert callable(getattr(AioquicConnection, name))
+    assert hasattr(server.tls, "_peer_certificate_chain")
+    sid = server.get_next_available_stream_id()
+    server.write(sid, b"x" * 100)
+    assert server.unsent_bytes(sid) == 100 and server.sends_pending(sid)
+    assert server._streams[sid].sender.highest_offset == 0
+
+
+async def test_client_without_certificate_is_refused(
+    listener: tuple[Node, Multiaddr, list[Connection]],
+) -> None:
+    """The server requests the client certificate; a client that sends none is dropped."""
+    node, addr, failed = listener
+    with pytest.raises(ConnectionError):
+        async with connect("127.0.0.1", _port(addr), configuration=_client_config()) as client:
+            await client.ping()  # the server closes once it sees the empty Certificate
+    await wait_for(lambda: bool(failed))
+    assert isinstance(failed[0].error, HandshakeError)
+    assert "0 certificates" in str(failed[0].error)
+    assert not node.connections
+    await still_serves(node, addr)
+
+
+async def test_certificate_without_libp2p_extension_is_refused(
+    listener: tuple[Node, Multiaddr, list[Connection]],
+) -> None:
+    node, addr, failed = listener
+    cert, key = _plain_certificate()
+    with pytest.raises(ConnectionError):
+        async with connect(
+            "127.0.0.1", _port(addr), configuration=_client_config(cert, key)
+        ) as client:
+            await client.ping()
+    await wait_for(lambda: bool(failed))
+    assert "lacks the libp2p public key extension" in str(failed[0].error)
+    await still_serves(node, addr)
+
+
+async def test_dialing_the_wrong_peer_id_fails(
+    listener: tuple[Node, Multiaddr, list[Connection]],
+) -> None:
+    node, addr, _ = listener
+    impostor = KeyPair.generate().peer_id
+    async with Node(transports=[QuicTransport()]) as dialer:
+        with pytest.raises(PeerIdMismatchError):
+            await dialer.dial(addr.with_peer_id(impostor))
+        assert not dialer.connections
+    await still_serves(node, addr)
+
+
+async def test_garbage_datagrams_are_dropped(
+    listener: tuple[Node, Multiaddr, list[Connection]],
+) -> None:
+    node, addr, _ = listener
+    initial_like = bytes([0xC0]) + (1).to_bytes(4, "big") + bytes([8]) + b"\x00" * 8
+    payloads = [
+        b"",
+        b"\x00",
+        b"garbage" * 10,
+        initial_like + b"\x00" * 50,  # an Initial header, too short to be one
+        initial_like + bytes([0]) + b"\xff" * 1300,  # full size, undecryptable
+        bytes([0x40]) + b"\x07" * 1300,  # a short header for no connection
+    ]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for payload in payloads:
+            sock.sendto(payload, ("127.0.0.1", _port(addr)))
+    await still_serves(node, addr)
+    # Only the full-size Initial costs a pending handshake (until handshake_timeout).
+    assert len(node._pending) <= 1
+
+
+async def test_too_many_streams_close_the_peer(
+    listener: tuple[Node, Multiaddr, list[Connection]],
+) -> None:
+    """A peer opening streams beyond the announced limit breaks QUIC and is dropped."""
+    node, addr, _ = listener
+    identity = KeyPair.generate()
+    cert, key = _certificate_for(identity)
+    async with connect("127.0.0.1", _port(addr), configuration=_client_config(cert, key)) as client:
+        await wait_for(lambda: node.is_connected(identity.peer_id))
+        quic = client._quic
+        limit = QuicConfig().max_streams
+        for i in range(limit + 8):
+            # Past the limit aioquic would queue the stream; a hostile peer sends it.
+            sid = i * 4
+            quic._remote_max_streams_bidi = limit + 8
+            quic.send_stream_data(sid, b"\x13/multistream/1.0.0\n", end_stream=False)
+        client.transmit()
+        await wait_for(lambda: not node.is_connected(identity.peer_id))
+    await still_serves(node, addr)
+
+
+async def test_unread_stream_is_bounded_by_its_window() -> None:
+    """Credit follows what the application reads: a stream nobody reads stops its
+    sender at one window, however fast the data comes."""
+    window = 64 * 1024
+    config = QuicConfig(stream_window_bytes=window, send_buffer_bytes=32 * 1024)
+    got: asyncio.Future[Stream] = asyncio.get_running_loop().create_future()
+    release = asyncio.Event()
+
+    async def hold(stream: Stream) -> None:
+        got.set_result(stream)
+        await release.wait()
+
+    async with (
+        Node(transports=[QuicTransport(config)]) as a,
+        Node(transports=[QuicTransport(config)]) as b,
+    ):
+        b.set_stream_handler("/test/hold/1.0.0", hold)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        stream = await a.new_stream(addr.with_peer_id(b.peer_id), "/test/hold/1.0.0")
+        writer = asyncio.ensure_future(stream.write(b"\x00" * (1 << 20)))
+        held = await asyncio.wait_for(got, 5)
+        await wait_for(lambda: held._buffered >= window - 1024)
+        conn = held.connection
+        assert isinstance(conn, QuicConnection) and conn._quic is not None
+        aioquic_stream = conn._quic._streams[held.stream_id]
+        assert aioquic_stream.max_stream_data_local <= window + 1024  # never doubled
+        assert held._buffered <= window
+        assert not writer.done()
+        writer.cancel()
+        release.set()
+
+
+def test_config_bounds_are_checked() -> None:
+    with pytest.raises(InvalidArgumentError):
+        QuicConfig(max_datagram_bytes=1000)
+    with pytest.raises(InvalidArgumentError):
+        QuicConfig(loopback_datagram_bytes=65000)
+    with pytest.raises(InvalidArgumentError):
+        QuicConfig(max_streams=0)
+
+
+async def test_dial_and_listen_share_the_socket() -> None:
+    """A node listening on QUIC dials from its listen port (what peers observe)."""
+    async with (
+        Node(transports=[QuicTransport()]) as a,
+        Node(transports=[QuicTransport()]) as b,
+    ):
+        (a_addr,) = await a.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        (b_addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        await a.dial(b_addr.with_peer_id(b.peer_id))
+        await wait_for(lambda: b.is_connected(a.peer_id))
+        (inbound,) = b.connections
+        assert inbound.remote_addr == a_addr
+
+
+async def test_dial_to_nothing_fails() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))  # a UDP port where nobody answers QUIC
+        port = sock.getsockname()[1]
+        from aiop2p.config import NodeConfig
+
+        async with Node(
+            transports=[QuicTransport()], config=NodeConfig(handshake_timeout=0.5)
+        ) as a:
+            with pytest.raises(DialError):
+                await a.dial(f"/ip4/127.0.0.1/udp/{port}/quic-v1")
+            assert not a.connections
+
+
+def test_quic_target() -> None:
+    assert quic_target(Multiaddr("/ip4/1.2.3.4/udp/5/quic-v1")) == ("1.2.3.4", 5, socket.AF_INET)
+    assert quic_target(Multiaddr("/ip6/::1/udp/5/quic-v1")) == ("::1", 5, socket.AF_INET6)
+    assert quic_target(Multiaddr("/ip4/1.2.3.4/udp/5/quic")) is None  # draft-29: not offered
+    assert quic_target(Multiaddr("/ip4/1.2.3.4/tcp/5")) is None
+    assert quic_target(Multiaddr("/ip4/1.2.3.4/udp/5/quic-v1/webtransport")) is None
+
+
+async def test_quic_ping_and_inbound_stream_limit() -> None:
+    """``Connection.ping`` is a QUIC PING; streams beyond
+    ``max_inbound_streams_per_connection`` are reset, the connection stays."""
+    from aiop2p.config import NodeConfig
+    from aiop2p.errors import StreamResetError
+
+    release = asyncio.Event()
+    holding: list[Stream] = []
+
+    async def hold(stream: Stream) -> None:
+        holding.append(stream)
+        await release.wait()
+
+    async with (
+        Node(transports=[QuicTransport()]) as a,
+        Node(
+            transports=[QuicTransport()], config=NodeConfig(max_inbound_streams_per_connection=2)
+        ) as b,
+    ):
+        b.set_stream_handler("/test/hold/1.0.0", hold)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        assert await conn.ping() >= 0
+        streams = [await conn.new_stream("/test/hold/1.0.0") for _ in range(3)]
+        for stream in streams:
+            await stream.write(b"x")
+        await wait_for(lambda: len(holding) == 2)
+        with pytest.raises(StreamResetError):
+            await streams[2].read()
+        assert conn.is_established and await conn.ping() >= 0
+        release.set()
+
+
+async def test_finished_streams_leave_no_state() -> None:
+    """A long-lived connection does not accumulate per-stream bookkeeping."""
+    async with (
+        Node(transports=[QuicTransport()]) as a,
+        Node(transports=[QuicTransport()]) as b,
+    ):
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        for i in range(40):
+            stream = await conn.new_stream(ECHO)
+            await stream.write(b"%d" % i)
+            await stream.close()
+            assert await stream.read() == b"%d" % i
+        (theirs,) = b.connections
+        machines = []
+        for side in (conn, theirs):
+            assert isinstance(side, QuicConnection) and side._quic is not None
+            machines.append(side._quic)
+        await wait_for(lambda: all(len(q._consumed) + len(q._written) <= 4 for q in machines))

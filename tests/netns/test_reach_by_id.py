@@ -1,0 +1,335 @@
+"""Reach by id through two NATs, on the command line, and after a relay restart.
+
+Topology (``nat_topology.py``, made by the test and always removed)::
+
+    host a ── NAT router na ──┐ public segment ┌── NAT router nb ── host b
+    10.77.1.2   (masquerade)  └── relay r ──── ┘   (masquerade)     10.77.2.2
+                              10.77.0.10
+
+Each peer is the real ``aiop2p`` command in its own namespace:
+
+- r: ``aiop2p relay`` (relay, DHT server, AutoNAT server: the bootstrap node);
+- a: ``aiop2p serve --bootstrap r --echo`` behind NAT 1, left running throughout;
+- b: ``aiop2p send <a's bare peer id> JSON --bootstrap r`` behind NAT 2, one process a send.
+
+Flags the lab needs: its "public" segment is a private range, so the relay and a take
+``--autonat-private-addrs`` (else AutoNAT never checks nor dials an address here and
+gives no verdict), and a takes ``--autonat-confidence 1`` (r is the only AutoNAT server
+it can ask; the default wants 3 agreeing).  a keeps the default ``--auto-relay auto``:
+it reserves a slot on r only once AutoNAT has said a's addresses are not reachable, so
+the test also shows that verdict is reached behind a NAT.
+
+DCUtR: a (``serve``) starts a hole punch as initiator on each relayed connection, and
+here it cannot succeed, which the test prints rather than asserts: a ``send`` exits once
+answered (the punch ends "after 0 attempts"), and against the long-lived ``id_probe.py``
+a has no address to offer, since ``serve`` keeps DCUtR's default of offering public
+addresses only and the lab's observed addresses are private.  Every request here is
+carried by the relay (the probe checks its connection is relayed); punching through
+these NATs is ``test_nat_netns.py``, with ``Network`` peers that allow private addresses.
+
+The relay is then killed (SIGKILL) and restarted on the same address with the same key
+once a has failed to re-reserve ``FAILED_REATTEMPTS`` times (about 15 s); a, never
+restarted, re-reserves by itself and b reaches it by id again.  Figures are printed
+(``pytest -s``): wall time of a ``send`` by id (process start, DHT lookup, relayed dial,
+request); from ``id_probe.py`` in b's namespace, the DHT lookup, the first request and
+the relayed request latency without process start; the time from the relay's restart to
+a's restored reservation (bounded by a's re-reservation backoff, 10 s at most) and to
+b's first answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .nat_topology import NatLab, build_nat_lab, nat_unavailable_reason
+from .topology import Host
+
+RELAY_PORT = 4001
+A_PORT = 4002
+LINE_CAP = 20.0
+"""Seconds a daemon may take to print an expected line (normally well under one)."""
+SEND_ATTEMPTS = 10
+"""A send may come before r knows a's circuit address (identify push on its way): sends
+are retried, this many times at most, until one is answered."""
+FAILED_REATTEMPTS = 6
+"""Failed re-reservations a reports before the relay comes back: its backoff (0.5 s,
+doubling) makes this an outage of about 15 s, the issue's pause, with a's own events as
+the clock."""
+PROBE = Path(__file__).with_name("id_probe.py")
+PROBE_REQUESTS = 5
+
+_REASON = nat_unavailable_reason()
+if _REASON is not None:
+    print(f"skipping NAT namespace tests: {_REASON}", file=sys.stderr)
+pytestmark = [
+    pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
+    pytest.mark.timeout(90),
+]
+
+CLI = [sys.executable, "-m", "aiop2p"]
+
+
+class Daemon:
+    """An ``aiop2p`` daemon run with ``--json`` in a namespace; its stdout lines kept."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lines: list[dict[str, Any]] = []
+        self.stderr = b""
+        self._changed = asyncio.Event()
+        self._tasks = [
+            asyncio.get_running_loop().create_task(self._read()),
+            asyncio.get_running_loop().create_task(self._read_stderr()),
+        ]
+
+    @classmethod
+    async def start(cls, host: Host, env: dict[str, str], *args: str) -> Daemon:
+        proc = await asyncio.create_subprocess_exec(
+            *host.command(*CLI, *args),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+        )
+        return cls(proc)
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                obj = {"text": line.decode(errors="replace")}
+            self.lines.append(obj if isinstance(obj, dict) else {"value": obj})
+            self._changed.set()
+        self._changed.set()
+
+    async def _read_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        while chunk := await self.proc.stderr.read(1 << 16):
+            self.stderr = (self.stderr + chunk)[-(1 << 16) :]
+
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], cap: float = LINE_CAP
+    ) -> dict[str, Any]:
+        """The first line (already printed or to come) for which ``predicate`` holds."""
+        seen = 0
+        async with asyncio.timeout(cap):
+            while True:
+                for line in self.lines[seen:]:
+                    if predicate(line):
+                        return line
+                seen = len(self.lines)
+                if self.proc.returncode is not None:
+                    raise AssertionError(f"exited: {self.lines} {self.stderr!r}")
+                self._changed.clear()
+                await self._changed.wait()
+
+    def count(self, predicate: Callable[[dict[str, Any]], bool]) -> int:
+        return sum(1 for line in self.lines if predicate(line))
+
+    async def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.returncode is None:
+            self.proc.send_signal(sig)
+            try:
+                async with asyncio.timeout(10):
+                    await self.proc.wait()
+            except TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        for task in self._tasks:
+            try:
+                async with asyncio.timeout(5):
+                    await task
+            except TimeoutError:
+                task.cancel()
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[NatLab]:
+    made = build_nat_lab()
+    try:
+        yield made
+    finally:
+        made.destroy()
+
+
+@pytest.fixture
+async def daemons() -> AsyncIterator[AsyncExitStack]:
+    """Daemons pushed here are stopped at the end of the test, failures included."""
+    async with AsyncExitStack() as stack:
+        yield stack
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(HOME=str(home), XDG_DATA_HOME=str(home / "data"), PYTHONUNBUFFERED="1")
+    return env
+
+
+async def send_by_id(
+    host: Host, env: dict[str, str], peer_id: str, relay_addr: str, n: int
+) -> tuple[int, dict[str, Any] | str, float]:
+    """One ``aiop2p send`` to a bare peer id: exit status, answer (or stderr), seconds."""
+    started = time.monotonic()
+    request = json.dumps({"n": n})
+    argv = [*CLI, "send", "--json", peer_id, request, "--bootstrap", relay_addr, "--timeout", "10"]
+    proc = await asyncio.create_subprocess_exec(
+        *host.command(*argv),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        async with asyncio.timeout(40):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    elapsed = time.monotonic() - started
+    if proc.returncode != 0:
+        return proc.returncode or 1, err.decode(errors="replace").strip(), elapsed
+    answer: dict[str, Any] = json.loads(out.decode().splitlines()[0])
+    return 0, answer, elapsed
+
+
+async def send_until_ok(
+    host: Host, env: dict[str, str], peer_id: str, relay_addr: str, n: int
+) -> tuple[dict[str, Any], float, int]:
+    """Sends until one is answered (at most ``SEND_ATTEMPTS``): the answer, the seconds
+    of the send that succeeded, and how many sends it took."""
+    failures: list[str] = []
+    for attempt in range(1, SEND_ATTEMPTS + 1):
+        code, answer, elapsed = await send_by_id(host, env, peer_id, relay_addr, n)
+        if code == 0:
+            assert isinstance(answer, dict)
+            return answer, elapsed, attempt
+        failures.append(str(answer))
+    raise AssertionError(f"no answer in {SEND_ATTEMPTS} sends: {failures}")
+
+
+def is_relay_added(line: dict[str, Any]) -> bool:
+    return line.get("auto_relay") == "added"
+
+
+async def test_reach_a_peer_by_id_through_nats_and_after_a_relay_restart(
+    lab: NatLab, daemons: AsyncExitStack, tmp_path: Path
+) -> None:
+    env = _env(tmp_path)
+    relay_key = str(tmp_path / "relay.key")
+    relay_args = (
+        "relay", "--json", "--listen", f"/ip4/{lab.relay_ip}/tcp/{RELAY_PORT}", "--key", relay_key,
+        "--autonat-private-addrs",
+    )  # fmt: skip
+    relay = await Daemon.start(lab.relay, env, *relay_args)
+    daemons.push_async_callback(lambda: relay.stop())
+    relay_addr = (await relay.wait_for(lambda line: "address" in line))["address"]
+    assert relay_addr.startswith(f"/ip4/{lab.relay_ip}/tcp/{RELAY_PORT}/p2p/"), relay_addr
+    relay_id = relay_addr.rsplit("/p2p/", 1)[1]
+
+    a = await Daemon.start(
+        lab.a, env,
+        "serve", "--json", "--listen", f"/ip4/{lab.a.addrs['eth0']}/tcp/{A_PORT}",
+        "--key", str(tmp_path / "a.key"), "--echo", "--default-rule", "allow", "--no-mdns",
+        "--bootstrap", relay_addr, "--autonat-private-addrs", "--autonat-confidence", "1",
+    )  # fmt: skip
+    daemons.push_async_callback(a.stop)
+    a_id = (await a.wait_for(lambda line: "peer_id" in line and "identity" in line))["peer_id"]
+
+    # AutoNAT (r dials a back and fails: the NAT drops it) says a is not reachable, so
+    # a reserves a slot on r and advertises the circuit address.
+    verdict = await a.wait_for(lambda line: "reachable" in line)
+    assert verdict["reachable"] is False, verdict
+    added = await a.wait_for(is_relay_added)
+    assert added["relay"] == relay_id, added
+    assert added["address"] == f"{relay_addr}/p2p-circuit/p2p/{a_id}", added
+
+    # b knows only a's peer id and the bootstrap node.
+    answer, first_seconds, attempts = await send_until_ok(lab.b, env, a_id, relay_addr, 1)
+    assert answer == {"response": {"n": 1}, "peer_id": a_id}, answer
+    code, answer2, again_seconds = await send_by_id(lab.b, env, a_id, relay_addr, 2)
+    assert code == 0 and answer2 == {"response": {"n": 2}, "peer_id": a_id}, answer2
+    assert a.count(lambda line: line.get("hole_punch") == "succeeded") == 0, a.lines
+    print(
+        f"\nreach by id: first send {first_seconds:.2f} s (after {attempts} sends), "
+        f"next send {again_seconds:.2f} s (each: process start, DHT lookup at r, "
+        "relayed dial, request)"
+    )
+
+    # The figures without process start: b's lookup of a, then requests on that
+    # relayed connection.
+    proc = await asyncio.create_subprocess_exec(
+        *lab.b.command(sys.executable, str(PROBE), a_id, relay_addr, str(PROBE_REQUESTS)),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    async with asyncio.timeout(30):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode(errors="replace")
+    probe = json.loads(out)
+    assert probe["echo"] == {"n": 0}, probe
+    assert probe["relayed"] and all(probe["relayed"]), probe
+    assert f"{relay_addr}/p2p-circuit" in probe["addrs"], probe
+    latencies = sorted(probe["latencies"])
+    print(
+        f"lookup of a's id at r: {probe['lookup_seconds'] * 1e3:.1f} ms (1 hop: r is the "
+        f"only DHT server); first request (relayed dial + request) "
+        f"{probe['first_seconds'] * 1e3:.1f} ms; relayed request latency median "
+        f"{latencies[len(latencies) // 2] * 1e3:.1f} ms (min {latencies[0] * 1e3:.1f}, "
+        f"max {latencies[-1] * 1e3:.1f}, {len(latencies)} requests)"
+    )
+
+    punches = [
+        (line["hole_punch"], line.get("error", "")) for line in a.lines if "hole_punch" in line
+    ]
+    print(f"a's hole punches: {punches}")
+
+    # The relay dies; a notices, fails to re-reserve, and b cannot reach a.
+    before_kill = len(a.lines)
+    await relay.stop(signal.SIGKILL)
+    killed = time.monotonic()
+    await a.wait_for(lambda line: line.get("reservation") == "lost")
+    code, down, _ = await send_by_id(lab.b, env, a_id, relay_addr, 3)
+    assert code != 0 and "unreachable" in str(down), down
+
+    def enough_failures(_line: dict[str, Any]) -> bool:
+        failed = [line for line in a.lines[before_kill:] if "listener_error" in line]
+        return len(failed) >= FAILED_REATTEMPTS
+
+    await a.wait_for(enough_failures, 30)
+    last_failure = time.monotonic()
+
+    # Back on the same address with the same key; a is not touched.
+    relay = await Daemon.start(lab.relay, env, *relay_args)
+    restarted = time.monotonic()
+    assert (await relay.wait_for(lambda line: "address" in line))["address"] == relay_addr
+    restored = await a.wait_for(lambda line: line.get("reservation") == "restored", 30)
+    assert restored["relay"] == relay_id, restored
+    restored_seconds = time.monotonic() - restarted
+    answer, _, attempts = await send_until_ok(lab.b, env, a_id, relay_addr, 4)
+    assert answer == {"response": {"n": 4}, "peer_id": a_id}, answer
+    reachable_seconds = time.monotonic() - restarted
+    assert a.proc.returncode is None
+    print(
+        f"relay restart: a's reservation restored {restored_seconds:.2f} s after the "
+        f"restart (attempt {restored['attempts']}); b's first answer by id "
+        f"{reachable_seconds:.2f} s after it (after {attempts} sends); "
+        f"outage waited on {FAILED_REATTEMPTS} failed re-reservations "
+        f"(restart {restarted - last_failure:.2f} s after the last; outage "
+        f"{restarted - killed:.1f} s)"
+    )

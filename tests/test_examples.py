@@ -13,10 +13,11 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
-from aiop2p import KeyPair
+from aiop2p import FirewallRules, Framing, KeyPair, Network, RemoteError, ResultCode
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -264,7 +265,9 @@ async def test_kv_store_tutorial(tmp_path: Path) -> None:
             assert circuit.startswith(relay_addr + "/p2p-circuit/p2p/")  # only via the relay
 
             ops = ["put", "fruit", "apple", "put", "veg", "leek", "get", "fruit"]
-            ops += ["delete", "veg", "get", "veg", "delete", "veg"]
+            ops += ["delete", "veg", "get", "veg", "delete", "veg", "put", "nut", "pecan"]
+            ops += ["range", "a", "z", "range", "g", "z", "range", "x", "z"]
+            fruit, nut = '{"key":"fruit","value":"apple"}', '{"key":"nut","value":"pecan"}'
             assert await kv_client(circuit, *ops, key=writer_key) == [
                 '{"ok":true,"value":null,"error":null}',
                 '{"ok":true,"value":null,"error":null}',
@@ -272,12 +275,31 @@ async def test_kv_store_tutorial(tmp_path: Path) -> None:
                 '{"ok":true,"value":null,"error":null}',
                 '{"ok":false,"value":null,"error":null}',
                 '{"ok":false,"value":null,"error":null}',
+                '{"ok":true,"value":null,"error":null}',
+                fruit,  # range a z: the keys in order, veg deleted
+                nut,
+                nut,  # range g z; range x z streams nothing
             ]
-            # A reader: the server's firewall answer lets it get, not put or delete.
+            # A reader: the server's firewall answer lets it get and range, not put or delete.
             reader = await kv_client(circuit, "get", "fruit", "put", "fruit", "pear", "delete",
-                                     "fruit")  # fmt: skip
+                                     "fruit", "range", "", "z")  # fmt: skip
             assert reader[0] == '{"ok":true,"value":"apple","error":null}'
-            assert all(line.startswith("refused: ") for line in reader[1:]), reader
+            assert all(line.startswith("refused: ") for line in reader[1:3]), reader
+            assert reader[3:] == [fruit, nut]
+            # A peer without the typed codec: a range it cannot be sent is answered
+            # INVALID_REQUEST, naming the field; one within bounds streams as above.
+            raw: Network[Any, Any] = Network(firewall=FirewallRules.allow_none(), mdns=None)
+            async with raw:
+                ranges = raw.add_protocol("/kv/range/1.0.0", framing=Framing.CHUNKED)
+                bad = {"type": "Range", "start": "k" * 129, "end": "z"}
+                with pytest.raises(RemoteError) as refused:
+                    async for _ in ranges.request_stream(circuit, bad, timeout=LINE_CAP):
+                        pytest.fail("an entry for a range the server cannot read")
+                assert refused.value.code is ResultCode.INVALID_REQUEST
+                assert "$.start" in refused.value.message
+                good = {"type": "Range", "start": "a", "end": "z", "limit": 1}
+                got = [e async for e in ranges.request_stream(circuit, good, timeout=LINE_CAP)]
+                assert got == [{"key": "fruit", "value": "apple"}]
             # Another reader, the CLI: the typed request is plain JSON on the wire.
             get = json.dumps({"type": "Get", "key": "fruit"})
             async with process(*cli, "send", circuit, get, "--protocol", "/kv/1.0.0") as send:

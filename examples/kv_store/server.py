@@ -9,16 +9,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 
-from kv_types import Delete, Get, Put, Reply, Request, kv_network
+from kv_types import Delete, Entry, Get, Put, Range, Reply, Request, kv_network, range_protocol
 
 from aiop2p import FirewallRequest, InboundRequest, Multiaddr, PeerRuleQuery, Rule
 
 MAX_KEYS = 10_000  # every peer is hostile: the store is bounded too
 
 
-def read_only(request: Request) -> bool:
-    return isinstance(request, Get)
+def read_only(request: Request | Range) -> bool:
+    return isinstance(request, Get | Range)
 
 
 async def main(relay: Multiaddr, writers: set[str]) -> None:
@@ -36,16 +37,25 @@ async def main(relay: Multiaddr, writers: set[str]) -> None:
             case Delete(key=key):
                 return Reply(store.pop(key, None) is not None)
 
+    async def scan(request: InboundRequest[Range, Entry]) -> AsyncIterator[Entry]:
+        start, end, limit = request.request.start, request.request.end, request.request.limit
+        for key in sorted(key for key in store if start <= key < end)[:limit]:
+            if key in store:  # not deleted while the requester was reading
+                yield Entry(key, store[key])
+
     async def answer(question: FirewallRequest) -> None:
         if isinstance(question, PeerRuleQuery):  # a peer we have no rule for yet
             writer = str(question.peer) in writers
             question.answer(Rule.allow_all() if writer else Rule.restricted(read_only))
 
     async with kv_network(firewall_handler=answer) as net:
+        ranges = range_protocol(net)
         assert relay.peer_id is not None, "the relay's address ends in /p2p/<id>"
         circuit = await net.start_relayed_listening(relay.peer_id, relay)
         print(f"serving at {circuit}", flush=True)
-        await net.serve(handle)
+        async with asyncio.TaskGroup() as serving:
+            serving.create_task(net.serve(handle))
+            serving.create_task(ranges.serve(scan))
 
 
 if __name__ == "__main__":

@@ -336,21 +336,38 @@ async def test_outbound_dial_failure() -> None:
 
 
 async def test_outbound_timeout_and_inbound_timeout() -> None:
-    fast = {**ALLOW, "request_timeout": 0.5}
-    async with networks(fast, fast) as (a, b):
+    # Each side's deadline is tested against a peer whose own deadline is twenty times
+    # longer, so it always strikes first: with equal timeouts the requester's reset races
+    # the responder's deadline (the responder then reports CANCELLED, as it should).
+    slow, fast = ALLOW, {**ALLOW, "request_timeout": 0.5}
+    async with networks(slow, fast) as (a, b):
         await link(a, b)
+        await link(b, a)
+        # The responder is too slow: b gives up on a's request and keeps the stream open.
         pending = asyncio.ensure_future(outcome(a.send_request(b.peer_id, "x")))
         request = await next_request(b)  # held, never answered
-        error = await pending
-        assert isinstance(error, RequestTimeoutError)
-        assert error.kind is OutboundFailure.TIMEOUT
-        assert str(error) == "Timeout while waiting for a response"
         event = await next_event(b, InboundRequestFailed, skip=CONNECTION_NOISE)
         # The request was received; the application was too slow (issue 8, item 12).
         assert event.failure is InboundFailure.RESPONSE_TIMEOUT
         assert event.failure.value == "The request was not answered within the request timeout"
         with pytest.raises(InvalidStateError):
             await request.respond("late")
+        assert not pending.done()  # b lingers: a waits for its own deadline
+        pending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await pending
+        # The requester is too impatient: b's request to a times out, and a, still holding
+        # the request, sees it cancelled by b's reset.
+        pending = asyncio.ensure_future(outcome(b.send_request(a.peer_id, "y")))
+        held = await next_request(a)  # held, never answered
+        error = await pending
+        assert isinstance(error, RequestTimeoutError)
+        assert error.kind is OutboundFailure.TIMEOUT
+        assert str(error) == "Timeout while waiting for a response"
+        event = await next_event(a, InboundRequestFailed, skip=CONNECTION_NOISE)
+        assert event.failure is InboundFailure.CANCELLED
+        with pytest.raises(InvalidStateError):
+            await held.respond("late")
 
 
 async def test_outbound_connection_closed() -> None:

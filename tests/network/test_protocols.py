@@ -20,6 +20,7 @@ from aiop2p._wire.varint import encode_uvarint
 from aiop2p.config import NodeConfig
 from aiop2p.errors import (
     InvalidArgumentError,
+    InvalidStateError,
     RemoteError,
     RequestConnectionClosedError,
     ResponseOmittedError,
@@ -456,3 +457,59 @@ async def test_a_handler_failing_after_answering_leaves_the_answer_whole(framing
 
         async with background(kv.serve(answer_then_fail)):
             assert await kv_client.send_request(server.peer_id, b"q") == big
+
+
+async def test_respond_error_answers_a_requests_user_with_an_error_chunk() -> None:
+    async with networks(ALLOW, CLIENT) as (server, client):
+        await link(client, server)
+        kv = server.add_protocol(KV, framing=Framing.CHUNKED)
+        kv_client = client.add_protocol(KV, framing=Framing.CHUNKED)
+
+        async def next_request() -> InboundRequest[Any, Any]:
+            async with asyncio.timeout(CAP):
+                return await kv.requests().receive()
+
+        missing = asyncio.ensure_future(kv_client.send_request(server.peer_id, "missing"))
+        request = await next_request()
+        with pytest.raises(InvalidArgumentError):
+            request.respond_error(ResultCode.SUCCESS, "not an error")  # still unanswered
+        request.respond_error(ResultCode.RESOURCE_UNAVAILABLE, "no such key")
+        with pytest.raises(RemoteError) as error:
+            await missing
+        assert error.value.code is ResultCode.RESOURCE_UNAVAILABLE
+        assert error.value.message == "no such key"
+        event = await next_event(server, InboundRequestFailed, skip=CONNECTION_NOISE)
+        assert event.failure is InboundFailure.HANDLER_ERROR
+        assert request.answered
+        with pytest.raises(InvalidStateError):
+            request.respond_error(ResultCode.SERVER_ERROR, "twice")
+        with pytest.raises(InvalidStateError):
+            await request.respond("late")
+
+        # A stream ends with it too; the message is bounded like any error chunk's.
+        items: list[Any] = []
+
+        async def read_stream() -> None:
+            async for item in kv_client.request_stream(server.peer_id, "range"):
+                items.append(item)  # none: the error is the only chunk
+
+        streaming = asyncio.ensure_future(read_stream())
+        request = await next_request()
+        request.respond_error(ResultCode.INVALID_REQUEST, "é" * MAX_ERROR_MESSAGE_BYTES)
+        with pytest.raises(RemoteError) as error:
+            await streaming
+        assert error.value.code is ResultCode.INVALID_REQUEST
+        assert error.value.message == "é" * (MAX_ERROR_MESSAGE_BYTES // 2)
+        assert items == []
+
+
+async def test_respond_error_needs_the_chunked_framing() -> None:
+    async with networks(ALLOW, CLIENT) as (server, client):
+        await link(client, server)
+        pending = asyncio.ensure_future(client.send_request(server.peer_id, "x"))
+        async with asyncio.timeout(CAP):
+            request = await server.requests().receive()
+        with pytest.raises(InvalidArgumentError):
+            request.respond_error(ResultCode.SERVER_ERROR, "no error chunk here")
+        await request.respond("still answerable")
+        assert await pending == "still answerable"

@@ -24,7 +24,13 @@ from typing import Any, Generic, Protocol, TypeVar
 from .._aio.deadlines import Deadline
 from .._aio.stream import Stream
 from .._wire.varint import decode_uvarint, encode_uvarint
-from ..errors import InvalidStateError, P2PError, ResultCode, StreamResetError
+from ..errors import (
+    InvalidArgumentError,
+    InvalidStateError,
+    P2PError,
+    ResultCode,
+    StreamResetError,
+)
 from ..events import InboundFailure, RequestId
 from ..identity import PeerId
 from .codecs import CodecFunctions
@@ -147,6 +153,31 @@ class InboundRequest(Generic[Rq, Rs]):
         written = exchange.answer(self._encode(value))
         if written is not None:
             written.add_done_callback(_retrieve)
+
+    def respond_error(self, code: ResultCode, message: str) -> None:
+        """Answer with an error chunk (chunked framing only), as a serve handler that
+        raises ``RemoteError(code, message)`` does: the requester's ``send_request`` or
+        ``request_stream`` raises :class:`~aiop2p.errors.RemoteError` with them, and the
+        request is reported as ``InboundFailure.HANDLER_ERROR``.  ``message`` is cut to
+        256 bytes.  When the stream cannot take the chunk at once, it is closed without
+        one (the requester's ``ResponseOmittedError``).
+
+        Raises :class:`InvalidArgumentError` if the protocol is not chunked or ``code`` is
+        not an error code, :class:`InvalidStateError` if the request already ended.
+        """
+        exchange = self._exchange
+        if exchange.framing is not Framing.CHUNKED:
+            raise InvalidArgumentError(
+                f"{exchange.protocol} is {exchange.framing.value}: only the chunked framing "
+                "carries error codes (drop() closes the stream without a response)"
+            )
+        if not isinstance(code, ResultCode) or code is ResultCode.SUCCESS:
+            raise InvalidArgumentError(f"not an error result code: {code!r}")
+        if not isinstance(message, str):
+            raise InvalidArgumentError(f"an error message is a str, not {message!r}")
+        if exchange.state != _DELIVERED:
+            raise InvalidStateError(f"request {self.request_id} already ended")
+        exchange.fail(code, message, InboundFailure.HANDLER_ERROR)
 
     def drop(self) -> None:
         """Do not answer: the requester sees its stream closed without a response."""

@@ -166,6 +166,22 @@ async def test_bad_handler_specs_are_usage_errors(app: str, tmp_path: Path) -> N
     assert raw.returncode == 2 and "--raw needs --handler" in raw.stderr
 
 
+async def test_a_peer_under_a_reject_rule_is_logged_when_it_connects() -> None:
+    """Its requests never reach the exchange (the protocol is not offered to it), so the
+    connection is what the log reports; the refused request fails on the client."""
+    async with serve("--echo", "--default-rule", "reject", "--listen", LOOPBACK) as server:
+        net: Network[bytes, bytes] = Network(
+            KeyPair.generate(), firewall=FirewallRules.allow_none(), codec=RawCodec(), mdns=None
+        )
+        async with net:
+            with pytest.raises(RequestError):
+                await net.send_request(Multiaddr(server.addr), b'"hello"')
+            line = await server.wait_for_log("refused")
+        assert line == {"peer_id": str(net.peer_id), "refused": "peer"}
+        stopped = await server.stop()
+    assert stopped.returncode == 0
+
+
 async def test_refusals_are_logged_rate_limited(tmp_path: Path) -> None:
     """A peer allowed only pings sends many other requests at once: each is refused by the
     firewall; every refusal is either shown or counted in an "… and K more" line."""

@@ -15,6 +15,7 @@ from typing import Any
 from ..config import KadConfig, NodeConfig
 from ..errors import InvalidArgumentError
 from ..events import (
+    ConnectionEstablished,
     DirectConnectionUpgraded,
     HolePunchFailed,
     HolePunchStarted,
@@ -28,7 +29,7 @@ from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..network import InboundRequest, Network
 from ..network.codecs import JsonCodec, RawCodec, json_loads
-from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule
+from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule, RuleKind
 from ..network.server import RequestHandler
 from ..node import Node
 from ..services.autonat import ReachabilityChanged
@@ -341,8 +342,21 @@ async def _report_events(net: Network[Any, Any], out: Output, log: RateLimitedLo
                 peer_id=str(event.peer),
                 failure=event.failure.name.lower(),
             )
+        elif isinstance(event, ConnectionEstablished) and _refused(net, event.peer):
+            # Its requests never reach the exchange: the protocol is not even offered.
+            log.write(
+                f"aiop2p serve: peer {event.peer} connected; the firewall refuses its requests",
+                peer_id=str(event.peer),
+                refused="peer",
+            )
         else:
             _report_connectivity(out, event)
+
+
+def _refused(net: Network[Any, Any], peer: PeerId) -> bool:
+    """Whether ``peer``'s rule is reject-all (its streams are refused at negotiation)."""
+    rule = net.get_firewall_config().get_effective_rule(peer)
+    return rule is not None and rule.kind is RuleKind.REJECT_ALL
 
 
 def _report_connectivity(out: Output, event: NetworkEvent) -> None:

@@ -169,9 +169,12 @@ async def test_bad_handler_specs_are_usage_errors(app: str, tmp_path: Path) -> N
 async def test_a_peer_under_a_reject_rule_is_logged_when_it_connects() -> None:
     """Its requests never reach the exchange (the protocol is not offered to it), so the
     connection is what the log reports; the refused request fails on the client."""
-    async with serve("--echo", "--default-rule", "reject", "--listen", LOOPBACK) as server:
+    key = KeyPair.generate()
+    async with serve(
+        "--echo", "--default-rule", "allow", "--reject-peer", str(key.peer_id), "--listen", LOOPBACK
+    ) as server:
         net: Network[bytes, bytes] = Network(
-            KeyPair.generate(), firewall=FirewallRules.allow_none(), codec=RawCodec(), mdns=None
+            key, firewall=FirewallRules.allow_none(), codec=RawCodec(), mdns=None
         )
         async with net:
             with pytest.raises(RequestError):

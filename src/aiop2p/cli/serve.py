@@ -345,7 +345,7 @@ async def _report_events(net: Network[Any, Any], out: Output, log: RateLimitedLo
         elif isinstance(event, ConnectionEstablished) and _refused(net, event.peer):
             # Its requests never reach the exchange: the protocol is not even offered.
             log.write(
-                f"aiop2p serve: peer {event.peer} connected; the firewall refuses its requests",
+                f"aiop2p serve: peer {event.peer} connected; its rule refuses its requests",
                 peer_id=str(event.peer),
                 refused="peer",
             )
@@ -354,8 +354,10 @@ async def _report_events(net: Network[Any, Any], out: Output, log: RateLimitedLo
 
 
 def _refused(net: Network[Any, Any], peer: PeerId) -> bool:
-    """Whether ``peer``'s rule is reject-all (its streams are refused at negotiation)."""
-    rule = net.get_firewall_config().get_effective_rule(peer)
+    """Whether ``peer`` has a reject-all rule of its own (its streams are refused at
+    negotiation).  A reject-all default is said once at start, not per connection: every
+    peer that only pings would be reported."""
+    rule = net.get_firewall_config().peer_rules.get(peer)
     return rule is not None and rule.kind is RuleKind.REJECT_ALL
 
 

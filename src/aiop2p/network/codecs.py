@@ -47,6 +47,8 @@ _STRING: Final = re.compile(rb'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL)
 _NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
 _OPENS: Final = bytes.maketrans(b"[]{}", b"\x01\x00\x01\x00")
 _CLOSES: Final = bytes.maketrans(b"[]{}", b"\x00\x01\x00\x01")
+# One encoder for every value: ``json.dumps`` with options would build a new one per call.
+_COMPACT_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
@@ -73,19 +75,21 @@ def json_loads(data: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) ->
     """
     if isinstance(data, str):
         raw = data.encode("utf-8", "surrogatepass")
+        text = data
     else:
+        # Decoded here as ``json.loads`` would (same detection, same errors), once.
         raw = data
         encoding = json.detect_encoding(data)
+        try:
+            text = data.decode(encoding, "surrogatepass")
+        except UnicodeDecodeError as exc:
+            raise CodecError(f"invalid JSON: {exc}") from exc
         if not encoding.startswith("utf-8"):  # UTF-16/32: scan its UTF-8 form
-            try:
-                data = data.decode(encoding, "surrogatepass")
-            except UnicodeDecodeError as exc:
-                raise CodecError(f"invalid JSON: {exc}") from exc
-            raw = data.encode("utf-8", "surrogatepass")
+            raw = text.encode("utf-8", "surrogatepass")
     if json_depth_exceeds(raw, max_depth):
         raise CodecError(f"invalid JSON: nested deeper than {max_depth} levels")
     try:
-        return json.loads(data)
+        return json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CodecError(f"invalid JSON: {exc}") from exc
     except RecursionError:  # only if max_depth is set above what the stack allows
@@ -149,7 +153,7 @@ class JsonCodec:
 
     def encode(self, value: Any) -> bytes:
         try:
-            return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+            return _COMPACT_ENCODER.encode(value).encode()
         except (TypeError, ValueError) as exc:
             raise CodecError(f"cannot encode as JSON: {exc}") from exc
         except RecursionError:

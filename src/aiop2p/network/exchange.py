@@ -28,11 +28,10 @@ unreadable request).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Generic, Self, TypeVar
 
 from .._aio.connection import Connection
@@ -96,7 +95,7 @@ async def send_request_on(
     max_response_bytes: int,
 ) -> bytes:
     """Send ``payload`` on a new stream of ``conn`` and return the response body."""
-    with _request_errors():
+    try:
         stream = _open(conn, protocols, payload, max_request_bytes)
         try:
             if len(protocols) > 1:
@@ -119,7 +118,12 @@ async def send_request_on(
             stream.reset()  # no-op when already closed or reset
             raise
         await stream.close()
-        return response
+    except P2PError as exc:
+        error = _as_request_error(exc)
+        if error is None:
+            raise
+        raise error from exc
+    return response
 
 
 def _open(conn: Connection, protocols: tuple[str, ...], payload: bytes, limit: int) -> Stream:
@@ -133,29 +137,29 @@ def _open(conn: Connection, protocols: tuple[str, ...], payload: bytes, limit: i
         raise _closed_error(exc, str(exc)) from exc
 
 
-@contextlib.contextmanager
-def _request_errors() -> Iterator[None]:
-    """Stream and negotiation errors as the requester's :class:`RequestError` kinds."""
-    try:
-        yield
-    except ProtocolNotSupportedError as exc:
-        raise UnsupportedProtocolsError() from exc
-    except MessageTooLargeError as exc:
-        raise ResponseTooLargeError(f"response too large: {exc}") from exc
-    except StreamClosedError as exc:
-        raise ResponseOmittedError(
+def _as_request_error(exc: P2PError) -> P2PError | None:
+    """A stream or negotiation error as the requester's :class:`RequestError` kind
+    (``None``: it stays as it is).  A function, not a context manager: it runs only when
+    something failed, not twice per request."""
+    if isinstance(exc, ProtocolNotSupportedError):
+        return UnsupportedProtocolsError()
+    if isinstance(exc, MessageTooLargeError):
+        return ResponseTooLargeError(f"response too large: {exc}")
+    if isinstance(exc, StreamClosedError):
+        return ResponseOmittedError(
             "Connection was closed before a response was received"
             " (the remote closed the stream without answering)"
-        ) from exc
-    except StreamResetError as exc:
-        raise RequestRefusedError(
+        )
+    if isinstance(exc, StreamResetError):
+        return RequestRefusedError(
             "Connection was closed before a response was received"
             " (the remote reset the stream: it refused the request, e.g. overloaded)"
-        ) from exc
-    except RemoteProtocolError as exc:
-        raise RequestConnectionClosedError(f"invalid response: {exc}") from exc
-    except (StreamError, ConnectionClosedError) as exc:
-        raise _closed_error(exc) from exc
+        )
+    if isinstance(exc, RemoteProtocolError):
+        return RequestConnectionClosedError(f"invalid response: {exc}")
+    if isinstance(exc, StreamError | ConnectionClosedError):
+        return _closed_error(exc)
+    return None
 
 
 async def read_chunk(stream: Stream, max_bytes: int) -> bytes | None:
@@ -540,7 +544,7 @@ class ResponseStream(Generic[Rs]):
             raise StopAsyncIteration
         owner = self._owner
         try:
-            with _request_errors():
+            try:
                 async with asyncio.timeout(self._timeout):
                     stream = self._stream
                     if stream is None:
@@ -557,6 +561,11 @@ class ResponseStream(Generic[Rs]):
                         raise ResponseTooLargeError(
                             f"more than max_response_chunks ({self._max_chunks}) responses"
                         )
+            except P2PError as exc:
+                error = _as_request_error(exc)
+                if error is None:
+                    raise
+                raise error from exc
         except StopAsyncIteration:
             raise
         except TimeoutError:

@@ -357,7 +357,7 @@ def _refused(net: Network[Any, Any], peer: PeerId) -> bool:
     """Whether ``peer`` has a reject-all rule of its own (its streams are refused at
     negotiation).  A reject-all default is said once at start, not per connection: every
     peer that only pings would be reported."""
-    rule = net.get_firewall_config().peer_rules.get(peer)
+    rule = net.get_peer_rule(peer)
     return rule is not None and rule.kind is RuleKind.REJECT_ALL
 
 

@@ -678,6 +678,10 @@ class Network(Generic[Rq, Rs]):
     def get_firewall_config(self) -> FirewallRules[Any]:
         return self._firewall.rules()
 
+    def get_peer_rule(self, peer: PeerId) -> Rule[Any] | None:
+        """``peer``'s own rule (not the default), without copying the rule set."""
+        return self._firewall.peer_rule(peer)
+
     def set_peer_rule(self, peer: PeerId, rule: Rule[Any]) -> None:
         self._firewall.set_peer_rule(peer, rule)
 

@@ -633,6 +633,9 @@ class FirewallEngine(Generic[TRq]):
     def effective_rule(self, peer: PeerId) -> Rule[TRq] | None:
         return self._rules.get_effective_rule(peer)
 
+    def peer_rule(self, peer: PeerId) -> Rule[TRq] | None:
+        return self._rules.get_rule(peer)
+
     def offers_protocol(self, peer: PeerId) -> bool:
         """Whether to offer the request protocol to ``peer``: effective rule is not RejectAll."""
         rule = self._rules.get_effective_rule(peer)

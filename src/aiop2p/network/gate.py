@@ -174,6 +174,9 @@ class FirewallGate:
     def rules(self) -> FirewallRules[Any]:
         return self.engine.get_rules()
 
+    def peer_rule(self, peer: PeerId) -> Rule[Any] | None:
+        return self.engine.peer_rule(peer)
+
     def set_peer_rule(self, peer: PeerId, rule: Rule[Any]) -> None:
         self._apply(self.engine.set_peer_rule(peer, rule))
 

@@ -288,6 +288,20 @@ class QuicTransport:
                 return endpoint
         return None
 
+    def send_punch(self, addr: Multiaddr, payload: bytes) -> bool:
+        """Send ``payload`` in one datagram to ``addr`` from the listening socket a dial
+        there would leave from (hole punching: our NAT then lets the peer's dial in);
+        False if we listen on none that reaches it."""
+        target = quic_target(addr)
+        if target is None:
+            raise InvalidMultiaddrError(f"not a QUIC address: {addr}")
+        ip, port, family = target
+        endpoint = self._endpoint_for(ip, family)
+        if endpoint is None:
+            return False
+        endpoint.sendto(payload, (ip, port))
+        return True
+
     async def dial(self, addr: Multiaddr, factory: ProtocolFactory) -> asyncio.Protocol:
         target = quic_target(addr)
         if target is None:

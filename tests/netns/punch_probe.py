@@ -1,0 +1,136 @@
+"""Peer b's side of ``test_cli_punch.py``: reach a peer by id through the relay, then
+watch DCUtR upgrade (or fail to upgrade) that connection while requests keep flowing.
+
+``python punch_probe.py PEER_ID BOOTSTRAP_ADDR LISTEN_ADDRS EXPECT N`` listens on the
+comma-separated ``LISTEN_ADDRS``, joins the DHT through ``BOOTSTRAP_ADDR``, hole-punches
+with private addresses allowed (the lab's "public" segment is a private range), and sends
+requests to ``PEER_ID`` (a bare id: a DHT lookup, then the relayed dial).  It goes on sending until
+``EXPECT`` happened: ``upgraded`` (a ``DirectConnectionUpgraded``) or ``failed:K`` (K
+``HolePunchFailed`` on this, the answering, side), then sends ``N`` more.  One JSON line
+per hole-punch event as it happens (``{"event": ...}``), then a summary line
+(``{"summary": ...}``) with each request's latency and whether it went relayed.  The test
+prints the figures; nothing asserts a speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from typing import Any
+
+from aiop2p import (
+    DcutrConfig,
+    DirectConnectionUpgraded,
+    FirewallRules,
+    HolePunchFailed,
+    HolePunchStarted,
+    JsonCodec,
+    KadConfig,
+    Multiaddr,
+    Network,
+    NodeConfig,
+    P2PError,
+    PeerId,
+)
+
+CAP = 60.0
+"""Seconds for the whole probe."""
+FIRST_TRIES = 20
+"""The first request may come before the relay knows the peer's circuit address."""
+PAUSE_SECONDS = 0.1
+"""Between requests while waiting for the hole punch (a pace, not a synchronisation)."""
+
+
+def emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+async def main(target: str, bootstrap: str, listen: str, expect: str, count: int) -> None:
+    peer = PeerId.from_string(target)
+    net: Network[object, object] = Network(
+        firewall=FirewallRules.allow_none(),
+        codec=JsonCodec(),
+        node=NodeConfig(kad=KadConfig(mode="client", bootstrap=(Multiaddr(bootstrap),))),
+        dcutr=DcutrConfig(allow_private_addrs=True),
+    )
+    outcome = asyncio.Event()
+    failures = 0
+    outcome_at: float | None = None
+
+    async def watch() -> None:
+        nonlocal failures, outcome_at
+        async for event in net.events():
+            if isinstance(event, HolePunchStarted):
+                emit({"event": "started", "attempt": event.attempt, "initiator": event.initiator})
+            elif isinstance(event, DirectConnectionUpgraded):
+                emit({"event": "upgraded", "addr": str(event.addr), "initiator": event.initiator,
+                      "attempts": event.attempts})  # fmt: skip
+                if expect == "upgraded":
+                    outcome_at = time.perf_counter()
+                    outcome.set()
+            elif isinstance(event, HolePunchFailed):
+                failures += 1
+                emit({"event": "failed", "attempts": event.attempts, "initiator": event.initiator,
+                      "error": str(event.error), "ours": [str(x) for x in event.local_addrs],
+                      "theirs": [str(x) for x in event.remote_addrs]})  # fmt: skip
+                if expect == f"failed:{failures}":
+                    outcome_at = time.perf_counter()
+                    outcome.set()
+
+    async with asyncio.timeout(CAP), net:
+        watcher = asyncio.get_running_loop().create_task(watch())
+        node = net._node
+        for addr in listen.split(","):
+            await net.start_listening(addr)
+        emit({"ready": str(net.peer_id)})
+        requests: list[dict[str, Any]] = []
+
+        async def one(n: int) -> None:
+            before = node.connections_to(peer)
+            started = time.perf_counter()
+            echo = await net.send_request(peer, {"n": n})
+            assert echo == {"n": n}, echo
+            after = node.connections_to(peer)
+            # The connection a request takes is the first one (direct ones come first):
+            # relayed if it was so before and after the request.
+            relayed = bool(after) and after[0].is_relayed
+            requests.append({
+                "n": n, "seconds": time.perf_counter() - started, "at": started,
+                "relayed": relayed and (not before or before[0].is_relayed),
+                "remote": str(after[0].remote_addr) if after else None,
+            })  # fmt: skip
+
+        n = 0
+        for _ in range(FIRST_TRIES):
+            try:
+                await one(n)
+                break
+            except P2PError as exc:
+                emit({"retry": str(exc)})
+                await asyncio.sleep(0.5)
+        else:
+            raise SystemExit("no answer by id")
+        first_at = requests[0]["at"]
+        # Back to back while a punch may succeed (relayed samples before it); paced while
+        # failures are awaited (the relay limits the data of a relayed connection).
+        pause = 0.0 if expect == "upgraded" else PAUSE_SECONDS
+        while not outcome.is_set():
+            n += 1
+            await one(n)
+            await asyncio.sleep(pause)
+        for _ in range(count):
+            n += 1
+            await one(n)
+        conns = node.connections_to(peer)
+        emit({"summary": {
+            "requests": requests,
+            "outcome_after_seconds": (outcome_at or 0.0) - first_at,
+            "conns": [{"relayed": c.is_relayed, "remote": str(c.remote_addr)} for c in conns],
+        }})  # fmt: skip
+        watcher.cancel()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])))

@@ -74,17 +74,14 @@ def _listen(ip: str, port: int, quic: bool) -> list[str]:
 async def _punch(
     lab: NatLab, daemons: AsyncExitStack, tmp_path: Path, *, quic: bool, expect: str
 ) -> tuple[Daemon, Daemon, dict[str, Any]]:
-    """r, a and b as above (all listening on QUIC too with ``quic``, and reaching r over
-    QUIC then); b's summary once ``expect`` happened on its side."""
+    """r, a and b as above, a and b listening on QUIC too with ``quic``; b's summary
+    once ``expect`` happened on its side."""
     env = _env(tmp_path)
     relay_args = ["relay", "--json", "--key", str(tmp_path / "relay.key")]
-    relay_args.append("--autonat-private-addrs")
-    for addr in _listen(lab.relay_ip, RELAY_PORT, quic):
-        relay_args += ["--listen", addr]
+    relay_args += ["--autonat-private-addrs", "--listen", f"/ip4/{lab.relay_ip}/tcp/{RELAY_PORT}"]
     relay = await Daemon.start(lab.relay, env, *relay_args)
     daemons.push_async_callback(relay.stop)
-    kind = "/udp/" if quic else "/tcp/"
-    relay_addr = (await relay.wait_for(lambda line: kind in line.get("address", "")))["address"]
+    relay_addr = (await relay.wait_for(lambda line: "address" in line))["address"]
 
     a_args = [
         "serve", "--json", "--key", str(tmp_path / "a.key"), "--echo", "--default-rule",
@@ -167,3 +164,24 @@ async def test_cli_peers_hole_punch_over_tcp(
     after = requests[-AFTER:]
     assert all(not r["relayed"] for r in after), after
     assert all(r["remote"].startswith(f"/ip4/{lab.router_a_public}/tcp/") for r in after), after
+
+
+async def test_cli_peers_hole_punch_over_quic(
+    lab: NatLab, daemons: AsyncExitStack, tmp_path: Path
+) -> None:
+    """Both listen on TCP and QUIC and reach r over TCP: DCUtR offers both (the NATs kept
+    the TCP port, so they keep the UDP one), tries QUIC first, and the punch is QUIC:
+    b dials, a sends punch packets and takes b's dial on its listener."""
+    a, b, summary = await _punch(lab, daemons, tmp_path, quic=True, expect="upgraded")
+    _figures("hole punch over QUIC", summary)
+    done = await a.wait_for(_is_punch("succeeded", initiator=True))
+    assert done["attempts"] >= 1, done
+    assert done["addr"] == f"/ip4/{lab.router_b_public}/udp/{B_PORT}/quic-v1", done
+    upgraded = [line for line in b.lines if line.get("event") == "upgraded"]
+    assert [u["initiator"] for u in upgraded] == [False], b.lines
+    a_quic = f"/ip4/{lab.router_a_public}/udp/{A_PORT}/quic-v1"
+    assert upgraded[0]["addr"].startswith(a_quic), upgraded
+    requests = summary["requests"]
+    assert requests[0]["relayed"], requests[0]
+    after = requests[-AFTER:]
+    assert all(not r["relayed"] and r["remote"].startswith(a_quic) for r in after), after

@@ -306,7 +306,9 @@ class DcutrService:
                 )
                 break
             try:
-                direct, theirs = await self._initiate(relayed, ours)
+                dial, addrs = await self._initiate(relayed, ours)
+                theirs = tuple(addrs)
+                direct = await self._connect(peer, addrs, dial, initiator=True)
             except P2PError as exc:
                 causes[f"attempt {attempt}"] = exc
                 log.debug("hole punch to %s, attempt %d failed: %s", peer, attempt, exc)
@@ -332,13 +334,19 @@ class DcutrService:
         try:
             async with asyncio.timeout(self.config.unilateral_timeout):
                 return await self._first_connection(peer, addrs, None)
-        except (P2PError, TimeoutError) as exc:
+        except P2PError as exc:
             causes["unilateral"] = exc
+            return None
+        except TimeoutError:
+            causes["unilateral"] = DialError(
+                f"no direct connection within {self.config.unilateral_timeout} s"
+            )
             return None
 
     async def _initiate(
         self, relayed: Connection, ours: list[Multiaddr]
-    ) -> tuple[Connection, tuple[Multiaddr, ...]]:
+    ) -> tuple[DialNow, list[Multiaddr]]:
+        """The CONNECT/SYNC exchange: when to dial, and the peer's addresses we may dial."""
         loop = asyncio.get_running_loop()
         machine = DcutrInitiator(ours, max_message_bytes=self.config.max_message_bytes)
         stream = await relayed.new_stream(DCUTR_PROTOCOL_ID)
@@ -375,7 +383,7 @@ class DcutrService:
         addrs = self._dialable(dial.addrs)
         if not addrs:
             raise RemoteProtocolError(f"the peer offered no address we may dial: {dial.addrs}")
-        return await self._connect(relayed.remote_peer, addrs, dial, initiator=True), tuple(addrs)
+        return dial, addrs
 
     # -- the outbound side: DCUtR as responder -------------------------------------------
 

@@ -119,7 +119,7 @@ async def main(target: str, bootstrap: str, listen: str, expect: str, count: int
                 await asyncio.sleep(0.5)
         else:
             raise SystemExit("no answer by id")
-        first_at = requests[0]["at"]
+        first_at = requests[0]["at"] + requests[0]["seconds"]  # the first answer
         while not outcome.is_set():
             n += 1
             await one(n)

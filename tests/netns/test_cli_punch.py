@@ -131,7 +131,7 @@ def _figures(label: str, summary: dict[str, Any]) -> None:
     print(
         f"\n{label}: first request (lookup + relayed dial + request) "
         f"{requests[0]['seconds'] * 1e3:.1f} ms; outcome "
-        f"{summary['outcome_after_seconds']:.3f} s after it; relayed {_ms(relayed)}; "
+        f"{summary['outcome_after_seconds']:.3f} s after its answer; relayed {_ms(relayed)}; "
         f"direct {_ms(direct)}"
     )
 
@@ -185,3 +185,32 @@ async def test_cli_peers_hole_punch_over_quic(
     assert requests[0]["relayed"], requests[0]
     after = requests[-AFTER:]
     assert all(not r["relayed"] and r["remote"].startswith(a_quic) for r in after), after
+
+
+async def test_cli_punch_fails_behind_a_symmetric_nat_and_the_relay_carries_on(
+    lab: NatLab, daemons: AsyncExitStack, tmp_path: Path
+) -> None:
+    """b's NAT maps each connection to a random port (``masquerade random``): the port r
+    observed for b is not the one a punch leaves from, so every attempt fails.  Both
+    sides say so (a once, after its three attempts; b for each exchange it answered) and
+    requests keep going through the relay."""
+    lab.symmetric(lab.router_b, True)
+    try:
+        a, b, summary = await _punch(lab, daemons, tmp_path, quic=False, expect="failed:3")
+    finally:
+        lab.symmetric(lab.router_b, False)
+    _figures("symmetric NAT, punch failed", summary)
+    failed = await a.wait_for(_is_punch("failed", initiator=True))
+    assert failed["attempts"] == 3, failed
+    assert "failed after 3 attempt(s)" in failed["error"], failed
+    started = [line["attempt"] for line in a.lines if _is_punch("started")(line)]
+    assert started == [1, 2, 3], started
+    assert a.count(_is_punch("succeeded")) == 0, a.lines
+    b_failed = [line for line in b.lines if line.get("event") == "failed"]
+    assert [(e["initiator"], e["attempts"]) for e in b_failed] == [
+        (False, 1), (False, 2), (False, 3),
+    ], b_failed  # fmt: skip
+    assert not [line for line in b.lines if line.get("event") == "upgraded"], b.lines
+    requests = summary["requests"]
+    assert all(r["relayed"] and "/p2p-circuit" in r["remote"] for r in requests), requests
+    assert summary["conns"] and all(c["relayed"] for c in summary["conns"]), summary

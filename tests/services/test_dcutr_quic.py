@@ -176,3 +176,23 @@ async def test_punches_a_peer_that_never_dials_then_gives_up(nodes: Nodes) -> No
         assert not relayed.is_closed
     finally:
         sink.close()
+
+
+async def test_offered_addresses_follow_a_port_keeping_nat(nodes: Nodes) -> None:
+    """An observed port equal to the connection's local port (the NAT kept it): the
+    observed IP with each listen port, TCP and QUIC.  Another port (a NAT that changes
+    ports), or no listen address of the observed IP's family: the observation as is."""
+    node, _ = await nodes.peer(None)
+    service = DcutrService(node, config=LOOPBACK)
+    kinds = dict(kind for x in node.listen_addrs if (kind := direct_kind(x)) is not None)
+    kept = service._mapped(Multiaddr("/ip4/1.2.3.4/tcp/5555"), Multiaddr("/ip4/127.0.0.1/tcp/5555"))
+    assert kept == [
+        Multiaddr(f"/ip4/1.2.3.4/tcp/{kinds['tcp']}"),
+        Multiaddr(f"/ip4/1.2.3.4/udp/{kinds['quic']}/quic-v1"),
+    ]
+    changed = Multiaddr("/ip4/1.2.3.4/tcp/6666")
+    assert service._mapped(changed, Multiaddr("/ip4/127.0.0.1/tcp/5555")) == [changed]
+    v6 = Multiaddr("/ip6/2001:db8::1/tcp/5555")
+    assert service._mapped(v6, Multiaddr("/ip4/127.0.0.1/tcp/5555")) == [v6]
+    assert service._mapped(changed, None) == [changed]
+    await service.close()

@@ -79,6 +79,8 @@ __all__ = [
     "HolePunchEvent",
     "HolePunchFailed",
     "HolePunchStarted",
+    "HolePunchingTransport",
+    "direct_kind",
 ]
 
 log = logging.getLogger(__name__)

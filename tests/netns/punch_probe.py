@@ -47,6 +47,8 @@ FIRST_TRIES = 20
 PAUSE_SECONDS = 0.05
 """Between requests while waiting for the hole punch (a pace, not a synchronisation: the
 relay limits the data of a relayed connection, 128 KiB by default)."""
+FAILURE_PAUSE_SECONDS = 0.2
+"""The same while waiting for failures, which take longer (three connect timeouts)."""
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -129,10 +131,12 @@ async def main(target: str, bootstrap: str, listen: str, expect: str, count: int
         else:
             raise SystemExit("no answer by id")
         first_at = requests[0]["at"] + requests[0]["seconds"]  # the first answer
+        pause = PAUSE_SECONDS if expect == "upgraded" else FAILURE_PAUSE_SECONDS
         while not outcome.is_set():
             n += 1
             await one(n)
-            await asyncio.sleep(PAUSE_SECONDS)
+            await asyncio.sleep(pause)
+        emit({"outcome": expect, "requests": len(requests)})
         for _ in range(count):
             n += 1
             await one(n)

@@ -100,6 +100,8 @@ _PUNCH_BYTES: Final = 64
 class HolePunchingTransport(Protocol):
     """A transport that can open our NAT towards an address without dialling (QUIC)."""
 
+    def can_dial(self, addr: Multiaddr) -> bool: ...
+
     def send_punch(self, addr: Multiaddr, payload: bytes) -> bool:
         """Send ``payload`` in one datagram to ``addr`` from the socket a dial there would
         leave from; False if there is none."""
@@ -554,7 +556,9 @@ class DcutrService:
         while not waiter.done():
             for addr in addrs:
                 payload = secrets.token_bytes(_PUNCH_BYTES)
-                if not any(t.send_punch(addr, payload) for t in punchers):
+                # The transport that dials the address punches for it (a subclass for
+                # another address shape, e.g. WebTransport's, has other sockets).
+                if not any(t.send_punch(addr, payload) for t in punchers if t.can_dial(addr)):
                     log.debug("no socket to punch %s from", addr)
             await asyncio.sleep(random.uniform(_PUNCH_MIN_SECONDS, _PUNCH_MAX_SECONDS))
 

@@ -85,6 +85,8 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         """The listener's factory while listening (None: inbound Initials are dropped)."""
         self.local_addr: Multiaddr | None = None
         self.family: int = socket.AF_INET
+        self.connection_class: type[QuicConnection] = QuicConnection
+        """What its connections are (WebTransport's subclass on a WebTransport socket)."""
 
     # -- asyncio ------------------------------------------------------------------------
 
@@ -137,7 +139,7 @@ class QuicEndpoint(asyncio.DatagramProtocol):
             self._pending = {c for c in self._pending if not (c.is_established or c.is_closed)}
             if len(self._pending) >= self._config.max_pending_handshakes:
                 return None
-        conn = _as_factory(factory)(self.local_addr, quic_multiaddr(addr), QuicConnection)
+        conn = _as_factory(factory)(self.local_addr, quic_multiaddr(addr), self.connection_class)
         assert isinstance(conn, QuicConnection)
         self._conns.add(conn)
         self._pending.add(conn)
@@ -150,7 +152,7 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self, factory: ProtocolFactory, remote: Multiaddr, sockaddr: SockAddr
     ) -> QuicConnection:
         local = self.local_addr or Multiaddr("/ip4/0.0.0.0/udp/0/quic-v1")
-        conn = _as_factory(factory)(local, remote, QuicConnection)
+        conn = _as_factory(factory)(local, remote, self.connection_class)
         assert isinstance(conn, QuicConnection)
         self._conns.add(conn)
         conn.start(self, self._config, sockaddr)
@@ -214,6 +216,8 @@ class QuicListener:
 class QuicTransport:
     """Dial and listen on ``/ip4|ip6/<ip>/udp/<port>/quic-v1``."""
 
+    connection_class: type[QuicConnection] = QuicConnection
+
     def __init__(self, config: QuicConfig | None = None) -> None:
         self.config = config or QuicConfig()
         self._listening: list[QuicEndpoint] = []
@@ -241,6 +245,7 @@ class QuicTransport:
             raise
         endpoint = QuicEndpoint(self.config, self._endpoint_empty)
         endpoint.family = family
+        endpoint.connection_class = self.connection_class
         await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
         return endpoint
 

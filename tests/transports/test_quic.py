@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aiop2p._aio.connection import Connection
-from aiop2p._aio.quic_adapter import LibP2PQuic, forget_h3_stream
+from aiop2p._aio.quic_adapter import LibP2PQuic, forget_h3_stream, open_webtransport_stream
 from aiop2p._aio.quic_connection import ALPN, QuicConfig, QuicConnection, _certificate_for
 from aiop2p._aio.quic_transport import QuicTransport, quic_target
 from aiop2p._aio.stream import Stream
@@ -152,9 +152,14 @@ def test_adapter_reaches_the_aioquic_http3_internals_webtransport_needs() -> Non
     assert not server.requests_client_certificate
     assert server._local_max_streams_uni.value == 5 == server._local_max_streams_uni.sent
     h3 = H3Connection(server, enable_webtransport=True)
-    sid = h3.create_webtransport_stream(0)
-    h3._stream[sid] = H3Stream(sid)  # as its receive path records streams
-    forget_h3_stream(h3, sid)
+    sid = open_webtransport_stream(h3, 0)
+    record = h3._stream[sid]
+    assert isinstance(record, H3Stream) and record.session_id == 0
+    assert server._streams[sid].receiver.is_finished is False
+    forget_h3_stream(h3, server, sid)
+    assert sid in h3._stream  # the peer may still send on it
+    del server._streams[sid]
+    forget_h3_stream(h3, server, sid)
     assert sid not in h3._stream
 
 

@@ -17,8 +17,9 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
 - how many streams the peer may open: ``_local_max_streams_bidi`` (aioquic fixes 128)
   and ``_local_max_streams_uni`` (0: libp2p has no use for them);
 - HTTP/3 for WebTransport: the server may leave the client certificate unrequested,
-  the peer allows a few unidirectional streams, and ``H3Connection._stream`` forgets a
-  WebTransport stream we are done with (:func:`forget_h3_stream`);
+  the peer allows a few unidirectional streams, and ``H3Connection._stream`` records a
+  WebTransport stream we open (:func:`open_webtransport_stream`) and forgets one we
+  are done with (:func:`forget_h3_stream`);
 - how much of a stream's written data has not left yet (send backpressure):
   ``_streams``, and of each stream ``sender.highest_offset``, ``.buffer_is_empty`` and
   ``.reset_pending``.
@@ -28,11 +29,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from aioquic.h3.connection import H3Connection
+from aioquic.h3.connection import FrameType, H3Connection, H3Stream
 from aioquic.quic.connection import QuicConnection as _AioquicConnection
 from cryptography import x509
 
-__all__ = ["LibP2PQuic", "forget_h3_stream"]
+__all__ = ["LibP2PQuic", "forget_h3_stream", "open_webtransport_stream"]
 
 
 class LibP2PQuic(_AioquicConnection):
@@ -165,8 +166,30 @@ class LibP2PQuic(_AioquicConnection):
         return self._written.get(stream_id, 0) - int(stream.sender.highest_offset)
 
 
-def forget_h3_stream(h3: H3Connection, stream_id: int) -> None:
+def forget_h3_stream(h3: H3Connection, quic: LibP2PQuic, stream_id: int) -> None:
     """Drop aioquic's HTTP/3 record of a WebTransport stream we are done with
     (``H3Connection._stream``): it keeps one per stream until it saw both directions
-    end through its own send calls, which WebTransport stream data bypasses."""
-    h3._stream.pop(stream_id, None)
+    end through its own send calls, which WebTransport stream data bypasses.
+
+    Only once nothing more can arrive on the stream (its receiving part finished, or
+    QUIC dropped it: ``_streams``, ``receiver.is_finished``): later data would find no
+    record and be parsed as HTTP/3 frames.
+    """
+    stream = quic._streams.get(stream_id)
+    if stream is None or stream.receiver.is_finished:
+        h3._stream.pop(stream_id, None)
+
+
+def open_webtransport_stream(h3: H3Connection, session_id: int) -> int:
+    """A new bidirectional WebTransport stream of ours in ``session_id``.
+
+    ``H3Connection.create_webtransport_stream`` writes the stream's header but keeps no
+    record (``H3Connection._stream``) saying it is a WebTransport stream, so the peer's
+    data on it would be parsed as HTTP/3 frames: the record is added here.
+    """
+    stream_id = h3.create_webtransport_stream(session_id)
+    record = H3Stream(stream_id)
+    record.frame_type = FrameType.WEBTRANSPORT_STREAM
+    record.session_id = session_id
+    h3._stream[stream_id] = record
+    return stream_id

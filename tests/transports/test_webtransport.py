@@ -344,4 +344,6 @@ async def test_streams_beyond_the_inbound_limit_are_reset(listener: Listening) -
         for stream in held:
             assert await stream.read() == b""
             await stream.close()
+        (inbound,) = node.connections
+        await wait_for(lambda: not inbound.streams)  # the listener saw them all end
         assert await roundtrip(dialer, addr) == b"ping"

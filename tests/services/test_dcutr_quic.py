@@ -14,6 +14,7 @@ import pytest
 from aiop2p._aio.quic_connection import QuicConnection
 from aiop2p._aio.quic_transport import QuicTransport
 from aiop2p._aio.stream import Stream
+from aiop2p._aio.webtransport_transport import WebTransportTransport
 from aiop2p.config import NodeConfig
 from aiop2p.errors import DialError, InvalidMultiaddrError
 from aiop2p.multiaddr import Multiaddr
@@ -62,9 +63,15 @@ class Nodes:
         RelayServer(r).start()
         return r.listen_addrs[0].with_peer_id(r.peer_id)
 
-    async def peer(self, config: DcutrConfig | None) -> tuple[Node, list[HolePunchEvent]]:
+    async def peer(
+        self, config: DcutrConfig | None, *, webtransport: bool = False
+    ) -> tuple[Node, list[HolePunchEvent]]:
+        # WebTransport (a QuicTransport subclass with sockets of its own) first, when
+        # asked: the punch must still leave from the QUIC socket.
+        first = [WebTransportTransport()] if webtransport else []
         node = Node(
-            transports=[TcpTransport(), QuicTransport()], config=NodeConfig(dial_timeout=3.0)
+            transports=[*first, TcpTransport(), QuicTransport()],
+            config=NodeConfig(dial_timeout=3.0),
         )
         await node.start()
         self.all.append(node)
@@ -73,6 +80,8 @@ class Nodes:
             DcutrService(node, config=config).events.subscribe(events.append)
         await node.listen(TCP)
         await node.listen(QUIC)
+        if webtransport:
+            await node.listen(QUIC + "/webtransport")
         RelayClient(node)
         return node, events
 
@@ -141,7 +150,7 @@ async def test_punches_a_peer_that_never_dials_then_gives_up(nodes: Nodes) -> No
             allow_loopback_addrs=True, unilateral_upgrade=False, max_attempts=1,
             connect_timeout=1.0,
         )  # fmt: skip
-        a, a_events = await nodes.peer(config)
+        a, a_events = await nodes.peer(config, webtransport=True)
         b, _ = await nodes.peer(None)
 
         async def answer_and_never_dial(stream: Stream) -> None:
@@ -164,7 +173,7 @@ async def test_punches_a_peer_that_never_dials_then_gives_up(nodes: Nodes) -> No
         assert isinstance(failed.error, DialError) and "within 1.0 s" in str(failed.error)
         assert failed.remote_addrs == (trap,)
         # Punched from the QUIC listening socket, random bytes, none like the other.
-        quic_port = next(int(x.value_for("udp") or 0) for x in a.listen_addrs if "udp" in str(x))
+        quic_port = next(p for x in a.listen_addrs if (p := direct_kind(x)) and p[0] == "quic")[1]
         assert len(received) >= 2, received
         assert {src for _, src in received} == {("127.0.0.1", quic_port)}
         assert all(len(data) == 64 for data, _ in received)

@@ -1,6 +1,6 @@
 """Where aiop2p reaches past aioquic's public API: all of it is in this module.
 
-aioquic (the sans-IO QUIC machine the QUIC transport drives) lacks five things libp2p
+aioquic (the sans-IO QUIC machine the QUIC transport drives) lacks six things libp2p
 needs, so :class:`LibP2PQuic` subclasses its ``QuicConnection`` and touches these
 non-public members, each checked by ``tests/transports/test_quic_adapter.py`` so an
 aioquic upgrade that moves them fails loudly instead of silently weakening a check:
@@ -18,17 +18,31 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   and ``_local_max_streams_uni`` (0: libp2p has no use for them);
 - how much of a stream's written data has not left yet (send backpressure):
   ``_streams``, and of each stream ``sender.highest_offset``, ``.buffer_is_empty`` and
-  ``.reset_pending``.
+  ``.reset_pending``;
+- datagrams beyond 16 KiB once the handshake is done (:meth:`LibP2PQuic.use_datagram_size`,
+  for loopback, where aioquic's per-packet work is what bounds bulk transfer):
+  ``_max_datagram_size``, the peer's ``max_udp_payload_size`` read again from the
+  transport parameters (``_parse_transport_parameters``), and ``_write_stream_frame``
+  called once per 16383 bytes, the most aioquic's 2-byte STREAM frame length field holds
+  (it writes one frame per stream and packet, and long-header packets carry the same
+  2-byte length, which is why the handshake keeps the configured size).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection as _AioquicConnection
+from aioquic.quic.packet import pull_quic_transport_parameters
 from cryptography import x509
 
-__all__ = ["LibP2PQuic"]
+__all__ = ["MAX_FRAME_DATA_BYTES", "LibP2PQuic"]
+
+MAX_FRAME_DATA_BYTES = 0x3FFF
+"""The most data aioquic writes into one STREAM frame (its 2-byte varint length)."""
+_MAX_FRAMES_PER_PACKET = 8  # 8 * 16383 > the largest UDP payload
+_DEFAULT_MAX_UDP_PAYLOAD = 65527  # RFC 9000 18.2: the peer's limit when it sends none
 
 
 class LibP2PQuic(_AioquicConnection):
@@ -53,6 +67,36 @@ class LibP2PQuic(_AioquicConnection):
         self._consumed: dict[int, int] = {}
         self._consumed_total = 0
         self._written: dict[int, int] = {}
+        self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
+        """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
+
+    # -- datagram size ----------------------------------------------------------------
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        limit = pull_quic_transport_parameters(Buffer(data=data)).max_udp_payload_size
+        if limit is not None:
+            self.peer_max_udp_payload = limit
+
+    def use_datagram_size(self, size: int) -> int:
+        """Send datagrams of up to ``size`` bytes from now on (after the handshake), but no
+        more than the peer said it takes and never less than configured; returns the size."""
+        size = max(self._max_datagram_size, min(size, self.peer_max_udp_payload))
+        self._max_datagram_size = size
+        return size
+
+    def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
+        # One frame per 16383 bytes while the packet has room: capping each frame's end
+        # offset keeps aioquic's 2-byte length field valid in packets above 16 KiB.
+        write = super()._write_stream_frame
+        sender = stream.sender
+        used = 0
+        for _ in range(_MAX_FRAMES_PER_PACKET):
+            start = sender.next_offset
+            used += write(builder, space, stream, min(max_offset, start + MAX_FRAME_DATA_BYTES))
+            if sender.buffer_is_empty or sender.next_offset == start:
+                break
+        return used
 
     # -- TLS --------------------------------------------------------------------------
 

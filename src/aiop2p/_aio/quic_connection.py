@@ -26,6 +26,7 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -44,6 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import (
     ConnectionClosedError,
+    DialError,
     HandshakeError,
     HandshakeTimeoutError,
     InvalidArgumentError,
@@ -75,7 +77,8 @@ log = logging.getLogger(__name__)
 ALPN: Final = "libp2p"
 SockAddr = tuple[str, int] | tuple[str, int, int, int]
 MIN_DATAGRAM_BYTES: Final = 1200  # RFC 9000 14: every QUIC path carries this much
-MAX_DATAGRAM_BYTES: Final = 16384  # aioquic fails to parse its own larger packets
+MAX_DATAGRAM_BYTES: Final = 65507  # the largest UDP payload over IPv4
+HANDSHAKE_DATAGRAM_BYTES: Final = 16384  # aioquic's long-header packets hold no more
 _CERT_VALID_SECONDS: Final = 10 * 24 * 3600
 _CERT_RENEW_SECONDS: Final = 24 * 3600
 _CRYPTO_ERROR_BAD_CERTIFICATE: Final = 0x100 + 42  # TLS alert bad_certificate (RFC 9001 4.8)
@@ -100,10 +103,11 @@ class QuicConfig:
     max_datagram_bytes: int = 1452
     """Largest UDP payload we send: 1500-byte Ethernet MTU minus IPv6 and UDP headers.
     aioquic does no path MTU discovery, so larger values are for known paths only."""
-    loopback_datagram_bytes: int = 16384
-    """Largest UDP payload to a loopback address (its MTU is 64 KiB).  aioquic's work
-    is per packet, so this is what lets bulk transfer between local processes run at
-    several times the ``max_datagram_bytes`` rate (docs/transports.md)."""
+    loopback_datagram_bytes: int = MAX_DATAGRAM_BYTES
+    """Largest UDP payload to a loopback address (its MTU is 64 KiB), used once the
+    handshake is done (up to 16 KiB before) and if the peer takes it.  aioquic's work is
+    per packet, so this is what lets bulk transfer between local processes run at several
+    times the ``max_datagram_bytes`` rate (docs/transports.md)."""
     congestion_control: str = "reno"
     """aioquic's congestion controller: ``reno`` or ``cubic``."""
 
@@ -132,6 +136,8 @@ class QuicEndpointLike(Protocol):
     """What a connection needs from the UDP endpoint that carries it."""
 
     def sendto(self, data: bytes, addr: SockAddr) -> None: ...
+
+    def send_datagrams(self, datagrams: Sequence[bytes], addr: SockAddr) -> None: ...
 
     def add_cid(self, cid: bytes, conn: QuicConnection) -> None: ...
 
@@ -175,7 +181,10 @@ def _configuration(
         idle_timeout=quic.idle_timeout,
         max_data=quic.connection_window_bytes,
         max_stream_data=quic.stream_window_bytes,
-        max_datagram_size=quic.loopback_datagram_bytes if loopback else quic.max_datagram_bytes,
+        max_datagram_size=min(
+            quic.loopback_datagram_bytes if loopback else quic.max_datagram_bytes,
+            HANDSHAKE_DATAGRAM_BYTES,
+        ),
         congestion_control_algorithm=quic.congestion_control,
     )
 
@@ -334,7 +343,7 @@ class QuicConnection(Connection):
                 if refused is not None:
                     self._terminate(refused, abort=True, close_code=_CRYPTO_ERROR_BAD_CERTIFICATE)
                     return
-                self._established_quic()
+                self._established_quic(quic)
                 if not self.is_established:
                     return
             elif kind is PingAcknowledged:
@@ -386,7 +395,15 @@ class QuicConnection(Connection):
         self.remote_public_key = key
         return None
 
-    def _established_quic(self) -> None:
+    def _established_quic(self, quic: LibP2PQuic) -> None:
+        peer = self._peer_sockaddr
+        assert peer is not None
+        loopback = ipaddress.ip_address(sockaddr_of(peer)[0]).is_loopback
+        quic.use_datagram_size(
+            self._quic_config.loopback_datagram_bytes
+            if loopback
+            else self._quic_config.max_datagram_bytes
+        )
         self._stage = _Stage.ESTABLISHED
         self._cancel_timer()  # the handshake deadline
         self._hooks.connection_ready(self)  # may veto (abort) the connection
@@ -483,8 +500,16 @@ class QuicConnection(Connection):
         endpoint = self._endpoint
         if quic is None or endpoint is None:
             return
-        for data, addr in quic.datagrams_to_send(now=self.loop.time()):
-            endpoint.sendto(data, addr)
+        datagrams = quic.datagrams_to_send(now=self.loop.time())
+        if len(datagrams) == 1:
+            endpoint.sendto(*datagrams[0])
+        elif datagrams:
+            addr = datagrams[0][1]
+            if all(a == addr for _, a in datagrams):
+                endpoint.send_datagrams([data for data, _ in datagrams], addr)
+            else:
+                for data, a in datagrams:
+                    endpoint.sendto(data, a)
         self._arm_quic_timer(quic)
         if self._blocked_writers:
             limit = self._quic_config.send_buffer_bytes // 2
@@ -594,6 +619,25 @@ class QuicConnection(Connection):
         super().forget_stream(sid)
 
     # -- teardown -------------------------------------------------------------------------
+
+    def unreachable(self, addr: tuple[str, int], exc: Exception) -> None:
+        """The endpoint got an ICMP error about datagrams to ``addr``: a dial still in its
+        handshake to that address fails now (nobody listens there) instead of at its
+        timeout.  Anything else ignores it: QUIC's timers judge loss on a live path."""
+        peer = self._peer_sockaddr
+        if (
+            self._stage is not _Stage.UPGRADING
+            or self.direction is not Direction.OUTBOUND
+            or peer is None
+            or sockaddr_of(peer) != sockaddr_of(addr)
+        ):
+            return
+        reason = getattr(exc, "strerror", None) or str(exc) or "unreachable"
+        self._terminate(
+            DialError(f"QUIC dial to {addr[0]}:{addr[1]} refused: {reason} (ICMP)"),
+            abort=True,
+            transport_gone=True,
+        )
 
     def _terminate(
         self,

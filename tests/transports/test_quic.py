@@ -126,6 +126,7 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
         "_initialize",
         "_parse_transport_parameters",
         "_write_stream_frame",
+        "_get_or_create_stream_for_send",
     ):
         assert callable(getattr(AioquicConnection, name))
     assert hasattr(server.tls, "_peer_certificate_chain")
@@ -134,6 +135,9 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     assert server.unsent_bytes(sid) == 100 and server.sends_pending(sid)
     assert server._streams[sid].sender.highest_offset == 0
     assert server._streams[sid].sender.next_offset == 0
+    assert callable(AioquicConnection._get_or_create_stream_for_send)
+    assert type(server._streams[sid].sender._buffer).__name__ == "SendBuffer"
+    assert server._streams[sid].sender._buffer[0:100] == b"x" * 100
     # Datagram size: never below the configured one, never above what the peer takes.
     configured = server._max_datagram_size
     assert server.use_datagram_size(1200) == configured
@@ -415,3 +419,38 @@ async def test_finished_streams_leave_no_state() -> None:
             assert isinstance(side, QuicConnection) and side._quic is not None
             machines.append(side._quic)
         await wait_for(lambda: all(len(q._consumed) + len(q._written) <= 4 for q in machines))
+
+
+def test_send_buffer_behaves_as_the_bytearray_it_replaces() -> None:
+    """Random appends (bytes, bytearray, memoryview; tiny and large), slices and
+    front trims give what aioquic's bytearray gave, and appended mutable data is copied."""
+    import random
+
+    from aiop2p._aio.quic_adapter import SendBuffer
+
+    rng = random.Random(13)
+    for _ in range(30):
+        ours, theirs = SendBuffer(), bytearray()
+        for _ in range(60):
+            action = rng.random()
+            if action < 0.5:
+                size = rng.choice((0, 1, 7, 100, 4095, 4096, 9000, 70000))
+                raw = rng.randbytes(size)
+                kind = rng.choice((bytes, bytearray, memoryview))
+                data = kind(raw) if kind is not memoryview else memoryview(bytearray(raw))
+                ours += data
+                theirs += raw
+                if isinstance(data, bytearray):
+                    data[:1] = b"!"  # the caller reuses its buffer: we hold a copy
+            elif action < 0.8 and theirs:
+                a = rng.randrange(len(theirs))
+                b = rng.randrange(a, len(theirs) + 1)
+                assert ours[a:b] == bytes(theirs[a:b])
+            elif theirs:
+                n = rng.randrange(len(theirs) + 1)
+                del ours[:n]
+                del theirs[:n]
+            assert len(ours) == len(theirs) and bool(ours) == bool(theirs)
+        assert ours[0 : len(theirs)] == bytes(theirs)
+    with pytest.raises(ValueError):
+        del SendBuffer(b"abc")[1:2]

@@ -571,7 +571,7 @@ class QuicConnection(Connection):
             size = room
             self._blocked_writers.add(sid)
         try:
-            quic.write(sid, bytes(data))
+            quic.write(sid, data)  # its send buffer copies only what is not immutable
         except (ValueError, AssertionError, RuntimeError) as exc:  # the stream's sending part ended
             raise StreamResetError(f"stream cannot send: {exc}") from None
         if size >= self._config.write_flush_bytes:

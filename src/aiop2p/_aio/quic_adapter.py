@@ -23,6 +23,10 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   for each frame and trims from the front once acknowledged) is replaced by a
   :class:`SendBuffer` of the written chunks: a bytearray trimmed from the front copies
   all it holds into a new allocation on every append, about 1.7 ms per MiB of bulk;
+- ACKs ride on the packets we send anyway (:meth:`LibP2PQuic.ack_with_next_packet`):
+  aioquic writes an ACK frame only once its 1 ms ACK delay is over, so an answer sent
+  sooner goes without it and a separate ACK-only packet follows; this sets the 1-RTT
+  space's ``ack_at`` (``_spaces``) to now;
 - datagrams beyond 16 KiB once the handshake is done (:meth:`LibP2PQuic.use_datagram_size`,
   for loopback, where aioquic's per-packet work is what bounds bulk transfer):
   ``_max_datagram_size``, the peer's ``max_udp_payload_size`` read again from the
@@ -37,6 +41,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection as _AioquicConnection
 from aioquic.quic.packet import pull_quic_transport_parameters
@@ -150,6 +155,14 @@ class LibP2PQuic(_AioquicConnection):
         self._written: dict[int, int] = {}
         self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
         """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
+
+    # -- ACKs -------------------------------------------------------------------------
+
+    def ack_with_next_packet(self, now: float) -> None:
+        """A due ACK goes in the next 1-RTT packet (called when data is about to leave)."""
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and space.ack_at > now:
+            space.ack_at = now
 
     # -- datagram size ----------------------------------------------------------------
 

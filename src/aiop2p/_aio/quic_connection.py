@@ -230,6 +230,7 @@ class QuicConnection(Connection):
         self._peer_sockaddr: SockAddr | None = None
         self._quic_timer: asyncio.TimerHandle | None = None
         self._quic_timer_at = 0.0
+        self._quic_due: float | None = None  # aioquic's deadline when last asked
         self._transmit_handle: asyncio.Handle | None = None
         self._hold_transmit = False
         self._transmit_wanted = False
@@ -442,15 +443,15 @@ class QuicConnection(Connection):
     # -- timers ---------------------------------------------------------------------------
 
     def _arm_quic_timer(self, quic: LibP2PQuic) -> None:
-        when = quic.get_timer()
-        timer = self._quic_timer
+        """Follow aioquic's timer lazily: a later deadline (the usual case, as each packet
+        moves the loss-detection deadline on) keeps the armed handle, which re-arms when
+        it fires early; only an earlier one replaces it."""
+        when = self._quic_due = quic.get_timer()
         if when is None:
-            if timer is not None:
-                timer.cancel()
-                self._quic_timer = None
-            return
+            return  # an armed handle fires, finds nothing due and stops
+        timer = self._quic_timer
         if timer is not None:
-            if self._quic_timer_at == when:
+            if self._quic_timer_at <= when:
                 return
             timer.cancel()
         self._quic_timer_at = when
@@ -459,9 +460,14 @@ class QuicConnection(Connection):
     def _on_quic_timer(self) -> None:
         self._quic_timer = None
         quic = self._quic
-        if quic is None or self._stage is _Stage.CLOSED:
+        due = self._quic_due
+        if quic is None or self._stage is _Stage.CLOSED or due is None:
             return
-        quic.handle_timer(now=max(self._quic_timer_at, self.loop.time()))
+        if due > self._quic_timer_at:  # moved on since armed
+            self._quic_timer_at = due
+            self._quic_timer = self.loop.call_at(due, self._on_quic_timer)
+            return
+        quic.handle_timer(now=max(due, self.loop.time()))
         self._process_events(quic)
         if not self.is_closed:
             self._transmit()
@@ -489,18 +495,23 @@ class QuicConnection(Connection):
     def _scheduled_transmit(self) -> None:
         self._transmit_handle = None
         if self._stage is not _Stage.CLOSED:
-            self._transmit()
+            self._transmit(with_ack=True)
 
     def _flush(self) -> int:
         self._transmit()
         return 0
 
-    def _transmit(self) -> None:
+    def _transmit(self, *, with_ack: bool = False) -> None:
+        """Send what aioquic has; ``with_ack``: we send because data or credit waits,
+        so a pending ACK rides along instead of leaving alone at aioquic's ACK delay."""
         quic = self._quic
         endpoint = self._endpoint
         if quic is None or endpoint is None:
             return
-        datagrams = quic.datagrams_to_send(now=self.loop.time())
+        now = self.loop.time()
+        if with_ack:
+            quic.ack_with_next_packet(now)
+        datagrams = quic.datagrams_to_send(now=now)
         if len(datagrams) == 1:
             endpoint.sendto(*datagrams[0])
         elif datagrams:
@@ -575,7 +586,7 @@ class QuicConnection(Connection):
         except (ValueError, AssertionError, RuntimeError) as exc:  # the stream's sending part ended
             raise StreamResetError(f"stream cannot send: {exc}") from None
         if size >= self._config.write_flush_bytes:
-            self._transmit()  # bulk: start sending now
+            self._transmit(with_ack=True)  # bulk: start sending now
         else:
             self._schedule_flush()  # writes of one loop turn leave together
         return size

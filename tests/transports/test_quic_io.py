@@ -197,11 +197,11 @@ async def test_many_datagrams_per_wakeup_are_all_read(monkeypatch: pytest.Monkey
     burst beyond the bound is read on the next ones: nothing is left behind."""
     config = QuicConfig(loopback_datagram_bytes=1452)
     delivered: list[int] = []
-    original = QuicEndpoint.datagram_received
+    original = QuicEndpoint._route
 
-    def count(endpoint: QuicEndpoint, data: bytes, addr: SockAddr) -> None:
+    def count(endpoint: QuicEndpoint, data: bytes, addr: SockAddr) -> QuicConnection | None:
         delivered.append(len(data))
-        original(endpoint, data, addr)
+        return original(endpoint, data, addr)
 
     wakeups: list[int] = []
     read_ready = QuicEndpoint._read_ready
@@ -210,7 +210,7 @@ async def test_many_datagrams_per_wakeup_are_all_read(monkeypatch: pytest.Monkey
         wakeups.append(len(delivered))
         read_ready(endpoint)
 
-    monkeypatch.setattr(QuicEndpoint, "datagram_received", count)
+    monkeypatch.setattr(QuicEndpoint, "_route", count)
     monkeypatch.setattr(QuicEndpoint, "_read_ready", wakeup)
     transport = QuicTransport(config)
     async with Node(transports=[transport]) as node:

@@ -289,22 +289,35 @@ class QuicConnection(Connection):
     # -- input --------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: SockAddr) -> None:
+        """One datagram from the peer: :meth:`receive` it, then :meth:`input_done`."""
+        if self.receive(data, addr):
+            self.input_done()
+
+    def receive(self, data: bytes, addr: SockAddr) -> bool:
+        """Feed a datagram to QUIC and deliver its events; output waits for
+        :meth:`input_done` (the endpoint calls it once per read batch).  False if the
+        connection is closed (now or before)."""
         quic = self._quic
         if quic is None or self._stage is _Stage.CLOSED:
-            return
+            return False
         quic.receive_datagram(data, addr, now=self.loop.time())
-        self._hold_transmit = True  # see below
+        self._hold_transmit = True  # see input_done
         try:
             self._process_events(quic)
         finally:
             self._hold_transmit = False
-        if self.is_closed:
+        return not self.is_closed
+
+    def input_done(self) -> None:
+        """After a batch of datagrams: output that input causes (handshake messages,
+        answers such as a multistream echo, data an ACK or credit let go) leaves in one
+        transmit scheduled now, behind the tasks the input woke, so what a handler writes
+        before it next waits leaves in the same datagram.  Anything else (ACKs, control
+        frames) rides on the next packet or leaves on aioquic's timer, at most its 1 ms
+        ACK delay later."""
+        quic = self._quic
+        if quic is None or self.is_closed:
             return
-        # Output that input causes: handshake messages, answers (a multistream echo),
-        # and data an ACK or credit let go.  It leaves in one transmit scheduled now,
-        # behind the tasks this input woke, so what a handler writes before it next
-        # waits leaves in the same datagram.  Anything else (ACKs, control frames)
-        # leaves on aioquic's timer, at most its 1 ms ACK delay later.
         if self._transmit_wanted or self._stage is _Stage.UPGRADING or quic.has_unsent():
             self._transmit_wanted = False
             if self._transmit_handle is not None:

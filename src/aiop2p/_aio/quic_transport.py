@@ -135,23 +135,33 @@ class QuicEndpoint:
         loop.add_reader(sock.fileno(), self._read_ready)
 
     def _read_ready(self) -> None:
+        """Read the datagrams waiting (up to the bound); each connection they reach
+        decides on its output once, after the batch (one transmit, one ACK)."""
         sock = self._sock
-        for _ in range(_MAX_READS_PER_WAKEUP):
-            if sock is None or self._sock is None:
-                return
-            try:
-                data, addr = sock.recvfrom(_RECV_BYTES)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                self._socket_error(exc)
-                continue
-            self.datagram_received(data, addr)
-            if len(data) < _MIN_INITIAL_BYTES:
-                # A small datagram (a request, an ACK) seldom has others queued behind
-                # it: skip the read that would only say so; level-triggered polling
-                # wakes us again if there are.
-                return
+        touched: list[QuicConnection] = []
+        try:
+            for _ in range(_MAX_READS_PER_WAKEUP):
+                if sock is None or self._sock is None:
+                    return
+                try:
+                    data, addr = sock.recvfrom(_RECV_BYTES)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    self._socket_error(exc)
+                    continue
+                addr = (addr[0], addr[1])
+                conn = self._route(data, addr)
+                if conn is not None and conn.receive(data, addr) and conn not in touched:
+                    touched.append(conn)
+                if len(data) < _MIN_INITIAL_BYTES:
+                    # A small datagram (a request, an ACK) seldom has others queued
+                    # behind it: skip the read that would only say so; level-triggered
+                    # polling wakes us again if there are.
+                    return
+        finally:
+            for conn in touched:
+                conn.input_done()
 
     def _socket_error(self, exc: OSError) -> None:
         """An error the socket reports (an ICMP error behind it): read the error queue,
@@ -225,21 +235,28 @@ class QuicEndpoint:
             self._queued.append((datagrams, addr))
 
     def datagram_received(self, data: bytes, addr: SockAddr) -> None:
-        # IPv6 sockets report (host, port, flowinfo, scope): keep (host, port), as dialled,
-        # so that aioquic sees one network path.
+        """One datagram, on its own (the socket reader batches them)."""
         addr = (addr[0], addr[1])
+        conn = self._route(data, addr)
+        if conn is not None:
+            conn.datagram_received(data, addr)
+
+    def _route(self, data: bytes, addr: SockAddr) -> QuicConnection | None:
+        """The connection a datagram is for (a new one for a valid Initial), or None.
+        IPv6 sockets report (host, port, flowinfo, scope): callers pass (host, port), as
+        dialled, so that aioquic sees one network path."""
+        if data and not data[0] & 0x80:  # short header: the connection id follows
+            return self._cids.get(data[1 : 1 + _CID_BYTES])
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=_CID_BYTES)
         except (ValueError, BufferReadError):
-            return  # not QUIC
+            return None  # not QUIC
         conn = self._cids.get(header.destination_cid)
         if conn is None:
             conn = self._accept(
                 data, addr, header.packet_type, header.version, header.destination_cid
             )
-            if conn is None:
-                return
-        conn.datagram_received(data, addr)
+        return conn
 
     # -- inbound ------------------------------------------------------------------------
 

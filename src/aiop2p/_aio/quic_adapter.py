@@ -38,7 +38,7 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
 
 from __future__ import annotations
 
-import collections
+import bisect
 from typing import Any
 
 from aioquic import tls
@@ -55,18 +55,24 @@ _MAX_FRAMES_PER_PACKET = 8  # 8 * 16383 > the largest UDP payload
 _DEFAULT_MAX_UDP_PAYLOAD = 65527  # RFC 9000 18.2: the peer's limit when it sends none
 _COALESCE_BYTES = 4096
 """Writes smaller than this join the last chunk (so that tiny writes make few chunks)."""
+_COMPACT_CHUNKS = 64
+"""Dropped chunks' slots are reclaimed once there are this many, and half the list."""
 
 
 class SendBuffer:
     """The unacknowledged bytes of a stream as the chunks written, for aioquic's sender:
-    ``+=`` keeps a reference (no copy), a slice is copied once, ``del b[:n]`` drops
-    whole chunks from the front."""
+    ``+=`` keeps a reference (no copy), a slice is copied once (its first chunk found by
+    bisection: aioquic slices each frame out of a buffer of many chunks), ``del b[:n]``
+    drops whole chunks from the front."""
 
-    __slots__ = ("_chunks", "_head", "_size")
+    __slots__ = ("_chunks", "_dropped", "_ends", "_first", "_origin", "_size")
 
     def __init__(self, initial: bytes = b"") -> None:
-        self._chunks: collections.deque[bytes | bytearray] = collections.deque()
-        self._head = 0  # bytes of the first chunk already dropped
+        self._chunks: list[bytes | bytearray] = []
+        self._ends: list[int] = []  # each chunk's end, counted from the first byte ever
+        self._first = 0  # index of the first live chunk
+        self._origin = 0  # where chunk 0 starts, counted as the ends are
+        self._dropped = 0  # bytes dropped from the front, ever
         self._size = 0
         if initial:
             self += initial
@@ -81,17 +87,19 @@ class SendBuffer:
         size = len(data)
         if not size:
             return self
-        chunks = self._chunks
-        if size < _COALESCE_BYTES and chunks:
+        chunks, ends = self._chunks, self._ends
+        if size < _COALESCE_BYTES and len(chunks) > self._first:
             last = chunks[-1]
             if isinstance(last, bytearray) and len(last) < 16 * _COALESCE_BYTES:
                 last += data
+                ends[-1] += size
                 self._size += size
                 return self
         if size < _COALESCE_BYTES:
             chunks.append(bytearray(data))
         else:
             chunks.append(data if isinstance(data, bytes) else bytes(data))
+        ends.append((ends[-1] if ends else self._origin) + size)
         self._size += size
         return self
 
@@ -101,22 +109,22 @@ class SendBuffer:
             raise ValueError("SendBuffer slices have no step")
         if stop <= start:
             return b""
-        pieces: list[bytes | memoryview] = []
-        offset = -self._head
-        for chunk in self._chunks:
-            end = offset + len(chunk)
-            if end > start:
-                lo = max(start - offset, 0)
-                hi = min(stop - offset, len(chunk))
-                if lo == 0 and hi == len(chunk) and isinstance(chunk, bytes):
-                    pieces.append(chunk)
-                else:
-                    pieces.append(memoryview(chunk)[lo:hi])
-                if end >= stop:
-                    break
-            offset = end
-        if len(pieces) == 1:
-            return bytes(pieces[0])
+        chunks, ends = self._chunks, self._ends
+        lo, hi = start + self._dropped, stop + self._dropped  # counted from the first byte
+        i = bisect.bisect_right(ends, lo, self._first)
+        chunk_start = ends[i - 1] if i else self._origin
+        chunk = chunks[i]
+        if hi <= ends[i]:  # within one chunk, the usual case
+            if lo == chunk_start and hi == ends[i] and isinstance(chunk, bytes):
+                return chunk
+            return bytes(memoryview(chunk)[lo - chunk_start : hi - chunk_start])
+        pieces: list[bytes | bytearray | memoryview] = [memoryview(chunk)[lo - chunk_start :]]
+        for j in range(i + 1, len(chunks)):
+            chunk_start = ends[j - 1]
+            if hi <= ends[j]:
+                pieces.append(memoryview(chunks[j])[: hi - chunk_start])
+                break
+            pieces.append(chunks[j])
         return b"".join(pieces)
 
     def __delitem__(self, key: slice) -> None:
@@ -124,11 +132,17 @@ class SendBuffer:
             raise ValueError("SendBuffer only drops from the front")
         size = min(key.stop, self._size)
         self._size -= size
-        chunks = self._chunks
-        head = self._head + size
-        while chunks and head >= len(chunks[0]):
-            head -= len(chunks.popleft())
-        self._head = head if chunks else 0
+        self._dropped += size
+        chunks, ends = self._chunks, self._ends
+        first = self._first
+        while first < len(chunks) and ends[first] <= self._dropped:
+            chunks[first] = b""  # released now; the slot goes at the next compaction
+            first += 1
+        if first >= _COMPACT_CHUNKS and first * 2 >= len(chunks):
+            self._origin = ends[first - 1]
+            del chunks[:first], ends[:first]
+            first = 0
+        self._first = first
 
 
 class LibP2PQuic(_AioquicConnection):

@@ -14,7 +14,10 @@ Per MiB for bulk, per request for echo.  A CPU-bound side sets the rate: MiB/s i
 1 / (CPU s per MiB) of the busier side.
 
     .venv/bin/python bench/quic_costs.py [--mib N] [--requests N] [--uvloop] [--markdown]
-                                         [--profile DIR]
+                                         [--profile DIR] [--only tcp|quic] [--base PATH]
+
+``--base PATH`` runs another checkout's peers (its ``bench/aiop2p_peer.py`` on its ``src``),
+to set the counts of a change beside those before it.
 
 ``--profile DIR`` runs each peer under cProfile (``DIR/{server,client}.prof``; the counts
 include the profiler's overhead, so read them for where the time goes, not for totals).
@@ -109,9 +112,15 @@ async def measure(
     return out
 
 
+def impl_of(args: argparse.Namespace) -> str:
+    if args.base is not None:
+        return run.BASE_IMPL
+    return run.UVLOOP_IMPL if args.uvloop else "aiop2p"
+
+
 def launch(role: str, args: argparse.Namespace) -> run.Launch:
     listen = LISTEN if role == "server" else ()  # role: server, client-tcp, client-quic
-    base = run.peer_launch(run.UVLOOP_IMPL if args.uvloop else "aiop2p", run.Setup(), listen=listen)
+    base = run.peer_launch(impl_of(args), run.Setup(base=args.base), listen=listen)
     argv = base.argv
     if args.profile is not None:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -121,7 +130,7 @@ def launch(role: str, args: argparse.Namespace) -> run.Launch:
 
 async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     log_dir = Path(tempfile.mkdtemp(prefix="aiop2p-quic-costs-"))
-    impl = run.UVLOOP_IMPL if args.uvloop else "aiop2p"
+    impl = impl_of(args)
     server = run.PeerProcess(impl, "server", log_dir, launch("server", args))
     peers = [server]
     results: dict[str, dict[str, float]] = {}
@@ -212,6 +221,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
     parser.add_argument("--only", choices=TRANSPORTS, default=None, help="one transport only")
+    parser.add_argument("--base", type=Path, default=None, metavar="PATH", help="another checkout")
     return parser.parse_args(argv)
 
 

@@ -203,6 +203,11 @@ class LibP2PQuic(_AioquicConnection):
         if limit is not None:
             self.peer_max_udp_payload = limit
 
+    @property
+    def datagram_size(self) -> int:
+        """The largest datagram sent now."""
+        return int(self._max_datagram_size)
+
     def use_datagram_size(self, size: int) -> int:
         """Send datagrams of up to ``size`` bytes from now on (after the handshake), but no
         more than the peer said it takes and never less than configured; returns the size."""

@@ -434,11 +434,12 @@ class QuicConnection(Connection):
         quic, peer = self._quic, self._peer_sockaddr
         assert quic is not None and peer is not None
         loopback = ipaddress.ip_address(sockaddr_of(peer)[0]).is_loopback
-        quic.use_datagram_size(
-            self._quic_config.loopback_datagram_bytes
-            if loopback
-            else self._quic_config.max_datagram_bytes
-        )
+        config = self._quic_config
+        size = config.loopback_datagram_bytes if loopback else config.max_datagram_bytes
+        if quic.datagram_size == min(size, HANDSHAKE_DATAGRAM_BYTES):
+            # The handshake's size was ours, capped: now the full one.  A machine made
+            # otherwise keeps its size (WebTransport: what browsers take).
+            quic.use_datagram_size(size)
         self._stage = _Stage.ESTABLISHED
         self._cancel_timer()  # the handshake deadline
         self._hooks.connection_ready(self)  # may veto (abort) the connection

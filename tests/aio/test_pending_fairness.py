@@ -208,3 +208,44 @@ def test_fair_pending_rules() -> None:
     fair.discard("b1")  # idempotent
     assert fair.admit("c2", ip[3]) == (None, None)
     assert fair.held(ip[3].key) == 2 and len(fair) == 6
+
+
+def _quic_initials(count: int, port: int) -> list[bytes]:
+    """First datagrams of ``count`` QUIC clients that will never send a second one."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection as RawQuic
+
+    now = asyncio.get_running_loop().time()
+    initials: list[bytes] = []
+    for _ in range(count):
+        raw = RawQuic(configuration=QuicConfiguration(is_client=True, alpn_protocols=["libp2p"]))
+        raw.connect(("127.0.0.1", port), now=now)
+        initials.extend(data for data, _ in raw.datagrams_to_send(now=now))
+    return initials
+
+
+async def test_quic_initial_flood_from_one_address_leaves_room_for_others() -> None:
+    """QUIC handshakes are admitted by the same per-source bound: an inbound connection
+    refused by the node never reaches the QUIC handshake (no CPU spent on it)."""
+    config = NodeConfig(
+        handshake_timeout=HANDSHAKE_TIMEOUT,
+        limits=ConnectionLimits(max_pending_incoming_per_ip=4),
+    )
+    async with Node(config=config) as server, Node() as client:
+        (addr,) = await server.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        refusals = Refusals(server)
+        port = port_of(server)
+        flood = 10
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind(("127.0.0.2", 0))
+            for datagram in _quic_initials(flood, port):
+                sock.sendto(datagram, ("127.0.0.1", port))
+            await wait_for(lambda: refusals["127.0.0.2"] == flood - 4, cap=CAP)
+            assert pending_from(server, "127.0.0.2") == 4
+            async with asyncio.timeout(CAP):
+                assert len(await client.ping(addr.with_peer_id(server.peer_id))) == 1
+            assert refusals["127.0.0.1"] == 0
+            assert pending_from(server, "127.0.0.2") == 4
+        finally:
+            sock.close()

@@ -270,6 +270,12 @@ class QuicConnection(Connection):
         self._add_cid(quic.host_cid)
         if original_destination_cid is not None:
             self._add_cid(original_destination_cid)
+        if self._refused is not None:
+            # Refused by the node's factory (pending-handshake bounds, shutdown): gone
+            # before the Initial is processed, so no handshake CPU is spent on it and
+            # nothing is sent (no keys yet): the dialer's handshake times out.
+            self._terminate(self._refused, abort=True, transport_gone=True)
+            return quic
         self._arm_timer(self.loop.time() + self._config.handshake_timeout)
         if is_client:
             quic.connect(peer, now=self.loop.time())

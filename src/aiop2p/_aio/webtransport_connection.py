@@ -127,12 +127,9 @@ class WebTransportConnection(QuicConnection):
         else:
             target = parse_webtransport_addr(self.remote_addr) if self.remote_addr else None
             self._dialled = target.certhashes if target is not None else ()
-        quic = super().start(
+        return super().start(
             endpoint, quic_config, peer, original_destination_cid=original_destination_cid
         )
-        if self._refused is not None:
-            self._terminate(self._refused, abort=True)
-        return quic
 
     def _make_quic(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Collection, Coroutine, Iterable
-from functools import partial
+from functools import lru_cache, partial
 from typing import Any, Self, cast
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
@@ -683,25 +683,37 @@ class _Hooks(ConnectionHooks):
                 log.exception("inline handler for %s failed", protocol)
                 stream.reset()
             return
-        node.spawn(
-            self._run_handler(cast(StreamHandler, handler), stream), name=f"handler {protocol}"
+        # Not node.spawn: a handler task reports its own end (_run_handler), so it needs no
+        # done callback, which would cost a loop turn (an epoll_wait) per request, and the
+        # connection's loop saves asking for the running one (a getpid syscall).
+        loop = stream.connection.loop
+        task = loop.create_task(
+            self._run_handler(cast(StreamHandler, handler), stream, loop),
+            name=_handler_task_name(protocol),
         )
+        node._tasks.add(task)
 
-    async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
+    async def _run_handler(
+        self, handler: StreamHandler, stream: Stream, loop: asyncio.AbstractEventLoop
+    ) -> None:
         try:
             await handler(stream)
-        except P2PError as exc:
-            log.debug("handler for %s ended with %s", stream.protocol, exc)
-            stream.reset()
-        except BaseException:
-            stream.reset()
-            raise
-        else:
             await stream.close()
             if not stream.is_closed:
                 # The handler is done but the remote has not closed its side: reset the
                 # stream if it lingers, so a peer that never closes cannot pin it forever.
                 stream.connection.linger(stream, self._node.config.stream_linger_timeout)
+        except P2PError as exc:
+            log.debug("handler for %s ended with %s", stream.protocol, exc)
+            stream.reset()
+        except Exception:
+            log.exception("handler for %s failed", stream.protocol)
+            stream.reset()
+        except BaseException:
+            stream.reset()
+            raise
+        finally:
+            self._node._tasks.discard(asyncio.current_task(loop))
 
     def _limit_error(self, conn: Connection) -> P2PError | None:
         """The first connection limit this established connection would exceed."""
@@ -768,3 +780,8 @@ class _Hooks(ConnectionHooks):
             if not conns:
                 del node._connections[conn.remote_peer]
         node.connection_closed.emit(conn)
+
+
+@lru_cache(maxsize=256)
+def _handler_task_name(protocol: str) -> str:
+    return f"handler {protocol}"

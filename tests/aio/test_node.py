@@ -210,3 +210,37 @@ async def test_half_open_inbound_stream_is_reset_after_linger() -> None:
         await wait_for(lambda: stream.is_closed)
         with pytest.raises(StreamResetError):
             await stream.write(b"late")
+
+
+async def test_handler_tasks_end_by_themselves_and_report_their_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Handler tasks carry no done callback: each leaves the node's task set itself, and a
+    handler that crashes is logged and its stream reset (the remote sees the reset)."""
+    broken = "/test/broken/1.0.0"
+
+    async def crash(stream: Stream) -> None:
+        await stream.read_message(100)
+        raise ValueError("handler bug")
+
+    async with Node() as server, Node() as client:
+        server.set_stream_handler(ECHO, echo_handler)
+        server.set_stream_handler(broken, crash)
+        await server.listen("/ip4/127.0.0.1/tcp/0")
+        conn = await client.dial(addr_of(server))
+        for i in range(5):
+            stream = await conn.new_stream(ECHO)
+            await stream.write_message(b"x%d" % i)
+            assert await stream.read_message(100) == b"x%d" % i
+            await stream.close()
+        stream = await conn.new_stream(broken)
+        await stream.write_message(b"boom")
+        with pytest.raises(StreamResetError):
+            await stream.read_message(100)
+        await wait_for(lambda: not server._tasks, cap=10)
+        assert any(
+            "handler for /test/broken/1.0.0 failed" in r.getMessage()
+            and r.exc_info is not None
+            and isinstance(r.exc_info[1], ValueError)
+            for r in caplog.records
+        )

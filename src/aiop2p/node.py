@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Coroutine, Iterable
+from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
 from functools import lru_cache, partial
 from typing import Any, Self, cast
 
@@ -285,12 +285,9 @@ class Node:
         return list(self._handlers)
 
     def supported_protocols(self, conn: Connection) -> Collection[str]:
-        """The protocols offered to ``conn``'s peer (see ``offer`` of set_stream_handler)."""
-        if not self._offers:
-            return self._handlers.keys()
-        peer = conn.remote_peer
-        offers = self._offers
-        return tuple(p for p in self._handlers if p not in offers or offers[p](peer))
+        """The protocols offered to ``conn``'s peer (see ``offer`` of set_stream_handler):
+        a live view, so ``protocol in`` it asks only that protocol's ``offer``."""
+        return OfferedProtocols(self._handlers, self._offers, conn.remote_peer)
 
     # -- listening -----------------------------------------------------------------------
 
@@ -451,6 +448,11 @@ class Node:
         cancel it for the others.
         """
         self._check_open()
+        conns = self._connections.get(peer)
+        if conns:  # the common case: connected directly (what connections_to puts first)
+            first = conns[0]
+            if first.relay is None and first.is_established:
+                return first
         return await self._connect(peer, None if addrs is None else list(addrs))
 
     async def _connect(
@@ -780,6 +782,39 @@ class _Hooks(ConnectionHooks):
             if not conns:
                 del node._connections[conn.remote_peer]
         node.connection_closed.emit(conn)
+
+
+class OfferedProtocols(Collection[str]):
+    """The protocols a node offers one peer, decided when asked.
+
+    Multistream's fast path only asks whether the proposed protocol is offered: one
+    ``offer`` call (e.g. the firewall's) per inbound stream instead of one per handler.
+    Iterating (``ls``, identify) lists what is offered at that moment.
+    """
+
+    __slots__ = ("_handlers", "_offers", "_peer")
+
+    def __init__(
+        self,
+        handlers: dict[str, StreamHandler | InlineStreamHandler],
+        offers: dict[str, Callable[[PeerId], bool]],
+        peer: PeerId,
+    ) -> None:
+        self._handlers = handlers
+        self._offers = offers
+        self._peer = peer
+
+    def __contains__(self, protocol: object) -> bool:
+        if protocol not in self._handlers:
+            return False
+        offer = self._offers.get(protocol)
+        return offer is None or offer(self._peer)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([p for p in self._handlers if p in self])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 @lru_cache(maxsize=256)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
 from functools import lru_cache, partial
-from typing import Any, Self, cast
+from typing import Any, Self
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -680,7 +680,7 @@ class _Hooks(ConnectionHooks):
             return
         if protocol in node._inline:
             try:
-                cast(InlineStreamHandler, handler)(stream)
+                handler(stream)
             except Exception:
                 log.exception("inline handler for %s failed", protocol)
                 stream.reset()
@@ -688,23 +688,22 @@ class _Hooks(ConnectionHooks):
         # Not node.spawn: a handler task reports its own end (_run_handler), so it needs no
         # done callback, which would cost a loop turn (an epoll_wait) per request, and the
         # connection's loop saves asking for the running one (a getpid syscall).
-        loop = stream.connection.loop
+        conn = stream.connection
+        loop = conn.loop
         task = loop.create_task(
-            self._run_handler(cast(StreamHandler, handler), stream, loop),
+            self._run_handler(handler, stream, conn),  # type: ignore[arg-type]
             name=_handler_task_name(protocol),
         )
         node._tasks.add(task)
 
-    async def _run_handler(
-        self, handler: StreamHandler, stream: Stream, loop: asyncio.AbstractEventLoop
-    ) -> None:
+    async def _run_handler(self, handler: StreamHandler, stream: Stream, conn: StreamOwner) -> None:
         try:
             await handler(stream)
             await stream.close()
             if not stream.is_closed:
                 # The handler is done but the remote has not closed its side: reset the
                 # stream if it lingers, so a peer that never closes cannot pin it forever.
-                stream.connection.linger(stream, self._node.config.stream_linger_timeout)
+                conn.linger(stream, self._node.config.stream_linger_timeout)
         except P2PError as exc:
             log.debug("handler for %s ended with %s", stream.protocol, exc)
             stream.reset()
@@ -715,7 +714,7 @@ class _Hooks(ConnectionHooks):
             stream.reset()
             raise
         finally:
-            self._node._tasks.discard(asyncio.current_task(loop))
+            self._node._tasks.discard(asyncio.current_task(conn.loop))
 
     def _limit_error(self, conn: Connection) -> P2PError | None:
         """The first connection limit this established connection would exceed."""

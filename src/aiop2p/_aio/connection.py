@@ -243,6 +243,7 @@ class Connection(asyncio.Protocol):
         a plain attribute, read on every stream write."""
         self.write_piece_size = config.write_flush_bytes
         """The largest piece a stream writes at once (``NodeConfig.write_flush_bytes``)."""
+        self.max_negotiation_message_bytes = config.max_negotiation_message_bytes
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._replies_while_paused = 0  # bytes answered to input while the socket was paused
@@ -333,9 +334,10 @@ class Connection(asyncio.Protocol):
             self._early_streams += 1
         stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
-        self._watch_negotiation(sid)
+        self._arm_timer(self._deadlines.start_negotiation(sid, self.loop.time()))
         yamux.send_data(sid, out)
-        self._schedule_flush()
+        if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+            self._flush_handle = self.loop.call_soon(self._scheduled_flush)
         return stream
 
     async def ping(self) -> float:
@@ -664,10 +666,6 @@ class Connection(asyncio.Protocol):
         if stream.role is Role.RESPONDER:
             self._hooks.inbound_stream(stream)
 
-    @property
-    def max_negotiation_message_bytes(self) -> int:
-        return self._config.max_negotiation_message_bytes
-
     def _watch_negotiation(self, sid: StreamId) -> None:
         """Reset the stream if multistream has not picked its protocol in time."""
         self._arm_timer(self._deadlines.start_negotiation(sid, self.loop.time()))
@@ -686,23 +684,25 @@ class Connection(asyncio.Protocol):
         sent = yamux.send_data(sid, data)
         if sent:
             self._unflushed += sent
-            if self._unflushed >= self._config.write_flush_bytes:
+            if self._unflushed >= self.write_piece_size:
                 self._flush()
-            else:
-                self._schedule_flush()
+            elif self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
         return sent
 
     def acknowledge(self, sid: StreamId, size: int) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.acknowledge_received_data(sid, size)
-            self._schedule_flush()
+            if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
 
     def close_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.close_stream(sid)
-            self._schedule_flush()
+            if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
 
     def reset_stream(self, sid: StreamId) -> None:
         yamux = self._yamux

@@ -521,6 +521,40 @@ class Stream:
 
     async def read_message(self, max_size: int) -> bytes:
         """Read one unsigned-varint length-prefixed message of at most ``max_size`` bytes."""
+        buf = self._buffer
+        while not buf:  # wait for the first bytes (as _wait_readable, without its frame)
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                raise StreamClosedError("stream ended before a message")
+            waiter = self._conn.loop.create_future()
+            self._read_waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._read_waiter is waiter:
+                    self._read_waiter = None
+        # The common case: the whole message arrived in one piece.
+        first = buf[0]
+        try:
+            got = decode_uvarint(first)
+        except RemoteProtocolError:
+            self.reset()
+            raise
+        if got is not None:
+            length, start = got
+            if length > max_size:
+                self.reset()
+                raise MessageTooLargeError(length, max_size)
+            end = start + length
+            if len(first) >= end:
+                if len(first) == end:
+                    buf.popleft()
+                else:
+                    buf[0] = first[end:]
+                self._buffered -= end
+                self._conn.acknowledge(self.stream_id, end)
+                return first[start:end]
         header = bytearray()
         while True:
             while not self._buffered:
@@ -569,8 +603,17 @@ class Stream:
         ):
             await self.wait_negotiated()
             self._check_writable()
-        view = memoryview(data)
         piece_size = conn.write_piece_size
+        if type(data) is bytes and len(data) <= piece_size and not conn.write_paused:
+            # The common case: one small piece the window takes whole, no view.
+            sent = conn.send_stream_data(self.stream_id, data)
+            if sent == len(data):
+                if conn.write_paused:
+                    await conn.drained()
+                    self._check_writable()
+                return
+            data = data[sent:]
+        view = memoryview(data)
         while True:
             if conn.write_paused:
                 await conn.drained()

@@ -238,6 +238,7 @@ class RequestExchange(Generic[Rq, Rs]):
         """Approved inbound requests, for the application."""
         self._deadlines = self._budget.deadlines
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first send
         self._streams: weakref.WeakSet[ResponseStream[Any]] = weakref.WeakSet()
         """Open response streams (weak: a stream the requester drops resets at once)."""
         self._closing = False
@@ -294,7 +295,10 @@ class RequestExchange(Generic[Rq, Rs]):
         _check_timeout(timeout)
         payload = self.codec.encode_request(request)
         request_id = self._next_id()
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:  # asked once: asyncio.get_running_loop() costs a getpid syscall
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None
         self._outbound_tasks.add(task)
         try:
@@ -446,7 +450,7 @@ class RequestExchange(Generic[Rq, Rs]):
         self, exchange: InboundExchange, inbound: InboundRequest[Rq, Rs]
     ) -> None:
         accepted = await self.requests.send(inbound)
-        exchange.done_waiting(asyncio.current_task())
+        exchange.done_waiting(asyncio.current_task(exchange.loop))
         if not accepted:
             inbound.drop()
 

@@ -162,6 +162,7 @@ class Stream:
         "_sink",
         "_write_closed",
         "_write_waiter",
+        "connection",
         "protocol",
         "role",
         "stream_id",
@@ -176,6 +177,8 @@ class Stream:
         negotiator: Negotiation | None,
     ) -> None:
         self._conn = conn
+        self.connection = conn
+        """The connection carrying this stream (an attribute: read on every request)."""
         self.stream_id = stream_id
         self.role = role
         """INITIATOR if we opened the stream."""
@@ -193,11 +196,6 @@ class Stream:
         self._sink: StreamSink | None = None
 
     # -- public properties -------------------------------------------------------------
-
-    @property
-    def connection(self) -> StreamOwner:
-        """The connection carrying this stream."""
-        return self._conn
 
     @property
     def remote_peer(self) -> PeerId:

@@ -292,7 +292,8 @@ class RequestExchange(Generic[Rq, Rs]):
         """Send ``request`` to ``peer`` on a connection from ``connect``; its response.
 
         ``timeout`` replaces ``request_timeout`` for this call."""
-        _check_timeout(timeout)
+        if timeout is not None:
+            _check_timeout(timeout)
         payload = self.codec.encode_request(request)
         request_id = self._next_id()
         loop = self._loop
@@ -355,7 +356,8 @@ class RequestExchange(Generic[Rq, Rs]):
                 f"request_stream needs the chunked framing; {spec.protocols[0]} is "
                 f"{spec.framing.value}"
             )
-        _check_timeout(timeout)
+        if timeout is not None:
+            _check_timeout(timeout)
         payload = self.codec.encode_request(request)
         if len(payload) > spec.max_request_bytes:
             raise RequestTooLargeError(

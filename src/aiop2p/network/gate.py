@@ -219,7 +219,9 @@ class FirewallGate:
     def request_finished(self, request_id: RequestId) -> None:
         self._decisions.pop(request_id, None)
         self._protocols.pop(request_id, None)
-        self._apply(self.engine.on_request_finished(request_id))
+        actions = self.engine.on_request_finished(request_id)
+        if actions:
+            self._apply(actions)
 
     # -- questions for the application ---------------------------------------------------
 

@@ -699,7 +699,7 @@ class _Hooks(ConnectionHooks):
     async def _run_handler(self, handler: StreamHandler, stream: Stream, conn: StreamOwner) -> None:
         try:
             await handler(stream)
-            await stream.close()
+            stream.close_write()  # Stream.close without its frame: the stream is negotiated
             if not stream.is_closed:
                 # The handler is done but the remote has not closed its side: reset the
                 # stream if it lingers, so a peer that never closes cannot pin it forever.

@@ -37,6 +37,7 @@ from typing import Any, Generic, Self, TypeVar
 from .._aio.connection import Connection
 from .._aio.deadlines import Deadline, DeadlineQueue
 from .._aio.stream import ConnectionId, Stream
+from .._wire.varint import encode_uvarint
 from ..errors import (
     ConnectionClosedError,
     InvalidArgumentError,
@@ -101,7 +102,7 @@ async def send_request_on(
             if len(protocols) > 1:
                 await stream.wait_negotiated()
             if framing is Framing.LENGTH_PREFIXED:
-                await stream.write_message(payload)
+                await stream.write(encode_uvarint(len(payload)) + payload)  # write_message
                 response = await stream.read_message(max_response_bytes)
             elif framing is Framing.CHUNKED:
                 await stream.write_message(payload)
@@ -117,7 +118,7 @@ async def send_request_on(
         except BaseException:
             stream.reset()  # no-op when already closed or reset
             raise
-        await stream.close()
+        stream.close_write()  # a response came, so the stream is negotiated: Stream.close
     except P2PError as exc:
         error = _as_request_error(exc)
         if error is None:

@@ -1,8 +1,11 @@
-"""Cost counters per request: what one sequential 64 B echo costs the client and the server.
+"""Cost counters per request: what one 64 B echo costs the client and the server.
 
-For each implementation (aiop2p, ``--base``'s aiop2p, the floor) a server and a client peer
-run as in ``bench/run.py``, and the client sends sequential echo requests.  Per request, for
-each process:
+For each implementation (aiop2p, ``--base``'s aiop2p, the floor) and each workload a server
+and a client peer run as in ``bench/run.py``, and the client sends 64 B echo requests.
+Workloads (``--workload``, repeatable; default ``echo1``): ``echo1`` raw echo streams one at
+a time, ``echoN`` with ``--concurrency`` (32) requests in flight, ``rr1`` / ``rrN`` the same
+through the ``Network`` request-response API (aiop2p only; the floor has no such path).
+Per request, for each process:
 
 - **instructions**: user-space instructions.  ``perf stat -e instructions:u`` where the CPU's
   counters are visible; in a VM without them (as here) Valgrind's cachegrind counts them
@@ -15,7 +18,8 @@ each process:
   transport flush, so a reply sent in one piece is one write on the server.
 
     .venv/bin/python bench/costs.py [--base PATH] [--requests N] [--instructions auto|perf|
-                                    cachegrind|none] [--markdown]
+                                    cachegrind|none] [--workload echo1|echoN|rr1|rrN]...
+                                    [--concurrency C] [--markdown]
 
 The counters are counts, not times: they hold on a busy machine too.
 """
@@ -49,12 +53,37 @@ PERF_ATTACH_SECONDS = 0.5  # perf stat -p needs a moment before it counts
 VALGRIND_READY_TIMEOUT_S = 600.0
 VALGRIND_EXIT_TIMEOUT_S = 300.0
 COMMAND_TIMEOUT_S = 1800.0
-DEFAULT_REQUESTS = 2000
+DEFAULT_REQUESTS = 3000
 DEFAULT_WARMUP = 500
-CACHEGRIND_REQUESTS = (100, 600)
-"""N1 and N2 of the cachegrind difference (after the same warm-up)."""
+DEFAULT_CONCURRENCY = 32
+CACHEGRIND_REQUESTS = (200, 1200)
+"""N1 and N2 of the cachegrind difference (after the same warm-up), one request at a time."""
+CACHEGRIND_REQUESTS_IN_FLIGHT = (500, 3500)
+"""The same with requests in flight: more of them, so the batches' edges cancel out."""
 CACHEGRIND_WARMUP = 200
 IMPLS = ("aiop2p", run.BASE_IMPL, run.FLOOR_IMPL)
+WORKLOADS = ("echo1", "echoN", "rr1", "rrN")
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the client sends: raw echo streams or Network requests, and how many at once."""
+
+    name: str
+    network: bool
+    concurrency: int
+
+    @classmethod
+    def parse(cls, name: str, concurrency: int) -> Workload:
+        return cls(name, name.startswith("rr"), 1 if name.endswith("1") else concurrency)
+
+    def runs_on(self, impl: str) -> bool:
+        return not (self.network and impl == run.FLOOR_IMPL)
+
+    def describe(self) -> str:
+        kind = "Network request-response" if self.network else "raw echo"
+        many = "sequential" if self.concurrency == 1 else f"{self.concurrency} in flight"
+        return f"{kind}, {many}"
 
 
 class CostError(Exception):
@@ -137,6 +166,7 @@ async def start_pair(
     setup: run.Setup,
     log_dir: Path,
     started: list[run.PeerProcess],
+    workload: Workload,
     wrap: list[str] | None = None,
     tag: str = "",
 ) -> run.Pair:
@@ -144,7 +174,7 @@ async def start_pair(
     ``{role}`` in it replaced by the role (the cachegrind output file)."""
     peers = []
     for role in ("server", "client"):
-        launch = run.peer_launch(impl, setup)
+        launch = run.peer_launch(impl, setup, network=workload.network)
         if wrap is not None:
             prefix = [arg.replace("{role}", f"{impl}-{role}{tag}") for arg in wrap]
             launch = run.Launch([*prefix, *launch.argv], launch.env, launch.cwd)
@@ -161,13 +191,13 @@ async def start_pair(
     return run.Pair(impl, peers[0], peers[1])
 
 
-async def echo(pair: run.Pair, count: int, warmup: int) -> dict[str, Any]:
+async def echo(pair: run.Pair, workload: Workload, count: int, warmup: int) -> dict[str, Any]:
     return await pair.client.call(
         "bench_echo",
         COMMAND_TIMEOUT_S,
         addr=pair.target,
         count=count,
-        concurrency=1,
+        concurrency=workload.concurrency,
         size=64,
         warmup=warmup,
     )
@@ -180,20 +210,25 @@ async def stop_all(started: list[run.PeerProcess]) -> None:
 
 
 async def syscall_costs(
-    impl: str, setup: run.Setup, log_dir: Path, requests: int, perf_instructions: bool
+    impl: str,
+    workload: Workload,
+    setup: run.Setup,
+    log_dir: Path,
+    requests: int,
+    perf_instructions: bool,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float] | None]:
     """Syscalls, writes (and instructions when perf counts them) per request, by role."""
     started: list[run.PeerProcess] = []
     events = [SYSCALL_EVENT, *WRITE_EVENTS] + ([INSTRUCTION_EVENT] if perf_instructions else [])
     try:
-        pair = await start_pair(impl, setup, log_dir, started)
-        await echo(pair, DEFAULT_WARMUP, 0)  # dial, code paths, caches
+        pair = await start_pair(impl, setup, log_dir, started, workload)
+        await echo(pair, workload, DEFAULT_WARMUP, 0)  # dial, code paths, caches
         perfs = {}
         for role, peer in (("client", pair.client), ("server", pair.server)):
             assert peer.proc is not None
-            out = log_dir / f"{impl}-{role}.perf"
+            out = log_dir / f"{impl}-{workload.name}-{role}.perf"
             perfs[role] = (await perf_attach(peer.proc.pid, events, out), out)
-        await echo(pair, requests, 0)
+        await echo(pair, workload, requests, 0)
         counts = {role: await perf_detach(proc, out) for role, (proc, out) in perfs.items()}
     finally:
         await stop_all(started)
@@ -215,7 +250,7 @@ def cachegrind_total(path: Path) -> float:
 
 
 async def cachegrind_run(
-    impl: str, setup: run.Setup, log_dir: Path, requests: int
+    impl: str, workload: Workload, setup: run.Setup, log_dir: Path, requests: int
 ) -> dict[str, float]:
     """Total instructions of each process over start-up, warm-up and ``requests`` echoes."""
     valgrind = shutil.which("valgrind")
@@ -230,11 +265,11 @@ async def cachegrind_run(
         "--cache-sim=no",
         f"--cachegrind-out-file={log_dir}/{{role}}.cg",
     ]
-    tag = f"-{requests}"
+    tag = f"-{workload.name}-{requests}"
     started: list[run.PeerProcess] = []
     try:
-        pair = await start_pair(impl, setup, log_dir, started, wrap, tag)
-        await echo(pair, requests, CACHEGRIND_WARMUP)
+        pair = await start_pair(impl, setup, log_dir, started, workload, wrap, tag)
+        await echo(pair, workload, requests, CACHEGRIND_WARMUP)
         for peer in (pair.client, pair.server):
             await peer.call("quit", COMMAND_TIMEOUT_S)
         for peer in (pair.client, pair.server):
@@ -249,17 +284,24 @@ async def cachegrind_run(
 
 
 async def measure(
-    impl: str, setup: run.Setup, log_dir: Path, requests: int, instructions: str
+    impl: str,
+    workload: Workload,
+    setup: run.Setup,
+    log_dir: Path,
+    requests: int,
+    instructions: str,
 ) -> Costs:
     use_perf = instructions == "perf"
-    syscalls, writes, counted = await syscall_costs(impl, setup, log_dir, requests, use_perf)
+    syscalls, writes, counted = await syscall_costs(
+        impl, workload, setup, log_dir, requests, use_perf
+    )
     per_request: dict[str, float | None] = {"client": None, "server": None}
     if counted is not None:
         per_request = dict(counted)
     elif instructions == "cachegrind":
-        n1, n2 = CACHEGRIND_REQUESTS
-        small = await cachegrind_run(impl, setup, log_dir, n1)
-        large = await cachegrind_run(impl, setup, log_dir, n2)
+        n1, n2 = CACHEGRIND_REQUESTS if workload.concurrency == 1 else CACHEGRIND_REQUESTS_IN_FLIGHT
+        small = await cachegrind_run(impl, workload, setup, log_dir, n1)
+        large = await cachegrind_run(impl, workload, setup, log_dir, n2)
         per_request = {role: (large[role] - small[role]) / (n2 - n1) for role in small}
     return Costs(per_request, syscalls, writes)
 
@@ -268,8 +310,9 @@ def fmt_k(value: float | None) -> str:
     return "-" if value is None else f"{value / 1000:.0f} k"
 
 
-def table(results: dict[str, Costs], markdown: bool) -> str:
+def table(results: dict[tuple[str, str], Costs], markdown: bool) -> str:
     cols = [
+        "workload",
         "implementation",
         "instructions client",
         "instructions server",
@@ -280,6 +323,7 @@ def table(results: dict[str, Costs], markdown: bool) -> str:
     ]
     rows = [
         [
+            name,
             impl,
             fmt_k(c.instructions["client"]),
             fmt_k(c.instructions["server"]),
@@ -288,7 +332,7 @@ def table(results: dict[str, Costs], markdown: bool) -> str:
             f"{c.writes['client']:.2f}",
             f"{c.writes['server']:.2f}",
         ]
-        for impl, c in results.items()
+        for (name, impl), c in results.items()
     ]
     if markdown:
         lines = ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
@@ -324,6 +368,21 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "are visible, else cachegrind (auto), or none",
     )
     parser.add_argument(
+        "--workload",
+        choices=WORKLOADS,
+        action="append",
+        default=None,
+        help="echo1 (default): raw echo one at a time; echoN: --concurrency in flight; "
+        "rr1 / rrN: the same through the Network API (repeatable)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="C",
+        help=f"requests in flight for echoN and rrN (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
         "--only",
         choices=IMPLS,
         action="append",
@@ -336,6 +395,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not 1 <= args.requests <= 1_000_000:
         parser.error("--requests must be in [1, 1000000]")
+    if not 2 <= args.concurrency <= 256:
+        parser.error("--concurrency must be in [2, 256]")
     if args.base is not None:
         args.base = args.base.resolve()
         if not (args.base / "bench" / "aiop2p_peer.py").is_file():
@@ -343,7 +404,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-async def amain(args: argparse.Namespace) -> dict[str, Costs]:
+async def amain(args: argparse.Namespace) -> dict[tuple[str, str], Costs]:
     instructions = args.instructions
     if instructions == "auto":
         instructions = "perf" if perf_counts_instructions() else "cachegrind"
@@ -354,12 +415,17 @@ async def amain(args: argparse.Namespace) -> dict[str, Costs]:
     if run.BASE_IMPL in impls and args.base is None:
         raise CostError("--only base needs --base PATH")
     setup = run.Setup(base=args.base)
+    workloads = [Workload.parse(w, args.concurrency) for w in args.workload or ["echo1"]]
     results = {}
     with tempfile.TemporaryDirectory(prefix="aiop2p-costs-") as tmp:
-        for impl in impls:
-            run.progress(f"{impl}: counting")
-            results[impl] = await measure(impl, setup, Path(tmp), args.requests, instructions)
-            run.progress(f"{impl}: {results[impl]}")
+        for workload in workloads:
+            for impl in (i for i in impls if workload.runs_on(i)):
+                run.progress(f"{workload.name} {impl}: counting")
+                key = (workload.name, impl)
+                results[key] = await measure(
+                    impl, workload, setup, Path(tmp), args.requests, instructions
+                )
+                run.progress(f"{workload.name} {impl}: {results[key]}")
     return results
 
 
@@ -374,10 +440,12 @@ def main(argv: list[str]) -> int:
         sys.stderr.write(f"costs: {exc}\n")
         return 1
     if args.json:
-        print(json.dumps({impl: vars(c) for impl, c in results.items()}, indent=2))
+        print(json.dumps({f"{w} {i}": vars(c) for (w, i), c in results.items()}, indent=2))
         return 0
+    for name in dict.fromkeys(w for w, _ in results):
+        print(f"# {name}: {Workload.parse(name, args.concurrency).describe()}")
     print(
-        f"# per sequential 64 B echo request; syscalls over {args.requests} requests"
+        f"# per 64 B echo request; syscalls over {args.requests} requests"
         f"{'' if args.base is None else f'; base: {run.describe_base(args.base)}'}"
     )
     print(table(results, args.markdown))

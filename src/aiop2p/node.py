@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Collection, Coroutine, Iterable
-from functools import partial
-from typing import Any, Self, cast
+from collections.abc import Callable, Collection, Coroutine, Iterable, Iterator
+from functools import lru_cache, partial
+from typing import Any, Self
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
@@ -285,12 +285,9 @@ class Node:
         return list(self._handlers)
 
     def supported_protocols(self, conn: Connection) -> Collection[str]:
-        """The protocols offered to ``conn``'s peer (see ``offer`` of set_stream_handler)."""
-        if not self._offers:
-            return self._handlers.keys()
-        peer = conn.remote_peer
-        offers = self._offers
-        return tuple(p for p in self._handlers if p not in offers or offers[p](peer))
+        """The protocols offered to ``conn``'s peer (see ``offer`` of set_stream_handler):
+        a live view, so ``protocol in`` it asks only that protocol's ``offer``."""
+        return OfferedProtocols(self._handlers, self._offers, conn.remote_peer)
 
     # -- listening -----------------------------------------------------------------------
 
@@ -451,6 +448,11 @@ class Node:
         cancel it for the others.
         """
         self._check_open()
+        conns = self._connections.get(peer)
+        if conns:  # the common case: connected directly (what connections_to puts first)
+            first = conns[0]
+            if first.relay is None and first.is_established:
+                return first
         return await self._connect(peer, None if addrs is None else list(addrs))
 
     async def _connect(
@@ -680,30 +682,41 @@ class _Hooks(ConnectionHooks):
             return
         if protocol in node._inline:
             try:
-                cast(InlineStreamHandler, handler)(stream)
+                handler(stream)
             except Exception:
                 log.exception("inline handler for %s failed", protocol)
                 stream.reset()
             return
-        node.spawn(
-            self._run_handler(cast(StreamHandler, handler), stream), name=f"handler {protocol}"
+        # Not node.spawn: a handler task reports its own end (_run_handler), so it needs no
+        # done callback, which would cost a loop turn (an epoll_wait) per request, and the
+        # connection's loop saves asking for the running one (a getpid syscall).
+        conn = stream.connection
+        loop = conn.loop
+        task = loop.create_task(
+            self._run_handler(handler, stream, conn),  # type: ignore[arg-type]
+            name=_handler_task_name(protocol),
         )
+        node._tasks.add(task)
 
-    async def _run_handler(self, handler: StreamHandler, stream: Stream) -> None:
+    async def _run_handler(self, handler: StreamHandler, stream: Stream, conn: StreamOwner) -> None:
         try:
             await handler(stream)
+            stream.close_write()  # Stream.close without its frame: the stream is negotiated
+            if not stream.is_closed:
+                # The handler is done but the remote has not closed its side: reset the
+                # stream if it lingers, so a peer that never closes cannot pin it forever.
+                conn.linger(stream, self._node.config.stream_linger_timeout)
         except P2PError as exc:
             log.debug("handler for %s ended with %s", stream.protocol, exc)
+            stream.reset()
+        except Exception:
+            log.exception("handler for %s failed", stream.protocol)
             stream.reset()
         except BaseException:
             stream.reset()
             raise
-        else:
-            await stream.close()
-            if not stream.is_closed:
-                # The handler is done but the remote has not closed its side: reset the
-                # stream if it lingers, so a peer that never closes cannot pin it forever.
-                stream.connection.linger(stream, self._node.config.stream_linger_timeout)
+        finally:
+            self._node._tasks.discard(asyncio.current_task(conn.loop))
 
     def _limit_error(self, conn: Connection) -> P2PError | None:
         """The first connection limit this established connection would exceed."""
@@ -770,3 +783,41 @@ class _Hooks(ConnectionHooks):
             if not conns:
                 del node._connections[conn.remote_peer]
         node.connection_closed.emit(conn)
+
+
+class OfferedProtocols(Collection[str]):
+    """The protocols a node offers one peer, decided when asked.
+
+    Multistream's fast path only asks whether the proposed protocol is offered: one
+    ``offer`` call (e.g. the firewall's) per inbound stream instead of one per handler.
+    Iterating (``ls``, identify) lists what is offered at that moment.
+    """
+
+    __slots__ = ("_handlers", "_offers", "_peer")
+
+    def __init__(
+        self,
+        handlers: dict[str, StreamHandler | InlineStreamHandler],
+        offers: dict[str, Callable[[PeerId], bool]],
+        peer: PeerId,
+    ) -> None:
+        self._handlers = handlers
+        self._offers = offers
+        self._peer = peer
+
+    def __contains__(self, protocol: object) -> bool:
+        if protocol not in self._handlers:
+            return False
+        offer = self._offers.get(protocol)
+        return offer is None or offer(self._peer)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([p for p in self._handlers if p in self])
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+@lru_cache(maxsize=256)
+def _handler_task_name(protocol: str) -> str:
+    return f"handler {protocol}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 
 import pytest
 
@@ -20,7 +21,7 @@ from aiop2p.errors import (
     StreamClosedError,
     StreamResetError,
 )
-from aiop2p.identity import KeyPair
+from aiop2p.identity import KeyPair, PeerId
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 
@@ -210,3 +211,82 @@ async def test_half_open_inbound_stream_is_reset_after_linger() -> None:
         await wait_for(lambda: stream.is_closed)
         with pytest.raises(StreamResetError):
             await stream.write(b"late")
+
+
+async def test_handler_tasks_end_by_themselves_and_report_their_failures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Handler tasks carry no done callback: each leaves the node's task set itself, and a
+    handler that crashes is logged and its stream reset (the remote sees the reset)."""
+    broken = "/test/broken/1.0.0"
+
+    async def crash(stream: Stream) -> None:
+        await stream.read_message(100)
+        raise ValueError("handler bug")
+
+    async with Node() as server, Node() as client:
+        server.set_stream_handler(ECHO, echo_handler)
+        server.set_stream_handler(broken, crash)
+        await server.listen("/ip4/127.0.0.1/tcp/0")
+        conn = await client.dial(addr_of(server))
+        for i in range(5):
+            stream = await conn.new_stream(ECHO)
+            await stream.write_message(b"x%d" % i)
+            assert await stream.read_message(100) == b"x%d" % i
+            await stream.close()
+        stream = await conn.new_stream(broken)
+        await stream.write_message(b"boom")
+        with pytest.raises(StreamResetError):
+            await stream.read_message(100)
+        await wait_for(lambda: not server._tasks, cap=10)
+        assert any(
+            "handler for /test/broken/1.0.0 failed" in r.getMessage()
+            and r.exc_info is not None
+            and isinstance(r.exc_info[1], ValueError)
+            for r in caplog.records
+        )
+
+
+async def test_offers_are_asked_per_proposal_and_follow_later_changes() -> None:
+    """The node's offer is a live view asked only about the proposed protocol: one offer
+    call per inbound stream, not one per handler, and handlers or offers changed after the
+    connection opened count for its next streams."""
+    hidden = "/test/hidden/1.0.0"
+    late = "/test/late/1.0.0"
+    asked: list[str] = []
+    allowed = {hidden: False, ECHO: True}
+
+    def offer_of(protocol: str) -> Callable[[PeerId], bool]:
+        def offer(peer: PeerId) -> bool:
+            asked.append(protocol)
+            return allowed[protocol]
+
+        return offer
+
+    async with Node() as server, Node() as client:
+        server.set_stream_handler(ECHO, echo_handler, offer=offer_of(ECHO))
+        server.set_stream_handler(hidden, echo_handler, offer=offer_of(hidden))
+        await server.listen("/ip4/127.0.0.1/tcp/0")
+        conn = await client.dial(addr_of(server))
+        await wait_for(lambda: bool(server.connections_to(client.peer_id)), cap=10)
+        asked.clear()
+        for _ in range(3):
+            stream = await conn.new_stream(ECHO)
+            await stream.write_message(b"hi")
+            assert await stream.read_message(100) == b"hi"
+            await stream.close()
+        assert asked == [ECHO] * 3  # never the other handler's offer
+        with pytest.raises(ProtocolNotSupportedError):
+            await conn.new_stream([hidden, "/test/none/1.0.0"])
+        allowed[hidden] = True  # the offer changes: the same connection sees it
+        assert await (await conn.new_stream([hidden, "/test/none/1.0.0"])).wait_negotiated()
+        server.set_stream_handler(late, echo_handler)  # added after the connection opened
+        stream = await conn.new_stream([late, "/test/none/1.0.0"])
+        assert await stream.wait_negotiated() == late
+        server.remove_stream_handler(late)
+        with pytest.raises(ProtocolNotSupportedError):
+            await conn.new_stream([late, "/test/none/1.0.0"])
+        (server_conn,) = server.connections_to(client.peer_id)
+        offered = server.supported_protocols(server_conn)
+        assert set(offered) == {p for p in server.protocols if p != late}
+        assert len(offered) == len(list(offered)) and late not in offered

@@ -119,3 +119,34 @@ def test_firewall_and_address_book_json_refuse_deep_input() -> None:
             FirewallRules.from_json(text)
         with pytest.raises(AddressBookError, match="nested"):
             AddressInfo.from_json(text)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"1",
+        b"12",
+        b'"x"',
+        b'{"a": [1, 2]}',
+        '"\u00e9t\u00e9"'.encode(),
+        '\ufeff"bom"'.encode(),  # a UTF-8 BOM: json refuses it
+        '["utf-16"]'.encode("utf-16-le"),
+        '["utf-16"]'.encode("utf-16"),
+        '["utf-32"]'.encode("utf-32"),
+        b"\x00\x00",
+        b"\xef\xbb",
+        b"\xff",
+        b"",
+        b" 1 ",
+        b"[1,",
+    ],
+)
+def test_decoding_agrees_with_json_loads(data: bytes) -> None:
+    """The UTF-8 shortcut and the direct decoder accept and refuse what json.loads does."""
+    try:
+        expected = json.loads(data)
+    except ValueError:
+        with pytest.raises(CodecError):
+            JsonCodec().decode(data)
+    else:
+        assert JsonCodec().decode(data) == expected

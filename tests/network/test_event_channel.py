@@ -476,3 +476,19 @@ async def run_model(config: ChannelSinkConfig, capacity: int, ops: list[str]) ->
 @given(config=st.sampled_from(list(ChannelSinkConfig)), capacity=st.integers(0, 3), ops=OPS)
 def test_matches_model(config: ChannelSinkConfig, capacity: int, ops: list[str]) -> None:
     asyncio.run(run_model(config, capacity, ops))
+
+
+def test_a_channel_waits_on_whichever_loop_runs_after_the_first_closed() -> None:
+    """The channel finds the running loop once (a getpid syscall each time in CPython
+    3.11), and again once that loop is closed: waiting works in a later loop too."""
+    channel: EventChannel[int] = EventChannel(4, ChannelSinkConfig.BLOCK)
+
+    async def round_trip(value: int) -> int:
+        reader = asyncio.ensure_future(channel.receive())
+        await asyncio.sleep(0)  # the reader waits on a future of this loop
+        assert not reader.done()
+        channel.send_nowait(value)
+        return await asyncio.wait_for(reader, 10)
+
+    assert asyncio.run(round_trip(1)) == 1
+    assert asyncio.run(round_trip(2)) == 2

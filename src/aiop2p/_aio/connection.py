@@ -153,7 +153,10 @@ class ConnectionHooks:
     def supported_protocols(  # pragma: no cover - interface
         self, conn: Connection
     ) -> Collection[str]:
-        """Protocols offered to this connection's peer on a new inbound stream."""
+        """Protocols offered to this connection's peer on its inbound streams.
+
+        Asked for once per connection: a live view (membership decided when a proposal
+        comes), not a snapshot."""
         raise NotImplementedError
 
 
@@ -215,6 +218,11 @@ class Connection(asyncio.Protocol):
         self._early_streams_sent = 0
         self._streams: dict[StreamId, Stream] = {}
         self._inbound_streams = 0
+        # What the node offers the peer on inbound streams (a live view, asked for once).
+        self._offered: Collection[str] | None = None
+        # Inbound streams opened by the input being dispatched: only those still
+        # negotiating at its end get a negotiation deadline (_watch_opened).
+        self._opened: list[StreamId] = []
         # Done when established; its result is not the connection itself, which would
         # tie every connection into a reference cycle (freed only by a full collection).
         self._ready: asyncio.Future[None] = self.loop.create_future()
@@ -230,7 +238,12 @@ class Connection(asyncio.Protocol):
         self._flush_handle: asyncio.Handle | None = None
         self._flush_held = False
         self._unflushed = 0
-        self._write_paused = False
+        self.write_paused = False
+        """The transport asked us to stop writing (its buffer is above the high mark);
+        a plain attribute, read on every stream write."""
+        self.write_piece_size = config.write_flush_bytes
+        """The largest piece a stream writes at once (``NodeConfig.write_flush_bytes``)."""
+        self.max_negotiation_message_bytes = config.max_negotiation_message_bytes
         self._drain_waiters: list[asyncio.Future[None]] = []
         self._reading_paused = False
         self._replies_while_paused = 0  # bytes answered to input while the socket was paused
@@ -321,9 +334,10 @@ class Connection(asyncio.Protocol):
             self._early_streams += 1
         stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
-        self._watch_negotiation(sid)
+        self._arm_timer(self._deadlines.start_negotiation(sid, self.loop.time()))
         yamux.send_data(sid, out)
-        self._schedule_flush()
+        if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+            self._flush_handle = self.loop.call_soon(self._scheduled_flush)
         return stream
 
     async def ping(self) -> float:
@@ -428,7 +442,7 @@ class Connection(asyncio.Protocol):
         self._terminate(error, transport_gone=True)
 
     def pause_writing(self) -> None:
-        self._write_paused = True
+        self.write_paused = True
 
     def _replied_while_paused(self, size: int) -> None:
         """Stop reading from a peer that sends input but does not read our answers.
@@ -450,7 +464,7 @@ class Connection(asyncio.Protocol):
             self._transport.pause_reading()
 
     def resume_writing(self) -> None:
-        self._write_paused = False
+        self.write_paused = False
         self._replies_while_paused = 0
         if self._reading_paused:
             self._reading_paused = False
@@ -576,6 +590,13 @@ class Connection(asyncio.Protocol):
 
     def _dispatch(self, yamux: YamuxSession) -> None:
         streams = self._streams
+        try:
+            self._dispatch_events(yamux, streams)
+        finally:
+            if self._opened:
+                self._watch_opened()
+
+    def _dispatch_events(self, yamux: YamuxSession, streams: dict[StreamId, Stream]) -> None:
         for ev in yamux.events_received():
             if isinstance(ev, StreamDataReceived):
                 stream = streams.get(ev.stream_id)
@@ -617,19 +638,33 @@ class Connection(asyncio.Protocol):
             return
         self._inbound_streams += 1
         # No machine yet: the stream matches the peer's first input against the offer.
-        offered = self._hooks.supported_protocols(self)
+        offered = self._offered
+        if offered is None:
+            offered = self._offered = self._hooks.supported_protocols(self)
         stream = Stream(self, sid, role=Role.RESPONDER, negotiator=offered)
         self._streams[sid] = stream
-        self._watch_negotiation(sid)
+        self._opened.append(sid)
+
+    def _watch_opened(self) -> None:
+        """Negotiation deadlines for the streams the last input opened, except those whose
+        protocol that same input settled (the common case: no entry, no clock read)."""
+        opened = self._opened
+        self._opened = []
+        if self._stage is not _Stage.ESTABLISHED:
+            return
+        streams = self._streams
+        now: float | None = None
+        for sid in opened:
+            stream = streams.get(sid)
+            if stream is not None and stream.protocol is None:
+                if now is None:
+                    now = self.loop.time()
+                self._arm_timer(self._deadlines.start_negotiation(sid, now))
 
     def stream_negotiated(self, stream: Stream) -> None:
         self._deadlines.end_negotiation(stream.stream_id)
         if stream.role is Role.RESPONDER:
             self._hooks.inbound_stream(stream)
-
-    @property
-    def max_negotiation_message_bytes(self) -> int:
-        return self._config.max_negotiation_message_bytes
 
     def _watch_negotiation(self, sid: StreamId) -> None:
         """Reset the stream if multistream has not picked its protocol in time."""
@@ -649,23 +684,25 @@ class Connection(asyncio.Protocol):
         sent = yamux.send_data(sid, data)
         if sent:
             self._unflushed += sent
-            if self._unflushed >= self._config.write_flush_bytes:
+            if self._unflushed >= self.write_piece_size:
                 self._flush()
-            else:
-                self._schedule_flush()
+            elif self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
         return sent
 
     def acknowledge(self, sid: StreamId, size: int) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.acknowledge_received_data(sid, size)
-            self._schedule_flush()
+            if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
 
     def close_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.close_stream(sid)
-            self._schedule_flush()
+            if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
 
     def reset_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
@@ -675,8 +712,9 @@ class Connection(asyncio.Protocol):
         self.forget_stream(sid)
 
     def forget_stream(self, sid: StreamId) -> None:
-        self._deadlines.end_negotiation(sid)
         stream = self._streams.pop(sid, None)
+        if stream is None or stream.protocol is None:  # stream_negotiated ended it otherwise
+            self._deadlines.end_negotiation(sid)
         if stream is not None and stream.role is Role.RESPONDER:
             self._inbound_streams -= 1
         if not self._streams:
@@ -737,7 +775,7 @@ class Connection(asyncio.Protocol):
     def _flush_answers(self) -> None:
         self._flush_handle = None
         sent = self._flush()
-        if self._write_paused and sent:
+        if self.write_paused and sent:
             self._replied_while_paused(sent)
 
     def _flush(self) -> int:
@@ -772,17 +810,9 @@ class Connection(asyncio.Protocol):
             _write_sealed(transport, cipher, pieces, size)
         return size
 
-    @property
-    def write_paused(self) -> bool:
-        return self._write_paused
-
-    @property
-    def write_piece_size(self) -> int:
-        return self._config.write_flush_bytes
-
     def drained(self) -> asyncio.Future[None]:
         waiter: asyncio.Future[None] = self.loop.create_future()
-        if not self._write_paused:
+        if not self.write_paused:
             waiter.set_result(None)
         elif self._stage is _Stage.CLOSED:
             assert self._error is not None

@@ -162,6 +162,7 @@ class Stream:
         "_sink",
         "_write_closed",
         "_write_waiter",
+        "connection",
         "protocol",
         "role",
         "stream_id",
@@ -176,6 +177,8 @@ class Stream:
         negotiator: Negotiation | None,
     ) -> None:
         self._conn = conn
+        self.connection = conn
+        """The connection carrying this stream (an attribute: read on every request)."""
         self.stream_id = stream_id
         self.role = role
         """INITIATOR if we opened the stream."""
@@ -193,11 +196,6 @@ class Stream:
         self._sink: StreamSink | None = None
 
     # -- public properties -------------------------------------------------------------
-
-    @property
-    def connection(self) -> StreamOwner:
-        """The connection carrying this stream."""
-        return self._conn
 
     @property
     def remote_peer(self) -> PeerId:
@@ -521,6 +519,40 @@ class Stream:
 
     async def read_message(self, max_size: int) -> bytes:
         """Read one unsigned-varint length-prefixed message of at most ``max_size`` bytes."""
+        buf = self._buffer
+        while not buf:  # wait for the first bytes (as _wait_readable, without its frame)
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                raise StreamClosedError("stream ended before a message")
+            waiter = self._conn.loop.create_future()
+            self._read_waiter = waiter
+            try:
+                await waiter
+            finally:
+                if self._read_waiter is waiter:
+                    self._read_waiter = None
+        # The common case: the whole message arrived in one piece.
+        first = buf[0]
+        try:
+            got = decode_uvarint(first)
+        except RemoteProtocolError:
+            self.reset()
+            raise
+        if got is not None:
+            length, start = got
+            if length > max_size:
+                self.reset()
+                raise MessageTooLargeError(length, max_size)
+            end = start + length
+            if len(first) >= end:
+                if len(first) == end:
+                    buf.popleft()
+                else:
+                    buf[0] = first[end:]
+                self._buffered -= end
+                self._conn.acknowledge(self.stream_id, end)
+                return first[start:end]
         header = bytearray()
         while True:
             while not self._buffered:
@@ -569,8 +601,17 @@ class Stream:
         ):
             await self.wait_negotiated()
             self._check_writable()
-        view = memoryview(data)
         piece_size = conn.write_piece_size
+        if type(data) is bytes and len(data) <= piece_size and not conn.write_paused:
+            # The common case: one small piece the window takes whole, no view.
+            sent = conn.send_stream_data(self.stream_id, data)
+            if sent == len(data):
+                if conn.write_paused:
+                    await conn.drained()
+                    self._check_writable()
+                return
+            data = data[sent:]
+        view = memoryview(data)
         while True:
             if conn.write_paused:
                 await conn.drained()

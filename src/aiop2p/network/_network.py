@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, replace
 from typing import Any, Generic, Self, TypeVar
 
@@ -725,13 +725,13 @@ class Network(Generic[Rq, Rs]):
 
     # -- requests ------------------------------------------------------------------------
 
-    async def send_request(
+    def send_request(
         self,
         target: PeerId | Multiaddr | str,
         request: Rq,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - replaces request_timeout (issue 11)
-    ) -> Rs:
+        timeout: float | None = None,
+    ) -> Coroutine[Any, Any, Rs]:
         """Send ``request`` to ``target`` and return its response.
 
         ``target`` is a :class:`PeerId`, its text, or a multiaddr (text or
@@ -744,8 +744,11 @@ class Network(Generic[Rq, Rs]):
         ``OutboundFailure``: dial failure, timeout, connection closed (also when the
         remote closed the stream unanswered: ``ResponseOmittedError``), unsupported
         protocols, shutdown.
+
+        A plain method returning the default protocol's coroutine (``await`` it): one
+        coroutine frame less per request than an ``async def`` that awaits it.
         """
-        return await self._default.send_request(target, request, timeout=timeout)
+        return self._default.send_request(target, request, timeout=timeout)
 
     async def ping(self, target: PeerId | Multiaddr | str, count: int = 1) -> list[float]:
         """Ping ``target`` (as in :meth:`send_request`) with ``/ipfs/ping/1.0.0``; return

@@ -49,6 +49,7 @@ _OPENS: Final = bytes.maketrans(b"[]{}", b"\x01\x00\x01\x00")
 _CLOSES: Final = bytes.maketrans(b"[]{}", b"\x00\x01\x00\x01")
 # One encoder for every value: ``json.dumps`` with options would build a new one per call.
 _COMPACT_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_DECODER: Final = json.JSONDecoder()
 
 
 def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
@@ -79,7 +80,10 @@ def json_loads(data: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) ->
     else:
         # Decoded here as ``json.loads`` would (same detection, same errors), once.
         raw = data
-        encoding = json.detect_encoding(data)
+        if len(data) >= 2 and 0 < data[0] < 0xEF and data[1]:
+            encoding = "utf-8"  # no BOM, no NUL: json.detect_encoding's answer, sooner
+        else:
+            encoding = json.detect_encoding(data)
         try:
             text = data.decode(encoding, "surrogatepass")
         except UnicodeDecodeError as exc:
@@ -89,7 +93,9 @@ def json_loads(data: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) ->
     if json_depth_exceeds(raw, max_depth):
         raise CodecError(f"invalid JSON: nested deeper than {max_depth} levels")
     try:
-        return json.loads(text)
+        if text.startswith("\ufeff"):
+            return json.loads(text)  # refused, with json's message for a BOM
+        return _DECODER.decode(text)  # what json.loads calls, one call sooner
     except (UnicodeDecodeError, ValueError) as exc:
         raise CodecError(f"invalid JSON: {exc}") from exc
     except RecursionError:  # only if max_depth is set above what the stack allows

@@ -71,6 +71,7 @@ class EventChannel(Generic[T]):
         "_getters",
         "_items",
         "_limit",
+        "_loop",
         "_name",
         "_putters",
         "_receiver_closed",
@@ -96,6 +97,7 @@ class EventChannel(Generic[T]):
         # whose slot is reserved until they run.
         self._putters: deque[asyncio.Future[None]] = deque()
         self._reserved = 0
+        self._loop: asyncio.AbstractEventLoop | None = None  # see _future
         self._sender_closed = False
         self._receiver_closed = False
         self._burst = 0
@@ -156,7 +158,7 @@ class EventChannel(Generic[T]):
         if self._sender_closed or self._receiver_closed:
             self._drop(1, "closed")
             return False
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut = self._future()
         self._putters.append(fut)
         try:
             await fut
@@ -242,6 +244,14 @@ class EventChannel(Generic[T]):
             _log.debug("%s: dropping items (%s); total dropped %d", self._name, why, self.dropped)
         self._burst += count
 
+    def _future(self) -> asyncio.Future[None]:
+        """A future on the running loop, found once: ``asyncio.get_running_loop()`` costs
+        a ``getpid`` syscall in CPython 3.11, and a reader waits once per request."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.create_future()
+
     # -- receiver side ---------------------------------------------------------------
 
     async def receive(self) -> T:
@@ -253,7 +263,7 @@ class EventChannel(Generic[T]):
         while not self._items:
             if self._sender_closed or self._receiver_closed:
                 raise ChannelClosedError(f"{self._name} is closed")
-            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            fut = self._future()
             self._getters.append(fut)
             try:
                 await fut

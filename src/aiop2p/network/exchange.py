@@ -37,6 +37,7 @@ from typing import Any, Generic, Self, TypeVar
 from .._aio.connection import Connection
 from .._aio.deadlines import Deadline, DeadlineQueue
 from .._aio.stream import ConnectionId, Stream
+from .._wire.varint import encode_uvarint
 from ..errors import (
     ConnectionClosedError,
     InvalidArgumentError,
@@ -101,7 +102,7 @@ async def send_request_on(
             if len(protocols) > 1:
                 await stream.wait_negotiated()
             if framing is Framing.LENGTH_PREFIXED:
-                await stream.write_message(payload)
+                await stream.write(encode_uvarint(len(payload)) + payload)  # write_message
                 response = await stream.read_message(max_response_bytes)
             elif framing is Framing.CHUNKED:
                 await stream.write_message(payload)
@@ -117,7 +118,7 @@ async def send_request_on(
         except BaseException:
             stream.reset()  # no-op when already closed or reset
             raise
-        await stream.close()
+        stream.close_write()  # a response came, so the stream is negotiated: Stream.close
     except P2PError as exc:
         error = _as_request_error(exc)
         if error is None:
@@ -238,6 +239,7 @@ class RequestExchange(Generic[Rq, Rs]):
         """Approved inbound requests, for the application."""
         self._deadlines = self._budget.deadlines
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first send
         self._streams: weakref.WeakSet[ResponseStream[Any]] = weakref.WeakSet()
         """Open response streams (weak: a stream the requester drops resets at once)."""
         self._closing = False
@@ -291,10 +293,14 @@ class RequestExchange(Generic[Rq, Rs]):
         """Send ``request`` to ``peer`` on a connection from ``connect``; its response.
 
         ``timeout`` replaces ``request_timeout`` for this call."""
-        _check_timeout(timeout)
+        if timeout is not None:
+            _check_timeout(timeout)
         payload = self.codec.encode_request(request)
         request_id = self._next_id()
-        task = asyncio.current_task()
+        loop = self._loop
+        if loop is None:  # asked once: asyncio.get_running_loop() costs a getpid syscall
+            loop = self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
         assert task is not None
         self._outbound_tasks.add(task)
         try:
@@ -351,7 +357,8 @@ class RequestExchange(Generic[Rq, Rs]):
                 f"request_stream needs the chunked framing; {spec.protocols[0]} is "
                 f"{spec.framing.value}"
             )
-        _check_timeout(timeout)
+        if timeout is not None:
+            _check_timeout(timeout)
         payload = self.codec.encode_request(request)
         if len(payload) > spec.max_request_bytes:
             raise RequestTooLargeError(
@@ -446,7 +453,7 @@ class RequestExchange(Generic[Rq, Rs]):
         self, exchange: InboundExchange, inbound: InboundRequest[Rq, Rs]
     ) -> None:
         accepted = await self.requests.send(inbound)
-        exchange.done_waiting(asyncio.current_task())
+        exchange.done_waiting(asyncio.current_task(exchange.loop))
         if not accepted:
             inbound.drop()
 

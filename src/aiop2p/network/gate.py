@@ -203,14 +203,25 @@ class FirewallGate:
         """Ask for the firewall's verdict on a request: ``decided`` is called with ``None``
         (deliver) or why it is rejected — before this returns when a rule answers, later
         when a question must be asked.  Not called after :meth:`request_finished`."""
+        actions = self.engine.on_request(request_id, peer, conn_id, view)
+        if len(actions) == 1:  # the common case: a rule answers at once, nothing to keep
+            (action,) = actions
+            if isinstance(action, Deliver) and action.request_id == request_id:
+                decided(None)
+                return
+            if isinstance(action, Reject) and action.request_id == request_id:
+                decided(action.reason)
+                return
         self._decisions[request_id] = decided
         self._protocols[request_id] = protocol
-        self._apply(self.engine.on_request(request_id, peer, conn_id, view))
+        self._apply(actions)
 
     def request_finished(self, request_id: RequestId) -> None:
         self._decisions.pop(request_id, None)
         self._protocols.pop(request_id, None)
-        self._apply(self.engine.on_request_finished(request_id))
+        actions = self.engine.on_request_finished(request_id)
+        if actions:
+            self._apply(actions)
 
     # -- questions for the application ---------------------------------------------------
 

@@ -90,7 +90,7 @@ class RequestServer(Generic[Rq, Rs]):
                 self._start(exchange, request)
 
     async def _run(self, exchange: InboundExchange, request: InboundRequest[Rq, Rs]) -> None:
-        me = asyncio.current_task()
+        me = asyncio.current_task(exchange.loop)
         try:
             result = self._handler(request)
             if isinstance(result, AsyncIterator):

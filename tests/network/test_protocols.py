@@ -39,6 +39,7 @@ from aiop2p.network import (
 )
 from aiop2p.network.config import MAX_ERROR_MESSAGE_BYTES
 from aiop2p.network.firewall import FirewallRules, Rule
+from aiop2p.network.inbound import CHUNKS_PER_TURN
 from aiop2p.protocols.yamux import YamuxConfig
 
 from ..helpers import wait_for
@@ -248,6 +249,32 @@ async def test_requester_break_resets_and_closes_the_generator() -> None:
             await asyncio.wait_for(closed.wait(), CAP)
             event = await next_event(server, InboundRequestFailed, skip=CONNECTION_NOISE)
             assert event.failure is InboundFailure.CANCELLED
+
+
+async def test_an_iterator_that_never_awaits_does_not_hold_the_loop() -> None:
+    """Chunks the send window takes at once do not yield: the responder yields every
+    ``CHUNKS_PER_TURN`` chunks itself, so other work on the node runs meanwhile (counted
+    in chunks produced before a callback scheduled at the start ran)."""
+    async with networks(ALLOW, CLIENT) as (server, client):
+        await link(client, server)
+        kv = server.add_protocol(KV, framing=Framing.CHUNKED)
+        kv_client = client.add_protocol(KV, framing=Framing.CHUNKED)
+        produced = 0
+        loop_ran_at: list[int] = []
+
+        async def greedy(request: InboundRequest[Any, Any]) -> AsyncIterator[int]:
+            nonlocal produced
+            asyncio.get_running_loop().call_soon(lambda: loop_ran_at.append(produced))
+            for i in range(10**9):  # bounded only by the requester
+                produced += 1
+                yield i
+
+        async with background(kv.serve(greedy)):
+            async for item in kv_client.request_stream(server.peer_id, None):
+                if item == 3:
+                    break
+            await wait_for(lambda: bool(loop_ran_at), cap=CAP)
+        assert loop_ran_at[0] <= CHUNKS_PER_TURN + 1
 
 
 async def test_server_cancel_gives_the_requester_a_clear_error() -> None:

@@ -59,6 +59,9 @@ _DEADLINE_FAILURE = {
 }
 """What the deadline means when it strikes in each state."""
 
+CHUNKS_PER_TURN = 16
+"""A streamed response yields to the event loop after this many chunks (fairness)."""
+
 _GAVE_UP = frozenset({InboundFailure.TIMEOUT, InboundFailure.RESPONSE_TIMEOUT})
 """We gave up waiting: keep the stream open so the requester meets its own deadline."""
 
@@ -512,6 +515,7 @@ class InboundExchange:
         stream = self.stream
         assert stream is not None
         owner = self._owner
+        written = 0
         try:
             async for item in items:
                 payload = encode(item)  # a codec error goes to the caller, as the handler's
@@ -525,6 +529,13 @@ class InboundExchange:
                     return
                 if self.state != _WRITING:
                     return
+                written += 1
+                if written % CHUNKS_PER_TURN == 0:
+                    # A write the window takes at once does not yield: an iterator that
+                    # never awaits would hold the loop until the window fills.
+                    await asyncio.sleep(0)
+                    if self.state != _WRITING:
+                        return
                 self._deadline.finish()
                 self._deadline = owner.start_deadline(self)
         finally:

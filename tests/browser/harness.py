@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aiop2p.events import InboundFailure, InboundRequestFailed
-from aiop2p.identity import PeerId
+from aiop2p.identity import KeyPair, PeerId
 from aiop2p.network import Network
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,6 +44,9 @@ MAX_REPORT_BYTES = 1024 * 1024
 HTTP_READ_TIMEOUT = 10.0
 STDERR_TAIL_BYTES = 4000
 EVENT_TIMEOUT = 10.0
+PAGE_SEED = bytes(range(32))
+"""The page's Ed25519 identity: the tests set its firewall rule before it dials."""
+PAGE_PEER = KeyPair.from_ed25519_seed(PAGE_SEED).peer_id
 
 # Chromium makes no request of its own: every host name fails to resolve except 127.0.0.1,
 # and the background services that would phone home are off.

@@ -14,12 +14,9 @@ from aiop2p.events import InboundFailure
 from aiop2p.network import Network
 from aiop2p.network.firewall import Rule
 
-from .harness import PageServer, echo_network, failure_of, listen_addr
+from .harness import PAGE_PEER, PAGE_SEED, PageServer, echo_network, failure_of, listen_addr
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
-
-PAGE_SEED = bytes(range(32))
-PAGE_PEER = KeyPair.from_ed25519_seed(PAGE_SEED).peer_id
 
 
 @pytest_asyncio.fixture
@@ -71,3 +68,14 @@ async def test_restricted_rule_refuses_one_request(
     assert refused["ok"] is False
     assert refused["name"] == "UnexpectedEOFError", refused
     assert await failure_of(net, PAGE_PEER) is InboundFailure.NOT_PERMITTED
+
+
+async def test_wrong_peer_id_refused(browser: PageServer, net: Network[Any, Any]) -> None:
+    # The address names another peer: Noise proves aiop2p's own id and the page hangs up.
+    net.set_peer_rule(PAGE_PEER, Rule.allow_all())
+    other = KeyPair.generate().peer_id
+    addr = str(net.listeners()[0].addrs[0].with_peer_id(other))
+    report = await browser.visit(addr, PAGE_SEED, [{"op": "ping"}])
+    assert report["dial"]["ok"] is False
+    assert report["dial"]["name"] == "EncryptionFailedError", report
+    assert report["results"] == []

@@ -20,6 +20,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -42,7 +43,10 @@ VISIT_TIMEOUT = 40.0
 MAX_HEAD_BYTES = 16 * 1024
 MAX_REPORT_BYTES = 1024 * 1024
 HTTP_READ_TIMEOUT = 10.0
-STDERR_TAIL_BYTES = 4000
+TAIL_LINES = 60
+MAX_QUEUED_LINES = 10_000
+MAX_LOG_LINES = 1_000_000
+MAX_LOG_LINE_BYTES = 1024 * 1024
 EVENT_TIMEOUT = 10.0
 PAGE_SEED = bytes(range(32))
 """The page's Ed25519 identity: the tests set its firewall rule before it dials."""
@@ -107,14 +111,14 @@ def find_chromium() -> tuple[str | None, str]:
     return None, f"no Chromium on PATH (looked for {', '.join(CHROMIUM_NAMES)})"
 
 
-def bundle_page(out_dir: Path) -> bytes:
-    """Bundle ``page.js`` and its js-libp2p imports from the pinned node_modules."""
+def bundle_page(out_dir: Path, source: Path = PAGE_SOURCE) -> bytes:
+    """Bundle ``source`` and its js-libp2p imports from the pinned node_modules."""
     assert ESBUILD.exists(), "run `make deps` (npm ci in tests/interop/js) to install esbuild"
     out = out_dir / "page.js"
     subprocess.run(
         [
             str(ESBUILD),
-            str(PAGE_SOURCE),
+            str(source),
             "--bundle",
             "--format=esm",
             "--platform=browser",
@@ -180,41 +184,92 @@ class PageServer:
     async def visit(self, addr: str, seed: bytes, ops: list[dict[str, Any]]) -> dict[str, Any]:
         """Open the page in a fresh headless Chromium; return the page's report."""
         query = urlencode({"addr": addr, "seed": seed.hex(), "ops": json.dumps(ops)})
-        url = f"http://127.0.0.1:{self.port}/?{query}"
-        with tempfile.TemporaryDirectory(prefix="aiop2p-chromium-") as profile:
-            log_path = Path(profile) / "stderr.log"
-            with log_path.open("wb") as log:
-                proc = await asyncio.create_subprocess_exec(
-                    self.chromium,
-                    *CHROMIUM_FLAGS,
-                    f"--user-data-dir={Path(profile) / 'profile'}",
-                    url,
-                    stdin=asyncio.subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=log,
-                    env=private_home(Path(profile)),
-                    start_new_session=True,  # its own process group: killed whole below
-                )
+        async with chromium_at(self.chromium, f"http://127.0.0.1:{self.port}/?{query}") as browser:
+            report = asyncio.ensure_future(self.reports.get())
+            exited = asyncio.ensure_future(browser.proc.wait())
             try:
-                report = asyncio.ensure_future(self.reports.get())
-                exited = asyncio.ensure_future(proc.wait())
-                try:
-                    done, _ = await asyncio.wait(
-                        {report, exited}, timeout=VISIT_TIMEOUT, return_when="FIRST_COMPLETED"
-                    )
-                finally:
-                    for waiter in (report, exited):
-                        waiter.cancel()
-                    await asyncio.gather(report, exited, return_exceptions=True)
-                if report in done:
-                    return report.result()
-                tail = log_path.read_bytes()[-STDERR_TAIL_BYTES:].decode(errors="replace")
-                why = "exited" if exited in done else f"sent no report in {VISIT_TIMEOUT} s"
-                raise AssertionError(f"Chromium {why}; its stderr ends with:\n{tail}")
+                done, _ = await asyncio.wait(
+                    {report, exited}, timeout=VISIT_TIMEOUT, return_when="FIRST_COMPLETED"
+                )
             finally:
-                with suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                for waiter in (report, exited):
+                    waiter.cancel()
+                await asyncio.gather(report, exited, return_exceptions=True)
+            if report in done:
+                return report.result()
+            why = "exited" if exited in done else f"sent no report in {VISIT_TIMEOUT} s"
+            raise AssertionError(f"Chromium {why}; its log ends with:\n{browser.tail()}")
+
+
+class Chromium:
+    """A running headless Chromium: its process and its log (stderr, page console included)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self._tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._lines: asyncio.Queue[str | None] = asyncio.Queue(maxsize=MAX_QUEUED_LINES)
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        try:
+            for _ in range(MAX_LOG_LINES):
+                try:
+                    raw = await self.proc.stderr.readline()
+                except ValueError:  # one line above the reader's limit: skip it
+                    continue
+                if not raw:
+                    break
+                line = raw.decode(errors="replace").rstrip()
+                self._tail.append(line)
+                with suppress(asyncio.QueueFull):
+                    self._lines.put_nowait(line)
+        finally:
+            with suppress(asyncio.QueueFull):
+                self._lines.put_nowait(None)
+
+    def tail(self) -> str:
+        """The last lines Chromium logged."""
+        return "\n".join(self._tail)
+
+    async def expect(self, text: str, cap: float = VISIT_TIMEOUT) -> str:
+        """The next log line containing ``text`` (a page's ``console.log`` shows up here)."""
+        async with asyncio.timeout(cap):
+            while (line := await self._lines.get()) is not None:
+                if text in line:
+                    return line
+        raise AssertionError(f"Chromium ended without logging {text!r}:\n{self.tail()}")
+
+    async def close(self) -> None:
+        """Kill Chromium's whole process group and reap it."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        await self.proc.wait()
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
+
+
+@asynccontextmanager
+async def chromium_at(chromium: str, url: str) -> AsyncIterator[Chromium]:
+    """Headless Chromium showing ``url``, with a fresh profile; killed and reaped on exit."""
+    with tempfile.TemporaryDirectory(prefix="aiop2p-chromium-") as home:
+        proc = await asyncio.create_subprocess_exec(
+            chromium,
+            *CHROMIUM_FLAGS,
+            f"--user-data-dir={Path(home) / 'profile'}",
+            url,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=private_home(Path(home)),
+            start_new_session=True,  # its own process group, killed whole by close()
+            limit=MAX_LOG_LINE_BYTES,
+        )
+        browser = Chromium(proc)
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 @asynccontextmanager

@@ -24,6 +24,7 @@
     │   └── NegotiationTimeoutError             no protocol agreed within negotiation_timeout
     ├── HandshakeError                          the secure channel could not be established
     │   ├── PeerIdMismatchError                 the peer is not the one we dialled
+    │   ├── CerthashMismatchError               a WebTransport certificate is not the pinned one
     │   ├── InvalidSignatureError               the peer's identity signature does not verify
     │   ├── DecryptionError                     a ciphertext failed authentication
     │   └── HandshakeTimeoutError               the upgrade took longer than allowed
@@ -81,6 +82,7 @@ __all__ = [
     "AddressInUseError",
     "AutonatError",
     "BannedPeerError",
+    "CerthashMismatchError",
     "ChannelClosedError",
     "CircuitRefusedError",
     "CodecError",
@@ -261,6 +263,11 @@ class DecryptionError(HandshakeError):
 
 class HandshakeTimeoutError(HandshakeError):
     """The connection upgrade did not finish in time."""
+
+
+class CerthashMismatchError(HandshakeError):
+    """A WebTransport listener's certificate is not one its address (``/certhash``)
+    pins, or is not among the hashes its Noise handshake announces."""
 
 
 class ConnectionClosedError(P2PError):

@@ -644,13 +644,15 @@ class Node:
 
 
 def _default_transports() -> list[Transport]:
-    """TCP and WebSocket, and QUIC when aioquic (the ``quic`` extra) is installed."""
+    """TCP and WebSocket, and QUIC and WebTransport when aioquic (the ``quic`` extra) is
+    installed."""
     transports: list[Transport] = [TcpTransport(), WebSocketTransport()]
     try:
         from ._aio.quic_transport import QuicTransport
+        from ._aio.webtransport_transport import WebTransportTransport
     except ImportError:
         return transports
-    transports.append(QuicTransport())
+    transports += [QuicTransport(), WebTransportTransport()]
     return transports
 
 

@@ -379,11 +379,35 @@ def test_payload_codec() -> None:
     extensions = encode_bytes_field(1, b"certhash") + encode_bytes_field(2, "/yamux/1.0.0")
     with_extensions = payload + encode_bytes_field(4, extensions) + encode_varint_field(9, 1)
     assert decode_handshake_payload(with_extensions) == HandshakePayload(
-        b"key", b"sig", ("/yamux/1.0.0",)
+        b"key", b"sig", ("/yamux/1.0.0",), (b"certhash",)
     )
     muxers = ("/yamux/1.0.0", "/mplex/6.7.0")
     encoded = encode_handshake_payload(b"key", b"sig", muxers)
     assert decode_handshake_payload(encoded) == HandshakePayload(b"key", b"sig", muxers)
+    hashes = (b"\x12\x20" + bytes(32), b"\x12\x20" + bytes(range(32)))
+    encoded = encode_handshake_payload(b"key", b"sig", webtransport_certhashes=hashes)
+    assert decode_handshake_payload(encoded) == HandshakePayload(b"key", b"sig", (), hashes)
+
+
+def test_a_webtransport_responder_announces_its_certhashes_to_the_initiator() -> None:
+    hashes = (b"\x12\x20" + bytes(32), b"\x12\x20" + bytes(range(32)))
+    initiator = NoiseHandshake(
+        role=Role.INITIATOR,
+        credentials=NoiseCredentials.create(INITIATOR_ID, x25519(1)),
+        ephemeral_key=x25519(2),
+    )
+    responder = NoiseHandshake(
+        role=Role.RESPONDER,
+        credentials=NoiseCredentials.create(
+            RESPONDER_ID, x25519(3), stream_muxers=("/yamux/1.0.0",)
+        ).with_webtransport_certhashes(hashes),
+        ephemeral_key=x25519(4),
+    )
+    settle(initiator, responder)
+    done = completed(initiator.events_received())
+    assert done.remote_certhashes == hashes
+    assert done.remote_stream_muxers == ()  # WebTransport needs no muxer
+    assert completed(responder.events_received()).remote_certhashes == ()
 
 
 def _with_extensions(*extensions: bytes) -> bytes:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from aioquic.asyncio.client import connect
+from aioquic.h3.connection import H3Connection, H3Stream
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.packet import QuicProtocolVersion
@@ -24,7 +25,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from aiop2p._aio.connection import Connection
-from aiop2p._aio.quic_adapter import LibP2PQuic
+from aiop2p._aio.quic_adapter import LibP2PQuic, forget_h3_stream, open_webtransport_stream
 from aiop2p._aio.quic_connection import ALPN, QuicConfig, QuicConnection, _certificate_for
 from aiop2p._aio.quic_transport import QuicTransport, quic_target
 from aiop2p._aio.stream import Stream
@@ -126,6 +127,40 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     server.write(sid, b"x" * 100)
     assert server.unsent_bytes(sid) == 100 and server.sends_pending(sid)
     assert server._streams[sid].sender.highest_offset == 0
+    assert server.peer_max_datagram_frame_size() is None
+
+
+def test_adapter_reaches_the_aioquic_http3_internals_webtransport_needs() -> None:
+    cert, key = _certificate_for(KeyPair.generate())
+    server = LibP2PQuic(
+        configuration=QuicConfiguration(
+            is_client=False,
+            alpn_protocols=["h3"],
+            certificate=cert,
+            private_key=key,
+            max_datagram_frame_size=65536,
+        ),
+        original_destination_connection_id=b"\x01" * 8,
+        stream_window_bytes=1 << 20,
+        connection_window_bytes=4 << 20,
+        max_streams=7,
+        max_uni_streams=5,
+        request_client_certificate=False,
+    )
+    server._version = QuicProtocolVersion.VERSION_1
+    server._initialize(b"\x02" * 8)
+    assert not server.requests_client_certificate
+    assert server._local_max_streams_uni.value == 5 == server._local_max_streams_uni.sent
+    h3 = H3Connection(server, enable_webtransport=True)
+    sid = open_webtransport_stream(h3, 0)
+    record = h3._stream[sid]
+    assert isinstance(record, H3Stream) and record.session_id == 0
+    assert server._streams[sid].receiver.is_finished is False
+    forget_h3_stream(h3, server, sid)
+    assert sid in h3._stream  # the peer may still send on it
+    del server._streams[sid]
+    forget_h3_stream(h3, server, sid)
+    assert sid not in h3._stream
 
 
 async def test_client_without_certificate_is_refused(

@@ -1,6 +1,6 @@
 """Where aiop2p reaches past aioquic's public API: all of it is in this module.
 
-aioquic (the sans-IO QUIC machine the QUIC transport drives) lacks five things libp2p
+aioquic (the sans-IO QUIC machine the QUIC transport drives) lacks six things libp2p
 needs, so :class:`LibP2PQuic` subclasses its ``QuicConnection`` and touches these
 non-public members, each checked by ``tests/transports/test_quic_adapter.py`` so an
 aioquic upgrade that moves them fails loudly instead of silently weakening a check:
@@ -16,6 +16,10 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   are wrapped to grant ``consumed + window`` instead;
 - how many streams the peer may open: ``_local_max_streams_bidi`` (aioquic fixes 128)
   and ``_local_max_streams_uni`` (0: libp2p has no use for them);
+- HTTP/3 for WebTransport: the server may leave the client certificate unrequested,
+  the peer allows a few unidirectional streams, and ``H3Connection._stream`` records a
+  WebTransport stream we open (:func:`open_webtransport_stream`) and forgets one we
+  are done with (:func:`forget_h3_stream`);
 - how much of a stream's written data has not left yet (send backpressure):
   ``_streams``, and of each stream ``sender.highest_offset``, ``.buffer_is_empty`` and
   ``.reset_pending``.
@@ -25,10 +29,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from aioquic.h3.connection import FrameType, H3Connection, H3Stream
 from aioquic.quic.connection import QuicConnection as _AioquicConnection
 from cryptography import x509
 
-__all__ = ["LibP2PQuic"]
+__all__ = ["LibP2PQuic", "forget_h3_stream", "open_webtransport_stream"]
 
 
 class LibP2PQuic(_AioquicConnection):
@@ -40,13 +45,19 @@ class LibP2PQuic(_AioquicConnection):
         stream_window_bytes: int,
         connection_window_bytes: int,
         max_streams: int,
+        max_uni_streams: int = 0,
+        request_client_certificate: bool = True,
         **kwargs: Any,
     ) -> None:
+        """``max_uni_streams``: 0 for libp2p over QUIC (it uses none), a few for HTTP/3
+        (WebTransport), whose control streams are unidirectional;
+        ``request_client_certificate``: False for WebTransport (browsers send none)."""
         super().__init__(**kwargs)
+        self._request_client_certificate = request_client_certificate
         for limit, value in (
             (self._local_max_streams_bidi, max_streams),
-            (self._local_max_streams_uni, 0),
-        ):  # libp2p uses none
+            (self._local_max_streams_uni, max_uni_streams),
+        ):
             limit.value = limit.sent = value
         self._stream_window = stream_window_bytes
         self._connection_window = connection_window_bytes
@@ -58,12 +69,17 @@ class LibP2PQuic(_AioquicConnection):
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)
-        if not self._is_client:
+        if not self._is_client and self._request_client_certificate:
             self.tls._request_client_certificate = True
 
     @property
     def requests_client_certificate(self) -> bool:
         return bool(self.tls._request_client_certificate)
+
+    def peer_max_datagram_frame_size(self) -> int | None:
+        """The peer's ``max_datagram_frame_size`` transport parameter (HTTP/3 datagrams,
+        which WebTransport requires, need it): ``_remote_max_datagram_frame_size``."""
+        return self._remote_max_datagram_frame_size
 
     def peer_certificates(self) -> list[x509.Certificate]:
         """The certificate chain the peer sent (empty if it sent none)."""
@@ -148,3 +164,32 @@ class LibP2PQuic(_AioquicConnection):
         if stream is None:
             return 0
         return self._written.get(stream_id, 0) - int(stream.sender.highest_offset)
+
+
+def forget_h3_stream(h3: H3Connection, quic: LibP2PQuic, stream_id: int) -> None:
+    """Drop aioquic's HTTP/3 record of a WebTransport stream we are done with
+    (``H3Connection._stream``): it keeps one per stream until it saw both directions
+    end through its own send calls, which WebTransport stream data bypasses.
+
+    Only once nothing more can arrive on the stream (its receiving part finished, or
+    QUIC dropped it: ``_streams``, ``receiver.is_finished``): later data would find no
+    record and be parsed as HTTP/3 frames.
+    """
+    stream = quic._streams.get(stream_id)
+    if stream is None or stream.receiver.is_finished:
+        h3._stream.pop(stream_id, None)
+
+
+def open_webtransport_stream(h3: H3Connection, session_id: int) -> int:
+    """A new bidirectional WebTransport stream of ours in ``session_id``.
+
+    ``H3Connection.create_webtransport_stream`` writes the stream's header but keeps no
+    record (``H3Connection._stream``) saying it is a WebTransport stream, so the peer's
+    data on it would be parsed as HTTP/3 frames: the record is added here.
+    """
+    stream_id = h3.create_webtransport_stream(session_id)
+    record = H3Stream(stream_id)
+    record.frame_type = FrameType.WEBTRANSPORT_STREAM
+    record.session_id = session_id
+    h3._stream[stream_id] = record
+    return stream_id

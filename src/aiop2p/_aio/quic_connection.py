@@ -36,6 +36,7 @@ from aioquic.quic.events import (
     ConnectionTerminated,
     HandshakeCompleted,
     PingAcknowledged,
+    QuicEvent,
     StopSendingReceived,
     StreamDataReceived,
     StreamReset,
@@ -248,17 +249,11 @@ class QuicConnection(Connection):
         self._quic_config = quic_config
         self._endpoint = endpoint
         self._peer_sockaddr = peer
-        quic = self._quic = LibP2PQuic(
-            configuration=_configuration(
-                self._credentials.identity,
-                quic_config,
-                is_client=is_client,
-                loopback=ipaddress.ip_address(sockaddr_of(peer)[0]).is_loopback,
-            ),
-            original_destination_connection_id=original_destination_cid,
-            stream_window_bytes=quic_config.stream_window_bytes,
-            connection_window_bytes=quic_config.connection_window_bytes,
-            max_streams=quic_config.max_streams,
+        quic = self._quic = self._make_quic(
+            quic_config,
+            is_client=is_client,
+            loopback=ipaddress.ip_address(sockaddr_of(peer)[0]).is_loopback,
+            original_destination_cid=original_destination_cid,
         )
         # Remote bidirectional streams: ids 1, 5, ... when we are the client.
         self._next_remote_sid = 1 if is_client else 0
@@ -270,6 +265,25 @@ class QuicConnection(Connection):
             quic.connect(peer, now=self.loop.time())
             self._transmit()
         return quic
+
+    def _make_quic(
+        self,
+        quic_config: QuicConfig,
+        *,
+        is_client: bool,
+        loopback: bool,
+        original_destination_cid: bytes | None,
+    ) -> LibP2PQuic:
+        """The QUIC machine (a WebTransport connection makes its own: ALPN h3)."""
+        return LibP2PQuic(
+            configuration=_configuration(
+                self._credentials.identity, quic_config, is_client=is_client, loopback=loopback
+            ),
+            original_destination_connection_id=original_destination_cid,
+            stream_window_bytes=quic_config.stream_window_bytes,
+            connection_window_bytes=quic_config.connection_window_bytes,
+            max_streams=quic_config.max_streams,
+        )
 
     def _add_cid(self, cid: bytes) -> None:
         assert self._endpoint is not None
@@ -322,50 +336,57 @@ class QuicConnection(Connection):
                     stream._feed_eof()
                     if stream._write_closed:
                         self.forget_stream(sid)
-            elif kind is StreamReset or kind is StopSendingReceived:
-                assert isinstance(ev, StreamReset | StopSendingReceived)
-                stream = streams.get(StreamId(ev.stream_id))
-                if stream is not None:
-                    stream._fail(StreamResetError("stream reset by the remote"))
-                    self.reset_stream(StreamId(ev.stream_id))
-            elif kind is HandshakeCompleted:
-                assert isinstance(ev, HandshakeCompleted)
-                refused = self._verify_peer(quic, ev)
-                if refused is not None:
-                    self._terminate(refused, abort=True, close_code=_CRYPTO_ERROR_BAD_CERTIFICATE)
-                    return
-                self._established_quic()
-                if not self.is_established:
-                    return
-            elif kind is PingAcknowledged:
-                assert isinstance(ev, PingAcknowledged)
-                waiter = self._ping_waiters.pop(ev.uid, None)
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
-            elif kind is ConnectionIdIssued:
-                assert isinstance(ev, ConnectionIdIssued)
-                self._add_cid(ev.connection_id)
-            elif kind is ConnectionIdRetired:
-                assert isinstance(ev, ConnectionIdRetired)
-                self._cids.discard(ev.connection_id)
-                if self._endpoint is not None:
-                    self._endpoint.remove_cid(ev.connection_id)
-            elif kind is ConnectionTerminated:
-                assert isinstance(ev, ConnectionTerminated)
-                if ev.error_code == 0:
-                    error: P2PError = ConnectionClosedError("connection closed by the remote")
-                elif self._stage is _Stage.UPGRADING:
-                    error = HandshakeError(
-                        f"QUIC handshake failed: {ev.reason_phrase or 'error'} "
-                        f"(code {ev.error_code:#x})"
-                    )
-                else:
-                    error = ConnectionClosedError(
-                        f"QUIC connection closed: {ev.reason_phrase or 'error'} "
-                        f"(code {ev.error_code:#x})"
-                    )
-                self._terminate(error, transport_gone=True)
+            elif not self._quic_event(quic, ev):
                 return
+
+    def _quic_event(self, quic: LibP2PQuic, ev: QuicEvent) -> bool:
+        """Handle one QUIC event other than stream data; False once the connection ended
+        or must not see further events."""
+        kind = type(ev)
+        if kind is StreamReset or kind is StopSendingReceived:
+            assert isinstance(ev, StreamReset | StopSendingReceived)
+            stream = self._streams.get(StreamId(ev.stream_id))
+            if stream is not None:
+                stream._fail(StreamResetError("stream reset by the remote"))
+                self.reset_stream(StreamId(ev.stream_id))
+        elif kind is HandshakeCompleted:
+            assert isinstance(ev, HandshakeCompleted)
+            refused = self._verify_peer(quic, ev)
+            if refused is not None:
+                self._terminate(refused, abort=True, close_code=_CRYPTO_ERROR_BAD_CERTIFICATE)
+                return False
+            self._established_quic()
+            return self.is_established
+        elif kind is PingAcknowledged:
+            assert isinstance(ev, PingAcknowledged)
+            waiter = self._ping_waiters.pop(ev.uid, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif kind is ConnectionIdIssued:
+            assert isinstance(ev, ConnectionIdIssued)
+            self._add_cid(ev.connection_id)
+        elif kind is ConnectionIdRetired:
+            assert isinstance(ev, ConnectionIdRetired)
+            self._cids.discard(ev.connection_id)
+            if self._endpoint is not None:
+                self._endpoint.remove_cid(ev.connection_id)
+        elif kind is ConnectionTerminated:
+            assert isinstance(ev, ConnectionTerminated)
+            if ev.error_code == 0:
+                error: P2PError = ConnectionClosedError("connection closed by the remote")
+            elif self._stage is _Stage.UPGRADING:
+                error = HandshakeError(
+                    f"QUIC handshake failed: {ev.reason_phrase or 'error'} "
+                    f"(code {ev.error_code:#x})"
+                )
+            else:
+                error = ConnectionClosedError(
+                    f"QUIC connection closed: {ev.reason_phrase or 'error'} "
+                    f"(code {ev.error_code:#x})"
+                )
+            self._terminate(error, transport_gone=True)
+            return False
+        return True
 
     def _verify_peer(self, quic: LibP2PQuic, ev: HandshakeCompleted) -> P2PError | None:
         if ev.alpn_protocol != ALPN:
@@ -504,9 +525,13 @@ class QuicConnection(Connection):
             raise InvalidStateError("connection is not established")
         return self._quic
 
+    def _new_stream_id(self, quic: LibP2PQuic) -> StreamId:
+        """A new bidirectional stream of ours (WebTransport prefixes its session)."""
+        return StreamId(quic.get_next_available_stream_id())
+
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
         quic = self._require_quic()
-        sid = StreamId(quic.get_next_available_stream_id())
+        sid = self._new_stream_id(quic)
         negotiator = MultistreamDialer(
             protocols,
             optimistic=len(protocols) == 1,

@@ -74,6 +74,9 @@ def _as_factory(factory: ProtocolFactory) -> ConnectionFactory:
 class QuicEndpoint(asyncio.DatagramProtocol):
     """One UDP socket and the QUIC connections it carries."""
 
+    connection_class: type[QuicConnection] = QuicConnection
+    """What its connections are (a WebTransport endpoint's are a subclass)."""
+
     def __init__(self, config: QuicConfig, on_empty: Callable[[QuicEndpoint], None]) -> None:
         self._config = config
         self._on_empty = on_empty
@@ -137,12 +140,18 @@ class QuicEndpoint(asyncio.DatagramProtocol):
             self._pending = {c for c in self._pending if not (c.is_established or c.is_closed)}
             if len(self._pending) >= self._config.max_pending_handshakes:
                 return None
-        conn = _as_factory(factory)(self.local_addr, quic_multiaddr(addr), QuicConnection)
+        conn = _as_factory(factory)(
+            self.local_addr, self.remote_multiaddr(addr), self.connection_class
+        )
         assert isinstance(conn, QuicConnection)
         self._conns.add(conn)
         self._pending.add(conn)
         conn.start(self, self._config, addr, original_destination_cid=dcid)
         return None if conn.is_closed else conn
+
+    def remote_multiaddr(self, addr: SockAddr) -> Multiaddr:
+        """The address an inbound connection from ``addr`` reports."""
+        return quic_multiaddr(addr)
 
     # -- outbound -----------------------------------------------------------------------
 
@@ -150,7 +159,7 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self, factory: ProtocolFactory, remote: Multiaddr, sockaddr: SockAddr
     ) -> QuicConnection:
         local = self.local_addr or Multiaddr("/ip4/0.0.0.0/udp/0/quic-v1")
-        conn = _as_factory(factory)(local, remote, QuicConnection)
+        conn = _as_factory(factory)(local, remote, self.connection_class)
         assert isinstance(conn, QuicConnection)
         self._conns.add(conn)
         conn.start(self, self._config, sockaddr)
@@ -214,6 +223,8 @@ class QuicListener:
 class QuicTransport:
     """Dial and listen on ``/ip4|ip6/<ip>/udp/<port>/quic-v1``."""
 
+    endpoint_class: type[QuicEndpoint] = QuicEndpoint
+
     def __init__(self, config: QuicConfig | None = None) -> None:
         self.config = config or QuicConfig()
         self._listening: list[QuicEndpoint] = []
@@ -239,7 +250,7 @@ class QuicTransport:
         except OSError:
             sock.close()
             raise
-        endpoint = QuicEndpoint(self.config, self._endpoint_empty)
+        endpoint = self.endpoint_class(self.config, self._endpoint_empty)
         endpoint.family = family
         await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
         return endpoint
@@ -293,6 +304,11 @@ class QuicTransport:
         if target is None:
             raise InvalidMultiaddrError(f"not a QUIC address: {addr}")
         ip, port, family = target
+        endpoint = await self._dial_endpoint(ip, family)
+        return endpoint.dial(factory, addr.without_peer_id(), (ip, port))
+
+    async def _dial_endpoint(self, ip: str, family: int) -> QuicEndpoint:
+        """The endpoint a dial to ``ip`` leaves from: a listener's, else the shared one."""
         endpoint = self._endpoint_for(ip, family)
         if endpoint is None:
             endpoint = self._dialing.get(family)
@@ -301,4 +317,4 @@ class QuicTransport:
                     "::" if family == socket.AF_INET6 else "0.0.0.0", 0, family
                 )
                 self._dialing[family] = endpoint
-        return endpoint.dial(factory, addr.without_peer_id(), (ip, port))
+        return endpoint

@@ -11,7 +11,8 @@ Every Noise message travels as ``uint16_be(len) + message``.  The payload is the
 ``NoiseHandshakePayload`` protobuf: ``identity_key`` (1, a libp2p ``PublicKey``),
 ``identity_sig`` (2, a signature over ``"noise-libp2p-static-key:" + static X25519
 public key``) and optional ``extensions`` (4, ``NoiseExtensions``: ``stream_muxers`` (2)
-for early muxer negotiation; ``webtransport_certhashes`` (1) is checked and ignored).
+for early muxer negotiation, and ``webtransport_certhashes`` (1): the multihashes of a
+WebTransport listener's certificates, which its dialler checks).
 The signature binds the libp2p identity to the Noise static key, so the remote peer id
 we report is authenticated.
 
@@ -93,8 +94,9 @@ _pack_length = struct.Struct(">H").pack
 _unpack_length = struct.Struct(">H").unpack_from
 _pack_length_into = struct.Struct(">H").pack_into
 _pack_nonce = struct.Struct("<4xQ").pack  # 4 zero bytes + 64-bit little-endian counter
-_Remote = tuple[PublicKey, PeerId, tuple[str, ...]]
-"""What a verified handshake payload yields: identity key, peer id, stream muxers."""
+_Remote = tuple[PublicKey, PeerId, tuple[str, ...], tuple[bytes, ...]]
+"""What a verified handshake payload yields: identity key, peer id, stream muxers,
+WebTransport certhashes."""
 
 
 # --- Noise primitives (revision 34, sections 4 and 5) -------------------------------------
@@ -129,7 +131,7 @@ class HandshakeCompleted:
     """The remote proved ``remote_peer``; ``leftover`` is ciphertext for ``transport``.
 
     ``remote_stream_muxers``: the muxers its payload listed (early muxer negotiation),
-    empty when it listed none.
+    empty when it listed none; ``remote_certhashes``: its ``webtransport_certhashes``.
     """
 
     remote_peer: PeerId
@@ -137,6 +139,7 @@ class HandshakeCompleted:
     transport: NoiseTransport
     leftover: bytes
     remote_stream_muxers: tuple[str, ...] = ()
+    remote_certhashes: tuple[bytes, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,20 +154,25 @@ NoiseEvent = HandshakeCompleted | HandshakeFailed
 
 @dataclass(frozen=True, slots=True)
 class HandshakePayload:
-    """A decoded ``NoiseHandshakePayload`` (``stream_muxers`` empty if absent)."""
+    """A decoded ``NoiseHandshakePayload`` (extension lists empty if absent)."""
 
     identity_key: bytes
     identity_sig: bytes
     stream_muxers: tuple[str, ...] = ()
+    webtransport_certhashes: tuple[bytes, ...] = ()
 
 
 def encode_handshake_payload(
-    identity_key: bytes, identity_sig: bytes, stream_muxers: tuple[str, ...] = ()
+    identity_key: bytes,
+    identity_sig: bytes,
+    stream_muxers: tuple[str, ...] = (),
+    webtransport_certhashes: tuple[bytes, ...] = (),
 ) -> bytes:
-    """``NoiseHandshakePayload``; ``extensions`` only when ``stream_muxers`` is not empty."""
+    """``NoiseHandshakePayload``; ``extensions`` only when one of its lists is not empty."""
     payload = encode_bytes_field(1, identity_key) + encode_bytes_field(2, identity_sig)
-    if stream_muxers:
-        extensions = b"".join(encode_bytes_field(2, muxer) for muxer in stream_muxers)
+    if stream_muxers or webtransport_certhashes:
+        extensions = b"".join(encode_bytes_field(1, h) for h in webtransport_certhashes)
+        extensions += b"".join(encode_bytes_field(2, muxer) for muxer in stream_muxers)
         payload += encode_bytes_field(4, extensions)
     return payload
 
@@ -180,6 +188,7 @@ def decode_handshake_payload(payload: bytes) -> HandshakePayload:
     identity_key: bytes | None = None
     identity_sig: bytes | None = None
     muxers: list[str] = []
+    certhashes: list[bytes] = []
     entries = 0
     for number, value in decode_fields(payload):
         if number not in (1, 2, 4):
@@ -191,14 +200,17 @@ def decode_handshake_payload(payload: bytes) -> HandshakePayload:
         elif number == 2:
             identity_sig = value
         elif entries < MAX_STREAM_MUXERS:
-            entries = _decode_extensions(value, muxers, entries)
+            entries = _decode_extensions(value, muxers, certhashes, entries)
     if identity_key is None or identity_sig is None:
         raise RemoteProtocolError("handshake payload lacks identity_key or identity_sig")
-    return HandshakePayload(identity_key, identity_sig, tuple(muxers))
+    return HandshakePayload(identity_key, identity_sig, tuple(muxers), tuple(certhashes))
 
 
-def _decode_extensions(data: bytes, muxers: list[str], entries: int) -> int:
-    """Append ``stream_muxers`` of one ``NoiseExtensions`` to ``muxers``; entries read."""
+def _decode_extensions(
+    data: bytes, muxers: list[str], certhashes: list[bytes], entries: int
+) -> int:
+    """Append the lists of one ``NoiseExtensions`` to ``muxers`` and ``certhashes``;
+    returns the entries read so far."""
     try:
         for number, value in decode_fields(data):
             if number not in (1, 2):
@@ -210,6 +222,8 @@ def _decode_extensions(data: bytes, muxers: list[str], entries: int) -> int:
                     muxers.append(value.decode())
                 except UnicodeDecodeError:
                     raise RemoteProtocolError("a stream muxer is not UTF-8") from None
+            else:
+                certhashes.append(value)
             entries += 1
             if entries >= MAX_STREAM_MUXERS:
                 break
@@ -286,6 +300,16 @@ class NoiseCredentials:
             identity.public_key.to_protobuf(), signature, stream_muxers
         )
         return cls(static_key, static_public, payload, stream_muxers, identity)
+
+    def with_webtransport_certhashes(self, certhashes: tuple[bytes, ...]) -> NoiseCredentials:
+        """The same identity and static key whose payload announces a WebTransport
+        listener's certificate hashes (and no muxers: WebTransport has its own streams).
+        The signature covers only the static key, so it is reused."""
+        own = decode_handshake_payload(self.payload)
+        payload = encode_handshake_payload(
+            own.identity_key, own.identity_sig, webtransport_certhashes=certhashes
+        )
+        return NoiseCredentials(self.static_key, self.static_public, payload, (), self.identity)
 
 
 class NoiseHandshake(SansIOMachine[NoiseEvent]):
@@ -503,14 +527,15 @@ class NoiseHandshake(SansIOMachine[NoiseEvent]):
                 verified.add(key, (public_key, peer))
         if self._expected_peer is not None and peer != self._expected_peer:
             raise PeerIdMismatchError(self._expected_peer, peer)
-        return public_key, peer, decoded.stream_muxers
+        return public_key, peer, decoded.stream_muxers, decoded.webtransport_certhashes
 
     def _complete(self, remote: _Remote) -> None:
-        public_key, peer, muxers = remote
+        public_key, peer, muxers, certhashes = remote
         transport = self._split()
         leftover = bytes(self._buffer)
         self._finish(
-            HandshakeCompleted(peer, public_key, transport, leftover, muxers), handed_over=True
+            HandshakeCompleted(peer, public_key, transport, leftover, muxers, certhashes),
+            handed_over=True,
         )
 
 

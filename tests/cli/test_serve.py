@@ -196,6 +196,23 @@ async def test_allow_and_echo_answer_json_text_and_raw_requests() -> None:
         (await server.stop()).assert_ok()
 
 
+async def test_serve_on_webtransport_prints_the_certhashes_and_answers_through_them() -> None:
+    listen = "/ip4/127.0.0.1/udp/0/quic-v1/webtransport"
+    async with serve("--default-rule", "allow", "--echo", "--listen", listen) as server:
+        (addr,) = server.addrs
+        assert addr.startswith("/ip4/127.0.0.1/udp/") and "/quic-v1/webtransport/" in addr
+        assert addr.count("/certhash/u") == 2  # the current and the next certificate
+        (await run("ping", addr)).assert_ok()
+        sent = await run("send", addr, '"over webtransport"')
+        sent.assert_ok()
+        assert sent.stdout == '"over webtransport"\n'
+        # Without its certhashes the address cannot be dialled: no CA vouches for it.
+        bare = addr.split("/certhash/")[0] + "/p2p/" + addr.rsplit("/", 1)[1]
+        refused = await run("ping", bare)
+        assert refused.returncode != 0 and "certhash" in refused.stderr
+        (await server.stop()).assert_ok()
+
+
 async def test_serve_without_echo_drops_approved_requests() -> None:
     async with serve("--default-rule", "allow", "--listen", LOOPBACK) as server:
         line = (await run("send", server.addr, "1")).assert_one_line_error("send", as_json=False)

@@ -127,7 +127,6 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     server.write(sid, b"x" * 100)
     assert server.unsent_bytes(sid) == 100 and server.sends_pending(sid)
     assert server._streams[sid].sender.highest_offset == 0
-    assert server.peer_max_datagram_frame_size() is None
 
 
 def test_adapter_reaches_the_aioquic_http3_internals_webtransport_needs() -> None:

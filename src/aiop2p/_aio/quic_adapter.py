@@ -76,11 +76,6 @@ class LibP2PQuic(_AioquicConnection):
     def requests_client_certificate(self) -> bool:
         return bool(self.tls._request_client_certificate)
 
-    def peer_max_datagram_frame_size(self) -> int | None:
-        """The peer's ``max_datagram_frame_size`` transport parameter (HTTP/3 datagrams,
-        which WebTransport requires, need it): ``_remote_max_datagram_frame_size``."""
-        return self._remote_max_datagram_frame_size
-
     def peer_certificates(self) -> list[x509.Certificate]:
         """The certificate chain the peer sent (empty if it sent none)."""
         tls = getattr(self, "tls", None)

@@ -4,8 +4,10 @@ the link to open, and answers every message (see README.md next to this file).
     python examples/browser/serve.py [--http-port 8000] [--bundle examples/browser/dist/page.js]
 
 The page (``index.html`` + the esbuild bundle of ``page.js``) is served on
-``http://127.0.0.1:<port>``; the peer listens on loopback WebSocket.  Every peer may send
-requests (``FirewallRules.allow_all()``): a browser node has a new identity on each load.
+``http://127.0.0.1:<port>``; the peer listens on loopback WebTransport (its address carries
+the hashes of its self-signed certificates: no domain, no certificate authority) and
+WebSocket, and prints one link per address.  Every peer may send requests
+(``FirewallRules.allow_all()``): a browser node has a new identity on each load.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from aiop2p import FirewallRules, Network
 
 HERE = Path(__file__).resolve().parent
-LISTEN = ["/ip4/127.0.0.1/tcp/0/ws"]
+LISTEN = ["/ip4/127.0.0.1/udp/0/quic-v1/webtransport", "/ip4/127.0.0.1/tcp/0/ws"]
 MAX_REQUEST_HEAD_BYTES = 16 * 1024
 HTTP_TIMEOUT = 10.0
 

@@ -1,6 +1,6 @@
-"""examples/browser runs as its README says: serve.py serves the page and prints the link, the
-page (bundled by esbuild) sends a message from headless Chromium, Python prints it and the page
-shows the reply."""
+"""examples/browser runs as its README says: serve.py serves the page and prints a link per
+address (WebTransport, WebSocket), the page (bundled by esbuild) sends a message from headless
+Chromium over each, Python prints it and the page shows the reply."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 
 EXAMPLE = ROOT / "examples" / "browser"
 LINE_CAP = 20.0
+ADDRESSES = 2
+"""serve.py listens on WebTransport and WebSocket: an address and a link for each."""
 
 
 async def expect_line(stream: asyncio.StreamReader, prefix: str) -> str:
@@ -27,7 +29,8 @@ async def expect_line(stream: asyncio.StreamReader, prefix: str) -> str:
     raise AssertionError(f"serve.py ended before printing {prefix!r}")
 
 
-async def test_page_messages_python_peer(chromium: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["/webtransport/", "/ws/"])
+async def test_page_messages_python_peer(chromium: str, tmp_path: Path, transport: str) -> None:
     bundle_page(tmp_path, EXAMPLE / "page.js")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -38,11 +41,15 @@ async def test_page_messages_python_peer(chromium: str, tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        addr = (await expect_line(proc.stdout, "peer address: ")).removeprefix("peer address: ")
-        link = (await expect_line(proc.stdout, "open ")).removeprefix("open ")
-        base, _, fragment = link.partition("#")
-        assert fragment == addr and "/ws/p2p/" in addr
-        async with chromium_at(chromium, f"{base}?send=hi%20Python#{fragment}") as browser:
+        links = {}  # address -> the page's URL without the fragment
+        for _ in range(ADDRESSES):
+            addr = (await expect_line(proc.stdout, "peer address: ")).removeprefix("peer address: ")
+            link = (await expect_line(proc.stdout, "open ")).removeprefix("open ")
+            base, _, fragment = link.partition("#")
+            assert fragment == addr
+            links[addr] = base
+        (addr,) = (a for a in links if transport in a)
+        async with chromium_at(chromium, f"{links[addr]}?send=hi%20Python#{addr}") as browser:
             heard = await expect_line(proc.stdout, "[")
             reply = await browser.expect("reply: ")
         assert heard.endswith("] hi Python")

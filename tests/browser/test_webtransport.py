@@ -97,6 +97,8 @@ async def test_wrong_certhash_refused(browser: PageServer, net: Network[Any, Any
     addr = with_certhashes(listen_addr(net), WRONG_CERTHASH)
     assert addr != listen_addr(net)
     report = await browser.visit(addr, PAGE_SEED, [{"op": "ping"}])
-    assert report["dial"]["ok"] is False, report
+    assert report["dial"]["ok"] is False
+    # the browser refuses the certificate itself, before any libp2p byte
+    assert report["dial"]["name"] == "WebTransportError", report
     assert report["results"] == []
     assert not net.is_connected(PAGE_PEER)

@@ -1,6 +1,6 @@
 """Where aiop2p reaches past aioquic's public API: all of it is in this module.
 
-aioquic (the sans-IO QUIC machine the QUIC transport drives) lacks seven things libp2p
+aioquic (the sans-IO QUIC machine the QUIC transport drives) lacks six things libp2p
 needs, so :class:`LibP2PQuic` subclasses its ``QuicConnection`` and touches these
 non-public members, each checked by ``tests/transports/test_quic_adapter.py`` so an
 aioquic upgrade that moves them fails loudly instead of silently weakening a check:
@@ -20,8 +20,6 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   the peer allows a few unidirectional streams, and ``H3Connection._stream`` records a
   WebTransport stream we open (:func:`open_webtransport_stream`) and forgets one we
   are done with (:func:`forget_h3_stream`);
-- the peer's ``max_udp_payload_size`` (aioquic ignores it; browsers drop larger
-  datagrams): ``_parse_transport_parameters`` is wrapped to lower ``_max_datagram_size``;
 - how much of a stream's written data has not left yet (send backpressure):
   ``_streams``, and of each stream ``sender.highest_offset``, ``.buffer_is_empty`` and
   ``.reset_pending``.
@@ -31,10 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from aioquic._buffer import Buffer
 from aioquic.h3.connection import FrameType, H3Connection, H3Stream
 from aioquic.quic.connection import QuicConnection as _AioquicConnection
-from aioquic.quic.packet import pull_quic_transport_parameters
 from cryptography import x509
 
 __all__ = ["LibP2PQuic", "forget_h3_stream", "open_webtransport_stream"]
@@ -51,19 +47,13 @@ class LibP2PQuic(_AioquicConnection):
         max_streams: int,
         max_uni_streams: int = 0,
         request_client_certificate: bool = True,
-        honour_peer_max_udp_payload: bool = False,
         **kwargs: Any,
     ) -> None:
         """``max_uni_streams``: 0 for libp2p over QUIC (it uses none), a few for HTTP/3
         (WebTransport), whose control streams are unidirectional;
-        ``request_client_certificate``: False for WebTransport (browsers send none);
-        ``honour_peer_max_udp_payload``: True for WebTransport — never send a datagram
-        above the peer's ``max_udp_payload_size`` transport parameter (Chromium announces
-        1472 and drops larger datagrams unread, so a loopback-sized first flight would
-        never arrive)."""
+        ``request_client_certificate``: False for WebTransport (browsers send none)."""
         super().__init__(**kwargs)
         self._request_client_certificate = request_client_certificate
-        self._honour_peer_max_udp_payload = honour_peer_max_udp_payload
         for limit, value in (
             (self._local_max_streams_bidi, max_streams),
             (self._local_max_streams_uni, max_uni_streams),
@@ -85,20 +75,6 @@ class LibP2PQuic(_AioquicConnection):
     @property
     def requests_client_certificate(self) -> bool:
         return bool(self.tls._request_client_certificate)
-
-    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
-        super()._parse_transport_parameters(data, from_session_ticket)
-        if self._honour_peer_max_udp_payload:
-            # aioquic validated the parameters above but keeps no max_udp_payload_size;
-            # they arrive before our first flight is built, so every datagram obeys it
-            limit = pull_quic_transport_parameters(Buffer(data=data)).max_udp_payload_size
-            if limit is not None:
-                self._max_datagram_size = min(self._max_datagram_size, limit)
-
-    @property
-    def max_datagram_bytes(self) -> int:
-        """The largest datagram this connection sends: ``_max_datagram_size``."""
-        return int(self._max_datagram_size)
 
     def peer_certificates(self) -> list[x509.Certificate]:
         """The certificate chain the peer sent (empty if it sent none)."""

@@ -171,7 +171,6 @@ class WebTransportConnection(QuicConnection):
             max_streams=quic_config.max_streams,
             max_uni_streams=_H3_UNI_STREAMS,
             request_client_certificate=False,
-            honour_peer_max_udp_payload=True,
         )
         if not is_client:  # its HTTP/3 may see the client's first requests with the handshake
             self._h3 = H3Connection(quic, enable_webtransport=True)

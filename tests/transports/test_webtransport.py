@@ -23,6 +23,7 @@ from aioquic.quic.events import ConnectionTerminated, QuicEvent
 
 from aiop2p._aio.connection import Connection
 from aiop2p._aio.quic_adapter import open_webtransport_stream
+from aiop2p._aio.quic_connection import QuicConfig
 from aiop2p._aio.stream import Stream
 from aiop2p._aio.webtransport_connection import (
     MAX_EARLY_STREAMS,
@@ -179,6 +180,13 @@ async def test_listen_addresses_carry_two_certhashes_and_dial_reaches_the_peer(
         assert conn.remote_peer == node.peer_id
         assert await roundtrip(dialer, addr) == b"ping"
         assert len(await dialer.ping(addr, count=2)) == 2
+        # Even to loopback, datagrams fit a browser's receive buffer (Chromium reads
+        # 1472 B and drops larger ones): not QUIC's 16 KiB loopback size.
+        assert conn._quic is not None
+        assert conn._quic.configuration.max_datagram_size == QuicConfig().max_datagram_bytes
+        (inbound,) = node.connections
+        assert isinstance(inbound, WebTransportConnection) and inbound._quic is not None
+        assert inbound._quic.configuration.max_datagram_size <= 1472
 
 
 async def test_a_wrong_certhash_is_refused(listener: Listening) -> None:
@@ -344,4 +352,6 @@ async def test_streams_beyond_the_inbound_limit_are_reset(listener: Listening) -
         for stream in held:
             assert await stream.read() == b""
             await stream.close()
+        (inbound,) = node.connections
+        await wait_for(lambda: not inbound.streams)  # the listener saw them all end
         assert await roundtrip(dialer, addr) == b"ping"

@@ -157,9 +157,10 @@ class WebTransportConnection(QuicConnection):
             idle_timeout=quic_config.idle_timeout,
             max_data=quic_config.connection_window_bytes,
             max_stream_data=quic_config.stream_window_bytes,
-            max_datagram_size=(
-                quic_config.loopback_datagram_bytes if loopback else quic_config.max_datagram_bytes
-            ),
+            # Not the larger loopback size: browsers read datagrams into buffers of
+            # their max_udp_payload_size (1472 B in Chromium) and drop larger ones,
+            # and aioquic does not follow that transport parameter.
+            max_datagram_size=quic_config.max_datagram_bytes,
             max_datagram_frame_size=_MAX_DATAGRAM_FRAME_BYTES,
             congestion_control_algorithm=quic_config.congestion_control,
         )

@@ -196,7 +196,9 @@ class PageServer:
                     waiter.cancel()
                 await asyncio.gather(report, exited, return_exceptions=True)
             if report in done:
-                return report.result()
+                body = report.result()
+                assert "crashed" not in body, f"the page failed: {body['crashed']}"
+                return body
             why = "exited" if exited in done else f"sent no report in {VISIT_TIMEOUT} s"
             raise AssertionError(f"Chromium {why}; its log ends with:\n{browser.tail()}")
 

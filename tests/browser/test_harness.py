@@ -1,5 +1,5 @@
-"""The harness skips only for a reason it has checked: no Chromium on PATH, or one that does
-not run."""
+"""The harness skips only for a reason it has checked (no Chromium on PATH, or one that does
+not run), and a page that fails reports why."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from .harness import find_chromium
+from .harness import PageServer, find_chromium
 
 
 def test_no_chromium_on_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,3 +33,11 @@ def test_chromium_that_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert find_chromium() == (str(fake), "Chromium 1.2.3")
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(60)
+async def test_a_page_that_fails_is_reported(browser: PageServer) -> None:
+    # a page that cannot even start (here: a short identity seed) says why, it does not hang
+    with pytest.raises(AssertionError, match="seed must be 64 lowercase hex digits"):
+        await browser.visit("/ip4/127.0.0.1/tcp/1/ws", b"\x01", [])

@@ -179,6 +179,7 @@ def test_rotation_clamps_a_clock_that_goes_back_and_needs_filling() -> None:
 
 def test_dialler_checks_served_hash_against_address_and_noise() -> None:
     check_certhashes(H1, [H2, H1], [H1])
+    check_certhashes(H1, [H1])  # before Noise: the address only
     with pytest.raises(CerthashMismatchError, match="address"):
         check_certhashes(H1, [H2], [H1, H2])
     with pytest.raises(CerthashMismatchError, match="Noise"):

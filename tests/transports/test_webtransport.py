@@ -25,6 +25,7 @@ from aiop2p._aio.connection import Connection
 from aiop2p._aio.quic_adapter import open_webtransport_stream
 from aiop2p._aio.quic_connection import QuicConfig
 from aiop2p._aio.stream import Stream
+from aiop2p._aio.webtransport_certs import ListenerCertificates
 from aiop2p._aio.webtransport_connection import (
     MAX_EARLY_STREAMS,
     WebTransportConnection,
@@ -43,6 +44,7 @@ from aiop2p.errors import (
 )
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
+from aiop2p.protocols.noise import NoiseCredentials
 from aiop2p.protocols.webtransport import (
     CERT_PERIOD_SECONDS,
     PATH,
@@ -201,6 +203,24 @@ async def test_a_wrong_certhash_is_refused(listener: Listening) -> None:
         assert isinstance(refused.value.__cause__, CerthashMismatchError)
         assert not dialer.connections
     await still_serves(node, addr)
+
+
+async def test_a_listener_whose_noise_omits_the_served_certhash_is_refused(
+    listener: Listening, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The certificate matches the address, but the Noise payload (which binds the TLS
+    session to the libp2p identity) does not announce it: a man in the middle's sign."""
+    _, addr, _, _ = listener
+
+    def without_hashes(self: ListenerCertificates, base: NoiseCredentials) -> NoiseCredentials:
+        return base.with_webtransport_certhashes((b"\x12\x20" + bytes(32),))
+
+    monkeypatch.setattr(ListenerCertificates, "noise_credentials", without_hashes)
+    async with Node(transports=[WebTransportTransport()]) as dialer:
+        with pytest.raises(DialError, match="Noise handshake does not announce") as refused:
+            await dialer.dial(addr)
+        assert isinstance(refused.value.__cause__, CerthashMismatchError)
+        assert not dialer.connections
 
 
 async def test_an_address_without_certhash_cannot_be_dialled(listener: Listening) -> None:

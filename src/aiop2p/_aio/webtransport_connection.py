@@ -215,14 +215,10 @@ class WebTransportConnection(QuicConnection):
             if not certs:
                 return self._fail(HandshakeError("the listener presented no certificate"))
             self._served_hash = certhash(certs[0])
-            if self._served_hash not in self._dialled:
-                return self._fail(
-                    CerthashMismatchError(
-                        "the WebTransport listener's certificate matches none of the "
-                        "address's certhashes"
-                    ),
-                    close_code=_CRYPTO_ERROR_BAD_CERTIFICATE,
-                )
+            try:
+                check_certhashes(self._served_hash, self._dialled)
+            except CerthashMismatchError as exc:
+                return self._fail(exc, close_code=_CRYPTO_ERROR_BAD_CERTIFICATE)
             h3 = self._h3 = H3Connection(quic, enable_webtransport=True)
             self._open_session(quic, h3)
             before, self._before_h3 = self._before_h3, []
@@ -276,6 +272,7 @@ class WebTransportConnection(QuicConnection):
                         return False
             return True
         status = b"429" if why is None else b"404"
+        why = why or "one session per connection"
         h3.send_headers(ev.stream_id, [(b":status", status)], end_stream=True)
         if self._stage is _Stage.ESTABLISHED:
             self._schedule_flush()

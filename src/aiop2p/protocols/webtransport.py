@@ -132,10 +132,13 @@ def webtransport_addr(ip: str, port: int, certhashes: Sequence[bytes] = ()) -> M
     return Multiaddr(text)
 
 
-def check_certhashes(served: bytes, dialled: Sequence[bytes], announced: Sequence[bytes]) -> None:
+def check_certhashes(
+    served: bytes, dialled: Sequence[bytes], announced: Sequence[bytes] | None = None
+) -> None:
     """The dialler's checks: the certificate served is one of those it dialled (its
-    address pins them, no CA is involved), and the one served is among those the
-    listener announced in Noise (binding the TLS session to the libp2p identity).
+    address pins them, no CA is involved), and, once Noise is done, the one served is
+    among those the listener ``announced`` there (binding the TLS session to the
+    libp2p identity).
 
     Raises :class:`CerthashMismatchError`.
     """
@@ -143,7 +146,7 @@ def check_certhashes(served: bytes, dialled: Sequence[bytes], announced: Sequenc
         raise CerthashMismatchError(
             "the WebTransport listener's certificate matches none of the address's certhashes"
         )
-    if served not in announced:
+    if announced is not None and served not in announced:
         raise CerthashMismatchError(
             "the listener's Noise handshake does not announce the certificate it served"
         )

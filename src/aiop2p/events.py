@@ -16,6 +16,8 @@ from .identity import PeerId
 from .multiaddr import Multiaddr
 
 __all__ = [
+    "AutoRelayAdded",
+    "AutoRelayRemoved",
     "ConnectedPoint",
     "ConnectionClosed",
     "ConnectionEstablished",
@@ -31,6 +33,7 @@ __all__ = [
     "NewListenAddr",
     "PeerDiscovered",
     "PeerExpired",
+    "ReachabilityChanged",
     "RelayReservationLost",
     "RelayReservationRestored",
     "RequestId",
@@ -206,6 +209,36 @@ class RelayReservationRestored:
     attempts: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReachabilityChanged:
+    """AutoNAT's verdict on one of our addresses changed (``NodeConfig.autonat``):
+    ``reachable`` is True (public), False (not reachable from outside) or None (no
+    verdict any more: the address is gone)."""
+
+    addr: Multiaddr
+    reachable: bool | None
+    servers: int
+    """Servers whose answers the verdict rests on."""
+
+
+@dataclass(frozen=True, slots=True)
+class AutoRelayAdded:
+    """The automatic relays (``NetworkConfig.auto_relay``) picked ``relay`` and hold a
+    reservation there: peers reach us at ``addr`` (also a :class:`NewListenAddr`)."""
+
+    relay: PeerId
+    addr: Multiaddr
+
+
+@dataclass(frozen=True, slots=True)
+class AutoRelayRemoved:
+    """The automatic relays dropped ``relay``: it failed or was lost while a spare was
+    free (``error`` set), or relaying is no longer needed (``error`` None)."""
+
+    relay: PeerId
+    error: P2PError | None
+
+
 NetworkEvent = (
     ConnectionEstablished
     | ConnectionClosed
@@ -221,4 +254,7 @@ NetworkEvent = (
     | HolePunchFailed
     | RelayReservationLost
     | RelayReservationRestored
+    | ReachabilityChanged
+    | AutoRelayAdded
+    | AutoRelayRemoved
 )

@@ -19,10 +19,10 @@ from aiop2p.node import Node
 from aiop2p.protocols.relay_v2 import HOP_PROTOCOL_ID
 from aiop2p.services.relay.auto import (
     AutoRelay,
+    AutoRelayAdded,
     AutoRelayConfig,
     AutoRelayEvent,
-    RelayAdded,
-    RelayRemoved,
+    AutoRelayRemoved,
 )
 from aiop2p.services.relay.client import RelayClient, RelayClientConfig
 from aiop2p.services.relay.server import RelayServer
@@ -107,7 +107,7 @@ async def test_reserves_on_two_replaces_a_lost_one_and_advertises() -> None:
         assert {x.peer_id for x in info.addrs if x.is_circuit} >= {r1.peer_id, r2.peer_id}
         await r1.close()
         await wait_for(lambda: set(auto.relays) == {r2.peer_id, r3.peer_id}, cap=15)
-        assert any(isinstance(e, RelayRemoved) and e.relay == r1.peer_id for e in world.events)
+        assert any(isinstance(e, AutoRelayRemoved) and e.relay == r1.peer_id for e in world.events)
         await wait_for(lambda: relayed_via(a) == {r2.peer_id, r3.peer_id}, cap=10)
 
 
@@ -163,7 +163,7 @@ async def test_auto_mode_follows_autonat_and_hostile_relays_are_passed_over() ->
         assert set(auto.relays) == {r1.peer_id}
         assert liar.peer_id in auto._passed_over
         assert HOP_PROTOCOL_ID not in liar.protocols
-        assert [type(e) for e in world.events] == [RelayAdded]
+        assert [type(e) for e in world.events] == [AutoRelayAdded]
         # Reachable after all: the relayed listener goes.
         judge(a, reachable=True)
         await auto.update()

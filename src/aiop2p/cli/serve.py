@@ -15,6 +15,8 @@ from typing import Any
 from ..config import KadConfig, NodeConfig
 from ..errors import InvalidArgumentError
 from ..events import (
+    AutoRelayAdded,
+    AutoRelayRemoved,
     ConnectionEstablished,
     DirectConnectionUpgraded,
     HolePunchFailed,
@@ -22,6 +24,7 @@ from ..events import (
     InboundRequestFailed,
     ListenerError,
     NetworkEvent,
+    ReachabilityChanged,
     RelayReservationLost,
     RelayReservationRestored,
 )
@@ -32,8 +35,7 @@ from ..network.codecs import JsonCodec, RawCodec, json_loads
 from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule, RuleKind
 from ..network.server import RequestHandler
 from ..node import Node
-from ..services.autonat import ReachabilityChanged
-from ..services.relay.auto import AutoRelay, AutoRelayConfig, AutoRelayEvent, RelayAdded
+from ..services.relay.auto import AutoRelayConfig
 from ._common import (
     Output,
     add_autonat_private_argument,
@@ -157,6 +159,7 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         address_book_path=book,
         node=NodeConfig(kad=kad, autonat=autonat_config(args) if autonat else None),
         protocols=(args.protocol,),
+        auto_relay=_auto_relay_config(auto_relay, kad, args.max_relays),
     )
     # Output goes through a bounded queue: a stdout nobody reads never blocks the node.
     with stop_on_signals(out.io) as stop, out.nonblocking():
@@ -188,15 +191,17 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
                     dht_mode=kad.mode,
                     bootstrap=[str(a) for a in kad.bootstrap],
                 )
-            auto_relays = _start_auto_relay(net, out, auto_relay, kad, args.max_relays)
+            if net.auto_relay is not None:
+                max_relays = net.auto_relay.config.max_relays
+                out.emit(
+                    f"auto relay: {auto_relay} (up to {max_relays} relays)",
+                    auto_relay=auto_relay,
+                    max_relays=max_relays,
+                )
             suggest_commands(out, listening, rules, echo=args.echo, protocol=args.protocol)
             log = RateLimitedLog(out)
-            try:
-                with routed_logging(log, out.as_json):
-                    await _serve_until(stop, net, out, log, handler, args.max_concurrent_requests)
-            finally:
-                if auto_relays is not None:
-                    await auto_relays.close()
+            with routed_logging(log, out.as_json):
+                await _serve_until(stop, net, out, log, handler, args.max_concurrent_requests)
             log.close()
     return 0
 
@@ -237,34 +242,19 @@ async def _drop(request: InboundRequest[bytes, bytes]) -> None:
     request.drop()
 
 
-def _start_auto_relay(
-    net: Network[Any, Any],
-    out: Output,
-    mode: str,
-    kad: KadConfig | None,
-    max_relays: int,
-) -> AutoRelay | None:
-    """Report AutoNAT's verdicts, and start the automatic relays unless ``mode`` is off."""
-    node = net._node
-    if node.autonat is not None:
-        node.autonat.events.subscribe(lambda e: _report_reachability(out, node, e))
-    if mode == "off" or net.relay_client is None:
+def _auto_relay_config(mode: str, kad: KadConfig | None, max_relays: int) -> AutoRelayConfig | None:
+    """``--auto-relay``'s automatic relays, on the bootstrap peers first (None when off)."""
+    if mode == "off":
         return None
-    config = AutoRelayConfig(
+    return AutoRelayConfig(
         mode="always" if mode == "always" else "auto",
         relays=kad.bootstrap if kad is not None else (),
         max_relays=max_relays,
     )
-    relays = AutoRelay(node, net.relay_client, config, autonat=node.autonat)
-    relays.events.subscribe(lambda e: _report_auto_relay(out, e))
-    relays.start()
-    out.emit(
-        f"auto relay: {mode} (up to {max_relays} relays)", auto_relay=mode, max_relays=max_relays
-    )
-    return relays
 
 
 def _report_reachability(out: Output, node: Node, event: ReachabilityChanged) -> None:
+    """The DHT follows the verdict before the Network reports it (``--dht-mode auto``)."""
     word = {True: "publicly reachable", False: "not reachable", None: "unknown"}
     dht = f"; dht: {node.kad.mode} mode" if node.kad is not None else ""
     out.emit(
@@ -276,8 +266,8 @@ def _report_reachability(out: Output, node: Node, event: ReachabilityChanged) ->
     )
 
 
-def _report_auto_relay(out: Output, event: AutoRelayEvent) -> None:
-    if isinstance(event, RelayAdded):
+def _report_auto_relay(out: Output, event: AutoRelayAdded | AutoRelayRemoved) -> None:
+    if isinstance(event, AutoRelayAdded):
         out.emit(
             f"auto relay: listening via {event.relay} on {event.addr}",
             relay=str(event.relay),
@@ -342,6 +332,10 @@ async def _report_events(net: Network[Any, Any], out: Output, log: RateLimitedLo
                 peer_id=str(event.peer),
                 failure=event.failure.name.lower(),
             )
+        elif isinstance(event, ReachabilityChanged):
+            _report_reachability(out, net._node, event)
+        elif isinstance(event, AutoRelayAdded | AutoRelayRemoved):
+            _report_auto_relay(out, event)
         elif isinstance(event, ConnectionEstablished) and _refused(net, event.peer):
             # Its requests never reach the exchange: the protocol is not even offered.
             log.write(

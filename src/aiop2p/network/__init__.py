@@ -15,6 +15,7 @@ firewall's and address book's public signatures.
 
 from ..services.dcutr import DcutrConfig
 from ..services.mdns import MdnsConfig
+from ..services.relay.auto import AutoRelayConfig
 from ..services.relay.client import RelayClientConfig
 from ..services.relay.server import RelayServerConfig
 from ._network import Listener, Network
@@ -35,6 +36,7 @@ __all__ = [
     "AddressBookLimits",
     "AddressInfo",
     "ApprovalRequest",
+    "AutoRelayConfig",
     "ChannelConfig",
     "ChannelSinkConfig",
     "Codec",

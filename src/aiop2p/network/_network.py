@@ -36,6 +36,7 @@ from ..errors import (
     ShutdownError,
 )
 from ..events import (
+    AutoRelayAdded,
     ConnectedPoint,
     ConnectionClosed,
     ConnectionEstablished,
@@ -52,6 +53,7 @@ from ..multiaddr import Multiaddr
 from ..node import Node
 from ..services.dcutr import DcutrService, HolePunchEvent
 from ..services.mdns import MdnsEvent, MdnsService
+from ..services.relay.auto import AutoRelay, AutoRelayEvent
 from ..services.relay.client import (
     RelayClient,
     RelayClientConfig,
@@ -175,6 +177,8 @@ class Network(Generic[Rq, Rs]):
                 config=client_config if isinstance(client_config, RelayClientConfig) else None,
             )
             self.relay_client.events.subscribe(self._on_relay_event)
+        self.auto_relay: AutoRelay | None = None
+        """The automatic relays (``config.auto_relay``), from :meth:`start` on."""
         self.dcutr: DcutrService | None = None
         """Hole punching; created before any listener so TCP can reuse the listen port."""
         if config.dcutr is not None:
@@ -210,6 +214,15 @@ class Network(Generic[Rq, Rs]):
         for protocol_id, protocol in self._protocols.items():
             self._register(protocol_id, protocol)
         await node.start()
+        if node.autonat is not None:
+            # ReachabilityChanged is a NetworkEvent as it is.
+            node.autonat.events.subscribe(self._emit)
+        if self.config.auto_relay is not None and self.relay_client is not None:
+            self.auto_relay = AutoRelay(
+                node, self.relay_client, self.config.auto_relay, autonat=node.autonat
+            )
+            self.auto_relay.events.subscribe(self._on_auto_relay_event)
+            self.auto_relay.start()
         if self.config.relay_server is not None:
             self.relay_server = RelayServer(node, config=self.config.relay_server)
             self.relay_server.start()
@@ -237,6 +250,10 @@ class Network(Generic[Rq, Rs]):
             await self._mdns.close()
         if self.dcutr is not None:
             await self.dcutr.close()
+        if self.auto_relay is not None:
+            await self.auto_relay.close()
+        if self._node.autonat is not None:
+            self._node.autonat.events.unsubscribe(self._emit)
         if self.relay_client is not None:
             await self.relay_client.close()
         if self.relay_server is not None:
@@ -481,6 +498,24 @@ class Network(Generic[Rq, Rs]):
             self._emit(RelayReservationLost(event.relay, event.error))
         elif isinstance(event, ReservationRestored):
             self._emit(RelayReservationRestored(event.relay, event.attempts))
+
+    def _on_auto_relay_event(self, event: AutoRelayEvent) -> None:
+        """The automatic relays' listeners are listeners like the others: listed by
+        :meth:`listeners`, announced and closed with the usual events."""
+        self._emit(event)
+        if isinstance(event, AutoRelayAdded):
+            for listener in self._listeners.values():
+                if listener.uses_relay == event.relay:
+                    if event.addr not in listener.addrs:
+                        listener.addrs.append(event.addr)
+                    return
+            self._listeners[next(self._listener_ids)] = Listener([event.addr], event.relay)
+            self._emit(NewListenAddr(event.addr))
+            return
+        for listener_id, listener in list(self._listeners.items()):
+            if listener.uses_relay == event.relay:
+                del self._listeners[listener_id]
+                self._emit(ListenerClosed(tuple(listener.addrs), event.error))
 
     def _require_relay(self) -> RelayClient:
         if self.relay_client is None:

@@ -10,6 +10,7 @@ from ..config import ConnectionLimits, NodeConfig
 from ..errors import InvalidArgumentError
 from ..services.dcutr import DcutrConfig
 from ..services.mdns import MdnsConfig
+from ..services.relay.auto import AutoRelayConfig
 from ..services.relay.client import RelayClientConfig
 from ..services.relay.server import RelayServerConfig
 from .event_channel import ChannelSinkConfig
@@ -122,6 +123,11 @@ class NetworkConfig:
     relay_server: RelayServerConfig | None = None
     """Act as a relay for others with these limits (off by default: a node is never a
     relay by accident)."""
+    auto_relay: AutoRelayConfig | None = None
+    """Automatic relays (off by default): while AutoNAT (``node.autonat``) finds none of
+    our addresses reachable, or always with ``mode="always"``, listen through a few
+    relays, replace lost ones, and report it as :class:`~aiop2p.events.AutoRelayAdded` /
+    :class:`~aiop2p.events.AutoRelayRemoved`.  Needs ``relay_client``."""
     dcutr: DcutrConfig | None = field(default_factory=DcutrConfig)
     """Hole punching (DCUtR) over relayed connections; ``None`` turns it off."""
     mdns: MdnsConfig | None = field(default_factory=MdnsConfig)
@@ -142,6 +148,16 @@ class NetworkConfig:
                 raise InvalidArgumentError(f"{name} must be at least 1")
         if not self.protocols:
             raise InvalidArgumentError("at least one request protocol is needed")
+        if self.auto_relay is not None and not self.relay_client:
+            raise InvalidArgumentError("auto_relay needs relay_client")
+        if (
+            self.auto_relay is not None
+            and self.auto_relay.mode == "auto"
+            and self.node.autonat is None
+        ):
+            raise InvalidArgumentError(
+                "auto_relay mode 'auto' follows AutoNAT: set node.autonat (or mode 'always')"
+            )
 
     def default_protocol(self) -> ProtocolConfig:
         """The Network's default request protocol (``protocols``, ``framing``, sizes)."""

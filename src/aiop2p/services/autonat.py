@@ -24,13 +24,13 @@ import contextlib
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass
 
 from .._aio.connection import Connection
 from .._aio.emitter import Emitter
 from .._aio.stream import Stream
 from ..config import AutonatConfig
 from ..errors import AutonatError, P2PError
+from ..events import ReachabilityChanged
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from ..protocols.autonat_v2 import (
@@ -58,17 +58,6 @@ __all__ = ["AutonatService", "ReachabilityChanged"]
 log = logging.getLogger(__name__)
 
 _DIAL_BACK_MAX_BYTES = 64
-
-
-@dataclass(frozen=True, slots=True)
-class ReachabilityChanged:
-    """AutoNAT's verdict on one of our addresses changed: ``reachable`` is True (public),
-    False (not reachable from outside) or None (no verdict any more)."""
-
-    addr: Multiaddr
-    reachable: bool | None
-    servers: int
-    """Servers whose answers the verdict rests on."""
 
 
 class AutonatService:

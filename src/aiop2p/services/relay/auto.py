@@ -27,17 +27,23 @@ from typing import TYPE_CHECKING, Literal
 from ..._aio.connection import Connection
 from ..._aio.emitter import Emitter
 from ...errors import InvalidArgumentError, P2PError
+from ...events import AutoRelayAdded, AutoRelayRemoved, ReachabilityChanged
 from ...identity import PeerId
 from ...multiaddr import Multiaddr
 from ...protocols.relay_v2 import HOP_PROTOCOL_ID
-from ..autonat import ReachabilityChanged
 from .client import RelayClient, RelayClientEvent, ReservationFailed, ReservationLost
 
 if TYPE_CHECKING:
     from ..autonat import AutonatService
     from ..host import Host
 
-__all__ = ["AutoRelay", "AutoRelayConfig", "AutoRelayEvent", "RelayAdded", "RelayRemoved"]
+__all__ = [
+    "AutoRelay",
+    "AutoRelayAdded",
+    "AutoRelayConfig",
+    "AutoRelayEvent",
+    "AutoRelayRemoved",
+]
 
 log = logging.getLogger(__name__)
 
@@ -72,24 +78,7 @@ class AutoRelayConfig:
                 raise InvalidArgumentError(f"a relay address needs its /p2p/<id>: {addr}")
 
 
-@dataclass(frozen=True, slots=True)
-class RelayAdded:
-    """We listen through ``relay``; peers reach us at ``addr``."""
-
-    relay: PeerId
-    addr: Multiaddr
-
-
-@dataclass(frozen=True, slots=True)
-class RelayRemoved:
-    """We stopped listening through ``relay`` (lost and replaced, failed, or no longer
-    needed: ``error`` None)."""
-
-    relay: PeerId
-    error: P2PError | None
-
-
-AutoRelayEvent = RelayAdded | RelayRemoved
+AutoRelayEvent = AutoRelayAdded | AutoRelayRemoved
 
 
 class AutoRelay:
@@ -179,7 +168,7 @@ class AutoRelay:
                 return
             self._relays[relay] = circuit
             log.info("auto relay: listening via %s at %s", relay, circuit)
-            self.events.emit(RelayAdded(relay, circuit))
+            self.events.emit(AutoRelayAdded(relay, circuit))
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -207,7 +196,7 @@ class AutoRelay:
         with contextlib.suppress(P2PError):
             await self.client.stop_listening(relay)
         log.info("auto relay: stopped listening via %s (%s)", relay, error or "not needed")
-        self.events.emit(RelayRemoved(relay, error))
+        self.events.emit(AutoRelayRemoved(relay, error))
 
     def _on_client_event(self, event: RelayClientEvent) -> None:
         if event.relay not in self._relays or self._closed:

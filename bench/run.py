@@ -6,11 +6,15 @@ command protocol); the client is told to measure against the server. Implementat
 interleaved per figure so that machine noise hits both alike. See ``bench/README.md``.
 
     .venv/bin/python bench/run.py [--quick] [--repeat N] [--only aiop2p|js] [--uvloop]
-                                  [--only-figures tcp|ws|rr|relay] [--json|--markdown]
+                                  [--only-figures tcp|ws|rr|relay|quic] [--json|--markdown]
 
 The WebSocket figures run on separate server processes listening on ``/ws`` only.  The relay
 figures run three processes per implementation: a circuit relay v2 server, a server listening
 through it, and a client that reaches the server at its circuit address.
+
+The quic figures (``bench/quic_figures.py``) put QUIC beside TCP for aiop2p and js-libp2p,
+across implementations too (aiop2p -> js, js -> aiop2p), with the CPU seconds both
+processes spent per MiB and per request; they print as a table of their own.
 
 ``--uvloop`` also runs the aiop2p peers on uvloop (``aiop2p-uvloop``, interleaved with the
 others) and adds a ``uvloop/default`` column: aiop2p on uvloop over aiop2p on asyncio's loop.
@@ -53,7 +57,7 @@ IMPLS = ("aiop2p", FLOOR_IMPL, "js", PY_IMPL)
 """What ``--only`` may pick; all four run by default."""
 ORDER = ("aiop2p", UVLOOP_IMPL, BASE_IMPL, FLOOR_IMPL, "js", PY_IMPL)
 """Column order, and the order in which the implementations take turns for each figure."""
-FIGURE_GROUPS = ("tcp", "ws", "rr", "relay")
+FIGURE_GROUPS = ("tcp", "ws", "rr", "relay", "quic")
 PY_FIGURES = frozenset({
     "dial", "echo sequential", "echo in flight", "perf upload", "perf download",
     "request-response sequential", "request-response in flight",
@@ -992,7 +996,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         "on its own src), interleaved, and print aiop2p/base ratios")
     parser.add_argument("--only-figures", choices=FIGURE_GROUPS, default=None,
                         help="run one figure group only: tcp, ws (perf over /ws), rr "
-                        "(Network request-response) or relay (request-response via a relay)")
+                        "(Network request-response), relay (request-response via a relay) "
+                        "or quic (QUIC beside TCP, with CPU per MiB and per request)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run everything N times and report medians (default 1)")
     out = parser.add_mutually_exclusive_group()
@@ -1061,6 +1066,20 @@ def main(argv: list[str]) -> int:
     groups = (args.only_figures,) if args.only_figures else FIGURE_GROUPS
     setup = Setup(base=args.base)
     samples, errors = asyncio.run(run_all(impls, s, args.repeat, groups, setup))
+    quic_text = None
+    if "quic" in groups:
+        import quic_figures
+
+        with tempfile.TemporaryDirectory(prefix="aiop2p-bench-quic-") as tmp:
+            quic = asyncio.run(quic_figures.run_quic(impls, s, args.repeat, Path(tmp)))
+        errors += quic.errors
+        quic_rows = quic_figures.summarise(quic)
+        quic_targets = quic_figures.targets(quic_rows)
+        quic_text = (
+            quic_figures.table(quic_rows, args.markdown)
+            + "\n\n"
+            + quic_figures.targets_text(quic_targets, args.markdown)
+        )
     rows = summarise(impls, samples)
     targets = evaluate_targets(rows, [*TARGETS, *ISSUE10_TARGETS], impls)
     if args.json:
@@ -1069,10 +1088,13 @@ def main(argv: list[str]) -> int:
             "environment": env, "samples": samples, "figures": rows, "targets": targets,
             "errors": errors,
         }, indent=2))
-    elif args.markdown:
+    elif args.markdown and rows:
         print_markdown(impls, rows, targets, s, args.repeat, env)
-    else:
+    elif rows:
         print_text(impls, rows, targets, s, args.repeat, env)
+    if quic_text is not None and not args.json:
+        print(f"\n# QUIC beside TCP ({settings_text(s, args.repeat)})\n")
+        print(quic_text)
     if args.chart is not None:
         title = f"aiop2p, its floor, js-libp2p and py-libp2p: median of {args.repeat} run(s)"
         chart.draw(args.chart, impls, rows, FLOOR_REF, title=title,

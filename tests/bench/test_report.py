@@ -108,3 +108,30 @@ def test_chart_bars_are_relative_to_aiop2p_and_taller_is_better() -> None:
     assert bars["floor"][upload] == pytest.approx(1500 / 1200)  # the floor's bulk figure
     assert bars["js"][dial] == pytest.approx(1.0 / 8.0)  # 8x slower dial: an 1/8 bar
     assert math.isnan(bars["floor"][dial])  # no floor dial: no bar
+
+
+def test_quic_rows_put_quic_beside_tcp_and_judge_issue_13_targets() -> None:
+    """The quic figure group: QUIC/TCP ratios per pair, CPU costs per side, and the
+    issue-13 targets (200 MiB/s, 1/4 of TCP to js, small requests within 1.5x of TCP)."""
+    sys.modules.setdefault("run", run)  # quic_figures imports run as run.py's sibling
+    quic = _load("quic_figures")
+    samples = quic.QuicSamples()
+    same, to_js = quic.pair_name("aiop2p", "aiop2p"), quic.pair_name("aiop2p", "js")
+    for transport, up, down, p50, cpu in (
+        ("tcp", 800.0, 600.0, 0.2, 0.001),
+        ("quic", 250.0, 150.0, 0.5, 0.004),
+    ):
+        samples.add((same, "perf upload", transport), up, (cpu, cpu / 2))
+        samples.add((same, "perf download", transport), down, (cpu, cpu))
+        samples.add((same, "echo sequential p50", transport), p50, (cpu / 10, cpu / 20))
+        samples.add((to_js, "perf upload", transport), up / 10, (cpu, cpu))
+    rows = quic.summarise(samples)
+    upload = next(r for r in rows if r["pair"] == same and r["figure"] == "perf upload")
+    assert upload["ratio"] == pytest.approx(250 / 800)
+    assert upload["quic_cpu"] == (0.004, 0.002)
+    status = {t["target"]: t["met"] for t in quic.targets(rows)}
+    assert status["aiop2p <-> aiop2p QUIC perf upload >= 200 MiB/s"] is True
+    assert status["aiop2p <-> aiop2p QUIC perf download >= 200 MiB/s"] is False
+    assert status["aiop2p -> js QUIC perf upload >= 1/4 of TCP"] is True
+    assert status["aiop2p <-> aiop2p QUIC small-request p50 <= 1.5x TCP"] is False
+    assert "perf upload" in quic.table(rows, markdown=True)

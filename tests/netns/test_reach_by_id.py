@@ -25,7 +25,8 @@ answered (the punch ends "after 0 attempts"), and against the long-lived ``id_pr
 a has no address to offer, since ``serve`` keeps DCUtR's default of offering public
 addresses only and the lab's observed addresses are private.  Every request here is
 carried by the relay (the probe checks its connection is relayed); punching through
-these NATs is ``test_nat_netns.py``, with ``Network`` peers that allow private addresses.
+these NATs is ``test_nat_netns.py``, with ``Network`` peers that allow private addresses,
+and ``test_cli_punch.py`` with ``serve --punch-private-addrs``.
 
 The relay is then killed (SIGKILL) and restarted on the same address with the same key
 once a has failed to re-reserve ``FAILED_REATTEMPTS`` times (about 15 s); a, never

@@ -15,11 +15,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from aioquic._buffer import Buffer
 from aioquic.asyncio.client import connect
 from aioquic.h3.connection import H3Connection, H3Stream
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection as AioquicConnection
-from aioquic.quic.packet import QuicProtocolVersion
+from aioquic.quic.packet import QuicProtocolVersion, pull_quic_header
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -120,13 +121,89 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     assert server.peer_certificates() == []
     assert server._local_max_streams_bidi.value == 7 == server._local_max_streams_bidi.sent
     assert server._local_max_streams_uni.value == 0
-    for name in ("_write_stream_limits", "_write_connection_limits", "_initialize"):
+    for name in (
+        "_write_stream_limits",
+        "_write_connection_limits",
+        "_initialize",
+        "_parse_transport_parameters",
+        "_write_stream_frame",
+        "_get_or_create_stream_for_send",
+    ):
         assert callable(getattr(AioquicConnection, name))
     assert hasattr(server.tls, "_peer_certificate_chain")
     sid = server.get_next_available_stream_id()
     server.write(sid, b"x" * 100)
     assert server.unsent_bytes(sid) == 100 and server.sends_pending(sid)
     assert server._streams[sid].sender.highest_offset == 0
+    assert server._streams[sid].sender.next_offset == 0
+    assert callable(AioquicConnection._get_or_create_stream_for_send)
+    assert type(server._streams[sid].sender._buffer).__name__ == "SendBuffer"
+    assert server._streams[sid].sender._buffer[0:100] == b"x" * 100
+    # Datagram size: never below the configured one, never above what the peer takes.
+    configured = server._max_datagram_size
+    assert server.use_datagram_size(1200) == configured
+    server.peer_max_udp_payload = 30000
+    assert server.use_datagram_size(65507) == 30000 == server._max_datagram_size
+
+
+def test_adapter_splits_stream_frames_in_large_packets() -> None:
+    """In a 64 KiB packet each STREAM frame holds at most 16383 bytes (aioquic's 2-byte
+    length field): a client's packets, parsed by a plain aioquic server, carry the data."""
+    from aiop2p._aio.quic_adapter import MAX_FRAME_DATA_BYTES
+
+    cert, key = _certificate_for(KeyPair.generate())
+    client = LibP2PQuic(
+        configuration=QuicConfiguration(
+            is_client=True,
+            alpn_protocols=[ALPN],
+            certificate=cert,
+            private_key=key,
+            verify_mode=ssl.CERT_NONE,
+        ),
+        stream_window_bytes=8 << 20,
+        connection_window_bytes=8 << 20,
+        max_streams=8,
+    )
+    server_config = QuicConfiguration(
+        is_client=False, alpn_protocols=[ALPN], certificate=cert, private_key=key
+    )
+    addr = ("127.0.0.1", 1)
+    client.connect(addr, now=0.0)
+    server: AioquicConnection | None = None
+    for step in range(20):  # the handshake, datagram by datagram
+        now = step * 0.001
+        for data, _ in client.datagrams_to_send(now=now):
+            if server is None:
+                header = pull_quic_header(Buffer(data=data), host_cid_length=8)
+                server = AioquicConnection(
+                    configuration=server_config,
+                    original_destination_connection_id=header.destination_cid,
+                )
+            server.receive_datagram(data, addr, now=now)
+        assert server is not None
+        for data, _ in server.datagrams_to_send(now=now):
+            client.receive_datagram(data, addr, now=now)
+    assert server is not None
+    assert client._handshake_complete
+    client.use_datagram_size(65507)
+    client._loss._cc.congestion_window = 1 << 24
+    sid = client.get_next_available_stream_id()
+    payload = bytes(range(256)) * 1024  # 256 KiB
+    client.write(sid, payload, end_stream=True)
+    received = bytearray()
+    sizes = []
+    for step in range(100):  # bounded: the data, the server's ACKs and credit
+        now = 1.0 + step * 0.01
+        for data, _ in client.datagrams_to_send(now=now):
+            sizes.append(len(data))
+            server.receive_datagram(data, addr, now=now)
+        for data, _ in server.datagrams_to_send(now=now):
+            client.receive_datagram(data, addr, now=now)
+        while (event := server.next_event()) is not None:
+            if hasattr(event, "data") and getattr(event, "stream_id", None) == sid:
+                received += event.data
+    assert bytes(received) == payload
+    assert max(sizes) > 3 * MAX_FRAME_DATA_BYTES
 
 
 def test_adapter_reaches_the_aioquic_http3_internals_webtransport_needs() -> None:
@@ -282,7 +359,7 @@ def test_config_bounds_are_checked() -> None:
     with pytest.raises(InvalidArgumentError):
         QuicConfig(max_datagram_bytes=1000)
     with pytest.raises(InvalidArgumentError):
-        QuicConfig(loopback_datagram_bytes=65000)
+        QuicConfig(loopback_datagram_bytes=65508)
     with pytest.raises(InvalidArgumentError):
         QuicConfig(max_streams=0)
 
@@ -376,3 +453,38 @@ async def test_finished_streams_leave_no_state() -> None:
             assert isinstance(side, QuicConnection) and side._quic is not None
             machines.append(side._quic)
         await wait_for(lambda: all(len(q._consumed) + len(q._written) <= 4 for q in machines))
+
+
+def test_send_buffer_behaves_as_the_bytearray_it_replaces() -> None:
+    """Random appends (bytes, bytearray, memoryview; tiny and large), slices and
+    front trims give what aioquic's bytearray gave, and appended mutable data is copied."""
+    import random
+
+    from aiop2p._aio.quic_adapter import SendBuffer
+
+    rng = random.Random(13)
+    for steps in [60] * 30 + [2000] * 3:  # the long runs reclaim dropped chunks' slots
+        ours, theirs = SendBuffer(), bytearray()
+        for _ in range(steps):
+            action = rng.random()
+            if action < 0.5:
+                size = rng.choice((0, 1, 7, 100, 4095, 4096, 9000, 70000))
+                raw = rng.randbytes(size)
+                kind = rng.choice((bytes, bytearray, memoryview))
+                data = kind(raw) if kind is not memoryview else memoryview(bytearray(raw))
+                ours += data
+                theirs += raw
+                if isinstance(data, bytearray):
+                    data[:1] = b"!"  # the caller reuses its buffer: we hold a copy
+            elif action < 0.8 and theirs:
+                a = rng.randrange(len(theirs))
+                b = rng.randrange(a, len(theirs) + 1)
+                assert ours[a:b] == bytes(theirs[a:b])
+            elif theirs:
+                n = rng.randrange(len(theirs) + 1)
+                del ours[:n]
+                del theirs[:n]
+            assert len(ours) == len(theirs) and bool(ours) == bool(theirs)
+        assert ours[0 : len(theirs)] == bytes(theirs)
+    with pytest.raises(ValueError):
+        del SendBuffer(b"abc")[1:2]

@@ -189,6 +189,8 @@ async def test_listen_addresses_carry_two_certhashes_and_dial_reaches_the_peer(
         (inbound,) = node.connections
         assert isinstance(inbound, WebTransportConnection) and inbound._quic is not None
         assert inbound._quic.configuration.max_datagram_size <= 1472
+        # ... and they stay so once set up (QUIC's loopback growth is for QUIC's own size).
+        assert conn._quic.datagram_size == inbound._quic.datagram_size == 1452
 
 
 async def test_a_wrong_certhash_is_refused(listener: Listening) -> None:

@@ -1,8 +1,8 @@
 """Where aiop2p reaches past aioquic's public API: all of it is in this module.
 
-aioquic (the sans-IO QUIC machine the QUIC transport drives) lacks six things libp2p
-needs, so :class:`LibP2PQuic` subclasses its ``QuicConnection`` and touches these
-non-public members, each checked by ``tests/transports/test_quic_adapter.py`` so an
+aioquic (the sans-IO QUIC machine the QUIC transport drives) lacks what follows, so
+:class:`LibP2PQuic` subclasses its ``QuicConnection`` and touches these non-public
+members, each checked by ``tests/transports/test_quic.py`` so an
 aioquic upgrade that moves them fails loudly instead of silently weakening a check:
 
 - the server requests the client certificate (libp2p ``tls.md``: servers MUST require
@@ -22,18 +22,138 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   are done with (:func:`forget_h3_stream`);
 - how much of a stream's written data has not left yet (send backpressure):
   ``_streams``, and of each stream ``sender.highest_offset``, ``.buffer_is_empty`` and
-  ``.reset_pending``.
+  ``.reset_pending``;
+- a stream's send buffer (``sender._buffer``, a bytearray aioquic appends to, slices
+  for each frame and trims from the front once acknowledged) is replaced by a
+  :class:`SendBuffer` of the written chunks: a bytearray trimmed from the front copies
+  all it holds into a new allocation on every append, about 1.7 ms per MiB of bulk;
+- ACKs ride on the packets we send anyway (:meth:`LibP2PQuic.ack_with_next_packet`):
+  aioquic writes an ACK frame only once its 1 ms ACK delay is over, so an answer sent
+  sooner goes without it and a separate ACK-only packet follows; this sets the 1-RTT
+  space's ``ack_at`` (``_spaces``) to now;
+- datagrams beyond 16 KiB once the handshake is done (:meth:`LibP2PQuic.use_datagram_size`,
+  for loopback, where aioquic's per-packet work is what bounds bulk transfer):
+  ``_max_datagram_size``, the peer's ``max_udp_payload_size`` read again from the
+  transport parameters (``_parse_transport_parameters``), and ``_write_stream_frame``
+  called once per 16383 bytes, the most aioquic's 2-byte STREAM frame length field holds
+  (it writes one frame per stream and packet, and long-header packets carry the same
+  2-byte length, which is why the handshake keeps the configured size).
 """
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
+from aioquic import tls
+from aioquic._buffer import Buffer
 from aioquic.h3.connection import FrameType, H3Connection, H3Stream
 from aioquic.quic.connection import QuicConnection as _AioquicConnection
+from aioquic.quic.packet import pull_quic_transport_parameters
 from cryptography import x509
 
-__all__ = ["LibP2PQuic", "forget_h3_stream", "open_webtransport_stream"]
+__all__ = [
+    "MAX_FRAME_DATA_BYTES",
+    "LibP2PQuic",
+    "SendBuffer",
+    "forget_h3_stream",
+    "open_webtransport_stream",
+]
+
+MAX_FRAME_DATA_BYTES = 0x3FFF
+"""The most data aioquic writes into one STREAM frame (its 2-byte varint length)."""
+_MAX_FRAMES_PER_PACKET = 8  # 8 * 16383 > the largest UDP payload
+_DEFAULT_MAX_UDP_PAYLOAD = 65527  # RFC 9000 18.2: the peer's limit when it sends none
+_COALESCE_BYTES = 4096
+"""Writes smaller than this join the last chunk (so that tiny writes make few chunks)."""
+_COMPACT_CHUNKS = 64
+"""Dropped chunks' slots are reclaimed once there are this many, and half the list."""
+
+
+class SendBuffer:
+    """The unacknowledged bytes of a stream as the chunks written, for aioquic's sender:
+    ``+=`` keeps a reference (no copy), a slice is copied once (its first chunk found by
+    bisection: aioquic slices each frame out of a buffer of many chunks), ``del b[:n]``
+    drops whole chunks from the front."""
+
+    __slots__ = ("_chunks", "_dropped", "_ends", "_first", "_origin", "_size")
+
+    def __init__(self, initial: bytes = b"") -> None:
+        self._chunks: list[bytes | bytearray] = []
+        self._ends: list[int] = []  # each chunk's end, counted from the first byte ever
+        self._first = 0  # index of the first live chunk
+        self._origin = 0  # where chunk 0 starts, counted as the ends are
+        self._dropped = 0  # bytes dropped from the front, ever
+        self._size = 0
+        if initial:
+            self += initial
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __bool__(self) -> bool:
+        return self._size > 0
+
+    def __iadd__(self, data: bytes | bytearray | memoryview) -> SendBuffer:
+        size = len(data)
+        if not size:
+            return self
+        chunks, ends = self._chunks, self._ends
+        if size < _COALESCE_BYTES and len(chunks) > self._first:
+            last = chunks[-1]
+            if isinstance(last, bytearray) and len(last) < 16 * _COALESCE_BYTES:
+                last += data
+                ends[-1] += size
+                self._size += size
+                return self
+        if size < _COALESCE_BYTES:
+            chunks.append(bytearray(data))
+        else:
+            chunks.append(data if isinstance(data, bytes) else bytes(data))
+        ends.append((ends[-1] if ends else self._origin) + size)
+        self._size += size
+        return self
+
+    def __getitem__(self, key: slice) -> bytes:
+        start, stop, step = key.indices(self._size)
+        if step != 1:
+            raise ValueError("SendBuffer slices have no step")
+        if stop <= start:
+            return b""
+        chunks, ends = self._chunks, self._ends
+        lo, hi = start + self._dropped, stop + self._dropped  # counted from the first byte
+        i = bisect.bisect_right(ends, lo, self._first)
+        chunk_start = ends[i - 1] if i else self._origin
+        chunk = chunks[i]
+        if hi <= ends[i]:  # within one chunk, the usual case
+            if lo == chunk_start and hi == ends[i] and isinstance(chunk, bytes):
+                return chunk
+            return bytes(memoryview(chunk)[lo - chunk_start : hi - chunk_start])
+        pieces: list[bytes | bytearray | memoryview] = [memoryview(chunk)[lo - chunk_start :]]
+        for j in range(i + 1, len(chunks)):
+            chunk_start = ends[j - 1]
+            if hi <= ends[j]:
+                pieces.append(memoryview(chunks[j])[: hi - chunk_start])
+                break
+            pieces.append(chunks[j])
+        return b"".join(pieces)
+
+    def __delitem__(self, key: slice) -> None:
+        if key.start is not None or key.step is not None or key.stop is None:
+            raise ValueError("SendBuffer only drops from the front")
+        size = min(key.stop, self._size)
+        self._size -= size
+        self._dropped += size
+        chunks, ends = self._chunks, self._ends
+        first = self._first
+        while first < len(chunks) and ends[first] <= self._dropped:
+            chunks[first] = b""  # released now; the slot goes at the next compaction
+            first += 1
+        if first >= _COMPACT_CHUNKS and first * 2 >= len(chunks):
+            self._origin = ends[first - 1]
+            del chunks[:first], ends[:first]
+            first = 0
+        self._first = first
 
 
 class LibP2PQuic(_AioquicConnection):
@@ -64,6 +184,49 @@ class LibP2PQuic(_AioquicConnection):
         self._consumed: dict[int, int] = {}
         self._consumed_total = 0
         self._written: dict[int, int] = {}
+        self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
+        """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
+
+    # -- ACKs -------------------------------------------------------------------------
+
+    def ack_with_next_packet(self, now: float) -> None:
+        """A due ACK goes in the next 1-RTT packet (called when data is about to leave)."""
+        space = self._spaces.get(tls.Epoch.ONE_RTT)
+        if space is not None and space.ack_at is not None and space.ack_at > now:
+            space.ack_at = now
+
+    # -- datagram size ----------------------------------------------------------------
+
+    def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
+        super()._parse_transport_parameters(data, from_session_ticket)
+        limit = pull_quic_transport_parameters(Buffer(data=data)).max_udp_payload_size
+        if limit is not None:
+            self.peer_max_udp_payload = limit
+
+    @property
+    def datagram_size(self) -> int:
+        """The largest datagram sent now."""
+        return int(self._max_datagram_size)
+
+    def use_datagram_size(self, size: int) -> int:
+        """Send datagrams of up to ``size`` bytes from now on (after the handshake), but no
+        more than the peer said it takes and never less than configured; returns the size."""
+        size = max(self._max_datagram_size, min(size, self.peer_max_udp_payload))
+        self._max_datagram_size = size
+        return size
+
+    def _write_stream_frame(self, builder: Any, space: Any, stream: Any, max_offset: int) -> int:
+        # One frame per 16383 bytes while the packet has room: capping each frame's end
+        # offset keeps aioquic's 2-byte length field valid in packets above 16 KiB.
+        write = super()._write_stream_frame
+        sender = stream.sender
+        used = 0
+        for _ in range(_MAX_FRAMES_PER_PACKET):
+            start = sender.next_offset
+            used += write(builder, space, stream, min(max_offset, start + MAX_FRAME_DATA_BYTES))
+            if sender.buffer_is_empty or sender.next_offset == start:
+                break
+        return used
 
     # -- TLS --------------------------------------------------------------------------
 
@@ -134,9 +297,16 @@ class LibP2PQuic(_AioquicConnection):
 
     # -- send backpressure ------------------------------------------------------------
 
-    def write(self, stream_id: int, data: bytes, end_stream: bool = False) -> None:
-        self.send_stream_data(stream_id, data, end_stream)
-        self._written[stream_id] = self._written.get(stream_id, 0) + len(data)
+    def write(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None:
+        written = self._written.get(stream_id)
+        if written is None:  # the stream's first write: give it a chunked send buffer
+            stream = self._get_or_create_stream_for_send(stream_id)
+            sender: Any = stream.sender  # _buffer is typed bytearray; this stands in for it
+            if type(sender._buffer) is bytearray:
+                sender._buffer = SendBuffer(bytes(sender._buffer))
+            written = 0
+        self.send_stream_data(stream_id, data, end_stream)  # type: ignore[arg-type]
+        self._written[stream_id] = written + len(data)
 
     def has_unsent(self) -> bool:
         """Whether some stream holds data, a FIN or a reset not sent yet, which an ACK

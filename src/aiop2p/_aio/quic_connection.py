@@ -26,6 +26,7 @@ import logging
 import os
 import ssl
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
@@ -45,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import (
     ConnectionClosedError,
+    DialError,
     HandshakeError,
     HandshakeTimeoutError,
     InvalidArgumentError,
@@ -76,7 +78,8 @@ log = logging.getLogger(__name__)
 ALPN: Final = "libp2p"
 SockAddr = tuple[str, int] | tuple[str, int, int, int]
 MIN_DATAGRAM_BYTES: Final = 1200  # RFC 9000 14: every QUIC path carries this much
-MAX_DATAGRAM_BYTES: Final = 16384  # aioquic fails to parse its own larger packets
+MAX_DATAGRAM_BYTES: Final = 65507  # the largest UDP payload over IPv4
+HANDSHAKE_DATAGRAM_BYTES: Final = 16384  # aioquic's long-header packets hold no more
 _CERT_VALID_SECONDS: Final = 10 * 24 * 3600
 _CERT_RENEW_SECONDS: Final = 24 * 3600
 _CRYPTO_ERROR_BAD_CERTIFICATE: Final = 0x100 + 42  # TLS alert bad_certificate (RFC 9001 4.8)
@@ -101,10 +104,11 @@ class QuicConfig:
     max_datagram_bytes: int = 1452
     """Largest UDP payload we send: 1500-byte Ethernet MTU minus IPv6 and UDP headers.
     aioquic does no path MTU discovery, so larger values are for known paths only."""
-    loopback_datagram_bytes: int = 16384
-    """Largest UDP payload to a loopback address (its MTU is 64 KiB).  aioquic's work
-    is per packet, so this is what lets bulk transfer between local processes run at
-    several times the ``max_datagram_bytes`` rate (docs/transports.md)."""
+    loopback_datagram_bytes: int = MAX_DATAGRAM_BYTES
+    """Largest UDP payload to a loopback address (its MTU is 64 KiB), used once the
+    handshake is done (up to 16 KiB before) and if the peer takes it.  aioquic's work is
+    per packet, so this is what lets bulk transfer between local processes run at several
+    times the ``max_datagram_bytes`` rate (docs/transports.md)."""
     congestion_control: str = "reno"
     """aioquic's congestion controller: ``reno`` or ``cubic``."""
 
@@ -133,6 +137,8 @@ class QuicEndpointLike(Protocol):
     """What a connection needs from the UDP endpoint that carries it."""
 
     def sendto(self, data: bytes, addr: SockAddr) -> None: ...
+
+    def send_datagrams(self, datagrams: Sequence[bytes], addr: SockAddr) -> None: ...
 
     def add_cid(self, cid: bytes, conn: QuicConnection) -> None: ...
 
@@ -176,7 +182,10 @@ def _configuration(
         idle_timeout=quic.idle_timeout,
         max_data=quic.connection_window_bytes,
         max_stream_data=quic.stream_window_bytes,
-        max_datagram_size=quic.loopback_datagram_bytes if loopback else quic.max_datagram_bytes,
+        max_datagram_size=min(
+            quic.loopback_datagram_bytes if loopback else quic.max_datagram_bytes,
+            HANDSHAKE_DATAGRAM_BYTES,
+        ),
         congestion_control_algorithm=quic.congestion_control,
     )
 
@@ -222,6 +231,7 @@ class QuicConnection(Connection):
         self._peer_sockaddr: SockAddr | None = None
         self._quic_timer: asyncio.TimerHandle | None = None
         self._quic_timer_at = 0.0
+        self._quic_due: float | None = None  # aioquic's deadline when last asked
         self._transmit_handle: asyncio.Handle | None = None
         self._hold_transmit = False
         self._transmit_wanted = False
@@ -293,22 +303,35 @@ class QuicConnection(Connection):
     # -- input --------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: SockAddr) -> None:
+        """One datagram from the peer: :meth:`receive` it, then :meth:`input_done`."""
+        if self.receive(data, addr):
+            self.input_done()
+
+    def receive(self, data: bytes, addr: SockAddr) -> bool:
+        """Feed a datagram to QUIC and deliver its events; output waits for
+        :meth:`input_done` (the endpoint calls it once per read batch).  False if the
+        connection is closed (now or before)."""
         quic = self._quic
         if quic is None or self._stage is _Stage.CLOSED:
-            return
+            return False
         quic.receive_datagram(data, addr, now=self.loop.time())
-        self._hold_transmit = True  # see below
+        self._hold_transmit = True  # see input_done
         try:
             self._process_events(quic)
         finally:
             self._hold_transmit = False
-        if self.is_closed:
+        return not self.is_closed
+
+    def input_done(self) -> None:
+        """After a batch of datagrams: output that input causes (handshake messages,
+        answers such as a multistream echo, data an ACK or credit let go) leaves in one
+        transmit scheduled now, behind the tasks the input woke, so what a handler writes
+        before it next waits leaves in the same datagram.  Anything else (ACKs, control
+        frames) rides on the next packet or leaves on aioquic's timer, at most its 1 ms
+        ACK delay later."""
+        quic = self._quic
+        if quic is None or self.is_closed:
             return
-        # Output that input causes: handshake messages, answers (a multistream echo),
-        # and data an ACK or credit let go.  It leaves in one transmit scheduled now,
-        # behind the tasks this input woke, so what a handler writes before it next
-        # waits leaves in the same datagram.  Anything else (ACKs, control frames)
-        # leaves on aioquic's timer, at most its 1 ms ACK delay later.
         if self._transmit_wanted or self._stage is _Stage.UPGRADING or quic.has_unsent():
             self._transmit_wanted = False
             if self._transmit_handle is not None:
@@ -408,6 +431,15 @@ class QuicConnection(Connection):
         return None
 
     def _established_quic(self) -> None:
+        quic, peer = self._quic, self._peer_sockaddr
+        assert quic is not None and peer is not None
+        loopback = ipaddress.ip_address(sockaddr_of(peer)[0]).is_loopback
+        config = self._quic_config
+        size = config.loopback_datagram_bytes if loopback else config.max_datagram_bytes
+        if quic.datagram_size == min(size, HANDSHAKE_DATAGRAM_BYTES):
+            # The handshake's size was ours, capped: now the full one.  A machine made
+            # otherwise keeps its size (WebTransport: what browsers take).
+            quic.use_datagram_size(size)
         self._stage = _Stage.ESTABLISHED
         self._cancel_timer()  # the handshake deadline
         self._hooks.connection_ready(self)  # may veto (abort) the connection
@@ -446,15 +478,15 @@ class QuicConnection(Connection):
     # -- timers ---------------------------------------------------------------------------
 
     def _arm_quic_timer(self, quic: LibP2PQuic) -> None:
-        when = quic.get_timer()
-        timer = self._quic_timer
+        """Follow aioquic's timer lazily: a later deadline (the usual case, as each packet
+        moves the loss-detection deadline on) keeps the armed handle, which re-arms when
+        it fires early; only an earlier one replaces it."""
+        when = self._quic_due = quic.get_timer()
         if when is None:
-            if timer is not None:
-                timer.cancel()
-                self._quic_timer = None
-            return
+            return  # an armed handle fires, finds nothing due and stops
+        timer = self._quic_timer
         if timer is not None:
-            if self._quic_timer_at == when:
+            if self._quic_timer_at <= when:
                 return
             timer.cancel()
         self._quic_timer_at = when
@@ -463,9 +495,14 @@ class QuicConnection(Connection):
     def _on_quic_timer(self) -> None:
         self._quic_timer = None
         quic = self._quic
-        if quic is None or self._stage is _Stage.CLOSED:
+        due = self._quic_due
+        if quic is None or self._stage is _Stage.CLOSED or due is None:
             return
-        quic.handle_timer(now=max(self._quic_timer_at, self.loop.time()))
+        if due > self._quic_timer_at:  # moved on since armed
+            self._quic_timer_at = due
+            self._quic_timer = self.loop.call_at(due, self._on_quic_timer)
+            return
+        quic.handle_timer(now=max(due, self.loop.time()))
         self._process_events(quic)
         if not self.is_closed:
             self._transmit()
@@ -493,19 +530,32 @@ class QuicConnection(Connection):
     def _scheduled_transmit(self) -> None:
         self._transmit_handle = None
         if self._stage is not _Stage.CLOSED:
-            self._transmit()
+            self._transmit(with_ack=True)
 
     def _flush(self) -> int:
         self._transmit()
         return 0
 
-    def _transmit(self) -> None:
+    def _transmit(self, *, with_ack: bool = False) -> None:
+        """Send what aioquic has; ``with_ack``: we send because data or credit waits,
+        so a pending ACK rides along instead of leaving alone at aioquic's ACK delay."""
         quic = self._quic
         endpoint = self._endpoint
         if quic is None or endpoint is None:
             return
-        for data, addr in quic.datagrams_to_send(now=self.loop.time()):
-            endpoint.sendto(data, addr)
+        now = self.loop.time()
+        if with_ack:
+            quic.ack_with_next_packet(now)
+        datagrams = quic.datagrams_to_send(now=now)
+        if len(datagrams) == 1:
+            endpoint.sendto(*datagrams[0])
+        elif datagrams:
+            addr = datagrams[0][1]
+            if all(a == addr for _, a in datagrams):
+                endpoint.send_datagrams([data for data, _ in datagrams], addr)
+            else:
+                for data, a in datagrams:
+                    endpoint.sendto(data, a)
         self._arm_quic_timer(quic)
         if self._blocked_writers:
             limit = self._quic_config.send_buffer_bytes // 2
@@ -571,11 +621,11 @@ class QuicConnection(Connection):
             size = room
             self._blocked_writers.add(sid)
         try:
-            quic.write(sid, bytes(data))
+            quic.write(sid, data)  # its send buffer copies only what is not immutable
         except (ValueError, AssertionError, RuntimeError) as exc:  # the stream's sending part ended
             raise StreamResetError(f"stream cannot send: {exc}") from None
         if size >= self._config.write_flush_bytes:
-            self._transmit()  # bulk: start sending now
+            self._transmit(with_ack=True)  # bulk: start sending now
         else:
             self._schedule_flush()  # writes of one loop turn leave together
         return size
@@ -619,6 +669,25 @@ class QuicConnection(Connection):
         super().forget_stream(sid)
 
     # -- teardown -------------------------------------------------------------------------
+
+    def unreachable(self, addr: tuple[str, int], exc: Exception) -> None:
+        """The endpoint got an ICMP error about datagrams to ``addr``: a dial still in its
+        handshake to that address fails now (nobody listens there) instead of at its
+        timeout.  Anything else ignores it: QUIC's timers judge loss on a live path."""
+        peer = self._peer_sockaddr
+        if (
+            self._stage is not _Stage.UPGRADING
+            or self.direction is not Direction.OUTBOUND
+            or peer is None
+            or sockaddr_of(peer) != sockaddr_of(addr)
+        ):
+            return
+        reason = getattr(exc, "strerror", None) or str(exc) or "unreachable"
+        self._terminate(
+            DialError(f"QUIC dial to {addr[0]}:{addr[1]} refused: {reason} (ICMP)"),
+            abort=True,
+            transport_gone=True,
+        )
 
     def _terminate(
         self,

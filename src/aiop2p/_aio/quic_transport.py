@@ -10,6 +10,14 @@ Initial of full size (1200 bytes, RFC 9000 14.1) arriving at a listener with roo
 among its pending handshakes (``QuicConfig.max_pending_handshakes``): anything else is
 dropped unanswered.
 
+The endpoint drives its socket itself rather than through asyncio's datagram transport,
+which reads one datagram per wake-up and sends one per call: it reads every pending
+datagram on a wake-up (up to ``_MAX_READS_PER_WAKEUP``), sends a connection's burst of
+equal-sized datagrams in one ``sendmsg`` with UDP GSO (``UDP_SEGMENT``) where the
+kernel has it (else one ``sendto`` each), and asks the kernel for ICMP errors
+(``IP_RECVERR``) so that a dial to a closed port fails at once instead of at its
+timeout.  It uses only ``loop.add_reader``/``add_writer``, so any event loop does.
+
 A QUIC connection is built by the node's connection factory, asked for a
 :class:`QuicConnection` (the ``connection_class`` argument, see
 :class:`ConnectionFactory`), so admission, limits and handlers are the node's as for TCP.
@@ -18,10 +26,14 @@ A QUIC connection is built by the node's connection factory, asked for a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import errno
 import ipaddress
+import logging
 import socket
-from collections.abc import Callable
+import struct
+from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 from aioquic._buffer import Buffer, BufferReadError
@@ -37,8 +49,25 @@ from .quic_connection import QuicConfig, QuicConnection, SockAddr, sockaddr_of
 
 __all__ = ["ConnectionFactory", "QuicEndpoint", "QuicListener", "QuicTransport", "quic_target"]
 
+log = logging.getLogger(__name__)
+
 _MIN_INITIAL_BYTES = 1200
 _CID_BYTES = 8  # aioquic's default connection id length (QuicConfiguration)
+_RECV_BYTES = 65536  # the largest UDP payload, plus one: a longer one is cut, then dropped
+_MAX_READS_PER_WAKEUP = 64
+"""Datagrams read per wake-up before other work gets its turn."""
+_MAX_ERRORS_PER_WAKEUP = 16
+"""ICMP errors read from the socket's error queue per wake-up."""
+_MAX_QUEUED_SENDS = 256
+"""Datagrams held while the socket's send buffer is full; beyond, they are dropped (QUIC
+retransmits what is lost)."""
+# Linux values (<linux/udp.h>, <linux/in.h>, <linux/in6.h>); other systems lack them.
+_SOL_UDP = 17
+_UDP_SEGMENT = 103
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS
+_GSO_MAX_BYTES = 65000  # the kernel's limit for one GSO send is 64 KiB of payload
 
 
 class ConnectionFactory(Protocol):
@@ -71,7 +100,7 @@ def _as_factory(factory: ProtocolFactory) -> ConnectionFactory:
     return cast("ConnectionFactory", factory)
 
 
-class QuicEndpoint(asyncio.DatagramProtocol):
+class QuicEndpoint:
     """One UDP socket and the QUIC connections it carries."""
 
     connection_class: type[QuicConnection] = QuicConnection
@@ -80,42 +109,157 @@ class QuicEndpoint(asyncio.DatagramProtocol):
     def __init__(self, config: QuicConfig, on_empty: Callable[[QuicEndpoint], None]) -> None:
         self._config = config
         self._on_empty = on_empty
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._cids: dict[bytes, QuicConnection] = {}
         self._conns: set[QuicConnection] = set()
         self._pending: set[QuicConnection] = set()
+        self._queued: collections.deque[tuple[Sequence[bytes], SockAddr]] = collections.deque()
+        self.gso = False
+        """Whether bursts leave as one UDP GSO ``sendmsg`` (set where the kernel takes it)."""
         self.accept: ProtocolFactory | None = None
         """The listener's factory while listening (None: inbound Initials are dropped)."""
         self.local_addr: Multiaddr | None = None
         self.family: int = socket.AF_INET
 
-    # -- asyncio ------------------------------------------------------------------------
+    # -- socket ---------------------------------------------------------------------------
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast("asyncio.DatagramTransport", transport)
+    def open(self, sock: socket.socket, loop: asyncio.AbstractEventLoop) -> None:
+        """Drive ``sock`` (bound, non-blocking) on ``loop``."""
+        self._sock = sock
+        self._loop = loop
+        self.family = sock.family
+        with contextlib.suppress(OSError):  # ICMP errors into the error queue
+            if sock.family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+        self.gso = _gso_available(sock)
+        loop.add_reader(sock.fileno(), self._read_ready)
+
+    def _read_ready(self) -> None:
+        """Read the datagrams waiting (up to the bound); each connection they reach
+        decides on its output once, after the batch (one transmit, one ACK)."""
+        sock = self._sock
+        touched: list[QuicConnection] = []
+        try:
+            for _ in range(_MAX_READS_PER_WAKEUP):
+                if sock is None or self._sock is None:
+                    return
+                try:
+                    data, addr = sock.recvfrom(_RECV_BYTES)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    self._socket_error(exc)
+                    continue
+                addr = (addr[0], addr[1])
+                conn = self._route(data, addr)
+                if conn is not None and conn.receive(data, addr) and conn not in touched:
+                    touched.append(conn)
+                if len(data) < _MIN_INITIAL_BYTES:
+                    # A small datagram (a request, an ACK) seldom has others queued
+                    # behind it: skip the read that would only say so; level-triggered
+                    # polling wakes us again if there are.
+                    return
+        finally:
+            for conn in touched:
+                conn.input_done()
+
+    def _socket_error(self, exc: OSError) -> None:
+        """An error the socket reports (an ICMP error behind it): read the error queue,
+        which names the destination each error is about."""
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(_MAX_ERRORS_PER_WAKEUP):
+            try:
+                _, _, _, addr = sock.recvmsg(_CID_BYTES * 8, 512, socket.MSG_ERRQUEUE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # no error queue here: nothing to say which dial it is about
+            if addr:
+                self.error_received(exc, addr)
+
+    def error_received(self, exc: Exception, addr: SockAddr | None = None) -> None:
+        """An ICMP error about datagrams to ``addr``: it ends only dials to ``addr`` that
+        are still in their handshake (refusal comes before any answer; later, QUIC's own
+        timers judge loss, and a forged ICMP error cannot end a live connection)."""
+        if addr is None:
+            return
+        target = (addr[0], addr[1])
+        for conn in list(self._conns):
+            conn.unreachable(target, exc)
+
+    def _write_ready(self) -> None:
+        queued = self._queued
+        while queued:
+            datagrams, addr = queued[0]
+            if not self._send_now(datagrams, addr):
+                return
+            queued.popleft()
+        if self._loop is not None and self._sock is not None:
+            self._loop.remove_writer(self._sock.fileno())
+
+    def _send_now(self, datagrams: Sequence[bytes], addr: SockAddr) -> bool:
+        """Send; False if the socket's buffer is full (nothing of the batch left)."""
+        sock = self._sock
+        if sock is None:
+            return True
+        try:
+            if len(datagrams) == 1:
+                sock.sendto(datagrams[0], addr)
+            else:
+                size = len(datagrams[0])
+                sock.sendmsg(
+                    datagrams, [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, addr
+                )
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            if exc.errno == errno.EIO and len(datagrams) > 1:
+                # GSO refused on this path (a device without checksum offload): stop using it.
+                self.gso = False
+                for data in datagrams:
+                    self._send_now([data], addr)
+            elif exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                self._socket_error(exc)
+            else:
+                log.debug("UDP send to %s failed: %s", addr, exc)
+        return True
+
+    def _send(self, datagrams: Sequence[bytes], addr: SockAddr) -> None:
+        if self._queued or not self._send_now(datagrams, addr):
+            if len(self._queued) >= _MAX_QUEUED_SENDS:
+                return  # dropped, as a full network would
+            if not self._queued and self._loop is not None and self._sock is not None:
+                self._loop.add_writer(self._sock.fileno(), self._write_ready)
+            self._queued.append((datagrams, addr))
 
     def datagram_received(self, data: bytes, addr: SockAddr) -> None:
-        # IPv6 sockets report (host, port, flowinfo, scope): keep (host, port), as dialled,
-        # so that aioquic sees one network path.
+        """One datagram, on its own (the socket reader batches them)."""
         addr = (addr[0], addr[1])
+        conn = self._route(data, addr)
+        if conn is not None:
+            conn.datagram_received(data, addr)
+
+    def _route(self, data: bytes, addr: SockAddr) -> QuicConnection | None:
+        """The connection a datagram is for (a new one for a valid Initial), or None.
+        IPv6 sockets report (host, port, flowinfo, scope): callers pass (host, port), as
+        dialled, so that aioquic sees one network path."""
+        if data and not data[0] & 0x80:  # short header: the connection id follows
+            return self._cids.get(data[1 : 1 + _CID_BYTES])
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=_CID_BYTES)
         except (ValueError, BufferReadError):
-            return  # not QUIC
+            return None  # not QUIC
         conn = self._cids.get(header.destination_cid)
         if conn is None:
             conn = self._accept(
                 data, addr, header.packet_type, header.version, header.destination_cid
             )
-            if conn is None:
-                return
-        conn.datagram_received(data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP errors carry no connection id; QUIC's timers handle loss
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._transport = None
+        return conn
 
     # -- inbound ------------------------------------------------------------------------
 
@@ -168,9 +312,31 @@ class QuicEndpoint(asyncio.DatagramProtocol):
     # -- QuicEndpointLike ---------------------------------------------------------------
 
     def sendto(self, data: bytes, addr: SockAddr) -> None:
-        transport = self._transport
-        if transport is not None:
-            transport.sendto(data, addr)
+        """Send one datagram (dropped if the socket's buffer stays full)."""
+        self._send((data,), addr)
+
+    def send_datagrams(self, datagrams: Sequence[bytes], addr: SockAddr) -> None:
+        """Send a connection's burst: runs of equal-sized datagrams (the last of a run may
+        be shorter) leave in one GSO ``sendmsg`` each where the kernel takes it."""
+        if not self.gso or len(datagrams) == 1:
+            for data in datagrams:
+                self._send((data,), addr)
+            return
+        start, count = 0, len(datagrams)
+        while start < count:
+            size = len(datagrams[start])
+            end, total = start + 1, size
+            while (
+                end < count
+                and end - start < _GSO_MAX_SEGMENTS
+                and total + len(datagrams[end]) <= _GSO_MAX_BYTES
+                and len(datagrams[end - 1]) == size
+                and len(datagrams[end]) <= size
+            ):
+                total += len(datagrams[end])
+                end += 1
+            self._send(datagrams[start:end], addr)
+            start = end
 
     def add_cid(self, cid: bytes, conn: QuicConnection) -> None:
         self._cids[cid] = conn
@@ -188,10 +354,29 @@ class QuicEndpoint(asyncio.DatagramProtocol):
     def is_empty(self) -> bool:
         return not self._conns
 
+    @property
+    def sockname(self) -> SockAddr | None:
+        return cast("SockAddr", self._sock.getsockname()) if self._sock is not None else None
+
     def close(self) -> None:
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        sock, self._sock = self._sock, None
+        if sock is None:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(sock.fileno())
+            if self._queued:
+                self._loop.remove_writer(sock.fileno())
+        self._queued.clear()
+        sock.close()
+
+
+def _gso_available(sock: socket.socket) -> bool:
+    """Whether the kernel takes UDP GSO on ``sock`` (Linux 4.18+)."""
+    try:
+        sock.getsockopt(_SOL_UDP, _UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
 
 
 class QuicListener:
@@ -251,8 +436,7 @@ class QuicTransport:
             sock.close()
             raise
         endpoint = self.endpoint_class(self.config, self._endpoint_empty)
-        endpoint.family = family
-        await loop.create_datagram_endpoint(lambda: endpoint, sock=sock)
+        endpoint.open(sock, loop)
         return endpoint
 
     async def listen(self, addr: Multiaddr, factory: ProtocolFactory) -> QuicListener:
@@ -264,7 +448,7 @@ class QuicTransport:
             endpoint = await self._open(host, port, family)
         except OSError as exc:
             raise listen_error(addr, exc) from exc
-        bound = endpoint._transport.get_extra_info("sockname") if endpoint._transport else None
+        bound = endpoint.sockname
         if bound is None:
             endpoint.close()
             raise ListenError(f"cannot listen on {addr}")
@@ -298,6 +482,20 @@ class QuicTransport:
             if bound is not None and (bound.is_unspecified or bound.is_loopback == target_loopback):
                 return endpoint
         return None
+
+    def send_punch(self, addr: Multiaddr, payload: bytes) -> bool:
+        """Send ``payload`` in one datagram to ``addr`` from the listening socket a dial
+        there would leave from (hole punching: our NAT then lets the peer's dial in);
+        False if we listen on none that reaches it."""
+        target = quic_target(addr)
+        if target is None:
+            raise InvalidMultiaddrError(f"not a QUIC address: {addr}")
+        ip, port, family = target
+        endpoint = self._endpoint_for(ip, family)
+        if endpoint is None:
+            return False
+        endpoint.sendto(payload, (ip, port))
+        return True
 
     async def dial(self, addr: Multiaddr, factory: ProtocolFactory) -> asyncio.Protocol:
         target = quic_target(addr)

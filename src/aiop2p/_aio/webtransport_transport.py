@@ -95,7 +95,7 @@ class WebTransportTransport(QuicTransport):
         except OSError as exc:
             raise listen_error(addr, exc) from exc
         assert isinstance(endpoint, WebTransportEndpoint)
-        bound = endpoint._transport.get_extra_info("sockname") if endpoint._transport else None
+        bound = endpoint.sockname
         if bound is None:
             endpoint.close()
             raise ListenError(f"cannot listen on {addr}")

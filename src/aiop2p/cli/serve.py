@@ -30,7 +30,7 @@ from ..events import (
 )
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
-from ..network import InboundRequest, Network
+from ..network import DcutrConfig, InboundRequest, Network
 from ..network.codecs import JsonCodec, RawCodec, json_loads
 from ..network.firewall import FirewallRules, InvalidFirewallConfigError, Rule, RuleKind
 from ..network.server import RequestHandler
@@ -158,6 +158,10 @@ async def cmd_serve(args: argparse.Namespace, out: Output) -> int:
         mdns=mdns_config(args.mdns_interface) if args.mdns else None,
         address_book_path=book,
         node=NodeConfig(kad=kad, autonat=autonat_config(args) if autonat else None),
+        dcutr=DcutrConfig(
+            allow_private_addrs=args.punch_private_addrs,
+            allow_loopback_addrs=args.punch_private_addrs,
+        ),
         protocols=(args.protocol,),
         auto_relay=_auto_relay_config(auto_relay, kad, args.max_relays),
     )
@@ -499,6 +503,13 @@ def add_parser(sub: Any, common: argparse.ArgumentParser, key_help: str) -> None
         "answer other peers' checks (default: on with the DHT)",
     )
     add_autonat_private_argument(p)
+    p.add_argument(
+        "--punch-private-addrs",
+        action="store_true",
+        help="hole punching (DCUtR) offers and dials private and loopback addresses too "
+        "(labs and LANs whose 'public' side uses private ranges; on the Internet only "
+        "public addresses are punched)",
+    )
     p.add_argument(
         "--auto-relay",
         choices=("auto", "always", "off"),

@@ -13,7 +13,19 @@ initiator, Yamux client), the other as responder, whichever side TCP says dialle
 
 For the NAT to map our dials to the port we listen on, the node's TCP transports dial
 from their listen port (:attr:`TcpTransport.port_reuse`, turned on here): create this
-service before the node listens.
+service before the node listens.  QUIC dials leave from the listening UDP socket anyway.
+
+Addresses are TCP and QUIC ones.  The addresses we offer come from what peers observed:
+when an observed port equals the local port of that connection, the NAT kept our port,
+so it keeps our listen ports too (our dials leave from them) and we offer the observed
+IP with each of our TCP and QUIC listen ports instead (this also covers a connection
+made before we listened, from an ephemeral port); otherwise the observed address as it
+is.  QUIC addresses are tried first, TCP ones :attr:`DcutrConfig.quic_head_start_seconds`
+later if no direct connection is up by then (both sides wait alike, so a TCP
+simultaneous open still lines up).  Over QUIC, as the spec says, only the answering side
+dials; the initiator sends UDP packets of random bytes from its listening socket to the
+peer's QUIC addresses (every 10 to 200 ms, random) so that its NAT lets the dial in, and
+the connection arrives on its listener.
 
 On success new streams use the direct connection (:meth:`Node.connections_to` puts
 direct connections first) and the relayed one is closed once its streams are done (or
@@ -30,9 +42,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import random
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
 
 from .._aio.connection import Connection, Direction
 from .._aio.emitter import Emitter
@@ -65,6 +79,8 @@ __all__ = [
     "HolePunchEvent",
     "HolePunchFailed",
     "HolePunchStarted",
+    "HolePunchingTransport",
+    "direct_kind",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,6 +89,38 @@ _READ_CHUNK_BYTES: Final = 8192
 _RETIRE_POLL_SECONDS: Final = 0.05
 _ANSWERED_KEY: Final = "dcutr answered"
 """Per relayed connection (its ``user_data``): DCUtR exchanges we answered on it."""
+_PUNCH_MIN_SECONDS: Final = 0.01
+_PUNCH_MAX_SECONDS: Final = 0.2
+"""The spec's random interval between two punch packets to one address."""
+_PUNCH_BYTES: Final = 64
+"""Random bytes per punch packet: far below a QUIC Initial's 1200, never taken for one."""
+
+
+@runtime_checkable
+class HolePunchingTransport(Protocol):
+    """A transport that can open our NAT towards an address without dialling (QUIC)."""
+
+    def can_dial(self, addr: Multiaddr) -> bool: ...
+
+    def send_punch(self, addr: Multiaddr, payload: bytes) -> bool:
+        """Send ``payload`` in one datagram to ``addr`` from the socket a dial there would
+        leave from; False if there is none."""
+        ...
+
+
+def direct_kind(addr: Multiaddr) -> tuple[Literal["tcp", "quic"], int] | None:
+    """``("tcp", port)`` for ``/ip4|ip6/<ip>/tcp/<port>``, ``("quic", port)`` for
+    ``/ip4|ip6/<ip>/udp/<port>/quic-v1`` (each optionally ``/p2p/<id>``), else None."""
+    names = addr.protocol_names()
+    if names[:1] not in (("ip4",), ("ip6",)):
+        return None
+    if names[1:2] == ("tcp",) and names[2:] in ((), ("p2p",)):
+        port = addr.value_for("tcp")
+        return ("tcp", int(port)) if port is not None else None
+    if names[1:3] == ("udp", "quic-v1") and names[3:] in ((), ("p2p",)):
+        port = addr.value_for("udp")
+        return ("quic", int(port)) if port is not None else None
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +151,16 @@ class DcutrConfig:
     max_message_bytes: int = MAX_MESSAGE_BYTES
     port_reuse: bool = True
     """Turn on :attr:`TcpTransport.port_reuse` for the node's TCP transports."""
+    quic_head_start_seconds: float = 1.0
+    """With QUIC addresses to try, TCP ones are dialled this much later, only if no
+    direct connection is up by then (0: all at once; at least ``connect_timeout``: TCP is
+    not tried when QUIC addresses are)."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise InvalidArgumentError("max_attempts must be at least 1")
+        if self.quic_head_start_seconds < 0:
+            raise InvalidArgumentError("quic_head_start_seconds must not be negative")
         if self.max_addrs < 1:
             raise InvalidArgumentError("max_addrs must be at least 1")
 
@@ -159,16 +213,40 @@ class DcutrService:
             if conn.is_closed:
                 continue
             observed = node.peer_store.info(conn.remote_peer).observed_addr
-            if observed is not None and observed not in out and self._usable(observed):
-                out.append(observed)
+            if observed is None or not self._usable(observed):
+                continue
+            for addr in self._mapped(observed, conn.local_addr):
+                if addr not in out and self._usable(addr):
+                    out.append(addr)
         return out[: self.config.max_addrs]
+
+    def _mapped(self, observed: Multiaddr, local: Multiaddr | None) -> list[Multiaddr]:
+        """What ``observed`` (seen for a connection from ``local``) says we can be
+        reached at: our listen ports at the observed IP if the NAT kept the port."""
+        seen, ours = direct_kind(observed), direct_kind(local) if local is not None else None
+        ip = observed.ip_address
+        if seen is None or ours is None or seen[1] != ours[1] or ip is None:
+            return [observed]
+        family = "ip4" if ip.version == 4 else "ip6"
+        out: list[Multiaddr] = []
+        for listen in self.node.listen_addrs:
+            kind = direct_kind(listen)
+            listen_ip = listen.ip_address
+            if kind is None or listen_ip is None or listen_ip.version != ip.version:
+                continue
+            tail = f"tcp/{kind[1]}" if kind[0] == "tcp" else f"udp/{kind[1]}/quic-v1"
+            out.append(Multiaddr(f"/{family}/{ip}/{tail}"))
+        return out or [observed]
 
     # -- address filter ------------------------------------------------------------------
 
     def _usable(self, addr: Multiaddr) -> bool:
-        """A plain TCP address (``/ip4|ip6/../tcp/..``) the config lets us offer or dial."""
-        ip, head = addr.ip_address, addr.tcp_head()
-        if ip is None or head is None or any(name != "p2p" for name in head.rest_names):
+        """A TCP or QUIC address (:func:`direct_kind`) that a transport of ours dials and
+        the config lets us offer or dial."""
+        ip = addr.ip_address
+        if ip is None or direct_kind(addr) is None:
+            return False
+        if not any(t.can_dial(addr) for t in self.node.transports):
             return False
         if ip.is_unspecified or ip.is_multicast:
             return False
@@ -232,7 +310,9 @@ class DcutrService:
                 )
                 break
             try:
-                direct, theirs = await self._initiate(relayed, ours)
+                dial, addrs = await self._initiate(relayed, ours)
+                theirs = tuple(addrs)
+                direct = await self._connect(peer, addrs, dial, initiator=True)
             except P2PError as exc:
                 causes[f"attempt {attempt}"] = exc
                 log.debug("hole punch to %s, attempt %d failed: %s", peer, attempt, exc)
@@ -258,13 +338,19 @@ class DcutrService:
         try:
             async with asyncio.timeout(self.config.unilateral_timeout):
                 return await self._first_connection(peer, addrs, None)
-        except (P2PError, TimeoutError) as exc:
+        except P2PError as exc:
             causes["unilateral"] = exc
+            return None
+        except TimeoutError:
+            causes["unilateral"] = DialError(
+                f"no direct connection within {self.config.unilateral_timeout} s"
+            )
             return None
 
     async def _initiate(
         self, relayed: Connection, ours: list[Multiaddr]
-    ) -> tuple[Connection, tuple[Multiaddr, ...]]:
+    ) -> tuple[DialNow, list[Multiaddr]]:
+        """The CONNECT/SYNC exchange: when to dial, and the peer's addresses we may dial."""
         loop = asyncio.get_running_loop()
         machine = DcutrInitiator(ours, max_message_bytes=self.config.max_message_bytes)
         stream = await relayed.new_stream(DCUTR_PROTOCOL_ID)
@@ -301,7 +387,7 @@ class DcutrService:
         addrs = self._dialable(dial.addrs)
         if not addrs:
             raise RemoteProtocolError(f"the peer offered no address we may dial: {dial.addrs}")
-        return await self._connect(relayed.remote_peer, addrs, dial), tuple(addrs)
+        return dial, addrs
 
     # -- the outbound side: DCUtR as responder -------------------------------------------
 
@@ -324,7 +410,7 @@ class DcutrService:
             theirs = tuple(addrs)
             if not addrs:
                 raise RemoteProtocolError(f"the peer offered no address we may dial: {dial.addrs}")
-            direct = await self._connect(peer, addrs, dial)
+            direct = await self._connect(peer, addrs, dial, initiator=False)
         except P2PError as exc:
             log.info("hole punch with %s (responder), attempt %d failed: %s", peer, attempt, exc)
             self.events.emit(
@@ -364,14 +450,16 @@ class DcutrService:
 
     # -- simultaneous connect ------------------------------------------------------------
 
-    async def _connect(self, peer: PeerId, addrs: list[Multiaddr], dial: DialNow) -> Connection:
+    async def _connect(
+        self, peer: PeerId, addrs: list[Multiaddr], dial: DialNow, *, initiator: bool
+    ) -> Connection:
         role = dial.upgrade_role
         node = self.node
         for addr in addrs:
             node.expect_inbound_role(addr, role)
         try:
             async with asyncio.timeout(self.config.connect_timeout):
-                return await self._first_connection(peer, addrs, role)
+                return await self._first_connection(peer, addrs, role, punch=initiator)
         except TimeoutError as exc:
             raise DialError(
                 f"no direct connection to {peer} within {self.config.connect_timeout} s"
@@ -381,20 +469,35 @@ class DcutrService:
                 node.expect_inbound_role(addr, None)
 
     async def _first_connection(
-        self, peer: PeerId, addrs: list[Multiaddr], role: Role | None
+        self, peer: PeerId, addrs: list[Multiaddr], role: Role | None, *, punch: bool = False
     ) -> Connection:
-        """Dial every address at once; the first direct connection to ``peer`` wins, be
-        it one of our dials or the peer's dial landing on our listener."""
+        """Dial the QUIC addresses, then the TCP ones (after the head start); the first
+        direct connection to ``peer`` wins, be it one of our dials or the peer's dial
+        landing on our listener.  With ``punch`` (the DCUtR initiator) QUIC addresses
+        are sent punch packets instead of dialled, until the peer's dial arrives."""
         node = self.node
         for conn in node.connections_to(peer):
             if not conn.is_relayed:
                 return conn
         waiter: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(peer, []).append(waiter)
+        quic = [a for a in addrs if (direct_kind(a) or ("", 0))[0] == "quic"]
+        tcp = [a for a in addrs if a not in quic]
+        punchers = [t for t in node.transports if isinstance(t, HolePunchingTransport)]
+        punched = quic if punch and punchers else []
+        head_start = self.config.quic_head_start_seconds if quic else 0.0
+        order = [a for a in quic if a not in punched] + tcp
         dials: list[asyncio.Future[Connection]] = [
-            asyncio.ensure_future(node.dial(a.with_peer_id(peer), force=True, role=role))
-            for a in addrs
+            asyncio.ensure_future(
+                self._dial(peer, a, role, head_start if a in tcp else 0.0, waiter)
+            )
+            for a in order
         ]
+        punching = (
+            node.spawn(self._punch(punchers, punched, waiter), name=f"dcutr punch {peer}")
+            if punched
+            else None
+        )
         causes: dict[str, BaseException] = {}
         pending: set[asyncio.Future[Connection]] = {waiter, *dials}
         winner: Connection | None = None
@@ -406,14 +509,16 @@ class DcutrService:
                     if exc is None:
                         winner = fut.result()
                         break
-                    causes[str(addrs[dials.index(fut)])] = exc
+                    causes[str(order[dials.index(fut)])] = exc
                 else:
-                    if pending == {waiter}:
+                    if pending == {waiter} and punching is None:
                         raise DialError(f"could not connect to {peer} directly", causes)
             return winner
         finally:
             if not waiter.done():
                 waiter.cancel()
+            if punching is not None:
+                punching.cancel()
             waiters = self._waiters.get(peer)
             if waiters is not None:
                 with contextlib.suppress(ValueError):
@@ -425,6 +530,37 @@ class DcutrService:
             # make is closed: one direct connection is enough.
             for fut in dials:
                 fut.add_done_callback(functools.partial(self._close_extra, keep=winner))
+
+    async def _dial(
+        self,
+        peer: PeerId,
+        addr: Multiaddr,
+        role: Role | None,
+        delay: float,
+        waiter: asyncio.Future[Connection],
+    ) -> Connection:
+        if delay > 0:
+            await asyncio.sleep(delay)
+            if waiter.done():
+                raise DialError("not dialled: a direct connection came first")
+        return await self.node.dial(addr.with_peer_id(peer), force=True, role=role)
+
+    async def _punch(
+        self,
+        punchers: Sequence[HolePunchingTransport],
+        addrs: list[Multiaddr],
+        waiter: asyncio.Future[Connection],
+    ) -> None:
+        """Punch packets to each address until a connection arrives (or we are
+        cancelled: the connect timeout bounds it)."""
+        while not waiter.done():
+            for addr in addrs:
+                payload = secrets.token_bytes(_PUNCH_BYTES)
+                # The transport that dials the address punches for it (a subclass for
+                # another address shape, e.g. WebTransport's, has other sockets).
+                if not any(t.send_punch(addr, payload) for t in punchers if t.can_dial(addr)):
+                    log.debug("no socket to punch %s from", addr)
+            await asyncio.sleep(random.uniform(_PUNCH_MIN_SECONDS, _PUNCH_MAX_SECONDS))
 
     def _close_extra(self, fut: asyncio.Future[Connection], *, keep: Connection | None) -> None:
         if fut.cancelled() or fut.exception() is not None:

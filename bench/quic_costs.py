@@ -1,0 +1,231 @@
+"""QUIC vs TCP cost counters: CPU seconds and syscalls per MiB of bulk, per small request.
+
+A server and a client ``bench/aiop2p_peer.py`` (as in ``run.py``) listen and dial on
+loopback TCP and QUIC; for each transport the client runs a perf upload, a perf download
+and sequential 64 B echo requests.  Around each figure, for each process:
+
+- **CPU**: user + system seconds from ``/proc/<pid>/stat`` (the process's own CPU time:
+  it holds on a busy machine, where wall-clock rates do not);
+- **syscalls**, **sends** (``sendto``/``sendmsg``/``write``/``writev``) and **receives**
+  (``recvfrom``/``recvmsg``/``read``): ``perf stat -e`` tracepoints attached to the
+  process (``-p``) for the figure only.
+
+Per MiB for bulk, per request for echo.  A CPU-bound side sets the rate: MiB/s is about
+1 / (CPU s per MiB) of the busier side.
+
+    .venv/bin/python bench/quic_costs.py [--mib N] [--requests N] [--uvloop] [--markdown]
+                                         [--profile DIR] [--only tcp|quic] [--base PATH]
+
+``--base PATH`` runs another checkout's peers (its ``bench/aiop2p_peer.py`` on its ``src``),
+to set the counts of a change beside those before it.
+
+``--profile DIR`` runs each peer under cProfile (``DIR/{server,client}.prof``; the counts
+include the profiler's overhead, so read them for where the time goes, not for totals).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import costs
+import run
+
+MIB = run.MIB
+SEND_EVENTS = (
+    "syscalls:sys_enter_sendto",
+    "syscalls:sys_enter_sendmsg",
+    "syscalls:sys_enter_sendmmsg",
+    "syscalls:sys_enter_write",
+    "syscalls:sys_enter_writev",
+)
+RECV_EVENTS = (
+    "syscalls:sys_enter_recvfrom",
+    "syscalls:sys_enter_recvmsg",
+    "syscalls:sys_enter_recvmmsg",
+    "syscalls:sys_enter_read",
+)
+EVENTS = [costs.SYSCALL_EVENT, *SEND_EVENTS, *RECV_EVENTS]
+LISTEN = ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1")
+TRANSPORTS = ("tcp", "quic")
+COMMAND_TIMEOUT_S = 900.0
+WARMUP_MIB = 16
+WARMUP_REQUESTS = 300
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Cost:
+    cpu_s: float
+    sys_s: float
+    syscalls: float
+    sends: float
+    recvs: float
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of ``pid`` so far (``/proc/<pid>/stat`` fields 14, 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def target(server: run.PeerProcess, transport: str) -> str:
+    marker = "/quic-v1" if transport == "quic" else "/tcp/"
+    return next(a for a in server.addrs if marker in a)
+
+
+async def measure(
+    pair: run.Pair, log_dir: Path, name: str, command: str, fields: dict[str, Any]
+) -> dict[str, Cost]:
+    """CPU and syscalls of each process over one command of the client."""
+    pids = {}
+    for role, peer in (("client", pair.client), ("server", pair.server)):
+        assert peer.proc is not None
+        pids[role] = peer.proc.pid
+    perfs = {
+        role: (
+            await costs.perf_attach(pid, EVENTS, log_dir / f"{name}-{role}.perf"),
+            log_dir / f"{name}-{role}.perf",
+        )
+        for role, pid in pids.items()
+    }
+    before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    await pair.client.call(command, COMMAND_TIMEOUT_S, **fields)
+    after = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    out = {}
+    for role, (proc, path) in perfs.items():
+        counts = await costs.perf_detach(proc, path)
+        out[role] = Cost(
+            sum(after[role]) - sum(before[role]),
+            after[role][1] - before[role][1],
+            counts.get(costs.SYSCALL_EVENT, 0.0),
+            sum(counts.get(e, 0.0) for e in SEND_EVENTS),
+            sum(counts.get(e, 0.0) for e in RECV_EVENTS),
+        )
+    return out
+
+
+def impl_of(args: argparse.Namespace) -> str:
+    if args.base is not None:
+        return run.BASE_IMPL
+    return run.UVLOOP_IMPL if args.uvloop else "aiop2p"
+
+
+def launch(role: str, args: argparse.Namespace) -> run.Launch:
+    listen = LISTEN if role == "server" else ()  # role: server, client-tcp, client-quic
+    base = run.peer_launch(impl_of(args), run.Setup(base=args.base), listen=listen)
+    argv = base.argv
+    if args.profile is not None:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        argv = [argv[0], "-m", "cProfile", "-o", str(args.profile / f"{role}.prof"), *argv[1:]]
+    return run.Launch(argv, base.env, base.cwd)
+
+
+async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    log_dir = Path(tempfile.mkdtemp(prefix="aiop2p-quic-costs-"))
+    impl = impl_of(args)
+    server = run.PeerProcess(impl, "server", log_dir, launch("server", args))
+    peers = [server]
+    results: dict[str, dict[str, float]] = {}
+    try:
+        await server.start()
+        size = args.mib * MIB
+        for transport in (args.only,) if args.only else TRANSPORTS:
+            # A client per transport: a dial to a peer we are connected to reuses the connection.
+            client = run.PeerProcess(
+                impl, f"client-{transport}", log_dir, launch(f"client-{transport}", args)
+            )
+            peers.append(client)
+            await client.start()
+            pair = run.Pair(impl, server, client)
+            addr = target(pair.server, transport)
+            await pair.client.call(
+                "perf",
+                COMMAND_TIMEOUT_S,
+                addr=addr,
+                upload=WARMUP_MIB * MIB,
+                download=WARMUP_MIB * MIB,
+                warmup_bytes=0,
+            )
+            await pair.client.call(
+                "bench_echo", COMMAND_TIMEOUT_S, addr=addr, count=WARMUP_REQUESTS, warmup=0
+            )
+            figures = (
+                ("upload", "perf", {"upload": size, "download": 0, "warmup_bytes": 0}, args.mib),
+                ("download", "perf", {"upload": 0, "download": size, "warmup_bytes": 0}, args.mib),
+                (
+                    "echo",
+                    "bench_echo",
+                    {"count": args.requests, "warmup": 0, "size": 64},
+                    args.requests,
+                ),
+            )
+            for figure, command, fields, units in figures:
+                cost = await measure(
+                    pair, log_dir, f"{transport}-{figure}", command, {"addr": addr, **fields}
+                )
+                row = results.setdefault(f"{transport} {figure}", {})
+                for role, c in cost.items():
+                    row[f"{role} cpu"] = c.cpu_s / units
+                    row[f"{role} sys"] = c.sys_s / max(c.cpu_s, 1e-9)
+                    row[f"{role} syscalls"] = c.syscalls / units
+                    row[f"{role} sends"] = c.sends / units
+                    row[f"{role} recvs"] = c.recvs / units
+                progress(f"{transport} {figure}: {row}")
+    finally:
+        await costs.stop_all(peers)
+    return results
+
+
+def progress(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def table(results: dict[str, dict[str, float]], markdown: bool) -> str:
+    cols = ["figure", "unit"]
+    for role in ("client", "server"):
+        cols += [f"{role} CPU", "sys", f"{role} syscalls", f"{role} sends", f"{role} recvs"]
+    rows = []
+    for name, row in results.items():
+        per_mib = not name.endswith("echo")
+        line = [name, "per MiB" if per_mib else "per request"]
+        for role in ("client", "server"):
+            cpu = row[f"{role} cpu"]
+            line.append(f"{cpu * 1000:.2f} ms" if per_mib else f"{cpu * 1e6:.0f} µs")
+            line.append(f"{row[f'{role} sys']:.0%}")
+            for what in ("syscalls", "sends", "recvs"):
+                line.append(f"{row[f'{role} {what}']:.1f}")
+        rows.append(line)
+    if markdown:
+        out = ["| " + " | ".join(cols) + " |", "|---|---|" + "---:|" * (len(cols) - 2)]
+        out += ["| " + " | ".join(r) + " |" for r in rows]
+        return "\n".join(out)
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(cols)]
+    out = ["  ".join(c.rjust(w) for c, w in zip(cols, widths, strict=True))]
+    out += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(out)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--mib", type=int, default=256, help="MiB per bulk figure (256)")
+    parser.add_argument("--requests", type=int, default=2000, help="echo requests (2000)")
+    parser.add_argument("--uvloop", action="store_true", help="run the peers on uvloop")
+    parser.add_argument("--markdown", action="store_true")
+    parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--only", choices=TRANSPORTS, default=None, help="one transport only")
+    parser.add_argument("--base", type=Path, default=None, metavar="PATH", help="another checkout")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args(sys.argv[1:])
+    with contextlib.suppress(KeyboardInterrupt):
+        print(table(asyncio.run(main(arguments)), arguments.markdown))

@@ -1,0 +1,230 @@
+"""The QUIC endpoint's socket work: batched reads, GSO sends and their fallback, large
+loopback datagrams, and ICMP refusals that end a dial at once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from collections.abc import Sequence
+
+import pytest
+
+from aiop2p._aio.connection import Connection
+from aiop2p._aio.quic_adapter import MAX_FRAME_DATA_BYTES
+from aiop2p._aio.quic_connection import QuicConfig, QuicConnection, SockAddr
+from aiop2p._aio.quic_transport import QuicEndpoint, QuicTransport
+from aiop2p._aio.stream import Stream
+from aiop2p.config import NodeConfig
+from aiop2p.errors import DialError
+from aiop2p.node import Node
+
+from ..helpers import wait_for
+
+pytestmark = pytest.mark.uvloop  # the endpoint's own reader and writer, on both loops
+
+ECHO = "/test/echo/1.0.0"
+BULK_BYTES = 3 * 1024 * 1024
+
+
+async def echo(stream: Stream) -> None:
+    while chunk := await stream.read(1 << 20):
+        await stream.write(chunk)
+
+
+class Sends:
+    """Every batch the endpoints pass to the socket: (datagram sizes, GSO or not)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.batches: list[list[int]] = []
+        original = QuicEndpoint._send_now
+
+        def spy(endpoint: QuicEndpoint, datagrams: Sequence[bytes], addr: SockAddr) -> bool:
+            self.batches.append([len(d) for d in datagrams])
+            return original(endpoint, datagrams, addr)
+
+        monkeypatch.setattr(QuicEndpoint, "_send_now", spy)
+
+
+async def bulk_echo(config: QuicConfig, *, gso: bool | None = None) -> list[Connection]:
+    """3 MiB of random bytes through an echo over QUIC, checked byte for byte."""
+    payload = os.urandom(BULK_BYTES)
+    transports = [QuicTransport(config), QuicTransport(config)]
+    async with Node(transports=[transports[0]]) as a, Node(transports=[transports[1]]) as b:
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        if gso is not None:
+            for endpoint in transports[1]._listening:
+                endpoint.gso = gso
+        stream = await a.new_stream(addr.with_peer_id(b.peer_id), ECHO)
+        if gso is not None:
+            for endpoint in transports[0]._dialing.values():
+                endpoint.gso = gso
+
+        async def write() -> None:
+            await stream.write(payload)
+            await stream.close()
+
+        writer = asyncio.ensure_future(write())
+        received = bytearray()
+        while chunk := await stream.read(1 << 20):
+            received += chunk
+        await writer
+        assert bytes(received) == payload
+        return [*a.connections, *b.connections]
+
+
+async def test_large_loopback_datagrams_carry_bulk_intact(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After the handshake, loopback datagrams grow past 16 KiB (several STREAM frames of
+    at most 16383 bytes each in one packet), and the data arrives intact."""
+    sends = Sends(monkeypatch)
+    await bulk_echo(QuicConfig())
+    largest = max(size for batch in sends.batches for size in batch)
+    assert largest > 3 * MAX_FRAME_DATA_BYTES
+
+
+@pytest.mark.parametrize("gso", [True, False])
+async def test_bursts_leave_in_gso_sends_or_one_by_one(
+    monkeypatch: pytest.MonkeyPatch, gso: bool
+) -> None:
+    """With PMTU-sized datagrams a burst leaves as GSO ``sendmsg`` calls of many
+    segments where the kernel has UDP GSO, else one datagram per call; both deliver."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.getsockopt(17, 103)  # SOL_UDP, UDP_SEGMENT
+    except OSError:
+        if gso:
+            pytest.skip("this kernel has no UDP GSO (UDP_SEGMENT)")
+    finally:
+        probe.close()
+    sends = Sends(monkeypatch)
+    await bulk_echo(QuicConfig(loopback_datagram_bytes=1452), gso=gso)
+    multi = [batch for batch in sends.batches if len(batch) > 1]
+    assert max(size for batch in sends.batches for size in batch) <= 1452
+    if gso:
+        assert multi and max(len(b) for b in multi) >= 8
+        for batch in multi:  # equal segments, the last one possibly shorter
+            assert all(size == batch[0] for size in batch[:-1]) and batch[-1] <= batch[0]
+            assert sum(batch) <= 65000
+    else:
+        assert not multi
+
+
+async def test_a_gso_refusal_falls_back_to_single_sends(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A path whose device refuses GSO (EIO) switches the endpoint to one send per
+    datagram, and nothing is lost on the way."""
+    refused: list[int] = []
+
+    def no_gso(self: socket.socket, buffers: Sequence[bytes], *args: object) -> int:
+        refused.append(len(buffers))
+        raise OSError(5, "Input/output error")  # EIO, as the kernel says it
+
+    transport = QuicTransport(QuicConfig(loopback_datagram_bytes=1452))
+    async with Node(transports=[transport]) as a, Node(transports=[QuicTransport()]) as b:
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        stream = await a.new_stream(addr.with_peer_id(b.peer_id), ECHO)
+        (endpoint,) = transport._dialing.values()
+        endpoint.gso = True
+        sock = endpoint._sock
+        assert sock is not None
+        fake = FakeSocket(sock, no_gso)
+        endpoint._sock = fake  # type: ignore[assignment]
+        payload = os.urandom(256 * 1024)
+        await stream.write(payload)
+        await stream.close()
+        received = bytearray()
+        while chunk := await stream.read(1 << 20):
+            received += chunk
+        assert bytes(received) == payload
+        assert refused and not endpoint.gso
+        endpoint._sock = sock
+
+
+class FakeSocket:
+    """A socket whose ``sendmsg`` is replaced; everything else is the real one."""
+
+    def __init__(self, sock: socket.socket, sendmsg: object) -> None:
+        self._sock = sock
+        self._sendmsg = sendmsg
+
+    def sendmsg(self, *args: object) -> int:
+        return self._sendmsg(self._sock, *args)  # type: ignore[operator,no-any-return]
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+async def test_dial_to_a_closed_port_fails_on_the_icmp_refusal() -> None:
+    """Nobody listens on the port: the kernel's ICMP port unreachable ends the dial with
+    a DialError saying so, long before the 60 s handshake and dial timeouts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends
+    config = NodeConfig(handshake_timeout=60.0, dial_timeout=60.0)
+    async with Node(transports=[QuicTransport()], config=config) as a:
+        async with asyncio.timeout(15):  # the test's cap, far below the dial's timeouts
+            with pytest.raises(DialError, match="refused") as caught:
+                await a.dial(f"/ip4/127.0.0.1/udp/{port}/quic-v1")
+        assert "ICMP" in str(caught.value)
+        assert not a.connections
+
+
+async def test_icmp_errors_do_not_end_live_connections_or_other_dials() -> None:
+    """A (possibly forged) ICMP error about an established connection's peer, or about
+    another address, changes nothing: only a dial still in its handshake to that very
+    address ends."""
+    transport = QuicTransport()
+    async with Node(transports=[transport]) as a, Node(transports=[QuicTransport()]) as b:
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        assert isinstance(conn, QuicConnection)
+        (endpoint,) = transport._dialing.values()
+        refused = ConnectionRefusedError(111, "Connection refused")
+        endpoint.error_received(refused, conn._peer_sockaddr)
+        endpoint.error_received(refused, ("127.0.0.1", 9))
+        endpoint.error_received(refused, None)
+        stream = await conn.new_stream(ECHO)
+        await stream.write(b"alive")
+        await stream.close()
+        assert await stream.read() == b"alive"
+        assert conn.is_established
+
+
+async def test_many_datagrams_per_wakeup_are_all_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A burst queued in the socket is read in one wake-up (up to the bound), and a
+    burst beyond the bound is read on the next ones: nothing is left behind."""
+    config = QuicConfig(loopback_datagram_bytes=1452)
+    delivered: list[int] = []
+    original = QuicEndpoint._route
+
+    def count(endpoint: QuicEndpoint, data: bytes, addr: SockAddr) -> QuicConnection | None:
+        delivered.append(len(data))
+        return original(endpoint, data, addr)
+
+    wakeups: list[int] = []
+    read_ready = QuicEndpoint._read_ready
+
+    def wakeup(endpoint: QuicEndpoint) -> None:
+        wakeups.append(len(delivered))
+        read_ready(endpoint)
+
+    monkeypatch.setattr(QuicEndpoint, "_route", count)
+    monkeypatch.setattr(QuicEndpoint, "_read_ready", wakeup)
+    transport = QuicTransport(config)
+    async with Node(transports=[transport]) as node:
+        await node.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        (endpoint,) = transport._listening
+        loop = asyncio.get_running_loop()
+        sock = endpoint._sock
+        assert sock is not None
+        loop.remove_reader(sock.fileno())  # re-registered below with the spy
+        port = sock.getsockname()[1]
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(150):  # garbage (not QUIC, no connection): read and dropped
+                sender.sendto(bytes([0x40]) + bytes(1300), ("127.0.0.1", port))
+        loop.add_reader(sock.fileno(), endpoint._read_ready)
+        await wait_for(lambda: len(delivered) == 150)
+        assert 3 <= len(wakeups) < 10  # 64 per wake-up at most
+        assert not node.connections

@@ -207,7 +207,9 @@ async def test_a_relay_that_refuses_is_passed_over_once() -> None:
         # Emitted together: the relay picked, then its listen address.
         relayed = [e for e in seen if isinstance(e, NewListenAddr) and e.addr.is_circuit]
         assert relayed == [NewListenAddr(added.addr)]
-        assert kinds(seen)[-2:] == ["AutoRelayAdded", "NewListenAddr"]
+        # (AutoNAT's own verdicts run on their own schedule and may come in between.)
+        relay_kinds = [k for k in kinds(seen) if k != "ReachabilityChanged"]
+        assert relay_kinds[-2:] == ["AutoRelayAdded", "NewListenAddr"]
         assert [e.relay for e in seen if isinstance(e, AutoRelayAdded)] == [r.peer_id]
         assert set(a.auto_relay.relays) == {r.peer_id}
         # Asked again within retry_after_seconds: no retry of the refusal, no repeat.

@@ -34,6 +34,7 @@
     │   ├── NoAddressesError                    no address is known for the peer
     │   │   └── PeerNotFoundError               a DHT lookup did not find the peer
     │   ├── ConnectionLimitError                a configured connection limit was reached
+    │   ├── PortUnreachableError                a UDP dial got an ICMP unreachable
     │   └── BannedPeerError                     the peer is banned
     ├── ListenError                             an address could not be listened on
     │   ├── MultiaddrNotSupportedError          no transport for that address
@@ -115,6 +116,7 @@ __all__ = [
     "P2PError",
     "PeerIdMismatchError",
     "PeerNotFoundError",
+    "PortUnreachableError",
     "ProtocolError",
     "ProtocolNotSupportedError",
     "RelayError",
@@ -287,6 +289,11 @@ class DialError(P2PError):
             detail = "; ".join(f"{addr}: {exc}" for addr, exc in self.causes.items())
             message = f"{message} ({detail})"
         super().__init__(message)
+
+
+class PortUnreachableError(DialError):
+    """A UDP dial was answered with an ICMP unreachable: nothing listens there, or a NAT
+    on the way has no mapping for it yet (hole punching retries on this)."""
 
 
 class NoAddressesError(DialError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,7 @@ from aiop2p._aio.quic_transport import QuicTransport
 from aiop2p._aio.stream import Stream
 from aiop2p._aio.webtransport_transport import WebTransportTransport
 from aiop2p.config import NodeConfig
-from aiop2p.errors import DialError, InvalidMultiaddrError
+from aiop2p.errors import DialError, InvalidMultiaddrError, PortUnreachableError
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 from aiop2p.protocols.dcutr import DCUTR_PROTOCOL_ID, DcutrResponder
@@ -205,3 +206,35 @@ async def test_offered_addresses_follow_a_port_keeping_nat(nodes: Nodes) -> None
     assert service._mapped(v6, Multiaddr("/ip4/127.0.0.1/tcp/5555")) == [v6]
     assert service._mapped(changed, None) == [changed]
     await service.close()
+
+
+async def test_the_answering_side_dials_again_while_the_peers_nat_refuses(
+    nodes: Nodes,
+) -> None:
+    """A NAT that answers unsolicited datagrams with ICMP port unreachable (a Linux
+    router with no drop rule does) refuses b's first QUIC dials until a's punch packets
+    have opened it: b dials again instead of giving up on QUIC."""
+    r_addr = await nodes.relay()
+    a, a_events = await nodes.peer(LOOPBACK)
+    b, b_events = await nodes.peer(LOOPBACK)
+    quic_dials: list[Multiaddr] = []
+    dial = b.dial
+
+    async def refused_twice(addr: Multiaddr | str, **kwargs: Any) -> Any:
+        addr = Multiaddr(addr) if isinstance(addr, str) else addr
+        if (direct_kind(addr) or ("",))[0] == "quic":
+            quic_dials.append(addr)
+            if len(quic_dials) <= 2:
+                raise PortUnreachableError("QUIC dial refused: Connection refused (ICMP)")
+        return await dial(addr, **kwargs)
+
+    b.dial = refused_twice  # type: ignore[method-assign]
+    circuit = (await a.listen(r_addr / "/p2p-circuit"))[0].with_peer_id(a.peer_id)
+    await dial(r_addr)
+    await dial(circuit)
+    await wait_for(lambda: bool(_outcomes(a_events)) and bool(_outcomes(b_events)), cap=15)
+    (done_b,) = _outcomes(b_events)
+    assert isinstance(done_b, DirectConnectionUpgraded), b_events
+    quic_a = next(x for x in a.listen_addrs if (direct_kind(x) or ("",))[0] == "quic")
+    assert done_b.addr is not None and done_b.addr.without_peer_id() == quic_a
+    assert len(quic_dials) >= 3

@@ -30,7 +30,14 @@ from aiop2p._aio.quic_adapter import LibP2PQuic, forget_h3_stream, open_webtrans
 from aiop2p._aio.quic_connection import ALPN, QuicConfig, QuicConnection, _certificate_for
 from aiop2p._aio.quic_transport import QuicTransport, quic_target
 from aiop2p._aio.stream import Stream
-from aiop2p.errors import DialError, HandshakeError, InvalidArgumentError, PeerIdMismatchError
+from aiop2p.config import NodeConfig
+from aiop2p.errors import (
+    DialError,
+    HandshakeError,
+    InvalidArgumentError,
+    PeerIdMismatchError,
+    PortUnreachableError,
+)
 from aiop2p.identity import KeyPair
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
@@ -382,7 +389,6 @@ async def test_dial_to_nothing_fails() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))  # a UDP port where nobody answers QUIC
         port = sock.getsockname()[1]
-        from aiop2p.config import NodeConfig
 
         async with Node(
             transports=[QuicTransport()], config=NodeConfig(handshake_timeout=0.5)
@@ -488,3 +494,20 @@ def test_send_buffer_behaves_as_the_bytearray_it_replaces() -> None:
         assert ours[0 : len(theirs)] == bytes(theirs)
     with pytest.raises(ValueError):
         del SendBuffer(b"abc")[1:2]
+
+
+async def test_dial_to_a_closed_port_fails_on_the_icmp_refusal() -> None:
+    """Nobody listens on the port: the kernel's ICMP port unreachable ends the dial with
+    a PortUnreachableError saying so, long before the 60 s handshake and dial timeouts.
+    (Default loop only: on uvloop the endpoint does not ask for ICMP errors, see
+    ``test_quic_io.test_the_socket_keeps_reading_after_icmp_errors``.)"""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed once the block ends
+    config = NodeConfig(handshake_timeout=60.0, dial_timeout=60.0)
+    async with Node(transports=[QuicTransport()], config=config) as a:
+        async with asyncio.timeout(15):  # the test's cap, far below the dial's timeouts
+            with pytest.raises(PortUnreachableError, match="refused") as caught:
+                await a.dial(f"/ip4/127.0.0.1/udp/{port}/quic-v1")
+        assert "ICMP" in str(caught.value)
+        assert not a.connections

@@ -46,13 +46,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import (
     ConnectionClosedError,
-    DialError,
     HandshakeError,
     HandshakeTimeoutError,
     InvalidArgumentError,
     InvalidStateError,
     P2PError,
     PeerIdMismatchError,
+    PortUnreachableError,
     StreamResetError,
 )
 from ..identity import KeyPair, PeerId
@@ -690,7 +690,7 @@ class QuicConnection(Connection):
             return
         reason = getattr(exc, "strerror", None) or str(exc) or "unreachable"
         self._terminate(
-            DialError(f"QUIC dial to {addr[0]}:{addr[1]} refused: {reason} (ICMP)"),
+            PortUnreachableError(f"QUIC dial to {addr[0]}:{addr[1]} refused: {reason} (ICMP)"),
             abort=True,
             transport_gone=True,
         )

@@ -130,7 +130,11 @@ class QuicEndpoint:
         self._loop = loop
         self.family = sock.family
         with contextlib.suppress(OSError):  # ICMP errors into the error queue
-            if sock.family == socket.AF_INET6:
+            if not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+                # uvloop (libuv) stops watching a socket for good on the POLLERR a
+                # queued error raises: there, ICMP is left to QUIC's timers.
+                pass
+            elif sock.family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
             else:
                 sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)

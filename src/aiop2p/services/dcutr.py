@@ -51,7 +51,13 @@ from typing import TYPE_CHECKING, Final, Literal, Protocol, runtime_checkable
 from .._aio.connection import Connection, Direction
 from .._aio.emitter import Emitter
 from .._aio.stream import Stream
-from ..errors import DialError, InvalidArgumentError, P2PError, RemoteProtocolError
+from ..errors import (
+    DialError,
+    InvalidArgumentError,
+    P2PError,
+    PortUnreachableError,
+    RemoteProtocolError,
+)
 from ..events import DirectConnectionUpgraded, HolePunchFailed, HolePunchStarted
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
@@ -91,6 +97,8 @@ _ANSWERED_KEY: Final = "dcutr answered"
 """Per relayed connection (its ``user_data``): DCUtR exchanges we answered on it."""
 _PUNCH_MIN_SECONDS: Final = 0.01
 _PUNCH_MAX_SECONDS: Final = 0.2
+_UNREACHABLE_RETRIES: Final = 50
+"""QUIC re-dials of one address refused by ICMP (its NAT not yet opened by the peer)."""
 """The spec's random interval between two punch packets to one address."""
 _PUNCH_BYTES: Final = 64
 """Random bytes per punch packet: far below a QUIC Initial's 1200, never taken for one."""
@@ -543,7 +551,17 @@ class DcutrService:
             await asyncio.sleep(delay)
             if waiter.done():
                 raise DialError("not dialled: a direct connection came first")
-        return await self.node.dial(addr.with_peer_id(peer), force=True, role=role)
+        target = addr.with_peer_id(peer)
+        for _ in range(_UNREACHABLE_RETRIES):
+            try:
+                return await self.node.dial(target, force=True, role=role)
+            except PortUnreachableError:
+                # The peer's NAT refuses until the peer's punch packets open it: dial
+                # again while the punch runs (the connect timeout bounds it).
+                await asyncio.sleep(random.uniform(_PUNCH_MIN_SECONDS, _PUNCH_MAX_SECONDS))
+                if waiter.done():
+                    raise
+        return await self.node.dial(target, force=True, role=role)
 
     async def _punch(
         self,

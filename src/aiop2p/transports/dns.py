@@ -143,9 +143,7 @@ class _Resolution:
         return records
 
 
-async def _lookup(
-    name: str, family: int
-) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+async def _lookup(name: str, family: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(name, None, family=family, type=socket.SOCK_STREAM)

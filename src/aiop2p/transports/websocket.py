@@ -101,9 +101,7 @@ class WebSocketConfig:
         if self.max_message_bytes < 1 << 20:
             raise InvalidArgumentError("max_message_bytes must be at least 1 MiB")
         if not 0 < self.max_send_message_bytes <= self.max_message_bytes:
-            raise InvalidArgumentError(
-                "max_send_message_bytes must be in (0, max_message_bytes]"
-            )
+            raise InvalidArgumentError("max_send_message_bytes must be in (0, max_message_bytes]")
 
 
 @dataclass(frozen=True, slots=True)

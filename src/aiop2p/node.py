@@ -443,8 +443,8 @@ class Node:
     async def connect(self, peer: PeerId, addrs: Iterable[Multiaddr] | None = None) -> Connection:
         """Connect to ``peer``: its established connection if there is one, else a dial
         of ``addrs`` (default: :attr:`dial_candidates`, without our own listen
-        addresses) in their order, staggered, until one connects.  With no address known and the DHT on
-        (``config.kad``), the addresses come from a DHT lookup.
+        addresses) in their order, staggered, until one connects.  With no address known
+        and the DHT on (``config.kad``), the addresses come from a DHT lookup.
 
         This is the node's one dialer: one dial per peer at a time (a caller arriving
         while one runs joins it), run as a node task so that a caller giving up does not

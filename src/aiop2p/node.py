@@ -550,6 +550,7 @@ class Node:
             return await self._dial_in_turn(what, addrs, dial, bare=bare)
         config = self.config
         limit = config.limits.max_pending_outgoing
+        bound = config.max_parallel_dials_per_peer
         causes: dict[str, BaseException] = {}
         failed: set[int] = set()
         running: dict[asyncio.Task[Connection], int] = {}
@@ -558,18 +559,17 @@ class Node:
         starts = 1  # addresses to start now: one at first, after a stagger or a failure
         try:
             while True:
-                while (
-                    starts > 0
-                    and next_index < len(addrs)
-                    and len(running) < config.max_parallel_dials_per_peer
-                    and (not running or limit is None or self._pending_outgoing < limit)
-                ):
+                # Tasks started now count against the limit once they run: count them here.
+                for started in range(starts):
+                    if next_index == len(addrs) or len(running) == bound:
+                        break
+                    if running and limit is not None and self._pending_outgoing + started >= limit:
+                        break
                     running[asyncio.ensure_future(dial(addrs[next_index]))] = next_index
                     next_index += 1
-                    starts -= 1
                 if not running:
                     break
-                more = next_index < len(addrs)
+                more = next_index < len(addrs) and len(running) < bound
                 done, _ = await asyncio.wait(
                     running,
                     timeout=config.dial_stagger_seconds if more else None,

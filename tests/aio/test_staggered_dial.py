@@ -14,7 +14,7 @@ import pytest
 
 from aiop2p._aio.connection import Connection
 from aiop2p.config import ConnectionLimits, NodeConfig
-from aiop2p.errors import DialError, InvalidArgumentError, ShutdownError
+from aiop2p.errors import BannedPeerError, DialError, InvalidArgumentError, ShutdownError
 from aiop2p.identity import PeerId
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
@@ -102,6 +102,21 @@ async def test_black_hole_first_does_not_cost_the_dial_timeout() -> None:
         assert learned == [(real, [])]
         await wait_for(lambda: holes.open == 0)
         assert a._pending_outgoing == 0
+
+
+async def test_a_banned_peer_ends_the_whole_dial_at_once() -> None:
+    config = NodeConfig(dial_timeout=30, handshake_timeout=30, dial_stagger_seconds=0.01)
+    async with Node() as b, Node(config=config) as a, black_holes() as holes:
+        await b.listen("/ip4/127.0.0.1/tcp/0")
+        real = b.listen_addrs[0].with_peer_id(b.peer_id)
+        a.connection_gate = lambda conn: BannedPeerError(conn.remote_peer)
+        hanging = [await holes.add(b.peer_id) for _ in range(2)]
+        async with asyncio.timeout(10):  # far below dial_timeout
+            with pytest.raises(BannedPeerError):
+                await a.connect(b.peer_id, [hanging[0], real, hanging[1]])
+        await wait_for(lambda: holes.open == 0)
+        assert a._pending_outgoing == 0
+        assert not a.connections_to(b.peer_id)
 
 
 async def test_failed_address_starts_the_next_at_once() -> None:

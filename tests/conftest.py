@@ -36,6 +36,7 @@ UVLOOP_MODULES = frozenset(
     {
         "tests/aio/test_connection.py",
         "tests/aio/test_node.py",
+        "tests/aio/test_staggered_dial.py",
         "tests/cli/test_relay.py",
         "tests/cli/test_send.py",
         "tests/cli/test_serve.py",

@@ -185,6 +185,14 @@ class NodeConfig:
     """Seconds from TCP connect until Noise and Yamux are both negotiated."""
     dial_timeout: float = 10.0
     """Seconds for one whole dial (TCP connect plus upgrade) to one address."""
+    dial_stagger_seconds: float = 0.25
+    """Seconds a dial of a peer with several addresses waits on one address before it
+    starts the next one as well (staggered parallel dialing, as in RFC 8305's Happy
+    Eyeballs): an address that never answers costs this, not ``dial_timeout``.  A failed
+    address starts the next one at once."""
+    max_parallel_dials_per_peer: int = 4
+    """Addresses of one peer dialed at once; each also counts against
+    ``limits.max_pending_outgoing``."""
     negotiation_timeout: float = 10.0
     """Seconds for multistream-select on a new stream (either direction); a stream still
     negotiating then is reset (``NegotiationTimeoutError``)."""
@@ -227,3 +235,9 @@ class NodeConfig:
     """The Kademlia DHT service (``Node.kad``); None runs none."""
     autonat: AutonatConfig | None = None
     """AutoNAT v2 (``Node.autonat``); None runs none."""
+
+    def __post_init__(self) -> None:
+        if not self.dial_stagger_seconds > 0:
+            raise InvalidArgumentError("dial_stagger_seconds must be positive")
+        if self.max_parallel_dials_per_peer < 1:
+            raise InvalidArgumentError("max_parallel_dials_per_peer must be at least 1")

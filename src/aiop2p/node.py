@@ -439,9 +439,9 @@ class Node:
 
     async def connect(self, peer: PeerId, addrs: Iterable[Multiaddr] | None = None) -> Connection:
         """Connect to ``peer``: its established connection if there is one, else a dial
-        trying ``addrs`` (default: :attr:`dial_candidates`, without our own listen
-        addresses) in order until one connects.  With no address known and the DHT on
-        (``config.kad``), the addresses come from a DHT lookup.
+        of ``addrs`` (default: :attr:`dial_candidates`, without our own listen
+        addresses) in their order, staggered, until one connects.  With no address known
+        and the DHT on (``config.kad``), the addresses come from a DHT lookup.
 
         This is the node's one dialer: one dial per peer at a time (a caller arriving
         while one runs joins it), run as a node task so that a caller giving up does not
@@ -529,18 +529,99 @@ class Node:
             if self._dials.get(peer) is result:
                 del self._dials[peer]
 
-    @staticmethod
     async def _first_reachable(
+        self,
         what: str,
         addrs: list[Multiaddr],
         dial: Callable[[Multiaddr], Coroutine[Any, Any, Connection]],
         *,
         bare: bool = False,
     ) -> tuple[Connection, Multiaddr, list[Multiaddr]]:
-        """Dial ``addrs`` in turn: the first connection, its address and the addresses
-        that failed before it; or a :class:`DialError` with each address's cause (with
-        ``bare``, the one address's own error).  A banned peer is banned at every
-        address: that error ends the loop."""
+        """Dial ``addrs``, staggered: the first connection, its address and the addresses
+        that failed; or a :class:`DialError` with each address's cause (with ``bare``,
+        the one address's own error).  A banned peer is banned at every address: that
+        error ends the dial.
+
+        The next address starts when the last one started fails or has not connected
+        within ``config.dial_stagger_seconds`` (at most ``max_parallel_dials_per_peer``
+        at once, and no extra one while ``limits.max_pending_outgoing`` is full), so an
+        address that never answers does not hold the others back for ``dial_timeout``.
+        The first connection wins, in address order among those ready together; the
+        dials still running are cancelled and any other connection is closed."""
+        if bare or len(addrs) < 2:
+            return await self._dial_in_turn(what, addrs, dial, bare=bare)
+        config = self.config
+        limit = config.limits.max_pending_outgoing
+        bound = config.max_parallel_dials_per_peer
+        causes: dict[str, BaseException] = {}
+        failed: set[int] = set()
+        running: dict[asyncio.Task[Connection], int] = {}
+        won: list[tuple[int, Connection]] = []
+        next_index = 0
+        starts = 1  # addresses to start now: one at first, after a stagger or a failure
+        try:
+            while True:
+                # Tasks started now count against the limit once they run: count them here.
+                for started in range(starts):
+                    if next_index == len(addrs) or len(running) == bound:
+                        break
+                    if running and limit is not None and self._pending_outgoing + started >= limit:
+                        break
+                    running[asyncio.ensure_future(dial(addrs[next_index]))] = next_index
+                    next_index += 1
+                if not running:
+                    break
+                more = next_index < len(addrs) and len(running) < bound
+                done, _ = await asyncio.wait(
+                    running,
+                    timeout=config.dial_stagger_seconds if more else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                starts = 0 if done else 1
+                for task in sorted(done, key=running.__getitem__):
+                    index = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        won.append((index, task.result()))
+                    elif isinstance(exc, P2PError) and not isinstance(exc, BannedPeerError):
+                        causes[str(addrs[index])] = exc
+                        failed.add(index)
+                        starts += 1
+                    else:
+                        raise exc
+                if won:
+                    index, conn = won.pop(0)
+                    return conn, addrs[index], [addrs[i] for i in sorted(failed)]
+        finally:
+            await self._drop_dials(running, won)
+        raise DialError(f"could not connect to {what}", causes)
+
+    @staticmethod
+    async def _drop_dials(
+        running: dict[asyncio.Task[Connection], int], won: list[tuple[int, Connection]]
+    ) -> None:
+        """Cancel the dials that lost and close the connections they made anyway."""
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+        late = [conn for _, conn in won]
+        for task in running:
+            if not task.cancelled() and task.exception() is None:
+                late.append(task.result())
+        for conn in late:
+            await conn.close()
+
+    @staticmethod
+    async def _dial_in_turn(
+        what: str,
+        addrs: list[Multiaddr],
+        dial: Callable[[Multiaddr], Coroutine[Any, Any, Connection]],
+        *,
+        bare: bool,
+    ) -> tuple[Connection, Multiaddr, list[Multiaddr]]:
+        """:meth:`_first_reachable` one address after the other (a bare dial, a single
+        address)."""
         causes: dict[str, BaseException] = {}
         failed: list[Multiaddr] = []
         for addr in addrs:

@@ -367,6 +367,10 @@ async def test_streams_beyond_the_inbound_limit_are_reset(listener: Listening) -
     node.set_stream_handler("/test/hold/1.0.0", hold)
     async with Node(transports=[WebTransportTransport()]) as dialer:
         held = [await dialer.new_stream(addr, "/test/hold/1.0.0") for _ in range(4)]
+        # The listener holds all four before the fifth is opened (a retransmitted
+        # stream frame could otherwise arrive after the fifth's and be the one refused).
+        (inbound,) = node.connections
+        await wait_for(lambda: len(inbound.streams) == 4)
         with pytest.raises((StreamResetError, P2PError)):
             extra = await dialer.new_stream(addr, "/test/hold/1.0.0")
             await extra.read()
@@ -374,6 +378,5 @@ async def test_streams_beyond_the_inbound_limit_are_reset(listener: Listening) -
         for stream in held:
             assert await stream.read() == b""
             await stream.close()
-        (inbound,) = node.connections
         await wait_for(lambda: not inbound.streams)  # the listener saw them all end
         assert await roundtrip(dialer, addr) == b"ping"

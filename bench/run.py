@@ -6,7 +6,7 @@ command protocol); the client is told to measure against the server. Implementat
 interleaved per figure so that machine noise hits both alike. See ``bench/README.md``.
 
     .venv/bin/python bench/run.py [--quick] [--repeat N] [--only aiop2p|js] [--uvloop]
-                                  [--only-figures tcp|ws|rr|relay|quic] [--json|--markdown]
+                                  [--only-figures tcp|ws|rr|relay|quic ...] [--json|--markdown]
 
 The WebSocket figures run on separate server processes listening on ``/ws`` only.  The relay
 figures run three processes per implementation: a circuit relay v2 server, a server listening
@@ -981,6 +981,12 @@ def ratio_columns(impls: list[str]) -> list[tuple[str, str]]:
     return [(title, key) for title, key, other in columns if other in impls]
 
 
+def chosen_groups(only: list[str] | None) -> tuple[str, ...]:
+    """The figure groups to run, in their usual order: all, or those ``--only-figures``
+    names (repeatable)."""
+    return tuple(g for g in FIGURE_GROUPS if g in only) if only else FIGURE_GROUPS
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="aiop2p against its floor, js-libp2p, "
                                      "py-libp2p and another checkout")
@@ -995,7 +1001,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="also run the aiop2p checkout at PATH (its own bench/aiop2p_peer.py "
                         "on its own src), interleaved, and print aiop2p/base ratios")
     parser.add_argument("--only-figures", choices=FIGURE_GROUPS, default=None,
-                        help="run one figure group only: tcp, ws (perf over /ws), rr "
+                        action="append",
+                        help="run these figure groups only (repeatable): tcp, ws (perf "
+                        "over /ws), rr "
                         "(Network request-response), relay (request-response via a relay) "
                         "or quic (QUIC beside TCP, with CPU per MiB and per request)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
@@ -1063,7 +1071,7 @@ def main(argv: list[str]) -> int:
         import chart  # the optional plotting extra is checked before the run, not after
 
         chart.require_matplotlib()
-    groups = (args.only_figures,) if args.only_figures else FIGURE_GROUPS
+    groups = chosen_groups(args.only_figures)
     setup = Setup(base=args.base)
     samples, errors = asyncio.run(run_all(impls, s, args.repeat, groups, setup))
     quic_text = None

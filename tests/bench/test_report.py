@@ -135,3 +135,10 @@ def test_quic_rows_put_quic_beside_tcp_and_judge_issue_13_targets() -> None:
     assert status["aiop2p -> js QUIC perf upload >= 1/4 of TCP"] is True
     assert status["aiop2p <-> aiop2p QUIC small-request p50 <= 1.5x TCP"] is False
     assert "perf upload" in quic.table(rows, markdown=True)
+
+
+def test_only_figures_is_repeatable() -> None:
+    """``--only-figures tcp --only-figures rr`` runs both (the last alone, before)."""
+    args = run.parse_args(["--only-figures", "rr", "--only-figures", "tcp"])
+    assert run.chosen_groups(args.only_figures) == ("tcp", "rr")
+    assert run.chosen_groups(run.parse_args([]).only_figures) == run.FIGURE_GROUPS

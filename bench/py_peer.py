@@ -264,11 +264,13 @@ async def amain(listen: list[str]) -> None:
     interop.COMMANDS.clear()  # the interop command loop dispatches through run_command
     interop.run_command = lambda _host, req: run_command(bench, req)
     async with host.run(listen_addrs=listen_addrs):
-        interop.emit({
-            "event": "ready",
-            "peerId": str(host.get_id()),
-            "addrs": [str(a) for a in host.get_addrs()],
-        })
+        interop.emit(
+            {
+                "event": "ready",
+                "peerId": str(host.get_id()),
+                "addrs": [str(a) for a in host.get_addrs()],
+            }
+        )
         await interop.command_loop(host)
         with trio.move_on_after(interop.SHUTDOWN_GRACE_S):
             await host.get_network().close()

@@ -58,10 +58,17 @@ IMPLS = ("aiop2p", FLOOR_IMPL, "js", PY_IMPL)
 ORDER = ("aiop2p", UVLOOP_IMPL, BASE_IMPL, FLOOR_IMPL, "js", PY_IMPL)
 """Column order, and the order in which the implementations take turns for each figure."""
 FIGURE_GROUPS = ("tcp", "ws", "rr", "relay", "quic")
-PY_FIGURES = frozenset({
-    "dial", "echo sequential", "echo in flight", "perf upload", "perf download",
-    "request-response sequential", "request-response in flight",
-})
+PY_FIGURES = frozenset(
+    {
+        "dial",
+        "echo sequential",
+        "echo in flight",
+        "perf upload",
+        "perf download",
+        "request-response sequential",
+        "request-response in flight",
+    }
+)
 """The figures ``bench/py_peer.py`` can do (py-libp2p: no relay server here, see README)."""
 # The js relay's per-circuit limits, raised far above what a run needs (its defaults, 128 KiB and
 # 2 minutes, end a relayed echo loop after ~220 requests).  js counts the duration in ms.
@@ -155,13 +162,17 @@ def relay_launch(impl: str, setup: Setup, relay_addr: str | None) -> Launch:
             return aiop2p_launch("--relay-server", impl=impl, setup=setup)
         return aiop2p_launch("--network", "--via-relay", relay_addr, impl=impl, setup=setup)
     if relay_addr is None:
-        return Launch(node_argv(
-            JS_RELAY_PEER, "--relay", "--duration-ms", str(JS_RELAY_DURATION_MS),
-            "--data-bytes", str(JS_RELAY_DATA_BYTES),
-        ))
-    return Launch(
-        node_argv(JS_RELAY_PEER, "--echo-once", "--listen", f"{relay_addr}/p2p-circuit")
-    )
+        return Launch(
+            node_argv(
+                JS_RELAY_PEER,
+                "--relay",
+                "--duration-ms",
+                str(JS_RELAY_DURATION_MS),
+                "--data-bytes",
+                str(JS_RELAY_DATA_BYTES),
+            )
+        )
+    return Launch(node_argv(JS_RELAY_PEER, "--echo-once", "--listen", f"{relay_addr}/p2p-circuit"))
 
 
 def relay_client_launch(impl: str, setup: Setup) -> Launch:
@@ -218,9 +229,7 @@ class PeerProcess:
             async with asyncio.timeout(self.ready_timeout_s):
                 ready = await asyncio.shield(self._ready)
         except TimeoutError:
-            raise BenchError(
-                f"{self.name}: not ready after {self.ready_timeout_s:.0f} s"
-            ) from None
+            raise BenchError(f"{self.name}: not ready after {self.ready_timeout_s:.0f} s") from None
         if self.impl == UVLOOP_IMPL and ready.get("loop") != "uvloop":
             raise BenchError(f"{self.name}: runs on {ready.get('loop')!r}, not uvloop")
         self.peer_id = ready["peerId"]
@@ -362,8 +371,9 @@ class Settings:
     command_timeout_s: float
 
 
-FULL = Settings(50, 20, 1000, 2000, 64, 32, 256 * MIB, 128 * MIB, 1000, 50,
-                DEFAULT_COMMAND_TIMEOUT_S)
+FULL = Settings(
+    50, 20, 1000, 2000, 64, 32, 256 * MIB, 128 * MIB, 1000, 50, DEFAULT_COMMAND_TIMEOUT_S
+)
 QUICK = Settings(10, 5, 200, 200, 64, 32, 16 * MIB, 8 * MIB, 100, 20, 120.0)
 
 
@@ -461,8 +471,13 @@ TARGETS = [
 ]
 
 UVLOOP_TARGETS = [
-    Target("echo1_req_per_s", "uvloop sequential req/s >= 1.15x default loop", ">=", 1.15,
-           "ratio_uvloop_default"),
+    Target(
+        "echo1_req_per_s",
+        "uvloop sequential req/s >= 1.15x default loop",
+        ">=",
+        1.15,
+        "ratio_uvloop_default",
+    ),
 ]
 
 # Issue 10's targets: against the floor, and against "today's main" run as --base.
@@ -470,15 +485,17 @@ ISSUE10_TARGETS = [
     Target("echo1_req_per_s", "sequential echo >= 65% of the floor", ">=", 0.65, "pct_floor"),
     Target("echo1_req_per_s", "sequential echo >= 1.4x base", ">=", 1.4, "ratio_aiop2p_base"),
     Target("echoN_req_per_s", "32-in-flight echo >= 1.3x base", ">=", 1.3, "ratio_aiop2p_base"),
-    Target("rr1_req_per_s", "Network req/s sequential >= 1.4x base", ">=", 1.4,
-           "ratio_aiop2p_base"),
-    Target("rrN_req_per_s", "Network req/s in flight >= 1.4x base", ">=", 1.4,
-           "ratio_aiop2p_base"),
+    Target(
+        "rr1_req_per_s", "Network req/s sequential >= 1.4x base", ">=", 1.4, "ratio_aiop2p_base"
+    ),
+    Target("rrN_req_per_s", "Network req/s in flight >= 1.4x base", ">=", 1.4, "ratio_aiop2p_base"),
     Target("dial_median_ms", "dial time <= 0.7x base", "<=", 0.7, "ratio_aiop2p_base"),
-    Target("upload_mib_s", "perf upload >= 80% of the receiver-bound floor", ">=", 0.8,
-           "pct_floor"),
-    Target("download_mib_s", "perf download >= 80% of the receiver-bound floor", ">=", 0.8,
-           "pct_floor"),
+    Target(
+        "upload_mib_s", "perf upload >= 80% of the receiver-bound floor", ">=", 0.8, "pct_floor"
+    ),
+    Target(
+        "download_mib_s", "perf download >= 80% of the receiver-bound floor", ">=", 0.8, "pct_floor"
+    ),
     *UVLOOP_TARGETS,
 ]
 
@@ -487,7 +504,10 @@ Figures = dict[str, float]
 
 async def bench_dial(pair: Pair, s: Settings) -> Figures:
     r = await pair.client.call(
-        "bench_dial", s.command_timeout_s, addr=pair.target, count=s.dial_count,
+        "bench_dial",
+        s.command_timeout_s,
+        addr=pair.target,
+        count=s.dial_count,
         warmup=s.dial_warmup,
     )
     if len(r["samples_ms"]) != s.dial_count:
@@ -497,8 +517,13 @@ async def bench_dial(pair: Pair, s: Settings) -> Figures:
 
 async def _echo(pair: Pair, s: Settings, concurrency: int, prefix: str) -> Figures:
     r = await pair.client.call(
-        "bench_echo", s.command_timeout_s, addr=pair.target, count=s.echo_count,
-        concurrency=concurrency, size=s.echo_size_bytes, warmup=s.echo_warmup,
+        "bench_echo",
+        s.command_timeout_s,
+        addr=pair.target,
+        count=s.echo_count,
+        concurrency=concurrency,
+        size=s.echo_size_bytes,
+        warmup=s.echo_warmup,
     )
     if pair.relay is not None and r.get("relayed") is not True:
         raise BenchError(f"{pair.impl}: the requests did not go through the relay")
@@ -519,7 +544,11 @@ async def bench_echo_concurrent(pair: Pair, s: Settings) -> Figures:
 
 async def _perf(pair: Pair, s: Settings, upload: int, download: int) -> dict[str, Any]:
     r = await pair.client.call(
-        "perf", s.command_timeout_s, addr=pair.target, upload=upload, download=download,
+        "perf",
+        s.command_timeout_s,
+        addr=pair.target,
+        upload=upload,
+        download=download,
         warmup_bytes=s.perf_warmup_bytes,
     )
     if r["upload_bytes"] != upload or r["download_bytes"] != download:
@@ -550,9 +579,7 @@ async def bench_ws_perf_download(pair: Pair, s: Settings) -> Figures:
 async def bench_conns(pair: Pair, s: Settings) -> Figures:
     t = s.command_timeout_s
     # A few dials first so that one-time costs (code loading, JIT, caches) stay out of the delta.
-    await pair.client.call(
-        "bench_dial", t, addr=pair.target, count=s.conns_warmup, warmup=0
-    )
+    await pair.client.call("bench_dial", t, addr=pair.target, count=s.conns_warmup, warmup=0)
     before = await pair.server.call("rss", t, gc=True)
     try:
         r = await pair.client.call("bench_conns", t, addr=pair.target, count=s.conns_count)
@@ -586,6 +613,8 @@ SHARED_BENCHES: list[tuple[str, Bench]] = [
     ("perf upload", bench_perf_upload),
     ("perf download", bench_perf_download),
 ]
+
+
 async def bench_floor_bulk(pair: Pair, s: Settings) -> Figures:
     r = await _perf(pair, s, s.perf_bytes, 0)
     return {"bulk_mib_s": s.perf_bytes / MIB / r["upload_seconds"]}
@@ -610,8 +639,7 @@ RR_BENCHES: list[tuple[str, Bench]] = [
 # aiop2p (Network client, as in RR_BENCHES) and js, each through its own circuit relay v2 server.
 RELAY_BENCHES: list[tuple[str, Bench]] = [
     ("relayed req-resp sequential", lambda pair, s: _echo(pair, s, 1, "relay1")),
-    ("relayed req-resp in flight",
-     lambda pair, s: _echo(pair, s, s.echo_concurrency, "relayN")),
+    ("relayed req-resp in flight", lambda pair, s: _echo(pair, s, s.echo_concurrency, "relayN")),
 ]
 # Run on a pair whose server listens on /ws only, so the client dials over WebSocket.
 WS_BENCHES: list[tuple[str, Bench]] = [
@@ -818,12 +846,11 @@ def pct_of_floor(key: str, medians: dict[str, float | None]) -> float | None:
     return ratio_of(ours, floor)
 
 
-def summarise(
-    impls: list[str], samples: dict[str, dict[str, list[float]]]
-) -> list[dict[str, Any]]:
+def summarise(impls: list[str], samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]]:
     floor_medians = {
         f"{FLOOR_IMPL}:{m.key}": median(samples[FLOOR_IMPL][m.key])
-        for m in METRICS if FLOOR_IMPL in samples
+        for m in METRICS
+        if FLOOR_IMPL in samples
     }
     rows = []
     for m in METRICS:
@@ -831,15 +858,20 @@ def summarise(
         if all(v is None for v in medians.values()):
             continue  # a figure group that was not run
         ours = medians.get("aiop2p")
-        rows.append({
-            "key": m.key, "label": m.label, "unit": m.unit, "better": m.better,
-            "median": medians,
-            "pct_floor": pct_of_floor(m.key, {"aiop2p": ours, **floor_medians}),
-            "ratio_aiop2p_base": ratio_of(ours, medians.get(BASE_IMPL)),
-            "ratio_aiop2p_js": ratio_of(ours, medians.get("js")),
-            "ratio_aiop2p_py": ratio_of(ours, medians.get(PY_IMPL)),
-            "ratio_uvloop_default": ratio_of(medians.get(UVLOOP_IMPL), ours),
-        })
+        rows.append(
+            {
+                "key": m.key,
+                "label": m.label,
+                "unit": m.unit,
+                "better": m.better,
+                "median": medians,
+                "pct_floor": pct_of_floor(m.key, {"aiop2p": ours, **floor_medians}),
+                "ratio_aiop2p_base": ratio_of(ours, medians.get(BASE_IMPL)),
+                "ratio_aiop2p_js": ratio_of(ours, medians.get("js")),
+                "ratio_aiop2p_py": ratio_of(ours, medians.get(PY_IMPL)),
+                "ratio_uvloop_default": ratio_of(medians.get(UVLOOP_IMPL), ours),
+            }
+        )
     return rows
 
 
@@ -855,9 +887,15 @@ def evaluate_targets(
             continue
         ratio = by_key[t.key][t.ratio_key]
         met = None if ratio is None else (ratio <= t.ratio if t.op == "<=" else ratio >= t.ratio)
-        out.append({
-            "key": t.key, "target": t.text, "ratio_key": t.ratio_key, "ratio": ratio, "met": met,
-        })
+        out.append(
+            {
+                "key": t.key,
+                "target": t.text,
+                "ratio_key": t.ratio_key,
+                "ratio": ratio,
+                "met": met,
+            }
+        )
     return out
 
 
@@ -905,8 +943,12 @@ def settings_text(s: Settings, repeat: int) -> str:
 
 
 def print_text(
-    impls: list[str], rows: list[dict[str, Any]], targets: list[dict[str, Any]],
-    s: Settings, repeat: int, env: dict[str, Any],
+    impls: list[str],
+    rows: list[dict[str, Any]],
+    targets: list[dict[str, Any]],
+    s: Settings,
+    repeat: int,
+    env: dict[str, Any],
 ) -> None:
     ratios = ratio_columns(impls)
     print(f"# {settings_text(s, repeat)}")
@@ -939,8 +981,12 @@ def print_text(
 
 
 def print_markdown(
-    impls: list[str], rows: list[dict[str, Any]], targets: list[dict[str, Any]],
-    s: Settings, repeat: int, env: dict[str, Any],
+    impls: list[str],
+    rows: list[dict[str, Any]],
+    targets: list[dict[str, Any]],
+    s: Settings,
+    repeat: int,
+    env: dict[str, Any],
 ) -> None:
     ratios = ratio_columns(impls)
     print(f"{settings_text(s, repeat)}.\n")
@@ -950,8 +996,9 @@ def print_markdown(
     cols = ["figure", "unit", *impls, *(title for title, _ in ratios)]
     cols += ["better"] if ratios else []
     print("| " + " | ".join(cols) + " |")
-    print("|" + "|".join("---" if c in ("figure", "unit", "better") else "---:" for c in cols)
-          + "|")
+    print(
+        "|" + "|".join("---" if c in ("figure", "unit", "better") else "---:" for c in cols) + "|"
+    )
     for r in rows:
         cells = [r["label"], r["unit"], *(format_value(r["key"], r["median"][i]) for i in impls)]
         cells += [ratio_text(key, r[key]) for _, key in ratios]
@@ -988,34 +1035,66 @@ def chosen_groups(only: list[str] | None) -> tuple[str, ...]:
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description="aiop2p against its floor, js-libp2p, "
-                                     "py-libp2p and another checkout")
+    parser = argparse.ArgumentParser(
+        description="aiop2p against its floor, js-libp2p, py-libp2p and another checkout"
+    )
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
     parser.add_argument("--only", choices=IMPLS, help="run one implementation only")
-    parser.add_argument("--skip", choices=[i for i in IMPLS if i != "aiop2p"], action="append",
-                        default=[], help="leave an implementation out (repeatable)")
-    parser.add_argument("--uvloop", action="store_true",
-                        help=f"also run aiop2p on uvloop ({UVLOOP_IMPL}) and print the "
-                        "uvloop/default ratios")
-    parser.add_argument("--base", type=Path, default=None, metavar="PATH",
-                        help="also run the aiop2p checkout at PATH (its own bench/aiop2p_peer.py "
-                        "on its own src), interleaved, and print aiop2p/base ratios")
-    parser.add_argument("--only-figures", choices=FIGURE_GROUPS, default=None,
-                        action="append",
-                        help="run these figure groups only (repeatable): tcp, ws (perf "
-                        "over /ws), rr "
-                        "(Network request-response), relay (request-response via a relay) "
-                        "or quic (QUIC beside TCP, with CPU per MiB and per request)")
-    parser.add_argument("--repeat", type=int, default=1, metavar="N",
-                        help="run everything N times and report medians (default 1)")
+    parser.add_argument(
+        "--skip",
+        choices=[i for i in IMPLS if i != "aiop2p"],
+        action="append",
+        default=[],
+        help="leave an implementation out (repeatable)",
+    )
+    parser.add_argument(
+        "--uvloop",
+        action="store_true",
+        help=f"also run aiop2p on uvloop ({UVLOOP_IMPL}) and print the uvloop/default ratios",
+    )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also run the aiop2p checkout at PATH (its own bench/aiop2p_peer.py "
+        "on its own src), interleaved, and print aiop2p/base ratios",
+    )
+    parser.add_argument(
+        "--only-figures",
+        choices=FIGURE_GROUPS,
+        default=None,
+        action="append",
+        help="run these figure groups only (repeatable): tcp, ws (perf "
+        "over /ws), rr "
+        "(Network request-response), relay (request-response via a relay) "
+        "or quic (QUIC beside TCP, with CPU per MiB and per request)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run everything N times and report medians (default 1)",
+    )
     out = parser.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="machine-readable output")
     out.add_argument("--markdown", action="store_true", help="a table for bench/RESULTS.md")
-    parser.add_argument("--chart", type=Path, default=None, metavar="PATH.png",
-                        help="also draw the figures as a grouped bar chart (needs the bench "
-                        "extra: pip install '.[bench]')")
-    parser.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                        help="per-command timeout (default 600, 120 with --quick)")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        metavar="PATH.png",
+        help="also draw the figures as a grouped bar chart (needs the bench "
+        "extra: pip install '.[bench]')",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="per-command timeout (default 600, 120 with --quick)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.repeat <= MAX_REPEAT:
         parser.error(f"--repeat must be in [1, {MAX_REPEAT}]")
@@ -1051,7 +1130,10 @@ def describe_base(base: Path) -> str:
     with contextlib.suppress(OSError, subprocess.SubprocessError):
         commit = subprocess.run(
             ["git", "-C", str(base), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
         ).stdout.strip()
         if commit:
             return f"{base} at {commit}"
@@ -1091,11 +1173,21 @@ def main(argv: list[str]) -> int:
     rows = summarise(impls, samples)
     targets = evaluate_targets(rows, [*TARGETS, *ISSUE10_TARGETS], impls)
     if args.json:
-        print(json.dumps({
-            "settings": asdict(s), "repeat": args.repeat, "implementations": impls,
-            "environment": env, "samples": samples, "figures": rows, "targets": targets,
-            "errors": errors,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "settings": asdict(s),
+                    "repeat": args.repeat,
+                    "implementations": impls,
+                    "environment": env,
+                    "samples": samples,
+                    "figures": rows,
+                    "targets": targets,
+                    "errors": errors,
+                },
+                indent=2,
+            )
+        )
     elif args.markdown and rows:
         print_markdown(impls, rows, targets, s, args.repeat, env)
     elif rows:
@@ -1105,8 +1197,14 @@ def main(argv: list[str]) -> int:
         print(quic_text)
     if args.chart is not None:
         title = f"aiop2p, its floor, js-libp2p and py-libp2p: median of {args.repeat} run(s)"
-        chart.draw(args.chart, impls, rows, FLOOR_REF, title=title,
-                   base=env.get("base", "").rpartition(" at ")[2] or None)
+        chart.draw(
+            args.chart,
+            impls,
+            rows,
+            FLOOR_REF,
+            title=title,
+            base=env.get("base", "").rpartition(" at ")[2] or None,
+        )
         progress(f"chart written to {args.chart}")
     if errors:
         progress(f"\n{len(errors)} error(s):")

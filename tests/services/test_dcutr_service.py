@@ -151,9 +151,7 @@ async def test_unilateral_upgrade_when_the_peer_is_reachable(make_setup) -> None
     assert isinstance(event, DirectConnectionUpgraded) and event.attempts == 0
     # A's dial is ready one round trip before B has processed the handshake's last
     # message (early muxer negotiation); once B has the connection, its streams take it.
-    await wait_for(
-        lambda: any(not c.is_relayed for c in s.b.node.connections_to(s.a.node.peer_id))
-    )
+    await wait_for(lambda: any(not c.is_relayed for c in s.b.node.connections_to(s.a.node.peer_id)))
     _, stream = await echo(s.b.node, s.a.node.peer_id, b"x")
     assert not stream.connection.is_relayed
 

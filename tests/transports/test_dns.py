@@ -216,8 +216,6 @@ async def test_node_dials_a_dnsaddr_end_to_end(
         srv.records["_dnsaddr.ws.example.test"] = dnsaddr(
             f"/dns4/localhost/tcp/{port}/ws/p2p/{b.peer_id}"
         )
-        conn = await dial_resolved(
-            a, Multiaddr(f"/dnsaddr/example.test/p2p/{b.peer_id}"), resolver
-        )
+        conn = await dial_resolved(a, Multiaddr(f"/dnsaddr/example.test/p2p/{b.peer_id}"), resolver)
         assert a.is_connected(b.peer_id) and conn in a.connections
         assert len(await a.ping(b.peer_id)) == 1

@@ -224,11 +224,23 @@ def self_signed(tmp_path: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     [
         ("/ip4/1.2.3.4/tcp/80/ws", "1.2.3.4", False, None, "/ws", "ws://1.2.3.4:80/"),
         ("/ip6/::1/tcp/80/ws/p2p/" + PEER, "::1", False, None, "/ws", "ws://[::1]:80/"),
-        ("/dns4/example.com/tcp/443/wss", "example.com", True, None, "/wss",
-         "wss://example.com:443/"),
+        (
+            "/dns4/example.com/tcp/443/wss",
+            "example.com",
+            True,
+            None,
+            "/wss",
+            "wss://example.com:443/",
+        ),
         ("/ip4/1.2.3.4/tcp/443/tls/ws", "1.2.3.4", True, None, "/tls/ws", "wss://1.2.3.4:443/"),
-        ("/ip4/1.2.3.4/tcp/443/tls/sni/example.com/ws/p2p/" + PEER, "1.2.3.4", True,
-         "example.com", "/tls/sni/example.com/ws", "wss://example.com:443/"),
+        (
+            "/ip4/1.2.3.4/tcp/443/tls/sni/example.com/ws/p2p/" + PEER,
+            "1.2.3.4",
+            True,
+            "example.com",
+            "/tls/sni/example.com/ws",
+            "wss://example.com:443/",
+        ),
     ],
 )
 def test_ws_target_parses(
@@ -237,7 +249,11 @@ def test_ws_target_parses(
     target = ws_target(Multiaddr(text))
     assert target is not None
     assert (target.host, target.secure, target.sni, target.suffix, target.uri) == (
-        host, secure, sni, suffix, uri
+        host,
+        secure,
+        sni,
+        suffix,
+        uri,
     )
 
 
@@ -485,9 +501,10 @@ async def test_dns4_localhost_dial() -> None:
 @pytest.mark.parametrize("suffix", ["/wss", "/tls/ws", "/tls/sni/localhost/ws"])
 async def test_tls(tmp_path: Path, suffix: str) -> None:
     server_ctx, client_ctx = self_signed(tmp_path)
-    async with Node(transports=[WebSocketTransport(client_ssl=client_ctx)]) as a, Node(
-        transports=[WebSocketTransport(server_ssl=server_ctx)]
-    ) as b:
+    async with (
+        Node(transports=[WebSocketTransport(client_ssl=client_ctx)]) as a,
+        Node(transports=[WebSocketTransport(server_ssl=server_ctx)]) as b,
+    ):
         (addr,) = await b.listen("/ip4/127.0.0.1/tcp/0/wss")
         assert str(addr).endswith("/wss")
         port = addr.value_for("tcp")
@@ -501,9 +518,10 @@ async def test_tls(tmp_path: Path, suffix: str) -> None:
 
 async def test_tls_rejects_unknown_certificate(tmp_path: Path) -> None:
     server_ctx, _ = self_signed(tmp_path)
-    async with Node(transports=[WebSocketTransport()]) as a, Node(
-        transports=[WebSocketTransport(server_ssl=server_ctx)]
-    ) as b:
+    async with (
+        Node(transports=[WebSocketTransport()]) as a,
+        Node(transports=[WebSocketTransport(server_ssl=server_ctx)]) as b,
+    ):
         (addr,) = await b.listen("/ip4/127.0.0.1/tcp/0/wss")
         with pytest.raises(DialError):
             await a.dial(addr.with_peer_id(b.peer_id))

@@ -1,8 +1,8 @@
 """``aiop2p`` command-line peers in lab namespaces: long-lived daemons whose ``--json``
 lines are kept, and one-shot ``aiop2p send`` to a bare peer id.
 
-Shared by the reach-by-id lab variants (``test_reach_by_id_js.py``; the same helpers as
-``test_reach_by_id.py``'s, which keeps its own copy for now).
+Shared by the lab tests that drive the CLI (``test_reach_by_id.py``,
+``test_reach_by_id_js.py``, ``test_cli_punch.py``).
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from typing import Any
 
 import pytest
 
+from .cli_peers import Daemon, cli_env
 from .nat_topology import NatLab, build_nat_lab, nat_unavailable_reason
-from .test_reach_by_id import Daemon, _env
 
 RELAY_PORT = 4001
 A_PORT = 4002
@@ -76,7 +76,7 @@ async def _punch(
 ) -> tuple[Daemon, Daemon, dict[str, Any]]:
     """r, a and b as above, a and b listening on QUIC too with ``quic``; b's summary
     once ``expect`` happened on its side."""
-    env = _env(tmp_path)
+    env = cli_env(tmp_path)
     relay_args = ["relay", "--json", "--key", str(tmp_path / "relay.key")]
     relay_args += ["--autonat-private-addrs", "--listen", f"/ip4/{lab.relay_ip}/tcp/{RELAY_PORT}"]
     relay = await Daemon.start(lab.relay, env, *relay_args)

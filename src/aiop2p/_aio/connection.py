@@ -334,10 +334,9 @@ class Connection(asyncio.Protocol):
             self._early_streams += 1
         stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
-        self._arm_timer(self._deadlines.start_negotiation(sid, self.loop.time()))
+        self._watch_negotiation(sid)
         yamux.send_data(sid, out)
-        if self._flush_handle is None and not self._flush_held:  # _schedule_flush
-            self._flush_handle = self.loop.call_soon(self._scheduled_flush)
+        self._schedule_flush()
         return stream
 
     async def ping(self) -> float:
@@ -686,23 +685,21 @@ class Connection(asyncio.Protocol):
             self._unflushed += sent
             if self._unflushed >= self.write_piece_size:
                 self._flush()
-            elif self._flush_handle is None and not self._flush_held:  # _schedule_flush
-                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
+            else:
+                self._schedule_flush()
         return sent
 
     def acknowledge(self, sid: StreamId, size: int) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.acknowledge_received_data(sid, size)
-            if self._flush_handle is None and not self._flush_held:  # _schedule_flush
-                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
+            self._schedule_flush()
 
     def close_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
         if yamux is not None and self._stage is _Stage.ESTABLISHED:
             yamux.close_stream(sid)
-            if self._flush_handle is None and not self._flush_held:  # _schedule_flush
-                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
+            self._schedule_flush()
 
     def reset_stream(self, sid: StreamId) -> None:
         yamux = self._yamux

@@ -129,15 +129,15 @@ class QuicEndpoint:
         self._sock = sock
         self._loop = loop
         self.family = sock.family
-        with contextlib.suppress(OSError):  # ICMP errors into the error queue
-            if not isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
-                # uvloop (libuv) stops watching a socket for good on the POLLERR a
-                # queued error raises: there, ICMP is left to QUIC's timers.
-                pass
-            elif sock.family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
-            else:
-                sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+        if isinstance(loop, asyncio.selector_events.BaseSelectorEventLoop):
+            # ICMP errors into the error queue, on asyncio's own loops only: uvloop
+            # (libuv) stops watching a socket for good on the POLLERR a queued error
+            # raises, so there ICMP is left to QUIC's timers.
+            with contextlib.suppress(OSError):
+                if sock.family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
         self.gso = _gso_available(sock)
         loop.add_reader(sock.fileno(), self._read_ready)
 

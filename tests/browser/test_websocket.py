@@ -1,5 +1,6 @@
-"""A js-libp2p page in headless Chromium dials aiop2p over WebSocket (/ws, Noise, Yamux):
-ping, requests through the firewall, and a peer whose rule rejects it refused."""
+"""A js-libp2p page in headless Chromium dials aiop2p over WebSocket (/ws, Noise, Yamux) at
+an address naming another peer: refused.  (Ping, requests and the firewall over WebSocket:
+``test_firewall.py``.)"""
 
 from __future__ import annotations
 
@@ -10,11 +11,10 @@ import pytest
 import pytest_asyncio
 
 from aiop2p import KeyPair
-from aiop2p.events import InboundFailure
 from aiop2p.network import Network
 from aiop2p.network.firewall import Rule
 
-from .harness import PAGE_PEER, PAGE_SEED, PageServer, echo_network, failure_of, listen_addr
+from .harness import PAGE_PEER, PAGE_SEED, PageServer, echo_network
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 
@@ -23,51 +23,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 async def net() -> AsyncIterator[Network[Any, Any]]:
     async with echo_network("/ip4/127.0.0.1/tcp/0/ws") as network:
         yield network
-
-
-async def test_dial_ping_and_requests(browser: PageServer, net: Network[Any, Any]) -> None:
-    net.set_peer_rule(PAGE_PEER, Rule.allow_all())
-    ops: list[dict[str, Any]] = [
-        {"op": "ping"},
-        {"op": "request", "body": {"n": 1}},
-        {"op": "request", "body": "héllo"},
-    ]
-    report = await browser.visit(listen_addr(net), PAGE_SEED, ops)
-    assert report["peer_id"] == str(PAGE_PEER)
-    assert report["dial"] == {"ok": True, "remote_peer": str(net.peer_id)}
-    pinged, first, second = report["results"]
-    assert pinged["ok"] is True and pinged["rtt_ms"] >= 0
-    me = str(PAGE_PEER)
-    assert first == {"ok": True, "response": {"echo": {"n": 1}, "from": me}}
-    assert second == {"ok": True, "response": {"echo": "héllo", "from": me}}
-
-
-async def test_rejected_peer_refused(browser: PageServer, net: Network[Any, Any]) -> None:
-    net.set_peer_rule(PAGE_PEER, Rule.reject_all())
-    ops: list[dict[str, Any]] = [{"op": "ping"}, {"op": "request", "body": "let me in"}]
-    report = await browser.visit(listen_addr(net), PAGE_SEED, ops)
-    assert report["dial"]["ok"] is True
-    pinged, refused = report["results"]
-    assert pinged["ok"] is True  # ping is for anyone; the request protocol is not offered
-    assert refused["ok"] is False
-    assert refused["name"] == "UnsupportedProtocolError", refused
-
-
-async def test_restricted_rule_refuses_one_request(
-    browser: PageServer, net: Network[Any, Any]
-) -> None:
-    net.set_peer_rule(PAGE_PEER, Rule.restricted(lambda request: request == "allowed"))
-    ops: list[dict[str, Any]] = [
-        {"op": "request", "body": "allowed"},
-        {"op": "request", "body": "other"},
-    ]
-    report = await browser.visit(listen_addr(net), PAGE_SEED, ops)
-    allowed, refused = report["results"]
-    assert allowed == {"ok": True, "response": {"echo": "allowed", "from": str(PAGE_PEER)}}
-    # aiop2p ends the stream without an answer: the page reads an EOF where the answer goes
-    assert refused["ok"] is False
-    assert refused["name"] == "UnexpectedEOFError", refused
-    assert await failure_of(net, PAGE_PEER) is InboundFailure.NOT_PERMITTED
 
 
 async def test_wrong_peer_id_refused(browser: PageServer, net: Network[Any, Any]) -> None:

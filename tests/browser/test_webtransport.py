@@ -1,6 +1,6 @@
-"""A js-libp2p page in headless Chromium dials aiop2p over WebTransport
-(``/quic-v1/webtransport/certhash/…``: no domain, no certificate authority): ping, requests
-through the firewall, a rejected peer refused, and an address with a wrong certhash refused."""
+"""aiop2p's WebTransport listen address announces its certhashes, and a js-libp2p page in
+headless Chromium refuses an address with a wrong certhash.  (Ping, requests and the
+firewall over WebTransport: ``test_firewall.py``.)"""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ import pytest
 import pytest_asyncio
 
 from aiop2p._wire import multibase
-from aiop2p.events import InboundFailure
 from aiop2p.multiaddr import Multiaddr
 from aiop2p.network import Network
 from aiop2p.network.firewall import Rule
 
-from .harness import PAGE_PEER, PAGE_SEED, PageServer, echo_network, failure_of, listen_addr
+from .harness import PAGE_PEER, PAGE_SEED, PageServer, echo_network, listen_addr
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(60)]
 
@@ -46,49 +45,6 @@ async def test_listen_address_announces_certhashes(net: Network[Any, Any]) -> No
     names = Multiaddr(listen_addr(net)).protocol_names()
     assert names[:4] == ("ip4", "udp", "quic-v1", "webtransport")
     assert names.count("certhash") >= 1
-
-
-async def test_dial_ping_and_requests(browser: PageServer, net: Network[Any, Any]) -> None:
-    net.set_peer_rule(PAGE_PEER, Rule.allow_all())
-    ops: list[dict[str, Any]] = [
-        {"op": "ping"},
-        {"op": "request", "body": {"n": 1}},
-        {"op": "request", "body": "héllo"},
-    ]
-    report = await browser.visit(listen_addr(net), PAGE_SEED, ops)
-    assert report["dial"] == {"ok": True, "remote_peer": str(net.peer_id)}, report
-    pinged, first, second = report["results"]
-    assert pinged["ok"] is True and pinged["rtt_ms"] >= 0
-    me = str(PAGE_PEER)
-    assert first == {"ok": True, "response": {"echo": {"n": 1}, "from": me}}
-    assert second == {"ok": True, "response": {"echo": "héllo", "from": me}}
-
-
-async def test_rejected_peer_refused(browser: PageServer, net: Network[Any, Any]) -> None:
-    net.set_peer_rule(PAGE_PEER, Rule.reject_all())
-    ops: list[dict[str, Any]] = [{"op": "ping"}, {"op": "request", "body": "let me in"}]
-    report = await browser.visit(listen_addr(net), PAGE_SEED, ops)
-    assert report["dial"]["ok"] is True, report
-    pinged, refused = report["results"]
-    assert pinged["ok"] is True  # ping is for anyone; the request protocol is not offered
-    assert refused["ok"] is False
-    assert refused["name"] == "UnsupportedProtocolError", refused
-
-
-async def test_restricted_rule_refuses_one_request(
-    browser: PageServer, net: Network[Any, Any]
-) -> None:
-    net.set_peer_rule(PAGE_PEER, Rule.restricted(lambda request: request == "allowed"))
-    ops: list[dict[str, Any]] = [
-        {"op": "request", "body": "allowed"},
-        {"op": "request", "body": "other"},
-    ]
-    report = await browser.visit(listen_addr(net), PAGE_SEED, ops)
-    allowed, refused = report["results"]
-    assert allowed == {"ok": True, "response": {"echo": "allowed", "from": str(PAGE_PEER)}}
-    assert refused["ok"] is False
-    assert refused["name"] == "UnexpectedEOFError", refused
-    assert await failure_of(net, PAGE_PEER) is InboundFailure.NOT_PERMITTED
 
 
 async def test_wrong_certhash_refused(browser: PageServer, net: Network[Any, Any]) -> None:

@@ -97,9 +97,9 @@ _ANSWERED_KEY: Final = "dcutr answered"
 """Per relayed connection (its ``user_data``): DCUtR exchanges we answered on it."""
 _PUNCH_MIN_SECONDS: Final = 0.01
 _PUNCH_MAX_SECONDS: Final = 0.2
+"""The spec's random interval between two punch packets to one address."""
 _UNREACHABLE_RETRIES: Final = 50
 """QUIC re-dials of one address refused by ICMP (its NAT not yet opened by the peer)."""
-"""The spec's random interval between two punch packets to one address."""
 _PUNCH_BYTES: Final = 64
 """Random bytes per punch packet: far below a QUIC Initial's 1200, never taken for one."""
 

@@ -14,7 +14,8 @@ The endpoint drives its socket itself rather than through asyncio's datagram tra
 which reads one datagram per wake-up and sends one per call: it reads every pending
 datagram on a wake-up (up to ``_MAX_READS_PER_WAKEUP``), sends a connection's burst of
 equal-sized datagrams in one ``sendmsg`` with UDP GSO (``UDP_SEGMENT``) where the
-kernel has it (else one ``sendto`` each), and asks the kernel for ICMP errors
+kernel has it (else one ``sendto`` each), takes a peer's GSO burst in one read with
+UDP GRO (``UDP_GRO``) where the kernel has it, and asks the kernel for ICMP errors
 (``IP_RECVERR``) so that a dial to a closed port fails at once instead of at its
 timeout.  It uses only ``loop.add_reader``/``add_writer``, so any event loop does.
 
@@ -153,8 +154,9 @@ class QuicEndpoint:
         decides on its output once, after the batch (one transmit, one ACK)."""
         sock = self._sock
         touched: list[QuicConnection] = []
+        budget = _MAX_READS_PER_WAKEUP  # datagrams, a coalesced read counting each
         try:
-            for _ in range(_MAX_READS_PER_WAKEUP):
+            while budget > 0:
                 if sock is None or self._sock is None:
                     return
                 segment = 0
@@ -170,11 +172,13 @@ class QuicEndpoint:
                     return
                 except OSError as exc:
                     self._socket_error(exc)
+                    budget -= 1
                     continue
                 addr = (addr[0], addr[1])
                 if 0 < segment < len(data):
-                    self._receive_segments(data, segment, addr, touched)
+                    budget -= self._receive_segments(data, segment, addr, touched)
                 else:
+                    budget -= 1
                     conn = self._route(data, addr)
                     if conn is not None and conn.receive(data, addr) and conn not in touched:
                         touched.append(conn)
@@ -189,16 +193,18 @@ class QuicEndpoint:
 
     def _receive_segments(
         self, data: bytes, segment: int, addr: SockAddr, touched: list[QuicConnection]
-    ) -> None:
+    ) -> int:
         """Datagrams the kernel coalesced (UDP GRO: equal-sized ones from one sender, the
         last maybe shorter), each taken on its own; beyond ``_GSO_MAX_SEGMENTS`` (more
-        than the kernel coalesces) the rest is dropped."""
+        than the kernel coalesces) the rest is dropped.  Returns how many were taken."""
         view = memoryview(data)
-        for start in range(0, min(len(data), segment * _GSO_MAX_SEGMENTS), segment):
+        starts = range(0, min(len(data), segment * _GSO_MAX_SEGMENTS), segment)
+        for start in starts:
             datagram = bytes(view[start : start + segment])
             conn = self._route(datagram, addr)
             if conn is not None and conn.receive(datagram, addr) and conn not in touched:
                 touched.append(conn)
+        return len(starts)
 
     def _socket_error(self, exc: OSError) -> None:
         """An error the socket reports (an ICMP error behind it): read the error queue,

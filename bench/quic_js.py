@@ -11,8 +11,9 @@ transport; after a warm-up, a perf upload and a perf download, each:
     .venv/bin/python bench/quic_js.py [--mib N] [--warmup-mib N] [--repeat N]
                                       [--datagram-bytes N] [--only tcp|quic]
 
-``--datagram-bytes`` sets ``QuicConfig.loopback_datagram_bytes`` (below 16384 it holds
-from the handshake on; above, from the end of the handshake).
+``--datagram-bytes`` sets ``QuicConfig.loopback_datagram_bytes``: up to 16384 it holds
+from the handshake on; above, the peer's ``max_udp_payload_size`` (quinn: 1472) keeps the
+handshake's 16384 (``LibP2PQuic.use_datagram_size``).
 """
 
 from __future__ import annotations

@@ -306,6 +306,8 @@ class EventChannel(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
+        if self._items:  # the common case under load: no receive() coroutine per item
+            return self._take()
         try:
             return await self.receive()
         except ChannelClosedError:

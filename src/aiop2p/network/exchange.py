@@ -419,7 +419,11 @@ class RequestExchange(Generic[Rq, Rs]):
 
     def decide(self, exchange: InboundExchange, value: Any, view: Any) -> None:
         """Ask the firewall about an inbound request; its verdict goes to ``exchange``."""
-        self._gate.decide(
+        gate = self._gate
+        if gate.engine.allows_at_once(exchange.peer, exchange.conn_id):
+            exchange.decided(None, value)  # no action list, no callback per request
+            return
+        gate.decide(
             exchange.request_id,
             exchange.peer,
             exchange.conn_id,

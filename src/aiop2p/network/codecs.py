@@ -50,6 +50,10 @@ _CLOSES: Final = bytes.maketrans(b"[]{}", b"\x00\x01\x00\x01")
 # One encoder for every value: ``json.dumps`` with options would build a new one per call.
 _COMPACT_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _DECODER: Final = json.JSONDecoder()
+# What ``JSONDecoder.decode`` calls through ``raw_decode``: a value must start at index 0
+# and end the text; anything else (whitespace around it, bad JSON) goes through
+# ``decode`` for json's own answer and message.
+_SCAN_ONCE: Final[Callable[[str, int], tuple[Any, int]]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
@@ -95,6 +99,12 @@ def json_loads(data: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) ->
     try:
         if text.startswith("\ufeff"):
             return json.loads(text)  # refused, with json's message for a BOM
+        try:
+            value, end = _SCAN_ONCE(text, 0)
+        except StopIteration:
+            end = -1
+        if end == len(text):
+            return value
         return _DECODER.decode(text)  # what json.loads calls, one call sooner
     except (UnicodeDecodeError, ValueError) as exc:
         raise CodecError(f"invalid JSON: {exc}") from exc

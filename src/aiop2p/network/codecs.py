@@ -49,6 +49,19 @@ _OPENS: Final = bytes.maketrans(b"[]{}", b"\x01\x00\x01\x00")
 _CLOSES: Final = bytes.maketrans(b"[]{}", b"\x00\x01\x00\x01")
 # One encoder for every value: ``json.dumps`` with options would build a new one per call.
 _COMPACT_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
+# The C encoder that ``JSONEncoder.encode`` builds (with a nested function) on every call
+# for a container, built once; its options are the compact encoder's, without
+# circular-reference markers (a value that contains itself ends in RecursionError,
+# reported as nested too deeply).  A container costs a quarter of ``encode``'s time.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_items: Final[Callable[[Any, int], tuple[str, ...]] | None] = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None, _COMPACT_ENCODER.default, _encode_str, None, ":", ",", False, False, True
+    )
+)
 _DECODER: Final = json.JSONDecoder()
 # What ``JSONDecoder.decode`` calls through ``raw_decode``: a value must start at index 0
 # and end the text; anything else (whitespace around it, bad JSON) goes through
@@ -169,11 +182,17 @@ class JsonCodec:
 
     def encode(self, value: Any) -> bytes:
         try:
+            if type(value) is str:
+                return _encode_str(value).encode()
+            if _encode_items is not None:
+                return "".join(_encode_items(value, 0)).encode()
             return _COMPACT_ENCODER.encode(value).encode()
         except (TypeError, ValueError) as exc:
             raise CodecError(f"cannot encode as JSON: {exc}") from exc
         except RecursionError:
-            raise CodecError("cannot encode as JSON: the value is nested too deeply") from None
+            raise CodecError(
+                "cannot encode as JSON: the value is nested too deeply (or contains itself)"
+            ) from None
 
     def decode(self, data: bytes) -> Any:
         return json_loads(data, max_depth=self.max_depth)

@@ -166,6 +166,7 @@ class Peer:
             "close_all": self.close_all,
             "rss": self.rss,
             "connections": self.connections,
+            "gc": self.gc_counts,
         }
 
     async def dial(self, addr: Any) -> Connection:
@@ -380,6 +381,10 @@ class Peer:
 
     async def rss(self, cmd: dict[str, Any]) -> dict[str, Any]:
         return {"rss": await settled_rss() if cmd.get("gc") is True else current_rss()}
+
+    async def gc_counts(self, cmd: dict[str, Any]) -> dict[str, Any]:
+        """Garbage collections so far, per generation (bench/costs.py counts them per request)."""
+        return {"collections": [s["collections"] for s in gc.get_stats()]}
 
     async def connections(self, cmd: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -16,6 +16,10 @@ Per request, for each process:
   the ``N`` timed requests only (kernel tracepoints: no CPU counters needed).
 - **writes**: the ``write``, ``writev``, ``sendto`` and ``sendmsg`` calls among them: one per
   transport flush, so a reply sent in one piece is one write on the server.
+- **gc**: garbage collections per 1,000 requests by generation (0/1/2) over the same
+  ``N`` requests (the peer's ``gc`` command; ``-`` for a ``--base`` checkout without it).
+  Frequent generation-0 collections mean objects that outlive their request.  The
+  client's count includes the full collection ``bench_echo`` runs before it starts timing.
 
     .venv/bin/python bench/costs.py [--base PATH] [--requests N] [--instructions auto|perf|
                                     cachegrind|none] [--workload echo1|echoN|rr1|rrN]...
@@ -95,6 +99,8 @@ class Costs:
     instructions: dict[str, float | None]
     syscalls: dict[str, float]
     writes: dict[str, float]
+    gc: dict[str, list[float] | None]
+    """Garbage collections per 1,000 requests by generation (None: the peer cannot say)."""
 
 
 def perf_path() -> str:
@@ -209,6 +215,16 @@ async def stop_all(started: list[run.PeerProcess]) -> None:
         p.kill()
 
 
+async def gc_collections(peer: run.PeerProcess) -> list[int] | None:
+    """The peer's garbage collections so far by generation; None if it has no ``gc``
+    command (an older checkout given as ``--base``)."""
+    try:
+        reply = await peer.call("gc", COMMAND_TIMEOUT_S)
+    except run.BenchError:
+        return None
+    return [int(n) for n in reply["collections"]]
+
+
 async def syscall_costs(
     impl: str,
     workload: Workload,
@@ -216,8 +232,14 @@ async def syscall_costs(
     log_dir: Path,
     requests: int,
     perf_instructions: bool,
-) -> tuple[dict[str, float], dict[str, float], dict[str, float] | None]:
-    """Syscalls, writes (and instructions when perf counts them) per request, by role."""
+) -> tuple[
+    dict[str, float],
+    dict[str, float],
+    dict[str, float] | None,
+    dict[str, list[float] | None],
+]:
+    """Syscalls, writes (and instructions when perf counts them) per request, and garbage
+    collections per 1,000 requests, by role."""
     started: list[run.PeerProcess] = []
     events = [SYSCALL_EVENT, *WRITE_EVENTS] + ([INSTRUCTION_EVENT] if perf_instructions else [])
     try:
@@ -228,10 +250,21 @@ async def syscall_costs(
             assert peer.proc is not None
             out = log_dir / f"{impl}-{workload.name}-{role}.perf"
             perfs[role] = (await perf_attach(peer.proc.pid, events, out), out)
+        peers = {"client": pair.client, "server": pair.server}
+        gc_before = {role: await gc_collections(peer) for role, peer in peers.items()}
         await echo(pair, workload, requests, 0)
+        gc_after = {role: await gc_collections(peer) for role, peer in peers.items()}
         counts = {role: await perf_detach(proc, out) for role, (proc, out) in perfs.items()}
     finally:
         await stop_all(started)
+    gcs: dict[str, list[float] | None] = {}
+    for role, before in gc_before.items():
+        after = gc_after[role]
+        gcs[role] = (
+            None
+            if before is None or after is None
+            else [(a - b) * 1000 / requests for b, a in zip(before, after, strict=True)]
+        )
     syscalls = {role: c.get(SYSCALL_EVENT, 0.0) / requests for role, c in counts.items()}
     writes = {
         role: sum(c.get(e, 0.0) for e in WRITE_EVENTS) / requests for role, c in counts.items()
@@ -239,7 +272,7 @@ async def syscall_costs(
     instructions = None
     if perf_instructions:
         instructions = {r: c.get(INSTRUCTION_EVENT, 0.0) / requests for r, c in counts.items()}
-    return syscalls, writes, instructions
+    return syscalls, writes, instructions, gcs
 
 
 def cachegrind_total(path: Path) -> float:
@@ -292,7 +325,7 @@ async def measure(
     instructions: str,
 ) -> Costs:
     use_perf = instructions == "perf"
-    syscalls, writes, counted = await syscall_costs(
+    syscalls, writes, counted, gcs = await syscall_costs(
         impl, workload, setup, log_dir, requests, use_perf
     )
     per_request: dict[str, float | None] = {"client": None, "server": None}
@@ -303,11 +336,16 @@ async def measure(
         small = await cachegrind_run(impl, workload, setup, log_dir, n1)
         large = await cachegrind_run(impl, workload, setup, log_dir, n2)
         per_request = {role: (large[role] - small[role]) / (n2 - n1) for role in small}
-    return Costs(per_request, syscalls, writes)
+    return Costs(per_request, syscalls, writes, gcs)
 
 
 def fmt_k(value: float | None) -> str:
     return "-" if value is None else f"{value / 1000:.0f} k"
+
+
+def fmt_gc(per_1k: list[float] | None) -> str:
+    """Collections per 1,000 requests as generation 0/1/2."""
+    return "-" if per_1k is None else "/".join(f"{n:.2f}" for n in per_1k)
 
 
 def table(results: dict[tuple[str, str], Costs], markdown: bool) -> str:
@@ -320,6 +358,8 @@ def table(results: dict[tuple[str, str], Costs], markdown: bool) -> str:
         "syscalls server",
         "writes client",
         "writes server",
+        "gc / 1k client",
+        "gc / 1k server",
     ]
     rows = [
         [
@@ -331,6 +371,8 @@ def table(results: dict[tuple[str, str], Costs], markdown: bool) -> str:
             f"{c.syscalls['server']:.1f}",
             f"{c.writes['client']:.2f}",
             f"{c.writes['server']:.2f}",
+            fmt_gc(c.gc["client"]),
+            fmt_gc(c.gc["server"]),
         ]
         for (name, impl), c in results.items()
     ]

@@ -68,6 +68,7 @@ _BUILT_BY_THE_LIBRARY = {
     "ApprovalRequest",
     "PeerRuleQuery",
     "InboundRequest",
+    "RequestProtocol",
 }
 # Exported for annotating ``Node(transports=...)``; writing a transport (its methods'
 # types) is not public API yet.

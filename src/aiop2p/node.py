@@ -448,12 +448,21 @@ class Node:
         cancel it for the others.
         """
         self._check_open()
+        conn = self.connection_now(peer)
+        if conn is not None:
+            return conn
+        return await self._connect(peer, None if addrs is None else list(addrs))
+
+    def connection_now(self, peer: PeerId) -> Connection | None:
+        """What :meth:`connect` returns without waiting: the established direct connection
+        to ``peer`` (what :meth:`connections_to` puts first); ``None`` when there is none
+        and :meth:`connect` would dial (or take a relayed one)."""
         conns = self._connections.get(peer)
-        if conns:  # the common case: connected directly (what connections_to puts first)
+        if conns:
             first = conns[0]
             if first.relay is None and first.is_established:
                 return first
-        return await self._connect(peer, None if addrs is None else list(addrs))
+        return None
 
     async def _connect(
         self,

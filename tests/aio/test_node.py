@@ -4,6 +4,7 @@ have their modules under tests/services)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from collections.abc import Callable
 
@@ -211,6 +212,28 @@ async def test_half_open_inbound_stream_is_reset_after_linger() -> None:
         await wait_for(lambda: stream.is_closed)
         with pytest.raises(StreamResetError):
             await stream.write(b"late")
+
+
+async def test_lingering_stream_is_freed_once_the_requester_closes() -> None:
+    """The linger queue holds a stream's id, not the stream: an answered stream the
+    requester closes is freed at once (not after ``stream_linger_timeout``), while a
+    stream left half-open by the requester is still reset when its grace period ends."""
+    async with Node(config=NodeConfig(stream_linger_timeout=3600.0)) as b, Node() as a:
+        await b.listen("/ip4/127.0.0.1/tcp/0")
+        b.set_stream_handler(ECHO, echo_handler)
+        polite = await a.new_stream(addr_of(b), ECHO)
+        await polite.write_message(b"answered")
+        assert await polite.read_message(100) == b"answered"
+        rude = await a.new_stream(addr_of(b), ECHO)  # the same connection
+        await rude.write_message(b"never closed")  # and it never closes: a hostile requester
+        assert await rude.read_message(100) == b"never closed"
+        await polite.close()
+        server_conn = b.connections_to(a.peer_id)[0]
+        await wait_for(lambda: len(server_conn.streams) == 1)  # the rude one lingers
+        gc.collect()
+        alive = [o for o in gc.get_objects() if type(o) is Stream and o.connection is server_conn]
+        # The polite stream is freed, though its linger deadline is an hour away.
+        assert [s.stream_id for s in alive] == [s.stream_id for s in server_conn.streams]
 
 
 async def test_handler_tasks_end_by_themselves_and_report_their_failures(

@@ -113,6 +113,31 @@ def test_encoding_a_value_too_deep_is_a_codec_error() -> None:
         JsonCodec().encode(value)
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x" * 64,
+        'snow ☃ \x00 "quoted" \\',
+        {"op": "get", "key": "k", "n": 12, "f": 1.5, "nan": float("nan"), "none": None},
+        [1, True, -0.0, 10**30, ["nested", {"a": {}}], []],
+        42,
+    ],
+)
+def test_json_encoding_is_compact_json_dumps(value: Any) -> None:
+    """The codec's once-built encoder writes what json.dumps writes with its options."""
+    expected = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+    assert JsonCodec().encode(value) == expected
+
+
+def test_encoding_a_value_that_contains_itself_is_a_codec_error() -> None:
+    value: list[Any] = []
+    value.append(value)
+    with pytest.raises(CodecError, match="contains itself"):
+        JsonCodec().encode(value)
+    with pytest.raises(CodecError, match="not JSON serializable"):
+        JsonCodec().encode({"a": object()})
+
+
 def test_firewall_and_address_book_json_refuse_deep_input() -> None:
     for text in ("[" * 100_000, '{"rules":' * 200 + "1" + "}" * 200):
         with pytest.raises(InvalidFirewallConfigError, match="nested deeper"):

@@ -302,6 +302,29 @@ def test_allow_all_delivers() -> None:
     assert not fw.is_parked(rid(1))
 
 
+@pytest.mark.parametrize(
+    "rules",
+    [
+        FirewallRules(REJECT_ALL),
+        FirewallRules(ASK),
+        FirewallRules(restricted(Req.PING)),
+        FirewallRules(),
+        FirewallRules(ALLOW_ALL, {A: REJECT_ALL}),
+    ],
+)
+def test_allows_at_once_only_where_allow_all_rules(rules: FirewallRules[Req]) -> None:
+    """The Network's fast path says yes only when on_request would deliver at once, on a
+    connection the engine knows to be the peer's; otherwise on_request decides."""
+    assert not connected(rules).allows_at_once(A, C1)
+    fw = connected(FirewallRules(ALLOW_ALL))
+    assert fw.allows_at_once(A, C1)
+    assert not fw.allows_at_once(A, C2)  # a connection it does not know (or no longer)
+    assert not fw.allows_at_once(B, C1)  # not the connection of that peer
+    fw.on_connection_closed(A, C1)
+    assert not fw.allows_at_once(A, C1)
+    assert not engine(FirewallRules(ALLOW_ALL)).allows_at_once(A, C1)
+
+
 def test_reject_all_rejects() -> None:
     fw = connected(FirewallRules(REJECT_ALL))
     assert fw.on_request(rid(1), A, C1, Req.PING) == [Reject(rid(1), NP)]

@@ -229,7 +229,7 @@ class Connection(asyncio.Protocol):
         self._closed: asyncio.Future[None] = self.loop.create_future()
         self._timer: asyncio.TimerHandle | None = None  # the one timer, due at _timer_at
         self._timer_at = 0.0
-        self._deadlines: ConnectionDeadlines[StreamId, Stream] = ConnectionDeadlines(
+        self._deadlines: ConnectionDeadlines[StreamId, StreamId] = ConnectionDeadlines(
             negotiation_timeout=config.negotiation_timeout,
             idle_timeout=config.idle_connection_timeout,
         )
@@ -575,8 +575,11 @@ class Connection(asyncio.Protocol):
                         f"no protocol agreed within {deadlines.negotiation_timeout} s"
                     )
                 )
-        for lingering in expired.lingering:
-            lingering.reset()  # a no-op when it closed meanwhile
+        streams = self._streams
+        for sid in expired.lingering:
+            stream = streams.get(sid)  # gone once it closed meanwhile
+            if stream is not None:
+                stream.reset()
         if expired.idle:
             if self._yamux is not None:
                 self._yamux.go_away(0)
@@ -721,10 +724,13 @@ class Connection(asyncio.Protocol):
         """Reset ``stream`` if it is still open ``timeout`` seconds from now.
 
         All lingering streams of a connection share its one timer, so a busy server does
-        not pile up a timer per request.
+        not pile up a timer per request.  The queue holds the stream's id, not the stream:
+        a stream the requester closes at once (every answered request) is freed then, not
+        ``timeout`` seconds later (a server answering 20,000 requests a second would hold
+        200,000 of them, ~1.5 KiB each, and the garbage collector would walk them all).
         """
         if self._stage is _Stage.ESTABLISHED:  # otherwise the stream has already failed
-            self._arm_timer(self._deadlines.linger(stream, self.loop.time() + timeout))
+            self._arm_timer(self._deadlines.linger(stream.stream_id, self.loop.time() + timeout))
 
     def _became_idle(self) -> None:
         """Note that the connection became idle now.

@@ -75,7 +75,7 @@ from .config import (
     ProtocolConfig,
 )
 from .event_channel import EventChannel
-from .exchange import ExchangeBudget, RequestExchange
+from .exchange import ExchangeBudget, RequestExchange, Route
 from .firewall import FirewallRules, Rule
 from .gate import FirewallGate, FirewallRequest
 from .inbound import InboundRequest
@@ -143,6 +143,12 @@ class Network(Generic[Rq, Rs]):
         )
         self._firewall_view: Callable[[Any], Any] = firewall_view or (lambda value: value)
         self._budget = ExchangeBudget(config)
+        self._route = Route(
+            check_open=self._check_open,
+            peer_of=self._target,
+            connected=self._connected,
+            connect=self._connection,
+        )
         self._linger_timeout = node_config.stream_linger_timeout
         self._protocols: dict[str, RequestProtocol[Any, Any]] = {}
         """Every request protocol by each of its ids, the default one included."""
@@ -372,9 +378,7 @@ class Network(Generic[Rq, Rs]):
             spec=spec,
             budget=self._budget,
         )
-        protocol: RequestProtocol[Any, Any] = RequestProtocol(
-            exchange, check_open=self._check_open, target=self._target, connect=self._connection
-        )
+        protocol: RequestProtocol[Any, Any] = RequestProtocol(exchange, self._route)
         for pid in spec.protocols:
             self._protocols[pid] = protocol
         return protocol
@@ -599,6 +603,11 @@ class Network(Generic[Rq, Rs]):
         conn = await self._connection(peer)
         remote = conn.remote_addr
         return remote if remote is not None else Multiaddr(f"/p2p/{peer}")
+
+    def _connected(self, peer: PeerId) -> Connection | None:
+        """The connection a request to ``peer`` takes without waiting (``None``: ask
+        :meth:`_connection`, which dials, or refuses a banned peer)."""
+        return None if peer in self._banned else self._node.connection_now(peer)
 
     async def _connection(self, peer: PeerId) -> Connection:
         if peer in self._banned:

@@ -49,7 +49,24 @@ _OPENS: Final = bytes.maketrans(b"[]{}", b"\x01\x00\x01\x00")
 _CLOSES: Final = bytes.maketrans(b"[]{}", b"\x00\x01\x00\x01")
 # One encoder for every value: ``json.dumps`` with options would build a new one per call.
 _COMPACT_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+_encode_str: Final[Callable[[str], str]] = json.encoder.encode_basestring
+# The C encoder that ``JSONEncoder.encode`` builds (with a nested function) on every call
+# for a container, built once; its options are the compact encoder's, without
+# circular-reference markers (a value that contains itself ends in RecursionError,
+# reported as nested too deeply).  A container costs a quarter of ``encode``'s time.
+_c_make_encoder = getattr(json.encoder, "c_make_encoder", None)
+_encode_items: Final[Callable[[Any, int], tuple[str, ...]] | None] = (
+    None
+    if _c_make_encoder is None
+    else _c_make_encoder(
+        None, _COMPACT_ENCODER.default, _encode_str, None, ":", ",", False, False, True
+    )
+)
 _DECODER: Final = json.JSONDecoder()
+# What ``JSONDecoder.decode`` calls through ``raw_decode``: a value must start at index 0
+# and end the text; anything else (whitespace around it, bad JSON) goes through
+# ``decode`` for json's own answer and message.
+_SCAN_ONCE: Final[Callable[[str, int], tuple[Any, int]]] = _DECODER.scan_once  # type: ignore[attr-defined]
 
 
 def json_depth_exceeds(data: bytes, max_depth: int) -> bool:
@@ -90,11 +107,18 @@ def json_loads(data: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) ->
             raise CodecError(f"invalid JSON: {exc}") from exc
         if not encoding.startswith("utf-8"):  # UTF-16/32: scan its UTF-8 form
             raw = text.encode("utf-8", "surrogatepass")
-    if json_depth_exceeds(raw, max_depth):
+    # The cheap bound first, inline: most texts cannot nest deeper than they have openers.
+    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth_exceeds(raw, max_depth):
         raise CodecError(f"invalid JSON: nested deeper than {max_depth} levels")
     try:
         if text.startswith("\ufeff"):
             return json.loads(text)  # refused, with json's message for a BOM
+        try:
+            value, end = _SCAN_ONCE(text, 0)
+        except StopIteration:
+            end = -1
+        if end == len(text):
+            return value
         return _DECODER.decode(text)  # what json.loads calls, one call sooner
     except (UnicodeDecodeError, ValueError) as exc:
         raise CodecError(f"invalid JSON: {exc}") from exc
@@ -159,11 +183,17 @@ class JsonCodec:
 
     def encode(self, value: Any) -> bytes:
         try:
+            if type(value) is str:
+                return _encode_str(value).encode()
+            if _encode_items is not None:
+                return "".join(_encode_items(value, 0)).encode()
             return _COMPACT_ENCODER.encode(value).encode()
         except (TypeError, ValueError) as exc:
             raise CodecError(f"cannot encode as JSON: {exc}") from exc
         except RecursionError:
-            raise CodecError("cannot encode as JSON: the value is nested too deeply") from None
+            raise CodecError(
+                "cannot encode as JSON: the value is nested too deeply (or contains itself)"
+            ) from None
 
     def decode(self, data: bytes) -> Any:
         return json_loads(data, max_depth=self.max_depth)

@@ -188,6 +188,20 @@ class EventChannel(Generic[T]):
         :class:`LimitExceededError` and the caller keeps the item: it is neither
         delivered nor counted as dropped.
         """
+        items = self._items
+        if (
+            len(items) + self._reserved < self._limit
+            and not self._putters
+            and not self._sender_closed
+            and not self._receiver_closed
+            and not self._burst
+        ):
+            # The common case, any policy (what _offer and _push do, two calls sooner):
+            # room, nobody waiting ahead, no burst of drops to report.
+            items.append(item)
+            if self._getters:
+                self._wake_getter()
+            return True
         if (
             self._config is ChannelSinkConfig.BLOCK
             and not self._sender_closed
@@ -306,6 +320,8 @@ class EventChannel(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
+        if self._items:  # the common case under load: no receive() coroutine per item
+            return self._take()
         try:
             return await self.receive()
         except ChannelClosedError:

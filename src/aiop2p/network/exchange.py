@@ -77,6 +77,7 @@ __all__ = [
     "ExchangeBudget",
     "RequestExchange",
     "ResponseStream",
+    "Route",
     "send_request_on",
 ]
 
@@ -284,15 +285,18 @@ class RequestExchange(Generic[Rq, Rs]):
 
     async def send(
         self,
-        peer: PeerId,
+        target: Any,
         request: Rq,
-        connect: Callable[[PeerId], Awaitable[Connection]],
+        route: Route,
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - replaces the shared deadline queue's
     ) -> Rs:
-        """Send ``request`` to ``peer`` on a connection from ``connect``; its response.
+        """Send ``request`` to the peer ``target`` names, on a connection ``route`` finds;
+        its response.
 
         ``timeout`` replaces ``request_timeout`` for this call."""
+        route.check_open()
+        peer = route.peer_of(target)
         if timeout is not None:
             _check_timeout(timeout)
         payload = self.codec.encode_request(request)
@@ -304,12 +308,9 @@ class RequestExchange(Generic[Rq, Rs]):
         assert task is not None
         self._outbound_tasks.add(task)
         try:
-            try:
-                conn = await connect(peer)
-            except ShutdownError:
-                raise
-            except P2PError as exc:
-                raise RequestDialError(f"Failed to dial the requested peer: {exc}") from exc
+            conn = route.connected(peer)
+            if conn is None:
+                conn = await _dial(route, peer)
             deadline: Deadline | _CallDeadline = (
                 self._deadlines.start(task) if timeout is None else _CallDeadline(task, timeout)
             )
@@ -346,7 +347,7 @@ class RequestExchange(Generic[Rq, Rs]):
         self,
         peer: PeerId,
         request: Rq,
-        connect: Callable[[PeerId], Awaitable[Connection]],
+        route: Route,
         *,
         timeout: float | None = None,
     ) -> ResponseStream[Rs]:
@@ -367,12 +368,7 @@ class RequestExchange(Generic[Rq, Rs]):
             )
 
         async def open_stream() -> Stream:
-            try:
-                conn = await connect(peer)
-            except ShutdownError:
-                raise
-            except P2PError as exc:
-                raise RequestDialError(f"Failed to dial the requested peer: {exc}") from exc
+            conn = route.connected(peer) or await _dial(route, peer)
             stream = _open(conn, spec.protocols, payload, spec.max_request_bytes)
             try:
                 await stream.write_message(payload)
@@ -423,7 +419,11 @@ class RequestExchange(Generic[Rq, Rs]):
 
     def decide(self, exchange: InboundExchange, value: Any, view: Any) -> None:
         """Ask the firewall about an inbound request; its verdict goes to ``exchange``."""
-        self._gate.decide(
+        gate = self._gate
+        if gate.engine.allows_at_once(exchange.peer, exchange.conn_id):
+            exchange.decided(None, value)  # no action list, no callback per request
+            return
+        gate.decide(
             exchange.request_id,
             exchange.peer,
             exchange.conn_id,
@@ -470,6 +470,38 @@ class RequestExchange(Generic[Rq, Rs]):
 
     def failed(self, exchange: InboundExchange, failure: InboundFailure) -> None:
         self._emit(InboundRequestFailed(exchange.request_id, exchange.peer, failure))
+
+
+class Route:
+    """How a request protocol's requests find their connection: the network's open check
+    (``check_open``), its target rules (``peer_of``), the connection a request takes at
+    once (``connected``: ``None`` when none, or when ``connect`` has to decide, e.g. refuse
+    a banned peer) and its dialer (``connect``).  ``connected`` spares a request on an
+    established connection the dialer's coroutines."""
+
+    __slots__ = ("check_open", "connect", "connected", "peer_of")
+
+    def __init__(
+        self,
+        *,
+        check_open: Callable[[], None],
+        peer_of: Callable[[Any], PeerId],
+        connected: Callable[[PeerId], Connection | None],
+        connect: Callable[[PeerId], Awaitable[Connection]],
+    ) -> None:
+        self.check_open = check_open
+        self.peer_of = peer_of
+        self.connected = connected
+        self.connect = connect
+
+
+async def _dial(route: Route, peer: PeerId) -> Connection:
+    try:
+        return await route.connect(peer)
+    except ShutdownError:
+        raise
+    except P2PError as exc:
+        raise RequestDialError(f"Failed to dial the requested peer: {exc}") from exc
 
 
 def _check_timeout(timeout: object) -> None:

@@ -719,6 +719,17 @@ class FirewallEngine(Generic[TRq]):
 
     # -- requests ---------------------------------------------------------------------------
 
+    def allows_at_once(self, peer: PeerId, connection_id: ConnectionKey) -> bool:
+        """Whether the peer's rule delivers every request on this live connection at once
+        (``ALLOW_ALL``): what :meth:`on_request` would answer with a lone ``Deliver``, for a
+        caller that wants no action list per request.  ``False``: ask :meth:`on_request`."""
+        rule = self._rules.get_effective_rule(peer)
+        return (
+            rule is not None
+            and rule.kind is RuleKind.ALLOW_ALL
+            and self._conn_peer.get(connection_id) == peer
+        )
+
     def on_request(
         self, request_id: RequestId, peer: PeerId, connection_id: ConnectionKey, view: TRq
     ) -> list[FirewallAction[TRq]]:

@@ -9,15 +9,14 @@ firewall, the request ids, the load-shedding bounds and the deadline queue are s
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Coroutine
+from typing import Any, Generic, TypeVar
 
-from .._aio.connection import Connection
 from ..identity import PeerId
 from ..multiaddr import Multiaddr
 from .config import ProtocolConfig
 from .event_channel import EventChannel
-from .exchange import RequestExchange, ResponseStream
+from .exchange import RequestExchange, ResponseStream, Route
 from .inbound import InboundRequest
 from .server import DEFAULT_MAX_CONCURRENCY, RequestHandler, RequestServer
 
@@ -32,22 +31,13 @@ Target = PeerId | Multiaddr | str
 class RequestProtocol(Generic[Rq, Rs]):
     """Requests and responses on one protocol: what :meth:`Network.add_protocol` returns.
 
-    ``check_open`` raises when the network is not running, ``target`` turns a target into
-    a peer id (``Network.send_request``'s rules), ``connect`` is the network's dialer.
+    ``route`` is how its requests reach a peer: the network's open check, target rules
+    (``Network.send_request``'s) and dialer.
     """
 
-    def __init__(
-        self,
-        exchange: RequestExchange[Rq, Rs],
-        *,
-        check_open: Callable[[], None],
-        target: Callable[[Target], PeerId],
-        connect: Callable[[PeerId], Awaitable[Connection]],
-    ) -> None:
+    def __init__(self, exchange: RequestExchange[Rq, Rs], route: Route) -> None:
         self._exchange = exchange
-        self._check_open = check_open
-        self._target = target
-        self._connect = connect
+        self._route = route
 
     @property
     def protocol_id(self) -> str:
@@ -74,7 +64,7 @@ class RequestProtocol(Generic[Rq, Rs]):
     ) -> None:
         """Answer every approved request on this protocol with ``handler`` until the
         network closes or this call is cancelled (see :meth:`Network.serve`)."""
-        self._check_open()
+        self._route.check_open()
         server: RequestServer[Rq, Rs] = RequestServer(handler, max_concurrency)
         self._exchange.start_serving(server)
         try:
@@ -83,19 +73,20 @@ class RequestProtocol(Generic[Rq, Rs]):
             self._exchange.stop_serving(server)
             await server.close()
 
-    async def send_request(
+    def send_request(
         self,
         target: Target,
         request: Rq,
         *,
-        timeout: float | None = None,  # noqa: ASYNC109 - replaces request_timeout (issue 11)
-    ) -> Rs:
+        timeout: float | None = None,
+    ) -> Coroutine[Any, Any, Rs]:
         """Send ``request`` on this protocol and return the response (see
         :meth:`Network.send_request`); with the chunked framing, the first response, and
-        an error chunk raises :class:`~aiop2p.errors.RemoteError`."""
-        self._check_open()
-        peer = self._target(target)
-        return await self._exchange.send(peer, request, self._connect, timeout=timeout)
+        an error chunk raises :class:`~aiop2p.errors.RemoteError`.
+
+        A plain method returning the exchange's coroutine (``await`` it): every check
+        happens when it runs, one coroutine frame less per request."""
+        return self._exchange.send(target, request, self._route, timeout=timeout)
 
     def request_stream(
         self,
@@ -111,6 +102,7 @@ class RequestProtocol(Generic[Rq, Rs]):
         Leaving the loop resets the stream, which closes the responder's generator.
         Raises :class:`~aiop2p.errors.InvalidArgumentError` at once when the protocol is
         not chunked; the request errors of :meth:`send_request` while iterating."""
-        self._check_open()
-        peer = self._target(target)
-        return self._exchange.request_stream(peer, request, self._connect, timeout=timeout)
+        route = self._route
+        route.check_open()
+        peer = route.peer_of(target)
+        return self._exchange.request_stream(peer, request, route, timeout=timeout)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -139,7 +140,16 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     ):
         assert callable(getattr(AioquicConnection, name))
     assert hasattr(server.tls, "_peer_certificate_chain")
-    # One packet per flush (_after_application_packet) and the write shortcuts.
+    # One packet per flush (_after_application_packet) and the write shortcuts: write
+    # skips send_stream_data, so it must still be only the lookup and the sender's write.
+    body = inspect.getsource(AioquicConnection.send_stream_data).split('"""')[-1].split()
+    assert body == [
+        "stream",
+        "=",
+        "self._get_or_create_stream_for_send(stream_id)",
+        "stream.sender.write(data,",
+        "end_stream=end_stream)",
+    ]
     assert server._loss._pacer.update_after_send == server._after_application_packet
     for name in ("_streams_queue", "_crypto_streams", "_ping_pending", "_probe_pending"):
         assert hasattr(server, name)

@@ -54,7 +54,8 @@ work is trimmed where it only finds out that nothing is left:
 - a stream's sender is marked empty as its last frame is written (``sender._pending``,
   ``_pending_eof``, ``buffer_is_empty``) instead of by one more ``get_frame`` call;
 - a write to a bidirectional stream aioquic holds goes to ``sender.write`` directly
-  (``send_stream_data`` would look it up and check it again);
+  (``send_stream_data`` is ``_get_or_create_stream_for_send``, whose checks pass for
+  it, then ``sender.write``);
 - ``_write_stream_limits`` returns at once when no MAX_STREAM_DATA is due
   (``max_stream_data_local_sent``).
 """
@@ -357,21 +358,18 @@ class LibP2PQuic(_AioquicConnection):
 
     def write(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None:
         written = self._written.get(stream_id)
-        if written is not None and not stream_id & 2:
-            stream = self._streams.get(stream_id)
-            if stream is not None:
-                # A bidirectional stream aioquic holds: its send_stream_data would only
-                # look it up again (may-send and discarded checks pass for it).
-                stream.sender.write(data, end_stream)  # type: ignore[arg-type]
-                self._written[stream_id] = written + len(data)
-                return
-        if written is None:  # the stream's first write: give it a chunked send buffer
+        # aioquic's send_stream_data is _get_or_create_stream_for_send then sender.write;
+        # a bidirectional stream it holds passes that method's checks (may send, not
+        # discarded), so only a new one, a unidirectional one or a dropped one needs it.
+        stream = None if stream_id & 2 else self._streams.get(stream_id)
+        if stream is None:
             stream = self._get_or_create_stream_for_send(stream_id)
-            sender: Any = stream.sender  # _buffer is typed bytearray; this stands in for it
+        sender: Any = stream.sender  # _buffer is typed bytearray; SendBuffer stands in
+        if written is None:  # the stream's first write: give it a chunked send buffer
             if type(sender._buffer) is bytearray:
                 sender._buffer = SendBuffer(bytes(sender._buffer))
             written = 0
-        self.send_stream_data(stream_id, data, end_stream)  # type: ignore[arg-type]
+        sender.write(data, end_stream)
         self._written[stream_id] = written + len(data)
 
     def has_unsent(self) -> bool:

@@ -598,6 +598,35 @@ async def test_finished_streams_leave_no_state() -> None:
         await wait_for(lambda: all(len(q._consumed) + len(q._written) <= 4 for q in machines))
 
 
+async def test_sequential_requests_leave_no_stale_timer() -> None:
+    """Once a request carried the ACK of the previous answer, the connection's timer
+    follows aioquic's next deadline (the loss timer), not the ACK delay's: a stale
+    handle would wake the idle requester about once per request for nothing."""
+    from aiop2p._aio.quic_connection import _TIMER_SLACK_SECONDS
+
+    async with (
+        Node(transports=[QuicTransport()]) as a,
+        Node(transports=[QuicTransport()]) as b,
+    ):
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        assert isinstance(conn, QuicConnection)
+        for i in range(20):
+            stream = await conn.new_stream(ECHO)
+            await stream.write(b"%d" % i)
+            await stream.close()
+            for _ in range(10):  # bounded: the scheduled transmit runs within a turn or two
+                if conn._transmit_handle is None:
+                    break
+                await asyncio.sleep(0)
+            assert conn._transmit_handle is None
+            due, armed = conn._quic_due, conn._quic_timer_at
+            assert conn._quic_timer is not None and due is not None
+            assert armed <= due <= armed + _TIMER_SLACK_SECONDS
+            assert await stream.read() == b"%d" % i
+
+
 def test_send_buffer_behaves_as_the_bytearray_it_replaces() -> None:
     """Random appends (bytes, bytearray, memoryview; tiny and large), slices and
     front trims give what aioquic's bytearray gave, and appended mutable data is copied."""

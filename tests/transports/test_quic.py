@@ -295,40 +295,8 @@ def test_adapter_splits_stream_frames_in_large_packets() -> None:
     length field): a client's packets, parsed by a plain aioquic server, carry the data."""
     from aiop2p._aio.quic_adapter import MAX_FRAME_DATA_BYTES
 
-    cert, key = _certificate_for(KeyPair.generate())
-    client = LibP2PQuic(
-        configuration=QuicConfiguration(
-            is_client=True,
-            alpn_protocols=[ALPN],
-            certificate=cert,
-            private_key=key,
-            verify_mode=ssl.CERT_NONE,
-        ),
-        stream_window_bytes=8 << 20,
-        connection_window_bytes=8 << 20,
-        max_streams=8,
-    )
-    server_config = QuicConfiguration(
-        is_client=False, alpn_protocols=[ALPN], certificate=cert, private_key=key
-    )
+    client, server = _handshaken_pair()
     addr = ("127.0.0.1", 1)
-    client.connect(addr, now=0.0)
-    server: AioquicConnection | None = None
-    for step in range(20):  # the handshake, datagram by datagram
-        now = step * 0.001
-        for data, _ in client.datagrams_to_send(now=now):
-            if server is None:
-                header = pull_quic_header(Buffer(data=data), host_cid_length=8)
-                server = AioquicConnection(
-                    configuration=server_config,
-                    original_destination_connection_id=header.destination_cid,
-                )
-            server.receive_datagram(data, addr, now=now)
-        assert server is not None
-        for data, _ in server.datagrams_to_send(now=now):
-            client.receive_datagram(data, addr, now=now)
-    assert server is not None
-    assert client._handshake_complete
     client.use_datagram_size(65507)
     client._loss._cc.congestion_window = 1 << 24
     sid = client.get_next_available_stream_id()

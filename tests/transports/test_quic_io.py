@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import struct
 from collections.abc import Sequence
 
 import pytest
@@ -197,6 +198,90 @@ async def test_icmp_errors_do_not_end_live_connections_or_other_dials() -> None:
         await stream.close()
         assert await stream.read() == b"alive"
         assert conn.is_established
+
+
+@pytest.mark.parametrize("gro", [True, False])
+async def test_a_gso_burst_is_read_as_its_datagrams(
+    monkeypatch: pytest.MonkeyPatch, gro: bool
+) -> None:
+    """A peer on this host that sends a GSO burst (quinn does): with UDP GRO the kernel
+    hands it over in one read, split here into the datagrams sent; without, one read
+    each. Either way each datagram is routed alone (here garbage: dropped)."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.getsockopt(17, 103)  # SOL_UDP, UDP_SEGMENT
+        probe.setsockopt(17, 104, 1)  # SOL_UDP, UDP_GRO
+    except OSError:
+        pytest.skip("this kernel has no UDP GSO or GRO")
+    finally:
+        probe.close()
+    delivered: list[bytes] = []
+    original = QuicEndpoint._route
+
+    def route(endpoint: QuicEndpoint, data: bytes, addr: SockAddr) -> QuicConnection | None:
+        delivered.append(data)
+        return original(endpoint, data, addr)
+
+    monkeypatch.setattr(QuicEndpoint, "_route", route)
+    if not gro:
+        monkeypatch.setattr("aiop2p._aio.quic_transport._enable_gro", lambda sock: False)
+    burst = [bytes([0x40, i]) + bytes(1298) for i in range(20)] + [bytes([0x40, 20]) + bytes(698)]
+    transport = QuicTransport()
+    async with Node(transports=[transport]) as node:
+        await node.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        (endpoint,) = transport._listening
+        assert endpoint.gro is gro and endpoint.sockname is not None
+        segment = struct.pack("=H", 1300)  # UDP_SEGMENT: the GSO segment size
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendmsg(burst, [(17, 103, segment)], 0, ("127.0.0.1", endpoint.sockname[1]))
+        await wait_for(lambda: len(delivered) == len(burst))
+        assert delivered == burst
+        assert not node.connections
+
+
+async def test_coalesced_datagrams_count_against_the_wakeup_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each datagram of a GRO read counts toward the 64 per wake-up: three bursts of 40
+    take at least two wake-ups, and all 120 are read."""
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        probe.setsockopt(17, 104, 1)  # SOL_UDP, UDP_GRO
+    except OSError:
+        pytest.skip("this kernel has no UDP GRO")
+    finally:
+        probe.close()
+    delivered: list[int] = []
+    wakeups: list[int] = []
+    route, read_ready = QuicEndpoint._route, QuicEndpoint._read_ready
+
+    def count(endpoint: QuicEndpoint, data: bytes, addr: SockAddr) -> QuicConnection | None:
+        delivered.append(len(data))
+        return route(endpoint, data, addr)
+
+    def wakeup(endpoint: QuicEndpoint) -> None:
+        wakeups.append(len(delivered))
+        read_ready(endpoint)
+
+    monkeypatch.setattr(QuicEndpoint, "_route", count)
+    monkeypatch.setattr(QuicEndpoint, "_read_ready", wakeup)
+    transport = QuicTransport()
+    async with Node(transports=[transport]) as node:
+        await node.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        (endpoint,) = transport._listening
+        loop = asyncio.get_running_loop()
+        sock = endpoint._sock
+        assert sock is not None and endpoint.gro
+        loop.remove_reader(sock.fileno())  # re-registered below with the spy
+        segment = struct.pack("=H", 1300)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for _ in range(3):
+                burst = [bytes([0x40]) + bytes(1299)] * 40
+                sender.sendmsg(burst, [(17, 103, segment)], 0, sock.getsockname())
+        loop.add_reader(sock.fileno(), endpoint._read_ready)
+        await wait_for(lambda: len(delivered) == 120)
+        assert len(wakeups) >= 2
+        assert not node.connections
 
 
 async def test_many_datagrams_per_wakeup_are_all_read(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,7 +14,8 @@ The endpoint drives its socket itself rather than through asyncio's datagram tra
 which reads one datagram per wake-up and sends one per call: it reads every pending
 datagram on a wake-up (up to ``_MAX_READS_PER_WAKEUP``), sends a connection's burst of
 equal-sized datagrams in one ``sendmsg`` with UDP GSO (``UDP_SEGMENT``) where the
-kernel has it (else one ``sendto`` each), and asks the kernel for ICMP errors
+kernel has it (else one ``sendto`` each), takes a peer's GSO burst in one read with
+UDP GRO (``UDP_GRO``) where the kernel has it, and asks the kernel for ICMP errors
 (``IP_RECVERR``) so that a dial to a closed port fails at once instead of at its
 timeout.  It uses only ``loop.add_reader``/``add_writer``, so any event loop does.
 
@@ -33,6 +34,7 @@ import ipaddress
 import logging
 import socket
 import struct
+import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
@@ -66,7 +68,9 @@ _SOL_UDP = 17
 _UDP_SEGMENT = 103
 _IP_RECVERR = 11
 _IPV6_RECVERR = 25
+_UDP_GRO = 104
 _GSO_MAX_SEGMENTS = 64  # UDP_MAX_SEGMENTS
+_GRO_CMSG_BYTES = socket.CMSG_SPACE(4)  # the UDP_GRO control message: the segment size
 _GSO_MAX_BYTES = 65000  # the kernel's limit for one GSO send is 64 KiB of payload
 
 
@@ -117,6 +121,9 @@ class QuicEndpoint:
         self._queued: collections.deque[tuple[Sequence[bytes], SockAddr]] = collections.deque()
         self.gso = False
         """Whether bursts leave as one UDP GSO ``sendmsg`` (set where the kernel takes it)."""
+        self.gro = False
+        """Whether the kernel hands us a sender's equal-sized datagrams in one read (UDP
+        GRO; set where it takes the option), which we split again."""
         self.accept: ProtocolFactory | None = None
         """The listener's factory while listening (None: inbound Initials are dropped)."""
         self.local_addr: Multiaddr | None = None
@@ -139,6 +146,7 @@ class QuicEndpoint:
                 else:
                     sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
         self.gso = _gso_available(sock)
+        self.gro = _enable_gro(sock)
         loop.add_reader(sock.fileno(), self._read_ready)
 
     def _read_ready(self) -> None:
@@ -146,21 +154,34 @@ class QuicEndpoint:
         decides on its output once, after the batch (one transmit, one ACK)."""
         sock = self._sock
         touched: list[QuicConnection] = []
+        budget = _MAX_READS_PER_WAKEUP  # datagrams, a coalesced read counting each
         try:
-            for _ in range(_MAX_READS_PER_WAKEUP):
+            while budget > 0:
                 if sock is None or self._sock is None:
                     return
+                segment = 0
                 try:
-                    data, addr = sock.recvfrom(_RECV_BYTES)
+                    if self.gro:
+                        data, ancdata, _, addr = sock.recvmsg(_RECV_BYTES, _GRO_CMSG_BYTES)
+                        for level, kind, value in ancdata:
+                            if level == _SOL_UDP and kind == _UDP_GRO and len(value) >= 4:
+                                segment = int.from_bytes(value[:4], sys.byteorder)
+                    else:
+                        data, addr = sock.recvfrom(_RECV_BYTES)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:
                     self._socket_error(exc)
+                    budget -= 1
                     continue
                 addr = (addr[0], addr[1])
-                conn = self._route(data, addr)
-                if conn is not None and conn.receive(data, addr) and conn not in touched:
-                    touched.append(conn)
+                if 0 < segment < len(data):
+                    budget -= self._receive_segments(data, segment, addr, touched)
+                else:
+                    budget -= 1
+                    conn = self._route(data, addr)
+                    if conn is not None and conn.receive(data, addr) and conn not in touched:
+                        touched.append(conn)
                 if len(data) < _MIN_INITIAL_BYTES:
                     # A small datagram (a request, an ACK) seldom has others queued
                     # behind it: skip the read that would only say so; level-triggered
@@ -169,6 +190,21 @@ class QuicEndpoint:
         finally:
             for conn in touched:
                 conn.input_done()
+
+    def _receive_segments(
+        self, data: bytes, segment: int, addr: SockAddr, touched: list[QuicConnection]
+    ) -> int:
+        """Datagrams the kernel coalesced (UDP GRO: equal-sized ones from one sender, the
+        last maybe shorter), each taken on its own; beyond ``_GSO_MAX_SEGMENTS`` (more
+        than the kernel coalesces) the rest is dropped.  Returns how many were taken."""
+        view = memoryview(data)
+        starts = range(0, min(len(data), segment * _GSO_MAX_SEGMENTS), segment)
+        for start in starts:
+            datagram = bytes(view[start : start + segment])
+            conn = self._route(datagram, addr)
+            if conn is not None and conn.receive(datagram, addr) and conn not in touched:
+                touched.append(conn)
+        return len(starts)
 
     def _socket_error(self, exc: OSError) -> None:
         """An error the socket reports (an ICMP error behind it): read the error queue,
@@ -378,6 +414,16 @@ def _gso_available(sock: socket.socket) -> bool:
     """Whether the kernel takes UDP GSO on ``sock`` (Linux 4.18+)."""
     try:
         sock.getsockopt(_SOL_UDP, _UDP_SEGMENT)
+    except OSError:
+        return False
+    return True
+
+
+def _enable_gro(sock: socket.socket) -> bool:
+    """Ask for UDP GRO on ``sock`` (Linux 5.0+): a GSO burst from a peer on this host
+    (quinn sends them) arrives in one read instead of one per datagram."""
+    try:
+        sock.setsockopt(_SOL_UDP, _UDP_GRO, 1)
     except OSError:
         return False
     return True

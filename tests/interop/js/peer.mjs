@@ -355,9 +355,17 @@ async function sendZeros (stream, total) {
  * Deliver every inbound chunk to `onData` and resolve at EOF (remote write side closed and all
  * data delivered). Bulk transfers cannot go through byteStream: js-yamux pushes whole TCP reads
  * synchronously, so an awaiting reader falls behind and trips byteStream's 4 MiB buffer limit.
+ *
+ * EOF is "remote write side closed and nothing buffered", checked after each message too, not
+ * the 'end' event alone: when the FIN is read while multistream-select still holds the bytes that
+ * followed the protocol line (a request and its FIN in one QUIC packet, as perf's download
+ * request), @libp2p/utils ends the stream (`readableEnded`, 'end') before `unwrap()` puts those
+ * bytes back, and emits no second 'end' once they are delivered: a reader that trusts
+ * `readableEnded` sees EOF before the request (docs/transports.md, "js-libp2p over QUIC").
  */
 function consumeStream (stream, onData) {
   return new Promise((resolve, reject) => {
+    const atEof = () => stream.remoteWriteStatus !== 'writable' && stream.readBufferLength === 0
     const cleanup = () => {
       stream.removeEventListener('message', onMessage)
       stream.removeEventListener('end', onEnd)
@@ -369,7 +377,9 @@ function consumeStream (stream, onData) {
       } catch (err) {
         cleanup()
         reject(err)
+        return
       }
+      if (stream.readableEnded && atEof()) onEnd() // the late bytes: no 'end' follows
     }
     const onEnd = () => {
       cleanup()
@@ -383,14 +393,14 @@ function consumeStream (stream, onData) {
       if (evt.error != null) {
         cleanup()
         reject(evt.error)
-      } else if (stream.readableEnded) {
+      } else if (stream.readableEnded && atEof()) {
         onEnd()
       }
     }
     stream.addEventListener('message', onMessage)
     stream.addEventListener('end', onEnd)
     stream.addEventListener('close', onClose)
-    if (stream.readableEnded) onEnd()
+    if (stream.readableEnded && atEof()) onEnd()
   })
 }
 

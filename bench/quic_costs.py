@@ -15,6 +15,13 @@ Per MiB for bulk, per request for echo.  A CPU-bound side sets the rate: MiB/s i
 
     .venv/bin/python bench/quic_costs.py [--mib N] [--requests N] [--uvloop] [--markdown]
                                          [--profile DIR] [--only tcp|quic] [--base PATH]
+                                         [--repeat N]
+
+``--mib 0`` measures the echo requests only.  ``--repeat N`` measures every figure N
+times, the transports interleaved (tcp, quic, tcp, ...: a busy spell of the shared machine
+falls on both), and prints each number as the median and its range over the repeats;
+echo rows also give the client's p50 latency, so QUIC's and TCP's are set side by side
+from one run.
 
 ``--base PATH`` runs another checkout's peers (its ``bench/aiop2p_peer.py`` on its ``src``),
 to set the counts of a change beside those before it.
@@ -83,7 +90,7 @@ def target(server: run.PeerProcess, transport: str) -> str:
 
 async def measure(
     pair: run.Pair, log_dir: Path, name: str, command: str, fields: dict[str, Any]
-) -> dict[str, Cost]:
+) -> tuple[dict[str, Cost], dict[str, Any]]:
     """CPU and syscalls of each process over one command of the client."""
     pids = {}
     for role, peer in (("client", pair.client), ("server", pair.server)):
@@ -97,7 +104,7 @@ async def measure(
         for role, pid in pids.items()
     }
     before = {role: cpu_seconds(pid) for role, pid in pids.items()}
-    await pair.client.call(command, COMMAND_TIMEOUT_S, **fields)
+    reply = await pair.client.call(command, COMMAND_TIMEOUT_S, **fields)
     after = {role: cpu_seconds(pid) for role, pid in pids.items()}
     out = {}
     for role, (proc, path) in perfs.items():
@@ -109,7 +116,7 @@ async def measure(
             sum(counts.get(e, 0.0) for e in SEND_EVENTS),
             sum(counts.get(e, 0.0) for e in RECV_EVENTS),
         )
-    return out
+    return out, reply
 
 
 def impl_of(args: argparse.Namespace) -> str:
@@ -128,15 +135,16 @@ def launch(role: str, args: argparse.Namespace) -> run.Launch:
     return run.Launch(argv, base.env, base.cwd)
 
 
-async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+async def main(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
     log_dir = Path(tempfile.mkdtemp(prefix="aiop2p-quic-costs-"))
     impl = impl_of(args)
     server = run.PeerProcess(impl, "server", log_dir, launch("server", args))
     peers = [server]
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, list[float]]] = {}
     try:
         await server.start()
         size = args.mib * MIB
+        pairs: dict[str, tuple[run.Pair, str]] = {}
         for transport in (args.only,) if args.only else TRANSPORTS:
             # A client per transport: a dial to a peer we are connected to reuses the connection.
             client = run.PeerProcess(
@@ -146,39 +154,54 @@ async def main(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             await client.start()
             pair = run.Pair(impl, server, client)
             addr = target(pair.server, transport)
-            await pair.client.call(
-                "perf",
-                COMMAND_TIMEOUT_S,
-                addr=addr,
-                upload=WARMUP_MIB * MIB,
-                download=WARMUP_MIB * MIB,
-                warmup_bytes=0,
-            )
+            pairs[transport] = (pair, addr)
+            if args.mib:
+                await pair.client.call(
+                    "perf",
+                    COMMAND_TIMEOUT_S,
+                    addr=addr,
+                    upload=WARMUP_MIB * MIB,
+                    download=WARMUP_MIB * MIB,
+                    warmup_bytes=0,
+                )
             await pair.client.call(
                 "bench_echo", COMMAND_TIMEOUT_S, addr=addr, count=WARMUP_REQUESTS, warmup=0
             )
-            figures = (
-                ("upload", "perf", {"upload": size, "download": 0, "warmup_bytes": 0}, args.mib),
-                ("download", "perf", {"upload": 0, "download": size, "warmup_bytes": 0}, args.mib),
-                (
-                    "echo",
-                    "bench_echo",
-                    {"count": args.requests, "warmup": 0, "size": 64},
-                    args.requests,
-                ),
-            )
-            for figure, command, fields, units in figures:
-                cost = await measure(
-                    pair, log_dir, f"{transport}-{figure}", command, {"addr": addr, **fields}
-                )
-                row = results.setdefault(f"{transport} {figure}", {})
-                for role, c in cost.items():
-                    row[f"{role} cpu"] = c.cpu_s / units
-                    row[f"{role} sys"] = c.sys_s / max(c.cpu_s, 1e-9)
-                    row[f"{role} syscalls"] = c.syscalls / units
-                    row[f"{role} sends"] = c.sends / units
-                    row[f"{role} recvs"] = c.recvs / units
-                progress(f"{transport} {figure}: {row}")
+        figures = (
+            ("upload", "perf", {"upload": size, "download": 0, "warmup_bytes": 0}, args.mib),
+            ("download", "perf", {"upload": 0, "download": size, "warmup_bytes": 0}, args.mib),
+            (
+                "echo",
+                "bench_echo",
+                {"count": args.requests, "warmup": 0, "size": 64},
+                args.requests,
+            ),
+        )
+        for repeat in range(args.repeat):
+            for transport, (pair, addr) in pairs.items():
+                for figure, command, fields, units in figures:
+                    if not units:
+                        continue
+                    cost, reply = await measure(
+                        pair,
+                        log_dir,
+                        f"{transport}-{figure}-{repeat}",
+                        command,
+                        {"addr": addr, **fields},
+                    )
+                    row = results.setdefault(f"{transport} {figure}", {})
+                    for role, c in cost.items():
+                        for key, value in (
+                            ("cpu", c.cpu_s / units),
+                            ("sys", c.sys_s / max(c.cpu_s, 1e-9)),
+                            ("syscalls", c.syscalls / units),
+                            ("sends", c.sends / units),
+                            ("recvs", c.recvs / units),
+                        ):
+                            row.setdefault(f"{role} {key}", []).append(value)
+                    if figure == "echo":
+                        row.setdefault("p50 ms", []).append(float(reply["p50_ms"]))
+                    progress(f"{transport} {figure} #{repeat + 1}: {row}")
     finally:
         await costs.stop_all(peers)
     return results
@@ -188,20 +211,34 @@ def progress(text: str) -> None:
     sys.stderr.write(text + "\n")
 
 
-def table(results: dict[str, dict[str, float]], markdown: bool) -> str:
+def spread(values: list[float], fmt: str) -> str:
+    """The median, and the range when there are several values."""
+    ordered = sorted(values)
+    middle = ordered[len(ordered) // 2]
+    if len(ordered) == 1:
+        return fmt.format(middle)
+    return f"{fmt.format(middle)} ({fmt.format(ordered[0])}-{fmt.format(ordered[-1])})"
+
+
+def table(results: dict[str, dict[str, list[float]]], markdown: bool) -> str:
     cols = ["figure", "unit"]
     for role in ("client", "server"):
         cols += [f"{role} CPU", "sys", f"{role} syscalls", f"{role} sends", f"{role} recvs"]
+    cols.append("p50")
     rows = []
     for name, row in results.items():
         per_mib = not name.endswith("echo")
         line = [name, "per MiB" if per_mib else "per request"]
         for role in ("client", "server"):
             cpu = row[f"{role} cpu"]
-            line.append(f"{cpu * 1000:.2f} ms" if per_mib else f"{cpu * 1e6:.0f} µs")
-            line.append(f"{row[f'{role} sys']:.0%}")
+            if per_mib:
+                line.append(spread([v * 1000 for v in cpu], "{:.2f}") + " ms")
+            else:
+                line.append(spread([v * 1e6 for v in cpu], "{:.0f}") + " µs")
+            line.append(spread([v * 100 for v in row[f"{role} sys"]], "{:.0f}") + "%")
             for what in ("syscalls", "sends", "recvs"):
-                line.append(f"{row[f'{role} {what}']:.1f}")
+                line.append(spread(row[f"{role} {what}"], "{:.1f}"))
+        line.append(spread(row["p50 ms"], "{:.3f}") + " ms" if "p50 ms" in row else "-")
         rows.append(line)
     if markdown:
         out = ["| " + " | ".join(cols) + " |", "|---|---|" + "---:|" * (len(cols) - 2)]
@@ -215,13 +252,18 @@ def table(results: dict[str, dict[str, float]], markdown: bool) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--mib", type=int, default=256, help="MiB per bulk figure (256)")
+    parser.add_argument(
+        "--mib", type=int, default=256, help="MiB per bulk figure (256; 0: echo only)"
+    )
     parser.add_argument("--requests", type=int, default=2000, help="echo requests (2000)")
     parser.add_argument("--uvloop", action="store_true", help="run the peers on uvloop")
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
     parser.add_argument("--only", choices=TRANSPORTS, default=None, help="one transport only")
     parser.add_argument("--base", type=Path, default=None, metavar="PATH", help="another checkout")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="measure each figure N times, interleaved (1)"
+    )
     return parser.parse_args(argv)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from aioquic.asyncio.client import connect
 from aioquic.h3.connection import H3Connection, H3Stream
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection as AioquicConnection
+from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicProtocolVersion, pull_quic_header
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -138,6 +140,22 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     ):
         assert callable(getattr(AioquicConnection, name))
     assert hasattr(server.tls, "_peer_certificate_chain")
+    # One packet per flush (_after_application_packet) and the write shortcuts: write
+    # skips send_stream_data, so it must still be only the lookup and the sender's write.
+    body = inspect.getsource(AioquicConnection.send_stream_data).split('"""')[-1].split()
+    assert body == [
+        "stream",
+        "=",
+        "self._get_or_create_stream_for_send(stream_id)",
+        "stream.sender.write(data,",
+        "end_stream=end_stream)",
+    ]
+    assert server._loss._pacer.update_after_send == server._after_application_packet
+    for name in ("_streams_queue", "_crypto_streams", "_ping_pending", "_probe_pending"):
+        assert hasattr(server, name)
+    assert hasattr(server, "_datagrams_pending")
+    for limit in (server._local_max_streams_bidi, server._local_max_streams_uni):
+        assert isinstance(limit.used, int) and isinstance(limit.sent, int)
     sid = server.get_next_available_stream_id()
     server.write(sid, b"x" * 100)
     assert server.unsent_bytes(sid) == 100 and server.sends_pending(sid)
@@ -146,6 +164,9 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     assert callable(AioquicConnection._get_or_create_stream_for_send)
     assert type(server._streams[sid].sender._buffer).__name__ == "SendBuffer"
     assert server._streams[sid].sender._buffer[0:100] == b"x" * 100
+    sender = server._streams[sid].sender
+    assert len(sender._pending) == 1 and sender._pending_eof is False
+    assert server._streams[sid].max_stream_data_local_sent > 0
     # Datagram size: never below the configured one, never above what the peer takes.
     configured = server._max_datagram_size
     assert server.use_datagram_size(1200) == configured
@@ -153,11 +174,9 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     assert server.use_datagram_size(65507) == 30000 == server._max_datagram_size
 
 
-def test_adapter_splits_stream_frames_in_large_packets() -> None:
-    """In a 64 KiB packet each STREAM frame holds at most 16383 bytes (aioquic's 2-byte
-    length field): a client's packets, parsed by a plain aioquic server, carry the data."""
-    from aiop2p._aio.quic_adapter import MAX_FRAME_DATA_BYTES
-
+def _handshaken_pair(*, ours_serves: bool = False) -> tuple[LibP2PQuic, AioquicConnection]:
+    """Our client machine and an aioquic server (plain, or ours with 4 streams), the
+    handshake done in memory."""
     cert, key = _certificate_for(KeyPair.generate())
     client = LibP2PQuic(
         configuration=QuicConfiguration(
@@ -182,16 +201,102 @@ def test_adapter_splits_stream_frames_in_large_packets() -> None:
         for data, _ in client.datagrams_to_send(now=now):
             if server is None:
                 header = pull_quic_header(Buffer(data=data), host_cid_length=8)
-                server = AioquicConnection(
-                    configuration=server_config,
-                    original_destination_connection_id=header.destination_cid,
-                )
+                if ours_serves:
+                    server = LibP2PQuic(
+                        configuration=server_config,
+                        original_destination_connection_id=header.destination_cid,
+                        stream_window_bytes=1 << 20,
+                        connection_window_bytes=1 << 20,
+                        max_streams=4,
+                    )
+                else:
+                    server = AioquicConnection(
+                        configuration=server_config,
+                        original_destination_connection_id=header.destination_cid,
+                    )
             server.receive_datagram(data, addr, now=now)
         assert server is not None
         for data, _ in server.datagrams_to_send(now=now):
             client.receive_datagram(data, addr, now=now)
-    assert server is not None
-    assert client._handshake_complete
+    assert server is not None and client._handshake_complete
+    return client, server
+
+
+def test_adapter_still_grants_streams_with_one_packet_flushes() -> None:
+    """A stream slot freed while a packet is built (aioquic discards finished streams in
+    its stream loop) is announced with MAX_STREAMS in the same flush even though flushes
+    stop after one packet: a peer limited to 4 streams at once opens 24, one after
+    another, never waiting for credit."""
+    client, server = _handshaken_pair(ours_serves=True)
+    assert isinstance(server, LibP2PQuic)
+    addr = ("127.0.0.1", 1)
+    done = 0
+    now = 1.0
+    for _ in range(24):
+        sid = client.get_next_available_stream_id()
+        client.write(sid, b"ask", end_stream=True)
+        assert not client._streams[sid].is_blocked  # the credit came with earlier answers
+        for _round in range(8):  # bounded: request, answer, ACKs
+            now += 0.01
+            for data, _ in client.datagrams_to_send(now=now):
+                server.receive_datagram(data, addr, now=now)
+            while (event := server.next_event()) is not None:
+                if isinstance(event, StreamDataReceived) and event.end_stream:
+                    server.write(event.stream_id, b"answer", end_stream=True)
+            for data, _ in server.datagrams_to_send(now=now):
+                client.receive_datagram(data, addr, now=now)
+            assert server.datagrams_to_send(now=now) == []  # nothing was left behind
+            answered = False
+            while (event := client.next_event()) is not None:
+                if isinstance(event, StreamDataReceived) and event.stream_id == sid:
+                    answered |= event.end_stream
+            if answered:
+                done += 1
+                break
+    assert done == 24
+
+
+def test_adapter_builds_one_packet_per_small_flush() -> None:
+    """A flush of a small write builds one 1-RTT packet, not aioquic's second, empty one
+    (``_after_application_packet`` on aioquic's pacer ends the build), and the peer gets
+    every write."""
+    client, server = _handshaken_pair()
+    assert client._loss._pacer.update_after_send == client._after_application_packet
+    passes = 0
+    limits = client._write_connection_limits
+
+    def counting(builder: object, space: object) -> None:
+        nonlocal passes
+        passes += 1  # aioquic calls it once per 1-RTT packet it starts
+        limits(builder, space)
+
+    client._write_connection_limits = counting  # type: ignore[method-assign]
+    addr = ("127.0.0.1", 1)
+    received: dict[int, bytes] = {}
+    for step in range(6):
+        now = 1.0 + step * 0.01
+        sid = client.get_next_available_stream_id()
+        client.write(sid, b"request %d" % step)
+        client.write(sid, b"!", end_stream=True)
+        passes = 0
+        datagrams = client.datagrams_to_send(now=now)
+        assert len(datagrams) == 1 and passes == 1
+        for data, _ in datagrams:
+            server.receive_datagram(data, addr, now=now)
+        while (event := server.next_event()) is not None:
+            if isinstance(event, StreamDataReceived):
+                received[event.stream_id] = received.get(event.stream_id, b"") + event.data
+        assert not client.has_unsent()
+    assert sorted(received.values()) == sorted(b"request %d!" % i for i in range(6))
+
+
+def test_adapter_splits_stream_frames_in_large_packets() -> None:
+    """In a 64 KiB packet each STREAM frame holds at most 16383 bytes (aioquic's 2-byte
+    length field): a client's packets, parsed by a plain aioquic server, carry the data."""
+    from aiop2p._aio.quic_adapter import MAX_FRAME_DATA_BYTES
+
+    client, server = _handshaken_pair()
+    addr = ("127.0.0.1", 1)
     client.use_datagram_size(65507)
     client._loss._cc.congestion_window = 1 << 24
     sid = client.get_next_available_stream_id()
@@ -459,6 +564,35 @@ async def test_finished_streams_leave_no_state() -> None:
             assert isinstance(side, QuicConnection) and side._quic is not None
             machines.append(side._quic)
         await wait_for(lambda: all(len(q._consumed) + len(q._written) <= 4 for q in machines))
+
+
+async def test_sequential_requests_leave_no_stale_timer() -> None:
+    """Once a request carried the ACK of the previous answer, the connection's timer
+    follows aioquic's next deadline (the loss timer), not the ACK delay's: a stale
+    handle would wake the idle requester about once per request for nothing."""
+    from aiop2p._aio.quic_connection import _TIMER_SLACK_SECONDS
+
+    async with (
+        Node(transports=[QuicTransport()]) as a,
+        Node(transports=[QuicTransport()]) as b,
+    ):
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        assert isinstance(conn, QuicConnection)
+        for i in range(20):
+            stream = await conn.new_stream(ECHO)
+            await stream.write(b"%d" % i)
+            await stream.close()
+            for _ in range(10):  # bounded: the scheduled transmit runs within a turn or two
+                if conn._transmit_handle is None:
+                    break
+                await asyncio.sleep(0)
+            assert conn._transmit_handle is None
+            due, armed = conn._quic_due, conn._quic_timer_at
+            assert conn._quic_timer is not None and due is not None
+            assert armed <= due <= armed + _TIMER_SLACK_SECONDS
+            assert await stream.read() == b"%d" % i
 
 
 def test_send_buffer_behaves_as_the_bytearray_it_replaces() -> None:

@@ -1,6 +1,7 @@
 """Where aiop2p reaches past aioquic's public API: all of it is in this module.
 
-aioquic (the sans-IO QUIC machine the QUIC transport drives) lacks what follows, so
+Checked against aioquic 1.7.2 (``pyproject.toml`` allows ``>=1.7.2,<1.8``).  aioquic (the
+sans-IO QUIC machine the QUIC transport drives) lacks what follows, so
 :class:`LibP2PQuic` subclasses its ``QuicConnection`` and touches these non-public
 members, each checked by ``tests/transports/test_quic.py`` so an
 aioquic upgrade that moves them fails loudly instead of silently weakening a check:
@@ -46,6 +47,25 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   called once per 16383 bytes, the most aioquic's 2-byte STREAM frame length field holds
   (it writes one frame per stream and packet, and long-header packets carry the same
   2-byte length, which is why the handshake keeps the configured size).
+
+Per small request (the sequential echo: one packet each way), aioquic's own per-call
+work is trimmed where it only finds out that nothing is left:
+
+- one 1-RTT packet per flush (:meth:`LibP2PQuic._after_application_packet`): aioquic's
+  ``_write_application`` starts a second packet after every non-empty one, runs all its
+  frame writers again and drops it empty.  The pacer's ``update_after_send``
+  (``_loss._pacer``), which it calls after each non-empty packet, is wrapped to raise
+  ``QuicPacketBuilderStop`` when nothing is left (``_streams_queue``, each stream's
+  ``is_blocked`` and ``sender.buffer_is_empty``, ``_crypto_streams``, ``_ping_pending``,
+  ``_probe_pending``, ``_datagrams_pending``, and no MAX_STREAMS due by aioquic's
+  batching rule on ``_local_max_streams_bidi``/``_uni``: ``value``, ``sent``, ``used``);
+- a stream's sender is marked empty as its last frame is written (``sender._pending``,
+  ``_pending_eof``, ``buffer_is_empty``) instead of by one more ``get_frame`` call;
+- a write to a bidirectional stream aioquic holds goes to ``sender.write`` directly
+  (``send_stream_data`` is ``_get_or_create_stream_for_send``, whose checks pass for
+  it, then ``sender.write``);
+- ``_write_stream_limits`` returns at once when no MAX_STREAM_DATA is due
+  (``max_stream_data_local_sent``).
 """
 
 from __future__ import annotations
@@ -63,6 +83,7 @@ from aioquic.quic.connection import (
     QuicReceiveContext,
 )
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType, pull_quic_transport_parameters
+from aioquic.quic.packet_builder import QuicPacketBuilderStop
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from cryptography import x509
 
@@ -200,6 +221,37 @@ class LibP2PQuic(_AioquicConnection):
         self._written: dict[int, int] = {}
         self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
         """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
+        pacer = self._loss._pacer
+        self._pacer_after_send = pacer.update_after_send
+        pacer.update_after_send = self._after_application_packet  # type: ignore[method-assign]
+
+    # -- one packet per flush ---------------------------------------------------------
+
+    def _after_application_packet(self, now: float) -> None:
+        """aioquic's ``_write_application`` calls this after each 1-RTT packet it filled
+        with something, then starts another packet, finds nothing and drops it: a whole
+        second pass over its frame writers per flush.  When nothing can be left for that
+        pass, :class:`QuicPacketBuilderStop` ends the build here (``datagrams_to_send``
+        catches it, as when a datagram is full).
+
+        Nothing is left when no MAX_STREAMS is due (a stream discarded during the packet
+        frees a slot; aioquic's own batching rule says when to announce it) and no
+        stream, the 1-RTT crypto stream, pings or datagrams hold anything unsent: every
+        other frame ``_write_application`` writes was either written in this packet or,
+        had it not fit, aioquic's builder already raised the same exception."""
+        self._pacer_after_send(now)
+        for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
+            if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+                return  # a MAX_STREAMS due (aioquic's batching rule), once a stream went
+        if self._ping_pending or self._probe_pending or self._datagrams_pending:
+            return
+        crypto = self._crypto_streams.get(tls.Epoch.ONE_RTT)
+        if crypto is not None and not crypto.sender.buffer_is_empty:
+            return
+        for stream in self._streams_queue:
+            if not stream.sender.buffer_is_empty and not stream.is_blocked:
+                return
+        raise QuicPacketBuilderStop
 
     # -- ACKs -------------------------------------------------------------------------
 
@@ -332,6 +384,10 @@ class LibP2PQuic(_AioquicConnection):
         for _ in range(_MAX_FRAMES_PER_PACKET):
             start = sender.next_offset
             used += write(builder, space, stream, min(max_offset, start + MAX_FRAME_DATA_BYTES))
+            if not len(sender._pending) and not sender._pending_eof:
+                # All sent: what aioquic's next get_frame call would only find out.
+                sender.buffer_is_empty = True
+                break
             if sender.buffer_is_empty or sender.next_offset == start:
                 break
         return used
@@ -380,11 +436,14 @@ class LibP2PQuic(_AioquicConnection):
         self._written.pop(stream_id, None)
 
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
-        if stream.max_stream_data_local:
+        local = stream.max_stream_data_local
+        if local:
             target = self._consumed.get(stream.stream_id, 0) + self._stream_window
             # Update once a quarter of the window was read: one frame per quarter.
-            if target - stream.max_stream_data_local >= self._stream_window // 4:
+            if target - local >= self._stream_window // 4:
                 stream.max_stream_data_local = target
+            elif stream.max_stream_data_local_sent == local:
+                return  # nothing to announce (aioquic's own doubling is what we skip)
         receiver = stream.receiver
         highest, receiver.highest_offset = receiver.highest_offset, 0  # no doubling
         try:
@@ -407,13 +466,18 @@ class LibP2PQuic(_AioquicConnection):
 
     def write(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None:
         written = self._written.get(stream_id)
-        if written is None:  # the stream's first write: give it a chunked send buffer
+        # aioquic's send_stream_data is _get_or_create_stream_for_send then sender.write;
+        # a bidirectional stream it holds passes that method's checks (may send, not
+        # discarded), so only a new one, a unidirectional one or a dropped one needs it.
+        stream = None if stream_id & 2 else self._streams.get(stream_id)
+        if stream is None:
             stream = self._get_or_create_stream_for_send(stream_id)
-            sender: Any = stream.sender  # _buffer is typed bytearray; this stands in for it
+        sender: Any = stream.sender  # _buffer is typed bytearray; SendBuffer stands in
+        if written is None:  # the stream's first write: give it a chunked send buffer
             if type(sender._buffer) is bytearray:
                 sender._buffer = SendBuffer(bytes(sender._buffer))
             written = 0
-        self.send_stream_data(stream_id, data, end_stream)  # type: ignore[arg-type]
+        sender.write(data, end_stream)
         self._written[stream_id] = written + len(data)
 
     def has_unsent(self) -> bool:

@@ -83,6 +83,7 @@ HANDSHAKE_DATAGRAM_BYTES: Final = 16384  # aioquic's long-header packets hold no
 _CERT_VALID_SECONDS: Final = 10 * 24 * 3600
 _CERT_RENEW_SECONDS: Final = 24 * 3600
 _CRYPTO_ERROR_BAD_CERTIFICATE: Final = 0x100 + 42  # TLS alert bad_certificate (RFC 9001 4.8)
+_TIMER_SLACK_SECONDS: Final = 0.001  # aioquic's ACK delay (see _arm_quic_timer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,22 +330,18 @@ class QuicConnection(Connection):
         return not self.is_closed
 
     def input_done(self) -> None:
-        """After a batch of datagrams: output that input causes (handshake messages,
-        answers such as a multistream echo, data an ACK or credit let go) leaves in one
-        transmit scheduled now, behind the tasks the input woke, so what a handler writes
-        before it next waits leaves in the same datagram.  Anything else (ACKs, control
-        frames) rides on the next packet or leaves on aioquic's timer, at most its 1 ms
-        ACK delay later."""
-        quic = self._quic
-        if quic is None or self.is_closed:
+        """After a batch of datagrams: a transmit is scheduled now, behind the tasks the
+        input woke (a pending one is moved there), so that what a handler or a reader
+        writes before it next waits leaves in one datagram with the answers the input
+        caused (handshake messages, a multistream echo, data an ACK or credit let go), as
+        TCP connections flush after their wakeups.  If by then nothing waits to be sent,
+        it only follows aioquic's timer: ACKs and control frames ride on the next packet
+        or leave on that timer, at most its 1 ms ACK delay later."""
+        if self._quic is None or self.is_closed:
             return
-        if self._transmit_wanted or self._stage is _Stage.UPGRADING or quic.has_unsent():
-            self._transmit_wanted = False
-            if self._transmit_handle is not None:
-                self._transmit_handle.cancel()  # moved behind the wakeups
-            self._transmit_handle = self.loop.call_soon(self._scheduled_transmit)
-        else:
-            self._arm_quic_timer(quic)
+        if self._transmit_handle is not None:
+            self._transmit_handle.cancel()  # moved behind the wakeups
+        self._transmit_handle = self.loop.call_soon(self._scheduled_transmit)
 
     def _process_events(self, quic: LibP2PQuic) -> None:
         streams = self._streams
@@ -484,15 +481,19 @@ class QuicConnection(Connection):
     # -- timers ---------------------------------------------------------------------------
 
     def _arm_quic_timer(self, quic: LibP2PQuic) -> None:
-        """Follow aioquic's timer lazily: a later deadline (the usual case, as each packet
-        moves the loss-detection deadline on) keeps the armed handle, which re-arms when
-        it fires early; only an earlier one replaces it."""
+        """Follow aioquic's timer lazily: a deadline a little later than the armed one
+        (the usual case in bulk, as each packet moves the loss-detection deadline on)
+        keeps the armed handle, which re-arms when it fires early.  An earlier one, or
+        one more than ``_TIMER_SLACK_SECONDS`` later, replaces it: the ACK delay's
+        deadline, once its ACK rode on a packet, gives way to the loss timer's tens of
+        milliseconds, and a sequential requester would otherwise wake up idle for it
+        about once per request (one more epoll return and loop turn each)."""
         when = self._quic_due = quic.get_timer()
         if when is None:
             return  # an armed handle fires, finds nothing due and stops
         timer = self._quic_timer
         if timer is not None:
-            if self._quic_timer_at <= when:
+            if self._quic_timer_at <= when <= self._quic_timer_at + _TIMER_SLACK_SECONDS:
                 return
             timer.cancel()
         self._quic_timer_at = when
@@ -528,15 +529,20 @@ class QuicConnection(Connection):
     # -- output ---------------------------------------------------------------------------
 
     def _schedule_flush(self) -> None:
-        if self._hold_transmit:
-            self._transmit_wanted = True
-        elif self._transmit_handle is None:
+        self._transmit_wanted = True
+        if not self._hold_transmit and self._transmit_handle is None:
             self._transmit_handle = self.loop.call_soon(self._scheduled_transmit)
 
     def _scheduled_transmit(self) -> None:
         self._transmit_handle = None
-        if self._stage is not _Stage.CLOSED:
+        quic = self._quic
+        if quic is None or self._stage is _Stage.CLOSED:
+            return
+        if self._transmit_wanted or self._stage is _Stage.UPGRADING or quic.has_unsent():
+            self._transmit_wanted = False
             self._transmit(with_ack=True)
+        else:
+            self._arm_quic_timer(quic)  # what the input set (an ACK's delay)
 
     def _flush(self) -> int:
         self._transmit()

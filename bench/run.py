@@ -371,6 +371,9 @@ class Settings:
     command_timeout_s: float
 
 
+MAX_REQUESTS = 1_000_000
+"""The peers' own bound on one command's request count."""
+
 FULL = Settings(
     50, 20, 1000, 2000, 64, 32, 256 * MIB, 128 * MIB, 1000, 50, DEFAULT_COMMAND_TIMEOUT_S
 )
@@ -1039,6 +1042,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description="aiop2p against its floor, js-libp2p, py-libp2p and another checkout"
     )
     parser.add_argument("--quick", action="store_true", help="small counts, for a smoke run")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        metavar="N",
+        help="timed requests per echo and request-response figure (default 1000, 200 with "
+        "--quick): at 25,000 req/s in flight, 1,000 requests are 40 ms, which one scheduler "
+        "hiccup on a shared machine can swing",
+    )
     parser.add_argument("--only", choices=IMPLS, help="run one implementation only")
     parser.add_argument(
         "--skip",
@@ -1100,6 +1112,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error(f"--repeat must be in [1, {MAX_REPEAT}]")
     if args.timeout is not None and args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.requests is not None and not 1 <= args.requests <= MAX_REQUESTS:
+        parser.error(f"--requests must be in [1, {MAX_REQUESTS}]")
     if args.uvloop and args.only not in (None, "aiop2p"):
         parser.error("--uvloop runs aiop2p on uvloop: not with --only " + args.only)
     if args.base is not None:
@@ -1146,6 +1160,8 @@ def main(argv: list[str]) -> int:
     s = QUICK if args.quick else FULL
     if args.timeout is not None:
         s = Settings(**{**asdict(s), "command_timeout_s": args.timeout})
+    if args.requests is not None:
+        s = replace(s, echo_count=args.requests)
     env = environment()
     if args.base is not None:
         env["base"] = describe_base(args.base)

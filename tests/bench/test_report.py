@@ -142,3 +142,11 @@ def test_only_figures_is_repeatable() -> None:
     args = run.parse_args(["--only-figures", "rr", "--only-figures", "tcp"])
     assert run.chosen_groups(args.only_figures) == ("tcp", "rr")
     assert run.chosen_groups(run.parse_args([]).only_figures) == run.FIGURE_GROUPS
+
+
+def test_requests_sets_the_timed_echo_count_within_the_peers_bound() -> None:
+    assert run.parse_args(["--requests", "10000"]).requests == 10000
+    assert run.parse_args([]).requests is None
+    for bad in ("0", str(run.MAX_REQUESTS + 1)):
+        with pytest.raises(SystemExit):
+            run.parse_args(["--requests", bad])

@@ -4,14 +4,18 @@ A server and a client ``bench/aiop2p_peer.py`` (as in ``run.py``) listen and dia
 loopback TCP and QUIC; for each transport the client runs a perf upload, a perf download
 and sequential 64 B echo requests.  Around each figure, for each process:
 
-- **CPU**: user + system seconds from ``/proc/<pid>/stat`` (the process's own CPU time:
-  it holds on a busy machine, where wall-clock rates do not);
+- **CPU**: the threads' run time from ``/proc/<pid>/task/*/schedstat`` (nanoseconds; the
+  process's own CPU time: it holds on a busy machine, where wall-clock rates do not), and
+  the system share from ``/proc/<pid>/stat``;
 - **syscalls**, **sends** (``sendto``/``sendmsg``/``write``/``writev``) and **receives**
   (``recvfrom``/``recvmsg``/``read``): ``perf stat -e`` tracepoints attached to the
-  process (``-p``) for the figure only.
+  process (``-p``) for the figure only;
+- **switches**: its context switches (``perf stat -e context-switches``).  A bulk receiver
+  that keeps up with its sender hardly ever sleeps; a few switches per MiB mean it waited
+  for data (or lost its core), and then both sides cost more per MiB.
 
 Per MiB for bulk, per request for echo.  A CPU-bound side sets the rate: MiB/s is about
-1 / (CPU s per MiB) of the busier side.
+1 / (CPU s per MiB) of the busier side; bulk rows give the wall-clock MiB/s too.
 
     .venv/bin/python bench/quic_costs.py [--mib N] [--requests N] [--uvloop] [--markdown]
                                          [--profile DIR] [--only tcp|quic] [--base PATH]
@@ -24,7 +28,8 @@ echo rows also give the client's p50 latency, so QUIC's and TCP's are set side b
 from one run.
 
 ``--base PATH`` runs another checkout's peers (its ``bench/aiop2p_peer.py`` on its ``src``),
-to set the counts of a change beside those before it.
+to set the counts of a change beside those before it.  With ``--only`` the server listens
+on that transport alone, so a checkout from before QUIC can be the base of a TCP run.
 
 ``--profile DIR`` runs each peer under cProfile (``DIR/{server,client}.prof``; the counts
 include the profiler's overhead, so read them for where the time goes, not for totals).
@@ -59,7 +64,8 @@ RECV_EVENTS = (
     "syscalls:sys_enter_recvmmsg",
     "syscalls:sys_enter_read",
 )
-EVENTS = [costs.SYSCALL_EVENT, *SEND_EVENTS, *RECV_EVENTS]
+SWITCH_EVENT = "context-switches"
+EVENTS = [costs.SYSCALL_EVENT, *SEND_EVENTS, *RECV_EVENTS, SWITCH_EVENT]
 LISTEN = ("/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1")
 TRANSPORTS = ("tcp", "quic")
 COMMAND_TIMEOUT_S = 900.0
@@ -75,12 +81,30 @@ class Cost:
     syscalls: float
     sends: float
     recvs: float
+    switches: float
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of ``pid`` so far (``/proc/<pid>/stat`` fields 14, 15)."""
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """CPU seconds of ``pid`` so far, and its user and system clock ticks in seconds.
+
+    The CPU time sums the threads' ``schedstat`` run times (nanoseconds: a 256 MiB figure is
+    some 20 clock ticks, so ``stat``'s ticks alone swing it by 5 %); the ticks
+    (``/proc/<pid>/stat`` fields 14 and 15) give the system share of it.
+    """
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+    run_ns = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            run_ns += int((task / "schedstat").read_text().split()[0])
+    return run_ns / 1e9, int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def system_seconds(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
+    """The system part of the CPU seconds between two :func:`cpu_seconds` readings."""
+    ticks = (after[1] - before[1]) + (after[2] - before[2])
+    if ticks <= 0:
+        return 0.0
+    return (after[0] - before[0]) * (after[2] - before[2]) / ticks
 
 
 def target(server: run.PeerProcess, transport: str) -> str:
@@ -110,11 +134,12 @@ async def measure(
     for role, (proc, path) in perfs.items():
         counts = await costs.perf_detach(proc, path)
         out[role] = Cost(
-            sum(after[role]) - sum(before[role]),
-            after[role][1] - before[role][1],
+            after[role][0] - before[role][0],
+            system_seconds(before[role], after[role]),
             counts.get(costs.SYSCALL_EVENT, 0.0),
             sum(counts.get(e, 0.0) for e in SEND_EVENTS),
             sum(counts.get(e, 0.0) for e in RECV_EVENTS),
+            counts.get(SWITCH_EVENT, 0.0),
         )
     return out, reply
 
@@ -126,7 +151,10 @@ def impl_of(args: argparse.Namespace) -> str:
 
 
 def launch(role: str, args: argparse.Namespace) -> run.Launch:
-    listen = LISTEN if role == "server" else ()  # role: server, client-tcp, client-quic
+    # role: server, client-tcp, client-quic; --only listens on that transport alone (a
+    # --base checkout from before QUIC cannot listen on it).
+    wanted = [a for a, t in zip(LISTEN, TRANSPORTS, strict=True) if args.only in (None, t)]
+    listen = tuple(wanted) if role == "server" else ()
     base = run.peer_launch(impl_of(args), run.Setup(base=args.base), listen=listen)
     argv = base.argv
     if args.profile is not None:
@@ -197,10 +225,13 @@ async def main(args: argparse.Namespace) -> dict[str, dict[str, list[float]]]:
                             ("syscalls", c.syscalls / units),
                             ("sends", c.sends / units),
                             ("recvs", c.recvs / units),
+                            ("switches", c.switches / units),
                         ):
                             row.setdefault(f"{role} {key}", []).append(value)
                     if figure == "echo":
                         row.setdefault("p50 ms", []).append(float(reply["p50_ms"]))
+                    else:
+                        row.setdefault("MiB/s", []).append(units / reply["total_seconds"])
                     progress(f"{transport} {figure} #{repeat + 1}: {row}")
     finally:
         await costs.stop_all(peers)
@@ -224,7 +255,8 @@ def table(results: dict[str, dict[str, list[float]]], markdown: bool) -> str:
     cols = ["figure", "unit"]
     for role in ("client", "server"):
         cols += [f"{role} CPU", "sys", f"{role} syscalls", f"{role} sends", f"{role} recvs"]
-    cols.append("p50")
+        cols.append(f"{role} switches")
+    cols += ["p50", "MiB/s"]
     rows = []
     for name, row in results.items():
         per_mib = not name.endswith("echo")
@@ -236,9 +268,10 @@ def table(results: dict[str, dict[str, list[float]]], markdown: bool) -> str:
             else:
                 line.append(spread([v * 1e6 for v in cpu], "{:.0f}") + " µs")
             line.append(spread([v * 100 for v in row[f"{role} sys"]], "{:.0f}") + "%")
-            for what in ("syscalls", "sends", "recvs"):
+            for what in ("syscalls", "sends", "recvs", "switches"):
                 line.append(spread(row[f"{role} {what}"], "{:.1f}"))
         line.append(spread(row["p50 ms"], "{:.3f}") + " ms" if "p50 ms" in row else "-")
+        line.append(spread(row["MiB/s"], "{:.0f}") if "MiB/s" in row else "-")
         rows.append(line)
     if markdown:
         out = ["| " + " | ".join(cols) + " |", "|---|---|" + "---:|" * (len(cols) - 2)]

@@ -79,7 +79,7 @@ _MAX_KEPT_OUTPUT_BYTES = 2 * 1024 * 1024
 """Largest sealed-output buffer a thread keeps for reuse (see :func:`_write_sealed`)."""
 
 
-WAKEUPS_PER_FLUSH = 4
+WAKEUPS_PER_FLUSH = 16
 """Tasks one input may wake before what they answer is flushed (``note_wakeup``)."""
 
 
@@ -757,8 +757,10 @@ class Connection(asyncio.Protocol):
         flush after every task they woke has run, and the peer, idle until then, would
         take that whole batch at once too: the two processes take turns.  Flushing the
         first answers while the rest are computed lets the peer work on them meanwhile
-        (with 32 requests in flight on two cores, echo ~1.4x the requests/s).  One
-        request, or a few, still leave in one frame (``_flush_after_wakeups``).
+        (32 echo requests in flight between two processes on two idle cores: ~1.7x the
+        requests/s for ~8 % more CPU per request; bench/RESULTS.md, "Round four: batches
+        in groups").  Up to ``WAKEUPS_PER_FLUSH`` requests still leave in one frame
+        (``_flush_after_wakeups``).
         """
         if self._flush_held:
             woken = self._woken + 1

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from aiop2p._aio.connection import Connection
+from aiop2p._aio.connection import WAKEUPS_PER_FLUSH, Connection
 from aiop2p._aio.stream import Stream
 from aiop2p.node import Node
 from aiop2p.protocols.noise import NoiseTransport
@@ -152,9 +152,24 @@ async def test_a_handler_that_waits_does_not_hold_the_answers_back(
     await stream.close()
 
 
-async def test_answers_to_requests_that_arrive_together_leave_in_one_write() -> None:
-    """Requests read together are answered together, once every handler they woke has
-    answered (over the memory transport: one write is one read at the other end)."""
+async def open_together(conn: Connection, count: int) -> list[Stream]:
+    """``count`` echo requests opened and written in one step of this task (no write
+    waits): one flush, one frame, one read at the server (over the memory transport)."""
+    streams = [conn.open_stream([ECHO]) for _ in range(count)]
+    for i, stream in enumerate(streams):
+        await stream.write_message(b"%d" % i)
+    return streams
+
+
+def answered(plaintext: bytes) -> int:
+    return sum(1 for _kind, flags, _sid, _body in yamux_frames(plaintext) if flags & FIN)
+
+
+@pytest.mark.parametrize("count", [WAKEUPS_PER_FLUSH, 2 * WAKEUPS_PER_FLUSH + 1])
+async def test_requests_that_arrive_together_are_answered_in_groups(count: int) -> None:
+    """Requests read together are answered once the handlers they woke have answered:
+    up to ``WAKEUPS_PER_FLUSH`` in one write, more in one write per group of that many,
+    so the requester can take the first answers while the rest are computed."""
     hub = MemoryHub()
     async with (
         Node(transports=[MemoryTransport(hub)]) as server,
@@ -166,14 +181,13 @@ async def test_answers_to_requests_that_arrive_together_leave_in_one_write() -> 
         await wait_for(lambda: server.is_connected(client.peer_id))
         (server_conn,) = server.connections_to(client.peer_id)
         transport, cipher = await watch(server_conn, conn)
-        # Opened and written in one step of this task (no write waits): one flush, one
-        # frame, one read at the server.
-        streams = [conn.open_stream([ECHO]) for _ in range(8)]
-        for i, stream in enumerate(streams):
-            await stream.write_message(b"%d" % i)
-        assert [await s.read_message(MAX) for s in streams] == [b"%d" % i for i in range(8)]
-        assert len(transport.writes) == len(cipher.plaintexts) == 1
-        finished = [f for _kind, f, _sid, _body in yamux_frames(cipher.plaintexts[0]) if f & FIN]
-        assert len(finished) == 8
+        streams = await open_together(conn, count)
+        expected = [b"%d" % i for i in range(count)]
+        assert [await s.read_message(MAX) for s in streams] == expected
+        groups = -(-count // WAKEUPS_PER_FLUSH)
+        assert len(transport.writes) == len(cipher.plaintexts) == groups
+        assert [answered(p) for p in cipher.plaintexts] == [
+            min(WAKEUPS_PER_FLUSH, count - g * WAKEUPS_PER_FLUSH) for g in range(groups)
+        ]
         for stream in streams:
             await stream.close()

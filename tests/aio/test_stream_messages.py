@@ -47,6 +47,9 @@ class Owner:
     def forget_stream(self, sid: StreamId) -> None:
         pass
 
+    def note_wakeup(self) -> None:
+        pass
+
     def drained(self) -> asyncio.Future[None]:
         self.drain = self.loop.create_future()
         return self.drain

@@ -99,6 +99,11 @@ class StreamOwner(Protocol):
         """Multistream picked the stream's protocol."""
         ...
 
+    def note_wakeup(self) -> None:
+        """The stream's input woke a task that waited for it (the connection may flush
+        what the tasks woken so far answer)."""
+        ...
+
     def drained(self) -> asyncio.Future[None]:
         """Done when the socket takes writes again; fails if the connection closes."""
         ...
@@ -341,6 +346,7 @@ class Stream:
             self._read_waiter = None
             if not waiter.done():
                 waiter.set_result(None)
+                self._conn.note_wakeup()
 
     def _feed_eof(self) -> None:
         if self._negotiator is not None:

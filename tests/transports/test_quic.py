@@ -16,13 +16,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
-from aioquic._buffer import Buffer
 from aioquic.asyncio.client import connect
 from aioquic.h3.connection import H3Connection, H3Stream
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.events import StreamDataReceived
-from aioquic.quic.packet import QuicProtocolVersion, pull_quic_header
+from aioquic.quic.packet import QuicProtocolVersion
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -45,6 +44,7 @@ from aiop2p.multiaddr import Multiaddr
 from aiop2p.node import Node
 
 from ..helpers import wait_for
+from .quic_memory import handshake
 
 ECHO = "/test/echo/1.0.0"
 
@@ -193,33 +193,21 @@ def _handshaken_pair(*, ours_serves: bool = False) -> tuple[LibP2PQuic, AioquicC
     server_config = QuicConfiguration(
         is_client=False, alpn_protocols=[ALPN], certificate=cert, private_key=key
     )
-    addr = ("127.0.0.1", 1)
-    client.connect(addr, now=0.0)
-    server: AioquicConnection | None = None
-    for step in range(20):  # the handshake, datagram by datagram
-        now = step * 0.001
-        for data, _ in client.datagrams_to_send(now=now):
-            if server is None:
-                header = pull_quic_header(Buffer(data=data), host_cid_length=8)
-                if ours_serves:
-                    server = LibP2PQuic(
-                        configuration=server_config,
-                        original_destination_connection_id=header.destination_cid,
-                        stream_window_bytes=1 << 20,
-                        connection_window_bytes=1 << 20,
-                        max_streams=4,
-                    )
-                else:
-                    server = AioquicConnection(
-                        configuration=server_config,
-                        original_destination_connection_id=header.destination_cid,
-                    )
-            server.receive_datagram(data, addr, now=now)
-        assert server is not None
-        for data, _ in server.datagrams_to_send(now=now):
-            client.receive_datagram(data, addr, now=now)
-    assert server is not None and client._handshake_complete
-    return client, server
+
+    def make_server(odcid: bytes) -> AioquicConnection:
+        if ours_serves:
+            return LibP2PQuic(
+                configuration=server_config,
+                original_destination_connection_id=odcid,
+                stream_window_bytes=1 << 20,
+                connection_window_bytes=1 << 20,
+                max_streams=4,
+            )
+        return AioquicConnection(
+            configuration=server_config, original_destination_connection_id=odcid
+        )
+
+    return client, handshake(client, make_server)
 
 
 def test_adapter_still_grants_streams_with_one_packet_flushes() -> None:

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import ssl
 
-from aioquic._buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import StreamDataReceived
-from aioquic.quic.packet import pull_quic_header
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
 from aiop2p._aio.quic_connection import ALPN, _certificate_for
 from aiop2p.identity import KeyPair
 
-ADDR = ("127.0.0.1", 1)
+from .quic_memory import ADDR, handshake
 
 
 def _machine(*, is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
@@ -38,19 +36,8 @@ def _machine(*, is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
 
 def _connected_pair() -> tuple[LibP2PQuic, LibP2PQuic]:
     client = _machine(is_client=True)
-    client.connect(ADDR, now=0.0)
-    server: LibP2PQuic | None = None
-    for step in range(20):  # the handshake, datagram by datagram
-        now = step * 0.001
-        for data, _ in client.datagrams_to_send(now=now):
-            if server is None:
-                header = pull_quic_header(Buffer(data=data), host_cid_length=8)
-                server = _machine(is_client=False, odcid=header.destination_cid)
-            server.receive_datagram(data, ADDR, now=now)
-        assert server is not None
-        for data, _ in server.datagrams_to_send(now=now):
-            client.receive_datagram(data, ADDR, now=now)
-    assert server is not None and client._handshake_complete and server._handshake_complete
+    server = handshake(client, lambda odcid: _machine(is_client=False, odcid=odcid))
+    assert server._handshake_complete
     return client, server
 
 

@@ -1,0 +1,37 @@
+"""Two QUIC machines shaking hands in memory, datagram by datagram (no socket, no clock)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from aioquic._buffer import Buffer
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import pull_quic_header
+
+from aiop2p._aio.quic_adapter import LibP2PQuic
+
+ADDR = ("127.0.0.1", 1)
+"""The address both machines see for each other."""
+
+ServerT = TypeVar("ServerT", bound=QuicConnection)
+
+
+def handshake(client: LibP2PQuic, make_server: Callable[[bytes], ServerT]) -> ServerT:
+    """Connect ``client`` to the server ``make_server`` builds for the original destination
+    connection id of the client's first Initial; return the server once the client's
+    handshake is complete."""
+    client.connect(ADDR, now=0.0)
+    server: ServerT | None = None
+    for step in range(20):  # bounded: the handshake takes a few datagrams each way
+        now = step * 0.001
+        for data, _ in client.datagrams_to_send(now=now):
+            if server is None:
+                header = pull_quic_header(Buffer(data=data), host_cid_length=8)
+                server = make_server(header.destination_cid)
+            server.receive_datagram(data, ADDR, now=now)
+        assert server is not None
+        for data, _ in server.datagrams_to_send(now=now):
+            client.receive_datagram(data, ADDR, now=now)
+    assert server is not None and client._handshake_complete
+    return server

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import statistics
 import sys
-from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from typing import Any
 import pytest
 
 from .cli_peers import Daemon, cli_env
-from .nat_topology import NatLab, build_nat_lab, nat_unavailable_reason
+from .nat_topology import NatLab, nat_unavailable_reason
 
 RELAY_PORT = 4001
 A_PORT = 4002
@@ -51,28 +50,13 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[NatLab]:
-    made = build_nat_lab()
-    try:
-        yield made
-    finally:
-        made.destroy()
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[AsyncExitStack]:
-    async with AsyncExitStack() as stack:
-        yield stack
-
-
 def _listen(ip: str, port: int, quic: bool) -> list[str]:
     tcp = f"/ip4/{ip}/tcp/{port}"
     return [tcp, f"/ip4/{ip}/udp/{port}/quic-v1"] if quic else [tcp]
 
 
 async def _punch(
-    lab: NatLab, daemons: AsyncExitStack, tmp_path: Path, *, quic: bool, expect: str
+    lab: NatLab, peers: AsyncExitStack, tmp_path: Path, *, quic: bool, expect: str
 ) -> tuple[Daemon, Daemon, dict[str, Any]]:
     """r, a and b as above, a and b listening on QUIC too with ``quic``; b's summary
     once ``expect`` happened on its side."""
@@ -80,7 +64,7 @@ async def _punch(
     relay_args = ["relay", "--json", "--key", str(tmp_path / "relay.key")]
     relay_args += ["--autonat-private-addrs", "--listen", f"/ip4/{lab.relay_ip}/tcp/{RELAY_PORT}"]
     relay = await Daemon.start(lab.relay, env, *relay_args)
-    daemons.push_async_callback(relay.stop)
+    peers.push_async_callback(relay.stop)
     relay_addr = (await relay.wait_for(lambda line: "address" in line))["address"]
 
     a_args = [
@@ -91,7 +75,7 @@ async def _punch(
     for addr in _listen(lab.a.addrs["eth0"], A_PORT, quic):
         a_args += ["--listen", addr]
     a = await Daemon.start(lab.a, env, *a_args)
-    daemons.push_async_callback(a.stop)
+    peers.push_async_callback(a.stop)
     a_id = (await a.wait_for(lambda line: "peer_id" in line and "identity" in line))["peer_id"]
     await a.wait_for(lambda line: line.get("auto_relay") == "added")
 
@@ -105,7 +89,7 @@ async def _punch(
         env=env,
     )
     b = Daemon(proc)
-    daemons.push_async_callback(b.stop)
+    peers.push_async_callback(b.stop)
     try:
         summary = (await b.wait_for(lambda line: "summary" in line, OUTCOME_CAP))["summary"]
     except TimeoutError:
@@ -150,9 +134,9 @@ def _is_punch(outcome: str, **fields: Any) -> Any:
 
 
 async def test_cli_peers_hole_punch_over_tcp(
-    lab: NatLab, daemons: AsyncExitStack, tmp_path: Path
+    lab: NatLab, peers: AsyncExitStack, tmp_path: Path
 ) -> None:
-    a, b, summary = await _punch(lab, daemons, tmp_path, quic=False, expect="upgraded")
+    a, b, summary = await _punch(lab, peers, tmp_path, quic=False, expect="upgraded")
     _figures("hole punch over TCP", summary)
     # a (reached through the relay) initiated and says how it got through; b answered.
     done = await a.wait_for(_is_punch("succeeded", initiator=True))
@@ -171,12 +155,12 @@ async def test_cli_peers_hole_punch_over_tcp(
 
 
 async def test_cli_peers_hole_punch_over_quic(
-    lab: NatLab, daemons: AsyncExitStack, tmp_path: Path
+    lab: NatLab, peers: AsyncExitStack, tmp_path: Path
 ) -> None:
     """Both listen on TCP and QUIC and reach r over TCP: DCUtR offers both (the NATs kept
     the TCP port, so they keep the UDP one), tries QUIC first, and the punch is QUIC:
     b dials, a sends punch packets and takes b's dial on its listener."""
-    a, b, summary = await _punch(lab, daemons, tmp_path, quic=True, expect="upgraded")
+    a, b, summary = await _punch(lab, peers, tmp_path, quic=True, expect="upgraded")
     _figures("hole punch over QUIC", summary)
     done = await a.wait_for(_is_punch("succeeded", initiator=True))
     assert done["attempts"] >= 1, done
@@ -193,7 +177,7 @@ async def test_cli_peers_hole_punch_over_quic(
 
 @pytest.mark.timeout(120)
 async def test_cli_punch_fails_behind_a_symmetric_nat_and_the_relay_carries_on(
-    lab: NatLab, daemons: AsyncExitStack, tmp_path: Path
+    lab: NatLab, peers: AsyncExitStack, tmp_path: Path
 ) -> None:
     """b's NAT maps each connection to a random port (``masquerade random``): the port r
     observed for b is not the one a punch leaves from, so every attempt fails.  Both
@@ -201,7 +185,7 @@ async def test_cli_punch_fails_behind_a_symmetric_nat_and_the_relay_carries_on(
     requests keep going through the relay."""
     lab.symmetric(lab.router_b, True)
     try:
-        a, b, summary = await _punch(lab, daemons, tmp_path, quic=False, expect="failed:3")
+        a, b, summary = await _punch(lab, peers, tmp_path, quic=False, expect="failed:3")
     finally:
         lab.symmetric(lab.router_b, False)
     _figures("symmetric NAT, punch failed", summary)

@@ -16,7 +16,7 @@ import asyncio
 import json
 import shutil
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -59,13 +59,6 @@ def lans() -> Iterator[dict[str, Host]]:
         yield hosts
     finally:
         topo.destroy()
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[AsyncExitStack]:
-    """Peers pushed here are stopped at the end of the test, failures included."""
-    async with AsyncExitStack() as stack:
-        yield stack
 
 
 async def start_py(stack: AsyncExitStack, host: Host) -> LinePeer:

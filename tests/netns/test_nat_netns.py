@@ -16,14 +16,13 @@ two SYNs cross: a TCP simultaneous open that conntrack lets through both routers
 from __future__ import annotations
 
 import sys
-from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .nat_topology import NatLab, build_nat_lab, nat_unavailable_reason
+from .nat_topology import NatLab, nat_unavailable_reason
 from .topology import Host, LinePeer
 
 PEER = Path(__file__).with_name("nat_peer.py")
@@ -38,22 +37,6 @@ pytestmark = [
     pytest.mark.skipif(_REASON is not None, reason=_REASON or ""),
     pytest.mark.timeout(60),
 ]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[NatLab]:
-    made = build_nat_lab()
-    try:
-        yield made
-    finally:
-        made.destroy()
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[AsyncExitStack]:
-    """Peers pushed here are stopped at the end of the test, failures included."""
-    async with AsyncExitStack() as stack:
-        yield stack
 
 
 async def start(stack: AsyncExitStack, host: Host, *args: str) -> LinePeer:

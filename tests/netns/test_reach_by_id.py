@@ -45,7 +45,6 @@ import json
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -53,7 +52,7 @@ from typing import Any
 import pytest
 
 from .cli_peers import Daemon, cli_env, send_by_id, send_until_ok
-from .nat_topology import NatLab, build_nat_lab, nat_unavailable_reason
+from .nat_topology import NatLab, nat_unavailable_reason
 
 RELAY_PORT = 4001
 A_PORT = 4002
@@ -73,28 +72,12 @@ pytestmark = [
 ]
 
 
-@pytest.fixture(scope="module")
-def lab() -> Iterator[NatLab]:
-    made = build_nat_lab()
-    try:
-        yield made
-    finally:
-        made.destroy()
-
-
-@pytest.fixture
-async def daemons() -> AsyncIterator[AsyncExitStack]:
-    """Daemons pushed here are stopped at the end of the test, failures included."""
-    async with AsyncExitStack() as stack:
-        yield stack
-
-
 def is_relay_added(line: dict[str, Any]) -> bool:
     return line.get("auto_relay") == "added"
 
 
 async def test_reach_a_peer_by_id_through_nats_and_after_a_relay_restart(
-    lab: NatLab, daemons: AsyncExitStack, tmp_path: Path
+    lab: NatLab, peers: AsyncExitStack, tmp_path: Path
 ) -> None:
     env = cli_env(tmp_path)
     relay_key = str(tmp_path / "relay.key")
@@ -103,7 +86,7 @@ async def test_reach_a_peer_by_id_through_nats_and_after_a_relay_restart(
         "--autonat-private-addrs",
     )  # fmt: skip
     relay = await Daemon.start(lab.relay, env, *relay_args)
-    daemons.push_async_callback(lambda: relay.stop())
+    peers.push_async_callback(lambda: relay.stop())
     relay_addr = (await relay.wait_for(lambda line: "address" in line))["address"]
     assert relay_addr.startswith(f"/ip4/{lab.relay_ip}/tcp/{RELAY_PORT}/p2p/"), relay_addr
     relay_id = relay_addr.rsplit("/p2p/", 1)[1]
@@ -114,7 +97,7 @@ async def test_reach_a_peer_by_id_through_nats_and_after_a_relay_restart(
         "--key", str(tmp_path / "a.key"), "--echo", "--default-rule", "allow", "--no-mdns",
         "--bootstrap", relay_addr, "--autonat-private-addrs", "--autonat-confidence", "1",
     )  # fmt: skip
-    daemons.push_async_callback(a.stop)
+    peers.push_async_callback(a.stop)
     a_id = (await a.wait_for(lambda line: "peer_id" in line and "identity" in line))["peer_id"]
 
     # AutoNAT (r dials a back and fails: the NAT drops it) says a is not reachable, so

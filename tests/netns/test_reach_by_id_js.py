@@ -43,7 +43,6 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from typing import Any
 import pytest
 
 from .cli_peers import Daemon, cli_env, send_by_id, send_until_ok
-from .nat_topology import PUBLIC, NatLab, build_nat_lab, nat_unavailable_reason
+from .nat_topology import PUBLIC, NatLab, nat_unavailable_reason
 from .topology import LinePeer
 
 JS_PORT = 4001
@@ -73,22 +72,6 @@ pytestmark = [
     pytest.mark.interop,
     pytest.mark.timeout(90),
 ]
-
-
-@pytest.fixture(scope="module")
-def lab() -> Iterator[NatLab]:
-    made = build_nat_lab()
-    try:
-        yield made
-    finally:
-        made.destroy()
-
-
-@pytest.fixture
-async def peers() -> AsyncIterator[AsyncExitStack]:
-    """Processes pushed here are stopped at the end of the test, failures included."""
-    async with AsyncExitStack() as stack:
-        yield stack
 
 
 async def start_js(lab: NatLab, key: Path) -> LinePeer:

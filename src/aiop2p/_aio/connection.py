@@ -759,8 +759,8 @@ class Connection(asyncio.Protocol):
         first answers while the rest are computed lets the peer work on them meanwhile
         (32 echo requests in flight between two processes on two idle cores: ~1.7x the
         requests/s for 2-3 % more instructions per request; bench/RESULTS.md, "Round
-        four: batches in groups").  Up to ``WAKEUPS_PER_FLUSH`` requests still leave in one frame
-        (``_flush_after_wakeups``).
+        four: batches in groups").  Up to ``WAKEUPS_PER_FLUSH`` requests still leave in
+        one frame (``_flush_after_wakeups``).
         """
         if self._flush_held:
             woken = self._woken + 1

@@ -179,9 +179,7 @@ class QuicEndpoint:
                     budget -= self._receive_segments(data, segment, addr, touched)
                 else:
                     budget -= 1
-                    conn = self._route(data, addr)
-                    if conn is not None and conn.receive(data, addr) and conn not in touched:
-                        touched.append(conn)
+                    self._deliver(data, addr, touched)
                 if len(data) < _MIN_INITIAL_BYTES:
                     # A small datagram (a request, an ACK) seldom has others queued
                     # behind it: skip the read that would only say so; level-triggered
@@ -200,11 +198,15 @@ class QuicEndpoint:
         view = memoryview(data)
         starts = range(0, min(len(data), segment * _GSO_MAX_SEGMENTS), segment)
         for start in starts:
-            datagram = bytes(view[start : start + segment])
-            conn = self._route(datagram, addr)
-            if conn is not None and conn.receive(datagram, addr) and conn not in touched:
-                touched.append(conn)
+            self._deliver(bytes(view[start : start + segment]), addr, touched)
         return len(starts)
+
+    def _deliver(self, datagram: bytes, addr: SockAddr, touched: list[QuicConnection]) -> None:
+        """One datagram to its connection, which is noted in ``touched`` (once) when it
+        took it: its output is decided after the batch."""
+        conn = self._route(datagram, addr)
+        if conn is not None and conn.receive(datagram, addr) and conn not in touched:
+            touched.append(conn)
 
     def _socket_error(self, exc: OSError) -> None:
         """An error the socket reports (an ICMP error behind it): read the error queue,

@@ -249,6 +249,7 @@ def test_adapter_builds_one_packet_per_small_flush() -> None:
     (``_after_application_packet`` on aioquic's pacer ends the build), and the peer gets
     every write."""
     client, server = _handshaken_pair()
+    client.lean_send = False  # aioquic's builder (the lean one builds one packet anyway)
     assert client._loss._pacer.update_after_send == client._after_application_packet
     passes = 0
     limits = client._write_connection_limits

@@ -1,4 +1,5 @@
-"""Where aiop2p reaches past aioquic's public API: all of it is in this module.
+"""Where aiop2p reaches past aioquic's public API: all of it is in this module and in
+``quic_send`` (the lean 1-RTT packet builder).
 
 Checked against aioquic 1.7.2 (``pyproject.toml`` allows ``>=1.7.2,<1.8``).  aioquic (the
 sans-IO QUIC machine the QUIC transport drives) lacks what follows, so
@@ -48,8 +49,16 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   (it writes one frame per stream and packet, and long-header packets carry the same
   2-byte length, which is why the handshake keeps the configured size).
 
+The 1-RTT packets of an established connection (ACK, credit and STREAM frames: nearly
+all it sends) are built by :func:`~.quic_send.build_one_rtt` instead of aioquic's
+``datagrams_to_send`` (:meth:`LibP2PQuic.datagrams_to_send`); that module lists what it
+reaches in aioquic (``tests/transports/test_quic_send.py`` checks it).  The MAX_DATA,
+MAX_STREAMS and MAX_STREAM_DATA rules it shares with the wrappers below are here
+(:meth:`LibP2PQuic.connection_limits_due`, :meth:`LibP2PQuic.stream_credit_due`).
+
 Per small request (the sequential echo: one packet each way), aioquic's own per-call
-work is trimmed where it only finds out that nothing is left:
+work is trimmed where it only finds out that nothing is left (where aioquic still
+builds):
 
 - one 1-RTT packet per flush (:meth:`LibP2PQuic._after_application_packet`): aioquic's
   ``_write_application`` starts a second packet after every non-empty one, runs all its
@@ -86,6 +95,8 @@ from aioquic.quic.packet import QuicErrorCode, QuicFrameType, pull_quic_transpor
 from aioquic.quic.packet_builder import QuicPacketBuilderStop
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from cryptography import x509
+
+from .quic_send import build_one_rtt
 
 __all__ = [
     "MAX_FRAME_DATA_BYTES",
@@ -219,6 +230,8 @@ class LibP2PQuic(_AioquicConnection):
         self._consumed: dict[int, int] = {}
         self._consumed_total = 0
         self._written: dict[int, int] = {}
+        self.lean_send = True
+        """Whether :meth:`datagrams_to_send` may use the lean builder (tests compare)."""
         self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
         """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
         pacer = self._loss._pacer
@@ -252,6 +265,14 @@ class LibP2PQuic(_AioquicConnection):
             if not stream.sender.buffer_is_empty and not stream.is_blocked:
                 return
         raise QuicPacketBuilderStop
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+        """An established connection's ACK, credit and STREAM packets come from the lean
+        builder (:func:`~.quic_send.build_one_rtt`), everything else from aioquic."""
+        datagrams = build_one_rtt(self, now) if self.lean_send else None
+        if datagrams is None:
+            return super().datagrams_to_send(now)
+        return datagrams
 
     # -- ACKs -------------------------------------------------------------------------
 
@@ -435,15 +456,20 @@ class LibP2PQuic(_AioquicConnection):
         self._consumed.pop(stream_id, None)
         self._written.pop(stream_id, None)
 
-    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+    def stream_credit_due(self, stream: Any) -> bool:
+        """Whether the stream's MAX_STREAM_DATA is due: its window follows what was read
+        (``consumed + window``, once a quarter of a window was read), or an update was
+        lost (aioquic's handler then clears ``max_stream_data_local_sent``)."""
         local = stream.max_stream_data_local
         if local:
             target = self._consumed.get(stream.stream_id, 0) + self._stream_window
-            # Update once a quarter of the window was read: one frame per quarter.
-            if target - local >= self._stream_window // 4:
-                stream.max_stream_data_local = target
-            elif stream.max_stream_data_local_sent == local:
-                return  # nothing to announce (aioquic's own doubling is what we skip)
+            if target - local >= self._stream_window // 4:  # one frame per quarter read
+                stream.max_stream_data_local = local = target
+        return bool(stream.max_stream_data_local_sent != local)
+
+    def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
+        if not self.stream_credit_due(stream):
+            return  # nothing to announce (aioquic's own doubling is what we skip)
         receiver = stream.receiver
         highest, receiver.highest_offset = receiver.highest_offset, 0  # no doubling
         try:
@@ -451,11 +477,30 @@ class LibP2PQuic(_AioquicConnection):
         finally:
             receiver.highest_offset = highest
 
-    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+    def _raise_max_data(self) -> Any:
         max_data = self._local_max_data
         target = self._consumed_total + self._connection_window
         if target - max_data.value >= self._connection_window // 4:
             max_data.value = target
+        return max_data
+
+    def connection_limits_due(self) -> list[Any] | None:
+        """The MAX_DATA and MAX_STREAMS limits to announce now (None if none): credit
+        as :meth:`_write_connection_limits` grants it, stream slots by aioquic's
+        batching rule (once the peer has fewer left to open than the update grants)."""
+        due = None
+        max_data = self._raise_max_data()
+        if max_data.value != max_data.sent:
+            due = [max_data]
+        for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
+            if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
+                if due is None:
+                    due = []
+                due.append(limit)
+        return due
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        max_data = self._raise_max_data()
         used, max_data.used = max_data.used, 0  # no doubling
         try:
             super()._write_connection_limits(builder, space)

@@ -1,0 +1,309 @@
+"""A lean builder for the 1-RTT packets of an established QUIC connection.
+
+aioquic's ``datagrams_to_send`` builds every packet through its general machinery: a
+packet builder object, a pass over a dozen frame writers (each checking something that
+is settled once connected), a sent-packet record per packet, a delivery handler per frame.
+For the packets an established connection sends nearly always (an ACK, credit updates,
+STREAM frames) that is ~35-50 µs of Python per packet, which a small request pays on
+each side.  :func:`build_one_rtt` builds those packets directly and registers them
+exactly as aioquic would, so loss recovery, retransmission and congestion control
+work as before; anything else (handshake epochs, closing, PINGs and probes, path
+validation, connection ids, resets and STOP_SENDING, a stream blocked on the stream
+limit, a logger) returns None, and aioquic builds as usual.
+
+What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checked by
+``tests/transports/test_quic_send.py``):
+
+- to decide it may build: ``_state``, ``_close_pending``, ``_handshake_confirmed``,
+  ``_quic_logger``, ``_network_paths`` (``is_validated``, ``remote_challenges``),
+  ``_handshake_done_pending``, ``_retire_connection_ids``, ``_streams_blocked_pending``,
+  ``_ping_pending``, ``_probe_pending``, ``_datagrams_pending``, ``_crypto_streams``,
+  ``_host_cids`` (``was_sent``), ``_remote_preferred_address``; of each stream in
+  ``_streams_queue``: ``sender.reset_pending``, ``receiver.stop_pending``,
+  ``is_finished``, ``is_blocked``, ``sender.buffer_is_empty``;
+- to build: ``_cryptos`` (``encrypt_packet``, ``key_phase``), ``_spaces`` (``ack_at``,
+  ``ack_queue``, ``largest_received_packet``/``_time``), ``_local_ack_delay_exponent``,
+  ``_peer_cid``, ``_spin_bit``, ``_packet_number``, ``_max_datagram_size``,
+  ``_loss`` (``congestion_window``, ``bytes_in_flight``, ``_pacer.next_send_time``,
+  ``on_packet_sent``), ``_pacing_at``, ``_remote_max_data``/``_used``, of each stream
+  ``max_stream_data_remote``/``_local``/``_local_sent`` and the sender's
+  ``get_frame``, ``next_offset``, ``highest_offset``, ``_pending``, ``_pending_eof``;
+  the limits ``_local_max_data``, ``_local_max_streams_bidi``/``_uni``
+  (``value``, ``sent``, ``used``, ``frame_type``); ``push_ack_frame``;
+- to register what it sent, as ``_flush_builder`` does: a ``QuicSentPacket`` with
+  aioquic's own delivery handlers (``_on_ack_delivery``,
+  ``_on_connection_limit_delivery``, ``_on_max_stream_data_delivery``, the sender's
+  ``on_data_delivery``), ``_close_at``, ``_idle_timeout``,
+  ``_ack_eliciting_sent_since_receipt``; finished streams are dropped as aioquic's
+  ``_write_application`` drops them (``_streams``, the peer's stream limit ``value``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aioquic._buffer import Buffer
+from aioquic.buffer import size_uint_var
+from aioquic.quic.connection import QuicConnectionState
+from aioquic.quic.packet import QuicFrameType, QuicPacketType, push_ack_frame
+from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.tls import Epoch
+
+if TYPE_CHECKING:
+    from aioquic.quic.stream import QuicStream
+
+    from .quic_adapter import LibP2PQuic
+
+__all__ = ["build_one_rtt"]
+
+MAX_FRAME_DATA_BYTES = 0x3FFF
+"""The most data one STREAM frame holds here (its 2-byte varint length, as aioquic)."""
+_MAX_FRAMES_PER_STREAM = 8  # per packet: 8 * 16383 > the largest UDP payload
+_TAG_BYTES = 16  # the AEAD tag of every QUIC cipher suite
+_MIN_PAYLOAD = 2  # RFC 9001 5.4.2: with 2-byte packet numbers, 4 bytes for the sample
+_PING = int(QuicFrameType.PING)
+_ACK = int(QuicFrameType.ACK)
+_MAX_STREAM_DATA = int(QuicFrameType.MAX_STREAM_DATA)
+_CONNECTED = QuicConnectionState.CONNECTED
+_ONE_RTT = Epoch.ONE_RTT
+_ONE_RTT_PACKET = QuicPacketType.ONE_RTT
+
+
+def _may_build(quic: LibP2PQuic) -> bool:
+    """Whether nothing but ACK, credit and STREAM frames can be due (see the module)."""
+    if (
+        quic._state is not _CONNECTED
+        or quic._close_pending
+        or not quic._handshake_confirmed
+        or quic._quic_logger is not None
+        or quic._handshake_done_pending
+        or quic._retire_connection_ids
+        or quic._streams_blocked_pending
+        or quic._ping_pending
+        or quic._probe_pending
+        or quic._datagrams_pending
+        or quic._remote_preferred_address is not None
+    ):
+        return False
+    paths = quic._network_paths
+    if len(paths) != 1 or not paths[0].is_validated or paths[0].remote_challenges:
+        return False
+    crypto_stream = quic._crypto_streams.get(_ONE_RTT)
+    if crypto_stream is not None and not crypto_stream.sender.buffer_is_empty:
+        return False
+    return all(issued.was_sent for issued in quic._host_cids)
+
+
+def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | None:
+    """The datagrams aioquic's ``datagrams_to_send`` would return, registered with its
+    loss recovery; None (nothing done) where aioquic must build."""
+    if not _may_build(quic):
+        return None
+    # The streams: finished ones go (as in aioquic's stream loop), a reset or
+    # STOP_SENDING is aioquic's to write; credit and data are noted.
+    ready: list[QuicStream] = []
+    credit: list[QuicStream] = []
+    finished: list[QuicStream] | None = None
+    stream_credit_due = quic.stream_credit_due
+    for stream in quic._streams_queue:
+        sender = stream.sender
+        if sender.reset_pending or stream.receiver.stop_pending:
+            return None
+        if sender.is_finished and stream.receiver.is_finished:
+            if finished is None:
+                finished = []
+            finished.append(stream)
+            continue
+        if stream_credit_due(stream):
+            credit.append(stream)
+        if not sender.buffer_is_empty and not stream.is_blocked:
+            ready.append(stream)
+    if finished is not None:
+        _discard(quic, finished)
+    limits = quic.connection_limits_due()  # None when none is
+    space = quic._spaces[_ONE_RTT]
+    quic._pacing_at = None
+    if not ready and not credit and not limits and (space.ack_at is None or space.ack_at > now):
+        return []  # nothing to send (what aioquic's pass would find out)
+
+    crypto = quic._cryptos[_ONE_RTT]
+    loss = quic._loss
+    pacer = loss._pacer
+    peer_cid = quic._peer_cid.cid
+    header_bytes = 3 + len(peer_cid)
+    datagram_bytes = quic._max_datagram_size
+    addr = quic._network_paths[0].addr
+    datagrams: list[tuple[bytes, Any]] = []
+    packet_number = quic._packet_number
+    while True:
+        ack_due = space.ack_at is not None and space.ack_at <= now
+        if not ack_due:
+            pacing_at = pacer.next_send_time(now=now)
+            if pacing_at is not None:
+                quic._pacing_at = pacing_at
+                break
+        room = datagram_bytes - header_bytes - _TAG_BYTES  # payload bytes in the packet
+        flight_room = min(datagram_bytes, loss.congestion_window - loss.bytes_in_flight)
+        flight_room -= header_bytes + _TAG_BYTES  # payload bytes in flight may reach
+        buf = Buffer(capacity=room)
+        handlers: list[tuple[Any, Any]] = []
+        eliciting = False
+        if ack_due:
+            _write_ack(quic, buf, space, room, now, handlers)
+            if len(space.ack_queue) > 1 and packet_number % 8 == 0 and buf.tell() < flight_room:
+                buf.push_uint8(_PING)  # aioquic's ACK-of-ACK trigger
+                eliciting = True
+        if limits:
+            for limit in limits:
+                if buf.tell() + 9 > flight_room:
+                    break
+                buf.push_uint_var(limit.frame_type)
+                buf.push_uint_var(limit.value)
+                limit.sent = limit.value
+                handlers.append((quic._on_connection_limit_delivery, (limit,)))
+                eliciting = True
+            limits = [limit for limit in limits if limit.sent != limit.value]
+        if credit:
+            for stream in credit:
+                if buf.tell() + 17 > flight_room:
+                    break
+                buf.push_uint8(_MAX_STREAM_DATA)
+                buf.push_uint_var(stream.stream_id)  # type: ignore[arg-type]
+                buf.push_uint_var(stream.max_stream_data_local)
+                stream.max_stream_data_local_sent = stream.max_stream_data_local
+                handlers.append((quic._on_max_stream_data_delivery, (stream,)))
+                eliciting = True
+            credit = [s for s in credit if s.max_stream_data_local_sent != s.max_stream_data_local]
+        if ready:
+            sent, ready = _write_streams(quic, buf, ready, flight_room, handlers)
+            if sent:
+                eliciting = True
+                queue = quic._streams_queue
+                if queue[-len(sent) :] != sent:  # aioquic's service order: served ones last
+                    quic._streams_queue = [s for s in queue if s not in sent] + sent
+        payload_bytes = buf.tell()
+        if not payload_bytes:
+            break
+        in_flight = eliciting
+        if payload_bytes < _MIN_PAYLOAD:
+            buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
+            in_flight = True
+        header = bytes(
+            (
+                0x40 | (quic._spin_bit << 5) | (crypto.key_phase << 2) | 1,
+                *peer_cid,
+                (packet_number >> 8) & 0xFF,
+                packet_number & 0xFF,
+            )
+        )
+        data = crypto.encrypt_packet(header, buf.data, packet_number)
+        loss.on_packet_sent(
+            packet=QuicSentPacket(
+                epoch=_ONE_RTT,
+                in_flight=in_flight,
+                is_ack_eliciting=eliciting,
+                is_crypto_packet=False,
+                packet_number=packet_number,
+                packet_type=_ONE_RTT_PACKET,
+                sent_time=now,
+                sent_bytes=len(data),
+                delivery_handlers=handlers,
+            ),
+            space=space,
+        )
+        if eliciting and not quic._ack_eliciting_sent_since_receipt:
+            # RFC 9000 10.1: the first ack-eliciting packet since one was received
+            quic._close_at = now + quic._idle_timeout()
+            quic._ack_eliciting_sent_since_receipt = True
+        quic._pacer_after_send(now)
+        datagrams.append((data, addr))
+        packet_number += 1
+        if not ready and not credit and not limits:
+            break
+    quic._packet_number = packet_number
+    return datagrams
+
+
+def _discard(quic: LibP2PQuic, finished: list[QuicStream]) -> None:
+    """Drop streams done both ways; each one the peer opened lets it open another
+    (RFC 9000 4.6), which MAX_STREAMS announces by aioquic's batching rule."""
+    streams = quic._streams
+    for stream in finished:
+        sid: int = stream.stream_id  # type: ignore[assignment]
+        streams.pop(sid, None)
+        if (sid & 1) == quic._is_client:  # opened by the peer
+            limit = quic._local_max_streams_uni if sid & 2 else quic._local_max_streams_bidi
+            limit.value += 1
+    gone = set(map(id, finished))
+    quic._streams_queue = [s for s in quic._streams_queue if id(s) not in gone]
+
+
+def _write_ack(
+    quic: LibP2PQuic,
+    buf: Buffer,
+    space: Any,
+    room: int,
+    now: float,
+    handlers: list[tuple[Any, Any]],
+) -> None:
+    """The ACK frame, as aioquic's ``_write_ack_frame`` writes it."""
+    delay = int((now - space.largest_received_time) * 1_000_000) >> quic._local_ack_delay_exponent
+    buf.push_uint8(_ACK)
+    push_ack_frame(buf, space.ack_queue, delay, room - 1)
+    handlers.append((quic._on_ack_delivery, (space, space.largest_received_packet)))
+    space.ack_at = None
+
+
+def _write_streams(
+    quic: LibP2PQuic,
+    buf: Buffer,
+    ready: list[QuicStream],
+    flight_room: int,
+    handlers: list[tuple[Any, Any]],
+) -> tuple[list[QuicStream], list[QuicStream]]:
+    """STREAM frames of the ready streams, in order, while the packet and the congestion
+    window have room and flow control allows; returns the streams that sent and those
+    that still have data to send."""
+    sent: list[QuicStream] = []
+    left: list[QuicStream] = []
+    for index, stream in enumerate(ready):
+        if buf.tell() + 4 > flight_room:  # not even a FIN-only frame fits
+            left.extend(ready[index:])
+            break
+        sender = stream.sender
+        sid: int = stream.stream_id  # type: ignore[assignment]
+        sid_bytes = size_uint_var(sid)
+        before = sender.highest_offset
+        max_offset = min(
+            before + quic._remote_max_data - quic._remote_max_data_used,
+            stream.max_stream_data_remote,
+        )
+        wrote = False
+        for _ in range(_MAX_FRAMES_PER_STREAM):
+            start = sender.next_offset
+            overhead = 3 + sid_bytes + (size_uint_var(start) if start else 0)
+            frame = sender.get_frame(
+                flight_room - buf.tell() - overhead,
+                min(max_offset, start + MAX_FRAME_DATA_BYTES),
+            )
+            if frame is None:
+                break
+            wrote = True
+            size = len(frame.data)
+            offset = frame.offset
+            buf.push_uint8(0x0A | (4 if offset else 0) | (1 if frame.fin else 0))
+            buf.push_uint_var(sid)
+            if offset:
+                buf.push_uint_var(offset)
+            buf.push_uint16(size | 0x4000)
+            buf.push_bytes(frame.data)
+            handlers.append((sender.on_data_delivery, (offset, offset + size, frame.fin)))
+            if not len(sender._pending) and not sender._pending_eof:
+                sender.buffer_is_empty = True  # all sent: what get_frame would find out
+                break
+        quic._remote_max_data_used += sender.highest_offset - before
+        if wrote:
+            sent.append(stream)
+        if not sender.buffer_is_empty:
+            left.append(stream)
+    return sent, left

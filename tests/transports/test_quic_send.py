@@ -1,0 +1,484 @@
+"""The lean 1-RTT packet builder (``quic_send.build_one_rtt``): the frames it writes, that
+what it sends is registered with aioquic's loss recovery (lost data is sent again, ACK
+ranges are right, the congestion window holds) and what it leaves to aioquic, on two
+in-memory QUIC machines; a peer that stops acknowledging does not make it grow."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from aioquic._buffer import Buffer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnectionState
+from aioquic.quic.events import StreamDataReceived
+from aioquic.quic.packet import pull_ack_frame
+from aioquic.tls import Epoch
+
+from aiop2p._aio import quic_adapter, quic_send
+from aiop2p._aio.quic_adapter import LibP2PQuic
+from aiop2p._aio.quic_connection import ALPN, _certificate_for
+from aiop2p.identity import KeyPair
+
+from .quic_memory import ADDR, handshake
+
+Frame = tuple[Any, ...]  # (type, fields...)
+
+
+def _machine(
+    *,
+    is_client: bool,
+    odcid: bytes | None = None,
+    stream_window: int = 8 << 20,
+    connection_window: int = 8 << 20,
+    max_streams: int = 8,
+) -> LibP2PQuic:
+    cert, key = _certificate_for(KeyPair.generate())
+    return LibP2PQuic(
+        configuration=QuicConfiguration(
+            is_client=is_client,
+            alpn_protocols=[ALPN],
+            certificate=cert,
+            private_key=key,
+            verify_mode=ssl.CERT_NONE,
+            max_stream_data=stream_window,
+            max_data=connection_window,
+        ),
+        original_destination_connection_id=odcid,
+        stream_window_bytes=stream_window,
+        connection_window_bytes=connection_window,
+        max_streams=max_streams,
+    )
+
+
+def _pair(**server_args: int) -> tuple[LibP2PQuic, LibP2PQuic]:
+    client = _machine(is_client=True)
+    server = handshake(client, lambda odcid: _machine(is_client=False, odcid=odcid, **server_args))
+    # Settle what the handshake leaves (HANDSHAKE_DONE, connection ids, their ACKs).
+    for step in range(10):
+        now = 0.1 + step * 0.01
+        for sender, receiver in ((server, client), (client, server)):
+            for data, _ in sender.datagrams_to_send(now=now):
+                receiver.receive_datagram(data, ADDR, now=now)
+    for machine in (client, server):
+        _events(machine)
+        assert machine._handshake_confirmed
+    return client, server
+
+
+@pytest.fixture
+def lean_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+    """Whether each ``datagrams_to_send`` call was the lean builder's (True) or aioquic's."""
+    calls: list[bool] = []
+
+    def counted(quic: LibP2PQuic, now: float) -> list[tuple[bytes, object]] | None:
+        datagrams = quic_send.build_one_rtt(quic, now)
+        calls.append(datagrams is not None)
+        return datagrams
+
+    monkeypatch.setattr(quic_adapter, "build_one_rtt", counted)
+    yield calls
+
+
+def _events(machine: LibP2PQuic) -> dict[int, tuple[bytes, bool]]:
+    """Stream data (and whether it ended) per stream, read and credited."""
+    got: dict[int, tuple[bytes, bool]] = {}
+    while (event := machine.next_event()) is not None:
+        if isinstance(event, StreamDataReceived):
+            data, ended = got.get(event.stream_id, (b"", False))
+            got[event.stream_id] = (data + event.data, ended or event.end_stream)
+            machine.consumed(event.stream_id, len(event.data))
+    return got
+
+
+def _frames(receiver: LibP2PQuic, datagram: bytes) -> tuple[int, list[Frame]]:
+    """The packet number and frames of a 1-RTT packet, decrypted with ``receiver``'s keys
+    (its state is left as it was): ``(type, ...)`` for each frame."""
+    cid = receiver.host_cid
+    assert datagram[0] & 0xC0 == 0x40 and datagram[1 : 1 + len(cid)] == cid
+    _, payload, number = receiver._cryptos[Epoch.ONE_RTT].decrypt_packet(
+        datagram, 1 + len(cid), receiver._spaces[Epoch.ONE_RTT].expected_packet_number
+    )
+    buf = Buffer(data=payload)
+    frames: list[Frame] = []
+    while not buf.eof():
+        kind = buf.pull_uint_var()
+        if kind in (0x00, 0x01):  # PADDING, PING
+            frames.append((kind,))
+        elif kind == 0x02:
+            ranges, _ = pull_ack_frame(buf)
+            frames.append((kind, *(n for r in ranges for n in (r.start, r.stop))))
+        elif kind in (0x10, 0x12, 0x13):
+            frames.append((kind, buf.pull_uint_var()))
+        elif kind == 0x11:
+            frames.append((kind, buf.pull_uint_var(), buf.pull_uint_var()))
+        elif 0x08 <= kind <= 0x0F:
+            sid = buf.pull_uint_var()
+            offset = buf.pull_uint_var() if kind & 4 else 0
+            size = buf.pull_uint_var() if kind & 2 else len(payload) - buf.tell()
+            frames.append((0x08, sid, offset, buf.pull_bytes(size), bool(kind & 1)))
+        else:
+            raise AssertionError(f"unexpected frame type {kind:#x}")
+    return number, frames
+
+
+def _stream_frames(frames: list[Frame]) -> list[Frame]:
+    return [f for f in frames if f[0] == 0x08]
+
+
+def test_lean_builder_reaches_the_aioquic_internals_it_needs() -> None:
+    """Fails loudly if an aioquic upgrade moves what ``quic_send`` touches (its docstring
+    lists them)."""
+    client, server = _pair()
+    for machine in (client, server):
+        for name in (
+            "_state",
+            "_close_pending",
+            "_handshake_confirmed",
+            "_quic_logger",
+            "_network_paths",
+            "_handshake_done_pending",
+            "_retire_connection_ids",
+            "_streams_blocked_pending",
+            "_ping_pending",
+            "_probe_pending",
+            "_datagrams_pending",
+            "_crypto_streams",
+            "_host_cids",
+            "_remote_preferred_address",
+            "_streams_queue",
+            "_streams",
+            "_cryptos",
+            "_spaces",
+            "_local_ack_delay_exponent",
+            "_peer_cid",
+            "_spin_bit",
+            "_packet_number",
+            "_max_datagram_size",
+            "_pacing_at",
+            "_remote_max_data",
+            "_remote_max_data_used",
+            "_local_max_data",
+            "_local_max_streams_bidi",
+            "_local_max_streams_uni",
+            "_close_at",
+            "_ack_eliciting_sent_since_receipt",
+        ):
+            assert hasattr(machine, name), name
+        for name in (
+            "_idle_timeout",
+            "_on_ack_delivery",
+            "_on_connection_limit_delivery",
+            "_on_max_stream_data_delivery",
+        ):
+            assert callable(getattr(machine, name)), name
+        path = machine._network_paths[0]
+        assert path.is_validated and not path.remote_challenges
+        assert all(hasattr(issued, "was_sent") for issued in machine._host_cids)
+        space = machine._spaces[Epoch.ONE_RTT]
+        for name in ("ack_at", "ack_queue", "largest_received_packet", "largest_received_time"):
+            assert hasattr(space, name), name
+        loss = machine._loss
+        assert callable(loss.on_packet_sent) and callable(loss._pacer.next_send_time)
+        assert isinstance(loss.congestion_window, int) and isinstance(loss.bytes_in_flight, int)
+        crypto = machine._cryptos[Epoch.ONE_RTT]
+        assert callable(crypto.encrypt_packet) and crypto.key_phase in (0, 1)
+        for limit in (
+            machine._local_max_data,
+            machine._local_max_streams_bidi,
+            machine._local_max_streams_uni,
+        ):
+            for name in ("value", "sent", "used", "frame_type"):
+                assert hasattr(limit, name), name
+    sid = client.get_next_available_stream_id()
+    client.write(sid, b"x")
+    stream = client._streams[sid]
+    for name in ("max_stream_data_remote", "max_stream_data_local", "max_stream_data_local_sent"):
+        assert isinstance(getattr(stream, name), int), name
+    assert stream in client._streams_queue and not stream.is_blocked
+    sender, receiver = stream.sender, stream.receiver
+    assert not sender.reset_pending and not receiver.stop_pending
+    assert not sender.is_finished and not receiver.is_finished and not stream.is_finished
+    assert len(sender._pending) == 1 and sender._pending_eof is False
+    assert sender.next_offset == 0 and sender.highest_offset == 0
+    frame = sender.get_frame(100, 100)
+    assert frame is not None and (frame.offset, frame.data, frame.fin) == (0, b"x", False)
+    assert callable(sender.on_data_delivery)
+
+
+def test_established_packets_come_from_the_lean_builder(lean_calls: list[bool]) -> None:
+    """Data, its ACK and the answer are the lean builder's; a PING (or a reset) is
+    aioquic's, and the lean builder takes over again after it."""
+    client, server = _pair()
+    lean_calls.clear()
+    sid = client.get_next_available_stream_id()
+    client.write(sid, b"request", end_stream=True)
+    (datagram,) = client.datagrams_to_send(now=1.0)
+    _, frames = _frames(server, datagram[0])
+    assert _stream_frames(frames) == [(0x08, sid, 0, b"request", True)]
+    server.receive_datagram(datagram[0], ADDR, now=1.0)
+    assert _events(server) == {sid: (b"request", True)}
+    server.write(sid, b"answer", end_stream=True)
+    server.ack_with_next_packet(1.0)
+    (datagram,) = server.datagrams_to_send(now=1.0)
+    _, frames = _frames(client, datagram[0])
+    assert frames[0][0] == 0x02  # the ACK rides along
+    assert _stream_frames(frames) == [(0x08, sid, 0, b"answer", True)]
+    client.receive_datagram(datagram[0], ADDR, now=1.0)
+    assert _events(client) == {sid: (b"answer", True)}
+    assert lean_calls == [True, True]
+    client.send_ping(7)
+    (datagram,) = client.datagrams_to_send(now=1.1)
+    assert lean_calls[-1] is False
+    assert (0x01,) in _frames(server, datagram[0])[1]
+    server.receive_datagram(datagram[0], ADDR, now=1.1)
+    other = client.get_next_available_stream_id()
+    client.write(other, b"doomed")
+    client.reset_stream(other, 0)
+    client.datagrams_to_send(now=1.2)
+    assert lean_calls[-1] is False
+    client.write(client.get_next_available_stream_id(), b"again")
+    assert client.datagrams_to_send(now=1.3)
+    assert lean_calls[-1] is True
+
+
+def test_a_lost_packet_is_sent_again(lean_calls: list[bool]) -> None:
+    """A lean-built packet that never arrives is declared lost once three later ones are
+    acknowledged (RFC 9002 6.1.1), and its data goes out again in a lean-built packet;
+    the server reads every byte in order."""
+    client, server = _pair()
+    lean_calls.clear()
+    sid = client.get_next_available_stream_id()
+    sent = []
+    for i in range(5):
+        client.write(sid, b"part %d;" % i)
+        (datagram,) = client.datagrams_to_send(now=1.0 + i * 0.001)
+        sent.append(datagram[0])
+    dropped, *delivered = sent
+    for data in delivered:
+        server.receive_datagram(data, ADDR, now=1.01)
+    assert _events(server) == {}  # the first bytes are missing: nothing to read yet
+    for data, _ in server.datagrams_to_send(now=1.05):  # its ACK, after the ACK delay
+        client.receive_datagram(data, ADDR, now=1.05)
+    again = client.datagrams_to_send(now=1.05)
+    assert len(again) == 1 and again[0][0] != dropped
+    _, frames = _frames(server, again[0][0])
+    assert _stream_frames(frames) == [(0x08, sid, 0, b"part 0;", False)]
+    server.receive_datagram(again[0][0], ADDR, now=1.06)
+    assert _events(server) == {sid: (b"".join(b"part %d;" % i for i in range(5)), False)}
+    assert all(lean_calls)
+
+
+def test_ack_ranges_are_what_arrived(lean_calls: list[bool]) -> None:
+    """The server's lean-built ACK lists exactly the packets it got (two were lost), and
+    once the client acknowledges that ACK the server stops repeating those ranges."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    numbers = []
+    now = 1.0
+    for i in range(10):
+        now += 0.01  # past the pacer
+        client.write(sid, b"%d" % i)
+        (datagram,) = client.datagrams_to_send(now=now)
+        number, _ = _frames(server, datagram[0])
+        numbers.append(number)
+        if i not in (3, 6):
+            server.receive_datagram(datagram[0], ADDR, now=now)
+    lean_calls.clear()
+    server.write(sid, b"ack this")
+    server.ack_with_next_packet(now)
+    (datagram,) = server.datagrams_to_send(now=now)
+    assert lean_calls == [True]
+    _, frames = _frames(client, datagram[0])
+    ack = frames[0]
+    assert ack[0] == 0x02
+    acked = {
+        n for start, stop in zip(ack[1::2], ack[2::2], strict=True) for n in range(start, stop)
+    }
+    delivered = {number for i, number in enumerate(numbers) if i not in (3, 6)}
+    assert {n for n in acked if n >= numbers[0]} == delivered
+    queue = server._spaces[Epoch.ONE_RTT].ack_queue  # what it has not seen acknowledged
+    assert acked == {n for r in queue for n in r}
+    # The client acknowledges the server's packet: the server forgets what that ACK held.
+    client.receive_datagram(datagram[0], ADDR, now=now + 0.01)
+    client.write(sid, b"more")
+    client.ack_with_next_packet(now + 0.01)
+    (reply,) = client.datagrams_to_send(now=now + 0.01)
+    server.receive_datagram(reply[0], ADDR, now=now + 0.02)
+    server.write(sid, b"next")
+    server.ack_with_next_packet(now + 0.02)
+    (datagram,) = server.datagrams_to_send(now=now + 0.02)
+    _, frames = _frames(client, datagram[0])
+    assert frames[0][0] == 0x02
+    assert frames[0][1] > numbers[-1]  # only the packet after the acknowledged ACK
+
+
+def test_a_fin_alone_and_a_write_larger_than_a_packet(lean_calls: list[bool]) -> None:
+    """A close after the data was sent is a FIN-only STREAM frame at the stream's end; a
+    write larger than a datagram leaves in several packets of at most the datagram size."""
+    client, server = _pair()
+    lean_calls.clear()
+    sid = client.get_next_available_stream_id()
+    payload = bytes(range(256)) * 40  # 10 KiB: several 1200 B datagrams
+    client.write(sid, payload)
+    offsets = []
+    now = 1.0
+    for _ in range(20):  # bounded: the pacer lets a few packets go per call
+        now += 0.01
+        datagrams = [data for data, _ in client.datagrams_to_send(now=now)]
+        assert all(len(data) <= client._max_datagram_size for data in datagrams)
+        for data in datagrams:
+            (frame,) = _stream_frames(_frames(server, data)[1])
+            offsets.append(frame[2])
+            server.receive_datagram(data, ADDR, now=now)
+        for data, _ in server.datagrams_to_send(now=now):
+            client.receive_datagram(data, ADDR, now=now)
+        if not client.sends_pending(sid):
+            break
+    assert len(offsets) > 5 and offsets == sorted(offsets) and offsets[0] == 0
+    assert _events(server) == {sid: (payload, False)}
+    client.write(sid, b"", end_stream=True)
+    (datagram,) = client.datagrams_to_send(now=now + 0.01)
+    assert _stream_frames(_frames(server, datagram[0])[1]) == [(0x08, sid, len(payload), b"", True)]
+    server.receive_datagram(datagram[0], ADDR, now=now + 0.01)
+    assert _events(server) == {sid: (b"", True)}
+    assert all(lean_calls)
+
+
+def test_the_congestion_window_holds_the_sender(lean_calls: list[bool]) -> None:
+    """A large write fills the congestion window and no more while ACKs are held back;
+    once they arrive the rest goes, and it all arrives."""
+    client, server = _pair()
+    lean_calls.clear()
+    loss = client._loss
+    sid = client.get_next_available_stream_id()
+    payload = bytes(range(256)) * 1024  # 256 KiB, far above the initial window
+    client.write(sid, payload, end_stream=True)
+    held: list[bytes] = []
+    now = 1.0
+    for _ in range(50):  # the server's ACKs held back (past the pacer: 2 ms steps)
+        now += 0.002
+        for data, _ in client.datagrams_to_send(now=now):
+            server.receive_datagram(data, ADDR, now=now)
+        held += [data for data, _ in server.datagrams_to_send(now=now)]
+        assert loss.bytes_in_flight <= loss.congestion_window
+    assert client.sends_pending(sid)  # the window held the rest back
+    assert loss.bytes_in_flight > loss.congestion_window - client._max_datagram_size  # full
+    for data in held:
+        client.receive_datagram(data, ADDR, now=now)
+    received, ended = _events(server).get(sid, (b"", False))
+    for _ in range(200):  # bounded: each round trip lets a window's worth go
+        now += 0.01
+        for data, _ in client.datagrams_to_send(now=now):
+            server.receive_datagram(data, ADDR, now=now)
+        assert loss.bytes_in_flight <= loss.congestion_window
+        data, ended = _events(server).get(sid, (b"", False))
+        received += data
+        if ended:
+            break
+        for data, _ in server.datagrams_to_send(now=now + 0.005):
+            client.receive_datagram(data, ADDR, now=now + 0.005)
+    assert received == payload
+    assert all(lean_calls)
+
+
+def test_a_peer_that_stops_acknowledging(lean_calls: list[bool]) -> None:
+    """With every ACK lost the sender stays within its window: after the first window
+    only probes leave, ever more rarely, and the connection ends at its idle timeout."""
+    client, server = _pair()
+    lean_calls.clear()
+    sid = client.get_next_available_stream_id()
+    client.write(sid, bytes(1 << 20))
+    space = client._spaces[Epoch.ONE_RTT]
+    loss = client._loss
+    sent_bytes = 0
+    now = 1.0
+    for _ in range(400):  # bounded: until the idle timeout
+        timer = client.get_timer()
+        if timer is not None and timer <= now:
+            client.handle_timer(now=now)
+        for data, _ in client.datagrams_to_send(now=now):
+            sent_bytes += len(data)
+            server.receive_datagram(data, ADDR, now=now)  # the server's answers are lost
+        _events(server)
+        server.datagrams_to_send(now=now)
+        assert len(space.sent_packets) <= 64
+        assert loss.bytes_in_flight <= loss.congestion_window + 2 * client._max_datagram_size
+        if client._state is not QuicConnectionState.CONNECTED:
+            break
+        timer = client.get_timer()
+        assert timer is not None
+        now = max(now + 0.001, timer)
+    assert client._state is not QuicConnectionState.CONNECTED  # idle timeout
+    assert sent_bytes < 64 * 1024  # the first window and some probes of 1 MiB written
+    assert True in lean_calls and False in lean_calls  # probes are aioquic's
+
+
+def test_credit_updates_leave_in_lean_built_packets(lean_calls: list[bool]) -> None:
+    """A server with small windows grants more as it reads (MAX_STREAM_DATA, MAX_DATA)
+    in lean-built packets, so a transfer many windows long completes."""
+    client, server = _pair(stream_window=16 * 1024, connection_window=64 * 1024)
+    lean_calls.clear()
+    sid = client.get_next_available_stream_id()
+    payload = bytes(range(256)) * 2048  # 512 KiB: 32 stream windows
+    client.write(sid, payload, end_stream=True)
+    received = b""
+    credit: set[int] = set()
+    for step in range(2000):  # bounded
+        now = 1.0 + step * 0.01
+        for data, _ in client.datagrams_to_send(now=now):
+            server.receive_datagram(data, ADDR, now=now)
+        got = _events(server).get(sid)
+        if got is not None:
+            received += got[0]
+            if got[1]:
+                break
+        server.ack_with_next_packet(now)
+        for data, _ in server.datagrams_to_send(now=now):
+            credit.update(f[0] for f in _frames(client, data)[1] if f[0] in (0x10, 0x11))
+            client.receive_datagram(data, ADDR, now=now)
+    assert received == payload
+    assert credit == {0x10, 0x11}
+    assert all(lean_calls)
+
+
+def test_lean_and_aioquic_builders_write_the_same_frames() -> None:
+    """Sequential requests (each a new stream with an ACK, answers with FIN, streams
+    dropped once done, MAX_STREAMS when slots free up) give the same frames from both
+    builders, except that the lean one puts a MAX_STREAMS into the packet being built
+    where aioquic, which frees the slots while writing STREAM frames, sends it in a
+    packet of its own."""
+
+    def exchange(lean: bool) -> list[list[Frame]]:
+        client, server = _pair(max_streams=4)
+        client.lean_send = server.lean_send = lean
+        seen: list[list[Frame]] = []
+        now = 1.0
+        for i in range(12):
+            sid = client.get_next_available_stream_id()
+            client.write(sid, b"request %d" % i, end_stream=True)
+            for sender, receiver in ((client, server), (server, client)):
+                now += 0.01
+                sender.ack_with_next_packet(now)
+                for data, _ in sender.datagrams_to_send(now=now):
+                    frames = _frames(receiver, data)[1]
+                    seen.append([f if f[0] != 0x02 else (0x02,) for f in frames])
+                    receiver.receive_datagram(data, ADDR, now=now)
+                for got_sid, (data, ended) in _events(receiver).items():
+                    if receiver is server and ended:
+                        server.write(got_sid, data.upper(), end_stream=True)
+        return seen
+
+    def without_max_streams(packets: list[list[Frame]]) -> list[list[Frame]]:
+        kept = ([f for f in frames if f[0] != 0x12] for frames in packets)
+        return [frames for frames in kept if frames]
+
+    def max_streams(packets: list[list[Frame]]) -> list[Frame]:
+        return [f for frames in packets for f in frames if f[0] == 0x12]
+
+    lean, plain = exchange(True), exchange(False)
+    assert without_max_streams(lean) == without_max_streams(plain)
+    assert max_streams(lean) == max_streams(plain) != []
+    assert len(lean) < len(plain)

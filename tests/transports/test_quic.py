@@ -634,3 +634,65 @@ async def test_dial_to_a_closed_port_fails_on_the_icmp_refusal() -> None:
                 await a.dial(f"/ip4/127.0.0.1/udp/{port}/quic-v1")
         assert "ICMP" in str(caught.value)
         assert not a.connections
+
+
+async def test_inbound_stream_negotiation_fast_path_fallback_and_deadline() -> None:
+    """Inbound QUIC streams match their first input against the offer (no multistream
+    machine for header + proposal in one packet); a header sent alone falls back to the
+    machine and still negotiates; an unsupported proposal is refused; a stream that
+    never proposes is reset at the negotiation deadline, which only such streams get."""
+    from aiop2p.errors import ProtocolNotSupportedError
+    from aiop2p.protocols.multistream import MULTISTREAM_PROTOCOL_ID, encode_message
+    from aiop2p.protocols.yamux import StreamId
+
+    config = NodeConfig(negotiation_timeout=0.5)
+    async with (
+        Node(transports=[QuicTransport()], config=config) as b,
+        Node(transports=[QuicTransport()]) as a,
+    ):
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        assert isinstance(conn, QuicConnection) and conn._quic is not None
+        quic = conn._quic
+        (theirs,) = b.connections
+        assert isinstance(theirs, QuicConnection)
+        watched: list[int] = []  # the inbound streams given a negotiation deadline
+
+        class Recording(dict[StreamId, float]):
+            def __setitem__(self, sid: StreamId, deadline: float) -> None:
+                watched.append(sid)
+                super().__setitem__(sid, deadline)
+
+        theirs._deadlines._negotiating = Recording()
+        # The fast path: header, proposal and data in one packet.
+        stream = await conn.new_stream(ECHO)
+        await stream.write(b"fast")
+        await stream.close()
+        assert await stream.read() == b"fast"
+        assert watched == []
+        # The header alone, the proposal in a later packet: the machine takes over.
+        header = encode_message(MULTISTREAM_PROTOCOL_ID)
+        split = StreamId(quic.get_next_available_stream_id())
+        quic.write(split, header)
+        conn._transmit()
+        await wait_for(lambda: split in theirs._streams)
+        quic.write(split, encode_message(ECHO) + b"split", end_stream=True)
+        conn._transmit()
+        await wait_for(lambda: split not in theirs._streams)
+        # A stalled one: reset once the deadline passes.
+        stalled = StreamId(quic.get_next_available_stream_id())
+        quic.write(stalled, header)
+        conn._transmit()
+        await wait_for(lambda: stalled in theirs._streams)
+        await wait_for(lambda: stalled not in theirs._streams, cap=10)
+        assert watched == [split, stalled]
+        # An unsupported protocol, proposed optimistically.
+        refused = await conn.new_stream("/test/nope/1.0.0")
+        await refused.write(b"x")
+        with pytest.raises(ProtocolNotSupportedError):
+            await refused.read()
+        stream = await conn.new_stream(ECHO)
+        await stream.write(b"still fine")
+        await stream.close()
+        assert await stream.read() == b"still fine"

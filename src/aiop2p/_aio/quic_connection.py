@@ -56,7 +56,7 @@ from ..errors import (
     StreamResetError,
 )
 from ..identity import KeyPair, PeerId
-from ..protocols.multistream import MultistreamDialer, MultistreamListener
+from ..protocols.multistream import MultistreamDialer, Proposal, single_proposal
 from ..protocols.noise import NoiseCredentials, VerifiedIdentities
 from ..protocols.role import Role
 from ..protocols.tls_cert import make_certificate, verify_certificate
@@ -327,6 +327,8 @@ class QuicConnection(Connection):
             self._process_events(quic)
         finally:
             self._hold_transmit = False
+            if self._opened:  # deadlines for the streams it opened, if still negotiating
+                self._watch_opened()
         return not self.is_closed
 
     def input_done(self) -> None:
@@ -469,13 +471,14 @@ class QuicConnection(Connection):
             self._quic_reset(quic, sid)
             return None
         self._inbound_streams += 1
-        negotiator = MultistreamListener(
-            self._hooks.supported_protocols(self),
-            max_message_size=self._config.max_negotiation_message_bytes,
-        )
-        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=negotiator)
+        # No machine yet: the stream matches the peer's first input against the offer,
+        # and only a stream still negotiating after this input gets a deadline.
+        offered = self._offered
+        if offered is None:
+            offered = self._offered = self._hooks.supported_protocols(self)
+        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=offered)
         self._streams[sid] = stream
-        self._watch_negotiation(sid)
+        self._opened.append(sid)
         return stream
 
     # -- timers ---------------------------------------------------------------------------
@@ -511,6 +514,8 @@ class QuicConnection(Connection):
             return
         quic.handle_timer(now=max(due, self.loop.time()))
         self._process_events(quic)
+        if self._opened:
+            self._watch_opened()
         if not self.is_closed:
             self._transmit()
 
@@ -594,15 +599,19 @@ class QuicConnection(Connection):
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
         quic = self._require_quic()
         sid = self._new_stream_id(quic)
-        negotiator = MultistreamDialer(
-            protocols,
-            optimistic=len(protocols) == 1,
-            max_message_size=self._config.max_negotiation_message_bytes,
-        )
+        negotiator: Proposal | MultistreamDialer
+        if len(protocols) == 1:  # the fast path: bytes built once per protocol id
+            negotiator = single_proposal(protocols[0], self._config.max_negotiation_message_bytes)
+            out = negotiator.wire
+        else:
+            negotiator = MultistreamDialer(
+                protocols, max_message_size=self._config.max_negotiation_message_bytes
+            )
+            out = negotiator.data_to_send()
         stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
-        quic.write(sid, negotiator.data_to_send())
+        quic.write(sid, out)
         self._schedule_flush()
         return stream
 

@@ -124,6 +124,11 @@ def _frames(receiver: LibP2PQuic, datagram: bytes) -> tuple[int, list[Frame]]:
     return number, frames
 
 
+def _deliver(sender: LibP2PQuic, receiver: LibP2PQuic, now: float) -> None:
+    for data, _ in sender.datagrams_to_send(now=now):
+        receiver.receive_datagram(data, ADDR, now=now)
+
+
 def _stream_frames(frames: list[Frame]) -> list[Frame]:
     return [f for f in frames if f[0] == 0x08]
 
@@ -482,3 +487,79 @@ def test_lean_and_aioquic_builders_write_the_same_frames() -> None:
     assert without_max_streams(lean) == without_max_streams(plain)
     assert max_streams(lean) == max_streams(plain) != []
     assert len(lean) < len(plain)
+
+
+def test_lost_data_and_a_lost_fin_alone_are_both_sent_again(lean_calls: list[bool]) -> None:
+    """The first data and a FIN sent on its own (later data arrived in between) are lost:
+    both go out again, the FIN at the stream's end, not with the first data."""
+    client, server = _pair()
+    lean_calls.clear()
+    sid, other = client.get_next_available_stream_id(), -1
+    now = 1.0
+    sent = []
+    for write in (b"a" * 100, b"b" * 100, None, b"c", b"d", b"e"):
+        now += 0.01
+        if write is None:
+            client.write(sid, b"", end_stream=True)
+        elif write in (b"c", b"d", b"e"):
+            if other < 0:
+                other = client.get_next_available_stream_id()
+            client.write(other, write)
+        else:
+            client.write(sid, write)
+        (datagram,) = client.datagrams_to_send(now=now)
+        sent.append(datagram[0])
+    for i, data in enumerate(sent):
+        if i not in (0, 2):  # the first data and the FIN are lost
+            server.receive_datagram(data, ADDR, now=now)
+    now += 0.05
+    for data, _ in server.datagrams_to_send(now=now):
+        client.receive_datagram(data, ADDR, now=now)
+    again = [data for data, _ in client.datagrams_to_send(now=now)]
+    frames = [f for data in again for f in _stream_frames(_frames(server, data)[1])]
+    assert frames == [(0x08, sid, 0, b"a" * 100, False), (0x08, sid, 200, b"", True)]
+    for data in again:
+        server.receive_datagram(data, ADDR, now=now)
+    assert _events(server)[sid] == (b"a" * 100 + b"b" * 100, True)
+    assert all(lean_calls)
+
+
+def test_a_reset_beside_a_finished_stream_is_left_to_aioquic(lean_calls: list[bool]) -> None:
+    """A stream done both ways waits to be dropped when another stream is reset: the
+    lean builder leaves both to aioquic untouched, so the finished stream is dropped
+    (and its slot granted) exactly once."""
+    client, server = _pair()
+    done = client.get_next_available_stream_id()
+    client.write(done, b"ask", end_stream=True)
+    doomed = client.get_next_available_stream_id()
+    client.write(doomed, b"wait")
+    _deliver(client, server, now=1.0)
+    _events(server)
+    server.write(done, b"answer", end_stream=True)
+    _deliver(server, client, now=1.01)
+    server.write(doomed, b"partial")  # served last: aioquic's queue puts it behind ``done``
+    _deliver(server, client, now=1.02)
+    client.ack_with_next_packet(1.03)
+    _deliver(client, server, now=1.03)
+    assert server._streams[done].is_finished  # answered and acknowledged
+    assert server._streams_queue == [server._streams[done], server._streams[doomed]]
+    limit = server._local_max_streams_bidi
+    slots = limit.value
+    lean_calls.clear()
+    server.reset_stream(doomed, 0)
+    datagrams = server.datagrams_to_send(now=1.04)
+    assert lean_calls == [False] and datagrams
+    assert done not in server._streams and limit.value == slots + 1
+    assert server._streams_queue == [server._streams[doomed]]
+
+
+def test_streams_written_through_aioquic_itself(lean_calls: list[bool]) -> None:
+    """Data written with aioquic's own ``send_stream_data`` (HTTP/3 does, for
+    WebTransport) sits in aioquic's bytearray buffer: the lean builder sends it too."""
+    client, server = _pair()
+    lean_calls.clear()
+    sid = client.get_next_available_stream_id()
+    client.send_stream_data(sid, b"through aioquic", end_stream=True)
+    _deliver(client, server, now=1.0)
+    assert _events(server) == {sid: (b"through aioquic", True)}
+    assert lean_calls == [True]

@@ -103,23 +103,25 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     # STOP_SENDING is aioquic's to write; credit and data are noted.
     ready: list[QuicStream] = []
     credit: list[QuicStream] = []
-    finished: list[QuicStream] | None = None
+    kept: list[QuicStream] = []
     stream_credit_due = quic.stream_credit_due
-    for stream in quic._streams_queue:
+    queue = quic._streams_queue
+    for stream in queue:
         sender = stream.sender
         if sender.reset_pending or stream.receiver.stop_pending:
-            return None
+            return None  # nothing changed yet
         if sender.is_finished and stream.receiver.is_finished:
-            if finished is None:
-                finished = []
-            finished.append(stream)
-            continue
+            continue  # dropped below
+        kept.append(stream)
         if stream_credit_due(stream):
             credit.append(stream)
         if not sender.buffer_is_empty and not stream.is_blocked:
             ready.append(stream)
-    if finished is not None:
-        _discard(quic, finished)
+    if len(kept) != len(queue):
+        for stream in queue:
+            if stream.sender.is_finished and stream.receiver.is_finished:
+                _discard(quic, stream)
+        quic._streams_queue = kept
     limits = quic.connection_limits_due()  # None when none is
     space = quic._spaces[_ONE_RTT]
     quic._pacing_at = None
@@ -188,14 +190,8 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         if payload_bytes < _MIN_PAYLOAD:
             buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
             in_flight = True
-        header = bytes(
-            (
-                0x40 | (quic._spin_bit << 5) | (crypto.key_phase << 2) | 1,
-                *peer_cid,
-                (packet_number >> 8) & 0xFF,
-                packet_number & 0xFF,
-            )
-        )
+        first = 0x40 | (quic._spin_bit << 5) | (crypto.key_phase << 2) | 1  # 2-byte number
+        header = bytes((first,)) + peer_cid + (packet_number & 0xFFFF).to_bytes(2, "big")
         data = crypto.encrypt_packet(header, buf.data, packet_number)
         loss.on_packet_sent(
             packet=QuicSentPacket(
@@ -224,18 +220,14 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     return datagrams
 
 
-def _discard(quic: LibP2PQuic, finished: list[QuicStream]) -> None:
-    """Drop streams done both ways; each one the peer opened lets it open another
-    (RFC 9000 4.6), which MAX_STREAMS announces by aioquic's batching rule."""
-    streams = quic._streams
-    for stream in finished:
-        sid: int = stream.stream_id  # type: ignore[assignment]
-        streams.pop(sid, None)
-        if (sid & 1) == quic._is_client:  # opened by the peer
-            limit = quic._local_max_streams_uni if sid & 2 else quic._local_max_streams_bidi
-            limit.value += 1
-    gone = set(map(id, finished))
-    quic._streams_queue = [s for s in quic._streams_queue if id(s) not in gone]
+def _discard(quic: LibP2PQuic, stream: QuicStream) -> None:
+    """Drop a stream done both ways; one the peer opened lets it open another (RFC 9000
+    4.6), which MAX_STREAMS announces by aioquic's batching rule."""
+    sid: int = stream.stream_id  # type: ignore[assignment]
+    quic._streams.pop(sid, None)
+    if (sid & 1) == quic._is_client:  # opened by the peer
+        limit = quic._local_max_streams_uni if sid & 2 else quic._local_max_streams_bidi
+        limit.value += 1
 
 
 def _write_ack(
@@ -272,38 +264,99 @@ def _write_streams(
             break
         sender = stream.sender
         sid: int = stream.stream_id  # type: ignore[assignment]
-        sid_bytes = size_uint_var(sid)
         before = sender.highest_offset
         max_offset = min(
             before + quic._remote_max_data - quic._remote_max_data_used,
             stream.max_stream_data_remote,
         )
-        wrote = False
-        for _ in range(_MAX_FRAMES_PER_STREAM):
-            start = sender.next_offset
-            overhead = 3 + sid_bytes + (size_uint_var(start) if start else 0)
-            frame = sender.get_frame(
-                flight_room - buf.tell() - overhead,
-                min(max_offset, start + MAX_FRAME_DATA_BYTES),
-            )
-            if frame is None:
-                break
-            wrote = True
-            size = len(frame.data)
-            offset = frame.offset
-            buf.push_uint8(0x0A | (4 if offset else 0) | (1 if frame.fin else 0))
-            buf.push_uint_var(sid)
-            if offset:
-                buf.push_uint_var(offset)
-            buf.push_uint16(size | 0x4000)
-            buf.push_bytes(frame.data)
-            handlers.append((sender.on_data_delivery, (offset, offset + size, frame.fin)))
-            if not len(sender._pending) and not sender._pending_eof:
-                sender.buffer_is_empty = True  # all sent: what get_frame would find out
-                break
-        quic._remote_max_data_used += sender.highest_offset - before
+        wrote = _write_whole(sender, sid, buf, flight_room, max_offset, handlers)
+        if not sender.buffer_is_empty:
+            wrote = _write_frames(sender, sid, buf, flight_room, max_offset, handlers) or wrote
         if wrote:
             sent.append(stream)
+        quic._remote_max_data_used += sender.highest_offset - before
         if not sender.buffer_is_empty:
             left.append(stream)
     return sent, left
+
+
+def _write_whole(
+    sender: Any,
+    sid: int,
+    buf: Buffer,
+    flight_room: int,
+    max_offset: int,
+    handlers: list[tuple[Any, Any]],
+) -> bool:
+    """The usual case in one frame, as ``get_frame`` would cut it: all that is pending
+    is one range (or only the FIN) and it fits; False (nothing done) otherwise."""
+    pending = sender._pending
+    if len(pending) > 1:
+        return False
+    if len(pending):
+        r = pending[0]
+        start, stop = r.start, r.stop
+        if stop - start > MAX_FRAME_DATA_BYTES or stop > max_offset:
+            return False
+    elif sender._pending_eof:
+        start = stop = sender._buffer_fin
+    else:
+        return False
+    header_bytes = 3 + size_uint_var(sid) + (size_uint_var(start) if start else 0)
+    if buf.tell() + header_bytes + stop - start > flight_room:
+        return False
+    fin = sender._buffer_fin == stop
+    buf.push_uint8(0x0A | (4 if start else 0) | (1 if fin else 0))
+    buf.push_uint_var(sid)
+    if start:
+        buf.push_uint_var(start)
+    buf.push_uint16((stop - start) | 0x4000)
+    if stop > start:
+        origin = sender._buffer_start
+        data = sender._buffer[start - origin : stop - origin]  # aioquic's own: a bytearray
+        buf.push_bytes(data if type(data) is bytes else bytes(data))
+        pending.shift()
+        if stop > sender.highest_offset:
+            sender.highest_offset = stop
+    handlers.append((sender.on_data_delivery, (start, stop, fin)))
+    if fin:
+        sender._pending_eof = False
+    elif sender._pending_eof:  # a FIN lost on its own, behind this lost data
+        return True
+    sender.buffer_is_empty = True  # all sent: what get_frame would find out
+    return True
+
+
+def _write_frames(
+    sender: Any,
+    sid: int,
+    buf: Buffer,
+    flight_room: int,
+    max_offset: int,
+    handlers: list[tuple[Any, Any]],
+) -> bool:
+    """As many frames as fit, each of at most 16383 bytes, cut by ``get_frame``."""
+    sid_bytes = size_uint_var(sid)
+    wrote = False
+    for _ in range(_MAX_FRAMES_PER_STREAM):
+        start = sender.next_offset
+        overhead = 3 + sid_bytes + (size_uint_var(start) if start else 0)
+        frame = sender.get_frame(
+            flight_room - buf.tell() - overhead, min(max_offset, start + MAX_FRAME_DATA_BYTES)
+        )
+        if frame is None:
+            break
+        wrote = True
+        size = len(frame.data)
+        offset = frame.offset
+        buf.push_uint8(0x0A | (4 if offset else 0) | (1 if frame.fin else 0))
+        buf.push_uint_var(sid)
+        if offset:
+            buf.push_uint_var(offset)
+        buf.push_uint16(size | 0x4000)
+        buf.push_bytes(frame.data)
+        handlers.append((sender.on_data_delivery, (offset, offset + size, frame.fin)))
+        if not len(sender._pending) and not sender._pending_eof:
+            sender.buffer_is_empty = True  # all sent: what get_frame would find out
+            break
+    return wrote

@@ -15,7 +15,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import pull_ack_frame
-from aioquic.tls import Epoch
+from aioquic.tls import CipherSuite, Epoch
 
 from aiop2p._aio import quic_adapter, quic_send
 from aiop2p._aio.quic_adapter import LibP2PQuic
@@ -563,3 +563,42 @@ def test_streams_written_through_aioquic_itself(lean_calls: list[bool]) -> None:
     _deliver(client, server, now=1.0)
     assert _events(server) == {sid: (b"through aioquic", True)}
     assert lean_calls == [True]
+
+
+@pytest.mark.parametrize(
+    "suite", [CipherSuite.AES_128_GCM_SHA256, CipherSuite.CHACHA20_POLY1305_SHA256]
+)
+def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
+    """The lean builder's packet protection gives aioquic's bytes (``encrypt_packet``),
+    for AES and ChaCha20 header protection, and after a key update."""
+    cert, key = _certificate_for(KeyPair.generate())
+
+    def machine(is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
+        return LibP2PQuic(
+            configuration=QuicConfiguration(
+                is_client=is_client,
+                alpn_protocols=[ALPN],
+                certificate=cert,
+                private_key=key,
+                verify_mode=ssl.CERT_NONE,
+                cipher_suites=[suite],
+            ),
+            original_destination_connection_id=odcid,
+            stream_window_bytes=1 << 20,
+            connection_window_bytes=1 << 20,
+            max_streams=4,
+        )
+
+    client = machine(True)
+    handshake(client, lambda odcid: machine(False, odcid))
+    crypto = client._cryptos[Epoch.ONE_RTT]
+    assert crypto.send.cipher_suite == suite
+    cid = client._peer_cid.cid
+    for update in (False, True):
+        if update:
+            client.request_key_update()
+        for number, spin, payload in ((5, False, b"\x01\x00"), (0x1234A, True, bytes(range(200)))):
+            header = bytes((0x41 | (spin << 5) | (crypto.key_phase << 2),)) + cid
+            header += (number & 0xFFFF).to_bytes(2, "big")
+            ours = quic_send._protect(crypto, spin, cid, number, payload)
+            assert ours == crypto.encrypt_packet(header, payload, number)

@@ -21,13 +21,17 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   ``_host_cids`` (``was_sent``), ``_remote_preferred_address``; of each stream in
   ``_streams_queue``: ``sender.reset_pending``, ``receiver.stop_pending``,
   ``is_finished``, ``is_blocked``, ``sender.buffer_is_empty``;
-- to build: ``_cryptos`` (``encrypt_packet``, ``key_phase``), ``_spaces`` (``ack_at``,
+- to build: ``_cryptos`` (``key_phase``, ``encrypt_packet`` when a key update is due
+  (``_update_key_requested``), else the packet protection done here with its parts:
+  ``send.aead._aead``, ``send.aead._iv``, ``send.hp._mask``), ``_spaces`` (``ack_at``,
   ``ack_queue``, ``largest_received_packet``/``_time``), ``_local_ack_delay_exponent``,
   ``_peer_cid``, ``_spin_bit``, ``_packet_number``, ``_max_datagram_size``,
   ``_loss`` (``congestion_window``, ``bytes_in_flight``, ``_pacer.next_send_time``,
   ``on_packet_sent``), ``_pacing_at``, ``_remote_max_data``/``_used``, of each stream
   ``max_stream_data_remote``/``_local``/``_local_sent`` and the sender's
-  ``get_frame``, ``next_offset``, ``highest_offset``, ``_pending``, ``_pending_eof``;
+  ``get_frame``, ``next_offset``, ``highest_offset``, ``_pending`` (a ``RangeSet``:
+  ``len``, ``[0]``, ``shift``), ``_pending_eof``, ``_buffer``, ``_buffer_start``,
+  ``_buffer_fin``;
   the limits ``_local_max_data``, ``_local_max_streams_bidi``/``_uni``
   (``value``, ``sent``, ``used``, ``frame_type``); ``push_ack_frame``;
 - to register what it sent, as ``_flush_builder`` does: a ``QuicSentPacket`` with
@@ -190,9 +194,7 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         if payload_bytes < _MIN_PAYLOAD:
             buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
             in_flight = True
-        first = 0x40 | (quic._spin_bit << 5) | (crypto.key_phase << 2) | 1  # 2-byte number
-        header = bytes((first,)) + peer_cid + (packet_number & 0xFFFF).to_bytes(2, "big")
-        data = crypto.encrypt_packet(header, buf.data, packet_number)
+        data = _protect(crypto, quic._spin_bit, peer_cid, packet_number, buf.data)
         loss.on_packet_sent(
             packet=QuicSentPacket(
                 epoch=_ONE_RTT,
@@ -218,6 +220,31 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
             break
     quic._packet_number = packet_number
     return datagrams
+
+
+def _protect(crypto: Any, spin_bit: bool, peer_cid: bytes, number: int, payload: bytes) -> bytes:
+    """The protected packet: the short header (2-byte packet number) and ``payload``,
+    as ``CryptoPair.encrypt_packet`` makes it (RFC 9001 5.3, 5.4): the AEAD with the
+    header as associated data, then the header protection mask from the sample 2
+    bytes into the ciphertext (4 past the packet number's start), on the first byte's
+    5 low bits and the 2 packet number bytes.  A key update due is aioquic's to do."""
+    if crypto._update_key_requested:
+        first = 0x40 | (spin_bit << 5) | (crypto.key_phase << 2) | 1
+        header = bytes((first,)) + peer_cid + (number & 0xFFFF).to_bytes(2, "big")
+        return bytes(crypto.encrypt_packet(header, payload, number))
+    send = crypto.send
+    aead = send.aead
+    first = 0x41 | (spin_bit << 5) | (crypto.key_phase << 2)
+    high, low = (number >> 8) & 0xFF, number & 0xFF
+    header = bytes((first,)) + peer_cid + bytes((high, low))
+    protected = aead._aead.encrypt((aead._iv ^ number).to_bytes(12, "big"), payload, header)
+    mask = send.hp._mask(protected[2:18])
+    return (
+        bytes((first ^ (mask[0] & 0x1F),))
+        + peer_cid
+        + bytes((high ^ mask[1], low ^ mask[2]))
+        + protected
+    )
 
 
 def _discard(quic: LibP2PQuic, stream: QuicStream) -> None:

@@ -237,8 +237,9 @@ def _protect(crypto: Any, spin_bit: bool, peer_cid: bytes, number: int, payload:
     first = 0x41 | (spin_bit << 5) | (crypto.key_phase << 2)
     high, low = (number >> 8) & 0xFF, number & 0xFF
     header = bytes((first,)) + peer_cid + bytes((high, low))
-    protected = aead._aead.encrypt((aead._iv ^ number).to_bytes(12, "big"), payload, header)
-    mask = send.hp._mask(protected[2:18])
+    nonce = (aead._iv ^ number).to_bytes(12, "big")
+    protected: bytes = aead._aead.encrypt(nonce, payload, header)
+    mask: bytes = send.hp._mask(protected[2:18])
     return (
         bytes((first ^ (mask[0] & 0x1F),))
         + peer_cid

@@ -26,7 +26,7 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   ``send.aead._aead``, ``send.aead._iv``, ``send.hp._mask``), ``_spaces`` (``ack_at``,
   ``ack_queue``, ``largest_received_packet``/``_time``), ``_local_ack_delay_exponent``,
   ``_peer_cid``, ``_spin_bit``, ``_packet_number``, ``_max_datagram_size``,
-  ``_loss`` (``congestion_window``, ``bytes_in_flight``, ``_pacer.next_send_time``,
+  ``_loss`` (``_cc.congestion_window``, ``_cc.bytes_in_flight``, ``_pacer.next_send_time``,
   ``on_packet_sent``), ``_pacing_at``, ``_remote_max_data``/``_used``, of each stream
   ``max_stream_data_remote``/``_local``/``_local_sent`` and the sender's
   ``get_frame``, ``next_offset``, ``highest_offset``, ``_pending`` (a ``RangeSet``:
@@ -47,7 +47,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aioquic._buffer import Buffer
-from aioquic.buffer import size_uint_var
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import QuicFrameType, QuicPacketType, push_ack_frame
 from aioquic.quic.packet_builder import QuicSentPacket
@@ -71,6 +70,11 @@ _MAX_STREAM_DATA = int(QuicFrameType.MAX_STREAM_DATA)
 _CONNECTED = QuicConnectionState.CONNECTED
 _ONE_RTT = Epoch.ONE_RTT
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
+
+
+def _varint_bytes(value: int) -> int:
+    """The size of ``value`` as a QUIC variable-length integer (RFC 9000 16)."""
+    return 1 if value < 0x40 else 2 if value < 0x4000 else 4 if value < 0x40000000 else 8
 
 
 def _may_build(quic: LibP2PQuic) -> bool:
@@ -135,6 +139,7 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     crypto = quic._cryptos[_ONE_RTT]
     loss = quic._loss
     pacer = loss._pacer
+    cc = loss._cc
     peer_cid = quic._peer_cid.cid
     header_bytes = 3 + len(peer_cid)
     datagram_bytes = quic._max_datagram_size
@@ -149,14 +154,14 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
                 quic._pacing_at = pacing_at
                 break
         room = datagram_bytes - header_bytes - _TAG_BYTES  # payload bytes in the packet
-        flight_room = min(datagram_bytes, loss.congestion_window - loss.bytes_in_flight)
+        flight_room = min(datagram_bytes, cc.congestion_window - cc.bytes_in_flight)
         flight_room -= header_bytes + _TAG_BYTES  # payload bytes in flight may reach
         buf = Buffer(capacity=room)
         handlers: list[tuple[Any, Any]] = []
         eliciting = False
         if ack_due:
-            _write_ack(quic, buf, space, room, now, handlers)
-            if len(space.ack_queue) > 1 and packet_number % 8 == 0 and buf.tell() < flight_room:
+            ranges = _write_ack(quic, buf, space, room, now, handlers)
+            if ranges > 1 and packet_number % 8 == 0 and buf.tell() < flight_room:
                 buf.push_uint8(_PING)  # aioquic's ACK-of-ACK trigger
                 eliciting = True
         if limits:
@@ -265,13 +270,24 @@ def _write_ack(
     room: int,
     now: float,
     handlers: list[tuple[Any, Any]],
-) -> None:
-    """The ACK frame, as aioquic's ``_write_ack_frame`` writes it."""
+) -> int:
+    """The ACK frame, as aioquic's ``_write_ack_frame`` writes it; returns how many
+    ranges it holds (one, the usual case, written here)."""
     delay = int((now - space.largest_received_time) * 1_000_000) >> quic._local_ack_delay_exponent
+    queue = space.ack_queue
+    ranges = len(queue)
     buf.push_uint8(_ACK)
-    push_ack_frame(buf, space.ack_queue, delay, room - 1)
+    if ranges == 1:
+        r = queue[0]
+        buf.push_uint_var(r.stop - 1)  # the largest acknowledged
+        buf.push_uint_var(delay)
+        buf.push_uint_var(0)  # no more ranges
+        buf.push_uint_var(r.stop - 1 - r.start)
+    else:
+        ranges = push_ack_frame(buf, queue, delay, room - 1)
     handlers.append((quic._on_ack_delivery, (space, space.largest_received_packet)))
     space.ack_at = None
+    return ranges
 
 
 def _write_streams(
@@ -330,7 +346,7 @@ def _write_whole(
         start = stop = sender._buffer_fin
     else:
         return False
-    header_bytes = 3 + size_uint_var(sid) + (size_uint_var(start) if start else 0)
+    header_bytes = 3 + _varint_bytes(sid) + (_varint_bytes(start) if start else 0)
     if buf.tell() + header_bytes + stop - start > flight_room:
         return False
     fin = sender._buffer_fin == stop
@@ -364,11 +380,11 @@ def _write_frames(
     handlers: list[tuple[Any, Any]],
 ) -> bool:
     """As many frames as fit, each of at most 16383 bytes, cut by ``get_frame``."""
-    sid_bytes = size_uint_var(sid)
+    sid_bytes = _varint_bytes(sid)
     wrote = False
     for _ in range(_MAX_FRAMES_PER_STREAM):
         start = sender.next_offset
-        overhead = 3 + sid_bytes + (size_uint_var(start) if start else 0)
+        overhead = 3 + sid_bytes + (_varint_bytes(start) if start else 0)
         frame = sender.get_frame(
             flight_room - buf.tell() - overhead, min(max_offset, start + MAX_FRAME_DATA_BYTES)
         )

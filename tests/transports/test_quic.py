@@ -162,9 +162,11 @@ def test_adapter_reaches_the_aioquic_internals_it_needs() -> None:
     assert server._streams[sid].sender.highest_offset == 0
     assert server._streams[sid].sender.next_offset == 0
     assert callable(AioquicConnection._get_or_create_stream_for_send)
-    assert type(server._streams[sid].sender._buffer).__name__ == "SendBuffer"
-    assert server._streams[sid].sender._buffer[0:100] == b"x" * 100
     sender = server._streams[sid].sender
+    assert type(sender._buffer) is bytearray  # small: aioquic's own
+    server.write(sid, b"y" * 0x4000)  # bulk from here: chunked
+    assert type(sender._buffer).__name__ == "SendBuffer"
+    assert sender._buffer[0:101] == b"x" * 100 + b"y"
     assert len(sender._pending) == 1 and sender._pending_eof is False
     assert server._streams[sid].max_stream_data_local_sent > 0
     # Datagram size: never below the configured one, never above what the peer takes.

@@ -27,8 +27,9 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   ``.reset_pending``;
 - a stream's send buffer (``sender._buffer``, a bytearray aioquic appends to, slices
   for each frame and trims from the front once acknowledged) is replaced by a
-  :class:`SendBuffer` of the written chunks: a bytearray trimmed from the front copies
-  all it holds into a new allocation on every append, about 1.7 ms per MiB of bulk;
+  :class:`SendBuffer` of the written chunks once it would hold 16 KiB: a bytearray
+  trimmed from the front copies all it holds into a new allocation on every append,
+  about 1.7 ms per MiB of bulk (a request's small writes stay in the bytearray);
 - ACKs ride on the packets we send anyway (:meth:`LibP2PQuic.ack_with_next_packet`):
   aioquic writes an ACK frame only once its 1 ms ACK delay is over, so an answer sent
   sooner goes without it and a separate ACK-only packet follows; this sets the 1-RTT
@@ -112,6 +113,9 @@ _MAX_FRAMES_PER_PACKET = 8  # 8 * 16383 > the largest UDP payload
 _DEFAULT_MAX_UDP_PAYLOAD = 65527  # RFC 9000 18.2: the peer's limit when it sends none
 _COALESCE_BYTES = 4096
 """Writes smaller than this join the last chunk (so that tiny writes make few chunks)."""
+_CHUNKED_BUFFER_BYTES = 0x4000
+"""A stream's send buffer becomes a :class:`SendBuffer` once it would hold this much:
+below it aioquic's bytearray costs less (a request's few small writes, all in C)."""
 _COMPACT_CHUNKS = 64
 """Dropped chunks' slots are reclaimed once there are this many, and half the list."""
 
@@ -518,10 +522,11 @@ class LibP2PQuic(_AioquicConnection):
         if stream is None:
             stream = self._get_or_create_stream_for_send(stream_id)
         sender: Any = stream.sender  # _buffer is typed bytearray; SendBuffer stands in
-        if written is None:  # the stream's first write: give it a chunked send buffer
-            if type(sender._buffer) is bytearray:
-                sender._buffer = SendBuffer(bytes(sender._buffer))
+        if written is None:
             written = 0
+        buffer = sender._buffer
+        if type(buffer) is bytearray and len(buffer) + len(data) >= _CHUNKED_BUFFER_BYTES:
+            sender._buffer = SendBuffer(bytes(buffer))  # from now on: bulk
         sender.write(data, end_stream)
         self._written[stream_id] = written + len(data)
 

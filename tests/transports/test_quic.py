@@ -571,6 +571,7 @@ async def test_sequential_requests_leave_no_stale_timer() -> None:
         (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
         conn = await a.dial(addr.with_peer_id(b.peer_id))
         assert isinstance(conn, QuicConnection)
+        kept = 0  # requests that found a handle armed earlier than due and kept it
         for i in range(20):
             stream = await conn.new_stream(ECHO)
             await stream.write(b"%d" % i)
@@ -582,8 +583,60 @@ async def test_sequential_requests_leave_no_stale_timer() -> None:
             assert conn._transmit_handle is None
             due, armed = conn._quic_due, conn._quic_timer_at
             assert conn._quic_timer is not None and due is not None
-            assert armed <= due <= armed + _TIMER_SLACK_SECONDS
+            # The handle is the loss timer's (tens of ms; a kept earlier one fires early
+            # once and re-arms), not an ACK delay's about to fire for nothing.
+            assert armed <= due and armed - conn.loop.time() > 2 * _TIMER_SLACK_SECONDS
+            if due > armed + _TIMER_SLACK_SECONDS:
+                kept += 1
             assert await stream.read() == b"%d" % i
+        assert kept < 20
+
+
+async def test_a_far_quic_timer_handle_stays_for_later_deadlines() -> None:
+    """A sequential requester's loss timer goes (its request acknowledged: only the idle
+    timeout is left) and comes back (the next request) once per request: a handle armed
+    at least ``_TIMER_KEEP_SECONDS`` away stays for any later deadline (it fires early
+    once and re-arms) instead of being replaced twice per request; an earlier deadline
+    replaces it, and so does a later one when the armed handle is near (an ACK delay)."""
+    from aiop2p._aio.quic_connection import _TIMER_KEEP_SECONDS
+
+    class Machine:  # what _arm_quic_timer asks of aioquic: its next deadline
+        when = 0.0
+
+        def get_timer(self) -> float:
+            return self.when
+
+    async with (
+        Node(transports=[QuicTransport()]) as a,
+        Node(transports=[QuicTransport()]) as b,
+    ):
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        assert isinstance(conn, QuicConnection) and conn._quic is not None
+        assert conn._quic_timer is not None
+        conn._quic_timer.cancel()
+        conn._quic_timer = None
+        machine = Machine()
+
+        def arm(delay: float) -> asyncio.TimerHandle | None:
+            machine.when = conn.loop.time() + delay
+            conn._arm_quic_timer(machine)  # type: ignore[arg-type]
+            return conn._quic_timer
+
+        loss_timer = arm(3 * _TIMER_KEEP_SECONDS)
+        assert loss_timer is not None
+        assert arm(30.0) is loss_timer  # only the idle timeout left: kept
+        assert arm(3 * _TIMER_KEEP_SECONDS) is loss_timer  # the next request's: kept
+        earlier = arm(2 * _TIMER_KEEP_SECONDS)
+        assert earlier is not loss_timer and loss_timer.cancelled()
+        ack_delay = arm(0.001)
+        assert ack_delay is not earlier
+        later = arm(3 * _TIMER_KEEP_SECONDS)  # its ACK left: the near handle goes
+        assert later is not ack_delay and ack_delay is not None and ack_delay.cancelled()
+        assert later is not None
+        later.cancel()  # back to the connection's own deadline
+        conn._quic_timer = None
+        conn._arm_quic_timer(conn._quic)
 
 
 def test_send_buffer_behaves_as_the_bytearray_it_replaces() -> None:

@@ -84,6 +84,7 @@ _CERT_VALID_SECONDS: Final = 10 * 24 * 3600
 _CERT_RENEW_SECONDS: Final = 24 * 3600
 _CRYPTO_ERROR_BAD_CERTIFICATE: Final = 0x100 + 42  # TLS alert bad_certificate (RFC 9001 4.8)
 _TIMER_SLACK_SECONDS: Final = 0.001  # aioquic's ACK delay (see _arm_quic_timer)
+_TIMER_KEEP_SECONDS: Final = 0.01  # an armed QUIC timer this far away stays (ditto)
 
 
 @dataclass(frozen=True, slots=True)
@@ -490,13 +491,22 @@ class QuicConnection(Connection):
         one more than ``_TIMER_SLACK_SECONDS`` later, replaces it: the ACK delay's
         deadline, once its ACK rode on a packet, gives way to the loss timer's tens of
         milliseconds, and a sequential requester would otherwise wake up idle for it
-        about once per request (one more epoll return and loop turn each)."""
+        about once per request (one more epoll return and loop turn each).  But an armed
+        handle at least ``_TIMER_KEEP_SECONDS`` away stays for any later deadline: a
+        sequential requester's loss timer would otherwise give way to the idle timeout
+        each time its request is acknowledged and come back with the next request (two
+        timer handles per request), where it now fires early at most once per that
+        time."""
         when = self._quic_due = quic.get_timer()
         if when is None:
             return  # an armed handle fires, finds nothing due and stops
         timer = self._quic_timer
         if timer is not None:
-            if self._quic_timer_at <= when <= self._quic_timer_at + _TIMER_SLACK_SECONDS:
+            armed = self._quic_timer_at
+            if armed <= when and (
+                when <= armed + _TIMER_SLACK_SECONDS
+                or armed - self.loop.time() >= _TIMER_KEEP_SECONDS
+            ):
                 return
             timer.cancel()
         self._quic_timer_at = when

@@ -55,7 +55,8 @@ from aioquic.tls import Epoch
 if TYPE_CHECKING:
     from aioquic.quic.stream import QuicStream
 
-    from .quic_adapter import LibP2PQuic
+LibP2PQuic = Any
+"""``quic_adapter.LibP2PQuic``, which imports this module (no import back)."""
 
 __all__ = ["build_one_rtt"]
 

@@ -1,0 +1,316 @@
+"""A short way for 1-RTT QUIC packets, for :class:`~.quic_adapter.LibP2PQuic`.
+
+A peer that sends small datagrams costs the receiver per packet: js-libp2p's quinn sends
+1200 B, ~900 packets per MiB, and aioquic's generic receive (``receive_datagram``, then
+``_payload_received``'s frame dispatch, the stream receiver, one ``StreamDataReceived``
+event per frame, ACK bookkeeping in Python range sets) came to ~10-12 µs per packet.
+Nearly all of them are one packet to our connection id on the path in use, carrying
+in-order data of an open stream: that case is done here with aioquic's own state
+updates and checks in a few lines, and everything else goes to aioquic unchanged.
+
+The aioquic 1.7.2 internals touched, each checked by
+``tests/transports/test_quic_receive_frames.py``
+(``test_the_short_way_reaches_the_aioquic_internals_it_needs``) so that an upgrade that
+moves them fails loudly, and the frames taken compared with aioquic's own receive there:
+
+- the connection: ``_state``, ``_quic_logger``, ``_close_at``, ``_configuration``,
+  ``_is_client``, ``_host_cids``, ``host_cid``, ``_network_paths`` (``addr``,
+  ``is_validated``), ``_cryptos`` and ``_spaces`` (looked up once: their keys are an
+  ``Enum`` whose hash is a Python call), ``_spin_bit``, ``_spin_highest_pn``,
+  ``_idle_timeout``, ``_ack_eliciting_sent_since_receipt``, ``_ack_delay``,
+  ``_payload_received``, ``_handle_ack_frame``, ``_get_or_create_stream``, ``_streams``,
+  ``_local_max_streams_bidi.used``, ``_local_max_data`` (``used``, ``value``),
+  ``_events``;
+- packet protection: a ``CryptoContext``'s ``hp._mask`` (the header-protection mask),
+  ``aead._aead`` and ``aead._iv`` (the AEAD and its nonce base), ``key_phase``;
+- a packet space's ``expected_packet_number``, ``largest_received_packet``,
+  ``largest_received_time``, ``ack_queue`` (a ``RangeSet``, whose last range is extended
+  in place: ``_RangeSet__ranges``), ``received_packets`` (``_lower``, ``_received``,
+  ``add``), ``ack_at``, ``discarded``;
+- a stream receiver's ``_buffer``, ``_buffer_start``, ``_final_size``, ``highest_offset``,
+  ``is_finished``, and the stream's ``max_stream_data_local``.
+
+What a packet holds is taken frame by frame: STREAM frames with the next in-order data
+of a bidirectional stream (a new one the peer opens included: aioquic creates it and
+checks the stream limit), ACK (aioquic's handler) and PADDING.  At the first frame of any
+other kind or state (out of order or duplicate data, data beyond the stream's or the
+connection's credit, after a FIN or a reset, on a stream we may not receive on, a
+truncated frame, MAX_DATA, RESET_STREAM, ...) the rest of the packet goes to aioquic's
+``_payload_received``, which checks and raises exactly as for any packet.  In-order data
+(no FIN) goes straight to the stream's reader (:attr:`OneRttReceiver.stream_readers`) when
+no event waits before it (the order of events is kept) and the reader only buffers it,
+else it is queued as aioquic's event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from aioquic import tls
+from aioquic._buffer import Buffer, BufferReadError
+from aioquic.quic.connection import QuicConnection as _AioquicConnection
+from aioquic.quic.connection import (
+    QuicConnectionError,
+    QuicConnectionState,
+    QuicReceiveContext,
+)
+from aioquic.quic.events import StreamDataReceived
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.recovery import MAX_ACK_RANGES
+from cryptography.exceptions import InvalidTag
+
+__all__ = ["BufferedReader", "OneRttReceiver"]
+
+
+class BufferedReader(Protocol):
+    """What in-order stream data is handed to at once (:class:`~.stream.Stream`)."""
+
+    def _feed_buffered(self, data: bytes) -> bool:
+        """Take ``data`` (no FIN) now; False: it must come as an event instead."""
+        ...
+
+
+_UINT_VAR_MAX = (1 << 62) - 1
+_SAMPLE_OFFSET = 4  # RFC 9001 5.4.2: the sample starts 4 bytes after the packet number
+_SAMPLE_BYTES = 16
+_ONE_RTT = tls.Epoch.ONE_RTT
+_CONNECTED = QuicConnectionState.CONNECTED
+
+
+class OneRttReceiver(_AioquicConnection):
+    """aioquic's connection with the short way for 1-RTT packets (module docstring)."""
+
+    stream_readers: Mapping[Any, BufferedReader] | None = None
+    """Where in-order stream data goes at once, by stream id (the connection's streams)."""
+
+    _one_rtt: tuple[Any, Any, Any, Any] | None = None
+    """``_cryptos`` when looked up, its 1-RTT and 0-RTT crypto pairs, the 1-RTT space."""
+
+    def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
+        """aioquic's receive steps for a short-header packet to our current connection
+        id from the validated path in use, once connected, without the checks that
+        cannot apply there (version, packet type, long-header lengths, path changes);
+        False (nothing done) when it is not such a packet, or when it does not decrypt
+        with the keys in use (aioquic then handles key updates, stateless resets and
+        drops)."""
+        if (
+            not data
+            or data[0] & 0xC0 != 0x40  # not a short header with its fixed bit
+            or self._state is not _CONNECTED
+            or self._quic_logger is not None
+            or self._close_at is None
+        ):
+            return False
+        paths = self._network_paths
+        cid_end = 1 + self._configuration.connection_id_length
+        cid = data[1:cid_end]
+        cached = self._one_rtt
+        if cached is None or cached[0] is not self._cryptos:
+            cryptos = self._cryptos
+            cached = self._one_rtt = (
+                cryptos,
+                cryptos[_ONE_RTT],
+                cryptos[tls.Epoch.ZERO_RTT],
+                self._spaces[_ONE_RTT],
+            )
+        _, pair, zero_rtt, space = cached
+        if self._is_client:  # the server may use any of the ids we issued (quinn does)
+            for issued in self._host_cids:
+                if issued.cid == cid:
+                    break
+            else:
+                return False
+        elif cid != self.host_cid or zero_rtt.recv.aead is not None:
+            return False  # a switch of id (aioquic answers it), or 0-RTT keys to drop
+        if not paths or paths[0].addr != addr or not paths[0].is_validated:
+            return False
+
+        # Header protection off, then the payload (aioquic's CryptoContext.decrypt_packet
+        # for the key phase in use, without its copies of the packet).
+        recv = pair.recv
+        aead, hp = recv.aead, recv.hp
+        sample = data[cid_end + _SAMPLE_OFFSET : cid_end + _SAMPLE_OFFSET + _SAMPLE_BYTES]
+        if aead is None or hp is None or len(sample) < _SAMPLE_BYTES:
+            return False
+        mask = hp._mask(sample)
+        first = data[0] ^ (mask[0] & 0x1F)
+        if (first >> 2) & 1 != recv.key_phase:
+            return False  # a key update (or garbage): aioquic's receive_datagram
+        pn_length = (first & 3) + 1
+        header_end = cid_end + pn_length
+        truncated = int.from_bytes(data[cid_end:header_end], "big") ^ int.from_bytes(
+            mask[1 : 1 + pn_length], "big"
+        )
+        # RFC 9000 A.3: the packet number closest to the next one expected.
+        expected = space.expected_packet_number
+        window = 1 << (pn_length * 8)
+        packet_number = (expected & ~(window - 1)) | truncated
+        if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
+            packet_number += window
+        elif packet_number > expected + window // 2 and packet_number >= window:
+            packet_number -= window
+        header = bytes((first,)) + data[1:cid_end] + truncated.to_bytes(pn_length, "big")
+        try:
+            payload = aead._aead.decrypt(
+                (aead._iv ^ packet_number).to_bytes(12, "big"), data[header_end:], header
+            )
+        except InvalidTag:
+            return False
+
+        received = space.received_packets
+        if packet_number < received._lower or packet_number in received._received:
+            return True  # a duplicate
+        if first & 0x18:
+            self.close(
+                error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                frame_type=QuicFrameType.PADDING,
+                reason_phrase="Reserved bits must be zero",
+            )
+            return True
+        if packet_number > expected:  # as aioquic does
+            space.expected_packet_number = packet_number + 1
+        if packet_number > self._spin_highest_pn:
+            spin = bool(first & 0x20)
+            self._spin_bit = not spin if self._is_client else spin
+            self._spin_highest_pn = packet_number
+        is_ack_eliciting = False
+        try:
+            is_ack_eliciting = self._one_rtt_frames(payload, cid, paths[0], now)
+        except QuicConnectionError as exc:
+            self._logger.warning(exc)
+            self.close(
+                error_code=exc.error_code,
+                frame_type=exc.frame_type,
+                reason_phrase=exc.reason_phrase,
+            )
+        if self._state is not _CONNECTED or self._close_pending:
+            return True
+        self._close_at = now + self._idle_timeout()
+        self._ack_eliciting_sent_since_receipt = False
+        if not space.discarded:
+            if packet_number > space.largest_received_packet:
+                space.largest_received_packet = packet_number
+                space.largest_received_time = now
+            queue: Any = space.ack_queue
+            ranges = queue._RangeSet__ranges
+            if ranges and ranges[-1].stop == packet_number:  # the next one, as usual
+                ranges[-1] = range(ranges[-1].start, packet_number + 1)
+            else:
+                queue.add(packet_number)
+                if len(ranges) > MAX_ACK_RANGES:
+                    queue.shift()
+            received.add(packet_number)
+            if is_ack_eliciting and space.ack_at is None:
+                space.ack_at = now + self._ack_delay
+        return True
+
+    def _one_rtt_frames(self, payload: bytes, cid: bytes, path: Any, now: float) -> bool:
+        """The frames of a 1-RTT packet (module docstring); whether one elicits an ACK.
+        Raises :class:`QuicConnectionError` as aioquic's ``_payload_received`` does."""
+        size = len(payload)
+        buf = Buffer(data=payload)
+        streams = self._streams
+        events = self._events
+        readers = self.stream_readers
+        is_ack_eliciting = False
+        context: QuicReceiveContext | None = None
+        start = 0
+        rest: int | None = 0 if not size else None  # aioquic's "no frames" error
+        while rest is None and start < size:
+            try:
+                frame_type = buf.pull_uint_var()
+                if 0x08 <= frame_type <= 0x0F:  # STREAM
+                    stream_id = buf.pull_uint_var()
+                    offset = buf.pull_uint_var() if frame_type & 4 else 0
+                    length = buf.pull_uint_var() if frame_type & 2 else size - buf.tell()
+                    end = offset + length
+                    if end > _UINT_VAR_MAX or buf.tell() + length > size or stream_id & 2:
+                        rest = start
+                        break
+                    stream = streams.get(stream_id)
+                    if stream is None:
+                        if (stream_id & 1) != self._is_client or (
+                            stream_id // 4 < self._local_max_streams_bidi.used
+                        ):
+                            rest = start  # ours, or one discarded: aioquic's checks
+                            break
+                        # New from the peer: aioquic opens it and the lower ones, or
+                        # raises (stream limit).
+                        stream = self._get_or_create_stream(frame_type, stream_id)
+                    receiver = stream.receiver
+                    highest = receiver.highest_offset
+                    fin = frame_type & 1
+                    if (
+                        offset != receiver._buffer_start
+                        or receiver._buffer
+                        or receiver.is_finished
+                        or receiver._final_size is not None
+                        or end > stream.max_stream_data_local
+                        or (fin and end < highest)
+                        or not (length or fin)
+                    ):
+                        rest = start
+                        break
+                    newly = end - highest if end > highest else 0
+                    max_data = self._local_max_data
+                    if max_data.used + newly > max_data.value:
+                        rest = start
+                        break
+                    chunk = buf.pull_bytes(length)
+                    if newly:
+                        receiver.highest_offset = end
+                        max_data.used += newly
+                    receiver._buffer_start = end
+                    if fin:
+                        receiver._final_size = end
+                        receiver.is_finished = True
+                    is_ack_eliciting = True
+                    reader = None if readers is None else readers.get(stream_id)
+                    if fin or events or reader is None or not reader._feed_buffered(chunk):
+                        events.append(
+                            StreamDataReceived(
+                                data=chunk, end_stream=bool(fin), stream_id=stream_id
+                            )
+                        )
+                elif frame_type == QuicFrameType.PADDING:
+                    pos = buf.tell()
+                    buf.seek(size - len(payload[pos:].lstrip(b"\x00")))
+                elif frame_type == QuicFrameType.ACK or frame_type == QuicFrameType.ACK_ECN:
+                    if context is None:
+                        context = QuicReceiveContext(
+                            epoch=_ONE_RTT,
+                            host_cid=cid,
+                            network_path=path,
+                            quic_logger_frames=None,
+                            time=now,
+                            version=None,
+                        )
+                    try:
+                        self._handle_ack_frame(context, frame_type, buf)
+                    except BufferReadError:
+                        raise QuicConnectionError(
+                            error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                            frame_type=frame_type,
+                            reason_phrase="Failed to parse frame",
+                        ) from None
+                else:
+                    rest = start
+                    break
+            except BufferReadError:
+                rest = start  # aioquic says which error
+                break
+            start = buf.tell()
+        if rest is not None:
+            if context is None:
+                context = QuicReceiveContext(
+                    epoch=_ONE_RTT,
+                    host_cid=cid,
+                    network_path=path,
+                    quic_logger_frames=None,
+                    time=now,
+                    version=None,
+                )
+            eliciting, _ = self._payload_received(context, payload[rest:] if rest else payload)
+            is_ack_eliciting = is_ack_eliciting or eliciting
+        return is_ack_eliciting

@@ -175,6 +175,11 @@ B = b"b" * 1000
 
 TAKEN = {
     # In-order data, each frame taken by the short way (nothing handed to aioquic).
+    "ids, offsets and lengths of 1, 2, 4 and 8 bytes": [
+        stream(0, 0, b"x" * 63) + stream(0, 63, b"y" * 64) + stream(0, 127, b"z" * 1000),
+        _varints(0x0E) + bytes([0x80, 0, 0, 0]) + _varints(1127, 3) + b"abc",
+        _varints(0x0E) + bytes([0xC0, 0, 0, 0, 0, 0, 0, 0]) + _varints(1130) + b"\x40\x02de",
+    ],
     "in order, then FIN": [stream(0, 0, A), stream(0, 1000, B), stream(0, 2000, b"c", fin=True)],
     "without a length field": [stream(0, 0, A, length=False), stream(0, 1000, B, length=False)],
     "coalesced frames, two streams": [stream(0, 0, A) + stream(4, 0, B) + stream(0, 1000, b"z")],
@@ -226,6 +231,23 @@ HANDED = {
     ),
     "a truncated STREAM frame": (
         [_varints(0x0A, 0, 50) + b"short"],
+        QuicErrorCode.FRAME_ENCODING_ERROR,
+    ),
+    "a STREAM frame cut before its id": ([bytes([0x0F])], QuicErrorCode.FRAME_ENCODING_ERROR),
+    "a STREAM frame cut before its offset": (
+        [_varints(0x0D, 0)],
+        QuicErrorCode.FRAME_ENCODING_ERROR,
+    ),
+    "a STREAM frame cut in its offset": (
+        [bytes([0x0E, 0x00, 0x80, 0x01])],
+        QuicErrorCode.FRAME_ENCODING_ERROR,
+    ),
+    "a STREAM frame cut in its length": (
+        [bytes([0x0A, 0x00, 0x41])],
+        QuicErrorCode.FRAME_ENCODING_ERROR,
+    ),
+    "a STREAM frame cut after its length": (
+        [bytes([0x0B, 0x00])],
         QuicErrorCode.FRAME_ENCODING_ERROR,
     ),
     "no frames": ([b""], QuicErrorCode.PROTOCOL_VIOLATION),

@@ -72,6 +72,10 @@ class BufferedReader(Protocol):
 
 
 _UINT_VAR_MAX = (1 << 62) - 1
+_VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
+_PADDING = int(QuicFrameType.PADDING)
+_ACK = int(QuicFrameType.ACK)
+_ACK_ECN = int(QuicFrameType.ACK_ECN)
 _SAMPLE_OFFSET = 4  # RFC 9001 5.4.2: the sample starts 4 bytes after the packet number
 _SAMPLE_BYTES = 16
 _ONE_RTT = tls.Epoch.ONE_RTT
@@ -139,21 +143,25 @@ class OneRttReceiver(_AioquicConnection):
             return False  # a key update (or garbage): aioquic's receive_datagram
         pn_length = (first & 3) + 1
         header_end = cid_end + pn_length
-        truncated = int.from_bytes(data[cid_end:header_end], "big") ^ int.from_bytes(
-            mask[1 : 1 + pn_length], "big"
+        window = 1 << (pn_length * 8)
+        # The header as one integer: its first byte and packet number unmasked.
+        header_int = int.from_bytes(data[:header_end], "big") ^ (
+            (first ^ data[0]) << ((header_end - 1) * 8)
+            | int.from_bytes(mask[1 : 1 + pn_length], "big")
         )
+        truncated = header_int & (window - 1)
         # RFC 9000 A.3: the packet number closest to the next one expected.
         expected = space.expected_packet_number
-        window = 1 << (pn_length * 8)
         packet_number = (expected & ~(window - 1)) | truncated
         if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
             packet_number += window
         elif packet_number > expected + window // 2 and packet_number >= window:
             packet_number -= window
-        header = bytes((first,)) + data[1:cid_end] + truncated.to_bytes(pn_length, "big")
         try:
             payload = aead._aead.decrypt(
-                (aead._iv ^ packet_number).to_bytes(12, "big"), data[header_end:], header
+                (aead._iv ^ packet_number).to_bytes(12, "big"),
+                data[header_end:],
+                header_int.to_bytes(header_end, "big"),
             )
         except InvalidTag:
             return False
@@ -207,110 +215,135 @@ class OneRttReceiver(_AioquicConnection):
 
     def _one_rtt_frames(self, payload: bytes, cid: bytes, path: Any, now: float) -> bool:
         """The frames of a 1-RTT packet (module docstring); whether one elicits an ACK.
-        Raises :class:`QuicConnectionError` as aioquic's ``_payload_received`` does."""
+        Raises :class:`QuicConnectionError` as aioquic's ``_payload_received`` does.
+
+        STREAM frames are parsed from the bytes (a ``Buffer`` copies the payload first);
+        a field that runs past the end hands the frame to aioquic, which says why."""
         size = len(payload)
-        buf = Buffer(data=payload)
+        from_bytes = int.from_bytes
         streams = self._streams
         events = self._events
         readers = self.stream_readers
         is_ack_eliciting = False
         context: QuicReceiveContext | None = None
-        start = 0
+        pos = 0
         rest: int | None = 0 if not size else None  # aioquic's "no frames" error
-        while rest is None and start < size:
-            try:
-                frame_type = buf.pull_uint_var()
-                if 0x08 <= frame_type <= 0x0F:  # STREAM
-                    stream_id = buf.pull_uint_var()
-                    offset = buf.pull_uint_var() if frame_type & 4 else 0
-                    length = buf.pull_uint_var() if frame_type & 2 else size - buf.tell()
-                    end = offset + length
-                    if end > _UINT_VAR_MAX or buf.tell() + length > size or stream_id & 2:
-                        rest = start
-                        break
-                    stream = streams.get(stream_id)
-                    if stream is None:
-                        if (stream_id & 1) != self._is_client or (
-                            stream_id // 4 < self._local_max_streams_bidi.used
-                        ):
-                            rest = start  # ours, or one discarded: aioquic's checks
-                            break
-                        # New from the peer: aioquic opens it and the lower ones, or
-                        # raises (stream limit).
-                        stream = self._get_or_create_stream(frame_type, stream_id)
-                    receiver = stream.receiver
-                    highest = receiver.highest_offset
-                    fin = frame_type & 1
-                    if (
-                        offset != receiver._buffer_start
-                        or receiver._buffer
-                        or receiver.is_finished
-                        or receiver._final_size is not None
-                        or end > stream.max_stream_data_local
-                        or (fin and end < highest)
-                        or not (length or fin)
-                    ):
-                        rest = start
-                        break
-                    newly = end - highest if end > highest else 0
-                    max_data = self._local_max_data
-                    if max_data.used + newly > max_data.value:
-                        rest = start
-                        break
-                    chunk = buf.pull_bytes(length)
-                    if newly:
-                        receiver.highest_offset = end
-                        max_data.used += newly
-                    receiver._buffer_start = end
-                    if fin:
-                        receiver._final_size = end
-                        receiver.is_finished = True
-                    is_ack_eliciting = True
-                    reader = None if readers is None else readers.get(stream_id)
-                    if fin or events or reader is None or not reader._feed_buffered(chunk):
-                        events.append(
-                            StreamDataReceived(
-                                data=chunk, end_stream=bool(fin), stream_id=stream_id
-                            )
-                        )
-                elif frame_type == QuicFrameType.PADDING:
-                    pos = buf.tell()
-                    buf.seek(size - len(payload[pos:].lstrip(b"\x00")))
-                elif frame_type == QuicFrameType.ACK or frame_type == QuicFrameType.ACK_ECN:
-                    if context is None:
-                        context = QuicReceiveContext(
-                            epoch=_ONE_RTT,
-                            host_cid=cid,
-                            network_path=path,
-                            quic_logger_frames=None,
-                            time=now,
-                            version=None,
-                        )
-                    try:
-                        self._handle_ack_frame(context, frame_type, buf)
-                    except BufferReadError:
-                        raise QuicConnectionError(
-                            error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
-                            frame_type=frame_type,
-                            reason_phrase="Failed to parse frame",
-                        ) from None
+        while rest is None and pos < size:
+            start = pos
+            frame_type = payload[pos]
+            if 0x08 <= frame_type <= 0x0F:  # STREAM, its type in one byte
+                # Its fields: varints whose first byte's top bits say their length.
+                # A field cut short reads past the end (pos > size): aioquic's error.
+                pos += 1
+                byte = payload[pos] if pos < size else 0xFF
+                if byte < 0x40:
+                    stream_id = byte
+                    pos += 1
                 else:
+                    n = 1 << (byte >> 6)
+                    stream_id = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
+                    pos += n
+                offset = 0
+                if frame_type & 4:
+                    byte = payload[pos] if pos < size else 0xFF
+                    if byte < 0x40:
+                        offset = byte
+                        pos += 1
+                    else:
+                        n = 1 << (byte >> 6)
+                        offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
+                        pos += n
+                if not frame_type & 2:
+                    length = size - pos
+                else:
+                    byte = payload[pos] if pos < size else 0xFF
+                    if byte < 0x40:
+                        length = byte
+                        pos += 1
+                    else:
+                        n = 1 << (byte >> 6)
+                        length = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
+                        pos += n
+                end = offset + length
+                if pos > size or pos + length > size or end > _UINT_VAR_MAX or stream_id & 2:
+                    rest = start  # cut short, too far, or unidirectional: aioquic
+                    break
+                stream = streams.get(stream_id)
+                if stream is None:
+                    if (stream_id & 1) != self._is_client or (
+                        stream_id // 4 < self._local_max_streams_bidi.used
+                    ):
+                        rest = start  # ours, or one discarded: aioquic's checks
+                        break
+                    # New from the peer: aioquic opens it and the lower ones, or raises
+                    # (stream limit).
+                    stream = self._get_or_create_stream(frame_type, stream_id)
+                receiver = stream.receiver
+                highest = receiver.highest_offset
+                fin = frame_type & 1
+                if (
+                    offset != receiver._buffer_start
+                    or receiver._buffer
+                    or receiver.is_finished
+                    or receiver._final_size is not None
+                    or end > stream.max_stream_data_local
+                    or (fin and end < highest)
+                    or not (length or fin)
+                ):
                     rest = start
                     break
-            except BufferReadError:
-                rest = start  # aioquic says which error
-                break
-            start = buf.tell()
+                newly = end - highest if end > highest else 0
+                max_data = self._local_max_data
+                if max_data.used + newly > max_data.value:
+                    rest = start
+                    break
+                chunk = payload[pos:] if pos + length == size else payload[pos : pos + length]
+                pos += length
+                if newly:
+                    receiver.highest_offset = end
+                    max_data.used += newly
+                receiver._buffer_start = end
+                if fin:
+                    receiver._final_size = end
+                    receiver.is_finished = True
+                is_ack_eliciting = True
+                reader = None if readers is None else readers.get(stream_id)
+                if fin or events or reader is None or not reader._feed_buffered(chunk):
+                    events.append(
+                        StreamDataReceived(data=chunk, end_stream=bool(fin), stream_id=stream_id)
+                    )
+            elif frame_type == _PADDING:
+                pos = size - len(payload[pos:].lstrip(b"\x00"))
+            elif frame_type in (_ACK, _ACK_ECN):
+                if context is None:
+                    context = self._one_rtt_context(cid, path, now)
+                buf = Buffer(data=payload)
+                buf.seek(pos + 1)
+                try:
+                    self._handle_ack_frame(context, frame_type, buf)
+                except BufferReadError:
+                    raise QuicConnectionError(
+                        error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                        frame_type=frame_type,
+                        reason_phrase="Failed to parse frame",
+                    ) from None
+                pos = buf.tell()
+            else:
+                rest = start
         if rest is not None:
             if context is None:
-                context = QuicReceiveContext(
-                    epoch=_ONE_RTT,
-                    host_cid=cid,
-                    network_path=path,
-                    quic_logger_frames=None,
-                    time=now,
-                    version=None,
-                )
+                context = self._one_rtt_context(cid, path, now)
             eliciting, _ = self._payload_received(context, payload[rest:] if rest else payload)
             is_ack_eliciting = is_ack_eliciting or eliciting
         return is_ack_eliciting
+
+    @staticmethod
+    def _one_rtt_context(cid: bytes, path: Any, now: float) -> QuicReceiveContext:
+        return QuicReceiveContext(
+            epoch=_ONE_RTT,
+            host_cid=cid,
+            network_path=path,
+            quic_logger_frames=None,
+            time=now,
+            version=None,
+        )

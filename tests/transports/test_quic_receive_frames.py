@@ -7,6 +7,7 @@ stream, credit and ACK state.  The frames are written by hand, as a hostile peer
 from __future__ import annotations
 
 import inspect
+import random
 import ssl
 from typing import Any
 
@@ -306,6 +307,44 @@ def test_the_short_way_refuses_as_aioquic_does(case: tuple[list[bytes], int]) ->
     assert short == aioquic
     assert handed == 0
     _closed_with(short, error)
+
+
+def _random_packets(rng: random.Random) -> list[bytes]:
+    """Packets of one to three frames on three streams: data in and out of order,
+    repeated, with FIN, resets, ACK, PADDING, PING (byte i of a stream is ``i % 251``)."""
+    content = bytes(i % 251 for i in range(STREAM_WINDOW + 100))
+    sent = {0: 0, 4: 0, 8: 0}
+    packets = []
+    for _ in range(rng.randrange(1, 12)):
+        frames = b""
+        for _ in range(rng.randrange(1, 4)):
+            sid = rng.choice((0, 4, 8))
+            kind = rng.random()
+            if kind < 0.55:  # the next data, mostly
+                offset = sent[sid]
+            elif kind < 0.8:  # elsewhere: ahead, behind or overlapping
+                offset = max(0, sent[sid] + rng.randrange(-1500, 1500))
+            elif kind < 0.85:
+                frames += reset_stream(sid, sent[sid] + rng.randrange(0, 3))
+                continue
+            else:
+                frames += rng.choice((ack(0), PADDING, PING, MAX_DATA))
+                continue
+            size = rng.randrange(0, 1500)
+            data = content[offset : offset + size]
+            last = rng.random() < 0.3  # the frame fills the packet: no length
+            frames += stream(sid, offset, data, fin=rng.random() < 0.1, length=not last)
+            sent[sid] = max(sent[sid], offset + len(data))
+            if last:
+                break
+        packets.append(frames)
+    return packets
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_random_frames_end_as_through_aioquic(seed: int) -> None:
+    short, aioquic, _ = _both_ways(_random_packets(random.Random(seed)))
+    assert short == aioquic
 
 
 def test_reserved_bits_close_the_connection_as_aioquic_does() -> None:

@@ -128,6 +128,7 @@ def _state(machine: LibP2PQuic) -> dict[str, Any]:
         "streams_used": machine._local_max_streams_bidi.used,
         "ack_queue": list(space.ack_queue),
         "ack_due": space.ack_at is not None,
+        "idle_deadline": machine._close_at,
         "largest": space.largest_received_packet,
     }
 
@@ -353,6 +354,17 @@ def test_reserved_bits_close_the_connection_as_aioquic_does() -> None:
     _closed_with(short, QuicErrorCode.PROTOCOL_VIOLATION)
 
 
+def test_the_idle_deadline_follows_rtt_samples() -> None:
+    """The idle timeout is at least three probe timeouts (aioquic's ``_idle_timeout``):
+    a new RTT sample moves the deadline of the next packet."""
+    client, server = _pair()
+    assert server._receive_one_rtt(one_rtt(client, stream(0, 0, b"a")), ADDR, now=1.0)
+    assert server._close_at == 1.0 + server._idle_timeout() == 1.0 + 60.0
+    server._loss._rtt_smoothed, server._loss._rtt_variance = 30.0, 1.0  # a long one
+    assert server._receive_one_rtt(one_rtt(client, stream(0, 1, b"b")), ADDR, now=2.0)
+    assert server._close_at == 2.0 + server._idle_timeout() == 2.0 + 3 * (34.0 + 0.025)
+
+
 # -- straight to the stream's reader -----------------------------------------------------
 
 
@@ -461,6 +473,8 @@ def test_the_short_way_reaches_the_aioquic_internals_it_needs() -> None:
         assert isinstance(space.received_packets._received, set)
         assert isinstance(space.ack_queue, RangeSet)
         assert isinstance(space.ack_queue._RangeSet__ranges, list)  # type: ignore[attr-defined]
+    assert isinstance(server._loss._rtt_smoothed, float)
+    assert "self._rtt_smoothed" in inspect.getsource(type(server._loss).get_probe_timeout)
     for name in (
         "_idle_timeout",
         "_payload_received",

@@ -17,7 +17,8 @@ moves them fails loudly, and the frames taken compared with aioquic's own receiv
   ``_is_client``, ``_host_cids``, ``host_cid``, ``_network_paths`` (``addr``,
   ``is_validated``), ``_cryptos`` and ``_spaces`` (looked up once: their keys are an
   ``Enum`` whose hash is a Python call), ``_spin_bit``, ``_spin_highest_pn``,
-  ``_idle_timeout``, ``_ack_eliciting_sent_since_receipt``, ``_ack_delay``,
+  ``_idle_timeout`` (again only after an RTT sample: ``_loss._rtt_smoothed``),
+  ``_ack_eliciting_sent_since_receipt``, ``_ack_delay``,
   ``_payload_received``, ``_handle_ack_frame``, ``_get_or_create_stream``, ``_streams``,
   ``_local_max_streams_bidi.used``, ``_local_max_data`` (``used``, ``value``),
   ``_events``;
@@ -90,6 +91,10 @@ class OneRttReceiver(_AioquicConnection):
 
     _one_rtt: tuple[Any, Any, Any, Any] | None = None
     """``_cryptos`` when looked up, its 1-RTT and 0-RTT crypto pairs, the 1-RTT space."""
+
+    _idle_rtt: float | None = None
+    """The smoothed RTT (the object) that :attr:`_idle` was computed with."""
+    _idle = 0.0
 
     def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
         """aioquic's receive steps for a short-header packet to our current connection
@@ -194,7 +199,13 @@ class OneRttReceiver(_AioquicConnection):
             )
         if self._state is not _CONNECTED or self._close_pending:
             return True
-        self._close_at = now + self._idle_timeout()
+        # aioquic's _idle_timeout(), which changes only with an RTT sample (the peer's
+        # limit and ACK delay are set in the handshake): each sets a new smoothed RTT.
+        smoothed = self._loss._rtt_smoothed
+        if smoothed is not self._idle_rtt:
+            self._idle_rtt = smoothed
+            self._idle = self._idle_timeout()
+        self._close_at = now + self._idle
         self._ack_eliciting_sent_since_receipt = False
         if not space.discarded:
             if packet_number > space.largest_received_packet:

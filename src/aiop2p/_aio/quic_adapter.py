@@ -1,4 +1,5 @@
-"""Where aiop2p reaches past aioquic's public API: all of it is in this module.
+"""Where aiop2p reaches past aioquic's public API: this module and, for the receive path
+of 1-RTT packets, :mod:`.quic_receive`.
 
 Checked against aioquic 1.7.2 (``pyproject.toml`` allows ``>=1.7.2,<1.8``).  aioquic (the
 sans-IO QUIC machine the QUIC transport drives) lacks what follows, so

@@ -20,6 +20,7 @@ from aioquic.quic.events import StreamDataReceived, StreamReset
 from aioquic.quic.packet import QuicErrorCode
 from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import QuicPacketNumberWindow
+from aioquic.tls import CipherSuite
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
 from aiop2p._aio.quic_connection import ALPN, _certificate_for
@@ -33,7 +34,9 @@ CONNECTION_WINDOW = 6000
 MAX_STREAMS = 4
 
 
-def _machine(*, is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
+def _machine(
+    *, is_client: bool, odcid: bytes | None = None, suites: list[CipherSuite] | None = None
+) -> LibP2PQuic:
     cert, key = _certificate_for(KeyPair.generate())
     return LibP2PQuic(
         configuration=QuicConfiguration(
@@ -44,6 +47,7 @@ def _machine(*, is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
             verify_mode=ssl.CERT_NONE,
             max_data=CONNECTION_WINDOW,
             max_stream_data=STREAM_WINDOW,
+            cipher_suites=suites,
         ),
         original_destination_connection_id=odcid,
         stream_window_bytes=STREAM_WINDOW,
@@ -52,9 +56,9 @@ def _machine(*, is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
     )
 
 
-def _pair() -> tuple[LibP2PQuic, LibP2PQuic]:
-    client = _machine(is_client=True)
-    server = handshake(client, lambda odcid: _machine(is_client=False, odcid=odcid))
+def _pair(suites: list[CipherSuite] | None = None) -> tuple[LibP2PQuic, LibP2PQuic]:
+    client = _machine(is_client=True, suites=suites)
+    server = handshake(client, lambda odcid: _machine(is_client=False, odcid=odcid, suites=suites))
     while server.next_event() is not None:
         pass
     return client, server
@@ -352,6 +356,28 @@ def test_reserved_bits_close_the_connection_as_aioquic_does() -> None:
     short, aioquic, handed = _both_ways([stream(0, 0, b"x")], first=0x43 | 0x08)
     assert short == aioquic and handed == 0
     _closed_with(short, QuicErrorCode.PROTOCOL_VIOLATION)
+
+
+@pytest.mark.parametrize(
+    "suite", [CipherSuite.AES_256_GCM_SHA384, CipherSuite.CHACHA20_POLY1305_SHA256]
+)
+def test_other_cipher_suites_take_the_short_way(suite: CipherSuite) -> None:
+    """Header protection and AEAD of each TLS 1.3 suite (AES-128-GCM is the default)."""
+    client, server = _pair([suite])
+    assert server.tls.key_schedule is not None
+    assert server.tls.key_schedule.cipher_suite is suite
+    calls = _count_payload_received(server)
+    for number, chunk in enumerate((A, B)):
+        data = one_rtt(client, stream(0, number * 1000, chunk))
+        assert server._receive_one_rtt(data, ADDR, now=1.0)
+    assert _state(server)["events"] == [
+        StreamDataReceived(data=A, end_stream=False, stream_id=0),
+        StreamDataReceived(data=B, end_stream=False, stream_id=0),
+    ]
+    assert not calls
+    forged = bytearray(one_rtt(client, stream(0, 2000, b"x")))
+    forged[-1] ^= 1
+    assert not server._receive_one_rtt(bytes(forged), ADDR, now=1.0)  # left to aioquic
 
 
 def test_the_idle_deadline_follows_rtt_samples() -> None:

@@ -333,12 +333,18 @@ class Stream:
     # -- called by the connection -------------------------------------------------------
 
     def _feed_data(self, data: bytes) -> None:
+        if self._feed_buffered(data):
+            return
         if self._negotiator is not None:
             self._negotiate(data)
-            return
-        if self._sink is not None:
+        elif self._sink is not None:
             self._sink.sink_data(data)
-            return
+
+    def _feed_buffered(self, data: bytes) -> bool:
+        """Data that only waits for the reader (no negotiation, no sink): nothing runs
+        on it at once, so QUIC may hand it over mid-packet.  False: not such a stream."""
+        if self._negotiator is not None or self._sink is not None:
+            return False
         self._buffer.append(data)
         self._buffered += len(data)
         waiter = self._read_waiter
@@ -347,6 +353,7 @@ class Stream:
             if not waiter.done():
                 waiter.set_result(None)
                 self._conn.note_wakeup()
+        return True
 
     def _feed_eof(self) -> None:
         if self._negotiator is not None:

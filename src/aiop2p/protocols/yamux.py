@@ -10,7 +10,9 @@ backlog drains without waiting for the application).
 
 Data payloads are handed up as they arrive, in slices of the input chunks: a 1 MiB frame that
 arrives in 64 KiB pieces yields several ``StreamDataReceived`` events and is never buffered
-whole here.  Only a partial 12-byte header is ever kept between calls.
+whole here.  Only a partial 12-byte header is ever kept between calls.  Small writes on one
+stream queued with nothing between them leave as one data frame (``send_data``): the peer
+parses one header for a multistream proposal and the first message.
 
 Rules where the spec is silent (each a deliberate choice):
 
@@ -367,6 +369,10 @@ class YamuxSession:
         "_remote_resets",
         "_role",
         "_streams",
+        "_tail_end",
+        "_tail_header",
+        "_tail_length",
+        "_tail_sid",
         "_terminated",
     )
 
@@ -377,6 +383,13 @@ class YamuxSession:
         self._next_id = 1 if role is Role.INITIATOR else 2
         self._events: list[YamuxEvent] = []
         self._out: list[bytes | memoryview] = []
+        # The last small data frame queued, while nothing was queued after it: its stream,
+        # the index of its header in ``_out``, its length, and ``len(_out)`` after it.  A
+        # write on the same stream joins it (see send_data).
+        self._tail_sid = 0
+        self._tail_header = 0
+        self._tail_length = 0
+        self._tail_end = -1
         self._ack_backlog = 0
         self._buffered = 0  # unconsumed bytes of live streams
         self._allotted = 0  # sum of the allotments of live streams
@@ -493,8 +506,26 @@ class YamuxSession:
             total = len(data)
             if total <= window and total <= self._max_frame:
                 if total:
-                    self._out.append(_pack(0, TYPE_DATA, 0, stream_id, total))
-                    self._out.append(data)
+                    out = self._out
+                    n = len(out)
+                    if n == self._tail_end and stream_id == self._tail_sid:
+                        # Nothing was queued since this stream's last frame: grow that
+                        # frame (one header for a proposal and its first message, or a
+                        # multistream echo and the response) instead of adding one.
+                        merged = self._tail_length + total
+                        if merged <= self._max_frame:
+                            out[self._tail_header] = _pack(0, TYPE_DATA, 0, stream_id, merged)
+                            out.append(data)
+                            self._tail_end = n + 1
+                            self._tail_length = merged
+                            stream.send_window = window - total
+                            return total
+                    out.append(_pack(0, TYPE_DATA, 0, stream_id, total))
+                    out.append(data)
+                    self._tail_sid = stream_id
+                    self._tail_header = n
+                    self._tail_length = total
+                    self._tail_end = n + 2
                     stream.send_window = window - total
                 return total
             view = memoryview(data)
@@ -597,6 +628,7 @@ class YamuxSession:
         """
         out = self._out
         self._out = []
+        self._tail_end = -1  # the next frames go to a new list
         return out
 
     def events_received(self) -> list[YamuxEvent]:

@@ -9,9 +9,16 @@ from typing import Any
 import pytest
 
 from aiop2p._aio.stream import Stream
-from aiop2p.errors import MessageTooLargeError, RemoteProtocolError
+from aiop2p.errors import (
+    MessageTooLargeError,
+    RemoteProtocolError,
+    StreamClosedError,
+    StreamResetError,
+)
 from aiop2p.protocols.role import Role
 from aiop2p.protocols.yamux import StreamId
+
+from ..helpers import wait_for
 
 SID = StreamId(3)
 
@@ -122,3 +129,54 @@ async def test_a_small_write_beyond_the_window_waits_for_credit() -> None:
     stream._wake_writer()  # the peer granted more window
     await asyncio.wait_for(write, 10)
     assert b"".join(owner.sent) == b"abcdef"
+
+
+async def test_write_message_waits_like_write_when_paused_short_of_window_or_closed() -> None:
+    """write_message's one-piece path (no ``write`` coroutine) keeps write's waits and errors."""
+    owner = Owner()
+    stream = negotiated(owner)
+    owner.pause_on_send = True
+    write = asyncio.ensure_future(stream.write_message(b"x" * 10))
+    await wait_for(lambda: owner.drain is not None)
+    assert owner.sent == [b"\x0a" + b"x" * 10] and not write.done()  # sent, waiting to drain
+    assert owner.drain is not None
+    owner.write_paused = owner.pause_on_send = False
+    owner.drain.set_result(None)
+    await asyncio.wait_for(write, 10)
+
+    owner.sent.clear()
+    owner.drain = None
+    owner.write_paused = True  # paused before the write: it waits, then sends
+    write = asyncio.ensure_future(stream.write_message(b"late"))
+    await wait_for(lambda: owner.drain is not None)
+    assert owner.sent == [] and not write.done()
+    drain = owner.drain
+    assert drain is not None
+    owner.write_paused = False
+    drain.set_result(None)
+    await asyncio.wait_for(write, 10)
+    assert owner.sent == [b"\x04late"]
+
+    owner.sent.clear()
+    owner.window = 3  # the window takes a part: the rest waits for credit
+    write = asyncio.ensure_future(stream.write_message(b"abcdef"))
+    await wait_for(lambda: stream._write_waiter is not None)
+    assert owner.sent[0] == b"\x06ab" and not write.done()
+    owner.window = 10
+    stream._wake_writer()
+    await asyncio.wait_for(write, 10)
+    assert b"".join(owner.sent) == b"\x06abcdef"
+
+    big = bytes(owner.write_piece_size)  # above one piece: write's loop, same bytes
+    owner.sent.clear()
+    owner.window = 1 << 20
+    await stream.write_message(big)
+    assert b"".join(owner.sent) == b"\x80\x08" + big
+
+    stream._write_closed = True
+    with pytest.raises(StreamClosedError):
+        await stream.write_message(b"after close")
+    stream._write_closed = False
+    stream._fail(StreamResetError("reset by the remote"))
+    with pytest.raises(StreamResetError):
+        await stream.write_message(b"after reset")

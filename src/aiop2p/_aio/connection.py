@@ -605,35 +605,36 @@ class Connection(asyncio.Protocol):
 
     def _dispatch_events(self, yamux: YamuxSession, streams: dict[StreamId, Stream]) -> None:
         for ev in yamux.events_received():
-            if isinstance(ev, StreamDataReceived):
+            # Exact types, commonest first: the event classes are final.
+            if type(ev) is StreamDataReceived:
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._feed_data(ev.data)
                 else:
                     yamux.acknowledge_received_data(ev.stream_id, len(ev.data))
-            elif isinstance(ev, StreamWindowUpdated):
-                stream = streams.get(ev.stream_id)
-                if stream is not None:
-                    stream._wake_writer()
-            elif isinstance(ev, StreamOpened):
-                self._accept_stream(yamux, ev.stream_id)
-            elif isinstance(ev, StreamEnded):
+            elif type(ev) is StreamEnded:
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._feed_eof()
                     if stream._write_closed:
                         self.forget_stream(ev.stream_id)
-            elif isinstance(ev, StreamReset):
+            elif type(ev) is StreamOpened:
+                self._accept_stream(yamux, ev.stream_id)
+            elif type(ev) is StreamWindowUpdated:
+                stream = streams.get(ev.stream_id)
+                if stream is not None:
+                    stream._wake_writer()
+            elif type(ev) is StreamReset:
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._fail(ev.error or StreamResetError("stream reset by the remote"))
-            elif isinstance(ev, PongReceived):
+            elif type(ev) is PongReceived:
                 waiter = self._ping_waiters.pop(ev.opaque, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
-            elif isinstance(ev, GoAwayReceived):
+            elif type(ev) is GoAwayReceived:
                 log.debug("%r: remote sent GoAway %d", self, ev.code)
-            elif isinstance(ev, SessionTerminated):
+            elif type(ev) is SessionTerminated:
                 self._flush()  # e.g. the GoAway carrying the error code
                 err = ev.error or ConnectionClosedError("connection closed by the remote")
                 self._terminate(err)
@@ -688,20 +689,26 @@ class Connection(asyncio.Protocol):
         return self._yamux
 
     def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
-        yamux = self._require_established()
+        yamux = self._yamux
+        if yamux is None or self._stage is not _Stage.ESTABLISHED:
+            yamux = self._require_established()  # raises
         sent = yamux.send_data(sid, data)
         if sent:
-            self._unflushed += sent
-            if self._unflushed >= self.write_piece_size:
+            unflushed = self._unflushed + sent
+            self._unflushed = unflushed
+            if unflushed >= self.write_piece_size:
                 self._flush()
-            else:
-                self._schedule_flush()
+            elif self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
         return sent
 
     def acknowledge(self, sid: StreamId, size: int) -> None:
         yamux = self._yamux
-        if yamux is not None and self._stage is _Stage.ESTABLISHED:
-            yamux.acknowledge_received_data(sid, size)
+        if (
+            yamux is not None
+            and self._stage is _Stage.ESTABLISHED
+            and yamux.acknowledge_received_data(sid, size)
+        ):
             self._schedule_flush()
 
     def close_stream(self, sid: StreamId) -> None:
@@ -745,7 +752,9 @@ class Connection(asyncio.Protocol):
         when it comes, a busy connection is left alone until its last stream goes.
         """
         if self._stage is _Stage.ESTABLISHED and self._deadlines.idle_timeout is not None:
-            self._arm_timer(self._deadlines.became_idle(self.loop.time()))
+            when = self._deadlines.became_idle(self.loop.time())
+            if self._timer is None or when is None or when < self._timer_at:
+                self._arm_timer(when)  # usually the timer is due earlier: no call
 
     # -- output --------------------------------------------------------------------------
 

@@ -47,6 +47,10 @@ stream); the stream builds the full machine only when the peer's input leaves th
 case (see ``protocols/multistream.py``)."""
 
 
+_ONE_BYTE_LENGTHS = tuple(bytes((size,)) for size in range(0x80))
+"""The uvarint length prefixes of messages shorter than 128 bytes."""
+
+
 class StreamOwner(Protocol):
     """The connection that carries a stream, as the stream and its users see it.
 
@@ -644,7 +648,27 @@ class Stream:
 
     async def write_message(self, data: bytes) -> None:
         """Write one unsigned-varint length-prefixed message."""
-        await self.write(encode_uvarint(len(data)) + data)
+        size = len(data)
+        framed = (_ONE_BYTE_LENGTHS[size] if size < 0x80 else encode_uvarint(size)) + data
+        conn = self._conn
+        negotiator = self._negotiator
+        if (
+            self._error is None
+            and not self._write_closed
+            and (negotiator is None or type(negotiator) is Proposal)
+            and len(framed) <= conn.write_piece_size
+            and not conn.write_paused
+        ):
+            # The common case of :meth:`write` (one small piece the window takes whole),
+            # without its coroutine.
+            sent = conn.send_stream_data(self.stream_id, framed)
+            if sent == len(framed):
+                if conn.write_paused:
+                    await conn.drained()
+                    self._check_writable()
+                return
+            framed = framed[sent:]
+        await self.write(framed)
 
     async def close(self) -> None:
         """Half-close: no more writes; the remote reads EOF.  Reading stays possible."""

@@ -693,6 +693,13 @@ class NoiseTransport:
         """
         if self._broken:
             raise DecryptionError("noise transport already failed")
+        if (
+            type(data) is bytes
+            and not self._buffer
+            and len(data) > 2
+            and len(data) == 2 + (data[0] << 8 | data[1])
+        ):
+            return [self._open(data[2:])]  # one whole frame (a small request or answer)
         # Released on every exit, so the caller may reuse or resize its buffer at once.
         with memoryview(data) as raw, raw.cast("B") as view:
             return self._decrypt_view(view)
@@ -744,7 +751,7 @@ class NoiseTransport:
             buffer += view[pos:]
         return out
 
-    def _open(self, ciphertext: memoryview) -> bytes:
+    def _open(self, ciphertext: bytes | memoryview) -> bytes:
         nonce = self._recv_nonce
         if nonce >= _MAX_NONCE:
             self._broken = True

@@ -568,17 +568,19 @@ class YamuxSession:
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
         self._forget(stream_id, stream)
 
-    def acknowledge_received_data(self, stream_id: StreamId, size: int) -> None:
+    def acknowledge_received_data(self, stream_id: StreamId, size: int) -> bool:
         """The application consumed ``size`` bytes of the stream: return them as credit.
 
         Credit goes out once it reaches half the stream's allotment (keeps update frames
-        rare); the update also grows or shrinks the allotment (module docstring).
+        rare); the update also grows or shrinks the allotment (module docstring).  True
+        if a window update may have been queued: False tells a driver that there is
+        nothing to flush (most small reads).
         """
         if size < 0:
             raise InvalidArgumentError("size must not be negative")
         stream = self._streams.get(stream_id)
         if stream is None:
-            return  # forgotten: its bytes were already taken off the session count
+            return False  # forgotten: its bytes were already taken off the session count
         if size > stream.unconsumed:
             raise LocalProtocolError(
                 f"acknowledging {size} bytes, but only {stream.unconsumed} are unacknowledged"
@@ -590,9 +592,11 @@ class YamuxSession:
             stream.credit = credit
             if credit >= stream.allotment >> 1:
                 self._send_credit(stream_id, stream)
+                return True
         else:  # the peer sends no more on it: the consumed bytes leave the allotment
             stream.allotment -= size
             self._allotted -= size
+        return False
 
     def ping(self, opaque: int) -> None:
         """Send a ping; the answer arrives as ``PongReceived(opaque)``."""

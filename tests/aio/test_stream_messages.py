@@ -15,6 +15,7 @@ from aiop2p.errors import (
     StreamClosedError,
     StreamResetError,
 )
+from aiop2p.protocols.multistream import MULTISTREAM_PROTOCOL_ID, encode_message
 from aiop2p.protocols.role import Role
 from aiop2p.protocols.yamux import StreamId
 
@@ -55,6 +56,9 @@ class Owner:
         pass
 
     def note_wakeup(self) -> None:
+        pass
+
+    def stream_negotiated(self, stream: Stream) -> None:
         pass
 
     def drained(self) -> asyncio.Future[None]:
@@ -180,3 +184,62 @@ async def test_write_message_waits_like_write_when_paused_short_of_window_or_clo
     stream._fail(StreamResetError("reset by the remote"))
     with pytest.raises(StreamResetError):
         await stream.write_message(b"after reset")
+
+
+PROPOSAL = encode_message(MULTISTREAM_PROTOCOL_ID) + encode_message("/echo/1.0.0")
+
+
+class Sink:
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.data = b""
+
+    def sink_data(self, data: bytes) -> None:
+        self.data += data
+        self.stream.consume(len(data))  # used at once
+
+    def sink_eof(self) -> None:
+        pass
+
+    def sink_failed(self, error: Exception) -> None:
+        pass
+
+    def sink_writable(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("reader", ["read_message", "read", "sink"])
+async def test_negotiation_bytes_with_a_request_are_credited_with_its_first_read(
+    reader: str,
+) -> None:
+    """A proposal and the request in one input: the proposal's bytes are credited with the
+    request's first read, so every received byte is credited exactly once, by any reader."""
+    owner = Owner()
+    stream = Stream(owner, SID, role=Role.RESPONDER, negotiator=("/echo/1.0.0",))  # type: ignore[arg-type]
+    stream._feed_data(PROPOSAL + b"\x02hi")
+    assert stream.protocol == "/echo/1.0.0" and owner.sent == [PROPOSAL]
+    assert owner.acked == 0  # nothing read yet
+    if reader == "read_message":
+        assert await stream.read_message(16) == b"hi"
+    elif reader == "read":
+        assert await stream.read(2) == b"\x02h"
+        assert owner.acked == len(PROPOSAL) + 2
+        assert await stream.read(5) == b"i"
+    else:
+        sink = Sink(stream)
+        stream.set_sink(sink)
+        assert sink.data == b"\x02hi"
+    assert owner.acked == len(PROPOSAL) + 3
+    stream._feed_data(b"\x01x")  # later input: credited alone
+    if reader == "sink":
+        assert owner.acked == len(PROPOSAL) + 5
+    else:
+        assert await stream.read(5) == b"\x01x"
+        assert owner.acked == len(PROPOSAL) + 5
+
+
+async def test_a_proposal_alone_is_credited_at_once() -> None:
+    owner = Owner()
+    stream = Stream(owner, SID, role=Role.RESPONDER, negotiator=("/echo/1.0.0",))  # type: ignore[arg-type]
+    stream._feed_data(PROPOSAL)
+    assert stream.protocol == "/echo/1.0.0" and owner.acked == len(PROPOSAL)

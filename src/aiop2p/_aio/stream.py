@@ -169,6 +169,7 @@ class Stream:
         "_negotiator",
         "_read_waiter",
         "_sink",
+        "_unacked",
         "_write_closed",
         "_write_waiter",
         "connection",
@@ -203,6 +204,9 @@ class Stream:
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_closed = False
         self._sink: StreamSink | None = None
+        # Negotiation bytes not credited yet: those of an input that also carried the
+        # protocol's first bytes go out with the credit of that data's first read.
+        self._unacked = 0
 
     # -- public properties -------------------------------------------------------------
 
@@ -313,15 +317,20 @@ class Stream:
     def _selected(self, protocol: str, leftover: bytes, received: int) -> None:
         """Multistream picked ``protocol`` on input of ``received`` bytes.
 
-        The bytes multistream consumed are credited to the window at once; bytes that
-        already belong to the protocol (``leftover``: a lazy dialer's first data in the
-        same frame as its proposal) go to the read buffer and are credited when read,
-        exactly once.
+        Bytes that already belong to the protocol (``leftover``: a lazy dialer's first
+        data in the same frame as its proposal) go to the read buffer and are credited
+        when read, exactly once.  The bytes multistream consumed are credited at once or,
+        when a leftover came with them, with the leftover's first read (``_unacked``: one
+        credit per request instead of two).
         """
         self._negotiator = None
         self.protocol = protocol
-        if received > len(leftover):
-            self._conn.acknowledge(self.stream_id, received - len(leftover))
+        consumed = received - len(leftover)
+        if consumed > 0:
+            if leftover:  # a request behind its proposal: credited with its first read
+                self._unacked = consumed
+            else:
+                self._conn.acknowledge(self.stream_id, consumed)
         if self._negotiated is not None and not self._negotiated.done():
             self._negotiated.set_result(protocol)
         self._conn.stream_negotiated(self)
@@ -413,7 +422,10 @@ class Stream:
 
     def consume(self, size: int) -> None:
         """A sink used ``size`` bytes: credit them to the receive window."""
-        self._conn.acknowledge(self.stream_id, size)
+        unacked = self._unacked
+        if unacked:
+            self._unacked = 0
+        self._conn.acknowledge(self.stream_id, size + unacked)
 
     def close_write(self) -> None:
         """Synchronous half-close of a negotiated stream (FIN)."""
@@ -466,7 +478,10 @@ class Stream:
                     need -= len(chunk)
                 data = b"".join(parts)
         self._buffered -= len(data)
-        self._conn.acknowledge(self.stream_id, len(data))
+        unacked = self._unacked
+        if unacked:
+            self._unacked = 0
+        self._conn.acknowledge(self.stream_id, len(data) + unacked)
         return data
 
     async def read(self, n: int = -1) -> bytes:
@@ -561,7 +576,10 @@ class Stream:
                 else:
                     buf[0] = first[end:]
                 self._buffered -= end
-                self._conn.acknowledge(self.stream_id, end)
+                unacked = self._unacked
+                if unacked:
+                    self._unacked = 0
+                self._conn.acknowledge(self.stream_id, end + unacked)
                 return first[start:end]
         header = bytearray()
         while True:

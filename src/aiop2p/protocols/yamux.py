@@ -744,6 +744,15 @@ class YamuxSession:
                             ),
                         )
                         self._payload_deliver = False
+                    elif end - pos >= length:  # the whole payload is here: deliver it now
+                        chunk = data[pos : pos + length]
+                        pos += length
+                        stream.unconsumed += length
+                        self._buffered += length
+                        self._events.append(StreamDataReceived(StreamId(sid), chunk))
+                        if flags & FLAG_FIN:
+                            self._on_fin(sid, stream)
+                        continue
                     else:
                         self._payload_deliver = True
                         self._payload_sid = sid

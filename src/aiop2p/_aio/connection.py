@@ -420,7 +420,11 @@ class Connection(asyncio.Protocol):
             try:
                 for plaintext in plaintexts:
                     yamux.receive_data(plaintext)
-                self._dispatch(yamux)
+                try:  # _dispatch, inline
+                    self._dispatch_events(yamux, self._streams)
+                finally:
+                    if self._opened:
+                        self._watch_opened()
             finally:
                 self._flush_after_wakeups()
         elif self._stage is _Stage.UPGRADING:
@@ -670,8 +674,12 @@ class Connection(asyncio.Protocol):
                 self._arm_timer(self._deadlines.start_negotiation(sid, now))
 
     def stream_negotiated(self, stream: Stream) -> None:
-        self._deadlines.end_negotiation(stream.stream_id)
+        sid = stream.stream_id
+        self._deadlines.end_negotiation(sid)
         if stream.role is Role.RESPONDER:
+            opened = self._opened
+            if opened and opened[-1] == sid:
+                opened.pop()  # settled in its opening input: nothing for _watch_opened
             self._hooks.inbound_stream(stream)
             self.note_wakeup()
 

@@ -611,7 +611,12 @@ class NoiseTransport:
         if total <= MAX_PLAINTEXT_SIZE:
             if not total:
                 return b""
-            nonce = self._reserve_nonces(1)
+            nonce = self._send_nonce  # _reserve_nonces(1), inline
+            if nonce + 1 > _MAX_NONCE:
+                raise LimitExceededError(
+                    "noise send nonce exhausted: the connection must be closed"
+                )
+            self._send_nonce = nonce + 1
             return _pack_length(total + _TAG_LEN) + self._encrypt(
                 _pack_nonce(nonce), plaintext, None
             )

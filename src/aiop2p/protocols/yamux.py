@@ -200,6 +200,8 @@ class YamuxConfig:
 
 
 _DEFAULT_CONFIG: Final = YamuxConfig()
+_INITIATOR: Final = Role.INITIATOR  # a global: an enum class's attributes cost more
+_RESPONDER: Final = Role.RESPONDER
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -336,7 +338,7 @@ class _Stream:
         self.state = _OPEN
         self.role = role
         # Streams the peer opened are ACKed as soon as they are seen.
-        self.acked = role is Role.RESPONDER
+        self.acked = role is _RESPONDER
         self.send_window = INITIAL_WINDOW_SIZE  # bytes we may still send
         self.recv_window = INITIAL_WINDOW_SIZE  # bytes the peer may still send
         self.unconsumed = 0  # delivered to the driver, not yet acknowledged
@@ -384,7 +386,7 @@ class YamuxSession:
         self._role = role
         self._config = config
         self._streams: dict[int, _Stream] = {}
-        self._next_id = 1 if role is Role.INITIATOR else 2
+        self._next_id = 1 if role is _INITIATOR else 2
         self._events: list[YamuxEvent] = []
         self._out: list[bytes | memoryview] = []
         # The last small data frame queued, while nothing was queued after it: its stream,
@@ -488,7 +490,7 @@ class YamuxSession:
         if sid > _MAX_STREAM_ID:
             raise LimitExceededError("yamux stream ids exhausted on this session")
         self._next_id = sid + 2
-        stream = _Stream(Role.INITIATOR)
+        stream = _Stream(_INITIATOR)
         self._streams[sid] = stream
         self._ack_backlog += 1
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, self._open_raise(stream)))
@@ -809,14 +811,14 @@ class YamuxSession:
         if sid in self._streams:
             self._fail(RemoteProtocolError(f"SYN for already open yamux stream {sid}"))
             return None
-        if sid == 0 or (sid & 1) == (self._role is Role.INITIATOR):
+        if sid == 0 or (sid & 1) == (self._role is _INITIATOR):
             self._fail(RemoteProtocolError(f"SYN with stream id {sid} of the wrong parity"))
             return None
         if self._local_go_away is not None or len(self._streams) >= self._config.max_streams:
             self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
             return None
         self._remote_resets.pop(sid, None)
-        stream = _Stream(Role.RESPONDER)
+        stream = _Stream(_RESPONDER)
         self._streams[sid] = stream
         self._events.append(StreamOpened(StreamId(sid)))
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, self._open_raise(stream)))

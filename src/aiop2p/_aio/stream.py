@@ -47,6 +47,10 @@ stream); the stream builds the full machine only when the peer's input leaves th
 case (see ``protocols/multistream.py``)."""
 
 
+_ONE_BYTE_LENGTHS = tuple(bytes((size,)) for size in range(0x80))
+"""The uvarint length prefixes of messages shorter than 128 bytes."""
+
+
 class StreamOwner(Protocol):
     """The connection that carries a stream, as the stream and its users see it.
 
@@ -165,6 +169,7 @@ class Stream:
         "_negotiator",
         "_read_waiter",
         "_sink",
+        "_unacked",
         "_write_closed",
         "_write_waiter",
         "connection",
@@ -199,6 +204,9 @@ class Stream:
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_closed = False
         self._sink: StreamSink | None = None
+        # Negotiation bytes not credited yet: those of an input that also carried the
+        # protocol's first bytes go out with the credit of that data's first read.
+        self._unacked = 0
 
     # -- public properties -------------------------------------------------------------
 
@@ -309,15 +317,20 @@ class Stream:
     def _selected(self, protocol: str, leftover: bytes, received: int) -> None:
         """Multistream picked ``protocol`` on input of ``received`` bytes.
 
-        The bytes multistream consumed are credited to the window at once; bytes that
-        already belong to the protocol (``leftover``: a lazy dialer's first data in the
-        same frame as its proposal) go to the read buffer and are credited when read,
-        exactly once.
+        Bytes that already belong to the protocol (``leftover``: a lazy dialer's first
+        data in the same frame as its proposal) go to the read buffer and are credited
+        when read, exactly once.  The bytes multistream consumed are credited at once or,
+        when a leftover came with them, with the leftover's first read (``_unacked``: one
+        credit per request instead of two).
         """
         self._negotiator = None
         self.protocol = protocol
-        if received > len(leftover):
-            self._conn.acknowledge(self.stream_id, received - len(leftover))
+        consumed = received - len(leftover)
+        if consumed > 0:
+            if leftover:  # a request behind its proposal: credited with its first read
+                self._unacked = consumed
+            else:
+                self._conn.acknowledge(self.stream_id, consumed)
         if self._negotiated is not None and not self._negotiated.done():
             self._negotiated.set_result(protocol)
         self._conn.stream_negotiated(self)
@@ -416,7 +429,10 @@ class Stream:
 
     def consume(self, size: int) -> None:
         """A sink used ``size`` bytes: credit them to the receive window."""
-        self._conn.acknowledge(self.stream_id, size)
+        unacked = self._unacked
+        if unacked:
+            self._unacked = 0
+        self._conn.acknowledge(self.stream_id, size + unacked)
 
     def close_write(self) -> None:
         """Synchronous half-close of a negotiated stream (FIN)."""
@@ -469,7 +485,10 @@ class Stream:
                     need -= len(chunk)
                 data = b"".join(parts)
         self._buffered -= len(data)
-        self._conn.acknowledge(self.stream_id, len(data))
+        unacked = self._unacked
+        if unacked:
+            self._unacked = 0
+        self._conn.acknowledge(self.stream_id, len(data) + unacked)
         return data
 
     async def read(self, n: int = -1) -> bytes:
@@ -564,7 +583,10 @@ class Stream:
                 else:
                     buf[0] = first[end:]
                 self._buffered -= end
-                self._conn.acknowledge(self.stream_id, end)
+                unacked = self._unacked
+                if unacked:
+                    self._unacked = 0
+                self._conn.acknowledge(self.stream_id, end + unacked)
                 return first[start:end]
         header = bytearray()
         while True:
@@ -651,7 +673,27 @@ class Stream:
 
     async def write_message(self, data: bytes) -> None:
         """Write one unsigned-varint length-prefixed message."""
-        await self.write(encode_uvarint(len(data)) + data)
+        size = len(data)
+        framed = (_ONE_BYTE_LENGTHS[size] if size < 0x80 else encode_uvarint(size)) + data
+        conn = self._conn
+        negotiator = self._negotiator
+        if (
+            self._error is None
+            and not self._write_closed
+            and (negotiator is None or type(negotiator) is Proposal)
+            and len(framed) <= conn.write_piece_size
+            and not conn.write_paused
+        ):
+            # The common case of :meth:`write` (one small piece the window takes whole),
+            # without its coroutine.
+            sent = conn.send_stream_data(self.stream_id, framed)
+            if sent == len(framed):
+                if conn.write_paused:
+                    await conn.drained()
+                    self._check_writable()
+                return
+            framed = framed[sent:]
+        await self.write(framed)
 
     async def close(self) -> None:
         """Half-close: no more writes; the remote reads EOF.  Reading stays possible."""

@@ -85,8 +85,8 @@ def open_raw_stream(conn: Connection, frames: list[bytes]) -> Stream:
     stream = Stream(conn, sid, role=Role.INITIATOR, negotiator=None)
     conn._streams[sid] = stream
     for frame in frames:
-        assert yamux.send_data(sid, frame) == len(frame)  # one data frame each
-    conn._flush()
+        assert yamux.send_data(sid, frame) == len(frame)
+        conn._flush()  # one data frame each: the session joins data frames queued together
     return stream
 
 
@@ -230,8 +230,11 @@ async def raw_listener(
 async def answer(stream: Stream, frames: list[bytes]) -> None:
     """Take the proposal and send ``frames`` as separate Yamux data frames."""
     assert await stream.readexactly(len(PROPOSAL)) == PROPOSAL
+    conn = stream.connection
+    assert isinstance(conn, Connection)
     for frame in frames:
         await stream.write(frame)
+        conn._flush()  # one data frame each: the session joins data frames queued together
 
 
 @pytest.mark.parametrize(

@@ -837,3 +837,20 @@ def test_verified_identities_are_bounded_least_recently_used_first() -> None:
     assert known(a) and known(c) and not known(b)
     with pytest.raises(InvalidArgumentError):
         VerifiedIdentities(max_entries=0)
+
+
+def test_one_whole_frame_alone_and_after_other_inputs() -> None:
+    """A single whole frame given as bytes (the common small read) is opened directly:
+    the same plaintexts, nonces and terminal failure as the general path."""
+    a, b = transport_pair()
+    assert b.decrypt(a.encrypt(b"one")) == [b"one"]
+    assert b.decrypt(bytearray(a.encrypt(b"two"))) == [b"two"]  # the general path
+    three = a.encrypt(b"three")
+    assert b.decrypt(three[:4]) == [] and b.decrypt(three[4:]) == [b"three"]
+    assert b.decrypt(a.encrypt(b"four")) == [b"four"]
+    tampered = bytearray(a.encrypt(b"five"))
+    tampered[-1] ^= 1
+    with pytest.raises(DecryptionError):
+        b.decrypt(bytes(tampered))
+    with pytest.raises(DecryptionError):
+        b.decrypt(a.encrypt(b"six"))  # terminal

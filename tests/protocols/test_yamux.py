@@ -369,6 +369,62 @@ def test_send_splits_at_max_frame_size() -> None:
     assert client.data_to_send() == b""
 
 
+def test_small_writes_queued_together_join_one_data_frame() -> None:
+    """A stream's small writes with nothing queued between them leave as one data frame
+    (a proposal and the first message, an echo and the response): the peer parses one
+    header and gets one event.  Anything queued between them, another stream, a flush,
+    the frame size limit or the window keeps them apart, in order."""
+    config = YamuxConfig(max_frame_bytes=10)
+    client, server = pair(config, config)
+    sid = client.open_stream()
+    other = client.open_stream()
+    transfer(client, server)
+    transfer(server, client)
+    assert client.send_data(sid, b"abc") == 3
+    assert client.send_data(sid, b"de") == 2
+    assert client.send_data(sid, b"fghij") == 5  # exactly the frame limit: joined
+    assert client.send_data(sid, b"k") == 1  # above it: a new frame
+    assert client.send_data(other, b"xy") == 2  # another stream: a new frame
+    assert client.send_data(sid, b"lm") == 2  # not joined across the other stream's frame
+    client.ping(1)
+    assert client.send_data(sid, b"n") == 1  # nor across a ping
+    sent = client.data_to_send()
+    assert client.send_data(sid, b"o") == 1  # nor across a flush
+    client.close_stream(sid)
+    assert client.send_data(other, b"z") == 1  # nor across a FIN
+    frames = parse_frames(sent) + parse_frames(client.data_to_send())
+    assert [(f[0], f[1], f[2], f[4]) for f in frames] == [
+        (TYPE_DATA, 0, sid, b"abcdefghij"),
+        (TYPE_DATA, 0, sid, b"k"),
+        (TYPE_DATA, 0, other, b"xy"),
+        (TYPE_DATA, 0, sid, b"lm"),
+        (TYPE_PING, FLAG_SYN, 0, b""),
+        (TYPE_DATA, 0, sid, b"n"),
+        (TYPE_DATA, 0, sid, b"o"),
+        (TYPE_DATA, FLAG_FIN, sid, b""),
+        (TYPE_DATA, 0, other, b"z"),
+    ]
+    assert client.send_window(sid) == INITIAL_WINDOW_SIZE + FIRST_RAISE - 15
+    server.receive_data(sent)
+    events = server.events_received()
+    assert events[0] == StreamDataReceived(sid, b"abcdefghij")  # one event for the joined frame
+    assert collect(events, sid) == b"abcdefghijklmn"
+
+
+def test_a_joined_frame_never_exceeds_the_send_window() -> None:
+    client, server = pair(server_config=YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE))
+    sid = client.open_stream()
+    transfer(client, server)
+    transfer(server, client)
+    assert client.send_data(sid, b"a" * (INITIAL_WINDOW_SIZE - 1)) == INITIAL_WINDOW_SIZE - 1
+    assert client.send_data(sid, b"bc") == 1  # the rest of the window, as a view: not joined
+    assert client.send_data(sid, b"d") == 0
+    frames = parse_frames(client.data_to_send())
+    assert [f[3] for f in frames] == [INITIAL_WINDOW_SIZE - 1, 1]
+    server.receive_data(b"".join(frame(TYPE_DATA, 0, sid, f[3], f[4]) for f in frames))
+    assert not server.is_terminated and server.receive_window(sid) == 0
+
+
 def test_buffers_to_send_hands_out_the_frames_unjoined_and_uncopied() -> None:
     config = YamuxConfig(max_frame_bytes=1000)
     client, server = pair(config)

@@ -170,6 +170,47 @@ async def test_auto_mode_follows_autonat_and_hostile_relays_are_passed_over() ->
         assert auto.relays == {} and relayed_via(a) == set()
 
 
+async def test_a_relay_the_application_listens_through_is_never_dropped_by_auto() -> None:
+    """The application and the automatic relays may pick the same relay, in either
+    order: when the automatic relays no longer need it, the application's listener
+    (and its reservation) stay.  (``update`` by hand: AutoNAT forgets a made-up verdict
+    once the listen addresses change.)"""
+    async with lab() as world:
+        r1, r2, r3 = [await world.relay() for _ in range(3)]
+        a = await world.stack.enter_async_context(
+            Node(config=NodeConfig(autonat=AutonatConfig(server=False)))
+        )
+        client = RelayClient(a, config=FAST)
+        config = AutoRelayConfig(relays=(addr_of(r1), addr_of(r2)), max_relays=3, discover=False)
+        auto = AutoRelay(a, client, config, autonat=a.autonat)
+        world.stack.push_async_callback(auto.close)
+        auto.events.subscribe(world.events.append)
+        # r1: the application first (``RelayClient.listen``), then the automatic relays.
+        await client.listen(r1.peer_id, addr_of(r1))
+        judge(a, reachable=False)
+        await auto.update()
+        assert set(auto.relays) == {r1.peer_id, r2.peer_id}
+        # r2: the automatic relays first, then the application (``node.listen``).
+        await a.listen(f"{addr_of(r2)}/p2p-circuit")
+        # Reachable after all: the automatic relays let go of both, the application's stay.
+        judge(a, reachable=True)
+        await auto.update()
+        assert auto.relays == {}
+        assert relayed_via(a) == {r1.peer_id, r2.peer_id}
+        assert set(client.reservations) == {r1.peer_id, r2.peer_id}
+        removed = {e.relay for e in world.events if isinstance(e, AutoRelayRemoved)}
+        assert removed == {r1.peer_id, r2.peer_id}
+        # A relay only the automatic relays listen through is released as before.
+        auto._candidates[r3.peer_id] = addr_of(r3).without_peer_id()
+        judge(a, reachable=False)
+        await auto.update()
+        assert r3.peer_id in relayed_via(a)
+        judge(a, reachable=True)
+        await auto.update()
+        assert r3.peer_id not in client.reservations
+        assert relayed_via(a) == {r1.peer_id, r2.peer_id}
+
+
 def test_config_refuses_what_cannot_work() -> None:
     with pytest.raises(InvalidArgumentError):
         AutoRelayConfig(relays=(Multiaddr("/ip4/127.0.0.1/tcp/1"),))

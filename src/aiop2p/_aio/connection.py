@@ -140,6 +140,15 @@ class _Stage(enum.Enum):
     CLOSED = "closed"
 
 
+# Module constants, read on every request: an enum class's attributes go through
+# EnumType.__getattr__'s slot (several times the cost of a global).
+_UPGRADING: Final = _Stage.UPGRADING
+_ESTABLISHED: Final = _Stage.ESTABLISHED
+_CLOSED: Final = _Stage.CLOSED
+_INITIATOR: Final = Role.INITIATOR
+_RESPONDER: Final = Role.RESPONDER
+
+
 class ConnectionHooks:
     """What a connection needs from its owner (the node); all called synchronously."""
 
@@ -193,7 +202,7 @@ class Connection(asyncio.Protocol):
         self.id = ConnectionId(next(_connection_ids))
         self.direction = direction
         """Who opened the transport connection (counts against the in/out limits)."""
-        self.role = role or (Role.INITIATOR if direction is Direction.OUTBOUND else Role.RESPONDER)
+        self.role = role or (_INITIATOR if direction is Direction.OUTBOUND else _RESPONDER)
         """Our side in the upgrade (INITIATOR: multistream dialer, Noise initiator, Yamux
         client).  Follows ``direction`` unless given; hole punching (DCUtR) fixes it per
         peer instead, because after a TCP simultaneous open both sides dialled."""
@@ -207,7 +216,7 @@ class Connection(asyncio.Protocol):
         self._remote_peer: PeerId | None = None
         self.remote_public_key: PublicKey | None = None
         self._transport: asyncio.Transport | None = None
-        self._stage = _Stage.UPGRADING
+        self._stage = _UPGRADING
         self._upgrader: UpgradeMachine | None = None
         self._cipher: NoiseTransport | None = None
         self._yamux: YamuxSession | None = None
@@ -280,11 +289,11 @@ class Connection(asyncio.Protocol):
 
     @property
     def is_established(self) -> bool:
-        return self._stage is _Stage.ESTABLISHED
+        return self._stage is _ESTABLISHED
 
     @property
     def is_closed(self) -> bool:
-        return self._stage is _Stage.CLOSED
+        return self._stage is _CLOSED
 
     @property
     def error(self) -> P2PError | None:
@@ -337,7 +346,7 @@ class Connection(asyncio.Protocol):
         sid = yamux.open_stream()
         if self._early_streams is not None:
             self._early_streams += 1
-        stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
+        stream = Stream(self, sid, role=_INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
         yamux.send_data(sid, out)
@@ -361,7 +370,7 @@ class Connection(asyncio.Protocol):
 
     async def close(self) -> None:
         """Close gracefully: GoAway, flush, close the socket; every stream is failed."""
-        if self._stage is not _Stage.CLOSED:
+        if self._stage is not _CLOSED:
             if self._yamux is not None and not self._yamux.is_terminated:
                 self._yamux.go_away(0)
                 self._early_streams = None  # nothing is held back any more
@@ -406,7 +415,7 @@ class Connection(asyncio.Protocol):
             transport.write(out)
 
     def data_received(self, data: bytes) -> None:
-        if self._stage is _Stage.ESTABLISHED:
+        if self._stage is _ESTABLISHED:
             cipher = self._cipher
             yamux = self._yamux
             assert cipher is not None and yamux is not None
@@ -420,17 +429,21 @@ class Connection(asyncio.Protocol):
             try:
                 for plaintext in plaintexts:
                     yamux.receive_data(plaintext)
-                self._dispatch(yamux)
+                try:  # _dispatch, inline
+                    self._dispatch_events(yamux, self._streams)
+                finally:
+                    if self._opened:
+                        self._watch_opened()
             finally:
                 self._flush_after_wakeups()
-        elif self._stage is _Stage.UPGRADING:
+        elif self._stage is _UPGRADING:
             self._upgrade(data)
 
     def eof_received(self) -> bool | None:
-        if self._yamux is not None and self._stage is _Stage.ESTABLISHED:
+        if self._yamux is not None and self._stage is _ESTABLISHED:
             self._yamux.receive_eof()
             self._dispatch(self._yamux)
-        elif self._upgrader is not None and self._stage is _Stage.UPGRADING:
+        elif self._upgrader is not None and self._stage is _UPGRADING:
             self._upgrader.receive_eof()
             self._after_upgrade_input(self._upgrader, abort=False)
         return None
@@ -472,7 +485,7 @@ class Connection(asyncio.Protocol):
         self._replies_while_paused = 0
         if self._reading_paused:
             self._reading_paused = False
-            if self._transport is not None and self._stage is not _Stage.CLOSED:
+            if self._transport is not None and self._stage is not _CLOSED:
                 self._transport.resume_reading()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
@@ -518,12 +531,12 @@ class Connection(asyncio.Protocol):
         self._cancel_timer()
         self._cipher = ev.transport
         self._muxer_negotiated_early = ev.muxer_negotiated_early
-        if ev.muxer_negotiated_early and self.role is Role.INITIATOR:
+        if ev.muxer_negotiated_early and self.role is _INITIATOR:
             self._early_streams = 0
         yamux = self._yamux = ev.session
-        self._stage = _Stage.ESTABLISHED
+        self._stage = _ESTABLISHED
         self._hooks.connection_ready(self)  # may veto (abort) the connection
-        if self._stage is _Stage.ESTABLISHED:
+        if self._stage is _ESTABLISHED:
             self._handshake_tail = out
             if not self._ready.done():
                 self._ready.set_result(None)
@@ -562,13 +575,13 @@ class Connection(asyncio.Protocol):
         # The loop may run a timer a clock tick early; never report a time before it.
         now = max(self._timer_at, self.loop.time())
         upgrader = self._upgrader
-        if upgrader is not None and self._stage is _Stage.UPGRADING:
+        if upgrader is not None and self._stage is _UPGRADING:
             upgrader.handle_timer(now)
             self._after_upgrade_input(upgrader, abort=True)
-            if self._stage is _Stage.UPGRADING:
+            if self._stage is _UPGRADING:
                 self._arm_timer(upgrader.get_timer())
             return
-        if self._stage is not _Stage.ESTABLISHED:
+        if self._stage is not _ESTABLISHED:
             return
         deadlines = self._deadlines
         expired = deadlines.handle_timer(now, busy=bool(self._streams), keep_alive=self.keep_alive)
@@ -590,7 +603,7 @@ class Connection(asyncio.Protocol):
                 self._yamux.go_away(0)
                 self._flush()
             self._terminate(ConnectionClosedError("connection closed after being idle"))
-        elif self._stage is _Stage.ESTABLISHED:
+        elif self._stage is _ESTABLISHED:
             self._arm_timer(deadlines.get_timer())
 
     # -- established: events -------------------------------------------------------------
@@ -605,35 +618,36 @@ class Connection(asyncio.Protocol):
 
     def _dispatch_events(self, yamux: YamuxSession, streams: dict[StreamId, Stream]) -> None:
         for ev in yamux.events_received():
-            if isinstance(ev, StreamDataReceived):
+            # Exact types, commonest first: the event classes are final.
+            if type(ev) is StreamDataReceived:
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._feed_data(ev.data)
                 else:
                     yamux.acknowledge_received_data(ev.stream_id, len(ev.data))
-            elif isinstance(ev, StreamWindowUpdated):
-                stream = streams.get(ev.stream_id)
-                if stream is not None:
-                    stream._wake_writer()
-            elif isinstance(ev, StreamOpened):
-                self._accept_stream(yamux, ev.stream_id)
-            elif isinstance(ev, StreamEnded):
+            elif type(ev) is StreamEnded:
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._feed_eof()
                     if stream._write_closed:
                         self.forget_stream(ev.stream_id)
-            elif isinstance(ev, StreamReset):
+            elif type(ev) is StreamOpened:
+                self._accept_stream(yamux, ev.stream_id)
+            elif type(ev) is StreamWindowUpdated:
+                stream = streams.get(ev.stream_id)
+                if stream is not None:
+                    stream._wake_writer()
+            elif type(ev) is StreamReset:
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
                     stream._fail(ev.error or StreamResetError("stream reset by the remote"))
-            elif isinstance(ev, PongReceived):
+            elif type(ev) is PongReceived:
                 waiter = self._ping_waiters.pop(ev.opaque, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
-            elif isinstance(ev, GoAwayReceived):
+            elif type(ev) is GoAwayReceived:
                 log.debug("%r: remote sent GoAway %d", self, ev.code)
-            elif isinstance(ev, SessionTerminated):
+            elif type(ev) is SessionTerminated:
                 self._flush()  # e.g. the GoAway carrying the error code
                 err = ev.error or ConnectionClosedError("connection closed by the remote")
                 self._terminate(err)
@@ -648,7 +662,7 @@ class Connection(asyncio.Protocol):
         offered = self._offered
         if offered is None:
             offered = self._offered = self._hooks.supported_protocols(self)
-        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=offered)
+        stream = Stream(self, sid, role=_RESPONDER, negotiator=offered)
         self._streams[sid] = stream
         self._opened.append(sid)
 
@@ -657,7 +671,7 @@ class Connection(asyncio.Protocol):
         protocol that same input settled (the common case: no entry, no clock read)."""
         opened = self._opened
         self._opened = []
-        if self._stage is not _Stage.ESTABLISHED:
+        if self._stage is not _ESTABLISHED:
             return
         streams = self._streams
         now: float | None = None
@@ -669,8 +683,12 @@ class Connection(asyncio.Protocol):
                 self._arm_timer(self._deadlines.start_negotiation(sid, now))
 
     def stream_negotiated(self, stream: Stream) -> None:
-        self._deadlines.end_negotiation(stream.stream_id)
-        if stream.role is Role.RESPONDER:
+        sid = stream.stream_id
+        self._deadlines.end_negotiation(sid)
+        if stream.role is _RESPONDER:
+            opened = self._opened
+            if opened and opened[-1] == sid:
+                opened.pop()  # settled in its opening input: nothing for _watch_opened
             self._hooks.inbound_stream(stream)
             self.note_wakeup()
 
@@ -681,38 +699,44 @@ class Connection(asyncio.Protocol):
     # -- established: commands from streams ----------------------------------------------
 
     def _require_established(self) -> YamuxSession:
-        if self._stage is not _Stage.ESTABLISHED or self._yamux is None:
+        if self._stage is not _ESTABLISHED or self._yamux is None:
             if self._error is not None:
                 raise self._error
             raise InvalidStateError("connection is not established")
         return self._yamux
 
     def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
-        yamux = self._require_established()
+        yamux = self._yamux
+        if yamux is None or self._stage is not _ESTABLISHED:
+            yamux = self._require_established()  # raises
         sent = yamux.send_data(sid, data)
         if sent:
-            self._unflushed += sent
-            if self._unflushed >= self.write_piece_size:
+            unflushed = self._unflushed + sent
+            self._unflushed = unflushed
+            if unflushed >= self.write_piece_size:
                 self._flush()
-            else:
-                self._schedule_flush()
+            elif self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
         return sent
 
     def acknowledge(self, sid: StreamId, size: int) -> None:
         yamux = self._yamux
-        if yamux is not None and self._stage is _Stage.ESTABLISHED:
-            yamux.acknowledge_received_data(sid, size)
+        if (
+            yamux is not None
+            and self._stage is _ESTABLISHED
+            and yamux.acknowledge_received_data(sid, size)
+        ):
             self._schedule_flush()
 
     def close_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
-        if yamux is not None and self._stage is _Stage.ESTABLISHED:
+        if yamux is not None and self._stage is _ESTABLISHED:
             yamux.close_stream(sid)
             self._schedule_flush()
 
     def reset_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
-        if yamux is not None and self._stage is _Stage.ESTABLISHED:
+        if yamux is not None and self._stage is _ESTABLISHED:
             yamux.reset_stream(sid)
             self._schedule_flush()
         self.forget_stream(sid)
@@ -721,7 +745,7 @@ class Connection(asyncio.Protocol):
         stream = self._streams.pop(sid, None)
         if stream is None or stream.protocol is None:  # stream_negotiated ended it otherwise
             self._deadlines.end_negotiation(sid)
-        if stream is not None and stream.role is Role.RESPONDER:
+        if stream is not None and stream.role is _RESPONDER:
             self._inbound_streams -= 1
         if not self._streams:
             self._became_idle()
@@ -735,7 +759,7 @@ class Connection(asyncio.Protocol):
         ``timeout`` seconds later (a server answering 20,000 requests a second would hold
         200,000 of them, ~1.5 KiB each, and the garbage collector would walk them all).
         """
-        if self._stage is _Stage.ESTABLISHED:  # otherwise the stream has already failed
+        if self._stage is _ESTABLISHED:  # otherwise the stream has already failed
             self._arm_timer(self._deadlines.linger(stream.stream_id, self.loop.time() + timeout))
 
     def _became_idle(self) -> None:
@@ -744,8 +768,10 @@ class Connection(asyncio.Protocol):
         Opening a stream does not touch the deadline (that would cost work per request);
         when it comes, a busy connection is left alone until its last stream goes.
         """
-        if self._stage is _Stage.ESTABLISHED and self._deadlines.idle_timeout is not None:
-            self._arm_timer(self._deadlines.became_idle(self.loop.time()))
+        if self._stage is _ESTABLISHED and self._deadlines.idle_timeout is not None:
+            when = self._deadlines.became_idle(self.loop.time())
+            if self._timer is None or when is None or when < self._timer_at:
+                self._arm_timer(when)  # usually the timer is due earlier: no call
 
     # -- output --------------------------------------------------------------------------
 
@@ -797,7 +823,7 @@ class Connection(asyncio.Protocol):
         pending = self._flush_handle
         if pending is not None:
             pending.cancel()
-        if self._stage is _Stage.ESTABLISHED:
+        if self._stage is _ESTABLISHED:
             self._flush_handle = self.loop.call_soon(self._flush_answers)
         else:
             self._flush_handle = None
@@ -813,7 +839,7 @@ class Connection(asyncio.Protocol):
         self._unflushed = 0
         yamux = self._yamux
         transport = self._transport
-        if yamux is None or transport is None or self._stage is not _Stage.ESTABLISHED:
+        if yamux is None or transport is None or self._stage is not _ESTABLISHED:
             return 0
         early = self._early_streams
         if early is not None:
@@ -844,7 +870,7 @@ class Connection(asyncio.Protocol):
         waiter: asyncio.Future[None] = self.loop.create_future()
         if not self.write_paused:
             waiter.set_result(None)
-        elif self._stage is _Stage.CLOSED:
+        elif self._stage is _CLOSED:
             assert self._error is not None
             waiter.set_exception(self._error)
         else:
@@ -856,14 +882,14 @@ class Connection(asyncio.Protocol):
     def _terminate(
         self, error: P2PError, *, abort: bool = False, transport_gone: bool = False
     ) -> None:
-        if self._stage is _Stage.CLOSED:
+        if self._stage is _CLOSED:
             if transport_gone:
                 self._cancel_timer()  # the fallback below: it would hold us for 5 s
                 if not self._closed.done():
                     self._closed.set_result(None)
             return
-        was_established = self._stage is _Stage.ESTABLISHED
-        self._stage = _Stage.CLOSED
+        was_established = self._stage is _ESTABLISHED
+        self._stage = _CLOSED
         self._error = error
         self._upgrader = None
         self._cancel_timer()

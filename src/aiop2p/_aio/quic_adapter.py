@@ -1,5 +1,6 @@
-"""Where aiop2p reaches past aioquic's public API: all of it is in this module and in
-``quic_send`` (the lean 1-RTT packet builder).
+"""Where aiop2p reaches past aioquic's public API: this module, :mod:`.quic_send` (the
+lean 1-RTT packet builder) and, for the receive path of 1-RTT packets,
+:mod:`.quic_receive`.
 
 Checked against aioquic 1.7.2 (``pyproject.toml`` allows ``>=1.7.2,<1.8``).  aioquic (the
 sans-IO QUIC machine the QUIC transport drives) lacks what follows, so
@@ -35,13 +36,10 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   sooner goes without it and a separate ACK-only packet follows; this sets the 1-RTT
   space's ``ack_at`` (``_spaces``) to now;
 - a short way for 1-RTT packets (:meth:`LibP2PQuic.receive_datagram`): a peer that
-  sends small datagrams (js-libp2p's quinn: 1200 B) costs us per packet, and aioquic's
-  ``receive_datagram`` re-checks per packet what is settled once connected (header
-  form, version, packet type, which of our ids, which path).  For a short-header packet
-  to one of our ids from the validated path in use it runs aioquic's own remaining
-  steps (``_cryptos``, ``_spaces``, ``_payload_received``, ``_idle_timeout``, the spin
-  bit, ``ack_queue``, ``ack_at``, ``_host_cids``, ``_network_paths``); anything else
-  goes to ``receive_datagram`` unchanged (``tests/transports/test_quic_receive.py``);
+  sends small datagrams (js-libp2p's quinn: 1200 B) costs us per packet.  It lives in
+  :mod:`.quic_receive` (:class:`~.quic_receive.OneRttReceiver`, this class's base),
+  whose docstring lists the internals it touches; anything it does not take goes to
+  ``receive_datagram`` unchanged (``tests/transports/test_quic_receive.py``);
 - datagrams beyond 16 KiB once the handshake is done (:meth:`LibP2PQuic.use_datagram_size`,
   for loopback, where aioquic's per-packet work is what bounds bulk transfer):
   ``_max_datagram_size``, the peer's ``max_udp_payload_size`` read again from the
@@ -86,17 +84,11 @@ from typing import Any
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.h3.connection import FrameType, H3Connection, H3Stream
-from aioquic.quic.connection import QuicConnection as _AioquicConnection
-from aioquic.quic.connection import (
-    QuicConnectionError,
-    QuicConnectionState,
-    QuicReceiveContext,
-)
-from aioquic.quic.packet import QuicErrorCode, QuicFrameType, pull_quic_transport_parameters
+from aioquic.quic.packet import pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilderStop
-from aioquic.quic.recovery import MAX_ACK_RANGES
 from cryptography import x509
 
+from .quic_receive import OneRttReceiver
 from .quic_send import build_one_rtt
 
 __all__ = [
@@ -206,7 +198,7 @@ class SendBuffer:
         self._first = first
 
 
-class LibP2PQuic(_AioquicConnection):
+class LibP2PQuic(OneRttReceiver):
     """aioquic's connection with client-certificate requests and read-driven credit."""
 
     def __init__(
@@ -294,86 +286,6 @@ class LibP2PQuic(_AioquicConnection):
         failure, a logger) aioquic's ``receive_datagram``."""
         if not self._receive_one_rtt(data, addr, now):
             super().receive_datagram(data, addr, now)
-
-    def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
-        """aioquic's receive steps for a short-header packet to our current connection
-        id from the validated path in use, once connected, without the checks that
-        cannot apply there (version, packet type, long-header lengths, path changes);
-        False (nothing done) when it is not such a packet.  A peer sending small
-        datagrams (js-libp2p's quinn: 1200 B) costs the receiver per packet."""
-        if (
-            not data
-            or data[0] & 0xC0 != 0x40  # not a short header with its fixed bit
-            or self._state is not QuicConnectionState.CONNECTED
-            or self._quic_logger is not None
-            or self._close_at is None
-        ):
-            return False
-        paths = self._network_paths
-        cid = data[1 : 1 + self._configuration.connection_id_length]
-        if self._is_client:  # the server may use any of the ids we issued (quinn does)
-            if not any(issued.cid == cid for issued in self._host_cids):
-                return False
-        elif cid != self.host_cid or self._cryptos[tls.Epoch.ZERO_RTT].recv.is_valid():
-            return False  # a switch of id (aioquic answers it), or 0-RTT keys to drop
-        if not paths or paths[0].addr != addr or not paths[0].is_validated:
-            return False
-        space = self._spaces[tls.Epoch.ONE_RTT]
-        try:
-            plain_header, payload, packet_number = self._cryptos[tls.Epoch.ONE_RTT].decrypt_packet(
-                data, 1 + len(cid), space.expected_packet_number
-            )
-        except ValueError:  # CryptoError, KeyUnavailableError: aioquic drops and logs it
-            return False
-        if packet_number in space.received_packets:
-            return True  # a duplicate
-        first = plain_header[0]
-        if first & 0x18:
-            self.close(
-                error_code=QuicErrorCode.PROTOCOL_VIOLATION,
-                frame_type=QuicFrameType.PADDING,
-                reason_phrase="Reserved bits must be zero",
-            )
-            return True
-        if packet_number > space.expected_packet_number:
-            space.expected_packet_number = packet_number + 1
-        if packet_number > self._spin_highest_pn:
-            spin = bool(first & 0x20)
-            self._spin_bit = not spin if self._is_client else spin
-            self._spin_highest_pn = packet_number
-        context = QuicReceiveContext(
-            epoch=tls.Epoch.ONE_RTT,
-            host_cid=cid,
-            network_path=paths[0],
-            quic_logger_frames=None,
-            time=now,
-            version=None,
-        )
-        is_ack_eliciting = False
-        try:
-            is_ack_eliciting, _ = self._payload_received(context, payload)
-        except QuicConnectionError as exc:
-            self._logger.warning(exc)
-            self.close(
-                error_code=exc.error_code,
-                frame_type=exc.frame_type,
-                reason_phrase=exc.reason_phrase,
-            )
-        if self._state is not QuicConnectionState.CONNECTED or self._close_pending:
-            return True
-        self._close_at = now + self._idle_timeout()
-        self._ack_eliciting_sent_since_receipt = False
-        if not space.discarded:
-            if packet_number > space.largest_received_packet:
-                space.largest_received_packet = packet_number
-                space.largest_received_time = now
-            space.ack_queue.add(packet_number)
-            space.received_packets.add(packet_number)
-            if len(space.ack_queue) > MAX_ACK_RANGES:
-                space.ack_queue.shift()
-            if is_ack_eliciting and space.ack_at is None:
-                space.ack_at = now + self._ack_delay
-        return True
 
     # -- datagram size ----------------------------------------------------------------
 

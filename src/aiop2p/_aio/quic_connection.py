@@ -293,7 +293,7 @@ class QuicConnection(Connection):
         original_destination_cid: bytes | None,
     ) -> LibP2PQuic:
         """The QUIC machine (a WebTransport connection makes its own: ALPN h3)."""
-        return LibP2PQuic(
+        quic = LibP2PQuic(
             configuration=_configuration(
                 self._credentials.identity, quic_config, is_client=is_client, loopback=loopback
             ),
@@ -302,6 +302,10 @@ class QuicConnection(Connection):
             connection_window_bytes=quic_config.connection_window_bytes,
             max_streams=quic_config.max_streams,
         )
+        # In-order data goes straight to a stream that only buffers it (the short way
+        # for 1-RTT packets, mid-packet: nothing may run on it); the rest as events.
+        quic.stream_readers = self._streams
+        return quic
 
     def _add_cid(self, cid: bytes) -> None:
         assert self._endpoint is not None
@@ -323,13 +327,14 @@ class QuicConnection(Connection):
         if quic is None or self._stage is _Stage.CLOSED:
             return False
         quic.receive_datagram(data, addr, now=self.loop.time())
-        self._hold_transmit = True  # see input_done
-        try:
-            self._process_events(quic)
-        finally:
-            self._hold_transmit = False
-            if self._opened:  # deadlines for the streams it opened, if still negotiating
-                self._watch_opened()
+        if quic._events:  # none, once the short way handed its data over
+            self._hold_transmit = True  # see input_done
+            try:
+                self._process_events(quic)
+            finally:
+                self._hold_transmit = False
+                if self._opened:  # deadlines for the streams it opened, if still negotiating
+                    self._watch_opened()
         return not self.is_closed
 
     def input_done(self) -> None:

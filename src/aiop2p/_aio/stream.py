@@ -47,6 +47,10 @@ stream); the stream builds the full machine only when the peer's input leaves th
 case (see ``protocols/multistream.py``)."""
 
 
+_ONE_BYTE_LENGTHS = tuple(bytes((size,)) for size in range(0x80))
+"""The uvarint length prefixes of messages shorter than 128 bytes."""
+
+
 class StreamOwner(Protocol):
     """The connection that carries a stream, as the stream and its users see it.
 
@@ -165,6 +169,7 @@ class Stream:
         "_negotiator",
         "_read_waiter",
         "_sink",
+        "_unacked",
         "_write_closed",
         "_write_waiter",
         "connection",
@@ -199,6 +204,9 @@ class Stream:
         self._write_waiter: asyncio.Future[None] | None = None
         self._write_closed = False
         self._sink: StreamSink | None = None
+        # Negotiation bytes not credited yet: those of an input that also carried the
+        # protocol's first bytes go out with the credit of that data's first read.
+        self._unacked = 0
 
     # -- public properties -------------------------------------------------------------
 
@@ -309,15 +317,20 @@ class Stream:
     def _selected(self, protocol: str, leftover: bytes, received: int) -> None:
         """Multistream picked ``protocol`` on input of ``received`` bytes.
 
-        The bytes multistream consumed are credited to the window at once; bytes that
-        already belong to the protocol (``leftover``: a lazy dialer's first data in the
-        same frame as its proposal) go to the read buffer and are credited when read,
-        exactly once.
+        Bytes that already belong to the protocol (``leftover``: a lazy dialer's first
+        data in the same frame as its proposal) go to the read buffer and are credited
+        when read, exactly once.  The bytes multistream consumed are credited at once or,
+        when a leftover came with them, with the leftover's first read (``_unacked``: one
+        credit per request instead of two).
         """
         self._negotiator = None
         self.protocol = protocol
-        if received > len(leftover):
-            self._conn.acknowledge(self.stream_id, received - len(leftover))
+        consumed = received - len(leftover)
+        if consumed > 0:
+            if leftover:  # a request behind its proposal: credited with its first read
+                self._unacked = consumed
+            else:
+                self._conn.acknowledge(self.stream_id, consumed)
         if self._negotiated is not None and not self._negotiated.done():
             self._negotiated.set_result(protocol)
         self._conn.stream_negotiated(self)
@@ -333,12 +346,18 @@ class Stream:
     # -- called by the connection -------------------------------------------------------
 
     def _feed_data(self, data: bytes) -> None:
+        if self._feed_buffered(data):
+            return
         if self._negotiator is not None:
             self._negotiate(data)
-            return
-        if self._sink is not None:
+        elif self._sink is not None:
             self._sink.sink_data(data)
-            return
+
+    def _feed_buffered(self, data: bytes) -> bool:
+        """Data that only waits for the reader (no negotiation, no sink): nothing runs
+        on it at once, so QUIC may hand it over mid-packet.  False: not such a stream."""
+        if self._negotiator is not None or self._sink is not None:
+            return False
         self._buffer.append(data)
         self._buffered += len(data)
         waiter = self._read_waiter
@@ -347,6 +366,7 @@ class Stream:
             if not waiter.done():
                 waiter.set_result(None)
                 self._conn.note_wakeup()
+        return True
 
     def _feed_eof(self) -> None:
         if self._negotiator is not None:
@@ -409,7 +429,10 @@ class Stream:
 
     def consume(self, size: int) -> None:
         """A sink used ``size`` bytes: credit them to the receive window."""
-        self._conn.acknowledge(self.stream_id, size)
+        unacked = self._unacked
+        if unacked:
+            self._unacked = 0
+        self._conn.acknowledge(self.stream_id, size + unacked)
 
     def close_write(self) -> None:
         """Synchronous half-close of a negotiated stream (FIN)."""
@@ -462,7 +485,10 @@ class Stream:
                     need -= len(chunk)
                 data = b"".join(parts)
         self._buffered -= len(data)
-        self._conn.acknowledge(self.stream_id, len(data))
+        unacked = self._unacked
+        if unacked:
+            self._unacked = 0
+        self._conn.acknowledge(self.stream_id, len(data) + unacked)
         return data
 
     async def read(self, n: int = -1) -> bytes:
@@ -557,7 +583,10 @@ class Stream:
                 else:
                     buf[0] = first[end:]
                 self._buffered -= end
-                self._conn.acknowledge(self.stream_id, end)
+                unacked = self._unacked
+                if unacked:
+                    self._unacked = 0
+                self._conn.acknowledge(self.stream_id, end + unacked)
                 return first[start:end]
         header = bytearray()
         while True:
@@ -644,7 +673,27 @@ class Stream:
 
     async def write_message(self, data: bytes) -> None:
         """Write one unsigned-varint length-prefixed message."""
-        await self.write(encode_uvarint(len(data)) + data)
+        size = len(data)
+        framed = (_ONE_BYTE_LENGTHS[size] if size < 0x80 else encode_uvarint(size)) + data
+        conn = self._conn
+        negotiator = self._negotiator
+        if (
+            self._error is None
+            and not self._write_closed
+            and (negotiator is None or type(negotiator) is Proposal)
+            and len(framed) <= conn.write_piece_size
+            and not conn.write_paused
+        ):
+            # The common case of :meth:`write` (one small piece the window takes whole),
+            # without its coroutine.
+            sent = conn.send_stream_data(self.stream_id, framed)
+            if sent == len(framed):
+                if conn.write_paused:
+                    await conn.drained()
+                    self._check_writable()
+                return
+            framed = framed[sent:]
+        await self.write(framed)
 
     async def close(self) -> None:
         """Half-close: no more writes; the remote reads EOF.  Reading stays possible."""

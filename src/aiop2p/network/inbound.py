@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from .._aio.deadlines import Deadline
 from .._aio.stream import Stream
@@ -38,6 +38,12 @@ from .config import MAX_ERROR_MESSAGE_BYTES, Framing
 from .firewall import RejectReason
 
 __all__ = ["ExchangeOwner", "InboundExchange", "InboundRequest"]
+
+# Framing's members as globals: read per request, while an enum class's attributes go
+# through EnumType.__getattr__'s slot (several times the cost).
+_LENGTH_PREFIXED: Final = Framing.LENGTH_PREFIXED
+_EOF_DELIMITED: Final = Framing.EOF_DELIMITED
+_CHUNKED: Final = Framing.CHUNKED
 
 log = logging.getLogger("aiop2p.network.exchange")
 
@@ -169,7 +175,7 @@ class InboundRequest(Generic[Rq, Rs]):
         not an error code, :class:`InvalidStateError` if the request already ended.
         """
         exchange = self._exchange
-        if exchange.framing is not Framing.CHUNKED:
+        if exchange.framing is not _CHUNKED:
             raise InvalidArgumentError(
                 f"{exchange.protocol} is {exchange.framing.value}: only the chunked framing "
                 "carries error codes (drop() closes the stream without a response)"
@@ -293,7 +299,7 @@ class InboundExchange:
         self._eof = True
         state = self.state
         if state == _READING:
-            if self._owner.framing is Framing.EOF_DELIMITED:
+            if self._owner.framing is _EOF_DELIMITED:
                 self._got_request(bytes(self._body))
             else:
                 self.end(InboundFailure.INVALID_REQUEST)  # EOF before the whole request
@@ -334,7 +340,7 @@ class InboundExchange:
         owner = self._owner
         stream = self.stream
         assert stream is not None
-        if owner.framing is Framing.EOF_DELIMITED:
+        if owner.framing is _EOF_DELIMITED:
             self._received += len(data)
             if self._received > owner.max_request_bytes:
                 self.end(InboundFailure.INVALID_REQUEST)
@@ -431,9 +437,9 @@ class InboundExchange:
         assert self.state == _DELIVERED
         self.state = _WRITING
         framing = self._owner.framing
-        if framing is Framing.LENGTH_PREFIXED:
+        if framing is _LENGTH_PREFIXED:
             payload = encode_uvarint(len(payload)) + payload
-        elif framing is Framing.CHUNKED:
+        elif framing is _CHUNKED:
             payload = b"\x00" + encode_uvarint(len(payload)) + payload
         stream = self.stream
         assert stream is not None
@@ -491,7 +497,7 @@ class InboundExchange:
             return
         stream = self.stream
         if (
-            self._owner.framing is Framing.CHUNKED
+            self._owner.framing is _CHUNKED
             and stream is not None
             and not self._stream_failed
             and not self._mid_chunk
@@ -588,7 +594,7 @@ class InboundExchange:
             if self._stream_failed:
                 self.stream = None
                 return
-            length_prefixed = owner.framing is not Framing.EOF_DELIMITED
+            length_prefixed = owner.framing is not _EOF_DELIMITED
             if self._error_sent:
                 self.stream = None
                 stream.close_write()  # after the error chunk

@@ -159,7 +159,7 @@ class AutoRelay:
             if relay in self._relays or not self._usable(relay, now):
                 continue
             try:
-                circuit = await self.client.listen(relay, addr)
+                circuit = await self.client.listen_automatically(relay, addr)
             except (P2PError, TimeoutError) as exc:
                 log.info("auto relay: %s refused or unreachable: %s", relay, exc)
                 self._passed_over[relay] = asyncio.get_running_loop().time()
@@ -194,7 +194,7 @@ class AutoRelay:
         if self._relays.pop(relay, None) is None:
             return
         with contextlib.suppress(P2PError):
-            await self.client.stop_listening(relay)
+            await self.client.release(relay)
         log.info("auto relay: stopped listening via %s (%s)", relay, error or "not needed")
         self.events.emit(AutoRelayRemoved(relay, error))
 

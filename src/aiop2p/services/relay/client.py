@@ -192,7 +192,16 @@ RelayClientEvent = ReservationRenewed | ReservationRestored | ReservationLost | 
 class _Slot:
     """Client-side state of one relay: the reservation, its timer and its listener."""
 
-    __slots__ = ("attempt", "listener", "relay", "relay_addr", "reservation", "task", "timer")
+    __slots__ = (
+        "attempt",
+        "listener",
+        "relay",
+        "relay_addr",
+        "reservation",
+        "task",
+        "timer",
+        "user_listens",
+    )
 
     def __init__(self, relay: PeerId, relay_addr: Multiaddr | None) -> None:
         self.relay = relay
@@ -202,6 +211,9 @@ class _Slot:
         self.task: asyncio.Task[None] | None = None
         self.attempt = 0
         self.listener: _RelayListener | None = None
+        self.user_listens = False
+        """Listened through by the application (not only by automatic relays): a
+        :meth:`RelayClient.release` leaves it alone."""
 
     def cancel_timer(self) -> None:
         if self.timer is not None:
@@ -267,6 +279,7 @@ class RelayClient:
         self.config = config or RelayClientConfig()
         self._rng = rng or random.Random()
         self._slots: dict[PeerId, _Slot] = {}
+        self._automatic: set[PeerId] = set()  # relays being listened through by ``release``'s kind
         self.events: Emitter[RelayClientEvent] = Emitter("relay client events")
         """Reservation renewals, losses and failures."""
         self._closed = False
@@ -341,6 +354,31 @@ class RelayClient:
 
         Raises :class:`ReservationRefusedError` or :class:`DialError`; never hangs.
         """
+        circuit = await self._listen_via(relay, relay_addr)
+        self._slots[relay].user_listens = True
+        return circuit
+
+    async def listen_automatically(
+        self, relay: PeerId, relay_addr: Multiaddr | str | None = None
+    ) -> Multiaddr:
+        """:meth:`listen` for automatic relays: a listener the application also holds
+        (before or after) is left to it by :meth:`release`."""
+        self._automatic.add(relay)
+        try:
+            return await self._listen_via(relay, relay_addr)
+        finally:
+            self._automatic.discard(relay)
+
+    async def release(self, relay: PeerId) -> bool:
+        """Stop listening via ``relay`` unless the application listens through it too
+        (:meth:`listen`, or ``node.listen`` of a circuit address); True if stopped."""
+        slot = self._slots.get(relay)
+        if slot is None or slot.listener is None or slot.user_listens:
+            return False
+        await self.cancel(relay)
+        return True
+
+    async def _listen_via(self, relay: PeerId, relay_addr: Multiaddr | str | None) -> Multiaddr:
         addr = Multiaddr(relay_addr) if isinstance(relay_addr, str) else relay_addr
         slot = self._slots.get(relay)
         if slot is not None and slot.listener is not None:
@@ -529,9 +567,13 @@ class RelayClient:
         relay_part, relay, _ = split_circuit(addr)
         relay_addr = relay_part if has_transport(relay_part) else None
         await self.reserve(relay, relay_addr)
-        slot = self._slots[relay]
+        slot = self._slots.get(relay)
+        if slot is None:  # cancelled while the reservation was made (a concurrent close)
+            raise RelayError(f"the reservation on {relay} was cancelled while listening")
         listener = _RelayListener(self, slot, addr, factory)
         slot.listener = listener
+        if relay not in self._automatic:  # the application's own ``node.listen``
+            slot.user_listens = True
         return listener
 
     async def _on_stop(self, stream: Stream) -> None:

@@ -1,0 +1,360 @@
+"""A short way for 1-RTT QUIC packets, for :class:`~.quic_adapter.LibP2PQuic`.
+
+A peer that sends small datagrams costs the receiver per packet: js-libp2p's quinn sends
+1200 B, ~900 packets per MiB, and aioquic's generic receive (``receive_datagram``, then
+``_payload_received``'s frame dispatch, the stream receiver, one ``StreamDataReceived``
+event per frame, ACK bookkeeping in Python range sets) came to ~10-12 µs per packet.
+Nearly all of them are one packet to our connection id on the path in use, carrying
+in-order data of an open stream: that case is done here with aioquic's own state
+updates and checks in a few lines, and everything else goes to aioquic unchanged.
+
+The aioquic 1.7.2 internals touched, each checked by
+``tests/transports/test_quic_receive_frames.py``
+(``test_the_short_way_reaches_the_aioquic_internals_it_needs``) so that an upgrade that
+moves them fails loudly, and the frames taken compared with aioquic's own receive there:
+
+- the connection: ``_state``, ``_quic_logger``, ``_close_at``, ``_configuration``,
+  ``_is_client``, ``_host_cids``, ``host_cid``, ``_network_paths`` (``addr``,
+  ``is_validated``), ``_cryptos`` and ``_spaces`` (looked up once: their keys are an
+  ``Enum`` whose hash is a Python call), ``_spin_bit``, ``_spin_highest_pn``,
+  ``_idle_timeout`` (again only after an RTT sample: ``_loss._rtt_smoothed``),
+  ``_ack_eliciting_sent_since_receipt``, ``_ack_delay``,
+  ``_payload_received``, ``_handle_ack_frame``, ``_get_or_create_stream``, ``_streams``,
+  ``_local_max_streams_bidi.used``, ``_local_max_data`` (``used``, ``value``),
+  ``_events``;
+- packet protection: a ``CryptoContext``'s ``hp._mask`` (the header-protection mask),
+  ``aead._aead`` and ``aead._iv`` (the AEAD and its nonce base), ``key_phase``;
+- a packet space's ``expected_packet_number``, ``largest_received_packet``,
+  ``largest_received_time``, ``ack_queue`` (a ``RangeSet``, whose last range is extended
+  in place: ``_RangeSet__ranges``), ``received_packets`` (``_lower``, ``_received``,
+  ``add``), ``ack_at``, ``discarded``;
+- a stream receiver's ``_buffer``, ``_buffer_start``, ``_final_size``, ``highest_offset``,
+  ``is_finished``, and the stream's ``max_stream_data_local``.
+
+What a packet holds is taken frame by frame: STREAM frames with the next in-order data
+of a bidirectional stream (a new one the peer opens included: aioquic creates it and
+checks the stream limit), ACK (aioquic's handler) and PADDING.  At the first frame of any
+other kind or state (out of order or duplicate data, data beyond the stream's or the
+connection's credit, after a FIN or a reset, on a stream we may not receive on, a
+truncated frame, MAX_DATA, RESET_STREAM, ...) the rest of the packet goes to aioquic's
+``_payload_received``, which checks and raises exactly as for any packet.  In-order data
+(no FIN) goes straight to the stream's reader (:attr:`OneRttReceiver.stream_readers`) when
+no event waits before it (the order of events is kept) and the reader only buffers it,
+else it is queued as aioquic's event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from aioquic import tls
+from aioquic._buffer import Buffer, BufferReadError
+from aioquic.quic.connection import QuicConnection as _AioquicConnection
+from aioquic.quic.connection import (
+    QuicConnectionError,
+    QuicConnectionState,
+    QuicReceiveContext,
+)
+from aioquic.quic.events import StreamDataReceived
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.recovery import MAX_ACK_RANGES
+from cryptography.exceptions import InvalidTag
+
+__all__ = ["BufferedReader", "OneRttReceiver"]
+
+
+class BufferedReader(Protocol):
+    """What in-order stream data is handed to at once (:class:`~.stream.Stream`)."""
+
+    def _feed_buffered(self, data: bytes) -> bool:
+        """Take ``data`` (no FIN) now; False: it must come as an event instead."""
+        ...
+
+
+_UINT_VAR_MAX = (1 << 62) - 1
+_VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
+_PADDING = int(QuicFrameType.PADDING)
+_ACK = int(QuicFrameType.ACK)
+_ACK_ECN = int(QuicFrameType.ACK_ECN)
+_SAMPLE_OFFSET = 4  # RFC 9001 5.4.2: the sample starts 4 bytes after the packet number
+_SAMPLE_BYTES = 16
+_ONE_RTT = tls.Epoch.ONE_RTT
+_CONNECTED = QuicConnectionState.CONNECTED
+
+
+class OneRttReceiver(_AioquicConnection):
+    """aioquic's connection with the short way for 1-RTT packets (module docstring)."""
+
+    stream_readers: Mapping[Any, BufferedReader] | None = None
+    """Where in-order stream data goes at once, by stream id (the connection's streams)."""
+
+    _one_rtt: tuple[Any, Any, Any, Any] | None = None
+    """``_cryptos`` when looked up, its 1-RTT and 0-RTT crypto pairs, the 1-RTT space."""
+
+    _idle_rtt: float | None = None
+    """The smoothed RTT (the object) that :attr:`_idle` was computed with."""
+    _idle = 0.0
+
+    def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
+        """aioquic's receive steps for a short-header packet to our current connection
+        id from the validated path in use, once connected, without the checks that
+        cannot apply there (version, packet type, long-header lengths, path changes);
+        False (nothing done) when it is not such a packet, or when it does not decrypt
+        with the keys in use (aioquic then handles key updates, stateless resets and
+        drops)."""
+        if (
+            not data
+            or data[0] & 0xC0 != 0x40  # not a short header with its fixed bit
+            or self._state is not _CONNECTED
+            or self._quic_logger is not None
+            or self._close_at is None
+        ):
+            return False
+        paths = self._network_paths
+        cid_end = 1 + self._configuration.connection_id_length
+        cid = data[1:cid_end]
+        cached = self._one_rtt
+        if cached is None or cached[0] is not self._cryptos:
+            cryptos = self._cryptos
+            cached = self._one_rtt = (
+                cryptos,
+                cryptos[_ONE_RTT],
+                cryptos[tls.Epoch.ZERO_RTT],
+                self._spaces[_ONE_RTT],
+            )
+        _, pair, zero_rtt, space = cached
+        if self._is_client:  # the server may use any of the ids we issued (quinn does)
+            for issued in self._host_cids:
+                if issued.cid == cid:
+                    break
+            else:
+                return False
+        elif cid != self.host_cid or zero_rtt.recv.aead is not None:
+            return False  # a switch of id (aioquic answers it), or 0-RTT keys to drop
+        if not paths or paths[0].addr != addr or not paths[0].is_validated:
+            return False
+
+        # Header protection off, then the payload (aioquic's CryptoContext.decrypt_packet
+        # for the key phase in use, without its copies of the packet).
+        recv = pair.recv
+        aead, hp = recv.aead, recv.hp
+        sample = data[cid_end + _SAMPLE_OFFSET : cid_end + _SAMPLE_OFFSET + _SAMPLE_BYTES]
+        if aead is None or hp is None or len(sample) < _SAMPLE_BYTES:
+            return False
+        mask = hp._mask(sample)
+        first = data[0] ^ (mask[0] & 0x1F)
+        if (first >> 2) & 1 != recv.key_phase:
+            return False  # a key update (or garbage): aioquic's receive_datagram
+        pn_length = (first & 3) + 1
+        header_end = cid_end + pn_length
+        window = 1 << (pn_length * 8)
+        # The header as one integer: its first byte and packet number unmasked.
+        header_int = int.from_bytes(data[:header_end], "big") ^ (
+            (first ^ data[0]) << ((header_end - 1) * 8)
+            | int.from_bytes(mask[1 : 1 + pn_length], "big")
+        )
+        truncated = header_int & (window - 1)
+        # RFC 9000 A.3: the packet number closest to the next one expected.
+        expected = space.expected_packet_number
+        packet_number = (expected & ~(window - 1)) | truncated
+        if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
+            packet_number += window
+        elif packet_number > expected + window // 2 and packet_number >= window:
+            packet_number -= window
+        try:
+            payload = aead._aead.decrypt(
+                (aead._iv ^ packet_number).to_bytes(12, "big"),
+                data[header_end:],
+                header_int.to_bytes(header_end, "big"),
+            )
+        except InvalidTag:
+            return False
+
+        received = space.received_packets
+        if packet_number < received._lower or packet_number in received._received:
+            return True  # a duplicate
+        if first & 0x18:
+            self.close(
+                error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                frame_type=QuicFrameType.PADDING,
+                reason_phrase="Reserved bits must be zero",
+            )
+            return True
+        if packet_number > expected:  # as aioquic does
+            space.expected_packet_number = packet_number + 1
+        if packet_number > self._spin_highest_pn:
+            spin = bool(first & 0x20)
+            self._spin_bit = not spin if self._is_client else spin
+            self._spin_highest_pn = packet_number
+        is_ack_eliciting = False
+        try:
+            is_ack_eliciting = self._one_rtt_frames(payload, cid, paths[0], now)
+        except QuicConnectionError as exc:
+            self._logger.warning(exc)
+            self.close(
+                error_code=exc.error_code,
+                frame_type=exc.frame_type,
+                reason_phrase=exc.reason_phrase,
+            )
+        if self._state is not _CONNECTED or self._close_pending:
+            return True
+        # aioquic's _idle_timeout(), which changes only with an RTT sample (the peer's
+        # limit and ACK delay are set in the handshake): each sets a new smoothed RTT.
+        smoothed = self._loss._rtt_smoothed
+        if smoothed is not self._idle_rtt:
+            self._idle_rtt = smoothed
+            self._idle = self._idle_timeout()
+        self._close_at = now + self._idle
+        self._ack_eliciting_sent_since_receipt = False
+        if not space.discarded:
+            if packet_number > space.largest_received_packet:
+                space.largest_received_packet = packet_number
+                space.largest_received_time = now
+            queue: Any = space.ack_queue
+            ranges = queue._RangeSet__ranges
+            if ranges and ranges[-1].stop == packet_number:  # the next one, as usual
+                ranges[-1] = range(ranges[-1].start, packet_number + 1)
+            else:
+                queue.add(packet_number)
+                if len(ranges) > MAX_ACK_RANGES:
+                    queue.shift()
+            received.add(packet_number)
+            if is_ack_eliciting and space.ack_at is None:
+                space.ack_at = now + self._ack_delay
+        return True
+
+    def _one_rtt_frames(self, payload: bytes, cid: bytes, path: Any, now: float) -> bool:
+        """The frames of a 1-RTT packet (module docstring); whether one elicits an ACK.
+        Raises :class:`QuicConnectionError` as aioquic's ``_payload_received`` does.
+
+        STREAM frames are parsed from the bytes (a ``Buffer`` copies the payload first);
+        a field that runs past the end hands the frame to aioquic, which says why."""
+        size = len(payload)
+        from_bytes = int.from_bytes
+        streams = self._streams
+        events = self._events
+        readers = self.stream_readers
+        is_ack_eliciting = False
+        context: QuicReceiveContext | None = None
+        pos = 0
+        rest: int | None = 0 if not size else None  # aioquic's "no frames" error
+        while rest is None and pos < size:
+            start = pos
+            frame_type = payload[pos]
+            if 0x08 <= frame_type <= 0x0F:  # STREAM, its type in one byte
+                # Its fields: varints whose first byte's top bits say their length.
+                # A field cut short reads past the end (pos > size): aioquic's error.
+                pos += 1
+                byte = payload[pos] if pos < size else 0xFF
+                if byte < 0x40:
+                    stream_id = byte
+                    pos += 1
+                else:
+                    n = 1 << (byte >> 6)
+                    stream_id = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
+                    pos += n
+                offset = 0
+                if frame_type & 4:
+                    byte = payload[pos] if pos < size else 0xFF
+                    if byte < 0x40:
+                        offset = byte
+                        pos += 1
+                    else:
+                        n = 1 << (byte >> 6)
+                        offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
+                        pos += n
+                if not frame_type & 2:
+                    length = size - pos
+                else:
+                    byte = payload[pos] if pos < size else 0xFF
+                    if byte < 0x40:
+                        length = byte
+                        pos += 1
+                    else:
+                        n = 1 << (byte >> 6)
+                        length = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
+                        pos += n
+                end = offset + length
+                if pos > size or pos + length > size or end > _UINT_VAR_MAX or stream_id & 2:
+                    rest = start  # cut short, too far, or unidirectional: aioquic
+                    break
+                stream = streams.get(stream_id)
+                if stream is None:
+                    if (stream_id & 1) != self._is_client or (
+                        stream_id // 4 < self._local_max_streams_bidi.used
+                    ):
+                        rest = start  # ours, or one discarded: aioquic's checks
+                        break
+                    # New from the peer: aioquic opens it and the lower ones, or raises
+                    # (stream limit).
+                    stream = self._get_or_create_stream(frame_type, stream_id)
+                receiver = stream.receiver
+                highest = receiver.highest_offset
+                fin = frame_type & 1
+                if (
+                    offset != receiver._buffer_start
+                    or receiver._buffer
+                    or receiver.is_finished
+                    or receiver._final_size is not None
+                    or end > stream.max_stream_data_local
+                    or (fin and end < highest)
+                    or not (length or fin)
+                ):
+                    rest = start
+                    break
+                newly = end - highest if end > highest else 0
+                max_data = self._local_max_data
+                if max_data.used + newly > max_data.value:
+                    rest = start
+                    break
+                chunk = payload[pos:] if pos + length == size else payload[pos : pos + length]
+                pos += length
+                if newly:
+                    receiver.highest_offset = end
+                    max_data.used += newly
+                receiver._buffer_start = end
+                if fin:
+                    receiver._final_size = end
+                    receiver.is_finished = True
+                is_ack_eliciting = True
+                reader = None if readers is None else readers.get(stream_id)
+                if fin or events or reader is None or not reader._feed_buffered(chunk):
+                    events.append(
+                        StreamDataReceived(data=chunk, end_stream=bool(fin), stream_id=stream_id)
+                    )
+            elif frame_type == _PADDING:
+                pos = size - len(payload[pos:].lstrip(b"\x00"))
+            elif frame_type in (_ACK, _ACK_ECN):
+                if context is None:
+                    context = self._one_rtt_context(cid, path, now)
+                buf = Buffer(data=payload)
+                buf.seek(pos + 1)
+                try:
+                    self._handle_ack_frame(context, frame_type, buf)
+                except BufferReadError:
+                    raise QuicConnectionError(
+                        error_code=QuicErrorCode.FRAME_ENCODING_ERROR,
+                        frame_type=frame_type,
+                        reason_phrase="Failed to parse frame",
+                    ) from None
+                pos = buf.tell()
+            else:
+                rest = start
+        if rest is not None:
+            if context is None:
+                context = self._one_rtt_context(cid, path, now)
+            eliciting, _ = self._payload_received(context, payload[rest:] if rest else payload)
+            is_ack_eliciting = is_ack_eliciting or eliciting
+        return is_ack_eliciting
+
+    @staticmethod
+    def _one_rtt_context(cid: bytes, path: Any, now: float) -> QuicReceiveContext:
+        return QuicReceiveContext(
+            epoch=_ONE_RTT,
+            host_cid=cid,
+            network_path=path,
+            quic_logger_frames=None,
+            time=now,
+            version=None,
+        )

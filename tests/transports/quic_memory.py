@@ -2,19 +2,53 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from typing import TypeVar
 
 from aioquic._buffer import Buffer
+from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import pull_quic_header
+from aioquic.tls import CipherSuite
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
+from aiop2p._aio.quic_connection import ALPN, _certificate_for
+from aiop2p.identity import KeyPair
 
 ADDR = ("127.0.0.1", 1)
 """The address both machines see for each other."""
 
 ServerT = TypeVar("ServerT", bound=QuicConnection)
+
+
+def libp2p_machine(
+    *,
+    is_client: bool,
+    odcid: bytes | None = None,
+    stream_window: int = 8 << 20,
+    connection_window: int = 8 << 20,
+    max_streams: int = 8,
+    suites: list[CipherSuite] | None = None,
+) -> LibP2PQuic:
+    """A libp2p QUIC machine with a fresh identity, announcing the windows it credits."""
+    cert, key = _certificate_for(KeyPair.generate())
+    return LibP2PQuic(
+        configuration=QuicConfiguration(
+            is_client=is_client,
+            alpn_protocols=[ALPN],
+            certificate=cert,
+            private_key=key,
+            verify_mode=ssl.CERT_NONE,
+            max_stream_data=stream_window,
+            max_data=connection_window,
+            cipher_suites=suites,
+        ),
+        original_destination_connection_id=odcid,
+        stream_window_bytes=stream_window,
+        connection_window_bytes=connection_window,
+        max_streams=max_streams,
+    )
 
 
 def handshake(client: LibP2PQuic, make_server: Callable[[bytes], ServerT]) -> ServerT:

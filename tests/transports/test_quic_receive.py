@@ -4,34 +4,16 @@ address, unknown connection ids), on two in-memory QUIC machines."""
 
 from __future__ import annotations
 
-import ssl
-
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import StreamDataReceived
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
-from aiop2p._aio.quic_connection import ALPN, _certificate_for
-from aiop2p.identity import KeyPair
 
-from .quic_memory import ADDR, handshake
+from .quic_memory import ADDR, handshake, libp2p_machine
 
 
 def _machine(*, is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
-    cert, key = _certificate_for(KeyPair.generate())
-    return LibP2PQuic(
-        configuration=QuicConfiguration(
-            is_client=is_client,
-            alpn_protocols=[ALPN],
-            certificate=cert,
-            private_key=key,
-            verify_mode=ssl.CERT_NONE,
-        ),
-        original_destination_connection_id=odcid,
-        stream_window_bytes=8 << 20,
-        connection_window_bytes=8 << 20,
-        max_streams=8,
-    )
+    return libp2p_machine(is_client=is_client, odcid=odcid)
 
 
 def _connected_pair() -> tuple[LibP2PQuic, LibP2PQuic]:

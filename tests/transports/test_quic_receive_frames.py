@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import inspect
 import random
-import ssl
 from typing import Any
 
 import pytest
 from aioquic import tls
 from aioquic._buffer import Buffer
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.events import StreamDataReceived, StreamReset
 from aioquic.quic.packet import QuicErrorCode
@@ -23,11 +21,9 @@ from aioquic.quic.recovery import QuicPacketNumberWindow
 from aioquic.tls import CipherSuite
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
-from aiop2p._aio.quic_connection import ALPN, _certificate_for
 from aiop2p._aio.quic_receive import OneRttReceiver
-from aiop2p.identity import KeyPair
 
-from .quic_memory import ADDR, handshake
+from .quic_memory import ADDR, handshake, libp2p_machine
 
 STREAM_WINDOW = 4096
 CONNECTION_WINDOW = 6000
@@ -37,22 +33,13 @@ MAX_STREAMS = 4
 def _machine(
     *, is_client: bool, odcid: bytes | None = None, suites: list[CipherSuite] | None = None
 ) -> LibP2PQuic:
-    cert, key = _certificate_for(KeyPair.generate())
-    return LibP2PQuic(
-        configuration=QuicConfiguration(
-            is_client=is_client,
-            alpn_protocols=[ALPN],
-            certificate=cert,
-            private_key=key,
-            verify_mode=ssl.CERT_NONE,
-            max_data=CONNECTION_WINDOW,
-            max_stream_data=STREAM_WINDOW,
-            cipher_suites=suites,
-        ),
-        original_destination_connection_id=odcid,
-        stream_window_bytes=STREAM_WINDOW,
-        connection_window_bytes=CONNECTION_WINDOW,
+    return libp2p_machine(
+        is_client=is_client,
+        odcid=odcid,
+        stream_window=STREAM_WINDOW,
+        connection_window=CONNECTION_WINDOW,
         max_streams=MAX_STREAMS,
+        suites=suites,
     )
 
 

@@ -22,40 +22,26 @@ from aiop2p._aio.quic_adapter import LibP2PQuic
 from aiop2p._aio.quic_connection import ALPN, _certificate_for
 from aiop2p.identity import KeyPair
 
-from .quic_memory import ADDR, handshake
+from .quic_memory import ADDR, handshake, libp2p_machine
 
 Frame = tuple[Any, ...]  # (type, fields...)
 
 
-def _machine(
-    *,
-    is_client: bool,
-    odcid: bytes | None = None,
-    stream_window: int = 8 << 20,
-    connection_window: int = 8 << 20,
-    max_streams: int = 8,
-) -> LibP2PQuic:
-    cert, key = _certificate_for(KeyPair.generate())
-    return LibP2PQuic(
-        configuration=QuicConfiguration(
-            is_client=is_client,
-            alpn_protocols=[ALPN],
-            certificate=cert,
-            private_key=key,
-            verify_mode=ssl.CERT_NONE,
-            max_stream_data=stream_window,
-            max_data=connection_window,
+def _pair(
+    *, stream_window: int = 8 << 20, connection_window: int = 8 << 20, max_streams: int = 8
+) -> tuple[LibP2PQuic, LibP2PQuic]:
+    """A connected pair; the server announces these windows and stream limit."""
+    client = libp2p_machine(is_client=True)
+    server = handshake(
+        client,
+        lambda odcid: libp2p_machine(
+            is_client=False,
+            odcid=odcid,
+            stream_window=stream_window,
+            connection_window=connection_window,
+            max_streams=max_streams,
         ),
-        original_destination_connection_id=odcid,
-        stream_window_bytes=stream_window,
-        connection_window_bytes=connection_window,
-        max_streams=max_streams,
     )
-
-
-def _pair(**server_args: int) -> tuple[LibP2PQuic, LibP2PQuic]:
-    client = _machine(is_client=True)
-    server = handshake(client, lambda odcid: _machine(is_client=False, odcid=odcid, **server_args))
     # Settle what the handshake leaves (HANDSHAKE_DONE, connection ids, their ACKs).
     for step in range(10):
         now = 0.1 + step * 0.01

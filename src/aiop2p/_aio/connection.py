@@ -32,7 +32,7 @@ from ..errors import (
     P2PError,
     StreamResetError,
 )
-from ..protocols.multistream import MultistreamDialer, Proposal, single_proposal
+from ..protocols.multistream import outbound_negotiation
 from ..protocols.noise import (
     MAX_PLAINTEXT_SIZE,
     NoiseCredentials,
@@ -334,15 +334,9 @@ class Connection(asyncio.Protocol):
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
         """Synchronous part of :meth:`new_stream`: open and send the proposal."""
         yamux = self._require_established()
-        negotiator: Proposal | MultistreamDialer
-        if len(protocols) == 1:  # the fast path: bytes built once per protocol id
-            negotiator = single_proposal(protocols[0], self._config.max_negotiation_message_bytes)
-            out = negotiator.wire
-        else:
-            negotiator = MultistreamDialer(
-                protocols, max_message_size=self._config.max_negotiation_message_bytes
-            )
-            out = negotiator.data_to_send()
+        negotiator, out = outbound_negotiation(
+            protocols, self._config.max_negotiation_message_bytes
+        )
         sid = yamux.open_stream()
         if self._early_streams is not None:
             self._early_streams += 1

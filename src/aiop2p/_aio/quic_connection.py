@@ -56,7 +56,7 @@ from ..errors import (
     StreamResetError,
 )
 from ..identity import KeyPair, PeerId
-from ..protocols.multistream import MultistreamDialer, Proposal, single_proposal
+from ..protocols.multistream import outbound_negotiation
 from ..protocols.noise import NoiseCredentials, VerifiedIdentities
 from ..protocols.role import Role
 from ..protocols.tls_cert import make_certificate, verify_certificate
@@ -614,15 +614,9 @@ class QuicConnection(Connection):
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
         quic = self._require_quic()
         sid = self._new_stream_id(quic)
-        negotiator: Proposal | MultistreamDialer
-        if len(protocols) == 1:  # the fast path: bytes built once per protocol id
-            negotiator = single_proposal(protocols[0], self._config.max_negotiation_message_bytes)
-            out = negotiator.wire
-        else:
-            negotiator = MultistreamDialer(
-                protocols, max_message_size=self._config.max_negotiation_message_bytes
-            )
-            out = negotiator.data_to_send()
+        negotiator, out = outbound_negotiation(
+            protocols, self._config.max_negotiation_message_bytes
+        )
         stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)

@@ -59,6 +59,7 @@ __all__ = [
     "ProtocolsListed",
     "encode_message",
     "match_proposal",
+    "outbound_negotiation",
     "single_proposal",
 ]
 
@@ -450,6 +451,19 @@ def single_proposal(protocol: str, max_message_size: int) -> Proposal:
     Raises :class:`InvalidArgumentError` for an id :class:`MultistreamDialer` refuses.
     """
     return Proposal(protocol, max_message_size)
+
+
+def outbound_negotiation(
+    protocols: Sequence[str], max_message_size: int
+) -> tuple[Proposal | MultistreamDialer, bytes]:
+    """What a new outbound stream offering ``protocols`` negotiates with, and its first
+    bytes: the shared :class:`Proposal` for one protocol (the fast path), else a
+    :class:`MultistreamDialer`."""
+    if len(protocols) == 1:
+        proposal = single_proposal(protocols[0], max_message_size)
+        return proposal, proposal.wire
+    dialer = MultistreamDialer(protocols, max_message_size=max_message_size)
+    return dialer, dialer.data_to_send()
 
 
 def match_proposal(

@@ -16,12 +16,20 @@ from collections.abc import AsyncIterator
 
 import pytest
 import pytest_asyncio
+from aioquic._buffer import Buffer
 from aioquic.asyncio.client import connect
 from aioquic.h3.connection import H3Connection, H3Stream
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection as AioquicConnection
+from aioquic.quic.crypto import CryptoPair
 from aioquic.quic.events import StreamDataReceived
-from aioquic.quic.packet import QuicProtocolVersion
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    QuicProtocolVersion,
+    pull_quic_header,
+)
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -29,12 +37,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from aiop2p._aio.connection import Connection
 from aiop2p._aio.quic_adapter import LibP2PQuic, forget_h3_stream, open_webtransport_stream
 from aiop2p._aio.quic_connection import ALPN, QuicConfig, QuicConnection, _certificate_for
-from aiop2p._aio.quic_transport import QuicTransport, quic_target
+from aiop2p._aio.quic_transport import QuicTransport, quic_target, refusal_datagram
 from aiop2p._aio.stream import Stream
-from aiop2p.config import NodeConfig
+from aiop2p.config import ConnectionLimits, NodeConfig
 from aiop2p.errors import (
     DialError,
     HandshakeError,
+    HandshakeTimeoutError,
     InvalidArgumentError,
     PeerIdMismatchError,
     PortUnreachableError,
@@ -403,6 +412,49 @@ async def test_garbage_datagrams_are_dropped(
     await still_serves(node, addr)
     # Only the full-size Initial costs a pending handshake (until handshake_timeout).
     assert len(node._pending) <= 1
+
+
+async def test_a_refused_dialer_is_told_at_once() -> None:
+    """A listener whose pending handshakes are full answers a newcomer's Initial with
+    CONNECTION_REFUSED (no handshake made): the dialer fails with that, not with its
+    handshake timeout, and the listener still serves once there is room."""
+    config = NodeConfig(limits=ConnectionLimits(max_pending_incoming=1))
+    async with Node(transports=[QuicTransport()], config=config) as node:
+        addr = (await node.listen("/ip4/127.0.0.1/udp/0/quic-v1"))[0].with_peer_id(node.peer_id)
+        # A client's Initial, then silence: its handshake holds the one pending place.
+        hog = AioquicConnection(
+            configuration=QuicConfiguration(is_client=True, alpn_protocols=[ALPN])
+        )
+        target = ("127.0.0.1", _port(addr))
+        hog.connect(target, now=0.0)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            for datagram, _ in hog.datagrams_to_send(now=0.0):
+                sock.sendto(datagram, target)
+            await wait_for(lambda: len(node._pending) == 1)
+            dialer_config = NodeConfig(handshake_timeout=8.0, dial_timeout=8.0)
+            async with Node(transports=[QuicTransport()], config=dialer_config) as dialer:
+                with pytest.raises(DialError) as caught:
+                    await dialer.dial(addr)
+                assert "code 0x2" in str(caught.value) and "refused" in str(caught.value)
+                assert not isinstance(caught.value.__cause__, HandshakeTimeoutError)
+                assert not dialer.connections
+
+
+def test_the_refusal_is_an_initial_with_connection_refused() -> None:
+    """What a refused client receives, read back with the client's own Initial keys."""
+    dcid, scid = b"\x11" * 8, b"\x22" * 8
+    datagram = refusal_datagram(dcid, scid, "refused")
+    assert len(datagram) < 1200  # smaller than the Initial it answers: no amplification
+    buf = Buffer(data=datagram)
+    header = pull_quic_header(buf, host_cid_length=8)
+    assert header.packet_type == QuicPacketType.INITIAL
+    assert header.destination_cid == scid
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=dcid, is_client=True, version=QuicProtocolVersion.VERSION_1)
+    _, payload, _ = crypto.decrypt_packet(datagram[: header.packet_length], buf.tell(), 0)
+    buf = Buffer(data=payload)
+    assert buf.pull_uint_var() == QuicFrameType.TRANSPORT_CLOSE
+    assert buf.pull_uint_var() == QuicErrorCode.CONNECTION_REFUSED
 
 
 async def test_too_many_streams_close_the_peer(

@@ -6,8 +6,12 @@ accepted there, and our dials leave from it too when its address can reach the t
 Without a suitable listener, dials share one ephemeral endpoint per address family,
 closed with its last connection.  Datagrams are routed to connections by destination
 connection id; a datagram for none is only considered if it is a well-formed QUIC v1
-Initial of full size (1200 bytes, RFC 9000 14.1) arriving at a listener with room
-among its pending handshakes (``QuicConfig.max_pending_handshakes``): anything else is
+Initial of full size (1200 bytes, RFC 9000 14.1) arriving at a listener.  One that
+finds no room among the pending handshakes (``QuicConfig.max_pending_handshakes``, the
+node's own limits) or a node shutting down is answered with a CONNECTION_CLOSE
+(CONNECTION_REFUSED, RFC 9000 10.2.3) in an Initial packet, built from the Initial's
+connection ids alone (no TLS, no state kept, smaller than what it answers), so a
+refused dialer learns at once instead of at its handshake timeout; anything else is
 dropped unanswered.
 
 The endpoint drives its socket itself rather than through asyncio's datagram transport,
@@ -32,6 +36,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import struct
 import sys
@@ -39,7 +44,15 @@ from collections.abc import Callable, Sequence
 from typing import Protocol, cast
 
 from aioquic._buffer import Buffer, BufferReadError
-from aioquic.quic.packet import QuicPacketType, QuicProtocolVersion, pull_quic_header
+from aioquic.quic.crypto import CryptoPair
+from aioquic.quic.packet import (
+    QuicErrorCode,
+    QuicFrameType,
+    QuicPacketType,
+    QuicProtocolVersion,
+    pull_quic_header,
+)
+from aioquic.quic.packet_builder import QuicPacketBuilder
 
 from ..errors import InvalidMultiaddrError, ListenError
 from ..multiaddr import Multiaddr
@@ -299,7 +312,12 @@ class QuicEndpoint:
         conn = self._cids.get(header.destination_cid)
         if conn is None:
             conn = self._accept(
-                data, addr, header.packet_type, header.version, header.destination_cid
+                data,
+                addr,
+                header.packet_type,
+                header.version,
+                header.destination_cid,
+                header.source_cid,
             )
         return conn
 
@@ -312,6 +330,7 @@ class QuicEndpoint:
         packet_type: QuicPacketType,
         version: int | None,
         dcid: bytes,
+        scid: bytes,
     ) -> QuicConnection | None:
         factory = self.accept
         if (
@@ -325,6 +344,7 @@ class QuicEndpoint:
         if len(self._pending) >= self._config.max_pending_handshakes:
             self._pending = {c for c in self._pending if not (c.is_established or c.is_closed)}
             if len(self._pending) >= self._config.max_pending_handshakes:
+                self._refuse(dcid, scid, addr, "connection refused: too many pending handshakes")
                 return None
         conn = _as_factory(factory)(
             self.local_addr, self.remote_multiaddr(addr), self.connection_class
@@ -333,7 +353,14 @@ class QuicEndpoint:
         self._conns.add(conn)
         self._pending.add(conn)
         conn.start(self, self._config, addr, original_destination_cid=dcid)
-        return None if conn.is_closed else conn
+        if conn.is_closed:  # refused by the node (its limits, a shutdown)
+            self._refuse(dcid, scid, addr, "connection refused")
+            return None
+        return conn
+
+    def _refuse(self, dcid: bytes, scid: bytes, addr: SockAddr, reason: str) -> None:
+        """Answer an Initial we will not handshake with CONNECTION_REFUSED."""
+        self.sendto(refusal_datagram(dcid, scid, reason), addr)
 
     def remote_multiaddr(self, addr: SockAddr) -> Multiaddr:
         """The address an inbound connection from ``addr`` reports."""
@@ -410,6 +437,30 @@ class QuicEndpoint:
                 self._loop.remove_writer(sock.fileno())
         self._queued.clear()
         sock.close()
+
+
+def refusal_datagram(dcid: bytes, scid: bytes, reason: str) -> bytes:
+    """A server's Initial packet carrying CONNECTION_CLOSE (CONNECTION_REFUSED) for the
+    client whose Initial went to ``dcid`` from ``scid``: Initial keys come from ``dcid``
+    alone (RFC 9001 5.2), so no handshake state is made."""
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=dcid, is_client=False, version=QuicProtocolVersion.VERSION_1)
+    builder = QuicPacketBuilder(
+        host_cid=os.urandom(_CID_BYTES),
+        peer_cid=scid,
+        version=QuicProtocolVersion.VERSION_1,
+        is_client=False,
+        max_datagram_size=_MIN_INITIAL_BYTES,
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    phrase = reason.encode()
+    buf = builder.start_frame(QuicFrameType.TRANSPORT_CLOSE, capacity=3 + 8 + len(phrase))
+    buf.push_uint_var(QuicErrorCode.CONNECTION_REFUSED)
+    buf.push_uint_var(0)  # the frame type that caused it: none
+    buf.push_uint_var(len(phrase))
+    buf.push_bytes(phrase)
+    datagrams, _ = builder.flush()
+    return datagrams[0]
 
 
 def _gso_available(sock: socket.socket) -> bool:

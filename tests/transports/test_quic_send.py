@@ -5,13 +5,11 @@ in-memory QUIC machines; a peer that stops acknowledging does not make it grow."
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aioquic._buffer import Buffer
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import pull_ack_frame
@@ -19,8 +17,6 @@ from aioquic.tls import CipherSuite, Epoch
 
 from aiop2p._aio import quic_adapter, quic_send
 from aiop2p._aio.quic_adapter import LibP2PQuic
-from aiop2p._aio.quic_connection import ALPN, _certificate_for
-from aiop2p.identity import KeyPair
 
 from .quic_memory import ADDR, handshake, libp2p_machine
 
@@ -557,22 +553,15 @@ def test_streams_written_through_aioquic_itself(lean_calls: list[bool]) -> None:
 def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
     """The lean builder's packet protection gives aioquic's bytes (``encrypt_packet``),
     for AES and ChaCha20 header protection, and after a key update."""
-    cert, key = _certificate_for(KeyPair.generate())
 
     def machine(is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
-        return LibP2PQuic(
-            configuration=QuicConfiguration(
-                is_client=is_client,
-                alpn_protocols=[ALPN],
-                certificate=cert,
-                private_key=key,
-                verify_mode=ssl.CERT_NONE,
-                cipher_suites=[suite],
-            ),
-            original_destination_connection_id=odcid,
-            stream_window_bytes=1 << 20,
-            connection_window_bytes=1 << 20,
+        return libp2p_machine(
+            is_client=is_client,
+            odcid=odcid,
+            stream_window=1 << 20,
+            connection_window=1 << 20,
             max_streams=4,
+            suites=[suite],
         )
 
     client = machine(True)

@@ -33,14 +33,14 @@ moves them fails loudly, and the frames taken compared with aioquic's own receiv
 
 What a packet holds is taken frame by frame: STREAM frames with the next in-order data
 of a bidirectional stream (a new one the peer opens included: aioquic creates it and
-checks the stream limit), ACK (aioquic's handler) and PADDING.  At the first frame of any
-other kind or state (out of order or duplicate data, data beyond the stream's or the
-connection's credit, after a FIN or a reset, on a stream we may not receive on, a
-truncated frame, MAX_DATA, RESET_STREAM, ...) the rest of the packet goes to aioquic's
-``_payload_received``, which checks and raises exactly as for any packet.  In-order data
-(no FIN) goes straight to the stream's reader (:attr:`OneRttReceiver.stream_readers`) when
-no event waits before it (the order of events is kept) and the reader only buffers it,
-else it is queued as aioquic's event.
+checks the stream limit), ACK (one range: :mod:`.quic_ack`, else aioquic's handler) and
+PADDING.  At the first frame of any other kind or state (out of order or duplicate data,
+data beyond the stream's or the connection's credit, after a FIN or a reset, on a stream
+we may not receive on, a truncated frame, MAX_DATA, RESET_STREAM, ...) the rest of the
+packet goes to aioquic's ``_payload_received``, which checks and raises exactly as for
+any packet.  In-order data (no FIN) goes straight to the stream's reader
+(:attr:`OneRttReceiver.stream_readers`) when no event waits before it (the order of
+events is kept) and the reader only buffers it, else it is queued as aioquic's event.
 """
 
 from __future__ import annotations
@@ -60,6 +60,8 @@ from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from cryptography.exceptions import InvalidTag
+
+from .quic_ack import receive_one_range_ack
 
 __all__ = ["BufferedReader", "OneRttReceiver"]
 
@@ -326,12 +328,16 @@ class OneRttReceiver(_AioquicConnection):
             elif frame_type == _PADDING:
                 pos = size - len(payload[pos:].lstrip(b"\x00"))
             elif frame_type in (_ACK, _ACK_ECN):
-                if context is None:
-                    context = self._one_rtt_context(cid, path, now)
                 buf = Buffer(data=payload)
                 buf.seek(pos + 1)
+                cached = self._one_rtt
+                space = cached[3] if cached is not None else self._spaces[_ONE_RTT]
                 try:
-                    self._handle_ack_frame(context, frame_type, buf)
+                    if frame_type != _ACK or not receive_one_range_ack(self, buf, space, now):
+                        if context is None:
+                            context = self._one_rtt_context(cid, path, now)
+                        buf.seek(pos + 1)
+                        self._handle_ack_frame(context, frame_type, buf)
                 except BufferReadError:
                     raise QuicConnectionError(
                         error_code=QuicErrorCode.FRAME_ENCODING_ERROR,

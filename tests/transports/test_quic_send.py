@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aioquic._buffer import Buffer
+from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import pull_ack_frame
@@ -577,3 +578,93 @@ def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
             header += (number & 0xFFFF).to_bytes(2, "big")
             ours = quic_send._protect(crypto, spin, cid, number, payload)
             assert ours == crypto.encrypt_packet(header, payload, number)
+
+
+def _checked_timer(machine: LibP2PQuic, aioquic_calls: list[None]) -> float | None:
+    """``machine.get_timer()``, checked against aioquic's own (the same deadline and the
+    same ``_loss_at``, which ``handle_timer`` reads); while connected, it must not have
+    asked aioquic's (``aioquic_calls`` counts those calls)."""
+    before = len(aioquic_calls)
+    lean = machine.get_timer()
+    lean_loss_at = machine._loss_at
+    if machine._state is QuicConnectionState.CONNECTED:
+        assert len(aioquic_calls) == before  # answered itself
+    assert AioquicConnection.get_timer(machine) == lean
+    assert machine._loss_at == lean_loss_at
+    return lean
+
+
+@pytest.fixture
+def aioquic_timer_calls(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    """A list that grows by one per call of aioquic's own ``get_timer``."""
+    calls: list[None] = []
+    get_timer = AioquicConnection.get_timer
+
+    def counted(self: AioquicConnection) -> float | None:
+        calls.append(None)
+        return get_timer(self)
+
+    monkeypatch.setattr(AioquicConnection, "get_timer", counted)
+    return calls
+
+
+def test_the_timer_is_aioquics(aioquic_timer_calls: list[None]) -> None:
+    """Once the handshake is confirmed, ``LibP2PQuic.get_timer`` answers itself with
+    aioquic's deadline in every state met here: an ACK delay pending, the probe timeout
+    with data in flight, a loss time (a packet overtaken, not yet lost), pacing, the
+    probe timeout backing off against a peer that stops acknowledging, the idle
+    timeout (then aioquic answers: the connection is over)."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    seen = set()
+
+    def check() -> None:
+        for machine in (client, server):
+            timer = _checked_timer(machine, aioquic_timer_calls)
+            space = machine._spaces[Epoch.ONE_RTT]
+            for name, present in (
+                ("ack delay", space.ack_at is not None and space.ack_at == timer),
+                ("loss time", space.loss_time is not None and space.loss_time == timer),
+                ("probe", space.loss_time is None and machine._loss_at == timer),
+                ("pacing", machine._pacing_at is not None),
+                ("backoff", machine._loss._pto_count > 1),
+            ):
+                if present:
+                    seen.add(name)
+
+    # An exchange: data, its ACK after the delay (an RTT of 50 ms).
+    client.write(sid, b"ask")
+    _deliver(client, server, 1.0)
+    check()
+    _deliver(server, client, 1.05)
+    check()
+    # Two packets overtaken by a third: the first two wait for their loss time.
+    sent = []
+    for i in range(3):
+        client.write(sid, b"part %d;" % i)
+        (datagram,) = client.datagrams_to_send(now=1.06 + i * 0.001)
+        sent.append(datagram[0])
+    server.receive_datagram(sent[2], ADDR, now=1.063)
+    server.ack_with_next_packet(1.063)
+    _deliver(server, client, 1.063)  # an ACK of the third only
+    check()
+    assert "loss time" in seen
+    # Bulk to a peer that stops acknowledging: pacing, then probes ever more rarely.
+    client.write(sid, bytes(1 << 20))
+    now = 1.064
+    for _ in range(400):  # bounded: until the idle timeout
+        timer = _checked_timer(client, aioquic_timer_calls)
+        if timer is not None and timer <= now:
+            client.handle_timer(now=now)
+        for data, _ in client.datagrams_to_send(now=now):
+            server.receive_datagram(data, ADDR, now=now)  # the server's answers are lost
+        _events(server)
+        server.datagrams_to_send(now=now)
+        check()
+        if client._state is not QuicConnectionState.CONNECTED:
+            break
+        timer = client.get_timer()
+        assert timer is not None
+        now = max(now + 0.001, timer)
+    assert client._state is not QuicConnectionState.CONNECTED  # idle timeout
+    assert seen == {"ack delay", "loss time", "probe", "pacing", "backoff"}

@@ -73,7 +73,14 @@ builds):
   (``send_stream_data`` is ``_get_or_create_stream_for_send``, whose checks pass for
   it, then ``sender.write``);
 - ``_write_stream_limits`` returns at once when no MAX_STREAM_DATA is due
-  (``max_stream_data_local_sent``).
+  (``max_stream_data_local_sent``);
+- the timer the driver asks for after every flush (:meth:`LibP2PQuic.get_timer`) is
+  computed in one call once the handshake is confirmed on a validated path: ``_close_at``,
+  ``_pacing_at``, ``_loss_at``, and of ``_loss``: ``spaces`` (``ack_at``, ``loss_time``,
+  ``ack_eliciting_in_flight``), ``handshake_confirmed``,
+  ``peer_completed_address_validation``, ``_time_of_last_sent_ack_eliciting_packet``,
+  ``_pto_count``, ``get_probe_timeout`` (``tests/transports/test_quic_send.py`` compares
+  it with aioquic's ``get_timer``).
 """
 
 from __future__ import annotations
@@ -84,12 +91,13 @@ from typing import Any
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.h3.connection import FrameType, H3Connection, H3Stream
+from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilderStop
 from cryptography import x509
 
 from .quic_receive import OneRttReceiver
-from .quic_send import build_one_rtt
+from .quic_send import build_one_rtt, one_rtt_parts
 
 __all__ = [
     "MAX_FRAME_DATA_BYTES",
@@ -99,6 +107,7 @@ __all__ = [
     "open_webtransport_stream",
 ]
 
+_CONNECTED = QuicConnectionState.CONNECTED
 MAX_FRAME_DATA_BYTES = 0x3FFF
 """The most data aioquic writes into one STREAM frame (its 2-byte varint length)."""
 _MAX_FRAMES_PER_PACKET = 8  # 8 * 16383 > the largest UDP payload
@@ -201,6 +210,10 @@ class SendBuffer:
 class LibP2PQuic(OneRttReceiver):
     """aioquic's connection with client-certificate requests and read-driven credit."""
 
+    one_rtt_parts: tuple[Any, Any, Any, Any] | None = None
+    """The 1-RTT crypto pair, packet space and crypto stream (see
+    :func:`~.quic_send.one_rtt_parts`)."""
+
     def __init__(
         self,
         *,
@@ -274,9 +287,55 @@ class LibP2PQuic(OneRttReceiver):
 
     def ack_with_next_packet(self, now: float) -> None:
         """A due ACK goes in the next 1-RTT packet (called when data is about to leave)."""
-        space = self._spaces.get(tls.Epoch.ONE_RTT)
-        if space is not None and space.ack_at is not None and space.ack_at > now:
+        if not self._spaces:
+            return  # before the first packet: no packet spaces yet
+        space = one_rtt_parts(self)[2]
+        if space.ack_at is not None and space.ack_at > now:
             space.ack_at = now
+
+    # -- the timer --------------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """aioquic's ``get_timer`` once the handshake is confirmed on a validated path,
+        computed in one call (the driver asks after every flush): the idle or closing
+        deadline, the earliest ACK delay, the loss-detection time as
+        ``QuicPacketRecovery.get_loss_detection_time`` has it (an earliest ``loss_time``,
+        else the probe timeout after the last ack-eliciting packet while any is in
+        flight), and pacing; no anti-amplification limit and no path validation apply
+        there.  Anything else is aioquic's."""
+        paths = self._network_paths
+        loss = self._loss
+        if (
+            self._state is not _CONNECTED
+            or not loss.handshake_confirmed
+            or len(paths) != 1
+            or not paths[0].is_validated
+            or self._close_at is None
+        ):
+            return super().get_timer()
+        timer_at = self._close_at
+        earliest_loss: float | None = None  # _get_loss_space's loss_time
+        in_flight = 0
+        for space in loss.spaces:
+            ack_at = space.ack_at
+            if ack_at is not None and ack_at < timer_at:
+                timer_at = ack_at
+            loss_time = space.loss_time
+            if loss_time is not None and (earliest_loss is None or loss_time < earliest_loss):
+                earliest_loss = loss_time
+            in_flight += space.ack_eliciting_in_flight
+        loss_at: float | None = earliest_loss
+        if loss_at is None and (in_flight or not loss.peer_completed_address_validation):
+            loss_at = loss._time_of_last_sent_ack_eliciting_packet + loss.get_probe_timeout(
+                include_max_ack_delay=True
+            ) * (2**loss._pto_count)
+        self._loss_at = loss_at
+        if loss_at is not None and loss_at < timer_at:
+            timer_at = loss_at
+        pacing_at = self._pacing_at
+        if pacing_at is not None and pacing_at < timer_at:
+            timer_at = pacing_at
+        return timer_at
 
     # -- 1-RTT receive ----------------------------------------------------------------
 

@@ -37,7 +37,8 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
 - to register what it sent, as ``_flush_builder`` does: a ``QuicSentPacket`` with
   aioquic's own delivery handlers (``_on_ack_delivery``,
   ``_on_connection_limit_delivery``, ``_on_max_stream_data_delivery``, the sender's
-  ``on_data_delivery``), ``_close_at``, ``_idle_timeout``,
+  ``on_data_delivery``), ``_close_at``, ``_idle_timeout`` (with the receiver's cache of it,
+  ``_idle_rtt``/``_idle``, by ``_loss._rtt_smoothed``),
   ``_ack_eliciting_sent_since_receipt``; finished streams are dropped as aioquic's
   ``_write_application`` drops them (``_streams``, the peer's stream limit ``value``).
 """
@@ -97,10 +98,28 @@ def _may_build(quic: LibP2PQuic) -> bool:
     paths = quic._network_paths
     if len(paths) != 1 or not paths[0].is_validated or paths[0].remote_challenges:
         return False
-    crypto_stream = quic._crypto_streams.get(_ONE_RTT)
-    if crypto_stream is not None and not crypto_stream.sender.buffer_is_empty:
+    if not one_rtt_parts(quic)[3].sender.buffer_is_empty:
         return False
-    return all(issued.was_sent for issued in quic._host_cids)
+    for issued in quic._host_cids:  # noqa: SIM110 (no generator per packet, as all() takes)
+        if not issued.was_sent:
+            return False
+    return True
+
+
+def one_rtt_parts(quic: LibP2PQuic) -> tuple[Any, Any, Any, Any]:
+    """``_cryptos`` and its 1-RTT crypto pair, the 1-RTT packet space and crypto stream,
+    looked up once per connection (their keys are an ``Enum``, whose hash is a Python
+    call); ``_initialize`` makes all three dictionaries at once."""
+    parts = quic.one_rtt_parts
+    cryptos = quic._cryptos
+    if parts is None or parts[0] is not cryptos:
+        parts = quic.one_rtt_parts = (
+            cryptos,
+            cryptos[_ONE_RTT],
+            quic._spaces[_ONE_RTT],
+            quic._crypto_streams[_ONE_RTT],
+        )
+    return parts  # type: ignore[no-any-return]
 
 
 def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | None:
@@ -132,12 +151,11 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
                 _discard(quic, stream)
         quic._streams_queue = kept
     limits = quic.connection_limits_due()  # None when none is
-    space = quic._spaces[_ONE_RTT]
+    _, crypto, space, _ = quic.one_rtt_parts  # set by _may_build
     quic._pacing_at = None
     if not ready and not credit and not limits and (space.ack_at is None or space.ack_at > now):
         return []  # nothing to send (what aioquic's pass would find out)
 
-    crypto = quic._cryptos[_ONE_RTT]
     loss = quic._loss
     pacer = loss._pacer
     cc = loss._cc
@@ -216,8 +234,14 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
             space=space,
         )
         if eliciting and not quic._ack_eliciting_sent_since_receipt:
-            # RFC 9000 10.1: the first ack-eliciting packet since one was received
-            quic._close_at = now + quic._idle_timeout()
+            # RFC 9000 10.1: the first ack-eliciting packet since one was received.
+            # aioquic's _idle_timeout() changes only with an RTT sample, each of which
+            # sets a new smoothed RTT object (the receiver's cache, quic_receive).
+            smoothed = loss._rtt_smoothed
+            if smoothed is not quic._idle_rtt:
+                quic._idle_rtt = smoothed
+                quic._idle = quic._idle_timeout()
+            quic._close_at = now + quic._idle
             quic._ack_eliciting_sent_since_receipt = True
         quic._pacer_after_send(now)
         datagrams.append((data, addr))
@@ -240,7 +264,7 @@ def _protect(crypto: Any, spin_bit: bool, peer_cid: bytes, number: int, payload:
         return bytes(crypto.encrypt_packet(header, payload, number))
     send = crypto.send
     aead = send.aead
-    first = 0x41 | (spin_bit << 5) | (crypto.key_phase << 2)
+    first = 0x41 | (spin_bit << 5) | (crypto.recv.key_phase << 2)  # no update requested
     high, low = (number >> 8) & 0xFF, number & 0xFF
     header = bytes((first,)) + peer_cid + bytes((high, low))
     nonce = (aead._iv ^ number).to_bytes(12, "big")
@@ -347,7 +371,12 @@ def _write_whole(
         start = stop = sender._buffer_fin
     else:
         return False
-    header_bytes = 3 + _varint_bytes(sid) + (_varint_bytes(start) if start else 0)
+    # The type, the id, the offset (none at 0) and a 2-byte length (_varint_bytes inline).
+    header_bytes = 3 + (1 if sid < 0x40 else 2 if sid < 0x4000 else 4 if sid < 0x40000000 else 8)
+    if start:
+        header_bytes += (
+            1 if start < 0x40 else 2 if start < 0x4000 else 4 if start < 0x40000000 else 8
+        )
     if buf.tell() + header_bytes + stop - start > flight_room:
         return False
     fin = sender._buffer_fin == stop

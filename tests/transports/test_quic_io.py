@@ -320,3 +320,48 @@ async def test_many_datagrams_per_wakeup_are_all_read(monkeypatch: pytest.Monkey
         await wait_for(lambda: len(delivered) == 150)
         assert 3 <= len(wakeups) < 10  # 64 per wake-up at most
         assert not node.connections
+
+
+class RefusingSocket:
+    """A socket whose first ``refusals`` sends raise ``BlockingIOError`` (a full send
+    buffer); everything else is the real one."""
+
+    def __init__(self, sock: socket.socket, refusals: int) -> None:
+        self._sock = sock
+        self.refusals = refusals
+        self.refused = 0
+
+    def sendto(self, data: bytes, addr: SockAddr) -> int:
+        if self.refused < self.refusals:
+            self.refused += 1
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return self._sock.sendto(data, addr)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+
+async def test_a_datagram_the_full_socket_refuses_is_queued_and_sent() -> None:
+    """A datagram the socket refuses (its buffer full: once in ``sendto``'s own try,
+    once in ``_send_now``'s) waits in the queue and leaves when the socket is writable:
+    the echo comes back whole."""
+    transport = QuicTransport()
+    async with Node(transports=[transport]) as a, Node(transports=[QuicTransport()]) as b:
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        stream = await a.new_stream(addr.with_peer_id(b.peer_id), ECHO)
+        (endpoint,) = transport._dialing.values()
+        sock = endpoint._sock
+        assert sock is not None
+        fake = RefusingSocket(sock, refusals=2)
+        endpoint._sock = fake  # type: ignore[assignment]
+        try:
+            await stream.write(b"queued")
+            await stream.close()
+            received = bytearray()
+            while chunk := await stream.read(1 << 20):
+                received += chunk
+        finally:
+            endpoint._sock = sock
+        assert bytes(received) == b"queued"
+        assert fake.refused == 2 and not endpoint._queued

@@ -668,3 +668,45 @@ def test_the_timer_is_aioquics(aioquic_timer_calls: list[None]) -> None:
         now = max(now + 0.001, timer)
     assert client._state is not QuicConnectionState.CONNECTED  # idle timeout
     assert seen == {"ack delay", "loss time", "probe", "pacing", "backoff"}
+
+
+def test_small_writes_leave_the_sender_as_aioquics_write_does() -> None:
+    """``LibP2PQuic.write`` does a small write to aioquic's bytearray buffer itself: the
+    sender ends as aioquic's ``send_stream_data`` leaves it, through writes that join,
+    a range left pending after a partial send, an empty write, a FIN, and writes after
+    the FIN or a reset, which raise aioquic's error."""
+    client, _ = _pair()
+    reference, _ = _pair()
+    sid = client.get_next_available_stream_id()
+
+    def sender_state(machine: LibP2PQuic) -> tuple[Any, ...]:
+        sender = machine._streams[sid].sender
+        return (
+            bytes(sender._buffer),
+            sender._buffer_start,
+            sender._buffer_stop,
+            sender._buffer_fin,
+            sender._pending_eof,
+            sender.buffer_is_empty,
+            list(sender._pending),
+        )
+
+    steps: list[tuple[bytes, bool]] = [(b"abc", False), (b"", False), (b"defg", False)]
+    for data, fin in steps:
+        client.write(sid, data, end_stream=fin)
+        reference.send_stream_data(sid, data, end_stream=fin)
+        assert sender_state(client) == sender_state(reference)
+    for machine in (client, reference):  # three bytes sent: a range stays pending
+        machine._streams[sid].sender.get_frame(3, 3)
+    for data, fin in [(b"h" * 100, False), (b"", True)]:
+        client.write(sid, data, end_stream=fin)
+        reference.send_stream_data(sid, data, end_stream=fin)
+        assert sender_state(client) == sender_state(reference)
+    assert sender_state(client)[6] == [range(3, 107)]
+    with pytest.raises(RuntimeError, match="after FIN"):
+        client.write(sid, b"late")
+    other = client.get_next_available_stream_id()
+    client.write(other, b"x")
+    client.reset_stream(other, 0)
+    with pytest.raises(RuntimeError, match="reset"):
+        client.write(other, b"y")

@@ -69,9 +69,11 @@ builds):
   batching rule on ``_local_max_streams_bidi``/``_uni``: ``value``, ``sent``, ``used``);
 - a stream's sender is marked empty as its last frame is written (``sender._pending``,
   ``_pending_eof``, ``buffer_is_empty``) instead of by one more ``get_frame`` call;
-- a write to a bidirectional stream aioquic holds goes to ``sender.write`` directly
+- a write to a bidirectional stream aioquic holds goes to the sender directly
   (``send_stream_data`` is ``_get_or_create_stream_for_send``, whose checks pass for
-  it, then ``sender.write``);
+  it, then ``sender.write``), and a small one is ``sender.write`` inline (``_buffer``,
+  ``_buffer_stop``, ``_buffer_fin``, ``_reset_error_code``, ``_pending_eof``,
+  ``buffer_is_empty``, the last of ``_pending._RangeSet__ranges`` extended in place);
 - ``_write_stream_limits`` returns at once when no MAX_STREAM_DATA is due
   (``max_stream_data_local_sent``);
 - the timer the driver asks for after every flush (:meth:`LibP2PQuic.get_timer`) is
@@ -287,9 +289,12 @@ class LibP2PQuic(OneRttReceiver):
 
     def ack_with_next_packet(self, now: float) -> None:
         """A due ACK goes in the next 1-RTT packet (called when data is about to leave)."""
-        if not self._spaces:
-            return  # before the first packet: no packet spaces yet
-        space = one_rtt_parts(self)[2]
+        parts = self.one_rtt_parts
+        if parts is None or parts[0] is not self._cryptos:
+            if not self._spaces:
+                return  # before the first packet: no packet spaces yet
+            parts = one_rtt_parts(self)
+        space = parts[2]
         if space.ack_at is not None and space.ack_at > now:
             space.ack_at = now
 
@@ -495,11 +500,35 @@ class LibP2PQuic(OneRttReceiver):
         sender: Any = stream.sender  # _buffer is typed bytearray; SendBuffer stands in
         if written is None:
             written = 0
+        size = len(data)
         buffer = sender._buffer
-        if type(buffer) is bytearray and len(buffer) + len(data) >= _CHUNKED_BUFFER_BYTES:
+        if (
+            type(buffer) is not bytearray
+            or sender._buffer_fin is not None
+            or sender._reset_error_code is not None
+        ):
+            sender.write(data, end_stream)  # bulk, or aioquic's error
+        elif len(buffer) + size >= _CHUNKED_BUFFER_BYTES:
             sender._buffer = SendBuffer(bytes(buffer))  # from now on: bulk
-        sender.write(data, end_stream)
-        self._written[stream_id] = written + len(data)
+            sender.write(data, end_stream)
+        else:
+            # aioquic's sender.write, without its call and RangeSet.add's: the pending
+            # ranges lie below _buffer_stop, so the new one joins or follows the last.
+            if size:
+                sender.buffer_is_empty = False
+                stop = sender._buffer_stop
+                ranges = sender._pending._RangeSet__ranges
+                if ranges and ranges[-1].stop == stop:
+                    ranges[-1] = range(ranges[-1].start, stop + size)
+                else:
+                    ranges.append(range(stop, stop + size))
+                buffer += data
+                sender._buffer_stop = stop + size
+            if end_stream:
+                sender.buffer_is_empty = False
+                sender._buffer_fin = sender._buffer_stop
+                sender._pending_eof = True
+        self._written[stream_id] = written + size
 
     def has_unsent(self) -> bool:
         """Whether some stream holds data, a FIN or a reset not sent yet, which an ACK

@@ -353,7 +353,9 @@ class QuicConnection(Connection):
 
     def _process_events(self, quic: LibP2PQuic) -> None:
         streams = self._streams
-        while (ev := quic.next_event()) is not None:
+        events = quic._events  # what next_event pops, without its call per event
+        while events:
+            ev = events.popleft()
             kind = type(ev)
             if kind is StreamDataReceived:
                 assert isinstance(ev, StreamDataReceived)
@@ -489,7 +491,7 @@ class QuicConnection(Connection):
 
     # -- timers ---------------------------------------------------------------------------
 
-    def _arm_quic_timer(self, quic: LibP2PQuic) -> None:
+    def _arm_quic_timer(self, quic: LibP2PQuic, now: float | None = None) -> None:
         """Follow aioquic's timer lazily: a deadline a little later than the armed one
         (the usual case in bulk, as each packet moves the loss-detection deadline on)
         keeps the armed handle, which re-arms when it fires early.  An earlier one, or
@@ -510,7 +512,7 @@ class QuicConnection(Connection):
             armed = self._quic_timer_at
             if armed <= when and (
                 when <= armed + _TIMER_SLACK_SECONDS
-                or armed - self.loop.time() >= _TIMER_KEEP_SECONDS
+                or armed - (self.loop.time() if now is None else now) >= _TIMER_KEEP_SECONDS
             ):
                 return
             timer.cancel()
@@ -588,7 +590,7 @@ class QuicConnection(Connection):
             else:
                 for data, a in datagrams:
                     endpoint.sendto(data, a)
-        self._arm_quic_timer(quic)
+        self._arm_quic_timer(quic, now)
         if self._blocked_writers:
             limit = self._quic_config.send_buffer_bytes // 2
             for sid in list(self._blocked_writers):
@@ -612,7 +614,9 @@ class QuicConnection(Connection):
         return StreamId(quic.get_next_available_stream_id())
 
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
-        quic = self._require_quic()
+        quic = self._quic
+        if quic is None or self._stage is not _Stage.ESTABLISHED:
+            quic = self._require_quic()
         sid = self._new_stream_id(quic)
         negotiator, out = outbound_negotiation(
             protocols, self._config.max_negotiation_message_bytes
@@ -640,9 +644,14 @@ class QuicConnection(Connection):
         return self.loop.time() - started
 
     def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
-        quic = self._require_quic()
-        room = self._quic_config.send_buffer_bytes - quic.unsent_bytes(sid)
+        quic = self._quic
+        if quic is None or self._stage is not _Stage.ESTABLISHED:
+            quic = self._require_quic()
         size = len(data)
+        limit = self._quic_config.send_buffer_bytes
+        # Unsent bytes are at most those written: a stream that wrote little has room.
+        written = quic._written.get(sid, 0)
+        room = limit - quic.unsent_bytes(sid) if written + size > limit else size
         if room <= 0:
             self._blocked_writers.add(sid)
             return 0

@@ -30,7 +30,7 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   ``on_packet_sent``), ``_pacing_at``, ``_remote_max_data``/``_used``, of each stream
   ``max_stream_data_remote``/``_local``/``_local_sent`` and the sender's
   ``get_frame``, ``next_offset``, ``highest_offset``, ``_pending`` (a ``RangeSet``:
-  ``len``, ``[0]``, ``shift``), ``_pending_eof``, ``_buffer``, ``_buffer_start``,
+  ``len``, and its list ``_RangeSet__ranges``), ``_pending_eof``, ``_buffer``, ``_buffer_start``,
   ``_buffer_fin``;
   the limits ``_local_max_data``, ``_local_max_streams_bidi``/``_uni``
   (``value``, ``sent``, ``used``, ``frame_type``); ``push_ack_frame``;
@@ -359,10 +359,10 @@ def _write_whole(
 ) -> bool:
     """The usual case in one frame, as ``get_frame`` would cut it: all that is pending
     is one range (or only the FIN) and it fits; False (nothing done) otherwise."""
-    pending = sender._pending
+    pending = sender._pending._RangeSet__ranges  # the RangeSet's list, without its calls
     if len(pending) > 1:
         return False
-    if len(pending):
+    if pending:
         r = pending[0]
         start, stop = r.start, r.stop
         if stop - start > MAX_FRAME_DATA_BYTES or stop > max_offset:
@@ -389,7 +389,7 @@ def _write_whole(
         origin = sender._buffer_start
         data = sender._buffer[start - origin : stop - origin]  # aioquic's own: a bytearray
         buf.push_bytes(data if type(data) is bytes else bytes(data))
-        pending.shift()
+        del pending[0]
         if stop > sender.highest_offset:
             sender.highest_offset = stop
     handlers.append((sender.on_data_delivery, (start, stop, fin)))

@@ -382,6 +382,13 @@ class QuicEndpoint:
 
     def sendto(self, data: bytes, addr: SockAddr) -> None:
         """Send one datagram (dropped if the socket's buffer stays full)."""
+        sock = self._sock
+        if sock is not None and not self._queued:
+            try:
+                sock.sendto(data, addr)  # the usual case, without _send's two calls
+                return
+            except OSError:
+                pass  # not sent: _send_now tries again and says what the error means
         self._send((data,), addr)
 
     def send_datagrams(self, datagrams: Sequence[bytes], addr: SockAddr) -> None:

@@ -22,7 +22,6 @@ result with aioquic's handler): ``_remote_ack_delay_exponent``, ``_loss``
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import Any
 
 from aioquic._buffer import Buffer, BufferReadError
@@ -55,15 +54,21 @@ def receive_one_range_ack(quic: Any, buf: Buffer, space: Any, now: float) -> boo
     sent = space.sent_packets
     if not sent:
         return True  # nothing newly acknowledged
-    numbers = list(sent)  # sent in order: sorted
-    lo = bisect_left(numbers, largest - first_range)
-    hi = bisect_left(numbers, largest + 1)
-    if lo == hi:
+    # Sent in order, so ascending; walked from the oldest, as an ACK usually starts
+    # there (no copy of a large window per frame).
+    low = largest - first_range
+    numbers: list[int] = []
+    for number in sent:
+        if number > largest:
+            break
+        if number >= low:
+            numbers.append(number)
+    if not numbers:
         return True
     cc = loss._cc
     is_ack_eliciting = False
     packet: Any = None
-    for number in numbers[lo:hi]:
+    for number in numbers:
         packet = sent.pop(number)
         if packet.is_ack_eliciting:
             is_ack_eliciting = True
@@ -72,7 +77,7 @@ def receive_one_range_ack(quic: Any, buf: Buffer, space: Any, now: float) -> boo
             cc.on_packet_acked(packet=packet, now=now)
         for handler, args in packet.delivery_handlers:
             handler(_ACKED, *args)
-    if numbers[hi - 1] == largest and is_ack_eliciting:
+    if numbers[-1] == largest and is_ack_eliciting:
         # An RTT sample, as on_ack_received takes it (RFC 9002 5): at least 1 ms, the
         # peer's ACK delay (capped at max_ack_delay) taken off unless below the minimum.
         latest_rtt = now - packet.sent_time

@@ -45,7 +45,7 @@ else it is queued as aioquic's event.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from aioquic import tls
@@ -97,23 +97,36 @@ class OneRttReceiver(_AioquicConnection):
     _idle = 0.0
 
     def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
-        """aioquic's receive steps for a short-header packet to our current connection
+        """One datagram the short way (:meth:`_receive_one_rtt_run`); False (nothing
+        done) when it does not take it."""
+        return self._receive_one_rtt_run((data,), 0, addr, now) == 1
+
+    def _receive_one_rtt_run(
+        self, segments: Sequence[bytes], start: int, addr: Any, now: float
+    ) -> int:
+        """aioquic's receive steps for short-header packets to our current connection
         id from the validated path in use, once connected, without the checks that
-        cannot apply there (version, packet type, long-header lengths, path changes);
-        False (nothing done) when it is not such a packet, or when it does not decrypt
-        with the keys in use (aioquic then handles key updates, stateless resets and
-        drops)."""
-        if (
-            not data
-            or data[0] & 0xC0 != 0x40  # not a short header with its fixed bit
-            or self._state is not _CONNECTED
-            or self._quic_logger is not None
-            or self._close_at is None
-        ):
-            return False
+        cannot apply there (version, packet type, long-header lengths, path changes),
+        for ``segments[start:]`` (the datagrams of one read, from ``addr``) one after
+        the other while each is such a packet to the connection id of the first;
+        returns the index of the first one not taken (``start``: none).
+
+        What holds for the whole run is looked up once: the path, keys and packet
+        space change only in aioquic's ``receive_datagram`` (a new path, a key update)
+        or with an event (a connection id retired), and the run stops before a packet
+        that goes there, and after one that queued an event or closed the connection,
+        so that its caller handles that first, as after any datagram.  A packet that
+        does not decrypt with the keys in use stops the run too (aioquic then handles
+        key updates, stateless resets and drops)."""
+        if self._state is not _CONNECTED or self._quic_logger is not None or self._close_at is None:
+            return start
         paths = self._network_paths
+        if not paths or paths[0].addr != addr or not paths[0].is_validated:
+            return start
+        path = paths[0]
         cid_end = 1 + self._configuration.connection_id_length
-        cid = data[1:cid_end]
+        first_data = segments[start]
+        cid = first_data[1:cid_end]
         cached = self._one_rtt
         if cached is None or cached[0] is not self._cryptos:
             cryptos = self._cryptos
@@ -129,100 +142,118 @@ class OneRttReceiver(_AioquicConnection):
                 if issued.cid == cid:
                     break
             else:
-                return False
+                return start
         elif cid != self.host_cid or zero_rtt.recv.aead is not None:
-            return False  # a switch of id (aioquic answers it), or 0-RTT keys to drop
-        if not paths or paths[0].addr != addr or not paths[0].is_validated:
-            return False
-
-        # Header protection off, then the payload (aioquic's CryptoContext.decrypt_packet
-        # for the key phase in use, without its copies of the packet).
+            return start  # a switch of id (aioquic answers it), or 0-RTT keys to drop
         recv = pair.recv
         aead, hp = recv.aead, recv.hp
-        sample = data[cid_end + _SAMPLE_OFFSET : cid_end + _SAMPLE_OFFSET + _SAMPLE_BYTES]
-        if aead is None or hp is None or len(sample) < _SAMPLE_BYTES:
-            return False
-        mask = hp._mask(sample)
-        first = data[0] ^ (mask[0] & 0x1F)
-        if (first >> 2) & 1 != recv.key_phase:
-            return False  # a key update (or garbage): aioquic's receive_datagram
-        pn_length = (first & 3) + 1
-        header_end = cid_end + pn_length
-        window = 1 << (pn_length * 8)
-        # The header as one integer: its first byte and packet number unmasked.
-        header_int = int.from_bytes(data[:header_end], "big") ^ (
-            (first ^ data[0]) << ((header_end - 1) * 8)
-            | int.from_bytes(mask[1 : 1 + pn_length], "big")
-        )
-        truncated = header_int & (window - 1)
-        # RFC 9000 A.3: the packet number closest to the next one expected.
-        expected = space.expected_packet_number
-        packet_number = (expected & ~(window - 1)) | truncated
-        if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
-            packet_number += window
-        elif packet_number > expected + window // 2 and packet_number >= window:
-            packet_number -= window
-        try:
-            payload = aead._aead.decrypt(
-                (aead._iv ^ packet_number).to_bytes(12, "big"),
-                data[header_end:],
-                header_int.to_bytes(header_end, "big"),
-            )
-        except InvalidTag:
-            return False
-
+        if aead is None or hp is None:
+            return start
+        key_phase = recv.key_phase
+        header_mask = hp._mask
+        decrypt = aead._aead.decrypt
+        iv = aead._iv
+        from_bytes = int.from_bytes
         received = space.received_packets
-        if packet_number < received._lower or packet_number in received._received:
-            return True  # a duplicate
-        if first & 0x18:
-            self.close(
-                error_code=QuicErrorCode.PROTOCOL_VIOLATION,
-                frame_type=QuicFrameType.PADDING,
-                reason_phrase="Reserved bits must be zero",
+        events = self._events
+        sample_start = cid_end + _SAMPLE_OFFSET
+        sample_end = sample_start + _SAMPLE_BYTES
+        index = start
+        count = len(segments)
+        while index < count:
+            data = segments[index]
+            if not data or data[0] & 0xC0 != 0x40 or data[1:cid_end] != cid:
+                break  # not a short header with its fixed bit, or another id
+            # Header protection off, then the payload (aioquic's
+            # CryptoContext.decrypt_packet for the key phase in use, without its copies
+            # of the packet).
+            sample = data[sample_start:sample_end]
+            if len(sample) < _SAMPLE_BYTES:
+                break
+            mask = header_mask(sample)
+            first = data[0] ^ (mask[0] & 0x1F)
+            if (first >> 2) & 1 != key_phase:
+                break  # a key update (or garbage): aioquic's receive_datagram
+            pn_length = (first & 3) + 1
+            header_end = cid_end + pn_length
+            window = 1 << (pn_length * 8)
+            # The header as one integer: its first byte and packet number unmasked.
+            header_int = from_bytes(data[:header_end], "big") ^ (
+                (first ^ data[0]) << ((header_end - 1) * 8)
+                | from_bytes(mask[1 : 1 + pn_length], "big")
             )
-            return True
-        if packet_number > expected:  # as aioquic does
-            space.expected_packet_number = packet_number + 1
-        if packet_number > self._spin_highest_pn:
-            spin = bool(first & 0x20)
-            self._spin_bit = not spin if self._is_client else spin
-            self._spin_highest_pn = packet_number
-        is_ack_eliciting = False
-        try:
-            is_ack_eliciting = self._one_rtt_frames(payload, cid, paths[0], now)
-        except QuicConnectionError as exc:
-            self._logger.warning(exc)
-            self.close(
-                error_code=exc.error_code,
-                frame_type=exc.frame_type,
-                reason_phrase=exc.reason_phrase,
-            )
-        if self._state is not _CONNECTED or self._close_pending:
-            return True
-        # aioquic's _idle_timeout(), which changes only with an RTT sample (the peer's
-        # limit and ACK delay are set in the handshake): each sets a new smoothed RTT.
-        smoothed = self._loss._rtt_smoothed
-        if smoothed is not self._idle_rtt:
-            self._idle_rtt = smoothed
-            self._idle = self._idle_timeout()
-        self._close_at = now + self._idle
-        self._ack_eliciting_sent_since_receipt = False
-        if not space.discarded:
-            if packet_number > space.largest_received_packet:
-                space.largest_received_packet = packet_number
-                space.largest_received_time = now
-            queue: Any = space.ack_queue
-            ranges = queue._RangeSet__ranges
-            if ranges and ranges[-1].stop == packet_number:  # the next one, as usual
-                ranges[-1] = range(ranges[-1].start, packet_number + 1)
-            else:
-                queue.add(packet_number)
-                if len(ranges) > MAX_ACK_RANGES:
-                    queue.shift()
-            received.add(packet_number)
-            if is_ack_eliciting and space.ack_at is None:
-                space.ack_at = now + self._ack_delay
-        return True
+            truncated = header_int & (window - 1)
+            # RFC 9000 A.3: the packet number closest to the next one expected.
+            expected = space.expected_packet_number
+            packet_number = (expected & ~(window - 1)) | truncated
+            if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
+                packet_number += window
+            elif packet_number > expected + window // 2 and packet_number >= window:
+                packet_number -= window
+            try:
+                payload = decrypt(
+                    (iv ^ packet_number).to_bytes(12, "big"),
+                    data[header_end:],
+                    header_int.to_bytes(header_end, "big"),
+                )
+            except InvalidTag:
+                break
+            index += 1
+
+            if packet_number < received._lower or packet_number in received._received:
+                continue  # a duplicate
+            if first & 0x18:
+                self.close(
+                    error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                    frame_type=QuicFrameType.PADDING,
+                    reason_phrase="Reserved bits must be zero",
+                )
+                return index
+            if packet_number > expected:  # as aioquic does
+                space.expected_packet_number = packet_number + 1
+            if packet_number > self._spin_highest_pn:
+                spin = bool(first & 0x20)
+                self._spin_bit = not spin if self._is_client else spin
+                self._spin_highest_pn = packet_number
+            is_ack_eliciting = False
+            try:
+                is_ack_eliciting = self._one_rtt_frames(payload, cid, path, now)
+            except QuicConnectionError as exc:
+                self._logger.warning(exc)
+                self.close(
+                    error_code=exc.error_code,
+                    frame_type=exc.frame_type,
+                    reason_phrase=exc.reason_phrase,
+                )
+            if self._state is not _CONNECTED or self._close_pending:
+                return index
+            # aioquic's _idle_timeout(), which changes only with an RTT sample (the
+            # peer's limit and ACK delay are set in the handshake): each sets a new
+            # smoothed RTT.
+            smoothed = self._loss._rtt_smoothed
+            if smoothed is not self._idle_rtt:
+                self._idle_rtt = smoothed
+                self._idle = self._idle_timeout()
+            self._close_at = now + self._idle
+            self._ack_eliciting_sent_since_receipt = False
+            if not space.discarded:
+                if packet_number > space.largest_received_packet:
+                    space.largest_received_packet = packet_number
+                    space.largest_received_time = now
+                queue: Any = space.ack_queue
+                ranges = queue._RangeSet__ranges
+                if ranges and ranges[-1].stop == packet_number:  # the next one, as usual
+                    ranges[-1] = range(ranges[-1].start, packet_number + 1)
+                else:
+                    queue.add(packet_number)
+                    if len(ranges) > MAX_ACK_RANGES:
+                        queue.shift()
+                received.add(packet_number)
+                if is_ack_eliciting and space.ack_at is None:
+                    space.ack_at = now + self._ack_delay
+            if events:
+                break  # the caller handles them before the next datagram
+        return index
 
     def _one_rtt_frames(self, payload: bytes, cid: bytes, path: Any, now: float) -> bool:
         """The frames of a 1-RTT packet (module docstring); whether one elicits an ACK.

@@ -11,9 +11,12 @@ import asyncio
 import os
 import socket
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pytest
+from aioquic import tls
+from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicErrorCode
 
@@ -57,6 +60,11 @@ def data(sid: int, index: int, *, fin: bool = False) -> Segment:
     """Chunk ``index`` of stream ``sid`` (byte i is ``i % 251``) in a packet of its own."""
     body = bytes((index * CHUNK + i) % 251 for i in range(CHUNK))
     return lambda client, _: one_rtt(client, stream(sid, index * CHUNK, body, fin=fin))
+
+
+def tiny(index: int) -> Segment:
+    """Ten bytes of stream 0 at ``10 * index`` in a packet of its own."""
+    return lambda client, _: one_rtt(client, stream(0, 10 * index, bytes([index % 256]) * 10))
 
 
 def frames(payload: bytes) -> Segment:
@@ -110,12 +118,15 @@ made: dict[int, list[bytes]] = {}
 def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, Any], ...]:
     """The segments one by one to a server and in runs to another; for each, the events
     with the index of the datagram after which they were handled, the readers' data and
-    the state left, and the number of calls the runs took."""
+    the state left, and the number of calls the runs took.  A third server takes them
+    through aioquic's own receive: the state the runs store once must be what aioquic
+    stores packet by packet."""
     results: list[dict[str, Any]] = []
-    for batched in (False, True):
+    for way in ("one by one", "runs", "aioquic"):
         client, server = _pair()
-        reader = _Reader()
-        if readers:
+        log: list[Any] = []  # events and the data readers took, in order
+        reader = _LogReader(log)
+        if readers and way != "aioquic":
             server.stream_readers = {0: reader}
         packets = made[id(server)] = []
         for segment in segments:
@@ -123,24 +134,68 @@ def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, A
         handled: list[tuple[int, Any]] = []
         calls = 0
         now = 2.0
-        if batched:
+        if way == "runs":
             index = 0
             while index < len(packets):
                 index = server.receive_datagrams(packets, index, ADDR, now)
                 calls += 1
                 while (event := server.next_event()) is not None:
                     handled.append((index - 1, event))
+                    log.append(event)
         else:
+            receive = server.receive_datagram
+            if way == "aioquic":
+                receive = partial(AioquicConnection.receive_datagram, server)
             for index, packet in enumerate(packets):
-                server.receive_datagram(packet, ADDR, now)
+                receive(packet, ADDR, now=now)
                 calls += 1
                 while (event := server.next_event()) is not None:
                     handled.append((index, event))
+                    log.append(event)
         del made[id(server)]
-        issued = [c.cid for c in server._host_cids]
-        state = _state(server) | {"host_cid": issued.index(server.host_cid)}
-        results.append({"handled": handled, "read": reader.data, "state": state, "calls": calls})
-    return results[0], results[1]
+        state = _state(server) | _bookkeeping(server)
+        results.append(
+            {"handled": handled, "read": reader.data, "log": log, "state": state, "calls": calls}
+        )
+    single, batch, aioquic = results
+    # The same data (each stream's bytes in order) and the same state as through aioquic.
+    assert _stream_bytes(batch) == _stream_bytes(aioquic)
+    assert batch["state"] | {"events": None} == aioquic["state"] | {"events": None}
+    return single, batch
+
+
+class _LogReader(_Reader):
+    def __init__(self, log: list[Any]) -> None:
+        super().__init__()
+        self.log = log
+
+    def _feed_buffered(self, data: bytes) -> bool:
+        self.log.append(StreamDataReceived(data=data, end_stream=False, stream_id=0))
+        return super()._feed_buffered(data)
+
+
+def _stream_bytes(result: dict[str, Any]) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    for event in result["log"]:
+        if isinstance(event, StreamDataReceived):
+            out[event.stream_id] = out.get(event.stream_id, b"") + event.data
+    return out
+
+
+def _bookkeeping(server: LibP2PQuic) -> dict[str, Any]:
+    """What a run stores once at its end, beyond what ``_state`` holds."""
+    space = server._spaces[tls.Epoch.ONE_RTT]
+    window = space.received_packets
+    issued = [c.cid for c in server._host_cids]
+    return {
+        "host_cid": issued.index(server.host_cid),
+        "expected": space.expected_packet_number,
+        "window": (window._lower, sorted(pn for pn in window._received if pn >= window._lower)),
+        "received_at": space.largest_received_time,
+        "ack_at": space.ack_at,
+        "spin": (server._spin_bit, server._spin_highest_pn),
+        "eliciting_sent": server._ack_eliciting_sent_since_receipt,
+    }
 
 
 def _same(one_by_one: dict[str, Any], batched: dict[str, Any]) -> None:
@@ -178,6 +233,10 @@ CASES: dict[str, tuple[list[Segment], int]] = {
     "an ACK mid-batch": ([data(0, 0), frames(ack(0)), data(0, 1)], 1),
     "a new stream's data (an event) mid-batch": ([data(0, 0), data(8, 0), data(0, 1)], 2),
     "a FIN mid-batch": ([data(0, 0), data(0, 1, fin=True), data(4, 0)], 2),
+    "more packets than the duplicate window, then one from below it": (
+        [tiny(i) for i in range(300)] + [replay(20), tiny(300)],
+        1,
+    ),
     "a GRO-sized burst of garbage": ([data(0, 0)] + [garbage()] * 62 + [data(0, 1)], 64),
     "garbage too short to sample": ([data(0, 0), garbage(20), data(0, 1)], 3),
 }

@@ -484,6 +484,7 @@ def test_the_short_way_reaches_the_aioquic_internals_it_needs() -> None:
         assert isinstance(space.received_packets, QuicPacketNumberWindow)
         assert isinstance(space.received_packets._lower, int)
         assert isinstance(space.received_packets._received, set)
+        assert isinstance(space.received_packets._size, int)
         assert isinstance(space.ack_queue, RangeSet)
         assert isinstance(space.ack_queue._RangeSet__ranges, list)  # type: ignore[attr-defined]
     assert isinstance(server._loss._rtt_smoothed, float)

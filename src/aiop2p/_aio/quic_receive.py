@@ -27,7 +27,8 @@ moves them fails loudly, and the frames taken compared with aioquic's own receiv
 - a packet space's ``expected_packet_number``, ``largest_received_packet``,
   ``largest_received_time``, ``ack_queue`` (a ``RangeSet``, whose last range is extended
   in place: ``_RangeSet__ranges``), ``received_packets`` (``_lower``, ``_received``,
-  ``add``), ``ack_at``, ``discarded``;
+  ``_size``: its ``add`` is done inline, once per run of packets), ``ack_at``,
+  ``discarded``;
 - a stream receiver's ``_buffer``, ``_buffer_start``, ``_final_size``, ``highest_offset``,
   ``is_finished``, and the stream's ``max_stream_data_local``.
 
@@ -137,6 +138,8 @@ class OneRttReceiver(_AioquicConnection):
                 self._spaces[_ONE_RTT],
             )
         _, pair, zero_rtt, space = cached
+        if space.discarded:
+            return start
         if self._is_client:  # the server may use any of the ids we issued (quinn does)
             for issued in self._host_cids:
                 if issued.cid == cid:
@@ -158,6 +161,21 @@ class OneRttReceiver(_AioquicConnection):
         events = self._events
         sample_start = cid_end + _SAMPLE_OFFSET
         sample_end = sample_start + _SAMPLE_BYTES
+        # What the packets taken change in the packet space, the duplicate window and
+        # the timers, kept here and stored once after the run (below): nothing the run
+        # calls reads it (aioquic's ACK handler, its frame handlers).  Not the ACK queue,
+        # which a peer's ACK of our ACKs trims (aioquic's _on_ack_delivery).
+        expected = space.expected_packet_number
+        lower = received._lower
+        seen = received._received
+        window_size = received._size
+        spin_pn = self._spin_highest_pn
+        spin_first = -1  # the first byte of the highest packet, if it moves the spin bit
+        largest = space.largest_received_packet
+        queue: Any = space.ack_queue
+        ranges = queue._RangeSet__ranges
+        taken = 0  # packets taken that the bookkeeping counts
+        eliciting = False
         index = start
         count = len(segments)
         while index < count:
@@ -184,7 +202,6 @@ class OneRttReceiver(_AioquicConnection):
             )
             truncated = header_int & (window - 1)
             # RFC 9000 A.3: the packet number closest to the next one expected.
-            expected = space.expected_packet_number
             packet_number = (expected & ~(window - 1)) | truncated
             if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
                 packet_number += window
@@ -200,7 +217,7 @@ class OneRttReceiver(_AioquicConnection):
                 break
             index += 1
 
-            if packet_number < received._lower or packet_number in received._received:
+            if packet_number < lower or packet_number in seen:
                 continue  # a duplicate
             if first & 0x18:
                 self.close(
@@ -208,13 +225,12 @@ class OneRttReceiver(_AioquicConnection):
                     frame_type=QuicFrameType.PADDING,
                     reason_phrase="Reserved bits must be zero",
                 )
-                return index
+                break
             if packet_number > expected:  # as aioquic does
-                space.expected_packet_number = packet_number + 1
-            if packet_number > self._spin_highest_pn:
-                spin = bool(first & 0x20)
-                self._spin_bit = not spin if self._is_client else spin
-                self._spin_highest_pn = packet_number
+                expected = packet_number + 1
+            if packet_number > spin_pn:
+                spin_pn = packet_number
+                spin_first = first
             is_ack_eliciting = False
             try:
                 is_ack_eliciting = self._one_rtt_frames(payload, cid, path, now)
@@ -226,7 +242,31 @@ class OneRttReceiver(_AioquicConnection):
                     reason_phrase=exc.reason_phrase,
                 )
             if self._state is not _CONNECTED or self._close_pending:
-                return index
+                break
+            taken += 1
+            if is_ack_eliciting:
+                eliciting = True
+            if packet_number > largest:
+                largest = packet_number
+            # aioquic's QuicPacketNumberWindow.add (the set is pruned below).
+            seen.add(packet_number)
+            if packet_number - window_size + 1 > lower:
+                lower = packet_number - window_size + 1
+            if ranges and ranges[-1].stop == packet_number:  # the next one, as usual
+                ranges[-1] = range(ranges[-1].start, packet_number + 1)
+            else:
+                queue.add(packet_number)
+                if len(ranges) > MAX_ACK_RANGES:
+                    queue.shift()
+            if events:
+                break  # the caller handles them before the next datagram
+
+        space.expected_packet_number = expected
+        if spin_first >= 0:
+            spin = bool(spin_first & 0x20)
+            self._spin_bit = not spin if self._is_client else spin
+            self._spin_highest_pn = spin_pn
+        if taken:
             # aioquic's _idle_timeout(), which changes only with an RTT sample (the
             # peer's limit and ACK delay are set in the handshake): each sets a new
             # smoothed RTT.
@@ -236,23 +276,15 @@ class OneRttReceiver(_AioquicConnection):
                 self._idle = self._idle_timeout()
             self._close_at = now + self._idle
             self._ack_eliciting_sent_since_receipt = False
-            if not space.discarded:
-                if packet_number > space.largest_received_packet:
-                    space.largest_received_packet = packet_number
-                    space.largest_received_time = now
-                queue: Any = space.ack_queue
-                ranges = queue._RangeSet__ranges
-                if ranges and ranges[-1].stop == packet_number:  # the next one, as usual
-                    ranges[-1] = range(ranges[-1].start, packet_number + 1)
-                else:
-                    queue.add(packet_number)
-                    if len(ranges) > MAX_ACK_RANGES:
-                        queue.shift()
-                received.add(packet_number)
-                if is_ack_eliciting and space.ack_at is None:
-                    space.ack_at = now + self._ack_delay
-            if events:
-                break  # the caller handles them before the next datagram
+            if largest > space.largest_received_packet:
+                space.largest_received_packet = largest
+                space.largest_received_time = now
+            if lower > received._lower:
+                received._lower = lower
+                if len(seen) > 2 * window_size:
+                    received._received = {pn for pn in seen if pn >= lower}
+            if eliciting and space.ack_at is None:
+                space.ack_at = now + self._ack_delay
         return index
 
     def _one_rtt_frames(self, payload: bytes, cid: bytes, path: Any, now: float) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -17,7 +18,7 @@ from typing import Any
 import pytest
 from aioquic import tls
 from aioquic.quic.connection import QuicConnection as AioquicConnection
-from aioquic.quic.events import StreamDataReceived
+from aioquic.quic.events import PingAcknowledged, StreamDataReceived
 from aioquic.quic.packet import QuicErrorCode
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
@@ -30,6 +31,7 @@ from .quic_memory import ADDR, handshake, libp2p_machine
 from .test_quic_receive_frames import (
     MAX_DATA,
     PING,
+    _random_packets,
     _Reader,
     _state,
     ack,
@@ -45,12 +47,20 @@ CHUNK = 1100  # a 1200 B datagram's data, about
 STREAM_WINDOW = 64 * CHUNK
 
 
+CONNECTION_WINDOW = 100 * CHUNK  # less than two streams' windows
+
+
 def _pair() -> tuple[LibP2PQuic, LibP2PQuic]:
-    client = libp2p_machine(is_client=True, stream_window=STREAM_WINDOW)
-    server = handshake(
-        client,
-        lambda odcid: libp2p_machine(is_client=False, odcid=odcid, stream_window=STREAM_WINDOW),
-    )
+    def machine(*, is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
+        return libp2p_machine(
+            is_client=is_client,
+            odcid=odcid,
+            stream_window=STREAM_WINDOW,
+            connection_window=CONNECTION_WINDOW,
+        )
+
+    client = machine(is_client=True)
+    server = handshake(client, lambda odcid: machine(is_client=False, odcid=odcid))
     while server.next_event() is not None:
         pass
     return client, server
@@ -125,9 +135,9 @@ def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, A
     for way in ("one by one", "runs", "aioquic"):
         client, server = _pair()
         log: list[Any] = []  # events and the data readers took, in order
-        reader = _LogReader(log)
+        taking = {sid: _LogReader(log, sid) for sid in (0, 4)}
         if readers and way != "aioquic":
-            server.stream_readers = {0: reader}
+            server.stream_readers = taking
         packets = made[id(server)] = []
         for segment in segments:
             packets.append(segment(client, server))
@@ -155,7 +165,13 @@ def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, A
         del made[id(server)]
         state = _state(server) | _bookkeeping(server)
         results.append(
-            {"handled": handled, "read": reader.data, "log": log, "state": state, "calls": calls}
+            {
+                "handled": handled,
+                "read": [r.data for r in taking.values()],
+                "log": log,
+                "state": state,
+                "calls": calls,
+            }
         )
     single, batch, aioquic = results
     # The same data (each stream's bytes in order) and the same state as through aioquic.
@@ -165,12 +181,15 @@ def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, A
 
 
 class _LogReader(_Reader):
-    def __init__(self, log: list[Any]) -> None:
+    """A stream's reader that also logs what it takes among the events."""
+
+    def __init__(self, log: list[Any], stream_id: int) -> None:
         super().__init__()
         self.log = log
+        self.stream_id = stream_id
 
     def _feed_buffered(self, data: bytes) -> bool:
-        self.log.append(StreamDataReceived(data=data, end_stream=False, stream_id=0))
+        self.log.append(StreamDataReceived(data=data, end_stream=False, stream_id=self.stream_id))
         return super()._feed_buffered(data)
 
 
@@ -207,7 +226,7 @@ def test_in_order_data_is_taken_in_one_call() -> None:
     single, batch = _both([data(0, i) for i in range(10)])
     _same(single, batch)
     assert batch["calls"] == 1 and single["calls"] == 10
-    assert len(batch["read"]) == 10 and not batch["handled"]
+    assert len(batch["read"][0]) == 10 and not batch["handled"]
 
 
 CASES: dict[str, tuple[list[Segment], int]] = {
@@ -251,6 +270,15 @@ def test_a_batch_ends_as_its_datagrams_one_by_one(case: tuple[list[Segment], int
     assert batch["state"]["close"] is None
 
 
+@pytest.mark.parametrize("seed", range(40))
+def test_random_frames_in_runs_end_as_one_by_one(seed: int) -> None:
+    """Data in and out of order on three streams (two with readers), FIN, resets, ACK,
+    PADDING, PING, as one run: as one by one, and as through aioquic."""
+    packets = _random_packets(random.Random(seed))
+    single, batch = _both([frames(p) for p in packets])
+    _same(single, batch)
+
+
 def test_a_protocol_violation_mid_batch_closes_as_one_by_one() -> None:
     """Data beyond the stream's credit in the third datagram: the connection closes
     there with aioquic's error, and what follows is taken (or not) as it is today."""
@@ -260,6 +288,43 @@ def test_a_protocol_violation_mid_batch_closes_as_one_by_one() -> None:
     _same(single, batch)
     assert batch["state"]["close"] is not None
     assert batch["state"]["close"][0] == QuicErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_data_beyond_the_connections_credit_mid_batch_closes_as_one_by_one() -> None:
+    """Each stream within its window, both together beyond the connection's."""
+    segments = [data(0, i) for i in range(60)] + [data(4, i) for i in range(41)]
+    single, batch = _both(segments)
+    _same(single, batch)
+    assert batch["state"]["close"] is not None
+    assert batch["state"]["close"][0] == QuicErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_data_beyond_a_final_size_mid_batch_closes_as_one_by_one() -> None:
+    """A FIN ahead of the data (an empty frame at the final size), the data up to it,
+    then data beyond it."""
+    fin = frames(stream(0, 2 * CHUNK, b"", fin=True))
+    single, batch = _both([data(0, 0), fin, data(0, 1), data(0, 2), data(0, 3)])
+    _same(single, batch)
+    assert batch["state"]["close"] is not None
+    assert batch["state"]["close"][0] == QuicErrorCode.FINAL_SIZE_ERROR
+
+
+def test_data_behind_a_pending_event_is_an_event() -> None:
+    """Events the caller has not handled yet keep data behind them (the order of events):
+    a reader gets nothing while one waits."""
+    client, server = _pair()
+    reader = _Reader()
+    server.stream_readers = {0: reader}
+    server._events.append(PingAcknowledged(uid=1))
+    packets = [data(0, 0)(client, server), data(0, 1)(client, server)]
+    assert server.receive_datagrams(packets, 0, ADDR, now=2.0) == 1  # then the events
+    assert server.receive_datagrams(packets, 1, ADDR, now=2.0) == 2
+    assert not reader.data
+    events = []
+    while (event := server.next_event()) is not None:
+        events.append(event)
+    assert events[0] == PingAcknowledged(uid=1)
+    assert [type(e) for e in events[1:]] == [StreamDataReceived, StreamDataReceived]
 
 
 def test_reserved_bits_mid_batch_close_as_one_by_one() -> None:

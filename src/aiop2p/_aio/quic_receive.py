@@ -22,7 +22,8 @@ moves them fails loudly, and the frames taken compared with aioquic's own receiv
   ``_payload_received``, ``_handle_ack_frame``, ``_get_or_create_stream``, ``_streams``,
   ``_local_max_streams_bidi.used``, ``_local_max_data`` (``used``, ``value``),
   ``_events``;
-- packet protection: a ``CryptoContext``'s ``hp._mask`` (the header-protection mask),
+- packet protection: a ``CryptoContext``'s ``hp._mask`` (the header-protection mask;
+  for AES, ``hp._encryptor.update`` directly, unless ``hp._is_chacha20``),
   ``aead._aead`` and ``aead._iv`` (the AEAD and its nonce base), ``key_phase``;
 - a packet space's ``expected_packet_number``, ``largest_received_packet``,
   ``largest_received_time``, ``ack_queue`` (a ``RangeSet``, whose last range is extended
@@ -42,6 +43,12 @@ truncated frame, MAX_DATA, RESET_STREAM, ...) the rest of the packet goes to aio
 (no FIN) goes straight to the stream's reader (:attr:`OneRttReceiver.stream_readers`) when
 no event waits before it (the order of events is kept) and the reader only buffers it,
 else it is queued as aioquic's event.
+
+The datagrams of one read (a peer's GSO burst the kernel coalesced with UDP GRO) come
+in one call (:meth:`OneRttReceiver._receive_one_rtt_run`): what holds for all of them
+is looked up once, what they change in the packet space once after them, and a bulk
+sender's usual packet (one STREAM frame that fills it with the next data for a reader)
+is taken in that loop itself, without a call per packet.
 """
 
 from __future__ import annotations
@@ -75,6 +82,7 @@ class BufferedReader(Protocol):
 
 _UINT_VAR_MAX = (1 << 62) - 1
 _VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
+_VARINT_MASKS_1 = {1: 0x3F, **_VARINT_MASKS}
 _PADDING = int(QuicFrameType.PADDING)
 _ACK = int(QuicFrameType.ACK)
 _ACK_ECN = int(QuicFrameType.ACK_ECN)
@@ -153,12 +161,17 @@ class OneRttReceiver(_AioquicConnection):
         if aead is None or hp is None:
             return start
         key_phase = recv.key_phase
-        header_mask = hp._mask
+        # The header-protection mask: AES's is one block encrypted (aioquic's _mask,
+        # without its Python frame); ChaCha20's needs the sample as nonce (its _mask).
+        header_mask = hp._mask if hp._is_chacha20 else hp._encryptor.update
         decrypt = aead._aead.decrypt
         iv = aead._iv
         from_bytes = int.from_bytes
         received = space.received_packets
         events = self._events
+        streams = self._streams
+        readers = self.stream_readers
+        max_data = self._local_max_data
         sample_start = cid_end + _SAMPLE_OFFSET
         sample_end = sample_start + _SAMPLE_BYTES
         # What the packets taken change in the packet space, the duplicate window and
@@ -180,7 +193,7 @@ class OneRttReceiver(_AioquicConnection):
         count = len(segments)
         while index < count:
             data = segments[index]
-            if not data or data[0] & 0xC0 != 0x40 or data[1:cid_end] != cid:
+            if not data or data[0] & 0xC0 != 0x40 or not data.startswith(cid, 1):
                 break  # not a short header with its fixed bit, or another id
             # Header protection off, then the payload (aioquic's
             # CryptoContext.decrypt_packet for the key phase in use, without its copies
@@ -231,16 +244,83 @@ class OneRttReceiver(_AioquicConnection):
             if packet_number > spin_pn:
                 spin_pn = packet_number
                 spin_first = first
-            is_ack_eliciting = False
-            try:
-                is_ack_eliciting = self._one_rtt_frames(payload, cid, path, now)
-            except QuicConnectionError as exc:
-                self._logger.warning(exc)
-                self.close(
-                    error_code=exc.error_code,
-                    frame_type=exc.frame_type,
-                    reason_phrase=exc.reason_phrase,
-                )
+            # A bulk sender's usual packet: one STREAM frame with an offset (no FIN)
+            # that fills it with the next data of a bidirectional stream whose reader
+            # takes it, taken here with _one_rtt_frames' checks and updates for that
+            # case alone; any other packet goes there.
+            size = len(payload)
+            chunk = None
+            if size > 3 and payload[0] & 0xFD == 0x0C and readers is not None and not events:
+                byte = payload[1]
+                if byte < 0x40:
+                    stream_id, pos = byte, 2
+                else:
+                    n = 1 << (byte >> 6)
+                    stream_id = from_bytes(payload[1 : 1 + n], "big") & _VARINT_MASKS[n]
+                    pos = 1 + n
+                byte = payload[pos] if pos < size else 0xFF
+                if byte < 0x40:
+                    offset = byte
+                    pos += 1
+                else:
+                    n = 1 << (byte >> 6)
+                    offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
+                    pos += n
+                length = size - pos
+                if payload[0] & 2:  # a length field: the frame must end the packet
+                    byte = payload[pos] if pos < size else 0xFF
+                    n = 1 if byte < 0x40 else 1 << (byte >> 6)
+                    if from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS_1[n] != (
+                        length - n
+                    ):
+                        length = 0
+                    pos += n
+                    length -= n
+                end = offset + length
+                stream = streams.get(stream_id)
+                reader = readers.get(stream_id)
+                if (
+                    length > 0
+                    and not stream_id & 2
+                    and end <= _UINT_VAR_MAX
+                    and stream is not None
+                    and reader is not None
+                ):
+                    receiver = stream.receiver
+                    highest = receiver.highest_offset
+                    newly = end - highest if end > highest else 0
+                    if (
+                        offset == receiver._buffer_start
+                        and not receiver._buffer
+                        and not receiver.is_finished
+                        and receiver._final_size is None
+                        and end <= stream.max_stream_data_local
+                        and max_data.used + newly <= max_data.value
+                    ):
+                        chunk = payload[pos:]
+                        if newly:
+                            receiver.highest_offset = end
+                            max_data.used += newly
+                        receiver._buffer_start = end
+                        if not reader._feed_buffered(chunk):
+                            events.append(
+                                StreamDataReceived(
+                                    data=chunk, end_stream=False, stream_id=stream_id
+                                )
+                            )
+            if chunk is not None:
+                is_ack_eliciting = True
+            else:
+                is_ack_eliciting = False
+                try:
+                    is_ack_eliciting = self._one_rtt_frames(payload, cid, path, now)
+                except QuicConnectionError as exc:
+                    self._logger.warning(exc)
+                    self.close(
+                        error_code=exc.error_code,
+                        frame_type=exc.frame_type,
+                        reason_phrase=exc.reason_phrase,
+                    )
             if self._state is not _CONNECTED or self._close_pending:
                 break
             taken += 1

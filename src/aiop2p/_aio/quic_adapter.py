@@ -285,7 +285,7 @@ class LibP2PQuic(OneRttReceiver):
         """A datagram: a 1-RTT packet on the established path takes the short way below,
         anything else (long headers, another path or connection id, a decryption
         failure, a logger) aioquic's ``receive_datagram``."""
-        if not self._receive_one_rtt(data, addr, now):
+        if not self._receive_one_rtt_run((data,), 0, addr, now):
             super().receive_datagram(data, addr, now)
 
     def receive_datagrams(

@@ -19,7 +19,8 @@ which reads one datagram per wake-up and sends one per call: it reads every pend
 datagram on a wake-up (up to ``_MAX_READS_PER_WAKEUP``), sends a connection's burst of
 equal-sized datagrams in one ``sendmsg`` with UDP GSO (``UDP_SEGMENT``) where the
 kernel has it (else one ``sendto`` each), takes a peer's GSO burst in one read with
-UDP GRO (``UDP_GRO``) where the kernel has it, and asks the kernel for ICMP errors
+UDP GRO (``UDP_GRO``) where the kernel has it (and hands a connection the run of its
+datagrams in one call: ``_receive_segments``), and asks the kernel for ICMP errors
 (``IP_RECVERR``) so that a dial to a closed port fails at once instead of at its
 timeout.  It uses only ``loop.add_reader``/``add_writer``, so any event loop does.
 

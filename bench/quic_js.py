@@ -53,6 +53,7 @@ class Counts:
 
     def install(self) -> None:
         send, receive = QuicEndpoint._send, QuicConnection.receive
+        receive_run = QuicConnection.receive_run
         lost = QuicPacketRecovery._on_packets_lost
 
         def spy_send(endpoint: QuicEndpoint, datagrams: Sequence[bytes], addr: SockAddr) -> None:
@@ -63,12 +64,20 @@ class Counts:
             self.received[len(data)] += 1
             return receive(conn, data, addr)
 
+        def spy_receive_run(
+            conn: QuicConnection, segments: Sequence[bytes], start: int, addr: SockAddr
+        ) -> int:
+            end = receive_run(conn, segments, start, addr)
+            self.received.update(len(d) for d in segments[start:end])
+            return end
+
         def spy_lost(recovery: QuicPacketRecovery, **kwargs: Any) -> None:
             self.lost += len(kwargs.get("packets", ()))
             lost(recovery, **kwargs)
 
         setattr(QuicEndpoint, "_send", spy_send)  # noqa: B010 - a spy for the run
         setattr(QuicConnection, "receive", spy_receive)  # noqa: B010
+        setattr(QuicConnection, "receive_run", spy_receive_run)  # noqa: B010
         setattr(QuicPacketRecovery, "_on_packets_lost", spy_lost)  # noqa: B010
 
     def reset(self) -> None:

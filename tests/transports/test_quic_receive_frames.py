@@ -475,6 +475,8 @@ def test_the_short_way_reaches_the_aioquic_internals_it_needs() -> None:
         recv = machine._cryptos[tls.Epoch.ONE_RTT].recv
         assert recv.hp is not None and recv.aead is not None
         assert len(recv.hp._mask(bytes(16))) >= 5
+        assert recv.hp._is_chacha20 is False  # AES-128-GCM: the mask is one block
+        assert recv.hp._encryptor.update(bytes(range(16))) == recv.hp._mask(bytes(range(16)))
         assert isinstance(recv.aead._iv, int) and hasattr(recv.aead._aead, "decrypt")
         assert recv.key_phase == 0
         assert machine._cryptos[tls.Epoch.ZERO_RTT].recv.aead is None
@@ -484,6 +486,7 @@ def test_the_short_way_reaches_the_aioquic_internals_it_needs() -> None:
         assert isinstance(space.received_packets, QuicPacketNumberWindow)
         assert isinstance(space.received_packets._lower, int)
         assert isinstance(space.received_packets._received, set)
+        assert isinstance(space.received_packets._size, int)
         assert isinstance(space.ack_queue, RangeSet)
         assert isinstance(space.ack_queue._RangeSet__ranges, list)  # type: ignore[attr-defined]
     assert isinstance(server._loss._rtt_smoothed, float)

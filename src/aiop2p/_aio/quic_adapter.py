@@ -88,6 +88,7 @@ builds):
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from typing import Any
 
 from aioquic import tls
@@ -348,8 +349,20 @@ class LibP2PQuic(OneRttReceiver):
         """A datagram: a 1-RTT packet on the established path takes the short way below,
         anything else (long headers, another path or connection id, a decryption
         failure, a logger) aioquic's ``receive_datagram``."""
-        if not self._receive_one_rtt(data, addr, now):
+        if not self._receive_one_rtt_run((data,), 0, addr, now):
             super().receive_datagram(data, addr, now)
+
+    def receive_datagrams(
+        self, segments: Sequence[bytes], start: int, addr: Any, now: float
+    ) -> int:
+        """``segments[start]`` and the datagrams after it that take the short way with
+        it (one read's, for one connection id): returns the index of the first one left
+        (at least ``start + 1``)."""
+        end = self._receive_one_rtt_run(segments, start, addr, now)
+        if end == start:
+            super().receive_datagram(segments[start], addr, now)
+            return start + 1
+        return end
 
     # -- datagram size ----------------------------------------------------------------
 

@@ -337,6 +337,30 @@ class QuicConnection(Connection):
                     self._watch_opened()
         return not self.is_closed
 
+    def receive_run(self, segments: Sequence[bytes], start: int, addr: SockAddr) -> int:
+        """:meth:`receive` for ``segments[start]`` and the datagrams after it that QUIC
+        takes with it in one call (one read's, to one connection id), up to the first
+        one after which something needs handling (its events, a close); returns the
+        index of the first one left.  The caller routes that one afresh."""
+        quic = self._quic
+        if quic is None or self._stage is _Stage.CLOSED:
+            return start + 1
+        end = quic.receive_datagrams(segments, start, addr, self.loop.time())
+        if quic._events:
+            self._input_events(quic)
+        return end
+
+    def _input_events(self, quic: LibP2PQuic) -> None:
+        """The events an input left, before the next datagram is taken (as
+        :meth:`receive` handles them, inline there: one call less per request)."""
+        self._hold_transmit = True  # see input_done
+        try:
+            self._process_events(quic)
+        finally:
+            self._hold_transmit = False
+            if self._opened:  # deadlines for the streams it opened, if still negotiating
+                self._watch_opened()
+
     def input_done(self) -> None:
         """After a batch of datagrams: a transmit is scheduled now, behind the tasks the
         input woke (a pending one is moved there), so that what a handler or a reader

@@ -22,12 +22,14 @@ moves them fails loudly, and the frames taken compared with aioquic's own receiv
   ``_payload_received``, ``_handle_ack_frame``, ``_get_or_create_stream``, ``_streams``,
   ``_local_max_streams_bidi.used``, ``_local_max_data`` (``used``, ``value``),
   ``_events``;
-- packet protection: a ``CryptoContext``'s ``hp._mask`` (the header-protection mask),
+- packet protection: a ``CryptoContext``'s ``hp._mask`` (the header-protection mask;
+  for AES, ``hp._encryptor.update`` directly, unless ``hp._is_chacha20``),
   ``aead._aead`` and ``aead._iv`` (the AEAD and its nonce base), ``key_phase``;
 - a packet space's ``expected_packet_number``, ``largest_received_packet``,
   ``largest_received_time``, ``ack_queue`` (a ``RangeSet``, whose last range is extended
   in place: ``_RangeSet__ranges``), ``received_packets`` (``_lower``, ``_received``,
-  ``add``), ``ack_at``, ``discarded``;
+  ``_size``: its ``add`` is done inline, once per run of packets), ``ack_at``,
+  ``discarded``;
 - a stream receiver's ``_buffer``, ``_buffer_start``, ``_final_size``, ``highest_offset``,
   ``is_finished``, and the stream's ``max_stream_data_local``.
 
@@ -41,11 +43,17 @@ packet goes to aioquic's ``_payload_received``, which checks and raises exactly 
 any packet.  In-order data (no FIN) goes straight to the stream's reader
 (:attr:`OneRttReceiver.stream_readers`) when no event waits before it (the order of
 events is kept) and the reader only buffers it, else it is queued as aioquic's event.
+
+The datagrams of one read (a peer's GSO burst the kernel coalesced with UDP GRO) come
+in one call (:meth:`OneRttReceiver._receive_one_rtt_run`): what holds for all of them
+is looked up once, what they change in the packet space once after them, and a bulk
+sender's usual packet (one STREAM frame that fills it with the next data for a reader)
+is taken in that loop itself, without a call per packet.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from aioquic import tls
@@ -76,6 +84,7 @@ class BufferedReader(Protocol):
 
 _UINT_VAR_MAX = (1 << 62) - 1
 _VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
+_VARINT_MASKS_1 = {1: 0x3F, **_VARINT_MASKS}
 _PADDING = int(QuicFrameType.PADDING)
 _ACK = int(QuicFrameType.ACK)
 _ACK_ECN = int(QuicFrameType.ACK_ECN)
@@ -99,23 +108,36 @@ class OneRttReceiver(_AioquicConnection):
     _idle = 0.0
 
     def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
-        """aioquic's receive steps for a short-header packet to our current connection
+        """One datagram the short way (:meth:`_receive_one_rtt_run`); False (nothing
+        done) when it does not take it."""
+        return self._receive_one_rtt_run((data,), 0, addr, now) == 1
+
+    def _receive_one_rtt_run(
+        self, segments: Sequence[bytes], start: int, addr: Any, now: float
+    ) -> int:
+        """aioquic's receive steps for short-header packets to our current connection
         id from the validated path in use, once connected, without the checks that
-        cannot apply there (version, packet type, long-header lengths, path changes);
-        False (nothing done) when it is not such a packet, or when it does not decrypt
-        with the keys in use (aioquic then handles key updates, stateless resets and
-        drops)."""
-        if (
-            not data
-            or data[0] & 0xC0 != 0x40  # not a short header with its fixed bit
-            or self._state is not _CONNECTED
-            or self._quic_logger is not None
-            or self._close_at is None
-        ):
-            return False
+        cannot apply there (version, packet type, long-header lengths, path changes),
+        for ``segments[start:]`` (the datagrams of one read, from ``addr``) one after
+        the other while each is such a packet to the connection id of the first;
+        returns the index of the first one not taken (``start``: none).
+
+        What holds for the whole run is looked up once: the path, keys and packet
+        space change only in aioquic's ``receive_datagram`` (a new path, a key update)
+        or with an event (a connection id retired), and the run stops before a packet
+        that goes there, and after one that queued an event or closed the connection,
+        so that its caller handles that first, as after any datagram.  A packet that
+        does not decrypt with the keys in use stops the run too (aioquic then handles
+        key updates, stateless resets and drops)."""
+        if self._state is not _CONNECTED or self._quic_logger is not None or self._close_at is None:
+            return start
         paths = self._network_paths
+        if not paths or paths[0].addr != addr or not paths[0].is_validated:
+            return start
+        path = paths[0]
         cid_end = 1 + self._configuration.connection_id_length
-        cid = data[1:cid_end]
+        first_data = segments[start]
+        cid = first_data[1:cid_end]
         cached = self._one_rtt
         if cached is None or cached[0] is not self._cryptos:
             cryptos = self._cryptos
@@ -126,105 +148,226 @@ class OneRttReceiver(_AioquicConnection):
                 self._spaces[_ONE_RTT],
             )
         _, pair, zero_rtt, space = cached
+        if space.discarded:
+            return start
         if self._is_client:  # the server may use any of the ids we issued (quinn does)
             for issued in self._host_cids:
                 if issued.cid == cid:
                     break
             else:
-                return False
+                return start
         elif cid != self.host_cid or zero_rtt.recv.aead is not None:
-            return False  # a switch of id (aioquic answers it), or 0-RTT keys to drop
-        if not paths or paths[0].addr != addr or not paths[0].is_validated:
-            return False
-
-        # Header protection off, then the payload (aioquic's CryptoContext.decrypt_packet
-        # for the key phase in use, without its copies of the packet).
+            return start  # a switch of id (aioquic answers it), or 0-RTT keys to drop
         recv = pair.recv
         aead, hp = recv.aead, recv.hp
-        sample = data[cid_end + _SAMPLE_OFFSET : cid_end + _SAMPLE_OFFSET + _SAMPLE_BYTES]
-        if aead is None or hp is None or len(sample) < _SAMPLE_BYTES:
-            return False
-        mask = hp._mask(sample)
-        first = data[0] ^ (mask[0] & 0x1F)
-        if (first >> 2) & 1 != recv.key_phase:
-            return False  # a key update (or garbage): aioquic's receive_datagram
-        pn_length = (first & 3) + 1
-        header_end = cid_end + pn_length
-        window = 1 << (pn_length * 8)
-        # The header as one integer: its first byte and packet number unmasked.
-        header_int = int.from_bytes(data[:header_end], "big") ^ (
-            (first ^ data[0]) << ((header_end - 1) * 8)
-            | int.from_bytes(mask[1 : 1 + pn_length], "big")
-        )
-        truncated = header_int & (window - 1)
-        # RFC 9000 A.3: the packet number closest to the next one expected.
-        expected = space.expected_packet_number
-        packet_number = (expected & ~(window - 1)) | truncated
-        if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
-            packet_number += window
-        elif packet_number > expected + window // 2 and packet_number >= window:
-            packet_number -= window
-        try:
-            payload = aead._aead.decrypt(
-                (aead._iv ^ packet_number).to_bytes(12, "big"),
-                data[header_end:],
-                header_int.to_bytes(header_end, "big"),
-            )
-        except InvalidTag:
-            return False
-
+        if aead is None or hp is None:
+            return start
+        key_phase = recv.key_phase
+        # The header-protection mask: AES's is one block encrypted (aioquic's _mask,
+        # without its Python frame); ChaCha20's needs the sample as nonce (its _mask).
+        header_mask = hp._mask if hp._is_chacha20 else hp._encryptor.update
+        decrypt = aead._aead.decrypt
+        iv = aead._iv
+        from_bytes = int.from_bytes
         received = space.received_packets
-        if packet_number < received._lower or packet_number in received._received:
-            return True  # a duplicate
-        if first & 0x18:
-            self.close(
-                error_code=QuicErrorCode.PROTOCOL_VIOLATION,
-                frame_type=QuicFrameType.PADDING,
-                reason_phrase="Reserved bits must be zero",
+        events = self._events
+        streams = self._streams
+        readers = self.stream_readers
+        max_data = self._local_max_data
+        sample_start = cid_end + _SAMPLE_OFFSET
+        sample_end = sample_start + _SAMPLE_BYTES
+        # What the packets taken change in the packet space, the duplicate window and
+        # the timers, kept here and stored once after the run (below): nothing the run
+        # calls reads it (aioquic's ACK handler, its frame handlers).  Not the ACK queue,
+        # which a peer's ACK of our ACKs trims (aioquic's _on_ack_delivery).
+        expected = space.expected_packet_number
+        lower = received._lower
+        seen = received._received
+        window_size = received._size
+        spin_pn = self._spin_highest_pn
+        spin_first = -1  # the first byte of the highest packet, if it moves the spin bit
+        largest = space.largest_received_packet
+        queue: Any = space.ack_queue
+        ranges = queue._RangeSet__ranges
+        taken = 0  # packets taken that the bookkeeping counts
+        eliciting = False
+        index = start
+        count = len(segments)
+        while index < count:
+            data = segments[index]
+            if not data or data[0] & 0xC0 != 0x40 or not data.startswith(cid, 1):
+                break  # not a short header with its fixed bit, or another id
+            # Header protection off, then the payload (aioquic's
+            # CryptoContext.decrypt_packet for the key phase in use, without its copies
+            # of the packet).
+            sample = data[sample_start:sample_end]
+            if len(sample) < _SAMPLE_BYTES:
+                break
+            mask = header_mask(sample)
+            first = data[0] ^ (mask[0] & 0x1F)
+            if (first >> 2) & 1 != key_phase:
+                break  # a key update (or garbage): aioquic's receive_datagram
+            pn_length = (first & 3) + 1
+            header_end = cid_end + pn_length
+            window = 1 << (pn_length * 8)
+            # The header as one integer: its first byte and packet number unmasked.
+            header_int = from_bytes(data[:header_end], "big") ^ (
+                (first ^ data[0]) << ((header_end - 1) * 8)
+                | from_bytes(mask[1 : 1 + pn_length], "big")
             )
-            return True
-        if packet_number > expected:  # as aioquic does
-            space.expected_packet_number = packet_number + 1
-        if packet_number > self._spin_highest_pn:
-            spin = bool(first & 0x20)
-            self._spin_bit = not spin if self._is_client else spin
-            self._spin_highest_pn = packet_number
-        is_ack_eliciting = False
-        try:
-            is_ack_eliciting = self._one_rtt_frames(payload, cid, paths[0], now)
-        except QuicConnectionError as exc:
-            self._logger.warning(exc)
-            self.close(
-                error_code=exc.error_code,
-                frame_type=exc.frame_type,
-                reason_phrase=exc.reason_phrase,
-            )
-        if self._state is not _CONNECTED or self._close_pending:
-            return True
-        # aioquic's _idle_timeout(), which changes only with an RTT sample (the peer's
-        # limit and ACK delay are set in the handshake): each sets a new smoothed RTT.
-        smoothed = self._loss._rtt_smoothed
-        if smoothed is not self._idle_rtt:
-            self._idle_rtt = smoothed
-            self._idle = self._idle_timeout()
-        self._close_at = now + self._idle
-        self._ack_eliciting_sent_since_receipt = False
-        if not space.discarded:
-            if packet_number > space.largest_received_packet:
-                space.largest_received_packet = packet_number
-                space.largest_received_time = now
-            queue: Any = space.ack_queue
-            ranges = queue._RangeSet__ranges
+            truncated = header_int & (window - 1)
+            # RFC 9000 A.3: the packet number closest to the next one expected.
+            packet_number = (expected & ~(window - 1)) | truncated
+            if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
+                packet_number += window
+            elif packet_number > expected + window // 2 and packet_number >= window:
+                packet_number -= window
+            try:
+                payload = decrypt(
+                    (iv ^ packet_number).to_bytes(12, "big"),
+                    data[header_end:],
+                    header_int.to_bytes(header_end, "big"),
+                )
+            except InvalidTag:
+                break
+            index += 1
+
+            if packet_number < lower or packet_number in seen:
+                continue  # a duplicate
+            if first & 0x18:
+                self.close(
+                    error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                    frame_type=QuicFrameType.PADDING,
+                    reason_phrase="Reserved bits must be zero",
+                )
+                break
+            if packet_number > expected:  # as aioquic does
+                expected = packet_number + 1
+            if packet_number > spin_pn:
+                spin_pn = packet_number
+                spin_first = first
+            # A bulk sender's usual packet: one STREAM frame with an offset (no FIN)
+            # that fills it with the next data of a bidirectional stream whose reader
+            # takes it, taken here with _one_rtt_frames' checks and updates for that
+            # case alone; any other packet goes there.
+            size = len(payload)
+            chunk = None
+            if size > 3 and payload[0] & 0xFD == 0x0C and readers is not None and not events:
+                byte = payload[1]
+                if byte < 0x40:
+                    stream_id, pos = byte, 2
+                else:
+                    n = 1 << (byte >> 6)
+                    stream_id = from_bytes(payload[1 : 1 + n], "big") & _VARINT_MASKS[n]
+                    pos = 1 + n
+                byte = payload[pos] if pos < size else 0xFF
+                if byte < 0x40:
+                    offset = byte
+                    pos += 1
+                else:
+                    n = 1 << (byte >> 6)
+                    offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
+                    pos += n
+                length = size - pos
+                if payload[0] & 2:  # a length field: the frame must end the packet
+                    byte = payload[pos] if pos < size else 0xFF
+                    n = 1 if byte < 0x40 else 1 << (byte >> 6)
+                    if from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS_1[n] != (
+                        length - n
+                    ):
+                        length = 0
+                    pos += n
+                    length -= n
+                end = offset + length
+                stream = streams.get(stream_id)
+                reader = readers.get(stream_id)
+                if (
+                    length > 0
+                    and not stream_id & 2
+                    and end <= _UINT_VAR_MAX
+                    and stream is not None
+                    and reader is not None
+                ):
+                    receiver = stream.receiver
+                    highest = receiver.highest_offset
+                    newly = end - highest if end > highest else 0
+                    if (
+                        offset == receiver._buffer_start
+                        and not receiver._buffer
+                        and not receiver.is_finished
+                        and receiver._final_size is None
+                        and end <= stream.max_stream_data_local
+                        and max_data.used + newly <= max_data.value
+                    ):
+                        chunk = payload[pos:]
+                        if newly:
+                            receiver.highest_offset = end
+                            max_data.used += newly
+                        receiver._buffer_start = end
+                        if not reader._feed_buffered(chunk):
+                            events.append(
+                                StreamDataReceived(
+                                    data=chunk, end_stream=False, stream_id=stream_id
+                                )
+                            )
+            if chunk is not None:
+                is_ack_eliciting = True
+            else:
+                is_ack_eliciting = False
+                try:
+                    is_ack_eliciting = self._one_rtt_frames(payload, cid, path, now)
+                except QuicConnectionError as exc:
+                    self._logger.warning(exc)
+                    self.close(
+                        error_code=exc.error_code,
+                        frame_type=exc.frame_type,
+                        reason_phrase=exc.reason_phrase,
+                    )
+            if self._state is not _CONNECTED or self._close_pending:
+                break
+            taken += 1
+            if is_ack_eliciting:
+                eliciting = True
+            if packet_number > largest:
+                largest = packet_number
+            # aioquic's QuicPacketNumberWindow.add (the set is pruned below).
+            seen.add(packet_number)
+            if packet_number - window_size + 1 > lower:
+                lower = packet_number - window_size + 1
             if ranges and ranges[-1].stop == packet_number:  # the next one, as usual
                 ranges[-1] = range(ranges[-1].start, packet_number + 1)
             else:
                 queue.add(packet_number)
                 if len(ranges) > MAX_ACK_RANGES:
                     queue.shift()
-            received.add(packet_number)
-            if is_ack_eliciting and space.ack_at is None:
+            if events:
+                break  # the caller handles them before the next datagram
+
+        space.expected_packet_number = expected
+        if spin_first >= 0:
+            spin = bool(spin_first & 0x20)
+            self._spin_bit = not spin if self._is_client else spin
+            self._spin_highest_pn = spin_pn
+        if taken:
+            # aioquic's _idle_timeout(), which changes only with an RTT sample (the
+            # peer's limit and ACK delay are set in the handshake): each sets a new
+            # smoothed RTT.
+            smoothed = self._loss._rtt_smoothed
+            if smoothed is not self._idle_rtt:
+                self._idle_rtt = smoothed
+                self._idle = self._idle_timeout()
+            self._close_at = now + self._idle
+            self._ack_eliciting_sent_since_receipt = False
+            if largest > space.largest_received_packet:
+                space.largest_received_packet = largest
+                space.largest_received_time = now
+            if lower > received._lower:
+                received._lower = lower
+                if len(seen) > 2 * window_size:
+                    received._received = {pn for pn in seen if pn >= lower}
+            if eliciting and space.ack_at is None:
                 space.ack_at = now + self._ack_delay
-        return True
+        return index
 
     def _one_rtt_frames(self, payload: bytes, cid: bytes, path: Any, now: float) -> bool:
         """The frames of a 1-RTT packet (module docstring); whether one elicits an ACK.

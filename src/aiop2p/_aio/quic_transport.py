@@ -19,7 +19,8 @@ which reads one datagram per wake-up and sends one per call: it reads every pend
 datagram on a wake-up (up to ``_MAX_READS_PER_WAKEUP``), sends a connection's burst of
 equal-sized datagrams in one ``sendmsg`` with UDP GSO (``UDP_SEGMENT``) where the
 kernel has it (else one ``sendto`` each), takes a peer's GSO burst in one read with
-UDP GRO (``UDP_GRO``) where the kernel has it, and asks the kernel for ICMP errors
+UDP GRO (``UDP_GRO``) where the kernel has it (and hands a connection the run of its
+datagrams in one call: ``_receive_segments``), and asks the kernel for ICMP errors
 (``IP_RECVERR``) so that a dial to a closed port fails at once instead of at its
 timeout.  It uses only ``loop.add_reader``/``add_writer``, so any event loop does.
 
@@ -206,13 +207,27 @@ class QuicEndpoint:
         self, data: bytes, segment: int, addr: SockAddr, touched: list[QuicConnection]
     ) -> int:
         """Datagrams the kernel coalesced (UDP GRO: equal-sized ones from one sender, the
-        last maybe shorter), each taken on its own; beyond ``_GSO_MAX_SEGMENTS`` (more
-        than the kernel coalesces) the rest is dropped.  Returns how many were taken."""
-        view = memoryview(data)
-        starts = range(0, min(len(data), segment * _GSO_MAX_SEGMENTS), segment)
-        for start in starts:
-            self._deliver(bytes(view[start : start + segment]), addr, touched)
-        return len(starts)
+        last maybe shorter); beyond ``_GSO_MAX_SEGMENTS`` (more than the kernel
+        coalesces) the rest is dropped.  Returns how many were taken.
+
+        A connection takes the run of them that starts with the one routed to it in one
+        call (:meth:`QuicConnection.receive_run`: a sender's burst is usually all 1-RTT
+        packets to one connection id), so the routing and the per-call work are paid
+        once per run, not per datagram; the run ends where the datagrams stop being
+        such packets, or after one that left the connection something to handle, and
+        the next one is routed afresh, as each is on its own."""
+        end = min(len(data), segment * _GSO_MAX_SEGMENTS)
+        segments = [data[start : start + segment] for start in range(0, end, segment)]
+        index, count = 0, len(segments)
+        while index < count:
+            conn = self._route(segments[index], addr)
+            if conn is None:
+                index += 1
+                continue
+            index = conn.receive_run(segments, index, addr)
+            if not conn.is_closed and conn not in touched:
+                touched.append(conn)
+        return count
 
     def _deliver(self, datagram: bytes, addr: SockAddr, touched: list[QuicConnection]) -> None:
         """One datagram to its connection, which is noted in ``touched`` (once) when it

@@ -1,0 +1,427 @@
+"""The datagrams of one read taken in one call (``LibP2PQuic.receive_datagrams``, the
+endpoint's ``_receive_segments``) against the same datagrams one by one
+(``receive_datagram``): two in-memory servers get the same frames, one in runs as the
+endpoint delivers a GRO read, the other a datagram at a time, and must end with the same
+events, handled after the same datagram, the same data handed to the readers and the same
+stream, credit, ACK and connection state, whatever a misbehaving peer puts mid-batch."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import socket
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+import pytest
+from aioquic import tls
+from aioquic.quic.connection import QuicConnection as AioquicConnection
+from aioquic.quic.events import PingAcknowledged, StreamDataReceived
+from aioquic.quic.packet import QuicErrorCode
+
+from aiop2p._aio.quic_adapter import LibP2PQuic
+from aiop2p._aio.quic_connection import QuicConfig, QuicConnection, SockAddr
+from aiop2p._aio.quic_transport import QuicEndpoint, QuicTransport
+from aiop2p._aio.stream import Stream
+from aiop2p.node import Node
+
+from .quic_memory import ADDR, handshake, libp2p_machine
+from .test_quic_receive_frames import (
+    MAX_DATA,
+    PING,
+    _random_packets,
+    _Reader,
+    _state,
+    ack,
+    one_rtt,
+    reset_stream,
+    stream,
+)
+
+Segment = Callable[[LibP2PQuic, LibP2PQuic], bytes]
+"""A datagram made for a (client, server) pair: the client's packet, or anything."""
+
+CHUNK = 1100  # a 1200 B datagram's data, about
+STREAM_WINDOW = 64 * CHUNK
+
+
+CONNECTION_WINDOW = 100 * CHUNK  # less than two streams' windows
+
+
+def _pair() -> tuple[LibP2PQuic, LibP2PQuic]:
+    def machine(*, is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
+        return libp2p_machine(
+            is_client=is_client,
+            odcid=odcid,
+            stream_window=STREAM_WINDOW,
+            connection_window=CONNECTION_WINDOW,
+        )
+
+    client = machine(is_client=True)
+    server = handshake(client, lambda odcid: machine(is_client=False, odcid=odcid))
+    while server.next_event() is not None:
+        pass
+    return client, server
+
+
+def data(sid: int, index: int, *, fin: bool = False) -> Segment:
+    """Chunk ``index`` of stream ``sid`` (byte i is ``i % 251``) in a packet of its own."""
+    body = bytes((index * CHUNK + i) % 251 for i in range(CHUNK))
+    return lambda client, _: one_rtt(client, stream(sid, index * CHUNK, body, fin=fin))
+
+
+def tiny(index: int) -> Segment:
+    """Ten bytes of stream 0 at ``10 * index`` in a packet of its own."""
+    return lambda client, _: one_rtt(client, stream(0, 10 * index, bytes([index % 256]) * 10))
+
+
+def frames(payload: bytes) -> Segment:
+    return lambda client, _: one_rtt(client, payload)
+
+
+def corrupted(segment: Segment) -> Segment:
+    def make(client: LibP2PQuic, server: LibP2PQuic) -> bytes:
+        packet = bytearray(segment(client, server))
+        packet[-1] ^= 0x01
+        return bytes(packet)
+
+    return make
+
+
+def garbage(size: int = 1200) -> Segment:
+    """Random bytes behind a short header to the server's connection id."""
+    tail = os.urandom(size)  # the same for both servers
+    return lambda _, server: bytes([0x40]) + server.host_cid + tail[: size - 9]
+
+
+def other_connection() -> Segment:
+    """A packet of another connection (its own keys and connection id)."""
+
+    def make(_: LibP2PQuic, __: LibP2PQuic) -> bytes:
+        other_client, _other_server = _pair()
+        return one_rtt(other_client, stream(0, 0, b"elsewhere"))
+
+    return make
+
+
+def switched(segment: Segment) -> Segment:
+    """``segment`` and what follows sent to another connection id the server issued (a
+    peer may switch at any time; aioquic's ``receive_datagram`` takes the switch)."""
+
+    def make(client: LibP2PQuic, server: LibP2PQuic) -> bytes:
+        client._peer_cid.cid = server._host_cids[1].cid
+        return segment(client, server)
+
+    return make
+
+
+def replay(index: int) -> Segment:
+    """The datagram made at position ``index`` again (a duplicate)."""
+    return lambda client, server: made[id(server)][index]
+
+
+made: dict[int, list[bytes]] = {}
+
+
+def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, Any], ...]:
+    """The segments one by one to a server and in runs to another; for each, the events
+    with the index of the datagram after which they were handled, the readers' data and
+    the state left, and the number of calls the runs took.  A third server takes them
+    through aioquic's own receive: the state the runs store once must be what aioquic
+    stores packet by packet."""
+    results: list[dict[str, Any]] = []
+    for way in ("one by one", "runs", "aioquic"):
+        client, server = _pair()
+        log: list[Any] = []  # events and the data readers took, in order
+        taking = {sid: _LogReader(log, sid) for sid in (0, 4)}
+        if readers and way != "aioquic":
+            server.stream_readers = taking
+        packets = made[id(server)] = []
+        for segment in segments:
+            packets.append(segment(client, server))
+        handled: list[tuple[int, Any]] = []
+        calls = 0
+        now = 2.0
+        if way == "runs":
+            index = 0
+            while index < len(packets):
+                index = server.receive_datagrams(packets, index, ADDR, now)
+                calls += 1
+                while (event := server.next_event()) is not None:
+                    handled.append((index - 1, event))
+                    log.append(event)
+        else:
+            receive = server.receive_datagram
+            if way == "aioquic":
+                receive = partial(AioquicConnection.receive_datagram, server)
+            for index, packet in enumerate(packets):
+                receive(packet, ADDR, now=now)
+                calls += 1
+                while (event := server.next_event()) is not None:
+                    handled.append((index, event))
+                    log.append(event)
+        del made[id(server)]
+        state = _state(server) | _bookkeeping(server)
+        results.append(
+            {
+                "handled": handled,
+                "read": [r.data for r in taking.values()],
+                "log": log,
+                "state": state,
+                "calls": calls,
+            }
+        )
+    single, batch, aioquic = results
+    # The same data (each stream's bytes in order) and the same state as through aioquic.
+    assert _stream_bytes(batch) == _stream_bytes(aioquic)
+    assert batch["state"] | {"events": None} == aioquic["state"] | {"events": None}
+    return single, batch
+
+
+class _LogReader(_Reader):
+    """A stream's reader that also logs what it takes among the events."""
+
+    def __init__(self, log: list[Any], stream_id: int) -> None:
+        super().__init__()
+        self.log = log
+        self.stream_id = stream_id
+
+    def _feed_buffered(self, data: bytes) -> bool:
+        self.log.append(StreamDataReceived(data=data, end_stream=False, stream_id=self.stream_id))
+        return super()._feed_buffered(data)
+
+
+def _stream_bytes(result: dict[str, Any]) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    for event in result["log"]:
+        if isinstance(event, StreamDataReceived):
+            out[event.stream_id] = out.get(event.stream_id, b"") + event.data
+    return out
+
+
+def _bookkeeping(server: LibP2PQuic) -> dict[str, Any]:
+    """What a run stores once at its end, beyond what ``_state`` holds."""
+    space = server._spaces[tls.Epoch.ONE_RTT]
+    window = space.received_packets
+    issued = [c.cid for c in server._host_cids]
+    return {
+        "host_cid": issued.index(server.host_cid),
+        "expected": space.expected_packet_number,
+        "window": (window._lower, sorted(pn for pn in window._received if pn >= window._lower)),
+        "received_at": space.largest_received_time,
+        "ack_at": space.ack_at,
+        "spin": (server._spin_bit, server._spin_highest_pn),
+        "eliciting_sent": server._ack_eliciting_sent_since_receipt,
+    }
+
+
+def _same(one_by_one: dict[str, Any], batched: dict[str, Any]) -> None:
+    for key in ("handled", "read", "state"):
+        assert batched[key] == one_by_one[key], key
+
+
+def test_in_order_data_is_taken_in_one_call() -> None:
+    single, batch = _both([data(0, i) for i in range(10)])
+    _same(single, batch)
+    assert batch["calls"] == 1 and single["calls"] == 10
+    assert len(batch["read"][0]) == 10 and not batch["handled"]
+
+
+CASES: dict[str, tuple[list[Segment], int]] = {
+    # The segments, and the most calls the runs may take.
+    "a duplicate mid-batch": ([data(0, 0), data(0, 1), replay(0), data(0, 2)], 1),
+    "reordered packets": ([data(0, 0), data(0, 2), data(0, 1), data(0, 3)], 3),
+    "a corrupted packet mid-batch": (
+        [data(0, 0), data(0, 1), corrupted(data(0, 2)), data(0, 3), data(0, 4)],
+        4,  # the data behind the lost one is out of order: aioquic's
+    ),
+    "another connection's packet mid-batch": (
+        [data(0, 0), data(0, 1), other_connection(), data(0, 2)],
+        3,
+    ),
+    "frames that need aioquic mid-batch": (
+        [data(0, 0), frames(MAX_DATA + PING), data(0, 1), frames(reset_stream(4, 0)), data(0, 2)],
+        4,
+    ),
+    "a switch of connection id mid-batch": (
+        [data(0, 0), data(0, 1), switched(data(0, 2)), data(0, 3)],
+        3,
+    ),
+    "an ACK mid-batch": ([data(0, 0), frames(ack(0)), data(0, 1)], 1),
+    "a new stream's data (an event) mid-batch": ([data(0, 0), data(8, 0), data(0, 1)], 2),
+    "a FIN mid-batch": ([data(0, 0), data(0, 1, fin=True), data(4, 0)], 2),
+    "more packets than the duplicate window, then one from below it": (
+        [tiny(i) for i in range(300)] + [replay(20), tiny(300)],
+        1,
+    ),
+    "a GRO-sized burst of garbage": ([data(0, 0)] + [garbage()] * 62 + [data(0, 1)], 64),
+    "garbage too short to sample": ([data(0, 0), garbage(20), data(0, 1)], 3),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES.values()), ids=list(CASES))
+def test_a_batch_ends_as_its_datagrams_one_by_one(case: tuple[list[Segment], int]) -> None:
+    segments, most_calls = case
+    single, batch = _both(segments)
+    _same(single, batch)
+    assert batch["calls"] <= most_calls
+    assert batch["state"]["close"] is None
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_frames_in_runs_end_as_one_by_one(seed: int) -> None:
+    """Data in and out of order on three streams (two with readers), FIN, resets, ACK,
+    PADDING, PING, as one run: as one by one, and as through aioquic."""
+    packets = _random_packets(random.Random(seed))
+    single, batch = _both([frames(p) for p in packets])
+    _same(single, batch)
+
+
+def test_a_protocol_violation_mid_batch_closes_as_one_by_one() -> None:
+    """Data beyond the stream's credit in the third datagram: the connection closes
+    there with aioquic's error, and what follows is taken (or not) as it is today."""
+    beyond = stream(0, 2 * CHUNK, b"x" * STREAM_WINDOW)
+    segments = [data(0, 0), data(0, 1), frames(beyond), data(0, 3), data(4, 0)]
+    single, batch = _both(segments)
+    _same(single, batch)
+    assert batch["state"]["close"] is not None
+    assert batch["state"]["close"][0] == QuicErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_data_beyond_the_connections_credit_mid_batch_closes_as_one_by_one() -> None:
+    """Each stream within its window, both together beyond the connection's."""
+    segments = [data(0, i) for i in range(60)] + [data(4, i) for i in range(41)]
+    single, batch = _both(segments)
+    _same(single, batch)
+    assert batch["state"]["close"] is not None
+    assert batch["state"]["close"][0] == QuicErrorCode.FLOW_CONTROL_ERROR
+
+
+def test_data_beyond_a_final_size_mid_batch_closes_as_one_by_one() -> None:
+    """A FIN ahead of the data (an empty frame at the final size), the data up to it,
+    then data beyond it."""
+    fin = frames(stream(0, 2 * CHUNK, b"", fin=True))
+    single, batch = _both([data(0, 0), fin, data(0, 1), data(0, 2), data(0, 3)])
+    _same(single, batch)
+    assert batch["state"]["close"] is not None
+    assert batch["state"]["close"][0] == QuicErrorCode.FINAL_SIZE_ERROR
+
+
+def test_data_behind_a_pending_event_is_an_event() -> None:
+    """Events the caller has not handled yet keep data behind them (the order of events):
+    a reader gets nothing while one waits."""
+    client, server = _pair()
+    reader = _Reader()
+    server.stream_readers = {0: reader}
+    server._events.append(PingAcknowledged(uid=1))
+    packets = [data(0, 0)(client, server), data(0, 1)(client, server)]
+    assert server.receive_datagrams(packets, 0, ADDR, now=2.0) == 1  # then the events
+    assert server.receive_datagrams(packets, 1, ADDR, now=2.0) == 2
+    assert not reader.data
+    events = []
+    while (event := server.next_event()) is not None:
+        events.append(event)
+    assert events[0] == PingAcknowledged(uid=1)
+    assert [type(e) for e in events[1:]] == [StreamDataReceived, StreamDataReceived]
+
+
+def test_reserved_bits_mid_batch_close_as_one_by_one() -> None:
+    segments = [data(0, 0), lambda c, _: one_rtt(c, stream(0, CHUNK, b"r"), first=0x4B)]
+    single, batch = _both([*segments, data(0, 2)])
+    _same(single, batch)
+    assert batch["state"]["close"] is not None
+    assert batch["state"]["close"][0] == QuicErrorCode.PROTOCOL_VIOLATION
+
+
+def test_without_readers_every_chunk_is_an_event_after_its_datagram() -> None:
+    single, batch = _both([data(0, i) for i in range(5)], readers=False)
+    _same(single, batch)
+    assert [index for index, _ in batch["handled"]] == [0, 1, 2, 3, 4]
+    assert all(isinstance(event, StreamDataReceived) for _, event in batch["handled"])
+
+
+# -- the endpoint's runs ------------------------------------------------------------------
+
+
+class _Conn:
+    """A connection as the endpoint sees it: takes every segment to its id that follows."""
+
+    def __init__(self, cid: bytes, *, closes_at: int | None = None) -> None:
+        self.cid = cid
+        self.closes_at = closes_at
+        self.runs: list[list[bytes]] = []
+        self.is_closed = False
+
+    def receive_run(self, segments: list[bytes], start: int, addr: SockAddr) -> int:
+        end = start
+        while end < len(segments) and segments[end][1:9] == self.cid:
+            end += 1
+            if end - 1 == self.closes_at:
+                self.is_closed = True
+                break
+        self.runs.append(segments[start:end])
+        return end
+
+
+def test_the_endpoint_routes_each_run_afresh() -> None:
+    endpoint = QuicEndpoint(QuicConfig(), on_empty=lambda _: None)
+    one, two = _Conn(b"1" * 8), _Conn(b"2" * 8, closes_at=5)
+    three = _Conn(b"3" * 8, closes_at=8)
+    endpoint._cids = {c.cid: c for c in (one, two, three)}  # type: ignore[misc]
+
+    def to(conn: _Conn, tag: int) -> bytes:
+        return bytes([0x40]) + conn.cid + bytes([tag]) * 91
+
+    unknown = bytes([0x40]) + b"?" * 8 + bytes(91)
+    segments = [to(one, 0), to(one, 1), to(two, 2), unknown, to(one, 3), to(two, 4)]
+    segments += [to(two, 5), to(two, 6), to(three, 7)]
+    touched: list[Any] = []
+    taken = endpoint._receive_segments(b"".join(segments), 100, ADDR, touched)
+    assert taken == len(segments)
+    assert one.runs == [segments[0:2], segments[4:5]]
+    # Its run ends where it closed; the next datagram is routed again (here: still it).
+    assert two.runs == [segments[2:3], segments[5:6], segments[6:8]]
+    assert three.runs == [segments[8:9]]
+    assert touched == [one, two]  # as each took one open; not the one that closed at once
+
+
+async def test_bulk_in_1200_byte_datagrams_arrives_intact_in_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """quinn's datagram size on loopback, sent in GSO bursts and read with GRO where the
+    kernel has both: the data arrives intact, and the receiver takes most datagrams in
+    runs of several (else one by one, each a run of one)."""
+    runs: list[int] = []
+    receive_run = QuicConnection.receive_run
+
+    def spy(conn: QuicConnection, segments: list[bytes], start: int, addr: SockAddr) -> int:
+        end = receive_run(conn, segments, start, addr)
+        runs.append(end - start)
+        return end
+
+    monkeypatch.setattr(QuicConnection, "receive_run", spy)
+    payload = os.urandom(2 << 20)
+    config = QuicConfig(loopback_datagram_bytes=1200, max_datagram_bytes=1200)
+    transports = [QuicTransport(config), QuicTransport(config)]
+    received = bytearray()
+    done = asyncio.Event()
+
+    async def sink(stream: Stream) -> None:
+        while chunk := await stream.read(1 << 20):
+            received.extend(chunk)
+        done.set()
+
+    async with Node(transports=[transports[0]]) as a, Node(transports=[transports[1]]) as b:
+        b.set_stream_handler("/test/sink/1.0.0", sink)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        stream = await a.new_stream(addr.with_peer_id(b.peer_id), "/test/sink/1.0.0")
+        await stream.write(payload)
+        await stream.close()
+        async with asyncio.timeout(30):
+            await done.wait()
+        assert bytes(received) == payload
+        (endpoint,) = transports[1]._listening
+        assert endpoint.gro and transports[0]._dialing[socket.AF_INET].gso  # this kernel's
+        assert sum(n for n in runs if n > 1) > sum(runs) // 2

@@ -52,13 +52,19 @@ class Counts:
         self.lost = 0
 
     def install(self) -> None:
-        send, receive = QuicEndpoint._send, QuicConnection.receive
+        send, sendto = QuicEndpoint.send_datagrams, QuicEndpoint.sendto
+        receive = QuicConnection.receive
         receive_run = QuicConnection.receive_run
         lost = QuicPacketRecovery._on_packets_lost
 
+        # The endpoint's two ways out (each falls back to _send, not counted again).
         def spy_send(endpoint: QuicEndpoint, datagrams: Sequence[bytes], addr: SockAddr) -> None:
             self.sent.update(len(d) for d in datagrams)
             send(endpoint, datagrams, addr)
+
+        def spy_sendto(endpoint: QuicEndpoint, data: bytes, addr: SockAddr) -> None:
+            self.sent[len(data)] += 1
+            sendto(endpoint, data, addr)
 
         def spy_receive(conn: QuicConnection, data: bytes, addr: SockAddr) -> bool:
             self.received[len(data)] += 1
@@ -75,7 +81,8 @@ class Counts:
             self.lost += len(kwargs.get("packets", ()))
             lost(recovery, **kwargs)
 
-        setattr(QuicEndpoint, "_send", spy_send)  # noqa: B010 - a spy for the run
+        setattr(QuicEndpoint, "send_datagrams", spy_send)  # noqa: B010 - a spy for the run
+        setattr(QuicEndpoint, "sendto", spy_sendto)  # noqa: B010
         setattr(QuicConnection, "receive", spy_receive)  # noqa: B010
         setattr(QuicConnection, "receive_run", spy_receive_run)  # noqa: B010
         setattr(QuicPacketRecovery, "_on_packets_lost", spy_lost)  # noqa: B010

@@ -94,6 +94,25 @@ def target(server: run.PeerProcess, transport: str) -> str:
     raise run.BenchError(f"{server.name}: no {transport} address among {server.addrs}")
 
 
+async def sequential_echo(
+    pair: run.Pair, addr: str, s: run.Settings, warmup: int
+) -> tuple[dict[str, Any], tuple[float, float]]:
+    """The sequential echo's reply and both sides' CPU seconds per request (warm-up in)."""
+    before = cpu_seconds(pair.client), cpu_seconds(pair.server)
+    r = await pair.client.call(
+        "bench_echo",
+        s.command_timeout_s,
+        addr=addr,
+        count=s.echo_count,
+        concurrency=1,
+        size=s.echo_size_bytes,
+        warmup=warmup,
+    )
+    after = cpu_seconds(pair.client), cpu_seconds(pair.server)
+    requests = s.echo_count + warmup
+    return r, ((after[0] - before[0]) / requests, (after[1] - before[1]) / requests)
+
+
 async def measure(
     samples: QuicSamples, name: str, transport: str, pair: run.Pair, s: run.Settings
 ) -> None:
@@ -122,19 +141,7 @@ async def measure(
             f"  {name} {transport} {figure}: {mib / seconds:.1f} MiB/s, "
             f"CPU {cpu[0] * 1000:.2f} / {cpu[1] * 1000:.2f} ms per MiB"
         )
-    before = cpu_seconds(pair.client), cpu_seconds(pair.server)
-    r = await pair.client.call(
-        "bench_echo",
-        t,
-        addr=addr,
-        count=s.echo_count,
-        concurrency=1,
-        size=s.echo_size_bytes,
-        warmup=s.echo_warmup,
-    )
-    after = cpu_seconds(pair.client), cpu_seconds(pair.server)
-    requests = s.echo_count + s.echo_warmup
-    cpu = ((after[0] - before[0]) / requests, (after[1] - before[1]) / requests)
+    r, cpu = await sequential_echo(pair, addr, s, s.echo_warmup)
     samples.add((name, "echo sequential p50", transport), r["p50_ms"], cpu)
     samples.add((name, "echo sequential", transport), r["req_per_s"], None)
     run.progress(
@@ -148,19 +155,7 @@ async def measure(
                 continue
             pin(pair.server, {allowed[server_cpu]})
             pin(pair.client, {allowed[client_cpu]})
-            before = cpu_seconds(pair.client), cpu_seconds(pair.server)
-            r = await pair.client.call(
-                "bench_echo",
-                t,
-                addr=addr,
-                count=s.echo_count,
-                concurrency=1,
-                size=s.echo_size_bytes,
-                warmup=min(PINNED_WARMUP, s.echo_warmup),
-            )
-            after = cpu_seconds(pair.client), cpu_seconds(pair.server)
-            requests = s.echo_count + min(PINNED_WARMUP, s.echo_warmup)
-            cpu = ((after[0] - before[0]) / requests, (after[1] - before[1]) / requests)
+            r, cpu = await sequential_echo(pair, addr, s, min(PINNED_WARMUP, s.echo_warmup))
             samples.add((name, figure, transport), r["p50_ms"], cpu)
             run.progress(f"  {name} {transport} {figure}: p50 {r['p50_ms']:.3f} ms")
     finally:

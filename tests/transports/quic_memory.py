@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
@@ -69,3 +70,31 @@ def handshake(client: LibP2PQuic, make_server: Callable[[bytes], ServerT]) -> Se
             client.receive_datagram(data, ADDR, now=now)
     assert server is not None and client._handshake_complete
     return server
+
+
+def connected_pair(**machine: Any) -> tuple[LibP2PQuic, LibP2PQuic]:
+    """A client and a server (both :func:`libp2p_machine` with these settings) after the
+    handshake, the server's handshake events taken."""
+    client = libp2p_machine(is_client=True, **machine)
+    server = handshake(
+        client, lambda odcid: libp2p_machine(is_client=False, odcid=odcid, **machine)
+    )
+    while server.next_event() is not None:
+        pass
+    return client, server
+
+
+def varints(*values: int) -> bytes:
+    """QUIC variable-length integers, one after the other (a frame written by hand)."""
+    buf = Buffer(capacity=8 * len(values))
+    for value in values:
+        buf.push_uint_var(value)
+    return buf.data
+
+
+def one_rtt(sender: QuicConnection, frames: bytes, *, first: int = 0x43) -> bytes:
+    """A 1-RTT packet of ``sender`` carrying ``frames`` (a 4-byte packet number)."""
+    number = sender._packet_number
+    sender._packet_number += 1
+    header = bytes([first]) + sender._peer_cid.cid + number.to_bytes(4, "big")
+    return bytes(sender._cryptos[tls.Epoch.ONE_RTT].encrypt_packet(header, frames, number))

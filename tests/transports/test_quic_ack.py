@@ -11,44 +11,21 @@ from typing import Any
 
 import pytest
 from aioquic import tls
-from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.packet import QuicErrorCode
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
 
-from .quic_memory import ADDR, handshake, libp2p_machine
+from .quic_memory import ADDR, connected_pair, one_rtt, varints
 
 SERVER_STREAM = 1  # the server's first bidirectional stream
 SENT_AT = 1.0
 ACK_STEP = 0.03  # between ACKs (30 ms: each one an RTT sample of its own)
 
 
-def _pair() -> tuple[LibP2PQuic, LibP2PQuic]:
-    client = libp2p_machine(is_client=True)
-    server = handshake(client, lambda odcid: libp2p_machine(is_client=False, odcid=odcid))
-    while server.next_event() is not None:
-        pass
-    return client, server
-
-
-def _varints(*values: int) -> bytes:
-    buf = Buffer(capacity=8 * len(values))
-    for value in values:
-        buf.push_uint_var(value)
-    return buf.data
-
-
 def ack(largest: int, first_range: int = 0, delay: int = 0, *more: int) -> bytes:
     """An ACK frame; ``more``: gap and length pairs of further ranges."""
-    return _varints(0x02, largest, delay, len(more) // 2, first_range, *more)
-
-
-def one_rtt(sender: AioquicConnection, frames: bytes) -> bytes:
-    number = sender._packet_number
-    sender._packet_number += 1
-    header = bytes([0x43]) + sender._peer_cid.cid + number.to_bytes(4, "big")
-    return bytes(sender._cryptos[tls.Epoch.ONE_RTT].encrypt_packet(header, frames, number))
+    return varints(0x02, largest, delay, len(more) // 2, first_range, *more)
 
 
 def _state(machine: LibP2PQuic) -> dict[str, Any]:
@@ -114,7 +91,7 @@ def _both_ways(
     results = []
     handed = 0
     for short in (True, False):
-        client, server = _pair()
+        client, server = connected_pair()
         if first_sample:  # as before any RTT sample
             server._loss._rtt_initialized = False
         assert server._loss._rtt_initialized is not first_sample
@@ -155,17 +132,17 @@ TAKEN: dict[str, list[Frames]] = {
     "an ACK delay above the RTT": [lambda sent: ack(sent[-1], 4, 10_000)],
     "packets never sent (a misbehaving peer)": [lambda sent: ack(sent[-1] + 50, 54)],
     "nothing sent in the range": [lambda sent: ack(sent[0] - 1)],
-    "with a PING": [lambda sent: _varints(0x01) + ack(sent[-1], 4)],
+    "with a PING": [lambda sent: varints(0x01) + ack(sent[-1], 4)],
 }
 
 HANDED: dict[str, tuple[list[Frames], int | None]] = {
     "two ranges": ([lambda sent: ack(sent[-1], 0, 0, 1, 1)], None),
-    "ACK_ECN": ([lambda sent: _varints(0x03, sent[-1], 0, 0, 4, 1, 2, 3)], None),
+    "ACK_ECN": ([lambda sent: varints(0x03, sent[-1], 0, 0, 4, 1, 2, 3)], None),
     "a range below packet 0 (a misbehaving peer)": (
         [lambda sent: ack(3, 4)],
         QuicErrorCode.FRAME_ENCODING_ERROR,
     ),
-    "cut short": ([lambda sent: _varints(0x02, sent[-1], 0)], QuicErrorCode.FRAME_ENCODING_ERROR),
+    "cut short": ([lambda sent: varints(0x02, sent[-1], 0)], QuicErrorCode.FRAME_ENCODING_ERROR),
 }
 
 
@@ -199,7 +176,7 @@ def test_the_first_rtt_sample_is_aioquics() -> None:
 def test_a_lost_packet_is_sent_again_after_the_short_way_declares_it() -> None:
     """The newest packets acknowledged, the oldest lost by the packet threshold: its
     data is pending again, and the next flush sends it."""
-    client, server = _pair()
+    client, server = connected_pair()
     calls = _count_aioquic_acks(server)
     sent = []
     for step in range(5):

@@ -27,7 +27,7 @@ from aiop2p._aio.quic_transport import QuicEndpoint, QuicTransport
 from aiop2p._aio.stream import Stream
 from aiop2p.node import Node
 
-from .quic_memory import ADDR, handshake, libp2p_machine
+from .quic_memory import ADDR, connected_pair, one_rtt
 from .test_quic_receive_frames import (
     MAX_DATA,
     PING,
@@ -35,7 +35,6 @@ from .test_quic_receive_frames import (
     _Reader,
     _state,
     ack,
-    one_rtt,
     reset_stream,
     stream,
 )
@@ -51,19 +50,7 @@ CONNECTION_WINDOW = 100 * CHUNK  # less than two streams' windows
 
 
 def _pair() -> tuple[LibP2PQuic, LibP2PQuic]:
-    def machine(*, is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
-        return libp2p_machine(
-            is_client=is_client,
-            odcid=odcid,
-            stream_window=STREAM_WINDOW,
-            connection_window=CONNECTION_WINDOW,
-        )
-
-    client = machine(is_client=True)
-    server = handshake(client, lambda odcid: machine(is_client=False, odcid=odcid))
-    while server.next_event() is not None:
-        pass
-    return client, server
+    return connected_pair(stream_window=STREAM_WINDOW, connection_window=CONNECTION_WINDOW)
 
 
 def data(sid: int, index: int, *, fin: bool = False) -> Segment:

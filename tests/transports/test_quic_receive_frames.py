@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 from aioquic import tls
-from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.events import StreamDataReceived, StreamReset
 from aioquic.quic.packet import QuicErrorCode
@@ -23,19 +22,15 @@ from aioquic.tls import CipherSuite
 from aiop2p._aio.quic_adapter import LibP2PQuic
 from aiop2p._aio.quic_receive import OneRttReceiver
 
-from .quic_memory import ADDR, handshake, libp2p_machine
+from .quic_memory import ADDR, connected_pair, one_rtt, varints
 
 STREAM_WINDOW = 4096
 CONNECTION_WINDOW = 6000
 MAX_STREAMS = 4
 
 
-def _machine(
-    *, is_client: bool, odcid: bytes | None = None, suites: list[CipherSuite] | None = None
-) -> LibP2PQuic:
-    return libp2p_machine(
-        is_client=is_client,
-        odcid=odcid,
+def _pair(suites: list[CipherSuite] | None = None) -> tuple[LibP2PQuic, LibP2PQuic]:
+    return connected_pair(
         stream_window=STREAM_WINDOW,
         connection_window=CONNECTION_WINDOW,
         max_streams=MAX_STREAMS,
@@ -43,50 +38,27 @@ def _machine(
     )
 
 
-def _pair(suites: list[CipherSuite] | None = None) -> tuple[LibP2PQuic, LibP2PQuic]:
-    client = _machine(is_client=True, suites=suites)
-    server = handshake(client, lambda odcid: _machine(is_client=False, odcid=odcid, suites=suites))
-    while server.next_event() is not None:
-        pass
-    return client, server
-
-
 # -- frames, written by hand -------------------------------------------------------------
-
-
-def _varints(*values: int) -> bytes:
-    buf = Buffer(capacity=8 * len(values))
-    for value in values:
-        buf.push_uint_var(value)
-    return buf.data
 
 
 def stream(sid: int, offset: int, data: bytes, *, fin: bool = False, length: bool = True) -> bytes:
     kind = 0x08 | (4 if offset else 0) | (2 if length else 0) | (1 if fin else 0)
     fields = [kind, sid] + ([offset] if offset else []) + ([len(data)] if length else [])
-    return _varints(*fields) + data
+    return varints(*fields) + data
 
 
 def ack(largest: int) -> bytes:
-    return _varints(0x02, largest, 0, 0, 0)  # largest, delay, no more ranges, first range
+    return varints(0x02, largest, 0, 0, 0)  # largest, delay, no more ranges, first range
 
 
 def reset_stream(sid: int, final_size: int) -> bytes:
-    return _varints(0x04, sid, 0, final_size)
+    return varints(0x04, sid, 0, final_size)
 
 
 PADDING = bytes(24)
-PING = _varints(0x01)
-MAX_DATA = _varints(0x10, 1 << 30)
-UNKNOWN = _varints(0x3F)
-
-
-def one_rtt(sender: AioquicConnection, frames: bytes, *, first: int = 0x43) -> bytes:
-    """A 1-RTT packet of ``sender`` carrying ``frames`` (a 4-byte packet number)."""
-    number = sender._packet_number
-    sender._packet_number += 1
-    header = bytes([first]) + sender._peer_cid.cid + number.to_bytes(4, "big")
-    return bytes(sender._cryptos[tls.Epoch.ONE_RTT].encrypt_packet(header, frames, number))
+PING = varints(0x01)
+MAX_DATA = varints(0x10, 1 << 30)
+UNKNOWN = varints(0x3F)
 
 
 # -- the same frames both ways -----------------------------------------------------------
@@ -170,8 +142,8 @@ TAKEN = {
     # In-order data, each frame taken by the short way (nothing handed to aioquic).
     "ids, offsets and lengths of 1, 2, 4 and 8 bytes": [
         stream(0, 0, b"x" * 63) + stream(0, 63, b"y" * 64) + stream(0, 127, b"z" * 1000),
-        _varints(0x0E) + bytes([0x80, 0, 0, 0]) + _varints(1127, 3) + b"abc",
-        _varints(0x0E) + bytes([0xC0, 0, 0, 0, 0, 0, 0, 0]) + _varints(1130) + b"\x40\x02de",
+        varints(0x0E) + bytes([0x80, 0, 0, 0]) + varints(1127, 3) + b"abc",
+        varints(0x0E) + bytes([0xC0, 0, 0, 0, 0, 0, 0, 0]) + varints(1130) + b"\x40\x02de",
     ],
     "in order, then FIN": [stream(0, 0, A), stream(0, 1000, B), stream(0, 2000, b"c", fin=True)],
     "without a length field": [stream(0, 0, A, length=False), stream(0, 1000, B, length=False)],
@@ -223,12 +195,12 @@ HANDED = {
         QuicErrorCode.FRAME_ENCODING_ERROR,
     ),
     "a truncated STREAM frame": (
-        [_varints(0x0A, 0, 50) + b"short"],
+        [varints(0x0A, 0, 50) + b"short"],
         QuicErrorCode.FRAME_ENCODING_ERROR,
     ),
     "a STREAM frame cut before its id": ([bytes([0x0F])], QuicErrorCode.FRAME_ENCODING_ERROR),
     "a STREAM frame cut before its offset": (
-        [_varints(0x0D, 0)],
+        [varints(0x0D, 0)],
         QuicErrorCode.FRAME_ENCODING_ERROR,
     ),
     "a STREAM frame cut in its offset": (
@@ -263,7 +235,7 @@ REFUSED = {
         QuicErrorCode.STREAM_LIMIT_ERROR,
     ),
     "a truncated ACK frame": (
-        [stream(0, 0, b"x") + _varints(0x02, 5)],
+        [stream(0, 0, b"x") + varints(0x02, 5)],
         QuicErrorCode.FRAME_ENCODING_ERROR,
     ),
 }

@@ -19,7 +19,7 @@ from aioquic.tls import CipherSuite, Epoch
 from aiop2p._aio import quic_adapter, quic_send
 from aiop2p._aio.quic_adapter import LibP2PQuic
 
-from .quic_memory import ADDR, handshake, libp2p_machine
+from .quic_memory import ADDR, connected_pair, handshake, libp2p_machine
 
 Frame = tuple[Any, ...]  # (type, fields...)
 
@@ -555,18 +555,9 @@ def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
     """The lean builder's packet protection gives aioquic's bytes (``encrypt_packet``),
     for AES and ChaCha20 header protection, and after a key update."""
 
-    def machine(is_client: bool, odcid: bytes | None = None) -> LibP2PQuic:
-        return libp2p_machine(
-            is_client=is_client,
-            odcid=odcid,
-            stream_window=1 << 20,
-            connection_window=1 << 20,
-            max_streams=4,
-            suites=[suite],
-        )
-
-    client = machine(True)
-    handshake(client, lambda odcid: machine(False, odcid))
+    client, _ = connected_pair(
+        stream_window=1 << 20, connection_window=1 << 20, max_streams=4, suites=[suite]
+    )
     crypto = client._cryptos[Epoch.ONE_RTT]
     assert crypto.send.cipher_suite == suite
     cid = client._peer_cid.cid

@@ -285,27 +285,37 @@ class QuicEndpoint:
                 sock.sendmsg(
                     datagrams, [(_SOL_UDP, _UDP_SEGMENT, struct.pack("=H", size))], 0, addr
                 )
-        except (BlockingIOError, InterruptedError):
-            return False
         except OSError as exc:
-            if exc.errno == errno.EIO and len(datagrams) > 1:
-                # GSO refused on this path (a device without checksum offload): stop using it.
-                self.gso = False
-                for data in datagrams:
-                    self._send_now([data], addr)
-            elif exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                self._socket_error(exc)
-            else:
-                log.debug("UDP send to %s failed: %s", addr, exc)
+            return self._send_failed(exc, datagrams, addr)
+        return True
+
+    def _send_failed(self, exc: OSError, datagrams: Sequence[bytes], addr: SockAddr) -> bool:
+        """What a send that raised means; False if the socket's buffer is full (nothing
+        of the batch left), as :meth:`_send_now` returns."""
+        if isinstance(exc, (BlockingIOError, InterruptedError)):
+            return False
+        if exc.errno == errno.EIO and len(datagrams) > 1:
+            # GSO refused on this path (a device without checksum offload): stop using it.
+            self.gso = False
+            for data in datagrams:
+                self._send_now([data], addr)
+        elif exc.errno in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+            self._socket_error(exc)
+        else:
+            log.debug("UDP send to %s failed: %s", addr, exc)
         return True
 
     def _send(self, datagrams: Sequence[bytes], addr: SockAddr) -> None:
         if self._queued or not self._send_now(datagrams, addr):
-            if len(self._queued) >= _MAX_QUEUED_SENDS:
-                return  # dropped, as a full network would
-            if not self._queued and self._loop is not None and self._sock is not None:
-                self._loop.add_writer(self._sock.fileno(), self._write_ready)
-            self._queued.append((datagrams, addr))
+            self._queue(datagrams, addr)
+
+    def _queue(self, datagrams: Sequence[bytes], addr: SockAddr) -> None:
+        """Keep what the full socket refused, in order, until it is writable."""
+        if len(self._queued) >= _MAX_QUEUED_SENDS:
+            return  # dropped, as a full network would
+        if not self._queued and self._loop is not None and self._sock is not None:
+            self._loop.add_writer(self._sock.fileno(), self._write_ready)
+        self._queued.append((datagrams, addr))
 
     def datagram_received(self, data: bytes, addr: SockAddr) -> None:
         """One datagram, on its own (the socket reader batches them)."""
@@ -398,13 +408,16 @@ class QuicEndpoint:
     def sendto(self, data: bytes, addr: SockAddr) -> None:
         """Send one datagram (dropped if the socket's buffer stays full)."""
         sock = self._sock
-        if sock is not None and not self._queued:
-            try:
-                sock.sendto(data, addr)  # the usual case, without _send's two calls
-                return
-            except OSError:
-                pass  # not sent: _send_now tries again and says what the error means
-        self._send((data,), addr)
+        if sock is None or self._queued:
+            self._send((data,), addr)
+            return
+        try:
+            sock.sendto(data, addr)  # the usual case: _send_now inline
+        except OSError as exc:
+            # Classified once, not by sending again (a second send would find an ICMP
+            # error this one reported already gone).
+            if not self._send_failed(exc, (data,), addr):
+                self._queue((data,), addr)
 
     def send_datagrams(self, datagrams: Sequence[bytes], addr: SockAddr) -> None:
         """Send a connection's burst: runs of equal-sized datagrams (the last of a run may

@@ -100,7 +100,7 @@ from aioquic.quic.packet_builder import QuicPacketBuilderStop
 from cryptography import x509
 
 from .quic_receive import OneRttReceiver
-from .quic_send import build_one_rtt, one_rtt_parts
+from .quic_send import build_one_rtt
 
 __all__ = [
     "MAX_FRAME_DATA_BYTES",
@@ -213,10 +213,6 @@ class SendBuffer:
 class LibP2PQuic(OneRttReceiver):
     """aioquic's connection with client-certificate requests and read-driven credit."""
 
-    one_rtt_parts: tuple[Any, Any, Any, Any] | None = None
-    """The 1-RTT crypto pair, packet space and crypto stream (see
-    :func:`~.quic_send.one_rtt_parts`)."""
-
     def __init__(
         self,
         *,
@@ -290,12 +286,12 @@ class LibP2PQuic(OneRttReceiver):
 
     def ack_with_next_packet(self, now: float) -> None:
         """A due ACK goes in the next 1-RTT packet (called when data is about to leave)."""
-        parts = self.one_rtt_parts
-        if parts is None or parts[0] is not self._cryptos:
+        parts = self._one_rtt
+        if parts is None or parts[0] is not self._cryptos:  # the lookup's own test, inline
             if not self._spaces:
                 return  # before the first packet: no packet spaces yet
-            parts = one_rtt_parts(self)
-        space = parts[2]
+            parts = self.one_rtt_parts()
+        space = parts[3]
         if space.ack_at is not None and space.ack_at > now:
             space.ack_at = now
 

@@ -15,7 +15,8 @@ moves them fails loudly, and the frames taken compared with aioquic's own receiv
 
 - the connection: ``_state``, ``_quic_logger``, ``_close_at``, ``_configuration``,
   ``_is_client``, ``_host_cids``, ``host_cid``, ``_network_paths`` (``addr``,
-  ``is_validated``), ``_cryptos`` and ``_spaces`` (looked up once: their keys are an
+  ``is_validated``), ``_cryptos``, ``_spaces`` and ``_crypto_streams`` (looked up once,
+  shared with the lean builder: :meth:`OneRttReceiver.one_rtt_parts`; their keys are an
   ``Enum`` whose hash is a Python call), ``_spin_bit``, ``_spin_highest_pn``,
   ``_idle_timeout`` (again only after an RTT sample: ``_loss._rtt_smoothed``),
   ``_ack_eliciting_sent_since_receipt``, ``_ack_delay``,
@@ -100,12 +101,39 @@ class OneRttReceiver(_AioquicConnection):
     stream_readers: Mapping[Any, BufferedReader] | None = None
     """Where in-order stream data goes at once, by stream id (the connection's streams)."""
 
-    _one_rtt: tuple[Any, Any, Any, Any] | None = None
-    """``_cryptos`` when looked up, its 1-RTT and 0-RTT crypto pairs, the 1-RTT space."""
+    _one_rtt: tuple[Any, Any, Any, Any, Any] | None = None
+    """What :meth:`one_rtt_parts` looked up."""
 
     _idle_rtt: float | None = None
     """The smoothed RTT (the object) that :attr:`_idle` was computed with."""
     _idle = 0.0
+
+    def one_rtt_parts(self) -> tuple[Any, Any, Any, Any, Any]:
+        """``_cryptos`` and its 1-RTT crypto pair, the 0-RTT pair, the 1-RTT packet space
+        and crypto stream, looked up once per connection for the short ways in and out
+        (their keys are an ``Enum``, whose hash is a Python call); ``_initialize`` makes
+        all these dictionaries at once."""
+        parts = self._one_rtt
+        cryptos = self._cryptos
+        if parts is None or parts[0] is not cryptos:
+            parts = self._one_rtt = (
+                cryptos,
+                cryptos[_ONE_RTT],
+                cryptos[tls.Epoch.ZERO_RTT],
+                self._spaces[_ONE_RTT],
+                self._crypto_streams[_ONE_RTT],
+            )
+        return parts
+
+    def idle_timeout(self) -> float:
+        """aioquic's ``_idle_timeout()``, computed again only after an RTT sample (the
+        peer's limit and ACK delay are set in the handshake; each sample sets a new
+        smoothed RTT object)."""
+        smoothed = self._loss._rtt_smoothed
+        if smoothed is not self._idle_rtt:
+            self._idle_rtt = smoothed
+            self._idle = self._idle_timeout()
+        return self._idle
 
     def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
         """One datagram the short way (:meth:`_receive_one_rtt_run`); False (nothing
@@ -140,14 +168,8 @@ class OneRttReceiver(_AioquicConnection):
         cid = first_data[1:cid_end]
         cached = self._one_rtt
         if cached is None or cached[0] is not self._cryptos:
-            cryptos = self._cryptos
-            cached = self._one_rtt = (
-                cryptos,
-                cryptos[_ONE_RTT],
-                cryptos[tls.Epoch.ZERO_RTT],
-                self._spaces[_ONE_RTT],
-            )
-        _, pair, zero_rtt, space = cached
+            cached = self.one_rtt_parts()
+        _, pair, zero_rtt, space, _ = cached
         if space.discarded:
             return start
         if self._is_client:  # the server may use any of the ids we issued (quinn does)
@@ -349,14 +371,7 @@ class OneRttReceiver(_AioquicConnection):
             self._spin_bit = not spin if self._is_client else spin
             self._spin_highest_pn = spin_pn
         if taken:
-            # aioquic's _idle_timeout(), which changes only with an RTT sample (the
-            # peer's limit and ACK delay are set in the handshake): each sets a new
-            # smoothed RTT.
-            smoothed = self._loss._rtt_smoothed
-            if smoothed is not self._idle_rtt:
-                self._idle_rtt = smoothed
-                self._idle = self._idle_timeout()
-            self._close_at = now + self._idle
+            self._close_at = now + self.idle_timeout()
             self._ack_eliciting_sent_since_receipt = False
             if largest > space.largest_received_packet:
                 space.largest_received_packet = largest

@@ -37,8 +37,8 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
 - to register what it sent, as ``_flush_builder`` does: a ``QuicSentPacket`` with
   aioquic's own delivery handlers (``_on_ack_delivery``,
   ``_on_connection_limit_delivery``, ``_on_max_stream_data_delivery``, the sender's
-  ``on_data_delivery``), ``_close_at``, ``_idle_timeout`` (with the receiver's cache of it,
-  ``_idle_rtt``/``_idle``, by ``_loss._rtt_smoothed``),
+  ``on_data_delivery``), ``_close_at``, ``_idle_timeout`` (through the receiver's cache of
+  it, ``OneRttReceiver.idle_timeout``),
   ``_ack_eliciting_sent_since_receipt``; finished streams are dropped as aioquic's
   ``_write_application`` drops them (``_streams``, the peer's stream limit ``value``).
 """
@@ -98,28 +98,15 @@ def _may_build(quic: LibP2PQuic) -> bool:
     paths = quic._network_paths
     if len(paths) != 1 or not paths[0].is_validated or paths[0].remote_challenges:
         return False
-    if not one_rtt_parts(quic)[3].sender.buffer_is_empty:
+    parts = quic._one_rtt
+    if parts is None or parts[0] is not quic._cryptos:  # the lookup's own test, inline
+        parts = quic.one_rtt_parts()
+    if not parts[4].sender.buffer_is_empty:
         return False
     for issued in quic._host_cids:  # noqa: SIM110 (no generator per packet, as all() takes)
         if not issued.was_sent:
             return False
     return True
-
-
-def one_rtt_parts(quic: LibP2PQuic) -> tuple[Any, Any, Any, Any]:
-    """``_cryptos`` and its 1-RTT crypto pair, the 1-RTT packet space and crypto stream,
-    looked up once per connection (their keys are an ``Enum``, whose hash is a Python
-    call); ``_initialize`` makes all three dictionaries at once."""
-    parts = quic.one_rtt_parts
-    cryptos = quic._cryptos
-    if parts is None or parts[0] is not cryptos:
-        parts = quic.one_rtt_parts = (
-            cryptos,
-            cryptos[_ONE_RTT],
-            quic._spaces[_ONE_RTT],
-            quic._crypto_streams[_ONE_RTT],
-        )
-    return parts  # type: ignore[no-any-return]
 
 
 def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | None:
@@ -151,7 +138,9 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
                 _discard(quic, stream)
         quic._streams_queue = kept
     limits = quic.connection_limits_due()  # None when none is
-    _, crypto, space, _ = quic.one_rtt_parts  # set by _may_build
+    parts = quic._one_rtt  # looked up by _may_build
+    assert parts is not None
+    _, crypto, _, space, _ = parts
     quic._pacing_at = None
     if not ready and not credit and not limits and (space.ack_at is None or space.ack_at > now):
         return []  # nothing to send (what aioquic's pass would find out)
@@ -234,14 +223,8 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
             space=space,
         )
         if eliciting and not quic._ack_eliciting_sent_since_receipt:
-            # RFC 9000 10.1: the first ack-eliciting packet since one was received.
-            # aioquic's _idle_timeout() changes only with an RTT sample, each of which
-            # sets a new smoothed RTT object (the receiver's cache, quic_receive).
-            smoothed = loss._rtt_smoothed
-            if smoothed is not quic._idle_rtt:
-                quic._idle_rtt = smoothed
-                quic._idle = quic._idle_timeout()
-            quic._close_at = now + quic._idle
+            # RFC 9000 10.1: the first ack-eliciting packet since one was received
+            quic._close_at = now + quic.idle_timeout()
             quic._ack_eliciting_sent_since_receipt = True
         quic._pacer_after_send(now)
         datagrams.append((data, addr))

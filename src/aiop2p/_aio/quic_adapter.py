@@ -81,8 +81,13 @@ builds):
   ``_pacing_at``, ``_loss_at``, and of ``_loss``: ``spaces`` (``ack_at``, ``loss_time``,
   ``ack_eliciting_in_flight``), ``handshake_confirmed``,
   ``peer_completed_address_validation``, ``_time_of_last_sent_ack_eliciting_packet``,
-  ``_pto_count``, ``get_probe_timeout`` (``tests/transports/test_quic_send.py`` compares
-  it with aioquic's ``get_timer``).
+  ``_pto_count``, and the probe timeout as ``get_probe_timeout`` has it (``_rtt_initialized``,
+  ``_rtt_initial``, ``_rtt_smoothed``, ``_rtt_variance``, ``max_ack_delay``;
+  ``tests/transports/test_quic_send.py`` compares it with aioquic's ``get_timer``);
+- the idle timeout, asked again after every RTT sample (once per request), is
+  ``_idle_timeout`` without its ``min``, ``max`` and probe timeout calls
+  (``_configuration.idle_timeout``, ``_remote_max_idle_timeout``; compared with
+  aioquic's in the same tests).
 """
 
 from __future__ import annotations
@@ -94,6 +99,7 @@ from typing import Any
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.h3.connection import FrameType, H3Connection, H3Stream
+from aioquic.quic.congestion.base import K_GRANULARITY
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilderStop
@@ -328,9 +334,9 @@ class LibP2PQuic(OneRttReceiver):
             in_flight += space.ack_eliciting_in_flight
         loss_at: float | None = earliest_loss
         if loss_at is None and (in_flight or not loss.peer_completed_address_validation):
-            loss_at = loss._time_of_last_sent_ack_eliciting_packet + loss.get_probe_timeout(
-                include_max_ack_delay=True
-            ) * (2**loss._pto_count)
+            loss_at = loss._time_of_last_sent_ack_eliciting_packet + _probe_timeout(loss) * (
+                2**loss._pto_count
+            )
         self._loss_at = loss_at
         if loss_at is not None and loss_at < timer_at:
             timer_at = loss_at
@@ -338,6 +344,18 @@ class LibP2PQuic(OneRttReceiver):
         if pacing_at is not None and pacing_at < timer_at:
             timer_at = pacing_at
         return timer_at
+
+    def _idle_timeout(self) -> float:
+        """aioquic's ``_idle_timeout`` (RFC 9000 10.1: the smaller of both peers' idle
+        timeouts, at least three probe timeouts), its ``min``, ``max`` and probe timeout
+        calls as comparisons: asked again after each RTT sample, once per request
+        (``OneRttReceiver.idle_timeout``)."""
+        idle: float = self._configuration.idle_timeout
+        remote = self._remote_max_idle_timeout
+        if remote is not None and remote < idle:
+            idle = remote
+        floor = 3 * _probe_timeout(self._loss)
+        return idle if idle >= floor else floor
 
     # -- 1-RTT receive ----------------------------------------------------------------
 
@@ -560,6 +578,17 @@ class LibP2PQuic(OneRttReceiver):
         if stream is None:
             return 0
         return self._written.get(stream_id, 0) - int(stream.sender.highest_offset)
+
+
+def _probe_timeout(loss: Any) -> float:
+    """``QuicPacketRecovery.get_probe_timeout()`` (with the peer's ``max_ack_delay``), its
+    ``max`` call as a comparison (``_rtt_initialized``, ``_rtt_initial``,
+    ``_rtt_smoothed``, ``_rtt_variance``, ``max_ack_delay``)."""
+    if not loss._rtt_initialized:
+        return 2 * loss._rtt_initial  # type: ignore[no-any-return]
+    variance = 4 * loss._rtt_variance
+    pto: float = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+    return pto + loss.max_ack_delay  # type: ignore[no-any-return]
 
 
 def forget_h3_stream(h3: H3Connection, quic: LibP2PQuic, stream_id: int) -> None:

@@ -26,8 +26,8 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   ``send.aead._aead``, ``send.aead._iv``, ``send.hp._mask``), ``_spaces`` (``ack_at``,
   ``ack_queue``, ``largest_received_packet``/``_time``), ``_local_ack_delay_exponent``,
   ``_peer_cid``, ``_spin_bit``, ``_packet_number``, ``_max_datagram_size``,
-  ``_loss`` (``_cc.congestion_window``, ``_cc.bytes_in_flight``, ``_pacer.next_send_time``,
-  ``on_packet_sent``), ``_pacing_at``, ``_remote_max_data``/``_used``, of each stream
+  ``_loss`` (``_cc.congestion_window``, ``_cc.bytes_in_flight``, ``_pacer.next_send_time``),
+  ``_pacing_at``, ``_remote_max_data``/``_used``, of each stream
   ``max_stream_data_remote``/``_local``/``_local_sent`` and the sender's
   ``get_frame``, ``next_offset``, ``highest_offset``, ``_pending`` (a ``RangeSet``:
   ``len``, and its list ``_RangeSet__ranges``), ``_pending_eof``, ``_buffer``, ``_buffer_start``,
@@ -35,9 +35,14 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   the limits ``_local_max_data``, ``_local_max_streams_bidi``/``_uni``
   (``value``, ``sent``, ``used``, ``frame_type``); ``push_ack_frame``;
 - to register what it sent, as ``_flush_builder`` does: a ``QuicSentPacket`` with
-  aioquic's own delivery handlers (``_on_ack_delivery``,
-  ``_on_connection_limit_delivery``, ``_on_max_stream_data_delivery``, the sender's
-  ``on_data_delivery``), ``_close_at``, ``_idle_timeout`` (through the receiver's cache of
+  aioquic's own delivery handlers (``_on_connection_limit_delivery``,
+  ``_on_max_stream_data_delivery``) and, for ACK and STREAM frames, those of
+  :mod:`.quic_ack` (aioquic's ``_on_ack_delivery`` and the sender's ``on_data_delivery``,
+  their usual case without a range set's calls); the loss recovery's ``on_packet_sent``
+  done here (the packet space's ``sent_packets`` and ``ack_eliciting_in_flight``,
+  ``_time_of_last_sent_ack_eliciting_packet``, ``_cc.on_packet_sent``), and the
+  pacer's ``update_after_send`` (``packet_time``, ``bucket_time``, ``bucket_max``,
+  ``evaluation_time``); ``_close_at``, ``_idle_timeout`` (through the receiver's cache of
   it, ``OneRttReceiver.idle_timeout``),
   ``_ack_eliciting_sent_since_receipt``; finished streams are dropped as aioquic's
   ``_write_application`` drops them (``_streams``, the peer's stream limit ``value``).
@@ -52,6 +57,8 @@ from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import QuicFrameType, QuicPacketType, push_ack_frame
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import Epoch
+
+from .quic_ack import ack_delivered, stream_data_delivered
 
 if TYPE_CHECKING:
     from aioquic.quic.stream import QuicStream
@@ -208,25 +215,40 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
             buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
             in_flight = True
         data = _protect(crypto, quic._spin_bit, peer_cid, packet_number, buf.data)
-        loss.on_packet_sent(
-            packet=QuicSentPacket(
-                epoch=_ONE_RTT,
-                in_flight=in_flight,
-                is_ack_eliciting=eliciting,
-                is_crypto_packet=False,
-                packet_number=packet_number,
-                packet_type=_ONE_RTT_PACKET,
-                sent_time=now,
-                sent_bytes=len(data),
-                delivery_handlers=handlers,
-            ),
-            space=space,
+        packet = QuicSentPacket(
+            epoch=_ONE_RTT,
+            in_flight=in_flight,
+            is_ack_eliciting=eliciting,
+            is_crypto_packet=False,
+            packet_number=packet_number,
+            packet_type=_ONE_RTT_PACKET,
+            sent_time=now,
+            sent_bytes=len(data),
+            delivery_handlers=handlers,
         )
+        # The loss recovery's on_packet_sent (its logger is the connection's: none here;
+        # the handshake is confirmed).
+        space.sent_packets[packet_number] = packet
+        if eliciting:
+            space.ack_eliciting_in_flight += 1
+        if in_flight:
+            if eliciting:
+                loss._time_of_last_sent_ack_eliciting_packet = now
+            cc.on_packet_sent(packet=packet)
         if eliciting and not quic._ack_eliciting_sent_since_receipt:
             # RFC 9000 10.1: the first ack-eliciting packet since one was received
             quic._close_at = now + quic.idle_timeout()
             quic._ack_eliciting_sent_since_receipt = True
-        quic._pacer_after_send(now)
+        packet_time = pacer.packet_time
+        if packet_time is not None:  # the pacer's update_after_send and update_bucket
+            if now > pacer.evaluation_time:
+                bucket = pacer.bucket_time + (now - pacer.evaluation_time)
+                pacer.bucket_time = bucket if bucket < pacer.bucket_max else pacer.bucket_max
+                pacer.evaluation_time = now
+            if pacer.bucket_time < packet_time:
+                pacer.bucket_time = 0.0
+            else:
+                pacer.bucket_time -= packet_time
         datagrams.append((data, addr))
         packet_number += 1
         if not ready and not credit and not limits:
@@ -293,7 +315,7 @@ def _write_ack(
         buf.push_uint_var(r.stop - 1 - r.start)
     else:
         ranges = push_ack_frame(buf, queue, delay, room - 1)
-    handlers.append((quic._on_ack_delivery, (space, space.largest_received_packet)))
+    handlers.append((ack_delivered, (space, space.largest_received_packet)))
     space.ack_at = None
     return ranges
 
@@ -375,7 +397,7 @@ def _write_whole(
         del pending[0]
         if stop > sender.highest_offset:
             sender.highest_offset = stop
-    handlers.append((sender.on_data_delivery, (start, stop, fin)))
+    handlers.append((stream_data_delivered, (sender, start, stop, fin)))
     if fin:
         sender._pending_eof = False
     elif sender._pending_eof:  # a FIN lost on its own, behind this lost data
@@ -412,7 +434,7 @@ def _write_frames(
             buf.push_uint_var(offset)
         buf.push_uint16(size | 0x4000)
         buf.push_bytes(frame.data)
-        handlers.append((sender.on_data_delivery, (offset, offset + size, frame.fin)))
+        handlers.append((stream_data_delivered, (sender, offset, offset + size, frame.fin)))
         if not len(sender._pending) and not sender._pending_eof:
             sender.buffer_is_empty = True  # all sent: what get_frame would find out
             break

@@ -74,6 +74,11 @@ builds):
   it, then ``sender.write``), and a small one is ``sender.write`` inline (``_buffer``,
   ``_buffer_stop``, ``_buffer_fin``, ``_reset_error_code``, ``_pending_eof``,
   ``buffer_is_empty``, the last of ``_pending._RangeSet__ranges`` extended in place);
+  our next bidirectional stream is opened by the write itself
+  (:meth:`LibP2PQuic._open_next_stream`: ``_local_next_stream_id_bidi``,
+  ``_local_max_stream_data_bidi_local``, ``_remote_max_stream_data_bidi_remote``,
+  ``_remote_max_streams_bidi``, ``_streams_blocked_bidi``, ``_streams_queue``;
+  ``tests/transports/test_quic_open.py`` compares it with aioquic's);
 - ``_write_stream_limits`` returns at once when no MAX_STREAM_DATA is due
   (``max_stream_data_local_sent``);
 - the timer the driver asks for after every flush (:meth:`LibP2PQuic.get_timer`) is
@@ -103,6 +108,7 @@ from aioquic.quic.congestion.base import K_GRANULARITY
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilderStop
+from aioquic.quic.stream import QuicStream
 from cryptography import x509
 
 from .quic_receive import OneRttReceiver
@@ -523,7 +529,10 @@ class LibP2PQuic(OneRttReceiver):
         # discarded), so only a new one, a unidirectional one or a dropped one needs it.
         stream = None if stream_id & 2 else self._streams.get(stream_id)
         if stream is None:
-            stream = self._get_or_create_stream_for_send(stream_id)
+            if stream_id == self._local_next_stream_id_bidi:  # our next: opened here
+                stream = self._open_next_stream(stream_id)
+            else:
+                stream = self._get_or_create_stream_for_send(stream_id)
         sender: Any = stream.sender  # _buffer is typed bytearray; SendBuffer stands in
         if written is None:
             written = 0
@@ -556,6 +565,22 @@ class LibP2PQuic(OneRttReceiver):
                 sender._buffer_fin = sender._buffer_stop
                 sender._pending_eof = True
         self._written[stream_id] = written + size
+
+    def _open_next_stream(self, stream_id: int) -> QuicStream:
+        """Our next bidirectional stream, as aioquic's ``_get_or_create_stream_for_send``
+        opens it (whose checks pass for it): one we may send on, not opened before;
+        blocked while beyond the peer's stream limit."""
+        stream = self._streams[stream_id] = QuicStream(
+            stream_id=stream_id,
+            max_stream_data_local=self._local_max_stream_data_bidi_local,
+            max_stream_data_remote=self._remote_max_stream_data_bidi_remote,
+        )
+        self._streams_queue.append(stream)
+        self._local_next_stream_id_bidi = stream_id + 4
+        if stream_id // 4 >= self._remote_max_streams_bidi:
+            stream.is_blocked = True
+            self._streams_blocked_bidi.append(stream)
+        return stream
 
     def has_unsent(self) -> bool:
         """Whether some stream holds data, a FIN or a reset not sent yet, which an ACK

@@ -798,3 +798,23 @@ def test_the_idle_timeout_is_aioquics(change: dict[str, Any], remote: float | No
         for name, value in change.items():
             setattr(machine._loss, name, value)
         assert machine._idle_timeout() == AioquicConnection._idle_timeout(machine)
+
+
+def test_a_write_takes_what_the_send_limit_leaves_room_for() -> None:
+    """``LibP2PQuic.write(..., limit=)``: bytes written and not sent yet stay within the
+    limit (send backpressure); what does not fit (and a FIN behind it) is not taken."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    assert client.write(sid, b"a" * 100, limit=150) == 100
+    assert client.write(sid, b"b" * 100, limit=150) == 50
+    assert client.unsent_bytes(sid) == 150
+    assert client.write(sid, b"c", end_stream=True, limit=150) == 0
+    assert client._streams[sid].sender._buffer_fin is None
+    _deliver(client, server, now=1.0)
+    assert client.unsent_bytes(sid) == 0
+    assert client.write(sid, b"d" * 200, end_stream=True, limit=150) == 150
+    assert client._streams[sid].sender._buffer_fin is None  # cut: no FIN yet
+    assert client.write(sid, b"e" * 10, end_stream=True) == 10  # no limit: all, FIN
+    assert client.unsent_bytes(sid) == 160
+    _deliver(client, server, now=1.1)
+    assert _events(server)[sid] == (b"a" * 100 + b"b" * 50 + b"d" * 150 + b"e" * 10, True)

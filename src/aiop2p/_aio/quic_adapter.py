@@ -24,8 +24,8 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   WebTransport stream we open (:func:`open_webtransport_stream`) and forgets one we
   are done with (:func:`forget_h3_stream`);
 - how much of a stream's written data has not left yet (send backpressure):
-  ``_streams``, and of each stream ``sender.highest_offset``, ``.buffer_is_empty`` and
-  ``.reset_pending``;
+  ``_streams``, and of each stream ``sender._buffer_stop`` (all it was given),
+  ``.highest_offset``, ``.buffer_is_empty`` and ``.reset_pending``;
 - a stream's send buffer (``sender._buffer``, a bytearray aioquic appends to, slices
   for each frame and trims from the front once acknowledged) is replaced by a
   :class:`SendBuffer` of the written chunks once it would hold 16 KiB: a bytearray
@@ -249,7 +249,6 @@ class LibP2PQuic(OneRttReceiver):
         self._connection_window = connection_window_bytes
         self._consumed: dict[int, int] = {}
         self._consumed_total = 0
-        self._written: dict[int, int] = {}
         self.lean_send = True
         """Whether :meth:`datagrams_to_send` may use the lean builder (tests compare)."""
         self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
@@ -467,7 +466,6 @@ class LibP2PQuic(OneRttReceiver):
 
     def forget(self, stream_id: int) -> None:
         self._consumed.pop(stream_id, None)
-        self._written.pop(stream_id, None)
 
     def stream_credit_due(self, stream: Any) -> bool:
         """Whether the stream's MAX_STREAM_DATA is due: its window follows what was read
@@ -502,7 +500,10 @@ class LibP2PQuic(OneRttReceiver):
         as :meth:`_write_connection_limits` grants it, stream slots by aioquic's
         batching rule (once the peer has fewer left to open than the update grants)."""
         due = None
-        max_data = self._raise_max_data()
+        max_data = self._local_max_data  # _raise_max_data, without its call
+        target = self._consumed_total + self._connection_window
+        if target - max_data.value >= self._connection_window // 4:
+            max_data.value = target
         if max_data.value != max_data.sent:
             due = [max_data]
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
@@ -522,8 +523,16 @@ class LibP2PQuic(OneRttReceiver):
 
     # -- send backpressure ------------------------------------------------------------
 
-    def write(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None:
-        written = self._written.get(stream_id)
+    def write(
+        self,
+        stream_id: int,
+        data: bytes | memoryview,
+        end_stream: bool = False,
+        limit: int | None = None,
+    ) -> int:
+        """aioquic's ``send_stream_data``; returns how many bytes of ``data`` it took: all,
+        unless ``limit`` (bytes written to the stream and not sent yet: send backpressure)
+        leaves room for fewer (then no FIN either)."""
         # aioquic's send_stream_data is _get_or_create_stream_for_send then sender.write;
         # a bidirectional stream it holds passes that method's checks (may send, not
         # discarded), so only a new one, a unidirectional one or a dropped one needs it.
@@ -534,9 +543,15 @@ class LibP2PQuic(OneRttReceiver):
             else:
                 stream = self._get_or_create_stream_for_send(stream_id)
         sender: Any = stream.sender  # _buffer is typed bytearray; SendBuffer stands in
-        if written is None:
-            written = 0
         size = len(data)
+        if limit is not None:
+            room = limit - (sender._buffer_stop - sender.highest_offset)  # unsent_bytes
+            if size > room:
+                if room <= 0:
+                    return 0
+                data = data[:room]
+                size = room
+                end_stream = False
         buffer = sender._buffer
         if (
             type(buffer) is not bytearray
@@ -564,7 +579,7 @@ class LibP2PQuic(OneRttReceiver):
                 sender.buffer_is_empty = False
                 sender._buffer_fin = sender._buffer_stop
                 sender._pending_eof = True
-        self._written[stream_id] = written + size
+        return size
 
     def _open_next_stream(self, stream_id: int) -> QuicStream:
         """Our next bidirectional stream, as aioquic's ``_get_or_create_stream_for_send``
@@ -598,11 +613,13 @@ class LibP2PQuic(OneRttReceiver):
         return stream is not None and not stream.sender.buffer_is_empty
 
     def unsent_bytes(self, stream_id: int) -> int:
-        """Bytes written to the stream that have not been sent once yet."""
+        """Bytes written to the stream that have not been sent once yet (the sender's
+        ``_buffer_stop``: all it was given)."""
         stream = self._streams.get(stream_id)
         if stream is None:
             return 0
-        return self._written.get(stream_id, 0) - int(stream.sender.highest_offset)
+        sender = stream.sender
+        return int(sender._buffer_stop - sender.highest_offset)
 
 
 def _probe_timeout(loss: Any) -> float:

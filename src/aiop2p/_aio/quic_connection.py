@@ -671,22 +671,16 @@ class QuicConnection(Connection):
         quic = self._quic
         if quic is None or self._stage is not _Stage.ESTABLISHED:
             quic = self._require_quic()
-        size = len(data)
-        limit = self._quic_config.send_buffer_bytes
-        # Unsent bytes are at most those written: a stream that wrote little has room.
-        written = quic._written.get(sid, 0)
-        room = limit - quic.unsent_bytes(sid) if written + size > limit else size
-        if room <= 0:
-            self._blocked_writers.add(sid)
-            return 0
-        if size > room:
-            data = data[:room]
-            size = room
-            self._blocked_writers.add(sid)
         try:
-            quic.write(sid, data)  # its send buffer copies only what is not immutable
+            # As much as send_buffer_bytes leaves room for (its send buffer copies only
+            # what is not immutable).
+            size = quic.write(sid, data, limit=self._quic_config.send_buffer_bytes)
         except (ValueError, AssertionError, RuntimeError) as exc:  # the stream's sending part ended
             raise StreamResetError(f"stream cannot send: {exc}") from None
+        if size < len(data):
+            self._blocked_writers.add(sid)
+            if not size:
+                return 0
         if size >= self._config.write_flush_bytes:
             self._transmit(with_ack=True)  # bulk: start sending now
         else:

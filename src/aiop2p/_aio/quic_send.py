@@ -23,7 +23,8 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   ``is_finished``, ``is_blocked``, ``sender.buffer_is_empty``;
 - to build: ``_cryptos`` (``key_phase``, ``encrypt_packet`` when a key update is due
   (``_update_key_requested``), else the packet protection done here with its parts:
-  ``send.aead._aead``, ``send.aead._iv``, ``send.hp._mask``), ``_spaces`` (``ack_at``,
+  ``send.aead._aead``, ``send.aead._iv``, ``send.hp._mask``, or for AES
+  ``send.hp._encryptor.update`` unless ``send.hp._is_chacha20``), ``_spaces`` (``ack_at``,
   ``ack_queue``, ``largest_received_packet``/``_time``), ``_local_ack_delay_exponent``,
   ``_peer_cid``, ``_spin_bit``, ``_packet_number``, ``_max_datagram_size``,
   ``_loss`` (``_cc.congestion_window``, ``_cc.bytes_in_flight``, ``_pacer.next_send_time``),
@@ -50,6 +51,7 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from aioquic._buffer import Buffer
@@ -79,6 +81,7 @@ _MAX_STREAM_DATA = int(QuicFrameType.MAX_STREAM_DATA)
 _CONNECTED = QuicConnectionState.CONNECTED
 _ONE_RTT = Epoch.ONE_RTT
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
+_WAS_SENT = attrgetter("was_sent")
 
 
 def _varint_bytes(value: int) -> int:
@@ -110,10 +113,7 @@ def _may_build(quic: LibP2PQuic) -> bool:
         parts = quic.one_rtt_parts()
     if not parts[4].sender.buffer_is_empty:
         return False
-    for issued in quic._host_cids:  # noqa: SIM110 (no generator per packet, as all() takes)
-        if not issued.was_sent:
-            return False
-    return True
+    return all(map(_WAS_SENT, quic._host_cids))  # in C: no Python step per connection id
 
 
 def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | None:
@@ -274,7 +274,9 @@ def _protect(crypto: Any, spin_bit: bool, peer_cid: bytes, number: int, payload:
     header = bytes((first,)) + peer_cid + bytes((high, low))
     nonce = (aead._iv ^ number).to_bytes(12, "big")
     protected: bytes = aead._aead.encrypt(nonce, payload, header)
-    mask: bytes = send.hp._mask(protected[2:18])
+    hp = send.hp
+    # AES's mask is the sample encrypted (HeaderProtection._mask without its frame).
+    mask: bytes = (hp._mask if hp._is_chacha20 else hp._encryptor.update)(protected[2:18])
     return (
         bytes((first ^ (mask[0] & 0x1F),))
         + peer_cid
@@ -305,10 +307,10 @@ def _write_ack(
     ranges it holds (one, the usual case, written here)."""
     delay = int((now - space.largest_received_time) * 1_000_000) >> quic._local_ack_delay_exponent
     queue = space.ack_queue
-    ranges = len(queue)
+    ranges = len(queue._RangeSet__ranges)  # the RangeSet's list, without its calls
     buf.push_uint8(_ACK)
     if ranges == 1:
-        r = queue[0]
+        r = queue._RangeSet__ranges[0]
         buf.push_uint_var(r.stop - 1)  # the largest acknowledged
         buf.push_uint_var(delay)
         buf.push_uint_var(0)  # no more ranges

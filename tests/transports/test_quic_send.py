@@ -818,3 +818,33 @@ def test_a_write_takes_what_the_send_limit_leaves_room_for() -> None:
     assert client.unsent_bytes(sid) == 160
     _deliver(client, server, now=1.1)
     assert _events(server)[sid] == (b"a" * 100 + b"b" * 50 + b"d" * 150 + b"e" * 10, True)
+
+
+def test_reading_a_quarter_window_raises_the_stream_window_at_once() -> None:
+    """``consumed`` raises a stream's window (what ``stream_credit_due`` would) as soon as
+    a quarter of a window was read, so the lean builder finds the update due from the
+    stream's fields; a lost update is due again; less than a quarter changes nothing."""
+    window = 16 * 1024
+    client, server = _pair(stream_window=window)
+    sid = client.get_next_available_stream_id()
+    client.write(sid, bytes(window // 2))
+    for step in range(20):  # bounded: a few paced packets at a time
+        _deliver(client, server, now=1.0 + step * 0.01)
+    stream = server._streams[sid]
+    assert stream.max_stream_data_local == window  # arrived, not read yet
+    assert _events(server)[sid][0] == bytes(window // 2)  # read (consumed)
+    raised = stream.max_stream_data_local  # read, when a quarter was passed, + window
+    assert window + window // 4 <= raised <= window + window // 2
+    assert stream.max_stream_data_local_sent == window  # not sent yet: due
+    assert server.stream_credit_due(stream)  # aioquic's path agrees, and changes nothing
+    assert stream.max_stream_data_local == raised
+    server.ack_with_next_packet(1.3)
+    (datagram,) = server.datagrams_to_send(now=1.3)
+    assert (0x11, sid, raised) in _frames(client, datagram[0])[1]
+    assert stream.max_stream_data_local_sent == raised
+    below = raised - window - server._consumed[sid] + window // 4 - 1  # to just below
+    assert below >= 0 and not server.consumed(sid, below)  # a quarter: nothing changes
+    assert stream.max_stream_data_local == raised
+    stream.max_stream_data_local_sent = 0  # aioquic's handler, on the update's loss
+    (datagram,) = server.datagrams_to_send(now=1.4)
+    assert (0x11, sid, raised) in _frames(client, datagram[0])[1]

@@ -339,9 +339,14 @@ class LibP2PQuic(OneRttReceiver):
             in_flight += space.ack_eliciting_in_flight
         loss_at: float | None = earliest_loss
         if loss_at is None and (in_flight or not loss.peer_completed_address_validation):
-            loss_at = loss._time_of_last_sent_ack_eliciting_packet + _probe_timeout(loss) * (
-                2**loss._pto_count
-            )
+            # get_probe_timeout() (with max_ack_delay), its max as a comparison
+            if loss._rtt_initialized:
+                variance = 4 * loss._rtt_variance
+                pto = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+                pto += loss.max_ack_delay
+            else:
+                pto = 2 * loss._rtt_initial
+            loss_at = loss._time_of_last_sent_ack_eliciting_packet + pto * (2**loss._pto_count)
         self._loss_at = loss_at
         if loss_at is not None and loss_at < timer_at:
             timer_at = loss_at
@@ -359,7 +364,14 @@ class LibP2PQuic(OneRttReceiver):
         remote = self._remote_max_idle_timeout
         if remote is not None and remote < idle:
             idle = remote
-        floor = 3 * _probe_timeout(self._loss)
+        loss = self._loss  # its get_probe_timeout(), as in get_timer
+        if loss._rtt_initialized:
+            variance = 4 * loss._rtt_variance
+            pto = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+            pto += loss.max_ack_delay
+        else:
+            pto = 2 * loss._rtt_initial
+        floor: float = 3 * pto
         return idle if idle >= floor else floor
 
     # -- 1-RTT receive ----------------------------------------------------------------
@@ -448,16 +460,20 @@ class LibP2PQuic(OneRttReceiver):
     def consumed(self, stream_id: int, size: int) -> bool:
         """The application read ``size`` bytes of the stream: they may be re-credited.
 
-        True when that makes a credit update due (a quarter of a window was read).
+        True when that makes a credit update due (a quarter of a window was read); the
+        stream's window is raised at once, as :meth:`stream_credit_due` raises it (so
+        the lean builder finds a stream's update due from its two fields alone).
         """
         total = self._consumed[stream_id] = self._consumed.get(stream_id, 0) + size
         self._consumed_total += size
         stream = self._streams.get(stream_id)
-        quarter = self._stream_window // 4
+        window = self._stream_window
         if (
             stream is not None
-            and total + self._stream_window - stream.max_stream_data_local >= quarter
+            and stream.max_stream_data_local
+            and total + window - stream.max_stream_data_local >= window // 4
         ):
+            stream.max_stream_data_local = total + window
             return True
         max_data = self._local_max_data
         return self._consumed_total + self._connection_window - max_data.value >= (
@@ -620,17 +636,6 @@ class LibP2PQuic(OneRttReceiver):
             return 0
         sender = stream.sender
         return int(sender._buffer_stop - sender.highest_offset)
-
-
-def _probe_timeout(loss: Any) -> float:
-    """``QuicPacketRecovery.get_probe_timeout()`` (with the peer's ``max_ack_delay``), its
-    ``max`` call as a comparison (``_rtt_initialized``, ``_rtt_initial``,
-    ``_rtt_smoothed``, ``_rtt_variance``, ``max_ack_delay``)."""
-    if not loss._rtt_initialized:
-        return 2 * loss._rtt_initial  # type: ignore[no-any-return]
-    variance = 4 * loss._rtt_variance
-    pto: float = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
-    return pto + loss.max_ack_delay  # type: ignore[no-any-return]
 
 
 def forget_h3_stream(h3: H3Connection, quic: LibP2PQuic, stream_id: int) -> None:

@@ -126,7 +126,6 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     ready: list[QuicStream] = []
     credit: list[QuicStream] = []
     kept: list[QuicStream] = []
-    stream_credit_due = quic.stream_credit_due
     queue = quic._streams_queue
     for stream in queue:
         sender = stream.sender
@@ -135,7 +134,8 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         if sender.is_finished and stream.receiver.is_finished:
             continue  # dropped below
         kept.append(stream)
-        if stream_credit_due(stream):
+        # LibP2PQuic.stream_credit_due: consumed() raised the window as the data was read
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             credit.append(stream)
         if not sender.buffer_is_empty and not stream.is_blocked:
             ready.append(stream)
@@ -171,7 +171,7 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         room = datagram_bytes - header_bytes - _TAG_BYTES  # payload bytes in the packet
         flight_room = min(datagram_bytes, cc.congestion_window - cc.bytes_in_flight)
         flight_room -= header_bytes + _TAG_BYTES  # payload bytes in flight may reach
-        buf = Buffer(capacity=room)
+        buf = Buffer(room)  # its capacity (by position: no keyword parsing)
         handlers: list[tuple[Any, Any]] = []
         eliciting = False
         if ack_due:
@@ -215,16 +215,19 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
             buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
             in_flight = True
         data = _protect(crypto, quic._spin_bit, peer_cid, packet_number, buf.data)
+        # By position, in the dataclass's field order (half the cost of keywords):
+        # epoch, in_flight, is_ack_eliciting, is_crypto_packet, packet_number,
+        # packet_type, sent_time, sent_bytes, delivery_handlers.
         packet = QuicSentPacket(
-            epoch=_ONE_RTT,
-            in_flight=in_flight,
-            is_ack_eliciting=eliciting,
-            is_crypto_packet=False,
-            packet_number=packet_number,
-            packet_type=_ONE_RTT_PACKET,
-            sent_time=now,
-            sent_bytes=len(data),
-            delivery_handlers=handlers,
+            _ONE_RTT,
+            in_flight,
+            eliciting,
+            False,
+            packet_number,
+            _ONE_RTT_PACKET,
+            now,
+            len(data),
+            handlers,
         )
         # The loss recovery's on_packet_sent (its logger is the connection's: none here;
         # the handshake is confirmed).
@@ -237,7 +240,8 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
             cc.on_packet_sent(packet=packet)
         if eliciting and not quic._ack_eliciting_sent_since_receipt:
             # RFC 9000 10.1: the first ack-eliciting packet since one was received
-            quic._close_at = now + quic.idle_timeout()
+            idle = quic._idle if quic._idle_rtt is loss._rtt_smoothed else quic.idle_timeout()
+            quic._close_at = now + idle
             quic._ack_eliciting_sent_since_receipt = True
         packet_time = pacer.packet_time
         if packet_time is not None:  # the pacer's update_after_send and update_bucket

@@ -848,3 +848,19 @@ def test_reading_a_quarter_window_raises_the_stream_window_at_once() -> None:
     stream.max_stream_data_local_sent = 0  # aioquic's handler, on the update's loss
     (datagram,) = server.datagrams_to_send(now=1.4)
     assert (0x11, sid, raised) in _frames(client, datagram[0])[1]
+
+
+@pytest.mark.parametrize("with_ack", [False, True])
+def test_a_due_ack_rides_along_when_asked(with_ack: bool) -> None:
+    """``datagrams_to_send(now, with_ack=True)`` is ``ack_with_next_packet`` first: an
+    answer written at once carries the ACK of the request; without it the ACK waits
+    for aioquic's ACK delay."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    client.write(sid, b"ask", end_stream=True)
+    _deliver(client, server, now=1.0)
+    _events(server)
+    server.write(sid, b"answer", end_stream=True)
+    (datagram,) = server.datagrams_to_send(1.0, with_ack)
+    kinds = [f[0] for f in _frames(client, datagram[0])[1]]
+    assert (0x02 in kinds) is with_ack and 0x08 in kinds

@@ -285,9 +285,18 @@ class LibP2PQuic(OneRttReceiver):
                 return
         raise QuicPacketBuilderStop
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+    def datagrams_to_send(self, now: float, with_ack: bool = False) -> list[tuple[bytes, Any]]:
         """An established connection's ACK, credit and STREAM packets come from the lean
-        builder (:func:`~.quic_send.build_one_rtt`), everything else from aioquic."""
+        builder (:func:`~.quic_send.build_one_rtt`), everything else from aioquic;
+        ``with_ack``: :meth:`ack_with_next_packet` first (inline once it looked up)."""
+        if with_ack:
+            parts = self._one_rtt
+            if parts is not None and parts[0] is self._cryptos:
+                space = parts[3]
+                if space.ack_at is not None and space.ack_at > now:
+                    space.ack_at = now
+            else:
+                self.ack_with_next_packet(now)
         datagrams = build_one_rtt(self, now) if self.lean_send else None
         if datagrams is None:
             return super().datagrams_to_send(now)

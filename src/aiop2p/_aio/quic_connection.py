@@ -602,9 +602,7 @@ class QuicConnection(Connection):
         if quic is None or endpoint is None:
             return
         now = self.loop.time()
-        if with_ack:
-            quic.ack_with_next_packet(now)
-        datagrams = quic.datagrams_to_send(now)
+        datagrams = quic.datagrams_to_send(now, with_ack)
         if len(datagrams) == 1:
             endpoint.sendto(*datagrams[0])
         elif datagrams:

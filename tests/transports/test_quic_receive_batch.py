@@ -13,7 +13,7 @@ import random
 import socket
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from aioquic import tls
@@ -64,8 +64,41 @@ def tiny(index: int) -> Segment:
     return lambda client, _: one_rtt(client, stream(0, 10 * index, bytes([index % 256]) * 10))
 
 
+def _varint(value: int, size: int) -> bytes:
+    """``value`` as a QUIC varint of ``size`` bytes, not necessarily the shortest (RFC 9000
+    16 lets a sender pick any size that holds it)."""
+    return (value | {1: 0, 2: 1, 4: 2, 8: 3}[size] << (8 * size - 2)).to_bytes(size, "big")
+
+
+def encoded(
+    sid: int,
+    index: int,
+    *,
+    sid_bytes: int = 1,
+    offset_bytes: int = 4,
+    length_bytes: int = 2,
+    number_bytes: int = 4,
+    length: int | None = None,
+    after: bytes = b"",
+) -> Segment:
+    """``data(sid, index)`` with its STREAM frame's fields in these sizes (``length_bytes``
+    0: no length field; ``length``: the one it claims), ``after`` behind the frame, and a
+    packet number of ``number_bytes``."""
+    body = bytes((index * CHUNK + i) % 251 for i in range(CHUNK))
+    frame = bytes([0x0C | (2 if length_bytes else 0)])
+    frame += _varint(sid, sid_bytes) + _varint(index * CHUNK, offset_bytes)
+    if length_bytes:
+        frame += _varint(len(body) if length is None else length, length_bytes)
+    packet = frame + body + after
+    return lambda client, _: one_rtt(client, packet, number_bytes=number_bytes)
+
+
 def frames(payload: bytes) -> Segment:
     return lambda client, _: one_rtt(client, payload)
+
+
+def frames_numbered(payload: bytes, *, number_bytes: int) -> Segment:
+    return lambda client, _: one_rtt(client, payload, number_bytes=number_bytes)
 
 
 def corrupted(segment: Segment) -> Segment:
@@ -245,6 +278,22 @@ CASES: dict[str, tuple[list[Segment], int]] = {
     ),
     "a GRO-sized burst of garbage": ([data(0, 0)] + [garbage()] * 62 + [data(0, 1)], 64),
     "garbage too short to sample": ([data(0, 0), garbage(20), data(0, 1)], 3),
+    "a length field short of the packet's end mid-batch": (
+        [encoded(0, 0), encoded(0, 1, after=PING), encoded(0, 2)],
+        1,
+    ),
+    "a length field beyond the packet's end mid-batch": (
+        [encoded(0, 0), encoded(0, 1, length=CHUNK + 1), encoded(0, 2)],
+        3,  # aioquic closes the connection: FRAME_ENCODING_ERROR
+    ),
+    "one-byte packet numbers across their window, a duplicate from 80 back": (
+        [
+            frames_numbered(stream(0, 10 * i, bytes([i % 256]) * 10), number_bytes=1)
+            for i in range(600)
+        ]
+        + [replay(520), frames_numbered(stream(0, 6000, b"z" * 10), number_bytes=1)],
+        1,
+    ),
 }
 
 
@@ -254,7 +303,42 @@ def test_a_batch_ends_as_its_datagrams_one_by_one(case: tuple[list[Segment], int
     single, batch = _both(segments)
     _same(single, batch)
     assert batch["calls"] <= most_calls
-    assert batch["state"]["close"] is None
+    closes = segments is CASES["a length field beyond the packet's end mid-batch"][0]
+    close = batch["state"]["close"]
+    assert close is None if not closes else close[0] == QuicErrorCode.FRAME_ENCODING_ERROR
+
+
+class _Sizes(TypedDict, total=False):
+    sid_bytes: int
+    offset_bytes: int
+    length_bytes: int
+    number_bytes: int
+
+
+ENCODINGS: dict[str, _Sizes] = {
+    "4-byte offsets, 2-byte lengths": {},
+    "no length field": {"length_bytes": 0},
+    "8-byte offsets": {"offset_bytes": 8},
+    "8-byte offsets, no length field": {"offset_bytes": 8, "length_bytes": 0},
+    "2-byte offsets": {"offset_bytes": 2},
+    "2-byte stream ids": {"sid_bytes": 2},
+    "4-byte lengths": {"length_bytes": 4},
+    "1-byte packet numbers": {"number_bytes": 1},
+    "2-byte packet numbers": {"number_bytes": 2},
+    "3-byte packet numbers": {"number_bytes": 3},
+}
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS.values()), ids=list(ENCODINGS))
+def test_in_order_data_in_any_encoding_is_taken_in_one_call(encoding: _Sizes) -> None:
+    """A sender picks its varints' and packet numbers' sizes: whichever, two streams'
+    data in order is taken in one call, as one by one and as through aioquic."""
+    segments = [encoded(0, i, **encoding) for i in range(10)]
+    segments += [encoded(4, i, **encoding) for i in range(3)]
+    single, batch = _both(segments)
+    _same(single, batch)
+    assert batch["calls"] == 1 and not batch["handled"]
+    assert [len(chunks) for chunks in batch["read"]] == [10, 3]
 
 
 @pytest.mark.parametrize("seed", range(40))

@@ -54,6 +54,8 @@ is taken in that loop itself, without a call per packet.
 
 from __future__ import annotations
 
+import functools
+import struct
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -66,7 +68,7 @@ from aioquic.quic.connection import (
     QuicReceiveContext,
 )
 from aioquic.quic.events import StreamDataReceived
-from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType, decode_packet_number
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from cryptography.exceptions import InvalidTag
 
@@ -85,7 +87,8 @@ class BufferedReader(Protocol):
 
 _UINT_VAR_MAX = (1 << 62) - 1
 _VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
-_VARINT_MASKS_1 = {1: 0x3F, **_VARINT_MASKS}
+_STREAM_HEAD = struct.Struct(">BBI").unpack_from
+"""A STREAM frame's type, a 1-byte stream id and the first 4 bytes of its offset."""
 _PADDING = int(QuicFrameType.PADDING)
 _ACK = int(QuicFrameType.ACK)
 _ACK_ECN = int(QuicFrameType.ACK_ECN)
@@ -93,6 +96,19 @@ _SAMPLE_OFFSET = 4  # RFC 9001 5.4.2: the sample starts 4 bytes after the packet
 _SAMPLE_BYTES = 16
 _ONE_RTT = tls.Epoch.ONE_RTT
 _CONNECTED = QuicConnectionState.CONNECTED
+_QUICK_DECODE_BELOW = 1 << 61
+"""Below it, a packet number within half a window above the one expected is well below
+2**62 (RFC 9000 A.3's limit) for a whole run (at most 64 datagrams of +2**31 each)."""
+
+
+@functools.cache
+def _pn_windows(cid_end: int, quick: bool) -> tuple[tuple[int, int, int], ...]:
+    """By a packet number's length less one: its mask, the largest distance above the
+    expected one decoded by adding it (-1: none, ``quick`` false) and the header's end."""
+    return tuple(
+        ((1 << bits) - 1, (1 << (bits - 1)) if quick else -1, cid_end + bits // 8)
+        for bits in (8, 16, 24, 32)
+    )
 
 
 class OneRttReceiver(_AioquicConnection):
@@ -103,6 +119,9 @@ class OneRttReceiver(_AioquicConnection):
 
     _one_rtt: tuple[Any, Any, Any, Any, Any] | None = None
     """What :meth:`one_rtt_parts` looked up."""
+
+    _header_prefixes: tuple[bytes, list[bytes | None]] | None = None
+    """A connection id, and by a packet's first byte the header before its packet number."""
 
     _idle_rtt: float | None = None
     """The smoothed RTT (the object) that :attr:`_idle` was computed with."""
@@ -156,7 +175,12 @@ class OneRttReceiver(_AioquicConnection):
         that goes there, and after one that queued an event or closed the connection,
         so that its caller handles that first, as after any datagram.  A packet that
         does not decrypt with the keys in use stops the run too (aioquic then handles
-        key updates, stateless resets and drops)."""
+        key updates, stateless resets and drops).
+
+        The header each packet is authenticated with (the AEAD's associated data) is
+        made from the first one's connection id, not read from the packet: a packet to
+        another id (another connection's, or a switch to another id we issued) does
+        not decrypt, and stops the run there as a different id did before."""
         if self._state is not _CONNECTED or self._quic_logger is not None or self._close_at is None:
             return start
         paths = self._network_paths
@@ -198,57 +222,68 @@ class OneRttReceiver(_AioquicConnection):
         max_data = self._local_max_data
         sample_start = cid_end + _SAMPLE_OFFSET
         sample_end = sample_start + _SAMPLE_BYTES
+        pn_second = cid_end + 1
+        prefixes = self._header_prefixes
+        if prefixes is None or prefixes[0] != cid:
+            prefixes = self._header_prefixes = (cid, [None] * 256)
+        headers = prefixes[1]
         # What the packets taken change in the packet space, the duplicate window and
         # the timers, kept here and stored once after the run (below): nothing the run
-        # calls reads it (aioquic's ACK handler, its frame handlers).  Not the ACK queue,
-        # which a peer's ACK of our ACKs trims (aioquic's _on_ack_delivery).
+        # calls reads it (aioquic's ACK handler, its frame handlers).  The ACK queue's
+        # last range is grown here too (``ack_stop``), and stored before aioquic's
+        # frame handlers run (a peer's ACK of our ACKs trims it: _on_ack_delivery).
         expected = space.expected_packet_number
+        windows = _pn_windows(cid_end, expected < _QUICK_DECODE_BELOW)
         lower = received._lower
         seen = received._received
-        window_size = received._size
+        window_span = received._size - 1
         spin_pn = self._spin_highest_pn
         spin_first = -1  # the first byte of the highest packet, if it moves the spin bit
         largest = space.largest_received_packet
         queue: Any = space.ack_queue
         ranges = queue._RangeSet__ranges
+        ack_stop = ranges[-1].stop if ranges else -1  # the last range's end, grown here
+        grown = False  # whether ack_stop is ahead of the stored range
         taken = 0  # packets taken that the bookkeeping counts
         eliciting = False
         index = start
         count = len(segments)
         while index < count:
             data = segments[index]
-            if not data or data[0] & 0xC0 != 0x40 or not data.startswith(cid, 1):
-                break  # not a short header with its fixed bit, or another id
+            if len(data) < sample_end or data[0] & 0xC0 != 0x40:
+                break  # too short to sample, or not a short header with its fixed bit
             # Header protection off, then the payload (aioquic's
             # CryptoContext.decrypt_packet for the key phase in use, without its copies
             # of the packet).
-            sample = data[sample_start:sample_end]
-            if len(sample) < _SAMPLE_BYTES:
-                break
-            mask = header_mask(sample)
+            mask = header_mask(data[sample_start:sample_end])
             first = data[0] ^ (mask[0] & 0x1F)
             if (first >> 2) & 1 != key_phase:
                 break  # a key update (or garbage): aioquic's receive_datagram
-            pn_length = (first & 3) + 1
-            header_end = cid_end + pn_length
-            window = 1 << (pn_length * 8)
-            # The header as one integer: its first byte and packet number unmasked.
-            header_int = from_bytes(data[:header_end], "big") ^ (
-                (first ^ data[0]) << ((header_end - 1) * 8)
-                | from_bytes(mask[1 : 1 + pn_length], "big")
-            )
-            truncated = header_int & (window - 1)
-            # RFC 9000 A.3: the packet number closest to the next one expected.
-            packet_number = (expected & ~(window - 1)) | truncated
-            if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
-                packet_number += window
-            elif packet_number > expected + window // 2 and packet_number >= window:
-                packet_number -= window
+            length_bits = first & 3
+            pn_mask, half_window, header_end = windows[length_bits]
+            if length_bits == 1:
+                truncated = (data[cid_end] ^ mask[1]) << 8 | (data[pn_second] ^ mask[2])
+            elif not length_bits:
+                truncated = data[cid_end] ^ mask[1]
+            else:
+                truncated = from_bytes(data[cid_end:header_end]) ^ from_bytes(
+                    mask[1 : length_bits + 2]
+                )
+            # RFC 9000 A.3: the packet number closest to the next one expected; the
+            # usual one is within half a window above it (_pn_windows).
+            delta = (truncated - expected) & pn_mask
+            if delta <= half_window:
+                packet_number = expected + delta
+            else:
+                packet_number = decode_packet_number(truncated, (length_bits + 1) * 8, expected)
+            header = headers[first]
+            if header is None:
+                header = headers[first] = bytes((first,)) + cid
             try:
                 payload = decrypt(
-                    (iv ^ packet_number).to_bytes(12, "big"),
+                    (iv ^ packet_number).to_bytes(12),
                     data[header_end:],
-                    header_int.to_bytes(header_end, "big"),
+                    header + truncated.to_bytes(length_bits + 1),
                 )
             except InvalidTag:
                 break
@@ -268,76 +303,69 @@ class OneRttReceiver(_AioquicConnection):
             if packet_number > spin_pn:
                 spin_pn = packet_number
                 spin_first = first
-            # A bulk sender's usual packet: one STREAM frame with an offset (no FIN)
-            # that fills it with the next data of a bidirectional stream whose reader
-            # takes it, taken here with _one_rtt_frames' checks and updates for that
-            # case alone; any other packet goes there.
+            # A bulk sender's usual packet: one STREAM frame with an offset (no FIN), in
+            # the usual encoding (a 1-byte stream id, a 4- or 8-byte offset, a 2-byte
+            # length or none), that fills it with the next data of a bidirectional
+            # stream whose reader takes it, taken here with _one_rtt_frames' checks and
+            # updates for that case alone; any other packet goes there.
             size = len(payload)
             chunk = None
-            if size > 3 and payload[0] & 0xFD == 0x0C and readers is not None and not events:
-                byte = payload[1]
-                if byte < 0x40:
-                    stream_id, pos = byte, 2
-                else:
-                    n = 1 << (byte >> 6)
-                    stream_id = from_bytes(payload[1 : 1 + n], "big") & _VARINT_MASKS[n]
-                    pos = 1 + n
-                byte = payload[pos] if pos < size else 0xFF
-                if byte < 0x40:
-                    offset = byte
-                    pos += 1
-                else:
-                    n = 1 << (byte >> 6)
-                    offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
-                    pos += n
-                length = size - pos
-                if payload[0] & 2:  # a length field: the frame must end the packet
-                    byte = payload[pos] if pos < size else 0xFF
-                    n = 1 if byte < 0x40 else 1 << (byte >> 6)
-                    if from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS_1[n] != (
-                        length - n
-                    ):
-                        length = 0
-                    pos += n
-                    length -= n
-                end = offset + length
-                stream = streams.get(stream_id)
-                reader = readers.get(stream_id)
-                if (
-                    length > 0
-                    and not stream_id & 2
-                    and end <= _UINT_VAR_MAX
-                    and stream is not None
-                    and reader is not None
-                ):
-                    receiver = stream.receiver
-                    highest = receiver.highest_offset
-                    newly = end - highest if end > highest else 0
+            if 11 < size < 0x4000 and not events and readers is not None:
+                kind, stream_id, raw = _STREAM_HEAD(payload)
+                if (kind == 0x0E or kind == 0x0C) and stream_id < 0x40 and raw >= 0x8000_0000:
+                    if raw < 0xC000_0000:
+                        offset = raw & 0x3FFF_FFFF
+                        pos = 6
+                    else:
+                        offset = (raw & 0x3FFF_FFFF) << 32 | from_bytes(payload[6:10])
+                        pos = 10
+                    length = size - pos
+                    if kind == 0x0E:  # a length field: the frame must end the packet
+                        if payload[pos] << 8 | payload[pos + 1] != 0x4000 | (length - 2):
+                            length = 0
+                        pos += 2
+                        length -= 2
+                    end = offset + length
+                    stream = streams.get(stream_id)
+                    reader = readers.get(stream_id)
                     if (
-                        offset == receiver._buffer_start
-                        and not receiver._buffer
-                        and not receiver.is_finished
-                        and receiver._final_size is None
-                        and end <= stream.max_stream_data_local
-                        and max_data.used + newly <= max_data.value
+                        length > 0
+                        and not stream_id & 2
+                        and end <= _UINT_VAR_MAX
+                        and stream is not None
+                        and reader is not None
                     ):
-                        chunk = payload[pos:]
-                        if newly:
-                            receiver.highest_offset = end
-                            max_data.used += newly
-                        receiver._buffer_start = end
-                        if not reader._feed_buffered(chunk):
-                            events.append(
-                                StreamDataReceived(
-                                    data=chunk, end_stream=False, stream_id=stream_id
+                        receiver = stream.receiver
+                        highest = receiver.highest_offset
+                        newly = end - highest if end > highest else 0
+                        if (
+                            offset == receiver._buffer_start
+                            and not receiver._buffer
+                            and not receiver.is_finished
+                            and receiver._final_size is None
+                            and end <= stream.max_stream_data_local
+                            and max_data.used + newly <= max_data.value
+                        ):
+                            chunk = payload[pos:]
+                            if newly:
+                                receiver.highest_offset = end
+                                max_data.used += newly
+                            receiver._buffer_start = end
+                            if not reader._feed_buffered(chunk):
+                                events.append(
+                                    StreamDataReceived(
+                                        data=chunk, end_stream=False, stream_id=stream_id
+                                    )
                                 )
-                            )
             if chunk is not None:
-                is_ack_eliciting = True
+                eliciting = True
             else:
-                is_ack_eliciting = False
+                if grown:  # the ACK queue as aioquic's handlers must find it
+                    ranges[-1] = range(ranges[-1].start, ack_stop)
+                    grown = False
                 try:
-                    is_ack_eliciting = self._one_rtt_frames(payload, cid, path, now)
+                    if self._one_rtt_frames(payload, cid, path, now):
+                        eliciting = True
                 except QuicConnectionError as exc:
                     self._logger.warning(exc)
                     self.close(
@@ -345,26 +373,32 @@ class OneRttReceiver(_AioquicConnection):
                         frame_type=exc.frame_type,
                         reason_phrase=exc.reason_phrase,
                     )
+                ack_stop = ranges[-1].stop if ranges else -1
             if self._state is not _CONNECTED or self._close_pending:
                 break
             taken += 1
-            if is_ack_eliciting:
-                eliciting = True
             if packet_number > largest:
                 largest = packet_number
             # aioquic's QuicPacketNumberWindow.add (the set is pruned below).
             seen.add(packet_number)
-            if packet_number - window_size + 1 > lower:
-                lower = packet_number - window_size + 1
-            if ranges and ranges[-1].stop == packet_number:  # the next one, as usual
-                ranges[-1] = range(ranges[-1].start, packet_number + 1)
+            if packet_number - window_span > lower:
+                lower = packet_number - window_span
+            if packet_number == ack_stop:  # the next one, as usual: the last range grows
+                ack_stop += 1
+                grown = True
             else:
+                if grown:
+                    ranges[-1] = range(ranges[-1].start, ack_stop)
+                    grown = False
                 queue.add(packet_number)
                 if len(ranges) > MAX_ACK_RANGES:
                     queue.shift()
+                ack_stop = ranges[-1].stop
             if events:
                 break  # the caller handles them before the next datagram
 
+        if grown:
+            ranges[-1] = range(ranges[-1].start, ack_stop)
         space.expected_packet_number = expected
         if spin_first >= 0:
             spin = bool(spin_first & 0x20)
@@ -378,7 +412,7 @@ class OneRttReceiver(_AioquicConnection):
                 space.largest_received_time = now
             if lower > received._lower:
                 received._lower = lower
-                if len(seen) > 2 * window_size:
+                if len(seen) > 2 * received._size:
                     received._received = {pn for pn in seen if pn >= lower}
             if eliciting and space.ack_at is None:
                 space.ack_at = now + self._ack_delay

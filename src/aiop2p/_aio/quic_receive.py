@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aioquic import tls
@@ -101,13 +101,25 @@ _QUICK_DECODE_BELOW = 1 << 61
 2**62 (RFC 9000 A.3's limit) for a whole run (at most 64 datagrams of +2**31 each)."""
 
 
+HeaderPacker = Callable[[int, bytes, int], bytes]
+"""A short header from its first byte, connection id and truncated packet number."""
+
+
 @functools.cache
-def _pn_windows(cid_end: int, quick: bool) -> tuple[tuple[int, int, int], ...]:
+def _pn_windows(cid_end: int, quick: bool) -> tuple[tuple[int, int, int, HeaderPacker], ...]:
     """By a packet number's length less one: its mask, the largest distance above the
-    expected one decoded by adding it (-1: none, ``quick`` false) and the header's end."""
+    expected one decoded by adding it (-1: none, ``quick`` false), the header's end and
+    what packs the header (one struct call; no struct code holds 3 bytes)."""
+    cid_bytes = cid_end - 1
+
+    def pack_24(first: int, cid: bytes, truncated: int) -> bytes:
+        return bytes((first,)) + cid + truncated.to_bytes(3)
+
+    packers = [struct.Struct(f">B{cid_bytes}s{code}").pack for code in "BH"]
+    packers += [pack_24, struct.Struct(f">B{cid_bytes}sI").pack]
     return tuple(
-        ((1 << bits) - 1, (1 << (bits - 1)) if quick else -1, cid_end + bits // 8)
-        for bits in (8, 16, 24, 32)
+        ((1 << bits) - 1, (1 << (bits - 1)) if quick else -1, cid_end + bits // 8, pack)
+        for bits, pack in zip((8, 16, 24, 32), packers, strict=True)
     )
 
 
@@ -119,9 +131,6 @@ class OneRttReceiver(_AioquicConnection):
 
     _one_rtt: tuple[Any, Any, Any, Any, Any] | None = None
     """What :meth:`one_rtt_parts` looked up."""
-
-    _header_prefixes: tuple[bytes, list[bytes | None]] | None = None
-    """A connection id, and by a packet's first byte the header before its packet number."""
 
     _idle_rtt: float | None = None
     """The smoothed RTT (the object) that :attr:`_idle` was computed with."""
@@ -223,10 +232,6 @@ class OneRttReceiver(_AioquicConnection):
         sample_start = cid_end + _SAMPLE_OFFSET
         sample_end = sample_start + _SAMPLE_BYTES
         pn_second = cid_end + 1
-        prefixes = self._header_prefixes
-        if prefixes is None or prefixes[0] != cid:
-            prefixes = self._header_prefixes = (cid, [None] * 256)
-        headers = prefixes[1]
         # What the packets taken change in the packet space, the duplicate window and
         # the timers, kept here and stored once after the run (below): nothing the run
         # calls reads it (aioquic's ACK handler, its frame handlers).  The ACK queue's
@@ -246,21 +251,27 @@ class OneRttReceiver(_AioquicConnection):
         grown = False  # whether ack_stop is ahead of the stored range
         taken = 0  # packets taken that the bookkeeping counts
         eliciting = False
+        last_sid = -1  # the stream id of the last bulk packet, its stream and reader:
+        stream: Any = None  # the bulk path alone changes neither mapping
+        reader: Any = None
         index = start
         count = len(segments)
         while index < count:
             data = segments[index]
-            if len(data) < sample_end or data[0] & 0xC0 != 0x40:
-                break  # too short to sample, or not a short header with its fixed bit
+            if len(data) < sample_end:
+                break  # too short to sample
+            first = data[0]
+            if first & 0xC0 != 0x40:
+                break  # not a short header with its fixed bit
             # Header protection off, then the payload (aioquic's
             # CryptoContext.decrypt_packet for the key phase in use, without its copies
             # of the packet).
             mask = header_mask(data[sample_start:sample_end])
-            first = data[0] ^ (mask[0] & 0x1F)
+            first ^= mask[0] & 0x1F
             if (first >> 2) & 1 != key_phase:
                 break  # a key update (or garbage): aioquic's receive_datagram
             length_bits = first & 3
-            pn_mask, half_window, header_end = windows[length_bits]
+            pn_mask, half_window, header_end, pack_header = windows[length_bits]
             if length_bits == 1:
                 truncated = (data[cid_end] ^ mask[1]) << 8 | (data[pn_second] ^ mask[2])
             elif not length_bits:
@@ -276,14 +287,11 @@ class OneRttReceiver(_AioquicConnection):
                 packet_number = expected + delta
             else:
                 packet_number = decode_packet_number(truncated, (length_bits + 1) * 8, expected)
-            header = headers[first]
-            if header is None:
-                header = headers[first] = bytes((first,)) + cid
             try:
                 payload = decrypt(
                     (iv ^ packet_number).to_bytes(12),
                     data[header_end:],
-                    header + truncated.to_bytes(length_bits + 1),
+                    pack_header(first, cid, truncated),
                 )
             except InvalidTag:
                 break
@@ -326,8 +334,10 @@ class OneRttReceiver(_AioquicConnection):
                         pos += 2
                         length -= 2
                     end = offset + length
-                    stream = streams.get(stream_id)
-                    reader = readers.get(stream_id)
+                    if stream_id != last_sid:
+                        stream = streams.get(stream_id)
+                        reader = readers.get(stream_id)
+                        last_sid = stream_id
                     if (
                         length > 0
                         and not stream_id & 2
@@ -363,6 +373,7 @@ class OneRttReceiver(_AioquicConnection):
                 if grown:  # the ACK queue as aioquic's handlers must find it
                     ranges[-1] = range(ranges[-1].start, ack_stop)
                     grown = False
+                last_sid = -1  # streams and readers may change there
                 try:
                     if self._one_rtt_frames(payload, cid, path, now):
                         eliciting = True

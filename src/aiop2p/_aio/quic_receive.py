@@ -87,8 +87,9 @@ class BufferedReader(Protocol):
 
 _UINT_VAR_MAX = (1 << 62) - 1
 _VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
-_STREAM_HEAD = struct.Struct(">BBI").unpack_from
-"""A STREAM frame's type, a 1-byte stream id and the first 4 bytes of its offset."""
+_STREAM_HEAD = struct.Struct(">BBIH").unpack_from
+"""A STREAM frame's type, a 1-byte stream id, the first 4 bytes of its offset and the 2
+bytes after them (its length field, after a 4-byte offset)."""
 _PADDING = int(QuicFrameType.PADDING)
 _ACK = int(QuicFrameType.ACK)
 _ACK_ECN = int(QuicFrameType.ACK_ECN)
@@ -217,7 +218,7 @@ class OneRttReceiver(_AioquicConnection):
         aead, hp = recv.aead, recv.hp
         if aead is None or hp is None:
             return start
-        key_phase = recv.key_phase
+        key_bit = recv.key_phase << 2
         # The header-protection mask: AES's is one block encrypted (aioquic's _mask,
         # without its Python frame); ChaCha20's needs the sample as nonce (its _mask).
         header_mask = hp._mask if hp._is_chacha20 else hp._encryptor.update
@@ -227,7 +228,7 @@ class OneRttReceiver(_AioquicConnection):
         received = space.received_packets
         events = self._events
         streams = self._streams
-        readers = self.stream_readers
+        readers: Mapping[Any, BufferedReader] = self.stream_readers or {}
         max_data = self._local_max_data
         sample_start = cid_end + _SAMPLE_OFFSET
         sample_end = sample_start + _SAMPLE_BYTES
@@ -248,8 +249,11 @@ class OneRttReceiver(_AioquicConnection):
         queue: Any = space.ack_queue
         ranges = queue._RangeSet__ranges
         ack_stop = ranges[-1].stop if ranges else -1  # the last range's end, grown here
+        # No bulk packet behind an event (the order of events); the run stops after a
+        # packet that queues one, so only one already waiting at its start matters.
+        bulk_end = 0x4000 if readers and not events else 0  # payload bytes
         grown = False  # whether ack_stop is ahead of the stored range
-        taken = 0  # packets taken that the bookkeeping counts
+        taken = False  # whether a packet was taken that the bookkeeping counts
         eliciting = False
         last_sid = -1  # the stream id of the last bulk packet, its stream and reader:
         stream: Any = None  # the bulk path alone changes neither mapping
@@ -268,7 +272,7 @@ class OneRttReceiver(_AioquicConnection):
             # of the packet).
             mask = header_mask(data[sample_start:sample_end])
             first ^= mask[0] & 0x1F
-            if (first >> 2) & 1 != key_phase:
+            if first & 4 != key_bit:
                 break  # a key update (or garbage): aioquic's receive_datagram
             length_bits = first & 3
             pn_mask, half_window, header_end, pack_header = windows[length_bits]
@@ -318,21 +322,22 @@ class OneRttReceiver(_AioquicConnection):
             # updates for that case alone; any other packet goes there.
             size = len(payload)
             chunk = None
-            if 11 < size < 0x4000 and not events and readers is not None:
-                kind, stream_id, raw = _STREAM_HEAD(payload)
-                if (kind == 0x0E or kind == 0x0C) and stream_id < 0x40 and raw >= 0x8000_0000:
+            if 11 < size < bulk_end:
+                kind, stream_id, raw, field = _STREAM_HEAD(payload)
+                if kind | 2 == 0x0E and stream_id < 0x40 and raw >= 0x8000_0000:
                     if raw < 0xC000_0000:
                         offset = raw & 0x3FFF_FFFF
                         pos = 6
                     else:
                         offset = (raw & 0x3FFF_FFFF) << 32 | from_bytes(payload[6:10])
+                        field = payload[10] << 8 | payload[11]
                         pos = 10
                     length = size - pos
                     if kind == 0x0E:  # a length field: the frame must end the packet
-                        if payload[pos] << 8 | payload[pos + 1] != 0x4000 | (length - 2):
-                            length = 0
                         pos += 2
                         length -= 2
+                        if field != 0x4000 | length:
+                            length = 0
                     end = offset + length
                     if stream_id != last_sid:
                         stream = streams.get(stream_id)
@@ -387,7 +392,7 @@ class OneRttReceiver(_AioquicConnection):
                 ack_stop = ranges[-1].stop if ranges else -1
             if self._state is not _CONNECTED or self._close_pending:
                 break
-            taken += 1
+            taken = True
             if packet_number > largest:
                 largest = packet_number
             # aioquic's QuicPacketNumberWindow.add (the set is pruned below).

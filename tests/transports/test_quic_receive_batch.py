@@ -20,6 +20,7 @@ from aioquic import tls
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.events import PingAcknowledged, StreamDataReceived
 from aioquic.quic.packet import QuicErrorCode
+from aioquic.tls import CipherSuite
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
 from aiop2p._aio.quic_connection import QuicConfig, QuicConnection, SockAddr
@@ -49,8 +50,10 @@ STREAM_WINDOW = 64 * CHUNK
 CONNECTION_WINDOW = 100 * CHUNK  # less than two streams' windows
 
 
-def _pair() -> tuple[LibP2PQuic, LibP2PQuic]:
-    return connected_pair(stream_window=STREAM_WINDOW, connection_window=CONNECTION_WINDOW)
+def _pair(suites: list[CipherSuite] | None = None) -> tuple[LibP2PQuic, LibP2PQuic]:
+    return connected_pair(
+        stream_window=STREAM_WINDOW, connection_window=CONNECTION_WINDOW, suites=suites
+    )
 
 
 def data(sid: int, index: int, *, fin: bool = False) -> Segment:
@@ -137,6 +140,20 @@ def switched(segment: Segment) -> Segment:
     return make
 
 
+def key_updated(segment: Segment) -> Segment:
+    """``segment`` and what follows sent with the client's next 1-RTT keys (a key update,
+    RFC 9001 6: new packet protection keys, the same header protection)."""
+
+    def make(client: LibP2PQuic, server: LibP2PQuic) -> bytes:
+        crypto = client._cryptos[tls.Epoch.ONE_RTT]
+        phase = crypto.key_phase
+        client.request_key_update()
+        assert crypto.key_phase != phase
+        return segment(client, server)
+
+    return make
+
+
 def replay(index: int) -> Segment:
     """The datagram made at position ``index`` again (a duplicate)."""
     return lambda client, server: made[id(server)][index]
@@ -145,7 +162,9 @@ def replay(index: int) -> Segment:
 made: dict[int, list[bytes]] = {}
 
 
-def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, Any], ...]:
+def _both(
+    segments: list[Segment], *, readers: bool = True, suites: list[CipherSuite] | None = None
+) -> tuple[dict[str, Any], ...]:
     """The segments one by one to a server and in runs to another; for each, the events
     with the index of the datagram after which they were handled, the readers' data and
     the state left, and the number of calls the runs took.  A third server takes them
@@ -153,7 +172,7 @@ def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, A
     stores packet by packet."""
     results: list[dict[str, Any]] = []
     for way in ("one by one", "runs", "aioquic"):
-        client, server = _pair()
+        client, server = _pair(suites)
         log: list[Any] = []  # events and the data readers took, in order
         taking = {sid: _LogReader(log, sid) for sid in (0, 4)}
         if readers and way != "aioquic":
@@ -265,6 +284,10 @@ CASES: dict[str, tuple[list[Segment], int]] = {
         [data(0, 0), frames(MAX_DATA + PING), data(0, 1), frames(reset_stream(4, 0)), data(0, 2)],
         4,
     ),
+    "a key update mid-batch": (
+        [data(0, 0), data(0, 1), key_updated(data(0, 2)), data(0, 3), data(0, 4)],
+        3,  # aioquic takes the first packet with the new keys
+    ),
     "a switch of connection id mid-batch": (
         [data(0, 0), data(0, 1), switched(data(0, 2)), data(0, 3)],
         3,
@@ -306,6 +329,24 @@ def test_a_batch_ends_as_its_datagrams_one_by_one(case: tuple[list[Segment], int
     closes = segments is CASES["a length field beyond the packet's end mid-batch"][0]
     close = batch["state"]["close"]
     assert close is None if not closes else close[0] == QuicErrorCode.FRAME_ENCODING_ERROR
+
+
+@pytest.mark.parametrize(
+    "suite",
+    [
+        CipherSuite.AES_128_GCM_SHA256,
+        CipherSuite.AES_256_GCM_SHA384,
+        CipherSuite.CHACHA20_POLY1305_SHA256,
+    ],
+)
+def test_runs_end_as_one_by_one_with_each_cipher_suite(suite: CipherSuite) -> None:
+    """Header protection is AES (the masks of a read at once) or ChaCha20 (a mask per
+    packet): in-order data, a duplicate, frames for aioquic and data again, in runs."""
+    segments = [data(0, 0), data(0, 1), replay(0), data(0, 2), frames(MAX_DATA + PING)]
+    segments += [data(0, 3), data(8, 0), data(0, 4), data(0, 5)]
+    single, batch = _both(segments, suites=[suite])
+    _same(single, batch)
+    assert batch["calls"] <= 2 and batch["state"]["close"] is None
 
 
 class _Sizes(TypedDict, total=False):

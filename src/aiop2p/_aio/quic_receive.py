@@ -133,6 +133,10 @@ class OneRttReceiver(_AioquicConnection):
     _one_rtt: tuple[Any, Any, Any, Any, Any] | None = None
     """What :meth:`one_rtt_parts` looked up."""
 
+    _masks: tuple[Sequence[bytes], Any, int, bytes | None] | None = None
+    """The datagrams of a read, the header protection, an index and the masks of the
+    datagrams from there on (None: one was too short to sample): :meth:`_header_masks`."""
+
     _idle_rtt: float | None = None
     """The smoothed RTT (the object) that :attr:`_idle` was computed with."""
     _idle = 0.0
@@ -163,6 +167,25 @@ class OneRttReceiver(_AioquicConnection):
             self._idle_rtt = smoothed
             self._idle = self._idle_timeout()
         return self._idle
+
+    def _header_masks(
+        self, segments: Sequence[bytes], start: int, hp: Any, sample_start: int
+    ) -> tuple[bytes, int] | None:
+        """AES header-protection masks for ``segments[start:]`` and the index of the
+        first: one ECB call for the samples of all the datagrams of a read (a call per
+        packet costs more than the block), kept for this connection's next run in the
+        same read, which does not compute them again; None if one is too short to
+        sample (the run takes a mask per packet)."""
+        cached = self._masks
+        if cached is not None and cached[0] is segments and cached[1] is hp and cached[2] <= start:
+            return None if cached[3] is None else (cached[3], cached[2])
+        sample_end = sample_start + _SAMPLE_BYTES
+        samples = b"".join([data[sample_start:sample_end] for data in segments[start:]])
+        masks = None
+        if len(samples) == (len(segments) - start) * _SAMPLE_BYTES:
+            masks = hp._encryptor.update(samples)
+        self._masks = (segments, hp, start, masks)
+        return None if masks is None else (masks, start)
 
     def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
         """One datagram the short way (:meth:`_receive_one_rtt_run`); False (nothing
@@ -220,8 +243,13 @@ class OneRttReceiver(_AioquicConnection):
             return start
         key_bit = recv.key_phase << 2
         # The header-protection mask: AES's is one block encrypted (aioquic's _mask,
-        # without its Python frame); ChaCha20's needs the sample as nonce (its _mask).
+        # without its Python frame), those of a read's datagrams at once (at ``mask_at``
+        # in ``masks``: _header_masks); ChaCha20's needs the sample as nonce (its _mask).
         header_mask = hp._mask if hp._is_chacha20 else hp._encryptor.update
+        count = len(segments)
+        batch = None
+        if count - start > 1 and not hp._is_chacha20:
+            batch = self._header_masks(segments, start, hp, cid_end + _SAMPLE_OFFSET)
         decrypt = aead._aead.decrypt
         iv = aead._iv
         from_bytes = int.from_bytes
@@ -259,7 +287,9 @@ class OneRttReceiver(_AioquicConnection):
         stream: Any = None  # the bulk path alone changes neither mapping
         reader: Any = None
         index = start
-        count = len(segments)
+        if batch is not None:
+            masks, mask_at = batch
+            mask_at = (start - mask_at) * _SAMPLE_BYTES - _SAMPLE_BYTES
         while index < count:
             data = segments[index]
             if len(data) < sample_end:
@@ -270,19 +300,25 @@ class OneRttReceiver(_AioquicConnection):
             # Header protection off, then the payload (aioquic's
             # CryptoContext.decrypt_packet for the key phase in use, without its copies
             # of the packet).
-            mask = header_mask(data[sample_start:sample_end])
-            first ^= mask[0] & 0x1F
+            if batch is None:
+                masks = header_mask(data[sample_start:sample_end])
+                mask_at = 0
+            else:
+                mask_at += _SAMPLE_BYTES
+            first ^= masks[mask_at] & 0x1F
             if first & 4 != key_bit:
                 break  # a key update (or garbage): aioquic's receive_datagram
             length_bits = first & 3
             pn_mask, half_window, header_end, pack_header = windows[length_bits]
             if length_bits == 1:
-                truncated = (data[cid_end] ^ mask[1]) << 8 | (data[pn_second] ^ mask[2])
+                truncated = (data[cid_end] ^ masks[mask_at + 1]) << 8 | (
+                    data[pn_second] ^ masks[mask_at + 2]
+                )
             elif not length_bits:
-                truncated = data[cid_end] ^ mask[1]
+                truncated = data[cid_end] ^ masks[mask_at + 1]
             else:
                 truncated = from_bytes(data[cid_end:header_end]) ^ from_bytes(
-                    mask[1 : length_bits + 2]
+                    masks[mask_at + 1 : mask_at + length_bits + 2]
                 )
             # RFC 9000 A.3: the packet number closest to the next one expected; the
             # usual one is within half a window above it (_pn_windows).
@@ -415,6 +451,8 @@ class OneRttReceiver(_AioquicConnection):
 
         if grown:
             ranges[-1] = range(ranges[-1].start, ack_stop)
+        if index == count and batch is not None:
+            self._masks = None  # the read is done with (no datagram of it kept)
         space.expected_packet_number = expected
         if spin_first >= 0:
             spin = bool(spin_first & 0x20)

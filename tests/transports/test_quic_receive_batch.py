@@ -163,7 +163,11 @@ made: dict[int, list[bytes]] = {}
 
 
 def _both(
-    segments: list[Segment], *, readers: bool = True, suites: list[CipherSuite] | None = None
+    segments: list[Segment],
+    *,
+    readers: bool = True,
+    refusing: tuple[int, ...] = (),
+    suites: list[CipherSuite] | None = None,
 ) -> tuple[dict[str, Any], ...]:
     """The segments one by one to a server and in runs to another; for each, the events
     with the index of the datagram after which they were handled, the readers' data and
@@ -174,7 +178,7 @@ def _both(
     for way in ("one by one", "runs", "aioquic"):
         client, server = _pair(suites)
         log: list[Any] = []  # events and the data readers took, in order
-        taking = {sid: _LogReader(log, sid) for sid in (0, 4)}
+        taking = {sid: _LogReader(log, sid, takes=sid not in refusing) for sid in (0, 4)}
         if readers and way != "aioquic":
             server.stream_readers = taking
         packets = made[id(server)] = []
@@ -222,14 +226,24 @@ def _both(
 class _LogReader(_Reader):
     """A stream's reader that also logs what it takes among the events."""
 
-    def __init__(self, log: list[Any], stream_id: int) -> None:
-        super().__init__()
+    def __init__(self, log: list[Any], stream_id: int, *, takes: bool = True) -> None:
+        super().__init__(takes=takes)
         self.log = log
         self.stream_id = stream_id
 
     def _feed_buffered(self, data: bytes) -> bool:
-        self.log.append(StreamDataReceived(data=data, end_stream=False, stream_id=self.stream_id))
+        if self.takes:
+            self.log.append(
+                StreamDataReceived(data=data, end_stream=False, stream_id=self.stream_id)
+            )
         return super()._feed_buffered(data)
+
+    def _feed_chunks(self, chunks: list[bytes], size: int) -> None:
+        for data in chunks:
+            self.log.append(
+                StreamDataReceived(data=data, end_stream=False, stream_id=self.stream_id)
+            )
+        super()._feed_chunks(chunks, size)
 
 
 def _stream_bytes(result: dict[str, Any]) -> dict[int, bytes]:
@@ -293,6 +307,15 @@ CASES: dict[str, tuple[list[Segment], int]] = {
         3,
     ),
     "an ACK mid-batch": ([data(0, 0), frames(ack(0)), data(0, 1)], 1),
+    "two open streams' runs of chunks in turn": (
+        [data(0, 0), data(4, 0)]  # opened through aioquic's frames
+        + [encoded(sid, i) for sid, i in ((0, 1), (0, 2), (4, 1), (4, 2), (0, 3), (4, 3))],
+        1,
+    ),
+    "in-order data for the reader through aioquic's frames behind a run of chunks": (
+        [data(0, i) for i in range(3)] + [frames(stream(0, 3 * CHUNK, b"x" * 10) + PING)],
+        1,
+    ),
     "a new stream's data (an event) mid-batch": ([data(0, 0), data(8, 0), data(0, 1)], 2),
     "a FIN mid-batch": ([data(0, 0), data(0, 1, fin=True), data(4, 0)], 2),
     "more packets than the duplicate window, then one from below it": (
@@ -445,6 +468,17 @@ def test_reserved_bits_mid_batch_close_as_one_by_one() -> None:
     _same(single, batch)
     assert batch["state"]["close"] is not None
     assert batch["state"]["close"][0] == QuicErrorCode.PROTOCOL_VIOLATION
+
+
+def test_a_reader_that_refuses_data_mid_batch_gets_events_as_one_by_one() -> None:
+    """Stream 4's reader refuses (a stream still negotiating): its data is an event, which
+    ends the run, and stream 0's chunks before and after it reach its reader in order."""
+    segments = [data(4, 0)] + [encoded(0, i) for i in range(3)] + [encoded(4, 1)]
+    segments += [encoded(0, 3), encoded(0, 4)]
+    single, batch = _both(segments, refusing=(4,))
+    _same(single, batch)
+    assert batch["calls"] == 3 and [i for i, _ in batch["handled"]] == [0, 4]
+    assert [len(chunks) for chunks in batch["read"]] == [5, 0]
 
 
 def test_without_readers_every_chunk_is_an_event_after_its_datagram() -> None:

@@ -84,6 +84,11 @@ class BufferedReader(Protocol):
         """Take ``data`` (no FIN) now; False: it must come as an event instead."""
         ...
 
+    def _feed_chunks(self, chunks: list[bytes], size: int) -> None:
+        """Take ``chunks`` (``size`` bytes in all), which follow data it took in the same
+        input (:meth:`_feed_buffered` true): a run of packets hands them over at once."""
+        ...
+
 
 _UINT_VAR_MAX = (1 << 62) - 1
 _VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
@@ -286,6 +291,12 @@ class OneRttReceiver(_AioquicConnection):
         last_sid = -1  # the stream id of the last bulk packet, its stream and reader:
         stream: Any = None  # the bulk path alone changes neither mapping
         reader: Any = None
+        # The reader that took a bulk packet's chunk, and the chunks for it after that
+        # one, handed over at once (its _feed_chunks) before anything else can read it:
+        # _one_rtt_frames (below) and the run's end.
+        fed: Any = None
+        fed_chunks: list[bytes] = []
+        fed_bytes = 0
         index = start
         if batch is not None:
             masks, mask_at = batch
@@ -402,18 +413,34 @@ class OneRttReceiver(_AioquicConnection):
                                 receiver.highest_offset = end
                                 max_data.used += newly
                             receiver._buffer_start = end
-                            if not reader._feed_buffered(chunk):
-                                events.append(
-                                    StreamDataReceived(
-                                        data=chunk, end_stream=False, stream_id=stream_id
+                            if reader is fed:
+                                fed_chunks.append(chunk)
+                                fed_bytes += length
+                            else:
+                                if fed_chunks:
+                                    fed._feed_chunks(fed_chunks, fed_bytes)
+                                    fed_chunks = []
+                                    fed_bytes = 0
+                                if reader._feed_buffered(chunk):
+                                    fed = reader
+                                else:
+                                    fed = None
+                                    events.append(
+                                        StreamDataReceived(
+                                            data=chunk, end_stream=False, stream_id=stream_id
+                                        )
                                     )
-                                )
             if chunk is not None:
                 eliciting = True
             else:
                 if grown:  # the ACK queue as aioquic's handlers must find it
                     ranges[-1] = range(ranges[-1].start, ack_stop)
                     grown = False
+                if fed_chunks:  # the readers as aioquic's handlers must find them
+                    fed._feed_chunks(fed_chunks, fed_bytes)
+                    fed_chunks = []
+                    fed_bytes = 0
+                fed = None
                 last_sid = -1  # streams and readers may change there
                 try:
                     if self._one_rtt_frames(payload, cid, path, now):
@@ -451,6 +478,8 @@ class OneRttReceiver(_AioquicConnection):
 
         if grown:
             ranges[-1] = range(ranges[-1].start, ack_stop)
+        if fed_chunks:
+            fed._feed_chunks(fed_chunks, fed_bytes)
         if index == count and batch is not None:
             self._masks = None  # the read is done with (no datagram of it kept)
         space.expected_packet_number = expected

@@ -303,19 +303,19 @@ class OneRttReceiver(_AioquicConnection):
             mask_at = (start - mask_at) * _SAMPLE_BYTES - _SAMPLE_BYTES
         while index < count:
             data = segments[index]
-            if len(data) < sample_end:
-                break  # too short to sample
-            first = data[0]
-            if first & 0xC0 != 0x40:
-                break  # not a short header with its fixed bit
             # Header protection off, then the payload (aioquic's
             # CryptoContext.decrypt_packet for the key phase in use, without its copies
             # of the packet).
             if batch is None:
+                if len(data) < sample_end:
+                    break  # too short to sample
                 masks = header_mask(data[sample_start:sample_end])
                 mask_at = 0
-            else:
+            else:  # each was long enough to sample
                 mask_at += _SAMPLE_BYTES
+            first = data[0]
+            if first & 0xC0 != 0x40:
+                break  # not a short header with its fixed bit
             first ^= masks[mask_at] & 0x1F
             if first & 4 != key_bit:
                 break  # a key update (or garbage): aioquic's receive_datagram
@@ -431,7 +431,7 @@ class OneRttReceiver(_AioquicConnection):
                                         )
                                     )
             if chunk is not None:
-                eliciting = True
+                eliciting = True  # nothing above closes the connection (a reader buffers)
             else:
                 if grown:  # the ACK queue as aioquic's handlers must find it
                     ranges[-1] = range(ranges[-1].start, ack_stop)
@@ -453,8 +453,8 @@ class OneRttReceiver(_AioquicConnection):
                         reason_phrase=exc.reason_phrase,
                     )
                 ack_stop = ranges[-1].stop if ranges else -1
-            if self._state is not _CONNECTED or self._close_pending:
-                break
+                if self._state is not _CONNECTED or self._close_pending:
+                    break
             taken = True
             if packet_number > largest:
                 largest = packet_number

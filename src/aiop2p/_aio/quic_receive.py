@@ -103,8 +103,9 @@ _SAMPLE_BYTES = 16
 _ONE_RTT = tls.Epoch.ONE_RTT
 _CONNECTED = QuicConnectionState.CONNECTED
 _QUICK_DECODE_BELOW = 1 << 61
-"""Below it, a packet number within half a window above the one expected is well below
-2**62 (RFC 9000 A.3's limit) for a whole run (at most 64 datagrams of +2**31 each)."""
+"""Below it at a run's start, a packet number within half a window above the one expected
+stays below 2**62 (RFC 9000 A.3's limit) through the run: each datagram moves it up by
+at most 2**31, and 2**29 of them would be needed to pass it."""
 
 
 HeaderPacker = Callable[[int, bytes, int], bytes]

@@ -49,7 +49,9 @@ The datagrams of one read (a peer's GSO burst the kernel coalesced with UDP GRO)
 in one call (:meth:`OneRttReceiver._receive_one_rtt_run`): what holds for all of them
 is looked up once, what they change in the packet space once after them, and a bulk
 sender's usual packet (one STREAM frame that fills it with the next data for a reader)
-is taken in that loop itself, without a call per packet.
+is taken in that loop itself, without a call per packet: their AES header-protection
+masks come from one call (:meth:`OneRttReceiver._header_masks`), and a reader gets the
+chunks after its first one at once (``_feed_chunks``).
 """
 
 from __future__ import annotations

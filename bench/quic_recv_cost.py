@@ -105,6 +105,9 @@ class Reader:
         self.received += len(data)
         return True
 
+    def _feed_chunks(self, chunks: list[bytes], size: int) -> None:
+        self.received += size
+
 
 def receiving_connection(
     server: LibP2PQuic, endpoint: QuicEndpoint, reader: Reader

@@ -92,9 +92,16 @@ def varints(*values: int) -> bytes:
     return buf.data
 
 
-def one_rtt(sender: QuicConnection, frames: bytes, *, first: int = 0x43) -> bytes:
-    """A 1-RTT packet of ``sender`` carrying ``frames`` (a 4-byte packet number)."""
+def one_rtt(
+    sender: QuicConnection, frames: bytes, *, first: int = 0x43, number_bytes: int = 4
+) -> bytes:
+    """A 1-RTT packet of ``sender`` carrying ``frames``, its packet number in
+    ``number_bytes`` bytes (``first``'s low three bits are set to match: the key phase
+    and the packet number's length)."""
     number = sender._packet_number
     sender._packet_number += 1
-    header = bytes([first]) + sender._peer_cid.cid + number.to_bytes(4, "big")
-    return bytes(sender._cryptos[tls.Epoch.ONE_RTT].encrypt_packet(header, frames, number))
+    crypto = sender._cryptos[tls.Epoch.ONE_RTT]
+    first = first & ~7 | crypto.key_phase << 2 | (number_bytes - 1)
+    truncated = number & ((1 << (8 * number_bytes)) - 1)
+    header = bytes([first]) + sender._peer_cid.cid + truncated.to_bytes(number_bytes, "big")
+    return bytes(crypto.encrypt_packet(header, frames, number))

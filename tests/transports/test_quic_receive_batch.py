@@ -13,13 +13,14 @@ import random
 import socket
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from aioquic import tls
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.events import PingAcknowledged, StreamDataReceived
 from aioquic.quic.packet import QuicErrorCode
+from aioquic.tls import CipherSuite
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
 from aiop2p._aio.quic_connection import QuicConfig, QuicConnection, SockAddr
@@ -49,8 +50,10 @@ STREAM_WINDOW = 64 * CHUNK
 CONNECTION_WINDOW = 100 * CHUNK  # less than two streams' windows
 
 
-def _pair() -> tuple[LibP2PQuic, LibP2PQuic]:
-    return connected_pair(stream_window=STREAM_WINDOW, connection_window=CONNECTION_WINDOW)
+def _pair(suites: list[CipherSuite] | None = None) -> tuple[LibP2PQuic, LibP2PQuic]:
+    return connected_pair(
+        stream_window=STREAM_WINDOW, connection_window=CONNECTION_WINDOW, suites=suites
+    )
 
 
 def data(sid: int, index: int, *, fin: bool = False) -> Segment:
@@ -64,8 +67,41 @@ def tiny(index: int) -> Segment:
     return lambda client, _: one_rtt(client, stream(0, 10 * index, bytes([index % 256]) * 10))
 
 
+def _varint(value: int, size: int) -> bytes:
+    """``value`` as a QUIC varint of ``size`` bytes, not necessarily the shortest (RFC 9000
+    16 lets a sender pick any size that holds it)."""
+    return (value | {1: 0, 2: 1, 4: 2, 8: 3}[size] << (8 * size - 2)).to_bytes(size, "big")
+
+
+def encoded(
+    sid: int,
+    index: int,
+    *,
+    sid_bytes: int = 1,
+    offset_bytes: int = 4,
+    length_bytes: int = 2,
+    number_bytes: int = 4,
+    length: int | None = None,
+    after: bytes = b"",
+) -> Segment:
+    """``data(sid, index)`` with its STREAM frame's fields in these sizes (``length_bytes``
+    0: no length field; ``length``: the one it claims), ``after`` behind the frame, and a
+    packet number of ``number_bytes``."""
+    body = bytes((index * CHUNK + i) % 251 for i in range(CHUNK))
+    frame = bytes([0x0C | (2 if length_bytes else 0)])
+    frame += _varint(sid, sid_bytes) + _varint(index * CHUNK, offset_bytes)
+    if length_bytes:
+        frame += _varint(len(body) if length is None else length, length_bytes)
+    packet = frame + body + after
+    return lambda client, _: one_rtt(client, packet, number_bytes=number_bytes)
+
+
 def frames(payload: bytes) -> Segment:
     return lambda client, _: one_rtt(client, payload)
+
+
+def frames_numbered(payload: bytes, *, number_bytes: int) -> Segment:
+    return lambda client, _: one_rtt(client, payload, number_bytes=number_bytes)
 
 
 def corrupted(segment: Segment) -> Segment:
@@ -104,6 +140,20 @@ def switched(segment: Segment) -> Segment:
     return make
 
 
+def key_updated(segment: Segment) -> Segment:
+    """``segment`` and what follows sent with the client's next 1-RTT keys (a key update,
+    RFC 9001 6: new packet protection keys, the same header protection)."""
+
+    def make(client: LibP2PQuic, server: LibP2PQuic) -> bytes:
+        crypto = client._cryptos[tls.Epoch.ONE_RTT]
+        phase = crypto.key_phase
+        client.request_key_update()
+        assert crypto.key_phase != phase
+        return segment(client, server)
+
+    return make
+
+
 def replay(index: int) -> Segment:
     """The datagram made at position ``index`` again (a duplicate)."""
     return lambda client, server: made[id(server)][index]
@@ -112,7 +162,13 @@ def replay(index: int) -> Segment:
 made: dict[int, list[bytes]] = {}
 
 
-def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, Any], ...]:
+def _both(
+    segments: list[Segment],
+    *,
+    readers: bool = True,
+    refusing: tuple[int, ...] = (),
+    suites: list[CipherSuite] | None = None,
+) -> tuple[dict[str, Any], ...]:
     """The segments one by one to a server and in runs to another; for each, the events
     with the index of the datagram after which they were handled, the readers' data and
     the state left, and the number of calls the runs took.  A third server takes them
@@ -120,9 +176,9 @@ def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, A
     stores packet by packet."""
     results: list[dict[str, Any]] = []
     for way in ("one by one", "runs", "aioquic"):
-        client, server = _pair()
+        client, server = _pair(suites)
         log: list[Any] = []  # events and the data readers took, in order
-        taking = {sid: _LogReader(log, sid) for sid in (0, 4)}
+        taking = {sid: _LogReader(log, sid, takes=sid not in refusing) for sid in (0, 4)}
         if readers and way != "aioquic":
             server.stream_readers = taking
         packets = made[id(server)] = []
@@ -170,14 +226,24 @@ def _both(segments: list[Segment], *, readers: bool = True) -> tuple[dict[str, A
 class _LogReader(_Reader):
     """A stream's reader that also logs what it takes among the events."""
 
-    def __init__(self, log: list[Any], stream_id: int) -> None:
-        super().__init__()
+    def __init__(self, log: list[Any], stream_id: int, *, takes: bool = True) -> None:
+        super().__init__(takes=takes)
         self.log = log
         self.stream_id = stream_id
 
     def _feed_buffered(self, data: bytes) -> bool:
-        self.log.append(StreamDataReceived(data=data, end_stream=False, stream_id=self.stream_id))
+        if self.takes:
+            self.log.append(
+                StreamDataReceived(data=data, end_stream=False, stream_id=self.stream_id)
+            )
         return super()._feed_buffered(data)
+
+    def _feed_chunks(self, chunks: list[bytes], size: int) -> None:
+        for data in chunks:
+            self.log.append(
+                StreamDataReceived(data=data, end_stream=False, stream_id=self.stream_id)
+            )
+        super()._feed_chunks(chunks, size)
 
 
 def _stream_bytes(result: dict[str, Any]) -> dict[int, bytes]:
@@ -232,11 +298,24 @@ CASES: dict[str, tuple[list[Segment], int]] = {
         [data(0, 0), frames(MAX_DATA + PING), data(0, 1), frames(reset_stream(4, 0)), data(0, 2)],
         4,
     ),
+    "a key update mid-batch": (
+        [data(0, 0), data(0, 1), key_updated(data(0, 2)), data(0, 3), data(0, 4)],
+        3,  # aioquic takes the first packet with the new keys
+    ),
     "a switch of connection id mid-batch": (
         [data(0, 0), data(0, 1), switched(data(0, 2)), data(0, 3)],
         3,
     ),
     "an ACK mid-batch": ([data(0, 0), frames(ack(0)), data(0, 1)], 1),
+    "two open streams' runs of chunks in turn": (
+        [data(0, 0), data(4, 0)]  # opened through aioquic's frames
+        + [encoded(sid, i) for sid, i in ((0, 1), (0, 2), (4, 1), (4, 2), (0, 3), (4, 3))],
+        1,
+    ),
+    "in-order data for the reader through aioquic's frames behind a run of chunks": (
+        [data(0, i) for i in range(3)] + [frames(stream(0, 3 * CHUNK, b"x" * 10) + PING)],
+        1,
+    ),
     "a new stream's data (an event) mid-batch": ([data(0, 0), data(8, 0), data(0, 1)], 2),
     "a FIN mid-batch": ([data(0, 0), data(0, 1, fin=True), data(4, 0)], 2),
     "more packets than the duplicate window, then one from below it": (
@@ -245,6 +324,22 @@ CASES: dict[str, tuple[list[Segment], int]] = {
     ),
     "a GRO-sized burst of garbage": ([data(0, 0)] + [garbage()] * 62 + [data(0, 1)], 64),
     "garbage too short to sample": ([data(0, 0), garbage(20), data(0, 1)], 3),
+    "a length field short of the packet's end mid-batch": (
+        [encoded(0, 0), encoded(0, 1, after=PING), encoded(0, 2)],
+        1,
+    ),
+    "a length field beyond the packet's end mid-batch": (
+        [encoded(0, 0), encoded(0, 1, length=CHUNK + 1), encoded(0, 2)],
+        3,  # aioquic closes the connection: FRAME_ENCODING_ERROR
+    ),
+    "one-byte packet numbers across their window, a duplicate from 80 back": (
+        [
+            frames_numbered(stream(0, 10 * i, bytes([i % 256]) * 10), number_bytes=1)
+            for i in range(600)
+        ]
+        + [replay(520), frames_numbered(stream(0, 6000, b"z" * 10), number_bytes=1)],
+        1,
+    ),
 }
 
 
@@ -254,7 +349,60 @@ def test_a_batch_ends_as_its_datagrams_one_by_one(case: tuple[list[Segment], int
     single, batch = _both(segments)
     _same(single, batch)
     assert batch["calls"] <= most_calls
-    assert batch["state"]["close"] is None
+    closes = segments is CASES["a length field beyond the packet's end mid-batch"][0]
+    close = batch["state"]["close"]
+    assert close is None if not closes else close[0] == QuicErrorCode.FRAME_ENCODING_ERROR
+
+
+@pytest.mark.parametrize(
+    "suite",
+    [
+        CipherSuite.AES_128_GCM_SHA256,
+        CipherSuite.AES_256_GCM_SHA384,
+        CipherSuite.CHACHA20_POLY1305_SHA256,
+    ],
+)
+def test_runs_end_as_one_by_one_with_each_cipher_suite(suite: CipherSuite) -> None:
+    """Header protection is AES (the masks of a read at once) or ChaCha20 (a mask per
+    packet): in-order data, a duplicate, frames for aioquic and data again, in runs."""
+    segments = [data(0, 0), data(0, 1), replay(0), data(0, 2), frames(MAX_DATA + PING)]
+    segments += [data(0, 3), data(8, 0), data(0, 4), data(0, 5)]
+    single, batch = _both(segments, suites=[suite])
+    _same(single, batch)
+    assert batch["calls"] <= 2 and batch["state"]["close"] is None
+
+
+class _Sizes(TypedDict, total=False):
+    sid_bytes: int
+    offset_bytes: int
+    length_bytes: int
+    number_bytes: int
+
+
+ENCODINGS: dict[str, _Sizes] = {
+    "4-byte offsets, 2-byte lengths": {},
+    "no length field": {"length_bytes": 0},
+    "8-byte offsets": {"offset_bytes": 8},
+    "8-byte offsets, no length field": {"offset_bytes": 8, "length_bytes": 0},
+    "2-byte offsets": {"offset_bytes": 2},
+    "2-byte stream ids": {"sid_bytes": 2},
+    "4-byte lengths": {"length_bytes": 4},
+    "1-byte packet numbers": {"number_bytes": 1},
+    "2-byte packet numbers": {"number_bytes": 2},
+    "3-byte packet numbers": {"number_bytes": 3},
+}
+
+
+@pytest.mark.parametrize("encoding", list(ENCODINGS.values()), ids=list(ENCODINGS))
+def test_in_order_data_in_any_encoding_is_taken_in_one_call(encoding: _Sizes) -> None:
+    """A sender picks its varints' and packet numbers' sizes: whichever, two streams'
+    data in order is taken in one call, as one by one and as through aioquic."""
+    segments = [encoded(0, i, **encoding) for i in range(10)]
+    segments += [encoded(4, i, **encoding) for i in range(3)]
+    single, batch = _both(segments)
+    _same(single, batch)
+    assert batch["calls"] == 1 and not batch["handled"]
+    assert [len(chunks) for chunks in batch["read"]] == [10, 3]
 
 
 @pytest.mark.parametrize("seed", range(40))
@@ -320,6 +468,17 @@ def test_reserved_bits_mid_batch_close_as_one_by_one() -> None:
     _same(single, batch)
     assert batch["state"]["close"] is not None
     assert batch["state"]["close"][0] == QuicErrorCode.PROTOCOL_VIOLATION
+
+
+def test_a_reader_that_refuses_data_mid_batch_gets_events_as_one_by_one() -> None:
+    """Stream 4's reader refuses (a stream still negotiating): its data is an event, which
+    ends the run, and stream 0's chunks before and after it reach its reader in order."""
+    segments = [data(4, 0)] + [encoded(0, i) for i in range(3)] + [encoded(4, 1)]
+    segments += [encoded(0, 3), encoded(0, 4)]
+    single, batch = _both(segments, refusing=(4,))
+    _same(single, batch)
+    assert batch["calls"] == 3 and [i for i, _ in batch["handled"]] == [0, 4]
+    assert [len(chunks) for chunks in batch["read"]] == [5, 0]
 
 
 def test_without_readers_every_chunk_is_an_event_after_its_datagram() -> None:

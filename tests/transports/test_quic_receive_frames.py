@@ -363,6 +363,10 @@ class _Reader:
             self.data.append(data)
         return self.takes
 
+    def _feed_chunks(self, chunks: list[bytes], size: int) -> None:
+        assert self.data and size == sum(map(len, chunks)), "after data it took"
+        self.data += chunks
+
 
 def test_in_order_data_goes_to_the_reader_without_events() -> None:
     client, server = _pair()

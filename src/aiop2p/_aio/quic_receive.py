@@ -51,13 +51,17 @@ The datagrams of one read (a peer's GSO burst the kernel coalesced with UDP GRO)
 in one call (:meth:`OneRttReceiver._receive_one_rtt_run`): what holds for all of them
 is looked up once, what they change in the packet space once after them, and a bulk
 sender's usual packet (one STREAM frame that fills it with the next data for a reader)
-is taken in that loop itself, without a call per packet.
+is taken in that loop itself, without a call per packet: their AES header-protection
+masks come from one call (:meth:`OneRttReceiver._header_masks`), and a reader gets the
+chunks after its first one at once (``_feed_chunks``).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Mapping, Sequence
+import struct
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from aioquic import tls
@@ -69,7 +73,7 @@ from aioquic.quic.connection import (
     QuicReceiveContext,
 )
 from aioquic.quic.events import StreamDataReceived
-from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType, decode_packet_number
 from aioquic.quic.recovery import MAX_ACK_RANGES
 from aioquic.quic.stream import QuicStream
 from cryptography.exceptions import InvalidTag
@@ -86,10 +90,17 @@ class BufferedReader(Protocol):
         """Take ``data`` (no FIN) now; False: it must come as an event instead."""
         ...
 
+    def _feed_chunks(self, chunks: list[bytes], size: int) -> None:
+        """Take ``chunks`` (``size`` bytes in all), which follow data it took in the same
+        input (:meth:`_feed_buffered` true): a run of packets hands them over at once."""
+        ...
+
 
 _UINT_VAR_MAX = (1 << 62) - 1
 _VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
-_VARINT_MASKS_1 = {1: 0x3F, **_VARINT_MASKS}
+_STREAM_HEAD = struct.Struct(">BBIH").unpack_from
+"""A STREAM frame's type, a 1-byte stream id, the first 4 bytes of its offset and the 2
+bytes after them (its length field, after a 4-byte offset)."""
 _PADDING = int(QuicFrameType.PADDING)
 _ACK = int(QuicFrameType.ACK)
 _ACK_ECN = int(QuicFrameType.ACK_ECN)
@@ -97,6 +108,32 @@ _SAMPLE_OFFSET = 4  # RFC 9001 5.4.2: the sample starts 4 bytes after the packet
 _SAMPLE_BYTES = 16
 _ONE_RTT = tls.Epoch.ONE_RTT
 _CONNECTED = QuicConnectionState.CONNECTED
+_QUICK_DECODE_BELOW = 1 << 61
+"""Below it at a run's start, a packet number within half a window above the one expected
+stays below 2**62 (RFC 9000 A.3's limit) through the run: each datagram moves it up by
+at most 2**31, and 2**29 of them would be needed to pass it."""
+
+
+HeaderPacker = Callable[[int, bytes, int], bytes]
+"""A short header from its first byte, connection id and truncated packet number."""
+
+
+@functools.cache
+def _pn_windows(cid_end: int, quick: bool) -> tuple[tuple[int, int, int, HeaderPacker], ...]:
+    """By a packet number's length less one: its mask, the largest distance above the
+    expected one decoded by adding it (-1: none, ``quick`` false), the header's end and
+    what packs the header (one struct call; no struct code holds 3 bytes)."""
+    cid_bytes = cid_end - 1
+
+    def pack_24(first: int, cid: bytes, truncated: int) -> bytes:
+        return bytes((first,)) + cid + truncated.to_bytes(3)
+
+    packers = [struct.Struct(f">B{cid_bytes}s{code}").pack for code in "BH"]
+    packers += [pack_24, struct.Struct(f">B{cid_bytes}sI").pack]
+    return tuple(
+        ((1 << bits) - 1, (1 << (bits - 1)) if quick else -1, cid_end + bits // 8, pack)
+        for bits, pack in zip((8, 16, 24, 32), packers, strict=True)
+    )
 
 
 class OneRttReceiver(_AioquicConnection):
@@ -107,6 +144,10 @@ class OneRttReceiver(_AioquicConnection):
 
     _one_rtt: tuple[Any, Any, Any, Any, Any] | None = None
     """What :meth:`one_rtt_parts` looked up."""
+
+    _masks: tuple[Sequence[bytes], Any, int, bytes | None] | None = None
+    """The datagrams of a read, the header protection, an index and the masks of the
+    datagrams from there on (None: one was too short to sample): :meth:`_header_masks`."""
 
     _idle_rtt: float | None = None
     """The smoothed RTT (the object) that :attr:`_idle` was computed with."""
@@ -139,6 +180,25 @@ class OneRttReceiver(_AioquicConnection):
             self._idle = self._idle_timeout()
         return self._idle
 
+    def _header_masks(
+        self, segments: Sequence[bytes], start: int, hp: Any, sample_start: int
+    ) -> tuple[bytes, int] | None:
+        """AES header-protection masks for ``segments[start:]`` and the index of the
+        first: one ECB call for the samples of all the datagrams of a read (a call per
+        packet costs more than the block), kept for this connection's next run in the
+        same read, which does not compute them again; None if one is too short to
+        sample (the run takes a mask per packet)."""
+        cached = self._masks
+        if cached is not None and cached[0] is segments and cached[1] is hp and cached[2] <= start:
+            return None if cached[3] is None else (cached[3], cached[2])
+        sample_end = sample_start + _SAMPLE_BYTES
+        samples = b"".join([data[sample_start:sample_end] for data in segments[start:]])
+        masks = None
+        if len(samples) == (len(segments) - start) * _SAMPLE_BYTES:
+            masks = hp._encryptor.update(samples)
+        self._masks = (segments, hp, start, masks)
+        return None if masks is None else (masks, start)
+
     def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
         """One datagram the short way (:meth:`_receive_one_rtt_run`); False (nothing
         done) when it does not take it."""
@@ -160,7 +220,12 @@ class OneRttReceiver(_AioquicConnection):
         that goes there, and after one that queued an event or closed the connection,
         so that its caller handles that first, as after any datagram.  A packet that
         does not decrypt with the keys in use stops the run too (aioquic then handles
-        key updates, stateless resets and drops)."""
+        key updates, stateless resets and drops).
+
+        The header each packet is authenticated with (the AEAD's associated data) is
+        made from the first one's connection id, not read from the packet: a packet to
+        another id (another connection's, or a switch to another id we issued) does
+        not decrypt, and stops the run there as a different id did before."""
         if self._state is not _CONNECTED or self._quic_logger is not None or self._close_at is None:
             return start
         paths = self._network_paths
@@ -188,71 +253,103 @@ class OneRttReceiver(_AioquicConnection):
         aead, hp = recv.aead, recv.hp
         if aead is None or hp is None:
             return start
-        key_phase = recv.key_phase
+        key_bit = recv.key_phase << 2
         # The header-protection mask: AES's is one block encrypted (aioquic's _mask,
-        # without its Python frame); ChaCha20's needs the sample as nonce (its _mask).
+        # without its Python frame), those of a read's datagrams at once (at ``mask_at``
+        # in ``masks``: _header_masks); ChaCha20's needs the sample as nonce (its _mask).
         header_mask = hp._mask if hp._is_chacha20 else hp._encryptor.update
+        count = len(segments)
+        batch = None
+        if count - start > 1 and not hp._is_chacha20:
+            batch = self._header_masks(segments, start, hp, cid_end + _SAMPLE_OFFSET)
         decrypt = aead._aead.decrypt
         iv = aead._iv
         from_bytes = int.from_bytes
         received = space.received_packets
         events = self._events
         streams = self._streams
-        readers = self.stream_readers
+        readers: Mapping[Any, BufferedReader] = self.stream_readers or {}
         max_data = self._local_max_data
         sample_start = cid_end + _SAMPLE_OFFSET
         sample_end = sample_start + _SAMPLE_BYTES
+        pn_second = cid_end + 1
         # What the packets taken change in the packet space, the duplicate window and
         # the timers, kept here and stored once after the run (below): nothing the run
-        # calls reads it (aioquic's ACK handler, its frame handlers).  Not the ACK queue,
-        # which a peer's ACK of our ACKs trims (aioquic's _on_ack_delivery).
+        # calls reads it (aioquic's ACK handler, its frame handlers).  The ACK queue's
+        # last range is grown here too (``ack_stop``), and stored before aioquic's
+        # frame handlers run (a peer's ACK of our ACKs trims it: _on_ack_delivery).
         expected = space.expected_packet_number
+        windows = _pn_windows(cid_end, expected < _QUICK_DECODE_BELOW)
         lower = received._lower
         seen = received._received
-        window_size = received._size
+        window_span = received._size - 1
         spin_pn = self._spin_highest_pn
         spin_first = -1  # the first byte of the highest packet, if it moves the spin bit
         largest = space.largest_received_packet
         queue: Any = space.ack_queue
         ranges = queue._RangeSet__ranges
-        taken = 0  # packets taken that the bookkeeping counts
+        ack_stop = ranges[-1].stop if ranges else -1  # the last range's end, grown here
+        # No bulk packet behind an event (the order of events); the run stops after a
+        # packet that queues one, so only one already waiting at its start matters.
+        bulk_end = 0x4000 if readers and not events else 0  # payload bytes
+        grown = False  # whether ack_stop is ahead of the stored range
+        taken = False  # whether a packet was taken that the bookkeeping counts
         eliciting = False
+        last_sid = -1  # the stream id of the last bulk packet, its stream and reader:
+        stream: Any = None  # the bulk path alone changes neither mapping
+        reader: Any = None
+        # The reader that took a bulk packet's chunk, and the chunks for it after that
+        # one, handed over at once (its _feed_chunks) before anything else can read it:
+        # _one_rtt_frames (below) and the run's end.
+        fed: Any = None
+        fed_chunks: list[bytes] = []
+        fed_bytes = 0
         index = start
-        count = len(segments)
+        if batch is not None:
+            masks, mask_at = batch
+            mask_at = (start - mask_at) * _SAMPLE_BYTES - _SAMPLE_BYTES
         while index < count:
             data = segments[index]
-            if not data or data[0] & 0xC0 != 0x40 or not data.startswith(cid, 1):
-                break  # not a short header with its fixed bit, or another id
             # Header protection off, then the payload (aioquic's
             # CryptoContext.decrypt_packet for the key phase in use, without its copies
             # of the packet).
-            sample = data[sample_start:sample_end]
-            if len(sample) < _SAMPLE_BYTES:
-                break
-            mask = header_mask(sample)
-            first = data[0] ^ (mask[0] & 0x1F)
-            if (first >> 2) & 1 != key_phase:
+            if batch is None:
+                if len(data) < sample_end:
+                    break  # too short to sample
+                masks = header_mask(data[sample_start:sample_end])
+                mask_at = 0
+            else:  # each was long enough to sample
+                mask_at += _SAMPLE_BYTES
+            first = data[0]
+            if first & 0xC0 != 0x40:
+                break  # not a short header with its fixed bit
+            first ^= masks[mask_at] & 0x1F
+            if first & 4 != key_bit:
                 break  # a key update (or garbage): aioquic's receive_datagram
-            pn_length = (first & 3) + 1
-            header_end = cid_end + pn_length
-            window = 1 << (pn_length * 8)
-            # The header as one integer: its first byte and packet number unmasked.
-            header_int = from_bytes(data[:header_end], "big") ^ (
-                (first ^ data[0]) << ((header_end - 1) * 8)
-                | from_bytes(mask[1 : 1 + pn_length], "big")
-            )
-            truncated = header_int & (window - 1)
-            # RFC 9000 A.3: the packet number closest to the next one expected.
-            packet_number = (expected & ~(window - 1)) | truncated
-            if packet_number <= expected - window // 2 and packet_number < (1 << 62) - window:
-                packet_number += window
-            elif packet_number > expected + window // 2 and packet_number >= window:
-                packet_number -= window
+            length_bits = first & 3
+            pn_mask, half_window, header_end, pack_header = windows[length_bits]
+            if length_bits == 1:
+                truncated = (data[cid_end] ^ masks[mask_at + 1]) << 8 | (
+                    data[pn_second] ^ masks[mask_at + 2]
+                )
+            elif not length_bits:
+                truncated = data[cid_end] ^ masks[mask_at + 1]
+            else:
+                truncated = from_bytes(data[cid_end:header_end]) ^ from_bytes(
+                    masks[mask_at + 1 : mask_at + length_bits + 2]
+                )
+            # RFC 9000 A.3: the packet number closest to the next one expected; the
+            # usual one is within half a window above it (_pn_windows).
+            delta = (truncated - expected) & pn_mask
+            if delta <= half_window:
+                packet_number = expected + delta
+            else:
+                packet_number = decode_packet_number(truncated, (length_bits + 1) * 8, expected)
             try:
                 payload = decrypt(
-                    (iv ^ packet_number).to_bytes(12, "big"),
+                    (iv ^ packet_number).to_bytes(12),
                     data[header_end:],
-                    header_int.to_bytes(header_end, "big"),
+                    pack_header(first, cid, truncated),
                 )
             except InvalidTag:
                 break
@@ -272,76 +369,89 @@ class OneRttReceiver(_AioquicConnection):
             if packet_number > spin_pn:
                 spin_pn = packet_number
                 spin_first = first
-            # A bulk sender's usual packet: one STREAM frame with an offset (no FIN)
-            # that fills it with the next data of a bidirectional stream whose reader
-            # takes it, taken here with _one_rtt_frames' checks and updates for that
-            # case alone; any other packet goes there.
+            # A bulk sender's usual packet: one STREAM frame with an offset (no FIN), in
+            # the usual encoding (a 1-byte stream id, a 4- or 8-byte offset, a 2-byte
+            # length or none), that fills it with the next data of a bidirectional
+            # stream whose reader takes it, taken here with _one_rtt_frames' checks and
+            # updates for that case alone; any other packet goes there.
             size = len(payload)
             chunk = None
-            if size > 3 and payload[0] & 0xFD == 0x0C and readers is not None and not events:
-                byte = payload[1]
-                if byte < 0x40:
-                    stream_id, pos = byte, 2
-                else:
-                    n = 1 << (byte >> 6)
-                    stream_id = from_bytes(payload[1 : 1 + n], "big") & _VARINT_MASKS[n]
-                    pos = 1 + n
-                byte = payload[pos] if pos < size else 0xFF
-                if byte < 0x40:
-                    offset = byte
-                    pos += 1
-                else:
-                    n = 1 << (byte >> 6)
-                    offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
-                    pos += n
-                length = size - pos
-                if payload[0] & 2:  # a length field: the frame must end the packet
-                    byte = payload[pos] if pos < size else 0xFF
-                    n = 1 if byte < 0x40 else 1 << (byte >> 6)
-                    if from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS_1[n] != (
-                        length - n
-                    ):
-                        length = 0
-                    pos += n
-                    length -= n
-                end = offset + length
-                stream = streams.get(stream_id)
-                reader = readers.get(stream_id)
-                if (
-                    length > 0
-                    and not stream_id & 2
-                    and end <= _UINT_VAR_MAX
-                    and stream is not None
-                    and reader is not None
-                ):
-                    receiver = stream.receiver
-                    highest = receiver.highest_offset
-                    newly = end - highest if end > highest else 0
+            if 11 < size < bulk_end:
+                kind, stream_id, raw, field = _STREAM_HEAD(payload)
+                if kind | 2 == 0x0E and stream_id < 0x40 and raw >= 0x8000_0000:
+                    if raw < 0xC000_0000:
+                        offset = raw & 0x3FFF_FFFF
+                        pos = 6
+                    else:
+                        offset = (raw & 0x3FFF_FFFF) << 32 | from_bytes(payload[6:10])
+                        field = payload[10] << 8 | payload[11]
+                        pos = 10
+                    length = size - pos
+                    if kind == 0x0E:  # a length field: the frame must end the packet
+                        pos += 2
+                        length -= 2
+                        if field != 0x4000 | length:
+                            length = 0
+                    end = offset + length
+                    if stream_id != last_sid:
+                        stream = streams.get(stream_id)
+                        reader = readers.get(stream_id)
+                        last_sid = stream_id
                     if (
-                        offset == receiver._buffer_start
-                        and not receiver._buffer
-                        and not receiver.is_finished
-                        and receiver._final_size is None
-                        and end <= stream.max_stream_data_local
-                        and max_data.used + newly <= max_data.value
+                        length > 0
+                        and not stream_id & 2
+                        and end <= _UINT_VAR_MAX
+                        and stream is not None
+                        and reader is not None
                     ):
-                        chunk = payload[pos:]
-                        if newly:
-                            receiver.highest_offset = end
-                            max_data.used += newly
-                        receiver._buffer_start = end
-                        if not reader._feed_buffered(chunk):
-                            events.append(
-                                StreamDataReceived(
-                                    data=chunk, end_stream=False, stream_id=stream_id
-                                )
-                            )
+                        receiver = stream.receiver
+                        highest = receiver.highest_offset
+                        newly = end - highest if end > highest else 0
+                        if (
+                            offset == receiver._buffer_start
+                            and not receiver._buffer
+                            and not receiver.is_finished
+                            and receiver._final_size is None
+                            and end <= stream.max_stream_data_local
+                            and max_data.used + newly <= max_data.value
+                        ):
+                            chunk = payload[pos:]
+                            if newly:
+                                receiver.highest_offset = end
+                                max_data.used += newly
+                            receiver._buffer_start = end
+                            if reader is fed:
+                                fed_chunks.append(chunk)
+                                fed_bytes += length
+                            else:
+                                if fed_chunks:
+                                    fed._feed_chunks(fed_chunks, fed_bytes)
+                                    fed_chunks = []
+                                    fed_bytes = 0
+                                if reader._feed_buffered(chunk):
+                                    fed = reader
+                                else:
+                                    fed = None
+                                    events.append(
+                                        StreamDataReceived(
+                                            data=chunk, end_stream=False, stream_id=stream_id
+                                        )
+                                    )
             if chunk is not None:
-                is_ack_eliciting = True
+                eliciting = True  # nothing above closes the connection (a reader buffers)
             else:
-                is_ack_eliciting = False
+                if grown:  # the ACK queue as aioquic's handlers must find it
+                    ranges[-1] = range(ranges[-1].start, ack_stop)
+                    grown = False
+                if fed_chunks:  # the readers as aioquic's handlers must find them
+                    fed._feed_chunks(fed_chunks, fed_bytes)
+                    fed_chunks = []
+                    fed_bytes = 0
+                fed = None
+                last_sid = -1  # streams and readers may change there
                 try:
-                    is_ack_eliciting = self._one_rtt_frames(payload, cid, path, now)
+                    if self._one_rtt_frames(payload, cid, path, now):
+                        eliciting = True
                 except QuicConnectionError as exc:
                     self._logger.warning(exc)
                     self.close(
@@ -349,26 +459,36 @@ class OneRttReceiver(_AioquicConnection):
                         frame_type=exc.frame_type,
                         reason_phrase=exc.reason_phrase,
                     )
-            if self._state is not _CONNECTED or self._close_pending:
-                break
-            taken += 1
-            if is_ack_eliciting:
-                eliciting = True
+                ack_stop = ranges[-1].stop if ranges else -1
+                if self._state is not _CONNECTED or self._close_pending:
+                    break
+            taken = True
             if packet_number > largest:
                 largest = packet_number
             # aioquic's QuicPacketNumberWindow.add (the set is pruned below).
             seen.add(packet_number)
-            if packet_number - window_size + 1 > lower:
-                lower = packet_number - window_size + 1
-            if ranges and ranges[-1].stop == packet_number:  # the next one, as usual
-                ranges[-1] = range(ranges[-1].start, packet_number + 1)
+            if packet_number - window_span > lower:
+                lower = packet_number - window_span
+            if packet_number == ack_stop:  # the next one, as usual: the last range grows
+                ack_stop += 1
+                grown = True
             else:
+                if grown:
+                    ranges[-1] = range(ranges[-1].start, ack_stop)
+                    grown = False
                 queue.add(packet_number)
                 if len(ranges) > MAX_ACK_RANGES:
                     queue.shift()
+                ack_stop = ranges[-1].stop
             if events:
                 break  # the caller handles them before the next datagram
 
+        if grown:
+            ranges[-1] = range(ranges[-1].start, ack_stop)
+        if fed_chunks:
+            fed._feed_chunks(fed_chunks, fed_bytes)
+        if index == count and batch is not None:
+            self._masks = None  # the read is done with (no datagram of it kept)
         space.expected_packet_number = expected
         if spin_first >= 0:
             spin = bool(spin_first & 0x20)
@@ -382,7 +502,7 @@ class OneRttReceiver(_AioquicConnection):
                 space.largest_received_time = now
             if lower > received._lower:
                 received._lower = lower
-                if len(seen) > 2 * window_size:
+                if len(seen) > 2 * received._size:
                     received._received = {pn for pn in seen if pn >= lower}
             if eliciting and space.ack_at is None:
                 space.ack_at = now + self._ack_delay

@@ -368,6 +368,18 @@ class Stream:
                 self._conn.note_wakeup()
         return True
 
+    def _feed_chunks(self, chunks: list[bytes], size: int) -> None:
+        """More data, ``size`` bytes in ``chunks``, after data :meth:`_feed_buffered` took
+        in the same input (QUIC hands a run of packets' data over at once)."""
+        self._buffer.extend(chunks)
+        self._buffered += size
+        waiter = self._read_waiter
+        if waiter is not None:
+            self._read_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+                self._conn.note_wakeup()
+
     def _feed_eof(self) -> None:
         if self._negotiator is not None:
             machine = self._machine()

@@ -9,9 +9,11 @@ move with the machine's load, which CPU and latency do).  Alternate rounds put a
 spell of the shared machine on both transports.
 
     .venv/bin/python bench/quic_calls.py [--requests N] [--rounds N] [--calls]
-                                         [--profile DIR]
+                                         [--profile DIR] [--only tcp|quic]
 
 ``--profile DIR`` writes the last round's profiles (``DIR/{tcp,quic}.prof``) for pstats.
+``--only`` measures one transport: under cachegrind, the instructions per echo of one
+transport are the difference of two runs with different ``--requests``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ async def main(args: argparse.Namespace) -> None:
         server.set_stream_handler(aiop2p_peer.ECHO_PROTOCOL, aiop2p_peer.handle_echo)
         conns: dict[str, tuple[aiop2p_peer.Peer, Connection]] = {}
         for transport, client in (("tcp", tcp_client), ("quic", quic_client)):
+            if args.only is not None and transport != args.only:
+                continue
             (addr,) = await server.listen(TRANSPORTS[transport])
             conn = await client.dial(addr.with_peer_id(server.peer_id))
             conns[transport] = (aiop2p_peer.Peer(client), conn)
@@ -93,6 +97,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3, help="rounds, TCP then QUIC (3)")
     parser.add_argument("--calls", action="store_true", help="count calls (cProfile)")
     parser.add_argument("--profile", type=Path, default=None, metavar="DIR")
+    parser.add_argument("--only", choices=sorted(TRANSPORTS), default=None)
     return parser.parse_args(argv)
 
 

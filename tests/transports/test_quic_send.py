@@ -169,8 +169,22 @@ def test_lean_builder_reaches_the_aioquic_internals_it_needs() -> None:
         for name in ("ack_at", "ack_queue", "largest_received_packet", "largest_received_time"):
             assert hasattr(space, name), name
         loss = machine._loss
-        assert callable(loss.on_packet_sent) and callable(loss._pacer.next_send_time)
+        assert callable(loss._cc.on_packet_sent) and callable(loss._pacer.next_send_time)
         assert isinstance(loss.congestion_window, int) and isinstance(loss.bytes_in_flight, int)
+        assert isinstance(space.sent_packets, dict) and space.ack_eliciting_in_flight >= 0
+        assert isinstance(loss._time_of_last_sent_ack_eliciting_packet, float)
+        for name in ("packet_time", "bucket_time", "bucket_max", "evaluation_time"):
+            assert hasattr(loss._pacer, name), name
+        for name in (
+            "_rtt_initialized",
+            "_rtt_initial",
+            "_rtt_smoothed",
+            "_rtt_variance",
+            "max_ack_delay",
+        ):
+            assert hasattr(loss, name), name
+        assert hasattr(machine, "_remote_max_idle_timeout")
+        assert isinstance(machine._configuration.idle_timeout, float)
         crypto = machine._cryptos[Epoch.ONE_RTT]
         assert callable(crypto.encrypt_packet) and crypto.key_phase in (0, 1)
         for limit in (
@@ -194,6 +208,9 @@ def test_lean_builder_reaches_the_aioquic_internals_it_needs() -> None:
     frame = sender.get_frame(100, 100)
     assert frame is not None and (frame.offset, frame.data, frame.fin) == (0, b"x", False)
     assert callable(sender.on_data_delivery)
+    for name in ("_acked", "_acked_fin", "_buffer_start", "_buffer_fin", "_reset_error_code"):
+        assert hasattr(sender, name), name
+    assert sender._acked._RangeSet__ranges == []  # type: ignore[attr-defined]
 
 
 def test_established_packets_come_from_the_lean_builder(lean_calls: list[bool]) -> None:
@@ -472,6 +489,67 @@ def test_lean_and_aioquic_builders_write_the_same_frames() -> None:
     assert len(lean) < len(plain)
 
 
+def _recovery_state(machine: LibP2PQuic, now: float) -> tuple[Any, ...]:
+    """The loss recovery's record of what was sent, and the pacer's bucket as of ``now``
+    (aioquic's pass brings it up to date even when it sends nothing; the lean builder
+    does not, which ends the same: the bucket fills by the time passed, up to a cap)."""
+    loss = machine._loss
+    pacer = loss._pacer
+    pacer.update_bucket(now=now)
+    space = machine._spaces[Epoch.ONE_RTT]
+    packets = [
+        (n, p.in_flight, p.is_ack_eliciting, p.sent_time, p.sent_bytes, len(p.delivery_handlers))
+        for n, p in space.sent_packets.items()
+    ]
+    return (
+        packets,
+        space.ack_eliciting_in_flight,
+        loss._cc.bytes_in_flight,
+        loss._cc.congestion_window,
+        loss._time_of_last_sent_ack_eliciting_packet,
+        (pacer.packet_time, pacer.bucket_max, pacer.bucket_time, pacer.evaluation_time),
+        machine._close_at,
+        machine._ack_eliciting_sent_since_receipt,
+    )
+
+
+def test_lean_and_aioquic_builders_register_packets_alike() -> None:
+    """What the lean builder sends is recorded as aioquic's builder records it (the loss
+    recovery's on_packet_sent, the pacer's update_after_send, the idle deadline), after
+    each flush of sequential requests, some answers left unacknowledged for a while."""
+
+    def exchange(lean: bool) -> list[tuple[Any, ...]]:
+        client, server = _pair(max_streams=64)
+        client.lean_send = server.lean_send = lean
+        for machine in (client, server):  # as the handshake's sizes left it: alike
+            loss = machine._loss
+            loss._cc.congestion_window = 20_000
+            loss._pacer.bucket_time = loss._pacer.evaluation_time = 0.0
+            loss._pacer.update_rate(congestion_window=20_000, smoothed_rtt=loss._rtt_smoothed)
+        states = []
+        now = 1.0
+        for i in range(12):
+            sid = client.get_next_available_stream_id()
+            client.write(sid, b"request %d" % i * (i + 1), end_stream=i % 3 == 0)
+            for sender, receiver in ((client, server), (server, client)):
+                now += 0.00004 * (i % 4)  # within the bucket, some within a packet time
+                if i % 5:
+                    sender.ack_with_next_packet(now)
+                datagrams = sender.datagrams_to_send(now=now)
+                states.append(_recovery_state(sender, now))
+                if i % 4 != 3:  # otherwise lost
+                    for data, _ in datagrams:
+                        receiver.receive_datagram(data, ADDR, now=now)
+                for got_sid, (data, _) in _events(receiver).items():
+                    if receiver is server:
+                        server.write(got_sid, data.upper())
+        return states
+
+    lean, plain = exchange(True), exchange(False)
+    assert lean == plain
+    assert any(state[5][0] is not None for state in lean)  # the pacer ran
+
+
 def test_lost_data_and_a_lost_fin_alone_are_both_sent_again(lean_calls: list[bool]) -> None:
     """The first data and a FIN sent on its own (later data arrived in between) are lost:
     both go out again, the FIN at the stream's end, not with the first data."""
@@ -701,3 +779,88 @@ def test_small_writes_leave_the_sender_as_aioquics_write_does() -> None:
     client.reset_stream(other, 0)
     with pytest.raises(RuntimeError, match="reset"):
         client.write(other, b"y")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {},
+        {"_rtt_initialized": False},
+        {"_rtt_variance": 4.0},  # three probe timeouts above the idle timeout
+        {"_rtt_smoothed": 12.0, "_rtt_variance": 0.0},
+        {"_rtt_variance": 0.0001},  # below the timer granularity
+    ],
+)
+@pytest.mark.parametrize("remote", [None, 5.0, 100.0])
+def test_the_idle_timeout_is_aioquics(change: dict[str, Any], remote: float | None) -> None:
+    for machine in _pair():
+        machine._remote_max_idle_timeout = remote
+        for name, value in change.items():
+            setattr(machine._loss, name, value)
+        assert machine._idle_timeout() == AioquicConnection._idle_timeout(machine)
+
+
+def test_a_write_takes_what_the_send_limit_leaves_room_for() -> None:
+    """``LibP2PQuic.write(..., limit=)``: bytes written and not sent yet stay within the
+    limit (send backpressure); what does not fit (and a FIN behind it) is not taken."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    assert client.write(sid, b"a" * 100, limit=150) == 100
+    assert client.write(sid, b"b" * 100, limit=150) == 50
+    assert client.unsent_bytes(sid) == 150
+    assert client.write(sid, b"c", end_stream=True, limit=150) == 0
+    assert client._streams[sid].sender._buffer_fin is None
+    _deliver(client, server, now=1.0)
+    assert client.unsent_bytes(sid) == 0
+    assert client.write(sid, b"d" * 200, end_stream=True, limit=150) == 150
+    assert client._streams[sid].sender._buffer_fin is None  # cut: no FIN yet
+    assert client.write(sid, b"e" * 10, end_stream=True) == 10  # no limit: all, FIN
+    assert client.unsent_bytes(sid) == 160
+    _deliver(client, server, now=1.1)
+    assert _events(server)[sid] == (b"a" * 100 + b"b" * 50 + b"d" * 150 + b"e" * 10, True)
+
+
+def test_reading_a_quarter_window_raises_the_stream_window_at_once() -> None:
+    """``consumed`` raises a stream's window (what ``stream_credit_due`` would) as soon as
+    a quarter of a window was read, so the lean builder finds the update due from the
+    stream's fields; a lost update is due again; less than a quarter changes nothing."""
+    window = 16 * 1024
+    client, server = _pair(stream_window=window)
+    sid = client.get_next_available_stream_id()
+    client.write(sid, bytes(window // 2))
+    for step in range(20):  # bounded: a few paced packets at a time
+        _deliver(client, server, now=1.0 + step * 0.01)
+    stream = server._streams[sid]
+    assert stream.max_stream_data_local == window  # arrived, not read yet
+    assert _events(server)[sid][0] == bytes(window // 2)  # read (consumed)
+    raised = stream.max_stream_data_local  # read, when a quarter was passed, + window
+    assert window + window // 4 <= raised <= window + window // 2
+    assert stream.max_stream_data_local_sent == window  # not sent yet: due
+    assert server.stream_credit_due(stream)  # aioquic's path agrees, and changes nothing
+    assert stream.max_stream_data_local == raised
+    server.ack_with_next_packet(1.3)
+    (datagram,) = server.datagrams_to_send(now=1.3)
+    assert (0x11, sid, raised) in _frames(client, datagram[0])[1]
+    assert stream.max_stream_data_local_sent == raised
+    below = raised - window - server._consumed[sid] + window // 4 - 1  # to just below
+    assert below >= 0 and not server.consumed(sid, below)  # a quarter: nothing changes
+    assert stream.max_stream_data_local == raised
+    stream.max_stream_data_local_sent = 0  # aioquic's handler, on the update's loss
+    (datagram,) = server.datagrams_to_send(now=1.4)
+    assert (0x11, sid, raised) in _frames(client, datagram[0])[1]
+
+
+@pytest.mark.parametrize("with_ack", [False, True])
+def test_a_due_ack_rides_along_when_asked(with_ack: bool) -> None:
+    """``datagrams_to_send(now, with_ack=True)`` is ``ack_with_next_packet`` first: an
+    answer written at once carries the ACK of the request; without it the ACK waits
+    for aioquic's ACK delay."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    client.write(sid, b"ask", end_stream=True)
+    _deliver(client, server, now=1.0)
+    _events(server)
+    server.write(sid, b"answer", end_stream=True)
+    (datagram,) = server.datagrams_to_send(1.0, with_ack)
+    kinds = [f[0] for f in _frames(client, datagram[0])[1]]
+    assert (0x02 in kinds) is with_ack and 0x08 in kinds

@@ -16,8 +16,15 @@ result with aioquic's handler): ``_remote_ack_delay_exponent``, ``_loss``
 (``peer_completed_address_validation``, ``max_ack_delay``, ``_rtt_initialized``,
 ``_rtt_latest``, ``_rtt_min``, ``_rtt_smoothed``, ``_rtt_variance``, ``_pto_count``,
 ``_cc`` with ``on_packet_acked``, ``on_rtt_measurement`` and ``congestion_window``,
-``_pacer.update_rate``, ``_detect_loss``), and a packet space's ``sent_packets``,
-``largest_acked_packet``, ``ack_eliciting_in_flight`` and ``loss_time``.
+the pacer's ``update_rate`` done here on ``_pacer`` (``_max_datagram_size``,
+``packet_time``, ``bucket_max``, ``bucket_time``), ``_detect_loss``), and a packet
+space's ``sent_packets``, ``largest_acked_packet``, ``ack_eliciting_in_flight`` and
+``loss_time``.
+
+The delivery handlers the lean builder (:mod:`.quic_send`) gives its ACK and STREAM
+frames are here too (:func:`ack_delivered`, :func:`stream_data_delivered`): each packet
+of a small request acknowledges one of each, which aioquic's handlers take through
+range-set calls (``tests/transports/test_quic_delivery.py`` compares them).
 """
 
 from __future__ import annotations
@@ -26,10 +33,52 @@ from typing import Any
 
 from aioquic._buffer import Buffer, BufferReadError
 from aioquic.quic.packet_builder import QuicDeliveryState
+from aioquic.quic.recovery import K_MICRO_SECOND, K_SECOND
 
-__all__ = ["receive_one_range_ack"]
+__all__ = ["ack_delivered", "receive_one_range_ack", "stream_data_delivered"]
 
 _ACKED = QuicDeliveryState.ACKED
+
+
+def stream_data_delivered(
+    delivery: QuicDeliveryState, sender: Any, start: int, stop: int, fin: bool
+) -> None:
+    """The delivery handler of a STREAM frame the lean builder wrote: aioquic's
+    ``QuicStreamSender.on_data_delivery``, whose usual case (the oldest unacknowledged
+    data acknowledged, nothing acknowledged out of order before it) is done here without
+    its range set (``_acked``: ``_RangeSet__ranges``, ``_buffer_start``, ``_buffer``,
+    ``_buffer_fin``, ``_acked_fin``, ``_reset_error_code``, ``is_finished``)."""
+    if (
+        delivery is not _ACKED
+        or sender._reset_error_code is not None
+        or start != sender._buffer_start
+        or sender._acked._RangeSet__ranges
+    ):
+        sender.on_data_delivery(delivery, start, stop, fin)
+        return
+    assert not fin or stop == sender._buffer_fin, "inconsistent fin / stop"
+    if stop > start:
+        sender._buffer_start = stop
+        del sender._buffer[: stop - start]
+    if fin:
+        sender._acked_fin = True
+    if sender._acked_fin and stop == sender._buffer_fin:
+        sender.is_finished = True
+
+
+def ack_delivered(delivery: QuicDeliveryState, space: Any, highest_acked: int) -> None:
+    """The delivery handler of an ACK frame the lean builder wrote: aioquic's
+    ``QuicConnection._on_ack_delivery`` (once acknowledged, the peer knows of the packets
+    up to ``highest_acked``: they leave the ACK queue), the range set's ``subtract``
+    done on its list (``ack_queue``, ``_RangeSet__ranges``)."""
+    if delivery is not _ACKED:
+        return
+    ranges = space.ack_queue._RangeSet__ranges
+    stop = highest_acked + 1
+    while ranges and ranges[0].stop <= stop:
+        del ranges[0]
+    if ranges and ranges[0].start < stop:
+        ranges[0] = range(stop, ranges[0].stop)
 
 
 def receive_one_range_ack(quic: Any, buf: Buffer, space: Any, now: float) -> bool:
@@ -93,9 +142,22 @@ def receive_one_range_ack(quic: Any, buf: Buffer, space: Any, now: float) -> boo
         loss._rtt_variance = 3 / 4 * loss._rtt_variance + 1 / 4 * abs(loss._rtt_min - rtt)
         loss._rtt_smoothed = 7 / 8 * loss._rtt_smoothed + 1 / 8 * rtt
         cc.on_rtt_measurement(now=now, rtt=latest_rtt)
-        loss._pacer.update_rate(
-            congestion_window=cc.congestion_window, smoothed_rtt=loss._rtt_smoothed
-        )
+        # The pacer's update_rate, its max and min calls as comparisons.
+        pacer = loss._pacer
+        window = cc.congestion_window
+        smoothed = loss._rtt_smoothed
+        rate = window / (smoothed if smoothed > K_MICRO_SECOND else K_MICRO_SECOND)
+        size = pacer._max_datagram_size
+        packet_time = size / rate
+        if packet_time > K_SECOND:
+            packet_time = K_SECOND
+        pacer.packet_time = packet_time if packet_time > K_MICRO_SECOND else K_MICRO_SECOND
+        burst = window // 4
+        if burst > 16 * size:
+            burst = 16 * size
+        bucket_max = pacer.bucket_max = (burst if burst > 2 * size else 2 * size) / rate
+        if pacer.bucket_time > bucket_max:
+            pacer.bucket_time = bucket_max
     # Loss detection looks only at packets at or below the largest acknowledged.
     if sent and next(iter(sent)) <= space.largest_acked_packet:
         loss._detect_loss(now=now, space=space)

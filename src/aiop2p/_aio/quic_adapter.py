@@ -24,8 +24,8 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   WebTransport stream we open (:func:`open_webtransport_stream`) and forgets one we
   are done with (:func:`forget_h3_stream`);
 - how much of a stream's written data has not left yet (send backpressure):
-  ``_streams``, and of each stream ``sender.highest_offset``, ``.buffer_is_empty`` and
-  ``.reset_pending``;
+  ``_streams``, and of each stream ``sender._buffer_stop`` (all it was given),
+  ``.highest_offset``, ``.buffer_is_empty`` and ``.reset_pending``;
 - a stream's send buffer (``sender._buffer``, a bytearray aioquic appends to, slices
   for each frame and trims from the front once acknowledged) is replaced by a
   :class:`SendBuffer` of the written chunks once it would hold 16 KiB: a bytearray
@@ -74,6 +74,11 @@ builds):
   it, then ``sender.write``), and a small one is ``sender.write`` inline (``_buffer``,
   ``_buffer_stop``, ``_buffer_fin``, ``_reset_error_code``, ``_pending_eof``,
   ``buffer_is_empty``, the last of ``_pending._RangeSet__ranges`` extended in place);
+  our next bidirectional stream is opened by the write itself
+  (:meth:`LibP2PQuic._open_next_stream`: ``_local_next_stream_id_bidi``,
+  ``_local_max_stream_data_bidi_local``, ``_remote_max_stream_data_bidi_remote``,
+  ``_remote_max_streams_bidi``, ``_streams_blocked_bidi``, ``_streams_queue``;
+  ``tests/transports/test_quic_open.py`` compares it with aioquic's);
 - ``_write_stream_limits`` returns at once when no MAX_STREAM_DATA is due
   (``max_stream_data_local_sent``);
 - the timer the driver asks for after every flush (:meth:`LibP2PQuic.get_timer`) is
@@ -81,8 +86,13 @@ builds):
   ``_pacing_at``, ``_loss_at``, and of ``_loss``: ``spaces`` (``ack_at``, ``loss_time``,
   ``ack_eliciting_in_flight``), ``handshake_confirmed``,
   ``peer_completed_address_validation``, ``_time_of_last_sent_ack_eliciting_packet``,
-  ``_pto_count``, ``get_probe_timeout`` (``tests/transports/test_quic_send.py`` compares
-  it with aioquic's ``get_timer``).
+  ``_pto_count``, and the probe timeout as ``get_probe_timeout`` has it (``_rtt_initialized``,
+  ``_rtt_initial``, ``_rtt_smoothed``, ``_rtt_variance``, ``max_ack_delay``;
+  ``tests/transports/test_quic_send.py`` compares it with aioquic's ``get_timer``);
+- the idle timeout, asked again after every RTT sample (once per request), is
+  ``_idle_timeout`` without its ``min``, ``max`` and probe timeout calls
+  (``_configuration.idle_timeout``, ``_remote_max_idle_timeout``; compared with
+  aioquic's in the same tests).
 """
 
 from __future__ import annotations
@@ -94,9 +104,11 @@ from typing import Any
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.h3.connection import FrameType, H3Connection, H3Stream
+from aioquic.quic.congestion.base import K_GRANULARITY
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilderStop
+from aioquic.quic.stream import QuicStream
 from cryptography import x509
 
 from .quic_receive import OneRttReceiver
@@ -237,7 +249,6 @@ class LibP2PQuic(OneRttReceiver):
         self._connection_window = connection_window_bytes
         self._consumed: dict[int, int] = {}
         self._consumed_total = 0
-        self._written: dict[int, int] = {}
         self.lean_send = True
         """Whether :meth:`datagrams_to_send` may use the lean builder (tests compare)."""
         self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
@@ -274,9 +285,18 @@ class LibP2PQuic(OneRttReceiver):
                 return
         raise QuicPacketBuilderStop
 
-    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
+    def datagrams_to_send(self, now: float, with_ack: bool = False) -> list[tuple[bytes, Any]]:
         """An established connection's ACK, credit and STREAM packets come from the lean
-        builder (:func:`~.quic_send.build_one_rtt`), everything else from aioquic."""
+        builder (:func:`~.quic_send.build_one_rtt`), everything else from aioquic;
+        ``with_ack``: :meth:`ack_with_next_packet` first (inline once it looked up)."""
+        if with_ack:
+            parts = self._one_rtt
+            if parts is not None and parts[0] is self._cryptos:
+                space = parts[3]
+                if space.ack_at is not None and space.ack_at > now:
+                    space.ack_at = now
+            else:
+                self.ack_with_next_packet(now)
         datagrams = build_one_rtt(self, now) if self.lean_send else None
         if datagrams is None:
             return super().datagrams_to_send(now)
@@ -328,9 +348,14 @@ class LibP2PQuic(OneRttReceiver):
             in_flight += space.ack_eliciting_in_flight
         loss_at: float | None = earliest_loss
         if loss_at is None and (in_flight or not loss.peer_completed_address_validation):
-            loss_at = loss._time_of_last_sent_ack_eliciting_packet + loss.get_probe_timeout(
-                include_max_ack_delay=True
-            ) * (2**loss._pto_count)
+            # get_probe_timeout() (with max_ack_delay), its max as a comparison
+            if loss._rtt_initialized:
+                variance = 4 * loss._rtt_variance
+                pto = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+                pto += loss.max_ack_delay
+            else:
+                pto = 2 * loss._rtt_initial
+            loss_at = loss._time_of_last_sent_ack_eliciting_packet + pto * (2**loss._pto_count)
         self._loss_at = loss_at
         if loss_at is not None and loss_at < timer_at:
             timer_at = loss_at
@@ -338,6 +363,25 @@ class LibP2PQuic(OneRttReceiver):
         if pacing_at is not None and pacing_at < timer_at:
             timer_at = pacing_at
         return timer_at
+
+    def _idle_timeout(self) -> float:
+        """aioquic's ``_idle_timeout`` (RFC 9000 10.1: the smaller of both peers' idle
+        timeouts, at least three probe timeouts), its ``min``, ``max`` and probe timeout
+        calls as comparisons: asked again after each RTT sample, once per request
+        (``OneRttReceiver.idle_timeout``)."""
+        idle: float = self._configuration.idle_timeout
+        remote = self._remote_max_idle_timeout
+        if remote is not None and remote < idle:
+            idle = remote
+        loss = self._loss  # its get_probe_timeout(), as in get_timer
+        if loss._rtt_initialized:
+            variance = 4 * loss._rtt_variance
+            pto = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+            pto += loss.max_ack_delay
+        else:
+            pto = 2 * loss._rtt_initial
+        floor: float = 3 * pto
+        return idle if idle >= floor else floor
 
     # -- 1-RTT receive ----------------------------------------------------------------
 
@@ -425,16 +469,20 @@ class LibP2PQuic(OneRttReceiver):
     def consumed(self, stream_id: int, size: int) -> bool:
         """The application read ``size`` bytes of the stream: they may be re-credited.
 
-        True when that makes a credit update due (a quarter of a window was read).
+        True when that makes a credit update due (a quarter of a window was read); the
+        stream's window is raised at once, as :meth:`stream_credit_due` raises it (so
+        the lean builder finds a stream's update due from its two fields alone).
         """
         total = self._consumed[stream_id] = self._consumed.get(stream_id, 0) + size
         self._consumed_total += size
         stream = self._streams.get(stream_id)
-        quarter = self._stream_window // 4
+        window = self._stream_window
         if (
             stream is not None
-            and total + self._stream_window - stream.max_stream_data_local >= quarter
+            and stream.max_stream_data_local
+            and total + window - stream.max_stream_data_local >= window // 4
         ):
+            stream.max_stream_data_local = total + window
             return True
         max_data = self._local_max_data
         return self._consumed_total + self._connection_window - max_data.value >= (
@@ -443,7 +491,6 @@ class LibP2PQuic(OneRttReceiver):
 
     def forget(self, stream_id: int) -> None:
         self._consumed.pop(stream_id, None)
-        self._written.pop(stream_id, None)
 
     def stream_credit_due(self, stream: Any) -> bool:
         """Whether the stream's MAX_STREAM_DATA is due: its window follows what was read
@@ -478,7 +525,10 @@ class LibP2PQuic(OneRttReceiver):
         as :meth:`_write_connection_limits` grants it, stream slots by aioquic's
         batching rule (once the peer has fewer left to open than the update grants)."""
         due = None
-        max_data = self._raise_max_data()
+        max_data = self._local_max_data  # _raise_max_data, without its call
+        target = self._consumed_total + self._connection_window
+        if target - max_data.value >= self._connection_window // 4:
+            max_data.value = target
         if max_data.value != max_data.sent:
             due = [max_data]
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
@@ -498,18 +548,35 @@ class LibP2PQuic(OneRttReceiver):
 
     # -- send backpressure ------------------------------------------------------------
 
-    def write(self, stream_id: int, data: bytes | memoryview, end_stream: bool = False) -> None:
-        written = self._written.get(stream_id)
+    def write(
+        self,
+        stream_id: int,
+        data: bytes | memoryview,
+        end_stream: bool = False,
+        limit: int | None = None,
+    ) -> int:
+        """aioquic's ``send_stream_data``; returns how many bytes of ``data`` it took: all,
+        unless ``limit`` (bytes written to the stream and not sent yet: send backpressure)
+        leaves room for fewer (then no FIN either)."""
         # aioquic's send_stream_data is _get_or_create_stream_for_send then sender.write;
         # a bidirectional stream it holds passes that method's checks (may send, not
         # discarded), so only a new one, a unidirectional one or a dropped one needs it.
         stream = None if stream_id & 2 else self._streams.get(stream_id)
         if stream is None:
-            stream = self._get_or_create_stream_for_send(stream_id)
+            if stream_id == self._local_next_stream_id_bidi:  # our next: opened here
+                stream = self._open_next_stream(stream_id)
+            else:
+                stream = self._get_or_create_stream_for_send(stream_id)
         sender: Any = stream.sender  # _buffer is typed bytearray; SendBuffer stands in
-        if written is None:
-            written = 0
         size = len(data)
+        if limit is not None:
+            room = limit - (sender._buffer_stop - sender.highest_offset)  # unsent_bytes
+            if size > room:
+                if room <= 0:
+                    return 0
+                data = data[:room]
+                size = room
+                end_stream = False
         buffer = sender._buffer
         if (
             type(buffer) is not bytearray
@@ -537,7 +604,23 @@ class LibP2PQuic(OneRttReceiver):
                 sender.buffer_is_empty = False
                 sender._buffer_fin = sender._buffer_stop
                 sender._pending_eof = True
-        self._written[stream_id] = written + size
+        return size
+
+    def _open_next_stream(self, stream_id: int) -> QuicStream:
+        """Our next bidirectional stream, as aioquic's ``_get_or_create_stream_for_send``
+        opens it (whose checks pass for it): one we may send on, not opened before;
+        blocked while beyond the peer's stream limit."""
+        stream = self._streams[stream_id] = QuicStream(
+            stream_id=stream_id,
+            max_stream_data_local=self._local_max_stream_data_bidi_local,
+            max_stream_data_remote=self._remote_max_stream_data_bidi_remote,
+        )
+        self._streams_queue.append(stream)
+        self._local_next_stream_id_bidi = stream_id + 4
+        if stream_id // 4 >= self._remote_max_streams_bidi:
+            stream.is_blocked = True
+            self._streams_blocked_bidi.append(stream)
+        return stream
 
     def has_unsent(self) -> bool:
         """Whether some stream holds data, a FIN or a reset not sent yet, which an ACK
@@ -555,11 +638,13 @@ class LibP2PQuic(OneRttReceiver):
         return stream is not None and not stream.sender.buffer_is_empty
 
     def unsent_bytes(self, stream_id: int) -> int:
-        """Bytes written to the stream that have not been sent once yet."""
+        """Bytes written to the stream that have not been sent once yet (the sender's
+        ``_buffer_stop``: all it was given)."""
         stream = self._streams.get(stream_id)
         if stream is None:
             return 0
-        return self._written.get(stream_id, 0) - int(stream.sender.highest_offset)
+        sender = stream.sender
+        return int(sender._buffer_stop - sender.highest_offset)
 
 
 def forget_h3_stream(h3: H3Connection, quic: LibP2PQuic, stream_id: int) -> None:

@@ -326,7 +326,7 @@ class QuicConnection(Connection):
         quic = self._quic
         if quic is None or self._stage is _Stage.CLOSED:
             return False
-        quic.receive_datagram(data, addr, now=self.loop.time())
+        quic.receive_datagram(data, addr, self.loop.time())  # now
         if quic._events:  # none, once the short way handed its data over
             self._hold_transmit = True  # see input_done
             try:
@@ -586,7 +586,7 @@ class QuicConnection(Connection):
             return
         if self._transmit_wanted or self._stage is _Stage.UPGRADING or quic.has_unsent():
             self._transmit_wanted = False
-            self._transmit(with_ack=True)
+            self._transmit(True)  # with_ack
         else:
             self._arm_quic_timer(quic)  # what the input set (an ACK's delay)
 
@@ -594,7 +594,7 @@ class QuicConnection(Connection):
         self._transmit()
         return 0
 
-    def _transmit(self, *, with_ack: bool = False) -> None:
+    def _transmit(self, with_ack: bool = False) -> None:
         """Send what aioquic has; ``with_ack``: we send because data or credit waits,
         so a pending ACK rides along instead of leaving alone at aioquic's ACK delay."""
         quic = self._quic
@@ -602,9 +602,7 @@ class QuicConnection(Connection):
         if quic is None or endpoint is None:
             return
         now = self.loop.time()
-        if with_ack:
-            quic.ack_with_next_packet(now)
-        datagrams = quic.datagrams_to_send(now=now)
+        datagrams = quic.datagrams_to_send(now, with_ack)
         if len(datagrams) == 1:
             endpoint.sendto(*datagrams[0])
         elif datagrams:
@@ -671,24 +669,18 @@ class QuicConnection(Connection):
         quic = self._quic
         if quic is None or self._stage is not _Stage.ESTABLISHED:
             quic = self._require_quic()
-        size = len(data)
-        limit = self._quic_config.send_buffer_bytes
-        # Unsent bytes are at most those written: a stream that wrote little has room.
-        written = quic._written.get(sid, 0)
-        room = limit - quic.unsent_bytes(sid) if written + size > limit else size
-        if room <= 0:
-            self._blocked_writers.add(sid)
-            return 0
-        if size > room:
-            data = data[:room]
-            size = room
-            self._blocked_writers.add(sid)
         try:
-            quic.write(sid, data)  # its send buffer copies only what is not immutable
+            # As much as send_buffer_bytes leaves room for (its send buffer copies only
+            # what is not immutable).
+            size = quic.write(sid, data, False, self._quic_config.send_buffer_bytes)  # limit
         except (ValueError, AssertionError, RuntimeError) as exc:  # the stream's sending part ended
             raise StreamResetError(f"stream cannot send: {exc}") from None
+        if size < len(data):
+            self._blocked_writers.add(sid)
+            if not size:
+                return 0
         if size >= self._config.write_flush_bytes:
-            self._transmit(with_ack=True)  # bulk: start sending now
+            self._transmit(True)  # bulk: start sending now, with any ACK due
         else:
             self._schedule_flush()  # writes of one loop turn leave together
         return size

@@ -21,8 +21,10 @@ moves them fails loudly, and the frames taken compared with aioquic's own receiv
   ``_idle_timeout`` (again only after an RTT sample: ``_loss._rtt_smoothed``),
   ``_ack_eliciting_sent_since_receipt``, ``_ack_delay``,
   ``_payload_received``, ``_handle_ack_frame``, ``_get_or_create_stream``, ``_streams``,
-  ``_local_max_streams_bidi.used``, ``_local_max_data`` (``used``, ``value``),
-  ``_events``;
+  ``_local_max_streams_bidi`` (``used``, ``value``), ``_local_max_data`` (``used``,
+  ``value``), ``_events``; to open the peer's next stream as ``_get_or_create_stream``
+  does (``tests/transports/test_quic_open.py``): ``_local_max_stream_data_bidi_remote``,
+  ``_remote_max_stream_data_bidi_local``, ``_streams_queue``, ``_logger.logger``;
 - packet protection: a ``CryptoContext``'s ``hp._mask`` (the header-protection mask;
   for AES, ``hp._encryptor.update`` directly, unless ``hp._is_chacha20``),
   ``aead._aead`` and ``aead._iv`` (the AEAD and its nonce base), ``key_phase``;
@@ -57,6 +59,7 @@ chunks after its first one at once (``_feed_chunks``).
 from __future__ import annotations
 
 import functools
+import logging
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -72,6 +75,7 @@ from aioquic.quic.connection import (
 from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType, decode_packet_number
 from aioquic.quic.recovery import MAX_ACK_RANGES
+from aioquic.quic.stream import QuicStream
 from cryptography.exceptions import InvalidTag
 
 from .quic_ack import receive_one_range_ack
@@ -566,9 +570,23 @@ class OneRttReceiver(_AioquicConnection):
                     ):
                         rest = start  # ours, or one discarded: aioquic's checks
                         break
-                    # New from the peer: aioquic opens it and the lower ones, or raises
-                    # (stream limit).
-                    stream = self._get_or_create_stream(frame_type, stream_id)
+                    # New from the peer: the next one within the limit is opened here
+                    # as aioquic opens it; aioquic opens any other and the lower ones,
+                    # or raises (stream limit), and logs each at DEBUG.
+                    limit = self._local_max_streams_bidi
+                    if (
+                        stream_id // 4 == limit.used < limit.value
+                        and not self._logger.logger.isEnabledFor(logging.DEBUG)
+                    ):
+                        stream = streams[stream_id] = QuicStream(
+                            stream_id=stream_id,
+                            max_stream_data_local=self._local_max_stream_data_bidi_remote,
+                            max_stream_data_remote=self._remote_max_stream_data_bidi_local,
+                        )
+                        self._streams_queue.append(stream)
+                        limit.used += 1
+                    else:
+                        stream = self._get_or_create_stream(frame_type, stream_id)
                 receiver = stream.receiver
                 highest = receiver.highest_offset
                 fin = frame_type & 1
@@ -600,13 +618,12 @@ class OneRttReceiver(_AioquicConnection):
                 is_ack_eliciting = True
                 reader = None if readers is None else readers.get(stream_id)
                 if fin or events or reader is None or not reader._feed_buffered(chunk):
-                    events.append(
-                        StreamDataReceived(data=chunk, end_stream=bool(fin), stream_id=stream_id)
-                    )
+                    # data, end_stream, stream_id: by position, cheaper than keywords
+                    events.append(StreamDataReceived(chunk, bool(fin), stream_id))
             elif frame_type == _PADDING:
                 pos = size - len(payload[pos:].lstrip(b"\x00"))
             elif frame_type in (_ACK, _ACK_ECN):
-                buf = Buffer(data=payload)
+                buf = Buffer(0, payload)  # capacity (unused), data: by position
                 buf.seek(pos + 1)
                 cached = self._one_rtt
                 space = cached[3] if cached is not None else self._spaces[_ONE_RTT]

@@ -23,11 +23,12 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   ``is_finished``, ``is_blocked``, ``sender.buffer_is_empty``;
 - to build: ``_cryptos`` (``key_phase``, ``encrypt_packet`` when a key update is due
   (``_update_key_requested``), else the packet protection done here with its parts:
-  ``send.aead._aead``, ``send.aead._iv``, ``send.hp._mask``), ``_spaces`` (``ack_at``,
+  ``send.aead._aead``, ``send.aead._iv``, ``send.hp._mask``, or for AES
+  ``send.hp._encryptor.update`` unless ``send.hp._is_chacha20``), ``_spaces`` (``ack_at``,
   ``ack_queue``, ``largest_received_packet``/``_time``), ``_local_ack_delay_exponent``,
   ``_peer_cid``, ``_spin_bit``, ``_packet_number``, ``_max_datagram_size``,
-  ``_loss`` (``_cc.congestion_window``, ``_cc.bytes_in_flight``, ``_pacer.next_send_time``,
-  ``on_packet_sent``), ``_pacing_at``, ``_remote_max_data``/``_used``, of each stream
+  ``_loss`` (``_cc.congestion_window``, ``_cc.bytes_in_flight``, ``_pacer.next_send_time``),
+  ``_pacing_at``, ``_remote_max_data``/``_used``, of each stream
   ``max_stream_data_remote``/``_local``/``_local_sent`` and the sender's
   ``get_frame``, ``next_offset``, ``highest_offset``, ``_pending`` (a ``RangeSet``:
   ``len``, and its list ``_RangeSet__ranges``), ``_pending_eof``, ``_buffer``, ``_buffer_start``,
@@ -35,9 +36,14 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   the limits ``_local_max_data``, ``_local_max_streams_bidi``/``_uni``
   (``value``, ``sent``, ``used``, ``frame_type``); ``push_ack_frame``;
 - to register what it sent, as ``_flush_builder`` does: a ``QuicSentPacket`` with
-  aioquic's own delivery handlers (``_on_ack_delivery``,
-  ``_on_connection_limit_delivery``, ``_on_max_stream_data_delivery``, the sender's
-  ``on_data_delivery``), ``_close_at``, ``_idle_timeout`` (through the receiver's cache of
+  aioquic's own delivery handlers (``_on_connection_limit_delivery``,
+  ``_on_max_stream_data_delivery``) and, for ACK and STREAM frames, those of
+  :mod:`.quic_ack` (aioquic's ``_on_ack_delivery`` and the sender's ``on_data_delivery``,
+  their usual case without a range set's calls); the loss recovery's ``on_packet_sent``
+  done here (the packet space's ``sent_packets`` and ``ack_eliciting_in_flight``,
+  ``_time_of_last_sent_ack_eliciting_packet``, ``_cc.on_packet_sent``), and the
+  pacer's ``update_after_send`` (``packet_time``, ``bucket_time``, ``bucket_max``,
+  ``evaluation_time``); ``_close_at``, ``_idle_timeout`` (through the receiver's cache of
   it, ``OneRttReceiver.idle_timeout``),
   ``_ack_eliciting_sent_since_receipt``; finished streams are dropped as aioquic's
   ``_write_application`` drops them (``_streams``, the peer's stream limit ``value``).
@@ -45,6 +51,7 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
 
 from __future__ import annotations
 
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from aioquic._buffer import Buffer
@@ -52,6 +59,8 @@ from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import QuicFrameType, QuicPacketType, push_ack_frame
 from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import Epoch
+
+from .quic_ack import ack_delivered, stream_data_delivered
 
 if TYPE_CHECKING:
     from aioquic.quic.stream import QuicStream
@@ -72,6 +81,7 @@ _MAX_STREAM_DATA = int(QuicFrameType.MAX_STREAM_DATA)
 _CONNECTED = QuicConnectionState.CONNECTED
 _ONE_RTT = Epoch.ONE_RTT
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
+_WAS_SENT = attrgetter("was_sent")
 
 
 def _varint_bytes(value: int) -> int:
@@ -103,10 +113,7 @@ def _may_build(quic: LibP2PQuic) -> bool:
         parts = quic.one_rtt_parts()
     if not parts[4].sender.buffer_is_empty:
         return False
-    for issued in quic._host_cids:  # noqa: SIM110 (no generator per packet, as all() takes)
-        if not issued.was_sent:
-            return False
-    return True
+    return all(map(_WAS_SENT, quic._host_cids))  # in C: no Python step per connection id
 
 
 def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | None:
@@ -119,7 +126,6 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     ready: list[QuicStream] = []
     credit: list[QuicStream] = []
     kept: list[QuicStream] = []
-    stream_credit_due = quic.stream_credit_due
     queue = quic._streams_queue
     for stream in queue:
         sender = stream.sender
@@ -128,7 +134,8 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         if sender.is_finished and stream.receiver.is_finished:
             continue  # dropped below
         kept.append(stream)
-        if stream_credit_due(stream):
+        # LibP2PQuic.stream_credit_due: consumed() raised the window as the data was read
+        if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             credit.append(stream)
         if not sender.buffer_is_empty and not stream.is_blocked:
             ready.append(stream)
@@ -164,7 +171,7 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         room = datagram_bytes - header_bytes - _TAG_BYTES  # payload bytes in the packet
         flight_room = min(datagram_bytes, cc.congestion_window - cc.bytes_in_flight)
         flight_room -= header_bytes + _TAG_BYTES  # payload bytes in flight may reach
-        buf = Buffer(capacity=room)
+        buf = Buffer(room)  # its capacity (by position: no keyword parsing)
         handlers: list[tuple[Any, Any]] = []
         eliciting = False
         if ack_due:
@@ -208,25 +215,44 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
             buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
             in_flight = True
         data = _protect(crypto, quic._spin_bit, peer_cid, packet_number, buf.data)
-        loss.on_packet_sent(
-            packet=QuicSentPacket(
-                epoch=_ONE_RTT,
-                in_flight=in_flight,
-                is_ack_eliciting=eliciting,
-                is_crypto_packet=False,
-                packet_number=packet_number,
-                packet_type=_ONE_RTT_PACKET,
-                sent_time=now,
-                sent_bytes=len(data),
-                delivery_handlers=handlers,
-            ),
-            space=space,
+        # By position, in the dataclass's field order (half the cost of keywords):
+        # epoch, in_flight, is_ack_eliciting, is_crypto_packet, packet_number,
+        # packet_type, sent_time, sent_bytes, delivery_handlers.
+        packet = QuicSentPacket(
+            _ONE_RTT,
+            in_flight,
+            eliciting,
+            False,
+            packet_number,
+            _ONE_RTT_PACKET,
+            now,
+            len(data),
+            handlers,
         )
+        # The loss recovery's on_packet_sent (its logger is the connection's: none here;
+        # the handshake is confirmed).
+        space.sent_packets[packet_number] = packet
+        if eliciting:
+            space.ack_eliciting_in_flight += 1
+        if in_flight:
+            if eliciting:
+                loss._time_of_last_sent_ack_eliciting_packet = now
+            cc.on_packet_sent(packet=packet)
         if eliciting and not quic._ack_eliciting_sent_since_receipt:
             # RFC 9000 10.1: the first ack-eliciting packet since one was received
-            quic._close_at = now + quic.idle_timeout()
+            idle = quic._idle if quic._idle_rtt is loss._rtt_smoothed else quic.idle_timeout()
+            quic._close_at = now + idle
             quic._ack_eliciting_sent_since_receipt = True
-        quic._pacer_after_send(now)
+        packet_time = pacer.packet_time
+        if packet_time is not None:  # the pacer's update_after_send and update_bucket
+            if now > pacer.evaluation_time:
+                bucket = pacer.bucket_time + (now - pacer.evaluation_time)
+                pacer.bucket_time = bucket if bucket < pacer.bucket_max else pacer.bucket_max
+                pacer.evaluation_time = now
+            if pacer.bucket_time < packet_time:
+                pacer.bucket_time = 0.0
+            else:
+                pacer.bucket_time -= packet_time
         datagrams.append((data, addr))
         packet_number += 1
         if not ready and not credit and not limits:
@@ -252,7 +278,9 @@ def _protect(crypto: Any, spin_bit: bool, peer_cid: bytes, number: int, payload:
     header = bytes((first,)) + peer_cid + bytes((high, low))
     nonce = (aead._iv ^ number).to_bytes(12, "big")
     protected: bytes = aead._aead.encrypt(nonce, payload, header)
-    mask: bytes = send.hp._mask(protected[2:18])
+    hp = send.hp
+    # AES's mask is the sample encrypted (HeaderProtection._mask without its frame).
+    mask: bytes = (hp._mask if hp._is_chacha20 else hp._encryptor.update)(protected[2:18])
     return (
         bytes((first ^ (mask[0] & 0x1F),))
         + peer_cid
@@ -283,17 +311,17 @@ def _write_ack(
     ranges it holds (one, the usual case, written here)."""
     delay = int((now - space.largest_received_time) * 1_000_000) >> quic._local_ack_delay_exponent
     queue = space.ack_queue
-    ranges = len(queue)
+    ranges = len(queue._RangeSet__ranges)  # the RangeSet's list, without its calls
     buf.push_uint8(_ACK)
     if ranges == 1:
-        r = queue[0]
+        r = queue._RangeSet__ranges[0]
         buf.push_uint_var(r.stop - 1)  # the largest acknowledged
         buf.push_uint_var(delay)
         buf.push_uint_var(0)  # no more ranges
         buf.push_uint_var(r.stop - 1 - r.start)
     else:
         ranges = push_ack_frame(buf, queue, delay, room - 1)
-    handlers.append((quic._on_ack_delivery, (space, space.largest_received_packet)))
+    handlers.append((ack_delivered, (space, space.largest_received_packet)))
     space.ack_at = None
     return ranges
 
@@ -375,7 +403,7 @@ def _write_whole(
         del pending[0]
         if stop > sender.highest_offset:
             sender.highest_offset = stop
-    handlers.append((sender.on_data_delivery, (start, stop, fin)))
+    handlers.append((stream_data_delivered, (sender, start, stop, fin)))
     if fin:
         sender._pending_eof = False
     elif sender._pending_eof:  # a FIN lost on its own, behind this lost data
@@ -412,7 +440,7 @@ def _write_frames(
             buf.push_uint_var(offset)
         buf.push_uint16(size | 0x4000)
         buf.push_bytes(frame.data)
-        handlers.append((sender.on_data_delivery, (offset, offset + size, frame.fin)))
+        handlers.append((stream_data_delivered, (sender, offset, offset + size, frame.fin)))
         if not len(sender._pending) and not sender._pending_eof:
             sender.buffer_is_empty = True  # all sent: what get_frame would find out
             break

@@ -571,3 +571,8 @@ async def test_bulk_in_1200_byte_datagrams_arrives_intact_in_runs(
         (endpoint,) = transports[1]._listening
         assert endpoint.gro and transports[0]._dialing[socket.AF_INET].gso  # this kernel's
         assert sum(n for n in runs if n > 1) > sum(runs) // 2
+        # The connection kept no read's datagrams (the header masks' cache) after it.
+        assert b.connections
+        for conn in b.connections:
+            assert isinstance(conn, QuicConnection) and conn._quic is not None
+            assert conn._quic._masks is None

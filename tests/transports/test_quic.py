@@ -8,6 +8,7 @@ without the libp2p extension, garbage datagrams, too many streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import inspect
 import socket
@@ -62,6 +63,23 @@ ECHO = "/test/echo/1.0.0"
 async def echo(stream: Stream) -> None:
     while chunk := await stream.read(1 << 20):
         await stream.write(chunk)
+
+
+@contextlib.asynccontextmanager
+async def echo_connection(
+    config: NodeConfig | None = None,
+) -> AsyncIterator[tuple[QuicConnection, Node]]:
+    """A dialer's QUIC connection to a node serving ``ECHO``, and that node (``config``:
+    its configuration)."""
+    async with (
+        Node(transports=[QuicTransport()], config=config) as b,
+        Node(transports=[QuicTransport()]) as a,
+    ):
+        b.set_stream_handler(ECHO, echo)
+        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
+        conn = await a.dial(addr.with_peer_id(b.peer_id))
+        assert isinstance(conn, QuicConnection)
+        yield conn, b
 
 
 @pytest_asyncio.fixture
@@ -591,13 +609,7 @@ async def test_quic_ping_and_inbound_stream_limit() -> None:
 
 async def test_finished_streams_leave_no_state() -> None:
     """A long-lived connection does not accumulate per-stream bookkeeping."""
-    async with (
-        Node(transports=[QuicTransport()]) as a,
-        Node(transports=[QuicTransport()]) as b,
-    ):
-        b.set_stream_handler(ECHO, echo)
-        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
-        conn = await a.dial(addr.with_peer_id(b.peer_id))
+    async with echo_connection() as (conn, b):
         for i in range(40):
             stream = await conn.new_stream(ECHO)
             await stream.write(b"%d" % i)
@@ -637,14 +649,7 @@ async def test_sequential_requests_leave_no_stale_timer() -> None:
     QuicConnection._arm_quic_timer = recording_arm  # type: ignore[method-assign]
     loop.call_at = recording_call_at  # type: ignore[method-assign, assignment]
     try:
-        async with (
-            Node(transports=[QuicTransport()]) as a,
-            Node(transports=[QuicTransport()]) as b,
-        ):
-            b.set_stream_handler(ECHO, echo)
-            (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
-            conn = await a.dial(addr.with_peer_id(b.peer_id))
-            assert isinstance(conn, QuicConnection)
+        async with echo_connection() as (conn, _):
             kept = 0  # requests that found a handle armed earlier than due and kept it
             for i in range(20):
                 stream = await conn.new_stream(ECHO)
@@ -778,14 +783,8 @@ async def test_inbound_stream_negotiation_fast_path_fallback_and_deadline() -> N
     from aiop2p.protocols.yamux import StreamId
 
     config = NodeConfig(negotiation_timeout=0.5)
-    async with (
-        Node(transports=[QuicTransport()], config=config) as b,
-        Node(transports=[QuicTransport()]) as a,
-    ):
-        b.set_stream_handler(ECHO, echo)
-        (addr,) = await b.listen("/ip4/127.0.0.1/udp/0/quic-v1")
-        conn = await a.dial(addr.with_peer_id(b.peer_id))
-        assert isinstance(conn, QuicConnection) and conn._quic is not None
+    async with echo_connection(config) as (conn, b):
+        assert conn._quic is not None
         quic = conn._quic
         (theirs,) = b.connections
         assert isinstance(theirs, QuicConnection)

@@ -222,6 +222,17 @@ class SendBuffer:
         self._first = first
 
 
+def _probe_timeout(loss: Any) -> float:
+    """aioquic's ``QuicPacketRecovery.get_probe_timeout()`` (RFC 9002 6.2.1, with the
+    peer's ``max_ack_delay``), its ``max`` as a comparison."""
+    if loss._rtt_initialized:
+        variance = 4 * loss._rtt_variance
+        pto: float = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+        return pto + loss.max_ack_delay  # type: ignore[no-any-return]
+    initial: float = loss._rtt_initial
+    return 2 * initial
+
+
 class LibP2PQuic(OneRttReceiver):
     """aioquic's connection with client-certificate requests and read-driven credit."""
 
@@ -348,14 +359,9 @@ class LibP2PQuic(OneRttReceiver):
             in_flight += space.ack_eliciting_in_flight
         loss_at: float | None = earliest_loss
         if loss_at is None and (in_flight or not loss.peer_completed_address_validation):
-            # get_probe_timeout() (with max_ack_delay), its max as a comparison
-            if loss._rtt_initialized:
-                variance = 4 * loss._rtt_variance
-                pto = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
-                pto += loss.max_ack_delay
-            else:
-                pto = 2 * loss._rtt_initial
-            loss_at = loss._time_of_last_sent_ack_eliciting_packet + pto * (2**loss._pto_count)
+            loss_at = loss._time_of_last_sent_ack_eliciting_packet + _probe_timeout(loss) * (
+                2**loss._pto_count
+            )
         self._loss_at = loss_at
         if loss_at is not None and loss_at < timer_at:
             timer_at = loss_at
@@ -373,14 +379,7 @@ class LibP2PQuic(OneRttReceiver):
         remote = self._remote_max_idle_timeout
         if remote is not None and remote < idle:
             idle = remote
-        loss = self._loss  # its get_probe_timeout(), as in get_timer
-        if loss._rtt_initialized:
-            variance = 4 * loss._rtt_variance
-            pto = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
-            pto += loss.max_ack_delay
-        else:
-            pto = 2 * loss._rtt_initial
-        floor: float = 3 * pto
+        floor: float = 3 * _probe_timeout(self._loss)
         return idle if idle >= floor else floor
 
     # -- 1-RTT receive ----------------------------------------------------------------

@@ -360,12 +360,8 @@ class Stream:
             return False
         self._buffer.append(data)
         self._buffered += len(data)
-        waiter = self._read_waiter
-        if waiter is not None:
-            self._read_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-                self._conn.note_wakeup()
+        if self._read_waiter is not None:  # the usual case (none) without a call
+            self._wake_for_data()
         return True
 
     def _feed_chunks(self, chunks: list[bytes], size: int) -> None:
@@ -373,12 +369,17 @@ class Stream:
         in the same input (QUIC hands a run of packets' data over at once)."""
         self._buffer.extend(chunks)
         self._buffered += size
+        if self._read_waiter is not None:
+            self._wake_for_data()
+
+    def _wake_for_data(self) -> None:
+        """A reader waits for the data just buffered: it runs once this input is
+        dispatched (the connection flushes after it)."""
         waiter = self._read_waiter
-        if waiter is not None:
-            self._read_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-                self._conn.note_wakeup()
+        self._read_waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+            self._conn.note_wakeup()
 
     def _feed_eof(self) -> None:
         if self._negotiator is not None:

@@ -299,15 +299,9 @@ class LibP2PQuic(OneRttReceiver):
     def datagrams_to_send(self, now: float, with_ack: bool = False) -> list[tuple[bytes, Any]]:
         """An established connection's ACK, credit and STREAM packets come from the lean
         builder (:func:`~.quic_send.build_one_rtt`), everything else from aioquic;
-        ``with_ack``: :meth:`ack_with_next_packet` first (inline once it looked up)."""
+        ``with_ack``: :meth:`ack_with_next_packet` first."""
         if with_ack:
-            parts = self._one_rtt
-            if parts is not None and parts[0] is self._cryptos:
-                space = parts[3]
-                if space.ack_at is not None and space.ack_at > now:
-                    space.ack_at = now
-            else:
-                self.ack_with_next_packet(now)
+            self.ack_with_next_packet(now)
         datagrams = build_one_rtt(self, now) if self.lean_send else None
         if datagrams is None:
             return super().datagrams_to_send(now)
@@ -524,10 +518,7 @@ class LibP2PQuic(OneRttReceiver):
         as :meth:`_write_connection_limits` grants it, stream slots by aioquic's
         batching rule (once the peer has fewer left to open than the update grants)."""
         due = None
-        max_data = self._local_max_data  # _raise_max_data, without its call
-        target = self._consumed_total + self._connection_window
-        if target - max_data.value >= self._connection_window // 4:
-            max_data.value = target
+        max_data = self._raise_max_data()
         if max_data.value != max_data.sent:
             due = [max_data]
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
@@ -609,12 +600,11 @@ class LibP2PQuic(OneRttReceiver):
         """Our next bidirectional stream, as aioquic's ``_get_or_create_stream_for_send``
         opens it (whose checks pass for it): one we may send on, not opened before;
         blocked while beyond the peer's stream limit."""
-        stream = self._streams[stream_id] = QuicStream(
-            stream_id=stream_id,
-            max_stream_data_local=self._local_max_stream_data_bidi_local,
-            max_stream_data_remote=self._remote_max_stream_data_bidi_remote,
+        stream = self._add_bidi_stream(
+            stream_id,
+            self._local_max_stream_data_bidi_local,
+            self._remote_max_stream_data_bidi_remote,
         )
-        self._streams_queue.append(stream)
         self._local_next_stream_id_bidi = stream_id + 4
         if stream_id // 4 >= self._remote_max_streams_bidi:
             stream.is_blocked = True

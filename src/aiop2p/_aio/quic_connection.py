@@ -328,13 +328,7 @@ class QuicConnection(Connection):
             return False
         quic.receive_datagram(data, addr, self.loop.time())  # now
         if quic._events:  # none, once the short way handed its data over
-            self._hold_transmit = True  # see input_done
-            try:
-                self._process_events(quic)
-            finally:
-                self._hold_transmit = False
-                if self._opened:  # deadlines for the streams it opened, if still negotiating
-                    self._watch_opened()
+            self._input_events(quic)
         return not self.is_closed
 
     def receive_run(self, segments: Sequence[bytes], start: int, addr: SockAddr) -> int:
@@ -351,8 +345,7 @@ class QuicConnection(Connection):
         return end
 
     def _input_events(self, quic: LibP2PQuic) -> None:
-        """The events an input left, before the next datagram is taken (as
-        :meth:`receive` handles them, inline there: one call less per request)."""
+        """The events an input left, before the next datagram is taken."""
         self._hold_transmit = True  # see input_done
         try:
             self._process_events(quic)

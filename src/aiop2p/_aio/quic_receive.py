@@ -199,6 +199,18 @@ class OneRttReceiver(_AioquicConnection):
         self._masks = (segments, hp, start, masks)
         return None if masks is None else (masks, start)
 
+    def _add_bidi_stream(self, stream_id: int, max_local: int, max_remote: int) -> QuicStream:
+        """A bidirectional stream opened as aioquic's ``_get_or_create_stream`` and
+        ``_get_or_create_stream_for_send`` open one whose checks passed: kept and queued
+        (``_streams``, ``_streams_queue``), with its two initial credit limits."""
+        stream = self._streams[stream_id] = QuicStream(
+            stream_id=stream_id,
+            max_stream_data_local=max_local,
+            max_stream_data_remote=max_remote,
+        )
+        self._streams_queue.append(stream)
+        return stream
+
     def _receive_one_rtt(self, data: bytes, addr: Any, now: float) -> bool:
         """One datagram the short way (:meth:`_receive_one_rtt_run`); False (nothing
         done) when it does not take it."""
@@ -578,12 +590,11 @@ class OneRttReceiver(_AioquicConnection):
                         stream_id // 4 == limit.used < limit.value
                         and not self._logger.logger.isEnabledFor(logging.DEBUG)
                     ):
-                        stream = streams[stream_id] = QuicStream(
-                            stream_id=stream_id,
-                            max_stream_data_local=self._local_max_stream_data_bidi_remote,
-                            max_stream_data_remote=self._remote_max_stream_data_bidi_local,
+                        stream = self._add_bidi_stream(
+                            stream_id,
+                            self._local_max_stream_data_bidi_remote,
+                            self._remote_max_stream_data_bidi_local,
                         )
-                        self._streams_queue.append(stream)
                         limit.used += 1
                     else:
                         stream = self._get_or_create_stream(frame_type, stream_id)

@@ -282,42 +282,17 @@ YamuxEvent = (
 )
 
 
-# -- per-stream state table -----------------------------------------------------------------
+# -- per-stream state ----------------------------------------------------------------------
 #
-# States are small ints so that the hot path indexes a flat tuple (no tuple key allocation).
+# A stream's state is two bits, one per direction's FIN, so that each check on the hot path
+# is one ``&``: sending data is refused once ``_LOCAL_CLOSED`` is set (``StreamClosedError``),
+# data from the peer once ``_REMOTE_CLOSED`` is (the stream is reset), and a FIN sets its
+# bit (a repeated FIN changes nothing).  RST is not a state: it always forgets the stream.
 
 _OPEN: Final = 0  # both directions open
 _LOCAL_CLOSED: Final = 1  # we sent FIN
 _REMOTE_CLOSED: Final = 2  # the peer sent FIN
 _CLOSED: Final = 3  # both FINs: the stream is forgotten
-
-_SEND_DATA: Final = 0
-_SEND_FIN: Final = 1
-_RECV_DATA: Final = 2
-_RECV_FIN: Final = 3
-_N_INPUTS: Final = 4
-_INVALID: Final = -1
-
-_TRANSITIONS: Final[dict[tuple[int, int], int]] = {
-    (_OPEN, _SEND_DATA): _OPEN,
-    (_OPEN, _SEND_FIN): _LOCAL_CLOSED,
-    (_OPEN, _RECV_DATA): _OPEN,
-    (_OPEN, _RECV_FIN): _REMOTE_CLOSED,
-    (_LOCAL_CLOSED, _SEND_FIN): _LOCAL_CLOSED,
-    (_LOCAL_CLOSED, _RECV_DATA): _LOCAL_CLOSED,
-    (_LOCAL_CLOSED, _RECV_FIN): _CLOSED,
-    (_REMOTE_CLOSED, _SEND_DATA): _REMOTE_CLOSED,
-    (_REMOTE_CLOSED, _SEND_FIN): _CLOSED,
-    (_REMOTE_CLOSED, _RECV_FIN): _REMOTE_CLOSED,
-}
-"""Missing pairs: sending data after our FIN (``StreamClosedError``) and data after the
-peer's FIN (the stream is reset).  RST is not an input: it always forgets the stream."""
-
-_TABLE: Final[tuple[int, ...]] = tuple(
-    _TRANSITIONS.get((state, event), _INVALID)
-    for state in range(_CLOSED + 1)
-    for event in range(_N_INPUTS)
-)
 
 
 class _Stream:
@@ -402,7 +377,7 @@ class YamuxSession:
         self._remote_resets: dict[int, None] = {}  # recent ids reset by the peer (bounded)
         self._header_buf = bytearray()  # a header split across receive_data calls
         self._payload_remaining = 0
-        self._payload_sid = 0
+        self._payload_sid = StreamId(0)
         self._payload_deliver = False
         self._payload_fin = False
         self._terminated = False
@@ -505,7 +480,7 @@ class YamuxSession:
         stream = self._streams.get(stream_id)
         if stream is None:
             self._raise_unusable(stream_id)
-        if _TABLE[stream.state * _N_INPUTS + _SEND_DATA] < 0:
+        if stream.state & _LOCAL_CLOSED:
             raise StreamClosedError(f"yamux stream {stream_id} is closed for writing")
         window = stream.send_window
         if type(data) is bytes:
@@ -562,8 +537,9 @@ class YamuxSession:
         if stream is None or stream.state == _LOCAL_CLOSED:
             return
         self._out.append(_pack(0, TYPE_DATA, FLAG_FIN, stream_id, 0))
-        stream.state = _TABLE[stream.state * _N_INPUTS + _SEND_FIN]
-        if stream.state == _CLOSED:
+        state = stream.state | _LOCAL_CLOSED
+        stream.state = state
+        if state == _CLOSED:
             self._forget(stream_id, stream)
 
     def reset_stream(self, stream_id: StreamId) -> None:
@@ -593,7 +569,7 @@ class YamuxSession:
             )
         stream.unconsumed -= size
         self._buffered -= size
-        if stream.state == _OPEN or stream.state == _LOCAL_CLOSED:
+        if not stream.state & _REMOTE_CLOSED:
             credit = stream.credit + size
             stream.credit = credit
             if credit >= stream.allotment >> 1:
@@ -667,46 +643,21 @@ class YamuxSession:
         if type(data) is not bytes:
             data = bytes(data)
         pos = 0
+        # What the last input left unfinished comes first: only at the start of an input
+        # (within one, a payload is delivered whole or runs to its end, and so does a header).
+        if self._payload_remaining:
+            pos = self._continue_payload(data)
+        header_buf = self._header_buf
+        if header_buf:
+            data = bytes(header_buf) + data[pos:]  # rare: a header split between inputs
+            header_buf.clear()
+            pos = 0
         end = len(data)
         streams = self._streams
-        while True:
-            remaining = self._payload_remaining
-            if remaining:
-                avail = end - pos
-                if not avail:
-                    return
-                take = remaining if remaining < avail else avail
-                chunk = data if take == end else data[pos : pos + take]
-                pos += take
-                remaining -= take
-                self._payload_remaining = remaining
-                if self._payload_deliver:
-                    sid = self._payload_sid
-                    stream = streams.get(sid)
-                    if stream is not None:
-                        stream.unconsumed += take
-                        self._buffered += take
-                        self._events.append(StreamDataReceived(StreamId(sid), chunk))
-                        if not remaining and self._payload_fin:
-                            self._on_fin(sid, stream)
-                continue
-            header_buf = self._header_buf
-            if header_buf:
-                need = HEADER_SIZE - len(header_buf)
-                header_buf += data[pos : pos + need]
-                pos += need
-                if len(header_buf) < HEADER_SIZE:
-                    return
-                version, ftype, flags, sid, length = _unpack_from(header_buf)
-                header_buf.clear()
-            elif end - pos >= HEADER_SIZE:
-                version, ftype, flags, sid, length = _unpack_from(data, pos)
-                pos += HEADER_SIZE
-            else:
-                if pos < end:
-                    header_buf += data[pos:]
-                return
-            if version != 0:
+        while end - pos >= 12:  # HEADER_SIZE, as a literal: this loop runs per frame
+            version, ftype, flags, sid, length = _unpack_from(data, pos)
+            pos += 12
+            if version:
                 self._fail(RemoteProtocolError(f"unsupported yamux version {version}"))
                 return
             if ftype == TYPE_DATA:
@@ -722,10 +673,7 @@ class YamuxSession:
                             FlowControlError(f"{length}-byte data frame for unknown stream {sid}")
                         )
                         return
-                    self._payload_remaining = length
-                    self._payload_deliver = False
-                    continue
-                if length > stream.recv_window:
+                elif length > stream.recv_window:
                     self._fail(
                         FlowControlError(
                             f"{length}-byte data frame exceeds the {stream.recv_window}-byte "
@@ -733,13 +681,12 @@ class YamuxSession:
                         )
                     )
                     return
-                stream.recv_window -= length
-                if length:
-                    if _TABLE[stream.state * _N_INPUTS + _RECV_DATA] < 0:
+                elif length:
+                    stream.recv_window -= length
+                    if stream.state & _REMOTE_CLOSED:
                         self._reset_for_peer_error(
                             sid, stream, RemoteProtocolError(f"data after FIN on stream {sid}")
                         )
-                        self._payload_deliver = False
                     elif self._buffered + length > self._budget:
                         self._reset_for_peer_error(
                             sid,
@@ -749,23 +696,36 @@ class YamuxSession:
                                 f"would exceed the session's receive budget of {self._budget}"
                             ),
                         )
-                        self._payload_deliver = False
-                    elif end - pos >= length:  # the whole payload is here: deliver it now
-                        chunk = data[pos : pos + length]
-                        pos += length
-                        stream.unconsumed += length
-                        self._buffered += length
-                        self._events.append(StreamDataReceived(StreamId(sid), chunk))
-                        if flags & FLAG_FIN:
-                            self._on_fin(sid, stream)
-                        continue
-                    else:
+                    else:  # delivered: whole if it is all here, else its start
+                        avail = end - pos
+                        take = length if length <= avail else avail
+                        if take:
+                            chunk = data[pos : pos + take] if take < end else data
+                            pos += take
+                            stream.unconsumed += take
+                            self._buffered += take
+                            self._events.append(StreamDataReceived(sid, chunk))
+                        if take == length:
+                            if flags & FLAG_FIN:
+                                self._on_fin(sid, stream)
+                            continue
+                        self._payload_remaining = length - take
                         self._payload_deliver = True
                         self._payload_sid = sid
                         self._payload_fin = bool(flags & FLAG_FIN)
-                    self._payload_remaining = length
-                elif flags & FLAG_FIN:
-                    self._on_fin(sid, stream)
+                        return
+                else:
+                    if flags & FLAG_FIN:
+                        self._on_fin(sid, stream)
+                    continue
+                # A payload that is not delivered (unknown or just reset stream): skipped.
+                avail = end - pos
+                if length <= avail:
+                    pos += length
+                    continue
+                self._payload_remaining = length - avail
+                self._payload_deliver = False
+                return
             elif ftype == TYPE_WINDOW_UPDATE:
                 self._on_window_update(flags, sid, length)
                 if self._terminated:
@@ -786,17 +746,38 @@ class YamuxSession:
             else:
                 self._fail(RemoteProtocolError(f"unknown yamux frame type {ftype}"))
                 return
+        if pos < end:
+            header_buf += data[pos:]
+
+    def _continue_payload(self, data: bytes) -> int:
+        """Take the rest of a payload the last input began (delivered or skipped); return
+        how many bytes of ``data`` it used."""
+        remaining = self._payload_remaining
+        end = len(data)
+        take = remaining if remaining < end else end
+        remaining -= take
+        self._payload_remaining = remaining
+        if self._payload_deliver and take:
+            sid = self._payload_sid
+            stream = self._streams.get(sid)
+            if stream is not None:
+                stream.unconsumed += take
+                self._buffered += take
+                self._events.append(StreamDataReceived(sid, data if take == end else data[:take]))
+                if not remaining and self._payload_fin:
+                    self._on_fin(sid, stream)
+        return take
 
     # -- internals --------------------------------------------------------------------------
 
-    def _lookup(self, flags: int, sid: int) -> _Stream | None:
+    def _lookup(self, flags: int, sid: StreamId) -> _Stream | None:
         """Apply RST / SYN / ACK of a stream frame; return the live stream, if any."""
         if flags & FLAG_RST:
             stream = self._streams.get(sid)
             if stream is not None:
                 self._forget(sid, stream)
                 self._remember_remote_reset(sid)
-                self._events.append(StreamReset(StreamId(sid)))
+                self._events.append(StreamReset(sid))
             return None
         if flags & FLAG_SYN:
             return self._accept(sid)
@@ -806,7 +787,7 @@ class YamuxSession:
             self._ack_backlog -= 1
         return stream
 
-    def _accept(self, sid: int) -> _Stream | None:
+    def _accept(self, sid: StreamId) -> _Stream | None:
         """Handle an inbound SYN: accept (ACK now), refuse (RST) or fail the session."""
         if sid in self._streams:
             self._fail(RemoteProtocolError(f"SYN for already open yamux stream {sid}"))
@@ -820,11 +801,11 @@ class YamuxSession:
         self._remote_resets.pop(sid, None)
         stream = _Stream(_RESPONDER)
         self._streams[sid] = stream
-        self._events.append(StreamOpened(StreamId(sid)))
+        self._events.append(StreamOpened(sid))
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, self._open_raise(stream)))
         return stream
 
-    def _on_window_update(self, flags: int, sid: int, delta: int) -> None:
+    def _on_window_update(self, flags: int, sid: StreamId, delta: int) -> None:
         stream = self._lookup(flags, sid) if flags else self._streams.get(sid)
         if stream is None:
             return
@@ -835,30 +816,32 @@ class YamuxSession:
                 return
             stream.send_window = window
             # Nobody waits on a stream that is only now opened (SYN): no event for it.
-            if (stream.state == _OPEN or stream.state == _REMOTE_CLOSED) and not flags & FLAG_SYN:
-                self._events.append(StreamWindowUpdated(StreamId(sid)))
+            if not stream.state & _LOCAL_CLOSED and not flags & FLAG_SYN:
+                self._events.append(StreamWindowUpdated(sid))
         if flags & FLAG_FIN:
             self._on_fin(sid, stream)
 
-    def _on_fin(self, sid: int, stream: _Stream) -> None:
+    def _on_fin(self, sid: StreamId, stream: _Stream) -> None:
         state = stream.state
         if state == _REMOTE_CLOSED:
             return  # a repeated FIN changes nothing
-        self._events.append(StreamEnded(StreamId(sid)))
-        stream.state = _TABLE[state * _N_INPUTS + _RECV_FIN]
+        self._events.append(StreamEnded(sid))
+        state |= _REMOTE_CLOSED
+        stream.state = state
         # The peer sends no more: only its unread bytes stay allotted.
-        self._allotted -= stream.allotment - stream.unconsumed
-        stream.allotment = stream.unconsumed
+        unconsumed = stream.unconsumed
+        self._allotted -= stream.allotment - unconsumed
+        stream.allotment = unconsumed
         stream.credit = 0
-        if stream.state == _CLOSED:
+        if state == _CLOSED:
             self._forget(sid, stream)
 
-    def _reset_for_peer_error(self, sid: int, stream: _Stream, error: P2PError) -> None:
+    def _reset_for_peer_error(self, sid: StreamId, stream: _Stream, error: P2PError) -> None:
         """Reset just this stream because of what the peer sent on it."""
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
         self._forget(sid, stream)
         self._remember_remote_reset(sid)
-        self._events.append(StreamReset(StreamId(sid), error))
+        self._events.append(StreamReset(sid, error))
 
     def _open_raise(self, stream: _Stream) -> int:
         """Allot a new stream its 256 KiB plus a quarter of the budget's free room.

@@ -246,6 +246,7 @@ class Connection(asyncio.Protocol):
             negotiation_timeout=config.negotiation_timeout,
             idle_timeout=config.idle_connection_timeout,
         )
+        self._idle_timeout = config.idle_connection_timeout  # None: no idle note needed
         # The pending flush (a call_soon); None when none is.  While input is dispatched
         # (_flush_held) requests for one are only noted: see _flush_after_wakeups.
         self._flush_handle: asyncio.Handle | None = None
@@ -324,6 +325,8 @@ class Connection(asyncio.Protocol):
         returned at once and the first write travels with the proposal.  A refusal
         then surfaces as :class:`ProtocolNotSupportedError` on the first read.
         """
+        if type(protocols) is str:
+            return self.open_stream((protocols,))
         if isinstance(protocols, str):
             protocols = [protocols]
         stream = self.open_stream(protocols)
@@ -340,9 +343,12 @@ class Connection(asyncio.Protocol):
         sid = yamux.open_stream()
         if self._early_streams is not None:
             self._early_streams += 1
-        stream = Stream(self, sid, role=_INITIATOR, negotiator=negotiator)
+        stream = Stream(self, sid, _INITIATOR, negotiator)
         self._streams[sid] = stream
-        self._watch_negotiation(sid)
+        # _watch_negotiation, inline: the connection's timer is usually due earlier.
+        deadline = self._deadlines.start_negotiation(sid, self.loop.time())
+        if self._timer is None or deadline < self._timer_at:
+            self._arm_timer(deadline)
         yamux.send_data(sid, out)
         self._schedule_flush()
         return stream
@@ -656,7 +662,7 @@ class Connection(asyncio.Protocol):
         offered = self._offered
         if offered is None:
             offered = self._offered = self._hooks.supported_protocols(self)
-        stream = Stream(self, sid, role=_RESPONDER, negotiator=offered)
+        stream = Stream(self, sid, _RESPONDER, offered)
         self._streams[sid] = stream
         self._opened.append(sid)
 
@@ -741,7 +747,7 @@ class Connection(asyncio.Protocol):
             self._deadlines.end_negotiation(sid)
         if stream is not None and stream.role is _RESPONDER:
             self._inbound_streams -= 1
-        if not self._streams:
+        if not self._streams and self._idle_timeout is not None:
             self._became_idle()
 
     def linger(self, stream: Stream, timeout: float) -> None:
@@ -754,7 +760,9 @@ class Connection(asyncio.Protocol):
         200,000 of them, ~1.5 KiB each, and the garbage collector would walk them all).
         """
         if self._stage is _ESTABLISHED:  # otherwise the stream has already failed
-            self._arm_timer(self._deadlines.linger(stream.stream_id, self.loop.time() + timeout))
+            deadline = self._deadlines.linger(stream.stream_id, self.loop.time() + timeout)
+            if self._timer is None or deadline < self._timer_at:  # usually due earlier
+                self._arm_timer(deadline)
 
     def _became_idle(self) -> None:
         """Note that the connection became idle now.
@@ -762,7 +770,7 @@ class Connection(asyncio.Protocol):
         Opening a stream does not touch the deadline (that would cost work per request);
         when it comes, a busy connection is left alone until its last stream goes.
         """
-        if self._stage is _ESTABLISHED and self._deadlines.idle_timeout is not None:
+        if self._stage is _ESTABLISHED and self._idle_timeout is not None:
             when = self._deadlines.became_idle(self.loop.time())
             if self._timer is None or when is None or when < self._timer_at:
                 self._arm_timer(when)  # usually the timer is due earlier: no call

@@ -182,10 +182,11 @@ class Stream:
         self,
         conn: StreamOwner,
         stream_id: StreamId,
-        *,
         role: Role,
         negotiator: Negotiation | None,
     ) -> None:
+        # role and negotiator positional or by name: the connections pass them by
+        # position (a call with keywords costs more, and there is one per stream).
         self._conn = conn
         self.connection = conn
         """The connection carrying this stream (an attribute: read on every request)."""
@@ -346,12 +347,15 @@ class Stream:
     # -- called by the connection -------------------------------------------------------
 
     def _feed_data(self, data: bytes) -> None:
-        if self._feed_buffered(data):
-            return
         if self._negotiator is not None:
             self._negotiate(data)
         elif self._sink is not None:
             self._sink.sink_data(data)
+        else:  # _feed_buffered, inline: once or twice per request
+            self._buffer.append(data)
+            self._buffered += len(data)
+            if self._read_waiter is not None:
+                self._wake_for_data()
 
     def _feed_buffered(self, data: bytes) -> bool:
         """Data that only waits for the reader (no negotiation, no sink): nothing runs

@@ -435,7 +435,16 @@ class Connection(asyncio.Protocol):
                     if self._opened:
                         self._watch_opened()
             finally:
-                self._flush_after_wakeups()
+                # _flush_after_wakeups, inline: once per input
+                self._flush_held = False
+                self._woken = 0
+                pending = self._flush_handle
+                if pending is not None:
+                    pending.cancel()
+                if self._stage is _ESTABLISHED:
+                    self._flush_handle = self.loop.call_soon(self._flush_answers)
+                else:
+                    self._flush_handle = None
         elif self._stage is _UPGRADING:
             self._upgrade(data)
 
@@ -635,7 +644,10 @@ class Connection(asyncio.Protocol):
                 self._accept_stream(yamux, ev.stream_id)
             elif type(ev) is StreamWindowUpdated:
                 stream = streams.get(ev.stream_id)
-                if stream is not None:
+                # Most updates find nobody waiting (the SYN's ACK): no call then.
+                if stream is not None and (
+                    stream._write_waiter is not None or stream._sink is not None
+                ):
                     stream._wake_writer()
             elif type(ev) is StreamReset:
                 stream = streams.get(ev.stream_id)
@@ -690,7 +702,12 @@ class Connection(asyncio.Protocol):
             if opened and opened[-1] == sid:
                 opened.pop()  # settled in its opening input: nothing for _watch_opened
             self._hooks.inbound_stream(stream)
-            self.note_wakeup()
+            if self._flush_held:  # note_wakeup, inline
+                woken = self._woken + 1
+                if woken >= WAKEUPS_PER_FLUSH:
+                    woken = 0
+                    self.loop.call_soon(self._flush_answers)
+                self._woken = woken
 
     def _watch_negotiation(self, sid: StreamId) -> None:
         """Reset the stream if multistream has not picked its protocol in time."""
@@ -732,7 +749,8 @@ class Connection(asyncio.Protocol):
         yamux = self._yamux
         if yamux is not None and self._stage is _ESTABLISHED:
             yamux.close_stream(sid)
-            self._schedule_flush()
+            if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
 
     def reset_stream(self, sid: StreamId) -> None:
         yamux = self._yamux

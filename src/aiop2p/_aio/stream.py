@@ -47,6 +47,9 @@ stream); the stream builds the full machine only when the peer's input leaves th
 case (see ``protocols/multistream.py``)."""
 
 
+_MACHINES = (MultistreamDialer, MultistreamListener)
+"""The full negotiation machines (a tuple for isinstance: ``X | Y`` builds a union per call)."""
+
 _ONE_BYTE_LENGTHS = tuple(bytes((size,)) for size in range(0x80))
 """The uvarint length prefixes of messages shorter than 128 bytes."""
 
@@ -266,7 +269,7 @@ class Stream:
                 self._negotiator = after_header
                 self._conn.acknowledge(self.stream_id, len(data))  # all went to multistream
                 return
-        elif not isinstance(neg, MultistreamDialer | MultistreamListener) and neg is not None:
+        elif not isinstance(neg, _MACHINES) and neg is not None:
             match = match_proposal(data, neg, self._conn.max_negotiation_message_bytes)
             if match is not None:
                 protocol, end = match
@@ -393,7 +396,8 @@ class Stream:
         self._eof = True
         if self._sink is not None:
             self._sink.sink_eof()
-        self._wake_reader()
+        if self._read_waiter is not None:  # _wake_reader's call only when one waits
+            self._wake_reader()
 
     def _fail(self, error: P2PError) -> None:
         """Terminal: the stream was reset or its connection died."""
@@ -583,11 +587,14 @@ class Stream:
                     self._read_waiter = None
         # The common case: the whole message arrived in one piece.
         first = buf[0]
-        try:
-            got = decode_uvarint(first)
-        except RemoteProtocolError:
-            self.reset()
-            raise
+        if first and first[0] < 0x80:  # a one-byte length, without decode_uvarint's call
+            got: tuple[int, int] | None = (first[0], 1)
+        else:
+            try:
+                got = decode_uvarint(first)
+            except RemoteProtocolError:
+                self.reset()
+                raise
         if got is not None:
             length, start = got
             if length > max_size:

@@ -124,6 +124,7 @@ FLAG_SYN: Final = 0x1
 FLAG_ACK: Final = 0x2
 FLAG_FIN: Final = 0x4
 FLAG_RST: Final = 0x8
+_LOOKUP_FLAGS: Final = FLAG_SYN | FLAG_ACK | FLAG_RST
 
 
 class GoAwayCode(IntEnum):
@@ -664,7 +665,8 @@ class YamuxSession:
                 if length > self._max_inbound:
                     self._fail(MessageTooLargeError(length, self._max_inbound, "yamux data frame"))
                     return
-                stream = self._lookup(flags, sid) if flags else streams.get(sid)
+                # A FIN alone needs no _lookup (it applies RST, SYN and ACK).
+                stream = self._lookup(flags, sid) if flags & _LOOKUP_FLAGS else streams.get(sid)
                 if stream is None:
                     if self._terminated:
                         return
@@ -850,13 +852,14 @@ class YamuxSession:
         the next bulk stream at 256 KiB; streams opened while the budget is taken start at
         256 KiB and grow as they are read.
         """
-        room = self._budget - self._allotted - INITIAL_WINDOW_SIZE
-        raise_ = min(self._max_window - INITIAL_WINDOW_SIZE, room >> 2)
-        if raise_ < 0:
-            raise_ = 0
-        stream.allotment = INITIAL_WINDOW_SIZE + raise_
-        stream.recv_window = stream.allotment
-        self._allotted += stream.allotment
+        quarter = (self._budget - self._allotted - INITIAL_WINDOW_SIZE) >> 2
+        raise_ = self._max_window - INITIAL_WINDOW_SIZE  # at most this (no min(): per stream)
+        if quarter < raise_:
+            raise_ = quarter if quarter > 0 else 0
+        allotment = INITIAL_WINDOW_SIZE + raise_
+        stream.allotment = allotment
+        stream.recv_window = allotment
+        self._allotted += allotment
         return raise_
 
     def _send_credit(self, sid: int, stream: _Stream) -> None:

@@ -32,7 +32,12 @@ from ..errors import (
     P2PError,
     StreamResetError,
 )
-from ..protocols.multistream import outbound_negotiation
+from ..protocols.multistream import (
+    MultistreamDialer,
+    Proposal,
+    outbound_negotiation,
+    single_proposal,
+)
 from ..protocols.noise import (
     MAX_PLAINTEXT_SIZE,
     NoiseCredentials,
@@ -336,10 +341,15 @@ class Connection(asyncio.Protocol):
 
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
         """Synchronous part of :meth:`new_stream`: open and send the proposal."""
-        yamux = self._require_established()
-        negotiator, out = outbound_negotiation(
-            protocols, self._config.max_negotiation_message_bytes
-        )
+        yamux = self._yamux
+        if yamux is None or self._stage is not _ESTABLISHED:
+            yamux = self._require_established()  # raises
+        negotiator: Proposal | MultistreamDialer
+        if len(protocols) == 1:  # outbound_negotiation's fast path, inline
+            negotiator = single_proposal(protocols[0], self.max_negotiation_message_bytes)
+            out = negotiator.wire
+        else:
+            negotiator, out = outbound_negotiation(protocols, self.max_negotiation_message_bytes)
         sid = yamux.open_stream()
         if self._early_streams is not None:
             self._early_streams += 1
@@ -350,7 +360,8 @@ class Connection(asyncio.Protocol):
         if self._timer is None or deadline < self._timer_at:
             self._arm_timer(deadline)
         yamux.send_data(sid, out)
-        self._schedule_flush()
+        if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+            self._flush_handle = self.loop.call_soon(self._scheduled_flush)
         return stream
 
     async def ping(self) -> float:
@@ -696,11 +707,14 @@ class Connection(asyncio.Protocol):
 
     def stream_negotiated(self, stream: Stream) -> None:
         sid = stream.stream_id
-        self._deadlines.end_negotiation(sid)
         if stream.role is _RESPONDER:
             opened = self._opened
             if opened and opened[-1] == sid:
-                opened.pop()  # settled in its opening input: nothing for _watch_opened
+                # Settled in its opening input: nothing for _watch_opened, and no deadline
+                # to end (_watch_opened starts them once that input is dispatched).
+                opened.pop()
+            else:
+                self._deadlines.end_negotiation(sid)
             self._hooks.inbound_stream(stream)
             if self._flush_held:  # note_wakeup, inline
                 woken = self._woken + 1
@@ -708,6 +722,8 @@ class Connection(asyncio.Protocol):
                     woken = 0
                     self.loop.call_soon(self._flush_answers)
                 self._woken = woken
+        else:
+            self._deadlines.end_negotiation(sid)
 
     def _watch_negotiation(self, sid: StreamId) -> None:
         """Reset the stream if multistream has not picked its protocol in time."""

@@ -273,7 +273,10 @@ class Stream:
             match = match_proposal(data, neg, self._conn.max_negotiation_message_bytes)
             if match is not None:
                 protocol, end = match
-                self._send_negotiation(data[:end])  # our header and the echo
+                try:  # noqa: SIM105 - the echo (header + proposal): _send_negotiation, inline
+                    self._conn.send_stream_data(self.stream_id, data[:end])
+                except P2PError:
+                    pass  # reset in the same input batch: its StreamReset event follows
                 self._selected(protocol, data[end:], len(data))
                 return
         machine = self._machine()
@@ -339,7 +342,13 @@ class Stream:
             self._negotiated.set_result(protocol)
         self._conn.stream_negotiated(self)
         if leftover and self._error is None:
-            self._feed_data(leftover)
+            if self._sink is not None:
+                self._sink.sink_data(leftover)
+            else:  # _feed_data's buffered case, inline: the request behind its proposal
+                self._buffer.append(leftover)
+                self._buffered += len(leftover)
+                if self._read_waiter is not None:
+                    self._wake_for_data()
 
     def _negotiation_failed(self, error: P2PError) -> None:
         """Negotiation is over without a protocol (refused, malformed, or out of time)."""
@@ -732,7 +741,11 @@ class Stream:
                 return
             if self._write_closed or self._error is not None:
                 return
-        self.close_write()
+        # close_write, inline: once per request on a client
+        self._write_closed = True
+        self._conn.close_stream(self.stream_id)
+        if self._eof:
+            self._conn.forget_stream(self.stream_id)
 
     def reset(self) -> None:
         """Abort the stream in both directions; the remote sees a reset."""

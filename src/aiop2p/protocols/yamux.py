@@ -310,16 +310,16 @@ class _Stream:
         "unconsumed",
     )
 
-    def __init__(self, role: Role) -> None:
+    def __init__(self, role: Role, allotment: int) -> None:
         self.state = _OPEN
         self.role = role
         # Streams the peer opened are ACKed as soon as they are seen.
         self.acked = role is _RESPONDER
         self.send_window = INITIAL_WINDOW_SIZE  # bytes we may still send
-        self.recv_window = INITIAL_WINDOW_SIZE  # bytes the peer may still send
+        self.recv_window = allotment  # bytes the peer may still send
         self.unconsumed = 0  # delivered to the driver, not yet acknowledged
         self.credit = 0  # acknowledged, not yet returned to the peer in a window update
-        self.allotment = INITIAL_WINDOW_SIZE  # recv_window + unconsumed + credit
+        self.allotment = allotment  # recv_window + unconsumed + credit
 
 
 class YamuxSession:
@@ -340,6 +340,7 @@ class YamuxSession:
         "_local_go_away",
         "_max_frame",
         "_max_inbound",
+        "_max_raise",
         "_max_window",
         "_next_id",
         "_out",
@@ -388,6 +389,7 @@ class YamuxSession:
         self._max_inbound = config.max_inbound_frame_bytes
         self._budget = config.max_session_receive_bytes
         self._max_window = config.receive_window_bytes
+        self._max_raise = self._max_window - INITIAL_WINDOW_SIZE  # of a new stream's window
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -466,10 +468,20 @@ class YamuxSession:
         if sid > _MAX_STREAM_ID:
             raise LimitExceededError("yamux stream ids exhausted on this session")
         self._next_id = sid + 2
-        stream = _Stream(_INITIATOR)
-        self._streams[sid] = stream
+        # The open raise: a new stream is allotted its 256 KiB plus a quarter of the
+        # budget's free room (up to receive_window_bytes).  A quarter, not all: short-lived
+        # streams (identify, ping) opened first must not leave the next bulk stream at
+        # 256 KiB; streams opened while the budget is taken start at 256 KiB and grow as
+        # they are read.  (Inline here and in _accept: once per stream, no min().)
+        quarter = (self._budget - self._allotted - INITIAL_WINDOW_SIZE) >> 2
+        raise_ = self._max_raise
+        if quarter < raise_:
+            raise_ = quarter if quarter > 0 else 0
+        allotment = INITIAL_WINDOW_SIZE + raise_
+        self._allotted += allotment
+        self._streams[sid] = _Stream(_INITIATOR, allotment)
         self._ack_backlog += 1
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, self._open_raise(stream)))
+        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, raise_))
         return StreamId(sid)
 
     def send_data(self, stream_id: StreamId, data: bytes | memoryview) -> int:
@@ -801,10 +813,17 @@ class YamuxSession:
             self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
             return None
         self._remote_resets.pop(sid, None)
-        stream = _Stream(_RESPONDER)
+        # The open raise (see open_stream), inline: once per stream.
+        quarter = (self._budget - self._allotted - INITIAL_WINDOW_SIZE) >> 2
+        raise_ = self._max_raise
+        if quarter < raise_:
+            raise_ = quarter if quarter > 0 else 0
+        allotment = INITIAL_WINDOW_SIZE + raise_
+        self._allotted += allotment
+        stream = _Stream(_RESPONDER, allotment)
         self._streams[sid] = stream
         self._events.append(StreamOpened(sid))
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, self._open_raise(stream)))
+        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, raise_))
         return stream
 
     def _on_window_update(self, flags: int, sid: StreamId, delta: int) -> None:
@@ -844,23 +863,6 @@ class YamuxSession:
         self._forget(sid, stream)
         self._remember_remote_reset(sid)
         self._events.append(StreamReset(sid, error))
-
-    def _open_raise(self, stream: _Stream) -> int:
-        """Allot a new stream its 256 KiB plus a quarter of the budget's free room.
-
-        A quarter, not all: short-lived streams (identify, ping) opened first must not leave
-        the next bulk stream at 256 KiB; streams opened while the budget is taken start at
-        256 KiB and grow as they are read.
-        """
-        quarter = (self._budget - self._allotted - INITIAL_WINDOW_SIZE) >> 2
-        raise_ = self._max_window - INITIAL_WINDOW_SIZE  # at most this (no min(): per stream)
-        if quarter < raise_:
-            raise_ = quarter if quarter > 0 else 0
-        allotment = INITIAL_WINDOW_SIZE + raise_
-        stream.allotment = allotment
-        stream.recv_window = allotment
-        self._allotted += allotment
-        return raise_
 
     def _send_credit(self, sid: int, stream: _Stream) -> None:
         """Queue a window update returning ``stream.credit``, resized to fit the budget.

@@ -347,8 +347,12 @@ class Stream:
             else:  # _feed_data's buffered case, inline: the request behind its proposal
                 self._buffer.append(leftover)
                 self._buffered += len(leftover)
-                if self._read_waiter is not None:
-                    self._wake_for_data()
+                waiter = self._read_waiter
+                if waiter is not None:  # _wake_for_data, inline: a client's reader waits
+                    self._read_waiter = None
+                    if not waiter.done():
+                        waiter.set_result(None)
+                        self._conn.note_wakeup()
 
     def _negotiation_failed(self, error: P2PError) -> None:
         """Negotiation is over without a protocol (refused, malformed, or out of time)."""
@@ -596,16 +600,17 @@ class Stream:
                     self._read_waiter = None
         # The common case: the whole message arrived in one piece.
         first = buf[0]
-        if first and first[0] < 0x80:  # a one-byte length, without decode_uvarint's call
-            got: tuple[int, int] | None = (first[0], 1)
+        length = first[0] if first else 0x80
+        if length < 0x80:  # a one-byte length, without decode_uvarint's call
+            start = 1
         else:
             try:
                 got = decode_uvarint(first)
             except RemoteProtocolError:
                 self.reset()
                 raise
-        if got is not None:
-            length, start = got
+            length, start = got if got is not None else (-1, 0)
+        if length >= 0:
             if length > max_size:
                 self.reset()
                 raise MessageTooLargeError(length, max_size)

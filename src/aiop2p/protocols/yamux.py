@@ -552,8 +552,14 @@ class YamuxSession:
         self._out.append(_pack(0, TYPE_DATA, FLAG_FIN, stream_id, 0))
         state = stream.state | _LOCAL_CLOSED
         stream.state = state
-        if state == _CLOSED:
-            self._forget(stream_id, stream)
+        if state == _CLOSED:  # _forget, inline: where most streams end (here or in _on_fin)
+            del self._streams[stream_id]
+            self._buffered -= stream.unconsumed
+            self._allotted -= stream.allotment
+            stream.unconsumed = 0
+            stream.allotment = 0
+            if not stream.acked:
+                self._ack_backlog -= 1
 
     def reset_stream(self, stream_id: StreamId) -> None:
         """Abort the stream both ways (RST) and forget it; a no-op if unknown."""
@@ -827,7 +833,16 @@ class YamuxSession:
         return stream
 
     def _on_window_update(self, flags: int, sid: StreamId, delta: int) -> None:
-        stream = self._lookup(flags, sid) if flags else self._streams.get(sid)
+        # _lookup, unfolded: a SYN or an ACK comes on a window update once per stream.
+        if flags & FLAG_RST:
+            stream = self._lookup(flags, sid)
+        elif flags & FLAG_SYN:
+            stream = self._accept(sid)
+        else:
+            stream = self._streams.get(sid)
+            if stream is not None and flags & FLAG_ACK and not stream.acked:
+                stream.acked = True
+                self._ack_backlog -= 1
         if stream is None:
             return
         if delta:
@@ -854,8 +869,14 @@ class YamuxSession:
         self._allotted -= stream.allotment - unconsumed
         stream.allotment = unconsumed
         stream.credit = 0
-        if state == _CLOSED:
-            self._forget(sid, stream)
+        if state == _CLOSED:  # _forget, inline (as in close_stream)
+            del self._streams[sid]
+            self._buffered -= stream.unconsumed
+            self._allotted -= stream.allotment
+            stream.unconsumed = 0
+            stream.allotment = 0
+            if not stream.acked:
+                self._ack_backlog -= 1
 
     def _reset_for_peer_error(self, sid: StreamId, stream: _Stream, error: P2PError) -> None:
         """Reset just this stream because of what the peer sent on it."""

@@ -747,9 +747,34 @@ class YamuxSession:
                 self._payload_deliver = False
                 return
             elif ftype == TYPE_WINDOW_UPDATE:
-                self._on_window_update(flags, sid, length)
-                if self._terminated:
-                    return
+                # A SYN or an ACK comes on a window update once per stream each way: _lookup
+                # unfolded (RST still goes through it).
+                if flags & FLAG_RST:
+                    stream = self._lookup(flags, sid)
+                elif flags & FLAG_SYN:
+                    stream = self._accept(sid)
+                else:
+                    stream = streams.get(sid)
+                    if stream is not None and flags & FLAG_ACK and not stream.acked:
+                        stream.acked = True
+                        self._ack_backlog -= 1
+                if stream is None:
+                    if self._terminated:
+                        return
+                    continue
+                if length:  # the delta
+                    window = stream.send_window + length
+                    if window > MAX_WINDOW_SIZE:
+                        self._fail(
+                            FlowControlError(f"send window of stream {sid} overflows 2**32-1")
+                        )
+                        return
+                    stream.send_window = window
+                    # Nobody waits on a stream that is only now opened (SYN): no event for it.
+                    if not stream.state & _LOCAL_CLOSED and not flags & FLAG_SYN:
+                        self._events.append(StreamWindowUpdated(sid))
+                if flags & FLAG_FIN:
+                    self._on_fin(sid, stream)
             elif ftype == TYPE_PING:
                 if flags & FLAG_SYN:
                     self._out.append(_pack(0, TYPE_PING, FLAG_ACK, 0, length))
@@ -831,31 +856,6 @@ class YamuxSession:
         self._events.append(StreamOpened(sid))
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, raise_))
         return stream
-
-    def _on_window_update(self, flags: int, sid: StreamId, delta: int) -> None:
-        # _lookup, unfolded: a SYN or an ACK comes on a window update once per stream.
-        if flags & FLAG_RST:
-            stream = self._lookup(flags, sid)
-        elif flags & FLAG_SYN:
-            stream = self._accept(sid)
-        else:
-            stream = self._streams.get(sid)
-            if stream is not None and flags & FLAG_ACK and not stream.acked:
-                stream.acked = True
-                self._ack_backlog -= 1
-        if stream is None:
-            return
-        if delta:
-            window = stream.send_window + delta
-            if window > MAX_WINDOW_SIZE:
-                self._fail(FlowControlError(f"send window of stream {sid} overflows 2**32-1"))
-                return
-            stream.send_window = window
-            # Nobody waits on a stream that is only now opened (SYN): no event for it.
-            if not stream.state & _LOCAL_CLOSED and not flags & FLAG_SYN:
-                self._events.append(StreamWindowUpdated(sid))
-        if flags & FLAG_FIN:
-            self._on_fin(sid, stream)
 
     def _on_fin(self, sid: StreamId, stream: _Stream) -> None:
         state = stream.state

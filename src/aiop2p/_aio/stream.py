@@ -468,14 +468,21 @@ class Stream:
             self._unacked = 0
         self._conn.acknowledge(self.stream_id, size + unacked)
 
-    def close_write(self) -> None:
-        """Synchronous half-close of a negotiated stream (FIN)."""
+    def close_write(self) -> bool:
+        """Synchronous half-close of a negotiated stream (FIN).
+
+        Returns :attr:`is_closed` after it: True when the peer had closed its side too
+        (or the stream failed), so a caller that lingers on open streams needs no second
+        look (a handler's end, once per request).
+        """
         if self._write_closed or self._error is not None:
-            return
+            return self._error is not None or self._eof
         self._write_closed = True
         self._conn.close_stream(self.stream_id)
         if self._eof:
             self._conn.forget_stream(self.stream_id)
+            return True
+        return False
 
     # -- reading ------------------------------------------------------------------------
 

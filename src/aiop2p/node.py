@@ -791,8 +791,8 @@ class _Hooks(ConnectionHooks):
     async def _run_handler(self, handler: StreamHandler, stream: Stream, conn: StreamOwner) -> None:
         try:
             await handler(stream)
-            stream.close_write()  # Stream.close without its frame: the stream is negotiated
-            if not stream.is_closed:
+            # Stream.close without its frame (the stream is negotiated); False: still open.
+            if not stream.close_write():
                 # The handler is done but the remote has not closed its side: reset the
                 # stream if it lingers, so a peer that never closes cannot pin it forever.
                 conn.linger(stream, self._node.config.stream_linger_timeout)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import struct
 
 import pytest
@@ -321,6 +322,39 @@ def test_unknown_stream_frames_ignored() -> None:
     assert server.events_received() == []
     assert server.data_to_send() == b""
     assert not server.is_terminated
+
+
+def test_payloads_and_headers_split_between_inputs_resume_where_they_stopped() -> None:
+    """A payload or a header cut by the end of an input resumes at the start of the next:
+    a stray stream's payload is skipped, a live stream's is delivered in pieces with its FIN
+    applied after the last one, and the frames after them in the same input count."""
+    _client, server, sid = open_pair()
+    wire = (
+        data_frame(7, b"stray payload")  # no such stream: skipped
+        + data_frame(sid, b"first part, second part", FLAG_FIN)
+        + frame(TYPE_PING, FLAG_SYN, 0, 5)
+    )
+    stray_end = 12 + len(b"stray payload")
+    cuts = [
+        0,
+        12 + 4,  # inside the stray payload
+        stray_end + 5,  # inside the live frame's header
+        stray_end + 12 + len(b"first part, "),  # inside its payload
+        len(wire) - 3,  # inside the ping's header
+        len(wire),
+    ]
+    events: list[YamuxEvent] = []
+    for start, stop in itertools.pairwise(cuts):
+        server.receive_data(wire[start:stop])
+        events += server.events_received()
+    assert events == [
+        StreamDataReceived(sid, b"first part, "),
+        StreamDataReceived(sid, b"second part"),
+        StreamEnded(sid),
+    ]
+    assert parse_frames(server.data_to_send()) == [(TYPE_PING, FLAG_ACK, 0, 5, b"")]
+    assert not server.is_terminated
+    assert server.buffered_bytes == len(b"first part, second part")
 
 
 def test_split_byte_by_byte() -> None:

@@ -32,7 +32,12 @@ from ..errors import (
     P2PError,
     StreamResetError,
 )
-from ..protocols.multistream import outbound_negotiation
+from ..protocols.multistream import (
+    MultistreamDialer,
+    Proposal,
+    outbound_negotiation,
+    single_proposal,
+)
 from ..protocols.noise import (
     MAX_PLAINTEXT_SIZE,
     NoiseCredentials,
@@ -246,6 +251,7 @@ class Connection(asyncio.Protocol):
             negotiation_timeout=config.negotiation_timeout,
             idle_timeout=config.idle_connection_timeout,
         )
+        self._idle_timeout = config.idle_connection_timeout  # None: no idle note needed
         # The pending flush (a call_soon); None when none is.  While input is dispatched
         # (_flush_held) requests for one are only noted: see _flush_after_wakeups.
         self._flush_handle: asyncio.Handle | None = None
@@ -324,6 +330,8 @@ class Connection(asyncio.Protocol):
         returned at once and the first write travels with the proposal.  A refusal
         then surfaces as :class:`ProtocolNotSupportedError` on the first read.
         """
+        if type(protocols) is str:
+            return self.open_stream((protocols,))
         if isinstance(protocols, str):
             protocols = [protocols]
         stream = self.open_stream(protocols)
@@ -333,18 +341,27 @@ class Connection(asyncio.Protocol):
 
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
         """Synchronous part of :meth:`new_stream`: open and send the proposal."""
-        yamux = self._require_established()
-        negotiator, out = outbound_negotiation(
-            protocols, self._config.max_negotiation_message_bytes
-        )
+        yamux = self._yamux
+        if yamux is None or self._stage is not _ESTABLISHED:
+            yamux = self._require_established()  # raises
+        negotiator: Proposal | MultistreamDialer
+        if len(protocols) == 1:  # outbound_negotiation's fast path, inline
+            negotiator = single_proposal(protocols[0], self.max_negotiation_message_bytes)
+            out = negotiator.wire
+        else:
+            negotiator, out = outbound_negotiation(protocols, self.max_negotiation_message_bytes)
         sid = yamux.open_stream()
         if self._early_streams is not None:
             self._early_streams += 1
-        stream = Stream(self, sid, role=_INITIATOR, negotiator=negotiator)
+        stream = Stream(self, sid, _INITIATOR, negotiator)
         self._streams[sid] = stream
-        self._watch_negotiation(sid)
+        # _watch_negotiation, inline: the connection's timer is usually due earlier.
+        deadline = self._deadlines.start_negotiation(sid, self.loop.time())
+        if self._timer is None or deadline < self._timer_at:
+            self._arm_timer(deadline)
         yamux.send_data(sid, out)
-        self._schedule_flush()
+        if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+            self._flush_handle = self.loop.call_soon(self._scheduled_flush)
         return stream
 
     async def ping(self) -> float:
@@ -429,7 +446,16 @@ class Connection(asyncio.Protocol):
                     if self._opened:
                         self._watch_opened()
             finally:
-                self._flush_after_wakeups()
+                # _flush_after_wakeups, inline: once per input
+                self._flush_held = False
+                self._woken = 0
+                pending = self._flush_handle
+                if pending is not None:
+                    pending.cancel()
+                if self._stage is _ESTABLISHED:
+                    self._flush_handle = self.loop.call_soon(self._flush_answers)
+                else:
+                    self._flush_handle = None
         elif self._stage is _UPGRADING:
             self._upgrade(data)
 
@@ -629,7 +655,10 @@ class Connection(asyncio.Protocol):
                 self._accept_stream(yamux, ev.stream_id)
             elif type(ev) is StreamWindowUpdated:
                 stream = streams.get(ev.stream_id)
-                if stream is not None:
+                # Most updates find nobody waiting (the SYN's ACK): no call then.
+                if stream is not None and (
+                    stream._write_waiter is not None or stream._sink is not None
+                ):
                     stream._wake_writer()
             elif type(ev) is StreamReset:
                 stream = streams.get(ev.stream_id)
@@ -656,7 +685,7 @@ class Connection(asyncio.Protocol):
         offered = self._offered
         if offered is None:
             offered = self._offered = self._hooks.supported_protocols(self)
-        stream = Stream(self, sid, role=_RESPONDER, negotiator=offered)
+        stream = Stream(self, sid, _RESPONDER, offered)
         self._streams[sid] = stream
         self._opened.append(sid)
 
@@ -678,13 +707,23 @@ class Connection(asyncio.Protocol):
 
     def stream_negotiated(self, stream: Stream) -> None:
         sid = stream.stream_id
-        self._deadlines.end_negotiation(sid)
         if stream.role is _RESPONDER:
             opened = self._opened
             if opened and opened[-1] == sid:
-                opened.pop()  # settled in its opening input: nothing for _watch_opened
+                # Settled in its opening input: nothing for _watch_opened, and no deadline
+                # to end (_watch_opened starts them once that input is dispatched).
+                opened.pop()
+            else:
+                self._deadlines.end_negotiation(sid)
             self._hooks.inbound_stream(stream)
-            self.note_wakeup()
+            if self._flush_held:  # note_wakeup, inline
+                woken = self._woken + 1
+                if woken >= WAKEUPS_PER_FLUSH:
+                    woken = 0
+                    self.loop.call_soon(self._flush_answers)
+                self._woken = woken
+        else:
+            self._deadlines.end_negotiation(sid)
 
     def _watch_negotiation(self, sid: StreamId) -> None:
         """Reset the stream if multistream has not picked its protocol in time."""
@@ -726,7 +765,8 @@ class Connection(asyncio.Protocol):
         yamux = self._yamux
         if yamux is not None and self._stage is _ESTABLISHED:
             yamux.close_stream(sid)
-            self._schedule_flush()
+            if self._flush_handle is None and not self._flush_held:  # _schedule_flush
+                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
 
     def reset_stream(self, sid: StreamId) -> None:
         yamux = self._yamux
@@ -741,7 +781,7 @@ class Connection(asyncio.Protocol):
             self._deadlines.end_negotiation(sid)
         if stream is not None and stream.role is _RESPONDER:
             self._inbound_streams -= 1
-        if not self._streams:
+        if not self._streams and self._idle_timeout is not None:
             self._became_idle()
 
     def linger(self, stream: Stream, timeout: float) -> None:
@@ -754,7 +794,9 @@ class Connection(asyncio.Protocol):
         200,000 of them, ~1.5 KiB each, and the garbage collector would walk them all).
         """
         if self._stage is _ESTABLISHED:  # otherwise the stream has already failed
-            self._arm_timer(self._deadlines.linger(stream.stream_id, self.loop.time() + timeout))
+            deadline = self._deadlines.linger(stream.stream_id, self.loop.time() + timeout)
+            if self._timer is None or deadline < self._timer_at:  # usually due earlier
+                self._arm_timer(deadline)
 
     def _became_idle(self) -> None:
         """Note that the connection became idle now.
@@ -762,7 +804,7 @@ class Connection(asyncio.Protocol):
         Opening a stream does not touch the deadline (that would cost work per request);
         when it comes, a busy connection is left alone until its last stream goes.
         """
-        if self._stage is _ESTABLISHED and self._deadlines.idle_timeout is not None:
+        if self._stage is _ESTABLISHED and self._idle_timeout is not None:
             when = self._deadlines.became_idle(self.loop.time())
             if self._timer is None or when is None or when < self._timer_at:
                 self._arm_timer(when)  # usually the timer is due earlier: no call

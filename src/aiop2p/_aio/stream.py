@@ -47,6 +47,9 @@ stream); the stream builds the full machine only when the peer's input leaves th
 case (see ``protocols/multistream.py``)."""
 
 
+_MACHINES = (MultistreamDialer, MultistreamListener)
+"""The full negotiation machines (a tuple for isinstance: ``X | Y`` builds a union per call)."""
+
 _ONE_BYTE_LENGTHS = tuple(bytes((size,)) for size in range(0x80))
 """The uvarint length prefixes of messages shorter than 128 bytes."""
 
@@ -182,10 +185,11 @@ class Stream:
         self,
         conn: StreamOwner,
         stream_id: StreamId,
-        *,
         role: Role,
         negotiator: Negotiation | None,
     ) -> None:
+        # role and negotiator positional or by name: the connections pass them by
+        # position (a call with keywords costs more, and there is one per stream).
         self._conn = conn
         self.connection = conn
         """The connection carrying this stream (an attribute: read on every request)."""
@@ -265,11 +269,14 @@ class Stream:
                 self._negotiator = after_header
                 self._conn.acknowledge(self.stream_id, len(data))  # all went to multistream
                 return
-        elif not isinstance(neg, MultistreamDialer | MultistreamListener) and neg is not None:
+        elif not isinstance(neg, _MACHINES) and neg is not None:
             match = match_proposal(data, neg, self._conn.max_negotiation_message_bytes)
             if match is not None:
                 protocol, end = match
-                self._send_negotiation(data[:end])  # our header and the echo
+                try:  # noqa: SIM105 - the echo (header + proposal): _send_negotiation, inline
+                    self._conn.send_stream_data(self.stream_id, data[:end])
+                except P2PError:
+                    pass  # reset in the same input batch: its StreamReset event follows
                 self._selected(protocol, data[end:], len(data))
                 return
         machine = self._machine()
@@ -335,7 +342,17 @@ class Stream:
             self._negotiated.set_result(protocol)
         self._conn.stream_negotiated(self)
         if leftover and self._error is None:
-            self._feed_data(leftover)
+            if self._sink is not None:
+                self._sink.sink_data(leftover)
+            else:  # _feed_data's buffered case, inline: the request behind its proposal
+                self._buffer.append(leftover)
+                self._buffered += len(leftover)
+                waiter = self._read_waiter
+                if waiter is not None:  # _wake_for_data, inline: a client's reader waits
+                    self._read_waiter = None
+                    if not waiter.done():
+                        waiter.set_result(None)
+                        self._conn.note_wakeup()
 
     def _negotiation_failed(self, error: P2PError) -> None:
         """Negotiation is over without a protocol (refused, malformed, or out of time)."""
@@ -346,12 +363,15 @@ class Stream:
     # -- called by the connection -------------------------------------------------------
 
     def _feed_data(self, data: bytes) -> None:
-        if self._feed_buffered(data):
-            return
         if self._negotiator is not None:
             self._negotiate(data)
         elif self._sink is not None:
             self._sink.sink_data(data)
+        else:  # _feed_buffered, inline: once or twice per request
+            self._buffer.append(data)
+            self._buffered += len(data)
+            if self._read_waiter is not None:
+                self._wake_for_data()
 
     def _feed_buffered(self, data: bytes) -> bool:
         """Data that only waits for the reader (no negotiation, no sink): nothing runs
@@ -389,7 +409,8 @@ class Stream:
         self._eof = True
         if self._sink is not None:
             self._sink.sink_eof()
-        self._wake_reader()
+        if self._read_waiter is not None:  # _wake_reader's call only when one waits
+            self._wake_reader()
 
     def _fail(self, error: P2PError) -> None:
         """Terminal: the stream was reset or its connection died."""
@@ -447,14 +468,21 @@ class Stream:
             self._unacked = 0
         self._conn.acknowledge(self.stream_id, size + unacked)
 
-    def close_write(self) -> None:
-        """Synchronous half-close of a negotiated stream (FIN)."""
+    def close_write(self) -> bool:
+        """Synchronous half-close of a negotiated stream (FIN).
+
+        Returns :attr:`is_closed` after it: True when the peer had closed its side too
+        (or the stream failed), so a caller that lingers on open streams needs no second
+        look (a handler's end, once per request).
+        """
         if self._write_closed or self._error is not None:
-            return
+            return self._error is not None or self._eof
         self._write_closed = True
         self._conn.close_stream(self.stream_id)
         if self._eof:
             self._conn.forget_stream(self.stream_id)
+            return True
+        return False
 
     # -- reading ------------------------------------------------------------------------
 
@@ -579,13 +607,17 @@ class Stream:
                     self._read_waiter = None
         # The common case: the whole message arrived in one piece.
         first = buf[0]
-        try:
-            got = decode_uvarint(first)
-        except RemoteProtocolError:
-            self.reset()
-            raise
-        if got is not None:
-            length, start = got
+        length = first[0] if first else 0x80
+        if length < 0x80:  # a one-byte length, without decode_uvarint's call
+            start = 1
+        else:
+            try:
+                got = decode_uvarint(first)
+            except RemoteProtocolError:
+                self.reset()
+                raise
+            length, start = got if got is not None else (-1, 0)
+        if length >= 0:
             if length > max_size:
                 self.reset()
                 raise MessageTooLargeError(length, max_size)
@@ -721,7 +753,11 @@ class Stream:
                 return
             if self._write_closed or self._error is not None:
                 return
-        self.close_write()
+        # close_write, inline: once per request on a client
+        self._write_closed = True
+        self._conn.close_stream(self.stream_id)
+        if self._eof:
+            self._conn.forget_stream(self.stream_id)
 
     def reset(self) -> None:
         """Abort the stream in both directions; the remote sees a reset."""

@@ -124,6 +124,7 @@ FLAG_SYN: Final = 0x1
 FLAG_ACK: Final = 0x2
 FLAG_FIN: Final = 0x4
 FLAG_RST: Final = 0x8
+_LOOKUP_FLAGS: Final = FLAG_SYN | FLAG_ACK | FLAG_RST
 
 
 class GoAwayCode(IntEnum):
@@ -282,42 +283,17 @@ YamuxEvent = (
 )
 
 
-# -- per-stream state table -----------------------------------------------------------------
+# -- per-stream state ----------------------------------------------------------------------
 #
-# States are small ints so that the hot path indexes a flat tuple (no tuple key allocation).
+# A stream's state is two bits, one per direction's FIN, so that each check on the hot path
+# is one ``&``: sending data is refused once ``_LOCAL_CLOSED`` is set (``StreamClosedError``),
+# data from the peer once ``_REMOTE_CLOSED`` is (the stream is reset), and a FIN sets its
+# bit (a repeated FIN changes nothing).  RST is not a state: it always forgets the stream.
 
 _OPEN: Final = 0  # both directions open
 _LOCAL_CLOSED: Final = 1  # we sent FIN
 _REMOTE_CLOSED: Final = 2  # the peer sent FIN
 _CLOSED: Final = 3  # both FINs: the stream is forgotten
-
-_SEND_DATA: Final = 0
-_SEND_FIN: Final = 1
-_RECV_DATA: Final = 2
-_RECV_FIN: Final = 3
-_N_INPUTS: Final = 4
-_INVALID: Final = -1
-
-_TRANSITIONS: Final[dict[tuple[int, int], int]] = {
-    (_OPEN, _SEND_DATA): _OPEN,
-    (_OPEN, _SEND_FIN): _LOCAL_CLOSED,
-    (_OPEN, _RECV_DATA): _OPEN,
-    (_OPEN, _RECV_FIN): _REMOTE_CLOSED,
-    (_LOCAL_CLOSED, _SEND_FIN): _LOCAL_CLOSED,
-    (_LOCAL_CLOSED, _RECV_DATA): _LOCAL_CLOSED,
-    (_LOCAL_CLOSED, _RECV_FIN): _CLOSED,
-    (_REMOTE_CLOSED, _SEND_DATA): _REMOTE_CLOSED,
-    (_REMOTE_CLOSED, _SEND_FIN): _CLOSED,
-    (_REMOTE_CLOSED, _RECV_FIN): _REMOTE_CLOSED,
-}
-"""Missing pairs: sending data after our FIN (``StreamClosedError``) and data after the
-peer's FIN (the stream is reset).  RST is not an input: it always forgets the stream."""
-
-_TABLE: Final[tuple[int, ...]] = tuple(
-    _TRANSITIONS.get((state, event), _INVALID)
-    for state in range(_CLOSED + 1)
-    for event in range(_N_INPUTS)
-)
 
 
 class _Stream:
@@ -334,16 +310,16 @@ class _Stream:
         "unconsumed",
     )
 
-    def __init__(self, role: Role) -> None:
+    def __init__(self, role: Role, allotment: int) -> None:
         self.state = _OPEN
         self.role = role
         # Streams the peer opened are ACKed as soon as they are seen.
         self.acked = role is _RESPONDER
         self.send_window = INITIAL_WINDOW_SIZE  # bytes we may still send
-        self.recv_window = INITIAL_WINDOW_SIZE  # bytes the peer may still send
+        self.recv_window = allotment  # bytes the peer may still send
         self.unconsumed = 0  # delivered to the driver, not yet acknowledged
         self.credit = 0  # acknowledged, not yet returned to the peer in a window update
-        self.allotment = INITIAL_WINDOW_SIZE  # recv_window + unconsumed + credit
+        self.allotment = allotment  # recv_window + unconsumed + credit
 
 
 class YamuxSession:
@@ -364,6 +340,7 @@ class YamuxSession:
         "_local_go_away",
         "_max_frame",
         "_max_inbound",
+        "_max_raise",
         "_max_window",
         "_next_id",
         "_out",
@@ -402,7 +379,7 @@ class YamuxSession:
         self._remote_resets: dict[int, None] = {}  # recent ids reset by the peer (bounded)
         self._header_buf = bytearray()  # a header split across receive_data calls
         self._payload_remaining = 0
-        self._payload_sid = 0
+        self._payload_sid = StreamId(0)
         self._payload_deliver = False
         self._payload_fin = False
         self._terminated = False
@@ -412,6 +389,7 @@ class YamuxSession:
         self._max_inbound = config.max_inbound_frame_bytes
         self._budget = config.max_session_receive_bytes
         self._max_window = config.receive_window_bytes
+        self._max_raise = self._max_window - INITIAL_WINDOW_SIZE  # of a new stream's window
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -490,10 +468,20 @@ class YamuxSession:
         if sid > _MAX_STREAM_ID:
             raise LimitExceededError("yamux stream ids exhausted on this session")
         self._next_id = sid + 2
-        stream = _Stream(_INITIATOR)
-        self._streams[sid] = stream
+        # The open raise: a new stream is allotted its 256 KiB plus a quarter of the
+        # budget's free room (up to receive_window_bytes).  A quarter, not all: short-lived
+        # streams (identify, ping) opened first must not leave the next bulk stream at
+        # 256 KiB; streams opened while the budget is taken start at 256 KiB and grow as
+        # they are read.  (Inline here and in _accept: once per stream, no min().)
+        quarter = (self._budget - self._allotted - INITIAL_WINDOW_SIZE) >> 2
+        raise_ = self._max_raise
+        if quarter < raise_:
+            raise_ = quarter if quarter > 0 else 0
+        allotment = INITIAL_WINDOW_SIZE + raise_
+        self._allotted += allotment
+        self._streams[sid] = _Stream(_INITIATOR, allotment)
         self._ack_backlog += 1
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, self._open_raise(stream)))
+        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, raise_))
         return StreamId(sid)
 
     def send_data(self, stream_id: StreamId, data: bytes | memoryview) -> int:
@@ -505,7 +493,7 @@ class YamuxSession:
         stream = self._streams.get(stream_id)
         if stream is None:
             self._raise_unusable(stream_id)
-        if _TABLE[stream.state * _N_INPUTS + _SEND_DATA] < 0:
+        if stream.state & _LOCAL_CLOSED:
             raise StreamClosedError(f"yamux stream {stream_id} is closed for writing")
         window = stream.send_window
         if type(data) is bytes:
@@ -562,9 +550,16 @@ class YamuxSession:
         if stream is None or stream.state == _LOCAL_CLOSED:
             return
         self._out.append(_pack(0, TYPE_DATA, FLAG_FIN, stream_id, 0))
-        stream.state = _TABLE[stream.state * _N_INPUTS + _SEND_FIN]
-        if stream.state == _CLOSED:
-            self._forget(stream_id, stream)
+        state = stream.state | _LOCAL_CLOSED
+        stream.state = state
+        if state == _CLOSED:  # _forget, inline: where most streams end (here or in _on_fin)
+            del self._streams[stream_id]
+            self._buffered -= stream.unconsumed
+            self._allotted -= stream.allotment
+            stream.unconsumed = 0
+            stream.allotment = 0
+            if not stream.acked:
+                self._ack_backlog -= 1
 
     def reset_stream(self, stream_id: StreamId) -> None:
         """Abort the stream both ways (RST) and forget it; a no-op if unknown."""
@@ -593,7 +588,7 @@ class YamuxSession:
             )
         stream.unconsumed -= size
         self._buffered -= size
-        if stream.state == _OPEN or stream.state == _LOCAL_CLOSED:
+        if not stream.state & _REMOTE_CLOSED:
             credit = stream.credit + size
             stream.credit = credit
             if credit >= stream.allotment >> 1:
@@ -667,53 +662,29 @@ class YamuxSession:
         if type(data) is not bytes:
             data = bytes(data)
         pos = 0
+        # What the last input left unfinished comes first: only at the start of an input
+        # (within one, a payload is delivered whole or runs to its end, and so does a header).
+        if self._payload_remaining:
+            pos = self._continue_payload(data)
+        header_buf = self._header_buf
+        if header_buf:
+            data = bytes(header_buf) + data[pos:]  # rare: a header split between inputs
+            header_buf.clear()
+            pos = 0
         end = len(data)
         streams = self._streams
-        while True:
-            remaining = self._payload_remaining
-            if remaining:
-                avail = end - pos
-                if not avail:
-                    return
-                take = remaining if remaining < avail else avail
-                chunk = data if take == end else data[pos : pos + take]
-                pos += take
-                remaining -= take
-                self._payload_remaining = remaining
-                if self._payload_deliver:
-                    sid = self._payload_sid
-                    stream = streams.get(sid)
-                    if stream is not None:
-                        stream.unconsumed += take
-                        self._buffered += take
-                        self._events.append(StreamDataReceived(StreamId(sid), chunk))
-                        if not remaining and self._payload_fin:
-                            self._on_fin(sid, stream)
-                continue
-            header_buf = self._header_buf
-            if header_buf:
-                need = HEADER_SIZE - len(header_buf)
-                header_buf += data[pos : pos + need]
-                pos += need
-                if len(header_buf) < HEADER_SIZE:
-                    return
-                version, ftype, flags, sid, length = _unpack_from(header_buf)
-                header_buf.clear()
-            elif end - pos >= HEADER_SIZE:
-                version, ftype, flags, sid, length = _unpack_from(data, pos)
-                pos += HEADER_SIZE
-            else:
-                if pos < end:
-                    header_buf += data[pos:]
-                return
-            if version != 0:
+        while end - pos >= 12:  # HEADER_SIZE, as a literal: this loop runs per frame
+            version, ftype, flags, sid, length = _unpack_from(data, pos)
+            pos += 12
+            if version:
                 self._fail(RemoteProtocolError(f"unsupported yamux version {version}"))
                 return
             if ftype == TYPE_DATA:
                 if length > self._max_inbound:
                     self._fail(MessageTooLargeError(length, self._max_inbound, "yamux data frame"))
                     return
-                stream = self._lookup(flags, sid) if flags else streams.get(sid)
+                # A FIN alone needs no _lookup (it applies RST, SYN and ACK).
+                stream = self._lookup(flags, sid) if flags & _LOOKUP_FLAGS else streams.get(sid)
                 if stream is None:
                     if self._terminated:
                         return
@@ -722,10 +693,7 @@ class YamuxSession:
                             FlowControlError(f"{length}-byte data frame for unknown stream {sid}")
                         )
                         return
-                    self._payload_remaining = length
-                    self._payload_deliver = False
-                    continue
-                if length > stream.recv_window:
+                elif length > stream.recv_window:
                     self._fail(
                         FlowControlError(
                             f"{length}-byte data frame exceeds the {stream.recv_window}-byte "
@@ -733,13 +701,12 @@ class YamuxSession:
                         )
                     )
                     return
-                stream.recv_window -= length
-                if length:
-                    if _TABLE[stream.state * _N_INPUTS + _RECV_DATA] < 0:
+                elif length:
+                    stream.recv_window -= length
+                    if stream.state & _REMOTE_CLOSED:
                         self._reset_for_peer_error(
                             sid, stream, RemoteProtocolError(f"data after FIN on stream {sid}")
                         )
-                        self._payload_deliver = False
                     elif self._buffered + length > self._budget:
                         self._reset_for_peer_error(
                             sid,
@@ -749,27 +716,65 @@ class YamuxSession:
                                 f"would exceed the session's receive budget of {self._budget}"
                             ),
                         )
-                        self._payload_deliver = False
-                    elif end - pos >= length:  # the whole payload is here: deliver it now
-                        chunk = data[pos : pos + length]
-                        pos += length
-                        stream.unconsumed += length
-                        self._buffered += length
-                        self._events.append(StreamDataReceived(StreamId(sid), chunk))
-                        if flags & FLAG_FIN:
-                            self._on_fin(sid, stream)
-                        continue
-                    else:
+                    else:  # delivered: whole if it is all here, else its start
+                        avail = end - pos
+                        take = length if length <= avail else avail
+                        if take:
+                            chunk = data[pos : pos + take] if take < end else data
+                            pos += take
+                            stream.unconsumed += take
+                            self._buffered += take
+                            self._events.append(StreamDataReceived(sid, chunk))
+                        if take == length:
+                            if flags & FLAG_FIN:
+                                self._on_fin(sid, stream)
+                            continue
+                        self._payload_remaining = length - take
                         self._payload_deliver = True
                         self._payload_sid = sid
                         self._payload_fin = bool(flags & FLAG_FIN)
-                    self._payload_remaining = length
-                elif flags & FLAG_FIN:
-                    self._on_fin(sid, stream)
+                        return
+                else:
+                    if flags & FLAG_FIN:
+                        self._on_fin(sid, stream)
+                    continue
+                # A payload that is not delivered (unknown or just reset stream): skipped.
+                avail = end - pos
+                if length <= avail:
+                    pos += length
+                    continue
+                self._payload_remaining = length - avail
+                self._payload_deliver = False
+                return
             elif ftype == TYPE_WINDOW_UPDATE:
-                self._on_window_update(flags, sid, length)
-                if self._terminated:
-                    return
+                # A SYN or an ACK comes on a window update once per stream each way: _lookup
+                # unfolded (RST still goes through it).
+                if flags & FLAG_RST:
+                    stream = self._lookup(flags, sid)
+                elif flags & FLAG_SYN:
+                    stream = self._accept(sid)
+                else:
+                    stream = streams.get(sid)
+                    if stream is not None and flags & FLAG_ACK and not stream.acked:
+                        stream.acked = True
+                        self._ack_backlog -= 1
+                if stream is None:
+                    if self._terminated:
+                        return
+                    continue
+                if length:  # the delta
+                    window = stream.send_window + length
+                    if window > MAX_WINDOW_SIZE:
+                        self._fail(
+                            FlowControlError(f"send window of stream {sid} overflows 2**32-1")
+                        )
+                        return
+                    stream.send_window = window
+                    # Nobody waits on a stream that is only now opened (SYN): no event for it.
+                    if not stream.state & _LOCAL_CLOSED and not flags & FLAG_SYN:
+                        self._events.append(StreamWindowUpdated(sid))
+                if flags & FLAG_FIN:
+                    self._on_fin(sid, stream)
             elif ftype == TYPE_PING:
                 if flags & FLAG_SYN:
                     self._out.append(_pack(0, TYPE_PING, FLAG_ACK, 0, length))
@@ -786,17 +791,38 @@ class YamuxSession:
             else:
                 self._fail(RemoteProtocolError(f"unknown yamux frame type {ftype}"))
                 return
+        if pos < end:
+            header_buf += data[pos:]
+
+    def _continue_payload(self, data: bytes) -> int:
+        """Take the rest of a payload the last input began (delivered or skipped); return
+        how many bytes of ``data`` it used."""
+        remaining = self._payload_remaining
+        end = len(data)
+        take = remaining if remaining < end else end
+        remaining -= take
+        self._payload_remaining = remaining
+        if self._payload_deliver and take:
+            sid = self._payload_sid
+            stream = self._streams.get(sid)
+            if stream is not None:
+                stream.unconsumed += take
+                self._buffered += take
+                self._events.append(StreamDataReceived(sid, data if take == end else data[:take]))
+                if not remaining and self._payload_fin:
+                    self._on_fin(sid, stream)
+        return take
 
     # -- internals --------------------------------------------------------------------------
 
-    def _lookup(self, flags: int, sid: int) -> _Stream | None:
+    def _lookup(self, flags: int, sid: StreamId) -> _Stream | None:
         """Apply RST / SYN / ACK of a stream frame; return the live stream, if any."""
         if flags & FLAG_RST:
             stream = self._streams.get(sid)
             if stream is not None:
                 self._forget(sid, stream)
                 self._remember_remote_reset(sid)
-                self._events.append(StreamReset(StreamId(sid)))
+                self._events.append(StreamReset(sid))
             return None
         if flags & FLAG_SYN:
             return self._accept(sid)
@@ -806,7 +832,7 @@ class YamuxSession:
             self._ack_backlog -= 1
         return stream
 
-    def _accept(self, sid: int) -> _Stream | None:
+    def _accept(self, sid: StreamId) -> _Stream | None:
         """Handle an inbound SYN: accept (ACK now), refuse (RST) or fail the session."""
         if sid in self._streams:
             self._fail(RemoteProtocolError(f"SYN for already open yamux stream {sid}"))
@@ -818,63 +844,46 @@ class YamuxSession:
             self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
             return None
         self._remote_resets.pop(sid, None)
-        stream = _Stream(_RESPONDER)
+        # The open raise (see open_stream), inline: once per stream.
+        quarter = (self._budget - self._allotted - INITIAL_WINDOW_SIZE) >> 2
+        raise_ = self._max_raise
+        if quarter < raise_:
+            raise_ = quarter if quarter > 0 else 0
+        allotment = INITIAL_WINDOW_SIZE + raise_
+        self._allotted += allotment
+        stream = _Stream(_RESPONDER, allotment)
         self._streams[sid] = stream
-        self._events.append(StreamOpened(StreamId(sid)))
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, self._open_raise(stream)))
+        self._events.append(StreamOpened(sid))
+        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, raise_))
         return stream
 
-    def _on_window_update(self, flags: int, sid: int, delta: int) -> None:
-        stream = self._lookup(flags, sid) if flags else self._streams.get(sid)
-        if stream is None:
-            return
-        if delta:
-            window = stream.send_window + delta
-            if window > MAX_WINDOW_SIZE:
-                self._fail(FlowControlError(f"send window of stream {sid} overflows 2**32-1"))
-                return
-            stream.send_window = window
-            # Nobody waits on a stream that is only now opened (SYN): no event for it.
-            if (stream.state == _OPEN or stream.state == _REMOTE_CLOSED) and not flags & FLAG_SYN:
-                self._events.append(StreamWindowUpdated(StreamId(sid)))
-        if flags & FLAG_FIN:
-            self._on_fin(sid, stream)
-
-    def _on_fin(self, sid: int, stream: _Stream) -> None:
+    def _on_fin(self, sid: StreamId, stream: _Stream) -> None:
         state = stream.state
         if state == _REMOTE_CLOSED:
             return  # a repeated FIN changes nothing
-        self._events.append(StreamEnded(StreamId(sid)))
-        stream.state = _TABLE[state * _N_INPUTS + _RECV_FIN]
+        self._events.append(StreamEnded(sid))
+        state |= _REMOTE_CLOSED
+        stream.state = state
         # The peer sends no more: only its unread bytes stay allotted.
-        self._allotted -= stream.allotment - stream.unconsumed
-        stream.allotment = stream.unconsumed
+        unconsumed = stream.unconsumed
+        self._allotted -= stream.allotment - unconsumed
+        stream.allotment = unconsumed
         stream.credit = 0
-        if stream.state == _CLOSED:
-            self._forget(sid, stream)
+        if state == _CLOSED:  # _forget, inline (as in close_stream)
+            del self._streams[sid]
+            self._buffered -= stream.unconsumed
+            self._allotted -= stream.allotment
+            stream.unconsumed = 0
+            stream.allotment = 0
+            if not stream.acked:
+                self._ack_backlog -= 1
 
-    def _reset_for_peer_error(self, sid: int, stream: _Stream, error: P2PError) -> None:
+    def _reset_for_peer_error(self, sid: StreamId, stream: _Stream, error: P2PError) -> None:
         """Reset just this stream because of what the peer sent on it."""
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
         self._forget(sid, stream)
         self._remember_remote_reset(sid)
-        self._events.append(StreamReset(StreamId(sid), error))
-
-    def _open_raise(self, stream: _Stream) -> int:
-        """Allot a new stream its 256 KiB plus a quarter of the budget's free room.
-
-        A quarter, not all: short-lived streams (identify, ping) opened first must not leave
-        the next bulk stream at 256 KiB; streams opened while the budget is taken start at
-        256 KiB and grow as they are read.
-        """
-        room = self._budget - self._allotted - INITIAL_WINDOW_SIZE
-        raise_ = min(self._max_window - INITIAL_WINDOW_SIZE, room >> 2)
-        if raise_ < 0:
-            raise_ = 0
-        stream.allotment = INITIAL_WINDOW_SIZE + raise_
-        stream.recv_window = stream.allotment
-        self._allotted += stream.allotment
-        return raise_
+        self._events.append(StreamReset(sid, error))
 
     def _send_credit(self, sid: int, stream: _Stream) -> None:
         """Queue a window update returning ``stream.credit``, resized to fit the budget.

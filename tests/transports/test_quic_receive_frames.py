@@ -350,6 +350,40 @@ def test_the_idle_deadline_follows_rtt_samples() -> None:
     assert server._close_at == 2.0 + server._idle_timeout() == 2.0 + 3 * (34.0 + 0.025)
 
 
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        [0, 1, 2, 3],  # each grows the last range
+        [0, 1, None, 2, 3, None, 4],  # after the peer acknowledged our ACK: none left
+        [0, 3, 4, 9, 10],  # after gaps: a range of its own at the end
+        [0, 5, 2, 3, 1, None, 7, 6, 4],  # below the last range: aioquic's RangeSet.add
+    ],
+    ids=["in order", "queue emptied", "gaps", "reordered"],
+)
+def test_the_ack_queue_grows_as_through_aioquic(numbers: list[int | None]) -> None:
+    """The packet numbers the short way takes land in the ACK queue as aioquic's
+    ``RangeSet.add`` puts them (None: the queue emptied, as an ACK of our ACK leaves
+    it), after each packet."""
+    queues = []
+    for short in (True, False):
+        client, server = _pair()
+        queue = server._spaces[tls.Epoch.ONE_RTT].ack_queue
+        seen = []
+        for step, number in enumerate(numbers):
+            if number is None:
+                queue._RangeSet__ranges.clear()  # type: ignore[attr-defined]
+                continue
+            client._packet_number = number
+            data = one_rtt(client, PING)
+            if short:
+                assert server._receive_one_rtt(data, ADDR, now=1.0 + step * 0.001)
+            else:
+                AioquicConnection.receive_datagram(server, data, ADDR, now=1.0 + step * 0.001)
+            seen.append(list(queue))
+        queues.append(seen)
+    assert queues[0] == queues[1]
+
+
 # -- straight to the stream's reader -----------------------------------------------------
 
 

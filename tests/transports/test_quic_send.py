@@ -13,7 +13,11 @@ from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import StreamDataReceived
-from aioquic.quic.packet import pull_ack_frame
+from aioquic.quic.packet import (
+    QuicTransportParameters,
+    pull_ack_frame,
+    push_quic_transport_parameters,
+)
 from aioquic.tls import CipherSuite, Epoch
 
 from aiop2p._aio import quic_adapter, quic_send
@@ -798,6 +802,30 @@ def test_the_idle_timeout_is_aioquics(change: dict[str, Any], remote: float | No
         for name, value in change.items():
             setattr(machine._loss, name, value)
         assert machine._idle_timeout() == AioquicConnection._idle_timeout(machine)
+
+
+def test_new_transport_parameters_renew_the_cached_idle_and_probe_timeouts() -> None:
+    """The idle and probe timeouts are cached per RTT sample; the peer's transport
+    parameters (its idle timeout, its ``max_ack_delay``) make them computed again, and
+    the timer follows."""
+    for machine in _pair():
+        machine.idle_timeout()  # cached
+        buf = Buffer(capacity=256)
+        parameters = QuicTransportParameters(
+            initial_source_connection_id=machine._remote_initial_source_connection_id,
+            max_idle_timeout=5000,
+            max_ack_delay=200,
+        )
+        if machine._is_client:  # what the client checks the server's parameters for
+            parameters.original_destination_connection_id = (
+                machine._original_destination_connection_id
+            )
+            parameters.retry_source_connection_id = machine._retry_source_connection_id
+        push_quic_transport_parameters(buf, parameters)
+        machine._parse_transport_parameters(buf.data)
+        assert machine._remote_max_idle_timeout == 5.0 and machine._loss.max_ack_delay == 0.2
+        assert machine.idle_timeout() == AioquicConnection._idle_timeout(machine)
+        assert machine._pto == machine._loss.get_probe_timeout()
 
 
 def test_a_write_takes_what_the_send_limit_leaves_room_for() -> None:

@@ -5,6 +5,7 @@ in-memory QUIC machines; a peer that stops acknowledging does not make it grow."
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ from aioquic.quic.packet import (
     pull_ack_frame,
     push_quic_transport_parameters,
 )
+from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import CipherSuite, Epoch
 
 from aiop2p._aio import quic_adapter, quic_send
@@ -554,6 +556,27 @@ def test_lean_and_aioquic_builders_register_packets_alike() -> None:
     assert any(state[5][0] is not None for state in lean)  # the pacer ran
 
 
+def test_a_sent_packet_is_recorded_as_aioquics_dataclass_makes_it() -> None:
+    """The lean builder's ``QuicSentPacket`` is made field by field: the fields of the
+    dataclass, in its order (the instances' shared-key layout), a list of its own for
+    the logger's frames; an aioquic upgrade that adds or reorders one fails here."""
+    client, _ = _pair()
+    sid = client.get_next_available_stream_id()
+    sent = []
+    for _ in range(2):
+        client.write(sid, b"x")
+        number = client._packet_number
+        assert len(client.datagrams_to_send(now=1.0)) == 1
+        sent.append(client._spaces[Epoch.ONE_RTT].sent_packets[number])
+    first = sent[0]
+    assert type(first) is QuicSentPacket
+    assert list(vars(first)) == [f.name for f in dataclasses.fields(QuicSentPacket)]
+    assert vars(first) == vars(QuicSentPacket(**vars(first)))
+    assert first.quic_logger_frames == [] and first.quic_logger_frames is not (
+        sent[1].quic_logger_frames
+    )
+
+
 def test_lost_data_and_a_lost_fin_alone_are_both_sent_again(lean_calls: list[bool]) -> None:
     """The first data and a FIN sent on its own (later data arrived in between) are lost:
     both go out again, the FIN at the stream's end, not with the first data."""
@@ -649,7 +672,8 @@ def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
         for number, spin, payload in ((5, False, b"\x01\x00"), (0x1234A, True, bytes(range(200)))):
             header = bytes((0x41 | (spin << 5) | (crypto.key_phase << 2),)) + cid
             header += (number & 0xFFFF).to_bytes(2, "big")
-            ours = quic_send._protect(crypto, spin, cid, number, payload)
+            pack = quic_send._header_packer(3 + len(cid))
+            ours = quic_send._protect(crypto, spin, cid, number, payload, pack)
             assert ours == crypto.encrypt_packet(header, payload, number)
 
 
@@ -783,6 +807,39 @@ def test_small_writes_leave_the_sender_as_aioquics_write_does() -> None:
     client.reset_stream(other, 0)
     with pytest.raises(RuntimeError, match="reset"):
         client.write(other, b"y")
+
+
+@pytest.mark.parametrize(
+    "before", [b"", b"abc", b"x" * 20_000], ids=["alone", "after data", "bulk"]
+)
+def test_a_fin_leaves_the_sender_as_aioquics_write_does(before: bytes) -> None:
+    """``LibP2PQuic.write_fin`` (a stream's close) leaves the sender as aioquic's
+    ``send_stream_data(sid, b"", end_stream=True)`` does: on a new stream, after data
+    (the bytearray or, in bulk, the chunked buffer), partly sent; a second FIN and a
+    FIN after a reset raise aioquic's error."""
+    client, _ = _pair()
+    reference, _ = _pair()
+    sid = client.get_next_available_stream_id()
+    if before:
+        client.write(sid, before)
+        reference.send_stream_data(sid, before)
+        for machine in (client, reference):
+            machine._streams[sid].sender.get_frame(3, 3)
+    client.write_fin(sid)
+    reference.send_stream_data(sid, b"", end_stream=True)
+    ours, theirs = client._streams[sid].sender, reference._streams[sid].sender
+    for name in ("_buffer_start", "_buffer_stop", "_buffer_fin", "_pending_eof", "buffer_is_empty"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert list(ours._pending) == list(theirs._pending)
+    assert bytes(ours._buffer[:]) == bytes(theirs._buffer)
+    with pytest.raises(RuntimeError, match="after FIN"):
+        client.write_fin(sid)
+    other = client.get_next_available_stream_id()
+    client.write(other, b"x")
+    client.reset_stream(other, 0)
+    with pytest.raises(RuntimeError, match="reset"):
+        client.write_fin(other)
+    assert client._streams[other].sender._buffer_fin is None
 
 
 @pytest.mark.parametrize(

@@ -600,6 +600,21 @@ class LibP2PQuic(OneRttReceiver):
                 sender._pending_eof = True
         return size
 
+    def write_fin(self, stream_id: int) -> None:
+        """``write(stream_id, b"", end_stream=True)``: the FIN after what was written,
+        as aioquic's ``sender.write`` sets it (a stream it holds; anything else, or a
+        FIN after a FIN or a reset, goes through :meth:`write`: aioquic's error)."""
+        stream = None if stream_id & 2 else self._streams.get(stream_id)
+        if stream is None:
+            self.write(stream_id, b"", True)
+            return
+        sender = stream.sender
+        if sender._buffer_fin is not None or sender._reset_error_code is not None:
+            sender.write(b"", True)  # raises aioquic's error
+        sender.buffer_is_empty = False
+        sender._buffer_fin = sender._buffer_stop
+        sender._pending_eof = True
+
     def _open_next_stream(self, stream_id: int) -> QuicStream:
         """Our next bidirectional stream, as aioquic's ``_get_or_create_stream_for_send``
         opens it (whose checks pass for it): one we may send on, not opened before;

@@ -687,7 +687,7 @@ class QuicConnection(Connection):
         quic = self._quic
         if quic is not None and self._stage is _Stage.ESTABLISHED:
             try:
-                quic.write(sid, b"", end_stream=True)
+                quic.write_fin(sid)
             except (ValueError, AssertionError, RuntimeError):
                 return  # already reset
             self._schedule_flush()

@@ -51,6 +51,9 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
 
 from __future__ import annotations
 
+import functools
+import struct
+from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +85,7 @@ _CONNECTED = QuicConnectionState.CONNECTED
 _ONE_RTT = Epoch.ONE_RTT
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
 _WAS_SENT = attrgetter("was_sent")
+_new = object.__new__
 
 
 def _varint_bytes(value: int) -> int:
@@ -157,6 +161,7 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     cc = loss._cc
     peer_cid = quic._peer_cid.cid
     header_bytes = 3 + len(peer_cid)
+    pack_header = _header_packer(header_bytes)
     datagram_bytes = quic._max_datagram_size
     addr = quic._network_paths[0].addr
     datagrams: list[tuple[bytes, Any]] = []
@@ -214,21 +219,20 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         if payload_bytes < _MIN_PAYLOAD:
             buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
             in_flight = True
-        data = _protect(crypto, quic._spin_bit, peer_cid, packet_number, buf.data)
-        # By position, in the dataclass's field order (half the cost of keywords):
-        # epoch, in_flight, is_ack_eliciting, is_crypto_packet, packet_number,
-        # packet_type, sent_time, sent_bytes, delivery_handlers.
-        packet = QuicSentPacket(
-            _ONE_RTT,
-            in_flight,
-            eliciting,
-            False,
-            packet_number,
-            _ONE_RTT_PACKET,
-            now,
-            len(data),
-            handlers,
-        )
+        data = _protect(crypto, quic._spin_bit, peer_cid, packet_number, buf.data, pack_header)
+        # The record as the dataclass's constructor makes it, field by field in its
+        # order (its call and default factories cost more than the fields).
+        packet = _new(QuicSentPacket)
+        packet.epoch = _ONE_RTT
+        packet.in_flight = in_flight
+        packet.is_ack_eliciting = eliciting
+        packet.is_crypto_packet = False
+        packet.packet_number = packet_number
+        packet.packet_type = _ONE_RTT_PACKET
+        packet.sent_time = now
+        packet.sent_bytes = len(data)
+        packet.delivery_handlers = handlers
+        packet.quic_logger_frames = []
         # The loss recovery's on_packet_sent (its logger is the connection's: none here;
         # the handshake is confirmed).
         space.sent_packets[packet_number] = packet
@@ -261,30 +265,42 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     return datagrams
 
 
-def _protect(crypto: Any, spin_bit: bool, peer_cid: bytes, number: int, payload: bytes) -> bytes:
+@functools.cache
+def _header_packer(header_bytes: int) -> Callable[[int, bytes, int], bytes]:
+    """What packs a short header of ``header_bytes``: its first byte, the connection
+    id and a 2-byte packet number (one call)."""
+    return struct.Struct(f">B{header_bytes - 3}sH").pack
+
+
+def _protect(
+    crypto: Any,
+    spin_bit: bool,
+    peer_cid: bytes,
+    number: int,
+    payload: bytes,
+    pack_header: Callable[[int, bytes, int], bytes],
+) -> bytes:
     """The protected packet: the short header (2-byte packet number) and ``payload``,
     as ``CryptoPair.encrypt_packet`` makes it (RFC 9001 5.3, 5.4): the AEAD with the
     header as associated data, then the header protection mask from the sample 2
     bytes into the ciphertext (4 past the packet number's start), on the first byte's
     5 low bits and the 2 packet number bytes.  A key update due is aioquic's to do."""
+    truncated = number & 0xFFFF
     if crypto._update_key_requested:
         first = 0x40 | (spin_bit << 5) | (crypto.key_phase << 2) | 1
-        header = bytes((first,)) + peer_cid + (number & 0xFFFF).to_bytes(2, "big")
-        return bytes(crypto.encrypt_packet(header, payload, number))
+        return bytes(
+            crypto.encrypt_packet(pack_header(first, peer_cid, truncated), payload, number)
+        )
     send = crypto.send
     aead = send.aead
     first = 0x41 | (spin_bit << 5) | (crypto.recv.key_phase << 2)  # no update requested
-    high, low = (number >> 8) & 0xFF, number & 0xFF
-    header = bytes((first,)) + peer_cid + bytes((high, low))
     nonce = (aead._iv ^ number).to_bytes(12, "big")
-    protected: bytes = aead._aead.encrypt(nonce, payload, header)
+    protected: bytes = aead._aead.encrypt(nonce, payload, pack_header(first, peer_cid, truncated))
     hp = send.hp
     # AES's mask is the sample encrypted (HeaderProtection._mask without its frame).
     mask: bytes = (hp._mask if hp._is_chacha20 else hp._encryptor.update)(protected[2:18])
     return (
-        bytes((first ^ (mask[0] & 0x1F),))
-        + peer_cid
-        + bytes((high ^ mask[1], low ^ mask[2]))
+        pack_header(first ^ (mask[0] & 0x1F), peer_cid, truncated ^ (mask[1] << 8 | mask[2]))
         + protected
     )
 

@@ -211,6 +211,14 @@ HANDED = {
         [bytes([0x0A, 0x00, 0x41])],
         QuicErrorCode.FRAME_ENCODING_ERROR,
     ),
+    "a STREAM frame cut in its 2-byte id": (
+        [bytes([0x0A, 0x40])],
+        QuicErrorCode.FRAME_ENCODING_ERROR,
+    ),
+    "a STREAM frame cut in its 2-byte offset": (
+        [bytes([0x0E, 0x00, 0x40])],
+        QuicErrorCode.FRAME_ENCODING_ERROR,
+    ),
     "a STREAM frame cut after its length": (
         [bytes([0x0B, 0x00])],
         QuicErrorCode.FRAME_ENCODING_ERROR,

@@ -335,7 +335,8 @@ class QuicConnection(Connection):
         quic.receive_datagram(data, addr, self.loop.time())  # now
         if quic._events:  # none, once the short way handed its data over
             self._input_events(quic)
-        return not self.is_closed
+        # (is_closed without its property call: the events may have closed it)
+        return self._stage is not _CLOSED  # type: ignore[comparison-overlap]
 
     def receive_run(self, segments: Sequence[bytes], start: int, addr: SockAddr) -> int:
         """:meth:`receive` for ``segments[start]`` and the datagrams after it that QUIC
@@ -368,7 +369,7 @@ class QuicConnection(Connection):
         TCP connections flush after their wakeups.  If by then nothing waits to be sent,
         it only follows aioquic's timer: ACKs and control frames ride on the next packet
         or leave on that timer, at most its 1 ms ACK delay later."""
-        if self._quic is None or self.is_closed:
+        if self._quic is None or self._stage is _CLOSED:
             return
         if self._transmit_handle is not None:
             self._transmit_handle.cancel()  # moved behind the wakeups
@@ -491,8 +492,9 @@ class QuicConnection(Connection):
             return None
         if sid >= self._next_remote_sid:
             # Streams open in order; the ones skipped may still come (reordering).
-            for skipped in range(self._next_remote_sid, sid, 4):
-                self._skipped_remote.add(skipped)
+            if sid > self._next_remote_sid:  # (no range to make for none, as usual)
+                for skipped in range(self._next_remote_sid, sid, 4):
+                    self._skipped_remote.add(skipped)
             self._next_remote_sid = sid + 4
         elif sid in self._skipped_remote:
             self._skipped_remote.discard(sid)

@@ -617,6 +617,9 @@ class OneRttReceiver(_AioquicConnection):
                 if byte < 0x40:
                     stream_id = byte
                     pos += 1
+                elif byte < 0x80 and pos + 1 < size:  # 2 bytes (no slice, no call)
+                    stream_id = (byte & 0x3F) << 8 | payload[pos + 1]
+                    pos += 2
                 else:
                     n = 1 << (byte >> 6)
                     stream_id = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
@@ -627,6 +630,9 @@ class OneRttReceiver(_AioquicConnection):
                     if byte < 0x40:
                         offset = byte
                         pos += 1
+                    elif byte < 0x80 and pos + 1 < size:
+                        offset = (byte & 0x3F) << 8 | payload[pos + 1]
+                        pos += 2
                     else:
                         n = 1 << (byte >> 6)
                         offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
@@ -638,6 +644,9 @@ class OneRttReceiver(_AioquicConnection):
                     if byte < 0x40:
                         length = byte
                         pos += 1
+                    elif byte < 0x80 and pos + 1 < size:  # 2 bytes, as aioquic writes it
+                        length = (byte & 0x3F) << 8 | payload[pos + 1]
+                        pos += 2
                     else:
                         n = 1 << (byte >> 6)
                         length = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]

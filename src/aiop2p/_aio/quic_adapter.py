@@ -113,7 +113,7 @@ from aioquic.quic.packet_builder import QuicPacketBuilderStop
 from aioquic.quic.stream import QuicStream
 from cryptography import x509
 
-from .quic_receive import OneRttReceiver, probe_timeout
+from .quic_receive import OneRttReceiver
 from .quic_send import build_one_rtt
 
 __all__ = [
@@ -366,18 +366,6 @@ class LibP2PQuic(OneRttReceiver):
         if pacing_at is not None and pacing_at < timer_at:
             timer_at = pacing_at
         return timer_at
-
-    def _idle_timeout(self) -> float:
-        """aioquic's ``_idle_timeout`` (RFC 9000 10.1: the smaller of both peers' idle
-        timeouts, at least three probe timeouts), its ``min``, ``max`` and probe timeout
-        calls as comparisons: asked again after each RTT sample, once per request
-        (``OneRttReceiver.idle_timeout``)."""
-        idle: float = self._configuration.idle_timeout
-        remote = self._remote_max_idle_timeout
-        if remote is not None and remote < idle:
-            idle = remote
-        floor: float = 3 * probe_timeout(self._loss)
-        return idle if idle >= floor else floor
 
     # -- 1-RTT receive ----------------------------------------------------------------
 

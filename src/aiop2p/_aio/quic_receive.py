@@ -245,9 +245,21 @@ class OneRttReceiver(_AioquicConnection):
         smoothed = loss._rtt_smoothed
         if smoothed is not self._idle_rtt:
             self._idle_rtt = smoothed
-            self._pto = probe_timeout(loss)
-            self._idle = self._idle_timeout()
+            pto = self._pto = probe_timeout(loss)
+            self._idle = self._idle_timeout(pto)
         return self._idle
+
+    def _idle_timeout(self, pto: float | None = None) -> float:
+        """aioquic's ``_idle_timeout`` (RFC 9000 10.1: the smaller of both peers' idle
+        timeouts, at least three probe timeouts), its ``min``, ``max`` and probe timeout
+        calls as comparisons: asked again after each RTT sample, once per request
+        (``OneRttReceiver.idle_timeout``, which passes the probe timeout it computed)."""
+        idle: float = self._configuration.idle_timeout
+        remote = self._remote_max_idle_timeout
+        if remote is not None and remote < idle:
+            idle = remote
+        floor: float = 3 * (probe_timeout(self._loss) if pto is None else pto)
+        return idle if idle >= floor else floor
 
     def _header_masks(
         self, segments: Sequence[bytes], start: int, hp: Any, sample_start: int

@@ -6,6 +6,7 @@ stream, credit and ACK state.  The frames are written by hand, as a hostile peer
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import random
 from typing import Any
@@ -533,3 +534,15 @@ def test_the_short_way_reaches_the_aioquic_internals_it_needs() -> None:
         "if packet_number > space.expected_packet_number:",
     ):
         assert step in source, step
+
+
+def test_the_short_ways_events_are_made_as_the_dataclass_makes_them() -> None:
+    """A ``StreamDataReceived`` of the short way (data with a FIN) is made field by
+    field: the dataclass's fields in its order and its values, equal to aioquic's."""
+    client, server = _pair()
+    assert server._receive_one_rtt(one_rtt(client, stream(0, 0, b"ask", fin=True)), ADDR, 1.0)
+    (event,) = server._events
+    assert type(event) is StreamDataReceived
+    assert list(vars(event)) == [f.name for f in dataclasses.fields(StreamDataReceived)]
+    assert event == StreamDataReceived(data=b"ask", end_stream=True, stream_id=0)
+    assert event.end_stream is True

@@ -721,8 +721,13 @@ class OneRttReceiver(_AioquicConnection):
                 is_ack_eliciting = True
                 reader = None if readers is None else readers.get(stream_id)
                 if fin or events or reader is None or not reader._feed_buffered(chunk):
-                    # data, end_stream, stream_id: by position, cheaper than keywords
-                    events.append(StreamDataReceived(chunk, bool(fin), stream_id))
+                    # The event as its dataclass makes it, field by field (its call
+                    # costs more than the fields).
+                    event = _new(StreamDataReceived)
+                    event.data = chunk
+                    event.end_stream = fin == 1
+                    event.stream_id = stream_id
+                    events.append(event)
             elif frame_type == _PADDING:
                 pos = size - len(payload[pos:].lstrip(b"\x00"))
             elif frame_type in (_ACK, _ACK_ECN):

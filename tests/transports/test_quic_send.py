@@ -949,3 +949,26 @@ def test_a_due_ack_rides_along_when_asked(with_ack: bool) -> None:
     (datagram,) = server.datagrams_to_send(1.0, with_ack)
     kinds = [f[0] for f in _frames(client, datagram[0])[1]]
     assert (0x02 in kinds) is with_ack and 0x08 in kinds
+
+
+def test_each_connection_limit_due_is_announced() -> None:
+    """``connection_limits_due`` lists every limit due, MAX_DATA first, then
+    MAX_STREAMS for bidirectional and unidirectional streams (aioquic's batching rule:
+    once the peer has fewer left to open than the update grants), and none when none
+    is due."""
+    _, server = _pair(max_streams=4)
+    bidi, uni = server._local_max_streams_bidi, server._local_max_streams_uni
+    max_data = server._local_max_data
+    assert server.connection_limits_due() is None
+    bidi.used, bidi.value = bidi.sent, bidi.sent + 3  # all opened, three done with
+    assert server.connection_limits_due() == [bidi]
+    server._consumed_total = server._connection_window  # a whole window read
+    assert server.connection_limits_due() == [max_data, bidi]
+    assert max_data.value == max_data.sent + server._connection_window
+    uni.sent = uni.used = 2
+    uni.value = 5
+    assert server.connection_limits_due() == [max_data, bidi, uni]
+    bidi.sent = bidi.value
+    assert server.connection_limits_due() == [max_data, uni]
+    max_data.sent = max_data.value
+    assert server.connection_limits_due() == [uni]

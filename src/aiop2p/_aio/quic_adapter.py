@@ -509,15 +509,13 @@ class LibP2PQuic(OneRttReceiver):
         """The MAX_DATA and MAX_STREAMS limits to announce now (None if none): credit
         as :meth:`_write_connection_limits` grants it, stream slots by aioquic's
         batching rule (once the peer has fewer left to open than the update grants)."""
-        due = None
         max_data = self._raise_max_data()
-        if max_data.value != max_data.sent:
-            due = [max_data]
-        for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
-            if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
-                if due is None:
-                    due = []
-                due.append(limit)
+        due = [max_data] if max_data.value != max_data.sent else None
+        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
+        if bidi.value != bidi.sent and bidi.sent - bidi.used < bidi.value - bidi.sent:
+            due = [bidi] if due is None else [*due, bidi]
+        if uni.value != uni.sent and uni.sent - uni.used < uni.value - uni.sent:
+            due = [uni] if due is None else [*due, uni]
         return due
 
     def _write_connection_limits(self, builder: Any, space: Any) -> None:

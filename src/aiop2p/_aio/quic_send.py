@@ -58,6 +58,7 @@ from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from aioquic._buffer import Buffer
+from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import QuicFrameType, QuicPacketType, push_ack_frame
 from aioquic.quic.packet_builder import QuicSentPacket
@@ -130,23 +131,24 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     ready: list[QuicStream] = []
     credit: list[QuicStream] = []
     kept: list[QuicStream] = []
-    queue = quic._streams_queue
-    for stream in queue:
+    done: list[QuicStream] = []
+    for stream in quic._streams_queue:
         sender = stream.sender
-        if sender.reset_pending or stream.receiver.stop_pending:
+        receiver = stream.receiver
+        if sender.reset_pending or receiver.stop_pending:
             return None  # nothing changed yet
-        if sender.is_finished and stream.receiver.is_finished:
-            continue  # dropped below
+        if sender.is_finished and receiver.is_finished:
+            done.append(stream)  # dropped below
+            continue
         kept.append(stream)
         # LibP2PQuic.stream_credit_due: consumed() raised the window as the data was read
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             credit.append(stream)
         if not sender.buffer_is_empty and not stream.is_blocked:
             ready.append(stream)
-    if len(kept) != len(queue):
-        for stream in queue:
-            if stream.sender.is_finished and stream.receiver.is_finished:
-                _discard(quic, stream)
+    if done:
+        for stream in done:
+            _discard(quic, stream)
         quic._streams_queue = kept
     limits = quic.connection_limits_due()  # None when none is
     parts = quic._one_rtt  # looked up by _may_build
@@ -243,7 +245,10 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         if in_flight:
             if eliciting:
                 loss._time_of_last_sent_ack_eliciting_packet = now
-            cc.on_packet_sent(packet=packet)
+            if type(cc) is RenoCongestionControl:
+                cc.bytes_in_flight += packet.sent_bytes  # all its on_packet_sent does
+            else:
+                cc.on_packet_sent(packet=packet)
         if eliciting and not quic._ack_eliciting_sent_since_receipt:
             # RFC 9000 10.1: the first ack-eliciting packet since one was received
             idle = quic._idle if quic._idle_rtt is loss._rtt_smoothed else quic.idle_timeout()

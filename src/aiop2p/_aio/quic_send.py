@@ -422,8 +422,12 @@ def _write_whole(
     buf.push_uint16((stop - start) | 0x4000)
     if stop > start:
         origin = sender._buffer_start
-        data = sender._buffer[start - origin : stop - origin]  # aioquic's own: a bytearray
-        buf.push_bytes(data if type(data) is bytes else bytes(data))
+        buffer = sender._buffer
+        if start == origin and stop - origin == len(buffer) and type(buffer) is bytearray:
+            buf.push_bytes(bytes(buffer))  # all it holds (a request's): no slice first
+        else:
+            data = buffer[start - origin : stop - origin]  # aioquic's own: a bytearray
+            buf.push_bytes(data if type(data) is bytes else bytes(data))
         del pending[0]
         if stop > sender.highest_offset:
             sender.highest_offset = stop

@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.packet import QuicErrorCode
+from aioquic.quic.stream import QuicStream
 
 from aiop2p._aio.quic_adapter import LibP2PQuic
+from aiop2p._aio.quic_receive import new_bidi_stream
 
 from .quic_memory import ADDR, connected_pair, one_rtt, varints
 
@@ -128,6 +130,34 @@ def test_aioquics_debug_log_of_a_peers_stream_is_kept(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.DEBUG, logger="quic"):
         _received(True, [0])
     assert any("Stream 0 created by peer" in r.getMessage() for r in caplog.records)
+
+
+def _layout(obj: Any) -> list[tuple[str, Any]]:
+    """An object's attributes in the order they were set, each nested object's (the
+    receiver, the sender, their range sets) as its own layout."""
+    return [
+        (name, _layout(value) if hasattr(value, "__dict__") else value)
+        for name, value in vars(obj).items()
+    ]
+
+
+def test_a_new_stream_is_made_as_aioquics_constructors_make_it() -> None:
+    """``new_bidi_stream`` sets the attributes aioquic's ``QuicStream``, its receiver,
+    sender and range sets set, to the same values and in the same order (the order
+    keeps their instances' shared-key layout); an aioquic upgrade that adds, drops or
+    reorders one fails here."""
+    ours = new_bidi_stream(4, 5001, 5002)
+    theirs = QuicStream(stream_id=4, max_stream_data_local=5001, max_stream_data_remote=5002)
+    assert _layout(ours) == _layout(theirs)
+    assert type(ours) is QuicStream
+    assert type(ours.receiver) is type(theirs.receiver)
+    assert type(ours.sender) is type(theirs.sender)
+    # Nothing shared between two streams (each has its own buffers and range sets).
+    other = new_bidi_stream(8, 1, 2)
+    assert other.sender._pending is not ours.sender._pending
+    ranges = "_RangeSet__ranges"
+    assert getattr(other.sender._pending, ranges) is not getattr(ours.sender._pending, ranges)
+    assert other.receiver._buffer is not ours.receiver._buffer
 
 
 def test_the_aioquic_internals_opening_needs() -> None:

@@ -6,6 +6,7 @@ stream, credit and ACK state.  The frames are written by hand, as a hostile peer
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import random
 from typing import Any
@@ -211,6 +212,14 @@ HANDED = {
         [bytes([0x0A, 0x00, 0x41])],
         QuicErrorCode.FRAME_ENCODING_ERROR,
     ),
+    "a STREAM frame cut in its 2-byte id": (
+        [bytes([0x0A, 0x40])],
+        QuicErrorCode.FRAME_ENCODING_ERROR,
+    ),
+    "a STREAM frame cut in its 2-byte offset": (
+        [bytes([0x0E, 0x00, 0x40])],
+        QuicErrorCode.FRAME_ENCODING_ERROR,
+    ),
     "a STREAM frame cut after its length": (
         [bytes([0x0B, 0x00])],
         QuicErrorCode.FRAME_ENCODING_ERROR,
@@ -348,6 +357,40 @@ def test_the_idle_deadline_follows_rtt_samples() -> None:
     server._loss._rtt_smoothed, server._loss._rtt_variance = 30.0, 1.0  # a long one
     assert server._receive_one_rtt(one_rtt(client, stream(0, 1, b"b")), ADDR, now=2.0)
     assert server._close_at == 2.0 + server._idle_timeout() == 2.0 + 3 * (34.0 + 0.025)
+
+
+@pytest.mark.parametrize(
+    "numbers",
+    [
+        [0, 1, 2, 3],  # each grows the last range
+        [0, 1, None, 2, 3, None, 4],  # after the peer acknowledged our ACK: none left
+        [0, 3, 4, 9, 10],  # after gaps: a range of its own at the end
+        [0, 5, 2, 3, 1, None, 7, 6, 4],  # below the last range: aioquic's RangeSet.add
+    ],
+    ids=["in order", "queue emptied", "gaps", "reordered"],
+)
+def test_the_ack_queue_grows_as_through_aioquic(numbers: list[int | None]) -> None:
+    """The packet numbers the short way takes land in the ACK queue as aioquic's
+    ``RangeSet.add`` puts them (None: the queue emptied, as an ACK of our ACK leaves
+    it), after each packet."""
+    queues = []
+    for short in (True, False):
+        client, server = _pair()
+        queue = server._spaces[tls.Epoch.ONE_RTT].ack_queue
+        seen = []
+        for step, number in enumerate(numbers):
+            if number is None:
+                queue._RangeSet__ranges.clear()  # type: ignore[attr-defined]
+                continue
+            client._packet_number = number
+            data = one_rtt(client, PING)
+            if short:
+                assert server._receive_one_rtt(data, ADDR, now=1.0 + step * 0.001)
+            else:
+                AioquicConnection.receive_datagram(server, data, ADDR, now=1.0 + step * 0.001)
+            seen.append(list(queue))
+        queues.append(seen)
+    assert queues[0] == queues[1]
 
 
 # -- straight to the stream's reader -----------------------------------------------------
@@ -491,3 +534,15 @@ def test_the_short_way_reaches_the_aioquic_internals_it_needs() -> None:
         "if packet_number > space.expected_packet_number:",
     ):
         assert step in source, step
+
+
+def test_the_short_ways_events_are_made_as_the_dataclass_makes_them() -> None:
+    """A ``StreamDataReceived`` of the short way (data with a FIN) is made field by
+    field: the dataclass's fields in its order and its values, equal to aioquic's."""
+    client, server = _pair()
+    assert server._receive_one_rtt(one_rtt(client, stream(0, 0, b"ask", fin=True)), ADDR, 1.0)
+    (event,) = server._events
+    assert type(event) is StreamDataReceived
+    assert list(vars(event)) == [f.name for f in dataclasses.fields(StreamDataReceived)]
+    assert event == StreamDataReceived(data=b"ask", end_stream=True, stream_id=0)
+    assert event.end_stream is True

@@ -5,6 +5,7 @@ in-memory QUIC machines; a peer that stops acknowledging does not make it grow."
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,12 @@ from aioquic._buffer import Buffer
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.events import StreamDataReceived
-from aioquic.quic.packet import pull_ack_frame
+from aioquic.quic.packet import (
+    QuicTransportParameters,
+    pull_ack_frame,
+    push_quic_transport_parameters,
+)
+from aioquic.quic.packet_builder import QuicSentPacket
 from aioquic.tls import CipherSuite, Epoch
 
 from aiop2p._aio import quic_adapter, quic_send
@@ -550,6 +556,27 @@ def test_lean_and_aioquic_builders_register_packets_alike() -> None:
     assert any(state[5][0] is not None for state in lean)  # the pacer ran
 
 
+def test_a_sent_packet_is_recorded_as_aioquics_dataclass_makes_it() -> None:
+    """The lean builder's ``QuicSentPacket`` is made field by field: the fields of the
+    dataclass, in its order (the instances' shared-key layout), a list of its own for
+    the logger's frames; an aioquic upgrade that adds or reorders one fails here."""
+    client, _ = _pair()
+    sid = client.get_next_available_stream_id()
+    sent = []
+    for _ in range(2):
+        client.write(sid, b"x")
+        number = client._packet_number
+        assert len(client.datagrams_to_send(now=1.0)) == 1
+        sent.append(client._spaces[Epoch.ONE_RTT].sent_packets[number])
+    first = sent[0]
+    assert type(first) is QuicSentPacket
+    assert list(vars(first)) == [f.name for f in dataclasses.fields(QuicSentPacket)]
+    assert vars(first) == vars(QuicSentPacket(**vars(first)))
+    assert first.quic_logger_frames == [] and first.quic_logger_frames is not (
+        sent[1].quic_logger_frames
+    )
+
+
 def test_lost_data_and_a_lost_fin_alone_are_both_sent_again(lean_calls: list[bool]) -> None:
     """The first data and a FIN sent on its own (later data arrived in between) are lost:
     both go out again, the FIN at the stream's end, not with the first data."""
@@ -645,7 +672,8 @@ def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
         for number, spin, payload in ((5, False, b"\x01\x00"), (0x1234A, True, bytes(range(200)))):
             header = bytes((0x41 | (spin << 5) | (crypto.key_phase << 2),)) + cid
             header += (number & 0xFFFF).to_bytes(2, "big")
-            ours = quic_send._protect(crypto, spin, cid, number, payload)
+            pack = quic_send._header_packer(3 + len(cid))
+            ours = quic_send._protect(crypto, spin, cid, number, payload, pack)
             assert ours == crypto.encrypt_packet(header, payload, number)
 
 
@@ -782,6 +810,39 @@ def test_small_writes_leave_the_sender_as_aioquics_write_does() -> None:
 
 
 @pytest.mark.parametrize(
+    "before", [b"", b"abc", b"x" * 20_000], ids=["alone", "after data", "bulk"]
+)
+def test_a_fin_leaves_the_sender_as_aioquics_write_does(before: bytes) -> None:
+    """``LibP2PQuic.write_fin`` (a stream's close) leaves the sender as aioquic's
+    ``send_stream_data(sid, b"", end_stream=True)`` does: on a new stream, after data
+    (the bytearray or, in bulk, the chunked buffer), partly sent; a second FIN and a
+    FIN after a reset raise aioquic's error."""
+    client, _ = _pair()
+    reference, _ = _pair()
+    sid = client.get_next_available_stream_id()
+    if before:
+        client.write(sid, before)
+        reference.send_stream_data(sid, before)
+        for machine in (client, reference):
+            machine._streams[sid].sender.get_frame(3, 3)
+    client.write_fin(sid)
+    reference.send_stream_data(sid, b"", end_stream=True)
+    ours, theirs = client._streams[sid].sender, reference._streams[sid].sender
+    for name in ("_buffer_start", "_buffer_stop", "_buffer_fin", "_pending_eof", "buffer_is_empty"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert list(ours._pending) == list(theirs._pending)
+    assert bytes(ours._buffer[:]) == bytes(theirs._buffer)
+    with pytest.raises(RuntimeError, match="after FIN"):
+        client.write_fin(sid)
+    other = client.get_next_available_stream_id()
+    client.write(other, b"x")
+    client.reset_stream(other, 0)
+    with pytest.raises(RuntimeError, match="reset"):
+        client.write_fin(other)
+    assert client._streams[other].sender._buffer_fin is None
+
+
+@pytest.mark.parametrize(
     "change",
     [
         {},
@@ -798,6 +859,30 @@ def test_the_idle_timeout_is_aioquics(change: dict[str, Any], remote: float | No
         for name, value in change.items():
             setattr(machine._loss, name, value)
         assert machine._idle_timeout() == AioquicConnection._idle_timeout(machine)
+
+
+def test_new_transport_parameters_renew_the_cached_idle_and_probe_timeouts() -> None:
+    """The idle and probe timeouts are cached per RTT sample; the peer's transport
+    parameters (its idle timeout, its ``max_ack_delay``) make them computed again, and
+    the timer follows."""
+    for machine in _pair():
+        machine.idle_timeout()  # cached
+        buf = Buffer(capacity=256)
+        parameters = QuicTransportParameters(
+            initial_source_connection_id=machine._remote_initial_source_connection_id,
+            max_idle_timeout=5000,
+            max_ack_delay=200,
+        )
+        if machine._is_client:  # what the client checks the server's parameters for
+            parameters.original_destination_connection_id = (
+                machine._original_destination_connection_id
+            )
+            parameters.retry_source_connection_id = machine._retry_source_connection_id
+        push_quic_transport_parameters(buf, parameters)
+        machine._parse_transport_parameters(buf.data)
+        assert machine._remote_max_idle_timeout == 5.0 and machine._loss.max_ack_delay == 0.2
+        assert machine.idle_timeout() == AioquicConnection._idle_timeout(machine)
+        assert machine._pto == machine._loss.get_probe_timeout()
 
 
 def test_a_write_takes_what_the_send_limit_leaves_room_for() -> None:
@@ -864,3 +949,26 @@ def test_a_due_ack_rides_along_when_asked(with_ack: bool) -> None:
     (datagram,) = server.datagrams_to_send(1.0, with_ack)
     kinds = [f[0] for f in _frames(client, datagram[0])[1]]
     assert (0x02 in kinds) is with_ack and 0x08 in kinds
+
+
+def test_each_connection_limit_due_is_announced() -> None:
+    """``connection_limits_due`` lists every limit due, MAX_DATA first, then
+    MAX_STREAMS for bidirectional and unidirectional streams (aioquic's batching rule:
+    once the peer has fewer left to open than the update grants), and none when none
+    is due."""
+    _, server = _pair(max_streams=4)
+    bidi, uni = server._local_max_streams_bidi, server._local_max_streams_uni
+    max_data = server._local_max_data
+    assert server.connection_limits_due() is None
+    bidi.used, bidi.value = bidi.sent, bidi.sent + 3  # all opened, three done with
+    assert server.connection_limits_due() == [bidi]
+    server._consumed_total = server._connection_window  # a whole window read
+    assert server.connection_limits_due() == [max_data, bidi]
+    assert max_data.value == max_data.sent + server._connection_window
+    uni.sent = uni.used = 2
+    uni.value = 5
+    assert server.connection_limits_due() == [max_data, bidi, uni]
+    bidi.sent = bidi.value
+    assert server.connection_limits_due() == [max_data, uni]
+    max_data.sent = max_data.value
+    assert server.connection_limits_due() == [uni]

@@ -84,15 +84,18 @@ builds):
 - the timer the driver asks for after every flush (:meth:`LibP2PQuic.get_timer`) is
   computed in one call once the handshake is confirmed on a validated path: ``_close_at``,
   ``_pacing_at``, ``_loss_at``, and of ``_loss``: ``spaces`` (``ack_at``, ``loss_time``,
-  ``ack_eliciting_in_flight``), ``handshake_confirmed``,
+  ``ack_eliciting_in_flight``; only the 1-RTT space's once the other two are
+  ``discarded``, as ``discard_space`` clears theirs for good), ``handshake_confirmed``,
   ``peer_completed_address_validation``, ``_time_of_last_sent_ack_eliciting_packet``,
   ``_pto_count``, and the probe timeout as ``get_probe_timeout`` has it (``_rtt_initialized``,
-  ``_rtt_initial``, ``_rtt_smoothed``, ``_rtt_variance``, ``max_ack_delay``;
+  ``_rtt_initial``, ``_rtt_smoothed``, ``_rtt_variance``, ``max_ack_delay``), cached
+  with the idle timeout;
   ``tests/transports/test_quic_send.py`` compares it with aioquic's ``get_timer``);
 - the idle timeout, asked again after every RTT sample (once per request), is
   ``_idle_timeout`` without its ``min``, ``max`` and probe timeout calls
   (``_configuration.idle_timeout``, ``_remote_max_idle_timeout``; compared with
-  aioquic's in the same tests).
+  aioquic's in the same tests); it and the probe timeout are computed once per RTT
+  sample and again after the peer's transport parameters (``_parse_transport_parameters``).
 """
 
 from __future__ import annotations
@@ -104,7 +107,6 @@ from typing import Any
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.h3.connection import FrameType, H3Connection, H3Stream
-from aioquic.quic.congestion.base import K_GRANULARITY
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import pull_quic_transport_parameters
 from aioquic.quic.packet_builder import QuicPacketBuilderStop
@@ -222,17 +224,6 @@ class SendBuffer:
         self._first = first
 
 
-def _probe_timeout(loss: Any) -> float:
-    """aioquic's ``QuicPacketRecovery.get_probe_timeout()`` (RFC 9002 6.2.1, with the
-    peer's ``max_ack_delay``), its ``max`` as a comparison."""
-    if loss._rtt_initialized:
-        variance = 4 * loss._rtt_variance
-        pto: float = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
-        return pto + loss.max_ack_delay  # type: ignore[no-any-return]
-    initial: float = loss._rtt_initial
-    return 2 * initial
-
-
 class LibP2PQuic(OneRttReceiver):
     """aioquic's connection with client-certificate requests and read-driven credit."""
 
@@ -341,19 +332,31 @@ class LibP2PQuic(OneRttReceiver):
         ):
             return super().get_timer()
         timer_at = self._close_at
-        earliest_loss: float | None = None  # _get_loss_space's loss_time
-        in_flight = 0
-        for space in loss.spaces:
+        spaces = loss.spaces
+        if len(spaces) == 3 and spaces[0].discarded and spaces[1].discarded:
+            # Initial and Handshake discarded (as confirming the handshake does): their
+            # timers are cleared for good (discard_space), only 1-RTT's count.
+            space = spaces[2]
             ack_at = space.ack_at
             if ack_at is not None and ack_at < timer_at:
                 timer_at = ack_at
-            loss_time = space.loss_time
-            if loss_time is not None and (earliest_loss is None or loss_time < earliest_loss):
-                earliest_loss = loss_time
-            in_flight += space.ack_eliciting_in_flight
-        loss_at: float | None = earliest_loss
+            loss_at: float | None = space.loss_time
+            in_flight = space.ack_eliciting_in_flight
+        else:
+            loss_at = None  # _get_loss_space's loss_time
+            in_flight = 0
+            for space in spaces:
+                ack_at = space.ack_at
+                if ack_at is not None and ack_at < timer_at:
+                    timer_at = ack_at
+                loss_time = space.loss_time
+                if loss_time is not None and (loss_at is None or loss_time < loss_at):
+                    loss_at = loss_time
+                in_flight += space.ack_eliciting_in_flight
         if loss_at is None and (in_flight or not loss.peer_completed_address_validation):
-            loss_at = loss._time_of_last_sent_ack_eliciting_packet + _probe_timeout(loss) * (
+            if loss._rtt_smoothed is not self._idle_rtt:
+                self.idle_timeout()  # the probe timeout with it
+            loss_at = loss._time_of_last_sent_ack_eliciting_packet + self._pto * (
                 2**loss._pto_count
             )
         self._loss_at = loss_at
@@ -363,18 +366,6 @@ class LibP2PQuic(OneRttReceiver):
         if pacing_at is not None and pacing_at < timer_at:
             timer_at = pacing_at
         return timer_at
-
-    def _idle_timeout(self) -> float:
-        """aioquic's ``_idle_timeout`` (RFC 9000 10.1: the smaller of both peers' idle
-        timeouts, at least three probe timeouts), its ``min``, ``max`` and probe timeout
-        calls as comparisons: asked again after each RTT sample, once per request
-        (``OneRttReceiver.idle_timeout``)."""
-        idle: float = self._configuration.idle_timeout
-        remote = self._remote_max_idle_timeout
-        if remote is not None and remote < idle:
-            idle = remote
-        floor: float = 3 * _probe_timeout(self._loss)
-        return idle if idle >= floor else floor
 
     # -- 1-RTT receive ----------------------------------------------------------------
 
@@ -401,6 +392,7 @@ class LibP2PQuic(OneRttReceiver):
 
     def _parse_transport_parameters(self, data: bytes, from_session_ticket: bool = False) -> None:
         super()._parse_transport_parameters(data, from_session_ticket)
+        self._idle_rtt = None  # the idle and probe timeouts follow the peer's parameters
         limit = pull_quic_transport_parameters(Buffer(data=data)).max_udp_payload_size
         if limit is not None:
             self.peer_max_udp_payload = limit
@@ -517,15 +509,13 @@ class LibP2PQuic(OneRttReceiver):
         """The MAX_DATA and MAX_STREAMS limits to announce now (None if none): credit
         as :meth:`_write_connection_limits` grants it, stream slots by aioquic's
         batching rule (once the peer has fewer left to open than the update grants)."""
-        due = None
         max_data = self._raise_max_data()
-        if max_data.value != max_data.sent:
-            due = [max_data]
-        for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
-            if limit.value != limit.sent and limit.sent - limit.used < limit.value - limit.sent:
-                if due is None:
-                    due = []
-                due.append(limit)
+        due = [max_data] if max_data.value != max_data.sent else None
+        bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
+        if bidi.value != bidi.sent and bidi.sent - bidi.used < bidi.value - bidi.sent:
+            due = [bidi] if due is None else [*due, bidi]
+        if uni.value != uni.sent and uni.sent - uni.used < uni.value - uni.sent:
+            due = [uni] if due is None else [*due, uni]
         return due
 
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
@@ -595,6 +585,21 @@ class LibP2PQuic(OneRttReceiver):
                 sender._buffer_fin = sender._buffer_stop
                 sender._pending_eof = True
         return size
+
+    def write_fin(self, stream_id: int) -> None:
+        """``write(stream_id, b"", end_stream=True)``: the FIN after what was written,
+        as aioquic's ``sender.write`` sets it (a stream it holds; anything else, or a
+        FIN after a FIN or a reset, goes through :meth:`write`: aioquic's error)."""
+        stream = None if stream_id & 2 else self._streams.get(stream_id)
+        if stream is None:
+            self.write(stream_id, b"", True)
+            return
+        sender = stream.sender
+        if sender._buffer_fin is not None or sender._reset_error_code is not None:
+            sender.write(b"", True)  # raises aioquic's error
+        sender.buffer_is_empty = False
+        sender._buffer_fin = sender._buffer_stop
+        sender._pending_eof = True
 
     def _open_next_stream(self, stream_id: int) -> QuicStream:
         """Our next bidirectional stream, as aioquic's ``_get_or_create_stream_for_send``

@@ -85,6 +85,12 @@ _CERT_RENEW_SECONDS: Final = 24 * 3600
 _CRYPTO_ERROR_BAD_CERTIFICATE: Final = 0x100 + 42  # TLS alert bad_certificate (RFC 9001 4.8)
 _TIMER_SLACK_SECONDS: Final = 0.001  # aioquic's ACK delay (see _arm_quic_timer)
 _TIMER_KEEP_SECONDS: Final = 0.01  # an armed QUIC timer this far away stays (ditto)
+# An enum member read from its class costs far more than a global: the hot paths use these.
+_ESTABLISHED: Final = _Stage.ESTABLISHED
+_CLOSED: Final = _Stage.CLOSED
+_UPGRADING: Final = _Stage.UPGRADING
+_RESPONDER: Final = Role.RESPONDER
+_INITIATOR: Final = Role.INITIATOR
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,12 +330,13 @@ class QuicConnection(Connection):
         :meth:`input_done` (the endpoint calls it once per read batch).  False if the
         connection is closed (now or before)."""
         quic = self._quic
-        if quic is None or self._stage is _Stage.CLOSED:
+        if quic is None or self._stage is _CLOSED:
             return False
         quic.receive_datagram(data, addr, self.loop.time())  # now
         if quic._events:  # none, once the short way handed its data over
             self._input_events(quic)
-        return not self.is_closed
+        # (is_closed without its property call: the events may have closed it)
+        return self._stage is not _CLOSED  # type: ignore[comparison-overlap]
 
     def receive_run(self, segments: Sequence[bytes], start: int, addr: SockAddr) -> int:
         """:meth:`receive` for ``segments[start]`` and the datagrams after it that QUIC
@@ -337,7 +344,7 @@ class QuicConnection(Connection):
         one after which something needs handling (its events, a close); returns the
         index of the first one left.  The caller routes that one afresh."""
         quic = self._quic
-        if quic is None or self._stage is _Stage.CLOSED:
+        if quic is None or self._stage is _CLOSED:
             return start + 1
         end = quic.receive_datagrams(segments, start, addr, self.loop.time())
         if quic._events:
@@ -362,7 +369,7 @@ class QuicConnection(Connection):
         TCP connections flush after their wakeups.  If by then nothing waits to be sent,
         it only follows aioquic's timer: ACKs and control frames ride on the next packet
         or leave on that timer, at most its 1 ms ACK delay later."""
-        if self._quic is None or self.is_closed:
+        if self._quic is None or self._stage is _CLOSED:
             return
         if self._transmit_handle is not None:
             self._transmit_handle.cancel()  # moved behind the wakeups
@@ -427,7 +434,7 @@ class QuicConnection(Connection):
             assert isinstance(ev, ConnectionTerminated)
             if ev.error_code == 0:
                 error: P2PError = ConnectionClosedError("connection closed by the remote")
-            elif self._stage is _Stage.UPGRADING:
+            elif self._stage is _UPGRADING:
                 error = HandshakeError(
                     f"QUIC handshake failed: {ev.reason_phrase or 'error'} "
                     f"(code {ev.error_code:#x})"
@@ -470,10 +477,10 @@ class QuicConnection(Connection):
             # The handshake's size was ours, capped: now the full one.  A machine made
             # otherwise keeps its size (WebTransport: what browsers take).
             quic.use_datagram_size(size)
-        self._stage = _Stage.ESTABLISHED
+        self._stage = _ESTABLISHED
         self._cancel_timer()  # the handshake deadline
         self._hooks.connection_ready(self)  # may veto (abort) the connection
-        if self._stage is _Stage.ESTABLISHED:
+        if self._stage is _ESTABLISHED:
             if not self._ready.done():
                 self._ready.set_result(None)
             self._became_idle()
@@ -481,12 +488,13 @@ class QuicConnection(Connection):
     def _remote_stream(self, quic: LibP2PQuic, sid: StreamId) -> Stream | None:
         """The stream for data on a stream we do not track: a new one the peer opened,
         or None (our own stream we already forgot, one it re-uses, a unidirectional one)."""
-        if self._stage is not _Stage.ESTABLISHED or sid & 2 or sid % 2 != self._next_remote_sid % 2:
+        if self._stage is not _ESTABLISHED or sid & 2 or sid % 2 != self._next_remote_sid % 2:
             return None
         if sid >= self._next_remote_sid:
             # Streams open in order; the ones skipped may still come (reordering).
-            for skipped in range(self._next_remote_sid, sid, 4):
-                self._skipped_remote.add(skipped)
+            if sid > self._next_remote_sid:  # (no range to make for none, as usual)
+                for skipped in range(self._next_remote_sid, sid, 4):
+                    self._skipped_remote.add(skipped)
             self._next_remote_sid = sid + 4
         elif sid in self._skipped_remote:
             self._skipped_remote.discard(sid)
@@ -501,7 +509,7 @@ class QuicConnection(Connection):
         offered = self._offered
         if offered is None:
             offered = self._offered = self._hooks.supported_protocols(self)
-        stream = Stream(self, sid, role=Role.RESPONDER, negotiator=offered)
+        stream = Stream(self, sid, role=_RESPONDER, negotiator=offered)
         self._streams[sid] = stream
         self._opened.append(sid)
         return stream
@@ -540,7 +548,7 @@ class QuicConnection(Connection):
         self._quic_timer = None
         quic = self._quic
         due = self._quic_due
-        if quic is None or self._stage is _Stage.CLOSED or due is None:
+        if quic is None or self._stage is _CLOSED or due is None:
             return
         if due > self._quic_timer_at:  # moved on since armed
             self._quic_timer_at = due
@@ -554,7 +562,7 @@ class QuicConnection(Connection):
             self._transmit()
 
     def _on_timer(self) -> None:
-        if self._stage is _Stage.UPGRADING:
+        if self._stage is _UPGRADING:
             self._timer = None
             self._terminate(
                 HandshakeTimeoutError(
@@ -575,9 +583,9 @@ class QuicConnection(Connection):
     def _scheduled_transmit(self) -> None:
         self._transmit_handle = None
         quic = self._quic
-        if quic is None or self._stage is _Stage.CLOSED:
+        if quic is None or self._stage is _CLOSED:
             return
-        if self._transmit_wanted or self._stage is _Stage.UPGRADING or quic.has_unsent():
+        if self._transmit_wanted or self._stage is _UPGRADING or quic.has_unsent():
             self._transmit_wanted = False
             self._transmit(True)  # with_ack
         else:
@@ -618,7 +626,7 @@ class QuicConnection(Connection):
     # -- streams --------------------------------------------------------------------------
 
     def _require_quic(self) -> LibP2PQuic:
-        if self._stage is not _Stage.ESTABLISHED or self._quic is None:
+        if self._stage is not _ESTABLISHED or self._quic is None:
             if self._error is not None:
                 raise self._error
             raise InvalidStateError("connection is not established")
@@ -630,13 +638,13 @@ class QuicConnection(Connection):
 
     def open_stream(self, protocols: list[str] | tuple[str, ...]) -> Stream:
         quic = self._quic
-        if quic is None or self._stage is not _Stage.ESTABLISHED:
+        if quic is None or self._stage is not _ESTABLISHED:
             quic = self._require_quic()
         sid = self._new_stream_id(quic)
         negotiator, out = outbound_negotiation(
             protocols, self._config.max_negotiation_message_bytes
         )
-        stream = Stream(self, sid, role=Role.INITIATOR, negotiator=negotiator)
+        stream = Stream(self, sid, role=_INITIATOR, negotiator=negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
         quic.write(sid, out)
@@ -660,7 +668,7 @@ class QuicConnection(Connection):
 
     def send_stream_data(self, sid: StreamId, data: bytes | memoryview) -> int:
         quic = self._quic
-        if quic is None or self._stage is not _Stage.ESTABLISHED:
+        if quic is None or self._stage is not _ESTABLISHED:
             quic = self._require_quic()
         try:
             # As much as send_buffer_bytes leaves room for (its send buffer copies only
@@ -680,21 +688,21 @@ class QuicConnection(Connection):
 
     def acknowledge(self, sid: StreamId, size: int) -> None:
         quic = self._quic
-        if quic is not None and self._stage is _Stage.ESTABLISHED and quic.consumed(sid, size):
+        if quic is not None and self._stage is _ESTABLISHED and quic.consumed(sid, size):
             self._schedule_flush()
 
     def close_stream(self, sid: StreamId) -> None:
         quic = self._quic
-        if quic is not None and self._stage is _Stage.ESTABLISHED:
+        if quic is not None and self._stage is _ESTABLISHED:
             try:
-                quic.write(sid, b"", end_stream=True)
+                quic.write_fin(sid)
             except (ValueError, AssertionError, RuntimeError):
                 return  # already reset
             self._schedule_flush()
 
     def reset_stream(self, sid: StreamId) -> None:
         quic = self._quic
-        if quic is not None and self._stage is _Stage.ESTABLISHED:
+        if quic is not None and self._stage is _ESTABLISHED:
             if quic.sends_pending(sid):
                 # What was written before the reset leaves first (a multistream "na"),
                 # as on Yamux: RESET_STREAM abandons data that has not been sent.
@@ -724,7 +732,7 @@ class QuicConnection(Connection):
         timeout.  Anything else ignores it: QUIC's timers judge loss on a live path."""
         peer = self._peer_sockaddr
         if (
-            self._stage is not _Stage.UPGRADING
+            self._stage is not _UPGRADING
             or self.direction is not Direction.OUTBOUND
             or peer is None
             or sockaddr_of(peer) != sockaddr_of(addr)
@@ -745,7 +753,7 @@ class QuicConnection(Connection):
         transport_gone: bool = False,
         close_code: int = 0,
     ) -> None:
-        if self._stage is _Stage.CLOSED:
+        if self._stage is _CLOSED:
             return
         quic = self._quic
         if quic is not None and not transport_gone:

@@ -66,6 +66,7 @@ from typing import Any, Protocol
 
 from aioquic import tls
 from aioquic._buffer import Buffer, BufferReadError
+from aioquic.quic.congestion.base import K_GRANULARITY
 from aioquic.quic.connection import QuicConnection as _AioquicConnection
 from aioquic.quic.connection import (
     QuicConnectionError,
@@ -74,13 +75,14 @@ from aioquic.quic.connection import (
 )
 from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType, decode_packet_number
+from aioquic.quic.rangeset import RangeSet
 from aioquic.quic.recovery import MAX_ACK_RANGES
-from aioquic.quic.stream import QuicStream
+from aioquic.quic.stream import QuicStream, QuicStreamReceiver, QuicStreamSender
 from cryptography.exceptions import InvalidTag
 
 from .quic_ack import receive_one_range_ack
 
-__all__ = ["BufferedReader", "OneRttReceiver"]
+__all__ = ["BufferedReader", "OneRttReceiver", "probe_timeout"]
 
 
 class BufferedReader(Protocol):
@@ -112,6 +114,69 @@ _QUICK_DECODE_BELOW = 1 << 61
 """Below it at a run's start, a packet number within half a window above the one expected
 stays below 2**62 (RFC 9000 A.3's limit) through the run: each datagram moves it up by
 at most 2**31, and 2**29 of them would be needed to pass it."""
+
+
+def probe_timeout(loss: Any) -> float:
+    """aioquic's ``QuicPacketRecovery.get_probe_timeout()`` (RFC 9002 6.2.1, with the
+    peer's ``max_ack_delay``), its ``max`` as a comparison."""
+    if loss._rtt_initialized:
+        variance = 4 * loss._rtt_variance
+        pto: float = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+        return pto + loss.max_ack_delay  # type: ignore[no-any-return]
+    initial: float = loss._rtt_initial
+    return 2 * initial
+
+
+_new = object.__new__
+
+
+def new_bidi_stream(stream_id: int, max_local: int, max_remote: int) -> QuicStream:
+    """``QuicStream(stream_id, max_local, max_remote)`` (readable and writable) as
+    aioquic's constructors make it, attribute by attribute in their order, without
+    their six calls (the stream, its receiver and sender, three ``RangeSet``): one per
+    request on each side.  Set one by one, the attributes keep CPython's shared-key
+    layout of instances (a ``__dict__.update`` loses it: every later access costs more).
+    ``tests/transports/test_quic_open.py`` compares the objects with aioquic's."""
+    receiver = _new(QuicStreamReceiver)
+    receiver.highest_offset = 0
+    receiver.is_finished = False
+    receiver.stop_pending = False
+    receiver._buffer = bytearray()
+    receiver._buffer_start = 0
+    receiver._final_size = None
+    ranges = _new(RangeSet)
+    ranges._RangeSet__ranges = []  # type: ignore[attr-defined]
+    receiver._ranges = ranges
+    receiver._stream_id = stream_id
+    receiver._stop_error_code = None
+    sender = _new(QuicStreamSender)
+    sender.buffer_is_empty = True
+    sender.highest_offset = 0
+    sender.is_finished = False
+    sender.reset_pending = False
+    ranges = _new(RangeSet)
+    ranges._RangeSet__ranges = []  # type: ignore[attr-defined]
+    sender._acked = ranges
+    sender._acked_fin = False
+    sender._buffer = bytearray()
+    sender._buffer_fin = None
+    sender._buffer_start = 0
+    sender._buffer_stop = 0
+    ranges = _new(RangeSet)
+    ranges._RangeSet__ranges = []  # type: ignore[attr-defined]
+    sender._pending = ranges
+    sender._pending_eof = False
+    sender._reset_error_code = None
+    sender._stream_id = stream_id
+    stream: QuicStream = _new(QuicStream)
+    stream.is_blocked = False
+    stream.max_stream_data_local = max_local
+    stream.max_stream_data_local_sent = max_local
+    stream.max_stream_data_remote = max_remote
+    stream.receiver = receiver
+    stream.sender = sender
+    stream.stream_id = stream_id
+    return stream
 
 
 HeaderPacker = Callable[[int, bytes, int], bytes]
@@ -150,8 +215,10 @@ class OneRttReceiver(_AioquicConnection):
     datagrams from there on (None: one was too short to sample): :meth:`_header_masks`."""
 
     _idle_rtt: float | None = None
-    """The smoothed RTT (the object) that :attr:`_idle` was computed with."""
+    """The smoothed RTT (the object) that :attr:`_idle` and :attr:`_pto` were computed
+    with (None: compute them again)."""
     _idle = 0.0
+    _pto = 0.0
 
     def one_rtt_parts(self) -> tuple[Any, Any, Any, Any, Any]:
         """``_cryptos`` and its 1-RTT crypto pair, the 0-RTT pair, the 1-RTT packet space
@@ -171,14 +238,28 @@ class OneRttReceiver(_AioquicConnection):
         return parts
 
     def idle_timeout(self) -> float:
-        """aioquic's ``_idle_timeout()``, computed again only after an RTT sample (the
-        peer's limit and ACK delay are set in the handshake; each sample sets a new
-        smoothed RTT object)."""
-        smoothed = self._loss._rtt_smoothed
+        """aioquic's ``_idle_timeout()``, computed again only after an RTT sample (each
+        sets a new smoothed RTT object) or new transport parameters (the peer's limit
+        and ACK delay); the probe timeout (:func:`probe_timeout`) with it."""
+        loss = self._loss
+        smoothed = loss._rtt_smoothed
         if smoothed is not self._idle_rtt:
             self._idle_rtt = smoothed
-            self._idle = self._idle_timeout()
+            pto = self._pto = probe_timeout(loss)
+            self._idle = self._idle_timeout(pto)
         return self._idle
+
+    def _idle_timeout(self, pto: float | None = None) -> float:
+        """aioquic's ``_idle_timeout`` (RFC 9000 10.1: the smaller of both peers' idle
+        timeouts, at least three probe timeouts), its ``min``, ``max`` and probe timeout
+        calls as comparisons: asked again after each RTT sample, once per request
+        (``OneRttReceiver.idle_timeout``, which passes the probe timeout it computed)."""
+        idle: float = self._configuration.idle_timeout
+        remote = self._remote_max_idle_timeout
+        if remote is not None and remote < idle:
+            idle = remote
+        floor: float = 3 * (probe_timeout(self._loss) if pto is None else pto)
+        return idle if idle >= floor else floor
 
     def _header_masks(
         self, segments: Sequence[bytes], start: int, hp: Any, sample_start: int
@@ -203,11 +284,7 @@ class OneRttReceiver(_AioquicConnection):
         """A bidirectional stream opened as aioquic's ``_get_or_create_stream`` and
         ``_get_or_create_stream_for_send`` open one whose checks passed: kept and queued
         (``_streams``, ``_streams_queue``), with its two initial credit limits."""
-        stream = self._streams[stream_id] = QuicStream(
-            stream_id=stream_id,
-            max_stream_data_local=max_local,
-            max_stream_data_remote=max_remote,
-        )
+        stream = self._streams[stream_id] = new_bidi_stream(stream_id, max_local, max_remote)
         self._streams_queue.append(stream)
         return stream
 
@@ -488,10 +565,16 @@ class OneRttReceiver(_AioquicConnection):
                 if grown:
                     ranges[-1] = range(ranges[-1].start, ack_stop)
                     grown = False
-                queue.add(packet_number)
+                if packet_number > ack_stop:
+                    # After all ranges (none left, as once the peer acknowledged our
+                    # ACK, or a gap): RangeSet.add appends it.
+                    ranges.append(range(packet_number, packet_number + 1))
+                    ack_stop = packet_number + 1
+                else:
+                    queue.add(packet_number)
+                    ack_stop = ranges[-1].stop
                 if len(ranges) > MAX_ACK_RANGES:
                     queue.shift()
-                ack_stop = ranges[-1].stop
             if events:
                 break  # the caller handles them before the next datagram
 
@@ -546,6 +629,9 @@ class OneRttReceiver(_AioquicConnection):
                 if byte < 0x40:
                     stream_id = byte
                     pos += 1
+                elif byte < 0x80 and pos + 1 < size:  # 2 bytes (no slice, no call)
+                    stream_id = (byte & 0x3F) << 8 | payload[pos + 1]
+                    pos += 2
                 else:
                     n = 1 << (byte >> 6)
                     stream_id = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
@@ -556,6 +642,9 @@ class OneRttReceiver(_AioquicConnection):
                     if byte < 0x40:
                         offset = byte
                         pos += 1
+                    elif byte < 0x80 and pos + 1 < size:
+                        offset = (byte & 0x3F) << 8 | payload[pos + 1]
+                        pos += 2
                     else:
                         n = 1 << (byte >> 6)
                         offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
@@ -567,6 +656,9 @@ class OneRttReceiver(_AioquicConnection):
                     if byte < 0x40:
                         length = byte
                         pos += 1
+                    elif byte < 0x80 and pos + 1 < size:  # 2 bytes, as aioquic writes it
+                        length = (byte & 0x3F) << 8 | payload[pos + 1]
+                        pos += 2
                     else:
                         n = 1 << (byte >> 6)
                         length = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
@@ -629,8 +721,13 @@ class OneRttReceiver(_AioquicConnection):
                 is_ack_eliciting = True
                 reader = None if readers is None else readers.get(stream_id)
                 if fin or events or reader is None or not reader._feed_buffered(chunk):
-                    # data, end_stream, stream_id: by position, cheaper than keywords
-                    events.append(StreamDataReceived(chunk, bool(fin), stream_id))
+                    # The event as its dataclass makes it, field by field (its call
+                    # costs more than the fields).
+                    event = _new(StreamDataReceived)
+                    event.data = chunk
+                    event.end_stream = fin == 1
+                    event.stream_id = stream_id
+                    events.append(event)
             elif frame_type == _PADDING:
                 pos = size - len(payload[pos:].lstrip(b"\x00"))
             elif frame_type in (_ACK, _ACK_ECN):

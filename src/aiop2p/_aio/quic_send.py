@@ -51,10 +51,14 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
 
 from __future__ import annotations
 
+import functools
+import struct
+from collections.abc import Callable
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from aioquic._buffer import Buffer
+from aioquic.quic.congestion.reno import RenoCongestionControl
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.packet import QuicFrameType, QuicPacketType, push_ack_frame
 from aioquic.quic.packet_builder import QuicSentPacket
@@ -82,6 +86,7 @@ _CONNECTED = QuicConnectionState.CONNECTED
 _ONE_RTT = Epoch.ONE_RTT
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
 _WAS_SENT = attrgetter("was_sent")
+_new = object.__new__
 
 
 def _varint_bytes(value: int) -> int:
@@ -126,23 +131,24 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     ready: list[QuicStream] = []
     credit: list[QuicStream] = []
     kept: list[QuicStream] = []
-    queue = quic._streams_queue
-    for stream in queue:
+    done: list[QuicStream] = []
+    for stream in quic._streams_queue:
         sender = stream.sender
-        if sender.reset_pending or stream.receiver.stop_pending:
+        receiver = stream.receiver
+        if sender.reset_pending or receiver.stop_pending:
             return None  # nothing changed yet
-        if sender.is_finished and stream.receiver.is_finished:
-            continue  # dropped below
+        if sender.is_finished and receiver.is_finished:
+            done.append(stream)  # dropped below
+            continue
         kept.append(stream)
         # LibP2PQuic.stream_credit_due: consumed() raised the window as the data was read
         if stream.max_stream_data_local_sent != stream.max_stream_data_local:
             credit.append(stream)
         if not sender.buffer_is_empty and not stream.is_blocked:
             ready.append(stream)
-    if len(kept) != len(queue):
-        for stream in queue:
-            if stream.sender.is_finished and stream.receiver.is_finished:
-                _discard(quic, stream)
+    if done:
+        for stream in done:
+            _discard(quic, stream)
         quic._streams_queue = kept
     limits = quic.connection_limits_due()  # None when none is
     parts = quic._one_rtt  # looked up by _may_build
@@ -157,6 +163,7 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     cc = loss._cc
     peer_cid = quic._peer_cid.cid
     header_bytes = 3 + len(peer_cid)
+    pack_header = _header_packer(header_bytes)
     datagram_bytes = quic._max_datagram_size
     addr = quic._network_paths[0].addr
     datagrams: list[tuple[bytes, Any]] = []
@@ -169,7 +176,9 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
                 quic._pacing_at = pacing_at
                 break
         room = datagram_bytes - header_bytes - _TAG_BYTES  # payload bytes in the packet
-        flight_room = min(datagram_bytes, cc.congestion_window - cc.bytes_in_flight)
+        flight_room = cc.congestion_window - cc.bytes_in_flight
+        if flight_room > datagram_bytes:
+            flight_room = datagram_bytes
         flight_room -= header_bytes + _TAG_BYTES  # payload bytes in flight may reach
         buf = Buffer(room)  # its capacity (by position: no keyword parsing)
         handlers: list[tuple[Any, Any]] = []
@@ -214,21 +223,20 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         if payload_bytes < _MIN_PAYLOAD:
             buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
             in_flight = True
-        data = _protect(crypto, quic._spin_bit, peer_cid, packet_number, buf.data)
-        # By position, in the dataclass's field order (half the cost of keywords):
-        # epoch, in_flight, is_ack_eliciting, is_crypto_packet, packet_number,
-        # packet_type, sent_time, sent_bytes, delivery_handlers.
-        packet = QuicSentPacket(
-            _ONE_RTT,
-            in_flight,
-            eliciting,
-            False,
-            packet_number,
-            _ONE_RTT_PACKET,
-            now,
-            len(data),
-            handlers,
-        )
+        data = _protect(crypto, quic._spin_bit, peer_cid, packet_number, buf.data, pack_header)
+        # The record as the dataclass's constructor makes it, field by field in its
+        # order (its call and default factories cost more than the fields).
+        packet = _new(QuicSentPacket)
+        packet.epoch = _ONE_RTT
+        packet.in_flight = in_flight
+        packet.is_ack_eliciting = eliciting
+        packet.is_crypto_packet = False
+        packet.packet_number = packet_number
+        packet.packet_type = _ONE_RTT_PACKET
+        packet.sent_time = now
+        packet.sent_bytes = len(data)
+        packet.delivery_handlers = handlers
+        packet.quic_logger_frames = []
         # The loss recovery's on_packet_sent (its logger is the connection's: none here;
         # the handshake is confirmed).
         space.sent_packets[packet_number] = packet
@@ -237,7 +245,10 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         if in_flight:
             if eliciting:
                 loss._time_of_last_sent_ack_eliciting_packet = now
-            cc.on_packet_sent(packet=packet)
+            if type(cc) is RenoCongestionControl:
+                cc.bytes_in_flight += packet.sent_bytes  # all its on_packet_sent does
+            else:
+                cc.on_packet_sent(packet=packet)
         if eliciting and not quic._ack_eliciting_sent_since_receipt:
             # RFC 9000 10.1: the first ack-eliciting packet since one was received
             idle = quic._idle if quic._idle_rtt is loss._rtt_smoothed else quic.idle_timeout()
@@ -261,30 +272,42 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     return datagrams
 
 
-def _protect(crypto: Any, spin_bit: bool, peer_cid: bytes, number: int, payload: bytes) -> bytes:
+@functools.cache
+def _header_packer(header_bytes: int) -> Callable[[int, bytes, int], bytes]:
+    """What packs a short header of ``header_bytes``: its first byte, the connection
+    id and a 2-byte packet number (one call)."""
+    return struct.Struct(f">B{header_bytes - 3}sH").pack
+
+
+def _protect(
+    crypto: Any,
+    spin_bit: bool,
+    peer_cid: bytes,
+    number: int,
+    payload: bytes,
+    pack_header: Callable[[int, bytes, int], bytes],
+) -> bytes:
     """The protected packet: the short header (2-byte packet number) and ``payload``,
     as ``CryptoPair.encrypt_packet`` makes it (RFC 9001 5.3, 5.4): the AEAD with the
     header as associated data, then the header protection mask from the sample 2
     bytes into the ciphertext (4 past the packet number's start), on the first byte's
     5 low bits and the 2 packet number bytes.  A key update due is aioquic's to do."""
+    truncated = number & 0xFFFF
     if crypto._update_key_requested:
         first = 0x40 | (spin_bit << 5) | (crypto.key_phase << 2) | 1
-        header = bytes((first,)) + peer_cid + (number & 0xFFFF).to_bytes(2, "big")
-        return bytes(crypto.encrypt_packet(header, payload, number))
+        return bytes(
+            crypto.encrypt_packet(pack_header(first, peer_cid, truncated), payload, number)
+        )
     send = crypto.send
     aead = send.aead
     first = 0x41 | (spin_bit << 5) | (crypto.recv.key_phase << 2)  # no update requested
-    high, low = (number >> 8) & 0xFF, number & 0xFF
-    header = bytes((first,)) + peer_cid + bytes((high, low))
     nonce = (aead._iv ^ number).to_bytes(12, "big")
-    protected: bytes = aead._aead.encrypt(nonce, payload, header)
+    protected: bytes = aead._aead.encrypt(nonce, payload, pack_header(first, peer_cid, truncated))
     hp = send.hp
     # AES's mask is the sample encrypted (HeaderProtection._mask without its frame).
     mask: bytes = (hp._mask if hp._is_chacha20 else hp._encryptor.update)(protected[2:18])
     return (
-        bytes((first ^ (mask[0] & 0x1F),))
-        + peer_cid
-        + bytes((high ^ mask[1], low ^ mask[2]))
+        pack_header(first ^ (mask[0] & 0x1F), peer_cid, truncated ^ (mask[1] << 8 | mask[2]))
         + protected
     )
 
@@ -345,10 +368,11 @@ def _write_streams(
         sender = stream.sender
         sid: int = stream.stream_id  # type: ignore[assignment]
         before = sender.highest_offset
-        max_offset = min(
-            before + quic._remote_max_data - quic._remote_max_data_used,
-            stream.max_stream_data_remote,
-        )
+        # The connection's and the stream's credit (min() as a comparison: a call of
+        # the builtin costs several times more).
+        max_offset = before + quic._remote_max_data - quic._remote_max_data_used
+        if stream.max_stream_data_remote < max_offset:
+            max_offset = stream.max_stream_data_remote
         wrote = _write_whole(sender, sid, buf, flight_room, max_offset, handlers)
         if not sender.buffer_is_empty:
             wrote = _write_frames(sender, sid, buf, flight_room, max_offset, handlers) or wrote
@@ -398,8 +422,12 @@ def _write_whole(
     buf.push_uint16((stop - start) | 0x4000)
     if stop > start:
         origin = sender._buffer_start
-        data = sender._buffer[start - origin : stop - origin]  # aioquic's own: a bytearray
-        buf.push_bytes(data if type(data) is bytes else bytes(data))
+        buffer = sender._buffer
+        if start == origin and stop - origin == len(buffer) and type(buffer) is bytearray:
+            buf.push_bytes(bytes(buffer))  # all it holds (a request's): no slice first
+        else:
+            data = buffer[start - origin : stop - origin]  # aioquic's own: a bytearray
+            buf.push_bytes(data if type(data) is bytes else bytes(data))
         del pending[0]
         if stop > sender.highest_offset:
             sender.highest_offset = stop

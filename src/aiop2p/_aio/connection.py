@@ -446,16 +446,7 @@ class Connection(asyncio.Protocol):
                     if self._opened:
                         self._watch_opened()
             finally:
-                # _flush_after_wakeups, inline: once per input
-                self._flush_held = False
-                self._woken = 0
-                pending = self._flush_handle
-                if pending is not None:
-                    pending.cancel()
-                if self._stage is _ESTABLISHED:
-                    self._flush_handle = self.loop.call_soon(self._flush_answers)
-                else:
-                    self._flush_handle = None
+                self._flush_after_wakeups()
         elif self._stage is _UPGRADING:
             self._upgrade(data)
 

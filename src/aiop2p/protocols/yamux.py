@@ -468,18 +468,8 @@ class YamuxSession:
         if sid > _MAX_STREAM_ID:
             raise LimitExceededError("yamux stream ids exhausted on this session")
         self._next_id = sid + 2
-        # The open raise: a new stream is allotted its 256 KiB plus a quarter of the
-        # budget's free room (up to receive_window_bytes).  A quarter, not all: short-lived
-        # streams (identify, ping) opened first must not leave the next bulk stream at
-        # 256 KiB; streams opened while the budget is taken start at 256 KiB and grow as
-        # they are read.  (Inline here and in _accept: once per stream, no min().)
-        quarter = (self._budget - self._allotted - INITIAL_WINDOW_SIZE) >> 2
-        raise_ = self._max_raise
-        if quarter < raise_:
-            raise_ = quarter if quarter > 0 else 0
-        allotment = INITIAL_WINDOW_SIZE + raise_
-        self._allotted += allotment
-        self._streams[sid] = _Stream(_INITIATOR, allotment)
+        raise_ = self._open_raise()
+        self._streams[sid] = _Stream(_INITIATOR, INITIAL_WINDOW_SIZE + raise_)
         self._ack_backlog += 1
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, raise_))
         return StreamId(sid)
@@ -552,14 +542,8 @@ class YamuxSession:
         self._out.append(_pack(0, TYPE_DATA, FLAG_FIN, stream_id, 0))
         state = stream.state | _LOCAL_CLOSED
         stream.state = state
-        if state == _CLOSED:  # _forget, inline: where most streams end (here or in _on_fin)
-            del self._streams[stream_id]
-            self._buffered -= stream.unconsumed
-            self._allotted -= stream.allotment
-            stream.unconsumed = 0
-            stream.allotment = 0
-            if not stream.acked:
-                self._ack_backlog -= 1
+        if state == _CLOSED:
+            self._forget(stream_id, stream)
 
     def reset_stream(self, stream_id: StreamId) -> None:
         """Abort the stream both ways (RST) and forget it; a no-op if unknown."""
@@ -844,14 +828,8 @@ class YamuxSession:
             self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
             return None
         self._remote_resets.pop(sid, None)
-        # The open raise (see open_stream), inline: once per stream.
-        quarter = (self._budget - self._allotted - INITIAL_WINDOW_SIZE) >> 2
-        raise_ = self._max_raise
-        if quarter < raise_:
-            raise_ = quarter if quarter > 0 else 0
-        allotment = INITIAL_WINDOW_SIZE + raise_
-        self._allotted += allotment
-        stream = _Stream(_RESPONDER, allotment)
+        raise_ = self._open_raise()
+        stream = _Stream(_RESPONDER, INITIAL_WINDOW_SIZE + raise_)
         self._streams[sid] = stream
         self._events.append(StreamOpened(sid))
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, raise_))
@@ -869,14 +847,8 @@ class YamuxSession:
         self._allotted -= stream.allotment - unconsumed
         stream.allotment = unconsumed
         stream.credit = 0
-        if state == _CLOSED:  # _forget, inline (as in close_stream)
-            del self._streams[sid]
-            self._buffered -= stream.unconsumed
-            self._allotted -= stream.allotment
-            stream.unconsumed = 0
-            stream.allotment = 0
-            if not stream.acked:
-                self._ack_backlog -= 1
+        if state == _CLOSED:
+            self._forget(sid, stream)
 
     def _reset_for_peer_error(self, sid: StreamId, stream: _Stream, error: P2PError) -> None:
         """Reset just this stream because of what the peer sent on it."""
@@ -911,6 +883,19 @@ class YamuxSession:
         if credit:
             stream.recv_window += credit
             self._out.append(_pack(0, TYPE_WINDOW_UPDATE, 0, sid, credit))
+
+    def _open_raise(self) -> int:
+        """Allot a new stream its 256 KiB plus a quarter of the budget's free room (up to
+        receive_window_bytes) and return the raise beyond 256 KiB.  A quarter, not all:
+        short-lived streams (identify, ping) opened first must not leave the next bulk
+        stream at 256 KiB; streams opened while the budget is taken start at 256 KiB and
+        grow as they are read."""
+        quarter = (self._budget - self._allotted - INITIAL_WINDOW_SIZE) >> 2
+        raise_ = self._max_raise
+        if quarter < raise_:
+            raise_ = quarter if quarter > 0 else 0
+        self._allotted += INITIAL_WINDOW_SIZE + raise_
+        return raise_
 
     def _forget(self, sid: int, stream: _Stream) -> None:
         del self._streams[sid]

@@ -32,12 +32,7 @@ from ..errors import (
     P2PError,
     StreamResetError,
 )
-from ..protocols.multistream import (
-    MultistreamDialer,
-    Proposal,
-    outbound_negotiation,
-    single_proposal,
-)
+from ..protocols.multistream import outbound_negotiation
 from ..protocols.noise import (
     MAX_PLAINTEXT_SIZE,
     NoiseCredentials,
@@ -330,10 +325,8 @@ class Connection(asyncio.Protocol):
         returned at once and the first write travels with the proposal.  A refusal
         then surfaces as :class:`ProtocolNotSupportedError` on the first read.
         """
-        if type(protocols) is str:
-            return self.open_stream((protocols,))
         if isinstance(protocols, str):
-            protocols = [protocols]
+            return self.open_stream((protocols,))
         stream = self.open_stream(protocols)
         if len(protocols) > 1:
             await stream.wait_negotiated()
@@ -344,24 +337,15 @@ class Connection(asyncio.Protocol):
         yamux = self._yamux
         if yamux is None or self._stage is not _ESTABLISHED:
             yamux = self._require_established()  # raises
-        negotiator: Proposal | MultistreamDialer
-        if len(protocols) == 1:  # outbound_negotiation's fast path, inline
-            negotiator = single_proposal(protocols[0], self.max_negotiation_message_bytes)
-            out = negotiator.wire
-        else:
-            negotiator, out = outbound_negotiation(protocols, self.max_negotiation_message_bytes)
+        negotiator, out = outbound_negotiation(protocols, self.max_negotiation_message_bytes)
         sid = yamux.open_stream()
         if self._early_streams is not None:
             self._early_streams += 1
         stream = Stream(self, sid, _INITIATOR, negotiator)
         self._streams[sid] = stream
-        # _watch_negotiation, inline: the connection's timer is usually due earlier.
-        deadline = self._deadlines.start_negotiation(sid, self.loop.time())
-        if self._timer is None or deadline < self._timer_at:
-            self._arm_timer(deadline)
+        self._watch_negotiation(sid)
         yamux.send_data(sid, out)
-        if self._flush_handle is None and not self._flush_held:  # _schedule_flush
-            self._flush_handle = self.loop.call_soon(self._scheduled_flush)
+        self._schedule_flush()
         return stream
 
     async def ping(self) -> float:
@@ -707,18 +691,15 @@ class Connection(asyncio.Protocol):
             else:
                 self._deadlines.end_negotiation(sid)
             self._hooks.inbound_stream(stream)
-            if self._flush_held:  # note_wakeup, inline
-                woken = self._woken + 1
-                if woken >= WAKEUPS_PER_FLUSH:
-                    woken = 0
-                    self.loop.call_soon(self._flush_answers)
-                self._woken = woken
+            self.note_wakeup()
         else:
             self._deadlines.end_negotiation(sid)
 
     def _watch_negotiation(self, sid: StreamId) -> None:
         """Reset the stream if multistream has not picked its protocol in time."""
-        self._arm_timer(self._deadlines.start_negotiation(sid, self.loop.time()))
+        deadline = self._deadlines.start_negotiation(sid, self.loop.time())
+        if self._timer is None or deadline < self._timer_at:  # usually due earlier
+            self._arm_timer(deadline)
 
     # -- established: commands from streams ----------------------------------------------
 
@@ -756,8 +737,7 @@ class Connection(asyncio.Protocol):
         yamux = self._yamux
         if yamux is not None and self._stage is _ESTABLISHED:
             yamux.close_stream(sid)
-            if self._flush_handle is None and not self._flush_held:  # _schedule_flush
-                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
+            self._schedule_flush()
 
     def reset_stream(self, sid: StreamId) -> None:
         yamux = self._yamux

@@ -509,7 +509,7 @@ class QuicConnection(Connection):
         offered = self._offered
         if offered is None:
             offered = self._offered = self._hooks.supported_protocols(self)
-        stream = Stream(self, sid, role=_RESPONDER, negotiator=offered)
+        stream = Stream(self, sid, _RESPONDER, offered)
         self._streams[sid] = stream
         self._opened.append(sid)
         return stream
@@ -644,7 +644,7 @@ class QuicConnection(Connection):
         negotiator, out = outbound_negotiation(
             protocols, self._config.max_negotiation_message_bytes
         )
-        stream = Stream(self, sid, role=_INITIATOR, negotiator=negotiator)
+        stream = Stream(self, sid, _INITIATOR, negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
         quic.write(sid, out)

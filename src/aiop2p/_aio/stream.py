@@ -273,10 +273,7 @@ class Stream:
             match = match_proposal(data, neg, self._conn.max_negotiation_message_bytes)
             if match is not None:
                 protocol, end = match
-                try:  # noqa: SIM105 - the echo (header + proposal): _send_negotiation, inline
-                    self._conn.send_stream_data(self.stream_id, data[:end])
-                except P2PError:
-                    pass  # reset in the same input batch: its StreamReset event follows
+                self._send_negotiation(data[:end])  # our header and the echo
                 self._selected(protocol, data[end:], len(data))
                 return
         machine = self._machine()
@@ -342,17 +339,7 @@ class Stream:
             self._negotiated.set_result(protocol)
         self._conn.stream_negotiated(self)
         if leftover and self._error is None:
-            if self._sink is not None:
-                self._sink.sink_data(leftover)
-            else:  # _feed_data's buffered case, inline: the request behind its proposal
-                self._buffer.append(leftover)
-                self._buffered += len(leftover)
-                waiter = self._read_waiter
-                if waiter is not None:  # _wake_for_data, inline: a client's reader waits
-                    self._read_waiter = None
-                    if not waiter.done():
-                        waiter.set_result(None)
-                        self._conn.note_wakeup()
+            self._feed_data(leftover)
 
     def _negotiation_failed(self, error: P2PError) -> None:
         """Negotiation is over without a protocol (refused, malformed, or out of time)."""
@@ -363,15 +350,12 @@ class Stream:
     # -- called by the connection -------------------------------------------------------
 
     def _feed_data(self, data: bytes) -> None:
+        if self._feed_buffered(data):
+            return
         if self._negotiator is not None:
             self._negotiate(data)
         elif self._sink is not None:
             self._sink.sink_data(data)
-        else:  # _feed_buffered, inline: once or twice per request
-            self._buffer.append(data)
-            self._buffered += len(data)
-            if self._read_waiter is not None:
-                self._wake_for_data()
 
     def _feed_buffered(self, data: bytes) -> bool:
         """Data that only waits for the reader (no negotiation, no sink): nothing runs
@@ -753,11 +737,7 @@ class Stream:
                 return
             if self._write_closed or self._error is not None:
                 return
-        # close_write, inline: once per request on a client
-        self._write_closed = True
-        self._conn.close_stream(self.stream_id)
-        if self._eof:
-            self._conn.forget_stream(self.stream_id)
+        self.close_write()
 
     def reset(self) -> None:
         """Abort the stream in both directions; the remote sees a reset."""

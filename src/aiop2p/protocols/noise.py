@@ -704,17 +704,7 @@ class NoiseTransport:
             and len(data) > 2
             and len(data) == 2 + (data[0] << 8 | data[1])
         ):
-            # One whole frame (a small request or answer): _open, inline.
-            nonce = self._recv_nonce
-            if nonce < _MAX_NONCE:
-                try:
-                    plaintext = self._decrypt(_pack_nonce(nonce), data[2:], None)
-                except InvalidTag as exc:
-                    self._broken = True
-                    raise DecryptionError("noise frame failed authentication") from exc
-                self._recv_nonce = nonce + 1
-                return [plaintext]
-            return [self._open(data[2:])]  # raises
+            return [self._open(data[2:])]  # one whole frame (a small request or answer)
         # Released on every exit, so the caller may reuse or resize its buffer at once.
         with memoryview(data) as raw, raw.cast("B") as view:
             return self._decrypt_view(view)

@@ -731,17 +731,7 @@ class YamuxSession:
                 self._payload_deliver = False
                 return
             elif ftype == TYPE_WINDOW_UPDATE:
-                # A SYN or an ACK comes on a window update once per stream each way: _lookup
-                # unfolded (RST still goes through it).
-                if flags & FLAG_RST:
-                    stream = self._lookup(flags, sid)
-                elif flags & FLAG_SYN:
-                    stream = self._accept(sid)
-                else:
-                    stream = streams.get(sid)
-                    if stream is not None and flags & FLAG_ACK and not stream.acked:
-                        stream.acked = True
-                        self._ack_backlog -= 1
+                stream = self._lookup(flags, sid) if flags & _LOOKUP_FLAGS else streams.get(sid)
                 if stream is None:
                     if self._terminated:
                         return

@@ -630,10 +630,7 @@ class Connection(asyncio.Protocol):
                 self._accept_stream(yamux, ev.stream_id)
             elif type(ev) is StreamWindowUpdated:
                 stream = streams.get(ev.stream_id)
-                # Most updates find nobody waiting (the SYN's ACK): no call then.
-                if stream is not None and (
-                    stream._write_waiter is not None or stream._sink is not None
-                ):
+                if stream is not None:  # only a window that was empty: a writer waits
                     stream._wake_writer()
             elif type(ev) is StreamReset:
                 stream = streams.get(ev.stream_id)

@@ -245,7 +245,11 @@ class StreamReset:
 
 @dataclass(slots=True)
 class StreamWindowUpdated:
-    """Our send window on the stream grew: queued writes may continue."""
+    """Our send window on the stream grew from empty: a writer that waited may continue.
+
+    Only then: a writer waits only once ``send_data`` took less than it was given, which
+    leaves the window at 0; updates to a window with room (the ACK of every stream we
+    open) need nobody woken."""
 
     stream_id: StreamId
 
@@ -737,15 +741,16 @@ class YamuxSession:
                         return
                     continue
                 if length:  # the delta
-                    window = stream.send_window + length
+                    before = stream.send_window
+                    window = before + length
                     if window > MAX_WINDOW_SIZE:
                         self._fail(
                             FlowControlError(f"send window of stream {sid} overflows 2**32-1")
                         )
                         return
                     stream.send_window = window
-                    # Nobody waits on a stream that is only now opened (SYN): no event for it.
-                    if not stream.state & _LOCAL_CLOSED and not flags & FLAG_SYN:
+                    # Only a writer that found the window empty waits for it to grow.
+                    if not before and not stream.state & _LOCAL_CLOSED:
                         self._events.append(StreamWindowUpdated(sid))
                 if flags & FLAG_FIN:
                     self._on_fin(sid, stream)

@@ -370,9 +370,11 @@ class YamuxSession:
         self._next_id = 1 if role is _INITIATOR else 2
         self._events: list[YamuxEvent] = []
         self._out: list[bytes | memoryview] = []
-        # The last small data frame queued, while nothing was queued after it: its stream,
-        # the index of its header in ``_out``, its length, and ``len(_out)`` after it.  A
-        # write on the same stream joins it (see send_data).
+        # The last small data frame queued: its stream, the index of its header in
+        # ``_out``, its length, and ``len(_out)`` after it (-1: none since the last
+        # hand-out).  A write on the same stream with nothing queued between joins it (see
+        # send_data).  Its header is packed once, when the frame can no longer grow: when
+        # another small data frame starts or ``_out`` is handed out.
         self._tail_sid = 0
         self._tail_header = 0
         self._tail_length = 0
@@ -496,19 +498,21 @@ class YamuxSession:
                 if total:
                     out = self._out
                     n = len(out)
-                    if n == self._tail_end and stream_id == self._tail_sid:
+                    tail_end = self._tail_end
+                    if n == tail_end and stream_id == self._tail_sid:
                         # Nothing was queued since this stream's last frame: grow that
                         # frame (one header for a proposal and its first message, or a
                         # multistream echo and the response) instead of adding one.
                         merged = self._tail_length + total
                         if merged <= self._max_frame:
-                            out[self._tail_header] = _pack(0, TYPE_DATA, 0, stream_id, merged)
                             out.append(data)
                             self._tail_end = n + 1
                             self._tail_length = merged
                             stream.send_window = window - total
                             return total
-                    out.append(_pack(0, TYPE_DATA, 0, stream_id, total))
+                    if tail_end >= 0:
+                        self._pack_tail_header()  # that frame is complete
+                    out.append(b"")  # this frame's header: packed once it is complete
                     out.append(data)
                     self._tail_sid = stream_id
                     self._tail_header = n
@@ -620,8 +624,10 @@ class YamuxSession:
         driver can encrypt large writes without first copying them into one buffer.
         """
         out = self._out
+        if self._tail_end >= 0:
+            self._pack_tail_header()
+            self._tail_end = -1  # the next frames go to a new list
         self._out = []
-        self._tail_end = -1  # the next frames go to a new list
         return out
 
     def events_received(self) -> list[YamuxEvent]:
@@ -772,6 +778,9 @@ class YamuxSession:
                 return
         if pos < end:
             header_buf += data[pos:]
+
+    def _pack_tail_header(self) -> None:
+        self._out[self._tail_header] = _pack(0, TYPE_DATA, 0, self._tail_sid, self._tail_length)
 
     def _continue_payload(self, data: bytes) -> int:
         """Take the rest of a payload the last input began (delivered or skipped); return

@@ -202,7 +202,6 @@ class YamuxConfig:
 
 _DEFAULT_CONFIG: Final = YamuxConfig()
 _INITIATOR: Final = Role.INITIATOR  # a global: an enum class's attributes cost more
-_RESPONDER: Final = Role.RESPONDER
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -308,17 +307,15 @@ class _Stream:
         "allotment",
         "credit",
         "recv_window",
-        "role",
         "send_window",
         "state",
         "unconsumed",
     )
 
-    def __init__(self, role: Role, allotment: int) -> None:
+    def __init__(self, acked: bool, allotment: int) -> None:
         self.state = _OPEN
-        self.role = role
-        # Streams the peer opened are ACKed as soon as they are seen.
-        self.acked = role is _RESPONDER
+        # Streams the peer opened are ACKed as soon as they are seen; ours wait for it.
+        self.acked = acked
         self.send_window = INITIAL_WINDOW_SIZE  # bytes we may still send
         self.recv_window = allotment  # bytes the peer may still send
         self.unconsumed = 0  # delivered to the driver, not yet acknowledged
@@ -475,7 +472,7 @@ class YamuxSession:
             raise LimitExceededError("yamux stream ids exhausted on this session")
         self._next_id = sid + 2
         raise_ = self._open_raise()
-        self._streams[sid] = _Stream(_INITIATOR, INITIAL_WINDOW_SIZE + raise_)
+        self._streams[sid] = _Stream(False, INITIAL_WINDOW_SIZE + raise_)
         self._ack_backlog += 1
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, raise_))
         return StreamId(sid)
@@ -741,7 +738,12 @@ class YamuxSession:
                 self._payload_deliver = False
                 return
             elif ftype == TYPE_WINDOW_UPDATE:
-                stream = self._lookup(flags, sid) if flags & _LOOKUP_FLAGS else streams.get(sid)
+                if not flags & _LOOKUP_FLAGS:
+                    stream = streams.get(sid)
+                elif flags == FLAG_SYN:  # a new stream (as a rule on a window update)
+                    stream = self._accept(sid)
+                else:
+                    stream = self._lookup(flags, sid)
                 if stream is None:
                     if self._terminated:
                         return
@@ -833,7 +835,7 @@ class YamuxSession:
             return None
         self._remote_resets.pop(sid, None)
         raise_ = self._open_raise()
-        stream = _Stream(_RESPONDER, INITIAL_WINDOW_SIZE + raise_)
+        stream = _Stream(True, INITIAL_WINDOW_SIZE + raise_)
         self._streams[sid] = stream
         self._events.append(StreamOpened(sid))
         self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, raise_))

@@ -136,7 +136,7 @@ class GoAwayCode(IntEnum):
 
 
 _HEADER: Final = struct.Struct(">BBHII")
-_pack = _HEADER.pack
+_pack = struct.Struct(">xBHII").pack  # version 0 as a pad byte: one argument less a frame
 _unpack_from = _HEADER.unpack_from
 
 
@@ -153,7 +153,7 @@ class FrameHeader(NamedTuple):
 def encode_frame_header(frame_type: int, flags: int, stream_id: int, length: int) -> bytes:
     """Encode a version-0 header; raises ``InvalidArgumentError`` for out-of-range fields."""
     try:
-        return _pack(0, frame_type, flags, stream_id, length)
+        return _pack(frame_type, flags, stream_id, length)
     except struct.error as exc:
         raise InvalidArgumentError(f"yamux header field out of range: {exc}") from exc
 
@@ -474,7 +474,7 @@ class YamuxSession:
         raise_ = self._open_raise()
         self._streams[sid] = _Stream(False, INITIAL_WINDOW_SIZE + raise_)
         self._ack_backlog += 1
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, raise_))
+        self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, raise_))
         return StreamId(sid)
 
     def send_data(self, stream_id: StreamId, data: bytes | memoryview) -> int:
@@ -533,7 +533,7 @@ class YamuxSession:
             size = count - pos
             if size > max_frame:
                 size = max_frame
-            out.append(_pack(0, TYPE_DATA, 0, stream_id, size))
+            out.append(_pack(TYPE_DATA, 0, stream_id, size))
             out.append(view[pos : pos + size])
             pos += size
         stream.send_window = window - count
@@ -544,7 +544,7 @@ class YamuxSession:
         stream = self._streams.get(stream_id)
         if stream is None or stream.state == _LOCAL_CLOSED:
             return
-        self._out.append(_pack(0, TYPE_DATA, FLAG_FIN, stream_id, 0))
+        self._out.append(_pack(TYPE_DATA, FLAG_FIN, stream_id, 0))
         state = stream.state | _LOCAL_CLOSED
         stream.state = state
         if state == _CLOSED:
@@ -555,7 +555,7 @@ class YamuxSession:
         stream = self._streams.get(stream_id)
         if stream is None:
             return
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+        self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
         self._forget(stream_id, stream)
 
     def acknowledge_received_data(self, stream_id: StreamId, size: int) -> bool:
@@ -594,7 +594,7 @@ class YamuxSession:
             raise InvalidStateError("the yamux session is terminated")
         if not 0 <= opaque <= 0xFFFFFFFF:
             raise InvalidArgumentError("ping opaque value must fit in 32 bits")
-        self._out.append(_pack(0, TYPE_PING, FLAG_SYN, 0, opaque))
+        self._out.append(_pack(TYPE_PING, FLAG_SYN, 0, opaque))
 
     def go_away(self, code: int = GoAwayCode.NORMAL) -> None:
         """Tell the peer we accept no new streams; sent once, later calls are no-ops."""
@@ -603,7 +603,7 @@ class YamuxSession:
         if self._terminated or self._local_go_away is not None:
             return
         self._local_go_away = code
-        self._out.append(_pack(0, TYPE_GO_AWAY, 0, 0, code))
+        self._out.append(_pack(TYPE_GO_AWAY, 0, 0, code))
 
     # -- I/O --------------------------------------------------------------------------------
 
@@ -764,7 +764,7 @@ class YamuxSession:
                     self._on_fin(sid, stream)
             elif ftype == TYPE_PING:
                 if flags & FLAG_SYN:
-                    self._out.append(_pack(0, TYPE_PING, FLAG_ACK, 0, length))
+                    self._out.append(_pack(TYPE_PING, FLAG_ACK, 0, length))
                 elif flags & FLAG_ACK:
                     self._events.append(PongReceived(length))
             elif ftype == TYPE_GO_AWAY:
@@ -782,7 +782,7 @@ class YamuxSession:
             header_buf += data[pos:]
 
     def _pack_tail_header(self) -> None:
-        self._out[self._tail_header] = _pack(0, TYPE_DATA, 0, self._tail_sid, self._tail_length)
+        self._out[self._tail_header] = _pack(TYPE_DATA, 0, self._tail_sid, self._tail_length)
 
     def _continue_payload(self, data: bytes) -> int:
         """Take the rest of a payload the last input began (delivered or skipped); return
@@ -831,14 +831,14 @@ class YamuxSession:
             self._fail(RemoteProtocolError(f"SYN with stream id {sid} of the wrong parity"))
             return None
         if self._local_go_away is not None or len(self._streams) >= self._config.max_streams:
-            self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
+            self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
             return None
         self._remote_resets.pop(sid, None)
         raise_ = self._open_raise()
         stream = _Stream(True, INITIAL_WINDOW_SIZE + raise_)
         self._streams[sid] = stream
         self._events.append(StreamOpened(sid))
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, raise_))
+        self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_ACK, sid, raise_))
         return stream
 
     def _on_fin(self, sid: StreamId, stream: _Stream) -> None:
@@ -858,7 +858,7 @@ class YamuxSession:
 
     def _reset_for_peer_error(self, sid: StreamId, stream: _Stream, error: P2PError) -> None:
         """Reset just this stream because of what the peer sent on it."""
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
+        self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
         self._forget(sid, stream)
         self._remember_remote_reset(sid)
         self._events.append(StreamReset(sid, error))
@@ -888,7 +888,7 @@ class YamuxSession:
         stream.credit = 0
         if credit:
             stream.recv_window += credit
-            self._out.append(_pack(0, TYPE_WINDOW_UPDATE, 0, sid, credit))
+            self._out.append(_pack(TYPE_WINDOW_UPDATE, 0, sid, credit))
 
     def _open_raise(self) -> int:
         """Allot a new stream its 256 KiB plus a quarter of the budget's free room (up to
@@ -934,7 +934,7 @@ class YamuxSession:
 
     def _fail(self, error: RemoteProtocolError) -> None:
         """The peer broke the protocol: queue GoAway(protocol error) and terminate."""
-        self._out.append(_pack(0, TYPE_GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR))
+        self._out.append(_pack(TYPE_GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR))
         self._terminate(error)
 
     def _terminate(self, error: P2PError | None) -> None:

@@ -110,7 +110,10 @@ class Node:
         self.dial_succeeded: Callable[[PeerId, Multiaddr, list[Multiaddr]], None] | None = None
         """Told, when :meth:`connect` reached a peer, the address that worked and the ones
         that failed before it (a Network reorders its address book by it)."""
-        self._tasks: set[asyncio.Task[None]] = set()
+        # The node's tasks (cancelled at close), each under a key it is removed by: a
+        # spawned task under itself, a stream handler's task under its stream, so that
+        # the handler's end finds it without asking for the current task.
+        self._tasks: dict[object, asyncio.Task[None]] = {}
         self.connection_opened: Emitter[Connection] = Emitter("connection_opened")
         """A connection was established (and passed ``connection_gate``)."""
         self.connection_closed: Emitter[Connection] = Emitter("connection_closed")
@@ -188,7 +191,7 @@ class Node:
             if not fut.done():
                 fut.set_exception(ShutdownError("The network event-loop was shut down."))
                 fut.exception()
-        tasks = list(self._tasks)
+        tasks = list(self._tasks.values())
         for task in tasks:
             task.cancel()
         if tasks:
@@ -209,12 +212,12 @@ class Node:
     ) -> asyncio.Task[None]:
         """Run ``coro`` as a task owned by the node (cancelled at close, errors logged)."""
         task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
+        self._tasks[task] = task
         task.add_done_callback(self._task_done)
         return task
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
+        self._tasks.pop(task, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             if isinstance(exc, P2PError):
                 log.debug("task %s ended: %s", task.get_name(), exc)
@@ -786,7 +789,7 @@ class _Hooks(ConnectionHooks):
             self._run_handler(handler, stream, conn),  # type: ignore[arg-type]
             name=_handler_task_name(protocol),
         )
-        node._tasks.add(task)
+        node._tasks[stream] = task
 
     async def _run_handler(self, handler: StreamHandler, stream: Stream, conn: StreamOwner) -> None:
         try:
@@ -806,7 +809,7 @@ class _Hooks(ConnectionHooks):
             stream.reset()
             raise
         finally:
-            self._node._tasks.discard(asyncio.current_task(conn.loop))
+            self._node._tasks.pop(stream, None)
 
     def _limit_error(self, conn: Connection) -> P2PError | None:
         """The first connection limit this established connection would exceed."""

@@ -125,3 +125,50 @@ async def test_concurrent_bulk_writes_to_a_reader_that_stalls_arrive_intact() ->
         for payload, answer in zip(payloads, answers, strict=True):
             assert int.from_bytes(answer[:8], "big") == len(payload)
             assert answer[8:] == hashlib.sha256(payload).digest()
+
+
+async def test_a_flush_is_one_frame_exactly_when_its_bytes_fit_in_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flush seals one Noise frame when what it holds fits in one, else goes through the
+    reused buffer, and returns the plaintext size either way.  The choice is made on the
+    payload bytes counted as they were queued plus 12 bytes a piece: many small frames
+    whose count outweighs their bytes still leave as one frame."""
+    sealed: list[int] = []
+    write_sealed = connection_module._write_sealed
+
+    def recording(transport: Any, cipher: NoiseTransport, pieces: Any, size: int) -> None:
+        sealed.append(size)
+        write_sealed(transport, cipher, pieces, size)
+
+    monkeypatch.setattr(connection_module, "_write_sealed", recording)
+    async with Node() as server, Node() as client:
+        server.set_stream_handler(SINK, digest_to_eof)
+        (addr,) = await server.listen("/ip4/127.0.0.1/tcp/0")
+        conn = await client.dial(addr.with_peer_id(server.peer_id))
+        stream = await conn.new_stream(SINK)
+        await stream.write(b"")
+        await stream.wait_negotiated()
+        sid = stream.stream_id
+        conn._flush()
+        sealed.clear()
+        header = 12
+        assert conn.send_stream_data(sid, bytes(100)) == 100
+        assert conn._flush() == header + 100  # a small flush: counted without a pass
+        assert conn.send_stream_data(sid, bytes(MAX_PLAINTEXT_SIZE - header)) > 0
+        assert conn._flush() == MAX_PLAINTEXT_SIZE
+        assert sealed == []  # one header and its payload: exactly one frame
+        assert conn.send_stream_data(sid, bytes(MAX_PLAINTEXT_SIZE - header + 1)) > 0
+        assert conn._flush() == MAX_PLAINTEXT_SIZE + 1
+        assert sealed == [MAX_PLAINTEXT_SIZE + 1]  # one byte more: two frames
+        yamux = conn._yamux
+        assert yamux is not None
+        for opaque in range(2000):  # a ping between writes: no write joins the one before
+            conn.send_stream_data(sid, b"x")
+            yamux.ping(opaque)
+        assert conn._flush() == 2000 * (header + 1 + header)
+        assert sealed == [MAX_PLAINTEXT_SIZE + 1]  # 50,000 bytes in 6,000 pieces: one frame
+        await stream.close()
+        answer = await stream.readexactly(40)
+        sent = 100 + 2 * (MAX_PLAINTEXT_SIZE - header) + 1 + 2000
+        assert int.from_bytes(answer[:8], "big") == sent

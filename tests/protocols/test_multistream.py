@@ -573,6 +573,30 @@ def test_match_proposal_accepts_the_common_case() -> None:
 )
 def test_match_proposal_falls_back(first: bytes, max_message_size: int) -> None:
     assert match_proposal(first, ["/a/1"], max_message_size) is None
+    proposal = HEADER + encode_message("/a/1")
+    assert match_proposal(proposal, ["/a/1"], 1024) is not None  # that parse is kept
+    assert match_proposal(first, ["/a/1"], max_message_size) is None
+
+
+def test_match_proposal_parses_a_repeated_proposal_once_and_asks_the_offer_each_time() -> None:
+    first = HEADER + encode_message("/a/1")
+    offered = {"/a/1", "/b/1"}
+    assert match_proposal(first + b"x", offered, 1024) == ("/a/1", len(first))
+    again = match_proposal(first + b"y", offered, 1024)
+    assert again == ("/a/1", len(first))
+    assert again[0] is match_proposal(first, offered, 1024)[0]  # type: ignore[index]
+    other = HEADER + encode_message("/b/1")
+    assert match_proposal(other, offered, 1024) == ("/b/1", len(other))
+    assert match_proposal(first, offered, 1024) == ("/a/1", len(first))
+    offered.discard("/a/1")  # no longer offered: refused although its bytes were parsed
+    assert match_proposal(first, offered, 1024) is None
+    offered.add("/a/1")
+    assert match_proposal(first, offered, 3) is None  # a lower limit: parsed again
+    assert match_proposal(first, offered, 1024) == ("/a/1", len(first))
+    longer = HEADER + encode_message("/a/12")  # the same start, another length prefix
+    assert match_proposal(longer, offered, 1024) is None
+    assert match_proposal(longer, {"/a/12"}, 1024) == ("/a/12", len(longer))
+    assert match_proposal(first[:-1], offered, 1024) is None  # cut before its newline
 
 
 def test_long_protocol_ids_take_the_full_machine() -> None:

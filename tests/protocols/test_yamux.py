@@ -105,7 +105,7 @@ def open_pair() -> tuple[YamuxSession, YamuxSession, StreamId]:
     client, server = pair()
     sid = client.open_stream()
     assert transfer(client, server) == [StreamOpened(sid)]
-    assert transfer(server, client) == [StreamWindowUpdated(sid)]
+    assert transfer(server, client) == []  # the ACK: no writer can be waiting yet
     return client, server, sid
 
 
@@ -188,10 +188,7 @@ def test_open_raises_window_and_accept_acks() -> None:
         (TYPE_WINDOW_UPDATE, FLAG_ACK, 3, SECOND_RAISE, b""),
     ]
     client.receive_data(reply)
-    assert client.events_received() == [
-        StreamWindowUpdated(StreamId(1)),
-        StreamWindowUpdated(StreamId(3)),
-    ]
+    assert client.events_received() == []  # no writer waits on a window that was not empty
     assert client.ack_backlog == 0
     assert client.send_window(sid) == INITIAL_WINDOW_SIZE + FIRST_RAISE
     assert server.open_stream() == 2
@@ -260,6 +257,8 @@ def test_fin_on_window_update_and_duplicate_fin() -> None:
     client.receive_data(data_frame(sid, b"", FLAG_FIN))
     assert client.events_received() == [StreamEnded(sid)]
     assert client.send_data(sid, b"still writable") == 14
+    window = client.send_window(sid)
+    assert client.send_data(sid, bytes(window + 1)) == window
     client.receive_data(frame(TYPE_WINDOW_UPDATE, 0, sid, 10))
     assert client.events_received() == [StreamWindowUpdated(sid)]
 
@@ -496,6 +495,20 @@ def test_window_exhaustion_before_and_after_raise() -> None:
     assert collect(events, sid) == b"x" * INITIAL_WINDOW_SIZE + b"y" * MIB
 
 
+def test_window_updated_only_for_a_window_that_was_empty() -> None:
+    """Only a writer that found the send window empty waits for it: updates that grow a
+    window with room left emit nothing, however many a peer sends."""
+    client, _server, sid = open_pair()
+    for _ in range(100):  # a peer flooding window updates on a stream with room
+        client.receive_data(frame(TYPE_WINDOW_UPDATE, 0, sid, 1))
+    assert client.events_received() == []
+    window = client.send_window(sid)
+    assert client.send_data(sid, bytes(window + 10)) == window  # now empty: a writer waits
+    client.receive_data(frame(TYPE_WINDOW_UPDATE, 0, sid, 5) * 2)
+    assert client.events_received() == [StreamWindowUpdated(sid)]  # once: then it had room
+    assert client.send_data(sid, bytes(10)) == 10
+
+
 def test_window_update_after_half_consumed() -> None:
     config = YamuxConfig(receive_window_bytes=INITIAL_WINDOW_SIZE)
     client, server = pair(config, config)
@@ -648,7 +661,7 @@ def test_max_streams_local_and_inbound() -> None:
     with pytest.raises(LimitExceededError):
         client.open_stream()
     assert transfer(client, server) == [StreamOpened(a)]
-    assert transfer(server, client) == [StreamWindowUpdated(a), StreamReset(b)]
+    assert transfer(server, client) == [StreamReset(b)]
     assert client.ack_backlog == 0
     with pytest.raises(StreamResetError):
         client.send_data(b, b"x")
@@ -1039,7 +1052,7 @@ def test_remote_reset_memory_is_bounded() -> None:
     second = client.open_stream()
     transfer(client, server)
     server.reset_stream(second)
-    assert transfer(server, client) == [StreamWindowUpdated(second), StreamReset(second)]
+    assert transfer(server, client) == [StreamReset(second)]
     with pytest.raises(StreamResetError):
         client.send_data(second, b"x")
     with pytest.raises(StreamClosedError) as info:

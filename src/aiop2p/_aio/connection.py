@@ -42,6 +42,7 @@ from ..protocols.noise import (
 from ..protocols.role import Role
 from ..protocols.upgrade import UpgradeCompleted, UpgradeFailed, UpgradeMachine
 from ..protocols.yamux import (
+    HEADER_SIZE,
     GoAwayReceived,
     PongReceived,
     SessionTerminated,
@@ -344,8 +345,7 @@ class Connection(asyncio.Protocol):
         stream = Stream(self, sid, _INITIATOR, negotiator)
         self._streams[sid] = stream
         self._watch_negotiation(sid)
-        yamux.send_data(sid, out)
-        self._schedule_flush()
+        self.send_stream_data(sid, out)
         return stream
 
     async def ping(self) -> float:
@@ -630,10 +630,7 @@ class Connection(asyncio.Protocol):
                 self._accept_stream(yamux, ev.stream_id)
             elif type(ev) is StreamWindowUpdated:
                 stream = streams.get(ev.stream_id)
-                # Most updates find nobody waiting (the SYN's ACK): no call then.
-                if stream is not None and (
-                    stream._write_waiter is not None or stream._sink is not None
-                ):
+                if stream is not None:  # only a window that was empty: a writer waits
                     stream._wake_writer()
             elif type(ev) is StreamReset:
                 stream = streams.get(ev.stream_id)
@@ -843,6 +840,7 @@ class Connection(asyncio.Protocol):
 
     def _flush(self) -> int:
         """Write what the session queued; return the plaintext byte count."""
+        unflushed = self._unflushed
         self._unflushed = 0
         yamux = self._yamux
         transport = self._transport
@@ -863,9 +861,17 @@ class Connection(asyncio.Protocol):
             return 0
         cipher = self._cipher
         assert cipher is not None
-        size = sum(map(len, pieces))
+        # Each piece is a frame header or a payload send_stream_data counted: a bound that
+        # spares a pass over the pieces when it shows that one frame takes them all (a
+        # payload held back and not counted only sends a large flush the way of
+        # NoiseTransport.encrypt, which frames any size).
+        size = 0
+        if unflushed + HEADER_SIZE * len(pieces) > MAX_PLAINTEXT_SIZE:
+            size = sum(map(len, pieces))
         if size <= MAX_PLAINTEXT_SIZE:  # one frame: small, one allocation
-            sealed = cipher.encrypt(pieces[0] if len(pieces) == 1 else b"".join(pieces))
+            plaintext = pieces[0] if len(pieces) == 1 else b"".join(pieces)
+            size = len(plaintext)
+            sealed = cipher.encrypt(plaintext)
             transport.write(tail + sealed if tail else sealed)
         else:
             if tail:

@@ -338,8 +338,8 @@ class Stream:
         if self._negotiated is not None and not self._negotiated.done():
             self._negotiated.set_result(protocol)
         self._conn.stream_negotiated(self)
-        if leftover and self._error is None:
-            self._feed_data(leftover)
+        if leftover and self._error is None and not self._feed_buffered(leftover):
+            self._feed_data(leftover)  # a sink set when the protocol was picked takes it
 
     def _negotiation_failed(self, error: P2PError) -> None:
         """Negotiation is over without a protocol (refused, malformed, or out of time)."""
@@ -350,12 +350,12 @@ class Stream:
     # -- called by the connection -------------------------------------------------------
 
     def _feed_data(self, data: bytes) -> None:
-        if self._feed_buffered(data):
-            return
-        if self._negotiator is not None:
+        if self._negotiator is not None:  # a new stream's first input: no buffering call
             self._negotiate(data)
         elif self._sink is not None:
             self._sink.sink_data(data)
+        else:
+            self._feed_buffered(data)
 
     def _feed_buffered(self, data: bytes) -> bool:
         """Data that only waits for the reader (no negotiation, no sink): nothing runs

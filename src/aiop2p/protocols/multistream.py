@@ -477,27 +477,43 @@ def match_proposal(
     unsupported, malformed, oversized, a proposal of 127 bytes or more): feed ``data`` to
     a :class:`MultistreamListener` built with the same arguments.
     """
-    if not data.startswith(_HEADER) or len(data) <= _HEADER_SIZE:
-        return None
-    size = data[_HEADER_SIZE]  # a one-byte length: always minimal
-    end = _HEADER_SIZE + 1 + size
-    if (
-        size >= 0x80
-        or len(data) < end
-        or data[end - 1] != 0x0A
-        or size > max_message_size
-        or max_message_size < _HEADER_PAYLOAD_SIZE
-    ):
-        return None
-    payload = data[_HEADER_SIZE + 1 : end - 1]
-    if b"\n" in payload:  # several lines: the machine decides
-        return None
-    try:
-        protocol = payload.decode()
-    except UnicodeDecodeError:
-        return None
+    global _last_proposal  # a memo of a pure function of the bytes (see below)
+    wire, checked_size, protocol = _last_proposal
+    if data.startswith(wire) and max_message_size == checked_size:
+        end = len(wire)  # the header and the very proposal parsed last time
+    else:
+        if not data.startswith(_HEADER) or len(data) <= _HEADER_SIZE:
+            return None
+        size = data[_HEADER_SIZE]  # a one-byte length: always minimal
+        end = _HEADER_SIZE + 1 + size
+        if (
+            size >= 0x80
+            or len(data) < end
+            or data[end - 1] != 0x0A
+            or size > max_message_size
+            or max_message_size < _HEADER_PAYLOAD_SIZE
+        ):
+            return None
+        payload = data[_HEADER_SIZE + 1 : end - 1]
+        if b"\n" in payload:  # several lines: the machine decides
+            return None
+        try:
+            protocol = payload.decode()
+        except UnicodeDecodeError:
+            return None
+        if protocol in (_NA, _LS):
+            return None
+        _last_proposal = (data[:end], max_message_size, protocol)
     if isinstance(supported, str):  # a lone id, as MultistreamListener takes it
         supported = (supported,)
-    if protocol in (_NA, _LS) or protocol not in supported:
+    if protocol not in supported:  # asked every time: what is offered may change
         return None
     return protocol, end
+
+
+_last_proposal: tuple[bytes, int | None, str] = (b"", None, "")
+"""The header and proposal :func:`match_proposal` last parsed, the message size limit it
+parsed them under, and the protocol: a listener answering the same protocol request
+after request parses and decodes the same bytes once, then matches them with one
+``startswith`` (and finds its handler by the same ``str``, whose hash is kept).  No
+limit equals None: nothing matches before the first parse."""

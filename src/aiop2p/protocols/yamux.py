@@ -136,7 +136,7 @@ class GoAwayCode(IntEnum):
 
 
 _HEADER: Final = struct.Struct(">BBHII")
-_pack = _HEADER.pack
+_pack = struct.Struct(">xBHII").pack  # version 0 as a pad byte: one argument less a frame
 _unpack_from = _HEADER.unpack_from
 
 
@@ -153,7 +153,7 @@ class FrameHeader(NamedTuple):
 def encode_frame_header(frame_type: int, flags: int, stream_id: int, length: int) -> bytes:
     """Encode a version-0 header; raises ``InvalidArgumentError`` for out-of-range fields."""
     try:
-        return _pack(0, frame_type, flags, stream_id, length)
+        return _pack(frame_type, flags, stream_id, length)
     except struct.error as exc:
         raise InvalidArgumentError(f"yamux header field out of range: {exc}") from exc
 
@@ -202,7 +202,6 @@ class YamuxConfig:
 
 _DEFAULT_CONFIG: Final = YamuxConfig()
 _INITIATOR: Final = Role.INITIATOR  # a global: an enum class's attributes cost more
-_RESPONDER: Final = Role.RESPONDER
 
 
 # -- events ---------------------------------------------------------------------------------
@@ -245,7 +244,11 @@ class StreamReset:
 
 @dataclass(slots=True)
 class StreamWindowUpdated:
-    """Our send window on the stream grew: queued writes may continue."""
+    """Our send window on the stream grew from empty: a writer that waited may continue.
+
+    Only then: a writer waits only once ``send_data`` took less than it was given, which
+    leaves the window at 0; updates to a window with room (the ACK of every stream we
+    open) need nobody woken."""
 
     stream_id: StreamId
 
@@ -304,17 +307,15 @@ class _Stream:
         "allotment",
         "credit",
         "recv_window",
-        "role",
         "send_window",
         "state",
         "unconsumed",
     )
 
-    def __init__(self, role: Role, allotment: int) -> None:
+    def __init__(self, acked: bool, allotment: int) -> None:
         self.state = _OPEN
-        self.role = role
-        # Streams the peer opened are ACKed as soon as they are seen.
-        self.acked = role is _RESPONDER
+        # Streams the peer opened are ACKed as soon as they are seen; ours wait for it.
+        self.acked = acked
         self.send_window = INITIAL_WINDOW_SIZE  # bytes we may still send
         self.recv_window = allotment  # bytes the peer may still send
         self.unconsumed = 0  # delivered to the driver, not yet acknowledged
@@ -366,9 +367,11 @@ class YamuxSession:
         self._next_id = 1 if role is _INITIATOR else 2
         self._events: list[YamuxEvent] = []
         self._out: list[bytes | memoryview] = []
-        # The last small data frame queued, while nothing was queued after it: its stream,
-        # the index of its header in ``_out``, its length, and ``len(_out)`` after it.  A
-        # write on the same stream joins it (see send_data).
+        # The last small data frame queued: its stream, the index of its header in
+        # ``_out``, its length, and ``len(_out)`` after it (-1: none since the last
+        # hand-out).  A write on the same stream with nothing queued between joins it (see
+        # send_data).  Its header is packed once, when the frame can no longer grow: when
+        # another small data frame starts or ``_out`` is handed out.
         self._tail_sid = 0
         self._tail_header = 0
         self._tail_length = 0
@@ -469,9 +472,9 @@ class YamuxSession:
             raise LimitExceededError("yamux stream ids exhausted on this session")
         self._next_id = sid + 2
         raise_ = self._open_raise()
-        self._streams[sid] = _Stream(_INITIATOR, INITIAL_WINDOW_SIZE + raise_)
+        self._streams[sid] = _Stream(False, INITIAL_WINDOW_SIZE + raise_)
         self._ack_backlog += 1
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_SYN, sid, raise_))
+        self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_SYN, sid, raise_))
         return StreamId(sid)
 
     def send_data(self, stream_id: StreamId, data: bytes | memoryview) -> int:
@@ -492,19 +495,21 @@ class YamuxSession:
                 if total:
                     out = self._out
                     n = len(out)
-                    if n == self._tail_end and stream_id == self._tail_sid:
+                    tail_end = self._tail_end
+                    if n == tail_end and stream_id == self._tail_sid:
                         # Nothing was queued since this stream's last frame: grow that
                         # frame (one header for a proposal and its first message, or a
                         # multistream echo and the response) instead of adding one.
                         merged = self._tail_length + total
                         if merged <= self._max_frame:
-                            out[self._tail_header] = _pack(0, TYPE_DATA, 0, stream_id, merged)
                             out.append(data)
                             self._tail_end = n + 1
                             self._tail_length = merged
                             stream.send_window = window - total
                             return total
-                    out.append(_pack(0, TYPE_DATA, 0, stream_id, total))
+                    if tail_end >= 0:
+                        self._pack_tail_header()  # that frame is complete
+                    out.append(b"")  # this frame's header: packed once it is complete
                     out.append(data)
                     self._tail_sid = stream_id
                     self._tail_header = n
@@ -528,7 +533,7 @@ class YamuxSession:
             size = count - pos
             if size > max_frame:
                 size = max_frame
-            out.append(_pack(0, TYPE_DATA, 0, stream_id, size))
+            out.append(_pack(TYPE_DATA, 0, stream_id, size))
             out.append(view[pos : pos + size])
             pos += size
         stream.send_window = window - count
@@ -539,7 +544,7 @@ class YamuxSession:
         stream = self._streams.get(stream_id)
         if stream is None or stream.state == _LOCAL_CLOSED:
             return
-        self._out.append(_pack(0, TYPE_DATA, FLAG_FIN, stream_id, 0))
+        self._out.append(_pack(TYPE_DATA, FLAG_FIN, stream_id, 0))
         state = stream.state | _LOCAL_CLOSED
         stream.state = state
         if state == _CLOSED:
@@ -550,7 +555,7 @@ class YamuxSession:
         stream = self._streams.get(stream_id)
         if stream is None:
             return
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+        self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
         self._forget(stream_id, stream)
 
     def acknowledge_received_data(self, stream_id: StreamId, size: int) -> bool:
@@ -589,7 +594,7 @@ class YamuxSession:
             raise InvalidStateError("the yamux session is terminated")
         if not 0 <= opaque <= 0xFFFFFFFF:
             raise InvalidArgumentError("ping opaque value must fit in 32 bits")
-        self._out.append(_pack(0, TYPE_PING, FLAG_SYN, 0, opaque))
+        self._out.append(_pack(TYPE_PING, FLAG_SYN, 0, opaque))
 
     def go_away(self, code: int = GoAwayCode.NORMAL) -> None:
         """Tell the peer we accept no new streams; sent once, later calls are no-ops."""
@@ -598,7 +603,7 @@ class YamuxSession:
         if self._terminated or self._local_go_away is not None:
             return
         self._local_go_away = code
-        self._out.append(_pack(0, TYPE_GO_AWAY, 0, 0, code))
+        self._out.append(_pack(TYPE_GO_AWAY, 0, 0, code))
 
     # -- I/O --------------------------------------------------------------------------------
 
@@ -616,8 +621,10 @@ class YamuxSession:
         driver can encrypt large writes without first copying them into one buffer.
         """
         out = self._out
+        if self._tail_end >= 0:
+            self._pack_tail_header()
+            self._tail_end = -1  # the next frames go to a new list
         self._out = []
-        self._tail_end = -1  # the next frames go to a new list
         return out
 
     def events_received(self) -> list[YamuxEvent]:
@@ -731,27 +738,33 @@ class YamuxSession:
                 self._payload_deliver = False
                 return
             elif ftype == TYPE_WINDOW_UPDATE:
-                stream = self._lookup(flags, sid) if flags & _LOOKUP_FLAGS else streams.get(sid)
+                if not flags & _LOOKUP_FLAGS:
+                    stream = streams.get(sid)
+                elif flags == FLAG_SYN:  # a new stream (as a rule on a window update)
+                    stream = self._accept(sid)
+                else:
+                    stream = self._lookup(flags, sid)
                 if stream is None:
                     if self._terminated:
                         return
                     continue
                 if length:  # the delta
-                    window = stream.send_window + length
+                    before = stream.send_window
+                    window = before + length
                     if window > MAX_WINDOW_SIZE:
                         self._fail(
                             FlowControlError(f"send window of stream {sid} overflows 2**32-1")
                         )
                         return
                     stream.send_window = window
-                    # Nobody waits on a stream that is only now opened (SYN): no event for it.
-                    if not stream.state & _LOCAL_CLOSED and not flags & FLAG_SYN:
+                    # Only a writer that found the window empty waits for it to grow.
+                    if not before and not stream.state & _LOCAL_CLOSED:
                         self._events.append(StreamWindowUpdated(sid))
                 if flags & FLAG_FIN:
                     self._on_fin(sid, stream)
             elif ftype == TYPE_PING:
                 if flags & FLAG_SYN:
-                    self._out.append(_pack(0, TYPE_PING, FLAG_ACK, 0, length))
+                    self._out.append(_pack(TYPE_PING, FLAG_ACK, 0, length))
                 elif flags & FLAG_ACK:
                     self._events.append(PongReceived(length))
             elif ftype == TYPE_GO_AWAY:
@@ -767,6 +780,9 @@ class YamuxSession:
                 return
         if pos < end:
             header_buf += data[pos:]
+
+    def _pack_tail_header(self) -> None:
+        self._out[self._tail_header] = _pack(TYPE_DATA, 0, self._tail_sid, self._tail_length)
 
     def _continue_payload(self, data: bytes) -> int:
         """Take the rest of a payload the last input began (delivered or skipped); return
@@ -815,14 +831,14 @@ class YamuxSession:
             self._fail(RemoteProtocolError(f"SYN with stream id {sid} of the wrong parity"))
             return None
         if self._local_go_away is not None or len(self._streams) >= self._config.max_streams:
-            self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
+            self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
             return None
         self._remote_resets.pop(sid, None)
         raise_ = self._open_raise()
-        stream = _Stream(_RESPONDER, INITIAL_WINDOW_SIZE + raise_)
+        stream = _Stream(True, INITIAL_WINDOW_SIZE + raise_)
         self._streams[sid] = stream
         self._events.append(StreamOpened(sid))
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, sid, raise_))
+        self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_ACK, sid, raise_))
         return stream
 
     def _on_fin(self, sid: StreamId, stream: _Stream) -> None:
@@ -842,7 +858,7 @@ class YamuxSession:
 
     def _reset_for_peer_error(self, sid: StreamId, stream: _Stream, error: P2PError) -> None:
         """Reset just this stream because of what the peer sent on it."""
-        self._out.append(_pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
+        self._out.append(_pack(TYPE_WINDOW_UPDATE, FLAG_RST, sid, 0))
         self._forget(sid, stream)
         self._remember_remote_reset(sid)
         self._events.append(StreamReset(sid, error))
@@ -872,7 +888,7 @@ class YamuxSession:
         stream.credit = 0
         if credit:
             stream.recv_window += credit
-            self._out.append(_pack(0, TYPE_WINDOW_UPDATE, 0, sid, credit))
+            self._out.append(_pack(TYPE_WINDOW_UPDATE, 0, sid, credit))
 
     def _open_raise(self) -> int:
         """Allot a new stream its 256 KiB plus a quarter of the budget's free room (up to
@@ -918,7 +934,7 @@ class YamuxSession:
 
     def _fail(self, error: RemoteProtocolError) -> None:
         """The peer broke the protocol: queue GoAway(protocol error) and terminate."""
-        self._out.append(_pack(0, TYPE_GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR))
+        self._out.append(_pack(TYPE_GO_AWAY, 0, 0, GoAwayCode.PROTOCOL_ERROR))
         self._terminate(error)
 
     def _terminate(self, error: P2PError | None) -> None:

@@ -214,6 +214,9 @@ class OneRttReceiver(_AioquicConnection):
     """The datagrams of a read, the header protection, an index and the masks of the
     datagrams from there on (None: one was too short to sample): :meth:`_header_masks`."""
 
+    _rx_keys: tuple[Any, ...] | None = None
+    """What a run needs of the 1-RTT keys in use (:meth:`_receive_keys`)."""
+
     _idle_rtt: float | None = None
     """The smoothed RTT (the object) that :attr:`_idle` and :attr:`_pto` were computed
     with (None: compute them again)."""
@@ -260,6 +263,32 @@ class OneRttReceiver(_AioquicConnection):
             idle = remote
         floor: float = 3 * (probe_timeout(self._loss) if pto is None else pto)
         return idle if idle >= floor else floor
+
+    def _receive_keys(self, recv: Any) -> tuple[Any, ...]:
+        """What :meth:`_receive_one_rtt_run` needs of ``recv`` (the 1-RTT receive
+        context), kept until its AEAD is replaced (a new key phase or new keys, which
+        set the header protection too: aioquic's ``setup`` and ``apply_key_phase``):
+        the AEAD and its decrypt and nonce base, the header protection and its mask
+        (AES's: the sample encrypted, without ``_mask``'s Python frame; ChaCha20's needs
+        the sample as nonce), the key phase bit, and the header's layout for our
+        connection id length: its end, the sample's span, the packet number's second
+        byte, and the packet number windows (:func:`_pn_windows`, the quick ones)."""
+        aead, hp = recv.aead, recv.hp
+        cid_end = 1 + self._configuration.connection_id_length
+        sample_start = cid_end + _SAMPLE_OFFSET
+        keys = self._rx_keys = (
+            aead,
+            aead._aead.decrypt,
+            aead._iv,
+            hp,
+            hp._mask if hp._is_chacha20 else hp._encryptor.update,
+            recv.key_phase << 2,
+            cid_end,
+            sample_start,
+            sample_start + _SAMPLE_BYTES,
+            _pn_windows(cid_end, True),
+        )
+        return keys
 
     def _header_masks(
         self, segments: Sequence[bytes], start: int, hp: Any, sample_start: int
@@ -321,15 +350,20 @@ class OneRttReceiver(_AioquicConnection):
         if not paths or paths[0].addr != addr or not paths[0].is_validated:
             return start
         path = paths[0]
-        cid_end = 1 + self._configuration.connection_id_length
-        first_data = segments[start]
-        cid = first_data[1:cid_end]
         cached = self._one_rtt
         if cached is None or cached[0] is not self._cryptos:
             cached = self.one_rtt_parts()
         _, pair, zero_rtt, space, _ = cached
         if space.discarded:
             return start
+        recv = pair.recv
+        keys = self._rx_keys
+        if keys is None or keys[0] is not recv.aead:
+            if recv.aead is None or recv.hp is None:
+                return start
+            keys = self._receive_keys(recv)
+        _, decrypt, iv, hp, header_mask, key_bit, cid_end, sample_start, sample_end, windows = keys
+        cid = segments[start][1:cid_end]
         if self._is_client:  # the server may use any of the ids we issued (quinn does)
             for issued in self._host_cids:
                 if issued.cid == cid:
@@ -338,29 +372,18 @@ class OneRttReceiver(_AioquicConnection):
                 return start
         elif cid != self.host_cid or zero_rtt.recv.aead is not None:
             return start  # a switch of id (aioquic answers it), or 0-RTT keys to drop
-        recv = pair.recv
-        aead, hp = recv.aead, recv.hp
-        if aead is None or hp is None:
-            return start
-        key_bit = recv.key_phase << 2
-        # The header-protection mask: AES's is one block encrypted (aioquic's _mask,
-        # without its Python frame), those of a read's datagrams at once (at ``mask_at``
-        # in ``masks``: _header_masks); ChaCha20's needs the sample as nonce (its _mask).
-        header_mask = hp._mask if hp._is_chacha20 else hp._encryptor.update
+        # The header-protection masks of a read's datagrams at once (AES: at ``mask_at``
+        # in ``masks``, _header_masks), else one per packet (``header_mask``).
         count = len(segments)
         batch = None
         if count - start > 1 and not hp._is_chacha20:
-            batch = self._header_masks(segments, start, hp, cid_end + _SAMPLE_OFFSET)
-        decrypt = aead._aead.decrypt
-        iv = aead._iv
+            batch = self._header_masks(segments, start, hp, sample_start)
         from_bytes = int.from_bytes
         received = space.received_packets
         events = self._events
         streams = self._streams
         readers: Mapping[Any, BufferedReader] = self.stream_readers or {}
         max_data = self._local_max_data
-        sample_start = cid_end + _SAMPLE_OFFSET
-        sample_end = sample_start + _SAMPLE_BYTES
         pn_second = cid_end + 1
         # What the packets taken change in the packet space, the duplicate window and
         # the timers, kept here and stored once after the run (below): nothing the run
@@ -368,7 +391,8 @@ class OneRttReceiver(_AioquicConnection):
         # last range is grown here too (``ack_stop``), and stored before aioquic's
         # frame handlers run (a peer's ACK of our ACKs trims it: _on_ack_delivery).
         expected = space.expected_packet_number
-        windows = _pn_windows(cid_end, expected < _QUICK_DECODE_BELOW)
+        if expected >= _QUICK_DECODE_BELOW:
+            windows = _pn_windows(cid_end, False)
         lower = received._lower
         seen = received._received
         window_span = received._size - 1

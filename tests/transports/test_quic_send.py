@@ -358,6 +358,48 @@ def test_a_fin_alone_and_a_write_larger_than_a_packet(lean_calls: list[bool]) ->
     assert all(lean_calls)
 
 
+def test_a_key_update_within_one_build(lean_calls: list[bool]) -> None:
+    """A key update requested before a build of several packets: aioquic's
+    ``encrypt_packet`` protects the first with the next keys, and the packets after it
+    in the same build are protected with them too (the keys the builder keeps are
+    renewed), so the peer decrypts every one."""
+    client, server = _pair()
+    crypto = client._cryptos[Epoch.ONE_RTT]
+    phase = crypto.key_phase
+    client.request_key_update()
+    lean_calls.clear()
+    sid = client.get_next_available_stream_id()
+    payload = bytes(range(256)) * 12  # 3 KiB: three 1200 B datagrams
+    client.write(sid, payload)
+    datagrams = [data for data, _ in client.datagrams_to_send(now=1.0)]
+    assert len(datagrams) >= 2 and crypto.key_phase != phase
+    for data in datagrams:
+        server.receive_datagram(data, ADDR, now=1.0)
+    assert _events(server) == {sid: (payload, False)}
+    assert lean_calls == [True]
+
+
+def test_a_new_connection_id_of_the_peer_is_used_at_once(lean_calls: list[bool]) -> None:
+    """After a switch to the peer's next connection id (aioquic's own packet retires the
+    old one), the lean builder's packets carry the new id (not the one it kept)."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    client.write(sid, b"before")
+    _deliver(client, server, now=1.0)
+    old = client._peer_cid.cid
+    client.change_connection_id()
+    _deliver(client, server, now=1.1)  # RETIRE_CONNECTION_ID: aioquic's
+    new = client._peer_cid.cid
+    assert new != old
+    lean_calls.clear()
+    client.write(sid, b"after")
+    (datagram,) = client.datagrams_to_send(now=1.2)
+    assert datagram[0][1 : 1 + len(new)] == new
+    server.receive_datagram(datagram[0], ADDR, now=1.2)
+    assert _events(server) == {sid: (b"beforeafter", False)}
+    assert lean_calls == [True]
+
+
 def test_the_congestion_window_holds_the_sender(lean_calls: list[bool]) -> None:
     """A large write fills the congestion window and no more while ACKs are held back;
     once they arrive the rest goes, and it all arrives."""
@@ -658,7 +700,8 @@ def test_streams_written_through_aioquic_itself(lean_calls: list[bool]) -> None:
 )
 def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
     """The lean builder's packet protection gives aioquic's bytes (``encrypt_packet``),
-    for AES and ChaCha20 header protection, and after a key update."""
+    for AES and ChaCha20 header protection, and after a key update (the keys it keeps
+    renewed)."""
 
     client, _ = connected_pair(
         stream_window=1 << 20, connection_window=1 << 20, max_streams=4, suites=[suite]
@@ -672,8 +715,8 @@ def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
         for number, spin, payload in ((5, False, b"\x01\x00"), (0x1234A, True, bytes(range(200)))):
             header = bytes((0x41 | (spin << 5) | (crypto.key_phase << 2),)) + cid
             header += (number & 0xFFFF).to_bytes(2, "big")
-            pack = quic_send._header_packer(3 + len(cid))
-            ours = quic_send._protect(crypto, spin, cid, number, payload, pack)
+            client._spin_bit = spin
+            ours = quic_send._protect(client, crypto, number, payload)  # keys renewed
             assert ours == crypto.encrypt_packet(header, payload, number)
 
 

@@ -254,6 +254,7 @@ class LibP2PQuic(OneRttReceiver):
         self.lean_send = True
         """Whether :meth:`datagrams_to_send` may use the lean builder (tests compare)."""
         self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
+        self._tx_keys: tuple[Any, ...] | None = None  # quic_send._send_keys
         """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
         pacer = self._loss._pacer
         self._pacer_after_send = pacer.update_after_send

@@ -62,8 +62,10 @@ def lean_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
     """Whether each ``datagrams_to_send`` call was the lean builder's (True) or aioquic's."""
     calls: list[bool] = []
 
-    def counted(quic: LibP2PQuic, now: float) -> list[tuple[bytes, object]] | None:
-        datagrams = quic_send.build_one_rtt(quic, now)
+    def counted(
+        quic: LibP2PQuic, now: float, with_ack: bool = False
+    ) -> list[tuple[bytes, object]] | None:
+        datagrams = quic_send.build_one_rtt(quic, now, with_ack)
         calls.append(datagrams is not None)
         return datagrams
 

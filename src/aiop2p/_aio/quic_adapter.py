@@ -291,11 +291,12 @@ class LibP2PQuic(OneRttReceiver):
     def datagrams_to_send(self, now: float, with_ack: bool = False) -> list[tuple[bytes, Any]]:
         """An established connection's ACK, credit and STREAM packets come from the lean
         builder (:func:`~.quic_send.build_one_rtt`), everything else from aioquic;
-        ``with_ack``: :meth:`ack_with_next_packet` first."""
-        if with_ack:
-            self.ack_with_next_packet(now)
-        datagrams = build_one_rtt(self, now) if self.lean_send else None
+        ``with_ack``: :meth:`ack_with_next_packet` first (the lean builder's first packet
+        takes the ACK due itself)."""
+        datagrams = build_one_rtt(self, now, with_ack) if self.lean_send else None
         if datagrams is None:
+            if with_ack:
+                self.ack_with_next_packet(now)
             return super().datagrams_to_send(now)
         return datagrams
 

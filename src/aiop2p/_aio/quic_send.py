@@ -121,9 +121,13 @@ def _may_build(quic: LibP2PQuic) -> bool:
     return all(map(_WAS_SENT, quic._host_cids))  # in C: no Python step per connection id
 
 
-def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | None:
+def build_one_rtt(
+    quic: LibP2PQuic, now: float, with_ack: bool = False
+) -> list[tuple[bytes, Any]] | None:
     """The datagrams aioquic's ``datagrams_to_send`` would return, registered with its
-    loss recovery; None (nothing done) where aioquic must build."""
+    loss recovery; None (nothing done) where aioquic must build.  ``with_ack``: an ACK
+    waiting for its delay goes in the first packet (``LibP2PQuic.ack_with_next_packet``
+    had moved it to now)."""
     if not _may_build(quic):
         return None
     # The streams: finished ones go (as in aioquic's stream loop), a reset or
@@ -155,7 +159,9 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     assert parts is not None
     _, crypto, _, space, _ = parts
     quic._pacing_at = None
-    if not ready and not credit and not limits and (space.ack_at is None or space.ack_at > now):
+    ack_at = space.ack_at
+    ack_due = ack_at is not None and (with_ack or ack_at <= now)
+    if not ready and not credit and not limits and not ack_due:
         return []  # nothing to send (what aioquic's pass would find out)
 
     loss = quic._loss
@@ -167,7 +173,6 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     datagrams: list[tuple[bytes, Any]] = []
     packet_number = quic._packet_number
     while True:
-        ack_due = space.ack_at is not None and space.ack_at <= now
         if not ack_due:
             pacing_at = pacer.next_send_time(now=now)
             if pacing_at is not None:
@@ -182,6 +187,7 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         handlers: list[tuple[Any, Any]] = []
         eliciting = False
         if ack_due:
+            ack_due = False  # one ACK per build: aioquic's next would find it not due
             ranges = _write_ack(quic, buf, space, room, now, handlers)
             if ranges > 1 and packet_number % 8 == 0 and buf.tell() < flight_room:
                 buf.push_uint8(_PING)  # aioquic's ACK-of-ACK trigger

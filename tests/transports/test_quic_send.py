@@ -1007,7 +1007,9 @@ def test_each_connection_limit_due_is_announced() -> None:
     assert server.connection_limits_due() is None
     bidi.used, bidi.value = bidi.sent, bidi.sent + 3  # all opened, three done with
     assert server.connection_limits_due() == [bidi]
-    server._consumed_total = server._connection_window  # a whole window read
+    assert not server.consumed(1, server._connection_window // 4 - 1)  # not due yet
+    assert server.connection_limits_due() == [bidi]
+    assert server.consumed(1, server._connection_window - server._connection_window // 4 + 1)
     assert server.connection_limits_due() == [max_data, bidi]
     assert max_data.value == max_data.sent + server._connection_window
     uni.sent = uni.used = 2

@@ -457,11 +457,18 @@ class LibP2PQuic(OneRttReceiver):
         """The application read ``size`` bytes of the stream: they may be re-credited.
 
         True when that makes a credit update due (a quarter of a window was read); the
-        stream's window is raised at once, as :meth:`stream_credit_due` raises it (so
-        the lean builder finds a stream's update due from its two fields alone).
+        stream's and the connection's windows are raised at once (``consumed + window``:
+        the lean builder finds a stream's update due from its two fields alone, and
+        MAX_DATA from the limit's ``value`` and ``sent``), the only place where what was
+        read grows.
         """
         total = self._consumed[stream_id] = self._consumed.get(stream_id, 0) + size
-        self._consumed_total += size
+        consumed_total = self._consumed_total = self._consumed_total + size
+        max_data = self._local_max_data
+        target = consumed_total + self._connection_window
+        due = target - max_data.value >= self._connection_window // 4
+        if due:
+            max_data.value = target
         stream = self._streams.get(stream_id)
         window = self._stream_window
         if (
@@ -471,10 +478,7 @@ class LibP2PQuic(OneRttReceiver):
         ):
             stream.max_stream_data_local = total + window
             return True
-        max_data = self._local_max_data
-        return self._consumed_total + self._connection_window - max_data.value >= (
-            self._connection_window // 4
-        )
+        return due
 
     def forget(self, stream_id: int) -> None:
         self._consumed.pop(stream_id, None)
@@ -500,18 +504,11 @@ class LibP2PQuic(OneRttReceiver):
         finally:
             receiver.highest_offset = highest
 
-    def _raise_max_data(self) -> Any:
-        max_data = self._local_max_data
-        target = self._consumed_total + self._connection_window
-        if target - max_data.value >= self._connection_window // 4:
-            max_data.value = target
-        return max_data
-
     def connection_limits_due(self) -> list[Any] | None:
         """The MAX_DATA and MAX_STREAMS limits to announce now (None if none): credit
-        as :meth:`_write_connection_limits` grants it, stream slots by aioquic's
-        batching rule (once the peer has fewer left to open than the update grants)."""
-        max_data = self._raise_max_data()
+        as :meth:`consumed` raised it, stream slots by aioquic's batching rule (once the
+        peer has fewer left to open than the update grants)."""
+        max_data = self._local_max_data
         due = [max_data] if max_data.value != max_data.sent else None
         bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
         if bidi.value != bidi.sent and bidi.sent - bidi.used < bidi.value - bidi.sent:
@@ -521,7 +518,7 @@ class LibP2PQuic(OneRttReceiver):
         return due
 
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
-        max_data = self._raise_max_data()
+        max_data = self._local_max_data  # raised by consumed()
         used, max_data.used = max_data.used, 0  # no doubling
         try:
             super()._write_connection_limits(builder, space)

@@ -622,7 +622,9 @@ class OneRttReceiver(_AioquicConnection):
             if lower > received._lower:
                 received._lower = lower
                 if len(seen) > 2 * received._size:
-                    received._received = {pn for pn in seen if pn >= lower}
+                    # {pn for pn in seen if pn >= lower}, in C: none lies above the
+                    # highest taken, lower + window_span (lower moved with it).
+                    received._received = seen.intersection(range(lower, lower + window_span + 1))
             if eliciting and space.ack_at is None:
                 space.ack_at = now + self._ack_delay
         return index

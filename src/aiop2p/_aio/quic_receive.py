@@ -99,7 +99,6 @@ class BufferedReader(Protocol):
 
 
 _UINT_VAR_MAX = (1 << 62) - 1
-_VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
 _STREAM_HEAD = struct.Struct(">BBIH").unpack_from
 """A STREAM frame's type, a 1-byte stream id, the first 4 bytes of its offset and the 2
 bytes after them (its length field, after a 4-byte offset)."""
@@ -633,65 +632,40 @@ class OneRttReceiver(_AioquicConnection):
         """The frames of a 1-RTT packet (module docstring); whether one elicits an ACK.
         Raises :class:`QuicConnectionError` as aioquic's ``_payload_received`` does.
 
-        STREAM frames are parsed from the bytes (a ``Buffer`` copies the payload first);
-        a field that runs past the end hands the frame to aioquic, which says why."""
+        A field that runs past the end hands the frame to aioquic, which says why."""
         size = len(payload)
-        from_bytes = int.from_bytes
         streams = self._streams
         events = self._events
         readers = self.stream_readers
         is_ack_eliciting = False
         context: QuicReceiveContext | None = None
+        buf: Buffer | None = None
         pos = 0
         rest: int | None = 0 if not size else None  # aioquic's "no frames" error
         while rest is None and pos < size:
             start = pos
             frame_type = payload[pos]
             if 0x08 <= frame_type <= 0x0F:  # STREAM, its type in one byte
-                # Its fields: varints whose first byte's top bits say their length.
-                # A field cut short reads past the end (pos > size): aioquic's error.
-                pos += 1
-                byte = payload[pos] if pos < size else 0xFF
-                if byte < 0x40:
-                    stream_id = byte
-                    pos += 1
-                elif byte < 0x80 and pos + 1 < size:  # 2 bytes (no slice, no call)
-                    stream_id = (byte & 0x3F) << 8 | payload[pos + 1]
-                    pos += 2
-                else:
-                    n = 1 << (byte >> 6)
-                    stream_id = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
-                    pos += n
-                offset = 0
-                if frame_type & 4:
-                    byte = payload[pos] if pos < size else 0xFF
-                    if byte < 0x40:
-                        offset = byte
-                        pos += 1
-                    elif byte < 0x80 and pos + 1 < size:
-                        offset = (byte & 0x3F) << 8 | payload[pos + 1]
-                        pos += 2
+                # Its fields: varints, read in C (a Buffer over the packet, made once
+                # for its frames); a field cut short is aioquic's error to raise.
+                if buf is None:
+                    buf = Buffer(0, payload)  # capacity (unused), data: by position
+                buf.seek(pos + 1)
+                try:
+                    stream_id = buf.pull_uint_var()
+                    offset = buf.pull_uint_var() if frame_type & 4 else 0
+                    if frame_type & 2:
+                        length = buf.pull_uint_var()
+                        pos = buf.tell()
                     else:
-                        n = 1 << (byte >> 6)
-                        offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
-                        pos += n
-                if not frame_type & 2:
-                    length = size - pos
-                else:
-                    byte = payload[pos] if pos < size else 0xFF
-                    if byte < 0x40:
-                        length = byte
-                        pos += 1
-                    elif byte < 0x80 and pos + 1 < size:  # 2 bytes, as aioquic writes it
-                        length = (byte & 0x3F) << 8 | payload[pos + 1]
-                        pos += 2
-                    else:
-                        n = 1 << (byte >> 6)
-                        length = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
-                        pos += n
+                        pos = buf.tell()
+                        length = size - pos
+                except BufferReadError:
+                    rest = start
+                    break
                 end = offset + length
-                if pos > size or pos + length > size or end > _UINT_VAR_MAX or stream_id & 2:
-                    rest = start  # cut short, too far, or unidirectional: aioquic
+                if pos + length > size or end > _UINT_VAR_MAX or stream_id & 2:
+                    rest = start  # too far, or unidirectional: aioquic
                     break
                 stream = streams.get(stream_id)
                 if stream is None:
@@ -757,7 +731,8 @@ class OneRttReceiver(_AioquicConnection):
             elif frame_type == _PADDING:
                 pos = size - len(payload[pos:].lstrip(b"\x00"))
             elif frame_type in (_ACK, _ACK_ECN):
-                buf = Buffer(0, payload)  # capacity (unused), data: by position
+                if buf is None:
+                    buf = Buffer(0, payload)
                 buf.seek(pos + 1)
                 cached = self._one_rtt
                 space = cached[3] if cached is not None else self._spaces[_ONE_RTT]

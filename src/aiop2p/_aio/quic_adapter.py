@@ -255,6 +255,8 @@ class LibP2PQuic(OneRttReceiver):
         """Whether :meth:`datagrams_to_send` may use the lean builder (tests compare)."""
         self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
         self._tx_keys: tuple[Any, ...] | None = None  # quic_send._send_keys
+        self._timer_space: Any = None
+        """The 1-RTT packet space, once the other two are discarded (:meth:`get_timer`)."""
         """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
         pacer = self._loss._pacer
         self._pacer_after_send = pacer.update_after_send
@@ -335,10 +337,13 @@ class LibP2PQuic(OneRttReceiver):
             return super().get_timer()
         timer_at = self._close_at
         spaces = loss.spaces
-        if len(spaces) == 3 and spaces[0].discarded and spaces[1].discarded:
+        space = self._timer_space
+        if space is None and len(spaces) == 3 and spaces[0].discarded and spaces[1].discarded:
             # Initial and Handshake discarded (as confirming the handshake does): their
-            # timers are cleared for good (discard_space), only 1-RTT's count.
-            space = spaces[2]
+            # timers are cleared for good (discard_space), only 1-RTT's count, from
+            # now on (found once).
+            space = self._timer_space = spaces[2]
+        if space is not None:
             ack_at = space.ack_at
             if ack_at is not None and ack_at < timer_at:
                 timer_at = ack_at

@@ -77,6 +77,8 @@ __all__ = ["build_one_rtt"]
 MAX_FRAME_DATA_BYTES = 0x3FFF
 """The most data one STREAM frame holds here (its 2-byte varint length, as aioquic)."""
 _MAX_FRAMES_PER_STREAM = 8  # per packet: 8 * 16383 > the largest UDP payload
+_MAX_STREAM_HEADER_BYTES = 1 + 8 + 8 + 2
+"""A STREAM frame's type, id and offset (varints of up to 8 bytes) and 2-byte length."""
 _TAG_BYTES = 16  # the AEAD tag of every QUIC cipher suite
 _MIN_PAYLOAD = 2  # RFC 9001 5.4.2: with 2-byte packet numbers, 4 bytes for the sample
 _PING = int(QuicFrameType.PING)
@@ -426,14 +428,8 @@ def _write_whole(
         start = stop = sender._buffer_fin
     else:
         return False
-    # The type, the id, the offset (none at 0) and a 2-byte length (_varint_bytes inline).
-    header_bytes = 3 + (1 if sid < 0x40 else 2 if sid < 0x4000 else 4 if sid < 0x40000000 else 8)
-    if start:
-        header_bytes += (
-            1 if start < 0x40 else 2 if start < 0x4000 else 4 if start < 0x40000000 else 8
-        )
-    if buf.tell() + header_bytes + stop - start > flight_room:
-        return False
+    if buf.tell() + _MAX_STREAM_HEADER_BYTES + stop - start > flight_room:
+        return False  # (near the end: _write_frames cuts it, with its exact header)
     fin = sender._buffer_fin == stop
     buf.push_uint8(0x0A | (4 if start else 0) | (1 if fin else 0))
     buf.push_uint_var(sid)

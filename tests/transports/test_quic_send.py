@@ -904,6 +904,7 @@ def test_the_idle_timeout_is_aioquics(change: dict[str, Any], remote: float | No
         for name, value in change.items():
             setattr(machine._loss, name, value)
         assert machine._idle_timeout() == AioquicConnection._idle_timeout(machine)
+        assert machine._pto == machine._loss.get_probe_timeout()  # computed with it
 
 
 def test_new_transport_parameters_renew_the_cached_idle_and_probe_timeouts() -> None:

@@ -82,7 +82,7 @@ from cryptography.exceptions import InvalidTag
 
 from .quic_ack import receive_one_range_ack
 
-__all__ = ["BufferedReader", "OneRttReceiver", "probe_timeout"]
+__all__ = ["BufferedReader", "OneRttReceiver"]
 
 
 class BufferedReader(Protocol):
@@ -113,17 +113,6 @@ _QUICK_DECODE_BELOW = 1 << 61
 """Below it at a run's start, a packet number within half a window above the one expected
 stays below 2**62 (RFC 9000 A.3's limit) through the run: each datagram moves it up by
 at most 2**31, and 2**29 of them would be needed to pass it."""
-
-
-def probe_timeout(loss: Any) -> float:
-    """aioquic's ``QuicPacketRecovery.get_probe_timeout()`` (RFC 9002 6.2.1, with the
-    peer's ``max_ack_delay``), its ``max`` as a comparison."""
-    if loss._rtt_initialized:
-        variance = 4 * loss._rtt_variance
-        pto: float = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
-        return pto + loss.max_ack_delay  # type: ignore[no-any-return]
-    initial: float = loss._rtt_initial
-    return 2 * initial
 
 
 _new = object.__new__
@@ -240,28 +229,37 @@ class OneRttReceiver(_AioquicConnection):
         return parts
 
     def idle_timeout(self) -> float:
-        """aioquic's ``_idle_timeout()``, computed again only after an RTT sample (each
-        sets a new smoothed RTT object) or new transport parameters (the peer's limit
-        and ACK delay); the probe timeout (:func:`probe_timeout`) with it."""
+        """aioquic's ``_idle_timeout()`` (RFC 9000 10.1: the smaller of both peers' idle
+        timeouts, at least three probe timeouts), with the probe timeout as
+        ``QuicPacketRecovery.get_probe_timeout()`` has it (RFC 9002 6.2.1, with the
+        peer's ``max_ack_delay``; kept as ``_pto`` for the timer), their ``min`` and
+        ``max`` as comparisons, in one call: computed again only after an RTT sample
+        (each sets a new smoothed RTT object, once per request) or new transport
+        parameters (the peer's limit and ACK delay)."""
         loss = self._loss
         smoothed = loss._rtt_smoothed
         if smoothed is not self._idle_rtt:
             self._idle_rtt = smoothed
-            pto = self._pto = probe_timeout(loss)
-            self._idle = self._idle_timeout(pto)
+            if loss._rtt_initialized:
+                variance = 4 * loss._rtt_variance
+                pto: float = smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+                pto += loss.max_ack_delay
+            else:
+                pto = 2 * loss._rtt_initial
+            self._pto = pto
+            idle: float = self._configuration.idle_timeout
+            remote = self._remote_max_idle_timeout
+            if remote is not None and remote < idle:
+                idle = remote
+            floor = 3 * pto
+            self._idle = idle if idle >= floor else floor
         return self._idle
 
-    def _idle_timeout(self, pto: float | None = None) -> float:
-        """aioquic's ``_idle_timeout`` (RFC 9000 10.1: the smaller of both peers' idle
-        timeouts, at least three probe timeouts), its ``min``, ``max`` and probe timeout
-        calls as comparisons: asked again after each RTT sample, once per request
-        (``OneRttReceiver.idle_timeout``, which passes the probe timeout it computed)."""
-        idle: float = self._configuration.idle_timeout
-        remote = self._remote_max_idle_timeout
-        if remote is not None and remote < idle:
-            idle = remote
-        floor: float = 3 * (probe_timeout(self._loss) if pto is None else pto)
-        return idle if idle >= floor else floor
+    def _idle_timeout(self) -> float:
+        """aioquic's ``_idle_timeout``, computed afresh (what aioquic's own paths ask):
+        :meth:`idle_timeout` with its cache renewed first."""
+        self._idle_rtt = None
+        return self.idle_timeout()
 
     def _receive_keys(self, recv: Any) -> tuple[Any, ...]:
         """What :meth:`_receive_one_rtt_run` needs of ``recv`` (the 1-RTT receive

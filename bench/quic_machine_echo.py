@@ -59,8 +59,7 @@ def echo(requests: int) -> None:
         if previous >= 0:
             fin(client, previous)
         client.write(sid, REQUEST, False, SEND_LIMIT)
-        client.ack_with_next_packet(now)
-        for data, _ in client.datagrams_to_send(now):
+        for data, _ in client.datagrams_to_send(now, True):  # with the ACK due
             server.receive_datagram(data, ADDR, now)
         client.get_timer()
         now += 0.0002
@@ -71,8 +70,7 @@ def echo(requests: int) -> None:
                 fin(server, event.stream_id)
             if event.end_stream:
                 server.forget(event.stream_id)
-        server.ack_with_next_packet(now)
-        for data, _ in server.datagrams_to_send(now):
+        for data, _ in server.datagrams_to_send(now, True):
             client.receive_datagram(data, ADDR, now)
         server.get_timer()
         for event in events(client):

@@ -62,8 +62,10 @@ def lean_calls(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
     """Whether each ``datagrams_to_send`` call was the lean builder's (True) or aioquic's."""
     calls: list[bool] = []
 
-    def counted(quic: LibP2PQuic, now: float) -> list[tuple[bytes, object]] | None:
-        datagrams = quic_send.build_one_rtt(quic, now)
+    def counted(
+        quic: LibP2PQuic, now: float, with_ack: bool = False
+    ) -> list[tuple[bytes, object]] | None:
+        datagrams = quic_send.build_one_rtt(quic, now, with_ack)
         calls.append(datagrams is not None)
         return datagrams
 
@@ -356,6 +358,48 @@ def test_a_fin_alone_and_a_write_larger_than_a_packet(lean_calls: list[bool]) ->
     server.receive_datagram(datagram[0], ADDR, now=now + 0.01)
     assert _events(server) == {sid: (b"", True)}
     assert all(lean_calls)
+
+
+def test_a_key_update_within_one_build(lean_calls: list[bool]) -> None:
+    """A key update requested before a build of several packets: aioquic's
+    ``encrypt_packet`` protects the first with the next keys, and the packets after it
+    in the same build are protected with them too (the keys the builder keeps are
+    renewed), so the peer decrypts every one."""
+    client, server = _pair()
+    crypto = client._cryptos[Epoch.ONE_RTT]
+    phase = crypto.key_phase
+    client.request_key_update()
+    lean_calls.clear()
+    sid = client.get_next_available_stream_id()
+    payload = bytes(range(256)) * 12  # 3 KiB: three 1200 B datagrams
+    client.write(sid, payload)
+    datagrams = [data for data, _ in client.datagrams_to_send(now=1.0)]
+    assert len(datagrams) >= 2 and crypto.key_phase != phase
+    for data in datagrams:
+        server.receive_datagram(data, ADDR, now=1.0)
+    assert _events(server) == {sid: (payload, False)}
+    assert lean_calls == [True]
+
+
+def test_a_new_connection_id_of_the_peer_is_used_at_once(lean_calls: list[bool]) -> None:
+    """After a switch to the peer's next connection id (aioquic's own packet retires the
+    old one), the lean builder's packets carry the new id (not the one it kept)."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    client.write(sid, b"before")
+    _deliver(client, server, now=1.0)
+    old = client._peer_cid.cid
+    client.change_connection_id()
+    _deliver(client, server, now=1.1)  # RETIRE_CONNECTION_ID: aioquic's
+    new = client._peer_cid.cid
+    assert new != old
+    lean_calls.clear()
+    client.write(sid, b"after")
+    (datagram,) = client.datagrams_to_send(now=1.2)
+    assert datagram[0][1 : 1 + len(new)] == new
+    server.receive_datagram(datagram[0], ADDR, now=1.2)
+    assert _events(server) == {sid: (b"beforeafter", False)}
+    assert lean_calls == [True]
 
 
 def test_the_congestion_window_holds_the_sender(lean_calls: list[bool]) -> None:
@@ -658,7 +702,8 @@ def test_streams_written_through_aioquic_itself(lean_calls: list[bool]) -> None:
 )
 def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
     """The lean builder's packet protection gives aioquic's bytes (``encrypt_packet``),
-    for AES and ChaCha20 header protection, and after a key update."""
+    for AES and ChaCha20 header protection, and after a key update (the keys it keeps
+    renewed)."""
 
     client, _ = connected_pair(
         stream_window=1 << 20, connection_window=1 << 20, max_streams=4, suites=[suite]
@@ -672,8 +717,8 @@ def test_packet_protection_is_aioquics(suite: CipherSuite) -> None:
         for number, spin, payload in ((5, False, b"\x01\x00"), (0x1234A, True, bytes(range(200)))):
             header = bytes((0x41 | (spin << 5) | (crypto.key_phase << 2),)) + cid
             header += (number & 0xFFFF).to_bytes(2, "big")
-            pack = quic_send._header_packer(3 + len(cid))
-            ours = quic_send._protect(crypto, spin, cid, number, payload, pack)
+            client._spin_bit = spin
+            ours = quic_send._protect(client, crypto, number, payload)  # keys renewed
             assert ours == crypto.encrypt_packet(header, payload, number)
 
 
@@ -859,6 +904,7 @@ def test_the_idle_timeout_is_aioquics(change: dict[str, Any], remote: float | No
         for name, value in change.items():
             setattr(machine._loss, name, value)
         assert machine._idle_timeout() == AioquicConnection._idle_timeout(machine)
+        assert machine._pto == machine._loss.get_probe_timeout()  # computed with it
 
 
 def test_new_transport_parameters_renew_the_cached_idle_and_probe_timeouts() -> None:
@@ -962,7 +1008,9 @@ def test_each_connection_limit_due_is_announced() -> None:
     assert server.connection_limits_due() is None
     bidi.used, bidi.value = bidi.sent, bidi.sent + 3  # all opened, three done with
     assert server.connection_limits_due() == [bidi]
-    server._consumed_total = server._connection_window  # a whole window read
+    assert not server.consumed(1, server._connection_window // 4 - 1)  # not due yet
+    assert server.connection_limits_due() == [bidi]
+    assert server.consumed(1, server._connection_window - server._connection_window // 4 + 1)
     assert server.connection_limits_due() == [max_data, bidi]
     assert max_data.value == max_data.sent + server._connection_window
     uni.sent = uni.used = 2

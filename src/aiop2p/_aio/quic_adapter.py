@@ -254,6 +254,9 @@ class LibP2PQuic(OneRttReceiver):
         self.lean_send = True
         """Whether :meth:`datagrams_to_send` may use the lean builder (tests compare)."""
         self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
+        self._tx_keys: tuple[Any, ...] | None = None  # quic_send._send_keys
+        self._timer_space: Any = None
+        """The 1-RTT packet space, once the other two are discarded (:meth:`get_timer`)."""
         """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
         pacer = self._loss._pacer
         self._pacer_after_send = pacer.update_after_send
@@ -290,11 +293,12 @@ class LibP2PQuic(OneRttReceiver):
     def datagrams_to_send(self, now: float, with_ack: bool = False) -> list[tuple[bytes, Any]]:
         """An established connection's ACK, credit and STREAM packets come from the lean
         builder (:func:`~.quic_send.build_one_rtt`), everything else from aioquic;
-        ``with_ack``: :meth:`ack_with_next_packet` first."""
-        if with_ack:
-            self.ack_with_next_packet(now)
-        datagrams = build_one_rtt(self, now) if self.lean_send else None
+        ``with_ack``: :meth:`ack_with_next_packet` first (the lean builder's first packet
+        takes the ACK due itself)."""
+        datagrams = build_one_rtt(self, now, with_ack) if self.lean_send else None
         if datagrams is None:
+            if with_ack:
+                self.ack_with_next_packet(now)
             return super().datagrams_to_send(now)
         return datagrams
 
@@ -333,10 +337,13 @@ class LibP2PQuic(OneRttReceiver):
             return super().get_timer()
         timer_at = self._close_at
         spaces = loss.spaces
-        if len(spaces) == 3 and spaces[0].discarded and spaces[1].discarded:
+        space = self._timer_space
+        if space is None and len(spaces) == 3 and spaces[0].discarded and spaces[1].discarded:
             # Initial and Handshake discarded (as confirming the handshake does): their
-            # timers are cleared for good (discard_space), only 1-RTT's count.
-            space = spaces[2]
+            # timers are cleared for good (discard_space), only 1-RTT's count, from
+            # now on (found once).
+            space = self._timer_space = spaces[2]
+        if space is not None:
             ack_at = space.ack_at
             if ack_at is not None and ack_at < timer_at:
                 timer_at = ack_at
@@ -455,11 +462,18 @@ class LibP2PQuic(OneRttReceiver):
         """The application read ``size`` bytes of the stream: they may be re-credited.
 
         True when that makes a credit update due (a quarter of a window was read); the
-        stream's window is raised at once, as :meth:`stream_credit_due` raises it (so
-        the lean builder finds a stream's update due from its two fields alone).
+        stream's and the connection's windows are raised at once (``consumed + window``:
+        the lean builder finds a stream's update due from its two fields alone, and
+        MAX_DATA from the limit's ``value`` and ``sent``), the only place where what was
+        read grows.
         """
         total = self._consumed[stream_id] = self._consumed.get(stream_id, 0) + size
-        self._consumed_total += size
+        consumed_total = self._consumed_total = self._consumed_total + size
+        max_data = self._local_max_data
+        target = consumed_total + self._connection_window
+        due = target - max_data.value >= self._connection_window // 4
+        if due:
+            max_data.value = target
         stream = self._streams.get(stream_id)
         window = self._stream_window
         if (
@@ -469,10 +483,7 @@ class LibP2PQuic(OneRttReceiver):
         ):
             stream.max_stream_data_local = total + window
             return True
-        max_data = self._local_max_data
-        return self._consumed_total + self._connection_window - max_data.value >= (
-            self._connection_window // 4
-        )
+        return due
 
     def forget(self, stream_id: int) -> None:
         self._consumed.pop(stream_id, None)
@@ -498,18 +509,11 @@ class LibP2PQuic(OneRttReceiver):
         finally:
             receiver.highest_offset = highest
 
-    def _raise_max_data(self) -> Any:
-        max_data = self._local_max_data
-        target = self._consumed_total + self._connection_window
-        if target - max_data.value >= self._connection_window // 4:
-            max_data.value = target
-        return max_data
-
     def connection_limits_due(self) -> list[Any] | None:
         """The MAX_DATA and MAX_STREAMS limits to announce now (None if none): credit
-        as :meth:`_write_connection_limits` grants it, stream slots by aioquic's
-        batching rule (once the peer has fewer left to open than the update grants)."""
-        max_data = self._raise_max_data()
+        as :meth:`consumed` raised it, stream slots by aioquic's batching rule (once the
+        peer has fewer left to open than the update grants)."""
+        max_data = self._local_max_data
         due = [max_data] if max_data.value != max_data.sent else None
         bidi, uni = self._local_max_streams_bidi, self._local_max_streams_uni
         if bidi.value != bidi.sent and bidi.sent - bidi.used < bidi.value - bidi.sent:
@@ -519,7 +523,7 @@ class LibP2PQuic(OneRttReceiver):
         return due
 
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
-        max_data = self._raise_max_data()
+        max_data = self._local_max_data  # raised by consumed()
         used, max_data.used = max_data.used, 0  # no doubling
         try:
             super()._write_connection_limits(builder, space)

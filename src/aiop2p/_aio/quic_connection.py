@@ -380,10 +380,8 @@ class QuicConnection(Connection):
         events = quic._events  # what next_event pops, without its call per event
         while events:
             ev = events.popleft()
-            kind = type(ev)
-            if kind is StreamDataReceived:
-                assert isinstance(ev, StreamDataReceived)
-                sid = StreamId(ev.stream_id)
+            if isinstance(ev, StreamDataReceived):
+                sid: StreamId = ev.stream_id  # type: ignore[assignment]  # (NewType: a call)
                 stream = streams.get(sid)
                 if stream is None:
                     stream = self._remote_stream(quic, sid)
@@ -719,7 +717,8 @@ class QuicConnection(Connection):
             quic.stop_stream(sid, 0)
 
     def forget_stream(self, sid: StreamId) -> None:
-        self._blocked_writers.discard(sid)
+        if self._blocked_writers:
+            self._blocked_writers.discard(sid)
         if self._quic is not None:
             self._quic.forget(sid)  # its credit and send counts
         super().forget_stream(sid)

@@ -82,7 +82,7 @@ from cryptography.exceptions import InvalidTag
 
 from .quic_ack import receive_one_range_ack
 
-__all__ = ["BufferedReader", "OneRttReceiver", "probe_timeout"]
+__all__ = ["BufferedReader", "OneRttReceiver"]
 
 
 class BufferedReader(Protocol):
@@ -99,7 +99,6 @@ class BufferedReader(Protocol):
 
 
 _UINT_VAR_MAX = (1 << 62) - 1
-_VARINT_MASKS = {2: 0x3FFF, 4: 0x3FFF_FFFF, 8: _UINT_VAR_MAX}  # by length: its value bits
 _STREAM_HEAD = struct.Struct(">BBIH").unpack_from
 """A STREAM frame's type, a 1-byte stream id, the first 4 bytes of its offset and the 2
 bytes after them (its length field, after a 4-byte offset)."""
@@ -114,17 +113,6 @@ _QUICK_DECODE_BELOW = 1 << 61
 """Below it at a run's start, a packet number within half a window above the one expected
 stays below 2**62 (RFC 9000 A.3's limit) through the run: each datagram moves it up by
 at most 2**31, and 2**29 of them would be needed to pass it."""
-
-
-def probe_timeout(loss: Any) -> float:
-    """aioquic's ``QuicPacketRecovery.get_probe_timeout()`` (RFC 9002 6.2.1, with the
-    peer's ``max_ack_delay``), its ``max`` as a comparison."""
-    if loss._rtt_initialized:
-        variance = 4 * loss._rtt_variance
-        pto: float = loss._rtt_smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
-        return pto + loss.max_ack_delay  # type: ignore[no-any-return]
-    initial: float = loss._rtt_initial
-    return 2 * initial
 
 
 _new = object.__new__
@@ -214,6 +202,9 @@ class OneRttReceiver(_AioquicConnection):
     """The datagrams of a read, the header protection, an index and the masks of the
     datagrams from there on (None: one was too short to sample): :meth:`_header_masks`."""
 
+    _rx_keys: tuple[Any, ...] | None = None
+    """What a run needs of the 1-RTT keys in use (:meth:`_receive_keys`)."""
+
     _idle_rtt: float | None = None
     """The smoothed RTT (the object) that :attr:`_idle` and :attr:`_pto` were computed
     with (None: compute them again)."""
@@ -238,28 +229,63 @@ class OneRttReceiver(_AioquicConnection):
         return parts
 
     def idle_timeout(self) -> float:
-        """aioquic's ``_idle_timeout()``, computed again only after an RTT sample (each
-        sets a new smoothed RTT object) or new transport parameters (the peer's limit
-        and ACK delay); the probe timeout (:func:`probe_timeout`) with it."""
+        """aioquic's ``_idle_timeout()`` (RFC 9000 10.1: the smaller of both peers' idle
+        timeouts, at least three probe timeouts), with the probe timeout as
+        ``QuicPacketRecovery.get_probe_timeout()`` has it (RFC 9002 6.2.1, with the
+        peer's ``max_ack_delay``; kept as ``_pto`` for the timer), their ``min`` and
+        ``max`` as comparisons, in one call: computed again only after an RTT sample
+        (each sets a new smoothed RTT object, once per request) or new transport
+        parameters (the peer's limit and ACK delay)."""
         loss = self._loss
         smoothed = loss._rtt_smoothed
         if smoothed is not self._idle_rtt:
             self._idle_rtt = smoothed
-            pto = self._pto = probe_timeout(loss)
-            self._idle = self._idle_timeout(pto)
+            if loss._rtt_initialized:
+                variance = 4 * loss._rtt_variance
+                pto: float = smoothed + (variance if variance > K_GRANULARITY else K_GRANULARITY)
+                pto += loss.max_ack_delay
+            else:
+                pto = 2 * loss._rtt_initial
+            self._pto = pto
+            idle: float = self._configuration.idle_timeout
+            remote = self._remote_max_idle_timeout
+            if remote is not None and remote < idle:
+                idle = remote
+            floor = 3 * pto
+            self._idle = idle if idle >= floor else floor
         return self._idle
 
-    def _idle_timeout(self, pto: float | None = None) -> float:
-        """aioquic's ``_idle_timeout`` (RFC 9000 10.1: the smaller of both peers' idle
-        timeouts, at least three probe timeouts), its ``min``, ``max`` and probe timeout
-        calls as comparisons: asked again after each RTT sample, once per request
-        (``OneRttReceiver.idle_timeout``, which passes the probe timeout it computed)."""
-        idle: float = self._configuration.idle_timeout
-        remote = self._remote_max_idle_timeout
-        if remote is not None and remote < idle:
-            idle = remote
-        floor: float = 3 * (probe_timeout(self._loss) if pto is None else pto)
-        return idle if idle >= floor else floor
+    def _idle_timeout(self) -> float:
+        """aioquic's ``_idle_timeout``, computed afresh (what aioquic's own paths ask):
+        :meth:`idle_timeout` with its cache renewed first."""
+        self._idle_rtt = None
+        return self.idle_timeout()
+
+    def _receive_keys(self, recv: Any) -> tuple[Any, ...]:
+        """What :meth:`_receive_one_rtt_run` needs of ``recv`` (the 1-RTT receive
+        context), kept until its AEAD is replaced (a new key phase or new keys, which
+        set the header protection too: aioquic's ``setup`` and ``apply_key_phase``):
+        the AEAD and its decrypt and nonce base, the header protection and its mask
+        (AES's: the sample encrypted, without ``_mask``'s Python frame; ChaCha20's needs
+        the sample as nonce), the key phase bit, and the header's layout for our
+        connection id length: its end, the sample's span, the packet number's second
+        byte, and the packet number windows (:func:`_pn_windows`, the quick ones)."""
+        aead, hp = recv.aead, recv.hp
+        cid_end = 1 + self._configuration.connection_id_length
+        sample_start = cid_end + _SAMPLE_OFFSET
+        keys = self._rx_keys = (
+            aead,
+            aead._aead.decrypt,
+            aead._iv,
+            hp,
+            hp._mask if hp._is_chacha20 else hp._encryptor.update,
+            recv.key_phase << 2,
+            cid_end,
+            sample_start,
+            sample_start + _SAMPLE_BYTES,
+            _pn_windows(cid_end, True),
+        )
+        return keys
 
     def _header_masks(
         self, segments: Sequence[bytes], start: int, hp: Any, sample_start: int
@@ -321,15 +347,20 @@ class OneRttReceiver(_AioquicConnection):
         if not paths or paths[0].addr != addr or not paths[0].is_validated:
             return start
         path = paths[0]
-        cid_end = 1 + self._configuration.connection_id_length
-        first_data = segments[start]
-        cid = first_data[1:cid_end]
         cached = self._one_rtt
         if cached is None or cached[0] is not self._cryptos:
             cached = self.one_rtt_parts()
         _, pair, zero_rtt, space, _ = cached
         if space.discarded:
             return start
+        recv = pair.recv
+        keys = self._rx_keys
+        if keys is None or keys[0] is not recv.aead:
+            if recv.aead is None or recv.hp is None:
+                return start
+            keys = self._receive_keys(recv)
+        _, decrypt, iv, hp, header_mask, key_bit, cid_end, sample_start, sample_end, windows = keys
+        cid = segments[start][1:cid_end]
         if self._is_client:  # the server may use any of the ids we issued (quinn does)
             for issued in self._host_cids:
                 if issued.cid == cid:
@@ -338,29 +369,18 @@ class OneRttReceiver(_AioquicConnection):
                 return start
         elif cid != self.host_cid or zero_rtt.recv.aead is not None:
             return start  # a switch of id (aioquic answers it), or 0-RTT keys to drop
-        recv = pair.recv
-        aead, hp = recv.aead, recv.hp
-        if aead is None or hp is None:
-            return start
-        key_bit = recv.key_phase << 2
-        # The header-protection mask: AES's is one block encrypted (aioquic's _mask,
-        # without its Python frame), those of a read's datagrams at once (at ``mask_at``
-        # in ``masks``: _header_masks); ChaCha20's needs the sample as nonce (its _mask).
-        header_mask = hp._mask if hp._is_chacha20 else hp._encryptor.update
+        # The header-protection masks of a read's datagrams at once (AES: at ``mask_at``
+        # in ``masks``, _header_masks), else one per packet (``header_mask``).
         count = len(segments)
         batch = None
         if count - start > 1 and not hp._is_chacha20:
-            batch = self._header_masks(segments, start, hp, cid_end + _SAMPLE_OFFSET)
-        decrypt = aead._aead.decrypt
-        iv = aead._iv
+            batch = self._header_masks(segments, start, hp, sample_start)
         from_bytes = int.from_bytes
         received = space.received_packets
         events = self._events
         streams = self._streams
         readers: Mapping[Any, BufferedReader] = self.stream_readers or {}
         max_data = self._local_max_data
-        sample_start = cid_end + _SAMPLE_OFFSET
-        sample_end = sample_start + _SAMPLE_BYTES
         pn_second = cid_end + 1
         # What the packets taken change in the packet space, the duplicate window and
         # the timers, kept here and stored once after the run (below): nothing the run
@@ -368,7 +388,8 @@ class OneRttReceiver(_AioquicConnection):
         # last range is grown here too (``ack_stop``), and stored before aioquic's
         # frame handlers run (a peer's ACK of our ACKs trims it: _on_ack_delivery).
         expected = space.expected_packet_number
-        windows = _pn_windows(cid_end, expected < _QUICK_DECODE_BELOW)
+        if expected >= _QUICK_DECODE_BELOW:
+            windows = _pn_windows(cid_end, False)
         lower = received._lower
         seen = received._received
         window_span = received._size - 1
@@ -598,7 +619,9 @@ class OneRttReceiver(_AioquicConnection):
             if lower > received._lower:
                 received._lower = lower
                 if len(seen) > 2 * received._size:
-                    received._received = {pn for pn in seen if pn >= lower}
+                    # {pn for pn in seen if pn >= lower}, in C: none lies above the
+                    # highest taken, lower + window_span (lower moved with it).
+                    received._received = seen.intersection(range(lower, lower + window_span + 1))
             if eliciting and space.ack_at is None:
                 space.ack_at = now + self._ack_delay
         return index
@@ -607,65 +630,40 @@ class OneRttReceiver(_AioquicConnection):
         """The frames of a 1-RTT packet (module docstring); whether one elicits an ACK.
         Raises :class:`QuicConnectionError` as aioquic's ``_payload_received`` does.
 
-        STREAM frames are parsed from the bytes (a ``Buffer`` copies the payload first);
-        a field that runs past the end hands the frame to aioquic, which says why."""
+        A field that runs past the end hands the frame to aioquic, which says why."""
         size = len(payload)
-        from_bytes = int.from_bytes
         streams = self._streams
         events = self._events
         readers = self.stream_readers
         is_ack_eliciting = False
         context: QuicReceiveContext | None = None
+        buf: Buffer | None = None
         pos = 0
         rest: int | None = 0 if not size else None  # aioquic's "no frames" error
         while rest is None and pos < size:
             start = pos
             frame_type = payload[pos]
             if 0x08 <= frame_type <= 0x0F:  # STREAM, its type in one byte
-                # Its fields: varints whose first byte's top bits say their length.
-                # A field cut short reads past the end (pos > size): aioquic's error.
-                pos += 1
-                byte = payload[pos] if pos < size else 0xFF
-                if byte < 0x40:
-                    stream_id = byte
-                    pos += 1
-                elif byte < 0x80 and pos + 1 < size:  # 2 bytes (no slice, no call)
-                    stream_id = (byte & 0x3F) << 8 | payload[pos + 1]
-                    pos += 2
-                else:
-                    n = 1 << (byte >> 6)
-                    stream_id = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
-                    pos += n
-                offset = 0
-                if frame_type & 4:
-                    byte = payload[pos] if pos < size else 0xFF
-                    if byte < 0x40:
-                        offset = byte
-                        pos += 1
-                    elif byte < 0x80 and pos + 1 < size:
-                        offset = (byte & 0x3F) << 8 | payload[pos + 1]
-                        pos += 2
+                # Its fields: varints, read in C (a Buffer over the packet, made once
+                # for its frames); a field cut short is aioquic's error to raise.
+                if buf is None:
+                    buf = Buffer(0, payload)  # capacity (unused), data: by position
+                buf.seek(pos + 1)
+                try:
+                    stream_id = buf.pull_uint_var()
+                    offset = buf.pull_uint_var() if frame_type & 4 else 0
+                    if frame_type & 2:
+                        length = buf.pull_uint_var()
+                        pos = buf.tell()
                     else:
-                        n = 1 << (byte >> 6)
-                        offset = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
-                        pos += n
-                if not frame_type & 2:
-                    length = size - pos
-                else:
-                    byte = payload[pos] if pos < size else 0xFF
-                    if byte < 0x40:
-                        length = byte
-                        pos += 1
-                    elif byte < 0x80 and pos + 1 < size:  # 2 bytes, as aioquic writes it
-                        length = (byte & 0x3F) << 8 | payload[pos + 1]
-                        pos += 2
-                    else:
-                        n = 1 << (byte >> 6)
-                        length = from_bytes(payload[pos : pos + n], "big") & _VARINT_MASKS[n]
-                        pos += n
+                        pos = buf.tell()
+                        length = size - pos
+                except BufferReadError:
+                    rest = start
+                    break
                 end = offset + length
-                if pos > size or pos + length > size or end > _UINT_VAR_MAX or stream_id & 2:
-                    rest = start  # cut short, too far, or unidirectional: aioquic
+                if pos + length > size or end > _UINT_VAR_MAX or stream_id & 2:
+                    rest = start  # too far, or unidirectional: aioquic
                     break
                 stream = streams.get(stream_id)
                 if stream is None:
@@ -731,7 +729,8 @@ class OneRttReceiver(_AioquicConnection):
             elif frame_type == _PADDING:
                 pos = size - len(payload[pos:].lstrip(b"\x00"))
             elif frame_type in (_ACK, _ACK_ECN):
-                buf = Buffer(0, payload)  # capacity (unused), data: by position
+                if buf is None:
+                    buf = Buffer(0, payload)
                 buf.seek(pos + 1)
                 cached = self._one_rtt
                 space = cached[3] if cached is not None else self._spaces[_ONE_RTT]

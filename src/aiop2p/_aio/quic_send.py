@@ -77,6 +77,8 @@ __all__ = ["build_one_rtt"]
 MAX_FRAME_DATA_BYTES = 0x3FFF
 """The most data one STREAM frame holds here (its 2-byte varint length, as aioquic)."""
 _MAX_FRAMES_PER_STREAM = 8  # per packet: 8 * 16383 > the largest UDP payload
+_MAX_STREAM_HEADER_BYTES = 1 + 8 + 8 + 2
+"""A STREAM frame's type, id and offset (varints of up to 8 bytes) and 2-byte length."""
 _TAG_BYTES = 16  # the AEAD tag of every QUIC cipher suite
 _MIN_PAYLOAD = 2  # RFC 9001 5.4.2: with 2-byte packet numbers, 4 bytes for the sample
 _PING = int(QuicFrameType.PING)
@@ -121,9 +123,13 @@ def _may_build(quic: LibP2PQuic) -> bool:
     return all(map(_WAS_SENT, quic._host_cids))  # in C: no Python step per connection id
 
 
-def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | None:
+def build_one_rtt(
+    quic: LibP2PQuic, now: float, with_ack: bool = False
+) -> list[tuple[bytes, Any]] | None:
     """The datagrams aioquic's ``datagrams_to_send`` would return, registered with its
-    loss recovery; None (nothing done) where aioquic must build."""
+    loss recovery; None (nothing done) where aioquic must build.  ``with_ack``: an ACK
+    waiting for its delay goes in the first packet (``LibP2PQuic.ack_with_next_packet``
+    had moved it to now)."""
     if not _may_build(quic):
         return None
     # The streams: finished ones go (as in aioquic's stream loop), a reset or
@@ -155,21 +161,20 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
     assert parts is not None
     _, crypto, _, space, _ = parts
     quic._pacing_at = None
-    if not ready and not credit and not limits and (space.ack_at is None or space.ack_at > now):
+    ack_at = space.ack_at
+    ack_due = ack_at is not None and (with_ack or ack_at <= now)
+    if not ready and not credit and not limits and not ack_due:
         return []  # nothing to send (what aioquic's pass would find out)
 
     loss = quic._loss
     pacer = loss._pacer
     cc = loss._cc
-    peer_cid = quic._peer_cid.cid
-    header_bytes = 3 + len(peer_cid)
-    pack_header = _header_packer(header_bytes)
+    header_bytes = 3 + len(quic._peer_cid.cid)
     datagram_bytes = quic._max_datagram_size
     addr = quic._network_paths[0].addr
     datagrams: list[tuple[bytes, Any]] = []
     packet_number = quic._packet_number
     while True:
-        ack_due = space.ack_at is not None and space.ack_at <= now
         if not ack_due:
             pacing_at = pacer.next_send_time(now=now)
             if pacing_at is not None:
@@ -184,6 +189,7 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         handlers: list[tuple[Any, Any]] = []
         eliciting = False
         if ack_due:
+            ack_due = False  # one ACK per build: aioquic's next would find it not due
             ranges = _write_ack(quic, buf, space, room, now, handlers)
             if ranges > 1 and packet_number % 8 == 0 and buf.tell() < flight_room:
                 buf.push_uint8(_PING)  # aioquic's ACK-of-ACK trigger
@@ -223,7 +229,7 @@ def build_one_rtt(quic: LibP2PQuic, now: float) -> list[tuple[bytes, Any]] | Non
         if payload_bytes < _MIN_PAYLOAD:
             buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
             in_flight = True
-        data = _protect(crypto, quic._spin_bit, peer_cid, packet_number, buf.data, pack_header)
+        data = _protect(quic, crypto, packet_number, buf.data)
         # The record as the dataclass's constructor makes it, field by field in its
         # order (its call and default factories cost more than the fields).
         packet = _new(QuicSentPacket)
@@ -279,37 +285,53 @@ def _header_packer(header_bytes: int) -> Callable[[int, bytes, int], bytes]:
     return struct.Struct(f">B{header_bytes - 3}sH").pack
 
 
-def _protect(
-    crypto: Any,
-    spin_bit: bool,
-    peer_cid: bytes,
-    number: int,
-    payload: bytes,
-    pack_header: Callable[[int, bytes, int], bytes],
-) -> bytes:
+def _send_keys(quic: LibP2PQuic, crypto: Any) -> tuple[Any, ...]:
+    """What :func:`_protect` needs of the 1-RTT send keys and the peer's connection id,
+    kept in ``LibP2PQuic._tx_keys`` until the AEAD is replaced (a key update or new
+    keys, which set the header protection too) or the connection id changes: the
+    AEAD, the connection id, the AEAD's encrypt and nonce base, the header protection
+    mask (AES's: the sample encrypted, ``HeaderProtection._mask`` without its frame)
+    and what packs the header (:func:`_header_packer`)."""
+    aead, hp = crypto.send.aead, crypto.send.hp
+    peer_cid = quic._peer_cid.cid
+    keys: tuple[Any, ...] = (
+        aead,
+        peer_cid,
+        aead._aead.encrypt,
+        aead._iv,
+        hp._mask if hp._is_chacha20 else hp._encryptor.update,
+        _header_packer(3 + len(peer_cid)),
+    )
+    quic._tx_keys = keys
+    return keys
+
+
+def _protect(quic: LibP2PQuic, crypto: Any, number: int, payload: bytes) -> bytes:
     """The protected packet: the short header (2-byte packet number) and ``payload``,
     as ``CryptoPair.encrypt_packet`` makes it (RFC 9001 5.3, 5.4): the AEAD with the
     header as associated data, then the header protection mask from the sample 2
     bytes into the ciphertext (4 past the packet number's start), on the first byte's
-    5 low bits and the 2 packet number bytes.  A key update due is aioquic's to do."""
+    5 low bits and the 2 packet number bytes.  A key update due is aioquic's to do
+    (the next packet finds the AEAD replaced and its keys renewed)."""
+    keys = quic._tx_keys
+    if keys is None or keys[0] is not crypto.send.aead or keys[1] is not quic._peer_cid.cid:
+        keys = _send_keys(quic, crypto)
+    _, peer_cid, encrypt, iv, header_mask, pack_header = keys
+    spin_bit = quic._spin_bit
     truncated = number & 0xFFFF
     if crypto._update_key_requested:
         first = 0x40 | (spin_bit << 5) | (crypto.key_phase << 2) | 1
         return bytes(
             crypto.encrypt_packet(pack_header(first, peer_cid, truncated), payload, number)
         )
-    send = crypto.send
-    aead = send.aead
     first = 0x41 | (spin_bit << 5) | (crypto.recv.key_phase << 2)  # no update requested
-    nonce = (aead._iv ^ number).to_bytes(12, "big")
-    protected: bytes = aead._aead.encrypt(nonce, payload, pack_header(first, peer_cid, truncated))
-    hp = send.hp
-    # AES's mask is the sample encrypted (HeaderProtection._mask without its frame).
-    mask: bytes = (hp._mask if hp._is_chacha20 else hp._encryptor.update)(protected[2:18])
-    return (
-        pack_header(first ^ (mask[0] & 0x1F), peer_cid, truncated ^ (mask[1] << 8 | mask[2]))
-        + protected
+    nonce = (iv ^ number).to_bytes(12, "big")
+    protected: bytes = encrypt(nonce, payload, pack_header(first, peer_cid, truncated))
+    mask: bytes = header_mask(protected[2:18])
+    header: bytes = pack_header(
+        first ^ (mask[0] & 0x1F), peer_cid, truncated ^ (mask[1] << 8 | mask[2])
     )
+    return header + protected
 
 
 def _discard(quic: LibP2PQuic, stream: QuicStream) -> None:
@@ -406,14 +428,8 @@ def _write_whole(
         start = stop = sender._buffer_fin
     else:
         return False
-    # The type, the id, the offset (none at 0) and a 2-byte length (_varint_bytes inline).
-    header_bytes = 3 + (1 if sid < 0x40 else 2 if sid < 0x4000 else 4 if sid < 0x40000000 else 8)
-    if start:
-        header_bytes += (
-            1 if start < 0x40 else 2 if start < 0x4000 else 4 if start < 0x40000000 else 8
-        )
-    if buf.tell() + header_bytes + stop - start > flight_room:
-        return False
+    if buf.tell() + _MAX_STREAM_HEADER_BYTES + stop - start > flight_room:
+        return False  # (near the end: _write_frames cuts it, with its exact header)
     fin = sender._buffer_fin == stop
     buf.push_uint8(0x0A | (4 if start else 0) | (1 if fin else 0))
     buf.push_uint_var(sid)

@@ -254,10 +254,10 @@ class LibP2PQuic(OneRttReceiver):
         self.lean_send = True
         """Whether :meth:`datagrams_to_send` may use the lean builder (tests compare)."""
         self.peer_max_udp_payload = _DEFAULT_MAX_UDP_PAYLOAD
+        """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
         self._tx_keys: tuple[Any, ...] | None = None  # quic_send._send_keys
         self._timer_space: Any = None
         """The 1-RTT packet space, once the other two are discarded (:meth:`get_timer`)."""
-        """The peer's ``max_udp_payload_size`` transport parameter (once received)."""
         pacer = self._loss._pacer
         self._pacer_after_send = pacer.update_after_send
         pacer.update_after_send = self._after_application_packet  # type: ignore[method-assign]

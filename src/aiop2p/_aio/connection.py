@@ -717,8 +717,8 @@ class Connection(asyncio.Protocol):
             self._unflushed = unflushed
             if unflushed >= self.write_piece_size:
                 self._flush()
-            elif self._flush_handle is None and not self._flush_held:  # _schedule_flush
-                self._flush_handle = self.loop.call_soon(self._scheduled_flush)
+            else:
+                self._schedule_flush()
         return sent
 
     def acknowledge(self, sid: StreamId, size: int) -> None:

@@ -156,3 +156,36 @@ def test_requests_sets_the_timed_echo_count_within_the_peers_bound() -> None:
     for bad in ("0", str(run.MAX_REQUESTS + 1)):
         with pytest.raises(SystemExit):
             run.parse_args(["--requests", bad])
+
+
+def test_placement_summaries_give_each_issues_ratios() -> None:
+    """``bench/placement.py``: issue 10's line (aiop2p / base, % of the floor, from the
+    requests/s) and issue 13's (QUIC / TCP from the p50 and from both sides' CPU), each the
+    ratio of medians over the rounds."""
+    sys.modules.setdefault("run", run)  # placement imports run and quic_figures as siblings
+    sys.modules.setdefault("quic_figures", _load("quic_figures"))
+    placement = _load("placement")
+    sample = placement.Sample
+    issue10 = placement.parse_args(["--base", "/elsewhere", "--rounds", "3"])
+    line = placement.summary(
+        "one core",
+        [
+            [sample(r, 0.1, 100.0) for r in (2000.0, 3000.0, 9000.0)],  # median 3000
+            [sample(r, 0.1, 100.0) for r in (1000.0, 1500.0, 1.0)],  # median 1000
+            [sample(r, 0.1, 100.0) for r in (6000.0, 5000.0, 4000.0)],  # median 5000
+        ],
+        issue10,
+    )
+    assert "aiop2p / base 3.00x" in line and "60 % of the floor" in line
+    issue13 = placement.parse_args(["--quic", "--rounds", "3"])
+    line = placement.summary(
+        "two cores",
+        [
+            [sample(1.0, p50, cpu) for p50, cpu in ((0.2, 200.0), (0.3, 100.0), (0.1, 150.0))],
+            [sample(1.0, p50, cpu) for p50, cpu in ((0.3, 300.0), (0.9, 270.0), (0.1, 240.0))],
+        ],
+        issue13,
+    )
+    assert "QUIC / TCP p50 1.50x, CPU 1.80x" in line
+    with pytest.raises(SystemExit):  # one comparison or the other, never neither
+        placement.parse_args(["--rounds", "3"])

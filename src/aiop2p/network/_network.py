@@ -607,7 +607,8 @@ class Network(Generic[Rq, Rs]):
     def _connected(self, peer: PeerId) -> Connection | None:
         """The connection a request to ``peer`` takes without waiting (``None``: ask
         :meth:`_connection`, which dials, or refuses a banned peer)."""
-        return None if peer in self._banned else self._node.connection_now(peer)
+        banned = self._banned  # usually empty: no PeerId hash (a Python call) per request
+        return None if banned and peer in banned else self._node.connection_now(peer)
 
     async def _connection(self, peer: PeerId) -> Connection:
         if peer in self._banned:

@@ -244,7 +244,8 @@ class RequestExchange(Generic[Rq, Rs]):
             config.requests_channel.capacity, config.requests_channel.policy, name="requests"
         )
         """Approved inbound requests, for the application."""
-        self._deadlines = self._budget.deadlines
+        self.deadlines: DeadlineQueue = self._budget.deadlines
+        """``request_timeout`` for every request of the network, both directions."""
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first send
         self._streams: weakref.WeakSet[ResponseStream[Any]] = weakref.WeakSet()
@@ -282,7 +283,7 @@ class RequestExchange(Generic[Rq, Rs]):
 
     async def close(self) -> None:
         """Once the node is closed: stop the deadlines, wait for the sends, end ``requests``."""
-        self._deadlines.close()  # shared: closing it again (another protocol) is harmless
+        self.deadlines.close()  # shared: closing it again (another protocol) is harmless
         if self._outbound_tasks:
             await asyncio.gather(*self._outbound_tasks, return_exceptions=True)
         self.requests.close()
@@ -318,7 +319,7 @@ class RequestExchange(Generic[Rq, Rs]):
             if conn is None:
                 conn = await _dial(route, peer)
             deadline: Deadline | _CallDeadline = (
-                self._deadlines.start(task) if timeout is None else _CallDeadline(task, timeout)
+                self.deadlines.start(task) if timeout is None else _CallDeadline(task, timeout)
             )
             try:
                 body = await send_request_on(
@@ -419,9 +420,6 @@ class RequestExchange(Generic[Rq, Rs]):
         budget.inflight[conn_id] = count + 1
         budget.inflight_total += 1
         stream.set_sink(InboundExchange(self, stream, request_id))
-
-    def start_deadline(self, exchange: InboundExchange) -> Deadline:
-        return self._deadlines.start(exchange)
 
     def decide(self, exchange: InboundExchange, value: Any, view: Any) -> None:
         """Ask the firewall about an inbound request; its verdict goes to ``exchange``."""

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from .._aio.deadlines import Deadline
+from .._aio.deadlines import Deadline, DeadlineQueue
 from .._aio.stream import Stream
 from .._wire.varint import decode_uvarint, encode_uvarint
 from ..errors import (
@@ -44,6 +44,7 @@ __all__ = ["ExchangeOwner", "InboundExchange", "InboundRequest"]
 _LENGTH_PREFIXED: Final = Framing.LENGTH_PREFIXED
 _EOF_DELIMITED: Final = Framing.EOF_DELIMITED
 _CHUNKED: Final = Framing.CHUNKED
+_NOT_PERMITTED: Final = RejectReason.NOT_PERMITTED  # read per request by ``decided``, likewise
 
 log = logging.getLogger("aiop2p.network.exchange")
 
@@ -92,10 +93,9 @@ class ExchangeOwner(Protocol):
     framing: Framing
     max_request_bytes: int
     linger_timeout: float
+    deadlines: DeadlineQueue
 
     def firewall_view(self, value: Any, /) -> Any: ...
-
-    def start_deadline(self, exchange: InboundExchange) -> Deadline: ...
 
     def decide(self, exchange: InboundExchange, value: Any, view: Any) -> None: ...
 
@@ -265,11 +265,12 @@ class InboundExchange:
         """Dropped once the request is over: the stream holds this sink, and keeping the
         stream here too would be a reference cycle per request (freed only by the
         cyclic garbage collector)."""
-        self.conn_id = stream.connection.id
-        self.peer = stream.connection.remote_peer
+        conn = stream.connection
+        self.conn_id = conn.id
+        self.peer = conn.remote_peer
         self.request_id = request_id
         self.protocol = stream.protocol or ""
-        self.loop = stream.connection.loop
+        self.loop = conn.loop
         self.state = _READING
         self._error_sent = False
         self._mid_chunk = False  # a streamed chunk is being written (no error chunk now)
@@ -282,7 +283,7 @@ class InboundExchange:
         self._stream_failed = False
         self._waiter: asyncio.Task[None] | None = None
         self._written: asyncio.Future[None] | None = None
-        self._deadline: Deadline = owner.start_deadline(self)
+        self._deadline: Deadline = owner.deadlines.start(self)
 
     # -- StreamSink ----------------------------------------------------------------------
 
@@ -393,7 +394,8 @@ class InboundExchange:
 
     def _got_request(self, body: bytes) -> None:
         owner = self._owner
-        self._body = bytearray()
+        if self._body:  # a request read in pieces: free them (a whole one left it empty)
+            self._body = bytearray()
         try:
             value = owner.codec.decode_request(body)
             view = owner.firewall_view(value)
@@ -414,7 +416,7 @@ class InboundExchange:
         """The firewall's verdict (``None``: deliver ``value``)."""
         if self.state != _DECIDING:
             return
-        if reason is RejectReason.NOT_PERMITTED:
+        if reason is _NOT_PERMITTED:
             self.end(InboundFailure.NOT_PERMITTED)
         elif reason is not None or self.stream is None or not self.stream.connection.is_established:
             self.end(InboundFailure.CONNECTION_CLOSED)
@@ -543,7 +545,7 @@ class InboundExchange:
                     if self.state != _WRITING:
                         return
                 self._deadline.finish()
-                self._deadline = owner.start_deadline(self)
+                self._deadline = owner.deadlines.start(self)
         finally:
             aclose = getattr(items, "aclose", None)
             if aclose is not None:

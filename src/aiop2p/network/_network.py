@@ -384,9 +384,9 @@ class Network(Generic[Rq, Rs]):
         return protocol
 
     def _register(self, protocol_id: str, protocol: RequestProtocol[Any, Any]) -> None:
-        self._node.set_inline_stream_handler(
-            protocol_id, protocol._exchange.accept, offer=self._firewall.offers_protocol
-        )
+        # Offered or not is the engine's answer, asked on every inbound stream: no gate hop.
+        offer = self._firewall.engine.offers_protocol
+        self._node.set_inline_stream_handler(protocol_id, protocol._exchange.accept, offer=offer)
 
     def events(self) -> EventChannel[NetworkEvent]:
         """Network events: ``async for event in network.events()``."""

@@ -37,7 +37,6 @@ from typing import Any, Final, Generic, Self, TypeVar
 from .._aio.connection import Connection
 from .._aio.deadlines import Deadline, DeadlineQueue
 from .._aio.stream import ConnectionId, Stream
-from .._wire.varint import encode_uvarint
 from ..errors import (
     ConnectionClosedError,
     InvalidArgumentError,
@@ -109,7 +108,7 @@ async def send_request_on(
             if len(protocols) > 1:
                 await stream.wait_negotiated()
             if framing is _LENGTH_PREFIXED:
-                await stream.write(encode_uvarint(len(payload)) + payload)  # write_message
+                await stream.write_message(payload)
                 response = await stream.read_message(max_response_bytes)
             elif framing is _CHUNKED:
                 await stream.write_message(payload)

@@ -159,10 +159,6 @@ class FirewallGate:
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
 
-    def offers_protocol(self, peer: PeerId) -> bool:
-        """Whether the request protocols are offered to ``peer`` (its rule is not reject-all)."""
-        return self.engine.offers_protocol(peer)
-
     # -- configuration -------------------------------------------------------------------
 
     def set_default(self, rule: Rule[Any] | None) -> None:

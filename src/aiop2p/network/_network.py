@@ -141,7 +141,8 @@ class Network(Generic[Rq, Rs]):
             # push tells the peer its view of our protocols changed.
             support_changed=lambda: self._node.local_changed.emit(None),
         )
-        self._firewall_view: Callable[[Any], Any] = firewall_view or (lambda value: value)
+        self._firewall_view: Callable[[Any], Any] | None = firewall_view
+        """``None``: rules see the request itself (no identity call per request)."""
         self._budget = ExchangeBudget(config)
         self._route = Route(
             check_open=self._check_open,
@@ -366,7 +367,7 @@ class Network(Generic[Rq, Rs]):
         self,
         spec: ProtocolConfig,
         codec: Codec | RequestResponseCodec,
-        firewall_view: Callable[[Any], Any],
+        firewall_view: Callable[[Any], Any] | None,
     ) -> RequestProtocol[Any, Any]:
         exchange: RequestExchange[Any, Any] = RequestExchange(
             self.config,

@@ -116,14 +116,14 @@ def json_loads(data: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) ->
     ):
         raise CodecError(f"invalid JSON: nested deeper than {max_depth} levels")
     try:
-        if text.startswith("\ufeff"):
-            return json.loads(text)  # refused, with json's message for a BOM
         try:
-            value, end = _SCAN_ONCE(text, 0)
+            value, end = _SCAN_ONCE(text, 0)  # a BOM is no value: StopIteration
         except StopIteration:
             end = -1
         if end == len(text):
             return value
+        if text.startswith("\ufeff"):
+            return json.loads(text)  # refused, with json's message for a BOM
         return _DECODER.decode(text)  # what json.loads calls, one call sooner
     except (UnicodeDecodeError, ValueError) as exc:
         raise CodecError(f"invalid JSON: {exc}") from exc

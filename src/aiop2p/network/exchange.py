@@ -96,12 +96,12 @@ async def send_request_on(
     conn: Connection,
     protocols: tuple[str, ...],
     payload: bytes,
-    *,
     framing: Framing,
     max_request_bytes: int,
     max_response_bytes: int,
 ) -> bytes:
-    """Send ``payload`` on a new stream of ``conn`` and return the response body."""
+    """Send ``payload`` on a new stream of ``conn`` and return the response body
+    (positional arguments: matched without keyword lookups, once per request)."""
     try:
         stream = _open(conn, protocols, payload, max_request_bytes)
         try:
@@ -221,7 +221,7 @@ class RequestExchange(Generic[Rq, Rs]):
         self,
         config: NetworkConfig,
         codec: Codec | RequestResponseCodec,
-        firewall_view: Callable[[Rq], Any],
+        firewall_view: Callable[[Rq], Any] | None,
         gate: FirewallGate,
         *,
         emit: Callable[[NetworkEvent], None],
@@ -234,6 +234,7 @@ class RequestExchange(Generic[Rq, Rs]):
         self._budget = budget or ExchangeBudget(config)
         self.codec = codec_functions(codec)
         self.firewall_view = firewall_view
+        """What the firewall's rules see of a request; ``None``: the request itself."""
         self.framing = spec.framing
         self.max_request_bytes = spec.max_request_bytes
         self._gate = gate
@@ -321,13 +322,14 @@ class RequestExchange(Generic[Rq, Rs]):
                 self.deadlines.start(task) if timeout is None else _CallDeadline(task, timeout)
             )
             try:
+                spec = self.spec
                 body = await send_request_on(
                     conn,
-                    self.spec.protocols,
+                    spec.protocols,
                     payload,
-                    framing=self.spec.framing,
-                    max_request_bytes=self.spec.max_request_bytes,
-                    max_response_bytes=self.spec.max_response_bytes,
+                    spec.framing,
+                    spec.max_request_bytes,
+                    spec.max_response_bytes,
                 )
             except asyncio.CancelledError:
                 if deadline.expired:

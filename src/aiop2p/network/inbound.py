@@ -94,8 +94,7 @@ class ExchangeOwner(Protocol):
     max_request_bytes: int
     linger_timeout: float
     deadlines: DeadlineQueue
-
-    def firewall_view(self, value: Any, /) -> Any: ...
+    firewall_view: Callable[[Any], Any] | None
 
     def decide(self, exchange: InboundExchange, value: Any, view: Any) -> None: ...
 
@@ -362,13 +361,13 @@ class InboundExchange:
                 if length > owner.max_request_bytes:
                     self.end(InboundFailure.INVALID_REQUEST)
                     return
-                size = self._size = start + length
-                self._start = start
-                if len(data) >= size:
-                    self._received = size
+                size = start + length
+                if len(data) >= size:  # no count kept: nothing more is read
                     stream.consume(size)
                     self._got_request(data[start:size])
                     return
+                self._size = size
+                self._start = start
         self._body += data
         if size < 0:
             try:
@@ -398,7 +397,8 @@ class InboundExchange:
             self._body = bytearray()
         try:
             value = owner.codec.decode_request(body)
-            view = owner.firewall_view(value)
+            view_of = owner.firewall_view
+            view = value if view_of is None else view_of(value)
         except (P2PError, ValueError, TypeError) as exc:
             log.debug("invalid request from %s: %s", self.peer, exc)
             self.fail(ResultCode.INVALID_REQUEST, str(exc), InboundFailure.INVALID_REQUEST)

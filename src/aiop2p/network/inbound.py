@@ -590,7 +590,7 @@ class InboundExchange:
         assert stream is not None
         if failure is None:
             self.stream = None
-            stream.close_write()
+            closed = stream.close_write()  # whether the requester had closed its side too
         else:
             owner.failed(self, failure)
             if self._stream_failed:
@@ -599,23 +599,21 @@ class InboundExchange:
             length_prefixed = owner.framing is not _EOF_DELIMITED
             if self._error_sent:
                 self.stream = None
-                stream.close_write()  # after the error chunk
-                if not stream.is_closed:
-                    stream.connection.linger(stream, owner.linger_timeout)
-                return
-            if failure in _GAVE_UP and length_prefixed and not self._eof:
+                closed = stream.close_write()  # after the error chunk
+            elif failure in _GAVE_UP and length_prefixed and not self._eof:
                 self.state = _LINGERING  # keeps the stream until EOF, reset or linger
                 stream.connection.linger(stream, owner.linger_timeout)
                 return
-            self.stream = None
-            if failure in _CLOSE_UNANSWERED and length_prefixed:
-                stream.close_write()
+            elif failure in _CLOSE_UNANSWERED and length_prefixed:
+                self.stream = None
+                closed = stream.close_write()
             else:
                 # Reset: overload, unreadable request, stalled write; and every failure
                 # with EOF framing, where a clean close would read as an empty response.
+                self.stream = None
                 stream.reset()
                 return
-        if not stream.is_closed:
+        if not closed:
             # Done, but the requester has not closed its side: reset the stream if it
             # lingers, so a peer that never closes cannot pin it forever.
             stream.connection.linger(stream, owner.linger_timeout)

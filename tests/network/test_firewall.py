@@ -953,6 +953,21 @@ class FirewallMachine(RuleBasedStateMachine):
     def support_matches_model(self) -> None:
         for peer in set(self.open_conns.values()):
             assert self.offered[peer] == self.fw.offers_protocol(peer)
+            rule = self.fw.effective_rule(peer)  # the flag is kept per peer, not looked up
+            assert self.fw.offers_protocol(peer) == (
+                rule is None or rule.kind is not RuleKind.REJECT_ALL
+            )
+
+    @invariant()
+    def allows_at_once_matches_rules(self) -> None:
+        """The per-connection answer of the fast path follows every rule change and
+        connection close (it is cached per connection, not looked up per request)."""
+        for conn, peer in self.all_conns.items():
+            rule = self.fw.effective_rule(peer)
+            expected = (
+                conn in self.open_conns and rule is not None and rule.kind is RuleKind.ALLOW_ALL
+            )
+            assert self.fw.allows_at_once(peer, conn) == expected
 
 
 TestFirewallMachine = FirewallMachine.TestCase

@@ -23,6 +23,7 @@ from aiop2p.errors import (
     OutboundFailure,
     RequestConnectionClosedError,
     RequestDialError,
+    RequestRefusedError,
     RequestTimeoutError,
     ResponseOmittedError,
     ResponseTooLargeError,
@@ -581,6 +582,32 @@ async def test_firewall_view_is_what_rules_and_approvals_see() -> None:
                 assert await asyncio.wait_for(pending, CAP) == "done"
             finally:
                 await inbox.aclose()
+
+
+async def test_without_a_firewall_view_rules_see_the_request_and_a_failing_view_refuses() -> None:
+    """No ``firewall_view``: a restriction is given the decoded request itself.  A view
+    that raises refuses the request (``INVALID_REQUEST``), even where every request is
+    allowed: the view is asked before any rule."""
+    only_ok: Rule[str] = Rule.restricted(lambda request: request == "ok")
+    async with networks(ALLOW, {"firewall": FirewallRules(only_ok)}) as (a, b):
+        await link(a, b)
+        async with serving(b, lambda rq: "done"):
+            assert await a.send_request(b.peer_id, "ok") == "done"
+            error = await outcome(a.send_request(b.peer_id, "no"))
+            assert isinstance(error, RequestConnectionClosedError)
+
+    def broken_view(request: object) -> object:
+        raise RuntimeError("no view of this")
+
+    failing = {"firewall": FirewallRules.allow_all(), "firewall_view": broken_view}
+    async with networks(ALLOW, failing) as (a, b):
+        await link(a, b)
+        async with serving(b, lambda rq: "done"):
+            error = await outcome(a.send_request(b.peer_id, "ok"))
+            assert isinstance(error, RequestRefusedError), error
+            assert (await next_event(b, InboundRequestFailed, skip=CONNECTION_NOISE)).failure is (
+                InboundFailure.INVALID_REQUEST
+            )
 
 
 async def test_firewall_configuration_methods() -> None:

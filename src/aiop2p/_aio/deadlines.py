@@ -63,8 +63,9 @@ class DeadlineQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, task: Cancellable) -> Deadline:
-        loop = self._loop or asyncio.get_running_loop()
-        self._loop = loop
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
         entries = self._entries
         while entries and not entries[0].active:
             entries.popleft()

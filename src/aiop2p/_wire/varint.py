@@ -8,13 +8,16 @@ __all__ = ["MAX_VARINT_BYTES", "decode_uvarint", "encode_uvarint"]
 
 MAX_VARINT_BYTES = 9  # multiformats unsigned-varint: 63 bits at most
 
+_ONE_BYTE: tuple[bytes, ...] = tuple(bytes((value,)) for value in range(0x80))
+"""The one-byte varints, made once: most lengths on the wire are below 128."""
+
 
 def encode_uvarint(value: int) -> bytes:
     """Encode a non-negative integer below 2**63."""
     if value < 0x80:
         if value < 0:
             raise ValueError("uvarint cannot encode a negative number")
-        return bytes((value,))
+        return _ONE_BYTE[value]
     if value >= 1 << 63:
         raise ValueError("uvarint cannot encode values of 2**63 or more")
     out = bytearray()

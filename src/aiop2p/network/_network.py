@@ -141,7 +141,8 @@ class Network(Generic[Rq, Rs]):
             # push tells the peer its view of our protocols changed.
             support_changed=lambda: self._node.local_changed.emit(None),
         )
-        self._firewall_view: Callable[[Any], Any] = firewall_view or (lambda value: value)
+        self._firewall_view: Callable[[Any], Any] | None = firewall_view
+        """``None``: rules see the request itself (no identity call per request)."""
         self._budget = ExchangeBudget(config)
         self._route = Route(
             check_open=self._check_open,
@@ -366,7 +367,7 @@ class Network(Generic[Rq, Rs]):
         self,
         spec: ProtocolConfig,
         codec: Codec | RequestResponseCodec,
-        firewall_view: Callable[[Any], Any],
+        firewall_view: Callable[[Any], Any] | None,
     ) -> RequestProtocol[Any, Any]:
         exchange: RequestExchange[Any, Any] = RequestExchange(
             self.config,
@@ -384,9 +385,9 @@ class Network(Generic[Rq, Rs]):
         return protocol
 
     def _register(self, protocol_id: str, protocol: RequestProtocol[Any, Any]) -> None:
-        self._node.set_inline_stream_handler(
-            protocol_id, protocol._exchange.accept, offer=self._firewall.offers_protocol
-        )
+        # Offered or not is the engine's answer, asked on every inbound stream: no gate hop.
+        offer = self._firewall.engine.offers_protocol
+        self._node.set_inline_stream_handler(protocol_id, protocol._exchange.accept, offer=offer)
 
     def events(self) -> EventChannel[NetworkEvent]:
         """Network events: ``async for event in network.events()``."""
@@ -607,7 +608,8 @@ class Network(Generic[Rq, Rs]):
     def _connected(self, peer: PeerId) -> Connection | None:
         """The connection a request to ``peer`` takes without waiting (``None``: ask
         :meth:`_connection`, which dials, or refuses a banned peer)."""
-        return None if peer in self._banned else self._node.connection_now(peer)
+        banned = self._banned  # usually empty: no PeerId hash (a Python call) per request
+        return None if banned and peer in banned else self._node.connection_now(peer)
 
     async def _connection(self, peer: PeerId) -> Connection:
         if peer in self._banned:

@@ -107,18 +107,23 @@ def json_loads(data: str | bytes, *, max_depth: int = DEFAULT_MAX_JSON_DEPTH) ->
             raise CodecError(f"invalid JSON: {exc}") from exc
         if not encoding.startswith("utf-8"):  # UTF-16/32: scan its UTF-8 form
             raw = text.encode("utf-8", "surrogatepass")
-    # The cheap bound first, inline: most texts cannot nest deeper than they have openers.
-    if raw.count(b"[") + raw.count(b"{") > max_depth and json_depth_exceeds(raw, max_depth):
+    # The cheap bounds first, inline: most texts cannot nest deeper than they have openers,
+    # and a text no longer than max_depth has no more openers than that (no scan at all).
+    if (
+        len(raw) > max_depth
+        and raw.count(b"[") + raw.count(b"{") > max_depth
+        and json_depth_exceeds(raw, max_depth)
+    ):
         raise CodecError(f"invalid JSON: nested deeper than {max_depth} levels")
     try:
-        if text.startswith("\ufeff"):
-            return json.loads(text)  # refused, with json's message for a BOM
         try:
-            value, end = _SCAN_ONCE(text, 0)
+            value, end = _SCAN_ONCE(text, 0)  # a BOM is no value: StopIteration
         except StopIteration:
             end = -1
         if end == len(text):
             return value
+        if text.startswith("\ufeff"):
+            return json.loads(text)  # refused, with json's message for a BOM
         return _DECODER.decode(text)  # what json.loads calls, one call sooner
     except (UnicodeDecodeError, ValueError) as exc:
         raise CodecError(f"invalid JSON: {exc}") from exc

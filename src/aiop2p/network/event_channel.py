@@ -35,7 +35,8 @@ import contextlib
 import enum
 import logging
 from collections import deque
-from typing import Generic, TypeVar
+from collections.abc import Coroutine
+from typing import Any, Generic, TypeVar
 
 from ..errors import ChannelClosedError, InvalidArgumentError, LimitExceededError
 
@@ -268,15 +269,20 @@ class EventChannel(Generic[T]):
 
     # -- receiver side ---------------------------------------------------------------
 
-    async def receive(self) -> T:
-        """The next item; waits while empty.
+    def receive(self) -> Coroutine[Any, Any, T]:
+        """The next item (``await`` it); waits while empty.
 
         Raises :class:`ChannelClosedError` once the sender closed and everything was
         received, or right away after :meth:`close_receiver`.
         """
+        return self._receive(ChannelClosedError)
+
+    async def _receive(self, at_end: type[Exception]) -> T:
+        """:meth:`receive`, raising ``at_end`` at the end: ``async for`` gets its
+        ``StopAsyncIteration`` from here, one coroutine per item instead of two."""
         while not self._items:
             if self._sender_closed or self._receiver_closed:
-                raise ChannelClosedError(f"{self._name} is closed")
+                raise at_end(f"{self._name} is closed")
             fut = self._future()
             self._getters.append(fut)
             try:
@@ -319,13 +325,8 @@ class EventChannel(Generic[T]):
     def __aiter__(self) -> EventChannel[T]:
         return self
 
-    async def __anext__(self) -> T:
-        if self._items:  # the common case under load: no receive() coroutine per item
-            return self._take()
-        try:
-            return await self.receive()
-        except ChannelClosedError:
-            raise StopAsyncIteration from None
+    def __anext__(self) -> Coroutine[Any, Any, T]:
+        return self._receive(StopAsyncIteration)
 
     def _take(self) -> T:
         item = self._items.popleft()

@@ -37,7 +37,6 @@ from typing import Any, Final, Generic, Self, TypeVar
 from .._aio.connection import Connection
 from .._aio.deadlines import Deadline, DeadlineQueue
 from .._aio.stream import ConnectionId, Stream
-from .._wire.varint import encode_uvarint
 from ..errors import (
     ConnectionClosedError,
     InvalidArgumentError,
@@ -97,19 +96,19 @@ async def send_request_on(
     conn: Connection,
     protocols: tuple[str, ...],
     payload: bytes,
-    *,
     framing: Framing,
     max_request_bytes: int,
     max_response_bytes: int,
 ) -> bytes:
-    """Send ``payload`` on a new stream of ``conn`` and return the response body."""
+    """Send ``payload`` on a new stream of ``conn`` and return the response body
+    (positional arguments: matched without keyword lookups, once per request)."""
     try:
         stream = _open(conn, protocols, payload, max_request_bytes)
         try:
             if len(protocols) > 1:
                 await stream.wait_negotiated()
             if framing is _LENGTH_PREFIXED:
-                await stream.write(encode_uvarint(len(payload)) + payload)  # write_message
+                await stream.write_message(payload)
                 response = await stream.read_message(max_response_bytes)
             elif framing is _CHUNKED:
                 await stream.write_message(payload)
@@ -222,7 +221,7 @@ class RequestExchange(Generic[Rq, Rs]):
         self,
         config: NetworkConfig,
         codec: Codec | RequestResponseCodec,
-        firewall_view: Callable[[Rq], Any],
+        firewall_view: Callable[[Rq], Any] | None,
         gate: FirewallGate,
         *,
         emit: Callable[[NetworkEvent], None],
@@ -235,6 +234,7 @@ class RequestExchange(Generic[Rq, Rs]):
         self._budget = budget or ExchangeBudget(config)
         self.codec = codec_functions(codec)
         self.firewall_view = firewall_view
+        """What the firewall's rules see of a request; ``None``: the request itself."""
         self.framing = spec.framing
         self.max_request_bytes = spec.max_request_bytes
         self._gate = gate
@@ -244,7 +244,8 @@ class RequestExchange(Generic[Rq, Rs]):
             config.requests_channel.capacity, config.requests_channel.policy, name="requests"
         )
         """Approved inbound requests, for the application."""
-        self._deadlines = self._budget.deadlines
+        self.deadlines: DeadlineQueue = self._budget.deadlines
+        """``request_timeout`` for every request of the network, both directions."""
         self._outbound_tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop of the first send
         self._streams: weakref.WeakSet[ResponseStream[Any]] = weakref.WeakSet()
@@ -282,7 +283,7 @@ class RequestExchange(Generic[Rq, Rs]):
 
     async def close(self) -> None:
         """Once the node is closed: stop the deadlines, wait for the sends, end ``requests``."""
-        self._deadlines.close()  # shared: closing it again (another protocol) is harmless
+        self.deadlines.close()  # shared: closing it again (another protocol) is harmless
         if self._outbound_tasks:
             await asyncio.gather(*self._outbound_tasks, return_exceptions=True)
         self.requests.close()
@@ -318,16 +319,17 @@ class RequestExchange(Generic[Rq, Rs]):
             if conn is None:
                 conn = await _dial(route, peer)
             deadline: Deadline | _CallDeadline = (
-                self._deadlines.start(task) if timeout is None else _CallDeadline(task, timeout)
+                self.deadlines.start(task) if timeout is None else _CallDeadline(task, timeout)
             )
             try:
+                spec = self.spec
                 body = await send_request_on(
                     conn,
-                    self.spec.protocols,
+                    spec.protocols,
                     payload,
-                    framing=self.spec.framing,
-                    max_request_bytes=self.spec.max_request_bytes,
-                    max_response_bytes=self.spec.max_response_bytes,
+                    spec.framing,
+                    spec.max_request_bytes,
+                    spec.max_response_bytes,
                 )
             except asyncio.CancelledError:
                 if deadline.expired:
@@ -419,9 +421,6 @@ class RequestExchange(Generic[Rq, Rs]):
         budget.inflight[conn_id] = count + 1
         budget.inflight_total += 1
         stream.set_sink(InboundExchange(self, stream, request_id))
-
-    def start_deadline(self, exchange: InboundExchange) -> Deadline:
-        return self._deadlines.start(exchange)
 
     def decide(self, exchange: InboundExchange, value: Any, view: Any) -> None:
         """Ask the firewall about an inbound request; its verdict goes to ``exchange``."""

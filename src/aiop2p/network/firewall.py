@@ -91,6 +91,12 @@ class RuleKind(enum.Enum):
     ASK = "ask"
 
 
+# Members the per-request checks read, as globals: on Python 3.11 an attribute of an Enum
+# class goes through EnumType.__getattr__'s slot on every read (several times the cost).
+_ALLOW_ALL_KIND: Final = RuleKind.ALLOW_ALL
+_REJECT_ALL_KIND: Final = RuleKind.REJECT_ALL
+
+
 @dataclass(frozen=True, slots=True)
 class Rule(Generic[TRq_contra]):
     """A firewall rule; build with the constructors, not the dataclass fields.
@@ -620,6 +626,10 @@ class FirewallEngine(Generic[TRq]):
         self._connections: dict[PeerId, set[ConnectionKey]] = {}
         self._conn_peer: dict[ConnectionKey, PeerId] = {}
         self._offered: dict[PeerId, bool] = {}  # last support flag, per connected peer
+        self._allowing: dict[ConnectionKey, PeerId] = {}
+        """The live connections whose peer's effective rule is ``ALLOW_ALL``, to that peer:
+        :meth:`allows_at_once` answers with one lookup per request.  Kept with ``_offered``
+        wherever a connection comes or goes or a connected peer's rule changes."""
         self._rule_queries: set[PeerId] = set()  # peers with an outstanding QueryRule
         self._parked: dict[RequestId, _Parked[TRq]] = {}
         self._parked_by_peer: dict[PeerId, dict[RequestId, None]] = {}  # insertion-ordered
@@ -637,9 +647,27 @@ class FirewallEngine(Generic[TRq]):
         return self._rules.get_rule(peer)
 
     def offers_protocol(self, peer: PeerId) -> bool:
-        """Whether to offer the request protocol to ``peer``: effective rule is not RejectAll."""
+        """Whether to offer the request protocol to ``peer``: effective rule is not RejectAll.
+
+        Asked on every inbound stream: a connected peer's answer is its ``_offered`` flag,
+        which every rule change of a connected peer renews (:meth:`_rule_changed`)."""
+        offered = self._offered.get(peer)
+        return self._offers_by_rule(peer) if offered is None else offered
+
+    def _offers_by_rule(self, peer: PeerId) -> bool:
         rule = self._rules.get_effective_rule(peer)
-        return rule is None or rule.kind is not RuleKind.REJECT_ALL
+        return rule is None or rule.kind is not _REJECT_ALL_KIND
+
+    def _note_allowing(self, peer: PeerId, connection_ids: Iterable[ConnectionKey]) -> None:
+        """Renew ``_allowing`` for ``peer``'s live ``connection_ids`` after its rule changed."""
+        rule = self._rules.get_effective_rule(peer)
+        allowing = self._allowing
+        if rule is not None and rule.kind is _ALLOW_ALL_KIND:
+            for connection_id in connection_ids:
+                allowing[connection_id] = peer
+        else:
+            for connection_id in connection_ids:
+                allowing.pop(connection_id, None)
 
     def is_connected(self, peer: PeerId) -> bool:
         return peer in self._connections
@@ -677,9 +705,10 @@ class FirewallEngine(Generic[TRq]):
         conns = self._connections.get(peer)
         if conns is None:
             self._connections[peer] = {connection_id}
-            self._offered[peer] = self.offers_protocol(peer)
+            self._offered[peer] = self._offers_by_rule(peer)
         else:
             conns.add(connection_id)
+        self._note_allowing(peer, (connection_id,))
         if (
             inbound
             and peer not in self._rule_queries
@@ -697,6 +726,7 @@ class FirewallEngine(Generic[TRq]):
         if self._conn_peer.get(connection_id) != peer:
             return []
         del self._conn_peer[connection_id]
+        self._allowing.pop(connection_id, None)
         actions: list[FirewallAction[TRq]] = []
         by_peer = self._parked_by_peer.get(peer)
         if by_peer:
@@ -722,13 +752,12 @@ class FirewallEngine(Generic[TRq]):
     def allows_at_once(self, peer: PeerId, connection_id: ConnectionKey) -> bool:
         """Whether the peer's rule delivers every request on this live connection at once
         (``ALLOW_ALL``): what :meth:`on_request` would answer with a lone ``Deliver``, for a
-        caller that wants no action list per request.  ``False``: ask :meth:`on_request`."""
-        rule = self._rules.get_effective_rule(peer)
-        return (
-            rule is not None
-            and rule.kind is RuleKind.ALLOW_ALL
-            and self._conn_peer.get(connection_id) == peer
-        )
+        caller that wants no action list per request.  ``False``: ask :meth:`on_request`.
+
+        ``peer`` is compared by identity: the caller passes the ``PeerId`` the connection
+        was established with (an equal copy gets ``False``, so :meth:`on_request` decides;
+        ``==`` would cost a Python ``__eq__`` call per request)."""
+        return self._allowing.get(connection_id) is peer
 
     def on_request(
         self, request_id: RequestId, peer: PeerId, connection_id: ConnectionKey, view: TRq
@@ -870,10 +899,11 @@ class FirewallEngine(Generic[TRq]):
         """Re-send protocol support if it changed; decide requests parked for a rule."""
         actions: list[FirewallAction[TRq]] = []
         if peer in self._offered:
-            offered = self.offers_protocol(peer)
+            offered = self._offers_by_rule(peer)
             if offered != self._offered[peer]:
                 self._offered[peer] = offered
                 actions.append(SupportChanged(peer, offered))
+            self._note_allowing(peer, self._connections[peer])
         by_peer = self._parked_by_peer.get(peer)
         if not by_peer:
             return actions

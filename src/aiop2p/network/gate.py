@@ -159,10 +159,6 @@ class FirewallGate:
         self._rule_queries: dict[PeerId, tuple[_Answer, asyncio.TimerHandle]] = {}
         self._approvals: dict[RequestId, tuple[_Answer, asyncio.TimerHandle]] = {}
 
-    def offers_protocol(self, peer: PeerId) -> bool:
-        """Whether the request protocols are offered to ``peer`` (its rule is not reject-all)."""
-        return self.engine.offers_protocol(peer)
-
     # -- configuration -------------------------------------------------------------------
 
     def set_default(self, rule: Rule[Any] | None) -> None:
@@ -217,7 +213,11 @@ class FirewallGate:
         self._apply(actions)
 
     def request_finished(self, request_id: RequestId) -> None:
-        self._decisions.pop(request_id, None)
+        """The request ended.  One lookup for a request decided already (every request a
+        rule answered at once): only one still in :attr:`_decisions` can be parked in
+        the engine or have a question open."""
+        if self._decisions.pop(request_id, None) is None:
+            return
         self._protocols.pop(request_id, None)
         actions = self.engine.on_request_finished(request_id)
         if actions:
@@ -250,6 +250,7 @@ class FirewallGate:
             if isinstance(action, Deliver | Reject):
                 decided = self._decisions.pop(action.request_id, None)
                 if decided is not None:
+                    self._protocols.pop(action.request_id, None)  # kept for its question only
                     decided(action.reason if isinstance(action, Reject) else None)
             elif isinstance(action, QueryRule):
                 self._ask_rule(action.peer)

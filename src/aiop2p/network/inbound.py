@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final, Generic, Protocol, TypeVar
 
-from .._aio.deadlines import Deadline
+from .._aio.deadlines import Deadline, DeadlineQueue
 from .._aio.stream import Stream
 from .._wire.varint import decode_uvarint, encode_uvarint
 from ..errors import (
@@ -44,6 +44,7 @@ __all__ = ["ExchangeOwner", "InboundExchange", "InboundRequest"]
 _LENGTH_PREFIXED: Final = Framing.LENGTH_PREFIXED
 _EOF_DELIMITED: Final = Framing.EOF_DELIMITED
 _CHUNKED: Final = Framing.CHUNKED
+_NOT_PERMITTED: Final = RejectReason.NOT_PERMITTED  # read per request by ``decided``, likewise
 
 log = logging.getLogger("aiop2p.network.exchange")
 
@@ -92,10 +93,8 @@ class ExchangeOwner(Protocol):
     framing: Framing
     max_request_bytes: int
     linger_timeout: float
-
-    def firewall_view(self, value: Any, /) -> Any: ...
-
-    def start_deadline(self, exchange: InboundExchange) -> Deadline: ...
+    deadlines: DeadlineQueue
+    firewall_view: Callable[[Any], Any] | None
 
     def decide(self, exchange: InboundExchange, value: Any, view: Any) -> None: ...
 
@@ -265,11 +264,12 @@ class InboundExchange:
         """Dropped once the request is over: the stream holds this sink, and keeping the
         stream here too would be a reference cycle per request (freed only by the
         cyclic garbage collector)."""
-        self.conn_id = stream.connection.id
-        self.peer = stream.connection.remote_peer
+        conn = stream.connection
+        self.conn_id = conn.id
+        self.peer = conn.remote_peer
         self.request_id = request_id
         self.protocol = stream.protocol or ""
-        self.loop = stream.connection.loop
+        self.loop = conn.loop
         self.state = _READING
         self._error_sent = False
         self._mid_chunk = False  # a streamed chunk is being written (no error chunk now)
@@ -282,7 +282,7 @@ class InboundExchange:
         self._stream_failed = False
         self._waiter: asyncio.Task[None] | None = None
         self._written: asyncio.Future[None] | None = None
-        self._deadline: Deadline = owner.start_deadline(self)
+        self._deadline: Deadline = owner.deadlines.start(self)
 
     # -- StreamSink ----------------------------------------------------------------------
 
@@ -361,13 +361,13 @@ class InboundExchange:
                 if length > owner.max_request_bytes:
                     self.end(InboundFailure.INVALID_REQUEST)
                     return
-                size = self._size = start + length
-                self._start = start
-                if len(data) >= size:
-                    self._received = size
+                size = start + length
+                if len(data) >= size:  # no count kept: nothing more is read
                     stream.consume(size)
                     self._got_request(data[start:size])
                     return
+                self._size = size
+                self._start = start
         self._body += data
         if size < 0:
             try:
@@ -393,10 +393,12 @@ class InboundExchange:
 
     def _got_request(self, body: bytes) -> None:
         owner = self._owner
-        self._body = bytearray()
+        if self._body:  # a request read in pieces: free them (a whole one left it empty)
+            self._body = bytearray()
         try:
             value = owner.codec.decode_request(body)
-            view = owner.firewall_view(value)
+            view_of = owner.firewall_view
+            view = value if view_of is None else view_of(value)
         except (P2PError, ValueError, TypeError) as exc:
             log.debug("invalid request from %s: %s", self.peer, exc)
             self.fail(ResultCode.INVALID_REQUEST, str(exc), InboundFailure.INVALID_REQUEST)
@@ -414,7 +416,7 @@ class InboundExchange:
         """The firewall's verdict (``None``: deliver ``value``)."""
         if self.state != _DECIDING:
             return
-        if reason is RejectReason.NOT_PERMITTED:
+        if reason is _NOT_PERMITTED:
             self.end(InboundFailure.NOT_PERMITTED)
         elif reason is not None or self.stream is None or not self.stream.connection.is_established:
             self.end(InboundFailure.CONNECTION_CLOSED)
@@ -543,7 +545,7 @@ class InboundExchange:
                     if self.state != _WRITING:
                         return
                 self._deadline.finish()
-                self._deadline = owner.start_deadline(self)
+                self._deadline = owner.deadlines.start(self)
         finally:
             aclose = getattr(items, "aclose", None)
             if aclose is not None:
@@ -588,7 +590,7 @@ class InboundExchange:
         assert stream is not None
         if failure is None:
             self.stream = None
-            stream.close_write()
+            closed = stream.close_write()  # whether the requester had closed its side too
         else:
             owner.failed(self, failure)
             if self._stream_failed:
@@ -597,23 +599,21 @@ class InboundExchange:
             length_prefixed = owner.framing is not _EOF_DELIMITED
             if self._error_sent:
                 self.stream = None
-                stream.close_write()  # after the error chunk
-                if not stream.is_closed:
-                    stream.connection.linger(stream, owner.linger_timeout)
-                return
-            if failure in _GAVE_UP and length_prefixed and not self._eof:
+                closed = stream.close_write()  # after the error chunk
+            elif failure in _GAVE_UP and length_prefixed and not self._eof:
                 self.state = _LINGERING  # keeps the stream until EOF, reset or linger
                 stream.connection.linger(stream, owner.linger_timeout)
                 return
-            self.stream = None
-            if failure in _CLOSE_UNANSWERED and length_prefixed:
-                stream.close_write()
+            elif failure in _CLOSE_UNANSWERED and length_prefixed:
+                self.stream = None
+                closed = stream.close_write()
             else:
                 # Reset: overload, unreadable request, stalled write; and every failure
                 # with EOF framing, where a clean close would read as an empty response.
+                self.stream = None
                 stream.reset()
                 return
-        if not stream.is_closed:
+        if not closed:
             # Done, but the requester has not closed its side: reset the stream if it
             # lingers, so a peer that never closes cannot pin it forever.
             stream.connection.linger(stream, owner.linger_timeout)

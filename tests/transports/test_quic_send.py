@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,12 +18,15 @@ from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import (
     QuicTransportParameters,
     pull_ack_frame,
+    push_ack_frame,
     push_quic_transport_parameters,
 )
 from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.quic.rangeset import RangeSet
 from aioquic.tls import CipherSuite, Epoch
 
 from aiop2p._aio import quic_adapter, quic_send
+from aiop2p._aio.quic_ack import ack_delivered
 from aiop2p._aio.quic_adapter import LibP2PQuic
 
 from .quic_memory import ADDR, connected_pair, handshake, libp2p_machine
@@ -1020,3 +1024,89 @@ def test_each_connection_limit_due_is_announced() -> None:
     assert server.connection_limits_due() == [max_data, uni]
     max_data.sent = max_data.value
     assert server.connection_limits_due() == [uni]
+
+
+def _varints(*values: int) -> bytes:
+    """``values`` as aioquic's ``Buffer.push_uint_var`` writes them (its builder's way)."""
+    buf = Buffer(capacity=8 * len(values))
+    for value in values:
+        buf.push_uint_var(value)
+    return buf.data
+
+
+_VARINT_BOUNDS = [0, 63, 64, 16383, 16384, (1 << 30) - 1, 1 << 30, (1 << 62) - 1]
+
+
+@pytest.mark.parametrize("value", _VARINT_BOUNDS)
+def test_a_stream_frame_header_is_packed_as_buffer_writes_it(value: int) -> None:
+    """The lean builder packs a STREAM frame's header in one struct call: the bytes of
+    aioquic's builder (each varint in its shortest form), for ids and offsets at the
+    bounds of each varint size, with and without an offset."""
+    for sid, offset in ((value, 0), (value, 5), (8, value), (value, value)):
+        kind = 0x0A | (4 if offset else 0)
+        fields = (sid, offset) if offset else (sid,)
+        for length in (0, 1, 0x3FFF):
+            expected = bytes((kind,)) + _varints(*fields) + (0x4000 | length).to_bytes(2)
+            assert quic_send._stream_head(kind, sid, offset, length) == expected
+            assert quic_send._stream_head(kind | 1, sid, offset, length)[1:] == expected[1:]
+
+
+@pytest.mark.parametrize("largest", _VARINT_BOUNDS)
+@pytest.mark.parametrize("waited", [0.0, 0.0001, 0.02, 2000.0])  # ACK delay sizes 1-8 B
+def test_a_one_range_ack_is_packed_as_aioquic_writes_it(largest: int, waited: float) -> None:
+    """The one-range ACK frame, packed in one struct call: aioquic's ``push_ack_frame``
+    bytes, for the largest acknowledged, the delay and the first range at the bounds of
+    each varint size; the delivery handler and the cleared deadline as before."""
+    for first in {0, largest // 2, largest, 63, 64, 16383, 16384}:
+        if first > largest:
+            continue
+        now = 5000.0
+        space = SimpleNamespace(
+            ack_queue=RangeSet([range(largest - first, largest + 1)]),
+            largest_received_time=now - waited,
+            largest_received_packet=largest,
+            ack_at=now,
+        )
+        quic = SimpleNamespace(_local_ack_delay_exponent=3)
+        frames: list[bytes | bytearray] = []
+        handlers: list[tuple[Any, Any]] = []
+        assert quic_send._write_ack(quic, frames, space, 1200, now, handlers) == 1
+        delay = int((now - space.largest_received_time) * 1_000_000) >> 3  # aioquic's
+        expected = Buffer(capacity=64)
+        expected.push_uint8(0x02)
+        push_ack_frame(expected, space.ack_queue, delay, 63)
+        assert frames == [expected.data]
+        assert handlers == [(ack_delivered, (space, largest))] and space.ack_at is None
+
+
+def test_lean_and_aioquic_builders_send_the_same_bytes_past_one_byte_fields() -> None:
+    """Sequential requests past 16 streams (2-byte stream ids), answers past 64 bytes
+    (2-byte offsets of a FIN sent alone) and packet numbers past 64 (2-byte ACK fields):
+    both builders send datagrams of the same sizes holding the same frames."""
+
+    def exchange(lean: bool) -> list[tuple[int, list[Frame]]]:
+        client, server = _pair(max_streams=64)
+        client.lean_send = server.lean_send = lean
+        seen = []
+        now = 1.0
+        for i in range(24):
+            sid = client.get_next_available_stream_id()
+            client.write(sid, bytes(40 + 10 * i))
+            for sender, receiver in ((client, server), (server, client)):
+                now += 0.001
+                sender.ack_with_next_packet(now)
+                for data, _ in sender.datagrams_to_send(now=now):
+                    frames = _frames(receiver, data)[1]
+                    seen.append((len(data), frames))
+                    receiver.receive_datagram(data, ADDR, now=now)
+                for got_sid, (data, ended) in _events(receiver).items():
+                    if receiver is server and not ended:
+                        server.write(got_sid, data)
+                        server.write(got_sid, b"", end_stream=True)
+            client.write(sid, b"", end_stream=True)
+        return seen
+
+    lean, plain = exchange(True), exchange(False)
+    assert lean == plain
+    stream_frames = [f for _, frames in lean for f in _stream_frames(frames)]
+    assert max(f[1] for f in stream_frames) >= 64 and max(f[2] for f in stream_frames) >= 64

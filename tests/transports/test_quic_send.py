@@ -21,7 +21,7 @@ from aioquic.quic.packet import (
     push_ack_frame,
     push_quic_transport_parameters,
 )
-from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
 from aioquic.quic.rangeset import RangeSet
 from aioquic.tls import CipherSuite, Epoch
 
@@ -172,8 +172,10 @@ def test_lean_builder_reaches_the_aioquic_internals_it_needs() -> None:
             "_on_ack_delivery",
             "_on_connection_limit_delivery",
             "_on_max_stream_data_delivery",
+            "_replenish_connection_ids",  # what makes an issued id unsent: LibP2PQuic
+            "_on_new_connection_id_delivery",  # clears issued_cids_sent there
         ):
-            assert callable(getattr(machine, name)), name
+            assert callable(getattr(AioquicConnection, name)), name
         path = machine._network_paths[0]
         assert path.is_validated and not path.remote_challenges
         assert all(hasattr(issued, "was_sent") for issued in machine._host_cids)
@@ -404,6 +406,42 @@ def test_a_new_connection_id_of_the_peer_is_used_at_once(lean_calls: list[bool])
     server.receive_datagram(datagram[0], ADDR, now=1.2)
     assert _events(server) == {sid: (b"beforeafter", False)}
     assert lean_calls == [True]
+
+
+def test_connection_ids_we_issue_are_announced_when_new_and_when_lost(
+    lean_calls: list[bool],
+) -> None:
+    """The peer retires a connection id of ours it never used (legal, and nothing else
+    for aioquic to send on our side: we issue a new one), then the NEW_CONNECTION_ID
+    frame of one is lost: each time aioquic builds our next packet, which announces it,
+    and the lean builder (which looks at the ids only after such a change) takes over
+    again after it."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    client.write(sid, b"request")
+    _deliver(client, server, now=1.0)
+
+    def answer(data: bytes, now: float) -> list[bool]:
+        lean_calls.clear()
+        server.write(sid, data)
+        _deliver(server, client, now=now)
+        return lean_calls[:1]
+
+    assert answer(b"answer", 1.05) == [True] and server.issued_cids_sent
+    client._retire_peer_cid(client._peer_cid_available.pop(0))  # one it did not use
+    client.write(sid, b" more")
+    _deliver(client, server, now=1.1)  # RETIRE_CONNECTION_ID: the server issues another
+    assert not server._retire_connection_ids
+    assert not all(issued.was_sent for issued in server._host_cids)
+    assert answer(b", more", 1.15) == [False]  # aioquic's: the NEW_CONNECTION_ID
+    assert all(issued.was_sent for issued in server._host_cids)
+    assert answer(b", lean", 1.2) == [True] and server.issued_cids_sent
+    lost = server._host_cids[-1]
+    server._on_new_connection_id_delivery(QuicDeliveryState.LOST, lost)  # as on a loss
+    assert answer(b", again", 1.25) == [False] and lost.was_sent  # announced again
+    assert answer(b".", 1.3) == [True]
+    assert _events(client) == {sid: (b"answer, more, lean, again.", False)}
+    assert _events(server) == {sid: (b"request more", False)}
 
 
 def test_the_congestion_window_holds_the_sender(lean_calls: list[bool]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,12 +18,15 @@ from aioquic.quic.events import StreamDataReceived
 from aioquic.quic.packet import (
     QuicTransportParameters,
     pull_ack_frame,
+    push_ack_frame,
     push_quic_transport_parameters,
 )
-from aioquic.quic.packet_builder import QuicSentPacket
+from aioquic.quic.packet_builder import QuicDeliveryState, QuicSentPacket
+from aioquic.quic.rangeset import RangeSet
 from aioquic.tls import CipherSuite, Epoch
 
 from aiop2p._aio import quic_adapter, quic_send
+from aiop2p._aio.quic_ack import ack_delivered
 from aiop2p._aio.quic_adapter import LibP2PQuic
 
 from .quic_memory import ADDR, connected_pair, handshake, libp2p_machine
@@ -168,8 +172,10 @@ def test_lean_builder_reaches_the_aioquic_internals_it_needs() -> None:
             "_on_ack_delivery",
             "_on_connection_limit_delivery",
             "_on_max_stream_data_delivery",
+            "_replenish_connection_ids",  # what makes an issued id unsent: LibP2PQuic
+            "_on_new_connection_id_delivery",  # clears issued_cids_sent there
         ):
-            assert callable(getattr(machine, name)), name
+            assert callable(getattr(AioquicConnection, name)), name
         path = machine._network_paths[0]
         assert path.is_validated and not path.remote_challenges
         assert all(hasattr(issued, "was_sent") for issued in machine._host_cids)
@@ -400,6 +406,42 @@ def test_a_new_connection_id_of_the_peer_is_used_at_once(lean_calls: list[bool])
     server.receive_datagram(datagram[0], ADDR, now=1.2)
     assert _events(server) == {sid: (b"beforeafter", False)}
     assert lean_calls == [True]
+
+
+def test_connection_ids_we_issue_are_announced_when_new_and_when_lost(
+    lean_calls: list[bool],
+) -> None:
+    """The peer retires a connection id of ours it never used (legal, and nothing else
+    for aioquic to send on our side: we issue a new one), then the NEW_CONNECTION_ID
+    frame of one is lost: each time aioquic builds our next packet, which announces it,
+    and the lean builder (which looks at the ids only after such a change) takes over
+    again after it."""
+    client, server = _pair()
+    sid = client.get_next_available_stream_id()
+    client.write(sid, b"request")
+    _deliver(client, server, now=1.0)
+
+    def answer(data: bytes, now: float) -> list[bool]:
+        lean_calls.clear()
+        server.write(sid, data)
+        _deliver(server, client, now=now)
+        return lean_calls[:1]
+
+    assert answer(b"answer", 1.05) == [True] and server.issued_cids_sent
+    client._retire_peer_cid(client._peer_cid_available.pop(0))  # one it did not use
+    client.write(sid, b" more")
+    _deliver(client, server, now=1.1)  # RETIRE_CONNECTION_ID: the server issues another
+    assert not server._retire_connection_ids
+    assert not all(issued.was_sent for issued in server._host_cids)
+    assert answer(b", more", 1.15) == [False]  # aioquic's: the NEW_CONNECTION_ID
+    assert all(issued.was_sent for issued in server._host_cids)
+    assert answer(b", lean", 1.2) == [True] and server.issued_cids_sent
+    lost = server._host_cids[-1]
+    server._on_new_connection_id_delivery(QuicDeliveryState.LOST, lost)  # as on a loss
+    assert answer(b", again", 1.25) == [False] and lost.was_sent  # announced again
+    assert answer(b".", 1.3) == [True]
+    assert _events(client) == {sid: (b"answer, more, lean, again.", False)}
+    assert _events(server) == {sid: (b"request more", False)}
 
 
 def test_the_congestion_window_holds_the_sender(lean_calls: list[bool]) -> None:
@@ -1020,3 +1062,89 @@ def test_each_connection_limit_due_is_announced() -> None:
     assert server.connection_limits_due() == [max_data, uni]
     max_data.sent = max_data.value
     assert server.connection_limits_due() == [uni]
+
+
+def _varints(*values: int) -> bytes:
+    """``values`` as aioquic's ``Buffer.push_uint_var`` writes them (its builder's way)."""
+    buf = Buffer(capacity=8 * len(values))
+    for value in values:
+        buf.push_uint_var(value)
+    return buf.data
+
+
+_VARINT_BOUNDS = [0, 63, 64, 16383, 16384, (1 << 30) - 1, 1 << 30, (1 << 62) - 1]
+
+
+@pytest.mark.parametrize("value", _VARINT_BOUNDS)
+def test_a_stream_frame_header_is_packed_as_buffer_writes_it(value: int) -> None:
+    """The lean builder packs a STREAM frame's header in one struct call: the bytes of
+    aioquic's builder (each varint in its shortest form), for ids and offsets at the
+    bounds of each varint size, with and without an offset."""
+    for sid, offset in ((value, 0), (value, 5), (8, value), (value, value)):
+        kind = 0x0A | (4 if offset else 0)
+        fields = (sid, offset) if offset else (sid,)
+        for length in (0, 1, 0x3FFF):
+            expected = bytes((kind,)) + _varints(*fields) + (0x4000 | length).to_bytes(2)
+            assert quic_send._stream_head(kind, sid, offset, length) == expected
+            assert quic_send._stream_head(kind | 1, sid, offset, length)[1:] == expected[1:]
+
+
+@pytest.mark.parametrize("largest", _VARINT_BOUNDS)
+@pytest.mark.parametrize("waited", [0.0, 0.0001, 0.02, 2000.0])  # ACK delay sizes 1-8 B
+def test_a_one_range_ack_is_packed_as_aioquic_writes_it(largest: int, waited: float) -> None:
+    """The one-range ACK frame, packed in one struct call: aioquic's ``push_ack_frame``
+    bytes, for the largest acknowledged, the delay and the first range at the bounds of
+    each varint size; the delivery handler and the cleared deadline as before."""
+    for first in {0, largest // 2, largest, 63, 64, 16383, 16384}:
+        if first > largest:
+            continue
+        now = 5000.0
+        space = SimpleNamespace(
+            ack_queue=RangeSet([range(largest - first, largest + 1)]),
+            largest_received_time=now - waited,
+            largest_received_packet=largest,
+            ack_at=now,
+        )
+        quic = SimpleNamespace(_local_ack_delay_exponent=3)
+        frames: list[bytes | bytearray] = []
+        handlers: list[tuple[Any, Any]] = []
+        assert quic_send._write_ack(quic, frames, space, 1200, now, handlers) == 1
+        delay = int((now - space.largest_received_time) * 1_000_000) >> 3  # aioquic's
+        expected = Buffer(capacity=64)
+        expected.push_uint8(0x02)
+        push_ack_frame(expected, space.ack_queue, delay, 63)
+        assert frames == [expected.data]
+        assert handlers == [(ack_delivered, (space, largest))] and space.ack_at is None
+
+
+def test_lean_and_aioquic_builders_send_the_same_bytes_past_one_byte_fields() -> None:
+    """Sequential requests past 16 streams (2-byte stream ids), answers past 64 bytes
+    (2-byte offsets of a FIN sent alone) and packet numbers past 64 (2-byte ACK fields):
+    both builders send datagrams of the same sizes holding the same frames."""
+
+    def exchange(lean: bool) -> list[tuple[int, list[Frame]]]:
+        client, server = _pair(max_streams=64)
+        client.lean_send = server.lean_send = lean
+        seen = []
+        now = 1.0
+        for i in range(24):
+            sid = client.get_next_available_stream_id()
+            client.write(sid, bytes(40 + 10 * i))
+            for sender, receiver in ((client, server), (server, client)):
+                now += 0.001
+                sender.ack_with_next_packet(now)
+                for data, _ in sender.datagrams_to_send(now=now):
+                    frames = _frames(receiver, data)[1]
+                    seen.append((len(data), frames))
+                    receiver.receive_datagram(data, ADDR, now=now)
+                for got_sid, (data, ended) in _events(receiver).items():
+                    if receiver is server and not ended:
+                        server.write(got_sid, data)
+                        server.write(got_sid, b"", end_stream=True)
+            client.write(sid, b"", end_stream=True)
+        return seen
+
+    lean, plain = exchange(True), exchange(False)
+    assert lean == plain
+    stream_frames = [f for _, frames in lean for f in _stream_frames(frames)]
+    assert max(f[1] for f in stream_frames) >= 64 and max(f[2] for f in stream_frames) >= 64

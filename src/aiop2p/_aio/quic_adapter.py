@@ -13,6 +13,11 @@ aioquic upgrade that moves them fails loudly instead of silently weakening a che
   context is made (``_initialize``);
 - the certificate the peer presented: ``tls.Context._peer_certificate`` and
   ``_peer_certificate_chain``;
+- the two places where aioquic makes a connection id we issued unannounced (new ones:
+  ``_replenish_connection_ids``; a NEW_CONNECTION_ID frame lost:
+  ``_on_new_connection_id_delivery``) clear :attr:`LibP2PQuic.issued_cids_sent`, so that
+  the lean builder looks at each id's ``was_sent`` only then, not on every packet (eight
+  ids: ~5 k instructions per packet);
 - receive credit follows what the application *read*, not what arrived: aioquic doubles
   a stream's window whenever half of it has arrived, so a peer could make an unread
   stream buffer without bound.  ``_write_stream_limits`` and ``_write_connection_limits``
@@ -258,9 +263,23 @@ class LibP2PQuic(OneRttReceiver):
         self._tx_keys: tuple[Any, ...] | None = None  # quic_send._send_keys
         self._timer_space: Any = None
         """The 1-RTT packet space, once the other two are discarded (:meth:`get_timer`)."""
+        self.issued_cids_sent = False
+        """Whether every connection id we issued was announced (its NEW_CONNECTION_ID
+        sent), as the lean builder last found; cleared where aioquic makes one unsent
+        (:meth:`_replenish_connection_ids`, :meth:`_on_new_connection_id_delivery`)."""
         pacer = self._loss._pacer
         self._pacer_after_send = pacer.update_after_send
         pacer.update_after_send = self._after_application_packet  # type: ignore[method-assign]
+
+    # -- connection ids we issued ------------------------------------------------------
+
+    def _replenish_connection_ids(self) -> None:
+        self.issued_cids_sent = False  # new ones, to announce
+        super()._replenish_connection_ids()
+
+    def _on_new_connection_id_delivery(self, delivery: Any, connection_id: Any) -> None:
+        self.issued_cids_sent = False  # lost: to announce again (acknowledged: no matter)
+        super()._on_new_connection_id_delivery(delivery, connection_id)
 
     # -- one packet per flush ---------------------------------------------------------
 

@@ -640,15 +640,29 @@ class OneRttReceiver(_AioquicConnection):
         buf: Buffer | None = None
         pos = 0
         rest: int | None = 0 if not size else None  # aioquic's "no frames" error
+        at = -1  # where buf stands, when known
         while rest is None and pos < size:
             start = pos
             frame_type = payload[pos]
-            if 0x08 <= frame_type <= 0x0F:  # STREAM, its type in one byte
-                # Its fields: varints, read in C (a Buffer over the packet, made once
-                # for its frames); a field cut short is aioquic's error to raise.
-                if buf is None:
-                    buf = Buffer(0, payload)  # capacity (unused), data: by position
+            if frame_type == _PADDING:
+                pos = size - len(payload[pos:].lstrip(b"\x00"))
+                continue
+            is_stream = 0x08 <= frame_type <= 0x0F  # STREAM, its type in one byte
+            if not is_stream and frame_type != _ACK and frame_type != _ACK_ECN:
+                rest = start
+                break
+            # Its fields: varints, read in C (a Buffer over the packet, made once for
+            # its frames), past the type byte: read where the Buffer stands there (at
+            # the packet's start, after an ACK frame), else a seek (which costs twice
+            # as much); a field cut short is aioquic's error to raise.
+            if buf is None:
+                buf = Buffer(0, payload)  # capacity (unused), data: by position
+                at = 0
+            if at == pos:
+                buf.pull_uint8()
+            else:
                 buf.seek(pos + 1)
+            if is_stream:
                 try:
                     stream_id = buf.pull_uint_var()
                     offset = buf.pull_uint_var() if frame_type & 4 else 0
@@ -726,12 +740,7 @@ class OneRttReceiver(_AioquicConnection):
                     event.end_stream = fin == 1
                     event.stream_id = stream_id
                     events.append(event)
-            elif frame_type == _PADDING:
-                pos = size - len(payload[pos:].lstrip(b"\x00"))
-            elif frame_type in (_ACK, _ACK_ECN):
-                if buf is None:
-                    buf = Buffer(0, payload)
-                buf.seek(pos + 1)
+            else:  # ACK
                 cached = self._one_rtt
                 space = cached[3] if cached is not None else self._spaces[_ONE_RTT]
                 try:
@@ -746,9 +755,7 @@ class OneRttReceiver(_AioquicConnection):
                         frame_type=frame_type,
                         reason_phrase="Failed to parse frame",
                     ) from None
-                pos = buf.tell()
-            else:
-                rest = start
+                pos = at = buf.tell()
         if rest is not None:
             if context is None:
                 context = self._one_rtt_context(cid, path, now)

@@ -18,7 +18,8 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   ``_quic_logger``, ``_network_paths`` (``is_validated``, ``remote_challenges``),
   ``_handshake_done_pending``, ``_retire_connection_ids``, ``_streams_blocked_pending``,
   ``_ping_pending``, ``_probe_pending``, ``_datagrams_pending``, ``_crypto_streams``,
-  ``_host_cids`` (``was_sent``), ``_remote_preferred_address``; of each stream in
+  ``_host_cids`` (``was_sent``, looked at again only after ``LibP2PQuic.issued_cids_sent``
+  was cleared), ``_remote_preferred_address``; of each stream in
   ``_streams_queue``: ``sender.reset_pending``, ``receiver.stop_pending``,
   ``is_finished``, ``is_blocked``, ``sender.buffer_is_empty``;
 - to build: ``_cryptos`` (``key_phase``, ``encrypt_packet`` when a key update is due
@@ -34,7 +35,10 @@ What it reaches in aioquic (checked against 1.7.2, like ``quic_adapter``; checke
   ``len``, and its list ``_RangeSet__ranges``), ``_pending_eof``, ``_buffer``, ``_buffer_start``,
   ``_buffer_fin``;
   the limits ``_local_max_data``, ``_local_max_streams_bidi``/``_uni``
-  (``value``, ``sent``, ``used``, ``frame_type``); ``push_ack_frame``;
+  (``value``, ``sent``, ``used``, ``frame_type``); ``push_ack_frame`` (an ACK of
+  several ranges: the usual one-range ACK and the STREAM frame headers are packed by one
+  ``struct`` call each, their varints in the shortest form ``Buffer.push_uint_var``
+  writes, and a packet's frames joined once, without a ``Buffer`` call per field);
 - to register what it sent, as ``_flush_builder`` does: a ``QuicSentPacket`` with
   aioquic's own delivery handlers (``_on_connection_limit_delivery``,
   ``_on_max_stream_data_delivery``) and, for ACK and STREAM frames, those of
@@ -81,7 +85,7 @@ _MAX_STREAM_HEADER_BYTES = 1 + 8 + 8 + 2
 """A STREAM frame's type, id and offset (varints of up to 8 bytes) and 2-byte length."""
 _TAG_BYTES = 16  # the AEAD tag of every QUIC cipher suite
 _MIN_PAYLOAD = 2  # RFC 9001 5.4.2: with 2-byte packet numbers, 4 bytes for the sample
-_PING = int(QuicFrameType.PING)
+_PING_FRAME = bytes((QuicFrameType.PING,))
 _ACK = int(QuicFrameType.ACK)
 _MAX_STREAM_DATA = int(QuicFrameType.MAX_STREAM_DATA)
 _CONNECTED = QuicConnectionState.CONNECTED
@@ -89,11 +93,48 @@ _ONE_RTT = Epoch.ONE_RTT
 _ONE_RTT_PACKET = QuicPacketType.ONE_RTT
 _WAS_SENT = attrgetter("was_sent")
 _new = object.__new__
+_SIZE_CODES = tuple(
+    0 if bits <= 6 else 1 if bits <= 14 else 2 if bits <= 30 else 3 for bits in range(63)
+)
+"""By a value's ``bit_length()``: the size code of its shortest QUIC variable-length
+integer (0-3: 1, 2, 4, 8 bytes; RFC 9000 16), as ``Buffer.push_uint_var`` writes it."""
+_VARINT_PREFIXES = (0, 0x4000, 0x8000_0000, 0xC000_0000_0000_0000)
+"""By size code: the varint's two high bits."""
+_STREAM_HEADS = tuple(
+    tuple(struct.Struct(f">B{sid}{offset}H").pack for offset in ("", *"BHIQ")) for sid in "BHIQ"
+)
+"""By the stream id's size code, then 0 (no offset) or 1 + the offset's: what packs a
+STREAM frame's type, id, offset and 2-byte length in one call."""
+_ACK_HEADS = tuple(
+    struct.Struct(f">B{largest}{delay}B{first}").pack
+    for largest in "BHIQ"
+    for delay in "BHIQ"
+    for first in "BHIQ"
+)
+"""By ``16 * largest + 4 * delay + first`` (the size codes of an ACK frame's largest
+acknowledged, delay and first range): what packs the one-range frame in one call."""
 
 
-def _varint_bytes(value: int) -> int:
-    """The size of ``value`` as a QUIC variable-length integer (RFC 9000 16)."""
-    return 1 if value < 0x40 else 2 if value < 0x4000 else 4 if value < 0x40000000 else 8
+def _varints(*values: int) -> bytes:
+    """``values`` as QUIC variable-length integers (the seldom frames: credit, limits)."""
+    buf = Buffer(8 * len(values))
+    for value in values:
+        buf.push_uint_var(value)
+    return buf.data
+
+
+def _stream_head(kind: int, sid: int, offset: int, length: int) -> bytes:
+    """A STREAM frame's header with a 2-byte length (``kind`` says whether an offset
+    follows the id), its varints in their shortest form, packed in one ``struct`` call
+    instead of one ``Buffer`` call per field (each parses its arguments from a tuple)."""
+    sid_code = _SIZE_CODES[sid.bit_length()]
+    sid |= _VARINT_PREFIXES[sid_code]
+    if not offset:
+        return _STREAM_HEADS[sid_code][0](kind, sid, length | 0x4000)
+    code = _SIZE_CODES[offset.bit_length()]
+    return _STREAM_HEADS[sid_code][code + 1](
+        kind, sid, offset | _VARINT_PREFIXES[code], length | 0x4000
+    )
 
 
 def _may_build(quic: LibP2PQuic) -> bool:
@@ -120,7 +161,12 @@ def _may_build(quic: LibP2PQuic) -> bool:
         parts = quic.one_rtt_parts()
     if not parts[4].sender.buffer_is_empty:
         return False
-    return all(map(_WAS_SENT, quic._host_cids))  # in C: no Python step per connection id
+    if quic.issued_cids_sent:
+        return True  # as found last, and none made unsent since
+    # In C: no Python step per connection id (but ~0.6 k instructions each).
+    sent: bool = all(map(_WAS_SENT, quic._host_cids))
+    quic.issued_cids_sent = sent
+    return sent
 
 
 def build_one_rtt(
@@ -185,51 +231,59 @@ def build_one_rtt(
         if flight_room > datagram_bytes:
             flight_room = datagram_bytes
         flight_room -= header_bytes + _TAG_BYTES  # payload bytes in flight may reach
-        buf = Buffer(room)  # its capacity (by position: no keyword parsing)
+        # The frames, joined once the packet is done (``size``: their bytes so far).
+        frames: list[bytes | bytearray] = []
+        size = 0
         handlers: list[tuple[Any, Any]] = []
         eliciting = False
         if ack_due:
             ack_due = False  # one ACK per build: aioquic's next would find it not due
-            ranges = _write_ack(quic, buf, space, room, now, handlers)
-            if ranges > 1 and packet_number % 8 == 0 and buf.tell() < flight_room:
-                buf.push_uint8(_PING)  # aioquic's ACK-of-ACK trigger
+            ranges = _write_ack(quic, frames, space, room, now, handlers)
+            size = len(frames[0])
+            if ranges > 1 and packet_number % 8 == 0 and size < flight_room:
+                frames.append(_PING_FRAME)  # aioquic's ACK-of-ACK trigger
+                size += 1
                 eliciting = True
         if limits:
             for limit in limits:
-                if buf.tell() + 9 > flight_room:
+                if size + 9 > flight_room:
                     break
-                buf.push_uint_var(limit.frame_type)
-                buf.push_uint_var(limit.value)
+                frame = _varints(limit.frame_type, limit.value)
+                frames.append(frame)
+                size += len(frame)
                 limit.sent = limit.value
                 handlers.append((quic._on_connection_limit_delivery, (limit,)))
                 eliciting = True
             limits = [limit for limit in limits if limit.sent != limit.value]
         if credit:
             for stream in credit:
-                if buf.tell() + 17 > flight_room:
+                if size + 17 > flight_room:
                     break
-                buf.push_uint8(_MAX_STREAM_DATA)
-                buf.push_uint_var(stream.stream_id)  # type: ignore[arg-type]
-                buf.push_uint_var(stream.max_stream_data_local)
+                frame = _varints(
+                    _MAX_STREAM_DATA,
+                    stream.stream_id,  # type: ignore[arg-type]
+                    stream.max_stream_data_local,
+                )
+                frames.append(frame)
+                size += len(frame)
                 stream.max_stream_data_local_sent = stream.max_stream_data_local
                 handlers.append((quic._on_max_stream_data_delivery, (stream,)))
                 eliciting = True
             credit = [s for s in credit if s.max_stream_data_local_sent != s.max_stream_data_local]
         if ready:
-            sent, ready = _write_streams(quic, buf, ready, flight_room, handlers)
+            sent, ready, size = _write_streams(quic, frames, size, ready, flight_room, handlers)
             if sent:
                 eliciting = True
                 queue = quic._streams_queue
                 if queue[-len(sent) :] != sent:  # aioquic's service order: served ones last
                     quic._streams_queue = [s for s in queue if s not in sent] + sent
-        payload_bytes = buf.tell()
-        if not payload_bytes:
+        if not size:
             break
         in_flight = eliciting
-        if payload_bytes < _MIN_PAYLOAD:
-            buf.push_bytes(bytes(_MIN_PAYLOAD - payload_bytes))  # PADDING
+        if size < _MIN_PAYLOAD:
+            frames.append(bytes(_MIN_PAYLOAD - size))  # PADDING
             in_flight = True
-        data = _protect(quic, crypto, packet_number, buf.data)
+        data = _protect(quic, crypto, packet_number, b"".join(frames))
         # The record as the dataclass's constructor makes it, field by field in its
         # order (its call and default factories cost more than the fields).
         packet = _new(QuicSentPacket)
@@ -346,26 +400,39 @@ def _discard(quic: LibP2PQuic, stream: QuicStream) -> None:
 
 def _write_ack(
     quic: LibP2PQuic,
-    buf: Buffer,
+    frames: list[bytes | bytearray],
     space: Any,
     room: int,
     now: float,
     handlers: list[tuple[Any, Any]],
 ) -> int:
-    """The ACK frame, as aioquic's ``_write_ack_frame`` writes it; returns how many
-    ranges it holds (one, the usual case, written here)."""
+    """The ACK frame, as aioquic's ``_write_ack_frame`` writes it, appended to
+    ``frames``; returns how many ranges it holds (one, the usual case, packed here in
+    one call)."""
     delay = int((now - space.largest_received_time) * 1_000_000) >> quic._local_ack_delay_exponent
     queue = space.ack_queue
     ranges = len(queue._RangeSet__ranges)  # the RangeSet's list, without its calls
-    buf.push_uint8(_ACK)
     if ranges == 1:
         r = queue._RangeSet__ranges[0]
-        buf.push_uint_var(r.stop - 1)  # the largest acknowledged
-        buf.push_uint_var(delay)
-        buf.push_uint_var(0)  # no more ranges
-        buf.push_uint_var(r.stop - 1 - r.start)
+        largest = r.stop - 1  # the largest acknowledged
+        first = largest - r.start  # the first range (and no more ranges)
+        largest_code = _SIZE_CODES[largest.bit_length()]
+        delay_code = _SIZE_CODES[delay.bit_length()]
+        first_code = _SIZE_CODES[first.bit_length()]
+        frames.append(
+            _ACK_HEADS[16 * largest_code + 4 * delay_code + first_code](
+                _ACK,
+                largest | _VARINT_PREFIXES[largest_code],
+                delay | _VARINT_PREFIXES[delay_code],
+                0,
+                first | _VARINT_PREFIXES[first_code],
+            )
+        )
     else:
+        buf = Buffer(room)
+        buf.push_uint8(_ACK)
         ranges = push_ack_frame(buf, queue, delay, room - 1)
+        frames.append(buf.data)
     handlers.append((ack_delivered, (space, space.largest_received_packet)))
     space.ack_at = None
     return ranges
@@ -373,18 +440,19 @@ def _write_ack(
 
 def _write_streams(
     quic: LibP2PQuic,
-    buf: Buffer,
+    frames: list[bytes | bytearray],
+    size: int,
     ready: list[QuicStream],
     flight_room: int,
     handlers: list[tuple[Any, Any]],
-) -> tuple[list[QuicStream], list[QuicStream]]:
-    """STREAM frames of the ready streams, in order, while the packet and the congestion
-    window have room and flow control allows; returns the streams that sent and those
-    that still have data to send."""
+) -> tuple[list[QuicStream], list[QuicStream], int]:
+    """STREAM frames of the ready streams, in order, while the packet (``size`` bytes so
+    far) and the congestion window have room and flow control allows; returns the
+    streams that sent, those that still have data to send, and the packet's size."""
     sent: list[QuicStream] = []
     left: list[QuicStream] = []
     for index, stream in enumerate(ready):
-        if buf.tell() + 4 > flight_room:  # not even a FIN-only frame fits
+        if size + 4 > flight_room:  # not even a FIN-only frame fits
             left.extend(ready[index:])
             break
         sender = stream.sender
@@ -395,55 +463,57 @@ def _write_streams(
         max_offset = before + quic._remote_max_data - quic._remote_max_data_used
         if stream.max_stream_data_remote < max_offset:
             max_offset = stream.max_stream_data_remote
-        wrote = _write_whole(sender, sid, buf, flight_room, max_offset, handlers)
+        grown = _write_whole(sender, sid, frames, size, flight_room, max_offset, handlers)
         if not sender.buffer_is_empty:
-            wrote = _write_frames(sender, sid, buf, flight_room, max_offset, handlers) or wrote
-        if wrote:
+            grown = _write_frames(sender, sid, frames, grown, flight_room, max_offset, handlers)
+        if grown != size:  # a frame has at least 3 bytes
             sent.append(stream)
+            size = grown
         quic._remote_max_data_used += sender.highest_offset - before
         if not sender.buffer_is_empty:
             left.append(stream)
-    return sent, left
+    return sent, left, size
 
 
 def _write_whole(
     sender: Any,
     sid: int,
-    buf: Buffer,
+    frames: list[bytes | bytearray],
+    size: int,
     flight_room: int,
     max_offset: int,
     handlers: list[tuple[Any, Any]],
-) -> bool:
+) -> int:
     """The usual case in one frame, as ``get_frame`` would cut it: all that is pending
-    is one range (or only the FIN) and it fits; False (nothing done) otherwise."""
+    is one range (or only the FIN) and it fits; returns the packet's size (``size``:
+    nothing done)."""
     pending = sender._pending._RangeSet__ranges  # the RangeSet's list, without its calls
     if len(pending) > 1:
-        return False
+        return size
     if pending:
         r = pending[0]
         start, stop = r.start, r.stop
         if stop - start > MAX_FRAME_DATA_BYTES or stop > max_offset:
-            return False
+            return size
     elif sender._pending_eof:
         start = stop = sender._buffer_fin
     else:
-        return False
-    if buf.tell() + _MAX_STREAM_HEADER_BYTES + stop - start > flight_room:
-        return False  # (near the end: _write_frames cuts it, with its exact header)
+        return size
+    if size + _MAX_STREAM_HEADER_BYTES + stop - start > flight_room:
+        return size  # (near the end: _write_frames cuts it, with its exact header)
     fin = sender._buffer_fin == stop
-    buf.push_uint8(0x0A | (4 if start else 0) | (1 if fin else 0))
-    buf.push_uint_var(sid)
-    if start:
-        buf.push_uint_var(start)
-    buf.push_uint16((stop - start) | 0x4000)
+    head = _stream_head(0x0A | (4 if start else 0) | (1 if fin else 0), sid, start, stop - start)
+    frames.append(head)
+    size += len(head) + stop - start
     if stop > start:
         origin = sender._buffer_start
         buffer = sender._buffer
         if start == origin and stop - origin == len(buffer) and type(buffer) is bytearray:
-            buf.push_bytes(bytes(buffer))  # all it holds (a request's): no slice first
+            # All it holds (a request's): joined into the packet before anything can
+            # change it, so neither sliced nor copied first.
+            frames.append(buffer)
         else:
-            data = buffer[start - origin : stop - origin]  # aioquic's own: a bytearray
-            buf.push_bytes(data if type(data) is bytes else bytes(data))
+            frames.append(buffer[start - origin : stop - origin])  # a copy (aioquic's own)
         del pending[0]
         if stop > sender.highest_offset:
             sender.highest_offset = stop
@@ -451,41 +521,40 @@ def _write_whole(
     if fin:
         sender._pending_eof = False
     elif sender._pending_eof:  # a FIN lost on its own, behind this lost data
-        return True
+        return size
     sender.buffer_is_empty = True  # all sent: what get_frame would find out
-    return True
+    return size
 
 
 def _write_frames(
     sender: Any,
     sid: int,
-    buf: Buffer,
+    frames: list[bytes | bytearray],
+    size: int,
     flight_room: int,
     max_offset: int,
     handlers: list[tuple[Any, Any]],
-) -> bool:
-    """As many frames as fit, each of at most 16383 bytes, cut by ``get_frame``."""
-    sid_bytes = _varint_bytes(sid)
-    wrote = False
+) -> int:
+    """As many frames as fit, each of at most 16383 bytes, cut by ``get_frame``; returns
+    the packet's size."""
+    sid_bytes = 1 << _SIZE_CODES[sid.bit_length()]  # the size of its varint
     for _ in range(_MAX_FRAMES_PER_STREAM):
         start = sender.next_offset
-        overhead = 3 + sid_bytes + (_varint_bytes(start) if start else 0)
+        overhead = 3 + sid_bytes + (1 << _SIZE_CODES[start.bit_length()] if start else 0)
         frame = sender.get_frame(
-            flight_room - buf.tell() - overhead, min(max_offset, start + MAX_FRAME_DATA_BYTES)
+            flight_room - size - overhead, min(max_offset, start + MAX_FRAME_DATA_BYTES)
         )
         if frame is None:
             break
-        wrote = True
-        size = len(frame.data)
+        data = frame.data
         offset = frame.offset
-        buf.push_uint8(0x0A | (4 if offset else 0) | (1 if frame.fin else 0))
-        buf.push_uint_var(sid)
-        if offset:
-            buf.push_uint_var(offset)
-        buf.push_uint16(size | 0x4000)
-        buf.push_bytes(frame.data)
-        handlers.append((stream_data_delivered, (sender, offset, offset + size, frame.fin)))
+        fin = frame.fin
+        head = _stream_head(0x0A | (4 if offset else 0) | (1 if fin else 0), sid, offset, len(data))
+        frames.append(head)
+        frames.append(data)
+        size += len(head) + len(data)
+        handlers.append((stream_data_delivered, (sender, offset, offset + len(data), fin)))
         if not len(sender._pending) and not sender._pending_eof:
             sender.buffer_is_empty = True  # all sent: what get_frame would find out
             break
-    return wrote
+    return size

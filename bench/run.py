@@ -29,6 +29,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -329,6 +330,18 @@ class PeerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
 
+    def pause(self) -> None:
+        """Stop the process (SIGSTOP) until :meth:`resume`: see :meth:`Runner.run_benches`."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(sig)
+
 
 @dataclass
 class Pair:
@@ -351,6 +364,14 @@ class Pair:
     @property
     def alive(self) -> bool:
         return all(p.alive for p in self.processes)
+
+    def pause(self) -> None:
+        for p in self.processes:
+            p.pause()
+
+    def resume(self) -> None:
+        for p in self.processes:
+            p.resume()
 
 
 # ---- benchmarks -----------------------------------------------------------------------------
@@ -741,6 +762,11 @@ class Runner:
     ) -> None:
         """Start a pair per implementation, run ``benches`` interleaved, stop every process.
 
+        While one pair runs a figure, every other pair's processes are stopped (SIGSTOP):
+        work an idle implementation defers would otherwise land in another's figure (the
+        js-libp2p peers, idle after 3,000 echo streams, spend 20-50 ms of CPU per 250 ms for
+        seconds from ~9 s later); stopped, it lands in that implementation's own next figure.
+
         ``relayed``: each pair talks through a circuit relay (:func:`start_relayed_pair`)."""
         started: list[PeerProcess] = []
         pairs: dict[str, Pair] = {}
@@ -759,12 +785,20 @@ class Runner:
                         )
                 except BenchError as exc:
                     self.error(f"repeat {rep + 1}: {impl}: start failed: {exc}")
+            for pair in pairs.values():
+                pair.pause()
             for name, bench in benches:
                 for pair in pairs.values():
                     own = bench_for(pair.impl, name, bench)
                     if own is not None and pair.alive:
-                        await self.run_one(rep, name, own, pair)
+                        pair.resume()
+                        try:
+                            await self.run_one(rep, name, own, pair)
+                        finally:
+                            pair.pause()
         finally:
+            for p in started:
+                p.resume()  # a stopped process cannot answer "quit"
             await asyncio.gather(*(p.stop() for p in started), return_exceptions=True)
             for p in started:
                 p.kill()

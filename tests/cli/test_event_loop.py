@@ -4,7 +4,9 @@ extra), asyncio's default with ``--no-uvloop`` before the command."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,14 @@ except ImportError:  # pragma: no cover - uvloop is in the dev extra except on W
     uvloop = None  # type: ignore[assignment]
 
 pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture(autouse=True)
+def _unfrozen() -> Iterator[None]:
+    """``main`` freezes the heap it finds; the test process's is given back afterwards."""
+    gc.unfreeze()
+    yield
+    gc.unfreeze()
 
 
 def test_uvloop_unless_no_uvloop_precedes_the_command() -> None:
@@ -37,6 +47,13 @@ def test_main_runs_a_command_on_either_loop(
 ) -> None:
     assert main([*flags, "id", "--json", "--key", str(tmp_path / "k")]) == 0
     assert '"peer_id": "12D3KooW' in capsys.readouterr().out
+
+
+def test_main_freezes_the_heap_of_the_imports(tmp_path: Path) -> None:
+    assert gc.get_freeze_count() == 0
+    assert main(["--no-uvloop", "id", "--key", str(tmp_path / "k")]) == 0
+    # The modules' objects at least (~50,000 in the command's own process).
+    assert gc.get_freeze_count() > 10_000
 
 
 async def test_no_uvloop_after_the_command_is_a_usage_error() -> None:

@@ -765,7 +765,8 @@ class Runner:
         While one pair runs a figure, every other pair's processes are stopped (SIGSTOP):
         work an idle implementation defers would otherwise land in another's figure (the
         js-libp2p peers, idle after 3,000 echo streams, spend 20-50 ms of CPU per 250 ms for
-        seconds from ~9 s later); stopped, it lands in that implementation's own next figure.
+        seconds from ~9 s later); stopped, it lands in that implementation's own next figure,
+        as it would on a peer that is never idle.
 
         ``relayed``: each pair talks through a circuit relay (:func:`start_relayed_pair`)."""
         started: list[PeerProcess] = []

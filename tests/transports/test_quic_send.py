@@ -700,8 +700,9 @@ def test_lost_data_and_a_lost_fin_alone_are_both_sent_again(lean_calls: list[boo
 
 def test_a_reset_beside_a_finished_stream_is_left_to_aioquic(lean_calls: list[bool]) -> None:
     """A stream done both ways waits to be dropped when another stream is reset: the
-    lean builder leaves both to aioquic untouched, so the finished stream is dropped
-    (and its slot granted) exactly once."""
+    lean builder, which drops finished streams in its one pass, leaves the reset to
+    aioquic with a queue that holds no stream it dropped, so the finished stream is
+    dropped (and its slot granted) exactly once (aioquic's own drop would raise on it)."""
     client, server = _pair()
     done = client.get_next_available_stream_id()
     client.write(done, b"ask", end_stream=True)

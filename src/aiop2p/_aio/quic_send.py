@@ -453,9 +453,9 @@ def _write_streams(
     streams that sent, those that still have data to send, and the packet's size."""
     sent: list[QuicStream] = []
     left: list[QuicStream] = []
-    for index, stream in enumerate(ready):
-        if size + 4 > flight_room:  # not even a FIN-only frame fits
-            left.extend(ready[index:])
+    for stream in ready:
+        if size + 4 > flight_room:  # not even a FIN-only frame fits (a full packet: rare)
+            left.extend(ready[ready.index(stream) :])
             break
         sender = stream.sender
         sid: int = stream.stream_id  # type: ignore[assignment]

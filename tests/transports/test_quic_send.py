@@ -700,8 +700,9 @@ def test_lost_data_and_a_lost_fin_alone_are_both_sent_again(lean_calls: list[boo
 
 def test_a_reset_beside_a_finished_stream_is_left_to_aioquic(lean_calls: list[bool]) -> None:
     """A stream done both ways waits to be dropped when another stream is reset: the
-    lean builder leaves both to aioquic untouched, so the finished stream is dropped
-    (and its slot granted) exactly once."""
+    lean builder, which drops finished streams in its one pass, leaves the reset to
+    aioquic with a queue that holds no stream it dropped, so the finished stream is
+    dropped (and its slot granted) exactly once (aioquic's own drop would raise on it)."""
     client, server = _pair()
     done = client.get_next_available_stream_id()
     client.write(done, b"ask", end_stream=True)
@@ -1148,3 +1149,31 @@ def test_lean_and_aioquic_builders_send_the_same_bytes_past_one_byte_fields() ->
     assert lean == plain
     stream_frames = [f for _, frames in lean for f in _stream_frames(frames)]
     assert max(f[1] for f in stream_frames) >= 64 and max(f[2] for f in stream_frames) >= 64
+
+
+def test_streams_a_full_packet_leaves_go_in_the_next_packets_of_one_build(
+    lean_calls: list[bool],
+) -> None:
+    """Three streams ready, the first one's data more than a packet holds: the streams
+    behind it that found the packet full are left for the next packets of the same
+    build, so one ``datagrams_to_send`` sends them all (none is dropped from the build
+    and left waiting for the next flush)."""
+    client, server = _pair()
+    lean_calls.clear()
+    first = client.get_next_available_stream_id()
+    big = bytes(range(256)) * (2 * client._max_datagram_size // 256 + 1)
+    client.write(first, big, end_stream=True)
+    second = client.get_next_available_stream_id()
+    client.write(second, b"second", end_stream=True)
+    third = client.get_next_available_stream_id()
+    client.write(third, b"third", end_stream=True)
+    datagrams = client.datagrams_to_send(now=1.0)
+    assert len(datagrams) >= 3 and lean_calls == [True]
+    assert not any(client.sends_pending(sid) for sid in (first, second, third))
+    for data, _ in datagrams:
+        server.receive_datagram(data, ADDR, now=1.0)
+    assert _events(server) == {
+        first: (big, True),
+        second: (b"second", True),
+        third: (b"third", True),
+    }

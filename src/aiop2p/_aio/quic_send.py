@@ -183,14 +183,18 @@ def build_one_rtt(
     ready: list[QuicStream] = []
     credit: list[QuicStream] = []
     kept: list[QuicStream] = []
-    done: list[QuicStream] = []
-    for stream in quic._streams_queue:
+    dropped = False
+    queue = quic._streams_queue
+    for stream in queue:
         sender = stream.sender
         receiver = stream.receiver
         if sender.reset_pending or receiver.stop_pending:
-            return None  # nothing changed yet
+            if dropped:  # the queue as aioquic's loop expects it: no stream it dropped
+                quic._streams_queue = kept + queue[queue.index(stream) :]
+            return None  # aioquic builds
         if sender.is_finished and receiver.is_finished:
-            done.append(stream)  # dropped below
+            _discard(quic, stream)  # in the one pass: no list of them, no second loop
+            dropped = True
             continue
         kept.append(stream)
         # LibP2PQuic.stream_credit_due: consumed() raised the window as the data was read
@@ -198,9 +202,7 @@ def build_one_rtt(
             credit.append(stream)
         if not sender.buffer_is_empty and not stream.is_blocked:
             ready.append(stream)
-    if done:
-        for stream in done:
-            _discard(quic, stream)
+    if dropped:
         quic._streams_queue = kept
     limits = quic.connection_limits_due()  # None when none is
     parts = quic._one_rtt  # looked up by _may_build
@@ -451,9 +453,9 @@ def _write_streams(
     streams that sent, those that still have data to send, and the packet's size."""
     sent: list[QuicStream] = []
     left: list[QuicStream] = []
-    for index, stream in enumerate(ready):
-        if size + 4 > flight_room:  # not even a FIN-only frame fits
-            left.extend(ready[index:])
+    for stream in ready:
+        if size + 4 > flight_room:  # not even a FIN-only frame fits (a full packet: rare)
+            left.extend(ready[ready.index(stream) :])
             break
         sender = stream.sender
         sid: int = stream.stream_id  # type: ignore[assignment]

@@ -744,3 +744,32 @@ def test_the_endpoint_cuts_a_read_into_its_datagrams(sizes: tuple[int, ...]) -> 
     taken = endpoint._receive_segments(b"".join(datagrams), sizes[0], ADDR, [])
     assert taken == min(len(sizes), 64)
     assert conn.runs == [datagrams[:64]]
+
+
+@pytest.mark.parametrize("length_bytes", [0, 2])
+def test_data_past_the_largest_offset_closes_as_through_aioquic(length_bytes: int) -> None:
+    """A frame whose end passes 2**62 - 1 (the largest varint) is aioquic's error, not
+    data for the reader, whatever credit the stream has (here: up to 2**62)."""
+    start = (1 << 62) - CHUNK
+    states = []
+    for runs in (True, False):
+        client, server = connected_pair()
+        reader = _Reader()
+        if runs:
+            server.stream_readers = {0: reader}
+        server.receive_datagram(one_rtt(client, stream(0, 0, b"")), ADDR, now=2.0)
+        opened = server._streams[0]
+        opened.receiver._buffer_start = opened.receiver.highest_offset = start
+        opened.max_stream_data_local = 1 << 62
+        server._local_max_data.used, server._local_max_data.value = start, 1 << 62
+        packet = one_rtt(
+            client, _offset_packet(start, bytes(CHUNK), offset_bytes=8, length_bytes=length_bytes)
+        )
+        if runs:
+            server.receive_datagrams([packet, packet], 0, ADDR, now=2.0)
+        else:
+            AioquicConnection.receive_datagram(server, packet, ADDR, now=2.0)
+        assert not reader.data
+        states.append(_state(server) | {"events": None} | _bookkeeping(server))
+    assert states[0] == states[1]
+    assert states[0]["close"] is not None

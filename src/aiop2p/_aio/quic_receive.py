@@ -499,7 +499,7 @@ class OneRttReceiver(_AioquicConnection):
             # nothing else ran since (_one_rtt_frames ends the continuation).
             size = len(payload)
             chunk = None
-            if 11 < size < bulk_end:
+            if size == cont_size or 11 < size < bulk_end:  # (cont_size: within them)
                 head = _FRAME_HEAD(payload)[0]
                 if size == cont_size and head >> cont_shift == cont_key:
                     offset = cont_offset

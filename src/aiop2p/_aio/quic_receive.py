@@ -52,8 +52,10 @@ in one call (:meth:`OneRttReceiver._receive_one_rtt_run`): what holds for all of
 is looked up once, what they change in the packet space once after them, and a bulk
 sender's usual packet (one STREAM frame that fills it with the next data for a reader)
 is taken in that loop itself, without a call per packet: their AES header-protection
-masks come from one call (:meth:`OneRttReceiver._header_masks`), and a reader gets the
-chunks after its first one at once (``_feed_chunks``).
+masks come from one call (:meth:`OneRttReceiver._header_masks`), a packet that continues
+the last one taken (the same frame type, stream and size, its offset where that one
+ended) is known by its first bytes and skips the checks that nothing since can have
+changed, and a reader gets the chunks after its first one at once (``_feed_chunks``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import asyncio
 import os
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypedDict
 
@@ -500,14 +500,14 @@ class _Conn:
         self.runs: list[list[bytes]] = []
         self.is_closed = False
 
-    def receive_run(self, segments: list[bytes], start: int, addr: SockAddr) -> int:
+    def receive_run(self, segments: Sequence[bytes], start: int, addr: SockAddr) -> int:
         end = start
         while end < len(segments) and segments[end][1:9] == self.cid:
             end += 1
             if end - 1 == self.closes_at:
                 self.is_closed = True
                 break
-        self.runs.append(segments[start:end])
+        self.runs.append(list(segments[start:end]))
         return end
 
 
@@ -576,3 +576,200 @@ async def test_bulk_in_1200_byte_datagrams_arrives_intact_in_runs(
         for conn in b.connections:
             assert isinstance(conn, QuicConnection) and conn._quic is not None
             assert conn._quic._masks is None
+
+
+def _offset_packet(offset: int, body: bytes, *, offset_bytes: int, length_bytes: int) -> bytes:
+    """A STREAM frame of stream 0 at ``offset`` in these field sizes."""
+    frame = bytes([0x0C | (2 if length_bytes else 0)]) + _varint(0, 1)
+    frame += _varint(offset, offset_bytes)
+    if length_bytes:
+        frame += _varint(len(body), length_bytes)
+    return frame + body
+
+
+CONTINUED: dict[str, tuple[list[Segment], int]] = {
+    # Packets whose head is the one the run expects after the last bulk packet (the same
+    # frame type, stream and size, the offset where it ended): the segments and the most
+    # calls the runs may take.  Each with and without a length field (quinn sends none).
+    "continuations beyond the stream's credit": ([encoded(0, i) for i in range(66)], 2),
+    "continuations beyond the stream's credit, no length field": (
+        [encoded(0, i, length_bytes=0) for i in range(66)],
+        2,
+    ),
+    "continuations beyond the connection's credit": (
+        [encoded(4, i) for i in range(40)] + [encoded(0, i) for i in range(62)],
+        2,
+    ),
+    "a continuation after a FIN at its offset": (
+        [
+            encoded(0, 0),
+            encoded(0, 1),
+            frames(stream(0, 2 * CHUNK, b"", fin=True)),
+            encoded(0, 2),
+            encoded(0, 3),
+        ],
+        3,  # aioquic closes the connection: FINAL_SIZE_ERROR
+    ),
+    "a continuation after a reset of its stream": (
+        [
+            encoded(0, 0),
+            encoded(0, 1),
+            frames(reset_stream(0, 2 * CHUNK)),
+            encoded(0, 2),
+            encoded(0, 3),
+        ],
+        3,
+    ),
+    "a retransmission of the last chunk (the same offset, a new packet number)": (
+        [encoded(0, 0), encoded(0, 1), encoded(0, 1), encoded(0, 2)],
+        1,
+    ),
+    "a longer packet, then one that overlaps its end": (
+        [
+            encoded(0, 0, length_bytes=0),
+            encoded(0, 1, length_bytes=0, after=b"+"),
+            encoded(0, 2, length_bytes=0),
+            encoded(0, 3, length_bytes=0),
+        ],
+        2,
+    ),
+    "the length field of a continuation short of the packet's end": (
+        [encoded(0, 0), encoded(0, 1), encoded(0, 2, after=PING), encoded(0, 3)],
+        1,
+    ),
+    "a small in-order frame between continuations, then the old head again": (
+        [
+            encoded(0, 0),
+            encoded(0, 1),
+            frames(stream(0, 2 * CHUNK, b"xyz")),
+            encoded(0, 2),
+            encoded(0, 3),
+        ],
+        3,  # the data under the old head overlaps: aioquic's
+    ),
+    "another stream's packet between continuations": (
+        [encoded(0, 0), encoded(4, 0), encoded(0, 1), encoded(4, 1), encoded(0, 2)],
+        1,
+    ),
+    "continuations around a duplicate, a corrupted packet and garbage": (
+        [
+            encoded(0, 0),
+            encoded(0, 1),
+            replay(1),
+            corrupted(encoded(0, 2)),
+            garbage(),
+            encoded(0, 2),
+            encoded(0, 3),
+        ],
+        4,
+    ),
+    "continuations across a switch of connection id": (
+        [encoded(0, 0), encoded(0, 1), switched(encoded(0, 2)), encoded(0, 3)],
+        3,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(CONTINUED.values()), ids=list(CONTINUED))
+def test_continuations_end_as_their_datagrams_one_by_one(
+    case: tuple[list[Segment], int],
+) -> None:
+    """The run takes a packet that continues the last bulk one on what it checked of
+    that one: whatever breaks the continuation (credit, a FIN or reset in between,
+    other data, other sizes) ends as one by one and as through aioquic."""
+    segments, most_calls = case
+    single, batch = _both(segments)
+    _same(single, batch)
+    assert batch["calls"] <= most_calls
+
+
+@pytest.mark.parametrize("length_bytes", [0, 2])
+def test_offsets_across_four_bytes_are_taken_as_aioquic_takes_them(length_bytes: int) -> None:
+    """At 2**30 a stream's offset needs 8 bytes: the packet there is no continuation of
+    the one before, whose 4-byte offset ended at it, though its first bytes and its size
+    (a sender fills its datagrams: 4 bytes less data) are alike."""
+    start = (1 << 30) - 2 * CHUNK
+    body = bytes(range(251)) * 4 + bytes(CHUNK - 4 * 251)
+    bodies = [body, body, body[4:], body[4:]]
+    offsets = [start, start + CHUNK, 1 << 30, (1 << 30) + CHUNK - 4]
+    read: list[list[bytes]] = []
+    states = []
+    for runs in (True, False):
+        client, server = connected_pair(stream_window=1 << 31, connection_window=1 << 31)
+        reader = _Reader()
+        if runs:
+            server.stream_readers = {0: reader}
+        server.receive_datagram(one_rtt(client, stream(0, 0, b"")), ADDR, now=2.0)
+        receiver = server._streams[0].receiver
+        receiver._buffer_start = receiver.highest_offset = start  # as if read up to there
+        server._local_max_data.used = start
+        packets = [
+            one_rtt(
+                client,
+                _offset_packet(
+                    offset,
+                    chunk,
+                    offset_bytes=4 if offset < 1 << 30 else 8,
+                    length_bytes=length_bytes,
+                ),
+            )
+            for offset, chunk in zip(offsets, bodies, strict=True)
+        ]
+        assert len({len(packet) for packet in packets}) == 1
+        if runs:
+            assert server.receive_datagrams(packets, 0, ADDR, now=2.0) == 4
+            read.append(reader.data)
+        else:
+            events = []
+            for packet in packets:
+                AioquicConnection.receive_datagram(server, packet, ADDR, now=2.0)
+                while (event := server.next_event()) is not None:
+                    events.append(event)
+            read.append([e.data for e in events if isinstance(e, StreamDataReceived)])
+        states.append(_state(server) | {"events": None} | _bookkeeping(server))
+    assert read[0] == read[1] == bodies
+    assert states[0] == states[1]
+
+
+@pytest.mark.parametrize("sizes", [(100, 100, 37), (1200,) * 10, (9, 9), (50,) * 70 + (3,)])
+def test_the_endpoint_cuts_a_read_into_its_datagrams(sizes: tuple[int, ...]) -> None:
+    """A GRO read is cut at the segment size, the last datagram maybe shorter; past the
+    most the kernel coalesces (64) the rest is dropped."""
+    endpoint = QuicEndpoint(QuicConfig(), on_empty=lambda _: None)
+    conn = _Conn(b"1" * 8)
+    endpoint._cids = {conn.cid: conn}  # type: ignore[dict-item]
+    datagrams = [
+        bytes([0x40]) + conn.cid + bytes([n % 256]) * (size - 9) for n, size in enumerate(sizes)
+    ]
+    taken = endpoint._receive_segments(b"".join(datagrams), sizes[0], ADDR, [])
+    assert taken == min(len(sizes), 64)
+    assert conn.runs == [datagrams[:64]]
+
+
+@pytest.mark.parametrize("length_bytes", [0, 2])
+def test_data_past_the_largest_offset_closes_as_through_aioquic(length_bytes: int) -> None:
+    """A frame whose end passes 2**62 - 1 (the largest varint) is aioquic's error, not
+    data for the reader, whatever credit the stream has (here: up to 2**62)."""
+    start = (1 << 62) - CHUNK
+    states = []
+    for runs in (True, False):
+        client, server = connected_pair()
+        reader = _Reader()
+        if runs:
+            server.stream_readers = {0: reader}
+        server.receive_datagram(one_rtt(client, stream(0, 0, b"")), ADDR, now=2.0)
+        opened = server._streams[0]
+        opened.receiver._buffer_start = opened.receiver.highest_offset = start
+        opened.max_stream_data_local = 1 << 62
+        server._local_max_data.used, server._local_max_data.value = start, 1 << 62
+        packet = one_rtt(
+            client, _offset_packet(start, bytes(CHUNK), offset_bytes=8, length_bytes=length_bytes)
+        )
+        if runs:
+            server.receive_datagrams([packet, packet], 0, ADDR, now=2.0)
+        else:
+            AioquicConnection.receive_datagram(server, packet, ADDR, now=2.0)
+        assert not reader.data
+        states.append(_state(server) | {"events": None} | _bookkeeping(server))
+    assert states[0] == states[1]
+    assert states[0]["close"] is not None

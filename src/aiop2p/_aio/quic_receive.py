@@ -52,14 +52,17 @@ in one call (:meth:`OneRttReceiver._receive_one_rtt_run`): what holds for all of
 is looked up once, what they change in the packet space once after them, and a bulk
 sender's usual packet (one STREAM frame that fills it with the next data for a reader)
 is taken in that loop itself, without a call per packet: their AES header-protection
-masks come from one call (:meth:`OneRttReceiver._header_masks`), and a reader gets the
-chunks after its first one at once (``_feed_chunks``).
+masks come from one call (:meth:`OneRttReceiver._header_masks`), a packet that continues
+the last one taken (the same frame type, stream and size, its offset where that one
+ended) is known by its first bytes and skips the checks that nothing since can have
+changed, and a reader gets the chunks after its first one at once (``_feed_chunks``).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import operator
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -99,9 +102,10 @@ class BufferedReader(Protocol):
 
 
 _UINT_VAR_MAX = (1 << 62) - 1
-_STREAM_HEAD = struct.Struct(">BBIH").unpack_from
-"""A STREAM frame's type, a 1-byte stream id, the first 4 bytes of its offset and the 2
-bytes after them (its length field, after a 4-byte offset)."""
+_FRAME_HEAD = struct.Struct(">Q").unpack_from
+"""A packet's first 8 bytes as one number: a STREAM frame's type, a 1-byte stream id, the
+first 4 bytes of its offset and the 2 bytes after them (its length field, after a 4-byte
+offset)."""
 _PADDING = int(QuicFrameType.PADDING)
 _ACK = int(QuicFrameType.ACK)
 _ACK_ECN = int(QuicFrameType.ACK_ECN)
@@ -165,6 +169,13 @@ def new_bidi_stream(stream_id: int, max_local: int, max_remote: int) -> QuicStre
     stream.sender = sender
     stream.stream_id = stream_id
     return stream
+
+
+@functools.cache
+def _sampler(sample_start: int) -> Callable[[bytes], bytes]:
+    """What takes a datagram's header-protection sample, in C (``map`` calls it for the
+    datagrams of a read without a Python loop turn each)."""
+    return operator.itemgetter(slice(sample_start, sample_start + _SAMPLE_BYTES))
 
 
 HeaderPacker = Callable[[int, bytes, int], bytes]
@@ -267,9 +278,10 @@ class OneRttReceiver(_AioquicConnection):
         set the header protection too: aioquic's ``setup`` and ``apply_key_phase``):
         the AEAD and its decrypt and nonce base, the header protection and its mask
         (AES's: the sample encrypted, without ``_mask``'s Python frame; ChaCha20's needs
-        the sample as nonce), the key phase bit, and the header's layout for our
-        connection id length: its end, the sample's span, the packet number's second
-        byte, and the packet number windows (:func:`_pn_windows`, the quick ones)."""
+        the sample as nonce), what bits 0xDC of a first byte must be (the fixed bit, this
+        key phase, reserved bits clear), and the header's layout for our connection id
+        length: its end, the sample's span, the packet number's second byte, and the
+        packet number windows (:func:`_pn_windows`, the quick ones)."""
         aead, hp = recv.aead, recv.hp
         cid_end = 1 + self._configuration.connection_id_length
         sample_start = cid_end + _SAMPLE_OFFSET
@@ -279,7 +291,7 @@ class OneRttReceiver(_AioquicConnection):
             aead._iv,
             hp,
             hp._mask if hp._is_chacha20 else hp._encryptor.update,
-            recv.key_phase << 2,
+            0x40 | recv.key_phase << 2,
             cid_end,
             sample_start,
             sample_start + _SAMPLE_BYTES,
@@ -298,8 +310,7 @@ class OneRttReceiver(_AioquicConnection):
         cached = self._masks
         if cached is not None and cached[0] is segments and cached[1] is hp and cached[2] <= start:
             return None if cached[3] is None else (cached[3], cached[2])
-        sample_end = sample_start + _SAMPLE_BYTES
-        samples = b"".join([data[sample_start:sample_end] for data in segments[start:]])
+        samples = b"".join(map(_sampler(sample_start), segments[start:]))
         masks = None
         if len(samples) == (len(segments) - start) * _SAMPLE_BYTES:
             masks = hp._encryptor.update(samples)
@@ -359,7 +370,7 @@ class OneRttReceiver(_AioquicConnection):
             if recv.aead is None or recv.hp is None:
                 return start
             keys = self._receive_keys(recv)
-        _, decrypt, iv, hp, header_mask, key_bit, cid_end, sample_start, sample_end, windows = keys
+        _, decrypt, iv, hp, header_mask, key_bits, cid_end, sample_start, sample_end, windows = keys
         cid = segments[start][1:cid_end]
         if self._is_client:  # the server may use any of the ids we issued (quinn does)
             for issued in self._host_cids:
@@ -408,6 +419,12 @@ class OneRttReceiver(_AioquicConnection):
         last_sid = -1  # the stream id of the last bulk packet, its stream and reader:
         stream: Any = None  # the bulk path alone changes neither mapping
         reader: Any = None
+        receiver: Any = None
+        # The continuation of the last bulk packet (below): the size, the head (shifted
+        # right by ``cont_shift``) and the offset of the packet that would continue it,
+        # where its data starts and how its head moves per packet (-1: none expected).
+        cont_size = -1
+        cont_key = cont_shift = cont_step = cont_offset = cont_pos = 0
         # The reader that took a bulk packet's chunk, and the chunks for it after that
         # one, handed over at once (its _feed_chunks) before anything else can read it:
         # _one_rtt_frames (below) and the run's end.
@@ -430,12 +447,12 @@ class OneRttReceiver(_AioquicConnection):
                 mask_at = 0
             else:  # each was long enough to sample
                 mask_at += _SAMPLE_BYTES
-            first = data[0]
-            if first & 0xC0 != 0x40:
-                break  # not a short header with its fixed bit
-            first ^= masks[mask_at] & 0x1F
-            if first & 4 != key_bit:
-                break  # a key update (or garbage): aioquic's receive_datagram
+            first = data[0] ^ masks[mask_at] & 0x1F
+            if first & 0xDC != key_bits:
+                # Not a short header with its fixed bit, a key update (or garbage), or
+                # reserved bits set: aioquic's receive_datagram (which drops a duplicate
+                # and closes the connection for the reserved bits, in that order).
+                break
             length_bits = first & 3
             pn_mask, half_window, header_end, pack_header = windows[length_bits]
             if length_bits == 1:
@@ -467,13 +484,6 @@ class OneRttReceiver(_AioquicConnection):
 
             if packet_number < lower or packet_number in seen:
                 continue  # a duplicate
-            if first & 0x18:
-                self.close(
-                    error_code=QuicErrorCode.PROTOCOL_VIOLATION,
-                    frame_type=QuicFrameType.PADDING,
-                    reason_phrase="Reserved bits must be zero",
-                )
-                break
             if packet_number > expected:  # as aioquic does
                 expected = packet_number + 1
             if packet_number > spin_pn:
@@ -483,70 +493,101 @@ class OneRttReceiver(_AioquicConnection):
             # the usual encoding (a 1-byte stream id, a 4- or 8-byte offset, a 2-byte
             # length or none), that fills it with the next data of a bidirectional
             # stream whose reader takes it, taken here with _one_rtt_frames' checks and
-            # updates for that case alone; any other packet goes there.
+            # updates for that case alone; any other packet goes there.  The packet
+            # after one taken so usually continues it: the same frame type, stream and
+            # size (and length field), its offset where that one ended.  Its first 8
+            # bytes (``head``; 6 without a length field) are then known in advance
+            # (``cont_key``), and what was checked of that frame's stream holds still:
+            # nothing else ran since (_one_rtt_frames ends the continuation).
             size = len(payload)
             chunk = None
-            if 11 < size < bulk_end:
-                kind, stream_id, raw, field = _STREAM_HEAD(payload)
-                if kind | 2 == 0x0E and stream_id < 0x40 and raw >= 0x8000_0000:
-                    if raw < 0xC000_0000:
-                        offset = raw & 0x3FFF_FFFF
-                        pos = 6
-                    else:
-                        offset = (raw & 0x3FFF_FFFF) << 32 | from_bytes(payload[6:10])
-                        field = payload[10] << 8 | payload[11]
-                        pos = 10
-                    length = size - pos
-                    if kind == 0x0E:  # a length field: the frame must end the packet
-                        pos += 2
-                        length -= 2
-                        if field != 0x4000 | length:
-                            length = 0
-                    end = offset + length
-                    if stream_id != last_sid:
-                        stream = streams.get(stream_id)
-                        reader = readers.get(stream_id)
-                        last_sid = stream_id
-                    if (
-                        length > 0
-                        and not stream_id & 2
-                        and end <= _UINT_VAR_MAX
-                        and stream is not None
-                        and reader is not None
-                    ):
-                        receiver = stream.receiver
-                        highest = receiver.highest_offset
-                        newly = end - highest if end > highest else 0
+            if size == cont_size or 11 < size < bulk_end:  # (cont_size: within them)
+                head = _FRAME_HEAD(payload)[0]
+                if size == cont_size and head >> cont_shift == cont_key:
+                    offset = cont_offset
+                    pos = cont_pos
+                    fits = True
+                else:
+                    cont_size = -1
+                    kind = head >> 56
+                    stream_id = head >> 48 & 0xFF
+                    raw = head >> 16 & 0xFFFF_FFFF
+                    field = head & 0xFFFF
+                    fits = False
+                    if kind | 2 == 0x0E and stream_id < 0x40 and raw >= 0x8000_0000:
+                        if raw < 0xC000_0000:
+                            offset = raw & 0x3FFF_FFFF
+                            pos = 6
+                        else:
+                            offset = (raw & 0x3FFF_FFFF) << 32 | from_bytes(payload[6:10])
+                            field = payload[10] << 8 | payload[11]
+                            # Its end may pass the largest varint (aioquic's error):
+                            # none of it is taken here then (below: pos == size).
+                            pos = 10 if offset + size <= _UINT_VAR_MAX else size
+                        if kind == 0x0E:  # a length field: the frame must end the packet
+                            pos += 2
+                            if field != 0x4000 | (size - pos):
+                                pos = size  # no data: not taken here
+                        if stream_id != last_sid:
+                            stream = streams.get(stream_id)
+                            reader = readers.get(stream_id)
+                            last_sid = stream_id
                         if (
-                            offset == receiver._buffer_start
-                            and not receiver._buffer
-                            and not receiver.is_finished
-                            and receiver._final_size is None
-                            and end <= stream.max_stream_data_local
-                            and max_data.used + newly <= max_data.value
+                            pos < size
+                            and not stream_id & 2
+                            and stream is not None
+                            and reader is not None
                         ):
-                            chunk = payload[pos:]
-                            if newly:
-                                receiver.highest_offset = end
-                                max_data.used += newly
-                            receiver._buffer_start = end
-                            if reader is fed:
-                                fed_chunks.append(chunk)
-                                fed_bytes += length
+                            receiver = stream.receiver
+                            fits = (
+                                offset == receiver._buffer_start
+                                and not receiver._buffer
+                                and not receiver.is_finished
+                                and receiver._final_size is None
+                            )
+                if fits:
+                    length = size - pos
+                    end = offset + length
+                    highest = receiver.highest_offset
+                    newly = end - highest if end > highest else 0
+                    if (
+                        end <= stream.max_stream_data_local
+                        and max_data.used + newly <= max_data.value
+                    ):
+                        chunk = payload[pos:]
+                        if newly:
+                            receiver.highest_offset = end
+                            max_data.used += newly
+                        receiver._buffer_start = end
+                        if reader is fed:
+                            fed_chunks.append(chunk)
+                            fed_bytes += length
+                        else:
+                            if fed_chunks:
+                                fed._feed_chunks(fed_chunks, fed_bytes)
+                                fed_chunks = []
+                                fed_bytes = 0
+                            if reader._feed_buffered(chunk):
+                                fed = reader
                             else:
-                                if fed_chunks:
-                                    fed._feed_chunks(fed_chunks, fed_bytes)
-                                    fed_chunks = []
-                                    fed_bytes = 0
-                                if reader._feed_buffered(chunk):
-                                    fed = reader
-                                else:
-                                    fed = None
-                                    events.append(
-                                        StreamDataReceived(
-                                            data=chunk, end_stream=False, stream_id=stream_id
-                                        )
+                                fed = None
+                                events.append(
+                                    StreamDataReceived(
+                                        data=chunk, end_stream=False, stream_id=last_sid
                                     )
+                                )
+                        if cont_size < 0 and pos < 10 and end < 0x4000_0000:
+                            # The next packet's head if it continues this one (a 4-byte
+                            # offset: 10 bytes of it, with one, take the general way).
+                            cont_shift = 0 if pos == 8 else 16
+                            cont_key = head >> cont_shift
+                            cont_step = length << (16 - cont_shift)
+                            cont_pos = pos
+                            cont_size = size
+                        cont_key += cont_step
+                        cont_offset = end
+                        if end >= 0x4000_0000:
+                            cont_size = -1  # the next offset takes 8 bytes
             if chunk is not None:
                 eliciting = True  # nothing above closes the connection (a reader buffers)
             else:
@@ -559,6 +600,7 @@ class OneRttReceiver(_AioquicConnection):
                     fed_bytes = 0
                 fed = None
                 last_sid = -1  # streams and readers may change there
+                cont_size = -1
                 try:
                     if self._one_rtt_frames(payload, cid, path, now):
                         eliciting = True

@@ -35,6 +35,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import functools
 import ipaddress
 import logging
 import os
@@ -216,8 +217,7 @@ class QuicEndpoint:
         once per run, not per datagram; the run ends where the datagrams stop being
         such packets, or after one that left the connection something to handle, and
         the next one is routed afresh, as each is on its own."""
-        end = min(len(data), segment * _GSO_MAX_SEGMENTS)
-        segments = [data[start : start + segment] for start in range(0, end, segment)]
+        segments = _splitter(segment, min(len(data), segment * _GSO_MAX_SEGMENTS))(data)
         index, count = 0, len(segments)
         while index < count:
             conn = self._route(segments[index], addr)
@@ -496,6 +496,15 @@ def refusal_datagram(dcid: bytes, scid: bytes, reason: str) -> bytes:
     buf.push_bytes(phrase)
     datagrams, _ = builder.flush()
     return datagrams[0]
+
+
+@functools.lru_cache(maxsize=32)
+def _splitter(segment: int, size: int) -> Callable[[bytes], tuple[bytes, ...]]:
+    """What cuts the first ``size`` bytes of a read into datagrams of ``segment`` bytes
+    (the last maybe shorter) in one C call, without a Python loop turn per datagram: a
+    sender's bursts come in a few sizes (usually ten full datagrams)."""
+    whole, rest = divmod(size, segment)
+    return struct.Struct(f"{segment}s" * whole + (f"{rest}s" if rest else "")).unpack_from
 
 
 def _gso_available(sock: socket.socket) -> bool:

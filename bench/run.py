@@ -326,9 +326,7 @@ class PeerProcess:
                         await self._reader
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+        self._signal(signal.SIGKILL)
 
     def pause(self) -> None:
         """Stop the process (SIGSTOP) until :meth:`resume`: see :meth:`Runner.run_benches`."""

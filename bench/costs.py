@@ -1,7 +1,8 @@
 """Cost counters per request: what one 64 B echo costs the client and the server.
 
-For each implementation (aiop2p, ``--base``'s aiop2p, the floor) and each workload a server
-and a client peer run as in ``bench/run.py``, and the client sends 64 B echo requests.
+For each implementation (aiop2p, ``--base``'s aiop2p, the floor, and the floor with a task
+per request, ``floor-tasks``) and each workload a server and a client peer run as in
+``bench/run.py``, and the client sends 64 B echo requests.
 Workloads (``--workload``, repeatable; default ``echo1``): ``echo1`` raw echo streams one at
 a time, ``echoN`` with ``--concurrency`` (32) requests in flight, ``rr1`` / ``rrN`` the same
 through the ``Network`` request-response API (aiop2p only; the floor has no such path).
@@ -65,7 +66,7 @@ CACHEGRIND_REQUESTS = (200, 1200)
 CACHEGRIND_REQUESTS_IN_FLIGHT = (500, 3500)
 """The same with requests in flight: more of them, so the batches' edges cancel out."""
 CACHEGRIND_WARMUP = 200
-IMPLS = ("aiop2p", run.BASE_IMPL, run.FLOOR_IMPL)
+IMPLS = ("aiop2p", run.BASE_IMPL, run.FLOOR_IMPL, run.FLOOR_TASKS_IMPL)
 WORKLOADS = ("echo1", "echoN", "rr1", "rrN")
 
 
@@ -82,7 +83,7 @@ class Workload:
         return cls(name, name.startswith("rr"), 1 if name.endswith("1") else concurrency)
 
     def runs_on(self, impl: str) -> bool:
-        return not (self.network and impl == run.FLOOR_IMPL)
+        return not (self.network and impl in (run.FLOOR_IMPL, run.FLOOR_TASKS_IMPL))
 
     def describe(self) -> str:
         kind = "Network request-response" if self.network else "raw echo"

@@ -24,7 +24,12 @@ processes derive the two direction keys as SHA-256 of a secret fixed in this fil
 the direction.  That replaces the Noise XX handshake, which the floor does not time (a dial is
 not a floor figure).
 
-    .venv/bin/python bench/floor_peer.py [--listen /ip4/127.0.0.1/tcp/0] [--uvloop]
+With ``--tasks`` (the ``floor-tasks`` implementation of ``bench/costs.py``) the same bytes
+go on the wire, but the server answers each request in an ``asyncio`` task of its own and the
+client awaits each answer in a task: the least that asyncio itself costs a library whose
+handlers are ``async def`` functions, one per stream.
+
+    .venv/bin/python bench/floor_peer.py [--listen /ip4/127.0.0.1/tcp/0] [--uvloop] [--tasks]
 
 ``tests/bench/test_floor.py`` decodes the floor's bytes with aiop2p's Noise, Yamux and
 multistream machines, so the floor is known to put valid frames on the wire.  It speaks the
@@ -282,7 +287,6 @@ class FloorServer(NoiseFrames):
 
     def frame(self, nonce: bytes, ciphertext: memoryview) -> None:
         assert self._open is not None
-        out = self._out
         streams = self._streams
         for flags, stream_id, body in parse_frames(self._open(nonce, ciphertext, None)):
             if flags == FLAG_SYN:
@@ -293,9 +297,13 @@ class FloorServer(NoiseFrames):
                 message = streams.pop(stream_id, None)
                 if message is None:
                     raise FloorError(f"FIN on unknown stream {stream_id}")
-                out.append(self.seal(response_plaintext(stream_id, message)))
+                self.answer(stream_id, message)
             else:
                 raise FloorError(f"unexpected flags {flags:#x} on stream {stream_id}")
+
+    def answer(self, stream_id: int, message: bytes) -> None:
+        """Answer a request whose stream has ended (the FIN came)."""
+        self._out.append(self.seal(response_plaintext(stream_id, message)))
 
     def _bulk_frame(self, nonce: bytes, ciphertext: memoryview) -> None:
         size = len(ciphertext) - TAG_BYTES
@@ -346,9 +354,13 @@ class EchoClient(NoiseFrames):
         c2s, s2c = direction_keys(self._salt)
         self.set_keys(c2s, s2c)
         self._out.append(MODE_ECHO + self._salt + _count.pack(0))
+        self.start()
+        self.frames_done()
+
+    def start(self) -> None:
+        """Send the first ``concurrency`` requests."""
         for _ in range(min(self._concurrency, self._total)):
             self._send_next()
-        self.frames_done()
 
     def _send_next(self) -> None:
         self._stream_id += 2
@@ -367,15 +379,19 @@ class EchoClient(NoiseFrames):
                 started = self._started.pop(stream_id, None)
                 if started is None:
                     raise FloorError(f"FIN on unknown stream {stream_id}")
-                index, t0 = started
-                self._latencies[index] = time.perf_counter() - t0
-                self._ended += 1
-                if self._next < self._total:
-                    self._send_next()
-                elif self._ended == self._total and not self.done.done():
-                    self.done.set_result(self._latencies)
+                self.ended(stream_id, started)
             else:
                 raise FloorError(f"unexpected flags {flags:#x} on stream {stream_id}")
+
+    def ended(self, stream_id: int, started: tuple[int, float]) -> None:
+        """Request ``started`` (index, start time) got its whole answer."""
+        index, t0 = started
+        self._latencies[index] = time.perf_counter() - t0
+        self._ended += 1
+        if self._next < self._total:
+            self._send_next()
+        elif self._ended == self._total and not self.done.done():
+            self.done.set_result(self._latencies)
 
     def frames_done(self) -> None:
         if self._out:
@@ -386,6 +402,76 @@ class EchoClient(NoiseFrames):
     def fail(self, exc: BaseException) -> None:
         if not self.done.done():
             self.done.set_exception(FloorError(f"echo connection failed: {exc}"))
+
+
+# ---- the floor with a task per request (``--tasks``) ----------------------------------------
+
+
+class TaskFloorServer(FloorServer):
+    """The floor's server as a library with an ``async def`` handler per stream must run it,
+    and no more: each answer is written by a task of its own, and what the tasks of one read
+    wrote goes out in one write, in the loop turn after that read (the turn their first steps
+    run in).  The difference from :class:`FloorServer` is what asyncio itself costs such a
+    library: a ``Task`` per request and a loop turn."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._loop = asyncio.get_running_loop()
+        self._handlers: dict[int, asyncio.Task[None]] = {}
+        self._woken = False
+
+    def answer(self, stream_id: int, message: bytes) -> None:
+        self._handlers[stream_id] = self._loop.create_task(self._handle(stream_id, message))
+        self._woken = True
+
+    async def _handle(self, stream_id: int, message: bytes) -> None:
+        self._out.append(self.seal(response_plaintext(stream_id, message)))
+        del self._handlers[stream_id]
+
+    def frames_done(self) -> None:
+        if self._woken:
+            self._woken = False
+            self._loop.call_soon(super().frames_done)  # after the handlers' steps
+
+
+class TaskEchoClient(EchoClient):
+    """The floor's client as a caller that awaits each answer must run it: ``concurrency``
+    tasks, each writing a request and awaiting a future that the answer's FIN resolves."""
+
+    def __init__(self, total: int, concurrency: int, message: bytes) -> None:
+        super().__init__(total, concurrency, message)
+        self._waiters: dict[int, asyncio.Future[tuple[int, float]]] = {}
+        self._workers: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        count = min(self._concurrency, self._total)
+        self._workers = [loop.create_task(self._worker(loop)) for _ in range(count)]
+
+    async def _worker(self, loop: asyncio.AbstractEventLoop) -> None:
+        transport = self.transport
+        assert transport is not None
+        while self._next < self._total:
+            self._stream_id += 2
+            sid = self._stream_id
+            index = self._next
+            self._next += 1
+            self._started[sid] = (index, time.perf_counter())
+            waiter = self._waiters[sid] = loop.create_future()
+            transport.write(self.seal(request_plaintext(sid, self._message)))
+            _, t0 = await waiter
+            self._latencies[index] = time.perf_counter() - t0
+            self._ended += 1
+        if self._ended == self._total and not self.done.done():
+            self.done.set_result(self._latencies)
+
+    def ended(self, stream_id: int, started: tuple[int, float]) -> None:
+        self._waiters.pop(stream_id).set_result(started)
+
+    def fail(self, exc: BaseException) -> None:
+        super().fail(exc)
+        for worker in self._workers:
+            worker.cancel()
 
 
 class BulkSender(NoiseFrames):
@@ -491,7 +577,7 @@ async def run_echo(addr: Any, total: int, concurrency: int, message: bytes) -> l
     loop = asyncio.get_running_loop()
     host, port = host_port(addr)
     transport, client = await loop.create_connection(
-        lambda: EchoClient(total, concurrency, message), host, port
+        lambda: _ECHO_CLIENT[0](total, concurrency, message), host, port
     )
     try:
         return await client.done
@@ -616,10 +702,16 @@ async def read_lines(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         stop.set()
 
 
-async def main(listen: str) -> int:
+_ECHO_CLIENT: list[type[EchoClient]] = [EchoClient]
+"""The echo client of this process: :class:`TaskEchoClient` with ``--tasks``."""
+
+
+async def main(listen: str, tasks: bool) -> int:
     loop = asyncio.get_running_loop()
     host, port = host_port(listen)
-    server = await loop.create_server(FloorServer, host, port)
+    if tasks:
+        _ECHO_CLIENT[0] = TaskEchoClient
+    server = await loop.create_server(TaskFloorServer if tasks else FloorServer, host, port)
     bound = server.sockets[0].getsockname()
     reader = asyncio.StreamReader(limit=MAX_COMMAND_LINE_BYTES)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -646,6 +738,12 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--listen", default="/ip4/127.0.0.1/tcp/0", metavar="MULTIADDR")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument(
+        "--tasks",
+        action="store_true",
+        help="answer each echo request in a task of its own and await each answer in one "
+        "(the floor of a task-per-stream library)",
+    )
     args = parser.parse_args()
     factory = None
     if args.uvloop:
@@ -656,4 +754,4 @@ if __name__ == "__main__":
         contextlib.suppress(BrokenPipeError, KeyboardInterrupt),
         asyncio.Runner(loop_factory=factory) as runner,
     ):
-        sys.exit(runner.run(main(args.listen)))
+        sys.exit(runner.run(main(args.listen, args.tasks)))

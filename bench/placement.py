@@ -3,9 +3,10 @@ unpinned, both on one CPU, and on two different CPUs, interleaved round by round
 
 Two comparisons:
 
-- issue 10 (``--base PATH``): aiop2p, the ``--base`` checkout and the floor over TCP;
-  per placement the medians of requests/s, aiop2p / base and aiop2p as a percentage of
-  the floor;
+- issue 10 (``--base PATH``): aiop2p, the ``--base`` checkout, the floor and the floor
+  with a task per request (``floor_peer.py --tasks``) over TCP; per placement the medians
+  of requests/s, aiop2p / base, and aiop2p and the floor with tasks as percentages of the
+  floor;
 - issue 13 (``--quic``): two aiop2p pairs whose servers listen on TCP and QUIC, one
   echoing over each; per placement the medians of the p50 latency and of both
   sides' CPU per request, QUIC / TCP.
@@ -35,7 +36,7 @@ import run
 
 PLACEMENTS = (("unpinned", None), ("one core", (0, 0)), ("two cores", (0, 1)))
 """A name and the (server, client) indices among the CPUs this process may use."""
-IMPLS = ("aiop2p", run.BASE_IMPL, run.FLOOR_IMPL)
+IMPLS = ("aiop2p", run.BASE_IMPL, run.FLOOR_IMPL, run.FLOOR_TASKS_IMPL)
 WARMUP = 500
 
 
@@ -130,11 +131,12 @@ def summary(placement: str, per_entrant: list[list[Sample]], args: argparse.Name
             f"{median(tcp, 'cpu_us'):.0f} µs, QUIC {median(quic, 'cpu_us'):.0f} µs (medians of "
             f"{args.rounds}): QUIC / TCP p50 {p50:.2f}x, CPU {cpu:.2f}x"
         )
-    ours, base, floor = (median(s, "req_per_s") for s in per_entrant)
+    ours, base, floor, floor_tasks = (median(s, "req_per_s") for s in per_entrant)
     return (
-        f"{placement}: aiop2p {ours:.0f}, base {base:.0f}, floor {floor:.0f} req/s "
-        f"(medians of {args.rounds}): aiop2p / base {ours / base:.2f}x, "
-        f"{100 * ours / floor:.0f} % of the floor"
+        f"{placement}: aiop2p {ours:.0f}, base {base:.0f}, floor {floor:.0f}, floor with "
+        f"tasks {floor_tasks:.0f} req/s (medians of {args.rounds}): aiop2p / base "
+        f"{ours / base:.2f}x, {100 * ours / floor:.0f} % of the floor; the floor with tasks "
+        f"{100 * floor_tasks / floor:.0f} % of the floor"
     )
 
 

@@ -52,6 +52,9 @@ BASE_IMPL = "base"
 """aiop2p from another checkout (``--base PATH``), on its own peer script and ``src``."""
 FLOOR_IMPL = "floor"
 """``bench/floor_peer.py``: the same wire work in plain asyncio (echo and bulk only)."""
+FLOOR_TASKS_IMPL = "floor-tasks"
+"""The floor with a task per request on each side (``floor_peer.py --tasks``, echo only):
+counted by ``bench/costs.py``, not a figure of this script."""
 PY_IMPL = "py"
 """py-libp2p 0.8.1 (``bench/py_peer.py`` in ``.venv-pylibp2p``)."""
 IMPLS = ("aiop2p", FLOOR_IMPL, "js", PY_IMPL)
@@ -148,8 +151,9 @@ def peer_launch(
     extra = [arg for addr in listen for arg in ("--listen", addr)]
     if is_aiop2p(impl):
         return aiop2p_launch(*extra, *(["--network"] if network else []), impl=impl, setup=setup)
-    if impl == FLOOR_IMPL:
-        return Launch([venv_python(), str(FLOOR_PEER), *extra])
+    if impl in (FLOOR_IMPL, FLOOR_TASKS_IMPL):
+        tasks = ["--tasks"] if impl == FLOOR_TASKS_IMPL else []
+        return Launch([venv_python(), str(FLOOR_PEER), *tasks, *extra])
     if impl == PY_IMPL:
         return Launch([str(setup.py_python), str(PY_PEER), *extra])
     return Launch(node_argv(JS_PEER, *extra))

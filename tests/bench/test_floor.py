@@ -8,6 +8,7 @@ expects are refused with ``FloorError``.  A ``--quick`` run of the floor through
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import sys
@@ -31,7 +32,7 @@ from aiop2p.protocols.yamux import (
     YamuxSession,
 )
 
-from ..helpers import run_capped
+from ..helpers import run_capped, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 MESSAGE = bytes(range(64))
@@ -145,3 +146,56 @@ async def test_a_quick_floor_run_through_run_py_answers_every_figure() -> None:
     figures = {row["key"]: row["median"]["floor"] for row in json.loads(out)["figures"]}
     for key in ("echo1_req_per_s", "echoN_req_per_s", "bulk_mib_s"):
         assert figures[key] is not None and figures[key] > 0, (key, err)
+
+
+async def _echo_through(server_factory: Any, concurrency: int) -> list[float]:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(server_factory, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        return await asyncio.wait_for(
+            floor.run_echo(f"/ip4/127.0.0.1/tcp/{port}", 40, concurrency, MESSAGE), 20
+        )
+    finally:
+        server.close()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("concurrency", [1, 4])
+async def test_the_floor_with_tasks_answers_every_request(
+    monkeypatch: pytest.MonkeyPatch, concurrency: int
+) -> None:
+    monkeypatch.setattr(floor, "_ECHO_CLIENT", [floor.TaskEchoClient])
+    handled: list[int] = []
+
+    class Server(floor.TaskFloorServer):  # type: ignore[misc, name-defined]
+        async def _handle(self, stream_id: int, message: bytes) -> None:
+            assert asyncio.current_task() is self._handlers[stream_id]
+            handled.append(stream_id)
+            await super()._handle(stream_id, message)
+
+    latencies = await _echo_through(Server, concurrency)
+    # Every echo was checked against the message by the client; each was answered in a task.
+    assert len(latencies) == 40 and all(x > 0 for x in latencies)
+    assert sorted(handled) == list(range(1, 80, 2))
+
+
+@pytest.mark.timeout(30)
+async def test_the_floor_with_tasks_fails_when_its_peer_hangs_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(floor, "_ECHO_CLIENT", [floor.TaskEchoClient])
+
+    class HangUp(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.transport.close()
+
+    before = asyncio.all_tasks()
+    with pytest.raises(floor.FloorError, match="echo connection failed"):
+        await _echo_through(HangUp, 4)
+    # The waiting workers are cancelled, not left pending.
+    me = asyncio.current_task()
+    await wait_for(lambda: asyncio.all_tasks() <= before | {me})

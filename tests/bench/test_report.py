@@ -159,9 +159,9 @@ def test_requests_sets_the_timed_echo_count_within_the_peers_bound() -> None:
 
 
 def test_placement_summaries_give_each_issues_ratios() -> None:
-    """``bench/placement.py``: issue 10's line (aiop2p / base, % of the floor, from the
-    requests/s) and issue 13's (QUIC / TCP from the p50 and from both sides' CPU), each the
-    ratio of medians over the rounds."""
+    """``bench/placement.py``: issue 10's line (aiop2p / base, aiop2p and the floor with tasks
+    as % of the floor, from the requests/s) and issue 13's (QUIC / TCP from the p50 and from
+    both sides' CPU), each the ratio of medians over the rounds."""
     sys.modules.setdefault("run", run)  # placement imports run and quic_figures as siblings
     sys.modules.setdefault("quic_figures", _load("quic_figures"))
     placement = _load("placement")
@@ -173,10 +173,12 @@ def test_placement_summaries_give_each_issues_ratios() -> None:
             [sample(r, 0.1, 100.0) for r in (2000.0, 3000.0, 9000.0)],  # median 3000
             [sample(r, 0.1, 100.0) for r in (1000.0, 1500.0, 1.0)],  # median 1000
             [sample(r, 0.1, 100.0) for r in (6000.0, 5000.0, 4000.0)],  # median 5000
+            [sample(r, 0.1, 100.0) for r in (4000.0, 3500.0, 9.0)],  # median 3500
         ],
         issue10,
     )
     assert "aiop2p / base 3.00x" in line and "60 % of the floor" in line
+    assert "the floor with tasks 70 % of the floor" in line
     issue13 = placement.parse_args(["--quic", "--rounds", "3"])
     line = placement.summary(
         "two cores",

@@ -5,6 +5,7 @@ write and read (flights of a dial)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -115,3 +116,14 @@ def record_wire(monkeypatch: pytest.MonkeyPatch) -> Wire:
     monkeypatch.setattr(Connection, "connection_made", connection_made)
     monkeypatch.setattr(Connection, "data_received", data_received)
     return recorded
+
+
+async def digest_to_eof(stream: Stream) -> None:
+    """A handler that reads to the end and answers the byte count (8 bytes) and SHA-256."""
+    digest = hashlib.sha256()
+    size = 0
+    while chunk := await stream.read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    await stream.write(size.to_bytes(8, "big") + digest.digest())
+    await stream.close()

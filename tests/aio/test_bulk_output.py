@@ -20,7 +20,7 @@ from aiop2p._aio.stream import Stream
 from aiop2p.node import Node
 from aiop2p.protocols.noise import MAX_PLAINTEXT_SIZE, NoiseTransport
 
-from ..helpers import wait_for
+from ..helpers import digest_to_eof, wait_for
 
 pytestmark = pytest.mark.uvloop
 
@@ -83,16 +83,6 @@ def test_a_buffer_a_transport_copied_is_reused() -> None:
     assert kept == [kept[0]] * len(sent)
     wire = b"".join(transport.kept)
     assert b"".join(receiver.decrypt(wire)) == b"".join(b"".join(p) for p in sent)
-
-
-async def digest_to_eof(stream: Stream) -> None:
-    digest = hashlib.sha256()
-    size = 0
-    while chunk := await stream.read(MIB):
-        digest.update(chunk)
-        size += len(chunk)
-    await stream.write(size.to_bytes(8, "big") + digest.digest())
-    await stream.close()
 
 
 async def test_concurrent_bulk_writes_to_a_reader_that_stalls_arrive_intact() -> None:

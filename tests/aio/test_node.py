@@ -134,7 +134,8 @@ async def test_stalled_handshake_times_out_and_node_serves_others() -> None:
 
 
 async def test_handshake_timeout_on_dial() -> None:
-    server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+    writers: list[asyncio.StreamWriter] = []  # a peer that accepts and never answers
+    server = await asyncio.start_server(lambda r, w: writers.append(w), "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
         async with Node(config=NodeConfig(handshake_timeout=0.3)) as a:
@@ -143,6 +144,8 @@ async def test_handshake_timeout_on_dial() -> None:
             assert isinstance(info.value.__cause__, HandshakeTimeoutError)
     finally:
         server.close()
+        for writer in writers:  # from Python 3.12.1 wait_closed waits for them
+            writer.close()
         await server.wait_closed()
 
 

@@ -223,6 +223,18 @@ async def test_listener_close_refuses_new_dials(pair: tuple[Node, Node, Multiadd
         await a.dial(addr)
 
 
+async def test_listener_close_keeps_the_connections_it_accepted(
+    pair: tuple[Node, Node, Multiaddr],
+) -> None:
+    a, b, addr = pair
+    conn = await a.dial(addr)
+    await wait_for(lambda: b.is_connected(a.peer_id))
+    assert await asyncio.wait_for(b.stop_listening_addr(addr.without_peer_id()), 5)
+    assert len(await a.ping(b.peer_id, count=1)) == 1  # still over the same connection
+    assert a.connections_to(b.peer_id) == [conn]
+    assert len(await b.ping(a.peer_id, count=1)) == 1
+
+
 IP_KINDS = [k for k in KINDS if k.ip6 is not None]  # memory has no IPv6 form
 
 

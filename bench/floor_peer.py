@@ -440,7 +440,7 @@ class TaskEchoClient(EchoClient):
 
     def __init__(self, total: int, concurrency: int, message: bytes) -> None:
         super().__init__(total, concurrency, message)
-        self._waiters: dict[int, asyncio.Future[tuple[int, float]]] = {}
+        self._waiters: dict[int, asyncio.Future[None]] = {}
         self._workers: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -456,17 +456,18 @@ class TaskEchoClient(EchoClient):
             sid = self._stream_id
             index = self._next
             self._next += 1
-            self._started[sid] = (index, time.perf_counter())
+            t0 = time.perf_counter()
+            self._started[sid] = (index, t0)
             waiter = self._waiters[sid] = loop.create_future()
             transport.write(self.seal(request_plaintext(sid, self._message)))
-            _, t0 = await waiter
+            await waiter
             self._latencies[index] = time.perf_counter() - t0
             self._ended += 1
         if self._ended == self._total and not self.done.done():
             self.done.set_result(self._latencies)
 
     def ended(self, stream_id: int, started: tuple[int, float]) -> None:
-        self._waiters.pop(stream_id).set_result(started)
+        self._waiters.pop(stream_id).set_result(None)
 
     def fail(self, exc: BaseException) -> None:
         super().fail(exc)
@@ -577,7 +578,7 @@ async def run_echo(addr: Any, total: int, concurrency: int, message: bytes) -> l
     loop = asyncio.get_running_loop()
     host, port = host_port(addr)
     transport, client = await loop.create_connection(
-        lambda: _ECHO_CLIENT[0](total, concurrency, message), host, port
+        lambda: echo_client(total, concurrency, message), host, port
     )
     try:
         return await client.done
@@ -702,15 +703,16 @@ async def read_lines(reader: asyncio.StreamReader, stop: asyncio.Event) -> None:
         stop.set()
 
 
-_ECHO_CLIENT: list[type[EchoClient]] = [EchoClient]
+echo_client: type[EchoClient] = EchoClient
 """The echo client of this process: :class:`TaskEchoClient` with ``--tasks``."""
 
 
 async def main(listen: str, tasks: bool) -> int:
+    global echo_client
     loop = asyncio.get_running_loop()
     host, port = host_port(listen)
     if tasks:
-        _ECHO_CLIENT[0] = TaskEchoClient
+        echo_client = TaskEchoClient
     server = await loop.create_server(TaskFloorServer if tasks else FloorServer, host, port)
     bound = server.sockets[0].getsockname()
     reader = asyncio.StreamReader(limit=MAX_COMMAND_LINE_BYTES)

@@ -165,7 +165,7 @@ async def _echo_through(server_factory: Any, concurrency: int) -> list[float]:
 async def test_the_floor_with_tasks_answers_every_request(
     monkeypatch: pytest.MonkeyPatch, concurrency: int
 ) -> None:
-    monkeypatch.setattr(floor, "_ECHO_CLIENT", [floor.TaskEchoClient])
+    monkeypatch.setattr(floor, "echo_client", floor.TaskEchoClient)
     handled: list[int] = []
 
     class Server(floor.TaskFloorServer):  # type: ignore[misc, name-defined]
@@ -184,7 +184,7 @@ async def test_the_floor_with_tasks_answers_every_request(
 async def test_the_floor_with_tasks_fails_when_its_peer_hangs_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(floor, "_ECHO_CLIENT", [floor.TaskEchoClient])
+    monkeypatch.setattr(floor, "echo_client", floor.TaskEchoClient)
 
     class HangUp(asyncio.Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:

@@ -487,11 +487,10 @@ class WebSocketListener(ServerListener):
 
     async def close(self) -> None:
         """Stop accepting; drop sockets still in the HTTP upgrade (no node owns them yet)."""
-        self._server.close()
+        await super().close()
         for pipe in self._pending.items():
             self._pending.discard(pipe)
             pipe.abort()
-        await super().close()
 
 
 class WebSocketTransport:
